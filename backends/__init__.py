@@ -1,0 +1,1 @@
+"""Backends, one subpackage per framework, imported lazily (see lwdsl.backend)."""

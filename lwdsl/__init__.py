@@ -1,0 +1,1 @@
+"""lwdsl: compression recipes for PyTorch and TensorFlow."""

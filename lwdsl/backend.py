@@ -1,0 +1,232 @@
+"""The backend protocol and the lazy registry of backends.
+
+Lifecycle of a run (driven by :mod:`lwdsl.runner`, which never branches on a backend's name):
+
+1. ``unsupported(step)`` for every step, before anything is loaded: a step the backend cannot
+   run fails the run up front, naming the step and the backend.
+2. ``load_model`` builds a named model or loads a checkpoint (never modifying the file), or
+   ``train`` produces a baseline.
+3. ``layers`` lists the model's layers with portable kinds, for selectors.
+4. ``apply`` runs one step on the model in place (or returns a new model, e.g. after removing
+   channels) for the layer names its selector matched.
+5. ``evaluate``, ``stats``, ``latency_ms`` and ``save`` measure after every step.
+6. ``finalize`` makes masks permanent (plain weights, no hooks) before the final save.
+
+A backend is found by name in :data:`BACKENDS` (explicit data) or in the ``lwdsl.backends``
+entry-point group for third-party backends, and imported only when asked for, with an install
+hint when its framework is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional, Sequence
+
+import numpy as np
+
+from .errors import LwdslError
+from .specs import StepSpec, TrainingOptions
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "LayerInfo",
+    "LayerStats",
+    "ModelStats",
+    "StepContext",
+    "Dataset",
+    "get_backend",
+    "backend_names",
+]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer with weights. ``kind`` is portable: conv, linear, embedding, norm or other.
+
+    ``shape`` is the weight's shape in the canonical (PyTorch) layout: ``[out, in, kh, kw]``
+    for conv, ``[out, in]`` for linear, whatever the framework stores.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    params: int  # all parameters of the layer (weight + bias + ...)
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    name: str
+    kind: str
+    weights: int  # elements of the weight tensor
+    zeros: int  # of which are exactly zero
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.weights if self.weights else 0.0
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    params: int
+    nonzero_params: int
+    layers: tuple[LayerStats, ...]
+
+
+@dataclass
+class Dataset:
+    """Framework-free data: float32 NCHW images (normalised) and int64 labels, as numpy."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+    sha256: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image."""
+        return tuple(self.train_x.shape[1:])
+
+
+ProgressFactory = Callable[[int, str], Any]
+
+
+@dataclass
+class StepContext:
+    """What a step may use besides its spec: data, seed, progress bars, the original model.
+
+    ``progress(total, description)`` returns an object with ``update(n)`` and ``close()``;
+    every loop over data (training, calibration, evaluation) reports through it.
+    """
+
+    data: Dataset
+    seed: int
+    index: int  # the step's position in the recipe (0-based)
+    progress: ProgressFactory
+    original_model: Any = None
+    run_dir: Optional[Path] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def step_seed(self) -> int:
+        """The seed of this step: the run seed mixed with the step index (for random pruning)."""
+        return (self.seed * 1_000_003 + self.index) % (2**32)
+
+
+class Backend(ABC):
+    """One framework's implementation of every op. Subclasses live in ``lwdsl.backends``."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str]  # the pip extra that installs the framework
+    model_suffix: ClassVar[str]  # suffix of the saved model file
+
+    @abstractmethod
+    def unsupported(self, step: StepSpec) -> Optional[str]:
+        """Why this backend cannot run ``step`` (None when it can). Loads no model."""
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Framework versions for the lock file."""
+
+    @abstractmethod
+    def load_model(self, ref: str, data: Dataset, checkpoint: Optional[Path] = None) -> Any:
+        """A built-in name, ``torchvision:NAME``/``keras:NAME``, or a model file; weights from
+        ``checkpoint`` when given. Never writes to ``checkpoint``."""
+
+    @abstractmethod
+    def layers(self, model: Any) -> list[LayerInfo]:
+        """Layers with weights, in model order."""
+
+    @abstractmethod
+    def train(self, model: Any, options: TrainingOptions, ctx: StepContext) -> Any:
+        """Plain cross-entropy training (the baseline)."""
+
+    @abstractmethod
+    def apply(self, model: Any, step: StepSpec, layers: Sequence[str], ctx: StepContext) -> Any:
+        """Run ``step`` on ``layers`` (names from :meth:`layers`); returns the model."""
+
+    @abstractmethod
+    def evaluate(self, model: Any, ctx: StepContext) -> tuple[float, float]:
+        """(accuracy in [0, 1], mean cross-entropy) on the test set."""
+
+    @abstractmethod
+    def stats(self, model: Any) -> ModelStats:
+        """Parameter counts and per-layer weight sparsity."""
+
+    @abstractmethod
+    def latency_ms(self, model: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
+        """Median forward latency in milliseconds at ``batch``, with ``threads`` threads."""
+
+    @abstractmethod
+    def save(self, model: Any, path: Path) -> None:
+        """Write the model (masks permanent, sparse weights stored compactly) to ``path``."""
+
+    @abstractmethod
+    def finalize(self, model: Any) -> Any:
+        """Make masks permanent: plain weights, no hooks or wrappers."""
+
+    def copy_model(self, model: Any) -> Any:
+        """A deep copy (the original kept for distillation and for input safety)."""
+        import copy
+
+        return copy.deepcopy(model)
+
+
+#: Built-in backends: name -> (module, class, pip extra). Imported only when asked for.
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "torch": ("lwdsl.backends.torch_backend", "TorchBackend", "torch"),
+    "tensorflow": ("lwdsl.backends.tf_backend", "KerasBackend", "tensorflow"),
+}
+ALIASES = {"pytorch": "torch", "tf": "tensorflow", "keras": "tensorflow"}
+
+
+def backend_names() -> list[str]:
+    names = list(BACKENDS)
+    try:
+        from importlib.metadata import entry_points
+
+        names += [ep.name for ep in entry_points(group="lwdsl.backends") if ep.name not in names]
+    except Exception:  # pragma: no cover - metadata problems must not break the CLI
+        pass
+    return names
+
+
+_instances: dict[str, Backend] = {}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name`` (imported now), or a clear error with an install hint."""
+    from .errors import did_you_mean
+
+    key = ALIASES.get(name, name)
+    if key in _instances:
+        return _instances[key]
+    if key in BACKENDS:
+        module_name, cls_name, extra = BACKENDS[key]
+    else:
+        from importlib.metadata import entry_points
+
+        eps = {ep.name: ep for ep in entry_points(group="lwdsl.backends")}
+        if key not in eps:
+            near = did_you_mean(name, backend_names() + list(ALIASES))
+            raise LwdslError(
+                f"unknown backend '{name}' (known: {', '.join(backend_names())})",
+                hint=f"did you mean '{near}'?" if near else None,
+            )
+        module_name, _, cls_name = eps[key].value.partition(":")
+        extra = key
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LwdslError(
+            f"the {key} backend needs a framework that is not installed ({exc.name or exc})",
+            hint=f"pip install 'lwdsl[{extra}]'",
+        ) from exc
+    backend = getattr(module, cls_name)()
+    _instances[key] = backend
+    return backend

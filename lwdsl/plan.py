@@ -1,0 +1,81 @@
+"""The typed plan a recipe compiles to: header plus a tuple of validated steps.
+
+A :class:`Recipe` is framework-free and immutable. ``to_text`` writes it in the canonical
+layout (``parse(r.to_text()) == r``); ``to_json``/``from_json`` round-trip it through the JSON
+Schema that ``lwdsl schema`` prints. Source positions of the steps are kept beside the plan
+(``locations``) for error messages, and take no part in equality.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .errors import Location
+from .specs import Step
+
+__all__ = ["Target", "Recipe", "LANGUAGE_VERSION"]
+
+#: The newest language version this lwdsl reads (the ``lwdsl N`` header).
+LANGUAGE_VERSION = 1
+
+Scalar = Union[bool, int, float, str]
+
+
+class Target(BaseModel):
+    """The default model and data of a recipe (``target lenet5 on mnist``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(min_length=1)
+    data: Optional[str] = None
+
+
+class Recipe(BaseModel):
+    """A whole recipe: optional header and the steps in order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(default=LANGUAGE_VERSION, ge=1)
+    name: Optional[str] = None
+    target: Optional[Target] = None
+    variables: dict[str, Any] = Field(default_factory=dict, description="let NAME = VALUE, as resolved")
+    steps: tuple[Step, ...] = ()
+
+    _locations: tuple[Location, ...] = PrivateAttr(default=())
+    _source: str = PrivateAttr(default="")
+
+    def __eq__(self, other: object) -> bool:  # positions and source text are not part of the plan
+        return isinstance(other, Recipe) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def location(self, index: int) -> Optional[Location]:
+        """Where step ``index`` was written, if the recipe came from text."""
+        return self._locations[index] if index < len(self._locations) else None
+
+    @property
+    def source(self) -> str:
+        """The recipe text as written (empty when built in Python or from JSON)."""
+        return self._source
+
+    def with_source(self, source: str, locations: tuple[Location, ...]) -> "Recipe":
+        self._source = source
+        self._locations = locations
+        return self
+
+    def to_text(self) -> str:
+        """The recipe in canonical layout; parsing it gives an equal recipe."""
+        from .formatter import recipe_to_text
+
+        return recipe_to_text(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The plan as JSON (only what was written or differs from the defaults)."""
+        return json.dumps(self.model_dump(mode="json", exclude_unset=True, by_alias=True), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        return cls.model_validate_json(text)

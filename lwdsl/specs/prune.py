@@ -1,0 +1,98 @@
+"""``prune``: set weights to zero (unstructured, structured, N:M), at once or gradually.
+
+Exact semantics (both backends follow them bit for bit; see docs/semantics.md):
+- Weights only, never biases. Weights are seen in the canonical layout (PyTorch's:
+  ``[out, in, kh, kw]`` for conv, ``[out, in]`` for linear) and flattened row-major.
+- AMOUNT for l1/l2/ln/random counts elements (unstructured) or slices (structured):
+  ``k = round_half_even(AMOUNT * count)`` of them are pruned. For one element every Ln norm is
+  ``|w|``, so l1, l2 and ln give the same unstructured mask.
+- Ties: among equal scores the element (slice) with the lower flat index is pruned first; for
+  ``global`` the flat index runs over the selected layers in model order.
+- ``threshold T`` prunes every weight with ``|w| < T`` (strictly), whatever the scope.
+- ``random`` scores every element with numpy's PCG64 seeded by the run seed and the step index.
+- ``nm=N:M`` keeps the N largest ``|w|`` in every M consecutive weights along the flattened
+  input axis (per output row); a last partial group of r < M keeps ``min(r, N)``.
+- Already-zero weights count as candidates like any other (they are the smallest).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .base import NMRatio, StepSpec, TrainingOptions
+
+__all__ = ["PruneSpec"]
+
+
+class PruneSpec(StepSpec, TrainingOptions):
+    """Prune weights of the selected layers.
+
+    Example: ``prune global l1 0.2``, ``prune l1 0.4 on linear``, ``prune threshold 0.1``,
+    ``prune l2 0.5 structured=filters remove=true on conv``, ``prune nm=2:4 on linear``,
+    ``prune l1 0.9 schedule=gradual epochs=5``.
+    """
+
+    positional: ClassVar[tuple[str, ...]] = ("scope", "method", "amount")
+    summary: ClassVar[str] = "zero out weights: magnitude, random, threshold, structured, N:M, gradual"
+
+    op: Literal["prune"] = "prune"
+    scope: Literal["layer", "global"] = Field(
+        default="layer", description="layer: AMOUNT of each layer; global: AMOUNT of all selected weights together"
+    )
+    method: Literal["l1", "l2", "ln", "random", "threshold"] = Field(
+        default="l1", description="score: magnitude (Ln norm of the element or slice), random, or an absolute threshold"
+    )
+    amount: Optional[float] = Field(
+        default=None, ge=0, description="fraction pruned in [0, 1) (20% = 0.2); with threshold, the magnitude limit"
+    )
+    n: Optional[float] = Field(default=None, gt=0, description="the p of the Ln norm (method ln only)")
+    structured: Literal["none", "channels", "filters"] = Field(
+        default="none", description="filters: whole output channels/neurons; channels: whole input channels/features"
+    )
+    remove: bool = Field(default=False, description="physically remove pruned filters (structured=filters)")
+    nm: Optional[NMRatio] = Field(default=None, description="N:M sparsity, e.g. 2:4")
+    schedule: Literal["oneshot", "gradual"] = Field(
+        default="oneshot", description="gradual: cubic ramp (Zhu & Gupta 2017) while training"
+    )
+    start: float = Field(default=0.0, ge=0, description="gradual: epoch at which pruning begins")
+    final: Optional[float] = Field(default=None, gt=0, description="gradual: epoch at which AMOUNT is reached (default: epochs)")
+    frequency: int = Field(default=100, ge=1, description="gradual: optimizer steps between mask updates")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PruneSpec":
+        set_ = self.model_fields_set
+        if self.nm is not None:
+            if self.amount is not None:
+                raise ValueError("nm=N:M fixes the sparsity itself; drop AMOUNT")
+            if self.method not in ("l1", "l2", "ln") or self.structured != "none" or self.scope != "layer":
+                raise ValueError("nm=N:M works with magnitude pruning per layer, unstructured")
+            if self.schedule != "oneshot":
+                raise ValueError("nm=N:M is one-shot; fine-tune afterwards instead of schedule=gradual")
+        elif self.amount is None:
+            raise ValueError("AMOUNT is missing: write a fraction such as 0.2 or 20% (or a magnitude after threshold)")
+        elif self.method != "threshold" and self.amount >= 1:
+            raise ValueError(f"AMOUNT is a fraction in [0, 1), got {self.amount:g}; write 20% or 0.2 for a fifth")
+        if (self.method == "ln") != (self.n is not None):
+            raise ValueError("method ln needs n=P (the norm's p), and n= goes only with ln")
+        if self.structured != "none" and self.scope == "global":
+            raise ValueError("structured pruning is per layer: norms of different layers' slices are not comparable")
+        if self.structured != "none" and self.method == "threshold":
+            raise ValueError("threshold prunes single weights; use l1/l2/ln with structured=")
+        if self.remove and self.structured != "filters":
+            raise ValueError("remove=true physically removes filters: it needs structured=filters")
+        if self.schedule == "gradual":
+            if self.method == "threshold":
+                raise ValueError("a threshold prune has no fraction to ramp; use l1 with schedule=gradual")
+            if "epochs" not in set_ or self.epochs < 1:
+                raise ValueError("schedule=gradual trains while pruning: give epochs=N (N >= 1)")
+            end = self.final if self.final is not None else self.epochs
+            if not self.start < end <= self.epochs:
+                raise ValueError(f"gradual needs start < final <= epochs, got start={self.start:g} final={end:g} epochs={self.epochs}")
+        else:
+            training = {"epochs", "lr", "optimizer", "momentum", "weight_decay", "batch", "start", "final", "frequency"}
+            extra = sorted(training & set_)
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply with schedule=gradual")
+        return self
