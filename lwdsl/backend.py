@@ -9,8 +9,9 @@ Lifecycle of a run (driven by :mod:`lwdsl.runner`, which never branches on a bac
 3. ``layers`` lists the model's layers with portable kinds, for selectors.
 4. ``apply`` runs one step on the model in place (or returns a new model, e.g. after removing
    channels) for the layer names its selector matched.
-5. ``evaluate``, ``stats``, ``latency_ms`` and ``save`` measure after every step.
-6. ``finalize`` makes masks permanent (plain weights, no hooks) before the final save.
+5. ``evaluate``, ``stats``, ``latency_ms`` and ``state`` (sizes) measure after every step.
+6. ``finalize`` makes masks permanent (plain weights, no hooks); the runner then writes the
+   canonical weights compactly (``lwdsl.weights``) and ``save_native`` the framework file.
 
 A backend is found by name in :data:`BACKENDS` (explicit data) or in the ``lwdsl.backends``
 entry-point group for third-party backends, and imported only when asked for, with an install
@@ -123,7 +124,7 @@ class Backend(ABC):
 
     name: ClassVar[str]
     extra: ClassVar[str]  # the pip extra that installs the framework
-    model_suffix: ClassVar[str]  # suffix of the saved model file
+    native_suffix: ClassVar[str]  # suffix of the framework's own model file (".pt", ".keras")
 
     @abstractmethod
     def unsupported(self, step: StepSpec) -> Optional[str]:
@@ -134,9 +135,20 @@ class Backend(ABC):
         """Framework versions for the lock file."""
 
     @abstractmethod
-    def load_model(self, ref: str, data: Dataset, checkpoint: Optional[Path] = None) -> Any:
-        """A built-in name, ``torchvision:NAME``/``keras:NAME``, or a model file; weights from
-        ``checkpoint`` when given. Never writes to ``checkpoint``."""
+    def load_model(
+        self,
+        ref: str,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        checkpoint: Optional[Path] = None,
+    ) -> Any:
+        """A model handle for a built-in name, ``torchvision:NAME``/``keras:NAME``, or a model
+        file, with weights from ``checkpoint`` when given (a native file, or a ``.lwz`` file of
+        canonical weights). ``input_shape`` is (C, H, W). Never writes to ``checkpoint``.
+
+        The handle is the backend's own object (model plus masks and other state); the runner
+        only passes it back. Raises LwdslError for an unknown name or a checkpoint that does
+        not fit the model (naming the first mismatching tensor) or cannot be loaded safely."""
 
     @abstractmethod
     def layers(self, model: Any) -> list[LayerInfo]:
@@ -163,8 +175,18 @@ class Backend(ABC):
         """Median forward latency in milliseconds at ``batch``, with ``threads`` threads."""
 
     @abstractmethod
-    def save(self, model: Any, path: Path) -> None:
-        """Write the model (masks permanent, sparse weights stored compactly) to ``path``."""
+    def state(self, model: Any) -> dict[str, np.ndarray]:
+        """Canonical weights: ``"<layer>.weight"``, ``"<layer>.bias"`` (and norm buffers) as
+        numpy in PyTorch layout and PyTorch's flatten order, masks applied. Same names and
+        values on every backend for the built-in models: this is the cross-framework format."""
+
+    @abstractmethod
+    def load_state(self, model: Any, state: dict[str, np.ndarray]) -> None:
+        """Set weights from a canonical state (inverse of :meth:`state`)."""
+
+    @abstractmethod
+    def save_native(self, model: Any, path: Path) -> None:
+        """Write the framework's own model file (``model.pt`` state dict, ``model.keras``)."""
 
     @abstractmethod
     def finalize(self, model: Any) -> Any:
