@@ -192,6 +192,15 @@ class Backend(ABC):
     def finalize(self, model: Any) -> Any:
         """Make masks permanent: plain weights, no hooks or wrappers."""
 
+    def set_seed(self, seed: int) -> None:
+        """Seed the framework's global generators (weight initialisation of built-in models).
+        The runner calls it before ``load_model``."""
+
+    def adopt_data(self, train: Any, test: Any, name: str = "user") -> Dataset:
+        """A :class:`Dataset` from the framework's own data objects (DataLoaders,
+        ``tf.data.Dataset``) for the Python API; backends that support it override this."""
+        raise LwdslError(f"the {self.name} backend cannot take data objects; give a data set name")
+
     def copy_model(self, model: Any) -> Any:
         """A deep copy (the original kept for distillation and for input safety)."""
         import copy

@@ -22,7 +22,7 @@ import numpy as np
 from .backend import Dataset
 from .errors import LwdslError, RunError, did_you_mean
 
-__all__ = ["load_data", "data_dirs", "DATASETS"]
+__all__ = ["load_data", "data_shape", "data_dirs", "DATASETS"]
 
 _FILES = {
     "train_x": "train-images-idx3-ubyte.gz",
@@ -183,3 +183,18 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
             hint=f"did you mean '{near}'?" if near else None,
         )
     return _idx_dataset(key, download)
+
+
+def data_shape(name: str) -> tuple[tuple[int, ...], int]:
+    """(C, H, W) and number of classes of a data set, without loading it.
+
+    >>> data_shape("mnist"), data_shape("synthetic:3,32,32:10")
+    (((1, 28, 28), 10), ((3, 32, 32), 10))
+    """
+    key = name.replace("-", "_").lower()
+    if key.startswith("synthetic:"):
+        d = _synthetic(name.split(":", 1)[1], n_train=1, n_test=1)
+        return d.input_shape, d.num_classes
+    if key not in DATASETS:
+        load_data(name)  # raises the unknown-name error
+    return (1, 28, 28), 10

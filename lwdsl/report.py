@@ -1,0 +1,175 @@
+"""The run report (JSON, Markdown, PNG plots, terminal table) and the run folder.
+
+``report.json`` holds ``steps[]``; the first is the baseline (op ``baseline``); each has ``op``,
+``text`` (the step in canonical form) and ``metrics`` with ``accuracy``, ``loss``, ``params``,
+``nonzero_params``, ``size_bytes`` and ``size_gzip_bytes`` (of the compact ``.lwz`` weights),
+``latency_ms_b1``, ``latency_ms_b64``, ``seconds`` and ``layers[]`` (``name``, ``kind``,
+``weights``, ``sparsity`` achieved, ``requested``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, Dataset
+from .plan import Recipe
+
+__all__ = ["build_report", "write_run_dir", "report_markdown", "print_table"]
+
+
+def build_report(plan: Recipe, be: Backend, model_ref: Any, data: Dataset, seed: int, steps: list) -> dict[str, Any]:
+    base, final = steps[0]["metrics"], steps[-1]["metrics"]
+    summary = {
+        "accuracy_before": base["accuracy"],
+        "accuracy_after": final["accuracy"],
+        "accuracy_change_points": round(100 * (final["accuracy"] - base["accuracy"]), 3),
+        "nonzero_compression": round(base["nonzero_params"] / max(final["nonzero_params"], 1), 3),
+        "size_ratio": round(base["size_bytes"] / max(final["size_bytes"], 1), 3),
+        "size_gzip_ratio": round(base["size_gzip_bytes"] / max(final["size_gzip_bytes"], 1), 3),
+    }
+    if base.get("latency_ms_b1") and final.get("latency_ms_b1"):
+        summary["speedup_b1"] = round(base["latency_ms_b1"] / final["latency_ms_b1"], 3)
+        summary["speedup_b64"] = round(base["latency_ms_b64"] / final["latency_ms_b64"], 3)
+    return {
+        "recipe": plan.name,
+        "backend": be.name,
+        "model": model_ref if isinstance(model_ref, str) else type(model_ref).__name__,
+        "data": data.name,
+        "seed": seed,
+        "summary": summary,
+        "steps": steps,
+    }
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):,.2f} MiB"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# lwdsl run: {report.get('recipe') or 'recipe'}",
+        "",
+        f"Backend `{report['backend']}`, model `{report['model']}`, data `{report['data']}`, seed {report['seed']}.",
+        "",
+        "| step | accuracy | loss | params | non-zero | size | gzip | latency b1 (ms) | latency b64 (ms) | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in report["steps"]:
+        m = s["metrics"]
+        lat1 = f"{m['latency_ms_b1']:.3f}" if m.get("latency_ms_b1") is not None else "-"
+        lat64 = f"{m['latency_ms_b64']:.3f}" if m.get("latency_ms_b64") is not None else "-"
+        lines.append(
+            f"| `{s['text']}` | {100 * m['accuracy']:.2f}% | {m['loss']:.4f} | {m['params']:,} | {m['nonzero_params']:,} "
+            f"| {_fmt_bytes(m['size_bytes'])} | {_fmt_bytes(m['size_gzip_bytes'])} | {lat1} | {lat64} | {m['seconds']:.1f} |"
+        )
+    lines += ["", "## Per-layer sparsity after the last step", "", "| layer | kind | weights | requested | achieved |", "|---|---|---:|---:|---:|"]
+    for layer in report["steps"][-1]["metrics"]["layers"]:
+        req = "-" if layer["requested"] is None else f"{100 * layer['requested']:.1f}%"
+        lines.append(f"| {layer['name']} | {layer['kind']} | {layer['weights']:,} | {req} | {100 * layer['sparsity']:.1f}% |")
+    s = report["summary"]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        f"- accuracy {100 * s['accuracy_before']:.2f}% -> {100 * s['accuracy_after']:.2f}% ({s['accuracy_change_points']:+.2f} points)",
+        f"- non-zero weights {s['nonzero_compression']:.2f}x fewer; file {s['size_ratio']:.2f}x smaller ({s['size_gzip_ratio']:.2f}x gzip)",
+    ]
+    if "speedup_b1" in s:
+        lines.append(f"- latency {s['speedup_b1']:.2f}x at batch 1, {s['speedup_b64']:.2f}x at batch 64")
+    return "\n".join(lines) + "\n"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """The report as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']} on {report['data']} ({report['backend']})")
+    for col in ("step", "accuracy", "non-zero / params", "size (gzip)", "lat b1 ms", "lat b64 ms", "s"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for s in report["steps"]:
+        m = s["metrics"]
+        table.add_row(
+            s["text"],
+            f"{100 * m['accuracy']:.2f}%",
+            f"{m['nonzero_params']:,} / {m['params']:,}",
+            f"{_fmt_bytes(m['size_bytes'])} ({_fmt_bytes(m['size_gzip_bytes'])})",
+            "-" if m.get("latency_ms_b1") is None else f"{m['latency_ms_b1']:.3f}",
+            "-" if m.get("latency_ms_b64") is None else f"{m['latency_ms_b64']:.3f}",
+            f"{m['seconds']:.1f}",
+        )
+    Console().print(table)
+
+
+def _plots(report: dict[str, Any], folder: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional: matplotlib comes with the framework extras
+        return []
+    steps = report["steps"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = [s["metrics"]["size_gzip_bytes"] / 1024 for s in steps]
+    accs = [100 * s["metrics"]["accuracy"] for s in steps]
+    ax.plot(sizes, accs, "o-")
+    for i, s in enumerate(steps):
+        ax.annotate(f"{i}: {s['op']}", (sizes[i], accs[i]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("model size, gzip (KiB)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs size, step by step")
+    fig.tight_layout()
+    fig.savefig(folder / "accuracy_size.png", dpi=100)
+    plt.close(fig)
+    layers = steps[-1]["metrics"]["layers"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = range(len(layers))
+    ax.bar([x - 0.2 for x in xs], [100 * (l["requested"] or 0) for l in layers], 0.4, label="requested")
+    ax.bar([x + 0.2 for x in xs], [100 * l["sparsity"] for l in layers], 0.4, label="achieved")
+    ax.set_xticks(list(xs), [l["name"] for l in layers], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("sparsity (%)")
+    ax.set_title("per-layer sparsity after the last step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "sparsity.png", dpi=100)
+    plt.close(fig)
+    return ["accuracy_size.png", "sparsity.png"]
+
+
+def write_run_dir(out: Path, be: Backend, handle: Any, plan: Recipe, report: dict[str, Any], lock: dict[str, Any]) -> Path:
+    """Write the run folder into a staging folder, then swap it in place of ``out``.
+
+    Until the final rename nothing in ``out`` changes; the old folder is removed only after the
+    new one is in place.
+    """
+    from .weights import save_weights
+
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        (staging / "recipe.lw").write_text(plan.source or plan.to_text())
+        save_weights(staging / "model.lwz", be.state(handle), {"backend": be.name, "model": report["model"]})
+        be.save_native(handle, staging / f"model{be.native_suffix}")
+        report = dict(report, files=sorted(p.name for p in staging.iterdir()) + ["report.json", "report.md", "lwdsl.lock.json"])
+        report["files"] += _plots(report, staging)
+        (staging / "report.json").write_text(json.dumps(report, indent=2))
+        (staging / "report.md").write_text(report_markdown(report))
+        (staging / "lwdsl.lock.json").write_text(json.dumps(lock, indent=2))
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(staging, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,279 @@
+"""Run a recipe end to end: plan, check, load, baseline, steps, measure, report, write.
+
+Nothing here knows a framework: the backend does the work through :class:`lwdsl.backend.Backend`
+and the runner never branches on its name. Order of a run:
+
+1. compile the recipe and check every step against the backend (fails before any model work);
+2. load data and model; without a checkpoint, a baseline is trained once and cached
+   (``$LWDSL_CACHE`` or ``~/.cache/lwdsl``) by backend, model, data, seed and epochs;
+3. measure the baseline, then apply each step to the layers its selector matches (no match is
+   an error) and measure again;
+4. make masks permanent and write everything into a staging folder beside ``out``, which then
+   replaces ``out`` in one rename: a failed or interrupted run leaves the previous outputs as
+   they were (a failed run's partial report and last good model go to ``<out>.failed``).
+
+The input checkpoint is only ever read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .backend import Backend, Dataset, StepContext, get_backend
+from .errors import LwdslError, RecipeError
+from .metrics import measure
+from .plan import Recipe
+from .specs import PruneSpec, StepSpec, TrainingOptions
+
+__all__ = ["run", "RunResult", "baseline_options", "resolve_recipe", "matched_layers"]
+
+
+@dataclass
+class RunResult:
+    """What a run returns: the compressed model (the backend's handle), the report, the folder."""
+
+    model: Any
+    report: dict[str, Any]
+    run_dir: Optional[Path]
+    backend: Backend
+
+    @property
+    def module(self) -> Any:
+        """The framework's own model object (nn.Module or tf_keras.Model)."""
+        return getattr(self.model, "module", getattr(self.model, "model", self.model))
+
+
+def baseline_options(epochs: int) -> TrainingOptions:
+    """How a baseline is trained when no checkpoint is given: SGD, momentum 0.9, cosine-free."""
+    return TrainingOptions(epochs=epochs, lr=0.01, optimizer="sgd", momentum=0.9, batch=64)
+
+
+def resolve_recipe(recipe: Union[str, Path, Recipe], overrides: Optional[dict[str, str]] = None) -> Recipe:
+    """A Recipe from a Recipe, a path to a .lw/.json file, or recipe text."""
+    from . import load, parse
+
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe and recipe.endswith((".lw", ".json"))):
+        return load(Path(recipe), overrides=overrides)
+    return parse(str(recipe), overrides=overrides)
+
+
+def _step_label(recipe: Recipe, index: int, step: StepSpec) -> str:
+    from .formatter import step_to_text
+
+    return f"step {index + 1} `{step_to_text(step)}`"
+
+
+def matched_layers(recipe: Recipe, index: int, step: StepSpec, layers: list) -> list[str]:
+    """The layer names the step's selector picks (an error if none, or if ``expect`` fails)."""
+    from .selectors import match_layers
+
+    return match_layers(
+        step.effective_selector(), layers, step_label=_step_label(recipe, index, step), location=recipe.location(index)
+    )
+
+
+def _requested(step: StepSpec, names: list[str]) -> Optional[dict[str, float]]:
+    if not isinstance(step, PruneSpec):
+        return None
+    if step.nm is not None:
+        fraction = 1 - step.nm.n / step.nm.m
+    elif step.method == "threshold" or step.amount is None:
+        return None
+    else:
+        fraction = step.amount
+    return {name: fraction for name in names}
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("LWDSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lwdsl"
+    return Path(root) / "baselines"
+
+
+def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: int, say: Any) -> dict[str, Any]:
+    from .weights import load_weights, save_weights
+
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}-seed{ctx.seed}-e{epochs}")
+    path = _cache_dir() / f"{key}.lwz"
+    if path.exists():
+        state, _ = load_weights(path)
+        backend.load_state(model, state)
+        say(f"baseline: cached {path}")
+        return {"source": "cache", "path": str(path), "epochs": epochs}
+    say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
+    backend.train(model, baseline_options(epochs), ctx)
+    save_weights(path, backend.state(model), {"model": ref, "data": ctx.data.name, "seed": ctx.seed, "epochs": epochs})
+    return {"source": "trained", "path": str(path), "epochs": epochs}
+
+
+def run(
+    recipe: Union[str, Path, Recipe],
+    model: Any = None,
+    *,
+    backend: str = "torch",
+    data: Optional[str] = None,
+    train: Any = None,
+    test: Any = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    out: Optional[Union[str, Path]] = None,
+    seed: int = 0,
+    threads: int = 1,
+    quiet: bool = False,
+    overrides: Optional[dict[str, str]] = None,
+    baseline_epochs: int = 3,
+    latency: bool = True,
+    echo: Any = None,
+) -> RunResult:
+    """Compress a model with a recipe.
+
+    Args:
+        recipe: a :class:`Recipe`, a ``.lw``/``.json`` path, or recipe text.
+        model: a model name (``lenet5``, ``torchvision:resnet18``, ``keras:MobileNetV2``), a
+            model file, or the framework's own model object (``nn.Module``/``tf_keras.Model``).
+            Default: the recipe's ``target``.
+        backend: ``torch`` or ``tensorflow``.
+        data: a data set name (``mnist``, ``fashion_mnist``, ``synthetic:C,H,W:K``); default:
+            the recipe's ``target ... on DATA``.
+        train, test: the framework's own data objects instead of ``data`` (DataLoaders,
+            ``tf.data.Dataset``).
+        checkpoint: weights to start from (read only, never modified).
+        out: the run folder to write (replaced only when the run succeeds); None writes nothing.
+        seed: seeds model initialisation, data order and random pruning.
+        threads: threads for latency measurements.
+        quiet: no progress bars or messages.
+        overrides: ``--set NAME=VALUE`` values for the recipe's variables.
+        baseline_epochs: epochs of the baseline trained when no checkpoint is given.
+        latency: measure latency after every step (off in quick tests).
+
+    Returns:
+        A :class:`RunResult` with the compressed model and the report (``report["steps"]``).
+
+    Raises:
+        RecipeError: the recipe is invalid, or the backend lacks a step (before any work).
+        RunError: the run failed (missing data, NaN loss, ...).
+
+    Example:
+        >>> result = lwdsl.run("prune l1 0.5 | finetune epochs=1", "lenet300", data="mnist")  # doctest: +SKIP
+    """
+    from .progress import progress_factory
+    from .report import build_report, write_run_dir
+    from .validate import check_backend
+
+    say = (echo or print) if not quiet else (lambda *_: None)
+    plan = resolve_recipe(recipe, overrides)
+    be = get_backend(backend)
+    check_backend(plan, be.name)
+    model_ref = model if model is not None else (plan.target.model if plan.target else None)
+    if model_ref is None:
+        raise LwdslError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
+    data_name = data or (plan.target.data if plan.target and plan.target.data else None)
+    dataset = _load_dataset(be, data_name, train, test)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and not ckpt.is_file():
+        raise LwdslError(f"checkpoint {ckpt} does not exist")
+
+    progress = progress_factory(quiet)
+    ctx = StepContext(data=dataset, seed=seed, index=-1, progress=progress)
+    steps_out: list[dict[str, Any]] = []
+    handle: Any = None
+    try:
+        be.set_seed(seed)
+        handle = be.load_model(model_ref, dataset.input_shape, dataset.num_classes, ckpt)
+        _check_selectors(plan, be, handle)
+        baseline_info: dict[str, Any] = {"source": "checkpoint" if ckpt else "given"}
+        if ckpt is None and isinstance(model_ref, str) and not Path(model_ref).exists():
+            baseline_info = _baseline(be, handle, model_ref, ctx, baseline_epochs, say)
+        ctx.original_model = be.copy_model(handle)
+        steps_out.append(
+            {"op": "baseline", "text": "baseline", "metrics": measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)}
+        )
+        say(_line(steps_out[-1]))
+        for i, step in enumerate(plan.steps):
+            ctx.index = i
+            names = matched_layers(plan, i, step, be.layers(handle))
+            start = time.perf_counter()
+            handle = be.apply(handle, step, names, ctx)
+            seconds = time.perf_counter() - start
+            metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=_requested(step, names), latency=latency)
+            from .formatter import step_to_text
+
+            steps_out.append({"op": step.op, "text": step_to_text(step), "layers": names, "metrics": metrics})
+            say(_line(steps_out[-1]))
+        handle = be.finalize(handle)
+    except BaseException as exc:
+        progress.stop()
+        if out is not None and handle is not None and len(steps_out) > 0 and isinstance(exc, LwdslError):
+            _write_failed(be, handle, plan, steps_out, Path(out), exc, say)
+        raise
+    progress.stop()
+    report = build_report(plan, be, model_ref, dataset, seed, steps_out)
+    run_dir = None
+    if out is not None:
+        from .lockfile import lock_data
+
+        lock = lock_data(
+            plan,
+            backend=be.name,
+            framework_versions=be.versions(),
+            model=str(model_ref) if isinstance(model_ref, (str, Path)) else type(model_ref).__name__,
+            data=dataset.name,
+            data_sha256=dataset.sha256,
+            seed=seed,
+            checkpoint=ckpt,
+            baseline=baseline_info,
+        )
+        run_dir = write_run_dir(Path(out), be, handle, plan, report, lock)
+        say(f"wrote {run_dir}")
+    return RunResult(handle, report, run_dir, be)
+
+
+def _load_dataset(be: Backend, name: Optional[str], train: Any, test: Any) -> Dataset:
+    from .data import load_data
+
+    if train is not None or test is not None:
+        if train is None or test is None:
+            raise LwdslError("give both train= and test= data, or a data set name")
+        return be.adopt_data(train, test)
+    if name is None:
+        raise LwdslError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
+    return load_data(name)
+
+
+def _check_selectors(plan: Recipe, be: Backend, handle: Any) -> None:
+    """Every selector must match before any step runs (layers of later steps may change after
+    a structural removal, but names and kinds stay, so this catches typos up front)."""
+    layers = be.layers(handle)
+    for i, step in enumerate(plan.steps):
+        matched_layers(plan, i, step, layers)
+
+
+def _line(entry: dict[str, Any]) -> str:
+    m = entry["metrics"]
+    sparsity = 1 - m["nonzero_params"] / m["params"] if m["params"] else 0.0
+    lat = f"{m['latency_ms_b1']:.3f} ms" if m.get("latency_ms_b1") is not None else "-"
+    return (
+        f"{entry['text']}: accuracy {100 * m['accuracy']:.2f}%  params {m['nonzero_params']:,}/{m['params']:,} "
+        f"nonzero ({100 * sparsity:.1f}% sparse)  size {m['size_bytes']:,} B (gzip {m['size_gzip_bytes']:,} B)  "
+        f"latency b1 {lat}  {m['seconds']:.1f} s"
+    )
+
+
+def _write_failed(be: Backend, handle: Any, plan: Recipe, steps: list, out: Path, exc: Exception, say: Any) -> None:
+    """Keep what a failed run had: its report so far and the last good model, beside ``out``."""
+    from .weights import save_weights
+    import json
+
+    failed = out.parent / f"{out.name}.failed"
+    shutil.rmtree(failed, ignore_errors=True)
+    failed.mkdir(parents=True)
+    save_weights(failed / "last-good.lwz", be.state(handle))
+    (failed / "report.json").write_text(json.dumps({"error": str(getattr(exc, "message", exc)), "steps": steps}, indent=2))
+    say(f"run failed; its report so far and the last good model are in {failed} ({out} is unchanged)")
