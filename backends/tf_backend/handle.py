@@ -1,0 +1,59 @@
+"""The model handle the runner passes around: a tf_keras model and its pruning masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._tf import tf_keras
+from .layout import LayerView, views
+
+__all__ = ["KerasHandle"]
+
+
+@dataclass
+class KerasHandle:
+    """A tf_keras model plus keep masks.
+
+    ``masks`` maps a layer name to the keep mask of its weight, in the Keras layout of the
+    variable (True where the weight stays). Masked weights are zero in the model at all times:
+    pruning zeroes them, and training re-applies the masks after every optimizer step. No
+    wrapper layers are involved, so :meth:`finalize` only drops the masks. ``losses`` holds the
+    loss of every optimizer step of the most recent step that trained.
+    """
+
+    model: Any
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)  # cross-entropy per step of the last training
+
+    def views(self) -> list[LayerView]:
+        return views(self.model)
+
+    def view_map(self) -> dict[str, LayerView]:
+        return {v.name: v for v in views(self.model)}
+
+    def set_mask(self, view: LayerView, keep: np.ndarray) -> None:
+        """AND ``keep`` (Keras layout) into the layer's mask and zero the weights it prunes."""
+        old = self.masks.get(view.name)
+        keep = keep if old is None else (old & keep)
+        self.masks[view.name] = keep
+        var = view.weight.variable
+        var.assign(np.where(keep, var.numpy(), 0).astype(var.dtype.as_numpy_dtype))
+
+    def apply_masks(self) -> None:
+        vm = self.view_map()
+        for name, keep in self.masks.items():
+            var = vm[name].weight.variable
+            var.assign(np.where(keep, var.numpy(), 0).astype(var.dtype.as_numpy_dtype))
+
+    def finalize(self) -> "KerasHandle":
+        self.apply_masks()
+        self.masks = {}
+        return self
+
+    def copy(self) -> "KerasHandle":
+        clone = tf_keras.models.clone_model(self.model)
+        clone.set_weights(self.model.get_weights())
+        return KerasHandle(clone, {k: v.copy() for k, v in self.masks.items()})

@@ -1,0 +1,125 @@
+"""Forward latency: the median of timed runs after a warm-up, with a given number of threads.
+
+TensorFlow fixes its intra-op thread pool when its runtime starts (the first model built or op
+run); ``tf.config.threading.set_intra_op_parallelism_threads`` raises after that. So:
+
+- if the runtime has not started yet, the thread count is set (once, for the whole process)
+  and the model is timed here;
+- if it has started with the requested count (by default, the number of CPU cores), the model
+  is timed here;
+- otherwise the model is timed in a worker process started with that thread count (one per
+  count, kept for later calls, ended at exit), which receives the model as a ``.keras`` file.
+
+Timing: ``model(x, training=False)`` inside a ``tf.function``, 3 warm-up calls, then calls
+until at least 20 and 0.2 s (at most 200); the median in milliseconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lwdsl.errors import RunError
+
+from ._tf import tf
+
+__all__ = ["latency_ms", "time_model"]
+
+_workers: dict[int, subprocess.Popen] = {}
+
+
+def time_model(model: Any, batch: int, input_shape: tuple[int, ...]) -> float:
+    """Median latency of ``model`` (in this process, with its current threads) in ms."""
+    c, h, w = input_shape
+    x = tf.random.stateless_normal((batch, h, w, c), seed=(0, 0))
+    forward = tf.function(lambda t: model(t, training=False))
+    for _ in range(3):
+        forward(x).numpy()
+    times: list[float] = []
+    begin = time.perf_counter()
+    while len(times) < 200 and (len(times) < 20 or time.perf_counter() - begin < 0.2):
+        start = time.perf_counter()
+        forward(x).numpy()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def _threads_here(threads: int) -> bool:
+    """True when this process runs TensorFlow with ``threads`` intra-op threads (set if it can)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        return True
+    except RuntimeError:
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        return (current or os.cpu_count() or 1) == threads
+
+
+def _worker(threads: int) -> subprocess.Popen:
+    proc = _workers.get(threads)
+    if proc is None or proc.poll() is not None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        _workers[threads] = proc
+    return proc
+
+
+@atexit.register
+def _stop_workers() -> None:
+    for proc in _workers.values():
+        if proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def latency_ms(model: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
+    """Median forward latency in ms at ``batch`` with ``threads`` intra-op threads."""
+    if _threads_here(threads):
+        return time_model(model, batch, input_shape)
+    with tempfile.TemporaryDirectory(prefix="lwdsl-latency-") as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        proc = _worker(threads)
+        proc.stdin.write(json.dumps({"path": str(path), "batch": batch, "shape": list(input_shape)}) + "\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+    if not line:
+        raise RunError(f"the latency worker with {threads} thread(s) stopped unexpectedly")
+    reply = json.loads(line)
+    if "error" in reply:
+        raise RunError(f"latency measurement failed in the worker: {reply['error']}")
+    return float(reply["ms"])
+
+
+def _serve(threads: int) -> None:  # pragma: no cover - runs in the worker process
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    from ._tf import tf_keras
+
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            model = tf_keras.models.load_model(req["path"], safe_mode=True, compile=False)
+            reply = {"ms": time_model(model, int(req["batch"]), tuple(req["shape"]))}
+        except Exception as exc:  # reported to the parent, which raises RunError
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _serve(int(sys.argv[1]))

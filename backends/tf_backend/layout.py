@@ -1,0 +1,251 @@
+"""Keras weights <-> canonical (PyTorch) layout: names, axes and flatten order.
+
+The canonical state is the cross-framework format (see :meth:`lwdsl.backend.Backend.state`).
+Per layer, in model order:
+
+===================  =============================  =======================================
+Keras                variable (Keras layout)        canonical name and layout
+===================  =============================  =======================================
+Conv1D/2D/3D         kernel (*k, in, out)           ``L.weight`` (out, in, *k)
+Conv2DTranspose      kernel (kh, kw, out, in)       ``L.weight`` (in, out, kh, kw)
+DepthwiseConv2D      depthwise_kernel (kh,kw,c,m)   ``L.weight`` (c*m, 1, kh, kw)
+SeparableConv2D      depthwise + pointwise kernel   ``L.depthwise_weight``, ``L.weight``
+Dense                kernel (in, out)               ``L.weight`` (out, in), rows reordered
+                                                    when fed by a Flatten (below)
+Embedding            embeddings (n, d)              ``L.weight`` (n, d)
+BatchNormalization   gamma, beta, moving_mean/var   ``L.weight``, ``L.bias``,
+                                                    ``L.running_mean``, ``L.running_var``
+LayerNormalization   gamma, beta                    ``L.weight``, ``L.bias``
+any ``bias``                                        ``L.bias``
+anything else        NAME                           ``L.NAME`` unchanged
+===================  =============================  =======================================
+
+A Dense layer fed by ``Flatten`` of a feature map of shape (*spatial, C) (through Dropout or
+activations only) sees its inputs in Keras's (*spatial, C) order, while PyTorch flattens
+(C, *spatial); its rows are permuted so the canonical weight is exactly PyTorch's. Masks are
+converted with the same functions as the weights, so a mask computed on the canonical layout
+lands on the right Keras elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from lwdsl.backend import LayerInfo
+from lwdsl.errors import LwdslError
+
+__all__ = ["Tensor", "LayerView", "views", "state_of", "load_state_into", "layer_infos", "iter_layers"]
+
+Convert = Callable[[np.ndarray], np.ndarray]
+_PASS_THROUGH = {"Dropout", "SpatialDropout2D", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ActivityRegularization"}
+_NORM_NAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One variable and how it maps to its canonical tensor."""
+
+    name: str  # canonical: "conv1.weight"
+    variable: Any  # tf.Variable
+    shape: tuple[int, ...]  # canonical shape
+    to_canon: Convert
+    from_canon: Convert
+    is_param: bool = True  # False for running statistics (buffers in PyTorch)
+
+    def canonical(self) -> np.ndarray:
+        return np.ascontiguousarray(self.to_canon(self.variable.numpy()))
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """A layer with weights: its portable kind, its main weight and all its tensors."""
+
+    layer: Any
+    name: str
+    kind: str  # conv, linear, embedding, norm, other
+    weight: Tensor  # the tensor pruning acts on (the kernel)
+    tensors: tuple[Tensor, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(int(np.prod(t.shape)) for t in self.tensors if t.is_param)
+
+
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _transposer(perm: tuple[int, ...]) -> tuple[Convert, Convert]:
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    return (lambda a: np.transpose(a, perm)), (lambda a: np.transpose(a, inverse))
+
+
+def _conv(var: Any) -> tuple[tuple[int, ...], Convert, Convert]:
+    n = len(var.shape)
+    perm = (n - 1, n - 2, *range(n - 2))
+    to_c, from_c = _transposer(perm)
+    return tuple(int(var.shape[p]) for p in perm), to_c, from_c
+
+
+def _depthwise(var: Any) -> tuple[tuple[int, ...], Convert, Convert]:
+    kh, kw, c, m = (int(d) for d in var.shape)
+
+    def to_c(a: np.ndarray) -> np.ndarray:
+        return np.transpose(a.reshape(kh, kw, c * m, 1), (2, 3, 0, 1))
+
+    def from_c(a: np.ndarray) -> np.ndarray:
+        return np.transpose(a, (2, 3, 0, 1)).reshape(kh, kw, c, m)
+
+    return (c * m, 1, kh, kw), to_c, from_c
+
+
+def _dense(var: Any, source: Optional[tuple[int, ...]]) -> tuple[tuple[int, ...], Convert, Convert]:
+    n_in, n_out = (int(d) for d in var.shape)
+    if source is None or source[-1] == 1 or int(np.prod(source[:-1])) == 1:
+        return (n_out, n_in), (lambda a: a.T), (lambda a: a.T)
+    spatial, c = tuple(source[:-1]), source[-1]
+
+    def to_c(a: np.ndarray) -> np.ndarray:  # rows (*spatial, C) -> columns (C, *spatial)
+        return np.moveaxis(a.T.reshape(n_out, *spatial, c), -1, 1).reshape(n_out, n_in)
+
+    def from_c(a: np.ndarray) -> np.ndarray:
+        return np.moveaxis(a.reshape(n_out, c, *spatial), 1, -1).reshape(n_out, n_in).T
+
+    return (n_out, n_in), to_c, from_c
+
+
+def _inbound(layer: Any) -> Any:
+    nodes = getattr(layer, "inbound_nodes", None) or getattr(layer, "_inbound_nodes", None)
+    if not nodes:
+        return None
+    src = nodes[0].inbound_layers
+    return src if not isinstance(src, (list, tuple)) else (src[0] if len(src) == 1 else None)
+
+
+def flatten_source(layer: Any) -> Optional[tuple[int, ...]]:
+    """The (*spatial, C) shape a Flatten turned into this layer's input, if there is one."""
+    src = _inbound(layer)
+    while src is not None and type(src).__name__ in _PASS_THROUGH:
+        src = _inbound(src)
+    if src is None or type(src).__name__ != "Flatten":
+        return None
+    if getattr(src, "data_format", "channels_last") != "channels_last":
+        return None
+    dims = tuple(src.input_shape[1:])
+    if len(dims) < 2 or any(d is None for d in dims):
+        return None
+    return tuple(int(d) for d in dims)
+
+
+def _short(var: Any) -> str:
+    return var.name.split("/")[-1].split(":")[0]
+
+
+def _classes(layer: Any) -> set[str]:
+    return {c.__name__ for c in type(layer).__mro__}
+
+
+def _view(layer: Any) -> Optional[LayerView]:
+    variables = list(layer.weights)
+    if not variables:
+        return None
+    classes = _classes(layer)
+    by_short = {_short(v): v for v in variables}
+    tensors: list[Tensor] = []
+    main = None
+    name = layer.name
+    if classes & {"BatchNormalization", "LayerNormalization", "GroupNormalization"}:
+        kind = "norm"
+        for short in ("gamma", "beta", "moving_mean", "moving_variance"):
+            if short in by_short:
+                v = by_short.pop(short)
+                shape = tuple(int(d) for d in v.shape)
+                tensors.append(Tensor(f"{name}.{_NORM_NAMES[short]}", v, shape, _identity, _identity, short.startswith("gamma") or short == "beta"))
+    else:
+        if "DepthwiseConv2D" in classes:
+            kind, key, layout = "conv", "depthwise_kernel", _depthwise
+        elif "SeparableConv2D" in classes or "SeparableConv1D" in classes:
+            kind, key, layout = "conv", "pointwise_kernel", _conv
+            v = by_short.pop("depthwise_kernel")
+            tensors.append(Tensor(f"{name}.depthwise_weight", v, *_depthwise(v)))
+        elif "Conv" in classes:  # transposed convolutions are "other", as in PyTorch's kinds
+            kind, key, layout = ("other" if "Transpose" in type(layer).__name__ else "conv"), "kernel", _conv
+        elif "Dense" in classes:
+            source = flatten_source(layer)
+            kind, key, layout = "linear", "kernel", (lambda v: _dense(v, source))
+        elif "Embedding" in classes:
+            kind, key, layout = "embedding", "embeddings", (lambda v: (tuple(int(d) for d in v.shape), _identity, _identity))
+        else:
+            kind, key, layout = "other", None, None
+        if key is not None and key in by_short:
+            v = by_short.pop(key)
+            tensors.insert(0, Tensor(f"{name}.weight", v, *layout(v)))
+        if "bias" in by_short:
+            v = by_short.pop("bias")
+            tensors.append(Tensor(f"{name}.bias", v, tuple(int(d) for d in v.shape), _identity, _identity))
+    for short, v in by_short.items():
+        tensors.append(Tensor(f"{name}.{short}", v, tuple(int(d) for d in v.shape), _identity, _identity, v.trainable))
+    main = next((t for t in tensors if t.name == f"{name}.weight"), tensors[0])
+    return LayerView(layer, name, kind, main, tuple(tensors))
+
+
+def iter_layers(model: Any):
+    """Every leaf layer of ``model`` in model order (nested models are entered)."""
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.__class__.__name__ in ("Functional", "Sequential", "Model"):
+            yield from iter_layers(layer)
+        else:
+            yield layer
+
+
+def views(model: Any) -> list[LayerView]:
+    """The layers with weights, in model order."""
+    out = []
+    for layer in iter_layers(model):
+        view = _view(layer)
+        if view is not None:
+            out.append(view)
+    return out
+
+
+def layer_infos(model: Any) -> list[LayerInfo]:
+    return [LayerInfo(v.name, v.kind, v.weight.shape, v.params) for v in views(model)]
+
+
+def state_of(model: Any) -> dict[str, np.ndarray]:
+    """The canonical state of ``model`` (float32 numpy, PyTorch layout and names)."""
+    return {t.name: t.canonical() for v in views(model) for t in v.tensors}
+
+
+_IGNORED = (".num_batches_tracked",)
+
+
+def load_state_into(model: Any, state: dict[str, np.ndarray]) -> None:
+    """Assign a canonical state to ``model``; every tensor must be there with its shape.
+
+    Raises:
+        LwdslError: naming the first missing, unexpected or mis-shaped tensor.
+    """
+    tensors = {t.name: t for v in views(model) for t in v.tensors}
+    given = {k: v for k, v in state.items() if not k.endswith(_IGNORED)}
+    for name, t in tensors.items():
+        if name not in given:
+            raise LwdslError(f"the weights have no tensor '{name}' that the model needs", hint=_hint(tensors, given))
+        shape = tuple(np.shape(given[name]))
+        if shape != t.shape:
+            raise LwdslError(
+                f"tensor '{name}' has shape {shape} in the weights but {t.shape} in the model (canonical layout)",
+                hint="the weights belong to a different architecture or width",
+            )
+    extra = [k for k in given if k not in tensors]
+    if extra:
+        raise LwdslError(f"the weights hold tensor '{extra[0]}' that the model has no place for", hint=_hint(tensors, given))
+    for name, t in tensors.items():
+        t.variable.assign(np.asarray(t.from_canon(np.asarray(given[name], dtype=np.float32)), dtype=t.variable.dtype.as_numpy_dtype))
+
+
+def _hint(tensors: dict[str, Tensor], given: dict[str, np.ndarray]) -> str:
+    return f"model tensors: {', '.join(list(tensors)[:6])}...; weights: {', '.join(list(given)[:6])}..."

@@ -1,0 +1,229 @@
+"""The model zoo as tf_keras functional models, and every other way to get a model.
+
+The zoo mirrors the PyTorch backend's models layer for layer: the same layer names, widths,
+activation placement and 'valid' padding, so one canonical state (PyTorch layout) loads into
+either framework and gives the same logits. Inputs are NHWC. Each builder takes ``widths``
+(layer name -> output width); a state whose filters were physically removed loads into any
+model through :func:`lwdsl.backends.tf_backend.surgery.resize_to_state`.
+
+Other references (:func:`build`):
+
+- ``keras:NAME``: ``tf_keras.applications.NAME(weights=None, classes=..., input_shape=...)``;
+  nothing is downloaded.
+- a ``.keras`` or ``.h5`` file: loaded with ``safe_mode=True`` (no Lambda code is ever
+  deserialised; an ``.h5`` file holding a Lambda layer is refused, since Keras 2 stores its
+  code as marshalled bytecode that ``safe_mode`` does not guard).
+- a ``tf_keras.Model`` object (Sequential or functional): cloned with its weights, so the
+  caller's object is never modified. A Keras 3 model (the ``keras`` package) or a subclassed
+  model that cannot be cloned is refused with a hint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from lwdsl.errors import LwdslError, did_you_mean
+
+from ._tf import tf_keras
+
+__all__ = ["ZOO", "build", "build_zoo", "adopt_model", "load_file"]
+
+# name -> layers: ("conv", name, width, kernel) | ("pool",) | ("relu",) | ("flatten",)
+#                 | ("dense", name, width, relu?) ; the last dense layer has num_classes units.
+ZOO: dict[str, tuple[tuple, ...]] = {
+    "lenet300": (
+        ("flatten",),
+        ("dense", "fc1", 300, True),
+        ("dense", "fc2", 100, True),
+        ("dense", "fc3", None, False),
+    ),
+    "lenet5": (  # Caffe's LeNet: no activation after the convolutions
+        ("conv", "conv1", 20, 5),
+        ("pool",),
+        ("conv", "conv2", 50, 5),
+        ("pool",),
+        ("flatten",),
+        ("dense", "fc1", 500, True),
+        ("dense", "fc2", None, False),
+    ),
+    "seedcnn": (  # the CNN of the seed article: relu(max_pool(conv(x)))
+        ("conv", "conv1", 10, 5),
+        ("pool",),
+        ("relu",),
+        ("conv", "conv2", 20, 5),
+        ("pool",),
+        ("relu",),
+        ("flatten",),
+        ("dense", "fc1", 50, True),
+        ("dense", "fc2", None, False),
+    ),
+    "seedcnn_student": (  # seedcnn at 6-10-25: its flatten is the 160 the article's student meant
+        ("conv", "conv1", 6, 5),
+        ("pool",),
+        ("relu",),
+        ("conv", "conv2", 10, 5),
+        ("pool",),
+        ("relu",),
+        ("flatten",),
+        ("dense", "fc1", 25, True),
+        ("dense", "fc2", None, False),
+    ),
+}
+
+
+def _torch_like_init(fan_in: int, index: int) -> dict[str, Any]:
+    """PyTorch's default initialisation of Conv/Linear, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+    weight and bias, with fixed seeds: the same model always starts from the same weights."""
+    bound = 1.0 / fan_in**0.5
+    return {
+        "kernel_initializer": tf_keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=2 * index),
+        "bias_initializer": tf_keras.initializers.RandomUniform(-bound, bound, seed=2 * index + 1),
+    }
+
+
+def build_zoo(
+    name: str, input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None
+) -> Any:
+    """A zoo model as a functional tf_keras model taking NHWC input.
+
+    Args:
+        name: a key of :data:`ZOO`.
+        input_shape: (C, H, W) of one image.
+        num_classes: units of the last layer.
+        widths: output widths replacing the defaults (after a structural removal).
+
+    >>> build_zoo("lenet5", (1, 28, 28), 10).count_params()
+    431080
+    """
+    widths = widths or {}
+    c, h, w = input_shape
+    inp = tf_keras.Input((h, w, c), name="input")
+    x = inp
+    counts = {"pool": 0, "relu": 0}
+    try:
+        for i, spec in enumerate(ZOO[name]):
+            kind = spec[0]
+            if kind == "conv":
+                _, lname, width, k = spec
+                init = _torch_like_init(int(x.shape[-1]) * k * k, i)
+                x = tf_keras.layers.Conv2D(widths.get(lname, width), k, padding="valid", name=lname, **init)(x)
+            elif kind == "dense":
+                _, lname, width, relu = spec
+                units = num_classes if width is None else widths.get(lname, width)
+                init = _torch_like_init(int(x.shape[-1]), i)
+                x = tf_keras.layers.Dense(units, activation="relu" if relu else None, name=lname, **init)(x)
+            elif kind == "flatten":
+                x = tf_keras.layers.Flatten(name="flatten")(x)
+            else:
+                counts[kind] += 1
+                layer = tf_keras.layers.MaxPool2D(2, name=f"pool{counts[kind]}") if kind == "pool" else tf_keras.layers.ReLU(name=f"relu{counts[kind]}")
+                x = layer(x)
+    except ValueError as exc:
+        raise LwdslError(f"model '{name}' does not fit inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None
+    return tf_keras.Model(inp, x, name=name)
+
+
+def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    apps = {n: getattr(tf_keras.applications, n) for n in dir(tf_keras.applications) if n[:1].isupper()}
+    if name not in apps:
+        near = did_you_mean(name, apps)
+        raise LwdslError(
+            f"unknown Keras application 'keras:{name}'",
+            hint=f"did you mean 'keras:{near}'?" if near else "see tf_keras.applications for the names (e.g. keras:MobileNetV2)",
+        )
+    c, h, w = input_shape
+    try:
+        return apps[name](weights=None, classes=num_classes, input_shape=(h, w, c))
+    except ValueError as exc:
+        raise LwdslError(f"keras:{name} cannot take inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None
+
+
+def _is_keras3(obj: Any) -> bool:
+    module = type(obj).__module__
+    return (module == "keras" or module.startswith("keras.")) and not isinstance(obj, tf_keras.Model)
+
+
+def adopt_model(model: Any) -> Any:
+    """A clone (architecture and weights) of a user's tf_keras model; the original is untouched.
+
+    Raises:
+        LwdslError: a Keras 3 model, a subclassed model that cannot be cloned, or not a model.
+    """
+    if _is_keras3(model):
+        raise LwdslError(
+            f"{type(model).__name__} is a Keras 3 model (the 'keras' package); the TensorFlow backend runs on Keras 2",
+            hint="build the model with `import tf_keras` (same API), or save it as .h5 and pass the file",
+        )
+    if not isinstance(model, tf_keras.Model):
+        raise LwdslError(f"the tensorflow backend cannot use a {type(model).__module__}.{type(model).__name__} as a model")
+    if not model.built:
+        raise LwdslError(f"model '{model.name}' is not built", hint="call it once on an input, or give the first layer an input_shape")
+    try:
+        clone = tf_keras.models.clone_model(model)
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        raise LwdslError(
+            f"cannot use subclassed model {type(model).__name__}: lwdsl needs to trace and rebuild the model ({exc})",
+            hint="write it as a Sequential or functional tf_keras model (tf_keras.Model(inputs, outputs))",
+        ) from None
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _h5_has_lambda(path: Path) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        config = f.attrs.get("model_config")
+    if isinstance(config, bytes):
+        config = config.decode()
+    return bool(config) and '"class_name": "Lambda"' in config
+
+
+def load_file(path: Path) -> Any:
+    """A tf_keras model from a ``.keras`` or ``.h5`` file, loaded safely (no code runs).
+
+    Raises:
+        LwdslError: the file is not a Keras 2 model file, holds a Lambda layer, or a Keras 3 file.
+    """
+    path = Path(path)
+    if path.suffix not in (".keras", ".h5"):
+        raise LwdslError(
+            f"cannot load a model from '{path}': the tensorflow backend reads .keras and .h5 files",
+            hint="for weights of a built-in model use a .lwz file as the checkpoint",
+        )
+    if not path.is_file():
+        raise LwdslError(f"model file {path} does not exist")
+    if path.suffix == ".h5" and _h5_has_lambda(path):
+        raise LwdslError(
+            f"{path} holds a Lambda layer, whose code Keras 2 stores as bytecode; loading it would run that code",
+            hint="replace the Lambda by a registered custom layer, or save as .keras",
+        )
+    try:
+        model = tf_keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise LwdslError(
+            f"cannot load {path} with tf_keras ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            hint="a file saved by Keras 3 cannot be read by tf_keras: save it with tf_keras, or as .h5",
+        ) from None
+    return model
+
+
+def build(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None) -> Any:
+    """A tf_keras model for a zoo name, ``keras:NAME``, a model file or a model object."""
+    if not isinstance(ref, (str, Path)):
+        return adopt_model(ref)
+    text = str(ref)
+    if text in ZOO:
+        return build_zoo(text, input_shape, num_classes, widths)
+    if text.startswith("keras:"):
+        return _applications(text.split(":", 1)[1], input_shape, num_classes)
+    if Path(text).suffix in (".keras", ".h5") or Path(text).exists():
+        return load_file(Path(text))
+    near = did_you_mean(text, [*ZOO, "keras:MobileNetV2"])
+    raise LwdslError(
+        f"unknown model '{text}' for the tensorflow backend (built in: {', '.join(ZOO)}; or keras:NAME, a .keras/.h5 file)",
+        hint=f"did you mean '{near}'?" if near else None,
+    )

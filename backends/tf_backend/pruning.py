@@ -1,0 +1,97 @@
+"""``prune``: which weights go is decided by :mod:`lwdsl.masks` on the canonical layout.
+
+The selected layers' weights are converted to the canonical (PyTorch) layout in model order,
+:func:`canonical_keep_masks` asks :mod:`lwdsl.masks` for keep masks (the one definition both
+backends share), and the masks are converted back to the Keras layout with the same function
+that converts the weights. So identical weights give bit-identical masks on both frameworks,
+including the tie order (lowest canonical flat index first) and the Flatten row order.
+
+tfmot's ``prune_low_magnitude`` is not used to choose weights: it keeps every weight at or
+above the k-th largest magnitude (so ties at the cut keep more weights than asked), ranks in
+the Keras layout (a different flat order for conv and flatten-fed Dense kernels), and has no
+global, threshold, random or Ln-structured selection.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from lwdsl import masks as M
+from lwdsl.errors import LwdslError
+from lwdsl.specs import PruneSpec
+
+from .handle import KerasHandle
+from .layout import LayerView
+
+__all__ = ["canonical_keep_masks", "selected_views", "prune_masks", "prune_oneshot", "remove_pruned_filters"]
+
+_P = {"l1": 1.0, "l2": 2.0}
+
+
+def _norm_p(spec: PruneSpec) -> float:
+    return float(spec.n) if spec.method == "ln" else _P.get(spec.method, 1.0)
+
+
+def canonical_keep_masks(spec: PruneSpec, weights: Sequence[np.ndarray], seed: int, amount: float | None = None) -> list[np.ndarray]:
+    """Keep masks for ``weights`` (canonical layout, model order) as ``spec`` defines them.
+
+    ``amount`` overrides ``spec.amount`` (gradual pruning asks for the sparsity of the moment).
+    Per-layer random scores are drawn from PCG64(seed) afresh for every layer (the same seed).
+    """
+    amount = spec.amount if amount is None else amount
+    if spec.nm is not None:
+        return [M.nm_keep_mask(w, spec.nm.n, spec.nm.m) for w in weights]
+    if spec.method == "threshold":
+        return [M.threshold_keep_mask(w, amount) for w in weights]
+    if spec.structured != "none":
+        axis = 0 if spec.structured == "filters" else 1
+        out = []
+        for w in weights:
+            if np.ndim(w) < 2:
+                raise LwdslError(f"structured={spec.structured} needs a weight with 2 or more axes, got shape {np.shape(w)}")
+            keep = M.structured_keep(w, amount, axis=axis, method=spec.method, p=_norm_p(spec), seed=seed)
+            shape = [1] * np.ndim(w)
+            shape[axis] = -1
+            out.append(np.broadcast_to(keep.reshape(shape), np.shape(w)).copy())
+        return out
+    if spec.method == "random":
+        if spec.scope == "global":
+            return M.random_keep_masks(weights, amount, seed)
+        return [M.random_keep_masks([w], amount, seed)[0] for w in weights]
+    if spec.scope == "global":
+        return M.magnitude_keep_masks(weights, amount)
+    return [M.magnitude_keep_masks([w], amount)[0] for w in weights]
+
+
+def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]:
+    """The views of ``names`` in model order (the order global pruning ranks ties in)."""
+    wanted = set(names)
+    found = [v for v in handle.views() if v.name in wanted]
+    missing = wanted - {v.name for v in found}
+    if missing:
+        raise LwdslError(f"no layer with weights named '{sorted(missing)[0]}' in the model")
+    return found
+
+
+def prune_masks(handle: KerasHandle, spec: PruneSpec, chosen: list[LayerView], seed: int, amount: float | None = None) -> list[np.ndarray]:
+    """Compute the canonical keep masks of ``chosen`` and apply them (ANDed with older masks)."""
+    canon = canonical_keep_masks(spec, [v.weight.canonical() for v in chosen], seed, amount)
+    for view, keep in zip(chosen, canon):
+        handle.set_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
+    return canon
+
+
+def prune_oneshot(handle: KerasHandle, spec: PruneSpec, names: Sequence[str], seed: int) -> KerasHandle:
+    """Prune ``names`` at once; with ``remove=true`` the pruned filters are cut out."""
+    chosen = selected_views(handle, names)
+    canon = prune_masks(handle, spec, chosen, seed)
+    return remove_pruned_filters(handle, chosen, canon) if spec.remove else handle
+
+
+def remove_pruned_filters(handle: KerasHandle, chosen: list[LayerView], canon: list[np.ndarray]) -> KerasHandle:
+    """Cut out the filters that the structured masks ``canon`` (canonical layout) prune."""
+    from .surgery import remove_filters
+
+    return remove_filters(handle, {v.name: m.reshape(m.shape[0], -1).any(axis=1) for v, m in zip(chosen, canon)})
