@@ -1,1 +1,37 @@
-"""lwdsl: compression recipes for PyTorch and TensorFlow."""
+"""lwdsl: compression recipes (pruning, quantization, distillation) for PyTorch and TensorFlow.
+
+A recipe is text that compiles to a framework-free, validated plan:
+
+    >>> import lwdsl
+    >>> recipe = lwdsl.parse("prune global l1 0.2 | quantize int8 | distill T=2 alpha=0.5")
+    >>> [step.op for step in recipe.steps]
+    ['prune', 'quantize', 'distill']
+    >>> print(recipe.to_text(), end="")
+    prune global l1 0.2
+    quantize int8
+    distill T=2 alpha=0.5
+    >>> lwdsl.parse(recipe.to_text()) == recipe == lwdsl.Recipe.from_json(recipe.to_json())
+    True
+
+``lwdsl.run`` (the runner, which needs a backend) is imported on first use: importing lwdsl
+never imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .compiler import load, parse
+from .errors import LwdslError, RecipeError, RunError
+from .plan import LANGUAGE_VERSION, Recipe
+
+__all__ = ["parse", "load", "Recipe", "LwdslError", "RecipeError", "RunError", "LANGUAGE_VERSION"]
+
+
+def __getattr__(name: str) -> Any:
+    """``lwdsl.run``, imported lazily (it is not in ``__all__`` so ``import *`` stays light)."""
+    if name == "run":
+        from .runner import run
+
+        return run
+    raise AttributeError(f"module 'lwdsl' has no attribute {name!r}")

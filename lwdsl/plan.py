@@ -78,4 +78,7 @@ class Recipe(BaseModel):
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
-        return cls.model_validate_json(text)
+        """The recipe ``to_json`` wrote; a RecipeError (with the JSON path) when it is wrong."""
+        from .jsonplan import recipe_from_json
+
+        return recipe_from_json(text)

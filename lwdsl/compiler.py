@@ -1,0 +1,236 @@
+"""Recipe text and files -> a validated, framework-free :class:`~lwdsl.plan.Recipe`.
+
+The compiler reads the header (``lwdsl N``, ``recipe``, ``target``, ``let``), follows ``use``
+into other files, applies ``--set`` overrides to the variables, binds every step to its op
+spec (:mod:`lwdsl.binding`) and runs the cross-step checks (:mod:`lwdsl.validate`).
+
+Variables: ``let`` defines a name once (across all used files); a value may use variables
+defined before it. ``--set NAME=VALUE`` replaces the value of a ``let`` and is an error for a
+name no ``let`` defines. The steps of a used file come where its ``use`` line is; its
+``recipe`` and ``target`` apply unless the including file has its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from . import syntax as s
+from .binding import bind_step
+from .errors import Location, RecipeError, did_you_mean
+from .parser import parse_document, parse_value
+from .plan import LANGUAGE_VERSION, Recipe, Target
+from .values import to_python
+
+__all__ = ["parse", "load", "compile_document", "read_text"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse(text: str, *, file: str = "<string>", overrides: Optional[Mapping[str, str]] = None) -> Recipe:
+    """Compile recipe text into a validated :class:`~lwdsl.plan.Recipe`.
+
+    Args:
+        text: the recipe, e.g. ``"prune global l1 0.2 | quantize int8"``.
+        file: the name errors show; ``use`` paths are relative to its folder.
+        overrides: ``{NAME: VALUE}`` replacing ``let`` values, VALUE in recipe syntax.
+
+    Returns:
+        The recipe, its steps located in ``text``.
+
+    Raises:
+        RecipeError: a syntax error, an unknown op or option, a bad value, an undefined
+            variable, a ``use`` cycle, or steps that do not fit together.
+
+    Example:
+        >>> r = parse("let a = 20%\\nprune l1 $a | quantize int8", overrides={"a": "0.5"})
+        >>> r.steps[0].amount, r.steps[1].dtype
+        (0.5, 'int8')
+    """
+    return compile_document(parse_document(text, file), overrides=overrides)
+
+
+def load(path: str | os.PathLike[str], *, overrides: Optional[Mapping[str, str]] = None) -> Recipe:
+    """Read and compile a recipe file: ``.lw`` text, or ``.json`` as written by ``to_json``.
+
+    Raises:
+        RecipeError: the file cannot be read, or its recipe is wrong (see :func:`parse`).
+    """
+    text = read_text(path)
+    if Path(path).suffix == ".json":
+        from .jsonplan import recipe_from_json
+
+        if overrides:
+            raise RecipeError(f"{path}: --set applies to .lw recipes, not to JSON plans", Location(str(path)))
+        return recipe_from_json(text, file=str(path))
+    return parse(text, file=str(path), overrides=overrides)
+
+
+def read_text(path: str | os.PathLike[str], location: Optional[Location] = None) -> str:
+    """The UTF-8 text of a recipe file, or a RecipeError saying why it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (exc.strerror or str(exc)).lower()
+        raise RecipeError(
+            f"cannot read {path}: {why}",
+            location or Location(str(path)),
+            found=str(path),
+            expected="a readable recipe file (UTF-8 text)",
+        ) from None
+
+
+def compile_document(doc: s.Document, *, overrides: Optional[Mapping[str, str]] = None) -> Recipe:
+    """Compile a parsed file (and the files it uses) into a validated Recipe."""
+    from .validate import validate_recipe
+
+    recipe = _Compiler(overrides or {}).compile(doc)
+    validate_recipe(recipe)
+    return recipe
+
+
+def _path_of(doc: s.Document) -> Optional[Path]:
+    return None if doc.file.startswith("<") else Path(doc.file)
+
+
+class _Compiler:
+    def __init__(self, overrides: Mapping[str, str]) -> None:
+        self.overrides: dict[str, tuple[s.Value, s.Document]] = {}
+        for name, text in overrides.items():
+            doc = s.Document((), f"--set {name}", text)
+            self.overrides[name] = (parse_value(text, doc.file), doc)
+        self.variables: dict[str, Any] = {}
+        self.defined: dict[str, s.Let] = {}
+        self.steps: list[tuple[s.Step, s.Document]] = []
+        self.chain: list[tuple[Path, str]] = []  # files being read, for use cycles
+
+    def compile(self, doc: s.Document) -> Recipe:
+        path = _path_of(doc)
+        if path is not None:
+            self.chain.append((path.resolve(), doc.file))
+        header = self.read(doc)
+        for name in self.overrides:
+            if name not in self.defined:
+                raise RecipeError(
+                    f"--set {name}: the recipe has no variable `{name}`",
+                    Location(doc.file),
+                    found=name,
+                    expected=", ".join(sorted(self.defined)) or "a variable the recipe defines with `let`",
+                    suggestion=did_you_mean(name, self.defined),
+                )
+        steps = tuple(
+            bind_step(step, where, f"step {i} `{where.snippet(step.span)}`", self.variables)
+            for i, (step, where) in enumerate(self.steps, 1)
+        )
+        fields: dict[str, Any] = {**header, "steps": steps}
+        if self.variables:
+            fields["variables"] = {k: _plain(v) for k, v in self.variables.items()}
+        recipe = Recipe(**fields)
+        return recipe.with_source(doc.text, tuple(where.location(step.span) for step, where in self.steps))
+
+    def read(self, doc: s.Document) -> dict[str, Any]:
+        """Read one file's statements; return its header (name, target, version)."""
+        own: dict[str, Any] = {}
+        used: dict[str, Any] = {}
+        first_step: Optional[s.Step] = None
+        for statement in doc.statements:
+            if isinstance(statement, s.Step):
+                first_step = first_step or statement
+                self.steps.append((statement, doc))
+                continue
+            if isinstance(statement, s.Use):
+                used.update(self.include(statement, doc))
+                continue
+            keyword = doc.snippet(statement.span).split()[0]
+            if first_step is not None:
+                raise doc.error(
+                    statement.span,
+                    f"`{keyword}` comes after the steps",
+                    expected=f"header lines ({keyword}, ...) before the first step",
+                    hint=f"move it above line {first_step.span.line}",
+                )
+            if isinstance(statement, s.Let):
+                self.define(statement, doc)
+                continue
+            key = {s.Version: "version", s.Name: "name", s.Target: "target"}[type(statement)]
+            if key in own:
+                raise doc.error(statement.span, f"`{keyword}` is given twice", expected=f"one `{keyword}` line")
+            own[key] = self.header_value(statement, doc)
+        used.pop("version", None)  # only the including file's version is the recipe's
+        return {**used, **own}
+
+    def header_value(self, statement: s.Statement, doc: s.Document) -> Any:
+        if isinstance(statement, s.Version):
+            if not 1 <= statement.number <= LANGUAGE_VERSION:
+                raise doc.error(
+                    statement.span,
+                    f"this recipe is written in lwdsl language version {statement.number}, "
+                    f"but this lwdsl reads versions 1 to {LANGUAGE_VERSION}",
+                    expected=f"lwdsl {LANGUAGE_VERSION} (or no version line)",
+                    hint="upgrade lwdsl: pip install -U lwdsl" if statement.number > LANGUAGE_VERSION else None,
+                )
+            return statement.number
+        if isinstance(statement, s.Name):
+            return self.text(statement.value, doc, "a recipe name")
+        model = self.text(statement.model, doc, "a model name or path")
+        data = self.text(statement.data, doc, "a data set name") if statement.data else None
+        return Target(model=model, data=data)
+
+    def text(self, value: s.Value, doc: s.Document, what: str) -> str:
+        python = to_python(value, doc, self.variables)
+        if not isinstance(python, str) or not python:
+            raise doc.error(value.span, f"expected {what}", expected=f'{what}: a word or a non-empty "quoted string"')
+        return python
+
+    def define(self, let: s.Let, doc: s.Document) -> None:
+        if not _IDENTIFIER.fullmatch(let.name):
+            raise doc.error(
+                let.span,
+                f"`{let.name}` cannot name a variable",
+                found=let.name,
+                expected="letters, digits and _ (not starting with a digit)",
+            )
+        if let.name in self.defined:
+            first = self.defined[let.name]
+            raise doc.error(
+                let.span,
+                f"variable `{let.name}` is defined twice",
+                expected=f"one `let {let.name}` (the first is at line {first.span.line})",
+                hint=f"to change it for one run, use --set {let.name}=VALUE",
+            )
+        value, where = self.overrides.get(let.name, (let.value, doc))
+        self.variables[let.name] = to_python(value, where, self.variables, f"let {let.name}: ")
+        self.defined[let.name] = let
+
+    def include(self, use: s.Use, doc: s.Document) -> dict[str, Any]:
+        here = _path_of(doc)
+        written = str(use.path.value)
+        path = (here.parent if here else Path.cwd()) / written
+        shown = os.path.normpath(os.path.join(os.path.dirname(doc.file), written)) if here else written
+        resolved = path.resolve()
+        seen = [p for p, _ in self.chain]
+        if resolved in seen:
+            names = [name for _, name in self.chain[seen.index(resolved) :]] + [shown]
+            raise doc.error(
+                use.path.span,
+                "`use` goes round in a circle",
+                found=" -> ".join(names),
+                expected="files that do not use each other in a circle",
+            )
+        if not path.is_file():
+            raise doc.error(
+                use.path.span,
+                f"cannot use {shown}: no such file",
+                expected=f"a recipe file (a path relative to the folder of {doc.file})" if here else "a recipe file",
+            )
+        self.chain.append((resolved, shown))
+        header = self.read(parse_document(read_text(path, doc.location(use.path.span)), shown))
+        self.chain.pop()
+        return header
+
+
+def _plain(value: Any) -> Any:
+    """A variable's value as JSON would give it back (lists, not tuples)."""
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value

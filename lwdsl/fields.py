@@ -1,0 +1,169 @@
+"""Spec fields in human words: types, choices, ranges and defaults, and Pydantic errors.
+
+Error messages, ``lwdsl ops`` and ``lwdsl explain`` all describe fields from the specs
+themselves (annotations, ``Field`` constraints, descriptions), never from a copy: a new option
+documents itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+import annotated_types as at
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+
+from .specs import FeaturePair, Glob, NMRatio
+
+__all__ = [
+    "options",
+    "field",
+    "choices",
+    "describe",
+    "type_words",
+    "join_words",
+    "range_words",
+    "number_text",
+    "accepts",
+    "is_flag",
+    "problem",
+]
+
+#: Fields of every spec that are not options a user writes.
+_NOT_OPTIONS = ("op", "selector")
+
+_SCALAR_WORDS: dict[Any, str] = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: 'a word or "string"',
+    NMRatio: "an N:M ratio such as 2:4",
+    FeaturePair: "a pair teacher_layer->student_layer",
+    Glob: 'a "glob" of layer names',
+}
+_ITEM_WORDS: dict[Any, str] = {str: 'words or "strings"', FeaturePair: "pairs teacher_layer->student_layer"}
+
+
+def options(spec: type[BaseModel]) -> list[str]:
+    """The option names of ``spec`` in field order (``op`` and ``selector`` excluded)."""
+    return [name for name in spec.model_fields if name not in _NOT_OPTIONS]
+
+
+def field(spec: type[BaseModel], name: str) -> FieldInfo:
+    return spec.model_fields[name]
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives of a Union/Optional (the annotation itself otherwise)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return tuple(m for arg in get_args(annotation) for m in _members(arg))
+    return (annotation,)
+
+
+def choices(spec: type[BaseModel], name: str) -> tuple[str, ...]:
+    """The words a Literal field (or a Literal alternative of it) allows, in order."""
+    return tuple(
+        str(value)
+        for member in _members(field(spec, name).annotation)
+        if get_origin(member) is Literal
+        for value in get_args(member)
+    )
+
+
+def join_words(parts: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b, or c``."""
+    if len(parts) < 3:
+        return " or ".join(parts)
+    return ", ".join(parts[:-1]) + f", or {parts[-1]}"
+
+
+def _type_parts(annotation: Any) -> list[str]:
+    parts: list[str] = []
+    for member in _members(annotation):
+        origin = get_origin(member)
+        if member is type(None):
+            continue
+        if origin is Literal:
+            parts += [str(v) for v in get_args(member)]
+        elif origin is tuple:
+            item = get_args(member)[0]
+            parts.append(f"a list [...] of {_ITEM_WORDS.get(item) or join_words(_type_parts(item))}")
+        else:
+            parts.append(_SCALAR_WORDS.get(member, getattr(member, "__name__", str(member))))
+    return parts
+
+
+def type_words(spec: type[BaseModel], name: str) -> str:
+    """``'l1, l2, ln, random, or threshold'``, ``'a number'``, ``'true or false'``..."""
+    return join_words(_type_parts(field(spec, name).annotation))
+
+
+def number_text(value: float) -> str:
+    """A number as a user would write it: ``1`` not ``1.0``, ``0.0001`` not ``1e-04``."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+def range_words(spec: type[BaseModel], name: str) -> str:
+    """The field's bounds in words (``'from 1 to 10000'``, ``'> 0 and <= 100'``), or ``''``."""
+    bounds = {}
+    for item in field(spec, name).metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if isinstance(item, getattr(at, attr.capitalize())):
+                bounds[sign] = number_text(getattr(item, attr))
+        if isinstance(item, at.MinLen) and item.min_length:
+            bounds["non-empty"] = ""
+    if ">=" in bounds and "<=" in bounds and len(bounds) == 2:
+        return f"from {bounds['>=']} to {bounds['<=']}"
+    return " and ".join(f"{sign} {value}".strip() for sign, value in bounds.items())
+
+
+def describe(spec: type[BaseModel], name: str) -> str:
+    """Type and range together: ``'a number > 0 and <= 100'``."""
+    return " ".join(part for part in (type_words(spec, name), range_words(spec, name)) if part)
+
+
+@functools.cache
+def _adapter(spec: type[BaseModel], name: str) -> TypeAdapter:
+    return TypeAdapter(field(spec, name).annotation)
+
+
+def accepts(spec: type[BaseModel], name: str, value: Any) -> bool:
+    """Whether ``value`` has the field's type (strictly; ranges are the spec's to check)."""
+    try:
+        _adapter(spec, name).validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def is_flag(spec: type[BaseModel], name: str) -> bool:
+    """True for bool options, which may be written bare (``weights_only``)."""
+    return name in spec.model_fields and field(spec, name).annotation is bool
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
+def problem(spec: type[BaseModel], error: dict[str, Any]) -> tuple[Optional[str], str]:
+    """(field or None, what is wrong in words) for one error of ``ValidationError.errors()``.
+
+    The field is None for errors of the whole spec (its own validators), whose message is the
+    validator's sentence without Pydantic's prefix.
+    """
+    loc = error.get("loc", ())
+    name = loc[0] if loc and isinstance(loc[0], str) and loc[0] in spec.model_fields else None
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    if kind == "value_error" and "error" in ctx:
+        return name, str(ctx["error"])
+    if name is None:
+        return None, str(error.get("msg", "invalid"))
+    if kind in _RANGE_ERRORS:
+        return name, f"`{name}` is out of range"
+    if kind == "missing":
+        return name, f"`{name}` is missing"
+    if kind == "string_too_short":
+        return name, f"`{name}` cannot be empty"
+    return name, f"`{name}` must be {describe(spec, name)}"

@@ -1,0 +1,86 @@
+"""Recipes given as JSON (as written by ``Recipe.to_json``), with errors as RecipeErrors.
+
+An error names the JSON path (``steps[1].amount``), the bad value and what is allowed, in the
+same words as errors in recipe text; the cross-step checks of :mod:`lwdsl.validate` apply.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import Location, RecipeError, did_you_mean
+from .fields import describe, problem
+from .plan import Recipe
+from .specs import OPS, Selector
+from .syntax import location_in
+
+__all__ = ["recipe_from_json"]
+
+
+def recipe_from_json(text: str, file: str = "<json>") -> Recipe:
+    """The validated Recipe a JSON text describes.
+
+    Raises:
+        RecipeError: the text is not JSON, does not describe a recipe, or its steps do not
+            fit together.
+
+    Example:
+        >>> recipe_from_json('{"steps": [{"op": "quantize", "dtype": "int8"}]}').steps[0].dtype
+        'int8'
+    """
+    from .validate import validate_recipe
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecipeError(
+            f"not valid JSON: {exc.msg}",
+            location_in(text, file, exc.lineno, exc.colno),
+            found=repr(text[exc.pos : exc.pos + 10]) if exc.pos < len(text) else "the end of the file",
+            expected="a JSON object as written by Recipe.to_json (see `lwdsl schema`)",
+        ) from None
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _json_error(exc.errors()[0], file) from None
+    validate_recipe(recipe)
+    return recipe
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, str) and not part.isidentifier():
+            continue  # a union member's tag, e.g. "literal['conv','linear']"
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "the recipe"
+
+
+def _json_error(error: dict[str, Any], file: str) -> RecipeError:
+    loc = tuple(error.get("loc", ()))
+    found = json.dumps(error.get("input"), default=str)
+    found = found if len(found) <= 60 else found[:57] + "..."
+    if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str((error.get("ctx") or {}).get("tag", ""))
+        return RecipeError(
+            f"{_path(loc)}: unknown operation `{tag}`" if tag else f"{_path(loc)}: a step needs \"op\"",
+            Location(file),
+            found=found,
+            expected=list(OPS),
+            suggestion=did_you_mean(tag, OPS) if tag else None,
+        )
+    model, inner, shown = Recipe, loc, loc
+    if len(loc) >= 3 and loc[0] == "steps" and loc[2] in OPS:
+        model, inner, shown = OPS[loc[2]], loc[3:], loc[:2] + loc[3:]
+        if inner[:1] == ("selector",):
+            model, inner = Selector, inner[1:]
+    name, what = problem(model, {**error, "loc": inner})
+    return RecipeError(
+        f"{_path(shown)}: {what}",
+        Location(file),
+        found=found,
+        expected=describe(model, name) if name else None,
+    )

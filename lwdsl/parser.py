@@ -1,0 +1,276 @@
+"""Recipe text -> syntax tree (:mod:`lwdsl.syntax`), and the one place syntax errors are raised.
+
+The grammar (``grammar/recipe.lark``) is loaded lazily, once, into an LALR parser. The
+transformer only builds nodes; meaning comes later, in :mod:`lwdsl.compiler`. Every Lark error
+is turned into a :class:`~lwdsl.errors.RecipeError` by :func:`_syntax_error`, in human words:
+where, what was found, what was expected, and a label for common mistakes.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib.resources import files
+from typing import Iterator
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from . import syntax as s
+from .errors import RecipeError
+from .syntax import location_in
+
+__all__ = ["parse_document", "parse_value", "comments"]
+
+
+@functools.cache
+def _lark() -> Lark:
+    grammar = files("lwdsl.grammar").joinpath("recipe.lark").read_text(encoding="utf-8")
+    return Lark(
+        grammar,
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        start=["start", "value"],
+    )
+
+
+def parse_document(text: str, file: str = "<string>") -> s.Document:
+    """Parse a whole recipe file into a :class:`~lwdsl.syntax.Document`.
+
+    Raises:
+        RecipeError: the text is not valid recipe syntax.
+    """
+    return s.Document(statements=_Builder().transform(_parse(text, file, "start")), file=file, text=text)
+
+
+def parse_value(text: str, file: str) -> s.Value:
+    """Parse one value (a ``--set NAME=VALUE`` from the command line), located in ``file``."""
+    return _Builder().transform(_parse(text, file, "value"))
+
+
+def comments(text: str) -> Iterator[Token]:
+    """The ``# comment`` tokens of a text that parses (for the formatter)."""
+    return (tok for tok in _lark().lex(text, dont_ignore=True) if tok.type == "COMMENT")
+
+
+def _parse(text: str, file: str, start: str):
+    try:
+        return _lark().parse(text, start=start)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text, file, start) from None
+
+
+def _span(meta) -> s.Span:
+    """The span of a rule's match, or of a single token (both carry the same attributes)."""
+    return s.Span(meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos)
+
+
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def _quoted(token: Token, meta) -> s.Scalar:
+    inner = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], m[1]), token[1:-1])
+    return s.Scalar(inner, str(token), _span(meta), quoted=True)
+
+
+@v_args(inline=True, meta=True)
+class _Builder(Transformer):
+    """One method per rule (or alias): build the node, check nothing."""
+
+    def start(self, meta, *statements):
+        return statements
+
+    def version(self, meta, number):
+        return s.Version(int(number), _span(meta))
+
+    def name(self, meta, value):
+        return s.Name(value, _span(meta))
+
+    def target(self, meta, model, data):
+        return s.Target(model, data, _span(meta))
+
+    def let(self, meta, name, value):
+        return s.Let(str(name), value, _span(meta))
+
+    def use(self, meta, path):
+        return s.Use(_quoted(path, path), _span(meta))
+
+    def step(self, meta, op, *args):
+        return s.Step(str(op), _span(op), args, _span(meta))
+
+    def option(self, meta, key, value):
+        return s.Option(str(key), value, _span(meta))
+
+    def at_least(self, meta, key, value):
+        return s.Option(str(key), value, _span(meta), at_least=True)
+
+    def on_clause(self, meta, *patterns):
+        return s.Clause("on", patterns, _span(meta))
+
+    def except_clause(self, meta, *patterns):
+        return s.Clause("except", patterns, _span(meta))
+
+    def integer(self, meta, token):
+        return s.Scalar(int(token), str(token), _span(meta))
+
+    def decimal(self, meta, token):
+        return s.Scalar(float(token), str(token), _span(meta))
+
+    def percent(self, meta, token):
+        return s.Scalar(float(token[:-1]) / 100, str(token), _span(meta))
+
+    def ratio(self, meta, token):
+        n, m = token.split(":")
+        return s.Ratio(int(n), int(m), str(token), _span(meta))
+
+    def true(self, meta):
+        return s.Scalar(True, "true", _span(meta))
+
+    def false(self, meta):
+        return s.Scalar(False, "false", _span(meta))
+
+    def word(self, meta, token):
+        return s.Scalar(str(token), str(token), _span(meta))
+
+    def string(self, meta, token):
+        return _quoted(token, meta)
+
+    def variable(self, meta, token):
+        return s.Var(token[1:], _span(meta))
+
+    def pair(self, meta, teacher, student):
+        return s.Pair(teacher, student, _span(meta))
+
+    def list(self, meta, *items):
+        return s.ListValue(items, _span(meta))
+
+
+# --- syntax errors --------------------------------------------------------------------------
+
+#: Terminal names in human words (anonymous keywords and punctuation are shown as written).
+_TERMINALS = {
+    "WORD": "a word",
+    "VAR": "a $variable",
+    "STRING": 'a "quoted string"',
+    "RATIO": "an N:M ratio",
+    "PERCENT": "a percentage",
+    "FLOAT": "a number",
+    "INT": "a number",
+    "_NL": "a new line",
+    "_PIPE": "`|`",
+    "$END": "the end of the recipe",
+}
+_VALUE_START = {"INT", "FLOAT", "PERCENT", "RATIO", "WORD", "STRING", "VAR", "LSQB", "TRUE", "FALSE"}
+_HEADER_START = {"LWDSL", "RECIPE", "TARGET", "LET", "USE"}
+_STEP_END = {"_NL", "_PIPE", "$END"}
+#: Groups of terminals said in a few words, when all of a group's core is expected.
+_GROUPS = (
+    ({"INT", "FLOAT", "WORD", "STRING", "LSQB"}, _VALUE_START, 'a value (number, word, "string", [list] or $variable)'),
+    (_HEADER_START | {"WORD"}, _HEADER_START | {"WORD"}, "a step (an operation name such as prune)"),
+    ({"_NL", "_PIPE"}, _STEP_END, "the end of the step (a new line or `|`)"),
+)
+
+#: Common mistakes, each with bad texts that fail in the same parser state (see match_examples).
+_EXAMPLES = {
+    "missing value after `=`": [
+        "prune amount=",
+        "prune amount=\n",
+        "prune amount= | quantize int8",
+        "prune amount= on conv",
+        "prune expect>=",
+        "let x =",
+        "let x =\n",
+    ],
+    "unclosed list: `]` is missing": ["distill teacher=[a", "distill teacher=[a, b", "distill teacher=[a, b\n"],
+    "a `,` with nothing after it": [
+        "distill teacher=[a,]",
+        "distill teacher=[a,\n",
+        "prune on conv,",
+        "prune on conv,\n",
+        "prune on conv, | quantize int8",
+    ],
+    "stray `,`: separate arguments with spaces and steps with `|`": [
+        "prune l1, 0.2",
+        "prune l1 0.2, quantize int8",
+        "distill T=2, alpha=0.5",
+        "prune l1 0.2 on conv linear, x",
+    ],
+    "`|` with no step after it": ["prune l1 0.2 |", "prune l1 0.2 |\n", "prune l1 0.2 | | quantize int8"],
+    "`on` and `except` need a layer kind or a quoted glob": [
+        "prune l1 0.2 on",
+        "prune l1 0.2 on\n",
+        "prune l1 0.2 on | quantize int8",
+        "prune l1 0.2 except",
+        "prune l1 0.2 on 3",
+    ],
+    "`use` takes a quoted path": ["use base.lw", "use"],
+    "`let` is written `let NAME = VALUE`": ["let 5", "let x 5", "let x", "let"],
+    "`=` needs an option name before it": ["prune =3", "prune 0.2 =3"],
+}
+
+
+def _variants(bad: str) -> list[str]:
+    """``bad`` as written, after an argument and as a later statement: the parser's stack is
+    deeper there, and match_examples compares whole states."""
+    op, _, rest = bad.partition(" ")
+    texts = [bad] if op in ("let", "use") else [bad, f"{op} x {rest}"]
+    return [prefix + text for text in texts for prefix in ("", "x\n", "x | ")]
+
+
+@functools.cache
+def _examples() -> dict[str, list[str]]:
+    return {label: [v for bad in bad_texts for v in _variants(bad)] for label, bad_texts in _EXAMPLES.items()}
+
+
+def _expected_words(names: set[str]) -> list[str]:
+    names = {n for n in names if n != "COMMENT"}
+    words = []
+    for core, members, words_for_group in _GROUPS:
+        if core <= names:
+            words.append(words_for_group)
+            names -= members
+    for name in sorted(names, key=lambda n: (n in _STEP_END, n)):
+        if name in _TERMINALS:
+            word = _TERMINALS[name]
+        else:
+            word = f"`{_lark().get_terminal(name).pattern.value}`"
+        if word not in words:
+            words.append(word)
+    return words
+
+
+def _found(token: Token) -> str:
+    if token.type in ("$END", "_NL"):
+        return "the end of the recipe" if token.type == "$END" else "the end of the line"
+    return f"`{token}`"
+
+
+def _syntax_error(exc: UnexpectedInput, text: str, file: str, start: str) -> RecipeError:
+    """The RecipeError for a Lark error: located, in words, with a label when one fits."""
+    if isinstance(exc, UnexpectedToken):
+        token = exc.token
+        if token.type == "$END":  # just after the last thing written
+            before = text[: token.end_pos].rstrip()
+            line, col, width = before.count("\n") + 1, len(before) - before.rfind("\n"), 1
+        else:
+            line, col, width = token.line, token.column, 1 if token.type == "_NL" else len(token)
+        found = _found(token)
+        expected = _expected_words(set(exc.accepts or exc.expected))
+        label = exc.match_examples(lambda t: _lark().parse(t, start=start), _examples(), use_accepts=True)
+    else:
+        line, col, width = exc.line, exc.column, 1
+        char = text[exc.pos_in_stream] if isinstance(exc, UnexpectedCharacters) else ""
+        found = f"`{char}`"
+        expected = _expected_words(set(getattr(exc, "allowed", None) or ()))
+        label = {
+            '"': 'unclosed string: the closing `"` is missing on this line',
+            "'": 'strings are written in double quotes: "like this"',
+        }.get(char)
+    message = f"syntax error: {label}" if label else f"syntax error: unexpected {found}"
+    return RecipeError(
+        message,
+        location_in(text, file, line, col, width),
+        expected=expected or None,
+        found=found,
+    )

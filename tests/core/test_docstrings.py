@@ -1,0 +1,24 @@
+"""The examples in docstrings run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "lwdsl",
+    "lwdsl.compiler",
+    "lwdsl.jsonplan",
+    "lwdsl.validate",
+    "lwdsl.selectors",
+    "lwdsl.diff",
+    "lwdsl.explain",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted and not result.failed
