@@ -1,0 +1,115 @@
+"""A recipe in plain words: every step with all its settings, defaults included, and meanings.
+
+Each setting is shown with its value, ``(default)`` when it was not written, and the spec's
+own description of it. Settings that cannot matter for the step as written are left out: a
+field whose description starts with a mode (``gradual: ...``, ``static/qat: ...``) shows only
+when that mode is chosen, and unset empty fields are not shown. Given the model's layers,
+each step also lists the layers its selector matches, with their parameter counts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from .fields import choices, options
+from .formatter import selector_to_text, step_to_text, value_to_text
+from .plan import Recipe
+from .selectors import match_layers
+from .specs import PruneSpec, StepSpec, TrainingOptions
+from .validate import step_label
+
+if TYPE_CHECKING:
+    from .backend import LayerInfo
+
+__all__ = ["explain_recipe"]
+
+_MODE_PREFIX = re.compile(r"^([a-z0-9_]+(?:/[a-z0-9_]+)*): ")
+
+#: Fields that apply only when another field has a value, beyond the description prefixes.
+_ONLY_WHEN: dict[type[StepSpec], dict[str, tuple[str, str]]] = {
+    PruneSpec: {name: ("schedule", "gradual") for name in TrainingOptions.model_fields},
+}
+
+
+def _applies(step: StepSpec, name: str) -> bool:
+    spec = type(step)
+    if name in step.model_fields_set:
+        return True
+    if getattr(step, name) is None:
+        return False
+    condition = _ONLY_WHEN.get(spec, {}).get(name)
+    if condition and getattr(step, condition[0]) != condition[1]:
+        return False
+    prefix = _MODE_PREFIX.match(spec.model_fields[name].description or "")
+    if prefix:
+        modes = set(prefix[1].split("/"))
+        chosen = {str(getattr(step, f)) for f in options(spec) if choices(spec, f)}
+        return bool(modes & chosen)
+    return True
+
+
+def _explain_step(step: StepSpec) -> list[str]:
+    spec = type(step)
+    lines = [f"   {spec.summary}"] if spec.summary else []
+    rows = []
+    for name in list(spec.positional) + [n for n in options(spec) if n not in spec.positional]:
+        if not _applies(step, name):
+            continue
+        value = value_to_text(getattr(step, name))
+        default = "" if name in step.model_fields_set else " (default)"
+        rows.append((f"{name} = {value}{default}", spec.model_fields[name].description or ""))
+    selector = step.effective_selector()
+    where = "written" if step.selector is not None else f"the default of {step.op}"
+    rows.append((f"layers: {selector_to_text(selector)}", where))
+    width = max(len(left) for left, _ in rows)
+    lines += [f"   {left:<{width}}  {right}".rstrip() for left, right in rows]
+    return lines
+
+
+def _explain_layers(recipe: Recipe, index: int, layers: Sequence["LayerInfo"]) -> list[str]:
+    step = recipe.steps[index]
+    label = step_label(recipe, index)
+    names = match_layers(step.effective_selector(), layers, step_label=label, location=recipe.location(index))
+    picked = [layer for layer in layers if layer.name in set(names)]
+    total = sum(layer.params for layer in picked)
+    lines = [f"   matches {len(picked)} layer{'s' if len(picked) != 1 else ''}, {total:,} parameters:"]
+    width = max(len(layer.name) for layer in picked)
+    for layer in picked:
+        shape = "x".join(map(str, layer.shape))
+        lines.append(f"     {layer.name:<{width}}  {layer.kind:<9} {shape:<14} {layer.params:>12,}")
+    return lines
+
+
+def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = None) -> str:
+    """The plan of ``recipe`` in words, step by step.
+
+    Args:
+        recipe: a compiled recipe.
+        layers: the model's layers (``backend.layers(model)``); when given, each step also
+            lists the layers it matches with their parameter counts.
+
+    Raises:
+        RecipeError: with ``layers``, a selector that matches no layer (or contradicts
+            ``expect``).
+
+    Example:
+        >>> from lwdsl import parse
+        >>> print(explain_recipe(parse("quantize int8 on linear")).splitlines()[2])
+        1. quantize int8 on linear
+    """
+    lines = []
+    if recipe.name:
+        lines.append(f'recipe "{recipe.name}"')
+    if recipe.target:
+        data = f" on {recipe.target.data}" if recipe.target.data else ""
+        lines.append(f"target: model {recipe.target.model}{data}")
+    for name, value in recipe.variables.items():
+        lines.append(f"variable {name} = {value_to_text(value)}")
+    count = len(recipe.steps)
+    lines.append(f"{count} step{'s' if count != 1 else ''}, run in order:")
+    for i, step in enumerate(recipe.steps):
+        lines += ["", f"{i + 1}. {step_to_text(step)}"] + _explain_step(step)
+        if layers is not None:
+            lines += _explain_layers(recipe, i, layers)
+    return "\n".join(lines)

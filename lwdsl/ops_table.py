@@ -1,0 +1,92 @@
+"""The table behind ``lwdsl ops``: every op, every option, and what each backend supports.
+
+Rows come from the specs (types, ranges, defaults, descriptions). Backend support is computed
+without importing any framework: export formats from :data:`~lwdsl.specs.FORMAT_BACKENDS`;
+other ops show ``?`` until a backend publishes a static table of what it supports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .fields import options, range_words, type_words
+from .formatter import value_to_text
+from .specs import FORMAT_BACKENDS, OPS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["OptionRow", "option_rows", "support_matrix", "print_ops"]
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    """One option of one op, in words."""
+
+    op: str
+    name: str
+    positional: bool
+    kind: str
+    range: str
+    default: str
+    description: str
+
+
+def option_rows() -> list[OptionRow]:
+    """Every option of every op, positional ones first, in the spec's order."""
+    rows = []
+    for op, spec in OPS.items():
+        names = list(spec.positional) + [n for n in options(spec) if n not in spec.positional]
+        for name in names:
+            info = spec.model_fields[name]
+            default = "required" if info.is_required() else value_to_text(info.default) if info.default is not None else "-"
+            rows.append(
+                OptionRow(
+                    op=op,
+                    name=name,
+                    positional=name in spec.positional,
+                    kind=type_words(spec, name),
+                    range=range_words(spec, name),
+                    default=default,
+                    description=info.description or "",
+                )
+            )
+    return rows
+
+
+def support_matrix() -> dict[str, dict[str, str]]:
+    """``{op: {backend: what it supports}}`` known without importing a framework.
+
+    Export lists the formats each built-in backend writes; an op or backend missing from the
+    result is unknown (shown as ``?``).
+    """
+    from .backend import BACKENDS
+
+    return {
+        "export": {
+            backend: ", ".join(fmt for fmt, names in FORMAT_BACKENDS.items() if backend in names) or "no"
+            for backend in BACKENDS
+        }
+    }
+
+
+def print_ops(console: "Console") -> None:
+    """Print the ops table (rich) to ``console``."""
+    from rich.table import Table
+
+    support = support_matrix()
+    rows = option_rows()
+    table = Table(title="lwdsl operations")
+    for column in ("op", "option", "values", "default", "meaning", "backends"):
+        table.add_column(column, overflow="fold")
+    for op, spec in OPS.items():
+        backends = "; ".join(f"{b}: {what}" for b, what in support.get(op, {}).items()) or "?"
+        table.add_row(f"[bold]{op}[/]", "", "", "", spec.summary, backends)
+        for row in (r for r in rows if r.op == op):
+            name = row.name.upper() if row.positional else f"{row.name}="
+            values = " ".join(part for part in (row.kind, row.range) if part)
+            table.add_row("", name, values, row.default, row.description, "")
+        table.add_section()
+    console.print(table)
+    console.print("Bare values (UPPER CASE) fill the first field, in this order, whose type fits.")
