@@ -161,14 +161,18 @@ def adopt_model(model: Any) -> Any:
         raise LwdslError(f"the tensorflow backend cannot use a {type(model).__module__}.{type(model).__name__} as a model")
     if not model.built:
         raise LwdslError(f"model '{model.name}' is not built", hint="call it once on an input, or give the first layer an input_shape")
+    subclassed = not (isinstance(model, tf_keras.Sequential) or getattr(model, "_is_graph_network", False))
     try:
+        if subclassed:
+            raise ValueError("its layers are connected in Python code (call), not in a graph")
         clone = tf_keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
     except (ValueError, NotImplementedError, TypeError) as exc:
         raise LwdslError(
-            f"cannot use subclassed model {type(model).__name__}: lwdsl needs to trace and rebuild the model ({exc})",
+            f"cannot use subclassed model {type(model).__name__}: lwdsl needs to follow and rebuild the "
+            f"model's graph ({str(exc).splitlines()[0]})",
             hint="write it as a Sequential or functional tf_keras model (tf_keras.Model(inputs, outputs))",
         ) from None
-    clone.set_weights(model.get_weights())
     return clone
 
 

@@ -1,0 +1,110 @@
+"""KerasBackend's measurements, files, exports, data adoption and quiet import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
+import tf_keras  # noqa: E402
+
+from lwdsl.backend import StepContext, get_backend  # noqa: E402
+from lwdsl.data import load_data  # noqa: E402
+from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.specs import DistillSpec, ExportSpec, PruneSpec, QuantizeSpec  # noqa: E402
+
+SHAPE = (1, 28, 28)
+DATA = load_data("synthetic:1,28,28:10")
+
+
+class _Bars:
+    def __init__(self):
+        self.opened, self.updates = [], 0
+
+    def __call__(self, total, description):
+        self.opened.append((total, description))
+        bars = self
+
+        class Bar(NullBar):
+            def update(self, n=1):
+                bars.updates += n
+
+        return Bar()
+
+
+@pytest.fixture(scope="module")
+def be():
+    return get_backend("tensorflow")
+
+
+def test_identity(be):
+    assert (be.name, be.extra, be.native_suffix) == ("tensorflow", "tensorflow", ".keras")
+    assert set(be.versions()) == {"tensorflow", "tf-keras", "tensorflow-model-optimization"}
+
+
+def test_evaluate_matches_numpy_and_reports_progress(be):
+    h = be.load_model("seedcnn", SHAPE, 10)
+    bars = _Bars()
+    acc, loss = be.evaluate(h, StepContext(DATA, 0, 0, bars))
+    logits = h.model.predict(DATA.test_x.transpose(0, 2, 3, 1), verbose=0).astype(np.float64)
+    logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    assert acc == np.mean(logits.argmax(1) == DATA.test_y)
+    assert loss == pytest.approx(-logp[np.arange(len(logp)), DATA.test_y].mean(), rel=1e-5)
+    assert bars.opened == [(1, "evaluate")] and bars.updates == 1
+
+
+def test_stats_count_parameters_and_zeros(be):
+    h = be.load_model("lenet300", SHAPE, 10)
+    h = be.apply(h, PruneSpec(method="l1", amount=0.25), ["fc2"], StepContext(DATA, 0, 0, _Bars()))
+    stats = be.stats(h)
+    assert stats.params == 266_610 and stats.nonzero_params == 266_610 - 7_500
+    assert [(s.name, s.zeros) for s in stats.layers] == [("fc1", 0), ("fc2", 7_500), ("fc3", 0)]
+
+
+def test_latency_here_and_in_a_worker(be):
+    import os
+
+    h = be.load_model("lenet5", SHAPE, 10)
+    here = be.latency_ms(h, 1, SHAPE, os.cpu_count() or 1)  # the runtime's own thread count
+    other = be.latency_ms(h, 4, SHAPE, 1 if (os.cpu_count() or 1) > 1 else 2)  # needs the worker
+    assert 0 < here < 1000 and 0 < other < 1000
+
+
+def test_unsupported_says_why(be):
+    assert "not implemented" in be.unsupported(QuantizeSpec(dtype="int8"))
+    assert "not implemented" in be.unsupported(DistillSpec())
+    assert "torch backend" in be.unsupported(ExportSpec(format="onnx"))
+    assert be.unsupported(ExportSpec(format="tflite")) is None
+    assert be.unsupported(PruneSpec(method="l1", amount=0.2)) is None
+
+
+@pytest.mark.parametrize("fmt,name", [("keras", "m.keras"), ("tflite", "m.tflite"), ("saved_model", "m_saved")])
+def test_export(be, tmp_path, fmt, name):
+    h = be.load_model("seedcnn_student", SHAPE, 10)
+    ctx = StepContext(DATA, 0, 0, _Bars(), run_dir=tmp_path)
+    be.apply(h, ExportSpec(format=fmt, path=name), ["conv1"], ctx)
+    assert (tmp_path / name).exists()
+    if fmt == "tflite":
+        assert (tmp_path / name).read_bytes()[4:8] == b"TFL3"
+
+
+def test_adopt_tf_data(be):
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).standard_normal((10, 28, 28, 1)).astype(np.float32)
+    y = np.arange(10) % 3
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    data = be.adopt_data(ds.batch(4), ds)
+    assert data.train_x.shape == (10, 1, 28, 28) and data.num_classes == 3
+    np.testing.assert_array_equal(data.train_x[:, 0], x[..., 0])
+
+
+def test_import_is_quiet_and_uses_keras2():
+    code = "import os; import lwdsl.backends.tf_backend as t; import tf_keras; print(os.environ['TF_USE_LEGACY_KERAS'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "1"
+    assert out.stderr == ""

@@ -1,0 +1,131 @@
+"""The zoo and every other way to get a model into the tensorflow backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
+import tf_keras  # noqa: E402
+
+from lwdsl.backend import StepContext, get_backend  # noqa: E402
+from lwdsl.data import load_data  # noqa: E402
+from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.errors import LwdslError  # noqa: E402
+from lwdsl.weights import save_weights  # noqa: E402
+
+SHAPE = (1, 28, 28)
+
+
+CTX = StepContext(load_data("synthetic:1,28,28:10"), seed=0, index=0, progress=lambda total, what: NullBar())
+
+
+@pytest.fixture(scope="module")
+def be():
+    return get_backend("tensorflow")
+
+
+@pytest.mark.parametrize(
+    "name,params", [("lenet300", 266_610), ("lenet5", 431_080), ("seedcnn", 21_840), ("seedcnn_student", 5_951)]
+)
+def test_zoo_sizes(be, name, params):
+    h = be.load_model(name, SHAPE, 10)
+    assert be.stats(h).params == params == h.model.count_params()
+
+
+def test_zoo_init_is_deterministic_and_torch_scaled(be):
+    a, b = be.state(be.load_model("lenet5", SHAPE, 10)), be.state(be.load_model("lenet5", SHAPE, 10))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    bound = 1 / np.sqrt(800)
+    assert np.abs(a["fc1.weight"]).max() <= bound and np.abs(a["fc1.weight"]).max() > 0.9 * bound
+
+
+def test_unknown_name_suggests(be):
+    with pytest.raises(LwdslError, match="unknown model 'lenet6'") as err:
+        be.load_model("lenet6", SHAPE, 10)
+    assert "lenet5" in (err.value.hint or "")
+
+
+def test_keras_application_without_download(be):
+    h = be.load_model("keras:MobileNetV2", (3, 32, 32), 7)
+    assert h.model.output_shape == (None, 7)
+    with pytest.raises(LwdslError, match="keras:MobileNetV9"):
+        be.load_model("keras:MobileNetV9", (3, 32, 32), 7)
+
+
+def test_user_model_is_cloned_not_modified(be):
+    user = tf_keras.Sequential([tf_keras.layers.Flatten(input_shape=(28, 28, 1)), tf_keras.layers.Dense(10, name="out")])
+    before = [w.copy() for w in user.get_weights()]
+    h = be.load_model(user, SHAPE, 10)
+    from lwdsl.specs import PruneSpec
+
+    h = be.apply(h, PruneSpec(method="l1", amount=0.5), ["out"], CTX)
+    assert all(np.array_equal(a, b) for a, b in zip(before, user.get_weights()))
+    assert be.stats(h).layers[0].sparsity == 0.5
+
+
+def test_keras3_model_is_refused(be):
+    keras = pytest.importorskip("keras")
+    if not keras.__version__.startswith("3"):
+        pytest.skip("keras 3 not installed")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(LwdslError, match="Keras 3") as err:
+        be.load_model(model, (1, 2, 2), 2)
+    assert "tf_keras" in err.value.hint
+
+
+def test_subclassed_model_is_refused(be):
+    class Net(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = tf_keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.fc(tf_keras.layers.Flatten()(x))
+
+    net = Net()
+    net(np.zeros((1, 2, 2, 1), np.float32))
+    with pytest.raises(LwdslError, match="subclassed") as err:
+        be.load_model(net, (1, 2, 2), 3)
+    assert "functional" in err.value.hint
+
+
+def test_keras_file_round_trip_and_lambda_h5_refused(be, tmp_path):
+    h = be.load_model("seedcnn", SHAPE, 10)
+    be.save_native(h, tmp_path / "m.keras")
+    again = be.load_model(str(tmp_path / "m.keras"), SHAPE, 10)
+    assert all(np.array_equal(a, b) for a, b in zip(h.model.get_weights(), again.model.get_weights()))
+    inp = tf_keras.Input((4,))
+    lam = tf_keras.Model(inp, tf_keras.layers.Lambda(lambda t: t * 2)(inp))
+    with pytest.warns(UserWarning):  # Keras calls HDF5 legacy
+        lam.save(tmp_path / "lam.h5")
+    with pytest.raises(LwdslError, match="Lambda"):
+        be.load_model(str(tmp_path / "lam.h5"), (1, 2, 2), 4)
+
+
+def test_checkpoints(be, tmp_path):
+    h = be.load_model("lenet5", SHAPE, 10)
+    save_weights(tmp_path / "w.lwz", be.state(h))
+    loaded = be.load_model("lenet5", SHAPE, 10, tmp_path / "w.lwz")
+    assert all(np.array_equal(a, b) for a, b in zip(h.model.get_weights(), loaded.model.get_weights()))
+    (tmp_path / "w.pt").write_bytes(b"not really")
+    with pytest.raises(LwdslError, match="cannot read checkpoint") as err:
+        be.load_model("lenet5", SHAPE, 10, tmp_path / "w.pt")
+    assert ".lwz" in err.value.hint
+    wrong = be.state(be.load_model("seedcnn", SHAPE, 10))
+    save_weights(tmp_path / "wrong.lwz", wrong)
+    with pytest.raises(LwdslError, match="fc1.weight|conv1.weight"):
+        be.load_model("lenet300", SHAPE, 10, tmp_path / "wrong.lwz")
+
+
+def test_narrower_state_rebuilds_the_model(be, tmp_path):
+    from lwdsl.specs import PruneSpec
+
+    h = be.load_model("lenet5", SHAPE, 10)
+    h = be.apply(h, PruneSpec(method="l1", amount=0.5, structured="filters", remove=True), ["conv1", "fc1"], CTX)
+    save_weights(tmp_path / "small.lwz", be.state(h))
+    loaded = be.load_model("lenet5", SHAPE, 10, tmp_path / "small.lwz")
+    assert [i.shape for i in be.layers(loaded)] == [(10, 1, 5, 5), (50, 10, 5, 5), (250, 800), (10, 250)]
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded.model(x).numpy(), h.model(x).numpy(), atol=1e-6)
