@@ -35,7 +35,7 @@ def _run(tmp_path, text, **kw):
 
 def test_report_has_every_metric_and_the_files(fake, tmp_path, monkeypatch):
     monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
-    result = _run(tmp_path, "prune l1 0.5 on linear | prune global l1 0.2")
+    result = _run(tmp_path, "prune l1 0.5 on linear | prune global l1 0.7")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert [s["op"] for s in report["steps"]] == ["baseline", "prune", "prune"]
     for step in report["steps"]:
