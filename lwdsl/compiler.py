@@ -55,8 +55,19 @@ def parse(text: str, *, file: str = "<string>", overrides: Optional[Mapping[str,
 def load(path: str | os.PathLike[str], *, overrides: Optional[Mapping[str, str]] = None) -> Recipe:
     """Read and compile a recipe file: ``.lw`` text, or ``.json`` as written by ``to_json``.
 
+    Args:
+        path: the file; ``use`` paths in it are relative to its folder.
+        overrides: ``{NAME: VALUE}`` replacing ``let`` values (``.lw`` only).
+
+    Returns:
+        The validated recipe, its steps located in the file(s) they were written in.
+
     Raises:
         RecipeError: the file cannot be read, or its recipe is wrong (see :func:`parse`).
+
+    Example:
+        >>> [step.op for step in load("recipes/seed-pipeline.lw").steps]  # doctest: +SKIP
+        ['prune', 'quantize', 'distill']
     """
     text = read_text(path)
     if Path(path).suffix == ".json":

@@ -2,8 +2,9 @@
 
 Each setting is shown with its value, ``(default)`` when it was not written, and the spec's
 own description of it. Settings that cannot matter for the step as written are left out: a
-field whose description starts with a mode (``gradual: ...``, ``static/qat: ...``) shows only
-when that mode is chosen, and unset empty fields are not shown. Given the model's layers,
+field whose description starts with another field's value (``gradual: ...``,
+``static/qat: ...``) shows only when that value is chosen, and unset empty fields are not
+shown. Given the model's layers,
 each step also lists the layers its selector matches, with their parameter counts.
 """
 
@@ -42,11 +43,11 @@ def _applies(step: StepSpec, name: str) -> bool:
     if condition and getattr(step, condition[0]) != condition[1]:
         return False
     prefix = _MODE_PREFIX.match(spec.model_fields[name].description or "")
-    if prefix:
-        modes = set(prefix[1].split("/"))
-        chosen = {str(getattr(step, f)) for f in options(spec) if choices(spec, f)}
-        return bool(modes & chosen)
-    return True
+    modes = set(prefix[1].split("/")) if prefix else set()
+    if not modes or modes <= set(choices(spec, name)):  # no mode, or it explains its own values
+        return True
+    chosen = {str(getattr(step, f)) for f in options(spec) if choices(spec, f)}
+    return bool(modes & chosen)
 
 
 def _explain_step(step: StepSpec) -> list[str]:

@@ -43,8 +43,10 @@ def value_to_text(value: Any) -> str:
     """A Python value of a spec field (or a variable) in recipe syntax."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value) if isinstance(value, int) else number_text(value) if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return number_text(value)
     if isinstance(value, str):
         return _word_or_quoted(value)
     if isinstance(value, NMRatio):

@@ -40,7 +40,10 @@ def option_rows() -> list[OptionRow]:
         names = list(spec.positional) + [n for n in options(spec) if n not in spec.positional]
         for name in names:
             info = spec.model_fields[name]
-            default = "required" if info.is_required() else value_to_text(info.default) if info.default is not None else "-"
+            if info.is_required():
+                default = "required"
+            else:
+                default = "-" if info.default is None else value_to_text(info.default)
             rows.append(
                 OptionRow(
                     op=op,

@@ -240,10 +240,10 @@ def _expected_words(names: set[str]) -> list[str]:
     return words
 
 
-def _found(token: Token) -> str:
-    if token.type in ("$END", "_NL"):
-        return "the end of the recipe" if token.type == "$END" else "the end of the line"
-    return f"`{token}`"
+def _found(token: Token, start: str) -> str:
+    if token.type == "$END":
+        return "the end of the recipe" if start == "start" else "the end of the value"
+    return "the end of the line" if token.type == "_NL" else f"`{token}`"
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str, start: str) -> RecipeError:
@@ -255,9 +255,11 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str, start: str) -> Rec
             line, col, width = before.count("\n") + 1, len(before) - before.rfind("\n"), 1
         else:
             line, col, width = token.line, token.column, 1 if token.type == "_NL" else len(token)
-        found = _found(token)
-        expected = _expected_words(set(exc.accepts or exc.expected))
-        label = exc.match_examples(lambda t: _lark().parse(t, start=start), _examples(), use_accepts=True)
+        found = _found(token, start)
+        expected = _expected_words(set(exc.accepts or exc.expected)) or ["one value"]
+        label = None
+        if start == "start":  # the examples are recipes
+            label = exc.match_examples(lambda t: _lark().parse(t, start=start), _examples(), use_accepts=True)
     else:
         line, col, width = exc.line, exc.column, 1
         char = text[exc.pos_in_stream] if isinstance(exc, UnexpectedCharacters) else ""
@@ -267,7 +269,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str, start: str) -> Rec
             '"': 'unclosed string: the closing `"` is missing on this line',
             "'": 'strings are written in double quotes: "like this"',
         }.get(char)
-    message = f"syntax error: {label}" if label else f"syntax error: unexpected {found}"
+    message = f"syntax error: {label or 'unexpected ' + found.removeprefix('the ')}"
     return RecipeError(
         message,
         location_in(text, file, line, col, width),

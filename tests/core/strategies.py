@@ -93,7 +93,8 @@ def steps(draw, op: Any = None):
     op = op or draw(st.sampled_from(list(OPS)))
     spec = OPS[op]
     required = {n for n in options(spec) if spec.model_fields[n].is_required()}
-    strategies = {n: for_annotation(spec.model_fields[n].annotation, spec.model_fields[n].metadata) for n in options(spec)}
+    fields = spec.model_fields
+    strategies = {n: for_annotation(fields[n].annotation, fields[n].metadata) for n in options(spec)}
     data = draw(
         st.fixed_dictionaries(
             {n: s for n, s in strategies.items() if n in required},
@@ -127,7 +128,8 @@ def recipes(draw) -> Recipe:
     if draw(st.booleans()):
         fields["target"] = Target(model=draw(names), data=draw(st.none() | names))
     if draw(st.booleans()):
-        fields["variables"] = draw(st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True), variable_values, max_size=3))
+        identifiers = st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True)
+        fields["variables"] = draw(st.dictionaries(identifiers, variable_values, max_size=3))
     if draw(st.booleans()):
         fields["version"] = 1
     recipe = Recipe(**fields)

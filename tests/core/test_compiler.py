@@ -61,14 +61,16 @@ def test_compound_values_become_spec_types() -> None:
 
 def test_selectors() -> None:
     step = one('prune l1 0.2 on conv, "features.*" except linear expect>=2')
-    assert step.selector == Selector(on=("conv", Glob(glob="features.*")), **{"except": ("linear",)}, expect=2, expect_at_least=True)
+    on = ("conv", Glob(glob="features.*"))
+    assert step.selector == Selector(on=on, **{"except": ("linear",)}, expect=2, expect_at_least=True)
     assert one("prune l1 0.2 expect=3 on all").selector.expect == 3
     assert one('prune l1 0.2 except "fc3"').selector.on == ("conv", "linear")  # the op's default kinds
     assert one("distill T=2").selector is None
 
 
 def test_header() -> None:
-    recipe = lwdsl.parse('lwdsl 1\nrecipe "seed"\ntarget "torchvision:resnet18" on "synthetic:3,32,32:10"\n\nprune l1 0.2')
+    header = 'lwdsl 1\nrecipe "seed"\ntarget "torchvision:resnet18" on "synthetic:3,32,32:10"\n'
+    recipe = lwdsl.parse(header + "\nprune l1 0.2")
     assert (recipe.version, recipe.name) == (1, "seed")
     assert (recipe.target.model, recipe.target.data) == ("torchvision:resnet18", "synthetic:3,32,32:10")
     assert lwdsl.parse("target lenet5\nprune l1 0.2").target.data is None
@@ -88,6 +90,8 @@ def test_override_errors() -> None:
     assert "--set amont" in err.message and err.suggestion == "amount"
     err = error("let amount = 0.2\nprune l1 $amount", overrides={"amount": "0.3 |"})
     assert str(err.location).startswith("--set amount:1:")
+    err = error("let amount = 0.2\nprune l1 $amount", overrides={"amount": ""})
+    assert err.message == "syntax error: unexpected end of the value"
     err = error("let amount = 0.2\nprune l1 $amount", overrides={"amount": "2"})
     assert "AMOUNT is a fraction" in err.message and str(err.location) == "t.lw:2:10"
 

@@ -25,7 +25,8 @@ def test_changed_steps_list_their_options() -> None:
 
 
 def test_added_removed_and_moved() -> None:
-    found = changes("prune l1 0.2\nfinetune epochs=2\nquantize int8", "finetune epochs=2\nprune l1 0.2\nquantize int8\nexport onnx")
+    old = "prune l1 0.2\nfinetune epochs=2\nquantize int8"
+    found = changes(old, "finetune epochs=2\nprune l1 0.2\nquantize int8\nexport onnx")
     assert {(c.kind, c.text) for c in found} == {
         ("moved", "finetune epochs=2: step 2 -> 1"),
         ("added", "export onnx"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import lwdsl
@@ -14,7 +16,9 @@ def test_defaults_are_explicit_and_irrelevant_fields_hidden() -> None:
     text = explain_recipe(lwdsl.parse('recipe "r"\nlet a = 0.2\nprune l1 $a | quantize int8 mode=static'))
     assert 'recipe "r"' in text and "variable a = 0.2" in text and "2 steps, run in order:" in text
     assert "1. prune l1 0.2" in text and "scope = layer (default)" in text and "amount = 0.2 " in text
-    assert "layers: on conv, linear   the default of prune" in text
+    assert "structured = none (default)" in text and "schedule = oneshot (default)" in text
+    assert "start =" not in text and "frequency =" not in text
+    assert re.search(r"layers: on conv, linear +the default of prune", text)
     assert "epochs" not in text.split("2. quantize")[0]  # training options: only with schedule=gradual
     quantize = text.split("2. quantize")[1]
     assert "calibrate = 256 (default)" in quantize and "static: calibration samples" in quantize

@@ -22,8 +22,8 @@ def test_round_trip_keeps_what_was_written() -> None:
         ('{"steps": [{"op": "distill", "T": 0}]}', "steps[0].T: `T` is out of range", "a number > 0 and <= 100"),
         ('{"steps": [{"op": "prune", "amount": 1.5}]}', "steps[0]: AMOUNT is a fraction", None),
         ('{"steps": [{"amount": 0.5}]}', 'steps[0]: a step needs "op"', "prune"),
-        ('{"steps": [{"op": "prune", "amount": 0.2, "selector": {"on": ["convs"]}}]}', "steps[0].selector.on[0]", "conv"),
-        ('{"steps": [{"op": "quantize", "dtype": "int8"}, {"op": "quantize", "dtype": "int4"}]}', "already quantized", None),
+        ('{"steps": [{"op": "prune", "amount": 0.2, "selector": {"on": ["convs"]}}]}', "selector.on[0]", "conv"),
+        ('{"steps": [{"op": "quantize", "dtype": "int8"}, {"op": "quantize", "dtype": "int4"}]}', "quantized", None),
         ('{"stpes": []}', "stpes", None),
     ],
 )
