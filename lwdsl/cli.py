@@ -117,12 +117,30 @@ def fmt(
 def explain(
     file: Annotated[str, typer.Argument(help="recipe file", show_default=False)],
     sets: Sets = None,
+    model: Annotated[
+        Optional[str], typer.Option(help="also list the layers each step matches in this model (name or file)")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="backend that builds --model")] = "torch",
+    data: Annotated[Optional[str], typer.Option(help="data set giving the input shape (default: the target's, or mnist)")] = None,
 ) -> None:
-    """Explain a recipe step by step, with every default made explicit."""
+    """Explain a recipe step by step, with every default made explicit.
+
+    With --model, each step also lists the layers its selector matches, with parameter counts;
+    the model is only built, never changed."""
     from .compiler import load
     from .explain import explain_recipe
 
-    typer.echo(explain_recipe(load(file, overrides=_overrides(sets))))
+    recipe = load(file, overrides=_overrides(sets))
+    layers = None
+    if model is not None:
+        from .backend import get_backend
+        from .data import data_shape
+
+        data_name = data or (recipe.target.data if recipe.target and recipe.target.data else "mnist")
+        be = get_backend(backend)
+        shape, classes = data_shape(data_name)
+        layers = be.layers(be.load_model(model, shape, classes))
+    typer.echo(explain_recipe(recipe, layers))
 
 
 @app.command()

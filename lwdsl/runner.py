@@ -66,19 +66,12 @@ def resolve_recipe(recipe: Union[str, Path, Recipe], overrides: Optional[dict[st
     return parse(str(recipe), overrides=overrides)
 
 
-def _step_label(recipe: Recipe, index: int, step: StepSpec) -> str:
-    from .formatter import step_to_text
-
-    return f"step {index + 1} `{step_to_text(step)}`"
-
-
 def matched_layers(recipe: Recipe, index: int, step: StepSpec, layers: list) -> list[str]:
     """The layer names the step's selector picks (an error if none, or if ``expect`` fails)."""
     from .selectors import match_layers
+    from .validate import step_label
 
-    return match_layers(
-        step.effective_selector(), layers, step_label=_step_label(recipe, index, step), location=recipe.location(index)
-    )
+    return match_layers(step.effective_selector(), layers, step_label=step_label(recipe, index), location=recipe.location(index))
 
 
 def _requested(step: StepSpec, names: list[str]) -> Optional[dict[str, float]]:
@@ -165,7 +158,7 @@ def run(
     """
     from .progress import progress_factory
     from .report import build_report, write_run_dir
-    from .validate import check_backend
+    from .validate import check_backend, step_text
 
     say = (echo or print) if not quiet else (lambda *_: None)
     plan = resolve_recipe(recipe, overrides)
@@ -203,9 +196,7 @@ def run(
             handle = be.apply(handle, step, names, ctx)
             seconds = time.perf_counter() - start
             metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=_requested(step, names), latency=latency)
-            from .formatter import step_to_text
-
-            steps_out.append({"op": step.op, "text": step_to_text(step), "layers": names, "metrics": metrics})
+            steps_out.append({"op": step.op, "text": step_text(plan, i), "layers": names, "metrics": metrics})
             say(_line(steps_out[-1]))
         handle = be.finalize(handle)
     except BaseException as exc:

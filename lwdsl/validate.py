@@ -34,16 +34,19 @@ _CHANGE_WEIGHTS = ("prune", "regularize", "finetune")
 _EVERY_KIND = frozenset({"conv", "linear", "embedding", "norm", "other"})
 
 
-def step_label(recipe: "Recipe", index: int) -> str:
-    """How errors name step ``index``: ``step 2 `quantize int8``` (as written, when known)."""
+def step_text(recipe: "Recipe", index: int) -> str:
+    """Step ``index`` as written in the recipe (canonical text when it came from JSON/Python)."""
     loc = recipe.location(index)
     if loc is not None and loc.source_line:
-        text = " ".join(loc.source_line[loc.col - 1 : loc.col - 1 + loc.width].split())
-    else:
-        from .formatter import step_to_text
+        return " ".join(loc.source_line[loc.col - 1 : loc.col - 1 + loc.width].split())
+    from .formatter import step_to_text
 
-        text = step_to_text(recipe.steps[index])
-    return f"step {index + 1} `{text}`"
+    return step_to_text(recipe.steps[index])
+
+
+def step_label(recipe: "Recipe", index: int) -> str:
+    """How errors name step ``index``: ``step 2 `quantize int8``` (as written, when known)."""
+    return f"step {index + 1} `{step_text(recipe, index)}`"
 
 
 def _coverage(selector: Selector) -> tuple[frozenset[str], frozenset[str], bool]:
