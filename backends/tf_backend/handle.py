@@ -35,18 +35,25 @@ class KerasHandle:
         return {v.name: v for v in views(self.model)}
 
     def set_mask(self, view: LayerView, keep: np.ndarray) -> None:
-        """AND ``keep`` (Keras layout) into the layer's mask and zero the weights it prunes."""
+        """AND ``keep`` (Keras layout, a fresh array: updated in place) into the layer's mask and
+        zero the weights it prunes."""
         old = self.masks.get(view.name)
-        keep = keep if old is None else (old & keep)
+        if old is not None:
+            np.logical_and(keep, old, out=keep)
         self.masks[view.name] = keep
-        var = view.weight.variable
-        var.assign(np.where(keep, var.numpy(), 0).astype(var.dtype.as_numpy_dtype))
+        self._zero(view.weight.variable, keep)
+
+    @staticmethod
+    def _zero(var: Any, keep: np.ndarray) -> None:
+        """Set the pruned weights of ``var`` to +0.0 (never -0.0), one copy of the layer at most."""
+        value = np.array(var.numpy(), copy=True)
+        np.copyto(value, 0.0, where=~keep)
+        var.assign(value)
 
     def apply_masks(self) -> None:
         vm = self.view_map()
         for name, keep in self.masks.items():
-            var = vm[name].weight.variable
-            var.assign(np.where(keep, var.numpy(), 0).astype(var.dtype.as_numpy_dtype))
+            self._zero(vm[name].weight.variable, keep)
 
     def finalize(self) -> "KerasHandle":
         self.apply_masks()

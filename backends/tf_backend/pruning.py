@@ -14,7 +14,8 @@ global, threshold, random or Ln-structured selection.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -34,35 +35,54 @@ def _norm_p(spec: PruneSpec) -> float:
     return float(spec.n) if spec.method == "ln" else _P.get(spec.method, 1.0)
 
 
-def canonical_keep_masks(spec: PruneSpec, weights: Sequence[np.ndarray], seed: int, amount: float | None = None) -> list[np.ndarray]:
-    """Keep masks for ``weights`` (canonical layout, model order) as ``spec`` defines them.
+def canonical_keep_masks(spec: PruneSpec, weights: Sequence[np.ndarray], seed: int, amount: float | None = None) -> Iterator[np.ndarray]:
+    """Keep masks for ``weights`` (canonical layout, model order) as ``spec`` defines them,
+    one layer at a time (magnitude pruning reads each weight again when its mask is asked for,
+    so at most one layer's temporaries exist besides the masks already handed out).
 
     ``amount`` overrides ``spec.amount`` (gradual pruning asks for the sparsity of the moment).
     Per-layer random scores are drawn from PCG64(seed) afresh for every layer (the same seed).
     """
     amount = spec.amount if amount is None else amount
     if spec.nm is not None:
-        return [M.nm_keep_mask(w, spec.nm.n, spec.nm.m) for w in weights]
+        return (M.nm_keep_mask(w, spec.nm.n, spec.nm.m) for w in weights)
     if spec.method == "threshold":
-        return [M.threshold_keep_mask(w, amount) for w in weights]
+        return (M.threshold_keep_mask(w, amount) for w in weights)
     if spec.structured != "none":
-        axis = 0 if spec.structured == "filters" else 1
-        out = []
-        for w in weights:
-            if np.ndim(w) < 2:
-                raise LwdslError(f"structured={spec.structured} needs a weight with 2 or more axes, got shape {np.shape(w)}")
-            keep = M.structured_keep(w, amount, axis=axis, method=spec.method, p=_norm_p(spec), seed=seed)
-            shape = [1] * np.ndim(w)
-            shape[axis] = -1
-            out.append(np.broadcast_to(keep.reshape(shape), np.shape(w)).copy())
-        return out
+        return (_structured(spec, w, amount, seed) for w in weights)
     if spec.method == "random":
         if spec.scope == "global":
-            return M.random_keep_masks(weights, amount, seed)
-        return [M.random_keep_masks([w], amount, seed)[0] for w in weights]
+            return iter(M.random_keep_masks(list(weights), amount, seed))
+        return (M.random_keep_masks([w], amount, seed)[0] for w in weights)
     if spec.scope == "global":
-        return M.magnitude_keep_masks(weights, amount)
-    return [M.magnitude_keep_masks([w], amount)[0] for w in weights]
+        cut = M.magnitude_cut(weights, M.count_to_prune(amount, sum(int(np.prod(np.shape(w))) for w in weights)))
+        return (cut.keep_mask(i, weights[i]) for i in range(len(weights)))
+    return (M.magnitude_keep_masks([w], amount)[0] for w in weights)
+
+
+def _structured(spec: PruneSpec, w: np.ndarray, amount: float, seed: int) -> np.ndarray:
+    axis = 0 if spec.structured == "filters" else 1
+    if np.ndim(w) < 2:
+        raise LwdslError(f"structured={spec.structured} needs a weight with 2 or more axes, got shape {np.shape(w)}")
+    keep = M.structured_keep(w, amount, axis=axis, method=spec.method, p=_norm_p(spec), seed=seed)
+    shape = [1] * np.ndim(w)
+    shape[axis] = -1
+    return np.broadcast_to(keep.reshape(shape), np.shape(w))
+
+
+class _Canonical(Sequence):
+    """The chosen layers' weights in the canonical layout, read when indexed (views where the
+    layout allows), so no copy of all the weights is ever held."""
+
+    def __init__(self, chosen: list[LayerView]) -> None:
+        self._chosen = chosen
+
+    def __len__(self) -> int:
+        return len(self._chosen)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        t = self._chosen[i].weight
+        return t.to_canon(t.variable.numpy())
 
 
 def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]:
@@ -76,11 +96,14 @@ def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]
 
 
 def prune_masks(handle: KerasHandle, spec: PruneSpec, chosen: list[LayerView], seed: int, amount: float | None = None) -> list[np.ndarray]:
-    """Compute the canonical keep masks of ``chosen`` and apply them (ANDed with older masks)."""
-    canon = canonical_keep_masks(spec, [v.weight.canonical() for v in chosen], seed, amount)
-    for view, keep in zip(chosen, canon):
+    """Compute the keep masks of ``chosen`` and apply them (ANDed with older masks); returns the
+    canonical masks of a structured prune (for ``remove=true``), else an empty list."""
+    kept = []
+    for view, keep in zip(chosen, canonical_keep_masks(spec, _Canonical(chosen), seed, amount)):
         handle.set_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
-    return canon
+        if spec.structured != "none":
+            kept.append(keep)
+    return kept
 
 
 def prune_oneshot(handle: KerasHandle, spec: PruneSpec, names: Sequence[str], seed: int) -> KerasHandle:
