@@ -27,8 +27,8 @@ from .training import cross_entropy, fit, nhwc
 __all__ = ["KerasBackend"]
 
 _NOT_YET = {
-    "quantize": "quantize is not implemented on the tensorflow backend yet (use --backend torch)",
-    "distill": "distill is not implemented on the tensorflow backend yet (use --backend torch)",
+    "quantize": "quantize is not implemented on the tensorflow backend yet",
+    "distill": "distill is not implemented on the tensorflow backend yet",
 }
 _EXPORTS = {"keras": ".keras", "saved_model": "", "tflite": ".tflite"}
 
