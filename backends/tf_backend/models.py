@@ -60,18 +60,15 @@ ZOO: dict[str, tuple[tuple, ...]] = {
         ("dense", "fc1", 50, True),
         ("dense", "fc2", None, False),
     ),
-    "seedcnn_student": (  # seedcnn at 6-10-25: its flatten is the 160 the article's student meant
-        ("conv", "conv1", 6, 5),
-        ("pool",),
-        ("relu",),
-        ("conv", "conv2", 10, 5),
-        ("pool",),
-        ("relu",),
-        ("flatten",),
-        ("dense", "fc1", 25, True),
-        ("dense", "fc2", None, False),
-    ),
 }
+
+
+def _with_widths(layers: tuple[tuple, ...], **widths: int) -> tuple[tuple, ...]:
+    return tuple((*spec[:2], widths.get(spec[1], spec[2]), *spec[3:]) if spec[0] in ("conv", "dense") else spec for spec in layers)
+
+
+#: the survey's student at 6-10-25, as on torch: its flatten is the 160 the article meant
+ZOO["seedcnn_student"] = _with_widths(ZOO["seedcnn"], conv1=6, conv2=10, fc1=25)
 
 
 def _torch_like_init(fan_in: int, index: int) -> dict[str, Any]:
