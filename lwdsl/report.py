@@ -19,7 +19,7 @@ from typing import Any
 from .backend import Backend, Dataset
 from .plan import Recipe
 
-__all__ = ["build_report", "write_run_dir", "report_markdown", "print_table"]
+__all__ = ["build_report", "staging_dir", "write_run_dir", "report_markdown", "print_table"]
 
 
 def build_report(plan: Recipe, be: Backend, model_ref: Any, data: Dataset, seed: int, steps: list) -> dict[str, Any]:
@@ -142,17 +142,25 @@ def _plots(report: dict[str, Any], folder: Path) -> list[str]:
     return ["accuracy_size.png", "sparsity.png"]
 
 
-def write_run_dir(out: Path, be: Backend, handle: Any, plan: Recipe, report: dict[str, Any], lock: dict[str, Any]) -> Path:
-    """Write the run folder into a staging folder, then swap it in place of ``out``.
+def staging_dir(out: Path) -> Path:
+    """A new empty folder beside ``out`` where a run writes until it succeeds."""
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+
+
+def write_run_dir(
+    out: Path, staging: Path, be: Backend, handle: Any, plan: Recipe, report: dict[str, Any], lock: dict[str, Any]
+) -> Path:
+    """Finish the run folder in ``staging`` (from :func:`staging_dir`; exports may already be
+    there), then swap it in place of ``out``.
 
     Until the final rename nothing in ``out`` changes; the old folder is removed only after the
-    new one is in place.
+    new one is in place. On any error the staging folder is removed.
     """
     from .weights import save_weights
 
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         (staging / "recipe.lw").write_text(plan.source or plan.to_text())
         save_weights(staging / "model.lwz", be.state(handle), {"backend": be.name, "model": report["model"]})

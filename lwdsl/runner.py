@@ -157,7 +157,7 @@ def run(
         >>> result = lwdsl.run("prune l1 0.5 | finetune epochs=1", "lenet300", data="mnist")  # doctest: +SKIP
     """
     from .progress import progress_factory
-    from .report import build_report, write_run_dir
+    from .report import build_report, staging_dir, write_run_dir
     from .validate import check_backend, step_text
 
     say = (echo or print) if not quiet else (lambda *_: None)
@@ -174,7 +174,8 @@ def run(
         raise LwdslError(f"checkpoint {ckpt} does not exist")
 
     progress = progress_factory(quiet)
-    ctx = StepContext(data=dataset, seed=seed, index=-1, progress=progress)
+    staging = staging_dir(Path(out)) if out is not None else None
+    ctx = StepContext(data=dataset, seed=seed, index=-1, progress=progress, run_dir=staging)
     steps_out: list[dict[str, Any]] = []
     handle: Any = None
     try:
@@ -201,13 +202,15 @@ def run(
         handle = be.finalize(handle)
     except BaseException as exc:
         progress.stop()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if out is not None and handle is not None and len(steps_out) > 0 and isinstance(exc, LwdslError):
             _write_failed(be, handle, plan, steps_out, Path(out), exc, say)
         raise
     progress.stop()
     report = build_report(plan, be, model_ref, dataset, seed, steps_out)
     run_dir = None
-    if out is not None:
+    if out is not None and staging is not None:
         from .lockfile import lock_data
 
         lock = lock_data(
@@ -221,7 +224,7 @@ def run(
             checkpoint=ckpt,
             baseline=baseline_info,
         )
-        run_dir = write_run_dir(Path(out), be, handle, plan, report, lock)
+        run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
         say(f"wrote {run_dir}")
     return RunResult(handle, report, run_dir, be)
 
