@@ -95,9 +95,38 @@ def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]
     return found
 
 
+def _global_magnitude(handle: KerasHandle, chosen: list[LayerView], amount: float) -> None:
+    """Global magnitude pruning without moving weights into the canonical layout.
+
+    The cut's value and how many ties each layer gives up depend only on the multiset of
+    magnitudes per layer, not on the layout, so they are computed on the Keras arrays as they
+    are. Only a layer holding ties at the cut is brought into the canonical layout, to pick its
+    tied weights in canonical flat order; masks are identical to the canonical computation."""
+
+    class _Raw(Sequence):
+        def __len__(self) -> int:
+            return len(chosen)
+
+        def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+            return chosen[i].weight.variable.numpy()
+
+    raw = _Raw()
+    cut = M.magnitude_cut(raw, M.count_to_prune(amount, sum(int(np.prod(v.weight.variable.shape)) for v in chosen)))
+    for i, view in enumerate(chosen):
+        w = raw[i]
+        if cut.ties[i]:
+            keep = view.weight.from_canon(cut.keep_mask(i, view.weight.to_canon(w)))
+        else:
+            keep = M.abs_bits(w).reshape(w.shape) >= np.uint32(cut.value_bits)
+        handle.set_mask(view, np.ascontiguousarray(keep))
+
+
 def prune_masks(handle: KerasHandle, spec: PruneSpec, chosen: list[LayerView], seed: int, amount: float | None = None) -> list[np.ndarray]:
     """Compute the keep masks of ``chosen`` and apply them (ANDed with older masks); returns the
     canonical masks of a structured prune (for ``remove=true``), else an empty list."""
+    if spec.scope == "global" and spec.method in ("l1", "l2", "ln") and spec.structured == "none" and spec.nm is None:
+        _global_magnitude(handle, chosen, spec.amount if amount is None else amount)
+        return []
     kept = []
     for view, keep in zip(chosen, canonical_keep_masks(spec, _Canonical(chosen), seed, amount)):
         handle.set_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
