@@ -1,0 +1,110 @@
+"""``TorchBackend``: the :class:`lwdsl.backend.Backend` protocol on PyTorch, delegating to the
+modules of this package (one concept each)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from lwdsl.backend import Backend, Dataset, LayerInfo, ModelStats, StepContext
+from lwdsl.errors import LwdslError
+from lwdsl.specs import StepSpec, TrainingOptions
+
+from . import io
+from .data import adopt_data
+from .handle import TorchModel
+from .handlers import HANDLERS, unsupported
+from .latency import latency_ms
+from .layers import canonical_state, list_layers, model_stats
+from .models import build_model
+from .train import evaluate, fit
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend(Backend):
+    """PyTorch (CPU) implementation of every supported op. The model handle is a
+    :class:`~lwdsl.backends.torch_backend.handle.TorchModel`."""
+
+    name = "torch"
+    extra = "torch"
+    native_suffix = ".pt"
+
+    def unsupported(self, step: StepSpec) -> Optional[str]:
+        return unsupported(step)
+
+    def versions(self) -> dict[str, str]:
+        import torchvision
+
+        return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+
+    def set_seed(self, seed: int) -> None:
+        """Seeds torch's global generator: built-in models initialise from it."""
+        torch.manual_seed(seed)
+
+    def adopt_data(self, train: Any, test: Any, name: str = "user") -> Dataset:
+        return adopt_data(train, test, name)
+
+    def load_model(
+        self, ref: Any, input_shape: tuple[int, ...], num_classes: int, checkpoint: Optional[Path] = None
+    ) -> TorchModel:
+        """A handle for a built-in name, ``torchvision:NAME`` or a user's ``nn.Module`` (deep
+        copied: the caller's model is never modified), with weights from ``checkpoint`` (a
+        torch state dict file or ``.lwz``; read only, see io.py)."""
+        if isinstance(ref, torch.nn.Module):
+            module, name = copy.deepcopy(ref), type(ref).__name__
+        elif Path(ref).suffix in (".pt", ".pth", ".lwz", ".bin") or "/" in ref:
+            raise LwdslError(
+                f"'{ref}' looks like a file: a torch weights file holds no architecture",
+                hint="name the architecture (lenet5, torchvision:resnet18) and give the file as its checkpoint",
+            )
+        else:
+            module, name = build_model(ref, input_shape, num_classes), ref
+        handle = TorchModel(module, name, tuple(input_shape), num_classes)
+        if checkpoint is not None:
+            state, masks = io.read_checkpoint(Path(checkpoint))
+            handle.masks.update(masks)
+            io.load_into(handle, state, f"checkpoint {checkpoint}")
+        handle.module.eval()
+        return handle
+
+    def layers(self, model: TorchModel) -> list[LayerInfo]:
+        return list_layers(model)
+
+    def train(self, model: TorchModel, options: TrainingOptions, ctx: StepContext) -> TorchModel:
+        fit(model, options, ctx, op="train")
+        return model
+
+    def apply(self, model: TorchModel, step: StepSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
+        reason = unsupported(step)
+        if reason:
+            raise LwdslError(reason)
+        return HANDLERS[step.op](model, step, layers, ctx)
+
+    def evaluate(self, model: TorchModel, ctx: StepContext) -> tuple[float, float]:
+        return evaluate(model, ctx)
+
+    def stats(self, model: TorchModel) -> ModelStats:
+        return model_stats(model)
+
+    def latency_ms(self, model: TorchModel, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
+        return latency_ms(model, batch, input_shape, threads)
+
+    def state(self, model: TorchModel) -> dict[str, np.ndarray]:
+        return canonical_state(model)
+
+    def load_state(self, model: TorchModel, state: dict[str, np.ndarray]) -> None:
+        io.load_into(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()}, "the state")
+
+    def save_native(self, model: TorchModel, path: Path) -> None:
+        io.save_native(model, path)
+
+    def finalize(self, model: TorchModel) -> Any:
+        """Weights are plain already (pruned ones are zero); drop the masks."""
+        model.apply_masks()
+        model.masks.clear()
+        return model

@@ -1,0 +1,45 @@
+"""Data given as PyTorch objects (Python API): DataLoaders or datasets of (image, label)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from lwdsl.backend import Dataset
+from lwdsl.errors import LwdslError
+
+__all__ = ["adopt_data"]
+
+
+def _numpy(source: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images NCHW float32, labels int64) from an iterable of (image, label) pairs or batches."""
+    xs, ys = [], []
+    try:
+        for item in source:
+            x, y = item[0], item[1]
+            xs.append(torch.as_tensor(x, dtype=torch.float32).numpy())
+            ys.append(torch.as_tensor(y, dtype=torch.int64).numpy())
+    except (TypeError, IndexError, ValueError) as exc:
+        raise LwdslError(
+            f"{which}= must yield (image, label) pairs or batches, e.g. a DataLoader ({type(source).__name__}: {exc})"
+        ) from None
+    if not xs:
+        raise LwdslError(f"the {which} data is empty")
+    batched = xs[0].ndim == 4
+    x = np.concatenate(xs) if batched else np.stack(xs)
+    y = np.concatenate([np.reshape(v, -1) for v in ys])
+    if x.ndim != 4 or len(x) != len(y):
+        raise LwdslError(f"{which} images must be NCHW (C, H, W per image), got {x.shape} for {len(y)} labels")
+    return np.ascontiguousarray(x), y
+
+
+def adopt_data(train: Any, test: Any, name: str = "user") -> Dataset:
+    """A :class:`~lwdsl.backend.Dataset` from two DataLoaders or datasets (transforms applied
+    as they yield; the classes are ``max(label) + 1``)."""
+    tx, ty = _numpy(train, "train")
+    vx, vy = _numpy(test, "test")
+    if tx.shape[1:] != vx.shape[1:]:
+        raise LwdslError(f"train images are {tx.shape[1:]} but test images are {vx.shape[1:]}")
+    return Dataset(name, tx, ty, vx, vy, int(max(ty.max(), vy.max())) + 1)

@@ -1,0 +1,167 @@
+"""Reading checkpoints safely, fitting them to a model, and writing the native file.
+
+Reading never runs code and never writes: ``.lwz`` files go through
+:func:`lwdsl.weights.load_weights` (numpy, no pickle) and everything else through
+``torch.load(path, weights_only=True)``. Accepted torch files: a state dict, or a dict holding
+one under ``state_dict``/``model_state_dict``/``model`` (training checkpoints); a ``module.``
+prefix (DataParallel) is stripped; ``X.weight_orig`` + ``X.weight_mask`` left by
+``torch.nn.utils.prune`` become ``X.weight`` with that mask kept.
+
+A state whose conv/linear/BatchNorm widths are *smaller* than the model's (filters removed by
+``prune ... structured=filters remove=true``) shrinks those layers to fit, then a forward pass
+checks the widths agree; any other difference is an error naming the first tensor.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from lwdsl.errors import LwdslError
+from lwdsl.weights import atomic_path, load_weights
+
+from .handle import TorchModel
+from .layers import SKIPPED_BUFFERS, weighted_layers
+from .structured import slice_layer
+
+__all__ = ["read_checkpoint", "load_into", "save_native"]
+
+_WRAPPERS = ("state_dict", "model_state_dict", "model")
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(state, masks) from a ``.lwz`` or torch file; masks only from torch-prune leftovers.
+
+    Raises:
+        LwdslError: the file is missing, unreadable, or holds pickled objects beyond tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LwdslError(f"checkpoint {path} not found")
+    if path.suffix == ".lwz":
+        state, _meta = load_weights(path)
+        return {k: torch.from_numpy(np.array(v)) for k, v in state.items()}, {}
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused is None:
+            raise LwdslError(f"cannot read checkpoint {path}: not a torch file or damaged") from None
+        what = f" (it needs {refused.group(1)})"
+        raise LwdslError(
+            f"refusing to load {path}: it holds pickled Python objects, not only tensors{what}; lwdsl "
+            "loads torch files only with torch.load(weights_only=True), so opening a file never runs code",
+            hint="if you trust the file, re-save its weights alone: torch.save(model.state_dict(), 'weights.pt')",
+        ) from None
+    except Exception as exc:  # torch raises KeyError, RuntimeError, EOFError ... for a bad file
+        raise LwdslError(f"cannot read checkpoint {path}: not a torch file ({type(exc).__name__}: {exc})") from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    if isinstance(obj, Mapping):
+        for key in _WRAPPERS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise LwdslError(
+            f"{path} is not a state dict (a mapping of names to tensors)",
+            hint="save weights with torch.save(model.state_dict(), path)",
+        )
+    state = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    masks = {}
+    for key in [k for k in state if k.endswith(".weight_orig")]:
+        layer = key[: -len(".weight_orig")]
+        mask = state.pop(f"{layer}.weight_mask", None)
+        orig = state.pop(key)
+        if mask is None:
+            state[f"{layer}.weight"] = orig
+        else:
+            masks[layer] = mask.bool()
+            state[f"{layer}.weight"] = orig.masked_fill(~masks[layer], 0.0)
+    return state, masks
+
+
+def _optional(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in SKIPPED_BUFFERS
+
+
+def _shrink_to(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Shrink layers whose weight in ``state`` is narrower (removed filters); their names."""
+    shrunk = []
+    for name, m in weighted_layers(module):
+        new = state.get(f"{name}.weight")
+        old = m.weight
+        if new is None or new.shape == old.shape or new.dim() != old.dim():
+            continue
+        if getattr(m, "groups", 1) != 1 or isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            continue
+        if any(a > b for a, b in zip(new.shape[:2], old.shape[:2])) or new.shape[2:] != old.shape[2:]:
+            continue
+        for dim in range(min(2, new.dim())):
+            if new.shape[dim] != old.shape[dim]:
+                slice_layer(m, dim, torch.arange(new.shape[dim]))
+        shrunk.append(name)
+    return shrunk
+
+
+def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``handle.module`` (shrinking removed widths), then re-apply masks.
+
+    Raises:
+        LwdslError: naming the first missing, unexpected or mis-shaped tensor.
+    """
+    module = handle.module
+    expected = module.state_dict()
+    where = f"{source} does not fit {handle.ref}"
+    missing = [k for k in expected if k not in state and not _optional(k)]
+    if missing:
+        raise LwdslError(f"{where}: tensor '{missing[0]}' is missing ({len(missing)} missing in all)")
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise LwdslError(f"{where}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} unexpected in all)")
+    shrunk = _shrink_to(module, state)
+    for key, t in module.state_dict().items():
+        if key in state and tuple(state[key].shape) != tuple(t.shape):
+            raise LwdslError(
+                f"{where}: tensor '{key}' has shape {list(state[key].shape)} in the checkpoint "
+                f"but {list(t.shape)} in the model"
+            )
+    full = dict(module.state_dict())
+    full.update(state)
+    module.load_state_dict(full)
+    if shrunk:
+        _check_widths(handle, source, shrunk)
+    for layer in shrunk:
+        handle.masks.pop(layer, None)
+    handle.apply_masks()
+
+
+def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:
+    was_training = handle.module.training
+    handle.module.eval()
+    try:
+        with torch.no_grad():
+            handle.module(torch.zeros(1, *handle.input_shape))
+    except RuntimeError as exc:
+        raise LwdslError(
+            f"{source} does not fit {handle.ref}: layers {', '.join(shrunk)} are narrower than the model's "
+            f"and the widths do not fit together ({exc})"
+        ) from None
+    finally:
+        handle.module.train(was_training)
+
+
+def save_native(handle: TorchModel, path: Path) -> None:
+    """``torch.save`` of the plain state dict (loadable with ``weights_only=True``), atomically."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save(handle.module.state_dict(), tmp)

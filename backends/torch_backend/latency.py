@@ -1,0 +1,51 @@
+"""Forward latency: the median of repeated timed runs after warm-up.
+
+The input is a fixed pseudo-random batch; the model runs in eval mode under
+``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
+restored afterwards). At least ``min_runs`` runs are timed, more while the time budget lasts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from .handle import TorchModel
+
+__all__ = ["latency_ms"]
+
+
+def latency_ms(
+    handle: TorchModel,
+    batch: int,
+    input_shape: tuple[int, ...],
+    threads: int,
+    *,
+    warmup: int = 3,
+    min_runs: int = 10,
+    max_runs: int = 200,
+    budget_s: float = 1.0,
+) -> float:
+    """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``."""
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    model = handle.module
+    was_training = model.training
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            times: list[float] = []
+            deadline = time.perf_counter() + budget_s
+            while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+        model.train(was_training)
+    return statistics.median(times) * 1000.0

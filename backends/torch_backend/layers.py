@@ -1,0 +1,84 @@
+"""Layers with portable kinds, parameter counts, and the canonical (cross-framework) state.
+
+A *layer* is a module owning a ``weight`` parameter, named by its qualified module name
+(``conv1``, ``layer1.0.conv2``), in model order. Portable kinds: ``conv`` (Conv1d/2d/3d, not
+the transposed ones, whose weight is laid out [in, out, ...]), ``linear``, ``embedding``,
+``norm`` (BatchNorm*, LayerNorm, GroupNorm, InstanceNorm*), ``other``.
+
+The canonical state is the module's ``state_dict`` as numpy copies: parameters and buffers
+(BatchNorm's ``running_mean``/``running_var``), without ``num_batches_tracked`` (a training
+counter with no equivalent outside PyTorch; it is never needed to run or fine-tune the model
+and loads back as the module's own value). PyTorch's layout is the canonical one, so no
+transposition happens here. Masks are always applied to the weights (see handle.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from lwdsl.backend import LayerInfo, LayerStats, ModelStats
+
+from .handle import TorchModel
+
+__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "SKIPPED_BUFFERS"]
+
+#: Buffer names left out of the canonical state.
+SKIPPED_BUFFERS = ("num_batches_tracked",)
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def layer_kind(module: nn.Module) -> str:
+    """The portable kind of a module with a weight."""
+    if isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if isinstance(module, _NORMS):
+        return "norm"
+    return "other"
+
+
+def weighted_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every sub-module owning a ``weight`` parameter, in model order."""
+    return [
+        (name, m)
+        for name, m in module.named_modules()
+        if name and isinstance(m._parameters.get("weight"), nn.Parameter)
+    ]
+
+
+def list_layers(handle: TorchModel) -> list[LayerInfo]:
+    return [
+        LayerInfo(
+            name=name,
+            kind=layer_kind(m),
+            shape=tuple(m.weight.shape),
+            params=sum(p.numel() for p in m.parameters(recurse=False)),
+        )
+        for name, m in weighted_layers(handle.module)
+    ]
+
+
+def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
+    """Canonical weights as numpy copies (safe to keep while the model trains on)."""
+    return {
+        key: t.detach().cpu().numpy().copy()
+        for key, t in handle.module.state_dict().items()
+        if key.rsplit(".", 1)[-1] not in SKIPPED_BUFFERS
+    }
+
+
+def model_stats(handle: TorchModel) -> ModelStats:
+    params = list(handle.module.parameters())
+    layers = []
+    with torch.no_grad():
+        for name, m in weighted_layers(handle.module):
+            w = m.weight
+            layers.append(LayerStats(name, layer_kind(m), w.numel(), w.numel() - int(torch.count_nonzero(w))))
+        nonzero = sum(int(torch.count_nonzero(p)) for p in params)
+    return ModelStats(params=sum(p.numel() for p in params), nonzero_params=nonzero, layers=tuple(layers))

@@ -1,0 +1,132 @@
+"""The torch model zoo: exact architectures and parameter counts, names, kinds, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_torch_support import torch_backend  # first: skips unless torch is selected and installed
+
+import numpy as np
+import torch
+from torch import nn
+
+from lwdsl.errors import LwdslError
+from lwdsl.backends.torch_backend.layers import layer_kind
+from lwdsl.backends.torch_backend.models import LeNet5
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.mark.parametrize(
+    "ref, params, layers",
+    [
+        ("lenet300", 266_610, ["fc1", "fc2", "fc3"]),
+        ("lenet5", 431_080, ["conv1", "conv2", "fc1", "fc2"]),
+        ("seedcnn", 21_840, ["conv1", "conv2", "fc1", "fc2"]),
+        ("seedcnn_student", 5_951, ["conv1", "conv2", "fc1", "fc2"]),
+    ],
+)
+def test_builtin_param_counts_and_names(ref, params, layers):
+    backend = torch_backend()
+    handle = backend.load_model(ref, (1, 28, 28), 10)
+    assert backend.stats(handle).params == params
+    assert [layer.name for layer in backend.layers(handle)] == layers
+    assert sum(layer.params for layer in backend.layers(handle)) == params
+    out = handle.module(torch.zeros(3, 1, 28, 28))
+    assert out.shape == (3, 10)
+
+
+def test_layer_shapes_are_canonical_and_flatten_fits_the_input():
+    backend = torch_backend()
+    info = {layer.name: layer for layer in backend.layers(backend.load_model("lenet5", (1, 28, 28), 10))}
+    assert info["conv1"].shape == (20, 1, 5, 5) and info["conv1"].kind == "conv"
+    assert info["fc1"].shape == (500, 800) and info["fc1"].kind == "linear"  # 50 * 4 * 4, not 16*5*5
+    student = {layer.name: layer for layer in backend.layers(backend.load_model("seedcnn_student", (1, 28, 28), 10))}
+    assert student["fc1"].shape == (25, 160)
+    other = backend.load_model("lenet5", (3, 32, 32), 7)
+    assert other.module(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+    assert other.module.fc1.in_features == 50 * 5 * 5
+
+
+def test_builders_take_widths():
+    m = LeNet5((1, 28, 28), 10, conv1=4, conv2=6, fc1=30)
+    expected = (4 * 25 + 4) + (6 * 4 * 25 + 6) + (6 * 16 * 30 + 30) + (30 * 10 + 10)
+    assert sum(p.numel() for p in m.parameters()) == expected
+
+
+def test_initialisation_follows_the_seed():
+    backend = torch_backend()
+    states = []
+    for seed in (1, 1, 2):
+        backend.set_seed(seed)
+        states.append(backend.state(backend.load_model("seedcnn", (1, 28, 28), 10)))
+    assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+    assert not np.array_equal(states[0]["fc1.weight"], states[2]["fc1.weight"])
+
+
+def test_torchvision_models_by_name():
+    backend = torch_backend()
+    handle = backend.load_model("torchvision:resnet18", (3, 32, 32), 10)
+    assert handle.module.fc.out_features == 10
+    kinds = {layer.kind for layer in backend.layers(handle)}
+    assert kinds == {"conv", "norm", "linear"}
+    with pytest.raises(LwdslError, match="resnet81") as err:
+        backend.load_model("torchvision:resnet81", (3, 32, 32), 10)
+    assert "torchvision:resnet18" in err.value.hint
+
+
+def test_unknown_names_and_files_and_small_inputs_are_errors():
+    backend = torch_backend()
+    with pytest.raises(LwdslError) as err:
+        backend.load_model("lenet", (1, 28, 28), 10)
+    assert "lenet5" in err.value.message and err.value.hint
+    with pytest.raises(LwdslError, match="holds no architecture"):
+        backend.load_model("runs/model.pt", (1, 28, 28), 10)
+    with pytest.raises(LwdslError, match="does not fit inputs"):
+        backend.load_model("lenet5", (1, 8, 8), 10)
+
+
+def test_layer_kinds():
+    assert layer_kind(nn.Conv1d(2, 2, 3)) == "conv"
+    assert layer_kind(nn.Conv3d(2, 2, 3)) == "conv"
+    assert layer_kind(nn.ConvTranspose2d(2, 2, 3)) == "other"
+    assert layer_kind(nn.Linear(2, 2)) == "linear"
+    assert layer_kind(nn.Embedding(5, 2)) == "embedding"
+    for norm in (nn.BatchNorm2d(2), nn.LayerNorm(2), nn.GroupNorm(1, 2), nn.InstanceNorm2d(2, affine=True)):
+        assert layer_kind(norm) == "norm"
+    assert layer_kind(nn.PReLU()) == "other"
+
+
+def test_backend_identity_and_versions():
+    backend = torch_backend()
+    assert (backend.name, backend.extra, backend.native_suffix) == ("torch", "torch", ".pt")
+    versions = backend.versions()
+    assert versions["torch"] == torch.__version__ and "torchvision" in versions
+
+
+def test_data_from_dataloaders_and_datasets():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.randn(20, 1, 6, 6)
+    y = torch.arange(20) % 4
+    train = DataLoader(TensorDataset(x, y), batch_size=8)
+    data = torch_backend().adopt_data(train, TensorDataset(x[:5], y[:5]))
+    assert data.train_x.shape == (20, 1, 6, 6) and data.test_x.shape == (5, 1, 6, 6)
+    assert data.num_classes == 4 and data.train_y.dtype == np.int64
+    assert np.array_equal(data.train_x, x.numpy())
+    with pytest.raises(LwdslError, match="empty"):
+        torch_backend().adopt_data([], train)
+
+
+def test_unsupported_ops_say_why_before_anything_loads():
+    from lwdsl.specs import DistillSpec, ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, RegularizeSpec
+
+    backend = torch_backend()
+    for spec in (PruneSpec(amount=0.2), FinetuneSpec(), RegularizeSpec(l1=1e-4)):
+        assert backend.unsupported(spec) is None
+    assert backend.unsupported(QuantizeSpec(dtype="int8")) == "quantize is not implemented on the torch backend yet"
+    assert backend.unsupported(DistillSpec()) == "distill is not implemented on the torch backend yet"
+    assert "not implemented" in backend.unsupported(ExportSpec(format="onnx"))
+    assert "tensorflow backend" in backend.unsupported(ExportSpec(format="tflite"))
+    with pytest.raises(LwdslError, match="quantize is not implemented"):
+        backend.apply(None, QuantizeSpec(dtype="int8"), [], None)

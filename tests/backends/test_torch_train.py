@@ -1,0 +1,131 @@
+"""Training: masks stay fixed, runs repeat, NaN stops cleanly, L1 sparsifies, progress reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_torch_support import make_ctx, make_data, torch_backend  # first: skips unless torch is selected and installed
+
+import math
+
+import numpy as np
+import torch
+
+from lwdsl.errors import RunError
+from lwdsl.order import epoch_order
+from lwdsl.specs import FinetuneSpec, PruneSpec, RegularizeSpec, TrainingOptions
+from lwdsl.backends.torch_backend.train import lr_at
+
+pytestmark = pytest.mark.torch
+
+
+def pruned_lenet5():
+    backend = torch_backend()
+    handle = backend.load_model("lenet5", (1, 28, 28), 10)
+    backend.apply(handle, PruneSpec(scope="global", method="l1", amount=0.6), ["conv1", "conv2", "fc1", "fc2"], make_ctx())
+    return handle
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(optimizer="sgd", momentum=0.9, weight_decay=0.01, lr=0.05),
+        dict(optimizer="adam", weight_decay=0.01, lr=0.01),
+        dict(optimizer="sgd", momentum=0.9, schedule="cosine", epochs=2),
+    ],
+)
+def test_pruned_weights_stay_exactly_zero_through_finetuning(options):
+    handle = pruned_lenet5()
+    masks = {k: v.clone() for k, v in handle.masks.items()}
+    before = {k: handle.module.get_submodule(k).weight.detach().clone() for k in masks}
+    torch_backend().apply(handle, FinetuneSpec(**options), [], make_ctx())
+    for name, keep in masks.items():
+        w = handle.module.get_submodule(name).weight.detach()
+        assert (w[~keep] == 0).all() and not torch.signbit(w[~keep]).any()
+        assert not torch.equal(w[keep], before[name][keep])  # the kept ones did train
+        assert torch.equal(handle.masks[name], keep)
+
+
+def test_training_repeats_exactly_for_a_seed_and_differs_across_seeds():
+    backend = torch_backend()
+    runs = []
+    for seed in (3, 3, 4):
+        backend.set_seed(0)  # the same initial weights
+        handle = backend.load_model("seedcnn", (1, 28, 28), 10)
+        backend.apply(handle, FinetuneSpec(epochs=1), [], make_ctx(seed=seed))
+        runs.append(handle.module.fc2.weight.detach().clone())
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_learning_rate_schedules():
+    assert lr_at("constant", 0.1, 77, 100) == 0.1
+    assert lr_at("cosine", 0.1, 0, 100) == 0.1 and lr_at("cosine", 0.1, 50, 100) == pytest.approx(0.05)
+    assert [lr_at("step", 1.0, t, 100) for t in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_nan_loss_stops_with_a_run_error_and_the_last_good_weights():
+    backend = torch_backend()
+    data = make_data()
+    ctx = make_ctx(data, index=4)
+    order = epoch_order(256, ctx.seed, 0)
+    data.train_x[int(order[150]), 0, 3, 3] = np.nan  # one poisoned image, in the third batch
+    bad_batch = 3
+    handle = pruned_lenet5()
+    start = {k: v.clone() for k, v in handle.module.state_dict().items()}
+    with pytest.raises(RunError) as err:
+        backend.apply(handle, FinetuneSpec(epochs=2), [], ctx)
+    assert f"step 5 (finetune)" in err.value.message and f"epoch 1, batch {bad_batch}" in err.value.message
+    assert "nan" in err.value.message and "lr=" in err.value.hint
+    now = handle.module.state_dict()
+    assert all(torch.equal(start[k], now[k]) for k in start)  # back to the start of epoch 1
+    acc, loss = backend.evaluate(handle, make_ctx())
+    assert math.isfinite(loss)
+    assert all(bar.closed for bar in ctx.extra["bars"])
+
+
+def test_regularize_l1_shrinks_the_selected_weights():
+    backend = torch_backend()
+    sums = {}
+    for l1 in (None, 1e-3):
+        handle = backend.load_model("lenet300", (1, 28, 28), 10)
+        options = dict(epochs=3, lr=0.05)
+        spec = RegularizeSpec(l1=l1, **options) if l1 else FinetuneSpec(**options)
+        backend.apply(handle, spec, ["fc1"], make_ctx())
+        w = handle.module.fc1.weight.detach()
+        sums[l1] = (float(w.abs().sum()), float((w.abs() < 1e-3).float().mean()))
+    assert sums[1e-3][0] < 0.9 * sums[None][0]
+    assert sums[1e-3][1] > sums[None][1]
+
+
+def test_baseline_training_learns_and_reports_progress():
+    backend = torch_backend()
+    data = make_data(shape=(1, 8, 8), classes=3, n_train=1024, n_test=256)
+    handle = backend.load_model("lenet300", (1, 8, 8), 3)
+    acc0, _ = backend.evaluate(handle, make_ctx(data))
+    ctx = make_ctx(data)
+    backend.train(handle, TrainingOptions(epochs=3, lr=0.05), ctx)
+    acc1, loss1 = backend.evaluate(handle, ctx)
+    assert acc1 > max(0.6, acc0 + 0.2)
+    bars = ctx.extra["bars"]
+    assert [(b.description, b.total, b.done) for b in bars[:3]] == [(f"train epoch {e}/3", 16, 16) for e in (1, 2, 3)]
+    assert bars[3].description == "evaluate" and all(b.closed for b in bars)
+
+
+def test_evaluate_is_accuracy_and_mean_cross_entropy():
+    backend = torch_backend()
+    data = make_data(n_test=2500)
+    handle = backend.load_model("seedcnn", (1, 28, 28), 10)
+    acc, loss = backend.evaluate(handle, make_ctx(data))
+    with torch.no_grad():
+        out = handle.module(torch.from_numpy(data.test_x))
+    y = torch.from_numpy(data.test_y)
+    assert acc == pytest.approx(float((out.argmax(1) == y).float().mean()))
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(out, y)), rel=1e-5)
+
+
+def test_latency_is_positive_and_restores_the_thread_count():
+    backend = torch_backend()
+    handle = backend.load_model("lenet5", (1, 28, 28), 10)
+    threads = torch.get_num_threads()
+    assert backend.latency_ms(handle, 4, (1, 28, 28), threads=1) > 0
+    assert torch.get_num_threads() == threads
