@@ -35,6 +35,21 @@ _INF_BITS = np.uint32(0x7F800000)
 _SAMPLE = 1 << 20
 
 
+class _Scratch:
+    """Chunk-sized buffers reused chunk after chunk (fresh 16 MB temporaries would be new
+    pages, faulted in every time: that cost as much as the arithmetic)."""
+
+    def __init__(self) -> None:
+        self.bits = np.empty(_CHUNK, np.uint32)
+        self.tmp = np.empty(_CHUNK, np.uint32)
+        self.flag = np.empty(_CHUNK, bool)
+
+    def abs_bits(self, part: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(|part| as float32 bit patterns, a bool buffer, a uint32 buffer), all part's size."""
+        n = part.size
+        return np.bitwise_and(part.view(np.uint32), _SIGN_OFF, out=self.bits[:n]), self.flag[:n], self.tmp[:n]
+
+
 def _flat(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w, dtype=np.float32).reshape(-1)
 
@@ -68,13 +83,14 @@ def magnitude_cut(weights: Sequence[np.ndarray], k: int, *, sample: int = _SAMPL
     lo, hi, expected = _window(flats, k, total, sample)
     width = np.uint32(hi - lo)
     budget = 4 * expected + _CHUNK  # more means masses of equal magnitudes: the fallback is leaner
-    below, kept, size, broken = 0, [], 0, 0
+    below, kept, size, broken = 0, [], 0, False
+    scratch = _Scratch()
     for i, f in enumerate(flats):
         for start in range(0, f.size, _CHUNK):
-            bits = f[start : start + _CHUNK].view(np.uint32) & _SIGN_OFF
-            broken += int(np.count_nonzero(bits >= _INF_BITS))
-            below += int(np.count_nonzero(bits < lo))
-            inside = bits[(bits - lo) <= width]
+            bits, flag, tmp = scratch.abs_bits(f[start : start + _CHUNK])
+            broken = broken or bool(bits.max() >= _INF_BITS)
+            below += int(np.count_nonzero(np.less(bits, lo, out=flag)))
+            inside = bits[np.less_equal(np.subtract(bits, lo, out=tmp), width, out=flag)]
             kept.append((i, inside))
             size += inside.size
             if size > budget:
@@ -100,12 +116,15 @@ def apply_cut(cut: lm.MagnitudeCut, i: int, w: np.ndarray, keep: np.ndarray) -> 
     writable float32 array) to +0.0, chunk by chunk."""
     flat, kflat = w.reshape(-1), keep.reshape(-1)
     left, vb = cut.ties[i], np.uint32(cut.value_bits)
+    scratch = _Scratch()
     for start in range(0, flat.size, _CHUNK):
         part, k = flat[start : start + _CHUNK], kflat[start : start + _CHUNK]
-        bits = part.view(np.uint32) & _SIGN_OFF
+        bits, _, ones = scratch.abs_bits(part)
         np.greater_equal(bits, vb, out=k)
         if left:
             eq = np.flatnonzero(bits == vb)[:left]
             k[eq] = False
             left -= eq.size
-        np.copyto(part, 0.0, where=~k)
+        np.copyto(ones, k, casting="unsafe")  # all bits set where kept, clear where pruned:
+        np.negative(ones, out=ones)  # AND keeps a weight bit for bit or makes it +0.0,
+        np.bitwise_and(part.view(np.uint32), ones, out=part.view(np.uint32))  # 5x a masked copy

@@ -135,11 +135,14 @@ def test_existing_masks_are_sliced_with_the_layers():
     backend = torch_backend()
     handle = backend.load_model("lenet5", (1, 28, 28), 10)
     backend.apply(handle, PruneSpec(method="l1", amount=0.6), ["conv2", "fc1"], make_ctx())
+    before = {k: v.clone() for k, v in handle.masks.items()}
+    keep = torch.from_numpy(lm.structured_keep(handle.module.conv2.weight.detach().numpy(), 0.5, axis=0, method="l2", p=2.0))
     remove(handle, ["conv2"])
-    assert handle.masks["conv2"].shape == (25, 20, 5, 5) and handle.masks["fc1"].shape == (500, 400)
+    columns = keep.repeat_interleave(16)  # each conv2 channel is 4x4 flattened columns of fc1
+    assert torch.equal(handle.masks["conv2"], before["conv2"][keep])
+    assert torch.equal(handle.masks["fc1"], before["fc1"][:, columns])
     for name in ("conv2", "fc1"):
-        w = handle.module.get_submodule(name).weight
-        assert torch.equal(w != 0, handle.masks[name])
+        assert (handle.module.get_submodule(name).weight[~handle.masks[name]] == 0).all()
 
 
 @pytest.mark.parametrize(
