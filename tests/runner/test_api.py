@@ -7,7 +7,7 @@ import pytest
 
 import lwdsl
 
-RECIPE = "prune global l1 0.6 | finetune epochs=1 lr=0.05"
+RECIPE = "prune global l1 0.6 | finetune epochs=5 lr=0.05"
 
 
 def _arrays(n: int, seed: int):
