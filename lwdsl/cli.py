@@ -35,6 +35,19 @@ class _Group(TyperGroup):
                 traceback.print_exc()
             typer.echo(exc.render(), err=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing was written; earlier outputs and the input model are as they were", err=True)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:  # a bug of lwdsl's, not the user's: say so, briefly
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n  hint: run again with --debug for the traceback, and report it",
+                err=True,
+            )
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(

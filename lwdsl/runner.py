@@ -168,20 +168,25 @@ def run(
     if model_ref is None:
         raise LwdslError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
-    dataset = _load_dataset(be, data_name, train, test)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and not ckpt.is_file():
         raise LwdslError(f"checkpoint {ckpt} does not exist")
+    # Model and selectors are checked before the data is read: mistakes fail in a second.
+    dataset = _adopt_or_none(be, data_name, train, test)
+    shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
+    be.set_seed(seed)
+    handle: Any = be.load_model(model_ref, shape, classes, ckpt)
+    _check_selectors(plan, be, handle)
+    if dataset is None:
+        from .data import load_data
+
+        dataset = load_data(str(data_name))
 
     progress = progress_factory(quiet)
     staging = staging_dir(Path(out)) if out is not None else None
     ctx = StepContext(data=dataset, seed=seed, index=-1, progress=progress, run_dir=staging)
     steps_out: list[dict[str, Any]] = []
-    handle: Any = None
     try:
-        be.set_seed(seed)
-        handle = be.load_model(model_ref, dataset.input_shape, dataset.num_classes, ckpt)
-        _check_selectors(plan, be, handle)
         baseline_info: dict[str, Any] = {"source": "checkpoint" if ckpt else "given"}
         if ckpt is None and isinstance(model_ref, str) and not Path(model_ref).exists():
             baseline_info = _baseline(be, handle, model_ref, ctx, baseline_epochs, say)
@@ -204,7 +209,7 @@ def run(
         progress.stop()
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        if out is not None and handle is not None and len(steps_out) > 0 and isinstance(exc, LwdslError):
+        if out is not None and len(steps_out) > 0 and isinstance(exc, LwdslError):
             _write_failed(be, handle, plan, steps_out, Path(out), exc, say)
         raise
     progress.stop()
@@ -229,16 +234,21 @@ def run(
     return RunResult(handle, report, run_dir, be)
 
 
-def _load_dataset(be: Backend, name: Optional[str], train: Any, test: Any) -> Dataset:
-    from .data import load_data
-
+def _adopt_or_none(be: Backend, name: Optional[str], train: Any, test: Any) -> Optional[Dataset]:
+    """The user's own data objects as a Dataset, or None when a data set name is used."""
     if train is not None or test is not None:
         if train is None or test is None:
             raise LwdslError("give both train= and test= data, or a data set name")
         return be.adopt_data(train, test)
+    return None
+
+
+def _data_shape(name: Optional[str]) -> tuple[tuple[int, ...], int]:
+    from .data import data_shape
+
     if name is None:
         raise LwdslError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
-    return load_data(name)
+    return data_shape(name)
 
 
 def _check_selectors(plan: Recipe, be: Backend, handle: Any) -> None:
