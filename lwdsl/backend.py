@@ -41,6 +41,8 @@ __all__ = [
     "Dataset",
     "get_backend",
     "backend_names",
+    "SupportTable",
+    "support_table",
 ]
 
 
@@ -206,6 +208,54 @@ class Backend(ABC):
         import copy
 
         return copy.deepcopy(model)
+
+
+@dataclass(frozen=True)
+class SupportTable:
+    """What a backend runs, as data, importable without its framework (``lwdsl check
+    --backend``, ``lwdsl ops``). A backend's ``unsupported`` delegates to it, so there is one
+    truth; each built-in backend keeps its table in ``<package>/support.py`` as ``SUPPORT``.
+
+    ``runs`` maps each op the backend runs to a few words on what it covers; ``exports`` lists
+    the ``export`` formats it writes; any other op is refused with the reason in ``not_yet``.
+    """
+
+    backend: str
+    runs: dict[str, str]
+    exports: tuple[str, ...] = ()
+
+    def unsupported(self, step: StepSpec) -> Optional[str]:
+        if step.op == "export":
+            from .specs import FORMAT_BACKENDS
+
+            fmt = getattr(step, "format", "")
+            if fmt in self.exports:
+                return None
+            writes = ", ".join(self.exports) or "no format yet"
+            owners = [b for b in FORMAT_BACKENDS.get(fmt, ()) if b != self.backend]
+            if owners:
+                return f"export {fmt} is written by the {' or '.join(owners)} backend; the {self.backend} backend writes: {writes}"
+            return f"export {fmt} is not implemented on the {self.backend} backend yet (it writes: {writes})"
+        if step.op in self.runs:
+            return None
+        return f"{step.op} is not implemented on the {self.backend} backend yet"
+
+    def describe(self, op: str) -> str:
+        if op == "export":
+            return ", ".join(self.exports) or "not yet"
+        return self.runs.get(op, "not yet")
+
+
+def support_table(name: str) -> Optional[SupportTable]:
+    """The static support table of a built-in backend (None for plugins or when absent)."""
+    key = ALIASES.get(name, name)
+    if key not in BACKENDS:
+        return None
+    try:
+        module = importlib.import_module(BACKENDS[key][0] + ".support")
+    except ImportError:
+        return None
+    return getattr(module, "SUPPORT", None)
 
 
 #: Built-in backends: name -> (module, class, pip extra). Imported only when asked for.

@@ -1,8 +1,7 @@
 """The table behind ``lwdsl ops``: every op, every option, and what each backend supports.
 
-Rows come from the specs (types, ranges, defaults, descriptions). Backend support is computed
-without importing any framework: export formats from :data:`~lwdsl.specs.FORMAT_BACKENDS`;
-other ops show ``?`` until a backend publishes a static table of what it supports.
+Rows come from the specs (types, ranges, defaults, descriptions); backend support from each
+built-in backend's static support table, without importing any framework.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .fields import options, range_words, type_words
 from .formatter import value_to_text
-from .specs import FORMAT_BACKENDS, OPS
+from .specs import OPS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,19 +58,12 @@ def option_rows() -> list[OptionRow]:
 
 
 def support_matrix() -> dict[str, dict[str, str]]:
-    """``{op: {backend: what it supports}}`` known without importing a framework.
+    """``{op: {backend: what it supports}}`` from the built-in backends' static support tables
+    (:func:`lwdsl.backend.support_table`), without importing any framework."""
+    from .backend import BACKENDS, support_table
 
-    Export lists the formats each built-in backend writes; an op or backend missing from the
-    result is unknown (shown as ``?``).
-    """
-    from .backend import BACKENDS
-
-    return {
-        "export": {
-            backend: ", ".join(fmt for fmt, names in FORMAT_BACKENDS.items() if backend in names) or "no"
-            for backend in BACKENDS
-        }
-    }
+    tables = {name: support_table(name) for name in BACKENDS}
+    return {op: {name: t.describe(op) for name, t in tables.items() if t is not None} for op in OPS}
 
 
 def print_ops(console: "Console") -> None:

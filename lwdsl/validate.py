@@ -111,9 +111,9 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
     """Raise a RecipeError for the first step that ``backend`` cannot run.
 
     Export formats of the built-in backends are checked from
-    :data:`~lwdsl.specs.FORMAT_BACKENDS`, without importing any framework. With ``load`` (or a
-    backend object, or a third-party backend name) the backend's own ``unsupported(step)``
-    is asked too; a built-in backend whose framework is not installed is then skipped.
+    :data:`~lwdsl.specs.FORMAT_BACKENDS`, and every step against the built-in backend's static
+    support table (:func:`lwdsl.backend.support_table`), without importing any framework. A
+    backend object, or a third-party backend name (with ``load``), is asked itself.
 
     Args:
         recipe: a compiled recipe.
@@ -126,7 +126,7 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
 
     Example:
         >>> from lwdsl import parse
-        >>> check_backend(parse("prune l1 0.2 | export onnx"), "torch", load=False)
+        >>> check_backend(parse("prune l1 0.2 | export torch"), "torch", load=False)
     """
     from .backend import ALIASES, BACKENDS, get_backend
 
@@ -143,7 +143,9 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
                 expected=f"{join_words(writes)} (what the {key} backend exports)",
                 hint=f"export {step.format} with --backend {other}, or export {writes[0]} here",
             )
-    instance = backend if not isinstance(backend, str) else None
+    from .backend import support_table
+
+    instance = backend if not isinstance(backend, str) else (support_table(key) if key in BACKENDS else None)
     if instance is None and (load or key not in BACKENDS):
         try:
             instance = get_backend(key)

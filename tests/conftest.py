@@ -26,6 +26,12 @@ def selected_backends() -> list[str]:
     return [b.strip() for b in raw.split(",") if b.strip()]
 
 
+if "tensorflow" in selected_backends() and importlib.util.find_spec("tf_keras") is not None:
+    # One process runs both frameworks here: TensorFlow must come in through the backend's
+    # _tf module, which loads torch's Triton first (the other order crashes; see _tf.py).
+    import lwdsl.backends.tf_backend._tf  # noqa: E402,F401
+
+
 def _backend_param(name: str):
     marks = [getattr(pytest.mark, name)]
     if importlib.util.find_spec(_FRAMEWORK.get(name, name)) is None:

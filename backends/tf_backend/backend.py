@@ -21,15 +21,12 @@ from .handle import KerasHandle
 from .latency import latency_ms
 from .layout import layer_infos, load_state_into, state_of, views
 from .models import build, load_file
+from .support import SUPPORT
 from .surgery import resize_to_state
 from .training import cross_entropy, fit, nhwc
 
 __all__ = ["KerasBackend"]
 
-_NOT_YET = {
-    "quantize": "quantize is not implemented on the tensorflow backend yet",
-    "distill": "distill is not implemented on the tensorflow backend yet",
-}
 _EXPORTS = {"keras": ".keras", "saved_model": "", "tflite": ".tflite"}
 
 
@@ -47,11 +44,7 @@ class KerasBackend(Backend):
     native_suffix = ".keras"
 
     def unsupported(self, step: StepSpec) -> Optional[str]:
-        if step.op in _NOT_YET:
-            return _NOT_YET[step.op]
-        if isinstance(step, ExportSpec) and step.format not in _EXPORTS:
-            return f"export {step.format} is for the torch backend; the tensorflow backend writes {', '.join(_EXPORTS)}"
-        return None
+        return SUPPORT.unsupported(step)
 
     def versions(self) -> dict[str, str]:
         out = {}

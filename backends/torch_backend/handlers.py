@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+from pathlib import Path
+
 from lwdsl.backend import StepContext
-from lwdsl.specs import FORMAT_BACKENDS, FinetuneSpec, RegularizeSpec, StepSpec
+from lwdsl.specs import ExportSpec, FinetuneSpec, RegularizeSpec, StepSpec
 
 from .handle import TorchModel, weight_of
+from .io import save_native
 from .prune import prune
+from .support import SUPPORT
 from .train import fit
 
 __all__ = ["HANDLERS", "unsupported"]
@@ -37,25 +41,24 @@ def regularize(handle: TorchModel, spec: RegularizeSpec, layers: Sequence[str], 
     return handle
 
 
+def export(handle: TorchModel, spec: ExportSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
+    """``export torch [PATH]``: the plain state dict with masks applied (``weights_only``
+    loadable), into the run folder (or the current directory without one)."""
+    root = Path(ctx.run_dir) if ctx.run_dir is not None else Path.cwd()
+    path = root / (spec.path or "model-export.pt")
+    handle.apply_masks()
+    save_native(handle, path)
+    return handle
+
+
 HANDLERS: dict[str, Handler] = {
     "prune": prune,
     "finetune": finetune,
     "regularize": regularize,
-}
-
-_NOT_YET = {
-    "quantize": "quantize is not implemented on the torch backend yet",
-    "distill": "distill is not implemented on the torch backend yet",
-    "export": "export is not implemented on the torch backend yet",
+    "export": export,
 }
 
 
 def unsupported(step: StepSpec) -> Optional[str]:
-    """None when the torch backend runs ``step``, else the reason."""
-    op = getattr(step, "op", type(step).__name__)
-    if op in HANDLERS:
-        return None
-    if op == "export" and "torch" not in FORMAT_BACKENDS.get(step.format, ()):
-        owners = " or ".join(FORMAT_BACKENDS.get(step.format, ()))
-        return f"export {step.format} is written by the {owners} backend, not torch (torch writes: torch, onnx)"
-    return _NOT_YET.get(op, f"{op} has no handler on the torch backend")
+    """None when the torch backend runs ``step``, else the reason (from its support table)."""
+    return SUPPORT.unsupported(step)

@@ -104,7 +104,10 @@ def test_adopt_tf_data(be):
 
 
 def test_import_is_quiet_and_uses_keras2():
-    code = "import os; import lwdsl.backends.tf_backend as t; import tf_keras; print(os.environ['TF_USE_LEGACY_KERAS'])"
+    code = (
+        "import os; from lwdsl.backend import get_backend; get_backend('tensorflow'); import tf_keras; "
+        "print(os.environ['TF_USE_LEGACY_KERAS'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "1"
     assert out.stderr == ""

@@ -8,7 +8,7 @@ import pytest
 
 _MISSING = [name for name, module in (("torch", "torch"), ("tensorflow", "tf_keras")) if importlib.util.find_spec(module) is None]
 if not _MISSING:
-    import lwdsl.backends.tf_backend  # noqa: F401  (imports Triton before TensorFlow: see its _tf.py)
+    import lwdsl.backends.tf_backend._tf  # noqa: F401  (imports Triton before TensorFlow: see its _tf.py)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -72,7 +72,9 @@ def test_export_formats_are_checked_without_a_framework() -> None:
     with pytest.raises(RecipeError):
         check_backend(recipe, "pytorch", load=False)
     check_backend(recipe, "tf", load=False)
-    check_backend(lwdsl.parse("export onnx"), "torch", load=False)
+    check_backend(lwdsl.parse("export torch"), "torch", load=False)
+    with pytest.raises(RecipeError, match="export onnx is not implemented on the torch backend yet"):
+        check_backend(lwdsl.parse("export onnx"), "torch", load=False)
 
 
 class _Picky:

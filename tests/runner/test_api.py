@@ -29,7 +29,7 @@ def _torch_objects():
 
 
 def _keras_objects():
-    from lwdsl.backends import tf_backend  # noqa: F401  (sets up tf_keras before tensorflow loads)
+    from lwdsl.backends.tf_backend import _tf  # noqa: F401  (Keras 2 and Triton set up before TensorFlow loads)
     import tensorflow as tf
     import tf_keras
 
