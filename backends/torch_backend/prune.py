@@ -5,7 +5,7 @@ Weights are handed to :mod:`lwdsl.masks` as zero-copy numpy views of the torch t
 on the same weights. Magnitude pruning (per layer or global) finds the exact cut of
 :func:`lwdsl.masks.magnitude_cut` (in one read of the weights, see magnitude.py) and then
 writes the keep mask and zeroes the weights chunk by chunk, so a global prune of 1B parameters
-needs the masks (1 byte a weight) and a few MB more.
+needs the masks (bit-packed: 1 bit a weight) and a few MB more.
 
 Only ``weight`` tensors are pruned, never biases. A new mask is ANDed with the layer's
 earlier one. Gradual pruning trains (see train.py) and recomputes the masks every

@@ -75,7 +75,7 @@ def fit(
     model = handle.module
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], opts)
     t = 0
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), handle.masks.unpacked():
         torch.manual_seed(ctx.step_seed())
         model.train()
         for epoch in range(opts.epochs):
