@@ -146,7 +146,11 @@ def staging_dir(out: Path) -> Path:
     """A new empty folder beside ``out`` where a run writes until it succeeds."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    from .weights import default_mode
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    os.chmod(staging, default_mode(directory=True))
+    return staging
 
 
 def write_run_dir(

@@ -24,7 +24,15 @@ import numpy as np
 
 from .errors import RunError
 
-__all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size"]
+__all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode"]
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open``/``mkdir`` would give under the current umask (temporary
+    files are created private; outputs should not stay so)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 _SEP = "::"
 
@@ -95,6 +103,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, default_mode())
     try:
         yield Path(tmp)
         os.replace(tmp, path)

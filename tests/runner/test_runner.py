@@ -11,7 +11,7 @@ import pytest
 from lwdsl import backend as backend_mod
 from lwdsl.errors import RecipeError, RunError
 from lwdsl.runner import run
-from lwdsl.weights import load_weights, save_weights
+from lwdsl.weights import default_mode, load_weights, save_weights
 
 from .fake_backend import FakeBackend
 
@@ -52,6 +52,9 @@ def test_report_has_every_metric_and_the_files(fake, tmp_path, monkeypatch):
     assert lock["seed"] == 0 and lock["data"] == DATA and len(lock["recipe_sha256"]) == 64
     assert [s["op"] for s in lock["plan"]["steps"]] == ["prune", "prune"]
     assert result.report["summary"]["nonzero_compression"] > 1
+    # outputs get the permissions a plain write would give, not the private ones of temp files
+    assert (tmp_path / "run").stat().st_mode & 0o777 == default_mode(directory=True)
+    assert (tmp_path / "run" / "model.lwz").stat().st_mode & 0o777 == default_mode()
 
 
 def test_baseline_is_trained_once_then_cached(fake, tmp_path, monkeypatch):
