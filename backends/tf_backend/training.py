@@ -16,8 +16,8 @@ PyTorch backend's from identical weights and data order (:mod:`lwdsl.order`):
 - data order: epoch ``e`` of the step visits ``lwdsl.order.epoch_order(N, run seed, e)`` in
   batches of ``batch`` (the last one smaller);
 - masks: after every optimizer step each masked weight is set to ``where(keep, w, +0.0)``;
-- a non-finite loss or gradient stops training before the update is applied (the model keeps
-  its last good weights) and raises :class:`~lwdsl.errors.RunError`.
+- a non-finite loss or gradient stops training, restores the weights the epoch began with (as
+  the torch backend does) and raises :class:`~lwdsl.errors.RunError`.
 
 Gradual pruning (:class:`GradualPlan`) updates the masks between optimizer steps.
 """
@@ -173,13 +173,15 @@ def fit(
     try:
         t = 0
         for epoch in range(options.epochs):
+            good = model.get_weights()  # restored when the loss goes bad, as the torch backend does
             for idx in batches(n, options.batch, ctx.seed, epoch):
                 lr = tf.constant(lr_at(schedule, options.lr, t, total), dtype=tf.float32)
                 ce, loss, ok = train_step(tf.constant(x[idx]), tf.constant(y[idx]), lr)
                 if not bool(ok):
+                    model.set_weights(good)
                     raise RunError(
                         f"{description}: the loss became {float(loss)} at epoch {epoch + 1}, step {t + 1}; "
-                        "training stopped before that update, with the last good weights",
+                        f"training stopped and the weights are back to the start of epoch {epoch + 1}",
                         hint=f"lower the learning rate (lr={options.lr:g}), or check the data for NaN/inf",
                     )
                 losses.append(float(ce))
