@@ -181,11 +181,17 @@ def _prune_lowest(scores: np.ndarray, k: int) -> np.ndarray:
     return keep
 
 
-def random_keep_masks(weights: Sequence[np.ndarray], amount: float, seed: int) -> list[np.ndarray]:
+def random_keep_masks(
+    weights: Sequence[np.ndarray], amount: float, seed: int, *, per_layer: bool = False
+) -> list[np.ndarray]:
     """Prune ``amount`` of the elements at random: numpy PCG64(seed) draws one float64 score
-    per element, layer after layer in flat order; the lowest scores are pruned."""
+    per element, layer after layer in flat order (one sequence over all the layers); the
+    lowest scores are pruned, over all the layers together or, with ``per_layer``, ``amount``
+    of each layer (so two layers of the same shape still get different masks)."""
     sizes = [int(np.size(w)) for w in weights]
     scores = _random_scores(sizes, seed)
+    if per_layer:
+        return [_prune_lowest(s, count_to_prune(amount, n)).reshape(np.shape(w)) for w, s, n in zip(weights, scores, sizes)]
     keep = _prune_lowest(np.concatenate(scores), count_to_prune(amount, sum(sizes)))
     out, start = [], 0
     for w, n in zip(weights, sizes):

@@ -41,7 +41,7 @@ def canonical_keep_masks(spec: PruneSpec, weights: Sequence[np.ndarray], seed: i
     so at most one layer's temporaries exist besides the masks already handed out).
 
     ``amount`` overrides ``spec.amount`` (gradual pruning asks for the sparsity of the moment).
-    Per-layer random scores are drawn from PCG64(seed) afresh for every layer (the same seed).
+    Random scores are one PCG64(seed) sequence over the layers in order (per layer or global).
     """
     amount = spec.amount if amount is None else amount
     if spec.nm is not None:
@@ -51,9 +51,7 @@ def canonical_keep_masks(spec: PruneSpec, weights: Sequence[np.ndarray], seed: i
     if spec.structured != "none":
         return (_structured(spec, w, amount, seed) for w in weights)
     if spec.method == "random":
-        if spec.scope == "global":
-            return iter(M.random_keep_masks(list(weights), amount, seed))
-        return (M.random_keep_masks([w], amount, seed)[0] for w in weights)
+        return iter(M.random_keep_masks(list(weights), amount, seed, per_layer=spec.scope == "layer"))
     if spec.scope == "global":
         cut = M.magnitude_cut(weights, M.count_to_prune(amount, sum(int(np.prod(np.shape(w))) for w in weights)))
         return (cut.keep_mask(i, weights[i]) for i in range(len(weights)))

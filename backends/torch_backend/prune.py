@@ -85,11 +85,10 @@ def prune_once(handle: TorchModel, spec: PruneSpec, layers: Sequence[str], amoun
             global_magnitude_prune(handle, group, amount)
         return
     if spec.method == "random":
-        groups = [list(layers)] if spec.scope == "global" else [[name] for name in layers]
-        for group in groups:
-            keeps = lm.random_keep_masks([_view(weight_of(handle.module, n)) for n in group], amount, seed)
-            for name, keep in zip(group, keeps):
-                handle.add_mask(name, torch.from_numpy(keep))
+        weights = [_view(weight_of(handle.module, n)) for n in layers]
+        keeps = lm.random_keep_masks(weights, amount, seed, per_layer=spec.scope == "layer")
+        for name, keep in zip(layers, keeps):
+            handle.add_mask(name, torch.from_numpy(keep))
         return
     for name in layers:
         w = _view(weight_of(handle.module, name))

@@ -46,7 +46,7 @@ def _keep(state, names):
     [
         ({"method": "l1", "amount": 0.3}, lambda ws, seed: [M.magnitude_keep_masks([w], 0.3)[0] for w in ws]),
         ({"scope": "global", "amount": 0.6}, lambda ws, seed: M.magnitude_keep_masks(ws, 0.6)),
-        ({"method": "random", "amount": 0.4}, lambda ws, seed: [M.random_keep_masks([w], 0.4, seed)[0] for w in ws]),
+        ({"method": "random", "amount": 0.4}, lambda ws, seed: M.random_keep_masks(ws, 0.4, seed, per_layer=True)),
         ({"scope": "global", "method": "random", "amount": 0.4}, lambda ws, seed: M.random_keep_masks(ws, 0.4, seed)),
         ({"method": "threshold", "amount": 0.02}, lambda ws, seed: [M.threshold_keep_mask(w, 0.02) for w in ws]),
         ({"nm": {"n": 2, "m": 4}}, lambda ws, seed: [M.nm_keep_mask(w, 2, 4) for w in ws]),
