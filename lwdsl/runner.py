@@ -20,14 +20,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .backend import Backend, Dataset, StepContext, get_backend
-from .errors import LwdslError, RecipeError
+from .errors import LwdslError
 from .metrics import measure
 from .plan import Recipe
 from .specs import PruneSpec, StepSpec, TrainingOptions
@@ -190,7 +189,8 @@ def run(
         baseline_info: dict[str, Any] = {"source": "checkpoint" if ckpt else "given"}
         if ckpt is None and isinstance(model_ref, str) and not Path(model_ref).exists():
             baseline_info = _baseline(be, handle, model_ref, ctx, baseline_epochs, say)
-        ctx.original_model = be.copy_model(handle)
+        if any(step.op == "distill" for step in plan.steps):  # self-distillation's teacher
+            ctx.original_model = be.copy_model(handle)
         steps_out.append(
             {"op": "baseline", "text": "baseline", "metrics": measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)}
         )

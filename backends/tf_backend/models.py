@@ -23,7 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 
 from lwdsl.errors import LwdslError, did_you_mean
 
