@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh subprocess: it builds a tf_keras model of LAYERS Dense layers
 of WIDTH x WIDTH (default 6 x 4096^2 = 100.7M weights, 403 MB), then prunes 20% of all weights
-together with lwdsl's global magnitude selection (exact, no concatenation, see lwdsl.masks).
+together with lwdsl's global magnitude selection (exact, no concatenation, see lwdsl.semantics.masks).
 Printed: seconds, peak RSS of the process, and the peak's growth during pruning as a multiple
 of the model's bytes. ``--quick`` uses 6 x 1024^2.
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from . import syntax as s
 from .binding import bind_step
 from .errors import Location, RecipeError, did_you_mean
+from .limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_USE_DEPTH, MAX_VALUE_ITEMS, size_words
 from .parser import parse_document, parse_value
-from .plan import LANGUAGE_VERSION, Recipe, Target
+from .plan import Recipe, Target, unsupported_version
 from .values import to_python
 
 __all__ = ["parse", "load", "compile_document", "read_text"]
@@ -29,13 +31,21 @@ __all__ = ["parse", "load", "compile_document", "read_text"]
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def parse(text: str, *, file: str = "<string>", overrides: Optional[Mapping[str, str]] = None) -> Recipe:
+def parse(
+    text: str,
+    *,
+    file: str = "<string>",
+    overrides: Optional[Mapping[str, str]] = None,
+    root: Optional[str | os.PathLike[str]] = None,
+) -> Recipe:
     """Compile recipe text into a validated :class:`~lwdsl.plan.Recipe`.
 
     Args:
         text: the recipe, e.g. ``"prune global l1 0.2 | quantize int8"``.
         file: the name errors show; ``use`` paths are relative to its folder.
         overrides: ``{NAME: VALUE}`` replacing ``let`` values, VALUE in recipe syntax.
+        root: the folder ``use`` may read recipes from (default: the folder of ``file``, or
+            the current folder for text that is not a file).
 
     Returns:
         The recipe, its steps located in ``text``.
@@ -49,15 +59,21 @@ def parse(text: str, *, file: str = "<string>", overrides: Optional[Mapping[str,
         >>> r.steps[0].amount, r.steps[1].dtype
         (0.5, 'int8')
     """
-    return compile_document(parse_document(text, file), overrides=overrides)
+    return compile_document(parse_document(text, file), overrides=overrides, root=root)
 
 
-def load(path: str | os.PathLike[str], *, overrides: Optional[Mapping[str, str]] = None) -> Recipe:
+def load(
+    path: str | os.PathLike[str],
+    *,
+    overrides: Optional[Mapping[str, str]] = None,
+    root: Optional[str | os.PathLike[str]] = None,
+) -> Recipe:
     """Read and compile a recipe file: ``.lw`` text, or ``.json`` as written by ``to_json``.
 
     Args:
         path: the file; ``use`` paths in it are relative to its folder.
         overrides: ``{NAME: VALUE}`` replacing ``let`` values (``.lw`` only).
+        root: the folder ``use`` may read recipes from (default: the folder of ``path``).
 
     Returns:
         The validated recipe, its steps located in the file(s) they were written in.
@@ -76,28 +92,58 @@ def load(path: str | os.PathLike[str], *, overrides: Optional[Mapping[str, str]]
         if overrides:
             raise RecipeError(f"{path}: --set applies to .lw recipes, not to JSON plans", Location(str(path)))
         return recipe_from_json(text, file=str(path))
-    return parse(text, file=str(path), overrides=overrides)
+    return parse(text, file=str(path), overrides=overrides, root=root)
 
 
 def read_text(path: str | os.PathLike[str], location: Optional[Location] = None) -> str:
-    """The UTF-8 text of a recipe file, or a RecipeError saying why it cannot be read."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (exc.strerror or str(exc)).lower()
-        raise RecipeError(
+    """The UTF-8 text of a recipe file, or a RecipeError saying why it cannot be read.
+
+    Only a regular file is opened (never a folder, device or pipe), and at most
+    :data:`~lwdsl.limits.MAX_RECIPE_BYTES` + 1 bytes of it are read: a larger file is refused
+    without being read in full. Line endings are normalised to ``\\n``.
+    """
+
+    def refuse(why: str) -> RecipeError:
+        return RecipeError(
             f"cannot read {path}: {why}",
             location or Location(str(path)),
             found=str(path),
             expected="a readable recipe file (UTF-8 text)",
-        ) from None
+        )
+
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise refuse("it is a folder")
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse("it is not a regular file (a device, pipe or socket)")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced since the stat
+                raise refuse("it is not a regular file (a device, pipe or socket)")
+            data = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise refuse((exc.strerror or str(exc)).lower()) from None
+    if len(data) > MAX_RECIPE_BYTES:
+        size = max(info.st_size, len(data))
+        raise refuse(f"it is {size_words(size)}, more than a recipe may be ({size_words(MAX_RECIPE_BYTES)})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise refuse("not UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def compile_document(doc: s.Document, *, overrides: Optional[Mapping[str, str]] = None) -> Recipe:
-    """Compile a parsed file (and the files it uses) into a validated Recipe."""
+def compile_document(
+    doc: s.Document,
+    *,
+    overrides: Optional[Mapping[str, str]] = None,
+    root: Optional[str | os.PathLike[str]] = None,
+) -> Recipe:
+    """Compile a parsed file (and the files it uses, from under ``root``) into a validated Recipe."""
     from .validate import validate_recipe
 
-    recipe = _Compiler(overrides or {}).compile(doc)
+    recipe = _Compiler(overrides or {}, root).compile(doc)
     validate_recipe(recipe)
     return recipe
 
@@ -107,7 +153,9 @@ def _path_of(doc: s.Document) -> Optional[Path]:
 
 
 class _Compiler:
-    def __init__(self, overrides: Mapping[str, str]) -> None:
+    def __init__(self, overrides: Mapping[str, str], root: Optional[str | os.PathLike[str]] = None) -> None:
+        self.root = Path(root).resolve() if root is not None else None
+        self.bytes_read = 0  # of all files, the top one included, counting a file used twice twice
         self.overrides: dict[str, tuple[s.Value, s.Document]] = {}
         for name, text in overrides.items():
             doc = s.Document((), f"--set {name}", text)
@@ -119,8 +167,11 @@ class _Compiler:
 
     def compile(self, doc: s.Document) -> Recipe:
         path = _path_of(doc)
+        if self.root is None:
+            self.root = (path.parent if path is not None else Path.cwd()).resolve()
         if path is not None:
             self.chain.append((path.resolve(), doc.file))
+        self.bytes_read = len(doc.text.encode("utf-8", "surrogatepass"))
         header = self.read(doc)
         for name in self.overrides:
             if name not in self.defined:
@@ -174,14 +225,9 @@ class _Compiler:
 
     def header_value(self, statement: s.Statement, doc: s.Document) -> Any:
         if isinstance(statement, s.Version):
-            if not 1 <= statement.number <= LANGUAGE_VERSION:
-                raise doc.error(
-                    statement.span,
-                    f"this recipe is written in lwdsl language version {statement.number}, "
-                    f"but this lwdsl reads versions 1 to {LANGUAGE_VERSION}",
-                    expected=f"lwdsl {LANGUAGE_VERSION} (or no version line)",
-                    hint="upgrade lwdsl: pip install -U lwdsl" if statement.number > LANGUAGE_VERSION else None,
-                )
+            words = unsupported_version(statement.number)
+            if words:
+                raise doc.error(statement.span, **words)
             return statement.number
         if isinstance(statement, s.Name):
             return self.text(statement.value, doc, "a recipe name")
@@ -212,15 +258,45 @@ class _Compiler:
                 hint=f"to change it for one run, use --set {let.name}=VALUE",
             )
         value, where = self.overrides.get(let.name, (let.value, doc))
-        self.variables[let.name] = to_python(value, where, self.variables, f"let {let.name}: ")
+        python = to_python(value, where, self.variables, f"let {let.name}: ")
+        problem = _too_big(python)
+        if problem:
+            raise where.error(
+                value.span,
+                f"let {let.name}: the value is too large: {problem}",
+                expected=f"at most {MAX_NESTING} lists inside each other and {MAX_VALUE_ITEMS:,} values in all",
+                hint="variables used inside lists are copied in full each time",
+            )
+        self.variables[let.name] = python
         self.defined[let.name] = let
 
     def include(self, use: s.Use, doc: s.Document) -> dict[str, Any]:
+        """Read the file ``use`` names: a ``.lw`` recipe under the root folder, nothing else.
+
+        Checked before the file is opened: the suffix, that the real path (symbolic links
+        followed) is inside the root, that it is a regular file, and that it does not close a
+        circle; then the depth of ``use`` inside ``use`` and the bytes read in all. An error
+        points at the ``use`` line and never shows the other file's content.
+        """
         here = _path_of(doc)
         written = str(use.path.value)
         path = (here.parent if here else Path.cwd()) / written
         shown = os.path.normpath(os.path.join(os.path.dirname(doc.file), written)) if here else written
+        root = self.root or Path.cwd().resolve()
+        if not written.endswith(".lw") or "\0" in written:
+            raise doc.error(
+                use.path.span,
+                f"`use` reads only recipe files: {shown} is not a .lw file",
+                expected="a .lw recipe file, e.g. use \"base.lw\"",
+            )
         resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            raise doc.error(
+                use.path.span,
+                f"cannot use {shown}: it is outside {root}, the folder recipes may be used from",
+                expected=f"a .lw file under {root}",
+                hint="move the file under the recipe's folder, or name a folder above both with --root DIR",
+            )
         seen = [p for p, _ in self.chain]
         if resolved in seen:
             names = [name for _, name in self.chain[seen.index(resolved) :]] + [shown]
@@ -231,15 +307,49 @@ class _Compiler:
                 expected="files that do not use each other in a circle",
             )
         if not path.is_file():
+            why = "it is a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
             raise doc.error(
                 use.path.span,
-                f"cannot use {shown}: no such file",
+                f"cannot use {shown}: {why}",
                 expected=f"a recipe file (a path relative to the folder of {doc.file})" if here else "a recipe file",
             )
+        if len(self.chain) >= MAX_USE_DEPTH:
+            raise doc.error(
+                use.path.span,
+                f"cannot use {shown}: `use` is nested more than {MAX_USE_DEPTH} files deep",
+                found=" -> ".join(name for _, name in self.chain[-3:]) + f" -> {shown}",
+                expected=f"at most {MAX_USE_DEPTH} files, each used by the one before",
+            )
+        text = read_text(path, doc.location(use.path.span))
+        self.bytes_read += len(text.encode("utf-8", "surrogatepass"))
+        if self.bytes_read > MAX_RECIPE_BYTES:
+            raise doc.error(
+                use.path.span,
+                f"cannot use {shown}: the recipe and the files it uses come to more than {size_words(MAX_RECIPE_BYTES)} "
+                "(a file used twice counts twice)",
+                expected=f"at most {size_words(MAX_RECIPE_BYTES)} of recipe text in all",
+            )
         self.chain.append((resolved, shown))
-        header = self.read(parse_document(read_text(path, doc.location(use.path.span)), shown))
+        header = self.read(parse_document(text, shown))
         self.chain.pop()
         return header
+
+
+def _too_big(value: Any) -> Optional[str]:
+    """Why a variable's value is too large (too deep, or too many values once lists that
+    repeat a variable are counted in full), or None. Iterative, and stops at the limit."""
+    stack, items = [(value, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, tuple):
+            if depth >= MAX_NESTING:
+                return f"lists nested more than {MAX_NESTING} deep"
+            stack.extend((child, depth + 1) for child in item)
+        else:
+            items += 1
+            if items > MAX_VALUE_ITEMS:
+                return f"more than {MAX_VALUE_ITEMS:,} values"
+    return None
 
 
 def _plain(value: Any) -> Any:

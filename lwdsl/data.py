@@ -15,12 +15,14 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .backend import Dataset
-from .errors import LwdslError, RunError, did_you_mean
+from .dataset import Dataset
+from .errors import RunError, UsageError, did_you_mean
+from .limits import MAX_IDX_BYTES, MAX_SYNTHETIC_BYTES, MAX_SYNTHETIC_CLASSES, size_words
 
 __all__ = ["load_data", "data_shape", "data_dirs", "DATASETS"]
 
@@ -61,18 +63,40 @@ def data_dirs(folder: str) -> list[Path]:
     return dirs
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """The array of an idx file of unsigned bytes with ``ndim`` dimensions (gzip or not).
+
+    The header is read and checked first; then exactly the bytes it announces (at most
+    MAX_IDX_BYTES), and one more to find trailing data. A damaged file, truncated anywhere,
+    gives a RunError naming it and what is wrong, never a bare EOFError.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise RunError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise RunError(f"{path} is truncated: header says {shape}, found {data.size} values")
-    return data.reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\0\0\x08":
+                raise _damaged(path, "is not an idx file of unsigned bytes (bad magic number)")
+            if head[3] != ndim:
+                raise _damaged(path, f"has {head[3]} dimensions, expected {ndim}")
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise _damaged(path, "is truncated in its header")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            size = int(np.prod(shape, dtype=object))
+            if size > MAX_IDX_BYTES:
+                raise _damaged(path, f"declares {shape}, {size_words(size)} of data (at most {size_words(MAX_IDX_BYTES)})")
+            raw = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _damaged(path, f"is truncated or damaged ({exc})") from None
+    if len(raw) < size:
+        raise _damaged(path, f"is truncated: its header says {shape} ({size:,} bytes), found {len(raw):,}")
+    if len(raw) > size:
+        raise _damaged(path, f"has data after the {shape} values its header declares")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+
+
+def _damaged(path: Path, what: str) -> RunError:
+    return RunError(f"data file {path} {what}", hint="delete it to download it again, or replace it with a good copy")
 
 
 def _find(folder: str, fname: str) -> Path | None:
@@ -120,9 +144,20 @@ def _idx_dataset(name: str, download: bool) -> Dataset:
     digest = hashlib.sha256()
     arrays = {}
     for key in _FILES:
-        arr = _read_idx(paths[key])
+        arr = _read_idx(paths[key], 3 if key.endswith("_x") else 1)
         digest.update(arr.tobytes())
         arrays[key] = arr
+    for part in ("train", "test"):
+        x, y = arrays[f"{part}_x"], arrays[f"{part}_y"]
+        if len(x) != len(y):
+            raise RunError(
+                f"data set '{name}': {paths[part + '_x']} has {len(x):,} images but {paths[part + '_y']} has {len(y):,} labels",
+                hint="the two files of a split must come from the same release; replace them with matching copies",
+            )
+        if len(x) == 0:
+            raise RunError(f"data set '{name}': {paths[part + '_x']} holds no images")
+        if y.size and int(y.max()) >= 10:
+            raise RunError(f"data set '{name}': {paths[part + '_y']} has label {int(y.max())}; labels are 0 to 9")
     def images(a: np.ndarray) -> np.ndarray:
         return ((a.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]
     return Dataset(
@@ -136,17 +171,41 @@ def _idx_dataset(name: str, download: bool) -> Dataset:
     )
 
 
-def _synthetic(spec: str, seed: int = 0, n_train: int = 2048, n_test: int = 512) -> Dataset:
+#: Images a synthetic data set has for training and for testing.
+_SYNTHETIC_SPLIT = (2048, 512)
+
+
+def _synthetic_spec(spec: str) -> tuple[tuple[int, int, int], int]:
+    """((C, H, W), K) of ``synthetic:C,H,W:K``, or a UsageError: malformed, or so large that the
+    images and their labelling would take more than MAX_SYNTHETIC_BYTES."""
+    name = f"synthetic:{spec}"
     try:
         shape_s, k_s = spec.split(":")
+        if len(shape_s) > 40 or len(k_s) > 20:
+            raise ValueError
         shape = tuple(int(x) for x in shape_s.split(","))
         k = int(k_s)
         if len(shape) != 3 or min(shape) < 1 or k < 2:
             raise ValueError
     except ValueError:
-        raise LwdslError(
-            f"bad synthetic data name 'synthetic:{spec}'", hint="write synthetic:C,H,W:K, e.g. synthetic:3,32,32:10"
+        raise UsageError(
+            f"bad synthetic data name '{name[:80]}'",
+            hint="write synthetic:C,H,W:K with C, H, W >= 1 and K >= 2, e.g. synthetic:3,32,32:10",
         ) from None
+    if k > MAX_SYNTHETIC_CLASSES:
+        raise UsageError(f"data set '{name}': {k:,} classes is too many (at most {MAX_SYNTHETIC_CLASSES:,})")
+    pixels = shape[0] * shape[1] * shape[2]
+    need = 4 * pixels * (sum(_SYNTHETIC_SPLIT) + k)
+    if need > MAX_SYNTHETIC_BYTES:
+        raise UsageError(
+            f"data set '{name}' would take {size_words(need)} of memory (at most {size_words(MAX_SYNTHETIC_BYTES)})",
+            hint="use smaller images, e.g. synthetic:3,32,32:10",
+        )
+    return shape, k  # type: ignore[return-value]
+
+
+def _synthetic(spec: str, seed: int = 0, n_train: int = _SYNTHETIC_SPLIT[0], n_test: int = _SYNTHETIC_SPLIT[1]) -> Dataset:
+    shape, k = _synthetic_spec(spec)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_train + n_test, *shape), dtype=np.float32)
     proj = rng.standard_normal((int(np.prod(shape)), k)).astype(np.float32)
@@ -167,8 +226,10 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
         the raw data for the lock file.
 
     Raises:
-        LwdslError: an unknown name (with did-you-mean).
-        RunError: files missing and not downloadable (the message says where to put them).
+        UsageError: an unknown name (with did-you-mean), a ``synthetic:`` name too large or
+            malformed.
+        RunError: files missing and not downloadable (the message says where to put them), a
+            damaged data file (named), images and labels that do not match.
 
     >>> load_data("synthetic:1,8,8:3").train_x.shape
     (2048, 1, 8, 8)
@@ -176,13 +237,20 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
     key = name.replace("-", "_").lower()
     if key.startswith("synthetic:"):
         return _synthetic(name.split(":", 1)[1])
+    return _idx_dataset(_known(name), download)
+
+
+def _known(name: str) -> str:
+    """The key of a named data set, or a UsageError with a did-you-mean."""
+    key = name.replace("-", "_").lower()
     if key not in DATASETS:
-        near = did_you_mean(name, [*DATASETS, "synthetic:C,H,W:K"])
-        raise LwdslError(
-            f"unknown data set '{name}' (known: {', '.join(DATASETS)}, synthetic:C,H,W:K)",
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        near = did_you_mean(name[:80], [*DATASETS, "synthetic:C,H,W:K"])
+        raise UsageError(
+            f"unknown data set '{shown}' (known: {', '.join(DATASETS)}, synthetic:C,H,W:K)",
             hint=f"did you mean '{near}'?" if near else None,
         )
-    return _idx_dataset(key, download)
+    return key
 
 
 def data_shape(name: str) -> tuple[tuple[int, ...], int]:
@@ -193,8 +261,6 @@ def data_shape(name: str) -> tuple[tuple[int, ...], int]:
     """
     key = name.replace("-", "_").lower()
     if key.startswith("synthetic:"):
-        d = _synthetic(name.split(":", 1)[1], n_train=1, n_test=1)
-        return d.input_shape, d.num_classes
-    if key not in DATASETS:
-        load_data(name)  # raises the unknown-name error
+        return _synthetic_spec(name.split(":", 1)[1])
+    _known(name)
     return (1, 28, 28), 10

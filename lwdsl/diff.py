@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -83,30 +84,34 @@ def diff_recipes(old: Recipe, new: Recipe) -> list[Change]:
     """
     changes = _header(old, new)
     a, b = [_key(s) for s in old.steps], [_key(s) for s in new.steps]
-    removed: list[int] = []
-    added: list[int] = []
-    blocks: list[tuple[list[int], list[int]]] = []
+    removed: dict[int, None] = {}  # insertion-ordered sets: O(1) membership and removal
+    added: dict[int, None] = {}
+    blocks: list[tuple[range, range]] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag != "equal":
-            blocks.append((list(range(i1, i2)), list(range(j1, j2))))
-            removed += range(i1, i2)
-            added += range(j1, j2)
-    for i in list(removed):  # the same step elsewhere: moved
-        j = next((j for j in added if b[j] == a[i]), None)
-        if j is not None:
-            removed.remove(i)
-            added.remove(j)
+            blocks.append((range(i1, i2), range(j1, j2)))
+            removed.update(dict.fromkeys(range(i1, i2)))
+            added.update(dict.fromkeys(range(j1, j2)))
+    waiting: dict[str, deque[int]] = defaultdict(deque)  # key -> added steps with it, in order
+    for j in added:
+        waiting[b[j]].append(j)
+    for i in list(removed):  # the same step elsewhere: moved (to the first such added step)
+        if waiting.get(a[i]):
+            j = waiting[a[i]].popleft()
+            del removed[i], added[j]
             changes.append(Change("moved", i + 1, j + 1, f"{step_to_text(old.steps[i])}: step {i + 1} -> {j + 1}"))
     for olds, news in blocks:  # within a block, the same op in order: changed
-        news = [j for j in news if j in added]
-        for i in (i for i in olds if i in removed):
-            j = next((j for j in news if new.steps[j].op == old.steps[i].op), None)
-            if j is not None:
-                news.remove(j)
-                removed.remove(i)
-                added.remove(j)
-                what = "; ".join(_field_changes(old.steps[i], new.steps[j]))
-                changes.append(Change("changed", i + 1, j + 1, f"{old.steps[i].op}: {what}"))
+        by_op: dict[str, deque[int]] = defaultdict(deque)
+        for j in news:
+            if j in added:
+                by_op[new.steps[j].op].append(j)
+        for i in olds:
+            if i not in removed or not by_op.get(old.steps[i].op):
+                continue
+            j = by_op[old.steps[i].op].popleft()
+            del removed[i], added[j]
+            what = "; ".join(_field_changes(old.steps[i], new.steps[j]))
+            changes.append(Change("changed", i + 1, j + 1, f"{old.steps[i].op}: {what}"))
     changes += [Change("removed", i + 1, 0, step_to_text(old.steps[i])) for i in removed]
     changes += [Change("added", 0, j + 1, step_to_text(new.steps[j])) for j in added]
     order = {"header": 0, "removed": 1, "changed": 2, "moved": 2, "added": 3}

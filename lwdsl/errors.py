@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-__all__ = ["Location", "LwdslError", "RecipeError", "RunError", "did_you_mean"]
+__all__ = ["Location", "LwdslError", "RecipeError", "UsageError", "RunError", "did_you_mean"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,19 @@ class Location:
         """The source line with a caret under the column (empty when there is no line)."""
         if not self.line or not self.source_line:
             return ""
-        pad = "".join(c if c == "\t" else " " for c in self.source_line[: max(self.col - 1, 0)])
-        return f"    {self.source_line}\n    {pad}{'^' * max(self.width, 1)}"
+        line, col, width = self.source_line, max(self.col - 1, 0), max(self.width, 1)
+        if len(line) > _CARET_WINDOW:  # a very long line: show the part around the column
+            start = max(0, min(col - _CARET_WINDOW // 3, len(line) - _CARET_WINDOW))
+            cut = line[start : start + _CARET_WINDOW]
+            left, right = ("..." if start else ""), ("..." if start + _CARET_WINDOW < len(line) else "")
+            line, col = left + cut + right, col - start + len(left)
+            width = max(1, min(width, len(cut) - (col - len(left))))
+        pad = "".join(c if c == "\t" else " " for c in line[:col])
+        return f"    {line}\n    {pad}{'^' * width}"
+
+
+#: Characters of a source line shown under an error (longer lines are cut around the column).
+_CARET_WINDOW = 100
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
@@ -112,6 +123,14 @@ class RecipeError(LwdslError):
 
     def __str__(self) -> str:
         return self.render()
+
+
+class UsageError(LwdslError):
+    """A bad command-line value or input file, found before any work (exit code 2): an
+    unknown model, data set or backend name, an ``--out`` that must not be replaced, a value
+    out of range, a file that is too large or damaged."""
+
+    exit_code = 2
 
 
 class RunError(LwdslError):

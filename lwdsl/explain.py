@@ -11,6 +11,7 @@ each step also lists the layers its selector matches, with their parameter count
 from __future__ import annotations
 
 import re
+import textwrap
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from .fields import choices, options
@@ -64,8 +65,25 @@ def _explain_step(step: StepSpec) -> list[str]:
     where = "written" if step.selector is not None else f"the default of {step.op}"
     rows.append((f"layers: {selector_to_text(selector)}", where))
     width = max(len(left) for left, _ in rows)
-    lines += [f"   {left:<{width}}  {right}".rstrip() for left, right in rows]
+    for left, right in rows:
+        lines += _row(left, right, width)
     return lines
+
+
+#: Columns explain's output fits in (meanings wrap at word boundaries).
+WIDTH = 80
+
+
+def _row(left: str, right: str, width: int) -> list[str]:
+    """``left`` padded to ``width`` and ``right`` wrapped beside it, within WIDTH columns (on
+    the next lines when too little room is left beside it)."""
+    indent = 3 + width + 2
+    if not right:
+        return [f"   {left}"]
+    if WIDTH - indent < 30:
+        return [f"   {left}"] + textwrap.wrap(right, WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False)
+    wrapped = textwrap.wrap(right, WIDTH - indent, break_on_hyphens=False) or [""]
+    return [f"   {left:<{width}}  {wrapped[0]}"] + [" " * indent + more for more in wrapped[1:]]
 
 
 def _explain_layers(recipe: Recipe, index: int, layers: Sequence["LayerInfo"]) -> list[str]:

@@ -7,13 +7,16 @@ same words as errors in recipe text; the cross-step checks of :mod:`lwdsl.valida
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from .errors import Location, RecipeError, did_you_mean
 from .fields import describe, problem
-from .plan import Recipe
+from .limits import MAX_NESTING
+from .parser import check_size
+from .plan import Recipe, unsupported_version
 from .specs import OPS, Selector
 from .syntax import location_in
 
@@ -33,8 +36,15 @@ def recipe_from_json(text: str, file: str = "<json>") -> Recipe:
     """
     from .validate import validate_recipe
 
+    check_size(text, file)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise RecipeError(
+            "JSON nested too deeply to read",
+            Location(file),
+            expected=f"a JSON object as written by Recipe.to_json, with values at most {MAX_NESTING} lists deep",
+        ) from None
     except json.JSONDecodeError as exc:
         raise RecipeError(
             f"not valid JSON: {exc.msg}",
@@ -42,12 +52,47 @@ def recipe_from_json(text: str, file: str = "<json>") -> Recipe:
             found=repr(text[exc.pos : exc.pos + 10]) if exc.pos < len(text) else "the end of the file",
             expected="a JSON object as written by Recipe.to_json (see `lwdsl schema`)",
         ) from None
+    deep = _too_deep(data, MAX_NESTING + _PLAN_DEPTH)
+    if deep:
+        raise RecipeError(
+            f"{deep}: nested more than {MAX_NESTING} lists deep",
+            Location(file),
+            expected=f"values at most {MAX_NESTING} lists deep",
+        )
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise _json_error(exc.errors()[0], file) from None
+    words = unsupported_version(recipe.version)
+    if words:
+        found = re.search(r'"version"\s*:\s*', text)
+        where = location_in(text, file, *_line_col(text, found.end())) if found else Location(file)
+        raise RecipeError(location=where, found=str(recipe.version), **words)
     validate_recipe(recipe)
     return recipe
+
+
+#: How deep a plan's own structure goes (recipe -> steps -> step -> selector -> on -> glob).
+_PLAN_DEPTH = 6
+
+
+def _too_deep(data: Any, limit: int) -> str:
+    """The JSON path of a value nested deeper than ``limit``, or "" (iterative)."""
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return where or "the recipe"
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                stack.append((child, depth + 1, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)))
+    return ""
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -67,21 +67,29 @@ def support_matrix() -> dict[str, dict[str, str]]:
 
 
 def print_ops(console: "Console") -> None:
-    """Print the ops table (rich) to ``console``."""
+    """Print the ops table (rich) to ``console``: per op, a line with its summary and backend
+    support, then a table of its options. Fits 80 columns: option names and defaults are never
+    split, values and meanings wrap at word boundaries."""
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     support = support_matrix()
     rows = option_rows()
-    table = Table(title="lwdsl operations")
-    for column in ("op", "option", "values", "default", "meaning", "backends"):
-        table.add_column(column, overflow="fold")
+    console.print(Text("lwdsl operations", style="bold"))
     for op, spec in OPS.items():
         backends = "; ".join(f"{b}: {what}" for b, what in support.get(op, {}).items()) or "?"
-        table.add_row(f"[bold]{op}[/]", "", "", "", spec.summary, backends)
+        console.print()
+        console.print(Text.assemble((op, "bold"), f": {spec.summary}"))
+        console.print(Text(f"backends: {backends}"))
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
+        table.add_column("option", no_wrap=True)
+        table.add_column("values", ratio=2, overflow="fold")
+        table.add_column("default", no_wrap=True)
+        table.add_column("meaning", ratio=3, overflow="fold")
         for row in (r for r in rows if r.op == op):
             name = row.name.upper() if row.positional else f"{row.name}="
             values = " ".join(part for part in (row.kind, row.range) if part)
-            table.add_row("", name, values, row.default, row.description, "")
-        table.add_section()
-    console.print(table)
+            table.add_row(name, values, row.default, row.description)
+        console.print(table)
     console.print("Bare values (UPPER CASE) fill the first field, in this order, whose type fits.")

@@ -13,14 +13,15 @@ import re
 from importlib.resources import files
 from typing import Iterator
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import syntax as s
-from .errors import RecipeError
+from .errors import Location, RecipeError
+from .limits import MAX_NESTING, MAX_RECIPE_BYTES, size_words
 from .syntax import location_in
 
-__all__ = ["parse_document", "parse_value", "comments"]
+__all__ = ["parse_document", "parse_value", "comments", "check_size"]
 
 
 @functools.cache
@@ -54,11 +55,57 @@ def comments(text: str) -> Iterator[Token]:
     return (tok for tok in _lark().lex(text, dont_ignore=True) if tok.type == "COMMENT")
 
 
+def check_size(text: str, file: str) -> None:
+    """Refuse a recipe text (``.lw`` or JSON) of more than MAX_RECIPE_BYTES."""
+    size = len(text) if len(text) > MAX_RECIPE_BYTES else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"{file} is too large for a recipe: {size_words(size)} (at most {size_words(MAX_RECIPE_BYTES)})",
+            Location(file),
+            hint="split it into files joined with `use`, or check that this is the right file",
+        )
+
+
 def _parse(text: str, file: str, start: str):
+    check_size(text, file)
     try:
-        return _lark().parse(text, start=start)
+        tree = _lark().parse(text, start=start)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, file, start) from None
+    _check_shape(tree, text, file)
+    return tree
+
+
+#: Digits a number may have (Python refuses to convert integers of more than 4300).
+_MAX_NUMBER_CHARS = 100
+
+
+def _check_shape(tree: Tree, text: str, file: str) -> None:
+    """Refuse lists nested more than MAX_NESTING deep, before anything recurses into them (the
+    LALR parser does not; the transformer, the compiler and the formatter do), and numbers
+    too long to convert."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.children:
+            if isinstance(child, Token) and child.type in ("INT", "FLOAT", "PERCENT", "RATIO") and len(child) > _MAX_NUMBER_CHARS:
+                raise RecipeError(
+                    f"a number of {len(child)} characters is too long",
+                    location_in(text, file, child.line, child.column, min(len(child), 20)),
+                    found=f"{child[:20]}...",
+                    expected=f"a number of at most {_MAX_NUMBER_CHARS} characters",
+                )
+        if node.data == "list":
+            depth += 1
+            if depth > MAX_NESTING:
+                meta = node.meta
+                raise RecipeError(
+                    f"lists are nested too deeply: more than {MAX_NESTING} levels of `[`",
+                    location_in(text, file, meta.line, meta.column),
+                    found="`[` at nesting level " + str(depth),
+                    expected=f"at most {MAX_NESTING} lists inside each other",
+                )
+        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
 
 
 def _span(meta) -> s.Span:

@@ -21,6 +21,19 @@ __all__ = ["Target", "Recipe", "LANGUAGE_VERSION"]
 #: The newest language version this lwdsl reads (the ``lwdsl N`` header).
 LANGUAGE_VERSION = 1
 
+
+def unsupported_version(number: int) -> Optional[dict[str, Any]]:
+    """The error's words (message, expected, hint) for a language version this lwdsl does not
+    read, or None: the one rule for ``lwdsl N`` lines and ``"version"`` in JSON plans."""
+    if 1 <= number <= LANGUAGE_VERSION:
+        return None
+    return {
+        "message": f"this recipe is written in lwdsl language version {number}, "
+        f"but this lwdsl reads versions 1 to {LANGUAGE_VERSION}",
+        "expected": f"lwdsl {LANGUAGE_VERSION} (or no version line)",
+        "hint": "upgrade lwdsl: pip install -U lwdsl" if number > LANGUAGE_VERSION else None,
+    }
+
 Scalar = Union[bool, int, float, str]
 
 
@@ -68,6 +81,7 @@ class Recipe(BaseModel):
 
     def to_text(self) -> str:
         """The recipe in canonical layout; parsing it gives an equal recipe."""
+        # layering: the formatter is a later layer than the plan (it formats plans); lazy here
         from .formatter import recipe_to_text
 
         return recipe_to_text(self)
@@ -79,6 +93,7 @@ class Recipe(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
         """The recipe ``to_json`` wrote; a RecipeError (with the JSON path) when it is wrong."""
+        # layering: reading JSON validates, a later layer than the plan; lazy here
         from .jsonplan import recipe_from_json
 
         return recipe_from_json(text)

@@ -1,10 +1,17 @@
-"""Progress bars with ETA for every loop over data (rich), or none with ``--quiet``."""
+"""Progress for every loop over data: rich bars with ETA on a terminal, plain lines in logs.
+
+When stdout is not a terminal (CI logs, ``| tee``), rich would draw nothing; a progress line
+is printed to stderr instead every tenth of the way (and at least every 30 s), then at the end.
+``--quiet`` shows nothing.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+import time
+from typing import Any, Callable
 
-__all__ = ["progress_factory", "NullBar"]
+__all__ = ["progress_factory", "NullBar", "PlainBar"]
 
 
 class NullBar:
@@ -64,10 +71,68 @@ class _RichFactory:
             self._progress = None
 
 
-def progress_factory(quiet: bool) -> Any:
-    """A callable ``(total, description) -> bar`` with ``stop()``; bars do nothing when quiet."""
+class PlainBar:
+    """Progress as lines of text (``train epoch 1/2: 469/938 (50%), 12 s, eta 12 s``): one each
+    tenth of the way, at least one every 30 s, and one when the loop ends."""
+
+    def __init__(
+        self, total: int, description: str, write: Callable[[str], Any], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.total, self.description, self._write, self._clock = max(int(total), 0), description, write, clock
+        self.done, self._start = 0, clock()
+        self._shown_at, self._shown_done, self._shown_tenth = self._start, 0, 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self._clock()
+        tenth = min(10, 10 * self.done // self.total) if self.total else 0
+        if tenth > self._shown_tenth or now - self._shown_at >= 30:
+            self._line(now)
+            self._shown_tenth = tenth
+
+    def close(self) -> None:
+        if self.done != self._shown_done:
+            self._line(self._clock())
+
+    def _line(self, now: float) -> None:
+        self._shown_at, self._shown_done = now, self.done
+        elapsed = now - self._start
+        if not self.total:
+            self._write(f"{self.description}: {self.done}, {elapsed:.0f} s")
+            return
+        share = min(self.done / self.total, 1.0)
+        eta = f", eta {elapsed * (1 - share) / share:.0f} s" if 0 < share < 1 else ""
+        self._write(f"{self.description}: {self.done}/{self.total} ({100 * share:.0f}%), {elapsed:.0f} s{eta}")
+
+
+class _PlainFactory:
+    def __init__(self, write: Callable[[str], Any]) -> None:
+        self._write = write
+
+    def __call__(self, total: int, description: str) -> PlainBar:
+        return PlainBar(total, description, self._write)
+
+    def stop(self) -> None:
+        pass
+
+
+def _stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def progress_factory(quiet: bool, *, terminal: bool | None = None, write: Callable[[str], Any] | None = None) -> Any:
+    """A callable ``(total, description) -> bar`` with ``stop()``: rich bars on a terminal,
+    :class:`PlainBar` lines (to stderr, or ``write``) otherwise, nothing when quiet.
+
+    Args:
+        quiet: show nothing.
+        terminal: whether stdout is a terminal (default: ask it).
+        write: where plain lines go (default: stderr).
+    """
     if quiet:
         factory = lambda total, description: NullBar()  # noqa: E731
         factory.stop = lambda: None  # type: ignore[attr-defined]
         return factory
-    return _RichFactory()
+    if terminal is None:
+        terminal = sys.stdout.isatty()
+    return _RichFactory() if terminal else _PlainFactory(write or _stderr_line)

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, Dataset
+from .backend import Backend
+from .dataset import Dataset
 from .plan import Recipe
 
 __all__ = ["build_report", "staging_dir", "write_run_dir", "report_markdown", "print_table"]
@@ -160,11 +161,16 @@ def write_run_dir(
     there), then swap it in place of ``out``.
 
     Until the final rename nothing in ``out`` changes; the old folder is removed only after the
-    new one is in place. On any error the staging folder is removed.
+    new one is in place (and is put back if the swap fails half-way). Just before the swap,
+    ``out`` is checked again by :func:`lwdsl.outdir.check_out`: if it became something lwdsl
+    must not replace, nothing is replaced and the finished run is kept beside it, under a
+    visible name the error gives. On any other error the staging folder is removed.
     """
+    from .errors import UsageError
+    from .outdir import check_out
     from .weights import save_weights
 
-    out = Path(out).resolve()
+    out = Path(os.path.abspath(out))
     try:
         (staging / "recipe.lw").write_text(plan.source or plan.to_text())
         save_weights(staging / "model.lwz", be.state(handle), {"backend": be.name, "model": report["model"]})
@@ -174,14 +180,32 @@ def write_run_dir(
         (staging / "report.json").write_text(json.dumps(report, indent=2))
         (staging / "report.md").write_text(report_markdown(report))
         (staging / "lwdsl.lock.json").write_text(json.dumps(lock, indent=2))
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(staging, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            check_out(out)
+        except UsageError as exc:
+            kept = Path(tempfile.mkdtemp(prefix=f"{out.name}.result-", dir=out.parent))
+            os.replace(staging, kept / out.name)
+            raise UsageError(f"{exc.message}; nothing was replaced, and this run's results are in {kept / out.name}", hint=exc.hint) from None
+        _swap(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Put folder ``new`` in the place of ``out``: the old folder is moved aside first and is
+    put back if the second rename fails or is interrupted, then removed."""
+    old = None
+    if os.path.lexists(out):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        if old is not None and not os.path.lexists(out):
+            os.replace(old / out.name, out)
+            old.rmdir()
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,7 +1,9 @@
 """Run a recipe end to end: plan, check, load, baseline, steps, measure, report, write.
 
-Nothing here knows a framework: the backend does the work through :class:`lwdsl.backend.Backend`
-and the runner never branches on its name. Order of a run:
+Nothing here knows a framework or an op: the backend does the work through
+:class:`lwdsl.backend.Backend`, the runner never branches on its name, and what it needs from a
+step (requested sparsity, whether it needs the original model) comes from the step's spec.
+A run has three phases, each a function: :func:`_prepare`, :func:`_execute`, :func:`_write`.
 
 1. compile the recipe and check every step against the backend (fails before any model work);
 2. load data and model; without a checkpoint, a baseline is trained once and cached
@@ -25,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .backend import Backend, Dataset, StepContext, get_backend
-from .errors import LwdslError
+from .backend import Backend, StepContext, get_backend
+from .dataset import Dataset
+from .errors import LwdslError, UsageError
+from .outdir import check_out
 from .metrics import measure
 from .plan import Recipe
-from .specs import PruneSpec, StepSpec, TrainingOptions
+from .specs import StepSpec, TrainingOptions
 
 __all__ = ["run", "RunResult", "baseline_options", "resolve_recipe", "matched_layers"]
 
@@ -46,7 +50,19 @@ class RunResult:
     @property
     def module(self) -> Any:
         """The framework's own model object (nn.Module or tf_keras.Model)."""
-        return getattr(self.model, "module", getattr(self.model, "model", self.model))
+        return self.backend.native(self.model)
+
+
+@dataclass
+class _Prepared:
+    """Everything checked and loaded before any training: the outcome of :func:`_prepare`."""
+
+    plan: Recipe
+    backend: Backend
+    model_ref: Any
+    handle: Any
+    dataset: Dataset
+    checkpoint: Optional[Path]
 
 
 def baseline_options(epochs: int) -> TrainingOptions:
@@ -71,18 +87,6 @@ def matched_layers(recipe: Recipe, index: int, step: StepSpec, layers: list) -> 
     from .validate import step_label
 
     return match_layers(step.effective_selector(), layers, step_label=step_label(recipe, index), location=recipe.location(index))
-
-
-def _requested(step: StepSpec, names: list[str]) -> Optional[dict[str, float]]:
-    if not isinstance(step, PruneSpec):
-        return None
-    if step.nm is not None:
-        fraction = 1 - step.nm.n / step.nm.m
-    elif step.method == "threshold" or step.amount is None:
-        return None
-    else:
-        fraction = step.amount
-    return {name: fraction for name in names}
 
 
 def _cache_dir() -> Path:
@@ -155,21 +159,40 @@ def run(
     Example:
         >>> result = lwdsl.run("prune l1 0.5 | finetune epochs=1", "lenet300", data="mnist")  # doctest: +SKIP
     """
-    from .progress import progress_factory
-    from .report import build_report, staging_dir, write_run_dir
-    from .validate import check_backend, step_text
-
+    out = check_out(out) if out is not None else None  # refuse a bad --out before any work
     say = (echo or print) if not quiet else (lambda *_: None)
+    prep = _prepare(recipe, overrides, model, backend, data, train, test, checkpoint, seed)
+    staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say)
+    report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say)
+    return RunResult(handle, report, run_dir, prep.backend)
+
+
+def _prepare(
+    recipe: Union[str, Path, Recipe],
+    overrides: Optional[dict[str, str]],
+    model: Any,
+    backend: str,
+    data: Optional[str],
+    train: Any,
+    test: Any,
+    checkpoint: Optional[Union[str, Path]],
+    seed: int,
+) -> _Prepared:
+    """Compile, check every step against the backend, build the model and check every selector,
+    then read the data: every mistake the recipe, model or data can show fails here, before
+    any training."""
+    from .validate import check_backend
+
     plan = resolve_recipe(recipe, overrides)
     be = get_backend(backend)
-    check_backend(plan, be.name)
+    check_backend(plan, be)
     model_ref = model if model is not None else (plan.target.model if plan.target else None)
     if model_ref is None:
-        raise LwdslError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
+        raise UsageError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and not ckpt.is_file():
-        raise LwdslError(f"checkpoint {ckpt} does not exist")
+        raise UsageError(f"checkpoint {ckpt} does not exist")
     # Model and selectors are checked before the data is read: mistakes fail in a second.
     dataset = _adopt_or_none(be, data_name, train, test)
     shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
@@ -180,65 +203,94 @@ def run(
         from .data import load_data
 
         dataset = load_data(str(data_name))
+    return _Prepared(plan, be, model_ref, handle, dataset, ckpt)
 
+
+def _execute(
+    prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any
+) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
+    """Baseline, then every step with its measurements, then finalize; on any failure the
+    staging folder goes and a failed run's report so far is kept beside ``out``."""
+    from .progress import progress_factory
+    from .report import staging_dir
+    from .validate import step_text
+
+    plan, be, handle = prep.plan, prep.backend, prep.handle
     progress = progress_factory(quiet)
     staging = staging_dir(Path(out)) if out is not None else None
-    ctx = StepContext(data=dataset, seed=seed, index=-1, progress=progress, run_dir=staging)
-    steps_out: list[dict[str, Any]] = []
+    ctx = StepContext(data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, warn=say)
+    steps: list[dict[str, Any]] = []
     try:
-        baseline_info: dict[str, Any] = {"source": "checkpoint" if ckpt else "given"}
-        if ckpt is None and isinstance(model_ref, str) and not Path(model_ref).exists():
-            baseline_info = _baseline(be, handle, model_ref, ctx, baseline_epochs, say)
-        if any(step.op == "distill" for step in plan.steps):  # self-distillation's teacher
-            ctx.original_model = be.copy_model(handle)
-        steps_out.append(
-            {"op": "baseline", "text": "baseline", "metrics": measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)}
-        )
-        say(_line(steps_out[-1]))
+        baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}
+        if prep.checkpoint is None and isinstance(prep.model_ref, str) and not Path(prep.model_ref).exists():
+            baseline_info = _baseline(be, handle, prep.model_ref, ctx, baseline_epochs, say)
+        if any(step.needs_original() for step in plan.steps):
+            ctx.original = be.copy_model(handle)
+        steps.append({"op": "baseline", "text": "baseline", "metrics": measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)})
+        say(_line(steps[-1]))
         for i, step in enumerate(plan.steps):
-            ctx.index = i
+            ctx.index, ctx.notes = i, {}
             names = matched_layers(plan, i, step, be.layers(handle))
             start = time.perf_counter()
             handle = be.apply(handle, step, names, ctx)
             seconds = time.perf_counter() - start
-            metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=_requested(step, names), latency=latency)
-            steps_out.append({"op": step.op, "text": step_text(plan, i), "layers": names, "metrics": metrics})
-            say(_line(steps_out[-1]))
+            fraction = step.requested_sparsity()
+            requested = None if fraction is None else {name: fraction for name in names}
+            metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=requested, latency=latency)
+            steps.append({"op": step.op, "text": step_text(plan, i), "layers": names, "metrics": metrics, **ctx.notes})
+            say(_line(steps[-1]))
         handle = be.finalize(handle)
     except BaseException as exc:
         progress.stop()
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        if out is not None and len(steps_out) > 0 and isinstance(exc, LwdslError):
-            _write_failed(be, handle, plan, steps_out, Path(out), exc, say)
+        if out is not None and len(steps) > 0 and isinstance(exc, LwdslError):
+            _write_failed(be, handle, plan, steps, Path(out), exc, say)
         raise
     progress.stop()
-    report = build_report(plan, be, model_ref, dataset, seed, steps_out)
-    run_dir = None
-    if out is not None and staging is not None:
-        from .lockfile import lock_data
+    return staging, steps, handle, baseline_info
 
-        lock = lock_data(
-            plan,
-            backend=be.name,
-            framework_versions=be.versions(),
-            model=str(model_ref) if isinstance(model_ref, (str, Path)) else type(model_ref).__name__,
-            data=dataset.name,
-            data_sha256=dataset.sha256,
-            seed=seed,
-            checkpoint=ckpt,
-            baseline=baseline_info,
-        )
-        run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
-        say(f"wrote {run_dir}")
-    return RunResult(handle, report, run_dir, be)
+
+def _write(
+    prep: _Prepared,
+    handle: Any,
+    steps: list[dict[str, Any]],
+    out: Any,
+    staging: Optional[Path],
+    seed: int,
+    baseline_info: dict[str, Any],
+    say: Any,
+) -> tuple[dict[str, Any], Optional[Path]]:
+    """The report, the lock file and the run folder (swapped in atomically)."""
+    from .report import build_report, write_run_dir
+
+    be, plan, model_ref = prep.backend, prep.plan, prep.model_ref
+    report = build_report(plan, be, model_ref, prep.dataset, seed, steps)
+    if out is None or staging is None:
+        return report, None
+    from .lockfile import lock_data
+
+    lock = lock_data(
+        plan,
+        backend=be.name,
+        framework_versions=be.versions(),
+        model=str(model_ref) if isinstance(model_ref, (str, Path)) else type(model_ref).__name__,
+        data=prep.dataset.name,
+        data_sha256=prep.dataset.sha256,
+        seed=seed,
+        checkpoint=prep.checkpoint,
+        baseline=baseline_info,
+    )
+    run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
+    say(f"wrote {run_dir}")
+    return report, run_dir
 
 
 def _adopt_or_none(be: Backend, name: Optional[str], train: Any, test: Any) -> Optional[Dataset]:
     """The user's own data objects as a Dataset, or None when a data set name is used."""
     if train is not None or test is not None:
         if train is None or test is None:
-            raise LwdslError("give both train= and test= data, or a data set name")
+            raise UsageError("give both train= and test= data, or a data set name")
         return be.adopt_data(train, test)
     return None
 
@@ -247,7 +299,7 @@ def _data_shape(name: Optional[str]) -> tuple[tuple[int, ...], int]:
     from .data import data_shape
 
     if name is None:
-        raise LwdslError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
+        raise UsageError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
     return data_shape(name)
 
 

@@ -2,7 +2,8 @@
 
 Each op spec checks itself; what only shows across steps is checked here:
 
-- ``export`` steps end the recipe (several exports may follow each other);
+- ``export`` steps end the recipe (several exports may follow each other), and no two write
+  the same path (or one inside the other);
 - a layer is quantized once: two ``quantize`` steps must have disjoint selectors (that is
   how mixed precision is written: ``quantize int8 on conv | quantize int4 on linear``);
 - ``prune``, ``regularize`` and ``finetune`` do not follow a ``quantize`` that is not
@@ -14,14 +15,15 @@ everything. :func:`check_backend` adds what one backend cannot do, before anythi
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Optional, Union
 
 from .errors import LwdslError, RecipeError
 from .fields import join_words
-from .specs import FORMAT_BACKENDS, ExportSpec, Glob, QuantizeSpec, Selector, StepSpec
+from .specs import ExportSpec, Glob, QuantizeSpec, Selector, StepSpec
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from .backend import Backend, SupportTable
     from .plan import Recipe
 
 __all__ = ["validate_recipe", "check_backend", "step_label", "overlap"]
@@ -67,53 +69,112 @@ def overlap(a: StepSpec, b: StepSpec) -> bool:
     return bool(kinds_a & kinds_b or globs_a & globs_b or (all_a and globs_b) or (all_b and globs_a))
 
 
+class _Quantized:
+    """The quantize steps so far, indexed by what their selectors cover, so that finding the
+    first one a new step overlaps (as :func:`overlap` judges) costs the size of the new step's
+    selector, not the number of earlier steps: n quantize steps are checked in O(n), not O(n²)."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, int] = {}
+        self.by_glob: dict[str, int] = {}
+        self.first_all: Optional[int] = None  # the first that covers `all`
+        self.first_glob: Optional[int] = None  # the first with a glob
+        self.first_frozen: Optional[tuple[int, QuantizeSpec]] = None  # the first not mode=qat
+
+    def first_overlap(self, step: StepSpec) -> Optional[int]:
+        kinds, globs, covers_all = _coverage(step.effective_selector())
+        hits = [self.by_kind[k] for k in kinds if k in self.by_kind]
+        hits += [self.by_glob[g] for g in globs if g in self.by_glob]
+        if covers_all and self.first_glob is not None:
+            hits.append(self.first_glob)
+        if globs and self.first_all is not None:
+            hits.append(self.first_all)
+        return min(hits, default=None)
+
+    def add(self, index: int, step: QuantizeSpec) -> None:
+        kinds, globs, covers_all = _coverage(step.effective_selector())
+        for kind in kinds:
+            self.by_kind.setdefault(kind, index)
+        for glob in globs:
+            self.by_glob.setdefault(glob, index)
+        if covers_all and self.first_all is None:
+            self.first_all = index
+        if globs and self.first_glob is None:
+            self.first_glob = index
+        if step.mode != "qat" and self.first_frozen is None:
+            self.first_frozen = (index, step)
+
+
+def _artifact_parts(step: ExportSpec) -> tuple[str, ...]:
+    """The path an export writes, as folder names, compared case-insensitively."""
+    name = step.artifact_name()
+    if step.format == "keras" and "/" not in name and not name.endswith(".keras"):
+        name = str(PurePosixPath(name).with_suffix(".keras"))  # what the keras writer does
+    return tuple(part.casefold() for part in name.split("/"))
+
+
 def validate_recipe(recipe: "Recipe") -> None:
-    """Raise a RecipeError, naming and locating the later step, if the steps do not fit together."""
-    quantized: list[tuple[int, QuantizeSpec]] = []
+    """Raise a RecipeError, naming and locating the later step, if the steps do not fit together.
+
+    Linear in the number of steps (a recipe of a megabyte is checked in seconds)."""
+    quantized = _Quantized()
     first_export: Optional[int] = None
+    artifacts: dict[tuple[str, ...], int] = {}  # path an export writes -> its step
+    folders: dict[tuple[str, ...], int] = {}  # folder an export writes into -> its step
     for i, step in enumerate(recipe.steps):
-        label, location = step_label(recipe, i), recipe.location(i)
         if first_export is not None and not isinstance(step, ExportSpec):
             raise RecipeError(
-                f"{label}: comes after an export",
-                location,
+                f"{step_label(recipe, i)}: comes after an export",
+                recipe.location(i),
                 found=step_label(recipe, first_export),
                 expected="export steps at the end of the recipe (several exports may end it)",
                 hint="move the export to the end",
             )
         if isinstance(step, ExportSpec):
             first_export = i if first_export is None else first_export
-        elif isinstance(step, QuantizeSpec):
-            for j, earlier in quantized:
-                if overlap(step, earlier):
-                    raise RecipeError(
-                        f"{label}: quantizes layers that {step_label(recipe, j)} already quantized",
-                        location,
-                        found=step_label(recipe, j),
-                        expected="one quantize per layer: disjoint selectors for mixed precision",
-                        hint="e.g. quantize int8 on conv | quantize int4 on linear",
-                    )
-            quantized.append((i, step))
-        elif step.op in _CHANGE_WEIGHTS:
-            frozen = [(j, q) for j, q in quantized if q.mode != "qat"]
-            if frozen:
-                j, earlier = frozen[0]
+            parts = _artifact_parts(step)
+            clash = next((artifacts[parts[:n]] for n in range(1, len(parts) + 1) if parts[:n] in artifacts), folders.get(parts))
+            if clash is not None:
                 raise RecipeError(
-                    f"{label}: `{step.op}` changes weights that {step_label(recipe, j)} "
-                    f"already quantized (mode={earlier.mode})",
-                    location,
-                    found=step_label(recipe, j),
-                    expected=f"`{step.op}` before the quantize, or quantize with mode=qat",
+                    f"{step_label(recipe, i)}: writes {step.artifact_name()}, which collides with what {step_label(recipe, clash)} writes",
+                    recipe.location(i),
+                    found=step.artifact_name(),
+                    expected="a PATH of its own for each export",
+                    hint=f'give it another name, e.g. export {step.format} "2-{PurePosixPath(step.artifact_name()).name}"',
                 )
+            artifacts[parts] = i
+            for n in range(1, len(parts)):
+                folders.setdefault(parts[:n], i)
+        elif isinstance(step, QuantizeSpec):
+            j = quantized.first_overlap(step)
+            if j is not None:
+                raise RecipeError(
+                    f"{step_label(recipe, i)}: quantizes layers that {step_label(recipe, j)} already quantized",
+                    recipe.location(i),
+                    found=step_label(recipe, j),
+                    expected="one quantize per layer: disjoint selectors for mixed precision",
+                    hint="e.g. quantize int8 on conv | quantize int4 on linear",
+                )
+            quantized.add(i, step)
+        elif step.op in _CHANGE_WEIGHTS and quantized.first_frozen is not None:
+            j, earlier = quantized.first_frozen
+            raise RecipeError(
+                f"{step_label(recipe, i)}: `{step.op}` changes weights that {step_label(recipe, j)} "
+                f"already quantized (mode={earlier.mode})",
+                recipe.location(i),
+                found=step_label(recipe, j),
+                expected=f"`{step.op}` before the quantize, or quantize with mode=qat",
+            )
 
 
 def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: bool = True) -> None:
     """Raise a RecipeError for the first step that ``backend`` cannot run.
 
-    Export formats of the built-in backends are checked from
-    :data:`~lwdsl.specs.FORMAT_BACKENDS`, and every step against the built-in backend's static
-    support table (:func:`lwdsl.backend.support_table`), without importing any framework. A
-    backend object, or a third-party backend name (with ``load``), is asked itself.
+    Built-in backends are asked through their static support table
+    (:func:`lwdsl.backend.support_table`, per op and per form), without importing any
+    framework; a backend object, or a third-party backend name (with ``load``), is asked itself.
+    The same table is what the backend's ``apply`` obeys, so a check never promises what a run
+    refuses.
 
     Args:
         recipe: a compiled recipe.
@@ -128,23 +189,10 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
         >>> from lwdsl import parse
         >>> check_backend(parse("prune l1 0.2 | export torch"), "torch", load=False)
     """
-    from .backend import ALIASES, BACKENDS, get_backend
+    from .backend import ALIASES, BACKENDS, SupportTable, get_backend, support_table
 
     name = backend if isinstance(backend, str) else backend.name
     key = ALIASES.get(name, name)
-    for i, step in enumerate(recipe.steps):
-        if isinstance(step, ExportSpec) and key in BACKENDS and key not in FORMAT_BACKENDS[step.format]:
-            writes = [fmt for fmt, names in FORMAT_BACKENDS.items() if key in names]
-            other = FORMAT_BACKENDS[step.format][0]
-            raise RecipeError(
-                f"{step_label(recipe, i)}: the {key} backend cannot export {step.format}",
-                recipe.location(i),
-                found=step.format,
-                expected=f"{join_words(writes)} (what the {key} backend exports)",
-                hint=f"export {step.format} with --backend {other}, or export {writes[0]} here",
-            )
-    from .backend import support_table
-
     instance = backend if not isinstance(backend, str) else (support_table(key) if key in BACKENDS else None)
     if instance is None and (load or key not in BACKENDS):
         try:
@@ -152,12 +200,27 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
         except LwdslError:
             if key not in BACKENDS:
                 raise
+    table = instance if isinstance(instance, SupportTable) else getattr(instance, "support", None)
     for i, step in enumerate(recipe.steps if instance else ()):
         why = instance.unsupported(step)
-        if why:
-            raise RecipeError(
-                f"{step_label(recipe, i)}: the {key} backend cannot run this step: {why}",
-                recipe.location(i),
-                found=step.op,
-                expected=f"steps the {key} backend supports (see `lwdsl ops`)",
-            )
+        if not why:
+            continue
+        if not why.startswith(f"the {key} backend"):
+            why = f"the {key} backend cannot run this step: {why}"
+        runs = table.runs.get(step.op) if table is not None else None
+        if runs:
+            expected = f"{join_words(list(runs))} (what the {key} backend runs of `{step.op}`)"
+        else:
+            expected = f"steps the {key} backend supports (see `lwdsl ops`)"
+        others = [b for b in BACKENDS if b != key and _runs(support_table(b), step)]
+        raise RecipeError(
+            f"{step_label(recipe, i)}: {why}",
+            recipe.location(i),
+            found=next((f for f in step.forms() if runs is not None and f not in runs), step.op),
+            expected=expected,
+            hint=f"run it with --backend {others[0]}" if others else None,
+        )
+
+
+def _runs(table: Optional["SupportTable"], step: StepSpec) -> bool:
+    return table is not None and table.unsupported(step) is None

@@ -17,12 +17,14 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import RunError
+from .errors import UsageError
+from .limits import MAX_WEIGHTS_BYTES, size_words
 
 __all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode"]
 
@@ -38,12 +40,14 @@ _SEP = "::"
 
 
 def _encode(name: str, arr: np.ndarray) -> dict[str, np.ndarray]:
-    arr = np.ascontiguousarray(arr)
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float32, copy=False)
+    arr = np.asarray(arr, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray makes them (1,))
+    if arr.dtype.kind == "f" or arr.dtype == np.int8:  # float weights, or int8 codes
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float32, copy=False)
         nonzero = arr != 0
         nnz = int(np.count_nonzero(nonzero))
-        if arr.size // 8 + 4 * nnz + 16 < 4 * arr.size:
+        item = arr.dtype.itemsize
+        if arr.ndim and arr.size // 8 + item * nnz + 16 < item * arr.size:
             return {
                 f"{name}{_SEP}bitmap": np.packbits(nonzero.reshape(-1)),
                 f"{name}{_SEP}values": arr.reshape(-1)[nonzero.reshape(-1)],
@@ -69,15 +73,32 @@ def save_weights(path: Path, state: dict[str, np.ndarray], meta: dict[str, Any] 
 def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a ``.lwz`` file: (canonical state, meta). Never unpickles anything.
 
+    Every size is checked against what the file really holds before memory is taken: each
+    array's header against the bytes stored for it (all of them at most MAX_WEIGHTS_BYTES),
+    and each sparse tensor's shape against its bitmap and values. A damaged or crafted file
+    (empty, truncated, an absurd shape) is refused with a message naming it.
+
     Raises:
-        RunError: the file is missing or not a ``.lwz`` archive.
+        UsageError: the file is missing, empty, not a ``.lwz`` archive, or inconsistent.
     """
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise RunError(f"cannot read weights from {path}: {exc}") from None
-    meta = json.loads(raw.pop("__meta__").tobytes().decode()) if "__meta__" in raw else {}
+        raw = _read_arrays(Path(path))
+    except _Damaged as exc:
+        raise UsageError(f"cannot read weights from {path}: {exc}") from None
+    except zipfile.BadZipFile as exc:
+        raise UsageError(f"cannot read weights from {path}: it is not a .lwz file, or it is damaged ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read weights from {path}: {(exc.strerror or str(exc)).lower()}") from None
+    except (EOFError, ValueError, zlib.error) as exc:
+        raise UsageError(f"cannot read weights from {path}: it is damaged ({exc or type(exc).__name__})") from None
+    except MemoryError:
+        raise UsageError(f"cannot read weights from {path}: not enough memory") from None
+    try:
+        meta = json.loads(raw.pop("__meta__").tobytes().decode()) if "__meta__" in raw else {}
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise UsageError(f"cannot read weights from {path}: its __meta__ is not a JSON object")
     state: dict[str, np.ndarray] = {}
     for key, arr in raw.items():
         if _SEP not in key:
@@ -86,13 +107,70 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         name, part = key.split(_SEP, 1)
         if part != "shape":
             continue
-        shape = tuple(int(x) for x in arr)
-        n = int(np.prod(shape))
-        keep = np.unpackbits(raw[f"{name}{_SEP}bitmap"], count=n).astype(bool)
-        dense = np.zeros(n, dtype=np.float32)
-        dense[keep] = raw[f"{name}{_SEP}values"]
-        state[name] = dense.reshape(shape)
+        try:
+            state[name] = _dense(name, arr, raw.get(f"{name}{_SEP}bitmap"), raw.get(f"{name}{_SEP}values"))
+        except _Damaged as exc:
+            raise UsageError(f"cannot read weights from {path}: tensor {name!r} {exc}") from None
     return state, meta
+
+
+class _Damaged(Exception):
+    """What is wrong with a ``.lwz`` file (turned into a UsageError naming the file)."""
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the archive, each checked against the bytes stored for it first."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise _Damaged("the file is empty")
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        total = sum(info.file_size for info in members)
+        if total > MAX_WEIGHTS_BYTES:
+            raise _Damaged(f"it holds {size_words(total)} of tensors (at most {size_words(MAX_WEIGHTS_BYTES)})")
+        for info in members:
+            if not info.filename.endswith(".npy"):
+                raise _Damaged(f"unexpected entry {info.filename!r} (a .lwz file holds only .npy arrays)")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise _Damaged(f"array {info.filename!r} holds Python objects")
+                count = int(np.prod(shape, dtype=object))
+                stored = info.file_size - f.tell()
+                if count * dtype.itemsize != stored:
+                    raise _Damaged(
+                        f"array {info.filename!r} declares shape {tuple(shape)} ({size_words(count * dtype.itemsize)}) "
+                        f"but stores {size_words(stored)}"
+                    )
+                flat = np.empty(count, dtype=dtype)
+                got = f.readinto(memoryview(flat.view(np.uint8))) if stored else 0
+                if got != stored:
+                    raise _Damaged(f"array {info.filename!r} is truncated: {got:,} of {stored:,} bytes")
+            arrays[info.filename[: -len(".npy")]] = flat.reshape(shape, order="F" if fortran else "C")
+    return arrays
+
+
+def _dense(name: str, shape_arr: np.ndarray, bitmap: Any, values: Any) -> np.ndarray:
+    """The dense tensor of a sparse entry (float32, or int8 codes), after checking its parts agree."""
+    if bitmap is None or values is None:
+        raise _Damaged("lacks its bitmap or its values")
+    if shape_arr.ndim != 1 or shape_arr.dtype.kind not in "iu" or (shape_arr < 0).any():
+        raise _Damaged(f"has a bad shape {shape_arr.tolist()!r}")
+    shape = tuple(int(x) for x in shape_arr)
+    n = int(np.prod(shape, dtype=object))
+    if bitmap.dtype != np.uint8 or bitmap.ndim != 1 or bitmap.size != (n + 7) // 8:
+        raise _Damaged(f"declares shape {shape} ({n:,} weights) but its bitmap covers {8 * bitmap.size:,}")
+    keep = np.unpackbits(bitmap, count=n).astype(bool)
+    kept = int(np.count_nonzero(keep))
+    if values.ndim != 1 or values.size != kept:
+        raise _Damaged(f"has {kept:,} non-zeros in its bitmap but {values.size:,} values")
+    if values.dtype not in (np.float32, np.int8):
+        raise _Damaged(f"holds {values.dtype} values (float32 or int8 expected)")
+    dense = np.zeros(n, dtype=values.dtype)
+    dense[keep] = values
+    return dense.reshape(shape)
 
 
 @contextlib.contextmanager

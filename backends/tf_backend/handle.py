@@ -1,4 +1,5 @@
-"""The model handle the runner passes around: a tf_keras model and its pruning masks."""
+"""The model handle the runner passes around: a tf_keras model, its pruning masks and its
+quantization state."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from lwdsl.semantics.quant import ActQuant, WeightQuant
+
 from ._tf import tf_keras
-from .layout import LayerView, views
+from .layers import LayerView, views
 
 __all__ = ["KerasHandle"]
 
@@ -22,11 +25,20 @@ class KerasHandle:
     pruning zeroes them, and training re-applies the masks after every optimizer step. No
     wrapper layers are involved, so :meth:`finalize` only drops the masks. ``losses`` holds the
     loss of every optimizer step of the most recent step that trained.
+
+    ``quant`` maps a quantized layer to its :class:`~lwdsl.semantics.quant.WeightQuant` (codes
+    and scales in the canonical layout; the Keras variable holds ``codes * scale``), ``act`` a
+    statically quantized layer to the :class:`~lwdsl.semantics.quant.ActQuant` of its input,
+    and ``qconfig`` says how the model was quantized (mode, granularity, calibration count),
+    for exporters. :meth:`finalize` keeps all three: quantization is not a mask.
     """
 
     model: Any
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)  # cross-entropy per step of the last training
+    quant: dict[str, WeightQuant] = field(default_factory=dict)
+    act: dict[str, ActQuant] = field(default_factory=dict)
+    qconfig: dict[str, Any] = field(default_factory=dict)
 
     def views(self) -> list[LayerView]:
         return views(self.model)
@@ -34,7 +46,7 @@ class KerasHandle:
     def view_map(self) -> dict[str, LayerView]:
         return {v.name: v for v in views(self.model)}
 
-    def set_mask(self, view: LayerView, keep: np.ndarray) -> None:
+    def add_mask(self, view: LayerView, keep: np.ndarray) -> None:
         """AND ``keep`` (Keras layout, a fresh array: updated in place) into the layer's mask and
         zero the weights it prunes."""
         old = self.masks.get(view.name)
@@ -63,4 +75,6 @@ class KerasHandle:
     def copy(self) -> "KerasHandle":
         clone = tf_keras.models.clone_model(self.model)
         clone.set_weights(self.model.get_weights())
-        return KerasHandle(clone, {k: v.copy() for k, v in self.masks.items()})
+        return KerasHandle(
+            clone, {k: v.copy() for k, v in self.masks.items()}, quant=dict(self.quant), act=dict(self.act), qconfig=dict(self.qconfig)
+        )

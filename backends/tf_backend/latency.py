@@ -87,8 +87,10 @@ def _stop_workers() -> None:
                 proc.kill()
 
 
-def latency_ms(model: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
-    """Median forward latency in ms at ``batch`` with ``threads`` intra-op threads."""
+def latency_ms(handle: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
+    """Median forward latency in ms of a handle's model at ``batch`` with ``threads`` intra-op
+    threads."""
+    model = handle.model
     if _threads_here(threads):
         return time_model(model, batch, input_shape)
     with tempfile.TemporaryDirectory(prefix="lwdsl-latency-") as tmp:

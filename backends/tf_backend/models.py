@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from lwdsl.errors import LwdslError, did_you_mean
+from lwdsl.errors import LwdslError, UsageError, did_you_mean
 
 from ._tf import tf_keras
 
-__all__ = ["ZOO", "build", "build_zoo", "adopt_model", "load_file"]
+__all__ = ["ZOO", "build_model", "build_zoo", "adopt_model", "load_file"]
 
 # name -> layers: ("conv", name, width, kernel) | ("pool",) | ("relu",) | ("flatten",)
 #                 | ("dense", name, width, relu?) ; the last dense layer has num_classes units.
@@ -126,7 +126,7 @@ def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> 
     apps = {n: getattr(tf_keras.applications, n) for n in dir(tf_keras.applications) if n[:1].isupper()}
     if name not in apps:
         near = did_you_mean(name, apps)
-        raise LwdslError(
+        raise UsageError(
             f"unknown Keras application 'keras:{name}'",
             hint=f"did you mean 'keras:{near}'?" if near else "see tf_keras.applications for the names (e.g. keras:MobileNetV2)",
         )
@@ -211,7 +211,7 @@ def load_file(path: Path) -> Any:
     return model
 
 
-def build(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None) -> Any:
+def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None) -> Any:
     """A tf_keras model for a zoo name, ``keras:NAME``, a model file or a model object."""
     if not isinstance(ref, (str, Path)):
         return adopt_model(ref)
@@ -223,7 +223,7 @@ def build(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths: Opti
     if Path(text).suffix in (".keras", ".h5") or Path(text).exists():
         return load_file(Path(text))
     near = did_you_mean(text, [*ZOO, "keras:MobileNetV2"])
-    raise LwdslError(
+    raise UsageError(
         f"unknown model '{text}' for the tensorflow backend (built in: {', '.join(ZOO)}; or keras:NAME, a .keras/.h5 file)",
         hint=f"did you mean '{near}'?" if near else None,
     )

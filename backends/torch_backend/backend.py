@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from lwdsl.backend import Backend, Dataset, LayerInfo, ModelStats, StepContext
+from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
+from lwdsl.dataset import Dataset
 from lwdsl.errors import LwdslError
-from lwdsl.specs import StepSpec, TrainingOptions
+from lwdsl.specs import TrainingOptions
 
 from . import io
 from .data import adopt_data
 from .handle import TorchModel
-from .handlers import HANDLERS, unsupported
+from .handlers import HANDLERS
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, model_stats
 from .models import build_model
+from .support import SUPPORT
 from .train import evaluate, fit
 
 __all__ = ["TorchBackend"]
@@ -33,9 +35,8 @@ class TorchBackend(Backend):
     name = "torch"
     extra = "torch"
     native_suffix = ".pt"
-
-    def unsupported(self, step: StepSpec) -> Optional[str]:
-        return unsupported(step)
+    support = SUPPORT
+    handlers = HANDLERS
 
     def versions(self) -> dict[str, str]:
         import torchvision
@@ -72,18 +73,15 @@ class TorchBackend(Backend):
         handle.module.eval()
         return handle
 
+    def native(self, model: TorchModel) -> torch.nn.Module:
+        return model.module
+
     def layers(self, model: TorchModel) -> list[LayerInfo]:
         return list_layers(model)
 
     def train(self, model: TorchModel, options: TrainingOptions, ctx: StepContext) -> TorchModel:
-        fit(model, options, ctx, op="train")
+        fit(model, options, ctx, label="train")
         return model
-
-    def apply(self, model: TorchModel, step: StepSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
-        reason = unsupported(step)
-        if reason:
-            raise LwdslError(reason)
-        return HANDLERS[step.op](model, step, layers, ctx)
 
     def evaluate(self, model: TorchModel, ctx: StepContext) -> tuple[float, float]:
         return evaluate(model, ctx)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lwdsl.backend import Dataset
+from lwdsl.dataset import Dataset, stack_examples
 from lwdsl.errors import LwdslError
 
 __all__ = ["adopt_data"]
@@ -25,14 +25,7 @@ def _numpy(source: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
         raise LwdslError(
             f"{which}= must yield (image, label) pairs or batches, e.g. a DataLoader ({type(source).__name__}: {exc})"
         ) from None
-    if not xs:
-        raise LwdslError(f"the {which} data is empty")
-    batched = xs[0].ndim == 4
-    x = np.concatenate(xs) if batched else np.stack(xs)
-    y = np.concatenate([np.reshape(v, -1) for v in ys])
-    if x.ndim != 4 or len(x) != len(y):
-        raise LwdslError(f"{which} images must be NCHW (C, H, W per image), got {x.shape} for {len(y)} labels")
-    return np.ascontiguousarray(x), y
+    return stack_examples(xs, ys, which)
 
 
 def adopt_data(train: Any, test: Any, name: str = "user") -> Dataset:

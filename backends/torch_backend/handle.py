@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lwdsl.semantics.quant import ActQuant, WeightQuant
+
 __all__ = ["Masks", "TorchModel", "weight_of"]
 
 
@@ -91,6 +93,13 @@ class TorchModel:
         input_shape: (C, H, W) of one input.
         num_classes: outputs of the classifier.
         masks: layer name -> bool keep mask of that layer's weight (fixed until the next prune).
+        losses: the cross-entropy of every optimizer step of the most recent training.
+        quant: layer name -> its weight codes and scales (quantize.py); the module's weight
+            holds exactly ``dequantize()`` of them, and training keeps it on that grid.
+        act: layer name -> the input (activation) quantization of a static/qat layer; applied
+            by forward pre-hooks only while evaluating or training (fakequant.py).
+        quant_mode: layer name -> the quantize mode it got (dynamic, static, qat,
+            weights_only); the int8 engine builds its artifact from it.
     """
 
     module: nn.Module
@@ -98,6 +107,10 @@ class TorchModel:
     input_shape: tuple[int, ...]
     num_classes: int
     masks: Masks = field(default_factory=Masks)
+    losses: list[float] = field(default_factory=list)
+    quant: dict[str, WeightQuant] = field(default_factory=dict)
+    act: dict[str, ActQuant] = field(default_factory=dict)
+    quant_mode: dict[str, str] = field(default_factory=dict)
 
     def add_mask(self, layer: str, keep: torch.Tensor, *, zeroed: bool = False) -> None:
         """AND ``keep`` (a fresh tensor, updated in place) into the layer's mask, so a second

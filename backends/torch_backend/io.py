@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lwdsl.errors import LwdslError
+from lwdsl.semantics.quant import BITS, CODES, SCALE, unpack_state
 from lwdsl.weights import atomic_path, load_weights
 
 from .handle import TorchModel
@@ -117,9 +118,14 @@ def _shrink_to(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str
 def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``handle.module`` (shrinking removed widths), then re-apply masks.
 
+    A packed state (quantized layers as ``.weight.codes``/``.scale``/``.bits``, see
+    :func:`lwdsl.semantics.quant.pack_state`) loads as ``codes * scale`` and restores
+    ``handle.quant``; a float state clears it.
+
     Raises:
         LwdslError: naming the first missing, unexpected or mis-shaped tensor.
     """
+    state, quants = _unpack(state)
     module = handle.module
     expected = module.state_dict()
     where = f"{source} does not fit {handle.ref}"
@@ -144,6 +150,27 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     for layer in shrunk:
         handle.masks.pop(layer, None)
     handle.apply_masks()
+    handle.quant.clear()
+    handle.quant.update(quants)
+    for table in (handle.act, handle.quant_mode):
+        for layer in [k for k in table if k not in quants]:
+            del table[layer]
+    for layer in quants:
+        handle.quant_mode.setdefault(layer, "weights_only")
+
+
+def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], dict]:
+    if not any(k.endswith(CODES) for k in state):
+        return state, {}
+    arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
+    for key in [k for k in arrays if k.endswith(CODES)]:  # a .lwz keeps 0-d arrays as shape (1,)
+        base = key[: -len(CODES)]
+        for suffix in (BITS, SCALE):
+            v = arrays.get(base + suffix)
+            if v is not None and v.size == 1 and (suffix == BITS or arrays[key].shape[:1] != (1,)):
+                arrays[base + suffix] = v.reshape(())
+    flat, quants = unpack_state(arrays)
+    return {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, quants
 
 
 def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:

@@ -2,7 +2,8 @@
 
 The input is a fixed pseudo-random batch; the model runs in eval mode under
 ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
-restored afterwards). At least ``min_runs`` runs are timed, more while the time budget lasts.
+restored afterwards); after ``quantize`` the int8 ONNX Runtime artifact is timed instead (with
+``threads`` intra-op threads). At least ``min_runs`` runs are timed, more while the time budget lasts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ def latency_ms(
     max_runs: int = 200,
     budget_s: float = 1.0,
 ) -> float:
-    """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``."""
+    """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``; a
+    quantized model is timed as its int8 artifact (int8_engine.py)."""
+    if handle.quant:
+        from .int8_engine import latency_ms as int8_latency_ms
+
+        return int8_latency_ms(handle, batch, input_shape, threads, warmup=warmup, min_runs=min_runs,
+                               max_runs=max_runs, budget_s=budget_s)
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
     model = handle.module
     was_training = model.training

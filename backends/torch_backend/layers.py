@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
+from lwdsl.semantics.quant import pack_state
 
 from .handle import TorchModel
 
@@ -65,12 +66,14 @@ def list_layers(handle: TorchModel) -> list[LayerInfo]:
 
 
 def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
-    """Canonical weights as numpy copies (safe to keep while the model trains on)."""
-    return {
+    """Canonical weights as numpy copies (safe to keep while the model trains on); quantized
+    layers' weights as int8 codes, scales and bits (:func:`lwdsl.semantics.quant.pack_state`)."""
+    state = {
         key: t.detach().cpu().numpy().copy()
         for key, t in handle.module.state_dict().items()
         if key.rsplit(".", 1)[-1] not in SKIPPED_BUFFERS
     }
+    return pack_state(state, handle.quant) if handle.quant else state
 
 
 def model_stats(handle: TorchModel) -> ModelStats:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lwdsl.errors import LwdslError, did_you_mean
+from lwdsl.errors import LwdslError, UsageError, did_you_mean
 
 __all__ = ["BUILTINS", "build_model", "LeNet300", "LeNet5", "SeedCNN"]
 
@@ -129,7 +129,7 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
         near = did_you_mean(name, known)
-        raise LwdslError(
+        raise UsageError(
             f"unknown torchvision classification model '{name}'",
             hint=(f"did you mean 'torchvision:{near}'? " if near else "")
             + "see torchvision.models.list_models(module=torchvision.models)",
@@ -152,7 +152,7 @@ def build_model(ref: str, input_shape: tuple[int, ...], num_classes: int, **widt
     if ref in BUILTINS:
         return BUILTINS[ref](tuple(input_shape), num_classes, **widths)
     near = did_you_mean(ref, list(BUILTINS))
-    raise LwdslError(
+    raise UsageError(
         f"unknown model '{ref}' on the torch backend (built-ins: {', '.join(BUILTINS)}; or torchvision:NAME)",
         hint=f"did you mean '{near}'?" if near else None,
     )

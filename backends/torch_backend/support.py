@@ -1,13 +1,18 @@
-"""What the torch backend runs, as data: importable without torch (``lwdsl check``, ``ops``)."""
+"""What the torch backend runs, per op and form, as data: importable without torch
+(``lwdsl check --backend``, ``lwdsl ops``)."""
 
-from lwdsl.backend import SupportTable
+from lwdsl.backend.support import SupportTable
+from lwdsl.specs import DistillSpec, PruneSpec
 
 SUPPORT = SupportTable(
     backend="torch",
     runs={
-        "prune": "all forms",
-        "regularize": "yes",
-        "finetune": "yes",
+        "prune": PruneSpec.FORMS,
+        "regularize": (),
+        "finetune": (),
+        "export": ("torch", "onnx"),
+        "quantize": ("int8/dynamic", "int8/static", "int8/qat", "int8/weights_only"),
+        "distill": DistillSpec.FORMS,
     },
-    exports=("torch",),
+    notes={"quantize": "int8 codes from the core; int8 CPU kernels through ONNX Runtime"},
 )

@@ -2,42 +2,43 @@
 
 Per batch: cross-entropy (plus an optional penalty), backward, gradients of pruned weights
 zeroed, optimizer step, masks re-applied, so pruned weights stay exactly zero whatever the
-optimizer (SGD momentum, weight decay, Adam). The data order is :func:`lwdsl.order.epoch_order`
+optimizer (SGD momentum, weight decay, Adam). The data order is :func:`lwdsl.semantics.order.epoch_order`
 (the run seed and the epoch; the same batches on every backend); dropout and other random
 layers draw from torch's global generator, seeded with the step seed inside a forked RNG, so a
 run is repeatable and the caller's random state is untouched. A loss that is NaN or infinite stops training with a
 :class:`~lwdsl.errors.RunError`, and the model goes back to its weights at the start of that
 epoch (the last weights known to train finitely).
 
-Learning-rate schedules, per optimizer step t of T: ``constant``; ``cosine``:
-``lr * (1 + cos(pi t / T)) / 2``; ``step``: ``lr`` divided by 10 at t = T/2 and again at 3T/4.
+After a ``quantize`` step (``handle.quant`` not empty) training keeps the quantized weights on
+their grid with the straight-through estimator and fake-quantizes the inputs of static layers;
+evaluation fake-quantizes those inputs too (fakequant.py).
+
+Learning-rate schedules: :func:`lwdsl.semantics.schedules.lr_at`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.steps import training_handlers
 from lwdsl.errors import RunError
-from lwdsl.order import epoch_order, steps_per_epoch
+from lwdsl.semantics.order import epoch_order, steps_per_epoch
+from lwdsl.semantics.schedules import lr_at
 from lwdsl.specs import TrainingOptions
 
-from .handle import TorchModel
+from .fakequant import GridTrainer, act_hooks
+from .handle import TorchModel, weight_of
 
-__all__ = ["fit", "evaluate", "lr_at"]
+__all__ = ["fit", "evaluate", "finetune", "regularize"]
 
-
-def lr_at(schedule: str, lr: float, t: int, total: int) -> float:
-    """The learning rate at optimizer step ``t`` (0-based) of ``total``."""
-    if schedule == "cosine":
-        return lr * 0.5 * (1.0 + math.cos(math.pi * t / total))
-    if schedule == "step":
-        return lr * 0.1 ** ((t >= total / 2) + (t >= total * 3 / 4))
-    return lr
+#: What a step's own loss gets: (model, images, labels, batch indices into the training set);
+#: it returns (loss to minimise, the cross-entropy part recorded in ``handle.losses``).
+BatchLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 def _optimizer(params: list[torch.nn.Parameter], opts: TrainingOptions) -> torch.optim.Optimizer:
@@ -51,19 +52,26 @@ def fit(
     opts: TrainingOptions,
     ctx: StepContext,
     *,
-    op: str,
+    label: str,
     schedule: str = "constant",
-    penalty: Optional[Callable[[], torch.Tensor]] = None,
-    after_step: Optional[Callable[[int], None]] = None,
-) -> None:
-    """Train ``handle`` in place for ``opts.epochs`` epochs on ``ctx.data``'s training set.
+    l1: float = 0.0,
+    l1_layers: Sequence[str] = (),
+    after_step: Optional[Callable[[int], bool]] = None,
+    loss: Optional[BatchLoss] = None,
+    extra_params: Sequence[torch.nn.Parameter] = (),
+) -> list[float]:
+    """Train ``handle`` in place for ``opts.epochs`` epochs on ``ctx.data``'s training set;
+    returns (and keeps in ``handle.losses``) the cross-entropy of every optimizer step's batch,
+    before the step (penalties and other loss terms left out).
 
     Args:
-        op: the step's op name, for progress bars and errors.
-        schedule: learning-rate schedule (constant, cosine, step).
-        penalty: a term added to the loss (regularize's L1).
-        after_step: called with the count of optimizer steps done after each step (gradual
-            pruning updates masks there).
+        label: what the step is, for progress bars and errors.
+        schedule: learning-rate schedule (:func:`lwdsl.semantics.schedules.lr_at`).
+        l1, l1_layers: the L1 penalty and the layers whose weights it covers (``regularize``).
+        after_step: called with the count of optimizer steps done after each step; returns
+            True when it changed the masks (gradual pruning updates masks there).
+        loss: the step's own loss (distillation, ...) instead of plain cross-entropy.
+        extra_params: parameters trained along with the model (a feature projection).
 
     Raises:
         RunError: the loss became NaN or infinite (weights restored to the epoch's start).
@@ -73,43 +81,60 @@ def fit(
     batches = steps_per_epoch(n, size)
     total = opts.epochs * batches
     model = handle.module
-    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], opts)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    optimizer = _optimizer(params, opts)
+    penalised = [weight_of(model, name) for name in l1_layers]
+    losses: list[float] = []
+    handle.losses = losses
     t = 0
-    with torch.random.fork_rng(devices=[]), handle.masks.unpacked():
+    grid = GridTrainer(handle) if handle.quant else None  # after quantize: train on the grid (STE)
+    with torch.random.fork_rng(devices=[]), handle.masks.unpacked(), act_hooks(handle):
         torch.manual_seed(ctx.step_seed())
         model.train()
         for epoch in range(opts.epochs):
             good = {k: v.detach().clone() for k, v in model.state_dict().items()}
             order = torch.from_numpy(epoch_order(n, ctx.seed, epoch))
-            bar = ctx.progress(batches, f"{op} epoch {epoch + 1}/{opts.epochs}")
+            bar = ctx.progress(batches, f"{label} epoch {epoch + 1}/{opts.epochs}")
             try:
                 for b in range(batches):
                     idx = order[b * size : (b + 1) * size]
                     for group in optimizer.param_groups:
                         group["lr"] = lr_at(schedule, opts.lr, t, total)
                     optimizer.zero_grad(set_to_none=True)
-                    loss = F.cross_entropy(model(x[idx]), y[idx])
-                    if penalty is not None:
-                        loss = loss + penalty()
-                    if not torch.isfinite(loss):
+                    if loss is not None:
+                        total_loss, ce = loss(model, x[idx], y[idx], idx)
+                    else:
+                        ce = total_loss = F.cross_entropy(model(x[idx]), y[idx])
+                    if penalised:
+                        total_loss = total_loss + l1 * sum(w.abs().sum() for w in penalised)
+                    if not torch.isfinite(total_loss):
                         model.load_state_dict(good)
                         handle.apply_masks()
+                        if grid is not None:
+                            grid.reset()
+                            grid.finish()
                         raise RunError(
-                            f"step {ctx.index + 1} ({op}): the loss became {loss.item()} at epoch {epoch + 1}, "
+                            f"step {ctx.index + 1} ({label}): the loss became {total_loss.item()} at epoch {epoch + 1}, "
                             f"batch {b + 1}; training stopped and the weights are back to the start of epoch {epoch + 1}",
                             hint=f"lower the learning rate (lr={opts.lr:g}) or check the data for NaN/inf",
                         )
-                    loss.backward()
+                    total_loss.backward()
                     handle.mask_grads()
                     optimizer.step()
                     handle.apply_masks()
+                    if grid is not None:
+                        grid.after_step()
+                    losses.append(float(ce.detach()))
                     t += 1
                     if after_step is not None:
                         after_step(t)
                     bar.update(1)
             finally:
                 bar.close()
+    if grid is not None:
+        grid.finish()
     model.eval()
+    return losses
 
 
 def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
@@ -120,7 +145,7 @@ def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[f
     correct, loss_sum = 0, 0.0
     bar = ctx.progress(math.ceil(len(x) / batch), "evaluate")
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), act_hooks(handle):
             for start in range(0, len(x), batch):
                 out = model(x[start : start + batch])
                 yb = y[start : start + batch]
@@ -130,3 +155,7 @@ def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[f
     finally:
         bar.close()
     return correct / len(x), loss_sum / len(x)
+
+
+#: The step handlers that only train (written once, over this backend's fit).
+finetune, regularize = training_handlers(fit)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from .base import KINDS, FeaturePair, Glob, NMRatio, Selector, StepSpec, TrainingOptions
 from .distill import DistillSpec
-from .export import FORMAT_BACKENDS, ExportSpec
+from .export import ExportSpec
 from .prune import PruneSpec
 from .quantize import QuantizeSpec
 from .train import FinetuneSpec, RegularizeSpec
@@ -29,7 +29,6 @@ __all__ = [
     "QuantizeSpec",
     "DistillSpec",
     "ExportSpec",
-    "FORMAT_BACKENDS",
 ]
 
 #: The registry: op name -> spec class. Explicit data; adding an op means adding a line here.

@@ -99,17 +99,35 @@ class StepSpec(_Frozen):
         positional: fields a bare value may fill, in the order they are tried.
         default_kinds: the layers the step covers when it has no selector.
         summary: one line for ``lwdsl ops`` and ``explain``.
+        FORMS: every form of the op a backend may or may not run (support tables list the
+            forms they run; :meth:`forms` says which ones a step uses).
     """
 
     positional: ClassVar[tuple[str, ...]] = ()
     default_kinds: ClassVar[tuple[str, ...]] = ("conv", "linear")
     summary: ClassVar[str] = ""
+    FORMS: ClassVar[tuple[str, ...]] = ()
 
     selector: Optional[Selector] = None
 
     def effective_selector(self) -> Selector:
         """The selector the step really uses (its own, or ``on`` its default kinds)."""
         return self.selector or Selector(on=self.default_kinds)
+
+    def forms(self) -> tuple[str, ...]:
+        """The forms of the op this step uses (each one of ``FORMS``); a backend runs the step
+        when its support table lists all of them."""
+        return ()
+
+    def requested_sparsity(self) -> Optional[float]:
+        """The fraction of each selected layer's weights this step asks to be zero (for the
+        report's requested-vs-achieved), or None when the step asks for none."""
+        return None
+
+    def needs_original(self) -> bool:
+        """Whether the step uses the model as it was before the first step (the runner then
+        keeps a copy in :attr:`lwdsl.backend.StepContext.original`)."""
+        return False
 
 
 class TrainingOptions(_Frozen):

@@ -32,6 +32,7 @@ class DistillSpec(StepSpec, TrainingOptions):
     positional: ClassVar[tuple[str, ...]] = ()
     default_kinds: ClassVar[tuple[str, ...]] = ("all",)
     summary: ClassVar[str] = "train a student on soft targets, features or relations of teachers"
+    FORMS: ClassVar[tuple[str, ...]] = ("soft", "student", "teachers", "features", "relation")
 
     op: Literal["distill"] = "distill"
     T: float = Field(default=4.0, gt=0, le=100, description="softmax temperature")
@@ -54,3 +55,19 @@ class DistillSpec(StepSpec, TrainingOptions):
         if "gamma" in self.model_fields_set and self.relation is None:
             raise ValueError("gamma= weights the relation loss: give relation=distance or angle")
         return self
+
+    def forms(self) -> tuple[str, ...]:
+        out = ["soft"]
+        if self.student is not None:
+            out.append("student")
+        if self.teacher != "original":
+            out.append("teachers")
+        if self.features:
+            out.append("features")
+        if self.relation is not None:
+            out.append("relation")
+        return tuple(out)
+
+    def needs_original(self) -> bool:
+        teachers = self.teacher if isinstance(self.teacher, tuple) else (self.teacher,)
+        return "original" in teachers

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import StepSpec
 
 __all__ = ["ExportSpec"]
-
-FORMAT_BACKENDS = {
-    "onnx": ("torch",),
-    "torch": ("torch",),
-    "tflite": ("tensorflow",),
-    "saved_model": ("tensorflow",),
-    "keras": ("tensorflow",),
-}
-
 
 class ExportSpec(StepSpec):
     """Write the model as FORMAT to PATH (default: ``model.<ext>`` in the run directory).
@@ -28,7 +19,35 @@ class ExportSpec(StepSpec):
     positional: ClassVar[tuple[str, ...]] = ("format", "path")
     default_kinds: ClassVar[tuple[str, ...]] = ("all",)
     summary: ClassVar[str] = "write a deployable artifact (onnx, torch, tflite, saved_model, keras)"
+    FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "tflite", "saved_model", "keras")
 
     op: Literal["export"] = "export"
     format: Literal["onnx", "torch", "tflite", "saved_model", "keras"] = Field(description="artifact format")
     path: Optional[str] = Field(default=None, min_length=1, description="output path, relative to the run directory")
+
+    @model_validator(mode="after")
+    def _path_inside_run_folder(self) -> "ExportSpec":
+        """PATH stays inside the run folder and off its own files (:mod:`lwdsl.outdir`)."""
+        from ..outdir import export_path_problem
+
+        problem = export_path_problem(self.path, self.format) if self.path is not None else None
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def forms(self) -> tuple[str, ...]:
+        return (self.format,)
+
+    def artifact_name(self) -> str:
+        """The file or folder the step writes, relative to the run folder."""
+        return self.path or _DEFAULT_NAMES[self.format]
+
+
+#: Default artifact names: never one of the run folder's own files (model.pt, model.keras, ...).
+_DEFAULT_NAMES = {
+    "onnx": "model.onnx",
+    "torch": "model-export.pt",
+    "tflite": "model.tflite",
+    "saved_model": "model.savedmodel",
+    "keras": "model-export.keras",
+}

@@ -36,6 +36,7 @@ class PruneSpec(StepSpec, TrainingOptions):
 
     positional: ClassVar[tuple[str, ...]] = ("scope", "method", "amount")
     summary: ClassVar[str] = "zero out weights: magnitude, random, threshold, structured, N:M, gradual"
+    FORMS: ClassVar[tuple[str, ...]] = ("magnitude", "global", "threshold", "random", "structured", "remove", "nm", "gradual")
 
     op: Literal["prune"] = "prune"
     scope: Literal["layer", "global"] = Field(
@@ -96,3 +97,27 @@ class PruneSpec(StepSpec, TrainingOptions):
             if extra:
                 raise ValueError(f"{', '.join(extra)} only apply with schedule=gradual")
         return self
+
+    def forms(self) -> tuple[str, ...]:
+        if self.nm is not None:
+            out = ["nm"]
+        elif self.method in ("threshold", "random"):
+            out = [self.method]
+        else:
+            out = ["magnitude"]
+        if self.scope == "global":
+            out.append("global")
+        if self.structured != "none":
+            out.append("structured")
+        if self.remove:
+            out.append("remove")
+        if self.schedule == "gradual":
+            out.append("gradual")
+        return tuple(out)
+
+    def requested_sparsity(self) -> Optional[float]:
+        if self.nm is not None:
+            return 1 - self.nm.n / self.nm.m
+        if self.method == "threshold" or self.amount is None:
+            return None
+        return self.amount

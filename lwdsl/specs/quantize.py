@@ -25,6 +25,9 @@ class QuantizeSpec(StepSpec):
     positional: ClassVar[tuple[str, ...]] = ("dtype",)
     default_kinds: ClassVar[tuple[str, ...]] = ("conv", "linear")
     summary: ClassVar[str] = "lower precision: int8/int4/int2/binary/ternary/fp16/bf16, dynamic/static/QAT"
+    FORMS: ClassVar[tuple[str, ...]] = tuple(
+        f"{d}/{m}" for d in ("int8", "int4", "int2", "binary", "ternary") for m in ("dynamic", "static", "qat", "weights_only")
+    ) + ("fp16", "bf16", "auto")
 
     op: Literal["quantize"] = "quantize"
     dtype: Literal["int8", "int4", "int2", "binary", "ternary", "fp16", "bf16", "auto"] = Field(
@@ -49,3 +52,8 @@ class QuantizeSpec(StepSpec):
         if "epochs" in self.model_fields_set and self.mode != "qat":
             raise ValueError("epochs= applies only with mode=qat")
         return self
+
+    def forms(self) -> tuple[str, ...]:
+        if self.dtype in ("fp16", "bf16", "auto"):
+            return (self.dtype,)
+        return (f"{self.dtype}/{'weights_only' if self.weights_only else self.mode}",)

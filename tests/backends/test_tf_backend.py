@@ -75,9 +75,9 @@ def test_latency_here_and_in_a_worker(be):
 
 
 def test_unsupported_says_why(be):
-    assert "not implemented" in be.unsupported(QuantizeSpec(dtype="int8"))
-    assert "not implemented" in be.unsupported(DistillSpec())
-    assert "torch backend" in be.unsupported(ExportSpec(format="onnx"))
+    assert be.unsupported(QuantizeSpec(dtype="ternary", weights_only=True)) == "the tensorflow backend cannot run quantize ternary/weights_only yet"
+    assert be.unsupported(DistillSpec()) is None
+    assert be.unsupported(ExportSpec(format="torch")) == "the tensorflow backend cannot export torch"
     assert be.unsupported(ExportSpec(format="tflite")) is None
     assert be.unsupported(PruneSpec(method="l1", amount=0.2)) is None
 

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.tensorflow
 pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
 import tf_keras  # noqa: E402
 
-from lwdsl.backends.tf_backend.layout import flatten_source, layer_infos, load_state_into, state_of, views  # noqa: E402
+from lwdsl.backends.tf_backend.layers import flatten_source, layer_infos, load_state_into, state_of, views  # noqa: E402
 from lwdsl.backends.tf_backend.models import build_zoo  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
 

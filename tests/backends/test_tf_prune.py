@@ -1,4 +1,4 @@
-"""Pruning on the tensorflow backend: masks from lwdsl.masks on the canonical layout."""
+"""Pruning on the tensorflow backend: masks from lwdsl.semantics.masks on the canonical layout."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 pytestmark = pytest.mark.tensorflow
 pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
 
-from lwdsl import masks as M  # noqa: E402
+from lwdsl.semantics import masks as M  # noqa: E402
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
 from lwdsl.data import load_data  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
-from lwdsl.order import steps_per_epoch  # noqa: E402
+from lwdsl.semantics.order import steps_per_epoch  # noqa: E402
 from lwdsl.progress import NullBar  # noqa: E402
 from lwdsl.specs import FinetuneSpec, PruneSpec  # noqa: E402
 
@@ -103,19 +103,26 @@ def test_remove_refuses_the_output_layer(be):
 def test_gradual_counts_steps_like_torch(be, monkeypatch):
     """After step t (from 1): a ramp update when t/spe >= start and t % frequency == 0, the
     first update at t/spe >= final reaches AMOUNT, and one more at AMOUNT after training."""
-    from lwdsl.backends.tf_backend import gradual
+    from lwdsl.semantics.pruning import GradualClock
 
     data = load_data("synthetic:1,28,28:10")
     data.train_x, data.train_y = data.train_x[:320], data.train_y[:320]
     seen = []
-    real = gradual.prune_masks
-    monkeypatch.setattr(gradual, "prune_masks", lambda h, spec, chosen, seed, amount: seen.append(amount) or real(h, spec, chosen, seed, amount))
+    real = GradualClock.due
+
+    def due(self, t):
+        out = real(self, t)
+        if out is not None:
+            seen.append(out)
+        return out
+
+    monkeypatch.setattr(GradualClock, "due", due)
     h = be.load_model("lenet300", SHAPE, 10)
     spec = PruneSpec(method="l1", amount=0.8, schedule="gradual", epochs=3, start=1, final=2, frequency=4, batch=32)
     h = be.apply(h, spec, ["fc1", "fc2"], _ctx(data))
     spe = steps_per_epoch(320, 32)
     want = [M.gradual_sparsity(t / spe, 0.8, 1, 2) for t in range(spe, 2 * spe + 1) if t % 4 == 0 or t == 2 * spe]
-    assert seen == want + [0.8] and len(want) == 3 and want[-1] == 0.8  # after steps 12, 16, 20
+    assert seen == want and len(want) == 3 and want[-1] == 0.8  # after steps 12, 16, 20
     assert [round(s.sparsity, 6) for s in be.stats(h).layers[:2]] == [0.8, 0.8]
     assert len(h.losses) == 3 * spe
 

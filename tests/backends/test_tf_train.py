@@ -11,10 +11,10 @@ import tf_keras  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
 from lwdsl.errors import RunError  # noqa: E402
-from lwdsl.order import batches, epoch_order  # noqa: E402
+from lwdsl.semantics.order import batches, epoch_order  # noqa: E402
 from lwdsl.progress import NullBar  # noqa: E402
 from lwdsl.specs import FinetuneSpec, RegularizeSpec  # noqa: E402
-from lwdsl.backends.tf_backend.training import lr_at  # noqa: E402
+from lwdsl.semantics.schedules import lr_at  # noqa: E402
 
 N, D, K = 48, 12, 3
 

@@ -6,7 +6,7 @@ import pytest
 
 from lwdsl.specs import ExportSpec, PruneSpec
 
-from test_torch_support import make_ctx, torch_backend  # first: skips unless torch is selected and installed
+from torch_helpers import make_ctx, torch_backend  # first: skips unless torch is selected and installed
 
 pytestmark = pytest.mark.torch
 

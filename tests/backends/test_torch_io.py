@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_torch_support import make_ctx, torch_backend  # first: skips unless torch is selected and installed
+from torch_helpers import make_ctx, torch_backend  # first: skips unless torch is selected and installed
 
 import hashlib
 from collections import OrderedDict

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from test_torch_support import make_ctx, torch_backend  # first: skips unless torch is selected and installed
+from torch_helpers import make_ctx, torch_backend  # first: skips unless torch is selected and installed
 
-from lwdsl import masks as lm
+from lwdsl.semantics import masks as lm
 from lwdsl.specs import FinetuneSpec, PruneSpec, TrainingOptions
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]

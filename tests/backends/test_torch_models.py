@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_torch_support import torch_backend  # first: skips unless torch is selected and installed
+from torch_helpers import torch_backend  # first: skips unless torch is selected and installed
 
 import numpy as np
 import torch
@@ -124,9 +124,8 @@ def test_unsupported_ops_say_why_before_anything_loads():
     backend = torch_backend()
     for spec in (PruneSpec(amount=0.2), FinetuneSpec(), RegularizeSpec(l1=1e-4)):
         assert backend.unsupported(spec) is None
-    assert backend.unsupported(QuantizeSpec(dtype="int8")) == "quantize is not implemented on the torch backend yet"
-    assert backend.unsupported(DistillSpec()) == "distill is not implemented on the torch backend yet"
-    assert "not implemented" in backend.unsupported(ExportSpec(format="onnx"))
-    assert "tensorflow backend" in backend.unsupported(ExportSpec(format="tflite"))
-    with pytest.raises(LwdslError, match="quantize is not implemented"):
-        backend.apply(None, QuantizeSpec(dtype="int8"), [], None)
+    assert backend.unsupported(QuantizeSpec(dtype="ternary", weights_only=True)) == "the torch backend cannot run quantize ternary/weights_only yet"
+    assert backend.unsupported(DistillSpec()) is None
+    assert backend.unsupported(ExportSpec(format="tflite")) == "the torch backend cannot export tflite"
+    with pytest.raises(LwdslError, match="the torch backend cannot run quantize ternary"):
+        backend.apply(None, QuantizeSpec(dtype="ternary", weights_only=True), [], None)

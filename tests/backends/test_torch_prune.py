@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from test_torch_support import make_ctx, torch_backend  # first: skips unless torch is selected and installed
+from torch_helpers import make_ctx, torch_backend  # first: skips unless torch is selected and installed
 
 import numpy as np
 import torch
 from torch import nn
 
-from lwdsl import masks as lm
+from lwdsl.semantics import masks as lm
 from lwdsl.errors import RunError
 from lwdsl.specs import NMRatio, PruneSpec
 from lwdsl.backends.torch_backend.handle import TorchModel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_torch_support import make_ctx, torch_backend  # first: skips unless torch is selected and installed
+from torch_helpers import make_ctx, torch_backend  # first: skips unless torch is selected and installed
 
 import copy
 import fnmatch
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lwdsl import masks as lm
+from lwdsl.semantics import masks as lm
 from lwdsl.errors import LwdslError
 from lwdsl.specs import PruneSpec
 from lwdsl.weights import save_weights

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_torch_support import make_ctx, make_data, torch_backend  # first: skips unless torch is selected and installed
+from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unless torch is selected and installed
 
 import math
 
@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from lwdsl.errors import RunError
-from lwdsl.order import epoch_order
+from lwdsl.semantics.order import epoch_order
 from lwdsl.specs import FinetuneSpec, PruneSpec, RegularizeSpec, TrainingOptions
-from lwdsl.backends.torch_backend.train import lr_at
+from lwdsl.semantics.schedules import lr_at
 
 pytestmark = pytest.mark.torch
 

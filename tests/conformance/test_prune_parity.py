@@ -20,7 +20,7 @@ def test_prune_is_bit_identical(case):
 def test_cases_have_ties_at_the_cut():
     """The planted weights make the magnitude cut fall inside a tie group (else the tie rule
     would go untested): at 20-40% the cut lands on the planted magnitude."""
-    from lwdsl.masks import count_to_prune, magnitude_cut
+    from lwdsl.semantics.masks import count_to_prune, magnitude_cut
 
     state = planted_state("lenet5")
     weights = [v for k, v in state.items() if k.endswith(".weight")]

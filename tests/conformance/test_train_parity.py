@@ -13,5 +13,6 @@ pytestmark = [pytest.mark.torch, pytest.mark.tensorflow]
 def test_training_agrees(case):
     outcome = train_outcome(case)
     assert outcome.figures["steps"] >= 20
-    assert outcome.figures["loss_rel"] <= TOLERANCE["loss_rtol"], outcome.detail
+    assert outcome.figures["loss_rel"] <= outcome.figures["loss_limit"], outcome.detail
+    assert outcome.figures["loss_limit"] <= max(TOLERANCE["loss_rtol"], 1e-3), "rounding alone moves training too far to compare"
     assert outcome.ok, outcome.detail

@@ -1,8 +1,8 @@
 """A tiny numpy backend for testing the runner without any framework.
 
 The model is a two-layer linear classifier on flattened images (``fc1``, ``fc2``); only the
-``prune`` op (per-layer and global magnitude, random) and ``finetune`` (a no-op pass that can be
-told to fail) are supported, through the same lwdsl.masks the real backends use.
+``prune`` op (every unstructured rule, chosen by :func:`lwdsl.semantics.pruning.rule_for` as on
+the real backends) and ``finetune`` (a no-op pass that can be told to fail) are supported.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lwdsl import masks
-from lwdsl.backend import Backend, LayerInfo, LayerStats, ModelStats, StepContext
+from lwdsl.backend import Backend, LayerInfo, LayerStats, ModelStats, StepContext, SupportTable
 from lwdsl.errors import LwdslError, RunError
-from lwdsl.specs import PruneSpec, StepSpec, TrainingOptions
+from lwdsl.semantics.pruning import keep_masks, rule_for
+from lwdsl.specs import StepSpec, TrainingOptions
 from lwdsl.weights import load_weights
 
 
@@ -24,18 +24,28 @@ class FakeModel:
         self.state = state
 
 
+def prune(model: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+    ws = [model.state[f"{n}.weight"] for n in layers]
+    for n, keep in zip(layers, keep_masks(rule_for(spec, ctx.step_seed()), ws)):
+        model.state[f"{n}.weight"] = np.where(keep, model.state[f"{n}.weight"], np.float32(0.0))
+    return model
+
+
+def finetune(model: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+    return model
+
+
 class FakeBackend(Backend):
     name = "fake"
     extra = "fake"
     native_suffix = ".npz"
+    support = SupportTable("fake", {"prune": ("magnitude", "global", "threshold", "random", "nm"), "finetune": ()})
+    handlers = {"prune": prune, "finetune": finetune}
 
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.fail_on: Optional[str] = None  # an op name whose apply raises
         self.interrupt_on: Optional[str] = None
-
-    def unsupported(self, step: StepSpec) -> Optional[str]:
-        return None if step.op in ("prune", "finetune") else f"{step.op} is not implemented on the fake backend"
 
     def versions(self) -> dict[str, str]:
         return {"fake": "1"}
@@ -75,16 +85,9 @@ class FakeBackend(Backend):
             raise RunError(f"{step.op} failed on purpose")
         if step.op == self.interrupt_on:
             raise KeyboardInterrupt
-        if isinstance(step, PruneSpec):
-            ws = [model.state[f"{n}.weight"] for n in layers]
-            if step.method == "random":
-                keeps = masks.random_keep_masks(ws, step.amount, ctx.step_seed())
-            elif step.scope == "global":
-                keeps = masks.magnitude_keep_masks(ws, step.amount)
-            else:
-                keeps = [masks.magnitude_keep_masks([w], step.amount)[0] for w in ws]
-            for n, keep in zip(layers, keeps):
-                model.state[f"{n}.weight"] = model.state[f"{n}.weight"] * keep
+        return super().apply(model, step, layers, ctx)
+
+    def native(self, model: Any) -> Any:
         return model
 
     def _logits(self, model: Any, x: np.ndarray) -> np.ndarray:

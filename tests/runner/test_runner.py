@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lwdsl import backend as backend_mod
+from lwdsl.backend import registry as backend_mod
 from lwdsl.errors import RecipeError, RunError
 from lwdsl.runner import run
 from lwdsl.weights import default_mode, load_weights, save_weights

@@ -1,11 +1,11 @@
-"""lwdsl.masks, the one definition of which weights a prune step removes (framework-free)."""
+"""lwdsl.semantics.masks, the one definition of which weights a prune step removes (framework-free)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lwdsl import masks as M
+from lwdsl.semantics import masks as M
 from lwdsl.errors import RunError
 
 

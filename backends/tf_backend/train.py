@@ -1,7 +1,7 @@
 """Training with PyTorch's update rules: fine-tuning, sparse (L1) training, gradual pruning.
 
 One custom loop (``tf.GradientTape``) serves every step that trains, so its numbers match the
-PyTorch backend's from identical weights and data order (:mod:`lwdsl.order`):
+PyTorch backend's from identical weights and data order (:mod:`lwdsl.semantics.order`):
 
 - loss: mean softmax cross-entropy over the batch, plus ``l1 * sum |w|`` over the selected
   layers' weights for ``regularize`` (d|w|/dw = sign(w), 0 at 0, as in PyTorch);
@@ -12,32 +12,48 @@ PyTorch backend's from identical weights and data order (:mod:`lwdsl.order`):
   ``w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``;
 - weight decay applies to every trainable variable (biases too), as a PyTorch optimizer
   given ``model.parameters()`` does;
-- the learning rate is set before every optimizer step (:func:`lr_at`);
-- data order: epoch ``e`` of the step visits ``lwdsl.order.epoch_order(N, run seed, e)`` in
+- the learning rate is set before every optimizer step
+  (:func:`lwdsl.semantics.schedules.lr_at`);
+- data order: epoch ``e`` of the step visits ``lwdsl.semantics.order.epoch_order(N, run seed, e)`` in
   batches of ``batch`` (the last one smaller);
-- masks: after every optimizer step each masked weight is set to ``where(keep, w, +0.0)``;
+- quantized layers (``handle.quant``: after ``quantize``, during ``mode=qat`` and any training
+  after it): the straight-through estimator of :mod:`lwdsl.semantics.quant`. Each quantized
+  kernel has a float master copy (starting at the snapped weight); the optimizer updates the
+  kernel as usual (its gradient is the master's), then ``master += w - snapped`` and
+  ``w = snap(master)`` = ``clip(round(master / scale), -qmax, qmax) * scale`` at the layer's
+  fixed scales; the codes in ``handle.quant`` are updated after training;
+- masks: after every optimizer step (after the snap) each masked weight is set to
+  ``where(keep, w, +0.0)``;
 - a non-finite loss or gradient stops training, restores the weights the epoch began with (as
   the torch backend does) and raises :class:`~lwdsl.errors.RunError`.
 
-Gradual pruning (:class:`GradualPlan`) updates the masks between optimizer steps.
+Gradual pruning (:class:`lwdsl.semantics.pruning.GradualClock`) updates the masks between
+optimizer steps.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.steps import training_handlers
 from lwdsl.errors import RunError
-from lwdsl.order import batches, steps_per_epoch
+from lwdsl.semantics.order import batches, steps_per_epoch
+from lwdsl.semantics.quant import WeightQuant, codes_with_scale
+from lwdsl.semantics.schedules import lr_at
 from lwdsl.specs import TrainingOptions
 
 from ._tf import tf
 from .handle import KerasHandle
 
-__all__ = ["nhwc", "lr_at", "fit", "cross_entropy"]
+__all__ = ["nhwc", "fit", "evaluate", "finetune", "regularize", "cross_entropy"]
+
+#: What a step's own loss gets: (model, images NHWC, labels, batch indices into the training
+#: set), inside the gradient tape; it returns (loss to minimise, the cross-entropy part).
+BatchLoss = Callable[[Any, Any, Any, Any], "tuple[Any, Any]"]
+
 
 _NHWC: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -52,19 +68,6 @@ def nhwc(x: np.ndarray) -> np.ndarray:
         _NHWC.pop(next(iter(_NHWC)))
     _NHWC[id(x)] = (x, out)
     return out
-
-
-def lr_at(schedule: str, lr: float, t: int, total: int) -> float:
-    """The learning rate at optimizer step ``t`` (0-based) of ``total`` (as the torch backend).
-
-    constant: ``lr``; cosine: ``lr * (1 + cos(pi * t / total)) / 2``; step: ``lr`` divided by
-    10 at ``t >= total / 2`` and again at ``t >= 3 * total / 4``.
-    """
-    if schedule == "cosine":
-        return lr * 0.5 * (1.0 + math.cos(math.pi * t / total))
-    if schedule == "step":
-        return lr * 0.1 ** ((t >= total / 2) + (t >= total * 3 / 4))
-    return lr
 
 
 def cross_entropy(labels: Any, logits: Any) -> Any:
@@ -111,22 +114,28 @@ def fit(
     options: TrainingOptions,
     ctx: StepContext,
     *,
-    description: str,
+    label: str,
     schedule: str = "constant",
     l1: float = 0.0,
     l1_layers: Sequence[str] = (),
-    mask_layers: Sequence[str] = (),
     after_step: Optional[Callable[[int], bool]] = None,
+    loss: Optional[BatchLoss] = None,
+    extra_variables: Sequence[Any] = (),
+    mask_layers: Sequence[str] = (),
 ) -> list[float]:
     """Train ``handle`` in place on ``ctx.data``; returns (and keeps in ``handle.losses``) the
-    cross-entropy of every optimizer step's batch, before the step (the penalty left out).
+    cross-entropy of every optimizer step's batch, before the step (penalties and other loss
+    terms left out).
 
     Args:
-        schedule: learning-rate schedule (:func:`lr_at`).
+        label: what the step is, for progress bars and errors.
+        schedule: learning-rate schedule (:func:`lwdsl.semantics.schedules.lr_at`).
         l1, l1_layers: the L1 penalty and the layers whose weights it covers.
         mask_layers: layers that may get masks during training (gradual pruning).
         after_step: called with the number of optimizer steps done after each step; returns
             True when it changed the masks (they are then reloaded into the training graph).
+        loss: the step's own loss (distillation, ...) instead of plain cross-entropy.
+        extra_variables: variables trained along with the model (a feature projection).
 
     Raises:
         RunError: the loss or a gradient became NaN or infinite.
@@ -136,7 +145,7 @@ def fit(
     x, y = nhwc(data.train_x), data.train_y.astype(np.int64)
     n = len(x)
     spe = steps_per_epoch(n, options.batch)
-    variables = model.trainable_variables
+    variables = list(model.trainable_variables) + list(extra_variables)
     opt = _Optimizer(variables, options)
     views = handle.view_map()
     masked = sorted(set(handle.masks) | set(mask_layers))
@@ -147,40 +156,52 @@ def fit(
     ]
     penalised = [views[name].weight.variable for name in l1_layers]
     l1_t = tf.constant(l1, dtype=tf.float32)
+    quantized = sorted(handle.quant)
+    q_kernels = [views[name].weight.variable for name in quantized]
+    q_masters = [tf.Variable(k.read_value(), trainable=False) for k in q_kernels]
+    # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
+    q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
+    q_max = [tf.constant(np.float32(2 ** (handle.quant[name].bits - 1) - 1)) for name in quantized]
 
     @tf.function(reduce_retracing=True)
-    def train_step(xb: Any, yb: Any, lr: Any) -> Any:
+    def train_step(xb: Any, yb: Any, idx: Any, lr: Any) -> Any:
         with tf.GradientTape() as tape:
-            ce = cross_entropy(yb, model(xb, training=True))
-            loss = ce
+            if loss is not None:
+                total, ce = loss(model, xb, yb, idx)
+            else:
+                ce = total = cross_entropy(yb, model(xb, training=True))
             if penalised:
-                loss = ce + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
-        grads = tape.gradient(loss, variables)
-        ok = tf.math.is_finite(loss)
+                total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
+        grads = tape.gradient(total, variables)
+        ok = tf.math.is_finite(total)
         for g in grads:
             if g is not None:
                 ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
         if ok:
+            snapped = [k.read_value() for k in q_kernels]
             opt.apply(grads, lr)
+            for k, master, before, scale, qmax in zip(q_kernels, q_masters, snapped, q_scales, q_max):
+                master.assign_add(k - before)  # the optimizer's step, onto the float master
+                k.assign(tf.clip_by_value(tf.round(master / scale), -qmax, qmax) * scale)
             for k, m in zip(kernels, mask_vars):
                 k.assign(tf.where(m, k, tf.zeros_like(k)))
-        return ce, loss, ok
+        return ce, total, ok
 
     losses: list[float] = []
     handle.losses = losses
     total = options.epochs * spe
-    bar = ctx.progress(total, description)
+    bar = ctx.progress(total, label)
     try:
         t = 0
         for epoch in range(options.epochs):
             good = model.get_weights()  # restored when the loss goes bad, as the torch backend does
             for idx in batches(n, options.batch, ctx.seed, epoch):
                 lr = tf.constant(lr_at(schedule, options.lr, t, total), dtype=tf.float32)
-                ce, loss, ok = train_step(tf.constant(x[idx]), tf.constant(y[idx]), lr)
+                ce, step_loss, ok = train_step(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(idx), lr)
                 if not bool(ok):
                     model.set_weights(good)
                     raise RunError(
-                        f"{description}: the loss became {float(loss)} at epoch {epoch + 1}, step {t + 1}; "
+                        f"step {ctx.index + 1} ({label}): the loss became {float(step_loss)} at epoch {epoch + 1}, step {t + 1}; "
                         f"training stopped and the weights are back to the start of epoch {epoch + 1}",
                         hint=f"lower the learning rate (lr={options.lr:g}), or check the data for NaN/inf",
                     )
@@ -192,4 +213,41 @@ def fit(
                 bar.update(1)
     finally:
         bar.close()
+        for name in quantized:  # the codes the kernels hold now (scales fixed)
+            view, q = views[name], handle.quant[name]
+            codes = codes_with_scale(view.weight.canonical(), q.scale, q.bits)
+            handle.quant[name] = WeightQuant(codes, q.scale, q.bits, q.axis)
     return losses
+
+
+def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
+    """The layer's scales broadcast to its kernel, in the Keras layout (so one elementwise
+    divide per step, whatever the layout conversion)."""
+    canon = np.broadcast_to(q.scale.reshape((-1,) + (1,) * (q.codes.ndim - 1)) if q.axis is not None else q.scale, q.codes.shape)
+    return np.ascontiguousarray(view.weight.from_canon(np.ascontiguousarray(canon, dtype=np.float32)), dtype=np.float32)
+
+
+def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over the test set, in inference mode; statically
+    quantized layers see their inputs fake-quantized (:func:`.quantize.quantized_forward`)."""
+    from .quantize import quantized_forward
+
+    keras_model = quantized_forward(handle)
+    x, y = nhwc(ctx.data.test_x), ctx.data.test_y
+    forward = tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True)
+    correct, loss_sum = 0, 0.0
+    bar = ctx.progress(-(-len(x) // batch), "evaluate")
+    try:
+        for start in range(0, len(x), batch):
+            logits = forward(tf.constant(x[start : start + batch]))
+            yb = tf.constant(y[start : start + batch])
+            correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == yb, tf.int64)))
+            loss_sum += float(cross_entropy(yb, logits)) * len(yb)
+            bar.update(1)
+    finally:
+        bar.close()
+    return correct / max(len(x), 1), loss_sum / max(len(x), 1)
+
+
+#: The step handlers that only train (written once, over this backend's fit).
+finetune, regularize = training_handlers(fit)

@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import RunError
+from ..errors import RunError
 
 __all__ = [
     "count_to_prune",

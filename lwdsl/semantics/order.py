@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["epoch_order", "steps_per_epoch", "batches"]
+__all__ = ["epoch_order", "steps_per_epoch", "batches", "calibration_indices"]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -35,3 +35,14 @@ def batches(n: int, batch: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
     order = epoch_order(n, seed, epoch)
     for start in range(0, int(n), int(batch)):
         yield order[start : start + batch]
+
+
+def calibration_indices(n: int, count: int, seed: int) -> np.ndarray:
+    """The training examples static quantization calibrates on: the first ``min(count, n)`` of
+    the permutation drawn by ``numpy.random.default_rng([seed, 1]).permutation(n)`` (a stream
+    no training epoch uses), sorted.
+
+    >>> calibration_indices(10, 4, 0).size
+    4
+    """
+    return np.sort(np.random.default_rng([int(seed), 1]).permutation(int(n))[: min(int(count), int(n))])

@@ -1,7 +1,7 @@
-"""Exact magnitude pruning at scale: :func:`lwdsl.masks.magnitude_cut`'s answer, found faster.
+"""Exact magnitude pruning at scale: :func:`lwdsl.semantics.masks.magnitude_cut`'s answer, found faster.
 
-:func:`magnitude_cut` returns the very :class:`lwdsl.masks.MagnitudeCut` that
-``lwdsl.masks.magnitude_cut`` returns (same cut value, same ties per array; a test checks it on
+:func:`magnitude_cut` returns the very :class:`lwdsl.semantics.masks.MagnitudeCut` that
+``lwdsl.semantics.masks.magnitude_cut`` returns (same cut value, same ties per array; a test checks it on
 planted ties), but reads the weights once instead of three times:
 
 1. A fixed pseudo-random sample (2^20 magnitudes) brackets the k-th smallest magnitude in a
@@ -12,7 +12,7 @@ planted ties), but reads the weights once instead of three times:
    values, per array, in flat order.
 
 When the window misses (or would hold too many values, e.g. masses of equal magnitudes such
-as the zeros of an already pruned model), it falls back to ``lwdsl.masks.magnitude_cut``: the
+as the zeros of an already pruned model), it falls back to ``lwdsl.semantics.masks.magnitude_cut``: the
 sample only decides the speed, never the answer. :func:`apply_cut` then writes the keep mask
 and zeroes the pruned weights in place, chunk by chunk.
 """
@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lwdsl import masks as lm
+from lwdsl.semantics import masks as lm
 from lwdsl.errors import RunError
 
 __all__ = ["magnitude_cut", "apply_cut"]
@@ -69,7 +69,7 @@ def _window(flats: list[np.ndarray], k: int, total: int, sample: int) -> tuple[n
 
 def magnitude_cut(weights: Sequence[np.ndarray], k: int, *, sample: int = _SAMPLE) -> lm.MagnitudeCut:
     """The cut pruning exactly ``k`` smallest magnitudes over ``weights`` (equal to
-    ``lwdsl.masks.magnitude_cut(weights, k)``).
+    ``lwdsl.semantics.masks.magnitude_cut(weights, k)``).
 
     Raises:
         RunError: a weight is NaN or infinite.

@@ -34,10 +34,21 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from lwdsl.backend import LayerInfo
+from lwdsl.backend import LayerInfo, LayerStats, ModelStats
 from lwdsl.errors import LwdslError
 
-__all__ = ["Tensor", "LayerView", "views", "state_of", "load_state_into", "layer_infos", "iter_layers"]
+__all__ = [
+    "Tensor",
+    "LayerView",
+    "views",
+    "state_of",
+    "load_state_into",
+    "layer_infos",
+    "iter_layers",
+    "list_layers",
+    "canonical_state",
+    "model_stats",
+]
 
 Convert = Callable[[np.ndarray], np.ndarray]
 _PASS_THROUGH = {"Dropout", "SpatialDropout2D", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ActivityRegularization"}
@@ -249,3 +260,34 @@ def load_state_into(model: Any, state: dict[str, np.ndarray]) -> None:
 
 def _hint(tensors: dict[str, Tensor], given: dict[str, np.ndarray]) -> str:
     return f"model tensors: {', '.join(list(tensors)[:6])}...; weights: {', '.join(list(given)[:6])}..."
+
+
+def list_layers(handle: Any) -> list[LayerInfo]:
+    """Layers with weights of a handle's model, in model order (canonical shapes)."""
+    return layer_infos(handle.model)
+
+
+def canonical_state(handle: Any) -> dict[str, np.ndarray]:
+    """The canonical state of a handle's model (masks are applied to its weights already);
+    quantized layers' weights as int8 codes, scales and bits
+    (:func:`lwdsl.semantics.quant.pack_state`)."""
+    from lwdsl.semantics.quant import pack_state
+
+    state = state_of(handle.model)
+    quant = getattr(handle, "quant", None)
+    return pack_state(state, quant) if quant else state
+
+
+def model_stats(handle: Any) -> ModelStats:
+    """Parameter counts and per-layer weight sparsity."""
+    params = nonzero = 0
+    layers = []
+    for v in views(handle.model):
+        for t in v.tensors:
+            if t.is_param:
+                arr = t.variable.numpy()
+                params += arr.size
+                nonzero += int(np.count_nonzero(arr))
+        w = v.weight.variable.numpy()
+        layers.append(LayerStats(v.name, v.kind, int(w.size), int(w.size - np.count_nonzero(w))))
+    return ModelStats(params, nonzero, tuple(layers))

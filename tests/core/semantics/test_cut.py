@@ -1,16 +1,15 @@
-"""The one-pass magnitude cut returns exactly lwdsl.masks.magnitude_cut's answer."""
+"""The one-pass magnitude cut returns exactly lwdsl.semantics.masks.magnitude_cut's answer."""
 
 from __future__ import annotations
 
 import pytest
 
-from test_torch_support import pytestmark  # noqa: F401 (first: skips unless torch is selected and installed)
 
 import numpy as np
 
-from lwdsl import masks as lm
+from lwdsl.semantics import masks as lm
 from lwdsl.errors import RunError
-from lwdsl.backends.torch_backend import magnitude
+from lwdsl.semantics import cut as magnitude
 
 
 def _arrays(rng, tied: bool) -> list[np.ndarray]:

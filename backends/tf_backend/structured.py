@@ -98,12 +98,13 @@ def _new_config(model: Any, widths: dict[str, int]) -> dict:
     return config
 
 
-def plan_removal(model: Any, names: Sequence[str]) -> dict[str, tuple[list[tuple[Any, Optional[int]]], list[Any]]]:
+def plan_removal(handle: KerasHandle, names: Sequence[str]) -> dict[str, tuple[list[tuple[Any, Optional[int]]], list[Any]]]:
     """For each layer, the layers that shrink with it: (consumers with channels per row, norms).
 
     Raises:
         LwdslError: naming the first layer whose filters cannot be removed, and why.
     """
+    model = handle.model
     layers = {layer.name: layer for layer in model.layers}
     plans = {}
     for name in names:
@@ -121,7 +122,7 @@ def remove_filters(handle: KerasHandle, keep: dict[str, np.ndarray]) -> KerasHan
     """A new handle whose layers in ``keep`` have only their kept outputs (keep vectors)."""
     model = handle.model
     layers = {layer.name: layer for layer in model.layers}
-    plans = plan_removal(model, list(keep))
+    plans = plan_removal(handle, list(keep))
     slice_out = {}
     slice_in: dict[str, tuple[np.ndarray, Optional[int]]] = {}
     slice_norm: dict[str, np.ndarray] = {}

@@ -1,0 +1,334 @@
+"""``distill`` on tf_keras: the loss terms of :mod:`lwdsl.semantics.distill` as TensorFlow ops
+(the same function names as the torch backend's ``distill.py``).
+
+Forms: ``soft`` (the current model is the student, the teacher is the model before the
+pipeline, ``ctx.original``; masks stay fixed), ``student`` (a new model built with the
+backend's own ``load_model`` replaces the current one: the handler returns it), ``teachers``
+(checkpoints loaded into the original's architecture: ``.lwz`` from any backend, ``.keras`` /
+``.h5`` in safe mode; their logits averaged), ``features`` (hint pairs through a learned 1x1
+projection on the channel axis, trained with the student and dropped afterwards; a layer's
+feature is its output before any fused activation, as on torch where activations are separate)
+and ``relation`` (RKD distance or angle, on the logits).
+
+The teachers are fixed and lwdsl has no augmentation, so their (averaged) logits for the whole
+training set are computed once, in inference mode, before training; each batch gathers its rows
+with ``tf.gather`` on that constant (the cache is noted in ``ctx.notes``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from lwdsl.backend import StepContext
+from lwdsl.errors import LwdslError, did_you_mean
+from lwdsl.semantics import distill as core
+from lwdsl.specs import DistillSpec
+
+from ._tf import tf, tf_keras
+from .handle import KerasHandle
+from .train import fit, nhwc
+
+__all__ = [
+    "distill",
+    "cross_entropy",
+    "kl_batchmean",
+    "soft_target_loss",
+    "feature_loss",
+    "rkd_distance_loss",
+    "rkd_angle_loss",
+    "relation_loss",
+    "distill_loss",
+    "teacher_logits",
+    "load_teachers",
+    "build_student",
+]
+
+_CACHE_BATCH = 1000
+
+
+# --- the loss terms (same names and formulas as lwdsl.semantics.distill) -----------------------
+
+
+def cross_entropy(logits: Any, labels: Any) -> Any:
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def kl_batchmean(student_logits: Any, teacher_logits: Any, T: float) -> Any:
+    """KL(softmax(t/T) || softmax(s/T)) summed over classes, divided by the batch size."""
+    logp_s = tf.nn.log_softmax(student_logits / T, axis=1)
+    logp_t = tf.nn.log_softmax(teacher_logits / T, axis=1)
+    p_t = tf.exp(logp_t)
+    terms = tf.where(p_t > 0, p_t * (logp_t - logp_s), tf.zeros_like(p_t))
+    return tf.reduce_sum(terms) / tf.cast(tf.shape(student_logits)[0], terms.dtype)
+
+
+def soft_target_loss(student_logits: Any, teacher_logits: Any, T: float) -> Any:
+    return float(T) ** 2 * kl_batchmean(student_logits, teacher_logits, T)
+
+
+def feature_loss(teacher_feats: Sequence[Any], projected: Sequence[Any]) -> Any:
+    return tf.add_n([tf.reduce_mean(tf.square(s - t)) for t, s in zip(teacher_feats, projected)]) / len(teacher_feats)
+
+
+def _smooth_l1(a: Any, b: Any) -> Any:
+    x = tf.abs(a - b)
+    return tf.reduce_mean(tf.where(x < 1.0, 0.5 * x * x, x - 0.5))
+
+
+def _flat(e: Any) -> Any:
+    return tf.reshape(e, [tf.shape(e)[0], -1])
+
+
+def _distances(e: Any) -> Any:
+    e = _flat(e)
+    diff = e[:, None, :] - e[None, :, :]
+    d = tf.sqrt(tf.maximum(tf.reduce_sum(diff * diff, axis=-1), core.EPS))
+    b = tf.shape(e)[0]
+    d = tf.where(tf.eye(b, dtype=tf.bool), tf.zeros_like(d), d)
+    bf = tf.cast(b, d.dtype)
+    return d / (tf.reduce_sum(d) / (bf * (bf - 1.0)))
+
+
+def rkd_distance_loss(student: Any, teacher: Any) -> Any:
+    if student.shape[0] is not None and student.shape[0] < 2:
+        return tf.reduce_sum(student) * 0.0
+    return _smooth_l1(_distances(student), _distances(teacher))
+
+
+def _angles(e: Any) -> Any:
+    e = _flat(e)
+    v = e[None, :, :] - e[:, None, :]
+    u = v / tf.sqrt(tf.maximum(tf.reduce_sum(v * v, axis=-1, keepdims=True), core.EPS * core.EPS))
+    return tf.matmul(u, u, transpose_b=True)
+
+
+def rkd_angle_loss(student: Any, teacher: Any) -> Any:
+    if student.shape[0] is not None and student.shape[0] < 2:
+        return tf.reduce_sum(student) * 0.0
+    return _smooth_l1(_angles(student), _angles(teacher))
+
+
+def relation_loss(kind: Optional[str], student: Any, teacher: Any) -> Any:
+    if kind == "distance":
+        return rkd_distance_loss(student, teacher)
+    if kind == "angle":
+        return rkd_angle_loss(student, teacher)
+    return tf.reduce_sum(student) * 0.0
+
+
+def distill_loss(
+    spec: DistillSpec,
+    student_logits: Any,
+    labels: Any,
+    teacher: Any,
+    teacher_feats: Sequence[Any] = (),
+    projected: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Every term and the weighted sum (``total``), as :func:`lwdsl.semantics.distill.distill_terms`."""
+    ce = cross_entropy(student_logits, labels)
+    soft = soft_target_loss(student_logits, teacher, spec.T)
+    total = (1.0 - spec.alpha) * ce + spec.alpha * soft
+    out = {"ce": ce, "soft": soft}
+    if teacher_feats:
+        out["feature"] = feature_loss(teacher_feats, projected)
+        total = total + spec.beta * out["feature"]
+    if spec.relation is not None:
+        out["relation"] = relation_loss(spec.relation, student_logits, teacher)
+        total = total + spec.gamma * out["relation"]
+    out["total"] = total
+    return out
+
+
+# --- models: teachers and students ---------------------------------------------------------------
+
+
+def teacher_logits(teachers: Sequence[KerasHandle], x: np.ndarray, ctx: StepContext, batch: int = _CACHE_BATCH) -> np.ndarray:
+    """The mean of the teachers' logits over NCHW ``x`` (one pass, inference mode), float32."""
+    xs = nhwc(x)
+    bar = ctx.progress(len(teachers) * -(-len(xs) // batch), "distill: teacher logits")
+    per = []
+    try:
+        for t in teachers:
+            model = t.model
+            forward = tf.function(lambda v, m=model: m(v, training=False), reduce_retracing=True)
+            parts = []
+            for start in range(0, len(xs), batch):
+                parts.append(forward(tf.constant(xs[start : start + batch])).numpy())
+                bar.update(1)
+            per.append(np.concatenate(parts).astype(np.float32))
+    finally:
+        bar.close()
+    return core.average_logits(per)
+
+
+def _backend():
+    from .backend import KerasBackend
+
+    return KerasBackend()
+
+
+def load_teachers(handle: KerasHandle, spec: DistillSpec, ctx: StepContext) -> list[KerasHandle]:
+    """The teachers named by ``spec.teacher``: ``original`` is ``ctx.original``; a path is a
+    checkpoint (``.lwz``, or ``.keras``/``.h5`` read in safe mode) loaded into the original's
+    architecture (the current model's when none was kept) with the backend's ``load_model``."""
+    refs = spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)
+    out = []
+    for ref in refs:
+        if ref == "original":
+            if ctx.original is None:
+                raise LwdslError(
+                    f"step {ctx.index + 1} (distill): the teacher is the original model, but none was kept",
+                    hint="give teacher=PATH (a checkpoint), or run the recipe through the runner",
+                )
+            out.append(ctx.original)
+            continue
+        base = ctx.original if ctx.original is not None else handle
+        try:
+            out.append(_backend().load_model(base.model, ctx.data.input_shape, ctx.data.num_classes, checkpoint=Path(ref)))
+        except LwdslError as exc:
+            raise LwdslError(f"teacher checkpoint {ref}: {exc.message}", hint=exc.hint) from None
+    return out
+
+
+def build_student(name: str, ctx: StepContext) -> KerasHandle:
+    """A fresh ``name`` for the data's input shape and classes (zoo models start from fixed seeds)."""
+    return _backend().load_model(name, ctx.data.input_shape, ctx.data.num_classes)
+
+
+def _classes(model: Any, shape: tuple[int, ...], what: str) -> int:
+    c, h, w = shape if len(shape) == 3 else (shape[0], 1, 1)
+    try:
+        out = model(tf.zeros((2, h, w, c)), training=False)
+    except Exception as exc:  # Keras raises ValueError / InvalidArgumentError for a bad input
+        raise LwdslError(f"the {what} does not take inputs of shape {tuple(shape)}: {str(exc).splitlines()[0]}") from None
+    return int(out.shape[-1])
+
+
+# --- features --------------------------------------------------------------------------------------
+
+
+def _fused(layer: Any) -> bool:
+    act = getattr(layer, "activation", None)
+    return act is not None and act is not tf_keras.activations.linear and getattr(act, "__name__", "") != "linear"
+
+
+def _preact(layer: Any, inp: Any) -> Any:
+    """The output of ``layer`` (Dense or Conv) before its fused activation."""
+    if hasattr(layer, "convolution_op"):
+        out = layer.convolution_op(inp, layer.kernel)
+    else:
+        out = tf.tensordot(inp, layer.kernel, [[inp.shape.rank - 1], [0]])
+    if getattr(layer, "use_bias", False):
+        out = tf.nn.bias_add(out, layer.bias)
+    return out
+
+
+class _Taps:
+    """A model returning (logits, features): the named layers' outputs before fused activations."""
+
+    def __init__(self, model: Any, names: Sequence[str], role: str) -> None:
+        known = {layer.name: layer for layer in model.layers}
+        self.layers = []
+        tensors = []
+        for name in names:
+            if name not in known:
+                near = did_you_mean(name, list(known))
+                raise LwdslError(
+                    f"distill features: the {role} has no layer '{name}'",
+                    hint=f"did you mean '{near}'?" if near else f"its layers: {', '.join(known)}",
+                )
+            layer = known[name]
+            self.layers.append(layer)
+            try:
+                tensors.append(layer.input if _fused(layer) else layer.output)
+            except AttributeError:
+                raise LwdslError(
+                    f"distill features: the {role}'s layer '{name}' has no single graph output (a subclassed model?)",
+                    hint="use a Sequential or functional tf_keras model",
+                ) from None
+        self.model = tf_keras.Model(model.inputs, [model.output, *tensors])
+
+    def __call__(self, x: Any, training: bool) -> tuple[Any, list[Any]]:
+        out = self.model(x, training=training)
+        feats = [(_preact(layer, f) if _fused(layer) else f) for layer, f in zip(self.layers, out[1:])]
+        return out[0], feats
+
+
+class _Projection:
+    """A learned 1x1 map from the student's channels (last axis) to the teacher's."""
+
+    def __init__(self, shape_s: Any, shape_t: Any, seed: int, pair: str) -> None:
+        shape_s, shape_t = tuple(shape_s), tuple(shape_t)
+        if len(shape_s) != len(shape_t) or shape_s[1:-1] != shape_t[1:-1]:
+            raise LwdslError(
+                f"distill features {pair}: the student's feature has shape {list(shape_s[1:])} and the teacher's "
+                f"{list(shape_t[1:])} (NHWC); only the channels may differ (a 1x1 projection maps them)"
+            )
+        w, b = core.projection_init(int(shape_s[-1]), int(shape_t[-1]), seed)
+        self.kernel = tf.Variable(np.ascontiguousarray(w.T), name="distill_projection_kernel")
+        self.bias = tf.Variable(b, name="distill_projection_bias")
+        self.variables = [self.kernel, self.bias]
+
+    def __call__(self, f: Any) -> Any:
+        return tf.tensordot(f, self.kernel, [[f.shape.rank - 1], [0]]) + self.bias
+
+
+# --- the handler ---------------------------------------------------------------------------------
+
+
+def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: StepContext) -> KerasHandle:
+    """The ``distill`` handler; returns the student (a new handle with ``student=``)."""
+    teachers = load_teachers(handle, spec, ctx)
+    shape = tuple(ctx.data.input_shape)
+    student = build_student(spec.student, ctx) if spec.student is not None else handle
+    name = spec.student or student.model.name
+    k_student = _classes(student.model, shape, f"student {name}")
+    if k_student != ctx.data.num_classes:
+        raise LwdslError(f"distill: the student {name} has {k_student} output classes, the data {ctx.data.num_classes}")
+    refs = spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)
+    for t, ref in zip(teachers, refs):
+        k = _classes(t.model, shape, f"teacher {ref}")
+        if k != k_student:
+            raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
+
+    cache_np = teacher_logits(teachers, ctx.data.train_x, ctx)
+    ctx.notes["teacher_cache"] = (
+        f"logits of {len(teachers)} teacher(s) cached for {len(cache_np)} training images in one pass before training"
+    )
+    cache = tf.constant(cache_np)
+
+    pairs = list(spec.features)
+    projections: list[_Projection] = []
+    s_taps: Optional[_Taps] = None
+    t_taps: list[_Taps] = []
+    if pairs:
+        s_taps = _Taps(student.model, [p.student for p in pairs], "student")
+        t_taps = [_Taps(t.model, [p.teacher for p in pairs], f"teacher {i + 1}") for i, t in enumerate(teachers)]
+        probe = tf.constant(nhwc(ctx.data.train_x[:2]))
+        _, fs = s_taps(probe, training=False)
+        _, ft = t_taps[0](probe, training=False)
+        projections = [_Projection(a.shape, b.shape, ctx.step_seed() + i, str(p)) for i, (a, b, p) in enumerate(zip(fs, ft, pairs))]
+    extra = [v for proj in projections for v in proj.variables]
+
+    def batch_loss(model: Any, xb: Any, yb: Any, idx: Any):
+        t_logits = tf.gather(cache, idx)
+        t_feats, projected = [], []
+        if pairs:
+            logits, fs = s_taps(xb, training=True)
+            per = [taps(xb, training=False)[1] for taps in t_taps]
+            for i in range(len(pairs)):
+                t_feats.append(tf.stop_gradient(tf.add_n([p[i] for p in per]) / len(per)))
+                projected.append(projections[i](fs[i]))
+        else:
+            logits = model(xb, training=True)
+        terms = distill_loss(spec, logits, yb, t_logits, t_feats, projected)
+        return terms["total"], terms["ce"]
+
+    what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
+    fit(student, spec, ctx, label=what, loss=batch_loss, extra_variables=extra)
+    if projections:
+        ctx.notes["feature_projections"] = f"{len(projections)} projection(s) trained with the student, then dropped"
+    return student

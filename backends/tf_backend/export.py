@@ -1,0 +1,60 @@
+"""``export``: write a deployable artifact of the current model into the run folder.
+
+The handler resolves the path (:meth:`lwdsl.specs.ExportSpec.artifact_name`, inside the run
+folder) and calls the format's writer from :data:`EXPORTERS`; every writer is atomic and works
+on a copy with the masks applied (float32).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from lwdsl.backend import StepContext
+from lwdsl.backend.steps import export_handler
+from lwdsl.weights import atomic_path
+
+from ._tf import quiet_stderr, tf
+from .handle import KerasHandle
+from .io import save_keras
+
+__all__ = ["export", "EXPORTERS"]
+
+
+def write_keras(handle: KerasHandle, path: Path, ctx: StepContext) -> None:
+    save_keras(handle.copy().finalize().model, path if path.suffix == ".keras" else path.with_suffix(".keras"))
+
+
+def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        handle.copy().finalize().model.export(str(tmp / "out"))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp / "out", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_tflite(handle: KerasHandle, path: Path, ctx: StepContext) -> None:
+    """float32, full int8 or dynamic-range (after ``quantize``), checked in LiteRT: see
+    :mod:`.tflite_engine`; what it finds goes into ``ctx.notes["tflite"][file name]``."""
+    from . import tflite_engine
+
+    data, kind = tflite_engine.convert(handle, ctx)
+    with atomic_path(path) as tmp_file:
+        tmp_file.write_bytes(data)
+    ctx.notes.setdefault("tflite", {})[path.name] = tflite_engine.report(data, kind, handle, ctx)
+
+
+#: format -> writer; a contract test checks these are exactly the support table's export forms.
+EXPORTERS: dict[str, Callable[[KerasHandle, Path, StepContext], None]] = {
+    "keras": write_keras,
+    "saved_model": write_saved_model,
+    "tflite": write_tflite,
+}
+
+#: The ``export`` handler (path resolution written once, lwdsl.backend.steps).
+export = export_handler(EXPORTERS)

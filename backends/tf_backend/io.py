@@ -1,0 +1,54 @@
+"""Reading checkpoints and writing the framework's own model file (``model.keras``).
+
+Checkpoints are only ever read: a ``.lwz`` file of canonical weights (any backend writes one),
+or a ``.keras``/``.h5`` file loaded in Keras safe mode (see models.py). Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lwdsl.errors import LwdslError
+from lwdsl.weights import load_weights
+
+from .handle import KerasHandle
+from .layers import state_of
+from .models import load_file
+
+__all__ = ["read_checkpoint", "save_native", "save_keras"]
+
+
+def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    """The canonical state held by ``path`` (read only)."""
+    if not path.is_file():
+        raise LwdslError(f"checkpoint {path} does not exist")
+    if path.suffix == ".lwz":
+        return load_weights(path)[0]
+    if path.suffix in (".keras", ".h5"):
+        return state_of(load_file(path))
+    raise LwdslError(
+        f"the tensorflow backend cannot read checkpoint '{path}' (a {path.suffix or 'suffix-less'} file)",
+        hint="give a .lwz file of canonical weights (any backend writes one: model.lwz in the run folder) or a .keras/.h5 file",
+    )
+
+
+def save_keras(model: Any, path: Path) -> None:
+    """Write ``model`` as a ``.keras`` file atomically (Keras picks the format by suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save(tmp / "model.keras")
+        os.replace(tmp / "model.keras", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_native(handle: KerasHandle, path: Path) -> None:
+    """``model.keras`` of the handle's model, atomically."""
+    save_keras(handle.model, Path(path))

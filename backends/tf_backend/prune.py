@@ -1,0 +1,117 @@
+"""``prune``: which weights go is decided by :mod:`lwdsl.semantics` on the canonical layout.
+
+The selected layers' weights are converted to the canonical (PyTorch) layout in model order,
+:func:`lwdsl.semantics.pruning.keep_masks` gives the keep masks of the step's rule (the one
+definition both backends share), and the masks are converted back to the Keras layout with the
+same function that converts the weights. So identical weights give bit-identical masks on both frameworks,
+including the tie order (lowest canonical flat index first) and the Flatten row order.
+
+tfmot's ``prune_low_magnitude`` is not used to choose weights: it keeps every weight at or
+above the k-th largest magnitude (so ties at the cut keep more weights than asked), ranks in
+the Keras layout (a different flat order for conv and flatten-fed Dense kernels), and has no
+global, threshold, random or Ln-structured selection.
+
+``schedule=gradual`` trains (:func:`.train.fit`) and updates the masks when
+:class:`lwdsl.semantics.pruning.GradualClock` says, as the torch backend does step for step;
+after training one more update at exactly AMOUNT, and with ``remove=true`` the pruned filters
+are cut out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Iterator
+
+import numpy as np
+
+from lwdsl.backend import StepContext
+from lwdsl.errors import LwdslError
+from lwdsl.semantics import masks as M
+from lwdsl.semantics.cut import magnitude_cut
+from lwdsl.semantics.pruning import GradualClock, MaskRule, keep_masks, rule_for
+from lwdsl.specs import PruneSpec
+
+from .handle import KerasHandle
+from .layers import LayerView
+from .structured import plan_removal, remove_filters
+from .train import fit
+
+__all__ = ["prune", "prune_once", "selected_views"]
+
+class _Canonical(Sequence):
+    """The chosen layers' weights in the canonical layout, read when indexed (views where the
+    layout allows), so no copy of all the weights is ever held."""
+
+    def __init__(self, chosen: list[LayerView]) -> None:
+        self._chosen = chosen
+
+    def __len__(self) -> int:
+        return len(self._chosen)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        t = self._chosen[i].weight
+        return t.to_canon(t.variable.numpy())
+
+
+def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]:
+    """The views of ``names`` in model order (the order global pruning ranks ties in)."""
+    wanted = set(names)
+    found = [v for v in handle.views() if v.name in wanted]
+    missing = wanted - {v.name for v in found}
+    if missing:
+        raise LwdslError(f"no layer with weights named '{sorted(missing)[0]}' in the model")
+    return found
+
+
+def _global_magnitude(handle: KerasHandle, chosen: list[LayerView], amount: float) -> None:
+    """Global magnitude pruning without moving weights into the canonical layout.
+
+    The cut's value and how many ties each layer gives up depend only on the multiset of
+    magnitudes per layer, not on the layout, so they are computed on the Keras arrays as they
+    are. Only a layer holding ties at the cut is brought into the canonical layout, to pick its
+    tied weights in canonical flat order; masks are identical to the canonical computation."""
+
+    class _Raw(Sequence):
+        def __len__(self) -> int:
+            return len(chosen)
+
+        def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+            return chosen[i].weight.variable.numpy()
+
+    raw = _Raw()
+    cut = magnitude_cut(raw, M.count_to_prune(amount, sum(int(np.prod(v.weight.variable.shape)) for v in chosen)))
+    for i, view in enumerate(chosen):
+        w = raw[i]
+        if cut.ties[i]:
+            keep = view.weight.from_canon(cut.keep_mask(i, view.weight.to_canon(w)))
+        else:
+            keep = M.abs_bits(w).reshape(w.shape) >= np.uint32(cut.value_bits)
+        handle.add_mask(view, np.ascontiguousarray(keep))
+
+
+def prune_once(handle: KerasHandle, rule: MaskRule, chosen: list[LayerView], remove: bool) -> KerasHandle:
+    """One mask update of ``chosen`` (model order) under ``rule``; with ``remove`` (structured
+    filters) the pruned filters are cut out and the new handle returned."""
+    if rule.kind == "magnitude" and rule.scope == "global":
+        _global_magnitude(handle, chosen, rule.amount)
+        return handle
+    kept = []
+    for view, keep in zip(chosen, keep_masks(rule, _Canonical(chosen))):
+        handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
+        kept.append(keep)
+    if remove:
+        return remove_filters(handle, {v.name: m.reshape(m.shape[0], -1).any(axis=1) for v, m in zip(chosen, kept)})
+    return handle
+
+
+def prune(handle: KerasHandle, spec: PruneSpec, names: Sequence[str], ctx: StepContext) -> KerasHandle:
+    """The ``prune`` handler: one-shot, or gradual while training (:class:`GradualClock`)."""
+    chosen = selected_views(handle, names)
+    seed = ctx.step_seed()
+    if spec.schedule == "oneshot":
+        return prune_once(handle, rule_for(spec, seed), chosen, spec.remove)
+    if spec.remove:
+        plan_removal(handle, [v.name for v in chosen])  # fail before training, not after
+    update = GradualClock(spec, len(ctx.data.train_x)).hook(lambda s: prune_once(handle, rule_for(spec, seed, s), chosen, False))
+    fit(handle, spec, ctx, label=f"prune gradual to {spec.amount:g}", mask_layers=[v.name for v in chosen], after_step=update)
+    return prune_once(handle, rule_for(spec, seed), chosen, spec.remove)

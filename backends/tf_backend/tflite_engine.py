@@ -1,0 +1,254 @@
+"""TFLite: conversion with the TensorFlow converter, inspection and evaluation with LiteRT.
+
+The one place the converter and the interpreter are used (``export tflite``, the tests).
+
+**Conversion** (:func:`convert`) of the handle's model with its masks applied:
+
+- float model: plain float32 conversion;
+- ``quantize int8 mode=static`` or ``mode=qat``: full integer quantization
+  (``Optimize.DEFAULT``, ``TFLITE_BUILTINS_INT8`` only, the representative dataset being the
+  step's calibration images, :func:`lwdsl.semantics.order.calibration_indices`); the model's
+  input and output stay float32 (a QUANTIZE and a DEQUANTIZE op at the ends);
+- ``mode=dynamic`` or ``weights_only``: dynamic-range quantization (``Optimize.DEFAULT``
+  without data): int8 weights, activations quantized at run time by the hybrid kernels. The
+  converter leaves weights with fewer than 1024 elements in float32 in this mode (LeNet-5's
+  conv1): such layers are named with ``ctx.warn``.
+
+``per_tensor`` steps convert with per-channel quantization switched off. The Keras kernels hold
+``codes * scale``, so the converter's own symmetric int8 rule (max|w| / 127, narrow range)
+finds our scales and codes again (the fixed point of :mod:`lwdsl.semantics.quant`):
+:func:`inspect_model` reads the int8 weights back from the flatbuffer and counts how many equal
+the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
+
+**Evaluation** (:func:`evaluate`) runs the ``.tflite`` in the LiteRT interpreter
+(``ai_edge_litert``, the runtime deployments use; ``tf.lite.Interpreter`` is deprecated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from lwdsl.backend import StepContext
+from lwdsl.errors import LwdslError
+from lwdsl.semantics.quant import agreement
+
+from ._tf import quiet_stderr, tf
+from .handle import KerasHandle
+
+__all__ = ["convert", "inspect_model", "evaluate", "interpreter", "TfliteReport", "report"]
+
+_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
+_REP_BATCH = 1  # the calibrator feeds one example at a time
+
+
+def _litert() -> Any:
+    try:
+        with quiet_stderr():
+            from ai_edge_litert import interpreter as litert
+            from ai_edge_litert import schema_py_generated as schema
+    except ImportError as exc:  # pragma: no cover - comes with the tensorflow extra
+        raise LwdslError(
+            "evaluating a .tflite file needs LiteRT (the ai-edge-litert package)",
+            hint="pip install 'lwdsl[tensorflow]' (or pip install ai-edge-litert)",
+        ) from exc
+    return litert, schema
+
+
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    from .train import nhwc
+
+    return nhwc(x)
+
+
+def convert(handle: KerasHandle, ctx: StepContext) -> tuple[bytes, str]:
+    """The ``.tflite`` bytes of the handle's model and the conversion mode (``float32``,
+    ``int8`` full integer, ``dynamic-range``)."""
+    model = handle.copy().finalize().model
+    mode = handle.qconfig.get("mode") if handle.quant else None
+    with quiet_stderr():
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if mode is None:
+            kind = "float32"
+        else:
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            if handle.qconfig.get("granularity") == "per_tensor":
+                conv._experimental_disable_per_channel = True
+            if mode in ("static", "qat"):
+                from .quantize import calibration_images
+
+                images = _nhwc(calibration_images(handle, ctx))
+
+                def representative() -> Iterator[list[np.ndarray]]:
+                    for start in range(0, len(images), _REP_BATCH):
+                        yield [images[start : start + _REP_BATCH]]
+
+                conv.representative_dataset = representative
+                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                kind = "int8"
+            else:
+                kind = "dynamic-range"
+        data = conv.convert()
+    return data, kind
+
+
+@dataclass
+class OpInfo:
+    op: str
+    layer: Optional[str]  # the Keras layer its weights came from (weighted ops)
+    inputs: tuple[str, ...]  # dtypes: activation, weights, bias
+    outputs: tuple[str, ...]
+
+
+@dataclass
+class TfliteReport:
+    """What a ``.tflite`` file holds: its ops with dtypes, the int8 weights per layer (mapped
+    back to the canonical layout) and their scales."""
+
+    ops: list[OpInfo] = field(default_factory=list)
+    codes: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> canonical int8 codes
+    scales: dict[str, np.ndarray] = field(default_factory=dict)
+    float_layers: list[str] = field(default_factory=list)  # weighted layers left float32
+
+
+def _type_names(schema: Any) -> dict[int, str]:
+    return {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+def _op_names(schema: Any) -> dict[int, str]:
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _layer_of(tensor_name: str, names: list[str]) -> Optional[str]:
+    parts = {p for chunk in tensor_name.split(";") for p in chunk.split("/")}
+    hits = [n for n in names if n in parts]
+    return hits[0] if len(hits) == 1 else None
+
+
+def inspect_model(data: bytes, handle: KerasHandle) -> TfliteReport:
+    """Ops, dtypes and the weights of every conv/dense op of a ``.tflite`` model of ``handle``."""
+    _, schema = _litert()
+    model = schema.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    types, opnames = _type_names(schema), _op_names(schema)
+    views = {v.name: v for v in handle.views()}
+    order = [v.name for v in handle.views() if v.kind in ("conv", "linear")]
+    out = TfliteReport()
+
+    def tensor(i: int) -> Any:
+        return graph.Tensors(int(i)) if i >= 0 else None
+
+    def dtype(t: Any) -> str:
+        return "-" if t is None else types.get(t.Type(), str(t.Type()))
+
+    pending = list(order)
+    for k in range(graph.OperatorsLength()):
+        op = graph.Operators(k)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = opnames.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        ins = [tensor(i) for i in op.InputsAsNumpy()]
+        outs = [tensor(i) for i in op.OutputsAsNumpy()]
+        layer = None
+        if name in _WEIGHTED and len(ins) > 1 and ins[1] is not None:
+            w = ins[1]
+            layer = _layer_of(w.Name().decode(), order)
+            if layer is None and pending:
+                layer = pending[0]  # model order, when the names do not tell
+            if layer in pending:
+                pending.remove(layer)
+            if w.Type() == schema.TensorType.INT8 and layer in views:
+                raw = model.Buffers(w.Buffer()).DataAsNumpy()
+                shape = tuple(int(d) for d in w.ShapeAsNumpy())
+                if isinstance(raw, np.ndarray) and raw.size == int(np.prod(shape)):
+                    view = views[layer]
+                    kshape = tuple(int(d) for d in view.weight.variable.shape)
+                    if name == "FULLY_CONNECTED":
+                        keras = raw.view(np.int8).reshape(shape).T
+                    else:  # [out, *k, in] -> Keras (*k, in, out)
+                        keras = np.moveaxis(raw.view(np.int8).reshape(shape), 0, -1)
+                    if int(np.prod(kshape)) == keras.size:
+                        out.codes[layer] = np.ascontiguousarray(view.weight.to_canon(keras.reshape(kshape)))
+                        q = w.Quantization()
+                        out.scales[layer] = q.ScaleAsNumpy().astype(np.float32) if q is not None else np.zeros(0, np.float32)
+            elif layer is not None and w.Type() != schema.TensorType.INT8:
+                out.float_layers.append(layer)
+        out.ops.append(OpInfo(name, layer, tuple(dtype(t) for t in ins), tuple(dtype(t) for t in outs)))
+    return out
+
+
+def interpreter(data: bytes, threads: int = 1) -> Any:
+    """A LiteRT interpreter of the model (its delegate's log line kept off stderr)."""
+    litert, _ = _litert()
+    with quiet_stderr():
+        it = litert.Interpreter(model_content=data, num_threads=threads)
+    return it
+
+
+def evaluate(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 500, progress: Any = None) -> float:
+    """Top-1 accuracy of the ``.tflite`` model on NCHW images ``x`` in LiteRT."""
+    it = interpreter(data)
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    xs = _nhwc(x)
+    correct, size = 0, None
+    bar = progress(-(-len(xs) // batch), "evaluate tflite") if progress else None
+    try:
+        for start in range(0, len(xs), batch):
+            xb = np.ascontiguousarray(xs[start : start + batch], dtype=np.float32)
+            if size != len(xb):
+                with quiet_stderr():
+                    it.resize_tensor_input(inp["index"], [len(xb), *xb.shape[1:]])
+                    it.allocate_tensors()
+                size = len(xb)
+            it.set_tensor(inp["index"], xb)
+            it.invoke()
+            logits = it.get_tensor(outp["index"])
+            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y[start : start + batch]))
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+    return correct / max(len(xs), 1)
+
+
+def report(data: bytes, kind: str, handle: KerasHandle, ctx: StepContext) -> dict[str, Any]:
+    """The notes of one ``.tflite`` artifact: size, mode, weighted ops with dtypes, accuracy
+    in LiteRT on the test set, and agreement of its int8 weights with the canonical codes. A
+    quantized layer the file keeps in float32 is named with ``ctx.warn``."""
+    info = inspect_model(data, handle)
+    notes: dict[str, Any] = {"size_bytes": len(data), "tflite_mode": kind}
+    notes["ops"] = [
+        {"op": o.op, **({"layer": o.layer} if o.layer else {}), "inputs": list(o.inputs), "outputs": list(o.outputs)}
+        for o in info.ops
+        if o.op in _WEIGHTED
+    ]
+    left = [name for name in info.float_layers if name in handle.quant]
+    if kind != "float32":
+        for name in left:
+            why = " (the converter's dynamic-range mode keeps weights under 1024 elements in float)" if kind == "dynamic-range" else ""
+            ctx.warn(f"export tflite: quantized layer '{name}' stays float32 in the .tflite file{why}")
+        notes["float_layers"] = left
+        equal = total = 0
+        per_layer = {}
+        for name, q in handle.quant.items():
+            got = info.codes.get(name)
+            if got is None or got.shape != q.codes.shape:
+                continue
+            e, t = agreement(got, q.codes)
+            per_layer[name] = [e, t]
+            equal, total = equal + e, total + t
+        notes["code_agreement"] = {"equal": equal, "total": total, "layers": per_layer}
+        off = [name for name, (e, t) in per_layer.items() if e != t]
+        if off:
+            ctx.warn(
+                f"export tflite: {total - equal:,} of {total:,} int8 weights differ from the canonical codes "
+                f"(layers {', '.join(off)}): the converter derives each scale from max|w| again, which moved "
+                "where training after quantize left a channel without a code at +-127"
+            )
+        extra = sorted(set(info.codes) - set(handle.quant))
+        if extra:
+            notes["quantized_by_converter"] = extra  # not selected, yet int8 in full-integer mode
+    notes["accuracy"] = evaluate(data, ctx.data.test_x, ctx.data.test_y, progress=ctx.progress)
+    return notes

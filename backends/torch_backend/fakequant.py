@@ -1,0 +1,117 @@
+"""Computing with quantized layers in torch: activation fake quantization and training on the grid.
+
+The numbers are those of :mod:`lwdsl.semantics.quant`, redone in float32 torch with the same
+operations in the same order (``torch.round`` rounds half to even like ``np.rint``), so they
+agree bit for bit:
+
+- :func:`act_hooks`: while evaluating or training, a forward pre-hook on each layer of
+  ``handle.act`` replaces the layer's input ``x`` by ``fake_quantize(x)`` =
+  ``(clamp(round(x / scale) + zp, qmin, qmax) - zp) * scale``. Under autograd the hook passes
+  the gradient straight through (``x + (fq(x) - x).detach()``). The hooks exist only inside the
+  block: the module stays a plain network (saving, exporting, deep copies see no hook).
+- :class:`GridTrainer`: training after quantize (finetune, distill, qat) with the
+  straight-through estimator of the comment block "quantized weights in the canonical state, and
+  training after quantize" of quant.py: a float master copy per quantized layer; after every
+  optimizer step ``master += w - snapped`` (the step the optimizer took, with the gradient of
+  the quantized weight) and ``w = snap(master, scale)`` with the scales fixed; masks stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from lwdsl.semantics.quant import ActQuant, WeightQuant, codes_with_scale
+
+from .handle import TorchModel, weight_of
+
+__all__ = ["act_hooks", "fake_quantize_t", "snap_t", "GridTrainer"]
+
+
+def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
+    """:func:`lwdsl.semantics.quant.fake_quantize` in float32 torch (same bits)."""
+    s = torch.tensor(aq.scale, dtype=torch.float32)
+    zp = torch.tensor(float(aq.zero_point), dtype=torch.float32)
+    q = torch.clamp(torch.round(x.to(torch.float32) / s) + zp, float(aq.qmin), float(aq.qmax))
+    return (q - zp) * s
+
+
+def _scale_t(q: WeightQuant, ndim: int) -> torch.Tensor:
+    s = torch.from_numpy(np.asarray(q.scale, dtype=np.float32).copy())
+    return s.reshape((-1,) + (1,) * (ndim - 1)) if s.ndim == 1 else s
+
+
+def snap_t(w: torch.Tensor, q: WeightQuant) -> torch.Tensor:
+    """:func:`lwdsl.semantics.quant.snap` of ``w`` at ``q``'s fixed scales, in float32 torch."""
+    qmax = float(2 ** (q.bits - 1) - 1)
+    s = _scale_t(q, w.dim())
+    return torch.clamp(torch.round(w / s), -qmax, qmax) * s
+
+
+class _FakeQuantInput:
+    """A forward pre-hook: the layer's first input, fake-quantized (STE under autograd)."""
+
+    def __init__(self, aq: ActQuant) -> None:
+        self.aq = aq
+
+    def __call__(self, module: torch.nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        fq = fake_quantize_t(x, self.aq)
+        if torch.is_grad_enabled() and x.requires_grad:
+            fq = x + (fq - x).detach()
+        return (fq,) + tuple(args[1:])
+
+
+@contextlib.contextmanager
+def act_hooks(handle: TorchModel) -> Iterator[None]:
+    """Fake-quantize the inputs of ``handle.act``'s layers inside the block."""
+    hooks = [
+        handle.module.get_submodule(layer).register_forward_pre_hook(_FakeQuantInput(aq))
+        for layer, aq in handle.act.items()
+    ]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+class GridTrainer:
+    """The float master copies of ``handle.quant``'s layers during one training."""
+
+    def __init__(self, handle: TorchModel) -> None:
+        self.handle = handle
+        with torch.no_grad():
+            self.master = {layer: weight_of(handle.module, layer).detach().clone() for layer in handle.quant}
+            self.snapped = {layer: weight_of(handle.module, layer).detach().clone() for layer in handle.quant}
+
+    def after_step(self) -> None:
+        """After an optimizer step (masks re-applied): move the master by the step taken, put
+        the weight back on the grid."""
+        with torch.no_grad():
+            for layer, q in self.handle.quant.items():
+                w = weight_of(self.handle.module, layer)
+                self.master[layer] += w - self.snapped[layer]
+                w.copy_(snap_t(self.master[layer], q))
+                if layer in self.handle.masks:
+                    self.handle.apply_mask(layer)
+                self.snapped[layer].copy_(w)
+
+    def reset(self) -> None:
+        """The weights were restored (a failed epoch): masters restart from them."""
+        with torch.no_grad():
+            for layer in self.handle.quant:
+                w = weight_of(self.handle.module, layer).detach()
+                self.master[layer].copy_(w)
+                self.snapped[layer].copy_(w)
+
+    def finish(self) -> None:
+        """Keep the codes of the trained masters (``codes_with_scale(master)``, fixed scales)."""
+        for layer, q in list(self.handle.quant.items()):
+            codes = codes_with_scale(self.master[layer].numpy(), q.scale, q.bits)
+            if layer in self.handle.masks:
+                codes = np.where(self.handle.masks[layer].numpy(), codes, np.int8(0)).astype(np.int8)
+            self.handle.quant[layer] = WeightQuant(codes, q.scale, q.bits, q.axis)

@@ -1,0 +1,134 @@
+"""``quantize int8``: weight codes from :mod:`lwdsl.semantics.quant`, activation ranges from its
+observers; this module only moves tensors.
+
+For every selected conv/linear layer: ``q = quantize_weight(w, 8, granularity)`` on the weight
+as it is (PyTorch's layout is the canonical one; masks applied, so pruned weights get code 0),
+the module's weight becomes ``q.dequantize()`` and ``q`` is kept in ``handle.quant`` (the .lwz
+then stores the int8 codes, see layers.py). Per mode:
+
+- ``weights_only`` / ``dynamic``: weights only here; the int8 artifact (int8_engine.py) keeps
+  float activations (weights_only) or quantizes them at run time, per batch (dynamic). lwdsl's
+  own evaluation runs float activations for both.
+- ``static``: calibration on ``calibration_indices(n, calibrate, seed)`` of the training set (all
+  of it, with a warning, when ``calibrate`` exceeds it): the model runs in eval mode with the
+  quantized weights and float activations, and a forward pre-hook feeds each quantized layer's
+  input to a :class:`RangeObserver` (``observer=``); ``act_qparams(lo, hi)`` (uint8) gives the
+  layer's input quantization, applied from then on while evaluating and training
+  (fakequant.py).
+- ``qat``: the weights are quantized as above, then trained ``epochs`` epochs through the
+  quantizer (straight-through estimator, scales fixed; SGD lr 0.01 momentum 0.9, batch 64, as
+  ``finetune``'s defaults), then the activations are calibrated as in ``static``.
+
+A selected layer that is not conv or linear (a norm, an embedding) is never silently left
+float: it is named through ``ctx.warn`` and in ``ctx.notes["float_layers"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lwdsl.backend import StepContext
+from lwdsl.semantics.order import calibration_indices
+from lwdsl.semantics.quant import RangeObserver, act_qparams, quantize_weight
+from lwdsl.specs import QuantizeSpec, TrainingOptions
+
+from .handle import TorchModel, weight_of
+from .layers import layer_kind, weighted_layers
+
+__all__ = ["quantize", "calibrate", "QUANTIZABLE"]
+
+#: Layer kinds this backend quantizes.
+QUANTIZABLE = ("conv", "linear")
+
+_CALIBRATION_BATCH = 256
+
+
+def calibrate(handle: TorchModel, layers: Sequence[str], spec: QuantizeSpec, ctx: StepContext) -> dict[str, tuple[float, float]]:
+    """Observe the inputs of ``layers`` on the calibration images; ``handle.act`` set from them.
+    Returns layer -> (lo, hi)."""
+    n = len(ctx.data.train_x)
+    if spec.calibrate > n:
+        ctx.warn(
+            f"step {ctx.index + 1} (quantize): calibrate={spec.calibrate} exceeds the {n} training images; "
+            f"calibrating on all {n}"
+        )
+    idx = calibration_indices(n, spec.calibrate, ctx.seed)
+    x = torch.as_tensor(ctx.data.train_x)
+    observers = {layer: RangeObserver(spec.observer) for layer in layers}
+
+    def observe(layer: str):
+        def hook(module: torch.nn.Module, args: tuple) -> None:
+            observers[layer].update(args[0].detach().to(torch.float32).numpy())
+
+        return hook
+
+    model = handle.module
+    was_training = model.training
+    model.eval()
+    hooks = [model.get_submodule(layer).register_forward_pre_hook(observe(layer)) for layer in layers]
+    steps = -(-len(idx) // _CALIBRATION_BATCH)
+    bar = ctx.progress(steps, f"calibrate {len(idx)} images")
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(idx), _CALIBRATION_BATCH):
+                model(x[torch.from_numpy(idx[start : start + _CALIBRATION_BATCH])])
+                bar.update(1)
+    finally:
+        bar.close()
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    ranges = {}
+    for layer in layers:
+        lo, hi = observers[layer].range()
+        handle.act[layer] = act_qparams(lo, hi)
+        ranges[layer] = (lo, hi)
+    return ranges
+
+
+def _set_weight(handle: TorchModel, layer: str, w: np.ndarray) -> None:
+    with torch.no_grad():
+        weight_of(handle.module, layer).copy_(torch.from_numpy(w))
+
+
+def quantize(handle: TorchModel, spec: QuantizeSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
+    """The ``quantize`` handler (int8: dynamic, static, qat, weights_only)."""
+    kinds = {name: layer_kind(m) for name, m in weighted_layers(handle.module)}
+    chosen = set(layers)
+    ordered = [name for name in kinds if name in chosen]
+    todo = [name for name in ordered if kinds[name] in QUANTIZABLE]
+    left = [name for name in ordered if kinds[name] not in QUANTIZABLE]
+    if left:
+        what = ", ".join(f"{name} ({kinds[name]})" for name in left)
+        ctx.warn(f"step {ctx.index + 1} (quantize int8): the torch backend cannot quantize {what}; they stay float32")
+        ctx.notes["float_layers"] = [{"layer": name, "kind": kinds[name], "why": "not conv or linear"} for name in left]
+    mode = "weights_only" if spec.weights_only else spec.mode
+    bits = int(spec.dtype[3:])
+    notes: dict[str, dict] = {}
+    with handle.masks.unpacked():
+        for name in todo:
+            if name in handle.masks:
+                handle.apply_mask(name)
+            q = quantize_weight(weight_of(handle.module, name).detach().numpy(), bits, spec.granularity)
+            _set_weight(handle, name, q.dequantize())
+            handle.quant[name] = q
+            handle.quant_mode[name] = mode
+            notes[name] = {"bits": bits, "granularity": spec.granularity, "mode": mode}
+    if mode == "qat" and todo:
+        from .train import fit
+
+        opts = TrainingOptions(epochs=spec.epochs, lr=0.01, momentum=0.9)
+        fit(handle, opts, ctx, label=f"quantize int8 qat ({spec.epochs} epochs)")
+    if mode in ("static", "qat") and todo:
+        for name, (lo, hi) in calibrate(handle, todo, spec, ctx).items():
+            aq = handle.act[name]
+            notes[name].update(act_range=[lo, hi], act_scale=aq.scale, act_zero_point=aq.zero_point)
+    ctx.notes["quantized"] = notes
+    if todo:
+        from .int8_engine import artifact_report
+
+        ctx.notes["int8_artifact"] = artifact_report(handle)
+    return handle

@@ -1,0 +1,56 @@
+"""What a step may use besides its spec: data, seeds, progress, the original model, outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..dataset import Dataset
+
+__all__ = ["StepContext", "ProgressFactory"]
+
+ProgressFactory = Callable[[int, str], Any]
+
+
+def _silent(message: str) -> None:
+    return None
+
+
+@dataclass
+class StepContext:
+    """The context of one step, built by the runner and passed to every handler.
+
+    Attributes:
+        data: the run's data set (training, calibration and test images as numpy).
+        seed: the run seed (data order, initialisation).
+        index: the step's position in the recipe (0-based; -1 for the baseline).
+        progress: ``progress(total, description)`` returns an object with ``update(n)`` and
+            ``close()``; every loop over data (training, calibration, evaluation) reports
+            through it.
+        original: the backend's handle of the model as it was before the first step (a copy,
+            kept only when a step's spec says it needs it: self-distillation's teacher).
+        run_dir: the (staging) run folder artifacts are written into; None writes nothing.
+        warn: says something the user must not miss (a layer an engine leaves in float).
+        notes: what handlers report back for the step's row of the report (artifacts, ...).
+    """
+
+    data: Dataset
+    seed: int
+    index: int
+    progress: ProgressFactory
+    original: Any = None
+    run_dir: Optional[Path] = None
+    warn: Callable[[str], None] = _silent
+    notes: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # tests' own bookkeeping only
+
+    def step_seed(self) -> int:
+        """The seed of this step: the run seed mixed with the step index (for random pruning)."""
+        return (self.seed * 1_000_003 + self.index) % (2**32)
+
+    def output_path(self, name: str) -> Path:
+        """Where an artifact called ``name`` goes: inside the run folder (the current folder
+        when the run writes no folder, as through the Python API without ``out``)."""
+        root = Path(self.run_dir) if self.run_dir is not None else Path.cwd()
+        return root / name

@@ -1,0 +1,183 @@
+"""The backend protocol: what a framework must provide to run recipes.
+
+Lifecycle of a run (driven by :mod:`lwdsl.runner`, which never branches on a backend's name or
+on an op):
+
+1. ``unsupported(step)`` for every step, before anything is loaded, from the backend's static
+   :class:`~lwdsl.backend.support.SupportTable` (per op and per form): a step the backend
+   cannot run fails the run up front, naming the step and the backend.
+2. ``load_model`` builds a named model or loads a checkpoint (never modifying the file), or
+   ``train`` produces a baseline.
+3. ``layers`` lists the model's layers with portable kinds, for selectors.
+4. ``apply`` runs one step: it refuses what the support table refuses, then calls the op's
+   handler from the backend's ``handlers`` table (``handlers.py`` in its package), which
+   changes the model in place or returns a new handle (after filters are removed, or a student
+   replaces the model).
+5. ``evaluate``, ``stats``, ``latency_ms`` and ``state`` (sizes) measure after every step.
+6. ``finalize`` makes masks permanent (plain weights, no hooks); the runner then writes the
+   canonical weights compactly (``lwdsl.weights``) and ``save_native`` the framework file.
+
+Every number that gives a step its meaning (masks, data order, schedules, quantization codes,
+distillation losses) comes from :mod:`lwdsl.semantics`; a backend only moves tensors and runs
+its framework.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..dataset import Dataset
+from ..errors import LwdslError
+from ..specs import StepSpec, TrainingOptions
+from .context import StepContext
+from .support import SupportTable
+
+__all__ = ["Backend", "Handler", "LayerInfo", "LayerStats", "ModelStats"]
+
+#: A handler runs one op: (handle, spec, layer names its selector matched, context) -> handle.
+Handler = Callable[[Any, Any, Sequence[str], StepContext], Any]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer with weights. ``kind`` is portable: conv, linear, embedding, norm or other.
+
+    ``shape`` is the weight's shape in the canonical (PyTorch) layout: ``[out, in, kh, kw]``
+    for conv, ``[out, in]`` for linear, whatever the framework stores.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    params: int  # all parameters of the layer (weight + bias + ...)
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    name: str
+    kind: str
+    weights: int  # elements of the weight tensor
+    zeros: int  # of which are exactly zero
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.weights if self.weights else 0.0
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    params: int
+    nonzero_params: int
+    layers: tuple[LayerStats, ...]
+
+
+class Backend(ABC):
+    """One framework's implementation of every op. Subclasses live in ``lwdsl.backends``.
+
+    Class attributes:
+        name, extra, native_suffix: the backend's name, the pip extra that installs its
+            framework, the suffix of the framework's own model file (``.pt``, ``.keras``).
+        support: the static table of what it runs (``<package>/support.py``).
+        handlers: op -> :data:`Handler` (``<package>/handlers.py``, a table and nothing else);
+            a contract test checks that its keys are exactly the ops ``support`` runs.
+    """
+
+    name: ClassVar[str]
+    extra: ClassVar[str]
+    native_suffix: ClassVar[str]
+    support: ClassVar[SupportTable]
+    handlers: ClassVar[Mapping[str, Handler]]
+
+    def unsupported(self, step: StepSpec) -> Optional[str]:
+        """Why this backend cannot run ``step`` (None when it can), from its support table."""
+        return self.support.unsupported(step)
+
+    def apply(self, model: Any, step: StepSpec, layers: Sequence[str], ctx: StepContext) -> Any:
+        """Run ``step`` on ``layers`` (names from :meth:`layers`); returns the model handle."""
+        reason = self.unsupported(step)
+        if reason:
+            raise LwdslError(reason)
+        return self.handlers[step.op](model, step, layers, ctx)
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Framework versions for the lock file."""
+
+    @abstractmethod
+    def load_model(
+        self,
+        ref: Any,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        checkpoint: Optional[Path] = None,
+    ) -> Any:
+        """A model handle for a built-in name, ``torchvision:NAME``/``keras:NAME``, a model
+        file or the framework's own model object (copied), with weights from ``checkpoint``
+        when given (a native file, or a ``.lwz`` file of canonical weights). ``input_shape``
+        is (C, H, W). Never writes to ``checkpoint`` nor changes a given model object.
+
+        The handle is the backend's own object (model plus masks and other state); the runner
+        only passes it back. Raises LwdslError for an unknown name or a checkpoint that does
+        not fit the model (naming the first mismatching tensor) or cannot be loaded safely."""
+
+    @abstractmethod
+    def native(self, model: Any) -> Any:
+        """The framework's own model object of a handle (``nn.Module``, ``tf_keras.Model``)."""
+
+    @abstractmethod
+    def layers(self, model: Any) -> list[LayerInfo]:
+        """Layers with weights, in model order."""
+
+    @abstractmethod
+    def train(self, model: Any, options: TrainingOptions, ctx: StepContext) -> Any:
+        """Plain cross-entropy training (the baseline)."""
+
+    @abstractmethod
+    def evaluate(self, model: Any, ctx: StepContext) -> tuple[float, float]:
+        """(accuracy in [0, 1], mean cross-entropy) on the test set."""
+
+    @abstractmethod
+    def stats(self, model: Any) -> ModelStats:
+        """Parameter counts and per-layer weight sparsity."""
+
+    @abstractmethod
+    def latency_ms(self, model: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
+        """Median forward latency in milliseconds at ``batch``, with ``threads`` threads."""
+
+    @abstractmethod
+    def state(self, model: Any) -> dict[str, np.ndarray]:
+        """Canonical weights: ``"<layer>.weight"``, ``"<layer>.bias"`` (and norm buffers) as
+        numpy in PyTorch layout and PyTorch's flatten order, masks applied. Same names and
+        values on every backend for the built-in models: this is the cross-framework format."""
+
+    @abstractmethod
+    def load_state(self, model: Any, state: dict[str, np.ndarray]) -> None:
+        """Set weights from a canonical state (inverse of :meth:`state`)."""
+
+    @abstractmethod
+    def save_native(self, model: Any, path: Path) -> None:
+        """Write the framework's own model file (``model.pt`` state dict, ``model.keras``)."""
+
+    @abstractmethod
+    def finalize(self, model: Any) -> Any:
+        """Make masks permanent: plain weights, no hooks or wrappers."""
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the framework's global generators (weight initialisation of built-in models).
+        The runner calls it before ``load_model``."""
+
+    def adopt_data(self, train: Any, test: Any, name: str = "user") -> Dataset:
+        """A :class:`~lwdsl.dataset.Dataset` from the framework's own data objects
+        (DataLoaders, ``tf.data.Dataset``) for the Python API; backends override this."""
+        raise LwdslError(f"the {self.name} backend cannot take data objects; give a data set name")
+
+    def copy_model(self, model: Any) -> Any:
+        """A deep copy (the original kept for distillation and for input safety)."""
+        import copy
+
+        return copy.deepcopy(model)

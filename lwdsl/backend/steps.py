@@ -1,0 +1,47 @@
+"""Handlers that are the same on every backend once given the backend's own parts.
+
+``finetune`` and ``regularize`` only call the backend's ``fit``; ``export`` only resolves the
+path inside the run folder and calls the format's writer. Each backend builds them from its
+own ``fit`` and ``EXPORTERS`` (in its ``train.py`` and ``export.py``), so the logic is written once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .context import StepContext
+
+__all__ = ["training_handlers", "export_handler"]
+
+Writer = Callable[[Any, Path, StepContext], None]
+
+
+def training_handlers(fit: Callable[..., list[float]]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """(finetune, regularize) handlers over a backend's ``fit``."""
+
+    def finetune(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+        """The ``finetune`` handler: cross-entropy training of the whole model; masks stay fixed."""
+        fit(handle, spec, ctx, label="finetune", schedule=spec.schedule)
+        return handle
+
+    def regularize(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+        """The ``regularize`` handler: ``l1 * sum(|w|)`` over the selected weights added to the loss."""
+        fit(handle, spec, ctx, label=f"regularize l1={spec.l1:g}", l1=spec.l1, l1_layers=layers)
+        return handle
+
+    return finetune, regularize
+
+
+def export_handler(exporters: Mapping[str, Writer]) -> Callable[..., Any]:
+    """The ``export`` handler over a backend's writers (format -> writer, each atomic)."""
+
+    def export(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+        """Write the artifact inside the run folder (``ExportSpec.artifact_name``)."""
+        path = ctx.output_path(spec.artifact_name())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        exporters[spec.format](handle, path, ctx)
+        ctx.notes.setdefault("artifacts", []).append({"format": spec.format, "path": path.name})
+        return handle
+
+    return export

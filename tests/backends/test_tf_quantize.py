@@ -1,0 +1,215 @@
+"""``quantize int8`` on the tensorflow backend: codes from lwdsl.semantics.quant, TFLite in LiteRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
+import tf_keras  # noqa: E402
+
+from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
+from lwdsl.data import load_data  # noqa: E402
+from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.semantics.order import calibration_indices  # noqa: E402
+from lwdsl.semantics.quant import RangeObserver, act_qparams, codes_with_scale, fake_quantize, quantize_weight, unpack_state  # noqa: E402
+from lwdsl.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions  # noqa: E402
+from lwdsl.weights import load_weights, save_weights  # noqa: E402
+
+SHAPE = (1, 28, 28)
+LAYERS = ["conv1", "conv2", "fc1", "fc2"]
+DATA = load_data("synthetic:1,28,28:10")
+
+
+def _ctx(data=DATA, **kw):
+    warnings: list[str] = []
+    ctx = StepContext(data, seed=0, index=2, progress=lambda total, what: NullBar(), warn=warnings.append, **kw)
+    ctx.extra["warnings"] = warnings
+    return ctx
+
+
+@pytest.fixture
+def be():
+    return get_backend("tensorflow")
+
+
+def _weights(state, name):
+    return state[f"{name}.weight"]
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+@pytest.mark.parametrize("model", ["lenet5", "lenet300"])
+def test_codes_and_scales_are_the_cores_bit_for_bit(be, model, granularity):
+    h = be.load_model(model, SHAPE, 10)
+    names = [i.name for i in be.layers(h)]
+    before = be.state(h)
+    h = be.apply(h, QuantizeSpec(dtype="int8", granularity=granularity), names, _ctx())
+    after = be.state(h)
+    for n in names:
+        want = quantize_weight(_weights(before, n), 8, granularity)
+        assert after[f"{n}.weight.codes"].dtype == np.int8
+        assert np.array_equal(after[f"{n}.weight.codes"], want.codes)
+        assert np.array_equal(after[f"{n}.weight.scale"].view(np.uint32), want.scale.view(np.uint32))
+        assert f"{n}.weight" not in after
+        assert np.array_equal(after[f"{n}.bias"], before[f"{n}.bias"])
+    # the Keras kernels hold codes * scale exactly (the fixed point: re-quantizing finds them)
+    floats, quant = unpack_state(after)
+    plain = be.state(type(h)(h.model))
+    for n in names:
+        assert np.array_equal(plain[f"{n}.weight"], floats[f"{n}.weight"])
+        assert np.array_equal(quantize_weight(plain[f"{n}.weight"], 8, granularity).codes, quant[n].codes)
+
+
+def test_pruned_zeros_stay_zero(be):
+    h = be.load_model("lenet5", SHAPE, 10)
+    h = be.apply(h, PruneSpec(scope="global", method="l1", amount=0.6), LAYERS, _ctx())
+    zeros = {n: _weights(be.state(h), n) == 0 for n in LAYERS}
+    h = be.apply(h, QuantizeSpec(dtype="int8"), LAYERS, _ctx())
+    st = be.state(be.finalize(h))
+    for n in LAYERS:
+        assert np.all(st[f"{n}.weight.codes"][zeros[n]] == 0)
+        w = be.state(type(h)(h.model))[f"{n}.weight"]
+        assert np.all(w[zeros[n]].view(np.uint32) == 0)  # +0.0, never -0.0
+
+
+@pytest.mark.parametrize("observer", ["minmax", "percentile"])
+def test_static_ranges_are_a_numpy_observer_on_the_calibration_images(be, observer):
+    h = be.load_model("lenet5", SHAPE, 10)
+    ctx = _ctx()
+    h = be.apply(h, QuantizeSpec(dtype="int8", mode="static", calibrate=200, observer=observer), LAYERS, ctx)
+    # the inputs of each layer, recomputed from the canonical weights in numpy-friendly steps
+    x = np.moveaxis(DATA.train_x[calibration_indices(len(DATA.train_x), 200, 0)], 1, -1)
+    m = h.model
+    probe = tf_keras.Model(m.inputs, [m.get_layer(n).input for n in LAYERS])
+    for n, got in zip(LAYERS, probe.predict(x, batch_size=64, verbose=0)):
+        ob = RangeObserver(observer)
+        for start in range(0, len(got), 256):
+            ob.update(got[start : start + 256])
+        lo, hi = ob.range()
+        assert ctx.notes["quantized"][n] == {"bits": 8, "act_range": [lo, hi]}
+        assert h.act[n] == act_qparams(lo, hi)
+    # evaluation fake-quantizes each quantized layer's input exactly as the core does
+    from lwdsl.backends.tf_backend.quantize import quantized_forward
+
+    fwd = quantized_forward(h)
+    xt = np.moveaxis(DATA.test_x[:64], 1, -1)
+    for n in ("conv2", "fc1"):
+        wrapped = fwd.get_layer(f"{n}_fq")
+        seen, out = tf_keras.Model(fwd.inputs, [wrapped.input, wrapped.output]).predict(xt, batch_size=64, verbose=0)
+        assert np.array_equal(wrapped.fake(seen).numpy(), fake_quantize(seen, h.act[n]))
+        assert np.allclose(out, m.get_layer(n)(fake_quantize(seen, h.act[n])).numpy(), rtol=1e-5, atol=1e-5)
+    assert be.evaluate(h, ctx) != be.evaluate(type(h)(h.model), ctx)
+
+
+def test_calibrate_beyond_the_training_set_warns_and_uses_all(be):
+    small = Dataset("tiny", DATA.train_x[:50], DATA.train_y[:50], DATA.test_x[:20], DATA.test_y[:20], 10)
+    ctx = _ctx(small)
+    be.apply(be.load_model("lenet5", SHAPE, 10), QuantizeSpec(dtype="int8", mode="static", calibrate=500), LAYERS, ctx)
+    assert any("calibrate=500" in w and "all 50" in w for w in ctx.extra["warnings"])
+
+
+def test_lwz_of_a_quantized_model_is_small_and_round_trips(be, tmp_path):
+    h = be.load_model("lenet5", SHAPE, 10)
+    size_float = save_weights(tmp_path / "f.lwz", be.state(h))
+    h = be.apply(h, QuantizeSpec(dtype="int8", granularity="per_channel"), LAYERS, _ctx())
+    packed = be.state(h)
+    size_q = save_weights(tmp_path / "q.lwz", packed)
+    assert size_q < 0.3 * size_float
+    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "q.lwz")
+    again = be.state(back)
+    assert set(again) == set(packed)
+    for k in packed:
+        assert np.array_equal(np.asarray(again[k]).view(np.uint8), np.asarray(packed[k]).view(np.uint8)), k
+    assert set(back.quant) == set(LAYERS)
+    assert set(load_weights(tmp_path / "q.lwz")[0]) == set(packed)
+
+
+@pytest.mark.parametrize("after", ["qat", "finetune"])
+def test_training_after_quantize_keeps_weights_on_the_grid_and_masks(be, after):
+    data = Dataset("s", DATA.train_x[:256], DATA.train_y[:256], DATA.test_x[:64], DATA.test_y[:64], 10)
+    ctx = _ctx(data)
+    h = be.load_model("lenet5", SHAPE, 10)
+    h = be.apply(h, PruneSpec(method="l1", amount=0.5), LAYERS, ctx)
+    zeros = {n: _weights(be.state(h), n) == 0 for n in LAYERS}
+    codes0 = {n: quantize_weight(_weights(be.state(h), n)).codes for n in LAYERS}  # before training
+    mode = "qat" if after == "qat" else "dynamic"
+    extra = {"epochs": 3} if after == "qat" else {}
+    h = be.apply(h, QuantizeSpec(dtype="int8", mode=mode, granularity="per_channel", **extra), LAYERS, ctx)
+    scales = {n: h.quant[n].scale.copy() for n in LAYERS}
+    if after == "finetune":
+        h = be.apply(h, FinetuneSpec(epochs=1, lr=0.05, batch=32), LAYERS, ctx)
+    assert len(h.losses) == (256 // 32 if after == "finetune" else 3 * 256 // 64)  # qat: batch 64
+    st = be.state(h)
+    plain = be.state(type(h)(h.model))
+    moved = 0
+    for n in LAYERS:
+        w = plain[f"{n}.weight"]
+        assert np.array_equal(st[f"{n}.weight.scale"], scales[n])  # scales fixed
+        assert np.array_equal(codes_with_scale(w, scales[n]), st[f"{n}.weight.codes"])
+        assert np.array_equal(w, st[f"{n}.weight.codes"].astype(np.float32) * scales[n].reshape((-1,) + (1,) * (w.ndim - 1)))
+        assert np.all(w[zeros[n]].view(np.uint32) == 0)
+        moved += int(np.count_nonzero(st[f"{n}.weight.codes"] != codes0[n]))
+    assert moved > 0  # the master copies moved some codes
+
+
+def test_a_layer_that_cannot_be_quantized_is_named(be):
+    inp = tf_keras.Input((28, 28, 1))
+    x = tf_keras.layers.Conv2D(4, 3, name="c1")(inp)
+    x = tf_keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = tf_keras.layers.Flatten()(x)
+    out = tf_keras.layers.Dense(10, name="d")(x)
+    h = be.load_model(tf_keras.Model(inp, out), SHAPE, 10)
+    names = [i.name for i in be.layers(h) if i.kind in ("conv", "linear")]
+    assert names == ["c1", "dw", "d"]
+    before = be.state(h)
+    ctx = _ctx()
+    h = be.apply(h, QuantizeSpec(dtype="int8"), names, ctx)
+    assert set(h.quant) == {"c1", "d"}
+    assert "dw" in ctx.notes["not_quantized"]
+    assert any("'dw'" in w and "float32" in w for w in ctx.extra["warnings"])
+    assert np.array_equal(be.state(h)["dw.weight"], before["dw.weight"])
+
+
+# -- TFLite in LiteRT, on real MNIST -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(mnist):
+    """lenet5 trained briefly on 3000 MNIST images (test: 2000 images)."""
+    be = get_backend("tensorflow")
+    data = Dataset("mnist-3k", mnist.train_x[:3000], mnist.train_y[:3000], mnist.test_x[:2000], mnist.test_y[:2000], 10)
+    h = be.load_model("lenet5", SHAPE, 10)
+    be.train(h, TrainingOptions(epochs=1, lr=1e-3, optimizer="adam", batch=64), _ctx(data))
+    return be, h, data
+
+
+@pytest.mark.slow
+def test_tflite_int8_runs_in_litert_close_to_keras_with_the_canonical_codes(trained, tmp_path):
+    be, base, data = trained
+    ctx = _ctx(data, run_dir=tmp_path)
+    h = be.apply(be.copy_model(base), QuantizeSpec(dtype="int8", mode="static", calibrate=256), LAYERS, ctx)
+    keras_acc = be.evaluate(h, ctx)[0]
+    be.apply(h, ExportSpec(format="tflite"), [], ctx)
+    rep = ctx.notes["tflite"]["model.tflite"]
+    assert rep["tflite_mode"] == "int8" and rep["float_layers"] == []
+    assert {o["layer"]: o["inputs"][:2] for o in rep["ops"]} == {n: ["int8", "int8"] for n in LAYERS}
+    assert abs(rep["accuracy"] - keras_acc) <= 0.005, (rep["accuracy"], keras_acc)
+    assert keras_acc > 0.85
+    agree = rep["code_agreement"]
+    assert agree["equal"] == agree["total"] == sum(int(np.prod(h.quant[n].codes.shape)) for n in LAYERS)
+    assert rep["size_bytes"] == (tmp_path / "model.tflite").stat().st_size < 0.3 * 4 * 431080
+
+
+@pytest.mark.slow
+def test_tflite_dynamic_range_names_the_layers_left_float(trained, tmp_path):
+    be, base, data = trained
+    ctx = _ctx(data, run_dir=tmp_path)
+    h = be.apply(be.copy_model(base), QuantizeSpec(dtype="int8", mode="dynamic"), LAYERS, ctx)
+    be.apply(h, ExportSpec(format="tflite"), [], ctx)
+    rep = ctx.notes["tflite"]["model.tflite"]
+    assert rep["tflite_mode"] == "dynamic-range"
+    assert rep["float_layers"] == ["conv1"]  # 500 weights: under the converter's 1024
+    assert any("'conv1'" in w for w in ctx.extra["warnings"])
+    assert rep["code_agreement"]["equal"] == rep["code_agreement"]["total"] == 430000
+    assert abs(rep["accuracy"] - be.evaluate(h, ctx)[0]) <= 0.005

@@ -1,0 +1,199 @@
+"""``quantize int8`` on the torch backend: codes from the core bit for bit, calibration, the
+packed .lwz, training on the grid, the int8 ONNX artifact, and layers it cannot quantize."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unless torch is selected and installed
+
+import torch
+from torch import nn
+
+from lwdsl.dataset import Dataset
+from lwdsl.semantics.order import calibration_indices
+from lwdsl.semantics.quant import act_qparams, fake_quantize, quantize_weight, snap
+from lwdsl.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions
+from lwdsl.weights import save_weights
+
+pytestmark = pytest.mark.torch
+
+
+def _model(backend, data, name="lenet5"):
+    torch.manual_seed(0)
+    return backend.load_model(name, data.input_shape, data.num_classes)
+
+
+def _names(backend, handle):
+    return [layer.name for layer in backend.layers(handle)]
+
+
+def _weights(handle):
+    return {name: m.weight.detach().numpy().copy() for name, m in handle.module.named_modules() if hasattr(m, "weight")}
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_codes_equal_the_cores_bit_for_bit_and_pruned_zeros_stay_code_0(granularity):
+    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
+    ctx = make_ctx(data)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    backend.apply(handle, PruneSpec(scope="global", method="l1", amount=0.5), names, ctx)
+    before = _weights(handle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backend.apply(handle, QuantizeSpec(dtype="int8", granularity=granularity), names, ctx)
+    assert set(handle.quant) == set(names)
+    for name in names:
+        want = quantize_weight(before[name], 8, granularity)
+        got = handle.quant[name]
+        assert got.codes.dtype == np.int8 and np.array_equal(got.codes, want.codes)
+        assert got.scale.tobytes() == want.scale.tobytes()
+        assert handle.module.get_submodule(name).weight.detach().numpy().tobytes() == want.dequantize().tobytes()
+        assert (got.codes[before[name] == 0] == 0).all()
+        assert (got.codes[~handle.masks[name].numpy()] == 0).all()
+    report = ctx.notes["int8_artifact"]
+    assert report["codes_equal"] == report["codes_total"] == sum(before[n].size for n in names)
+
+
+def test_torch_fake_quantize_is_the_cores():
+    from backends.torch_backend.fakequant import fake_quantize_t
+
+    aq = act_qparams(-1.3, 2.7)
+    x = np.concatenate([np.random.default_rng(0).normal(0, 2, 5000), (np.arange(-300, 300) + 0.5) * aq.scale]).astype(np.float32)
+    assert fake_quantize_t(torch.from_numpy(x), aq).numpy().tobytes() == fake_quantize(x, aq).tobytes()
+
+
+def test_static_calibration_ranges_equal_a_numpy_observer_and_too_many_warns():
+    backend, data = torch_backend(), make_data(n_train=300, n_test=64)
+    ctx = make_ctx(data, seed=3)
+    said = []
+    ctx.warn = said.append
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=200), names, ctx)
+    # the same inputs, collected in numpy: float activations, quantized weights
+    seen = {name: [] for name in names}
+    hooks = [
+        handle.module.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: seen[n].append(a[0].numpy().copy()))
+        for n in names
+    ]
+    with torch.no_grad():
+        handle.module(torch.from_numpy(data.train_x[calibration_indices(300, 200, 3)]))
+    for h in hooks:
+        h.remove()
+    for name in names:
+        x = np.concatenate([v.ravel() for v in seen[name]])
+        lo, hi = float(x.min()), float(x.max())
+        assert ctx.notes["quantized"][name]["act_range"] == [lo, hi]
+        assert handle.act[name] == act_qparams(lo, hi)
+    assert not said
+    ctx2 = make_ctx(data)
+    ctx2.warn = said.append
+    backend.apply(_model(backend, data), QuantizeSpec(dtype="int8", mode="static", calibrate=1000), names, ctx2)
+    assert len(said) == 1 and "calibrate=1000" in said[0] and "all 300" in said[0]
+
+
+def test_lwz_of_a_quantized_model_is_small_and_loads_back_to_the_same_codes(tmp_path):
+    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
+    ctx = make_ctx(data)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    save_weights(tmp_path / "float.lwz", backend.state(handle))
+    backend.apply(handle, QuantizeSpec(dtype="int8"), names, ctx)
+    state = backend.state(handle)
+    assert "conv1.weight" not in state and state["conv1.weight.codes"].dtype == np.int8
+    save_weights(tmp_path / "int8.lwz", state)
+    ratio = (tmp_path / "int8.lwz").stat().st_size / (tmp_path / "float.lwz").stat().st_size
+    assert ratio < 0.3, ratio
+    back = backend.load_model("lenet5", data.input_shape, data.num_classes, checkpoint=tmp_path / "int8.lwz")
+    assert set(back.quant) == set(names)
+    for name in names:
+        assert np.array_equal(back.quant[name].codes, handle.quant[name].codes)
+        assert back.module.get_submodule(name).weight.detach().numpy().tobytes() == handle.quant[name].dequantize().tobytes()
+
+
+@pytest.mark.parametrize("mode", ["static", "qat"])
+def test_training_after_quantize_keeps_every_weight_on_the_grid_and_the_masks(mode):
+    backend, data = torch_backend(), make_data(n_train=256, n_test=32)
+    ctx = make_ctx(data)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    backend.apply(handle, PruneSpec(amount=0.5), names, ctx)
+    keep = {n: handle.masks[n].numpy().copy() for n in names}
+    backend.apply(handle, QuantizeSpec(dtype="int8", mode=mode, calibrate=64), names, ctx)
+    codes = {n: handle.quant[n].codes.copy() for n in names}
+    backend.apply(handle, FinetuneSpec(epochs=1, lr=0.05), names, ctx)
+    moved = 0
+    for n in names:
+        w, q = handle.module.get_submodule(n).weight.detach().numpy(), handle.quant[n]
+        assert w.tobytes() == snap(w, q.scale).tobytes()
+        assert w.tobytes() == q.dequantize().tobytes()
+        assert (w[~keep[n]] == 0).all() and (q.codes[~keep[n]] == 0).all()
+        moved += int((q.codes != codes[n]).sum())
+    assert moved > 0  # it trained
+
+
+def test_a_layer_that_cannot_be_quantized_is_named():
+    backend, data = torch_backend(), make_data(shape=(1, 8, 8), n_train=64, n_test=32)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    handle = backend.load_model(net, data.input_shape, data.num_classes)
+    ctx = make_ctx(data)
+    said = []
+    ctx.warn = said.append
+    backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=32), _names(backend, handle), ctx)
+    assert set(handle.quant) == {"0", "3"}
+    assert len(said) == 1 and "1 (norm)" in said[0]
+    assert ctx.notes["float_layers"] == [{"layer": "1", "kind": "norm", "why": "not conv or linear"}]
+
+
+def _onnx_accuracy(path, data):
+    from backends.torch_backend.int8_engine import run_onnx, session
+
+    return float((run_onnx(session(str(path)), data.test_x).argmax(1) == data.test_y).mean())
+
+
+@pytest.mark.slow
+def test_lenet5_mnist_static_int8_accuracy_and_onnx_exports(mnist, tmp_path):
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    tr, te = rng.permutation(len(mnist.train_x))[:4000], rng.permutation(len(mnist.test_x))[:2000]
+    data = Dataset("mnist-4k", mnist.train_x[tr], mnist.train_y[tr], mnist.test_x[te], mnist.test_y[te], 10)
+    backend = torch_backend()
+    ctx = make_ctx(data)
+    ctx.run_dir = tmp_path
+    said = []
+    ctx.warn = said.append
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    backend.train(handle, TrainingOptions(epochs=1, lr=0.02, momentum=0.9), ctx)
+    dynamic = backend.copy_model(handle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        float_acc, _ = backend.evaluate(handle, ctx)
+        backend.apply(handle, ExportSpec(format="onnx", path="float.onnx"), names, ctx)
+        assert abs(_onnx_accuracy(tmp_path / "float.onnx", data) - float_acc) <= 0.002
+        backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=512), names, ctx)
+        int8_acc, _ = backend.evaluate(handle, ctx)
+        backend.apply(handle, ExportSpec(format="onnx", path="int8.onnx"), names, ctx)
+        onnx_acc = _onnx_accuracy(tmp_path / "int8.onnx", data)
+        backend.apply(dynamic, QuantizeSpec(dtype="int8", mode="dynamic"), names, ctx)
+        dyn_acc, _ = backend.evaluate(dynamic, ctx)
+        backend.apply(dynamic, ExportSpec(format="onnx", path="dynamic.onnx"), names, ctx)
+        dyn_onnx_acc = _onnx_accuracy(tmp_path / "dynamic.onnx", data)
+    assert float_acc > 0.85
+    assert abs(int8_acc - float_acc) <= 0.005, (float_acc, int8_acc)
+    assert abs(onnx_acc - int8_acc) <= 0.002, (onnx_acc, int8_acc)
+    assert abs(dyn_onnx_acc - dyn_acc) <= 0.002, (dyn_onnx_acc, dyn_acc)
+    report = ctx.notes["onnx"]
+    assert report["codes_equal"] == report["codes_total"] > 0 and "float_in_artifact" not in report
+    assert not said
+    # the file holds int8 weights: about 4x smaller than the float one
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.35 * (tmp_path / "float.onnx").stat().st_size
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
