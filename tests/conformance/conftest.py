@@ -19,19 +19,3 @@ def pytest_collection_modifyitems(config, items):
         if "conformance" in str(item.fspath):
             item.add_marker(skip)
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _deterministic_kernels():
-    """Deterministic kernels where the frameworks offer them: the same run gives the same
-    numbers on one CPU (cross-CPU and cross-framework rounding is what the cases measure)."""
-    if _MISSING:
-        yield
-        return
-    import torch
-
-    from lwdsl.backends.tf_backend._tf import tf
-
-    torch.use_deterministic_algorithms(True)
-    tf.config.experimental.enable_op_determinism()
-    yield
-    torch.use_deterministic_algorithms(False)
