@@ -82,6 +82,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     if "speedup_b1" in s:
         lines.append(f"- latency {s['speedup_b1']:.2f}x at batch 1, {s['speedup_b64']:.2f}x at batch 64")
+    warned = [(step["text"], w) for step in report["steps"] for w in step.get("warnings", ())]
+    if warned:
+        lines += ["", "## Warnings", ""] + [f"- {text}: {w}" for text, w in warned]
     return "\n".join(lines) + "\n"
 
 

@@ -218,7 +218,13 @@ def _execute(
     plan, be, handle = prep.plan, prep.backend, prep.handle
     progress = progress_factory(quiet)
     staging = staging_dir(Path(out)) if out is not None else None
-    ctx = StepContext(data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, warn=say)
+    ctx = StepContext(data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging)
+
+    def warn(message: str) -> None:  # into the step's report row (always), and said
+        ctx.notes.setdefault("warnings", []).append(message)
+        say(f"warning: {message}")
+
+    ctx.warn = warn
     steps: list[dict[str, Any]] = []
     try:
         baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}

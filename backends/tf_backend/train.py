@@ -163,13 +163,18 @@ def fit(
     q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
     q_max = [tf.constant(np.float32(2 ** (handle.quant[name].bits - 1) - 1)) for name in quantized]
 
+    # statically quantized layers see their inputs fake-quantized (straight through), as on torch
+    from .quantize import quantized_forward
+
+    forward = quantized_forward(handle)
+
     @tf.function(reduce_retracing=True)
     def train_step(xb: Any, yb: Any, idx: Any, lr: Any) -> Any:
         with tf.GradientTape() as tape:
             if loss is not None:
-                total, ce = loss(model, xb, yb, idx)
+                total, ce = loss(forward, xb, yb, idx)
             else:
-                ce = total = cross_entropy(yb, model(xb, training=True))
+                ce = total = cross_entropy(yb, forward(xb, training=True))
             if penalised:
                 total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
         grads = tape.gradient(total, variables)

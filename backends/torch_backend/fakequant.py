@@ -19,7 +19,7 @@ agree bit for bit:
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -51,6 +51,19 @@ def snap_t(w: torch.Tensor, q: WeightQuant) -> torch.Tensor:
     return torch.clamp(torch.round(w / s), -qmax, qmax) * s
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: exactly the fake-quantized value (``x + (fq - x).detach()`` is not, in float32);
+    backward: the gradient passes unchanged (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, aq: ActQuant) -> torch.Tensor:  # type: ignore[override]
+        return fake_quantize_t(x, aq)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
+        return grad, None
+
+
 class _FakeQuantInput:
     """A forward pre-hook: the layer's first input, fake-quantized (STE under autograd)."""
 
@@ -58,11 +71,7 @@ class _FakeQuantInput:
         self.aq = aq
 
     def __call__(self, module: torch.nn.Module, args: tuple) -> tuple:
-        x = args[0]
-        fq = fake_quantize_t(x, self.aq)
-        if torch.is_grad_enabled() and x.requires_grad:
-            fq = x + (fq - x).detach()
-        return (fq,) + tuple(args[1:])
+        return (_StraightThrough.apply(args[0], self.aq),) + tuple(args[1:])
 
 
 @contextlib.contextmanager

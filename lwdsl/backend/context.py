@@ -50,7 +50,18 @@ class StepContext:
         return (self.seed * 1_000_003 + self.index) % (2**32)
 
     def output_path(self, name: str) -> Path:
-        """Where an artifact called ``name`` goes: inside the run folder (the current folder
-        when the run writes no folder, as through the Python API without ``out``)."""
-        root = Path(self.run_dir) if self.run_dir is not None else Path.cwd()
-        return root / name
+        """Where an artifact called ``name`` goes: inside the run folder, or, when the run writes
+        no folder (the Python API without ``out``), the current folder, where an existing file
+        is never replaced.
+
+        Raises:
+            UsageError: no run folder, and ``name`` exists in the current folder.
+        """
+        if self.run_dir is not None:
+            return Path(self.run_dir) / name
+        path = Path.cwd() / name
+        if path.exists():
+            from ..errors import UsageError
+
+            raise UsageError(f"{path} exists: without a run folder, an export never replaces a file", hint="give out=FOLDER, or another PATH")
+        return path

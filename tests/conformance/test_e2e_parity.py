@@ -26,8 +26,15 @@ def test_readme_recipe_on_both_backends(mnist, tmp_path):
     }
     first = {name: r["steps"][0]["metrics"] for name, r in reports.items()}
     assert first["torch"]["accuracy"] == pytest.approx(first["tensorflow"]["accuracy"], abs=1e-4)  # same weights
-    last = {name: r["steps"][-1]["metrics"] for name, r in reports.items()}
-    sparsity = {name: [(layer["name"], layer["sparsity"]) for layer in m["layers"]] for name, m in last.items()}
+    # the masks (every step up to the fine-tuning) are the same on both backends
+    trained = {name: next(s for s in r["steps"] if s["op"] == "finetune")["metrics"] for name, r in reports.items()}
+    sparsity = {name: [(layer["name"], layer["sparsity"]) for layer in m["layers"]] for name, m in trained.items()}
     assert sparsity["torch"] == sparsity["tensorflow"]
+    assert trained["torch"]["nonzero_params"] == trained["tensorflow"]["nonzero_params"]
+    # after int8: which trained weights round to code 0 follows training's rounding, so a few
+    # differ; pruned weights stay zero on both, accuracies stay within 0.3 points
+    last = {name: r["steps"][-1]["metrics"] for name, r in reports.items()}
+    assert all(r["steps"][-1]["op"] == "quantize" for r in reports.values())
     assert abs(last["torch"]["accuracy"] - last["tensorflow"]["accuracy"]) <= 0.003
-    assert last["torch"]["nonzero_params"] == last["tensorflow"]["nonzero_params"]
+    nonzero = [last[name]["nonzero_params"] for name in ("torch", "tensorflow")]
+    assert max(nonzero) <= trained["torch"]["nonzero_params"] and abs(nonzero[0] - nonzero[1]) <= 0.01 * max(nonzero)

@@ -23,9 +23,10 @@ def test_every_option_of_every_op_has_a_row() -> None:
 
 def test_support_is_static() -> None:
     matrix = support_matrix()
-    assert matrix["export"] == {"torch": "torch", "tensorflow": "keras, saved_model, tflite"}
+    assert matrix["export"] == {"torch": "torch, onnx", "tensorflow": "keras, saved_model, tflite"}
     assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}
-    assert matrix["quantize"] == {"torch": "not yet", "tensorflow": "not yet"}
+    assert all(m.startswith("int8/dynamic, int8/static, int8/qat, int8/weights_only (") for m in matrix["quantize"].values())
+    assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
     code = "import sys; from lwdsl.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
@@ -36,4 +37,4 @@ def test_table_prints() -> None:
     print_ops(console)
     text = console.export_text()
     assert "prune" in text and "AMOUNT" in text and "calibrate=" in text
-    assert "torch: torch; tensorflow: keras, saved_model, tflite" in text
+    assert "torch: torch, onnx; tensorflow: keras, saved_model, tflite" in text

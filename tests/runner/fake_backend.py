@@ -46,6 +46,7 @@ class FakeBackend(Backend):
         self.calls: list[str] = []
         self.fail_on: Optional[str] = None  # an op name whose apply raises
         self.interrupt_on: Optional[str] = None
+        self.warn_on: Optional[str] = None  # an op name whose apply warns
 
     def versions(self) -> dict[str, str]:
         return {"fake": "1"}
@@ -85,6 +86,8 @@ class FakeBackend(Backend):
             raise RunError(f"{step.op} failed on purpose")
         if step.op == self.interrupt_on:
             raise KeyboardInterrupt
+        if step.op == self.warn_on:
+            ctx.warn(f"{layers[0]} stays float")
         return super().apply(model, step, layers, ctx)
 
     def native(self, model: Any) -> Any:

@@ -124,3 +124,12 @@ def test_input_checkpoint_is_byte_identical_after_the_run(fake, tmp_path):
     assert ckpt.read_bytes() == before
     assert "train" not in fake.calls
     assert result.report["steps"][1]["metrics"]["nonzero_params"] < result.report["steps"][0]["metrics"]["nonzero_params"]
+
+
+def test_a_warning_reaches_the_report_even_when_quiet(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    fake.warn_on = "finetune"
+    _run(tmp_path, "prune l1 0.5 | finetune epochs=1")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [s.get("warnings") for s in report["steps"]] == [None, None, ["fc1 stays float"]]
+    assert "## Warnings\n\n- finetune epochs=1: fc1 stays float\n" in (tmp_path / "run" / "report.md").read_text()
