@@ -75,7 +75,7 @@ def test_export_formats_are_checked_without_a_framework() -> None:
     check_backend(recipe, "tf", load=False)
     check_backend(lwdsl.parse("export torch"), "torch", load=False)
     check_backend(lwdsl.parse("export onnx"), "torch", load=False)
-    with pytest.raises(RecipeError, match="the tensorflow backend cannot export onnx yet"):
+    with pytest.raises(RecipeError, match="the tensorflow backend cannot export onnx"):
         check_backend(lwdsl.parse("export onnx"), "tensorflow", load=False)
 
 
