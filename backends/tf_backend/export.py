@@ -17,7 +17,6 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.steps import export_handler
 from lwdsl.weights import atomic_path
 
-from ._tf import quiet_stderr, tf
 from .handle import KerasHandle
 from .io import save_keras
 

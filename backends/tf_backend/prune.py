@@ -20,7 +20,6 @@ are cut out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Iterator
 
 import numpy as np
 

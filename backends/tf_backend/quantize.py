@@ -34,7 +34,7 @@ import numpy as np
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.order import calibration_indices
-from lwdsl.semantics.quant import ActQuant, RangeObserver, WeightQuant, act_qparams, quantize_weight
+from lwdsl.semantics.quant import RangeObserver, WeightQuant, act_qparams, quantize_weight
 from lwdsl.specs import QuantizeSpec, TrainingOptions
 
 from ._tf import tf, tf_keras

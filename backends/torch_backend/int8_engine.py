@@ -138,7 +138,7 @@ def build_onnx(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     removed: set[int] = set()
     pre_at: dict[int, list] = {}  # Q/DQ moved upstream, inserted before the chain's first node
     for layer, q in handle.quant.items():
-        wname, bname = f"{layer}.weight", f"{layer}.bias"
+        wname = f"{layer}.weight"
         node = consumers.get(wname)
         if node is None or wname not in inits:
             info["float"].append(layer)

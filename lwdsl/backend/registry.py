@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import LwdslError, UsageError
+from ..errors import UsageError
 from .support import SupportTable
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from lwdsl.cli import app
 from lwdsl.ops_table import option_rows, print_ops
 from lwdsl.progress import PlainBar, progress_factory
 
-from ._util import LWDSL, cli_env, run_cli
+from ._util import LWDSL, cli_env
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ["check", "fmt", "explain", "diff", "schema", "ops", "run", "train"]

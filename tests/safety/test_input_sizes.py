@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from lwdsl.jsonplan import recipe_from_json
 from lwdsl.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_SYNTHETIC_BYTES
 from lwdsl.weights import load_weights, save_weights
 
-from ._util import assert_refused, cli_env, run_cli
+from ._util import assert_refused, run_cli
 
 # --- recipes ---------------------------------------------------------------------------------
 
