@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lwdsl.backends.tf_backend._tf  # noqa: E402,F401  (before torch's Triton: see tf_backend/_tf.py)
+from lwdsl.formatter import step_to_text  # noqa: E402
 from lwdsl.specs import DistillSpec, ExportSpec, QuantizeSpec  # noqa: E402
 from tests.conformance import cases as C  # noqa: E402
 
@@ -30,7 +31,7 @@ def _spec_text(case: C.PruneCase) -> str:
 
 def _support_rows() -> list[str]:
     rows = []
-    steps = [QuantizeSpec(dtype="int8"), DistillSpec()] + [ExportSpec(format=f) for f in ("onnx", "torch", "tflite", "saved_model", "keras")]
+    steps = [DistillSpec()] + [ExportSpec(format=f) for f in ("onnx", "torch", "tflite", "saved_model", "keras")]
     for step in steps:
         what = f"{step.op} {getattr(step, 'format', getattr(step, 'dtype', ''))}".strip()
         cells = []
@@ -39,6 +40,56 @@ def _support_rows() -> list[str]:
             cells.append("runs" if reason is None else f"not run: {reason}")
         rows.append(f"| {what} | | {cells[0]} | {cells[1]} | not compared |")
     return rows
+
+
+def _quant_forms() -> list[QuantizeSpec]:
+    """int8 in every mode and granularity, then every weight form both backends run."""
+    from lwdsl.backend import support_table
+
+    specs = [QuantizeSpec(dtype="int8", mode=m, granularity=g, calibrate=128) for m in ("dynamic", "static") for g in ("per_channel", "per_tensor")]
+    both = set.intersection(*(set(support_table(b).runs.get("quantize", ())) for b in C.BACKENDS))
+    for dtype in ("int4", "int2", "ternary", "binary"):
+        if f"{dtype}/weights_only" in both:
+            specs.append(QuantizeSpec(dtype=dtype, weights_only=True))
+    return specs
+
+
+def _quantize_rows() -> tuple[list[str], int]:
+    """From one planted canonical state, each backend quantizes every conv/linear layer; the
+    packed canonical states must be bit-identical (activation ranges: within 1e-5 of the
+    range's width, each framework's own forward pass)."""
+    import numpy as np
+
+    rows, failures = [], 0
+    data = C.dataset(256, 64)
+    for model in ("lenet5", "seedcnn"):
+        state = C.planted_state(model)
+        for spec in _quant_forms():
+            out = {}
+            for name in C.BACKENDS:
+                be = C.backend(name)
+                handle = be.load_model(model, C.SHAPE, 10)
+                be.load_state(handle, state)
+                layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+                out[name] = be.state(be.finalize(be.apply(handle, spec, layers, C.context(data))))
+            a, b = out["torch"], out["tensorflow"]
+            bad, worst = sorted(set(a) ^ set(b)), 0.0
+            for k in sorted(set(a) & set(b)):
+                x, y = np.ascontiguousarray(a[k]), np.ascontiguousarray(b[k])
+                if x.dtype != y.dtype or x.shape != y.shape:
+                    bad.append(k)
+                elif ".act." in k and x.dtype == np.float32:
+                    worst = max(worst, float(np.max(np.abs(x - y) / np.maximum(np.abs(x), 1e-30), initial=0)))
+                elif not np.array_equal(x.view(np.uint8), y.view(np.uint8)):
+                    bad.append(k)
+            ok = not bad and worst <= 1e-5
+            failures += not ok
+            codes = sum(int(np.asarray(v).size) for k, v in a.items() if k.endswith(".weight.codes"))
+            detail = (f"{codes:,} code bytes, scales and biases: every bit the same"
+                      + (f"; activation scales within {worst:.1e} (relative)" if ".act." in "".join(a) else "")) if ok else f"differ: {', '.join(bad[:3])}"
+            text = step_to_text(spec)
+            rows.append(f"| `{text}` ({model}) | {spec.granularity} | runs | runs | {'identical' if ok else 'DIFFERENT'} | {detail} |")
+    return rows, failures
 
 
 def main() -> None:
@@ -69,6 +120,9 @@ def main() -> None:
         failures += not o.ok
         opts = f"{case.spec.op} {case.spec.optimizer} lr={case.spec.lr:g} batch={case.spec.batch}"
         lines.append(f"| `{opts}` (lenet5) | {case.id}{' ' + case.batch_note if case.batch_note else ''} | runs | runs | {o.status} | {o.detail} |")
+    qrows, qfail = _quantize_rows()
+    lines += qrows
+    failures += qfail
     lines += _support_rows()
     lines += ["", f"{failures} case(s) not identical or out of tolerance; generated in {time.perf_counter() - start:.0f} s.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)

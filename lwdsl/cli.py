@@ -299,13 +299,14 @@ def explain(
 ) -> None:
     """Explain a recipe step by step, with every default made explicit.
 
-    With --model, each step also lists the layers its selector matches, with parameter counts;
-    the model is only built, never changed."""
+    With --model, each step also lists the layers its selector matches, with parameter counts,
+    and a `prune ... remove=true` step the dependency groups it removes channels from (or why
+    it is refused); the model is only built, never changed."""
     from .compiler import load
     from .explain import explain_recipe
 
     recipe = load(file, overrides=parse_sets(sets), root=root)
-    layers = None
+    layers = groups = None
     if model is not None:
         from .backend import get_backend
         from .data import data_shape
@@ -314,8 +315,11 @@ def explain(
         data_name = data or (recipe.target.data if recipe.target and recipe.target.data else "mnist")
         shape, classes = data_shape(data_name)
         be = get_backend(backend)
-        layers = be.layers(be.load_model(model, shape, classes))
-    typer.echo(explain_recipe(recipe, layers))
+        built = be.load_model(model, shape, classes)
+        layers = be.layers(built)
+        if any(getattr(step, "remove", False) for step in recipe.steps):
+            groups = be.groups(built)
+    typer.echo(explain_recipe(recipe, layers, groups))
 
 
 @app.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .fields import choices, options
 from .formatter import selector_to_text, step_to_text, value_to_text
@@ -100,13 +100,36 @@ def _explain_layers(recipe: Recipe, index: int, layers: Sequence["LayerInfo"]) -
     return lines
 
 
-def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = None) -> str:
+def _explain_groups(recipe: Recipe, index: int, layers: Sequence["LayerInfo"], groups: Sequence[Any]) -> list[str]:
+    """For ``prune ... structured=filters remove=true``: the dependency groups the step
+    removes channels from, or why it is refused."""
+    from .errors import LwdslError
+    from .semantics.groups import describe, select_groups
+
+    step = recipe.steps[index]
+    if getattr(step, "op", None) != "prune" or not getattr(step, "remove", False):
+        return []
+    names = match_layers(step.effective_selector(), layers, step_label=step_label(recipe, index), location=recipe.location(index))
+    try:
+        chosen = select_groups(groups, names)
+    except LwdslError as err:
+        return textwrap.wrap(f"refused: {err.message}", WIDTH, initial_indent="   ", subsequent_indent="     ")
+    lines = [f"   removes channels of {len(chosen)} dependency group{'s' if len(chosen) != 1 else ''}:"]
+    for line in describe(chosen):
+        lines += textwrap.wrap(line, WIDTH, initial_indent="     ", subsequent_indent="       ", break_on_hyphens=False)
+    return lines
+
+
+def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = None, groups: Optional[Sequence[Any]] = None) -> str:
     """The plan of ``recipe`` in words, step by step.
 
     Args:
         recipe: a compiled recipe.
         layers: the model's layers (``backend.layers(model)``); when given, each step also
             lists the layers it matches with their parameter counts.
+        groups: the model's dependency groups (``backend.groups(model)``); with ``layers``, a
+            ``prune ... remove=true`` step also lists the groups it removes channels from, or
+            why it is refused.
 
     Raises:
         RecipeError: with ``layers``, a selector that matches no layer (or contradicts
@@ -131,4 +154,6 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
         lines += ["", f"{i + 1}. {step_to_text(step)}"] + _explain_step(step)
         if layers is not None:
             lines += _explain_layers(recipe, i, layers)
+            if groups is not None:
+                lines += _explain_groups(recipe, i, layers, groups)
     return "\n".join(lines)

@@ -32,8 +32,10 @@ def lock_data(
     seed: int,
     checkpoint: Optional[Path],
     baseline: dict[str, Any],
+    other_data: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
-    """The lock file's content: recipe hash, resolved plan, seed, data hash, versions."""
+    """The lock file's content: recipe hash, resolved plan, seed, data hash (and those of the
+    other data sets steps read, e.g. a distillation transfer set), versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -56,6 +58,7 @@ def lock_data(
         "baseline": baseline,
         "data": data,
         "data_sha256": data_sha256,
+        "other_data_sha256": dict(sorted((other_data or {}).items())),
         "versions": {
             "lwdsl": lwdsl_version,
             "python": sys.version.split()[0],

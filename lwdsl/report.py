@@ -82,10 +82,60 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     if "speedup_b1" in s:
         lines.append(f"- latency {s['speedup_b1']:.2f}x at batch 1, {s['speedup_b64']:.2f}x at batch 64")
+    lines += _model_changes(report)
+    lines += _artifacts_markdown(report)
     warned = [(step["text"], w) for step in report["steps"] for w in step.get("warnings", ())]
     if warned:
         lines += ["", "## Warnings", ""] + [f"- {text}: {w}" for text, w in warned]
     return "\n".join(lines) + "\n"
+
+
+def _model_changes(report: dict[str, Any]) -> list[str]:
+    """The "Model replaced" section: each step whose handler put a new model in place of the
+    current one (``distill student=``, noted as ``student`` in the step's row)."""
+    rows = []
+    for i, step in enumerate(report["steps"]):
+        new = step.get("student")
+        if not new:
+            continue
+        before, after = report["steps"][i - 1]["metrics"], step["metrics"]
+        rows.append(
+            f"- `{step['text']}`: `{new['replaces']}` ({new['params_before']:,} params) replaced by the student "
+            f"`{new['name']}` ({new['params_after']:,} params, {new['params_before'] / max(new['params_after'], 1):.2f}x fewer); "
+            f"accuracy {100 * before['accuracy']:.2f}% -> {100 * after['accuracy']:.2f}%; later steps apply to the student"
+        )
+    return ["", "## Model replaced", "", *rows] if rows else []
+
+
+def _artifacts_markdown(report: dict[str, Any]) -> list[str]:
+    """Each exported artifact as its own runtime measured it (the ``artifacts`` notes of export
+    steps): size, accuracy, latency, how many weighted ops run in int8 and in float, how many
+    weight codes equal the canonical ones, and every op with its dtypes."""
+    found = [(s["text"], a["path"], a) for s in report["steps"] for a in s.get("artifacts", ()) if "size_bytes" in a]
+    if not found:
+        return []
+    lines = [
+        "",
+        "## Artifacts (measured in their own runtime, 1 thread)",
+        "",
+        "| step | file | runtime | size | accuracy | latency b1 (ms) | latency b32 (ms) | weighted ops int8 / float | codes equal to lwdsl's |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ms = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for text, name, a in found:
+        acc = "-" if a.get("accuracy") is None else f"{100 * a['accuracy']:.2f}%"
+        codes = f"{a['codes_equal']:,} / {a['codes_total']:,}" if "codes_total" in a else "-"
+        lines.append(
+            f"| `{text}` | {name} | {a.get('runtime', '-')} | {_fmt_bytes(a['size_bytes'])} | {acc} | {ms(a.get('latency_ms_b1'))} "
+            f"| {ms(a.get('latency_ms_b32'))} | {a.get('int8_ops', 0)} / {a.get('float_ops', 0)} | {codes} |"
+        )
+    lines.append("")
+    for _, name, a in found:
+        ops = ", ".join(f"{op} x{n}" for op, n in a.get("ops", {}).items())
+        lines.append(f"- `{name}` ops: {ops or '-'}")
+        if a.get("float_layers"):
+            lines.append(f"- `{name}` layers left float32: {', '.join(a['float_layers'])}")
+    return lines
 
 
 def print_table(report: dict[str, Any]) -> None:

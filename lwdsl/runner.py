@@ -23,13 +23,13 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .backend import Backend, StepContext, get_backend
 from .dataset import Dataset
-from .errors import LwdslError, UsageError
+from .errors import LwdslError, RunError, UsageError
 from .outdir import check_out
 from .metrics import measure
 from .plan import Recipe
@@ -63,6 +63,8 @@ class _Prepared:
     handle: Any
     dataset: Dataset
     checkpoint: Optional[Path]
+    datasets: dict[str, Dataset]
+    models: dict[str, Any] = field(default_factory=dict)
 
 
 def baseline_options(epochs: int) -> TrainingOptions:
@@ -127,6 +129,7 @@ def run(
     baseline_epochs: int = 3,
     latency: bool = True,
     echo: Any = None,
+    models: Optional[dict[str, Any]] = None,
 ) -> RunResult:
     """Compress a model with a recipe.
 
@@ -148,6 +151,9 @@ def run(
         overrides: ``--set NAME=VALUE`` values for the recipe's variables.
         baseline_epochs: epochs of the baseline trained when no checkpoint is given.
         latency: measure latency after every step (off in quick tests).
+        models: your own framework model objects, by the name a recipe gives them
+            (``distill student=small`` with ``models={"small": my_module}``); deep-copied,
+            never modified.
 
     Returns:
         A :class:`RunResult` with the compressed model and the report (``report["steps"]``).
@@ -161,7 +167,7 @@ def run(
     """
     out = check_out(out) if out is not None else None  # refuse a bad --out before any work
     say = (echo or print) if not quiet else (lambda *_: None)
-    prep = _prepare(recipe, overrides, model, backend, data, train, test, checkpoint, seed)
+    prep = _prepare(recipe, overrides, model, backend, data, train, test, checkpoint, seed, models or {})
     staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say)
     report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say)
     return RunResult(handle, report, run_dir, prep.backend)
@@ -177,6 +183,7 @@ def _prepare(
     test: Any,
     checkpoint: Optional[Union[str, Path]],
     seed: int,
+    models: Optional[dict[str, Any]] = None,
 ) -> _Prepared:
     """Compile, check every step against the backend, build the model and check every selector,
     then read the data: every mistake the recipe, model or data can show fails here, before
@@ -199,11 +206,18 @@ def _prepare(
     be.set_seed(seed)
     handle: Any = be.load_model(model_ref, shape, classes, ckpt)
     _check_selectors(plan, be, handle)
-    if dataset is None:
-        from .data import load_data
+    _check_models(plan, be, tuple(shape), classes, models or {})
+    _check_data_sets(plan, tuple(shape), str(data_name or "the given data"))
+    from .data import load_data
 
+    if dataset is None:
         dataset = load_data(str(data_name))
-    return _Prepared(plan, be, model_ref, handle, dataset, ckpt)
+    others = {
+        name: dataset if name.replace("-", "_").lower() == dataset.name else load_data(name)
+        for step in plan.steps
+        for name in step.data_sets()
+    }
+    return _Prepared(plan, be, model_ref, handle, dataset, ckpt, others, dict(models or {}))
 
 
 def _execute(
@@ -218,7 +232,9 @@ def _execute(
     plan, be, handle = prep.plan, prep.backend, prep.handle
     progress = progress_factory(quiet)
     staging = staging_dir(Path(out)) if out is not None else None
-    ctx = StepContext(data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging)
+    ctx = StepContext(
+        data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models
+    )
 
     def warn(message: str) -> None:  # into the step's report row (always), and said
         ctx.notes.setdefault("warnings", []).append(message)
@@ -286,6 +302,7 @@ def _write(
         seed=seed,
         checkpoint=prep.checkpoint,
         baseline=baseline_info,
+        other_data={name: ds.sha256 for name, ds in prep.datasets.items()},
     )
     run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
     say(f"wrote {run_dir}")
@@ -307,6 +324,40 @@ def _data_shape(name: Optional[str]) -> tuple[tuple[int, ...], int]:
     if name is None:
         raise UsageError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
     return data_shape(name)
+
+
+def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: int, models: dict[str, Any]) -> None:
+    """Every model a step names (``distill student=``) is one of ``models`` or one the backend
+    builds: built once here and dropped, so a typo fails before any data is read or training
+    spent (with the backend's did-you-mean)."""
+    from .validate import step_label
+
+    for i, step in enumerate(plan.steps):
+        for name in step.models_named():
+            if name in models:
+                continue
+            try:
+                be.load_model(name, shape, classes)
+            except LwdslError as exc:
+                kind = UsageError if isinstance(exc, UsageError) else LwdslError
+                raise kind(f"{step_label(plan, i)}: {exc.message}", hint=exc.hint) from None
+
+
+def _check_data_sets(plan: Recipe, shape: tuple[int, ...], data_name: str) -> None:
+    """Every other data set a step reads (a transfer set) must have the run's input shape:
+    checked from the names alone, before any data is read."""
+    from .data import data_shape
+    from .validate import step_label
+
+    for i, step in enumerate(plan.steps):
+        for name in step.data_sets():
+            other, _ = data_shape(name)
+            if tuple(other) != shape:
+                raise RunError(
+                    f"{step_label(plan, i)}: data={name} has images of shape {tuple(other)} (C,H,W), "
+                    f"the model takes the run's {shape} ({data_name})",
+                    hint="a transfer set must have the run's image shape: use a data set of the same size and channels",
+                )
 
 
 def _check_selectors(plan: Recipe, be: Backend, handle: Any) -> None:

@@ -6,8 +6,15 @@ Each op spec checks itself; what only shows across steps is checked here:
   the same path (or one inside the other);
 - a layer is quantized once: two ``quantize`` steps must have disjoint selectors (that is
   how mixed precision is written: ``quantize int8 on conv | quantize int4 on linear``);
-- ``prune``, ``regularize`` and ``finetune`` do not follow a ``quantize`` that is not
-  ``mode=qat`` (they change float weights the quantize has already turned into integers).
+- ``prune`` does not follow a ``quantize`` that is not ``mode=qat`` (it would change codes the
+  quantize has fixed); ``finetune`` and ``regularize`` (and ``distill``) may follow an integer
+  ``quantize``: they train through the quantizer (straight-through estimator), so the model
+  stays on its integer grid; they do not follow an ``fp16``/``bf16`` cast.
+- ``export tflite io=int8`` needs a ``quantize int8`` with ``mode=static`` or ``mode=qat``
+  before it (a fully integer model);
+- ``export onnx`` and ``export tflite`` (int8 or float32 files) do not follow a quantize to a
+  form they cannot hold (int4, int2, ternary, binary, fp16, bf16:
+  :data:`lwdsl.specs.quantize.EXPORT_HOLDS`).
 
 Selectors are compared by kind and by identical glob, without a model; ``all`` overlaps
 everything. :func:`check_backend` adds what one backend cannot do, before anything runs.
@@ -28,9 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = ["validate_recipe", "check_backend", "step_label", "overlap"]
 
-#: Ops that change float weights in place: they cannot follow a dynamic or static quantize.
-#: (``distill`` may: its student is trained as it is, or is a new model given by ``student=``.)
+#: Ops that change weights: ``prune`` cannot follow a dynamic or static quantize; the
+#: training ops train through an integer quantizer but cannot follow a float cast.
 _CHANGE_WEIGHTS = ("prune", "regularize", "finetune")
+_TRAINING = ("regularize", "finetune")
+_CASTS = ("fp16", "bf16")
 
 #: Every kind a layer can have (``all`` covers these and layers of no portable kind).
 _EVERY_KIND = frozenset({"conv", "linear", "embedding", "norm", "other"})
@@ -80,6 +89,8 @@ class _Quantized:
         self.first_all: Optional[int] = None  # the first that covers `all`
         self.first_glob: Optional[int] = None  # the first with a glob
         self.first_frozen: Optional[tuple[int, QuantizeSpec]] = None  # the first not mode=qat
+        self.first_cast: Optional[tuple[int, QuantizeSpec]] = None  # the first fp16/bf16 cast
+        self.first_full_int8: Optional[int] = None  # the first int8 static or qat
 
     def first_overlap(self, step: StepSpec) -> Optional[int]:
         kinds, globs, covers_all = _coverage(step.effective_selector())
@@ -103,6 +114,10 @@ class _Quantized:
             self.first_glob = index
         if step.mode != "qat" and self.first_frozen is None:
             self.first_frozen = (index, step)
+        if step.dtype in _CASTS and self.first_cast is None:
+            self.first_cast = (index, step)
+        if step.dtype == "int8" and step.mode in ("static", "qat") and not step.weights_only and self.first_full_int8 is None:
+            self.first_full_int8 = index
 
 
 def _artifact_parts(step: ExportSpec) -> tuple[str, ...]:
@@ -121,6 +136,7 @@ def validate_recipe(recipe: "Recipe") -> None:
     first_export: Optional[int] = None
     artifacts: dict[tuple[str, ...], int] = {}  # path an export writes -> its step
     folders: dict[tuple[str, ...], int] = {}  # folder an export writes into -> its step
+    dtypes: dict[str, int] = {}  # quantize dtype -> its first step (what an export must hold)
     for i, step in enumerate(recipe.steps):
         if first_export is not None and not isinstance(step, ExportSpec):
             raise RecipeError(
@@ -143,8 +159,29 @@ def validate_recipe(recipe: "Recipe") -> None:
                     hint=f'give it another name, e.g. export {step.format} "2-{PurePosixPath(step.artifact_name()).name}"',
                 )
             artifacts[parts] = i
+            if step.io == "int8" and quantized.first_full_int8 is None:
+                raise RecipeError(
+                    f"{step_label(recipe, i)}: io=int8 needs a fully integer model",
+                    recipe.location(i),
+                    found=(f"{step_label(recipe, dtypes['int8'])}: its activations stay float" if "int8" in dtypes
+                           else "no quantize step before it"),
+                    expected="quantize int8 mode=static (activations calibrated) before export tflite io=int8",
+                    hint="add `quantize int8 mode=static` before the export, or drop io=int8",
+                )
             for n in range(1, len(parts)):
                 folders.setdefault(parts[:n], i)
+            for j in dtypes.values():
+                why = recipe.steps[j].export_refusal(step.format)
+                if why:
+                    raise RecipeError(
+                        f"{step_label(recipe, i)}: {why} (from {step_label(recipe, j)})",
+                        recipe.location(i),
+                        found=f"export {step.format} after quantize {recipe.steps[j].dtype}",
+                        expected="export torch, keras or saved_model (float weights codes * scale; model.lwz "
+                        "holds the packed codes), or quantize int8 for an int8 file",
+                        hint=f"replace export {step.format} by export torch (torch backend) or export keras (tensorflow "
+                        "backend); the run folder's model.lwz keeps the packed codes",
+                    )
         elif isinstance(step, QuantizeSpec):
             j = quantized.first_overlap(step)
             if j is not None:
@@ -156,11 +193,20 @@ def validate_recipe(recipe: "Recipe") -> None:
                     hint="e.g. quantize int8 on conv | quantize int4 on linear",
                 )
             quantized.add(i, step)
-        elif step.op in _CHANGE_WEIGHTS and quantized.first_frozen is not None:
+            dtypes.setdefault(step.dtype, i)
+        elif step.op in _TRAINING and quantized.first_cast is not None:
+            j, earlier = quantized.first_cast
+            raise RecipeError(
+                f"{step_label(recipe, i)}: `{step.op}` cannot train a model that {step_label(recipe, j)} cast to {earlier.dtype}",
+                recipe.location(i),
+                found=step_label(recipe, j),
+                expected=f"`{step.op}` before the cast, or an integer quantize (it trains through the quantizer)",
+            )
+        elif step.op == "prune" and quantized.first_frozen is not None:
             j, earlier = quantized.first_frozen
             raise RecipeError(
                 f"{step_label(recipe, i)}: `{step.op}` changes weights that {step_label(recipe, j)} "
-                f"already quantized (mode={earlier.mode})",
+                f"already quantized ({'weights_only' if earlier.weights_only else f'mode={earlier.mode}'})",
                 recipe.location(i),
                 found=step_label(recipe, j),
                 expected=f"`{step.op}` before the quantize, or quantize with mode=qat",

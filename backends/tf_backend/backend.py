@@ -12,12 +12,14 @@ import numpy as np
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
 from lwdsl.dataset import Dataset
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.quant import unpack_state
+from lwdsl.semantics.fold import FOLDED
+from lwdsl.semantics.quant import unpack_act, unpack_state
 from lwdsl.specs import TrainingOptions
 
 from ._tf import tf
 from . import io
 from .data import adopt_data
+from .fold import drop_folded
 from .handle import KerasHandle
 from .handlers import HANDLERS
 from .latency import latency_ms
@@ -93,6 +95,12 @@ class KerasBackend(Backend):
     def layers(self, model: Any) -> list[LayerInfo]:
         return list_layers(_handle(model))
 
+    def groups(self, model: Any) -> list:
+        from .graph import find_groups
+
+        handle = _handle(model)
+        return find_groups(handle.model, {v.name: i for i, v in enumerate(handle.views())})
+
     def train(self, model: Any, options: TrainingOptions, ctx: StepContext) -> KerasHandle:
         handle = _handle(model)
         fit(handle, options, ctx, label="train")
@@ -117,6 +125,15 @@ class KerasBackend(Backend):
         packed state (int8 codes and scales of quantized layers) loads as ``codes * scale``
         and restores the handle's quantized layers (``handle.quant``)."""
         handle = _handle(model)
+        folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
+        if folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
+            names = {layer.name: layer for layer in handle.model.layers}
+            todo = [n for n in folded if n in names and "BatchNormalization" in {c.__name__ for c in type(names[n]).__mro__}]
+            if todo:
+                handle.model, done = drop_folded(handle.model, todo)
+                handle.folded.update(done)
+            state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
+        acts = unpack_act(state)  # static layers' input ranges
         state, quant = unpack_state(_zero_d(state))  # a quantized layer's codes * scale, and its codes
         resized = resize_to_state(handle.model, state)
         load_state_into(resized, state)
@@ -125,7 +142,7 @@ class KerasBackend(Backend):
             handle.masks = {k: m for k, m in handle.masks.items() if shapes.get(k) == m.shape}
             handle.model = resized
         handle.quant = quant
-        handle.act = {}
+        handle.act = {layer: a for layer, a in acts.items() if layer in quant}
         handle.apply_masks()
 
     def save_native(self, model: Any, path: Path) -> None:

@@ -10,13 +10,20 @@ projection on the channel axis, trained with the student and dropped afterwards;
 feature is its output before any fused activation, as on torch where activations are separate)
 and ``relation`` (RKD distance or angle, on the logits).
 
-The teachers are fixed and lwdsl has no augmentation, so their (averaged) logits for the whole
-training set are computed once, in inference mode, before training; each batch gathers its rows
-with ``tf.gather`` on that constant (the cache is noted in ``ctx.notes``).
+``data=NAME`` (``transfer``): the student trains on the transfer set's images
+(:func:`lwdsl.semantics.distill.training_set`), soft targets only; accuracy stays the run's.
+
+The teachers are fixed and lwdsl has no augmentation, so their (averaged) logits for every
+training image are computed once, in inference mode, before training; each batch gathers its
+rows with ``tf.gather`` on that constant (the cache is noted in ``ctx.notes``; with
+:data:`lwdsl.semantics.distill.CACHE_TEACHER_LOGITS` off, for measuring it, they are computed per
+batch).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -194,8 +201,9 @@ def load_teachers(handle: KerasHandle, spec: DistillSpec, ctx: StepContext) -> l
 
 
 def build_student(name: str, ctx: StepContext) -> KerasHandle:
-    """A fresh ``name`` for the data's input shape and classes (zoo models start from fixed seeds)."""
-    return _backend().load_model(name, ctx.data.input_shape, ctx.data.num_classes)
+    """A fresh ``name`` for the data's input shape and classes (zoo models start from fixed
+    seeds); the user's own model when ``ctx.models`` has ``name`` (a copy, as it is)."""
+    return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
 
 
 def _classes(model: Any, shape: tuple[int, ...], what: str) -> int:
@@ -279,8 +287,16 @@ class _Projection:
 # --- the handler ---------------------------------------------------------------------------------
 
 
+def _batch_teacher_logits(teachers: Sequence[KerasHandle], xb: Any) -> Any:
+    """The teachers' mean logits for one batch (inference mode, as the cache computes them)."""
+    per = [tf.cast(t.model(xb, training=False), tf.float64) for t in teachers]
+    return tf.stop_gradient(tf.cast(tf.add_n(per) / len(per), tf.float32))
+
+
 def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: StepContext) -> KerasHandle:
     """The ``distill`` handler; returns the student (a new handle with ``student=``)."""
+    data = core.training_set(spec, ctx)
+    run_ctx, ctx = ctx, (replace(ctx, data=data) if data is not ctx.data else ctx)
     teachers = load_teachers(handle, spec, ctx)
     shape = tuple(ctx.data.input_shape)
     student = build_student(spec.student, ctx) if spec.student is not None else handle
@@ -294,11 +310,18 @@ def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: 
         if k != k_student:
             raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
 
-    cache_np = teacher_logits(teachers, ctx.data.train_x, ctx)
-    ctx.notes["teacher_cache"] = (
-        f"logits of {len(teachers)} teacher(s) cached for {len(cache_np)} training images in one pass before training"
-    )
-    cache = tf.constant(cache_np)
+    before = _backend().stats(handle)
+    cache: Optional[Any] = None
+    if core.cache_teacher_logits():
+        start = time.perf_counter()
+        cache_np = teacher_logits(teachers, ctx.data.train_x, ctx)
+        ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)
+        ctx.notes["teacher_cache"] = (
+            f"logits of {len(teachers)} teacher(s) cached for {len(cache_np)} training images in one pass before training"
+        )
+        cache = tf.constant(cache_np)
+    if spec.data is not None:
+        ctx.notes["transfer_set"] = {"data": spec.data, "images": int(len(data.train_x)), "sha256": data.sha256}
 
     pairs = list(spec.features)
     projections: list[_Projection] = []
@@ -314,7 +337,7 @@ def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: 
     extra = [v for proj in projections for v in proj.variables]
 
     def batch_loss(model: Any, xb: Any, yb: Any, idx: Any):
-        t_logits = tf.gather(cache, idx)
+        t_logits = tf.gather(cache, idx) if cache is not None else _batch_teacher_logits(teachers, xb)
         t_feats, projected = [], []
         if pairs:
             logits, fs = s_taps(xb, training=True)
@@ -325,10 +348,20 @@ def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: 
         else:
             logits = model(xb, training=True)
         terms = distill_loss(spec, logits, yb, t_logits, t_feats, projected)
-        return terms["total"], terms["ce"]
+        return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
     what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
     fit(student, spec, ctx, label=what, loss=batch_loss, extra_variables=extra)
     if projections:
         ctx.notes["feature_projections"] = f"{len(projections)} projection(s) trained with the student, then dropped"
+    if spec.student is not None:
+        after = _backend().stats(student)
+        run_ctx.notes["student"] = {
+            "name": spec.student,
+            "replaces": handle.model.name,
+            "params_before": before.params,
+            "params_after": after.params,
+            "nonzero_before": before.nonzero_params,
+            "nonzero_after": after.nonzero_params,
+        }
     return student

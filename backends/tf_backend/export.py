@@ -15,6 +15,7 @@ from typing import Callable
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.steps import export_handler
+from lwdsl.specs import ExportSpec
 from lwdsl.weights import atomic_path
 
 from .handle import KerasHandle
@@ -23,11 +24,11 @@ from .io import save_keras
 __all__ = ["export", "EXPORTERS"]
 
 
-def write_keras(handle: KerasHandle, path: Path, ctx: StepContext) -> None:
+def write_keras(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
     save_keras(handle.copy().finalize().model, path if path.suffix == ".keras" else path.with_suffix(".keras"))
 
 
-def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext) -> None:
+def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         handle.copy().finalize().model.export(str(tmp / "out"))
@@ -37,19 +38,21 @@ def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext) -> None
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_tflite(handle: KerasHandle, path: Path, ctx: StepContext) -> None:
+def write_tflite(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
     """float32, full int8 or dynamic-range (after ``quantize``), checked in LiteRT: see
     :mod:`.tflite_engine`; what it finds goes into ``ctx.notes["tflite"][file name]``."""
     from . import tflite_engine
 
-    data, kind = tflite_engine.convert(handle, ctx)
+    data, kind = tflite_engine.artifact(handle, ctx, spec.io)
     with atomic_path(path) as tmp_file:
         tmp_file.write_bytes(data)
-    ctx.notes.setdefault("tflite", {})[path.name] = tflite_engine.report(data, kind, handle, ctx)
+    notes = tflite_engine.report(data, kind, handle, ctx)
+    ctx.notes.setdefault("tflite", {})[path.name] = notes
+    ctx.notes["artifact"] = tflite_engine.summary(data, notes, handle)  # joins the step's ``artifacts`` entry
 
 
 #: format -> writer; a contract test checks these are exactly the support table's export forms.
-EXPORTERS: dict[str, Callable[[KerasHandle, Path, StepContext], None]] = {
+EXPORTERS: dict[str, Callable[[KerasHandle, Path, StepContext, ExportSpec], None]] = {
     "keras": write_keras,
     "saved_model": write_saved_model,
     "tflite": write_tflite,

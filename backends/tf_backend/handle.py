@@ -39,6 +39,7 @@ class KerasHandle:
     quant: dict[str, WeightQuant] = field(default_factory=dict)
     act: dict[str, ActQuant] = field(default_factory=dict)
     qconfig: dict[str, Any] = field(default_factory=dict)
+    folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
 
     def views(self) -> list[LayerView]:
         return views(self.model)
@@ -76,5 +77,6 @@ class KerasHandle:
         clone = tf_keras.models.clone_model(self.model)
         clone.set_weights(self.model.get_weights())
         return KerasHandle(
-            clone, {k: v.copy() for k, v in self.masks.items()}, quant=dict(self.quant), act=dict(self.act), qconfig=dict(self.qconfig)
+            clone, {k: v.copy() for k, v in self.masks.items()}, quant=dict(self.quant), act=dict(self.act), qconfig=dict(self.qconfig),
+            folded=dict(self.folded),
         )

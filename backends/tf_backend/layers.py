@@ -269,13 +269,19 @@ def list_layers(handle: Any) -> list[LayerInfo]:
 
 def canonical_state(handle: Any) -> dict[str, np.ndarray]:
     """The canonical state of a handle's model (masks are applied to its weights already);
-    quantized layers' weights as int8 codes, scales and bits
+    quantized layers' weights as codes (packed below 8 bits), scales and bits, and statically
+    quantized layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
     (:func:`lwdsl.semantics.quant.pack_state`)."""
     from lwdsl.semantics.quant import pack_state
 
+    from lwdsl.semantics.fold import FOLDED
+
     state = state_of(handle.model)
-    quant = getattr(handle, "quant", None)
-    return pack_state(state, quant) if quant else state
+    for norm in getattr(handle, "folded", {}).values():  # folded into the layer before it: a marker
+        state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
+    quant, act = getattr(handle, "quant", None), getattr(handle, "act", None)
+    casts = (getattr(handle, "qconfig", None) or {}).get("cast")
+    return pack_state(state, quant or {}, act, casts) if quant or act or casts else state
 
 
 def model_stats(handle: Any) -> ModelStats:

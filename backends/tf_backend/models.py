@@ -28,10 +28,11 @@ from lwdsl.errors import LwdslError, UsageError, did_you_mean
 
 from ._tf import tf_keras
 
-__all__ = ["ZOO", "build_model", "build_zoo", "adopt_model", "load_file"]
+__all__ = ["ZOO", "GRAPHS", "build_model", "build_zoo", "build_resnet8", "adopt_model", "load_file"]
 
 # name -> layers: ("conv", name, width, kernel) | ("pool",) | ("relu",) | ("flatten",)
-#                 | ("dense", name, width, relu?) ; the last dense layer has num_classes units.
+#                 | ("dropout", rate) | ("dense", name, width, relu?) ; the last dense layer has
+#                 num_classes units.
 ZOO: dict[str, tuple[tuple, ...]] = {
     "lenet300": (
         ("flatten",),
@@ -58,6 +59,22 @@ ZOO: dict[str, tuple[tuple, ...]] = {
         ("flatten",),
         ("dense", "fc1", 50, True),
         ("dense", "fc2", None, False),
+    ),
+    # Hinton et al. 2015's MNIST teacher (dropout 0.2 on the input, 0.5 on hidden) and student
+    "mlp1200": (
+        ("flatten",),
+        ("dropout", 0.2),
+        ("dense", "fc1", 1200, True),
+        ("dropout", 0.5),
+        ("dense", "fc2", 1200, True),
+        ("dropout", 0.5),
+        ("dense", "fc3", None, False),
+    ),
+    "mlp800": (
+        ("flatten",),
+        ("dense", "fc1", 800, True),
+        ("dense", "fc2", 800, True),
+        ("dense", "fc3", None, False),
     ),
 }
 
@@ -98,7 +115,7 @@ def build_zoo(
     c, h, w = input_shape
     inp = tf_keras.Input((h, w, c), name="input")
     x = inp
-    counts = {"pool": 0, "relu": 0}
+    counts = {"pool": 0, "relu": 0, "dropout": 0}
     try:
         for i, spec in enumerate(ZOO[name]):
             kind = spec[0]
@@ -113,6 +130,9 @@ def build_zoo(
                 x = tf_keras.layers.Dense(units, activation="relu" if relu else None, name=lname, **init)(x)
             elif kind == "flatten":
                 x = tf_keras.layers.Flatten(name="flatten")(x)
+            elif kind == "dropout":
+                x = tf_keras.layers.Dropout(spec[1], name=f"dropout{counts[kind]}")(x)
+                counts[kind] += 1
             else:
                 counts[kind] += 1
                 layer = tf_keras.layers.MaxPool2D(2, name=f"pool{counts[kind]}") if kind == "pool" else tf_keras.layers.ReLU(name=f"relu{counts[kind]}")
@@ -120,6 +140,47 @@ def build_zoo(
     except ValueError as exc:
         raise LwdslError(f"model '{name}' does not fit inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None
     return tf_keras.Model(inp, x, name=name)
+
+
+def build_resnet8(input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None) -> Any:
+    """The torch backend's ``ResNet8`` as a functional tf_keras model, layer for layer: conv1
+    3x3, bn1, ReLU, three basic blocks ``layer1..3`` (conv1, bn1, conv2, bn2, a 1x1 ``down`` +
+    ``down_bn`` shortcut when the shape changes, Add, ReLU), global average pooling, ``fc``.
+    Stride-2 convolutions pad 1 on every side first (PyTorch's padding; Keras's 'same' pads
+    only after), BatchNorm uses PyTorch's epsilon 1e-5 and momentum 0.1."""
+    w = {"conv1": 16, "layer1.conv1": 16, "layer1.conv2": 16, "layer2.conv1": 32, "layer2.conv2": 32,
+         "layer3.conv1": 64, "layer3.conv2": 64, **(widths or {})}  # fmt: skip
+    layers = tf_keras.layers
+    index = iter(range(1000))
+
+    def conv(x: Any, name: str, width: int, k: int, stride: int = 1) -> Any:
+        init = _torch_like_init(int(x.shape[-1]) * k * k, next(index))
+        init.pop("bias_initializer")
+        if k == 3 and stride == 2:
+            x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        pad = "same" if k == 3 and stride == 1 else "valid"
+        return layers.Conv2D(width, k, stride, padding=pad, use_bias=False, name=name, **init)(x)
+
+    def bn(x: Any, name: str) -> Any:
+        return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
+
+    c, h, wd = input_shape
+    inp = tf_keras.Input((h, wd, c), name="input")
+    x = layers.ReLU(name="relu")(bn(conv(inp, "conv1", w["conv1"], 3), "bn1"))
+    for i, stride in ((1, 1), (2, 2), (3, 2)):
+        p = f"layer{i}."
+        y = layers.ReLU(name=p + "relu1")(bn(conv(x, p + "conv1", w[p + "conv1"], 3, stride), p + "bn1"))
+        y = bn(conv(y, p + "conv2", w[p + "conv2"], 3), p + "bn2")
+        if stride != 1 or int(x.shape[-1]) != w[p + "conv2"]:
+            x = bn(conv(x, p + "down", w[p + "conv2"], 1, stride), p + "down_bn")
+        x = layers.ReLU(name=p + "relu2")(layers.Add(name=p + "add")([y, x]))
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    init = _torch_like_init(int(x.shape[-1]), next(index))
+    return tf_keras.Model(inp, layers.Dense(num_classes, name="fc", **init)(x), name="resnet8")
+
+
+#: zoo models that are graphs, not layer lists
+GRAPHS = {"resnet8": build_resnet8}
 
 
 def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
@@ -218,12 +279,14 @@ def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths
     text = str(ref)
     if text in ZOO:
         return build_zoo(text, input_shape, num_classes, widths)
+    if text in GRAPHS:
+        return GRAPHS[text](input_shape, num_classes, widths)
     if text.startswith("keras:"):
         return _applications(text.split(":", 1)[1], input_shape, num_classes)
     if Path(text).suffix in (".keras", ".h5") or Path(text).exists():
         return load_file(Path(text))
-    near = did_you_mean(text, [*ZOO, "keras:MobileNetV2"])
+    near = did_you_mean(text, [*ZOO, *GRAPHS, "keras:MobileNetV2"])
     raise UsageError(
-        f"unknown model '{text}' for the tensorflow backend (built in: {', '.join(ZOO)}; or keras:NAME, a .keras/.h5 file)",
+        f"unknown model '{text}' for the tensorflow backend (built in: {', '.join([*ZOO, *GRAPHS])}; or keras:NAME, a .keras/.h5 file)",
         hint=f"did you mean '{near}'?" if near else None,
     )

@@ -88,18 +88,18 @@ def _global_magnitude(handle: KerasHandle, chosen: list[LayerView], amount: floa
         handle.add_mask(view, np.ascontiguousarray(keep))
 
 
-def prune_once(handle: KerasHandle, rule: MaskRule, chosen: list[LayerView], remove: bool) -> KerasHandle:
+def prune_once(
+    handle: KerasHandle, rule: MaskRule, chosen: list[LayerView], remove: bool, ctx: StepContext | None = None
+) -> KerasHandle:
     """One mask update of ``chosen`` (model order) under ``rule``; with ``remove`` (structured
     filters) the pruned filters are cut out and the new handle returned."""
     if rule.kind == "magnitude" and rule.scope == "global":
         _global_magnitude(handle, chosen, rule.amount)
         return handle
-    kept = []
+    if rule.kind == "structured" and remove:  # per dependency group: see structured.py
+        return remove_filters(handle, rule, [v.name for v in chosen], ctx)
     for view, keep in zip(chosen, keep_masks(rule, _Canonical(chosen))):
         handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
-        kept.append(keep)
-    if remove:
-        return remove_filters(handle, {v.name: m.reshape(m.shape[0], -1).any(axis=1) for v, m in zip(chosen, kept)})
     return handle
 
 
@@ -108,9 +108,9 @@ def prune(handle: KerasHandle, spec: PruneSpec, names: Sequence[str], ctx: StepC
     chosen = selected_views(handle, names)
     seed = ctx.step_seed()
     if spec.schedule == "oneshot":
-        return prune_once(handle, rule_for(spec, seed), chosen, spec.remove)
+        return prune_once(handle, rule_for(spec, seed), chosen, spec.remove, ctx)
     if spec.remove:
         plan_removal(handle, [v.name for v in chosen])  # fail before training, not after
     update = GradualClock(spec, len(ctx.data.train_x)).hook(lambda s: prune_once(handle, rule_for(spec, seed, s), chosen, False))
     fit(handle, spec, ctx, label=f"prune gradual to {spec.amount:g}", mask_layers=[v.name for v in chosen], after_step=update)
-    return prune_once(handle, rule_for(spec, seed), chosen, spec.remove)
+    return prune_once(handle, rule_for(spec, seed), chosen, spec.remove, ctx)

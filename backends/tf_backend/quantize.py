@@ -1,4 +1,11 @@
-"""``quantize int8``: codes and scales from :mod:`lwdsl.semantics.quant`, on the canonical layout.
+"""``quantize``: codes and scales from :mod:`lwdsl.semantics.quant`, on the canonical layout.
+
+Forms: ``int8`` (every mode below) and the low-bit forms ``int4``, ``int2``, ``ternary``,
+``binary`` (``weights_only`` or ``qat``; activations stay float), all through the core's
+:func:`~lwdsl.semantics.quant.quantize_as` (the same call as the torch backend's). A binary
+layer has no code 0: its pruning mask is dropped (named with ``ctx.warn``). ``auto`` takes each
+layer's form from :func:`lwdsl.semantics.auto_bits.choose_bits`; ``fp16`` and ``bf16`` round
+the kernels by :func:`~lwdsl.semantics.quant.cast_weight` (stored in 16 bits, ``qconfig["cast"]``).
 
 For each selected conv/dense layer the kernel is converted to the canonical (PyTorch) layout,
 :func:`~lwdsl.semantics.quant.quantize_weight` gives its codes and scales (the one definition
@@ -20,7 +27,7 @@ Modes:
   quantizer (straight-through estimator, :func:`.train.fit`), then activation ranges
   calibrated as in ``static`` on the trained model.
 
-Layers that cannot be quantized (anything but Conv1D/2D/3D and Dense: depthwise and separable
+Layers that cannot be quantized (anything but Conv1D/2D/3D, DepthwiseConv2D and Dense: separable
 convolutions, transposed convolutions, embeddings) are named with ``ctx.warn`` and in
 ``ctx.notes["not_quantized"]``, never left float silently.
 """
@@ -33,24 +40,35 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
+from lwdsl.semantics.auto_bits import choice_notes, choose_bits
 from lwdsl.semantics.order import calibration_indices
-from lwdsl.semantics.quant import RangeObserver, WeightQuant, act_qparams, quantize_weight
+from lwdsl.semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
 from lwdsl.specs import QuantizeSpec, TrainingOptions
+from lwdsl.specs.quantize import LOW_BIT
 
 from ._tf import tf, tf_keras
+from .fold import fold_batchnorms
 from .handle import KerasHandle
 from .layers import LayerView, _classes
 
 __all__ = ["quantize", "quantizable", "calibrate", "quantized_forward", "calibration_images", "FakeQuantInput"]
 
-_BITS = {"int8": 8}
+_FORMS = ("int8", "auto") + LOW_BIT + tuple(HALF_FORMS)
+
+
+def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext) -> dict[str, str]:
+    """``quantize auto``: the core's choice per layer (:func:`lwdsl.semantics.auto_bits.choose_bits`
+    on the canonical weights), put in ``ctx.notes["auto_bits"]``; layer -> form."""
+    choices = choose_bits(weights, float(spec.budget), spec.granularity)
+    ctx.notes["auto_bits"] = choice_notes(choices, float(spec.budget))
+    return {c.layer: c.form for c in choices}
 _CALIB_BATCH = 256
 
 
 def quantizable(view: LayerView) -> Optional[str]:
     """Why ``view``'s layer cannot be quantized here (None when it can)."""
     classes = _classes(view.layer)
-    if classes & {"DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"}:
+    if classes & {"SeparableConv1D", "SeparableConv2D"}:  # two kernels in one layer
         return f"{type(view.layer).__name__} is not quantized by the tensorflow backend yet"
     if "Transpose" in type(view.layer).__name__:
         return f"{type(view.layer).__name__} is not quantized by the tensorflow backend yet"
@@ -169,10 +187,11 @@ def quantized_forward(handle: KerasHandle) -> Any:
 
 
 def quantize(handle: KerasHandle, spec: QuantizeSpec, layers: Sequence[str], ctx: StepContext) -> KerasHandle:
-    """The ``quantize`` handler (int8: dynamic, static, qat, weights_only; per channel or tensor)."""
-    bits = _BITS.get(spec.dtype)
-    if bits is None:  # the support table refuses it first; kept for direct calls
+    """The ``quantize`` handler (int8: dynamic, static, qat, weights_only; int4, int2, ternary,
+    binary, auto: weights_only, qat; fp16, bf16: casts; per channel or tensor)."""
+    if spec.dtype not in _FORMS:  # the support table refuses it first; kept for direct calls
         raise LwdslError(f"the tensorflow backend cannot run quantize {spec.dtype}")
+    low = spec.dtype in LOW_BIT
     wanted = set(layers)
     chosen, skipped = [], {}
     for view in handle.views():
@@ -187,28 +206,65 @@ def quantize(handle: KerasHandle, spec: QuantizeSpec, layers: Sequence[str], ctx
         ctx.warn(f"quantize: layer '{name}' stays float32: {why}")
     if skipped:
         ctx.notes["not_quantized"] = dict(skipped)
+    if fold_batchnorms(handle, [v.name for v in chosen], ctx):  # conv+bn -> one layer, before its codes
+        vm = handle.view_map()
+        chosen = [vm[v.name] for v in chosen]
     mode = "weights_only" if spec.weights_only else spec.mode
+    if spec.dtype in HALF_FORMS:  # a cast: the core's rounding, float32 kernels holding it
+        casts = dict(handle.qconfig.get("cast", {}))
+        for view in chosen:
+            view.weight.variable.assign(
+                np.ascontiguousarray(view.weight.from_canon(cast_weight(view.weight.canonical(), spec.dtype)), dtype=np.float32)
+            )
+            casts[view.name] = spec.dtype
+        handle.apply_masks()
+        handle.qconfig = {**handle.qconfig, "cast": casts}
+        noted = ctx.notes.setdefault("quantized", {})
+        for view in chosen:
+            noted[view.name] = {"bits": 16, "form": spec.dtype}
+        return handle
+    forms = {view.name: spec.dtype for view in chosen}
+    if spec.dtype == "auto":  # the core picks a form per layer; activations stay float
+        handle.apply_masks()
+        forms = auto_forms({view.name: view.weight.canonical() for view in chosen}, spec, ctx)
+        chosen = [view for view in chosen if forms[view.name] != "float"]
+        low, mode = True, ("qat" if mode == "qat" else "weights_only")
+    bits = 0
+    floats: dict[str, np.ndarray] = {}  # qat: the masters start at the float weights
     for view in chosen:
-        q = quantize_weight(view.weight.canonical(), bits, spec.granularity)
+        floats[view.name] = view.weight.canonical()
+        q = quantize_as(floats[view.name], forms[view.name], spec.granularity)
+        bits = q.bits
+        if forms[view.name] == "binary" and view.name in handle.masks:
+            del handle.masks[view.name]
+            ctx.warn(
+                f"quantize binary: layer '{view.name}' was pruned, but binary weights are ±scale (no code 0): "
+                "its pruned weights are non-zero now and its mask is dropped"
+            )
         _write(view, q)
         handle.quant[view.name] = q
         handle.act.pop(view.name, None)
     handle.apply_masks()  # codes of pruned weights are 0 already; keeps -0.0 out
-    handle.qconfig = {
-        "mode": mode,
-        "granularity": spec.granularity,
-        "calibrate": spec.calibrate,
-        "observer": spec.observer,
-        "bits": bits,
-    }
+    if not low or not handle.qconfig.get("mode"):  # low-bit layers keep float activations: an int8 step's config stays
+        handle.qconfig = {
+            **({"cast": handle.qconfig["cast"]} if "cast" in handle.qconfig else {}),
+            "mode": "weights_only" if low else mode,
+            "granularity": spec.granularity,
+            "calibrate": spec.calibrate,
+            "observer": spec.observer,
+            "bits": bits,
+        }
+    if mode in ("static", "qat") and not low:  # the .tflite artifact's representative data set (tflite_engine)
+        handle.qconfig["images"] = calibration_images(handle, ctx)
     names = [v.name for v in chosen]
     if mode == "qat" and names:
         from .train import fit
 
         options = TrainingOptions(epochs=spec.epochs)
-        fit(handle, options, ctx, label=f"quantize int8 qat ({spec.epochs} epoch{'s' if spec.epochs != 1 else ''})")
+        fit(handle, options, ctx, label=f"quantize {spec.dtype} qat ({spec.epochs} epoch{'s' if spec.epochs != 1 else ''})",
+            masters=floats)
     ranges: dict[str, tuple[float, float]] = {}
-    if mode in ("static", "qat") and names:
+    if mode in ("static", "qat") and names and not low:
         n = len(ctx.data.train_x)
         if spec.calibrate > n:
             ctx.warn(f"quantize: calibrate={spec.calibrate} exceeds the {n} training images; calibrating on all {n}")
@@ -217,7 +273,7 @@ def quantize(handle: KerasHandle, spec: QuantizeSpec, layers: Sequence[str], ctx
             handle.act[name] = act_qparams(lo, hi, 8)
     noted = ctx.notes.setdefault("quantized", {})
     for name in names:  # the same shape as the torch backend's notes, for conformance
-        entry: dict[str, Any] = {"bits": bits}
+        entry: dict[str, Any] = {"bits": handle.quant[name].bits, "form": forms[name]}
         if name in ranges:
             entry["act_range"] = [float(ranges[name][0]), float(ranges[name][1])]
         noted[name] = entry

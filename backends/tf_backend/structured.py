@@ -1,18 +1,21 @@
-"""``remove=true``: cut pruned filters (output channels, neurons) out of the model.
+"""``remove=true``: cut pruned filters (output channels, neurons) out of the model, per
+dependency group.
 
-For every pruned layer the filters it keeps are known (a keep vector over its outputs). The
-layer's kernel and bias lose the pruned outputs; its consumer loses the matching inputs:
+The groups come from the model's graph (:mod:`.graph`, the same rules as the torch backend) and
+the channels each group keeps from :mod:`lwdsl.semantics.groups`, on the canonical weights, so
+both backends remove the same channels. Every member of a group shrinks, in the Keras layout:
 
-- conv -> (pooling, activations, dropout, padding) -> conv: the consumer's input channels;
-- conv -> BatchNormalization -> ...: the norm's four vectors, then the consumer as above;
-- conv -> Flatten -> Dense: the Dense rows of the removed channels at every spatial position
-  (Keras flattens (H, W, C), so the rows are taken where ``row % C`` is kept);
-- dense -> dense: the consumer's input rows.
+- ``out``: a Conv's or Dense's kernel (last axis) and bias, and its ``filters``/``units``;
+- ``in``: a Conv's kernel input axis (-2); a Dense's kernel rows, where a Flatten of a
+  (*spatial, C) map orders the rows ``s * C + c`` while the canonical columns are ``c * HW + s``;
+- ``norm``: BatchNormalization's four vectors; ``depthwise``: the depthwise kernel's channel
+  axis and bias.
 
-The model is rebuilt from its config with the smaller widths (``filters``/``units``), so the
-graph stays what it was; weights and masks are copied over, sliced. An output that feeds a
-merge (Add, Concatenate), a depthwise or transposed convolution, or the model's output cannot
-be shrunk on its own: that is an error naming the layers.
+The model is rebuilt from its config with the smaller widths (``filters``/``units``; depthwise
+convolutions and norms follow their input), so the graph stays what it was; weights and masks
+are copied over, sliced. A group that cannot be pruned (the model's input or output, Reshape,
+grouped or transposed convolutions, a coupled layer left out of the selection, ...) is refused
+before anything changes, naming the layer and the reason.
 """
 
 from __future__ import annotations
@@ -21,17 +24,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
+from lwdsl.semantics.groups import AXIS, Group, axis_keeps, group_keep, select_groups
+from lwdsl.semantics.pruning import MaskRule
 
+from .graph import find_groups
 from .handle import KerasHandle
+from .layers import flatten_source
 
 __all__ = ["plan_removal", "remove_filters", "resize_to_state"]
 
-_PASS = {
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    "ReLU", "Activation", "LeakyReLU", "ELU", "Dropout", "SpatialDropout2D", "ZeroPadding2D", "ZeroPadding1D",
-}
-_GLOBAL = {"GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D"}
 _SPECIAL = {"DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Conv2DTranspose", "Conv1DTranspose", "Conv3DTranspose"}
 
 
@@ -44,51 +47,6 @@ def _shrinkable(layer: Any) -> bool:
     return ("Conv" in classes or "Dense" in classes) and not classes & _SPECIAL
 
 
-def _consumers(model: Any, layer: Any) -> tuple[list[tuple[Any, Optional[int]]], list[Any]]:
-    """Layers fed by ``layer``'s outputs: [(weighted consumer, channels per row or None)], norms."""
-    outputs = {id(t) for t in model.outputs}
-    consumers, norms = [], []
-    frontier: list[tuple[Any, Optional[int]]] = [(layer, None)]
-    while frontier:
-        cur, flat = frontier.pop()
-        if id(cur.output) in outputs:
-            raise LwdslError(
-                f"cannot remove filters of '{layer.name}': its outputs are the model's outputs (through '{cur.name}')",
-                hint="leave the last layer out of the selector (e.g. `except fc3`)",
-            )
-        nodes = [n for n in cur.outbound_nodes if n.outbound_layer in model.layers or n.outbound_layer is cur]
-        for node in nodes:
-            nxt = node.outbound_layer
-            classes = _classes(nxt)
-            if classes & _PASS:
-                frontier.append((nxt, flat))
-            elif "BatchNormalization" in classes:
-                norms.append(nxt)
-                frontier.append((nxt, flat))
-            elif "Flatten" in classes:
-                frontier.append((nxt, int(cur.output.shape[-1])))
-            elif classes & _GLOBAL:
-                frontier.append((nxt, None))
-            elif _shrinkable(nxt):
-                consumers.append((nxt, flat))
-            else:
-                raise LwdslError(
-                    f"cannot remove filters of '{layer.name}': its outputs reach '{nxt.name}' ({type(nxt).__name__}), "
-                    "which lwdsl cannot shrink to match",
-                    hint="prune without remove=true (the filters stay, zeroed), or leave that layer out",
-                )
-    return consumers, norms
-
-
-def _slice_in(kernel: np.ndarray, keep: np.ndarray, is_dense: bool, per_row: Optional[int]) -> np.ndarray:
-    if not is_dense:
-        return kernel[..., keep, :]
-    if per_row is None:
-        return kernel[keep, :]
-    out = kernel.shape[-1]
-    return kernel.reshape(-1, per_row, out)[:, keep, :].reshape(-1, out)
-
-
 def _new_config(model: Any, widths: dict[str, int]) -> dict:
     config = model.get_config()
     for entry in config["layers"]:
@@ -98,70 +56,88 @@ def _new_config(model: Any, widths: dict[str, int]) -> dict:
     return config
 
 
-def plan_removal(handle: KerasHandle, names: Sequence[str]) -> dict[str, tuple[list[tuple[Any, Optional[int]]], list[Any]]]:
-    """For each layer, the layers that shrink with it: (consumers with channels per row, norms).
+def plan_removal(handle: KerasHandle, names: Sequence[str]) -> list[Group]:
+    """The dependency groups that removing filters of ``names`` prunes, checked.
 
     Raises:
         LwdslError: naming the first layer whose filters cannot be removed, and why.
     """
-    model = handle.model
-    layers = {layer.name: layer for layer in model.layers}
-    plans = {}
-    for name in names:
-        layer = layers.get(name)
-        if layer is None or not _shrinkable(layer):
-            raise LwdslError(
-                f"cannot remove filters of '{name}' ({type(layer).__name__}): only plain Conv and Dense layers "
-                "of the top-level model have removable filters"
-            )
-        plans[name] = _consumers(model, layer)
-    return plans
+    order = {v.name: i for i, v in enumerate(handle.views())}
+    return select_groups(find_groups(handle.model, order), names)
 
 
-def remove_filters(handle: KerasHandle, keep: dict[str, np.ndarray]) -> KerasHandle:
-    """A new handle whose layers in ``keep`` have only their kept outputs (keep vectors)."""
+def _short(var: Any) -> str:
+    return var.name.split("/")[-1].split(":")[0]
+
+
+def _axis_size(layer: Any, axis: int) -> int:
+    arrays = {_short(w): w for w in layer.weights}
+    if "depthwise_kernel" in arrays:
+        return int(arrays["depthwise_kernel"].shape[2])
+    if "kernel" in arrays:
+        kernel = arrays["kernel"]
+        return int(kernel.shape[-1] if axis == 0 else int(np.prod(kernel.shape[:-1])) if "Dense" in _classes(layer) else kernel.shape[-2])
+    return int(layer.weights[-1].shape[0])  # a norm: moving_variance
+
+
+def _dense_rows(layer: Any, columns: np.ndarray, n_in: int) -> np.ndarray:
+    """Keras kernel rows of a Dense layer holding the canonical input ``columns``."""
+    source = flatten_source(layer)
+    if source is None or source[-1] == 1 or int(np.prod(source[:-1])) == 1:
+        return columns
+    c = source[-1]
+    row_of_column = np.arange(n_in).reshape(-1, c).T.reshape(-1)  # canonical c * HW + s -> row s * C + c
+    return np.sort(row_of_column[columns])
+
+
+def _slice(layer: Any, name: str, a: np.ndarray, out: Optional[np.ndarray], inp: Optional[np.ndarray]) -> np.ndarray:
+    """Array ``name`` of ``layer`` (or its mask, named like its kernel) with the kept outputs
+    ``out`` and inputs ``inp`` (canonical indices)."""
+    dense = "Dense" in _classes(layer)
+    if name == "depthwise_kernel":
+        return a[:, :, out, :] if out is not None else a
+    if name == "kernel":
+        if inp is not None:
+            a = a[_dense_rows(layer, inp, a.shape[0]), :] if dense else a[..., inp, :]
+        return a[..., out] if out is not None else a
+    return a[out] if out is not None and a.ndim == 1 else a  # bias, norm vectors
+
+
+def remove_filters(handle: KerasHandle, rule: MaskRule, names: Sequence[str], ctx: Optional[StepContext] = None) -> KerasHandle:
+    """A new handle where every dependency group ``names`` produce lost the filters ``rule``
+    prunes (scored and chosen by :mod:`lwdsl.semantics.groups` on the canonical weights).
+
+    Raises:
+        LwdslError: a group that cannot lose filters (see :func:`plan_removal`), would lose all
+            of them, or a model that cannot be rebuilt from its config.
+    """
     model = handle.model
     layers = {layer.name: layer for layer in model.layers}
-    plans = plan_removal(handle, list(keep))
-    slice_out = {}
-    slice_in: dict[str, tuple[np.ndarray, Optional[int]]] = {}
-    slice_norm: dict[str, np.ndarray] = {}
-    for name, vec in keep.items():
-        if not vec.any():
-            raise LwdslError(f"cannot remove filters of '{name}': AMOUNT removes all {vec.size} of them", hint="prune a smaller fraction")
-        slice_out[name] = np.flatnonzero(vec)
-        consumers, norms = plans[name]
-        for consumer, per_row in consumers:
-            slice_in[consumer.name] = (np.flatnonzero(vec), per_row)
-        for norm in norms:
-            slice_norm[norm.name] = np.flatnonzero(vec)
+    views = handle.view_map()
+    chosen = plan_removal(handle, names)
+    keeps = [group_keep(g, lambda n: views[n].weight.canonical(), rule.amount, rule.method, rule.p, rule.seed) for g in chosen]
+    sizes = {(m.layer, AXIS[m.role]): _axis_size(layers[m.layer], AXIS[m.role]) for g in chosen for m in g.members}
+    kept = axis_keeps(chosen, keeps, sizes)
+    widths = {name: len(idx) for (name, axis), idx in kept.items() if axis == 0 and _shrinkable(layers[name])}
     try:
-        new = type(model).from_config(_new_config(model, {n: len(i) for n, i in slice_out.items()}))
+        new = type(model).from_config(_new_config(model, widths))
     except Exception as exc:  # custom layers without get_config, ...
         raise LwdslError(f"cannot rebuild model '{model.name}' with fewer filters: {exc}") from None
     new_masks = {}
     for layer in new.layers:
         old = layers[layer.name]
-        arrays = dict(zip((w.name.split("/")[-1].split(":")[0] for w in old.weights), old.get_weights()))
-        mask = handle.masks.get(layer.name)
-        is_dense = "Dense" in _classes(old)
-        if layer.name in slice_norm:
-            arrays = {k: a[slice_norm[layer.name]] for k, a in arrays.items()}
-        if layer.name in slice_in:
-            idx, per_row = slice_in[layer.name]
-            arrays["kernel"] = _slice_in(arrays["kernel"], idx, is_dense, per_row)
-            mask = None if mask is None else _slice_in(mask, idx, is_dense, per_row)
-        if layer.name in slice_out:
-            idx = slice_out[layer.name]
-            arrays["kernel"] = arrays["kernel"][..., idx]
-            mask = None if mask is None else mask[..., idx]
-            if "bias" in arrays:
-                arrays["bias"] = arrays["bias"][idx]
+        out, inp = kept.get((layer.name, 0)), kept.get((layer.name, 1))
+        arrays = {_short(w): a for w, a in zip(old.weights, old.get_weights())}
         if arrays:
-            layer.set_weights([arrays[w.name.split("/")[-1].split(":")[0]] for w in layer.weights])
+            layer.set_weights([_slice(old, _short(w), arrays[_short(w)], out, inp) for w in layer.weights])
+        mask = handle.masks.get(layer.name)
         if mask is not None:
-            new_masks[layer.name] = np.ascontiguousarray(mask)
-    return KerasHandle(new, new_masks)
+            kernel = "depthwise_kernel" if "depthwise_kernel" in arrays else "kernel"
+            new_masks[layer.name] = np.ascontiguousarray(_slice(old, kernel, mask, out, inp))
+    if ctx is not None:
+        ctx.notes["groups"] = [f"{g.name}: {g.channels} -> {int(k.sum())} channels" for g, k in zip(chosen, keeps)]
+    out_handle = KerasHandle(new, new_masks)
+    return out_handle
 
 
 def resize_to_state(model: Any, state: dict[str, np.ndarray]) -> Any:

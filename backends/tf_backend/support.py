@@ -9,9 +9,14 @@ SUPPORT = SupportTable(
         "prune": PruneSpec.FORMS,
         "regularize": (),
         "finetune": (),
-        "quantize": ("int8/dynamic", "int8/static", "int8/qat", "int8/weights_only"),
+        "quantize": ("int8/dynamic", "int8/static", "int8/qat", "int8/weights_only")
+        + tuple(f"{d}/{m}" for d in ("int4", "int2", "ternary", "binary") for m in ("weights_only", "qat"))
+        + ("fp16", "bf16", "auto"),
         "export": ("keras", "saved_model", "tflite"),
         "distill": DistillSpec.FORMS,
     },
-    notes={"quantize": "codes from lwdsl.semantics.quant; TFLite int8 via the TF converter, checked in LiteRT"},
+    notes={
+        "quantize": "codes from lwdsl.semantics.quant; TFLite int8 via the TF converter, checked in LiteRT; "
+        "int4/int2/ternary/binary weights packed in the .lwz, float kernels (the gain is size, not speed)"
+    },
 )

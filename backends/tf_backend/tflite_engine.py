@@ -26,6 +26,9 @@ the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
 
 from __future__ import annotations
 
+import hashlib
+import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
@@ -38,7 +41,7 @@ from lwdsl.semantics.quant import agreement
 from ._tf import quiet_stderr, tf
 from .handle import KerasHandle
 
-__all__ = ["convert", "inspect_model", "evaluate", "interpreter", "TfliteReport", "report"]
+__all__ = ["convert", "artifact", "latency_ms", "time_tflite", "summary", "inspect_model", "evaluate", "interpreter", "TfliteReport", "report"]
 
 _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
 _REP_BATCH = 1  # the calibrator feeds one example at a time
@@ -63,11 +66,75 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
     return nhwc(x)
 
 
-def convert(handle: KerasHandle, ctx: StepContext) -> tuple[bytes, str]:
+def _fingerprint(handle: KerasHandle) -> str:
+    h = hashlib.sha1()
+    for w in handle.model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    h.update(repr(sorted((k, v) for k, v in handle.qconfig.items() if k != "images")).encode())
+    h.update(repr(sorted(handle.quant)).encode())
+    return h.hexdigest()
+
+
+_BUILT: dict[str, tuple[bytes, str]] = {}
+
+
+def artifact(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:
+    """:func:`convert`, kept while the model is unchanged (a run times it at two batch sizes and
+    the export step reports on it)."""
+    key = _fingerprint(handle) + io
+    if key not in _BUILT:
+        _BUILT.clear()
+        _BUILT[key] = convert(handle, ctx, io)
+    return _BUILT[key]
+
+
+def latency_ms(handle: KerasHandle, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
+               min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
+    """Median milliseconds of the quantized model's ``.tflite`` artifact in LiteRT at ``batch``
+    (``threads`` interpreter threads; same protocol as latency.py)."""
+    data, _ = artifact(handle)
+    return time_tflite(data, batch, input_shape, threads, warmup=warmup, min_runs=min_runs, max_runs=max_runs, budget_s=budget_s)
+
+
+def time_tflite(data: bytes, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
+                min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
+    """Median milliseconds of one ``invoke`` of a ``.tflite`` model on a fixed batch (NCHW
+    ``input_shape``, fed as NHWC float32)."""
+    it = interpreter(data, threads)
+    inp = it.get_input_details()[0]
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    x = np.ascontiguousarray(_nhwc(x))
+    with quiet_stderr():
+        it.resize_tensor_input(inp["index"], list(x.shape))
+        it.allocate_tensors()
+    if inp["dtype"] != np.float32:  # int8 input: quantize as the model says
+        scale, zp = inp["quantization"]
+        x = np.clip(np.rint(x / scale) + zp, -128, 127).astype(inp["dtype"])
+    it.set_tensor(inp["index"], x)
+    for _ in range(warmup):
+        it.invoke()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
+        start = time.perf_counter()
+        it.invoke()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:
     """The ``.tflite`` bytes of the handle's model and the conversion mode (``float32``,
-    ``int8`` full integer, ``dynamic-range``)."""
+    ``int8`` full integer, ``dynamic-range``). Full-integer conversion calibrates on the
+    quantize step's calibration images (from ``ctx``, else those the step kept in ``qconfig``);
+    ``io="int8"`` (full integer only) gives the model int8 input and output tensors."""
     model = handle.copy().finalize().model
     mode = handle.qconfig.get("mode") if handle.quant else None
+    if io == "int8" and mode not in ("static", "qat"):
+        raise LwdslError(
+            "export tflite io=int8 needs a fully integer model: the model is "
+            + ("not quantized" if mode is None else f"quantized with mode={mode}, whose activations stay float"),
+            hint="put `quantize int8 mode=static` (or mode=qat) before the export, or drop io=int8",
+        )
     with quiet_stderr():
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
         if mode is None:
@@ -79,7 +146,7 @@ def convert(handle: KerasHandle, ctx: StepContext) -> tuple[bytes, str]:
             if mode in ("static", "qat"):
                 from .quantize import calibration_images
 
-                images = _nhwc(calibration_images(handle, ctx))
+                images = _nhwc(calibration_images(handle, ctx) if ctx is not None else handle.qconfig["images"])
 
                 def representative() -> Iterator[list[np.ndarray]]:
                     for start in range(0, len(images), _REP_BATCH):
@@ -87,7 +154,10 @@ def convert(handle: KerasHandle, ctx: StepContext) -> tuple[bytes, str]:
 
                 conv.representative_dataset = representative
                 conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                kind = "int8"
+                if io == "int8":
+                    conv.inference_input_type = tf.int8
+                    conv.inference_output_type = tf.int8
+                kind = "int8" if io == "float32" else "int8 (int8 input and output)"
             else:
                 kind = "dynamic-range"
         data = conv.convert()
@@ -201,6 +271,9 @@ def evaluate(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 500, progre
                     it.resize_tensor_input(inp["index"], [len(xb), *xb.shape[1:]])
                     it.allocate_tensors()
                 size = len(xb)
+            if inp["dtype"] != np.float32:  # int8 input: quantized with the model's own input parameters
+                scale, zp = inp["quantization"]
+                xb = np.clip(np.rint(xb / scale) + zp, -128, 127).astype(inp["dtype"])
             it.set_tensor(inp["index"], xb)
             it.invoke()
             logits = it.get_tensor(outp["index"])
@@ -211,6 +284,40 @@ def evaluate(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 500, progre
         if bar:
             bar.close()
     return correct / max(len(xs), 1)
+
+
+def summary(data: bytes, notes: dict[str, Any], handle: KerasHandle) -> dict[str, Any]:
+    """The artifact's line in the report (the same keys as the torch backend's ONNX one): size,
+    every op with its input dtype, accuracy in LiteRT, latency at batch 1 and 32 (1 thread)."""
+    shape = tuple(int(d) for d in handle.model.input_shape[1:])
+    shape = (shape[-1], *shape[:-1])  # NHWC -> the NCHW shape the timer takes
+    ops: dict[str, int] = {}
+    int8_ops = float_ops = 0
+    for o in inspect_model(data, handle).ops:
+        if o.op in _WEIGHTED and len(o.inputs) > 1:  # input and weight dtypes: int8 x int8, float32 x int8 (hybrid)
+            key = f"{o.op} ({o.inputs[0]} x {o.inputs[1]})"
+            int8_ops += o.inputs[1] == "int8"
+            float_ops += o.inputs[1] != "int8"
+        else:
+            key = f"{o.op} ({o.inputs[0] if o.inputs else '-'})"
+        ops[key] = ops.get(key, 0) + 1
+    out: dict[str, Any] = {
+        "format": "tflite",
+        "runtime": "litert",
+        "size_bytes": len(data),
+        "mode": notes.get("tflite_mode"),
+        "ops": dict(sorted(ops.items())),
+        "int8_ops": int(int8_ops),
+        "float_ops": int(float_ops),
+        "accuracy": notes.get("accuracy"),
+    }
+    if "code_agreement" in notes:
+        out.update(codes_equal=notes["code_agreement"]["equal"], codes_total=notes["code_agreement"]["total"])
+    if "float_layers" in notes:
+        out["float_layers"] = list(notes["float_layers"])
+    for batch in (1, 32):
+        out[f"latency_ms_b{batch}"] = time_tflite(data, batch, shape, 1)
+    return out
 
 
 def report(data: bytes, kind: str, handle: KerasHandle, ctx: StepContext) -> dict[str, Any]:

@@ -18,10 +18,13 @@ PyTorch backend's from identical weights and data order (:mod:`lwdsl.semantics.o
   batches of ``batch`` (the last one smaller);
 - quantized layers (``handle.quant``: after ``quantize``, during ``mode=qat`` and any training
   after it): the straight-through estimator of :mod:`lwdsl.semantics.quant`. Each quantized
-  kernel has a float master copy (starting at the snapped weight); the optimizer updates the
+  kernel has a float master copy (starting at the snapped weight; at the float weight before
+  quantization with ``quantize mode=qat``); the optimizer updates the
   kernel as usual (its gradient is the master's), then ``master += w - snapped`` and
   ``w = snap(master)`` = ``clip(round(master / scale), -qmax, qmax) * scale`` at the layer's
-  fixed scales; the codes in ``handle.quant`` are updated after training;
+  fixed scales (binary, 1 bit: ``+scale`` where ``master >= 0`` or the scale is 0, else
+  ``-scale``; scales are never recomputed, for every form); the codes in ``handle.quant`` are
+  updated after training;
 - masks: after every optimizer step (after the snap) each masked weight is set to
   ``where(keep, w, +0.0)``;
 - a non-finite loss or gradient stops training, restores the weights the epoch began with (as
@@ -48,7 +51,7 @@ from lwdsl.specs import TrainingOptions
 from ._tf import tf
 from .handle import KerasHandle
 
-__all__ = ["nhwc", "fit", "evaluate", "finetune", "regularize", "cross_entropy"]
+__all__ = ["nhwc", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf"]
 
 #: What a step's own loss gets: (model, images NHWC, labels, batch indices into the training
 #: set), inside the gradient tape; it returns (loss to minimise, the cross-entropy part).
@@ -122,6 +125,7 @@ def fit(
     loss: Optional[BatchLoss] = None,
     extra_variables: Sequence[Any] = (),
     mask_layers: Sequence[str] = (),
+    masters: Optional[dict[str, np.ndarray]] = None,
 ) -> list[float]:
     """Train ``handle`` in place on ``ctx.data``; returns (and keeps in ``handle.losses``) the
     cross-entropy of every optimizer step's batch, before the step (penalties and other loss
@@ -136,6 +140,9 @@ def fit(
             True when it changed the masks (they are then reloaded into the training graph).
         loss: the step's own loss (distillation, ...) instead of plain cross-entropy.
         extra_variables: variables trained along with the model (a feature projection).
+        masters: quantized layer -> the float weight its master copy starts from (canonical
+            layout; ``quantize mode=qat`` gives the weights before quantization); otherwise
+            the master starts at the quantized weight.
 
     Raises:
         RunError: the loss or a gradient became NaN or infinite.
@@ -158,10 +165,18 @@ def fit(
     l1_t = tf.constant(l1, dtype=tf.float32)
     quantized = sorted(handle.quant)
     q_kernels = [views[name].weight.variable for name in quantized]
-    q_masters = [tf.Variable(k.read_value(), trainable=False) for k in q_kernels]
+    start = masters or {}
+    q_masters = [
+        tf.Variable(
+            np.ascontiguousarray(views[name].weight.from_canon(np.asarray(start[name], np.float32)), dtype=np.float32)
+            if name in start else k.read_value(),
+            trainable=False,
+        )
+        for name, k in zip(quantized, q_kernels)
+    ]
     # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
     q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
-    q_max = [tf.constant(np.float32(2 ** (handle.quant[name].bits - 1) - 1)) for name in quantized]
+    q_bits = [handle.quant[name].bits for name in quantized]
 
     # statically quantized layers see their inputs fake-quantized (straight through), as on torch
     from .quantize import quantized_forward
@@ -185,9 +200,9 @@ def fit(
         if ok:
             snapped = [k.read_value() for k in q_kernels]
             opt.apply(grads, lr)
-            for k, master, before, scale, qmax in zip(q_kernels, q_masters, snapped, q_scales, q_max):
+            for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
                 master.assign_add(k - before)  # the optimizer's step, onto the float master
-                k.assign(tf.clip_by_value(tf.round(master / scale), -qmax, qmax) * scale)
+                k.assign(snap_tf(master, scale, bits))
             for k, m in zip(kernels, mask_vars):
                 k.assign(tf.where(m, k, tf.zeros_like(k)))
         return ce, total, ok
@@ -223,6 +238,16 @@ def fit(
             codes = codes_with_scale(view.weight.canonical(), q.scale, q.bits)
             handle.quant[name] = WeightQuant(codes, q.scale, q.bits, q.axis)
     return losses
+
+
+def snap_tf(w: Any, scale: Any, bits: int) -> Any:
+    """:func:`lwdsl.semantics.quant.snap` in float32 TensorFlow (``scale`` broadcast to ``w``, a
+    variable: a graph turns ``x / constant`` into a multiply by the reciprocal)."""
+    if bits == 1:
+        return tf.where((w >= 0) | (scale == 0), np.float32(1), np.float32(-1)) * scale
+    qmax = np.float32(2 ** (bits - 1) - 1)
+    codes = tf.clip_by_value(tf.round(w / scale), -qmax, qmax)
+    return tf.where(tf.equal(codes, 0), tf.zeros_like(codes), codes) * scale  # code -0 is +0 (a graph drops ``+ 0``)
 
 
 def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:

@@ -79,6 +79,11 @@ class TorchBackend(Backend):
     def layers(self, model: TorchModel) -> list[LayerInfo]:
         return list_layers(model)
 
+    def groups(self, model: TorchModel) -> list:
+        from .graph import find_groups
+
+        return find_groups(model)
+
     def train(self, model: TorchModel, options: TrainingOptions, ctx: StepContext) -> TorchModel:
         fit(model, options, ctx, label="train")
         return model

@@ -7,14 +7,20 @@ backend's own ``load_model`` replaces the current one: the handler returns it), 
 through a learned 1x1 conv / linear projection, trained with the student and dropped
 afterwards) and ``relation`` (RKD distance or angle, on the logits).
 
-The teachers are fixed and lwdsl has no augmentation, so their (averaged) logits for the whole
-training set are computed once, in inference mode, before training, and each batch gathers its
-rows by index (the cache is noted in ``ctx.notes``). Teacher features, when asked for, are
-computed per batch without gradients.
+``data=NAME`` (``transfer``): the student trains on the transfer set's images
+(:func:`lwdsl.semantics.distill.training_set`), soft targets only; accuracy stays the run's.
+
+The teachers are fixed and lwdsl has no augmentation, so their (averaged) logits for every
+training image are computed once, in inference mode, before training, and each batch gathers
+its rows by index (the cache is noted in ``ctx.notes``; with
+:data:`lwdsl.semantics.distill.CACHE_TEACHER_LOGITS` off, for measuring it, they are computed per
+batch). Teacher features, when asked for, are computed per batch without gradients.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -206,10 +212,11 @@ def load_teachers(handle: TorchModel, spec: DistillSpec, ctx: StepContext) -> li
 
 def build_student(name: str, ctx: StepContext) -> TorchModel:
     """A fresh ``name`` for the data's input shape and classes, initialised from the step seed
-    (the caller's random state is untouched)."""
+    (the caller's random state is untouched); the user's own module when ``ctx.models`` has
+    ``name`` (a deep copy, as it is)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.step_seed())
-        return _backend().load_model(name, ctx.data.input_shape, ctx.data.num_classes)
+        return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
 
 
 def _classes(module: nn.Module, shape: tuple[int, ...], what: str) -> int:
@@ -277,8 +284,17 @@ def _projection(shape_s: torch.Size, shape_t: torch.Size, seed: int, pair: str) 
 # --- the handler ---------------------------------------------------------------------------------
 
 
+def _batch_teacher_logits(teachers: Sequence[TorchModel], xb: torch.Tensor) -> torch.Tensor:
+    """The teachers' mean logits for one batch (inference mode, as the cache computes them)."""
+    with torch.inference_mode():
+        out = torch.stack([t.module(xb).double() for t in teachers]).mean(0).float()
+    return out.clone()  # a normal tensor: inference tensors cannot be saved for backward
+
+
 def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
     """The ``distill`` handler; returns the student (a new handle with ``student=``)."""
+    data = core.training_set(spec, ctx)
+    run_ctx, ctx = ctx, (replace(ctx, data=data) if data is not ctx.data else ctx)
     teachers = load_teachers(handle, spec, ctx)
     shape = tuple(ctx.data.input_shape)
     student = build_student(spec.student, ctx) if spec.student is not None else handle
@@ -293,10 +309,20 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
         if k != k_student:
             raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
 
-    cache = teacher_logits(teachers, ctx.data.train_x, ctx)
-    ctx.notes["teacher_cache"] = (
-        f"logits of {len(teachers)} teacher(s) cached for {len(cache)} training images in one pass before training"
-    )
+    before = _backend().stats(handle)
+    cache: Optional[torch.Tensor] = None
+    if core.cache_teacher_logits():
+        start = time.perf_counter()
+        cache = teacher_logits(teachers, ctx.data.train_x, ctx)
+        ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)
+        ctx.notes["teacher_cache"] = (
+            f"logits of {len(teachers)} teacher(s) cached for {len(cache)} training images in one pass before training"
+        )
+    else:
+        for t in teachers:
+            t.module.eval()
+    if spec.data is not None:
+        ctx.notes["transfer_set"] = {"data": spec.data, "images": int(len(data.train_x)), "sha256": data.sha256}
 
     projections: list[nn.Module] = []
     s_taps: Optional[_Taps] = None
@@ -319,6 +345,7 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
         def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor):
             logits = model(xb)
             tf_, ps = [], []
+            t_logits = cache[idx] if cache is not None else _batch_teacher_logits(teachers, xb)
             if pairs:
                 with torch.inference_mode():
                     for t in teachers:
@@ -327,8 +354,8 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
                     ft = torch.stack([taps.out[p.teacher] for taps in t_taps]).mean(0)
                     tf_.append(ft.clone())
                     ps.append(projections[i](s_taps.out[p.student]))
-            terms = distill_loss(spec, logits, yb, cache[idx], tf_, ps)
-            return terms["total"], terms["ce"]
+            terms = distill_loss(spec, logits, yb, t_logits, tf_, ps)
+            return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
         what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
         fit(student, spec, ctx, label=what, loss=batch_loss, extra_params=params)
@@ -339,4 +366,14 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
             taps.remove()
     if projections:
         ctx.notes["feature_projections"] = f"{len(projections)} projection(s) trained with the student, then dropped"
+    if spec.student is not None:
+        after = _backend().stats(student)
+        run_ctx.notes["student"] = {
+            "name": spec.student,
+            "replaces": handle.ref,
+            "params_before": before.params,
+            "params_after": after.params,
+            "nonzero_before": before.nonzero_params,
+            "nonzero_after": after.nonzero_params,
+        }
     return student

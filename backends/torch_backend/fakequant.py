@@ -13,13 +13,15 @@ agree bit for bit:
   straight-through estimator of the comment block "quantized weights in the canonical state, and
   training after quantize" of quant.py: a float master copy per quantized layer; after every
   optimizer step ``master += w - snapped`` (the step the optimizer took, with the gradient of
-  the quantized weight) and ``w = snap(master, scale)`` with the scales fixed; masks stay.
+  the quantized weight) and ``w = snap(master, scale)`` with the scales fixed (every form:
+  int8, int4, int2, ternary at the nearest of ``{-scale, 0, scale}``, binary ``±scale`` by the
+  sign); masks stay.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -45,10 +47,14 @@ def _scale_t(q: WeightQuant, ndim: int) -> torch.Tensor:
 
 
 def snap_t(w: torch.Tensor, q: WeightQuant) -> torch.Tensor:
-    """:func:`lwdsl.semantics.quant.snap` of ``w`` at ``q``'s fixed scales, in float32 torch."""
-    qmax = float(2 ** (q.bits - 1) - 1)
+    """:func:`lwdsl.semantics.quant.snap` of ``w`` at ``q``'s fixed scales, in float32 torch
+    (binary, 1 bit: ``+scale`` where ``w >= 0`` or the scale is 0, else ``-scale``)."""
     s = _scale_t(q, w.dim())
-    return torch.clamp(torch.round(w / s), -qmax, qmax) * s
+    if q.bits == 1:
+        one = torch.ones((), dtype=w.dtype)
+        return torch.where((w >= 0) | (s == 0), one, -one) * s
+    qmax = float(2 ** (q.bits - 1) - 1)
+    return (torch.clamp(torch.round(w / s), -qmax, qmax) + 0.0) * s  # + 0.0: code -0 is +0, as int codes
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -91,10 +97,15 @@ def act_hooks(handle: TorchModel) -> Iterator[None]:
 class GridTrainer:
     """The float master copies of ``handle.quant``'s layers during one training."""
 
-    def __init__(self, handle: TorchModel) -> None:
+    def __init__(self, handle: TorchModel, masters: Optional[dict[str, np.ndarray]] = None) -> None:
         self.handle = handle
+        start = masters or {}
         with torch.no_grad():
-            self.master = {layer: weight_of(handle.module, layer).detach().clone() for layer in handle.quant}
+            self.master = {
+                layer: torch.from_numpy(np.array(start[layer], dtype=np.float32)) if layer in start
+                else weight_of(handle.module, layer).detach().clone()
+                for layer in handle.quant
+            }
             self.snapped = {layer: weight_of(handle.module, layer).detach().clone() for layer in handle.quant}
 
     def after_step(self) -> None:

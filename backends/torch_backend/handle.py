@@ -111,6 +111,7 @@ class TorchModel:
     quant: dict[str, WeightQuant] = field(default_factory=dict)
     act: dict[str, ActQuant] = field(default_factory=dict)
     quant_mode: dict[str, str] = field(default_factory=dict)
+    folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
 
     def add_mask(self, layer: str, keep: torch.Tensor, *, zeroed: bool = False) -> None:
         """AND ``keep`` (a fresh tensor, updated in place) into the layer's mask, so a second

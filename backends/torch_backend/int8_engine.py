@@ -51,7 +51,7 @@ from lwdsl.semantics.quant import agreement
 
 from .handle import TorchModel
 
-__all__ = ["build_onnx", "artifact_report", "session", "run_onnx", "latency_ms", "OPSET"]
+__all__ = ["build_onnx", "artifact_report", "describe", "runtime_ops", "session", "run_onnx", "latency_ms", "OPSET"]
 
 OPSET = 17
 INPUT, OUTPUT = "input", "logits"
@@ -361,6 +361,73 @@ def artifact_report(handle: TorchModel, model: Optional[Any] = None, info: Optio
     return report
 
 
+#: ONNX Runtime ops that compute in int8 (after its graph optimizations).
+INT8_OPS = {
+    "QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+    "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid",
+    "QLinearLeakyRelu",
+}
+#: Ops with weights that compute in float32 when they survive the optimizations.
+FLOAT_OPS = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "ConvTranspose"}
+
+
+def runtime_ops(data: bytes) -> dict[str, int]:
+    """Op type -> count in the graph ONNX Runtime really runs (after its optimizations fused the
+    Q/DQ groups): ``QLinearConv`` means int8 kernels, a ``Conv`` that is left means float."""
+    import tempfile
+
+    _onnx()
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="lwdsl-ort-") as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def describe(data: bytes, handle: TorchModel, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """What an ONNX artifact is, measured by its own runtime: size, the ops ONNX Runtime runs
+    (int8 or float), top-1 accuracy on ``x, y``, median latency at batch 1 and 32 (1 thread)."""
+    sess = session(data, 1)
+    ops = runtime_ops(data)
+    dtype = {**{op: "int8" for op in INT8_OPS}, **{op: "float32" for op in FLOAT_OPS}}
+    out: dict[str, Any] = {
+        "format": "onnx",
+        "runtime": "onnxruntime",
+        "size_bytes": len(data),
+        "ops": {f"{op} ({dtype[op]})" if op in dtype else op: n for op, n in ops.items()},
+        "int8_ops": sum(n for op, n in ops.items() if op in INT8_OPS),
+        "float_ops": sum(n for op, n in ops.items() if op in FLOAT_OPS),
+    }
+    if len(x):
+        out["accuracy"] = float(np.mean(np.argmax(run_onnx(sess, x), axis=1) == y))
+    for batch in (1, 32):
+        out[f"latency_ms_b{batch}"] = _time_session(sess, batch, handle.input_shape)
+    return out
+
+
+def _time_session(sess: Any, batch: int, input_shape: tuple[int, ...], *, warmup: int = 3, min_runs: int = 10,
+                  max_runs: int = 200, budget_s: float = 1.0) -> float:
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).numpy()
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
 def session(model: Any, threads: int = 1) -> Any:
     """An ONNX Runtime CPU session of ``model`` (a ModelProto, bytes or a path)."""
     _onnx()
@@ -386,15 +453,5 @@ def latency_ms(handle: TorchModel, batch: int, input_shape: tuple[int, ...], thr
                min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
     """Median milliseconds of the int8 artifact at ``batch`` (same protocol as latency.py)."""
     model, _ = build_onnx(handle)
-    sess = session(model, threads)
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).numpy()
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
+    return _time_session(session(model, threads), batch, input_shape, warmup=warmup, min_runs=min_runs,
+                         max_runs=max_runs, budget_s=budget_s)

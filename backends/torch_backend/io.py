@@ -17,16 +17,18 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.quant import BITS, CODES, SCALE, unpack_state
+from lwdsl.semantics.fold import FOLDED
+from lwdsl.semantics.quant import BITS, CODES, SCALE, unpack_act, unpack_state
 from lwdsl.weights import atomic_path, load_weights
 
+from .fold import drop_folded
 from .handle import TorchModel
 from .layers import SKIPPED_BUFFERS, weighted_layers
 from .structured import slice_layer
@@ -104,6 +106,12 @@ def _shrink_to(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str
         old = m.weight
         if new is None or new.shape == old.shape or new.dim() != old.dim():
             continue
+        depthwise = isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.in_channels == m.out_channels > 1
+        if depthwise and new.shape[0] < old.shape[0] and new.shape[1:] == old.shape[1:]:
+            slice_layer(m, 0, torch.arange(new.shape[0]))  # removed by group: one filter a channel
+            m.in_channels = m.groups = new.shape[0]
+            shrunk.append(name)
+            continue
         if getattr(m, "groups", 1) != 1 or isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
             continue
         if any(a > b for a, b in zip(new.shape[:2], old.shape[:2])) or new.shape[2:] != old.shape[2:]:
@@ -125,8 +133,13 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     Raises:
         LwdslError: naming the first missing, unexpected or mis-shaped tensor.
     """
-    state, quants = _unpack(state)
+    state, quants, acts = _unpack(state)
     module = handle.module
+    folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
+    if folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
+        todo = [n for n in folded if not isinstance(_submodule(module, n), torch.nn.Identity)]
+        handle.folded.update(drop_folded(module, todo))
+        state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
     expected = module.state_dict()
     where = f"{source} does not fit {handle.ref}"
     missing = [k for k in expected if k not in state and not _optional(k)]
@@ -155,13 +168,23 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     for table in (handle.act, handle.quant_mode):
         for layer in [k for k in table if k not in quants]:
             del table[layer]
+    handle.act.update({layer: a for layer, a in acts.items() if layer in quants})  # static layers' input ranges
     for layer in quants:
-        handle.quant_mode.setdefault(layer, "weights_only")
+        handle.quant_mode.setdefault(layer, "static" if layer in handle.act else "weights_only")
 
 
-def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], dict]:
-    if not any(k.endswith(CODES) for k in state):
-        return state, {}
+def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
+    try:
+        return module.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], dict, dict]:
+    """(float state, layer -> WeightQuant, layer -> ActQuant) of a packed state (codes, fp16/bf16
+    patterns, static activation parameters); a float state comes back as it is."""
+    if not any(k.endswith(CODES) or k.endswith((".weight.fp16", ".weight.bf16")) or ".act." in k for k in state):
+        return state, {}, {}
     arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
     for key in [k for k in arrays if k.endswith(CODES)]:  # a .lwz keeps 0-d arrays as shape (1,)
         base = key[: -len(CODES)]
@@ -170,7 +193,7 @@ def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tenso
             if v is not None and v.size == 1 and (suffix == BITS or arrays[key].shape[:1] != (1,)):
                 arrays[base + suffix] = v.reshape(())
     flat, quants = unpack_state(arrays)
-    return {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, quants
+    return {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, quants, unpack_act(arrays)
 
 
 def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:
@@ -189,6 +212,11 @@ def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:
 
 
 def save_native(handle: TorchModel, path: Path) -> None:
-    """``torch.save`` of the plain state dict (loadable with ``weights_only=True``), atomically."""
+    """``torch.save`` of the plain state dict (loadable with ``weights_only=True``), atomically;
+    a norm folded into its layer by ``quantize`` is marked by an empty ``<norm>.folded`` tensor
+    (lwdsl loads such a file back into a fresh model, see :func:`load_into`)."""
+    state = dict(handle.module.state_dict())
+    for norm in handle.folded.values():
+        state[f"{norm}{FOLDED}"] = torch.zeros(0)
     with atomic_path(Path(path)) as tmp:
-        torch.save(handle.module.state_dict(), tmp)
+        torch.save(state, tmp)

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
-from lwdsl.semantics.quant import pack_state
+from lwdsl.semantics.fold import FOLDED
+from lwdsl.semantics.quant import HALF_FORMS, pack_state
 
 from .handle import TorchModel
 
@@ -67,13 +68,18 @@ def list_layers(handle: TorchModel) -> list[LayerInfo]:
 
 def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
     """Canonical weights as numpy copies (safe to keep while the model trains on); quantized
-    layers' weights as int8 codes, scales and bits (:func:`lwdsl.semantics.quant.pack_state`)."""
+    layers' weights as codes (packed below 8 bits), scales and bits, statically quantized
+    layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
+    (:func:`lwdsl.semantics.quant.pack_state`)."""
     state = {
         key: t.detach().cpu().numpy().copy()
         for key, t in handle.module.state_dict().items()
         if key.rsplit(".", 1)[-1] not in SKIPPED_BUFFERS
     }
-    return pack_state(state, handle.quant) if handle.quant else state
+    for norm in handle.folded.values():  # folded into the layer before it (fold.py): a marker, no tensor
+        state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
+    casts = {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
+    return pack_state(state, handle.quant, handle.act, casts) if handle.quant or handle.act or casts else state
 
 
 def model_stats(handle: TorchModel) -> ModelStats:

@@ -22,7 +22,7 @@ from torch import nn
 
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
 
-__all__ = ["BUILTINS", "build_model", "LeNet300", "LeNet5", "SeedCNN"]
+__all__ = ["BUILTINS", "build_model", "LeNet300", "LeNet5", "SeedCNN", "HintonMLP", "ResNet8"]
 
 
 def _flat_size(features: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...], name: str) -> int:
@@ -110,6 +110,91 @@ class SeedCNN(_TwoConvNet):
         super().__init__(input_shape, num_classes, conv1, conv2, fc1)
 
 
+class HintonMLP(nn.Module):
+    """The MLPs of Hinton et al. 2015's MNIST experiment: flatten, [dropout], fc1, ReLU,
+    [dropout], fc2, ReLU, [dropout], fc3. ``mlp1200`` is the teacher (1200-1200, dropout 0.2 on
+    the input and 0.5 on the hidden layers; 2,395,210 params on 28x28), ``mlp800`` the student
+    (800-800, no dropout; 1,276,810 params)."""
+
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, fc1: int, fc2: int, p_in: float = 0.0, p_hidden: float = 0.0
+    ) -> None:
+        super().__init__()
+        n_in = 1
+        for d in input_shape:
+            n_in *= int(d)
+        self.drop0, self.drop1, self.drop2 = nn.Dropout(p_in), nn.Dropout(p_hidden), nn.Dropout(p_hidden)
+        self.fc1 = nn.Linear(n_in, fc1)
+        self.fc2 = nn.Linear(fc1, fc2)
+        self.fc3 = nn.Linear(fc2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop0(torch.flatten(x, 1))
+        x = self.drop1(F.relu(self.fc1(x)))
+        x = self.drop2(F.relu(self.fc2(x)))
+        return self.fc3(x)
+
+
+def _mlp1200(input_shape: tuple[int, ...], num_classes: int, fc1: int = 1200, fc2: int = 1200) -> HintonMLP:
+    return HintonMLP(input_shape, num_classes, fc1, fc2, p_in=0.2, p_hidden=0.5)
+
+
+def _mlp800(input_shape: tuple[int, ...], num_classes: int, fc1: int = 800, fc2: int = 800) -> HintonMLP:
+    return HintonMLP(input_shape, num_classes, fc1, fc2)
+
+
+class _BasicBlock(nn.Module):
+    """conv1 3x3 (stride), bn1, ReLU, conv2 3x3, bn2, + shortcut (identity, or a 1x1 conv
+    ``down`` with ``down_bn`` when the stride or width changes), ReLU. No conv biases."""
+
+    def __init__(self, c_in: int, width: int, out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, out, 3, 1, 1, bias=False)
+        shortcut = stride != 1 or c_in != out
+        if shortcut:  # registered in Keras's (graph depth) order, so both backends list the layers alike
+            self.down = nn.Conv2d(c_in, out, 1, stride, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+        if shortcut:
+            self.down_bn = nn.BatchNorm2d(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        shortcut = self.down_bn(self.down(x)) if hasattr(self, "down") else x
+        return F.relu(y + shortcut)
+
+
+class ResNet8(nn.Module):
+    """A residual net for 28x28 data (He et al. 2016's CIFAR ResNet with one block a stage):
+    conv1 3x3 16, bn1, ReLU; ``layer1`` (16), ``layer2`` (32, stride 2), ``layer3`` (64, stride
+    2) basic blocks; global average pooling; ``fc``. 77,754 params on 1x28x28 with 10 classes.
+    Widths are keywords by layer name (``**{"layer1.conv1": 8}``) for models whose filters were
+    removed; the residual widths must agree (``conv1`` with ``layer1.conv2``, ...)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, **widths: int) -> None:
+        super().__init__()
+        w = {"conv1": 16, "layer1.conv1": 16, "layer1.conv2": 16, "layer2.conv1": 32, "layer2.conv2": 32,
+             "layer3.conv1": 64, "layer3.conv2": 64}  # fmt: skip
+        unknown = set(widths) - set(w)
+        if unknown:
+            raise UsageError(f"resnet8 has no layer '{sorted(unknown)[0]}' with a width", hint=f"widths: {', '.join(w)}")
+        w.update(widths)
+        self.conv1 = nn.Conv2d(input_shape[0], w["conv1"], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w["conv1"])
+        c = w["conv1"]
+        for i, stride in ((1, 1), (2, 2), (3, 2)):
+            out = w[f"layer{i}.conv2"]
+            setattr(self, f"layer{i}", _BasicBlock(c, w[f"layer{i}.conv1"], out, stride))
+            c = out
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def _student(input_shape: tuple[int, ...], num_classes: int, conv1: int = 6, conv2: int = 10, fc1: int = 25) -> SeedCNN:
     return SeedCNN(input_shape, num_classes, conv1=conv1, conv2=conv2, fc1=fc1)
 
@@ -120,6 +205,9 @@ BUILTINS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": LeNet5,
     "seedcnn": SeedCNN,
     "seedcnn_student": _student,
+    "resnet8": ResNet8,
+    "mlp1200": _mlp1200,
+    "mlp800": _mlp800,
 }
 
 

@@ -23,7 +23,7 @@ import torch
 from lwdsl.backend import StepContext
 from lwdsl.semantics import masks as lm
 from lwdsl.semantics.cut import apply_cut, magnitude_cut
-from lwdsl.semantics.pruning import GradualClock, MaskRule, keep_masks, rule_for, structured_slices
+from lwdsl.semantics.pruning import GradualClock, MaskRule, keep_masks, rule_for
 from lwdsl.specs import PruneSpec
 
 from .handle import TorchModel, weight_of
@@ -55,17 +55,17 @@ def global_magnitude_prune(handle: TorchModel, layers: Sequence[str], amount: fl
         handle.add_mask(name, keep, zeroed=_is_view(w))
 
 
-def prune_once(handle: TorchModel, rule: MaskRule, layers: Sequence[str], remove: bool) -> None:
+def prune_once(handle: TorchModel, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext | None = None) -> None:
     """One mask update of ``layers`` (model order) under ``rule`` (from :func:`rule_for`)."""
     if rule.kind == "magnitude":  # the same cut as masks.magnitude_cut, in place, in one read
         groups = [list(layers)] if rule.scope == "global" else [[name] for name in layers]
         for group in groups:
             global_magnitude_prune(handle, group, rule.amount)
         return
-    weights = [_view(weight_of(handle.module, name)) for name in layers]
-    if rule.kind == "structured" and remove:
-        remove_filters(handle, {name: torch.from_numpy(structured_slices(rule, w)) for name, w in zip(layers, weights)})
+    if rule.kind == "structured" and remove:  # per dependency group: see structured.py
+        remove_filters(handle, rule, layers, ctx)
         return
+    weights = [_view(weight_of(handle.module, name)) for name in layers]
     for name, keep in zip(layers, keep_masks(rule, weights)):
         handle.add_mask(name, torch.from_numpy(np.ascontiguousarray(keep)))
 
@@ -80,11 +80,11 @@ def prune(handle: TorchModel, spec: PruneSpec, layers: Sequence[str], ctx: StepC
     layers = _in_model_order(handle, layers)
     seed = ctx.step_seed()
     if spec.schedule == "oneshot":
-        prune_once(handle, rule_for(spec, seed), layers, spec.remove)
+        prune_once(handle, rule_for(spec, seed), layers, spec.remove, ctx)
         return handle
     if spec.remove:
         plan_removal(handle, layers)  # fail before training, not after
     update = GradualClock(spec, len(ctx.data.train_x)).hook(lambda s: prune_once(handle, rule_for(spec, seed, s), layers, False))
     fit(handle, spec, ctx, label=f"prune gradual to {spec.amount:g}", after_step=update)
-    prune_once(handle, rule_for(spec, seed), layers, spec.remove)
+    prune_once(handle, rule_for(spec, seed), layers, spec.remove, ctx)
     return handle

@@ -1,5 +1,12 @@
-"""``quantize int8``: weight codes from :mod:`lwdsl.semantics.quant`, activation ranges from its
+"""``quantize``: weight codes from :mod:`lwdsl.semantics.quant`, activation ranges from its
 observers; this module only moves tensors.
+
+Forms: ``int8`` (every mode below) and the low-bit forms ``int4``, ``int2``, ``ternary``,
+``binary`` (``weights_only`` or ``qat``; activations stay float): the core's
+:func:`~lwdsl.semantics.quant.quantize_as` gives their codes and scales, the .lwz stores them
+packed. A binary layer has no code 0: its pruning mask is dropped (named with ``ctx.warn``).
+``auto`` takes each layer's form from :func:`lwdsl.semantics.auto_bits.choose_bits`; ``fp16``
+and ``bf16`` round the weights by :func:`~lwdsl.semantics.quant.cast_weight` (stored in 16 bits).
 
 For every selected conv/linear layer: ``q = quantize_weight(w, 8, granularity)`` on the weight
 as it is (PyTorch's layout is the canonical one; masks applied, so pruned weights get code 0),
@@ -31,10 +38,13 @@ import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
+from lwdsl.semantics.auto_bits import choice_notes, choose_bits
 from lwdsl.semantics.order import calibration_indices
-from lwdsl.semantics.quant import RangeObserver, act_qparams, quantize_weight
+from lwdsl.semantics.quant import HALF_FORMS, RangeObserver, act_qparams, cast_weight, quantize_as
 from lwdsl.specs import QuantizeSpec, TrainingOptions
+from lwdsl.specs.quantize import LOW_BIT
 
+from .fold import fold_batchnorms
 from .handle import TorchModel, weight_of
 from .layers import layer_kind, weighted_layers
 
@@ -94,8 +104,32 @@ def _set_weight(handle: TorchModel, layer: str, w: np.ndarray) -> None:
         weight_of(handle.module, layer).copy_(torch.from_numpy(w))
 
 
+def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext) -> dict[str, str]:
+    """``quantize auto``: the core's choice per layer (:func:`lwdsl.semantics.auto_bits.choose_bits`
+    on the canonical weights), put in ``ctx.notes["auto_bits"]``; layer -> form."""
+    choices = choose_bits(weights, float(spec.budget), spec.granularity)
+    ctx.notes["auto_bits"] = choice_notes(choices, float(spec.budget))
+    return {c.layer: c.form for c in choices}
+
+
+def _cast(handle: TorchModel, spec: QuantizeSpec, todo: Sequence[str], ctx: StepContext) -> TorchModel:
+    """``quantize fp16|bf16``: each weight rounded by the core's :func:`cast_weight` (float32
+    holding the half value; biases stay float32); the canonical state stores the 16 bits."""
+    notes = {}
+    with handle.masks.unpacked():
+        for name in todo:
+            if name in handle.masks:
+                handle.apply_mask(name)
+            _set_weight(handle, name, cast_weight(weight_of(handle.module, name).detach().numpy(), spec.dtype))
+            handle.quant_mode[name] = spec.dtype  # a cast layer: no codes, so not in handle.quant
+            notes[name] = {"bits": 16, "form": spec.dtype}
+    ctx.notes["quantized"] = notes
+    return handle
+
+
 def quantize(handle: TorchModel, spec: QuantizeSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
-    """The ``quantize`` handler (int8: dynamic, static, qat, weights_only)."""
+    """The ``quantize`` handler (int8: dynamic, static, qat, weights_only; int4, int2, ternary,
+    binary, auto: weights_only, qat; fp16, bf16: casts)."""
     kinds = {name: layer_kind(m) for name, m in weighted_layers(handle.module)}
     chosen = set(layers)
     ordered = [name for name in kinds if name in chosen]
@@ -103,31 +137,51 @@ def quantize(handle: TorchModel, spec: QuantizeSpec, layers: Sequence[str], ctx:
     left = [name for name in ordered if kinds[name] not in QUANTIZABLE]
     if left:
         what = ", ".join(f"{name} ({kinds[name]})" for name in left)
-        ctx.warn(f"step {ctx.index + 1} (quantize int8): the torch backend cannot quantize {what}; they stay float32")
+        ctx.warn(f"step {ctx.index + 1} (quantize {spec.dtype}): the torch backend cannot quantize {what}; they stay float32")
         ctx.notes["float_layers"] = [{"layer": name, "kind": kinds[name], "why": "not conv or linear"} for name in left]
     mode = "weights_only" if spec.weights_only else spec.mode
-    bits = int(spec.dtype[3:])
+    low = spec.dtype in LOW_BIT
+    fold_batchnorms(handle, todo, ctx)  # conv+bn -> one layer, before its codes are computed
+    if spec.dtype in HALF_FORMS:  # folded first, as on tensorflow
+        return _cast(handle, spec, todo, ctx)
+    forms = {name: spec.dtype for name in todo}
+    if spec.dtype == "auto":  # the core picks a form per layer; activations stay float
+        with handle.masks.unpacked():
+            for name in todo:
+                if name in handle.masks:
+                    handle.apply_mask(name)
+        forms = auto_forms({n: weight_of(handle.module, n).detach().numpy() for n in todo}, spec, ctx)
+        todo = [name for name in todo if forms[name] != "float"]
+        low, mode = True, ("qat" if mode == "qat" else "weights_only")
     notes: dict[str, dict] = {}
+    floats: dict[str, np.ndarray] = {}  # qat: the masters start at the float weights
     with handle.masks.unpacked():
         for name in todo:
             if name in handle.masks:
                 handle.apply_mask(name)
-            q = quantize_weight(weight_of(handle.module, name).detach().numpy(), bits, spec.granularity)
+            floats[name] = weight_of(handle.module, name).detach().numpy().copy()
+            q = quantize_as(floats[name], forms[name], spec.granularity)
+            if forms[name] == "binary" and name in handle.masks:
+                del handle.masks[name]
+                ctx.warn(
+                    f"step {ctx.index + 1} (quantize binary): layer {name} was pruned, but binary weights are ±scale "
+                    "(no code 0): its pruned weights are non-zero now and its mask is dropped"
+                )
             _set_weight(handle, name, q.dequantize())
             handle.quant[name] = q
-            handle.quant_mode[name] = mode
-            notes[name] = {"bits": bits, "granularity": spec.granularity, "mode": mode}
+            handle.quant_mode[name] = "weights_only" if low else mode  # low-bit: float activations
+            notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
     if mode == "qat" and todo:
         from .train import fit
 
         opts = TrainingOptions(epochs=spec.epochs, lr=0.01, momentum=0.9)
-        fit(handle, opts, ctx, label=f"quantize int8 qat ({spec.epochs} epochs)")
-    if mode in ("static", "qat") and todo:
+        fit(handle, opts, ctx, label=f"quantize {spec.dtype} qat ({spec.epochs} epochs)", masters=floats)
+    if mode in ("static", "qat") and todo and not low:
         for name, (lo, hi) in calibrate(handle, todo, spec, ctx).items():
             aq = handle.act[name]
             notes[name].update(act_range=[lo, hi], act_scale=aq.scale, act_zero_point=aq.zero_point)
     ctx.notes["quantized"] = notes
-    if todo:
+    if todo and not low:  # low-bit layers hold int8 containers in that artifact: no gain to report
         from .int8_engine import artifact_report
 
         ctx.notes["int8_artifact"] = artifact_report(handle)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +60,7 @@ def fit(
     after_step: Optional[Callable[[int], bool]] = None,
     loss: Optional[BatchLoss] = None,
     extra_params: Sequence[torch.nn.Parameter] = (),
+    masters: Optional[dict[str, np.ndarray]] = None,
 ) -> list[float]:
     """Train ``handle`` in place for ``opts.epochs`` epochs on ``ctx.data``'s training set;
     returns (and keeps in ``handle.losses``) the cross-entropy of every optimizer step's batch,
@@ -72,6 +74,9 @@ def fit(
             True when it changed the masks (gradual pruning updates masks there).
         loss: the step's own loss (distillation, ...) instead of plain cross-entropy.
         extra_params: parameters trained along with the model (a feature projection).
+        masters: quantized layer -> the float weight its master copy starts from (canonical
+            layout; ``quantize mode=qat`` gives the weights before quantization); otherwise
+            the master starts at the quantized weight.
 
     Raises:
         RunError: the loss became NaN or infinite (weights restored to the epoch's start).
@@ -87,7 +92,7 @@ def fit(
     losses: list[float] = []
     handle.losses = losses
     t = 0
-    grid = GridTrainer(handle) if handle.quant else None  # after quantize: train on the grid (STE)
+    grid = GridTrainer(handle, masters) if handle.quant else None  # after quantize: train on the grid (STE)
     with torch.random.fork_rng(devices=[]), handle.masks.unpacked(), act_hooks(handle):
         torch.manual_seed(ctx.step_seed())
         model.train()

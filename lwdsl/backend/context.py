@@ -33,6 +33,10 @@ class StepContext:
         run_dir: the (staging) run folder artifacts are written into; None writes nothing.
         warn: says something the user must not miss (a layer an engine leaves in float).
         notes: what handlers report back for the step's row of the report (artifacts, ...).
+        models: the user's own framework model objects, by the name a recipe gives them
+            (``lwdsl.run(models=...)``; ``distill student=NAME`` looks here first).
+        datasets: the other data sets steps read, by the name the recipe gives (a transfer
+            set, ``distill data=NAME``), loaded and shape-checked by the runner before training.
     """
 
     data: Dataset
@@ -43,6 +47,8 @@ class StepContext:
     run_dir: Optional[Path] = None
     warn: Callable[[str], None] = _silent
     notes: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # tests' own bookkeeping only
 
     def step_seed(self) -> int:

@@ -176,6 +176,12 @@ class Backend(ABC):
         (DataLoaders, ``tf.data.Dataset``) for the Python API; backends override this."""
         raise LwdslError(f"the {self.name} backend cannot take data objects; give a data set name")
 
+    def groups(self, model: Any) -> list[Any]:
+        """The model's dependency groups for structured removal
+        (:class:`lwdsl.semantics.groups.Group`, listed by ``lwdsl explain --model``); backends
+        that find them override this."""
+        raise LwdslError(f"the {self.name} backend does not find dependency groups")
+
     def copy_model(self, model: Any) -> Any:
         """A deep copy (the original kept for distillation and for input safety)."""
         import copy

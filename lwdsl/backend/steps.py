@@ -14,7 +14,7 @@ from .context import StepContext
 
 __all__ = ["training_handlers", "export_handler"]
 
-Writer = Callable[[Any, Path, StepContext], None]
+Writer = Callable[[Any, Path, StepContext, Any], None]  # (handle, path, ctx, the ExportSpec)
 
 
 def training_handlers(fit: Callable[..., list[float]]) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -40,8 +40,10 @@ def export_handler(exporters: Mapping[str, Writer]) -> Callable[..., Any]:
         """Write the artifact inside the run folder (``ExportSpec.artifact_name``)."""
         path = ctx.output_path(spec.artifact_name())
         path.parent.mkdir(parents=True, exist_ok=True)
-        exporters[spec.format](handle, path, ctx)
-        ctx.notes.setdefault("artifacts", []).append({"format": spec.format, "path": path.name})
+        exporters[spec.format](handle, path, ctx, spec)
+        # what the writer measured of the file in its own runtime (size, ops, accuracy, latency)
+        entry = {"format": spec.format, "path": path.name, **ctx.notes.pop("artifact", {})}
+        ctx.notes.setdefault("artifacts", []).append(entry)
         return handle
 
     return export

@@ -32,6 +32,16 @@ checks them against this module to 1e-6 relative on fixed logits). Per batch of 
   every anchor ``a`` the unit vectors ``u = (e_b - e_a) / sqrt(max(|e_b - e_a|^2, 1e-24))`` and the
   cosines ``<u_ab, u_ac>`` over all ``B^3`` triplets, then smooth L1, the mean over them. A batch
   of one sample has no pairs: both relation losses are 0 there.
+- **Transfer set** (``data=NAME``, :func:`training_set`): the student trains on NAME's training
+  images, in the order :func:`lwdsl.semantics.order.epoch_order` gives for *their* count (the
+  run seed, the epoch), on soft targets only (``alpha=1`` is required, so the transfer set's
+  labels never weigh in; the cross-entropy the training records is replaced by the soft term).
+  The teacher's logits are those of the transfer images; accuracy is the run's test set's.
+- **Teacher logits cache** (:func:`cache_teacher_logits`): lwdsl never trains a teacher and has
+  no augmentation, so each teacher's logits for a training image never change; they are
+  computed once before training (inference mode, batches of 1000) for every training image (of
+  the transfer set with ``data=``), averaged over the teachers, and each batch gathers its rows
+  by index. A batch's teacher logits are the same whether cached or not.
 """
 
 from __future__ import annotations
@@ -41,7 +51,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..dataset import Dataset
+
 __all__ = [
+    "training_set",
+    "cache_teacher_logits",
     "EPS",
     "DistillTerms",
     "log_softmax",
@@ -229,3 +243,52 @@ def projection_init(c_in: int, c_out: int, seed: int) -> tuple[np.ndarray, np.nd
     w = rng.uniform(-bound, bound, size=(c_out, c_in)).astype(np.float32)
     b = rng.uniform(-bound, bound, size=(c_out,)).astype(np.float32)
     return w, b
+
+
+#: Whether the backends cache the teachers' logits before training (see the module doc). The
+#: rule holds for every run lwdsl makes; the switch exists for bench/distill_bench.py, which
+#: measures what the cache saves, and for the test that the cached and uncached losses agree.
+CACHE_TEACHER_LOGITS = True
+
+
+def cache_teacher_logits() -> bool:
+    """Whether the teachers' logits are computed once before training (fixed teachers, no
+    augmentation: always in lwdsl) rather than per batch."""
+    return CACHE_TEACHER_LOGITS
+
+
+def training_set(spec, ctx) -> Dataset:
+    """The data a ``distill`` step trains on: the run's, or with ``data=NAME`` a data set whose
+    training images are the transfer set's and whose test split is still the run's.
+
+    The transfer set comes from ``ctx.datasets`` (the runner loads it and checks its shape before
+    any training); a handler called without the runner loads it here.
+
+    Raises:
+        RunError: the transfer set's images have another shape than the run's.
+    """
+    from ..errors import RunError
+
+    if spec.data is None:
+        return ctx.data
+    other = ctx.datasets.get(spec.data)
+    if other is None:
+        from ..data import load_data
+
+        other = load_data(spec.data)
+    run = ctx.data
+    if tuple(other.input_shape) != tuple(run.input_shape):
+        raise RunError(
+            f"step {ctx.index + 1} (distill): data={spec.data} has images of shape {tuple(other.input_shape)} (C,H,W), "
+            f"the run's data {run.name} {tuple(run.input_shape)}",
+            hint="a transfer set must have the run's image shape",
+        )
+    return Dataset(
+        name=f"{other.name} (transfer set)",
+        train_x=other.train_x,
+        train_y=other.train_y,
+        test_x=run.test_x,
+        test_y=run.test_y,
+        num_classes=run.num_classes,
+        sha256=other.sha256,
+    )

@@ -25,6 +25,37 @@ gives the same codes and the bit-identical scale. ``m' = fl(qmax * scale)`` may 
 ``scale = (hi - lo) / (qmax - qmin)`` in float32 (1 when ``hi == lo``), ``zero_point =
 clip(qmin - rint(lo / scale), qmin, qmax)``; uint8 ``[0, 255]`` by default, int8 ``[-128, 127]``
 with ``signed``. :class:`RangeObserver` finds ``lo, hi`` from calibration batches.
+
+**Low-bit forms** (:func:`quantize_as`, by the recipe's dtype): ``int8``, ``int4``, ``int2``
+are :func:`quantize_weight` at 8, 4, 2 bits (codes ``[-127, 127]``, ``[-7, 7]``, ``[-1, 1]``).
+``ternary`` (:func:`quantize_ternary`, TWN, Li et al. 2016) and ``binary``
+(:func:`quantize_binary`, BWN, Rastegari et al. 2016) follow their papers per output channel
+(or per tensor), with the means taken in float64 and rounded once to float32:
+
+- ternary: ``delta = f32(0.7 * mean|w|)``; kept = ``|w| > delta`` (strictly: ``|w| == delta``
+  gets code 0); ``scale = f32(mean of |w| over the kept)``; codes ``sign(w)`` where kept, else
+  0 (so zeros, pruned ones included, stay 0, and -0.0 is code 0). A channel whose scale would
+  be below ``2^-126`` (all zeros, or only values that small) is zero: scale 1, codes 0, as for
+  the integer forms. Stored in 2 bits (``bits`` 2, the same codes as int2).
+- binary: ``scale = f32(mean|w|)``; codes +1 where ``w >= 0`` (+0.0 and -0.0 included), else
+  -1. Binary has no code 0: single pruned weights become ``±scale``, so a pruned layer loses
+  its mask; a channel whose scale would be below ``2^-126`` (a whole pruned filter) gets scale
+  0 and codes +1, so it stays exactly zero. Stored in 1 bit (``bits`` 1).
+
+``dequantize()`` is ``codes * scale`` for every form.
+
+**Casts** (:func:`half_bits`, :func:`cast_weight`): ``fp16`` is IEEE binary16 and ``bf16``
+bfloat16 (the high 16 bits of a float32), both rounded to nearest, ties to even (fp16 keeps
+subnormals; a float32 subnormal rounds the same way in bf16). The weight a cast layer computes
+with is that value in float32 (exact). A weight whose rounding overflows (``|w| > 65504`` in
+fp16, within half a bf16 ulp of the float32 maximum in bf16), NaN or inf raises RunError.
+
+**Packing** (:func:`pack_codes`, :func:`unpack_codes`): codes of 1, 2 or 4 bits are stored in
+bytes, in C order, element ``i`` in bits ``b*(i % (8/b))`` and up of byte ``i // (8/b)``
+(little-endian: the first element in the lowest bits; two int4 per byte, four int2 or ternary,
+eight binary), each field the code's two's complement in ``b`` bits (``-1`` is ``0b11`` in 2
+bits, ``0xF`` in 4), binary +1 as bit 1 and -1 as bit 0; unused high bits of the last byte are
+0.
 """
 
 from __future__ import annotations
@@ -48,6 +79,18 @@ __all__ = [
     "snap",
     "pack_state",
     "unpack_state",
+    "unpack_act",
+    "unpack_casts",
+    "quantize_ternary",
+    "quantize_binary",
+    "quantize_as",
+    "pack_codes",
+    "unpack_codes",
+    "FORM_BITS",
+    "HALF_FORMS",
+    "half_bits",
+    "half_values",
+    "cast_weight",
 ]
 
 _TINY = np.float32(2.0**-126)  # smallest normal float32: no scale is below it
@@ -114,6 +157,213 @@ def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channe
     codes = np.clip(np.rint(w / scale.reshape(bshape)), -qmax, qmax)
     codes = np.where(zero.reshape(bshape), np.float32(0), codes).astype(np.int8)
     return WeightQuant(codes, scale, int(bits), axis)
+
+
+#: Storage bits of each weight form (the recipe's ``quantize`` dtype).
+FORM_BITS = {"int8": 8, "int4": 4, "int2": 2, "ternary": 2, "binary": 1}
+
+
+def _channel_view(w: np.ndarray, granularity: str) -> tuple[np.ndarray, Optional[int], tuple]:
+    """``w`` as float32 rows (one per output channel, or one row per tensor), its axis and the
+    scale's broadcast shape; NaN and inf refused."""
+    if granularity not in ("per_channel", "per_tensor"):
+        raise ValueError(f"granularity must be per_channel or per_tensor, got {granularity!r}")
+    w = np.asarray(w, dtype=np.float32)
+    if not np.isfinite(w).all():
+        raise RunError("a weight to quantize is NaN or infinite: the model is broken, nothing to quantize")
+    if granularity == "per_channel":
+        if w.ndim == 0:
+            raise ValueError("per_channel quantization needs a weight with an output-channel axis 0")
+        return w.reshape(w.shape[0], -1), 0, (-1,) + (1,) * (w.ndim - 1)
+    return w.reshape(1, -1), None, ()
+
+
+def _mean64(x: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Row means in float64 (numpy's pairwise sums; over ``weights``' True entries when given),
+    0 for an empty selection."""
+    x = x.astype(np.float64)
+    if weights is None:
+        return x.mean(axis=1) if x.shape[1] else np.zeros(x.shape[0])
+    count = weights.sum(axis=1)
+    return np.where(weights, x, 0.0).sum(axis=1) / np.maximum(count, 1)
+
+
+def quantize_ternary(w: np.ndarray, granularity: str = "per_channel") -> WeightQuant:
+    """Ternary weights (TWN, Li et al. 2016), per output channel or per tensor (module rules).
+
+    ``delta = f32(0.7 * mean|w|)``; the kept weights are ``|w| > delta``; ``scale = f32(mean of
+    the kept |w|)``; codes ``sign(w)`` where kept, else 0. Means in float64, rounded once. A
+    channel whose scale would be below ``2^-126`` gets scale 1 and codes 0. ``bits`` is 2.
+
+    Raises:
+        RunError: NaN or infinite weights.
+        ValueError: an unknown granularity or a 0-d per-channel weight.
+
+    >>> wq = quantize_ternary(np.array([[1.0, -0.5, 0.25, 0.0], [0, 0, 0, 0]], np.float32))
+    >>> wq.codes.tolist(), wq.scale.tolist()
+    ([[1, -1, 0, 0], [0, 0, 0, 0]], [0.75, 1.0])
+    """
+    rows, axis, _ = _channel_view(w, granularity)
+    mag = np.abs(rows)
+    delta = (0.7 * _mean64(mag)).astype(np.float32)
+    kept = mag > delta[:, None]
+    scale = _mean64(mag, kept).astype(np.float32)
+    zero = scale < _TINY
+    scale = np.where(zero, np.float32(1), scale).astype(np.float32)
+    codes = np.where(kept & ~zero[:, None], np.sign(rows), np.float32(0)).astype(np.int8)
+    shape = np.shape(w)
+    return WeightQuant(codes.reshape(shape), scale if axis == 0 else scale.reshape(()), 2, axis)
+
+
+def quantize_binary(w: np.ndarray, granularity: str = "per_channel") -> WeightQuant:
+    """Binary weights (BWN, Rastegari et al. 2016), per output channel or per tensor.
+
+    ``scale = f32(mean|w|)`` (float64 mean, rounded once); codes +1 where ``w >= 0`` (both
+    zeros included), else -1. A channel whose scale would be below ``2^-126`` (a whole pruned
+    filter) gets scale 0 and codes +1: it stays exactly zero. Single zeros cannot stay zero
+    (there is no code 0). ``bits`` is 1.
+
+    Raises:
+        RunError: NaN or infinite weights.
+        ValueError: an unknown granularity or a 0-d per-channel weight.
+
+    >>> wq = quantize_binary(np.array([[1.0, -0.5, 0.25, -0.0], [0, 0, 0, 0]], np.float32))
+    >>> wq.codes.tolist(), wq.scale.tolist()
+    ([[1, -1, 1, 1], [1, 1, 1, 1]], [0.4375, 0.0])
+    """
+    rows, axis, _ = _channel_view(w, granularity)
+    scale = _mean64(np.abs(rows)).astype(np.float32)
+    scale = np.where(scale < _TINY, np.float32(0), scale).astype(np.float32)
+    codes = codes_with_scale(rows, scale, 1)
+    return WeightQuant(codes.reshape(np.shape(w)), scale if axis == 0 else scale.reshape(()), 1, axis)
+
+
+def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel") -> WeightQuant:
+    """Quantize ``w`` (canonical layout) to the recipe's ``dtype``: ``int8``, ``int4``, ``int2``
+    (:func:`quantize_weight`), ``ternary`` (:func:`quantize_ternary`) or ``binary``
+    (:func:`quantize_binary`).
+
+    >>> quantize_as(np.array([[0.5, -1.0]], np.float32), "int4").codes.tolist()
+    [[3, -7]]
+    """
+    if dtype == "ternary":
+        return quantize_ternary(w, granularity)
+    if dtype == "binary":
+        return quantize_binary(w, granularity)
+    if dtype not in FORM_BITS:
+        raise ValueError(f"unknown weight form {dtype!r}; one of {', '.join(FORM_BITS)}")
+    return quantize_weight(w, FORM_BITS[dtype], granularity)
+
+
+def _code_range(bits: int) -> tuple[int, int]:
+    return (-1, 1) if bits == 1 else (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Codes of 1, 2 or 4 bits packed into bytes (module rules: C order, little-endian fields,
+    two's complement; binary +1 as 1, -1 as 0): ``ceil(size * bits / 8)`` uint8.
+
+    Raises:
+        ValueError: bits not 1, 2 or 4, or a code outside the form's range (binary: not ±1).
+
+    >>> pack_codes(np.array([1, -1, 0, 7, -7], np.int8), 4).tolist()
+    [241, 112, 9]
+    >>> pack_codes(np.array([1, -1, 1, 1, -1, -1, -1, 1, 1], np.int8), 1).tolist()
+    [141, 1]
+    """
+    if bits not in (1, 2, 4):
+        raise ValueError(f"packing needs bits 1, 2 or 4, got {bits!r}")
+    c = np.asarray(codes).astype(np.int8, copy=False).reshape(-1)
+    lo, hi = _code_range(bits)
+    if c.size and (c.min() < lo or c.max() > hi or (bits == 1 and (c == 0).any())):
+        raise ValueError(f"codes outside the {bits}-bit range [{lo}, {hi}]" + (" (binary: ±1 only)" if bits == 1 else ""))
+    if bits == 1:
+        return np.packbits(c > 0, bitorder="little")
+    per = 8 // bits
+    fields = c.view(np.uint8) & np.uint8((1 << bits) - 1)
+    fields = np.concatenate([fields, np.zeros(-fields.size % per, np.uint8)]).reshape(-1, per)
+    shifts = (np.arange(per) * bits).astype(np.uint8)
+    return np.bitwise_or.reduce(fields << shifts, axis=1).astype(np.uint8)
+
+
+def unpack_codes(packed: np.ndarray, bits: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: int8 codes of ``shape``.
+
+    Raises:
+        RunError: the byte count does not fit ``shape``, or a field holds no valid code (a
+            damaged file).
+
+    >>> unpack_codes(np.array([241, 112, 9], np.uint8), 4, (5,)).tolist()
+    [1, -1, 0, 7, -7]
+    """
+    if bits not in (1, 2, 4):
+        raise RunError(f"packed codes need bits 1, 2 or 4, got {bits!r}")
+    shape = tuple(int(d) for d in shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    p = np.asarray(packed).reshape(-1)
+    if p.dtype != np.uint8 or p.size != -(-n * bits // 8):
+        raise RunError(f"packed codes of {p.size} {p.dtype} bytes do not fit shape {shape} at {bits} bits")
+    if bits == 1:
+        return np.where(np.unpackbits(p, count=n, bitorder="little") > 0, 1, -1).astype(np.int8).reshape(shape)
+    per = 8 // bits
+    shifts = (np.arange(per) * bits).astype(np.uint8)
+    fields = ((p[:, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(-1)[:n].astype(np.int16)
+    codes = np.where(fields >= 2 ** (bits - 1), fields - 2**bits, fields)
+    if n and codes.min() < -(2 ** (bits - 1) - 1):
+        raise RunError(f"packed {bits}-bit codes hold {int(codes.min())}, outside the narrow range: the file is damaged")
+    return codes.astype(np.int8).reshape(shape)
+
+
+#: The float casts: dtype -> bits per weight.
+HALF_FORMS = {"fp16": 16, "bf16": 16}
+
+
+def half_bits(w: np.ndarray, dtype: str) -> np.ndarray:
+    """The 16-bit patterns (uint16) of ``w`` cast to ``fp16`` or ``bf16`` (module rules:
+    nearest, ties to even).
+
+    Raises:
+        RunError: NaN, inf, or a weight whose cast overflows.
+        ValueError: a dtype other than fp16 or bf16.
+
+    >>> half_bits(np.array([1.0, -2.0, 1 + 2.0**-8, 1 + 3 * 2.0**-8], np.float32), "bf16").tolist()
+    [16256, 49152, 16256, 16258]
+    """
+    if dtype not in HALF_FORMS:
+        raise ValueError(f"a cast is fp16 or bf16, got {dtype!r}")
+    w = np.asarray(w, dtype=np.float32)
+    if not np.isfinite(w).all():
+        raise RunError("a weight to cast is NaN or infinite: the model is broken, nothing to cast")
+    if dtype == "fp16":
+        with np.errstate(over="ignore"):
+            h = w.astype(np.float16)
+        bits = h.view(np.uint16)
+    else:
+        u = np.ascontiguousarray(w).view(np.uint32).astype(np.uint64)
+        bits = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    if ((bits & 0x7FFF) >= (0x7C00 if dtype == "fp16" else 0x7F80)).any():
+        limit = "65504" if dtype == "fp16" else "about 3.39e38"
+        raise RunError(f"a weight ({float(np.abs(w).max()):.4g}) overflows {dtype}: its largest finite value is {limit}")
+    return bits
+
+
+def half_values(bits: np.ndarray, dtype: str) -> np.ndarray:
+    """The float32 values of 16-bit ``fp16`` or ``bf16`` patterns (exact)."""
+    b = np.ascontiguousarray(np.asarray(bits, dtype=np.uint16))
+    if dtype == "fp16":
+        return b.view(np.float16).astype(np.float32)
+    if dtype == "bf16":
+        return (b.astype(np.uint32) << 16).view(np.float32)
+    raise ValueError(f"a cast is fp16 or bf16, got {dtype!r}")
+
+
+def cast_weight(w: np.ndarray, dtype: str) -> np.ndarray:
+    """``w`` rounded to ``fp16``/``bf16``, as float32: the weight a cast layer computes with.
+
+    >>> cast_weight(np.array([0.1, 70000.0 / 2], np.float32), "fp16").tolist()
+    [0.0999755859375, 35008.0]
+    """
+    return half_values(half_bits(w, dtype), dtype)
 
 
 @dataclass(frozen=True)
@@ -343,28 +593,47 @@ def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:
 # -- quantized weights in the canonical state, and training after quantize ------------------
 #
 # A quantized layer's weight is stored in the canonical state (and so in the .lwz file) as its
-# integer codes and scales instead of float32: "<layer>.weight.codes" (int8, the weight's
-# canonical shape), "<layer>.weight.scale" (float32, (out,) per channel or () per tensor) and
-# "<layer>.weight.bits" (int8, a 0-d array). In the framework's own model the weight holds
-# codes * scale (float32, exactly representable), so any engine that re-quantizes it by the rule
-# above finds the same codes (the fixed point).
+# integer codes and scales instead of float32: "<layer>.weight.codes", "<layer>.weight.scale"
+# (float32, (out,) per channel or () per tensor) and "<layer>.weight.bits" (int8, a 0-d array).
+# At 8 (or 3, 5, 6, 7) bits the codes are int8 of the weight's canonical shape; at 4, 2 and 1
+# bits they are packed (pack_codes: uint8, 1-d) and "<layer>.weight.shape" (int64) gives the
+# canonical shape. A statically quantized layer also stores its input quantization:
+# "<layer>.act.scale" (float32, 0-d) and "<layer>.act.zero_point" (int32, 0-d; uint8 range).
+# In the framework's own model the weight holds codes * scale (float32, exactly
+# representable), so any engine that re-quantizes it by the integer rule finds the same codes
+# (the fixed point).
 #
-# Training after quantize (finetune, distill) keeps the scales fixed and trains through the
-# quantizer with the straight-through estimator: a float master copy is updated by the
-# optimizer (the gradient of the quantized weight is taken as the master's), and the weight the
-# model computes with is snap(master) = clip(rint(master / scale), -qmax, qmax) * scale after
-# every optimizer step (pruned weights stay 0).
+# Training after quantize (qat, finetune, distill) keeps the scales fixed (they are never
+# recomputed while training, for every form) and trains through the quantizer with the
+# straight-through estimator: a float master copy is updated by the optimizer (the gradient of
+# the quantized weight is taken as the master's; with mode=qat the master starts at the float
+# weight before quantization, as BinaryConnect and TWN train; a finetune or distill after
+# quantize starts it at the quantized weight, the float one being gone), and the weight the model computes with is
+# snap(master) = codes_with_scale(master) * scale after every optimizer step (pruned weights
+# stay 0 where the form has a code 0). codes_with_scale at fixed scales is the nearest level:
+# clip(rint(w / scale), -qmax, qmax) for 2..8 bits (ternary too: levels {-scale, 0, scale},
+# so the threshold while training is scale / 2, not TWN's 0.7 * mean|w|), and for binary
+# +1 where w >= 0 or scale == 0, else -1.
 
-CODES, SCALE, BITS = ".codes", ".scale", ".bits"
+CODES, SCALE, BITS, SHAPE = ".codes", ".scale", ".bits", ".shape"
+ACT_SCALE, ACT_ZERO_POINT = ".act.scale", ".act.zero_point"
+_PACKED = (1, 2, 4)
 
 
 def codes_with_scale(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndarray:
-    """Codes of ``w`` (canonical layout) at fixed per-channel (or scalar) ``scale``, by the
-    weight rule: ``clip(rint(w / scale), -qmax, qmax)`` in float32, as int8."""
-    qmax = np.float32(2 ** (bits - 1) - 1)
+    """Codes of ``w`` (canonical layout) at fixed per-channel (or scalar) ``scale``: the nearest
+    level, ``clip(rint(w / scale), -qmax, qmax)`` in float32 for 2..8 bits; for 1 bit (binary)
+    +1 where ``w >= 0`` or the channel's scale is 0, else -1. As int8.
+
+    >>> codes_with_scale(np.array([[0.3, -0.2, 0.1]], np.float32), np.array([0.4], np.float32), 2).tolist()
+    [[1, 0, 0]]
+    """
     w = np.asarray(w, dtype=np.float32)
     s = np.asarray(scale, dtype=np.float32)
     s = s.reshape((-1,) + (1,) * (w.ndim - 1)) if s.ndim == 1 else s
+    if bits == 1:
+        return np.where((w >= 0) | (s == 0), np.int8(1), np.int8(-1)).astype(np.int8)
+    qmax = np.float32(2 ** (bits - 1) - 1)
     return np.clip(np.rint(w / s), -qmax, qmax).astype(np.int8)
 
 
@@ -375,34 +644,100 @@ def snap(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndarray:
     return (codes_with_scale(w, scale, bits).astype(np.float32) * s).astype(np.float32)
 
 
-def pack_state(state: dict[str, np.ndarray], quants: dict[str, WeightQuant]) -> dict[str, np.ndarray]:
-    """The canonical state with each quantized layer's ``.weight`` replaced by its codes,
-    scales and bits (``quants``: layer name -> WeightQuant)."""
+def pack_state(
+    state: dict[str, np.ndarray],
+    quants: dict[str, WeightQuant],
+    acts: Optional[dict[str, ActQuant]] = None,
+    casts: Optional[dict[str, str]] = None,
+) -> dict[str, np.ndarray]:
+    """The canonical state with each quantized layer's ``.weight`` replaced by its codes (packed
+    at 1, 2 and 4 bits), scales and bits (``quants``: layer name -> WeightQuant), the input
+    scale and zero point of each layer in ``acts``, and each cast layer's weight (``casts``:
+    layer -> fp16/bf16) as its 16-bit patterns ``<layer>.weight.fp16`` / ``.bf16`` (uint16).
+
+    >>> st = pack_state({"fc.weight": np.zeros((2, 3), np.float32)}, {"fc": quantize_as(np.ones((2, 3)), "int4")})
+    >>> sorted(st), st["fc.weight.codes"].tolist()
+    (['fc.weight.bits', 'fc.weight.codes', 'fc.weight.scale', 'fc.weight.shape'], [119, 119, 119])
+    """
     out = dict(state)
     for layer, q in quants.items():
-        out.pop(f"{layer}.weight", None)
-        out[f"{layer}.weight{CODES}"] = np.asarray(q.codes, dtype=np.int8)
-        out[f"{layer}.weight{SCALE}"] = np.asarray(q.scale, dtype=np.float32)
-        out[f"{layer}.weight{BITS}"] = np.asarray(q.bits, dtype=np.int8)
+        base = f"{layer}.weight"
+        out.pop(base, None)
+        if q.bits in _PACKED:
+            out[base + CODES] = pack_codes(q.codes, q.bits)
+            out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
+        else:
+            out[base + CODES] = np.asarray(q.codes, dtype=np.int8)
+        out[base + SCALE] = np.asarray(q.scale, dtype=np.float32)
+        out[base + BITS] = np.asarray(q.bits, dtype=np.int8)
+    for layer, dtype in (casts or {}).items():
+        base = f"{layer}.weight"
+        if base in out:
+            out[f"{base}.{dtype}"] = half_bits(out.pop(base), dtype)
+    for layer, a in (acts or {}).items():
+        out[layer + ACT_SCALE] = np.asarray(a.scale, dtype=np.float32)
+        out[layer + ACT_ZERO_POINT] = np.asarray(a.zero_point, dtype=np.int32)
     return out
+
+
+def _scalar(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v).reshape(-1)[0]
 
 
 def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, WeightQuant]]:
     """Inverse of :func:`pack_state`: (float canonical state with ``codes * scale`` weights,
-    layer name -> WeightQuant)."""
+    layer name -> WeightQuant). Activation entries are left out (:func:`unpack_act`).
+
+    Raises:
+        RunError: packed codes without their shape, or that do not fit it.
+    """
+    bases = {key[: -len(CODES)] for key in state if key.endswith(CODES)}
+    skip = {b + suffix for b in bases for suffix in (SCALE, BITS, SHAPE)}
+    acts = {key[: -len(ACT_SCALE)] for key in state if key.endswith(ACT_SCALE)}
+    skip |= {layer + suffix for layer in acts if layer + ACT_ZERO_POINT in state for suffix in (ACT_SCALE, ACT_ZERO_POINT)}
     out: dict[str, np.ndarray] = {}
     quants: dict[str, WeightQuant] = {}
     for key, value in state.items():
-        if key.endswith(SCALE) or key.endswith(BITS):
+        if key in skip:
+            continue
+        half = next((d for d in HALF_FORMS if key.endswith(f".weight.{d}")), None)
+        if half is not None:
+            out[key[: -len(half) - 1]] = half_values(value, half)
             continue
         if key.endswith(CODES):
             base = key[: -len(CODES)]
             layer = base[: -len(".weight")]
             scale = np.asarray(state[base + SCALE], dtype=np.float32)
-            bits = int(state.get(base + BITS, np.int8(8)))
-            q = WeightQuant(np.asarray(value, dtype=np.int8), scale, bits, 0 if scale.ndim == 1 else None)
+            bits = int(_scalar(state[base + BITS])) if base + BITS in state else 8
+            value = np.asarray(value)
+            if value.dtype == np.uint8:
+                if base + SHAPE not in state:
+                    raise RunError(f"'{key}' holds packed codes but the state has no '{base + SHAPE}'")
+                codes = unpack_codes(value, bits, tuple(np.asarray(state[base + SHAPE]).reshape(-1)))
+            else:
+                codes = value.astype(np.int8)
+            q = WeightQuant(codes, scale, bits, 0 if scale.ndim == 1 else None)
             quants[layer] = q
             out[base] = q.dequantize()
         else:
             out[key] = value
     return out, quants
+
+
+def unpack_casts(state: dict[str, np.ndarray]) -> dict[str, str]:
+    """The cast layers stored by :func:`pack_state`: layer -> fp16/bf16."""
+    return {key[: -len(f".weight.{d}")]: d for key in state for d in HALF_FORMS if key.endswith(f".weight.{d}")}
+
+
+def unpack_act(state: dict[str, np.ndarray]) -> dict[str, ActQuant]:
+    """The activation quantization stored by :func:`pack_state` (uint8 range): layer -> ActQuant.
+
+    >>> unpack_act(pack_state({}, {}, {"fc": act_qparams(-1.0, 3.0)}))
+    {'fc': ActQuant(scale=0.01568627543747425, zero_point=64, qmin=0, qmax=255)}
+    """
+    out = {}
+    for key, value in state.items():
+        if key.endswith(ACT_SCALE) and key[: -len(ACT_SCALE)] + ACT_ZERO_POINT in state:
+            layer = key[: -len(ACT_SCALE)]
+            out[layer] = ActQuant(float(np.float32(_scalar(value))), int(_scalar(state[layer + ACT_ZERO_POINT])))
+    return out

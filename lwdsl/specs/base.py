@@ -129,6 +129,18 @@ class StepSpec(_Frozen):
         keeps a copy in :attr:`lwdsl.backend.StepContext.original`)."""
         return False
 
+    def models_named(self) -> tuple[str, ...]:
+        """Models the step builds by name besides the run's (``distill student=NAME``): the
+        runner builds each once before reading data, so an unknown name fails up front, and
+        looks them up first in ``lwdsl.run(models=...)``."""
+        return ()
+
+    def data_sets(self) -> tuple[str, ...]:
+        """Data sets the step reads besides the run's (``distill data=NAME``): the runner checks
+        their input shape before reading any data and loads them into
+        :attr:`lwdsl.backend.StepContext.datasets`."""
+        return ()
+
 
 class TrainingOptions(_Frozen):
     """Options of every step that trains (fine-tuning, sparse training, gradual pruning, ...)."""

@@ -10,6 +10,9 @@ by B, never by the number of classes):
 
 With several teachers, z_t is the mean of their logits. Without ``student`` the current model
 is the student and the teacher is the model as it was before the pipeline (self-distillation).
+With ``data=NAME`` (a transfer set) the student trains on NAME's training images instead of the
+run's, on soft targets only (``alpha=1``: a transfer set's labels are never read); accuracy is
+still measured on the run's test set.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class DistillSpec(StepSpec, TrainingOptions):
     positional: ClassVar[tuple[str, ...]] = ()
     default_kinds: ClassVar[tuple[str, ...]] = ("all",)
     summary: ClassVar[str] = "train a student on soft targets, features or relations of teachers"
-    FORMS: ClassVar[tuple[str, ...]] = ("soft", "student", "teachers", "features", "relation")
+    FORMS: ClassVar[tuple[str, ...]] = ("soft", "student", "teachers", "features", "relation", "transfer")
 
     op: Literal["distill"] = "distill"
     T: float = Field(default=4.0, gt=0, le=100, description="softmax temperature")
@@ -45,6 +48,9 @@ class DistillSpec(StepSpec, TrainingOptions):
     beta: float = Field(default=1.0, ge=0, description="weight of the feature loss")
     relation: Optional[Literal["distance", "angle"]] = Field(default=None, description="relational KD term")
     gamma: float = Field(default=1.0, ge=0, description="weight of the relation loss")
+    data: Optional[str] = Field(
+        default=None, min_length=1, description="transfer set: train on this data set's images (soft targets only, alpha=1)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "DistillSpec":
@@ -54,7 +60,18 @@ class DistillSpec(StepSpec, TrainingOptions):
             raise ValueError("beta= weights the feature loss: give features=[teacher_layer->student_layer]")
         if "gamma" in self.model_fields_set and self.relation is None:
             raise ValueError("gamma= weights the relation loss: give relation=distance or angle")
+        if self.data is not None:
+            _check_data_name(self.data)
+            if self.alpha != 1:
+                raise ValueError(
+                    f"data={self.data} is a transfer set: the student learns only the teacher's soft targets there "
+                    f"(its labels belong to another task and are never read), so alpha must be 1, got alpha={self.alpha:g}; "
+                    "write alpha=1"
+                )
         return self
+
+    def models_named(self) -> tuple[str, ...]:
+        return (self.student,) if self.student else ()
 
     def forms(self) -> tuple[str, ...]:
         out = ["soft"]
@@ -66,8 +83,24 @@ class DistillSpec(StepSpec, TrainingOptions):
             out.append("features")
         if self.relation is not None:
             out.append("relation")
+        if self.data is not None:
+            out.append("transfer")
         return tuple(out)
 
     def needs_original(self) -> bool:
         teachers = self.teacher if isinstance(self.teacher, tuple) else (self.teacher,)
         return "original" in teachers
+
+    def data_sets(self) -> tuple[str, ...]:
+        return (self.data,) if self.data is not None else ()
+
+
+def _check_data_name(name: str) -> None:
+    """A ValueError (with did-you-mean) for a data set name :func:`lwdsl.data.data_shape` does not know."""
+    from ..data import data_shape  # framework-free; knows names and shapes without reading data
+    from ..errors import UsageError
+
+    try:
+        data_shape(name)
+    except UsageError as exc:
+        raise ValueError(f"data={name}: {exc.message}" + (f"; {exc.hint}" if exc.hint else "")) from None

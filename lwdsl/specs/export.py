@@ -24,6 +24,15 @@ class ExportSpec(StepSpec):
     op: Literal["export"] = "export"
     format: Literal["onnx", "torch", "tflite", "saved_model", "keras"] = Field(description="artifact format")
     path: Optional[str] = Field(default=None, min_length=1, description="output path, relative to the run directory")
+    io: Literal["float32", "int8"] = Field(
+        default="float32", description="tflite: dtype of the model's input and output (int8 after quantize int8 static or qat)"
+    )
+
+    @model_validator(mode="after")
+    def _io_for_tflite(self) -> "ExportSpec":
+        if self.io != "float32" and self.format != "tflite":
+            raise ValueError(f"io={self.io} applies only to export tflite (an {self.format} file takes float32 in and out)")
+        return self
 
     @model_validator(mode="after")
     def _path_inside_run_folder(self) -> "ExportSpec":

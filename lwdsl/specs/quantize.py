@@ -2,17 +2,35 @@
 
 Several ``quantize`` steps with different selectors give mixed precision; ``quantize auto``
 allocates bits per layer within ``budget`` (average bits per weight).
+
+Forms: ``int8`` in every mode, ``static`` by default (activations calibrated on ``calibrate``
+training images: the model runs on int8 kernels end to end; ``dynamic`` convolutions were
+slower than float in both runtimes, see docs/semantics.md); the low-bit weight forms (``int4``, ``int2``, ``ternary``,
+``binary``) and ``auto`` quantize weights only and keep float activations, either once
+(``weights_only``, their default) or trained through the quantizer (``mode=qat``); ``dynamic``
+and ``static`` need int8 activation kernels and are refused for them. ``fp16`` and ``bf16``
+cast the weights. ``auto`` picks binary, int2, int4, int8 or float per layer
+(:mod:`lwdsl.semantics.auto_bits`).
+The numbers are :mod:`lwdsl.semantics.quant`'s.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
 from .base import StepSpec
 
-__all__ = ["QuantizeSpec"]
+__all__ = ["QuantizeSpec", "LOW_BIT", "EXPORT_HOLDS"]
+
+#: Weight forms below 8 bits: weights only (float activations), or trained (qat).
+LOW_BIT = ("int4", "int2", "ternary", "binary")
+
+#: Export formats -> the quantize dtypes their files can hold. The ONNX QDQ model and TFLite
+#: store int8 codes (the engines' kernels); ``torch``, ``keras`` and ``saved_model`` store the
+#: float weights ``codes * scale`` (and the .lwz beside them the packed codes).
+EXPORT_HOLDS: dict[str, tuple[str, ...]] = {"onnx": ("int8",), "tflite": ("int8",)}
 
 
 class QuantizeSpec(StepSpec):
@@ -25,33 +43,61 @@ class QuantizeSpec(StepSpec):
     positional: ClassVar[tuple[str, ...]] = ("dtype",)
     default_kinds: ClassVar[tuple[str, ...]] = ("conv", "linear")
     summary: ClassVar[str] = "lower precision: int8/int4/int2/binary/ternary/fp16/bf16, dynamic/static/QAT"
-    FORMS: ClassVar[tuple[str, ...]] = tuple(
-        f"{d}/{m}" for d in ("int8", "int4", "int2", "binary", "ternary") for m in ("dynamic", "static", "qat", "weights_only")
-    ) + ("fp16", "bf16", "auto")
+    FORMS: ClassVar[tuple[str, ...]] = (
+        tuple(f"int8/{m}" for m in ("dynamic", "static", "qat", "weights_only"))
+        + tuple(f"{d}/{m}" for d in LOW_BIT for m in ("qat", "weights_only"))
+        + ("fp16", "bf16", "auto")
+    )
 
     op: Literal["quantize"] = "quantize"
     dtype: Literal["int8", "int4", "int2", "binary", "ternary", "fp16", "bf16", "auto"] = Field(
         description="target precision; auto picks per layer within budget"
     )
     mode: Literal["dynamic", "static", "qat"] = Field(
-        default="dynamic", description="dynamic: activations quantized at run time; static: calibrated; qat: trained"
+        default="static",
+        description="static: activations calibrated on training images (the default: int8 kernels end to end); "
+        "dynamic: quantized at run time; qat: trained",
     )
     weights_only: bool = Field(default=False, description="quantize weights, keep float activations")
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     calibrate: int = Field(default=256, ge=1, le=1_000_000, description="static: calibration samples")
     observer: Literal["minmax", "percentile", "mse"] = Field(default="minmax", description="static/qat: range estimate")
     epochs: int = Field(default=1, ge=1, le=10_000, description="qat: training epochs")
-    budget: Optional[float] = Field(default=None, gt=0, le=32, description="auto: average bits per weight")
+    budget: Optional[float] = Field(
+        default=None, ge=1, le=32, description="auto: average bits per weight (1: binary, up to 32: float)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _low_bit_default(cls, data: Any) -> Any:
+        """A low-bit form without ``mode=`` or ``weights_only`` quantizes weights only."""
+        weights_only = isinstance(data, dict) and data.get("dtype") in LOW_BIT + ("auto",)
+        if weights_only and "mode" not in data and "weights_only" not in data:
+            return {**data, "weights_only": True}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "QuantizeSpec":
+        if self.dtype in LOW_BIT + ("auto",) and not self.weights_only and self.mode in ("dynamic", "static"):
+            raise ValueError(
+                f"{self.dtype} quantizes weights only (activations stay float): mode={self.mode} needs int8 "
+                f"activations; write `quantize {self.dtype}` (weights only) or `quantize {self.dtype} mode=qat`, "
+                f"or quantize int8 mode={self.mode}"
+            )
         if (self.dtype == "auto") != (self.budget is not None):
             raise ValueError("quantize auto needs budget=BITS, and budget= goes only with auto")
-        if self.dtype in ("fp16", "bf16") and self.mode != "dynamic":
+        if self.dtype in ("fp16", "bf16") and "mode" in self.model_fields_set:
             raise ValueError(f"{self.dtype} is a cast: mode={self.mode} does not apply")
         if "epochs" in self.model_fields_set and self.mode != "qat":
             raise ValueError("epochs= applies only with mode=qat")
         return self
+
+    def export_refusal(self, fmt: str) -> Optional[str]:
+        """Why an ``export fmt`` after this step cannot hold its form (None when it can)."""
+        holds = EXPORT_HOLDS.get(fmt)
+        if holds is None or self.dtype in holds:
+            return None
+        return f"export {fmt} stores int8 codes or float32 weights: it cannot hold {self.dtype} weights"
 
     def forms(self) -> tuple[str, ...]:
         if self.dtype in ("fp16", "bf16", "auto"):

@@ -75,7 +75,7 @@ def test_every_builtin_backend_has_a_table_without_importing_its_framework():
     [
         (ExportSpec(format="tflite"), "the torch backend cannot export tflite"),
         (ExportSpec(format="saved_model"), "the torch backend cannot export saved_model"),
-        (QuantizeSpec(dtype="int4", weights_only=True), "the torch backend cannot run quantize"),
+        (ExportSpec(format="keras"), "the torch backend cannot export keras"),
     ],
 )
 def test_reasons_name_the_backend_and_the_form(step, words):

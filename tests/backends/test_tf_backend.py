@@ -75,7 +75,7 @@ def test_latency_here_and_in_a_worker(be):
 
 
 def test_unsupported_says_why(be):
-    assert be.unsupported(QuantizeSpec(dtype="ternary", weights_only=True)) == "the tensorflow backend cannot run quantize ternary/weights_only yet"
+    assert be.unsupported(QuantizeSpec(dtype="auto", budget=4)) is None
     assert be.unsupported(DistillSpec()) is None
     assert be.unsupported(ExportSpec(format="torch")) == "the tensorflow backend cannot export torch"
     assert be.unsupported(ExportSpec(format="tflite")) is None

@@ -135,3 +135,64 @@ def test_feature_hints_train_a_projection_that_is_dropped():
         be.apply(handle, bad, LAYERS, ctx)
     with pytest.raises(LwdslError, match="no layer 'conv9'"):
         be.apply(handle, DistillSpec(features=(FeaturePair(teacher="conv9", student="conv2"),)), LAYERS, ctx)
+
+
+TRANSFER = "synthetic:1,28,28:3"  # a name the spec accepts; the test puts its own images under it
+
+
+def _data(n_train: int, shape=SHAPE, classes: int = 3, seed: int = 5) -> Dataset:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_train + 8, *shape), dtype=np.float32)
+    y = rng.integers(0, classes, n_train + 8).astype(np.int64)
+    return Dataset("transfer", x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
+
+
+def test_transfer_set_trains_on_its_images_in_the_core_order():
+    """The first recorded loss is the soft term on the transfer set's first batch of
+    epoch_order(its size, run seed, 0), from the student's initial weights."""
+    from lwdsl.semantics.order import epoch_order
+
+    be, ctx = get_backend("tensorflow"), _ctx()
+    handle = _model(be)
+    ctx.original = be.copy_model(handle)
+    transfer = _data(96)
+    ctx.datasets[TRANSFER] = transfer
+    spec = DistillSpec(T=2, alpha=1, data=TRANSFER, student="seedcnn_student", batch=32, lr=0.05)
+    initial = dmod.build_student("seedcnn_student", ctx).model
+    first = nhwc(transfer.train_x[epoch_order(96, ctx.seed, 0)[:32]])
+    ref = core.soft_target_loss(initial(first, training=False).numpy(), handle.model(first, training=False).numpy(), 2.0)
+    out = be.apply(handle, spec, LAYERS, ctx)
+    assert len(out.losses) == 3  # 96 transfer images in batches of 32 (the run's 128 would give 4)
+    assert out.losses[0] == pytest.approx(ref, rel=1e-4)  # float32 KL of near-equal outputs
+    assert ctx.notes["transfer_set"]["images"] == 96 and "for 96 training images" in ctx.notes["teacher_cache"]
+    assert ctx.notes["student"] == {
+        "name": "seedcnn_student", "replaces": "seedcnn", "params_before": 21840, "params_after": 5951,
+        "nonzero_before": 21840, "nonzero_after": 5951,
+    }
+
+
+def test_transfer_set_of_another_shape_is_refused_before_training():
+    from lwdsl.errors import RunError
+
+    be, ctx = get_backend("tensorflow"), _ctx()
+    handle = _model(be)
+    ctx.original = be.copy_model(handle)
+    ctx.datasets[TRANSFER] = _data(32, shape=(1, 14, 14))
+    with pytest.raises(RunError, match=r"data=synthetic:1,28,28:3 has images of shape \(1, 14, 14\)"):
+        be.apply(handle, DistillSpec(alpha=1, data=TRANSFER), LAYERS, ctx)
+    assert handle.losses == []
+
+
+@pytest.mark.parametrize("spec", [DistillSpec(T=4, alpha=0.5, batch=32), DistillSpec(T=2, alpha=1, relation="distance", batch=48)])
+def test_cached_and_uncached_teacher_logits_give_the_same_losses(spec, monkeypatch):
+    be, ctx = get_backend("tensorflow"), _ctx()
+    state, runs = be.state(_model(be)), {}
+    for cached in (True, False):
+        monkeypatch.setattr(core, "CACHE_TEACHER_LOGITS", cached)
+        ctx.notes = {}
+        handle = _model(be)
+        be.load_state(handle, state)
+        ctx.original = be.copy_model(handle)
+        runs[cached] = (np.asarray(be.apply(handle, spec, LAYERS, ctx).losses), "teacher_cache" in ctx.notes)
+    assert runs[True][1] and not runs[False][1]
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)

@@ -11,6 +11,7 @@ import tf_keras  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
 from lwdsl.data import load_data  # noqa: E402
+from lwdsl.errors import LwdslError  # noqa: E402
 from lwdsl.progress import NullBar  # noqa: E402
 from lwdsl.semantics.order import calibration_indices  # noqa: E402
 from lwdsl.semantics.quant import RangeObserver, act_qparams, codes_with_scale, fake_quantize, quantize_weight, unpack_state  # noqa: E402
@@ -87,7 +88,7 @@ def test_static_ranges_are_a_numpy_observer_on_the_calibration_images(be, observ
         for start in range(0, len(got), 256):
             ob.update(got[start : start + 256])
         lo, hi = ob.range()
-        assert ctx.notes["quantized"][n] == {"bits": 8, "act_range": [lo, hi]}
+        assert ctx.notes["quantized"][n] == {"bits": 8, "form": "int8", "act_range": [lo, hi]}
         assert h.act[n] == act_qparams(lo, hi)
     # evaluation fake-quantizes each quantized layer's input exactly as the core does
     from lwdsl.backends.tf_backend.quantize import quantized_forward
@@ -120,7 +121,7 @@ def test_lwz_of_a_quantized_model_is_small_and_round_trips(be, tmp_path):
     again = be.state(back)
     assert set(again) == set(packed)
     for k in packed:
-        assert np.array_equal(np.asarray(again[k]).view(np.uint8), np.asarray(packed[k]).view(np.uint8)), k
+        assert np.array_equal(np.atleast_1d(again[k]).view(np.uint8), np.atleast_1d(packed[k]).view(np.uint8)), k
     assert set(back.quant) == set(LAYERS)
     assert set(load_weights(tmp_path / "q.lwz")[0]) == set(packed)
 
@@ -156,19 +157,20 @@ def test_training_after_quantize_keeps_weights_on_the_grid_and_masks(be, after):
 def test_a_layer_that_cannot_be_quantized_is_named(be):
     inp = tf_keras.Input((28, 28, 1))
     x = tf_keras.layers.Conv2D(4, 3, name="c1")(inp)
-    x = tf_keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = tf_keras.layers.DepthwiseConv2D(3, name="dw")(x)  # quantized like a conv (one scale per channel)
+    x = tf_keras.layers.SeparableConv2D(4, 3, name="sep")(x)  # two kernels in one layer: not quantized
     x = tf_keras.layers.Flatten()(x)
     out = tf_keras.layers.Dense(10, name="d")(x)
     h = be.load_model(tf_keras.Model(inp, out), SHAPE, 10)
     names = [i.name for i in be.layers(h) if i.kind in ("conv", "linear")]
-    assert names == ["c1", "dw", "d"]
+    assert names == ["c1", "dw", "sep", "d"]
     before = be.state(h)
     ctx = _ctx()
-    h = be.apply(h, QuantizeSpec(dtype="int8"), names, ctx)
-    assert set(h.quant) == {"c1", "d"}
-    assert "dw" in ctx.notes["not_quantized"]
-    assert any("'dw'" in w and "float32" in w for w in ctx.extra["warnings"])
-    assert np.array_equal(be.state(h)["dw.weight"], before["dw.weight"])
+    h = be.apply(h, QuantizeSpec(dtype="int8", mode="dynamic"), names, ctx)
+    assert set(h.quant) == {"c1", "dw", "d"}
+    assert "sep" in ctx.notes["not_quantized"]
+    assert any("'sep'" in w and "float32" in w for w in ctx.extra["warnings"])
+    assert np.array_equal(be.state(h)["sep.weight"], before["sep.weight"])
 
 
 # -- TFLite in LiteRT, on real MNIST -----------------------------------------------------------
@@ -199,6 +201,40 @@ def test_tflite_int8_runs_in_litert_close_to_keras_with_the_canonical_codes(trai
     agree = rep["code_agreement"]
     assert agree["equal"] == agree["total"] == sum(int(np.prod(h.quant[n].codes.shape)) for n in LAYERS)
     assert rep["size_bytes"] == (tmp_path / "model.tflite").stat().st_size < 0.3 * 4 * 431080
+    # the step's artifact entry (the report's "Artifacts" row): measured in LiteRT
+    (art,) = ctx.notes["artifacts"]
+    assert art["path"] == "model.tflite" and art["runtime"] == "litert" and art["size_bytes"] == rep["size_bytes"]
+    assert art["int8_ops"] == 4 and art["float_ops"] == 0 and art["accuracy"] == rep["accuracy"]
+    assert art["ops"]["CONV_2D (int8 x int8)"] == 2 and art["ops"]["FULLY_CONNECTED (int8 x int8)"] == 2
+    assert art["latency_ms_b1"] > 0 and art["latency_ms_b32"] > art["latency_ms_b1"]
+    # after quantize the backend times the .tflite artifact: the same file, unchanged model
+    from lwdsl.backends.tf_backend import tflite_engine
+
+    assert tflite_engine.artifact(h)[0] == (tmp_path / "model.tflite").read_bytes()
+    assert be.latency_ms(h, 1, SHAPE, 1) > 0
+
+
+@pytest.mark.slow
+def test_tflite_int8_io_takes_and_gives_int8(trained, tmp_path):
+    be, base, data = trained
+    ctx = _ctx(data, run_dir=tmp_path)
+    h = be.apply(be.copy_model(base), QuantizeSpec(dtype="int8", mode="static", calibrate=256), LAYERS, ctx)
+    be.apply(h, ExportSpec(format="tflite", io="int8"), [], ctx)
+    from lwdsl.backends.tf_backend import tflite_engine
+
+    it = tflite_engine.interpreter((tmp_path / "model.tflite").read_bytes())
+    assert it.get_input_details()[0]["dtype"] == np.int8 and it.get_output_details()[0]["dtype"] == np.int8
+    rep = ctx.notes["tflite"]["model.tflite"]
+    assert abs(rep["accuracy"] - be.evaluate(h, ctx)[0]) <= 0.005
+
+
+def test_tflite_int8_io_refused_for_a_model_with_float_activations(trained, tmp_path):
+    be, base, data = trained
+    ctx = _ctx(data, run_dir=tmp_path)
+    h = be.apply(be.copy_model(base), QuantizeSpec(dtype="int8", mode="dynamic"), LAYERS, ctx)
+    with pytest.raises(LwdslError, match="io=int8 needs a fully integer model"):
+        be.apply(h, ExportSpec(format="tflite", io="int8"), [], ctx)
+    assert not (tmp_path / "model.tflite").exists()
 
 
 @pytest.mark.slow
@@ -213,3 +249,135 @@ def test_tflite_dynamic_range_names_the_layers_left_float(trained, tmp_path):
     assert any("'conv1'" in w for w in ctx.extra["warnings"])
     assert rep["code_agreement"]["equal"] == rep["code_agreement"]["total"] == 430000
     assert abs(rep["accuracy"] - be.evaluate(h, ctx)[0]) <= 0.005
+
+
+# ----------------------------------------------------------------------------- low-bit forms
+
+LOW_BIT = ["int4", "int2", "ternary", "binary"]
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_codes_are_the_cores_and_pruned_zeros_stay_where_the_form_allows(be, dtype, granularity):
+    from lwdsl.semantics.quant import FORM_BITS, quantize_as
+
+    h = be.load_model("lenet5", SHAPE, 10)
+    h = be.apply(h, PruneSpec(scope="global", method="l1", amount=0.5), LAYERS, _ctx())
+    before = be.state(h)
+    ctx = _ctx()
+    h = be.apply(h, QuantizeSpec(dtype=dtype, granularity=granularity), LAYERS, ctx)
+    floats, quant = unpack_state(be.state(h))
+    plain = be.state(type(h)(h.model))  # the Keras kernels, as float
+    for n in LAYERS:
+        want = quantize_as(_weights(before, n), dtype, granularity)
+        assert quant[n].bits == FORM_BITS[dtype] and np.array_equal(quant[n].codes, want.codes)
+        assert quant[n].scale.tobytes() == want.scale.tobytes()
+        assert plain[f"{n}.weight"].tobytes() == want.dequantize().tobytes()
+        assert ctx.notes["quantized"][n] == {"bits": FORM_BITS[dtype], "form": dtype}
+    warned = ctx.extra["warnings"]
+    if dtype == "binary":  # no code 0: the masks go, and the user is told
+        assert not h.masks and len(warned) == len(LAYERS) and all("mask is dropped" in w for w in warned)
+    else:
+        assert set(h.masks) == set(LAYERS) and not warned
+        for n in LAYERS:
+            assert (quant[n].codes[_weights(before, n) == 0] == 0).all()
+    assert h.act == {} and h.qconfig["mode"] == "weights_only"
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_lwz_is_packed_and_round_trips(be, dtype, tmp_path):
+    import gzip
+
+    h = be.load_model("lenet5", SHAPE, 10)
+    int8 = be.apply(h.copy(), QuantizeSpec(dtype="int8"), LAYERS, _ctx())
+    h = be.apply(h, QuantizeSpec(dtype=dtype), LAYERS, _ctx())
+    packed = be.state(h)
+    assert all(packed[f"{n}.weight.codes"].dtype == np.uint8 for n in LAYERS)
+    save_weights(tmp_path / "int8.lwz", be.state(int8))
+    save_weights(tmp_path / "low.lwz", packed)
+    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "low.lwz")
+    again = be.state(back)
+    assert set(again) == set(packed)
+    for k in packed:
+        assert np.array_equal(np.asarray(again[k]).view(np.uint8), np.asarray(packed[k]).view(np.uint8)), k
+    size = {k: len(gzip.compress((tmp_path / f"{k}.lwz").read_bytes())) for k in ("int8", "low")}
+    bits = h.quant["fc1"].bits
+    assert size["low"] < size["int8"] * (bits / 8 + 0.1), size
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_qat_and_finetune_train_on_the_grid_at_fixed_scales(be, dtype):
+    from lwdsl.semantics.quant import quantize_as, snap
+
+    data = Dataset("s", DATA.train_x[:256], DATA.train_y[:256], DATA.test_x[:64], DATA.test_y[:64], 10)
+    ctx = _ctx(data)
+    h = be.load_model("lenet5", SHAPE, 10)
+    h = be.apply(h, PruneSpec(method="l1", amount=0.5), LAYERS, ctx)
+    start = be.state(h)
+    zeros = {n: _weights(start, n) == 0 for n in LAYERS}
+    h = be.apply(h, QuantizeSpec(dtype=dtype, mode="qat", epochs=1), LAYERS, ctx)
+    assert len(h.losses) == 4 and h.act == {}
+    for n in LAYERS:
+        assert h.quant[n].scale.tobytes() == quantize_as(_weights(start, n), dtype).scale.tobytes()
+    h = be.apply(h, FinetuneSpec(epochs=3, lr=0.1), LAYERS, ctx)
+    plain = be.state(type(h)(h.model))
+    moved = 0
+    for n in LAYERS:
+        w, q = plain[f"{n}.weight"], h.quant[n]
+        assert q.scale.tobytes() == quantize_as(_weights(start, n), dtype).scale.tobytes()  # fixed
+        assert w.tobytes() == snap(w, q.scale, q.bits).tobytes() == q.dequantize().tobytes()
+        if dtype != "binary":
+            assert (q.codes[zeros[n]] == 0).all()
+        moved += int((q.codes != quantize_as(_weights(start, n), dtype).codes).sum())
+    assert moved > 0  # it trained
+
+
+@pytest.mark.parametrize("dtype", ["int4", "binary"])
+def test_export_tflite_after_low_bit_is_refused_before_a_run(dtype):
+    import lwdsl
+    from lwdsl.errors import RecipeError
+    from lwdsl.validate import check_backend
+
+    with pytest.raises(RecipeError, match=f"cannot hold {dtype} weights") as err:
+        check_backend(lwdsl.parse(f"quantize {dtype} | export tflite"), "tensorflow")
+    assert "export keras" in str(err.value)
+    check_backend(lwdsl.parse(f"quantize {dtype} mode=qat epochs=2 | export keras"), "tensorflow")
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cast_rounds_weights_by_the_core_and_round_trips(be, dtype, tmp_path):
+    from lwdsl.semantics.quant import cast_weight, half_bits
+
+    h = be.load_model("lenet5", SHAPE, 10)
+    before = be.state(h)
+    ctx = _ctx()
+    h = be.apply(h, QuantizeSpec(dtype=dtype), LAYERS, ctx)
+    state = be.state(h)
+    plain = be.state(type(h)(h.model))
+    for n in LAYERS:
+        assert plain[f"{n}.weight"].tobytes() == cast_weight(_weights(before, n), dtype).tobytes()
+        assert np.array_equal(state[f"{n}.weight.{dtype}"], half_bits(_weights(before, n), dtype))
+        assert ctx.notes["quantized"][n] == {"bits": 16, "form": dtype}
+    assert h.quant == {} and h.qconfig["cast"] == {n: dtype for n in LAYERS}
+    save_weights(tmp_path / "half.lwz", state)
+    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "half.lwz")
+    again = be.state(type(back)(back.model))
+    assert all(again[f"{n}.weight"].tobytes() == plain[f"{n}.weight"].tobytes() for n in LAYERS)
+
+
+def test_auto_quantizes_each_layer_to_the_cores_choice_and_reports_it(be):
+    from lwdsl.semantics.auto_bits import choose_bits
+    from lwdsl.semantics.quant import quantize_as
+
+    h = be.load_model("lenet5", SHAPE, 10)
+    before = be.state(h)
+    ctx = _ctx()
+    h = be.apply(h, QuantizeSpec(dtype="auto", budget=3), LAYERS, ctx)
+    want = {c.layer: c.form for c in choose_bits({n: _weights(before, n) for n in LAYERS}, 3)}
+    assert [r["form"] for r in ctx.notes["auto_bits"]["layers"]] == [want[n] for n in LAYERS]
+    for n in LAYERS:
+        if want[n] == "float":
+            assert n not in h.quant
+        else:
+            assert np.array_equal(h.quant[n].codes, quantize_as(_weights(before, n), want[n]).codes)
+    assert len(set(want.values())) > 1 and h.qconfig["mode"] == "weights_only"

@@ -124,3 +124,120 @@ def test_feature_hints_train_a_projection_that_is_dropped():
         be.apply(handle, bad, LAYERS, ctx)
     with pytest.raises(LwdslError, match="no layer 'conv9'"):
         be.apply(handle, DistillSpec(features=(FeaturePair(teacher="conv9", student="conv2"),)), LAYERS, ctx)
+
+
+TRANSFER = "synthetic:1,28,28:3"  # a name the spec accepts; the test puts its own images under it
+
+
+def test_transfer_set_trains_on_its_images_in_the_core_order():
+    """The first recorded loss is the soft term on the transfer set's first batch of
+    epoch_order(its size, run seed, 0), from the student's initial weights."""
+    from lwdsl.semantics.order import epoch_order
+
+    be, ctx = torch_backend(), _ctx()
+    handle = _model(be)
+    ctx.original = be.copy_model(handle)
+    transfer = make_data(classes=3, n_train=96, n_test=8, seed=5)
+    ctx.datasets[TRANSFER] = transfer
+    spec = DistillSpec(T=2, alpha=1, data=TRANSFER, student="seedcnn_student", batch=32, lr=0.05)
+    initial = dmod.build_student("seedcnn_student", ctx).module.eval()
+    first = torch.as_tensor(transfer.train_x[epoch_order(96, ctx.seed, 0)[:32]])
+    with torch.no_grad():
+        ref = core.soft_target_loss(initial(first).numpy(), handle.module.eval()(first).numpy(), 2.0)
+    out = be.apply(handle, spec, LAYERS, ctx)
+    assert len(out.losses) == 3  # 96 transfer images in batches of 32 (the run's 128 would give 4)
+    assert out.losses[0] == pytest.approx(ref, rel=1e-4)  # float32 KL of near-equal outputs
+    assert ctx.notes["transfer_set"]["images"] == 96 and "for 96 training images" in ctx.notes["teacher_cache"]
+    assert ctx.notes["student"] == {
+        "name": "seedcnn_student", "replaces": "seedcnn", "params_before": 21840, "params_after": 5951,
+        "nonzero_before": 21840, "nonzero_after": 5951,
+    }
+
+
+def test_transfer_set_of_another_shape_is_refused_before_training():
+    from lwdsl.errors import RunError
+
+    be, ctx = torch_backend(), _ctx()
+    handle = _model(be)
+    ctx.original = be.copy_model(handle)
+    ctx.datasets[TRANSFER] = make_data(shape=(1, 14, 14), n_train=32, n_test=8)
+    with pytest.raises(RunError, match=r"data=synthetic:1,28,28:3 has images of shape \(1, 14, 14\)"):
+        be.apply(handle, DistillSpec(alpha=1, data=TRANSFER), LAYERS, ctx)
+    assert handle.losses == []
+
+
+def test_the_runner_refuses_a_transfer_set_of_another_shape_before_reading_data(monkeypatch):
+    import lwdsl
+    import lwdsl.data
+    from lwdsl.errors import RunError
+
+    def no_reading(name, **kw):
+        raise AssertionError(f"data {name} was read")
+
+    monkeypatch.setattr(lwdsl.data, "load_data", no_reading)
+    with pytest.raises(RunError) as exc:
+        lwdsl.run('distill student=seedcnn_student data="synthetic:3,28,28:10" alpha=1', "seedcnn", data="mnist", quiet=True)
+    assert exc.value.exit_code == 1
+    assert "step 1 `distill" in exc.value.message and "has images of shape (3, 28, 28)" in exc.value.message
+    assert "the model takes the run's (1, 28, 28) (mnist)" in exc.value.message
+
+
+@pytest.mark.parametrize("spec", [DistillSpec(T=4, alpha=0.5, batch=32), DistillSpec(T=2, alpha=1, relation="distance", batch=48)])
+def test_cached_and_uncached_teacher_logits_give_the_same_losses(spec, monkeypatch):
+    be, ctx = torch_backend(), _ctx()
+    state, runs = be.state(_model(be)), {}
+    for cached in (True, False):
+        monkeypatch.setattr(core, "CACHE_TEACHER_LOGITS", cached)
+        ctx.notes = {}
+        handle = _model(be)
+        be.load_state(handle, state)
+        ctx.original = be.copy_model(handle)
+        runs[cached] = (np.asarray(be.apply(handle, spec, LAYERS, ctx).losses), "teacher_cache" in ctx.notes)
+    assert runs[True][1] and not runs[False][1]
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
+
+
+def test_a_run_loads_the_transfer_set_and_its_report_marks_the_student(tmp_path):
+    import lwdsl
+    from lwdsl.data import load_data
+
+    recipe = f'distill student=seedcnn_student data="{TRANSFER}" alpha=1 T=2 epochs=1 batch=256\nprune l1 0.5 on "fc1"'
+    result = lwdsl.run(recipe, "seedcnn", data="synthetic:1,28,28:10", baseline_epochs=0, out=tmp_path / "run", quiet=True, latency=False)
+    row = result.report["steps"][1]
+    assert row["transfer_set"] == {"data": TRANSFER, "images": 2048, "sha256": load_data(TRANSFER).sha256}
+    assert load_data(TRANSFER).sha256 != load_data("synthetic:1,28,28:10").sha256
+    assert row["student"]["params_after"] == result.report["steps"][2]["metrics"]["params"] == 5951
+    text = (tmp_path / "run" / "report.md").read_text()
+    section = text.split("## Model replaced", 1)[1]
+    assert "`seedcnn` (21,840 params) replaced by the student `seedcnn_student` (5,951 params, 3.67x fewer)" in section
+    assert section.count("replaced by") == 1  # the prune step after it replaces nothing
+    import json
+
+    lock = json.loads((tmp_path / "run" / "lwdsl.lock.json").read_text())
+    assert lock["other_data_sha256"] == {TRANSFER: load_data(TRANSFER).sha256}
+
+
+def test_a_users_own_student_module_through_the_python_api(tmp_path):
+    import lwdsl
+
+    small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    result = lwdsl.run("distill student=small T=2 alpha=0.5 epochs=1 batch=256", "seedcnn", data="synthetic:1,28,28:10",
+                       baseline_epochs=0, quiet=True, latency=False, models={"small": small})
+    row = result.report["steps"][1]
+    assert row["student"]["name"] == "small" and row["student"]["params_after"] == 784 * 16 + 16 + 16 * 10 + 10
+    assert result.report["steps"][1]["metrics"]["params"] == row["student"]["params_after"]
+    assert all(torch.equal(before[k], v) for k, v in small.state_dict().items())  # the user's module is untouched
+
+
+def test_an_unknown_student_fails_before_any_data_is_read(monkeypatch):
+    import lwdsl
+    import lwdsl.data
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("data was read before the student name was checked")
+
+    monkeypatch.setattr(lwdsl.data, "load_data", no_reading)
+    with pytest.raises(LwdslError) as err:
+        lwdsl.run("distill student=seedcnn_studnt", "seedcnn", data="mnist", baseline_epochs=0, quiet=True, latency=False)
+    assert "step 1 `distill student=seedcnn_studnt`" in err.value.message and "seedcnn_student" in str(err.value.hint or err.value.message)

@@ -124,8 +124,8 @@ def test_unsupported_ops_say_why_before_anything_loads():
     backend = torch_backend()
     for spec in (PruneSpec(amount=0.2), FinetuneSpec(), RegularizeSpec(l1=1e-4)):
         assert backend.unsupported(spec) is None
-    assert backend.unsupported(QuantizeSpec(dtype="ternary", weights_only=True)) == "the torch backend cannot run quantize ternary/weights_only yet"
+    assert backend.unsupported(QuantizeSpec(dtype="auto", budget=4)) is None
     assert backend.unsupported(DistillSpec()) is None
     assert backend.unsupported(ExportSpec(format="tflite")) == "the torch backend cannot export tflite"
-    with pytest.raises(LwdslError, match="the torch backend cannot run quantize ternary"):
-        backend.apply(None, QuantizeSpec(dtype="ternary", weights_only=True), [], None)
+    with pytest.raises(LwdslError, match="the torch backend cannot export keras"):
+        backend.apply(None, ExportSpec(format="keras"), [], None)

@@ -190,6 +190,16 @@ def test_lenet5_mnist_static_int8_accuracy_and_onnx_exports(mnist, tmp_path):
     assert abs(dyn_onnx_acc - dyn_acc) <= 0.002, (dyn_onnx_acc, dyn_acc)
     report = ctx.notes["onnx"]
     assert report["codes_equal"] == report["codes_total"] > 0 and "float_in_artifact" not in report
+    # each export's artifact entry (the report's "Artifacts" rows), measured in ONNX Runtime
+    arts = {a["path"]: a for a in ctx.notes["artifacts"]}
+    static, dyn = arts["int8.onnx"], arts["dynamic.onnx"]
+    assert static["size_bytes"] == (tmp_path / "int8.onnx").stat().st_size and static["runtime"] == "onnxruntime"
+    assert static["ops"].get("QLinearConv (int8)") == 2 and static["ops"].get("QGemm (int8)") == 2, static["ops"]
+    assert static["int8_ops"] == 4 and static["float_ops"] == 0
+    assert abs(static["accuracy"] - onnx_acc) < 1e-9 and abs(dyn["accuracy"] - dyn_onnx_acc) < 1e-9
+    assert dyn["float_ops"] == 0 and dyn["int8_ops"] == 4, dyn["ops"]
+    assert arts["float.onnx"]["int8_ops"] == 0 and arts["float.onnx"]["float_ops"] == 4
+    assert 0 < static["latency_ms_b1"] < static["latency_ms_b32"]
     assert not said
     # the file holds int8 weights: about 4x smaller than the float one
     assert (tmp_path / "int8.onnx").stat().st_size < 0.35 * (tmp_path / "float.onnx").stat().st_size
@@ -197,3 +207,145 @@ def test_lenet5_mnist_static_int8_accuracy_and_onnx_exports(mnist, tmp_path):
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+# ----------------------------------------------------------------------------- low-bit forms
+
+LOW_BIT = ["int4", "int2", "ternary", "binary"]
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_codes_are_the_cores_and_pruned_zeros_stay_where_the_form_allows(dtype, granularity):
+    from lwdsl.semantics.quant import FORM_BITS, quantize_as
+
+    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
+    ctx = make_ctx(data)
+    said = []
+    ctx.warn = said.append
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    backend.apply(handle, PruneSpec(scope="global", method="l1", amount=0.5), names, ctx)
+    before = _weights(handle)
+    backend.apply(handle, QuantizeSpec(dtype=dtype, granularity=granularity), names, ctx)
+    for name in names:
+        want, got = quantize_as(before[name], dtype, granularity), handle.quant[name]
+        assert got.bits == FORM_BITS[dtype] and np.array_equal(got.codes, want.codes)
+        assert got.scale.tobytes() == want.scale.tobytes()
+        assert handle.module.get_submodule(name).weight.detach().numpy().tobytes() == want.dequantize().tobytes()
+        assert ctx.notes["quantized"][name]["form"] == dtype and handle.quant_mode[name] == "weights_only"
+    if dtype == "binary":  # no code 0: the masks go, and the user is told
+        assert not handle.masks and len(said) == len(names) and all("mask is dropped" in s for s in said)
+    else:
+        assert set(handle.masks) == set(names) and not said
+        for name in names:
+            assert (handle.quant[name].codes[~handle.masks[name].numpy()] == 0).all()
+    assert handle.act == {} and "int8_artifact" not in ctx.notes
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_lwz_is_packed_and_loads_back_to_the_same_codes(dtype, tmp_path):
+    import gzip
+
+    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    int8 = backend.copy_model(handle)
+    backend.apply(int8, QuantizeSpec(dtype="int8"), names, make_ctx(data))
+    backend.apply(handle, QuantizeSpec(dtype=dtype), names, make_ctx(data))
+    state = backend.state(handle)
+    assert all(state[f"{n}.weight.codes"].dtype == np.uint8 and f"{n}.weight" not in state for n in names)
+    save_weights(tmp_path / "int8.lwz", backend.state(int8))
+    save_weights(tmp_path / "low.lwz", state)
+    back = backend.load_model("lenet5", data.input_shape, data.num_classes, checkpoint=tmp_path / "low.lwz")
+    for name in names:
+        assert np.array_equal(back.quant[name].codes, handle.quant[name].codes) and back.quant[name].bits == handle.quant[name].bits
+        assert back.module.get_submodule(name).weight.detach().numpy().tobytes() == handle.quant[name].dequantize().tobytes()
+    # gzip of the file against int8's: the codes shrink by 8 / bits; biases and scales do not
+    size = {k: len(gzip.compress((tmp_path / f"{k}.lwz").read_bytes())) for k in ("int8", "low")}
+    bits = handle.quant[names[0]].bits
+    assert size["low"] < size["int8"] * (bits / 8 + 0.1), size
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_qat_and_finetune_train_on_the_grid_at_fixed_scales(dtype):
+    from backends.torch_backend.fakequant import snap_t
+    from lwdsl.semantics.quant import quantize_as
+
+    backend, data = torch_backend(), make_data(n_train=256, n_test=32)
+    ctx = make_ctx(data)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    backend.apply(handle, PruneSpec(amount=0.5), names, ctx)
+    keep = {n: handle.masks[n].numpy().copy() for n in names}
+    start = _weights(handle)
+    codes = {n: quantize_as(start[n], dtype).codes for n in names}  # what quantize alone gives
+    backend.apply(handle, QuantizeSpec(dtype=dtype, mode="qat", epochs=1), names, ctx)
+    assert len(handle.losses) == 4 and handle.act == {}
+    scales = {n: handle.quant[n].scale.copy() for n in names}
+    assert all(scales[n].tobytes() == quantize_as(start[n], dtype).scale.tobytes() for n in names)
+    backend.apply(handle, FinetuneSpec(epochs=3, lr=0.1), names, ctx)
+    moved = 0
+    for n in names:
+        w, q = handle.module.get_submodule(n).weight.detach().numpy(), handle.quant[n]
+        assert q.scale.tobytes() == scales[n].tobytes()  # never recomputed while training
+        assert w.tobytes() == snap(w, q.scale, q.bits).tobytes() == q.dequantize().tobytes()
+        assert snap_t(torch.from_numpy(start[n]), q).numpy().tobytes() == snap(start[n], q.scale, q.bits).tobytes()
+        if dtype != "binary":
+            assert (w[~keep[n]] == 0).all() and (q.codes[~keep[n]] == 0).all()
+        moved += int((q.codes != codes[n]).sum())
+    assert moved > 0  # it trained
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cast_rounds_weights_by_the_core_and_halves_the_lwz(dtype, tmp_path):
+    from lwdsl.semantics.quant import cast_weight
+
+    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
+    ctx = make_ctx(data)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    before = _weights(handle)
+    save_weights(tmp_path / "float.lwz", backend.state(handle))
+    backend.apply(handle, QuantizeSpec(dtype=dtype), names, ctx)
+    state = backend.state(handle)
+    for name in names:
+        w = handle.module.get_submodule(name).weight.detach().numpy()
+        assert w.tobytes() == cast_weight(before[name], dtype).tobytes()
+        assert state[f"{name}.weight.{dtype}"].dtype == np.uint16 and f"{name}.weight" not in state
+        assert ctx.notes["quantized"][name] == {"bits": 16, "form": dtype}
+    assert handle.quant == {}  # no codes: evaluation and latency run the float32 model
+    save_weights(tmp_path / "half.lwz", state)
+    assert (tmp_path / "half.lwz").stat().st_size < 0.52 * (tmp_path / "float.lwz").stat().st_size
+    # the file holds the 16 bits; unpacked by the core it is the cast model again
+    from lwdsl.semantics.quant import unpack_state
+    from lwdsl.weights import load_weights
+
+    back = _model(backend, data)
+    backend.load_state(back, unpack_state(load_weights(tmp_path / "half.lwz")[0])[0])
+    for name in names:
+        assert back.module.get_submodule(name).weight.detach().numpy().tobytes() == cast_weight(before[name], dtype).tobytes()
+    acc_half, _ = backend.evaluate(handle, ctx)
+    assert 0 <= acc_half <= 1
+
+
+def test_auto_quantizes_each_layer_to_the_cores_choice_and_reports_it():
+    from lwdsl.semantics.auto_bits import choose_bits
+    from lwdsl.semantics.quant import quantize_as
+
+    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
+    ctx = make_ctx(data)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    before = _weights(handle)
+    backend.apply(handle, QuantizeSpec(dtype="auto", budget=3), names, ctx)
+    want = {c.layer: c.form for c in choose_bits({n: before[n] for n in names}, 3)}
+    report = ctx.notes["auto_bits"]
+    assert [r["form"] for r in report["layers"]] == [want[n] for n in names] and report["average_bits"] <= 3
+    for name in names:
+        if want[name] == "float":
+            assert name not in handle.quant
+        else:
+            q = quantize_as(before[name], want[name])
+            assert np.array_equal(handle.quant[name].codes, q.codes) and handle.quant_mode[name] == "weights_only"
+    assert len(set(want.values())) > 1  # mixed precision on lenet5 at 3 bits

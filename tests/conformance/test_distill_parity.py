@@ -1,6 +1,7 @@
 """Distillation means the same on both backends: each loss term equals the numpy reference
 (lwdsl.semantics.distill) on fixed logits, and 20 distillation steps from identical weights and
-data order agree as fine-tuning does (tests/conformance/cases.py)."""
+data order agree as fine-tuning does (tests/conformance/cases.py), on the run's data or on a
+transfer set (``data=``)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,8 @@ CASES = {
             beta=0.5, relation="distance", optimizer="adam", lr=1e-3, batch=32,
         ),
     ),
+    # a transfer set of 704 other images (22 steps): both backends visit it in the core's order
+    "student-transfer": ("seedcnn", "seedcnn_student", DistillSpec(T=2, alpha=1, student="seedcnn_student", data="synthetic:1,28,28:10", batch=32)),
 }
 
 
@@ -94,6 +97,8 @@ def _run(name: str, case: str, monkeypatch, direction: float = 0.0) -> dict:
     teacher_ref, student_ref, spec = CASES[case]
     be = backend(name)
     ctx = context(dataset())
+    if spec.data is not None:
+        ctx.datasets[spec.data] = dataset(n_train=704, n_test=8, seed=11)
     nudge = (lambda st: {k: np.nextafter(v, np.float32(direction)).astype(v.dtype) for k, v in st.items()}) if direction else (lambda st: st)
     handle = be.load_model(teacher_ref, SHAPE, 10)
     be.load_state(handle, planted_state(teacher_ref, seed=1, trainable=True))

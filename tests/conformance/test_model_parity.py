@@ -8,7 +8,7 @@ import pytest
 from .cases import SHAPE, backend, context, dataset, planted_state
 
 pytestmark = [pytest.mark.torch, pytest.mark.tensorflow]
-ZOO = ("lenet300", "lenet5", "seedcnn", "seedcnn_student")
+ZOO = ("lenet300", "lenet5", "seedcnn", "seedcnn_student", "mlp1200", "mlp800", "resnet8")
 
 
 @pytest.mark.parametrize("model", ZOO)

@@ -1,4 +1,7 @@
-"""``quantize int8`` on both backends from one canonical state: bit-identical codes and scales.
+"""``quantize`` on both backends from one canonical state: bit-identical codes and scales.
+
+Every weight form (int8, int4, int2, ternary, binary) gives the same packed canonical state on
+both backends bit for bit (codes packed below 8 bits).
 
 The planted state (ties, exact zeros, equal-norm filters: :func:`cases.planted_state`) loads
 into torch and tensorflow; both quantize with the core's rule on the canonical layout, so the
@@ -24,7 +27,9 @@ _NOT_YET = [b for b in BACKENDS if "int8/static" not in support_table(b).runs.ge
 pytestmark = pytest.mark.skipif(bool(_NOT_YET), reason=f"quantize is not in the support table of: {', '.join(_NOT_YET)} yet")
 
 
-def _run(model: str, spec: QuantizeSpec):
+def _run(model: str, spec: QuantizeSpec, prune: float = 0.0):
+    from lwdsl.specs import PruneSpec
+
     state = planted_state(model)
     data = dataset(256, 64)
     out = {}
@@ -34,8 +39,11 @@ def _run(model: str, spec: QuantizeSpec):
         handle = be.load_model(model, SHAPE, 10)
         be.load_state(handle, state)
         layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+        if prune:
+            handle = be.apply(handle, PruneSpec(scope="global", method="l1", amount=prune), layers, ctx)
+        before = be.state(handle)
         handle = be.apply(handle, spec, layers, ctx)
-        out[name] = {"state": be.state(be.finalize(handle)), "notes": ctx.notes.get("quantized", {})}
+        out[name] = {"state": be.state(be.finalize(handle)), "notes": ctx.notes.get("quantized", {}), "before": before}
     return out
 
 
@@ -53,7 +61,11 @@ def test_codes_and_scales_are_bit_identical(model, mode, granularity):
     assert set(st) == set(sk)
     packed = [k for k in st if k.endswith(".weight.codes")]
     assert packed, "no layer was quantized"
+    acts = [k for k in st if ".act." in k]
+    assert bool(acts) == (mode == "static")
     for k in st:
+        if ".act." in k:  # from each framework's own forward pass: compared below, within RANGE_RTOL
+            continue
         a, b = np.asarray(st[k]), np.asarray(sk[k])
         assert a.dtype == b.dtype and a.shape == b.shape, (k, a.dtype, b.dtype, a.shape, b.shape)
         assert np.array_equal(_bits(a), _bits(b)), k
@@ -68,6 +80,9 @@ def test_codes_and_scales_are_bit_identical(model, mode, granularity):
         (lt, ht), (lk, hk) = nt[layer]["act_range"], nk[layer]["act_range"]
         width = max(ht - lt, 1e-12)
         assert abs(lt - lk) <= RANGE_RTOL * width and abs(ht - hk) <= RANGE_RTOL * width, (layer, nt[layer], nk[layer])
+        # the canonical state carries the input quantization (uint8 scale and zero point)
+        at, ak = float(st[f"{layer}.act.scale"]), float(sk[f"{layer}.act.scale"])
+        assert abs(at - ak) <= RANGE_RTOL * at and abs(int(st[f"{layer}.act.zero_point"]) - int(sk[f"{layer}.act.zero_point"])) <= 1
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
@@ -96,3 +111,104 @@ def test_finetune_after_quantize_trains_the_same_function(mode):
     # framework rounding separates them (measured 1.8e-6; 4.5e-5 when one side skipped the
     # activation fake quantization); later steps may flip a rounding at a grid boundary
     assert losses["torch"].size == 20 and rel[0] <= 1e-5 and rel.max() <= 1e-3, rel
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+@pytest.mark.parametrize("dtype", ["int4", "int2", "ternary", "binary"])
+@pytest.mark.parametrize("model", ["lenet5", "seedcnn"])
+def test_low_bit_codes_and_scales_are_bit_identical(model, dtype, granularity):
+    """Packed codes, scales, bits and shapes equal bit for bit, and equal the core's own on the
+    planted weights (pruned half: zeros stay code 0 where the form has one)."""
+    from lwdsl.semantics.quant import FORM_BITS, quantize_as, unpack_state
+
+    runs = _run(model, QuantizeSpec(dtype=dtype, granularity=granularity), prune=0.5)
+    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
+    assert set(st) == set(sk)
+    for k in st:
+        a, b = np.asarray(st[k]), np.asarray(sk[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    floats, quants = unpack_state(st)
+    assert quants and all(q.bits == FORM_BITS[dtype] for q in quants.values())
+    assert all(st[f"{layer}.weight.codes"].dtype == np.uint8 for layer in quants)
+    before = runs["torch"]["before"]
+    assert compare_states(before, runs["tensorflow"]["before"]).ok
+    for layer, q in quants.items():
+        w = before[f"{layer}.weight"]
+        want = quantize_as(w, dtype, granularity)  # the core's codes on the pruned weights
+        assert np.array_equal(want.codes, q.codes) and want.scale.tobytes() == q.scale.tobytes(), layer
+        assert np.array_equal(floats[f"{layer}.weight"], want.dequantize())
+        if dtype != "binary":  # pruned zeros keep code 0; binary has none
+            assert (q.codes[w == 0] == 0).all() and (w == 0).any()
+        else:
+            assert set(np.unique(q.codes)) <= {-1, 1}
+    nt, nk = runs["torch"]["notes"], runs["tensorflow"]["notes"]
+    assert {k: v["bits"] for k, v in nt.items()} == {k: v["bits"] for k, v in nk.items()}
+
+
+@pytest.mark.parametrize("dtype", ["int4", "ternary", "binary"])
+def test_low_bit_qat_trains_the_same_function(dtype):
+    """``quantize DTYPE mode=qat`` trains through the weight quantizer (fixed scales, straight
+    through) on both backends: the losses agree like fine-tuning's, and the first (before any
+    update) within framework rounding."""
+    state = planted_state("lenet5", seed=1, trainable=True)
+    data = dataset(640, 64)
+    losses = {}
+    for name in BACKENDS:
+        be = backend(name)
+        handle = be.load_model("lenet5", SHAPE, 10)
+        be.load_state(handle, state)
+        layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+        handle = be.apply(handle, QuantizeSpec(dtype=dtype, mode="qat", epochs=1), layers, context(data))
+        losses[name] = np.asarray(handle.losses[:20])
+        assert len(handle.losses) == 10  # 640 images, batch 64
+    rel = np.abs(losses["torch"] - losses["tensorflow"]) / np.abs(losses["torch"])
+    assert losses["torch"].size == 10 and rel[0] <= 1e-5 and rel.max() <= 1e-3, rel
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("model", ["lenet5", "seedcnn"])
+def test_casts_are_bit_identical(model, dtype):
+    """fp16/bf16: the same 16-bit weights on both backends, the core's rounding of the pruned
+    weights (pruned zeros stay +0)."""
+    from lwdsl.semantics.quant import half_bits
+
+    runs = _run(model, QuantizeSpec(dtype=dtype), prune=0.5)
+    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
+    assert set(st) == set(sk)
+    for k in st:
+        a, b = np.asarray(st[k]), np.asarray(sk[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    cast = [k for k in st if k.endswith(f".weight.{dtype}")]
+    assert cast and not any(k.endswith(".weight") for k in st if k[: -len(".weight")] + f".weight.{dtype}" in st)
+    before = runs["torch"]["before"]
+    for k in cast:
+        w = before[k[: -len(dtype) - 1]]
+        assert st[k].dtype == np.uint16 and np.array_equal(st[k], half_bits(w, dtype))
+        assert (st[k][w == 0] == 0).all()
+    assert {v["bits"] for v in runs["tensorflow"]["notes"].values()} == {16}
+
+
+@pytest.mark.parametrize("budget", [1.5, 3, 6])
+@pytest.mark.parametrize("model", ["lenet5", "seedcnn"])
+def test_auto_chooses_the_same_forms_and_codes(model, budget):
+    """``quantize auto``: the core chooses from the canonical weights, so both backends pick the
+    same form per layer and store the same codes, within the budget."""
+    from lwdsl.semantics.auto_bits import choose_bits
+    from lwdsl.semantics.quant import unpack_state
+
+    runs = _run(model, QuantizeSpec(dtype="auto", budget=budget), prune=0.5)
+    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
+    assert set(st) == set(sk)
+    for k in st:
+        a, b = np.asarray(st[k]), np.asarray(sk[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    nt, nk = runs["torch"]["notes"], runs["tensorflow"]["notes"]
+    assert {k: v["form"] for k, v in nt.items()} == {k: v["form"] for k, v in nk.items()}
+    before = runs["torch"]["before"]
+    layers = [k[: -len(".weight")] for k in before if k.endswith(".weight")]
+    want = {c.layer: c.form for c in choose_bits({n: before[f"{n}.weight"] for n in layers}, budget)}
+    assert {k: v["form"] for k, v in nt.items()} == {n: f for n, f in want.items() if f != "float"}
+    _, quants = unpack_state(st)
+    total = sum(before[f"{n}.weight"].size for n in layers)
+    bits = sum(quants[n].bits * before[f"{n}.weight"].size if n in quants else 32 * before[f"{n}.weight"].size for n in layers)
+    assert bits <= budget * total

@@ -20,7 +20,7 @@ runner = CliRunner()
 def files(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "good.lw").write_text("let a = 0.2\n\nprune global l1 $a\nquantize int8\n")
-    (tmp_path / "same.lw").write_text("# the same plan\nprune global l1 20% | quantize int8 mode=dynamic\n")
+    (tmp_path / "same.lw").write_text("# the same plan\nprune global l1 20% | quantize int8 mode=static\n")
     (tmp_path / "other.lw").write_text("prune global l1 0.3\nquantize int8\nexport tflite\n")
     (tmp_path / "bad.lw").write_text("prune l1 150%\n")
     return tmp_path
@@ -76,7 +76,7 @@ def test_fmt(files: Path) -> None:
     assert (files / "same.lw").read_text().startswith("# the same plan\nprune global l1 20% |")
     result = run("fmt", "same.lw")
     assert result.exit_code == 0 and result.output == "formatted: same.lw\n"
-    assert (files / "same.lw").read_text() == "# the same plan\nprune global l1 20%\nquantize int8 mode=dynamic\n"
+    assert (files / "same.lw").read_text() == "# the same plan\nprune global l1 20%\nquantize int8 mode=static\n"
     assert run("fmt", "--check", "good.lw", "same.lw").output == "2 files already formatted\n"
     (files / "broken.lw").write_text("prune |")
     assert run("fmt", "broken.lw").exit_code == 2

@@ -12,14 +12,14 @@ def changes(old: str, new: str) -> list[Change]:
 
 def test_layout_comments_variables_and_defaults_make_no_difference() -> None:
     assert changes("prune l1 0.2", "let a = 20%\n# same\nprune   layer l1 $a on conv, linear") == []
-    assert changes("quantize int8 on linear, conv", "quantize int8 mode=dynamic") == []
+    assert changes("quantize int8 on linear, conv", "quantize int8 mode=static") == []
     assert render_diff([]) == "no semantic difference"
 
 
 def test_changed_steps_list_their_options() -> None:
-    (change,) = changes("prune l1 0.2 | quantize int8", "prune l1 0.2 | quantize int8 mode=static calibrate=512")
+    (change,) = changes("prune l1 0.2 | quantize int8", "prune l1 0.2 | quantize int8 mode=dynamic calibrate=512")
     assert change.kind == "changed" and (change.old, change.new) == (2, 2)
-    assert change.text == "quantize: mode: dynamic -> static; calibrate: 256 -> 512"
+    assert change.text == "quantize: mode: static -> dynamic; calibrate: 256 -> 512"
     (change,) = changes("prune l1 0.2", "prune l1 0.2 on conv")
     assert change.text == "prune: selector: on conv, linear -> on conv"
 

@@ -25,7 +25,7 @@ def test_support_is_static() -> None:
     matrix = support_matrix()
     assert matrix["export"] == {"torch": "torch, onnx", "tensorflow": "keras, saved_model, tflite"}
     assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}
-    assert all(m.startswith("int8/dynamic, int8/static, int8/qat, int8/weights_only (") for m in matrix["quantize"].values())
+    assert all(m.startswith("all forms (") for m in matrix["quantize"].values())
     assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
     code = "import sys; from lwdsl.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

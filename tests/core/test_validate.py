@@ -22,6 +22,12 @@ from lwdsl.validate import check_backend, overlap, step_label
         "quantize int8 mode=qat | prune l1 0.2 | finetune epochs=1 | regularize l1=0.001",
         "prune l1 0.2 | export onnx | export torch",
         "quantize int8 | distill T=2 student=seedcnn_student | export onnx",
+        # training after an integer quantize runs through the quantizer (docs/semantics.md)
+        "quantize int8 | finetune epochs=1",
+        "quantize int8 on linear | regularize l1=0.001",
+        "prune global l1 0.2 | quantize int8 | distill T=2 alpha=0.5",
+        "quantize int8 mode=static | export tflite io=int8",
+        "quantize int8 mode=qat | export tflite io=int8",
     ],
 )
 def test_steps_that_fit_together(text: str) -> None:
@@ -36,8 +42,10 @@ def test_steps_that_fit_together(text: str) -> None:
         ('quantize int8 on "fc*" | quantize int4 on "fc*"', "already quantized", 2),
         ("quantize int8 | quantize int4 on linear", "already quantized", 2),
         ("quantize int8 mode=static | prune l1 0.2", "`prune` changes weights", 2),
-        ("quantize fp16 | finetune", "`finetune` changes weights", 2),
-        ("quantize int8 on linear | regularize l1=0.001", "`regularize` changes weights", 2),
+        ("quantize fp16 | finetune", "`finetune` cannot train a model that step 1 `quantize fp16` cast", 2),
+        ("quantize bf16 on linear | regularize l1=0.001", "`regularize` cannot train", 2),
+        ("quantize int8 mode=dynamic | export tflite io=int8", "io=int8 needs a fully integer model", 2),
+        ("quantize int8 mode=static weights_only=true | export tflite io=int8", "io=int8 needs", 2),
         ("export onnx | finetune", "comes after an export", 2),
         ("export onnx | export torch | quantize int8", "comes after an export", 3),
     ],

@@ -148,3 +148,27 @@ def test_projection_init_is_deterministic_and_bounded():
     np.testing.assert_array_equal(w, w2)
     np.testing.assert_array_equal(b, b2)
     assert np.all(np.abs(w) <= 0.5)
+
+
+def _dataset(name: str, n: int, shape=(1, 4, 4), seed: int = 0):
+    from lwdsl.dataset import Dataset
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n + 4, *shape)).astype(np.float32)
+    return Dataset(name, x[:n], np.zeros(n, np.int64), x[n:], np.ones(4, np.int64), 10, sha256=f"sha-{name}")
+
+
+def test_training_set_takes_the_transfer_images_and_keeps_the_run_test_split():
+    from lwdsl.backend import StepContext
+    from lwdsl.errors import RunError
+    from lwdsl.specs import DistillSpec
+
+    run, other = _dataset("run", 12), _dataset("other", 7, seed=1)
+    ctx = StepContext(data=run, seed=0, index=2, progress=lambda t, d: None, datasets={"fashion_mnist": other})
+    assert D.training_set(DistillSpec(), ctx) is run
+    got = D.training_set(DistillSpec(data="fashion_mnist", alpha=1), ctx)
+    assert got.train_x is other.train_x and got.test_x is run.test_x and got.test_y is run.test_y
+    assert got.num_classes == run.num_classes and got.sha256 == "sha-other" and "transfer" in got.name
+    ctx.datasets["fashion_mnist"] = _dataset("other", 7, shape=(3, 4, 4))
+    with pytest.raises(RunError, match=r"step 3 \(distill\): data=fashion_mnist has images of shape \(3, 4, 4\)"):
+        D.training_set(DistillSpec(data="fashion_mnist", alpha=1), ctx)

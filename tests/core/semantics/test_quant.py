@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -483,3 +484,268 @@ def test_agreement_counts_equal_codes_by_value():
     assert Q.agreement(np.zeros(0, np.int8), np.zeros(0, np.int8)) == (0, 0)
     with pytest.raises(ValueError, match="shape"):
         Q.agreement(a, a.reshape(-1))
+
+
+# ----------------------------------------------------------------------------- low-bit forms
+#
+# References written independently of the module: exact sums (math.fsum), one row at a time.
+# The drawn weights are multiples of 2^-12 in [-8, 8], so every float64 sum is exact and the
+# references agree with numpy's pairwise sums bit for bit.
+
+
+grid_rows = st.integers(1, 6).flatmap(
+    lambda out: st.tuples(
+        st.just(out),
+        st.sampled_from([(1,), (5,), (2, 3), (3, 2, 2)]),
+        st.lists(st.sampled_from(["random", "zeros", "sparse", "equal"]), min_size=out, max_size=out),
+        st.integers(0, 2**32 - 1),
+    )
+)
+
+
+def _grid_weight(spec) -> np.ndarray:
+    out, inner, kinds, seed = spec
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(inner))
+    rows = []
+    for kind in kinds:
+        row = rng.integers(-(2**15), 2**15 + 1, n).astype(np.float32) * F32(2.0**-12)
+        if kind == "zeros":
+            row[:] = 0
+        elif kind == "sparse":
+            row[rng.random(n) < 0.6] = 0
+            row[rng.random(n) < 0.2] = -0.0
+        elif kind == "equal":
+            row[:] = row[0]
+        rows.append(row)
+    return np.stack(rows).reshape((out, *inner))
+
+
+def _ternary_ref(w: np.ndarray):
+    codes, scales = np.zeros(w.shape, np.int8).reshape(w.shape[0], -1), []
+    for i, row in enumerate(w.reshape(w.shape[0], -1)):
+        mags = [abs(float(v)) for v in row]
+        delta = F32(0.7 * (math.fsum(mags) / len(mags)))
+        kept = [j for j, m in enumerate(mags) if m > delta]
+        scale = F32(math.fsum(mags[j] for j in kept) / len(kept)) if kept else F32(0)
+        if scale < TINY:
+            scales.append(F32(1))
+            continue
+        scales.append(scale)
+        for j in kept:
+            codes[i, j] = 1 if row[j] > 0 else -1
+    return codes.reshape(w.shape), np.array(scales, np.float32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(grid_rows)
+def test_ternary_is_twn_per_channel(spec):
+    w = _grid_weight(spec)
+    q = Q.quantize_ternary(w)
+    codes, scales = _ternary_ref(w)
+    assert q.bits == 2 and q.axis == 0 and q.codes.dtype == np.int8
+    assert np.array_equal(q.codes, codes) and q.scale.tobytes() == scales.tobytes()
+    assert (q.codes[w == 0] == 0).all()  # zeros (pruned, -0.0 too) stay code 0
+    # per tensor: the same rule over the whole tensor, on every channel at once
+    t = Q.quantize_ternary(w, "per_tensor")
+    tc, ts = _ternary_ref(w.reshape(1, -1))
+    assert t.axis is None and t.scale.shape == () and np.array_equal(t.codes, tc.reshape(w.shape)) and t.scale == ts[0]
+
+
+def test_ternary_threshold_is_strict_and_documented_example():
+    # [1, d, 0, 0] with d = f32(0.7 * mean) exactly: |w| == delta gets code 0
+    d = F32(0.5)
+    for _ in range(50):
+        d = F32(0.7 * (1.0 + float(d)) / 4)
+    w = np.array([[1.0, d, 0.0, 0.0], [-1.0, -d, 0.0, -0.0]], np.float32)
+    assert F32(0.7 * np.abs(w[0]).astype(np.float64).mean()) == d
+    q = Q.quantize_ternary(w)
+    assert q.codes.tolist() == [[1, 0, 0, 0], [-1, 0, 0, 0]] and q.scale.tolist() == [1.0, 1.0]
+    w2 = w.copy()
+    w2[:, 1] = np.nextafter(d, F32(1)) * np.sign(w2[:, 1])  # one ulp above: kept
+    assert Q.quantize_ternary(w2).codes[:, 1].tolist() == [1, -1]
+
+
+def _binary_ref(w: np.ndarray):
+    rows = w.reshape(w.shape[0], -1)
+    scales = [F32(math.fsum(abs(float(v)) for v in row) / row.size) for row in rows]
+    scales = np.array([s if s >= TINY else 0 for s in scales], np.float32)
+    codes = np.where((rows >= 0) | (scales[:, None] == 0), 1, -1).astype(np.int8)
+    return codes.reshape(w.shape), scales
+
+
+@settings(max_examples=200, deadline=None)
+@given(grid_rows)
+def test_binary_is_bwn_per_channel(spec):
+    w = _grid_weight(spec)
+    q = Q.quantize_binary(w)
+    codes, scales = _binary_ref(w)
+    assert q.bits == 1 and np.array_equal(q.codes, codes) and q.scale.tobytes() == scales.tobytes()
+    assert set(np.unique(q.codes)) <= {-1, 1}
+    dq = q.dequantize()
+    zero_rows = ~w.reshape(w.shape[0], -1).any(axis=1)
+    assert not dq.reshape(w.shape[0], -1)[zero_rows].any()  # an all-zero channel stays zero
+    assert (q.codes[np.signbit(w) & (w == 0)] == 1).all()  # -0.0 is code +1, like +0.0
+
+
+@pytest.mark.parametrize("form", ["ternary", "binary"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_low_bit_refuses_nan_and_inf(form, bad):
+    with pytest.raises(RunError, match="NaN or infinite"):
+        Q.quantize_as(np.array([[1.0, bad]], np.float32), form)
+
+
+def test_quantize_as_dispatches_to_the_documented_rules():
+    w = np.random.default_rng(1).normal(size=(4, 9)).astype(np.float32)
+    for dtype, bits in (("int8", 8), ("int4", 4), ("int2", 2)):
+        a, b = Q.quantize_as(w, dtype, "per_tensor"), Q.quantize_weight(w, bits, "per_tensor")
+        assert np.array_equal(a.codes, b.codes) and a.scale.tobytes() == b.scale.tobytes() and a.bits == bits
+    assert Q.FORM_BITS == {"int8": 8, "int4": 4, "int2": 2, "ternary": 2, "binary": 1}
+    with pytest.raises(ValueError, match="unknown weight form"):
+        Q.quantize_as(w, "int3")
+
+
+@settings(max_examples=150, deadline=None)
+@given(grid_rows, st.sampled_from(["int4", "int2", "ternary", "binary"]), st.sampled_from(["per_channel", "per_tensor"]))
+def test_training_grid_keeps_every_low_bit_form_fixed(spec, form, granularity):
+    """At the fixed scales, the quantized weight is a fixed point of snap, and codes_with_scale
+    finds the codes again (what training after quantize relies on, both backends)."""
+    w = _grid_weight(spec)
+    q = Q.quantize_as(w, form, granularity)
+    dq = q.dequantize()
+    assert np.array_equal(Q.codes_with_scale(dq, q.scale, q.bits), q.codes)
+    assert Q.snap(dq, q.scale, q.bits).tobytes() == dq.tobytes()
+
+
+def test_snap_moves_to_the_nearest_level_and_binary_by_sign():
+    s = np.array([0.5, 0.0], np.float32)
+    w = np.array([[0.26, -0.24, -0.25, 0.75], [0.3, -0.3, -0.0, 0.0]], np.float32)
+    assert Q.codes_with_scale(w[:1], s[:1], 2).tolist() == [[1, 0, 0, 1]]  # -0.25 / 0.5 = -0.5: ties to even
+    assert Q.codes_with_scale(w, s, 1).tolist() == [[1, -1, -1, 1], [1, 1, 1, 1]]  # scale 0: +1
+    assert Q.snap(w, s, 1).tolist() == [[0.5, -0.5, -0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([1, 2, 4]), st.lists(st.integers(0, 6), min_size=0, max_size=3), st.integers(0, 2**32 - 1))
+def test_pack_unpack_round_trip_and_size(bits, dims, seed):
+    shape = tuple(dims)
+    lo, hi = (-1, 1) if bits == 1 else (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(lo, hi + 1, shape).astype(np.int8)
+    if bits == 1:
+        codes[codes == 0] = 1
+    packed = Q.pack_codes(codes, bits)
+    n = int(np.prod(shape))
+    assert packed.dtype == np.uint8 and packed.shape == (-(-n * bits // 8),)
+    assert np.array_equal(Q.unpack_codes(packed, bits, shape), codes)
+
+
+def test_pack_layout_is_little_endian_twos_complement():
+    # int4: element 0 in the low nibble; -1 is 0xF, 7 is 0x7, -7 is 0x9
+    assert Q.pack_codes(np.array([1, -1, 0, 7, -7], np.int8), 4).tolist() == [0xF1, 0x70, 0x09]
+    # int2 / ternary: four per byte, element 0 in bits 0-1; -1 is 0b11
+    assert Q.pack_codes(np.array([1, -1, 0, 1, -1], np.int8), 2).tolist() == [0b01001101, 0b11]
+    # binary: eight per byte, element 0 in bit 0; +1 is 1, -1 is 0
+    assert Q.pack_codes(np.array([1, -1, -1, -1, -1, -1, -1, -1, 1], np.int8), 1).tolist() == [1, 1]
+
+
+def test_pack_refuses_codes_outside_the_form_and_unpack_refuses_damage():
+    with pytest.raises(ValueError, match="outside the 4-bit range"):
+        Q.pack_codes(np.array([8], np.int8), 4)
+    with pytest.raises(ValueError, match="binary"):
+        Q.pack_codes(np.array([0], np.int8), 1)
+    with pytest.raises(ValueError, match="bits 1, 2 or 4"):
+        Q.pack_codes(np.array([0], np.int8), 8)
+    with pytest.raises(RunError, match="do not fit shape"):
+        Q.unpack_codes(np.zeros(3, np.uint8), 4, (7,))
+    with pytest.raises(RunError, match="damaged"):
+        Q.unpack_codes(np.array([0x08], np.uint8), 4, (1,))  # -8 is outside the narrow range
+
+
+def test_pack_state_round_trip_mixed_forms_and_activations():
+    rng = np.random.default_rng(0)
+    state = {f"l{i}.weight": rng.normal(size=(6, 5, 3)).astype(np.float32) for i in range(5)}
+    state["l0.bias"] = rng.normal(size=6).astype(np.float32)
+    state["other.scale"] = np.ones(3, np.float32)  # a model's own tensor named like a suffix stays
+    forms = ["int8", "int4", "int2", "ternary", "binary"]
+    quants = {f"l{i}": Q.quantize_as(state[f"l{i}.weight"], f, g) for i, (f, g) in enumerate(zip(forms, ["per_channel", "per_tensor"] * 3))}
+    acts = {"l1": Q.act_qparams(-0.5, 2.0)}
+    packed = Q.pack_state(state, quants, acts)
+    assert packed["l0.weight.codes"].dtype == np.int8 and "l0.weight.shape" not in packed
+    for i, bits in ((1, 4), (2, 2), (3, 2), (4, 1)):
+        assert packed[f"l{i}.weight.codes"].dtype == np.uint8
+        assert packed[f"l{i}.weight.codes"].size == -(-90 * bits // 8)
+        assert packed[f"l{i}.weight.shape"].tolist() == [6, 5, 3] and int(packed[f"l{i}.weight.bits"]) == bits
+    assert packed["l1.act.scale"].dtype == np.float32 and packed["l1.act.zero_point"].dtype == np.int32
+    flat, back = Q.unpack_state(packed)
+    assert set(flat) == set(state) and Q.unpack_act(packed) == acts
+    for layer, q in quants.items():
+        assert np.array_equal(back[layer].codes, q.codes) and back[layer].scale.tobytes() == q.scale.tobytes()
+        assert back[layer].bits == q.bits and back[layer].axis == q.axis
+        assert flat[f"{layer}.weight"].tobytes() == q.dequantize().tobytes()
+    assert np.array_equal(flat["other.scale"], state["other.scale"])
+    del packed["l2.weight.shape"]
+    with pytest.raises(RunError, match="no 'l2.weight.shape'"):
+        Q.unpack_state(packed)
+
+
+@pytest.mark.parametrize("form,factor", [("int4", 2.0), ("int2", 4.0), ("ternary", 4.0), ("binary", 8.0)])
+def test_packed_codes_take_the_promised_fraction_of_int8(form, factor):
+    w = np.random.default_rng(2).normal(size=(64, 800)).astype(np.float32)
+    raw8 = Q.pack_state({}, {"l": Q.quantize_as(w, "int8")})["l.weight.codes"].nbytes
+    raw = Q.pack_state({}, {"l": Q.quantize_as(w, form)})["l.weight.codes"].nbytes
+    assert raw8 / raw == factor
+
+
+# ----------------------------------------------------------------------------- fp16 / bf16 casts
+
+
+def _bf16_ref(x: float) -> int:
+    """bfloat16 bits by exact arithmetic: the nearer of the two neighbours, ties to even."""
+    u = int(np.array(x, np.float32).view(np.uint32))
+    lo = u >> 16
+    cands = [lo, lo + 1]
+    vals = [float(np.array(c << 16, np.uint32).view(np.float32)) for c in cands]
+    d = [abs(v - float(np.float32(x))) for v in vals]
+    if d[0] != d[1]:
+        return cands[int(d[1] < d[0])]
+    return cands[0] if cands[0] % 2 == 0 else cands[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(F32, st.integers(1, 40), elements=st.floats(-(2.0**100), 2.0**100, width=32)))
+def test_bf16_is_round_to_nearest_even_of_the_high_bits(w):
+    bits = Q.half_bits(w, "bf16")
+    assert bits.dtype == np.uint16 and bits.tolist() == [_bf16_ref(float(v)) for v in w]
+    v = Q.cast_weight(w, "bf16")
+    assert v.dtype == np.float32 and np.array_equal(Q.half_bits(v, "bf16"), bits)  # exact: a fixed point
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(F32, st.integers(1, 40), elements=st.floats(-65504, 65504, width=32)))
+def test_fp16_is_ieee_binary16_and_keeps_signs_and_zeros(w):
+    v = Q.cast_weight(w, "fp16")
+    assert np.array_equal(v, w.astype(np.float16).astype(np.float32))
+    assert np.array_equal(np.signbit(v[w == 0]), np.signbit(w[w == 0]))  # +0 stays +0 (pruned), -0 stays -0
+    assert np.array_equal(Q.half_values(Q.half_bits(w, "fp16"), "fp16"), v)
+
+
+@pytest.mark.parametrize("dtype,bad", [("fp16", 65520.0), ("bf16", 3.4028235e38), ("fp16", np.nan), ("bf16", np.inf)])
+def test_casts_refuse_overflow_nan_and_inf(dtype, bad):
+    with pytest.raises(RunError, match="overflows|NaN or infinite"):
+        Q.half_bits(np.array([1.0, bad], np.float32), dtype)
+    assert Q.half_bits(np.array([65504.0], np.float32), "fp16").tolist() == [0x7BFF]  # the largest fp16
+
+
+def test_pack_state_stores_casts_in_16_bits():
+    w = np.random.default_rng(3).normal(size=(4, 6)).astype(np.float32)
+    state = {"a.weight": Q.cast_weight(w, "fp16"), "b.weight": Q.cast_weight(w, "bf16"), "a.bias": w[0]}
+    packed = Q.pack_state(state, {}, None, {"a": "fp16", "b": "bf16"})
+    assert sorted(packed) == ["a.bias", "a.weight.fp16", "b.weight.bf16"]
+    assert packed["a.weight.fp16"].dtype == np.uint16 and packed["a.weight.fp16"].nbytes == w.nbytes // 2
+    flat, quants = Q.unpack_state(packed)
+    assert not quants and Q.unpack_casts(packed) == {"a": "fp16", "b": "bf16"}
+    assert all(flat[k].tobytes() == state[k].tobytes() for k in state)
