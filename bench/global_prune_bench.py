@@ -80,7 +80,6 @@ def child(method: str, layers: int, dim: int) -> None:
 def agree(layers: int, dim: int) -> None:
     """Both methods on the same weights: where do their masks differ, and is every difference
     a tie at the cut (equal magnitudes, which lwdsl breaks by flat index and topk otherwise)?"""
-    import torch
 
     a = _model(layers, dim)
     b = _model(layers, dim)

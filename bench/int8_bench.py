@@ -197,7 +197,7 @@ def run_model(key: str, threads_list, batches, n_calib: int, budget: float) -> N
 
     base_size = artifacts["torch fp32"][2]
     cols = [f"b{b}/t{t}" for t in threads_list for b in batches]
-    print(f"\n| flow | size | smaller | " + " | ".join(f"{c} ms | x" for c in cols) + " |")
+    print("\n| flow | size | smaller | " + " | ".join(f"{c} ms | x" for c in cols) + " |")
     print("|---|---:|---:|" + "---:|---:|" * len(cols))
     results: dict[str, dict[str, float]] = {}
     for t in threads_list:

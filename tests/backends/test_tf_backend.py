@@ -10,7 +10,6 @@ import pytest
 
 pytestmark = pytest.mark.tensorflow
 pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
-import tf_keras  # noqa: E402
 
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
 from lwdsl.data import load_data  # noqa: E402

@@ -9,7 +9,6 @@ from torch_helpers import make_ctx, torch_backend  # first: skips unless torch i
 import copy
 import fnmatch
 
-import numpy as np
 import torch
 from torch import nn
 
