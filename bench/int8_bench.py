@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from lwdsl.backend import Dataset, StepContext, get_backend
+from lwdsl.progress import NullBar
 from lwdsl.specs import PruneSpec, QuantizeSpec
 
 MODELS = {
@@ -136,7 +137,7 @@ def lwdsl_artifact(ref, shape, classes, calib: np.ndarray, prune_pattern):
     handle = backend.load_model(ref, shape, classes)
     data = Dataset("synthetic", calib, np.zeros(len(calib), np.int64), calib[:1], np.zeros(1, np.int64), classes)
     warned: list[str] = []
-    ctx = StepContext(data=data, seed=0, index=0, progress=_no_progress, warn=warned.append)
+    ctx = StepContext(data=data, seed=0, index=0, progress=lambda total, description: NullBar(), warn=warned.append)
     if prune_pattern:
         layers = [l.name for l in backend.layers(handle) if l.kind == "conv" and fnmatch.fnmatchcase(l.name, prune_pattern)]
         handle = backend.apply(handle, PruneSpec(method="l2", amount=0.5, structured="filters", remove=True), layers, ctx)
@@ -146,18 +147,6 @@ def lwdsl_artifact(ref, shape, classes, calib: np.ndarray, prune_pattern):
     seconds = time.perf_counter() - t0
     model, info = build_onnx(handle)
     return model.SerializeToString(), info, backend.stats(handle).params, seconds, warned
-
-
-class _Bar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _no_progress(total, description):
-    return _Bar()
 
 
 def run_model(key: str, threads_list, batches, n_calib: int, budget: float) -> None:

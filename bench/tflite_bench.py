@@ -29,6 +29,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
+from lwdsl.progress import NullBar  # noqa: E402
 from lwdsl.specs import PruneSpec, QuantizeSpec  # noqa: E402
 
 MODELS = {
@@ -37,17 +38,9 @@ MODELS = {
 }
 
 
-class _Bar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _ctx(calib: np.ndarray, classes: int, warned: list) -> StepContext:
     data = Dataset("synthetic", calib, np.zeros(len(calib), np.int64), calib[:1], np.zeros(1, np.int64), classes)
-    return StepContext(data=data, seed=0, index=0, progress=lambda total, what: _Bar(), warn=warned.append)
+    return StepContext(data=data, seed=0, index=0, progress=lambda total, what: NullBar(), warn=warned.append)
 
 
 def by_hand(model, calib_nhwc: np.ndarray, full: bool) -> bytes:

@@ -371,32 +371,27 @@ INT8_OPS = {
 FLOAT_OPS = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "ConvTranspose"}
 
 
-def runtime_ops(data: bytes) -> dict[str, int]:
-    """Op type -> count in the graph ONNX Runtime really runs (after its optimizations fused the
-    Q/DQ groups): ``QLinearConv`` means int8 kernels, a ``Conv`` that is left means float."""
+def runtime_ops(data: bytes) -> tuple[Any, dict[str, int]]:
+    """(a 1-thread session of ``data``, op type -> count in the graph that session really runs,
+    after ONNX Runtime's optimizations fused the Q/DQ groups): ``QLinearConv`` means int8
+    kernels, a ``Conv`` that is left means float."""
     import tempfile
 
-    _onnx()
-    import onnx
-    import onnxruntime as ort
-
+    onnx = _onnx()
     with tempfile.TemporaryDirectory(prefix="lwdsl-ort-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        graph = onnx.load(opts.optimized_model_filepath).graph
+        optimized = Path(tmp) / "optimized.onnx"
+        sess = session(data, 1, optimized_to=optimized)
+        graph = onnx.load(str(optimized)).graph
     counts: dict[str, int] = {}
     for node in graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
+    return sess, dict(sorted(counts.items()))
 
 
 def describe(data: bytes, handle: TorchModel, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """What an ONNX artifact is, measured by its own runtime: size, the ops ONNX Runtime runs
     (int8 or float), top-1 accuracy on ``x, y``, median latency at batch 1 and 32 (1 thread)."""
-    sess = session(data, 1)
-    ops = runtime_ops(data)
+    sess, ops = runtime_ops(data)
     dtype = {**{op: "int8" for op in INT8_OPS}, **{op: "float32" for op in FLOAT_OPS}}
     out: dict[str, Any] = {
         "format": "onnx",
@@ -428,8 +423,9 @@ def _time_session(sess: Any, batch: int, input_shape: tuple[int, ...], *, warmup
     return statistics.median(times) * 1000.0
 
 
-def session(model: Any, threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session of ``model`` (a ModelProto, bytes or a path)."""
+def session(model: Any, threads: int = 1, optimized_to: Optional[Path] = None) -> Any:
+    """An ONNX Runtime CPU session of ``model`` (a ModelProto, bytes or a path); with
+    ``optimized_to``, the graph it runs after its optimizations is saved there."""
     _onnx()
     import onnxruntime as ort
 
@@ -437,6 +433,8 @@ def session(model: Any, threads: int = 1) -> Any:
     opts.intra_op_num_threads = max(1, int(threads))
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    if optimized_to is not None:
+        opts.optimized_model_filepath = str(optimized_to)
     data = model if isinstance(model, (bytes, str, Path)) else model.SerializeToString()
     return ort.InferenceSession(str(data) if isinstance(data, Path) else data, opts, providers=["CPUExecutionProvider"])
 

@@ -24,7 +24,7 @@ after that is decided here, in numpy, so both backends remove the same channels:
   channel ``i`` is the Ln norm of the group's filters ``(sum_m sum |W_m[i]|^p)^(1/p)`` over its
   ``out`` members, summed in the order of their names (float64); a group of one producer
   therefore scores exactly as :func:`lwdsl.semantics.masks.structured_keep` does. ``k = round_half_even(AMOUNT *
-  channels)`` lowest are pruned, ties lower index first (:func:`masks._prune_lowest`).
+  channels)`` lowest are pruned, ties lower index first (:func:`masks.prune_lowest`).
 - :func:`axis_keeps`: per (layer, canonical axis) the kept indices, all groups applied.
 
 The rules are written in docs/semantics.md ("Dependency groups").
@@ -282,10 +282,10 @@ def group_keep(group: Group, weight: Callable[[str], np.ndarray], amount: float,
         LwdslError: AMOUNT would remove every channel of the group.
     """
     if method == "random":
-        scores = M._random_scores([group.channels], seed)[0]
+        scores = M.random_scores([group.channels], seed)[0]
     else:
         scores = group_scores(group, weight, p)
-    keep = M._prune_lowest(scores, M.count_to_prune(amount, group.channels))
+    keep = M.prune_lowest(scores, M.count_to_prune(amount, group.channels))
     if not keep.any():
         raise _refuse(group.name, f"AMOUNT removes all {group.channels} of its filters", hint="prune a smaller fraction")
     return keep

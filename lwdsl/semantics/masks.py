@@ -32,6 +32,8 @@ __all__ = [
     "magnitude_keep_masks",
     "threshold_keep_mask",
     "random_keep_masks",
+    "random_scores",
+    "prune_lowest",
     "structured_keep",
     "nm_keep_mask",
     "gradual_sparsity",
@@ -169,12 +171,13 @@ def threshold_keep_mask(w: np.ndarray, threshold: float) -> np.ndarray:
     return np.abs(np.asarray(w, dtype=np.float64)) >= float(threshold)
 
 
-def _random_scores(sizes: Sequence[int], seed: int) -> list[np.ndarray]:
+def random_scores(sizes: Sequence[int], seed: int) -> list[np.ndarray]:
+    """One uniform score per element of each size, from one PCG64 stream seeded ``seed``."""
     rng = np.random.Generator(np.random.PCG64(seed))
     return [rng.random(n) for n in sizes]
 
 
-def _prune_lowest(scores: np.ndarray, k: int) -> np.ndarray:
+def prune_lowest(scores: np.ndarray, k: int) -> np.ndarray:
     """Keep mask over a 1-D score vector pruning the k lowest (ties: lower index first)."""
     keep = np.ones(scores.size, dtype=bool)
     keep[np.argsort(scores, kind="stable")[:k]] = False
@@ -189,10 +192,10 @@ def random_keep_masks(
     lowest scores are pruned, over all the layers together or, with ``per_layer``, ``amount``
     of each layer (so two layers of the same shape still get different masks)."""
     sizes = [int(np.size(w)) for w in weights]
-    scores = _random_scores(sizes, seed)
+    scores = random_scores(sizes, seed)
     if per_layer:
-        return [_prune_lowest(s, count_to_prune(amount, n)).reshape(np.shape(w)) for w, s, n in zip(weights, scores, sizes)]
-    keep = _prune_lowest(np.concatenate(scores), count_to_prune(amount, sum(sizes)))
+        return [prune_lowest(s, count_to_prune(amount, n)).reshape(np.shape(w)) for w, s, n in zip(weights, scores, sizes)]
+    keep = prune_lowest(np.concatenate(scores), count_to_prune(amount, sum(sizes)))
     out, start = [], 0
     for w, n in zip(weights, sizes):
         out.append(keep[start : start + n].reshape(np.shape(w)))
@@ -212,10 +215,10 @@ def structured_keep(
     w = np.asarray(w, dtype=np.float64)
     slices = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     if method == "random":
-        scores = _random_scores([slices.shape[0]], seed)[0]
+        scores = random_scores([slices.shape[0]], seed)[0]
     else:
         scores = np.sum(np.abs(slices) ** p, axis=1) ** (1.0 / p)
-    return _prune_lowest(scores, count_to_prune(amount, slices.shape[0]))
+    return prune_lowest(scores, count_to_prune(amount, slices.shape[0]))
 
 
 def nm_keep_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
