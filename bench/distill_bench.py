@@ -6,7 +6,16 @@ a. the seed's example: a ``seedcnn`` teacher; ``seedcnn_student`` trained alone 
    (T=2, alpha=0.5, the seed's setting), same epochs, same data order, same initial weights;
 b. Hinton et al. 2015: ``mlp1200`` (784-1200-1200-10, dropout) teacher, ``mlp800``
    (784-800-800-10) student alone and distilled at T=20; test errors (of 10,000) and the
-   fraction of the teacher-student gap the distillation closes (paper: 67 / 146 / 74, 91%);
+   fraction of the teacher-student gap the distillation closes (paper: 67 / 146 / 74, 91%).
+   The ``--mlp-*`` options set the teacher's epochs and input jitter (the paper's teacher:
+   dropout and +-2 px jitter) and the students' epochs, lr, schedule, T, alpha and jitter (the
+   two students always share everything but alpha); ``--mlp-seeds 0,1,2`` repeats (b) per
+   run seed. The recipes used are printed first. The paper (section 3): the teacher was
+   "strongly regularized using dropout and weight-constraints" and its inputs "jittered by up
+   to two pixels in any direction"; the student alone had "no regularization"; the distilled
+   student was "regularized solely by" the soft targets at T=20, and "the transfer set does
+   not contain any translations" (so student jitter is not the paper's setting; lwdsl has no
+   max-norm weight constraint);
 c. ``recipes/prune-then-distill.lw`` (prune 80%, self-distil 1 epoch) vs the same prune and
    a plain finetune with the same epochs and learning rate (also at 95%);
 d. a transfer set: the seed pair of (a) distilled on Fashion-MNIST images (``data=fashion_mnist``,
@@ -23,6 +32,8 @@ from a fresh model and passed to the runs as checkpoints.
 
     LWDSL_DATA=../shared/data .venv/bin/python bench/distill_bench.py [--backends torch,tensorflow]
         [--parts a,b,c,d,e] [--seed-epochs 3] [--mlp-teacher-epochs 6] [--mlp-epochs 3]
+        [--mlp-teacher-jitter 0] [--mlp-student-jitter 0] [--mlp-T 20] [--mlp-alpha 0.7] [--mlp-lr 0.01]
+        [--mlp-schedule constant] [--mlp-seeds 0]
         [--save results.json] [--load torch.json tf.json]   (print halves run apart side by side)
 """
 
@@ -44,7 +55,9 @@ from lwdsl.weights import save_weights
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGES = 10_000
 PAPER = {"teacher": 67, "alone": 146, "distilled": 74}
-MLP_TEACHER = "finetune epochs={epochs} lr=0.05 momentum=0.9 batch=128 schedule=cosine"
+MLP_TEACHER = "finetune epochs={epochs} lr=0.05 momentum=0.9 batch=128 schedule=cosine jitter={jitter}"
+#: part (b)'s students: the same recipe twice, alpha=0 ("alone": cross-entropy only) and alpha=A
+MLP_STUDENT = "distill student=mlp800 T={T:g} epochs={epochs} lr={lr:g} momentum=0.9 batch=128 schedule={schedule} jitter={jitter}"
 
 
 def cpu_line() -> str:
@@ -67,6 +80,8 @@ def run(recipe: str, model: str, backend: str, ckpt: Path | None = None, **kw: A
     """One quiet run; returns test errors, accuracy, step seconds and params after the last step."""
     t0 = time.perf_counter()
     result = lwdsl.run(recipe, model, backend=backend, data="mnist", checkpoint=ckpt, quiet=True, latency=False, **kw)
+    print(f"  [{backend}] {recipe.strip().splitlines()[-1]} (seed {kw.get('seed', 0)}): "
+          f"{round((1 - result.report['steps'][-1]['metrics']['accuracy']) * TEST_IMAGES)} errors", flush=True)
     last = result.report["steps"][-1]["metrics"]
     return {
         "errors": round((1 - last["accuracy"]) * TEST_IMAGES),
@@ -80,10 +95,10 @@ def run(recipe: str, model: str, backend: str, ckpt: Path | None = None, **kw: A
     }
 
 
-def teacher(model: str, backend: str, recipe: str, folder: Path) -> tuple[Path, dict]:
+def teacher(model: str, backend: str, recipe: str, folder: Path, seed: int = 0) -> tuple[Path, dict]:
     """Train ``model`` from a fresh start with ``recipe`` (a finetune step); save it as .lwz."""
-    out = run(recipe, model, backend, baseline_epochs=0)
-    path = folder / f"{backend}-{model}.lwz"
+    out = run(recipe, model, backend, baseline_epochs=0, seed=seed)
+    path = folder / f"{backend}-{model}-{seed}.lwz"
     res = out.pop("result")
     save_weights(path, res.backend.state(res.model))
     return path, out
@@ -113,20 +128,36 @@ def part_a(be: str, tmp: Path, ep: int, store: dict) -> dict:
     }
 
 
-def part_b(be: str, tmp: Path, t_ep: int, ep: int, store: dict) -> dict:
-    ckpt, t = teacher("mlp1200", be, MLP_TEACHER.format(epochs=t_ep), tmp)
-    store["mlp_ckpt"] = ckpt
-    common = f"student=mlp800 T=20 epochs={ep} lr=0.01 momentum=0.9 batch=128"
-    alone = run(f"distill {common} alpha=0", "mlp1200", be, ckpt)
-    dist = run(f"distill {common} alpha=0.7", "mlp1200", be, ckpt)
-    return {
-        "teacher mlp1200 errors": t["errors"],
-        "student mlp800 alone errors": alone["errors"],
-        "student distilled (T=20, alpha=0.7)": dist["errors"],
-        "gap closed": gap_closed(t["errors"], alone["errors"], dist["errors"]),
-        "paper: errors, gap closed": "{teacher}/{alone}/{distilled}, 91%".format(**PAPER),
-        "epochs teacher/student": f"{t_ep}/{ep}",
-    }
+def mlp_recipes(args: argparse.Namespace) -> tuple[str, str]:
+    """Part (b)'s teacher recipe and its students' recipe (without alpha)."""
+    t = MLP_TEACHER.format(epochs=args.mlp_teacher_epochs, jitter=args.mlp_teacher_jitter)
+    s = MLP_STUDENT.format(
+        T=args.mlp_T, epochs=args.mlp_epochs, lr=args.mlp_lr, schedule=args.mlp_schedule, jitter=args.mlp_student_jitter
+    )
+    return t, s
+
+
+def part_b(be: str, tmp: Path, args: argparse.Namespace, store: dict) -> dict:
+    t_recipe, s_recipe = mlp_recipes(args)
+    row: dict[str, Any] = {}
+    fractions = []
+    for seed in args.mlp_seeds:
+        ckpt, t = teacher("mlp1200", be, t_recipe, tmp, seed=seed)
+        store.setdefault("mlp_ckpt", ckpt)
+        alone = run(f"{s_recipe} alpha=0", "mlp1200", be, ckpt, seed=seed)
+        dist = run(f"{s_recipe} alpha={args.mlp_alpha:g}", "mlp1200", be, ckpt, seed=seed)
+        frac = gap_closed(t["errors"], alone["errors"], dist["errors"])
+        fractions.append(frac)
+        tag = f" (seed {seed})" if len(args.mlp_seeds) > 1 else ""
+        row[f"teacher/alone/distilled{tag}"] = f"{t['errors']}/{alone['errors']}/{dist['errors']}"
+        row[f"gap closed{tag}"] = frac
+    if len(args.mlp_seeds) > 1:
+        row["gap closed, mean of seeds"] = None if None in fractions else sum(fractions) / len(fractions)
+    row["paper: errors, gap closed"] = "{teacher}/{alone}/{distilled}, 91%".format(**PAPER)
+    row["epochs teacher/student"] = f"{args.mlp_teacher_epochs}/{args.mlp_epochs}"
+    row["jitter teacher/students"] = f"{args.mlp_teacher_jitter}/{args.mlp_student_jitter}"
+    row["students T/alpha/lr/schedule"] = f"{args.mlp_T:g}/{args.mlp_alpha:g}/{args.mlp_lr:g}/{args.mlp_schedule}"
+    return row
 
 
 def part_c(be: str, tmp: Path, ep: int, store: dict) -> dict:
@@ -164,9 +195,9 @@ def part_d(be: str, tmp: Path, ep: int, store: dict) -> dict:
     }
 
 
-def part_e(be: str, tmp: Path, t_ep: int, store: dict) -> dict:
+def part_e(be: str, tmp: Path, args: argparse.Namespace, store: dict) -> dict:
     if "mlp_ckpt" not in store:
-        store["mlp_ckpt"], _ = teacher("mlp1200", be, MLP_TEACHER.format(epochs=t_ep), tmp)
+        store["mlp_ckpt"], _ = teacher("mlp1200", be, mlp_recipes(args)[0], tmp)
     ckpt = store["mlp_ckpt"]
     plain = run("finetune epochs=1 lr=0.01 batch=128", "mlp800", be, baseline_epochs=0)
     common = "distill student=mlp800 T=20 alpha=0.7 epochs=1 lr=0.01 batch=128"
@@ -227,7 +258,14 @@ def main() -> None:
     ap.add_argument("--parts", default="a,b,c,d,e")
     ap.add_argument("--seed-epochs", type=int, default=3, help="epochs of the seed teacher and of each seed student")
     ap.add_argument("--mlp-teacher-epochs", type=int, default=6)
+    ap.add_argument("--mlp-teacher-jitter", type=int, default=0, help="finetune jitter= of the mlp1200 teacher (Hinton: 2)")
     ap.add_argument("--mlp-epochs", type=int, default=3, help="epochs of each mlp800 student")
+    ap.add_argument("--mlp-lr", type=float, default=0.01)
+    ap.add_argument("--mlp-schedule", default="constant", choices=["constant", "cosine", "step"])
+    ap.add_argument("--mlp-T", type=float, default=20.0)
+    ap.add_argument("--mlp-alpha", type=float, default=0.7, help="alpha of the distilled mlp800 (the alone one has 0)")
+    ap.add_argument("--mlp-student-jitter", type=int, default=0, help="distill jitter= of both mlp800 students")
+    ap.add_argument("--mlp-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0], help="run seeds of (b), e.g. 0,1,2")
     ap.add_argument("--save", type=Path, help="write the figures as JSON")
     ap.add_argument("--load", type=Path, nargs="*", default=[], help="print these saved figures side by side (runs nothing)")
     args = ap.parse_args()
@@ -243,6 +281,10 @@ def main() -> None:
 
     print(f"lwdsl {getattr(lwdsl, '__version__', '?')}; torch threads {torch.get_num_threads()}")
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if "b" in parts or "e" in parts:
+        t_recipe, s_recipe = mlp_recipes(args)
+        print(f"(b) teacher: mlp1200, `{t_recipe}`")
+        print(f"(b) students: mlp800, `{s_recipe} alpha=0` (alone) vs `alpha={args.mlp_alpha:g}` (distilled); seeds {args.mlp_seeds}")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         os.environ.setdefault("LWDSL_CACHE", str(tmp / "cache"))
@@ -253,13 +295,13 @@ def main() -> None:
                 if part == "a":
                     row = part_a(be, tmp, args.seed_epochs, store)
                 elif part == "b":
-                    row = part_b(be, tmp, args.mlp_teacher_epochs, args.mlp_epochs, store)
+                    row = part_b(be, tmp, args, store)
                 elif part == "c":
                     row = part_c(be, tmp, args.seed_epochs, store)
                 elif part == "d":
                     row = part_d(be, tmp, args.seed_epochs, store)
                 elif part == "e":
-                    row = part_e(be, tmp, args.mlp_teacher_epochs, store)
+                    row = part_e(be, tmp, args, store)
                 else:
                     raise SystemExit(f"unknown part {part!r}: choose from a,b,c,d,e")
                 row["wall s (part)"] = round(time.perf_counter() - t0)

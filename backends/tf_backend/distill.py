@@ -13,11 +13,12 @@ and ``relation`` (RKD distance or angle, on the logits).
 ``data=NAME`` (``transfer``): the student trains on the transfer set's images
 (:func:`lwdsl.semantics.distill.training_set`), soft targets only; accuracy stays the run's.
 
-The teachers are fixed and lwdsl has no augmentation, so their (averaged) logits for every
-training image are computed once, in inference mode, before training; each batch gathers its
-rows with ``tf.gather`` on that constant (the cache is noted in ``ctx.notes``; with
+The teachers are fixed, so without ``jitter`` their (averaged) logits for every training image
+are computed once, in inference mode, before training; each batch gathers its rows with
+``tf.gather`` on that constant (the cache is noted in ``ctx.notes``; with
 :data:`lwdsl.semantics.distill.CACHE_TEACHER_LOGITS` off, for measuring it, they are computed per
-batch).
+batch). With ``jitter=N`` the student trains on translated images (:mod:`lwdsl.semantics.jitter`,
+applied by ``fit``) and the teachers label each batch as it is, per batch.
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: 
 
     before = _backend().stats(handle)
     cache: Optional[Any] = None
-    if core.cache_teacher_logits():
+    if core.cache_teacher_logits(spec.jitter):
         start = time.perf_counter()
         cache_np = teacher_logits(teachers, ctx.data.train_x, ctx)
         ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)
@@ -351,7 +352,7 @@ def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: 
         return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
     what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
-    fit(student, spec, ctx, label=what, loss=batch_loss, extra_variables=extra)
+    fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra_variables=extra)
     if projections:
         ctx.notes["feature_projections"] = f"{len(projections)} projection(s) trained with the student, then dropped"
     if spec.student is not None:

@@ -10,11 +10,12 @@ afterwards) and ``relation`` (RKD distance or angle, on the logits).
 ``data=NAME`` (``transfer``): the student trains on the transfer set's images
 (:func:`lwdsl.semantics.distill.training_set`), soft targets only; accuracy stays the run's.
 
-The teachers are fixed and lwdsl has no augmentation, so their (averaged) logits for every
-training image are computed once, in inference mode, before training, and each batch gathers
-its rows by index (the cache is noted in ``ctx.notes``; with
-:data:`lwdsl.semantics.distill.CACHE_TEACHER_LOGITS` off, for measuring it, they are computed per
-batch). Teacher features, when asked for, are computed per batch without gradients.
+The teachers are fixed, so without ``jitter`` their (averaged) logits for every training image
+are computed once, in inference mode, before training, and each batch gathers its rows by index
+(the cache is noted in ``ctx.notes``; with :data:`lwdsl.semantics.distill.CACHE_TEACHER_LOGITS`
+off, for measuring it, they are computed per batch). With ``jitter=N`` the student trains on
+translated images (:mod:`lwdsl.semantics.jitter`, applied by ``fit``) and the teachers label
+each batch as it is, per batch. Teacher features, when asked for, are computed per batch without gradients.
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
 
     before = _backend().stats(handle)
     cache: Optional[torch.Tensor] = None
-    if core.cache_teacher_logits():
+    if core.cache_teacher_logits(spec.jitter):
         start = time.perf_counter()
         cache = teacher_logits(teachers, ctx.data.train_x, ctx)
         ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)
@@ -358,7 +359,7 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
             return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
         what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
-        fit(student, spec, ctx, label=what, loss=batch_loss, extra_params=params)
+        fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra_params=params)
     finally:
         if s_taps is not None:
             s_taps.remove()

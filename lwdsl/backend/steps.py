@@ -22,7 +22,7 @@ def training_handlers(fit: Callable[..., list[float]]) -> tuple[Callable[..., An
 
     def finetune(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
         """The ``finetune`` handler: cross-entropy training of the whole model; masks stay fixed."""
-        fit(handle, spec, ctx, label="finetune", schedule=spec.schedule)
+        fit(handle, spec, ctx, label="finetune", schedule=spec.schedule, jitter=spec.jitter)
         return handle
 
     def regularize(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:

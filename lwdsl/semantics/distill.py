@@ -37,11 +37,13 @@ checks them against this module to 1e-6 relative on fixed logits). Per batch of 
   run seed, the epoch), on soft targets only (``alpha=1`` is required, so the transfer set's
   labels never weigh in; the cross-entropy the training records is replaced by the soft term).
   The teacher's logits are those of the transfer images; accuracy is the run's test set's.
-- **Teacher logits cache** (:func:`cache_teacher_logits`): lwdsl never trains a teacher and has
-  no augmentation, so each teacher's logits for a training image never change; they are
+- **Teacher logits cache** (:func:`cache_teacher_logits`): lwdsl never trains a teacher, so
+  without ``jitter`` each teacher's logits for a training image never change; they are
   computed once before training (inference mode, batches of 1000) for every training image (of
   the transfer set with ``data=``), averaged over the teachers, and each batch gathers its rows
-  by index. A batch's teacher logits are the same whether cached or not.
+  by index. A batch's teacher logits are the same whether cached or not. With ``jitter=N``
+  (:mod:`lwdsl.semantics.jitter`) the images move every epoch, so there is no cache: the
+  teachers label each batch's translated images, the very images the student trains on.
 """
 
 from __future__ import annotations
@@ -251,10 +253,11 @@ def projection_init(c_in: int, c_out: int, seed: int) -> tuple[np.ndarray, np.nd
 CACHE_TEACHER_LOGITS = True
 
 
-def cache_teacher_logits() -> bool:
-    """Whether the teachers' logits are computed once before training (fixed teachers, no
-    augmentation: always in lwdsl) rather than per batch."""
-    return CACHE_TEACHER_LOGITS
+def cache_teacher_logits(jitter: int = 0) -> bool:
+    """Whether the teachers' logits are computed once before training rather than per batch:
+    the teachers are fixed (always in lwdsl) and the images do not move (``jitter=0``); with
+    ``jitter=N`` the teachers label each batch's translated images as the student sees them."""
+    return CACHE_TEACHER_LOGITS and not jitter
 
 
 def training_set(spec, ctx) -> Dataset:

@@ -51,6 +51,12 @@ class DistillSpec(StepSpec, TrainingOptions):
     data: Optional[str] = Field(
         default=None, min_length=1, description="transfer set: train on this data set's images (soft targets only, alpha=1)"
     )
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        default="constant", description="learning-rate schedule over the step's epochs (as finetune's)"
+    )
+    jitter: int = Field(
+        default=0, ge=0, le=16, description="translate each training image by up to N pixels; teachers see the moved images"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "DistillSpec":

@@ -31,6 +31,9 @@ class FinetuneSpec(StepSpec, TrainingOptions):
     schedule: Literal["constant", "cosine", "step"] = Field(
         default="constant", description="learning-rate schedule over the step's epochs"
     )
+    jitter: int = Field(
+        default=0, ge=0, le=16, description="translate each training image by up to N pixels (lwdsl.semantics.jitter)"
+    )
 
 
 class RegularizeSpec(StepSpec, TrainingOptions):

@@ -196,3 +196,34 @@ def test_cached_and_uncached_teacher_logits_give_the_same_losses(spec, monkeypat
         runs[cached] = (np.asarray(be.apply(handle, spec, LAYERS, ctx).losses), "teacher_cache" in ctx.notes)
     assert runs[True][1] and not runs[False][1]
     np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
+
+
+# --- jitter= (lwdsl.semantics.jitter): Hinton's translated images ---------------------------------
+
+
+def test_distill_and_finetune_jitter_train_on_the_core_translations(monkeypatch):
+    from lwdsl.backends.tf_backend import train as tmod
+    from lwdsl.semantics.jitter import jitter_shifts, shift_images
+    from lwdsl.specs import FinetuneSpec
+
+    seen, real = [], tmod.batch_images
+
+    def spy(x, idx, shifts):
+        out = real(x, idx, shifts)
+        seen.append((idx.copy(), np.array(out)))
+        return out
+
+    monkeypatch.setattr(tmod, "batch_images", spy)
+    be, ctx = get_backend("tensorflow"), _ctx()
+    handle = _model(be)
+    ctx.original = be.copy_model(handle)
+    spec = DistillSpec(T=20, alpha=0.9, student="seedcnn_student", jitter=2, epochs=2, batch=64)
+    out = be.apply(handle, spec, LAYERS, ctx)
+    assert len(seen) == len(out.losses) == 4 and "teacher_cache" not in ctx.notes
+    x = ctx.data.train_x
+    for b, (idx, images) in enumerate(seen):
+        shifts = jitter_shifts(len(x), 2, ctx.seed, b // 2)
+        np.testing.assert_array_equal(np.moveaxis(images, -1, 1), shift_images(x[idx], shifts[idx]))
+        assert not np.array_equal(images, nhwc(x)[idx])
+    be.apply(_model(be), FinetuneSpec(jitter=1, batch=64), LAYERS, _ctx())
+    assert len(seen) == 6

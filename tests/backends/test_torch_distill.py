@@ -241,3 +241,64 @@ def test_an_unknown_student_fails_before_any_data_is_read(monkeypatch):
     with pytest.raises(LwdslError) as err:
         lwdsl.run("distill student=seedcnn_studnt", "seedcnn", data="mnist", baseline_epochs=0, quiet=True, latency=False)
     assert "step 1 `distill student=seedcnn_studnt`" in err.value.message and "seedcnn_student" in str(err.value.hint or err.value.message)
+
+
+# --- jitter= (lwdsl.semantics.jitter): Hinton's translated images ---------------------------------
+
+
+def _spy_batches(monkeypatch) -> list:
+    from lwdsl.backends.torch_backend import train as tmod
+
+    seen, real = [], tmod.batch_images
+
+    def spy(x, idx, shifts):
+        out = real(x, idx, shifts)
+        seen.append((idx.copy(), out.clone()))
+        return out
+
+    monkeypatch.setattr(tmod, "batch_images", spy)
+    return seen
+
+
+def test_distill_jitter_trains_on_the_core_translations_and_the_teacher_labels_them(monkeypatch):
+    from lwdsl.semantics.jitter import jitter_shifts, shift_images
+
+    be, ctx = torch_backend(), _ctx()
+    handle = _model(be)
+    ctx.original = be.copy_model(handle)
+    seen = _spy_batches(monkeypatch)
+    teacher_seen, real_loss = [], dmod.distill_loss
+
+    def loss_spy(spec, logits, yb, t_logits, *rest):
+        teacher_seen.append(t_logits.clone())
+        return real_loss(spec, logits, yb, t_logits, *rest)
+
+    monkeypatch.setattr(dmod, "distill_loss", loss_spy)
+    spec = DistillSpec(T=20, alpha=0.9, student="seedcnn_student", jitter=2, epochs=2, batch=64)
+    out = be.apply(handle, spec, LAYERS, ctx)
+    assert len(seen) == len(out.losses) == 4 and "teacher_cache" not in ctx.notes  # no cache: images move
+    x = ctx.data.train_x
+    for b, (idx, images) in enumerate(seen):
+        shifts = jitter_shifts(len(x), 2, ctx.seed, b // 2)
+        np.testing.assert_array_equal(images.numpy(), shift_images(x[idx], shifts[idx]))
+        assert not np.array_equal(images.numpy(), x[idx])
+    with torch.inference_mode():
+        want = ctx.original.module.eval()(seen[0][1])
+    torch.testing.assert_close(teacher_seen[0], want, rtol=1e-6, atol=1e-6)  # the teacher saw the moved images
+
+
+def test_finetune_jitter_moves_the_images_and_a_jitter_too_large_fails_before_training(monkeypatch):
+    from lwdsl.errors import RunError
+    from lwdsl.specs import FinetuneSpec
+
+    be, ctx = torch_backend(), _ctx()
+    seen = _spy_batches(monkeypatch)
+    handle = be.apply(_model(be), FinetuneSpec(jitter=1, batch=64), LAYERS, ctx)
+    assert len(seen) == 2 and len(handle.losses) == 2
+    plain = be.apply(_model(be), FinetuneSpec(batch=64), LAYERS, _ctx())
+    assert len(seen) == 2 and not np.allclose(handle.losses, plain.losses)  # no jitter: no calls, other losses
+    tiny = make_ctx(make_data(shape=(1, 4, 4), n_train=32, n_test=8))
+    small = be.load_model("mlp800", (1, 4, 4), 10)
+    with pytest.raises(RunError, match=r"jitter=2 moves images by up to 2 px, too far for 4x4 images \(at most 1\)"):
+        be.apply(small, FinetuneSpec(jitter=2), ["fc1"], tiny)
+    assert len(seen) == 2  # refused before the first batch

@@ -90,6 +90,10 @@ CASES = {
     ),
     # a transfer set of 704 other images (22 steps): both backends visit it in the core's order
     "student-transfer": ("seedcnn", "seedcnn_student", DistillSpec(T=2, alpha=1, student="seedcnn_student", data="synthetic:1,28,28:10", batch=32)),
+    # jitter=2: both backends translate the same images (the core's shifts) and the teacher labels each batch
+    "student-jitter-cosine": (
+        "seedcnn", "seedcnn_student", DistillSpec(T=20, alpha=0.9, student="seedcnn_student", jitter=2, schedule="cosine", batch=32)
+    ),
 }
 
 
@@ -141,3 +145,19 @@ def test_distillation_steps_agree_across_backends(case, monkeypatch):
     base = spec.lr * STEPS if spec.optimizer == "adam" else TOLERANCE["weight_atol"]
     assert weight_abs <= max(base, FLOOR_FACTOR * floor_weight), f"weights differ by {weight_abs:.1e}"
     assert all(np.array_equal(st[k] == 0, sk[k] == 0) for k in st if k.endswith(".weight"))
+
+
+def test_both_backends_train_on_identical_jittered_images():
+    from lwdsl.backends.tf_backend.train import batch_images as tf_batch, nhwc
+    from lwdsl.backends.torch_backend.train import batch_images as torch_batch
+    from lwdsl.semantics.jitter import jitter_shifts
+
+    x = dataset().train_x
+    for epoch in (0, 1):
+        shifts = jitter_shifts(len(x), 2, seed=0, epoch=epoch)
+        idx = np.random.default_rng(epoch).permutation(len(x))[:48]
+        a = torch_batch(x, idx, shifts).numpy()
+        b = np.moveaxis(tf_batch(nhwc(x), idx, shifts), -1, 1)
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, x[idx])
