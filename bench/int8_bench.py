@@ -11,8 +11,11 @@ batch 1 and 32, 1 and 2 threads, median latency (ms) and artifact size of:
 - ``ORT qs S8S8`` / ``ORT qs U8S8rr``: ``onnxruntime.quantization.quantize_static`` on the float
   ONNX file, QDQ, per-channel; int8 activations, or uint8 with ``reduce_range`` (the by-hand
   ONNX flows);
-- ``lwdsl int8``: ``quantize int8 mode=static`` through the backend (batch norms folded, codes
-  from the core), timed as the ONNX Runtime artifact ``export onnx`` writes;
+- ``lwdsl int8 ORT``: ``quantize int8 mode=static`` through the backend (batch norms folded,
+  codes from the core), timed as the ONNX Runtime artifact ``export onnx`` writes;
+- ``lwdsl int8 torch.ao``: the same step's codes and activation ranges on PyTorch's x86
+  quantized kernels (backends/torch_backend/ao_engine.py; only where the CPU has VNNI/AMX);
+  ``lwdsl run`` reports the faster of the two at each batch size;
 - ``lwdsl prune+int8``: ``prune l2 50% structured=filters remove=true on conv`` (channels that
   meet at a residual addition or a depthwise conv are removed together, as one group), then
   the same int8 step (pruning and quantization multiply).
@@ -146,7 +149,11 @@ def lwdsl_artifact(ref, shape, classes, calib: np.ndarray, prune_pattern):
     handle = backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=len(calib)), layers, ctx)
     seconds = time.perf_counter() - t0
     model, info = build_onnx(handle)
-    return model.SerializeToString(), info, backend.stats(handle).params, seconds, warned
+    from lwdsl.backends.torch_backend import ao_engine
+
+    ok, why = ao_engine.usable(handle)
+    ao = ao_engine.build(handle)[0] if ok else None
+    return model.SerializeToString(), info, backend.stats(handle).params, seconds, warned, (ao, why)
 
 
 def run_model(key: str, threads_list, batches, n_calib: int, budget: float) -> None:
@@ -170,16 +177,21 @@ def run_model(key: str, threads_list, batches, n_calib: int, budget: float) -> N
     artifacts["ORT qs S8S8"] = ("onnx", s8, len(s8))
     u8 = ort_quantize_static(float_onnx, calib, "u8", True)
     artifacts["ORT qs U8S8rr"] = ("onnx", u8, len(u8))
-    ours, info, _, secs, warned = lwdsl_artifact(ref, shape, classes, calib, None)
-    artifacts["lwdsl int8"] = ("onnx", ours, len(ours))
+    ours, info, _, secs, warned, (ao, why) = lwdsl_artifact(ref, shape, classes, calib, None)
+    artifacts["lwdsl int8 ORT"] = ("onnx", ours, len(ours))
+    if ao is not None:
+        artifacts["lwdsl int8 torch.ao"] = ("torch", ao, size_of_torch(ao))
     print(f"\n## {ref} ({'x'.join(map(str, shape))}, {classes} classes)")
     print(f"lwdsl int8: {len(info['int8'])} layers int8 in the artifact, float: {info['float'] or 'none'}; quantize step {secs:.1f} s")
+    print(f"lwdsl int8 torch.ao: {'built from the same codes' if ao is not None else 'not used: ' + why}")
     for w in warned:
         print(f"  warning: {w}")
     params = None
     if prune_pattern:
-        pruned, pinfo, params, _, _ = lwdsl_artifact(ref, shape, classes, calib, prune_pattern)
-        artifacts["lwdsl prune+int8"] = ("onnx", pruned, len(pruned))
+        pruned, pinfo, params, _, _, (pao, _) = lwdsl_artifact(ref, shape, classes, calib, prune_pattern)
+        artifacts["lwdsl prune+int8 ORT"] = ("onnx", pruned, len(pruned))
+        if pao is not None:
+            artifacts["lwdsl prune+int8 torch.ao"] = ("torch", pao, size_of_torch(pao))
     dense_params = sum(p.numel() for p in module.parameters())
     if params:
         print(f"lwdsl prune+int8: structured 50% on conv ({prune_pattern}), params {dense_params:,} -> {params:,}")

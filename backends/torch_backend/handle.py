@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -100,6 +100,9 @@ class TorchModel:
             by forward pre-hooks only while evaluating or training (fakequant.py).
         quant_mode: layer name -> the quantize mode it got (dynamic, static, qat,
             weights_only); the int8 engine builds its artifact from it.
+        calib: (training images, the calibration indices, the observer method) of the last
+            static/qat calibration, a reference to the run's data (no copy), not saved: the
+            torch.ao engine (ao_engine.py) observes its own extra ranges on the same images.
     """
 
     module: nn.Module
@@ -112,6 +115,7 @@ class TorchModel:
     act: dict[str, ActQuant] = field(default_factory=dict)
     quant_mode: dict[str, str] = field(default_factory=dict)
     folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
+    calib: Optional[tuple[Any, np.ndarray, str]] = None
 
     def add_mask(self, layer: str, keep: torch.Tensor, *, zeroed: bool = False) -> None:
         """AND ``keep`` (a fresh tensor, updated in place) into the layer's mask, so a second

@@ -1,11 +1,14 @@
-"""The int8 engine of the torch backend: an ONNX model whose quantized layers run on ONNX
-Runtime's int8 CPU kernels, with lwdsl's own codes and scales.
+"""The int8 engines of the torch backend, and the first of them: an ONNX model whose quantized
+layers run on ONNX Runtime's int8 CPU kernels, with lwdsl's own codes and scales.
 
-Why ONNX Runtime (measured on the 2-core AVX-512 VNNI / AMX machine, 1 thread, lenet5,
-median ms, two runs): batch 64: torch fp32 20.9 / 22.7, torch.ao FX x86 5.3 / 10.3, ORT fp32
-9.9 / 22.1, ORT QDQ int8 6.3 / 6.4; batch 1: torch fp32 0.99, torch.ao x86 0.39, ORT fp32
-0.25, ORT int8 0.14. ORT int8 is the fastest or level, steadier, and its artifact is a
-portable ``.onnx`` file (``export onnx``) rather than a torch.ao module of a deprecated API.
+Which engine runs a quantized model (:func:`engine`, what ``lwdsl run`` times and reports):
+PyTorch's own x86 quantized kernels (ao_engine.py) where the CPU has VNNI or AMX int8 dot
+products and every quantized layer is int8 static/qat, ONNX Runtime otherwise. Measured with
+``bench/int8_bench.py`` (1 thread, ms, torch fp32 eager / ORT int8 / torch.ao with lwdsl's
+codes): on a 2-core Xeon with AVX-512 VNNI and AMX, ResNet-18 batch 32: 1932 / 1415 / 142
+(ORT's int8 is barely faster than fp32 there, torch.ao 13x); on the AVX2-only EPYC of earlier
+sessions ORT's int8 and torch.ao's FX flow were level (1.34x and 1.26x fp32 at batch 32).
+``export onnx`` always writes the ONNX Runtime model: a portable file, described below.
 
 The artifact is the model exported by torch's ONNX exporter (float32), then rewritten: for each
 quantized layer (``handle.quant``) whose Conv/Gemm node reads the weight initializer
@@ -51,7 +54,7 @@ from lwdsl.semantics.quant import agreement
 
 from .handle import TorchModel
 
-__all__ = ["build_onnx", "artifact_report", "describe", "runtime_ops", "session", "run_onnx", "latency_ms", "OPSET"]
+__all__ = ["engine", "engine_report", "build_onnx", "artifact_report", "describe", "runtime_ops", "session", "run_onnx", "latency_ms", "OPSET"]
 
 OPSET = 17
 INPUT, OUTPUT = "input", "logits"
@@ -447,9 +450,73 @@ def run_onnx(sess: Any, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     )
 
 
+_AO: dict[str, tuple[Any, dict[str, Any], str]] = {}
+
+
+def engine(handle: TorchModel) -> tuple[str, Any, dict[str, Any], str]:
+    """(engine name, its int8 model, info, why not torch.ao) for ``handle``: the torch.ao
+    module where :func:`ao_engine.usable`, else the ONNX model. A model torch.ao cannot take
+    (fx cannot trace it) falls back to ONNX Runtime, with the reason."""
+    from . import ao_engine
+
+    ok, why = ao_engine.usable(handle)
+    if ok:
+        calib = hashlib.sha1(np.ascontiguousarray(handle.calib[1]).tobytes()).hexdigest()
+        key = f"{_fingerprint(handle)}:{id(handle.calib[0])}:{calib}:{handle.calib[2]}"
+        if key not in _AO:
+            _AO.clear()
+            try:
+                module, info = ao_engine.build(handle)
+                _AO[key] = (module, info, "")
+            except Exception as exc:  # fx/torch.ao refuse some models: say so and use ONNX Runtime
+                _AO[key] = (None, {}, f"torch.ao could not take this model ({type(exc).__name__}: {exc})".strip())
+        module, info, why = _AO[key]
+        if module is not None:
+            return ao_engine.ENGINE, module, info, ""
+    model, info = build_onnx(handle)
+    return "onnxruntime", model, info, why
+
+
+def engine_report(handle: TorchModel, x: Optional[np.ndarray] = None, y: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """What runs the int8 model: :func:`artifact_report` of the ONNX model and, where torch.ao
+    is usable, its report too (``engines``: name -> report, each with its top-1 ``accuracy``
+    on ``x, y`` when given and its latency at batch 1 and 32, 1 thread); ``engine`` names the
+    engine that is faster at batch 32 (the one whose report is at the top level), and
+    ``why_not_torch_ao`` says why torch.ao is absent."""
+    from . import ao_engine
+
+    onnx_model, onnx_info = build_onnx(handle)
+    reports = {"onnxruntime": artifact_report(handle, onnx_model, onnx_info)}
+    sess = session(onnx_model, 1)
+    runners = {"onnxruntime": (lambda v: run_onnx(sess, v), lambda b: _time_session(sess, b, handle.input_shape))}
+    name, model, info, why = engine(handle)
+    if name == ao_engine.ENGINE:
+        reports[name] = ao_engine.artifact_report(handle, model, info)
+        runners[name] = (lambda v: ao_engine.run(model, v), lambda b: ao_engine.latency_ms(model, b, handle.input_shape, 1))
+    for key, (run, timer) in runners.items():
+        if x is not None and len(x):
+            reports[key]["accuracy"] = float(np.mean(np.argmax(run(x), axis=1) == y))
+        for b in (1, 32):
+            reports[key][f"latency_ms_b{b}"] = round(timer(b), 4)
+    best = min(reports, key=lambda k: reports[k]["latency_ms_b32"])
+    out = {**reports[best], "engine": best, "engines": reports}
+    if why:
+        out["why_not_torch_ao"] = why
+    return out
+
+
 def latency_ms(handle: TorchModel, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
                min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
-    """Median milliseconds of the int8 artifact at ``batch`` (same protocol as latency.py)."""
-    model, _ = build_onnx(handle)
-    return _time_session(session(model, threads), batch, input_shape, warmup=warmup, min_runs=min_runs,
-                         max_runs=max_runs, budget_s=budget_s)
+    """Median milliseconds of the int8 model at ``batch`` (same protocol as latency.py) in the
+    faster of the two engines where torch.ao is usable (both are timed: on a VNNI/AMX CPU
+    ONNX Runtime wins small models at batch 1, torch.ao large batches and large models), else
+    in ONNX Runtime."""
+    from . import ao_engine
+
+    kw = dict(warmup=warmup, min_runs=min_runs, max_runs=max_runs, budget_s=budget_s)
+    onnx_model, _ = build_onnx(handle)
+    ort_ms = _time_session(session(onnx_model, threads), batch, input_shape, **kw)
+    name, model, _, _ = engine(handle)
+    if name == ao_engine.ENGINE:
+        return min(ort_ms, ao_engine.latency_ms(model, batch, input_shape, threads, **kw))
+    return ort_ms

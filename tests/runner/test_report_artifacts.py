@@ -33,3 +33,20 @@ def test_no_section_without_a_measured_artifact() -> None:
     plain = {"format": "torch", "path": "model-export.pt"}  # written, not measured by a runtime
     md = report_markdown(_report([_step("baseline"), _step("export torch", artifacts=[plain])]))
     assert "## Artifacts" not in md
+
+
+def test_a_quantize_step_lists_the_int8_engines_it_was_measured_in() -> None:
+    ort = {"engine": "onnxruntime", "accuracy": 0.9879, "latency_ms_b1": 0.142, "latency_ms_b32": 2.79, "codes_equal": 430_500,
+           "codes_total": 430_500}
+    ao = {"engine": "torch.ao x86", "accuracy": 0.9882, "latency_ms_b1": 0.642, "latency_ms_b32": 3.3, "codes_equal": 430_500,
+          "codes_total": 430_500, "kernels": "torch 2.14.1 quantized engine x86 (oneDNN/FBGEMM), CPU int8: avx512_vnni"}
+    note = {**ort, "engines": {"onnxruntime": ort, "torch.ao x86": ao}}
+    md = report_markdown(_report([_step("baseline"), _step("quantize int8", int8_artifact=note)]))
+    assert "## Int8 engines" in md
+    assert "| `quantize int8` | onnxruntime | 98.79% | 0.142 | 2.790 | 430,500 / 430,500 |" in md
+    assert "| `quantize int8` | torch.ao x86 | 98.82% | 0.642 | 3.300 | 430,500 / 430,500 |" in md
+    assert "CPU int8: avx512_vnni" in md
+    without = {**ort, "engines": {"onnxruntime": ort}, "why_not_torch_ao": "the CPU has no VNNI/AMX int8 dot products"}
+    md = report_markdown(_report([_step("baseline"), _step("quantize int8", int8_artifact=without)]))
+    assert "torch.ao not used: the CPU has no VNNI/AMX int8 dot products" in md
+    assert "## Int8 engines" not in report_markdown(_report([_step("baseline"), _step("prune l1 50%")]))
