@@ -44,11 +44,15 @@ def _support_rows() -> list[str]:
                 + _COMPARED_IN_TESTS["fold"] + " |")
     rows.append("| prune structured=filters remove=true across residual adds and depthwise convs (resnet8, "
                 "a MobileNetV2-style net) | coupled groups | runs | runs | " + _COMPARED_IN_TESTS["groups"] + " |")
+    rows.append("| quantize auto budget=1.5, 3, 6 (lenet5, seedcnn, half pruned) | per_channel | runs | runs | "
+                + _COMPARED_IN_TESTS["auto"] + " |")
     return rows
 
 
 #: Ops the suite compares in their own conformance tests (too slow to rerun for this table).
 _COMPARED_IN_TESTS = {
+    "auto": "compared in tests/conformance/test_quantize_parity.py: each backend measures the sensitivity on its own "
+    "logits (same calibration images): within 2e-3 (relative); the core's choice, forms, codes and scales identical",
     "distill": "compared in tests/conformance/test_distill_parity.py: every loss term within 1e-6 (relative) of the "
     "numpy reference; 20+ steps of every form agree like fine-tuning",
     "fold": "compared in tests/conformance/test_fold_parity.py: folded weights, codes and scales bit-identical",
@@ -63,7 +67,7 @@ def _quant_forms() -> list[QuantizeSpec]:
 
     specs = [QuantizeSpec(dtype="int8", mode=m, granularity=g, calibrate=128) for m in ("dynamic", "static") for g in ("per_channel", "per_tensor")]
     both = set.intersection(*(set(support_table(b).runs.get("quantize", ())) for b in C.BACKENDS))
-    for dtype in ("int4", "int2", "ternary", "binary"):
+    for dtype in ("int4", "int2", "ternary", "binary", "cluster"):
         if f"{dtype}/weights_only" in both:
             specs.append(QuantizeSpec(dtype=dtype, weights_only=True))
     return specs

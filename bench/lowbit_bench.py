@@ -10,20 +10,35 @@ the latency at batch 1 (1 thread: float kernels, so the gain is size, not speed)
 step's wall time. For reference: a public TWN reproduction reached 99.14% (fp32 99.25%) on
 LeNet-5 in 10 epochs.
 
-``--auto 2,4``: ``quantize auto budget=B`` against uniform ``int2``/``int4`` at the same
-average bits, weights only (no training), so the comparison is the choice alone.
+``--auto 2,4``: ``quantize auto budget=B`` (bits per layer from the measured sensitivity: KL
+of the outputs on 256 calibration images, one layer at a time quantized) against uniform
+``int2``/``int4`` at the same average bits, weights only (no training), so the comparison is
+the choice alone.
+
+``--latency``: the CPU's flags (avx2, avx512f, avx512_vnni, amx_tile from /proc/cpuinfo), then
+per backend and weight form (``quantize FORM``, weights only, from the same baseline) the
+median latency at batch 1 and 64 (1 thread) of the fp32 model and of the quantized one, timed
+alternately in this one process (3 rounds, the median): in the framework (float kernels on
+``codes * scale``) and in the deployable runtime (torch: ONNX Runtime, the weights as int8
+containers behind DequantizeLinear, or 16-bit ones behind Cast; tensorflow: LiteRT, the
+dynamic-range or float16 ``.tflite``). No int4/int2/ternary/binary CPU kernel exists in either
+runtime: those forms run float (or, in LiteRT, int8 hybrid) kernels, so their gain is size.
 
     LWDSL_DATA=../shared/data python bench/lowbit_bench.py [--backends torch,tensorflow]
-        [--forms ternary,binary] [--epochs 10] [--auto 2,4] [--no-qat]
+        [--forms ternary,binary] [--epochs 10] [--auto 2,4] [--no-qat] [--latency]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -55,14 +70,145 @@ def auto(backends: list[str], budgets: list[int]) -> None:
     print()
 
 
+def cpu_flags() -> str:
+    """Which of avx2, avx512f, avx512_vnni, amx_tile /proc/cpuinfo lists (and the model name)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    flags = set()
+    model = ""
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+        elif line.startswith("model name") and not model:
+            model = line.split(":", 1)[1].strip()
+    wanted = ("avx2", "avx512f", "avx512_vnni", "amx_tile")
+    have = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
+    return f"{model}: {have}; {os.cpu_count()} logical cores"
+
+
+def _median_ms(call, budget_s: float = 0.25, min_runs: int = 10, max_runs: int = 200) -> float:
+    for _ in range(3):
+        call()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+def _torch_timers(be, handle, batch: int):
+    """(framework timer, runtime timer, what the runtime runs) of a torch handle at ``batch``."""
+    import torch
+
+    from lwdsl.backends.torch_backend.export import half_onnx
+    from lwdsl.backends.torch_backend.int8_engine import build_onnx, export_float, session
+    from lwdsl.backends.torch_backend.io import half_layers
+
+    module = handle.module.eval()
+    x = torch.randn(batch, *handle.input_shape, generator=torch.Generator().manual_seed(0))
+
+    def eager():
+        with torch.inference_mode():
+            module(x)
+
+    if handle.quant:
+        model, what = build_onnx(handle)[0], "ORT: int8 weights -> DequantizeLinear -> float32 Conv/Gemm"
+    elif half_layers(handle):
+        model, _ = half_onnx(export_float(module, handle.input_shape), handle)
+        what = "ORT: 16-bit weights -> Cast -> float32 Conv/Gemm"
+    else:
+        model, what = export_float(module, handle.input_shape), "ORT: float32"
+    sess = session(model, 1)
+    feed = {sess.get_inputs()[0].name: x.numpy()}
+    return eager, (lambda: sess.run(None, feed)), what
+
+
+def _tf_timers(be, handle, batch: int):
+    """(framework timer, runtime timer, what the runtime runs) of a Keras handle at ``batch``."""
+    from lwdsl.backends.tf_backend import tflite_engine
+    from lwdsl.backends.tf_backend._tf import tf
+    from lwdsl.backends.tf_backend.train import nhwc
+    from lwdsl.errors import LwdslError
+
+    model = handle.model
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    x = tf.constant(np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32))
+    forward = tf.function(lambda t: model(t, training=False))
+
+    def keras():
+        forward(x).numpy()
+
+    try:
+        data, kind = tflite_engine.convert(handle)
+    except LwdslError:  # bf16: no TFLite form
+        return keras, None, "no .tflite (bf16 has no TFLite form)"
+    it = tflite_engine.interpreter(data, 1)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], [batch, *shape])
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], np.ascontiguousarray(nhwc(np.zeros((batch, shape[-1], *shape[:-1]), np.float32))))
+    what = {"float32": "LiteRT: float32", "fp16": "LiteRT: float16 weights -> DEQUANTIZE -> float32 kernels",
+            "dynamic-range": "LiteRT dynamic-range: int8 weights, int8 hybrid kernels"}.get(kind, f"LiteRT {kind}")
+    return keras, it.invoke, what
+
+
+def latency(backends: list[str], forms: list[str]) -> None:
+    from lwdsl.backend import get_backend
+
+    print("# CPU latency of what runs, fp32 beside each form (1 thread, median ms, 3 alternating rounds)\n")
+    print(f"CPU: {cpu_flags()}\n")
+    print("| backend | form | runs in | what runs | b1 fp32 | b1 form | b64 fp32 | b64 form | form / fp32 (b64) |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    for name in backends:
+        be = get_backend(name)
+        fw = "torch eager" if name == "torch" else "Keras (tf.function)"
+        for form in forms:
+            with tempfile.TemporaryDirectory(prefix="lwdsl-bench-") as tmp:
+                step = "quantize int8 weights_only" if form == "int8" else f"quantize {form}"
+                result = lwdsl.run(step, "lenet5", backend=name, data="mnist", quiet=True, out=Path(tmp) / "run")
+                lock = json.loads((Path(tmp) / "run" / "lwdsl.lock.json").read_text())
+            base = be.load_model("lenet5", (1, 28, 28), 10, checkpoint=Path(lock["baseline"]["path"]))
+            timers = _torch_timers if name == "torch" else _tf_timers
+            rows: dict[str, dict[str, list[float]]] = {}
+            whats = {}
+            for batch in (1, 64):
+                f_fw, f_rt, _ = timers(be, base, batch)
+                q_fw, q_rt, what = timers(be, result.model, batch)
+                whats["rt"] = what
+                for _ in range(3):  # alternate, so drift in the machine's load hits both alike
+                    for key, call in (("fw fp32", f_fw), ("fw form", q_fw), ("rt fp32", f_rt), ("rt form", q_rt)):
+                        if call is not None:
+                            rows.setdefault(key, {}).setdefault(batch, []).append(_median_ms(call))
+            for where, label in (("fw", fw), ("rt", "runtime")):
+                def ms(key, batch):
+                    vals = rows.get(f"{where} {key}", {}).get(batch)
+                    return statistics.median(vals) if vals else None
+
+                cells = [ms(k, b) for b in (1, 64) for k in ("fp32", "form")]
+                ratio = f"{cells[3] / cells[2]:.2f}x" if cells[2] and cells[3] else "-"
+                what = "float32 kernels on the rounded weights" if where == "fw" else whats["rt"]
+                fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+                print(f"| {name} | {form} | {label} | {what} | " + " | ".join(fmt(c) for c in cells) + f" | {ratio} |", flush=True)
+    print("\nint4, int2, ternary and binary have no CPU kernel in torch, ONNX Runtime or LiteRT: they run float32 "
+          "kernels on codes * scale (LiteRT: its int8 hybrid kernels on int8 containers), so their gain is size, "
+          "not speed; fp16/bf16 weights are widened to float32 at load.\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="torch,tensorflow")
     parser.add_argument("--forms", default="ternary,binary,int4,int2")
     parser.add_argument("--epochs", type=int, default=10, help="QAT epochs (the TWN reproduction used 10)")
     parser.add_argument("--auto", default="", help="budgets for quantize auto against uniform int<B>, e.g. 2,4")
-    parser.add_argument("--no-qat", action="store_true", help="only the --auto comparison")
+    parser.add_argument("--no-qat", action="store_true", help="skip the QAT table")
+    parser.add_argument("--latency", default="", help="forms to time beside fp32, e.g. int8,int4,int2,ternary,binary,fp16,bf16")
     args = parser.parse_args()
+    if args.latency:
+        latency(args.backends.split(","), args.latency.split(","))
     if args.auto:
         auto(args.backends.split(","), [int(b) for b in args.auto.split(",")])
     if args.no_qat:

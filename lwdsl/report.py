@@ -52,6 +52,9 @@ def _fmt_bytes(n: int) -> str:
 
 
 def report_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: the step table, per-layer sparsity, summary, model changes,
+    measured artifacts, each ``quantize auto`` choice (with its plot when the run folder has
+    one, ``report["files"]``) and warnings."""
     lines = [
         f"# lwdsl run: {report.get('recipe') or 'recipe'}",
         "",
@@ -84,6 +87,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"- latency {s['speedup_b1']:.2f}x at batch 1, {s['speedup_b64']:.2f}x at batch 64")
     lines += _model_changes(report)
     lines += _artifacts_markdown(report)
+    lines += _engines_markdown(report)
+    lines += _auto_bits_markdown(report, report.get("files", []))
     warned = [(step["text"], w) for step in report["steps"] for w in step.get("warnings", ())]
     if warned:
         lines += ["", "## Warnings", ""] + [f"- {text}: {w}" for text, w in warned]
@@ -105,6 +110,34 @@ def _model_changes(report: dict[str, Any]) -> list[str]:
             f"accuracy {100 * before['accuracy']:.2f}% -> {100 * after['accuracy']:.2f}%; later steps apply to the student"
         )
     return ["", "## Model replaced", "", *rows] if rows else []
+
+
+def _engines_markdown(report: dict[str, Any]) -> list[str]:
+    """The int8 engines that can run each quantize step's model (``int8_artifact.engines``):
+    accuracy, latency and codes of each, and which one the latency columns above use."""
+    found = [(s["text"], s["int8_artifact"]) for s in report["steps"] if s.get("int8_artifact", {}).get("engines")]
+    if not found:
+        return []
+    lines = [
+        "",
+        "## Int8 engines (measured after quantize, 1 thread)",
+        "",
+        "The latency columns above use the faster engine at each batch size.",
+        "",
+        "| step | engine | accuracy | latency b1 (ms) | latency b32 (ms) | codes equal to lwdsl's |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for text, art in found:
+        for name, r in art["engines"].items():
+            acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
+            lines.append(f"| `{text}` | {name} | {acc} | {r['latency_ms_b1']:.3f} | {r['latency_ms_b32']:.3f} "
+                         f"| {r['codes_equal']:,} / {r['codes_total']:,} |")
+        ao = art["engines"].get("torch.ao x86")
+        if ao and ao.get("kernels"):
+            lines.append(f"| | kernels: {ao['kernels']} | | | | |")
+        if art.get("why_not_torch_ao"):
+            lines.append(f"| | torch.ao not used: {art['why_not_torch_ao']} | | | | |")
+    return lines
 
 
 def _artifacts_markdown(report: dict[str, Any]) -> list[str]:
@@ -135,7 +168,51 @@ def _artifacts_markdown(report: dict[str, Any]) -> list[str]:
         lines.append(f"- `{name}` ops: {ops or '-'}")
         if a.get("float_layers"):
             lines.append(f"- `{name}` layers left float32: {', '.join(a['float_layers'])}")
+        if a.get("weights_dtype"):
+            lines.append(f"- `{name}` weights stored as {a['weights_dtype']}; the runtime's CPU kernels compute in float32 "
+                         "(the gain is size, not speed)")
     return lines
+
+
+def _auto_steps(report: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(step index, step, its ``auto_bits`` notes) of every ``quantize auto`` step."""
+    return [(i, s, s["auto_bits"]) for i, s in enumerate(report["steps"]) if isinstance(s.get("auto_bits"), dict)]
+
+
+def _sens(v: float, digits: int = 4) -> str:
+    return "0" if v == 0 else f"{v:.{digits}g}"
+
+
+def _auto_bits_markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
+    """The "Bits per layer" section: each ``quantize auto`` step's choice (form, bits, weights)
+    and the sensitivity it was chosen from, with the plot when there is one."""
+    lines: list[str] = []
+    for i, step, notes in _auto_steps(report):
+        measure = notes.get("sensitivity", "weight_error")
+        how = (f"KL divergence of the outputs on {notes.get('calibration_images', 0)} calibration images, one layer at a time "
+               "quantized" if measure == "kl" else "squared weight error (no training images)")
+        forms = [f for f in ("binary", "int2", "int4", "int8") if any(f in r.get("sensitivity", {}) for r in notes["layers"])]
+        lines += [
+            "",
+            f"## Bits per layer: `{step['text']}`",
+            "",
+            f"Budget {notes['budget']:g} bits per weight, reached {notes['average_bits']:.3f}; sensitivity: {how}.",
+            "",
+            "| layer | weights | form | bits | " + " | ".join(f"sensitivity {f}" for f in forms) + " |",
+            "|---|---:|---|---:|" + "---:|" * len(forms),
+        ]
+        for r in notes["layers"]:
+            sens = r.get("sensitivity", {})
+            cells = " | ".join(_sens(sens[f]) if f in sens else "-" for f in forms)
+            lines.append(f"| {r['layer']} | {r['weights']:,} | {r['form']} | {r['bits']} | {cells} |")
+        name = _bits_plot_name(i, len(_auto_steps(report)))
+        if name in plots:
+            lines += ["", f"![bits per layer]({name})"]
+    return lines
+
+
+def _bits_plot_name(index: int, count: int) -> str:
+    return "bits.png" if count == 1 else f"bits-step{index}.png"
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -157,7 +234,18 @@ def print_table(report: dict[str, Any]) -> None:
             "-" if m.get("latency_ms_b64") is None else f"{m['latency_ms_b64']:.3f}",
             f"{m['seconds']:.1f}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for _, step, notes in _auto_steps(report):
+        auto = Table(title=f"{step['text']}: {notes['average_bits']:.3f} bits per weight on average "
+                           f"(sensitivity: {notes.get('sensitivity', 'weight_error')})")
+        for col in ("layer", "weights", "form", "bits", "binary", "int2", "int4", "int8"):
+            auto.add_column(col, justify="left" if col in ("layer", "form") else "right")
+        for r in notes["layers"]:
+            sens = r.get("sensitivity", {})
+            auto.add_row(r["layer"], f"{r['weights']:,}", r["form"], str(r["bits"]),
+                         *(_sens(sens[f], 2) if f in sens else "-" for f in ("binary", "int2", "int4", "int8")))
+        console.print(auto)
 
 
 def _plots(report: dict[str, Any], folder: Path) -> list[str]:
@@ -193,7 +281,30 @@ def _plots(report: dict[str, Any], folder: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(folder / "sparsity.png", dpi=100)
     plt.close(fig)
-    return ["accuracy_size.png", "sparsity.png"]
+    names = ["accuracy_size.png", "sparsity.png"]
+    autos = _auto_steps(report)
+    for i, step, notes in autos:  # bits per layer of each quantize auto step
+        rows = notes["layers"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = range(len(rows))
+        bars = ax.bar(list(xs), [r["bits"] for r in rows], 0.6)
+        for bar, r in zip(bars, rows):
+            ax.annotate(r["form"], (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", fontsize=8,
+                        xytext=(0, 2), textcoords="offset points")
+        ax.axhline(notes["budget"], color="gray", linestyle="--", label=f"budget {notes['budget']:g}")
+        ax.axhline(notes["average_bits"], color="C1", linestyle=":", label=f"average {notes['average_bits']:.2f}")
+        ax.set_yscale("log", base=2)
+        ax.set_yticks([1, 2, 4, 8, 32], ["1", "2", "4", "8", "32"])
+        ax.set_xticks(list(xs), [f"{r['layer']}\n{r['weights']:,}" for r in rows], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("bits per weight")
+        ax.set_title(f"{step['text']}: bits per layer")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = _bits_plot_name(i, len(autos))
+        fig.savefig(folder / name, dpi=100)
+        plt.close(fig)
+        names.append(name)
+    return names
 
 
 def staging_dir(out: Path) -> Path:

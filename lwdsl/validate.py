@@ -12,9 +12,10 @@ Each op spec checks itself; what only shows across steps is checked here:
   stays on its integer grid; they do not follow an ``fp16``/``bf16`` cast.
 - ``export tflite io=int8`` needs a ``quantize int8`` with ``mode=static`` or ``mode=qat``
   before it (a fully integer model);
-- ``export onnx`` and ``export tflite`` (int8 or float32 files) do not follow a quantize to a
-  form they cannot hold (int4, int2, ternary, binary, fp16, bf16:
-  :data:`lwdsl.specs.quantize.EXPORT_HOLDS`).
+- ``export onnx`` and ``export tflite`` (int8, 16-bit or float32 files) do not follow a
+  quantize to a form they cannot hold (int4, int2, ternary, binary; bf16 to TFLite:
+  :data:`lwdsl.specs.quantize.EXPORT_HOLDS`), and a ``.tflite`` is float16 or integer, not
+  both (``quantize fp16`` beside an integer ``quantize``).
 
 Selectors are compared by kind and by identical glob, without a model; ``all`` overlaps
 everything. :func:`check_backend` adds what one backend cannot do, before anything runs.
@@ -170,6 +171,17 @@ def validate_recipe(recipe: "Recipe") -> None:
                 )
             for n in range(1, len(parts)):
                 folders.setdefault(parts[:n], i)
+            mixed = sorted(set(dtypes) - {"fp16"}) if step.format == "tflite" and "fp16" in dtypes else []
+            if mixed:
+                raise RecipeError(
+                    f"{step_label(recipe, i)}: a .tflite file is float16 or integer, not both: "
+                    f"{step_label(recipe, dtypes['fp16'])} casts to fp16 and {step_label(recipe, dtypes[mixed[0]])} "
+                    f"quantizes to {mixed[0]}",
+                    recipe.location(i),
+                    found=f"export tflite after quantize fp16 and quantize {mixed[0]}",
+                    expected="export tflite after quantize fp16 alone (a float16 file) or after integer quantize steps",
+                    hint="quantize every layer fp16, or int8 (a fully int8 file); or export keras and keep model.lwz",
+                )
             for j in dtypes.values():
                 why = recipe.steps[j].export_refusal(step.format)
                 if why:

@@ -3,8 +3,12 @@
 Forms: ``int8`` (every mode below) and the low-bit forms ``int4``, ``int2``, ``ternary``,
 ``binary`` (``weights_only`` or ``qat``; activations stay float), all through the core's
 :func:`~lwdsl.semantics.quant.quantize_as` (the same call as the torch backend's). A binary
-layer has no code 0: its pruning mask is dropped (named with ``ctx.warn``). ``auto`` takes each
-layer's form from :func:`lwdsl.semantics.auto_bits.choose_bits`; ``fp16`` and ``bf16`` round
+layer has no code 0: its pruning mask is dropped (named with ``ctx.warn``). ``cluster bits=B``
+(weight sharing) gets one codebook per layer from :func:`lwdsl.semantics.cluster.cluster_weight`,
+code 0 kept for the pruned zeros. ``auto`` takes each
+layer's form from :func:`lwdsl.semantics.auto_bits.choose_bits` on the sensitivity
+:func:`measure_sensitivity` measures (the model run on the calibration images, one layer at a
+time quantized; the numbers are the core's); ``fp16`` and ``bf16`` round
 the kernels by :func:`~lwdsl.semantics.quant.cast_weight` (stored in 16 bits, ``qconfig["cast"]``).
 
 For each selected conv/dense layer the kernel is converted to the canonical (PyTorch) layout,
@@ -40,7 +44,7 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.auto_bits import choice_notes, choose_bits
+from lwdsl.semantics.auto_bits import TRIAL_FORMS, choice_notes, choose_bits, kl_sensitivity, trial_weight
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
 from lwdsl.specs import QuantizeSpec, TrainingOptions
@@ -56,12 +60,58 @@ __all__ = ["quantize", "quantizable", "calibrate", "quantized_forward", "calibra
 _FORMS = ("int8", "auto") + LOW_BIT + tuple(HALF_FORMS)
 
 
-def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext) -> dict[str, str]:
+def measure_sensitivity(handle: KerasHandle, views: Sequence[LayerView], spec: QuantizeSpec, ctx: StepContext) -> Optional[dict]:
+    """``quantize auto``: the logits of the model on the calibration images (inference mode, as
+    it evaluates), as it is and with one layer at a time at each candidate's trial weight (the
+    core's :func:`~lwdsl.semantics.auto_bits.trial_weight`, written back through the layout
+    conversion); the core's :func:`~lwdsl.semantics.auto_bits.kl_sensitivity` of each. None
+    without training images."""
+    from .train import nhwc
+
+    train_x = getattr(ctx.data, "train_x", None)
+    if train_x is None or not len(train_x) or not views:
+        return None
+    x = nhwc(train_x[calibration_indices(len(train_x), spec.calibrate, ctx.seed)])
+    keras_model = quantized_forward(handle)
+    forward = tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True)
+
+    def logits() -> np.ndarray:
+        return np.concatenate([forward(tf.constant(x[i : i + _CALIB_BATCH])).numpy() for i in range(0, len(x), _CALIB_BATCH)])
+
+    bar = ctx.progress(1 + len(views) * len(TRIAL_FORMS), f"auto: sensitivity on {len(x)} images")
+    out: dict[str, dict[str, float]] = {}
+    try:
+        reference = logits()
+        bar.update(1)
+        for view in views:
+            var = view.weight.variable
+            kept = var.numpy().copy()
+            w = view.weight.canonical()
+            try:
+                row = {}
+                for form in TRIAL_FORMS:
+                    var.assign(np.ascontiguousarray(view.weight.from_canon(trial_weight(w, form, spec.granularity)), dtype=np.float32))
+                    row[form] = kl_sensitivity(reference, logits())
+                    bar.update(1)
+                out[view.name] = row
+            finally:
+                var.assign(kept)
+    finally:
+        bar.close()
+    return {"sensitivity": out, "images": len(x)}
+
+
+def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext, measured: Optional[dict] = None) -> dict[str, str]:
     """``quantize auto``: the core's choice per layer (:func:`lwdsl.semantics.auto_bits.choose_bits`
-    on the canonical weights), put in ``ctx.notes["auto_bits"]``; layer -> form."""
-    choices = choose_bits(weights, float(spec.budget), spec.granularity)
-    ctx.notes["auto_bits"] = choice_notes(choices, float(spec.budget))
+    on the canonical weights and the measured sensitivity, or the weight error without one), put
+    in ``ctx.notes["auto_bits"]``; layer -> form."""
+    sens = measured["sensitivity"] if measured else None
+    choices = choose_bits(weights, float(spec.budget), spec.granularity, sens)
+    ctx.notes["auto_bits"] = choice_notes(choices, float(spec.budget), "kl" if measured else "weight_error",
+                                          measured["images"] if measured else 0)
     return {c.layer: c.form for c in choices}
+
+
 _CALIB_BATCH = 256
 
 
@@ -188,7 +238,7 @@ def quantized_forward(handle: KerasHandle) -> Any:
 
 def quantize(handle: KerasHandle, spec: QuantizeSpec, layers: Sequence[str], ctx: StepContext) -> KerasHandle:
     """The ``quantize`` handler (int8: dynamic, static, qat, weights_only; int4, int2, ternary,
-    binary, auto: weights_only, qat; fp16, bf16: casts; per channel or tensor)."""
+    binary, cluster, auto: weights_only, qat; fp16, bf16: casts; per channel or tensor)."""
     if spec.dtype not in _FORMS:  # the support table refuses it first; kept for direct calls
         raise LwdslError(f"the tensorflow backend cannot run quantize {spec.dtype}")
     low = spec.dtype in LOW_BIT
@@ -226,14 +276,15 @@ def quantize(handle: KerasHandle, spec: QuantizeSpec, layers: Sequence[str], ctx
     forms = {view.name: spec.dtype for view in chosen}
     if spec.dtype == "auto":  # the core picks a form per layer; activations stay float
         handle.apply_masks()
-        forms = auto_forms({view.name: view.weight.canonical() for view in chosen}, spec, ctx)
+        measured = measure_sensitivity(handle, chosen, spec, ctx)
+        forms = auto_forms({view.name: view.weight.canonical() for view in chosen}, spec, ctx, measured)
         chosen = [view for view in chosen if forms[view.name] != "float"]
         low, mode = True, ("qat" if mode == "qat" else "weights_only")
     bits = 0
     floats: dict[str, np.ndarray] = {}  # qat: the masters start at the float weights
     for view in chosen:
         floats[view.name] = view.weight.canonical()
-        q = quantize_as(floats[view.name], forms[view.name], spec.granularity)
+        q = quantize_as(floats[view.name], forms[view.name], spec.granularity, bits=spec.bits)
         bits = q.bits
         if forms[view.name] == "binary" and view.name in handle.masks:
             del handle.masks[view.name]

@@ -10,13 +10,13 @@ SUPPORT = SupportTable(
         "regularize": (),
         "finetune": (),
         "quantize": ("int8/dynamic", "int8/static", "int8/qat", "int8/weights_only")
-        + tuple(f"{d}/{m}" for d in ("int4", "int2", "ternary", "binary") for m in ("weights_only", "qat"))
+        + tuple(f"{d}/{m}" for d in ("int4", "int2", "ternary", "binary", "cluster") for m in ("weights_only", "qat"))
         + ("fp16", "bf16", "auto"),
         "export": ("keras", "saved_model", "tflite"),
         "distill": DistillSpec.FORMS,
     },
     notes={
         "quantize": "codes from lwdsl.semantics.quant; TFLite int8 via the TF converter, checked in LiteRT; "
-        "int4/int2/ternary/binary weights packed in the .lwz, float kernels (the gain is size, not speed)"
+        "int4/int2/ternary/binary/cluster weights packed in the .lwz, float kernels (the gain is size, not speed)"
     },
 )

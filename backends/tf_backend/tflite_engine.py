@@ -14,6 +14,13 @@ The one place the converter and the interpreter are used (``export tflite``, the
   converter leaves weights with fewer than 1024 elements in float32 in this mode (LeNet-5's
   conv1): such layers are named with ``ctx.warn``.
 
+- ``quantize fp16`` (a cast, no integer codes): float16 conversion (``Optimize.DEFAULT``,
+  ``target_spec.supported_types=[tf.float16]``): every float kernel stored as float16 and
+  widened by a ``DEQUANTIZE`` op when the interpreter loads it, so LiteRT's CPU kernels compute
+  in float32 (the gain is size, not speed). The kernels hold fp16 values already (the core's
+  rounding), so the file's 16 bits equal :func:`lwdsl.semantics.quant.half_bits` of them
+  (counted in the report). bf16 has no TFLite form (the converter keeps float32).
+
 ``per_tensor`` steps convert with per-channel quantization switched off. The Keras kernels hold
 ``codes * scale``, so the converter's own symmetric int8 rule (max|w| / 127, narrow range)
 finds our scales and codes again (the fixed point of :mod:`lwdsl.semantics.quant`):
@@ -36,7 +43,7 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.quant import agreement
+from lwdsl.semantics.quant import agreement, half_bits
 
 from ._tf import quiet_stderr, tf
 from .handle import KerasHandle
@@ -124,11 +131,20 @@ def time_tflite(data: bytes, batch: int, input_shape: tuple[int, ...], threads: 
 
 def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:
     """The ``.tflite`` bytes of the handle's model and the conversion mode (``float32``,
-    ``int8`` full integer, ``dynamic-range``). Full-integer conversion calibrates on the
+    ``int8`` full integer, ``dynamic-range``, ``fp16``: a model cast by ``quantize fp16`` alone,
+    ``supported_types=[tf.float16]``; a bf16 cast or a cast mixed with integer codes is refused). Full-integer conversion calibrates on the
     quantize step's calibration images (from ``ctx``, else those the step kept in ``qconfig``);
     ``io="int8"`` (full integer only) gives the model int8 input and output tensors."""
     model = handle.copy().finalize().model
     mode = handle.qconfig.get("mode") if handle.quant else None
+    casts = dict(handle.qconfig.get("cast") or {})
+    if casts and (handle.quant or set(casts.values()) != {"fp16"}):
+        raise LwdslError(
+            "export tflite: a .tflite file holds float16 weights only for a model cast by `quantize fp16` alone: "
+            + ("this one is also quantized to integer codes" if handle.quant else "bfloat16 weights have no TFLite form"),
+            hint="quantize fp16 (for a float16 .tflite) or int8 (for an int8 one), not both; for bf16 write export "
+            "keras or saved_model (float32 kernels holding the bf16 values; model.lwz keeps the 16 bits)",
+        )
     if io == "int8" and mode not in ("static", "qat"):
         raise LwdslError(
             "export tflite io=int8 needs a fully integer model: the model is "
@@ -137,7 +153,11 @@ def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "f
         )
     with quiet_stderr():
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
-        if mode is None:
+        if mode is None and casts:  # float16 weights, dequantized to float32 at load (CPU kernels run float32)
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+            kind = "fp16"
+        elif mode is None:
             kind = "float32"
         else:
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -181,6 +201,7 @@ class TfliteReport:
     codes: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> canonical int8 codes
     scales: dict[str, np.ndarray] = field(default_factory=dict)
     float_layers: list[str] = field(default_factory=list)  # weighted layers left float32
+    halves: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> canonical float16 bits (uint16)
 
 
 def _type_names(schema: Any) -> dict[int, str]:
@@ -214,15 +235,21 @@ def inspect_model(data: bytes, handle: KerasHandle) -> TfliteReport:
         return "-" if t is None else types.get(t.Type(), str(t.Type()))
 
     pending = list(order)
+    widened: dict[int, Any] = {}  # DEQUANTIZE output tensor -> its float16 input (fp16 files)
     for k in range(graph.OperatorsLength()):
         op = graph.Operators(k)
         code = model.OperatorCodes(op.OpcodeIndex())
         name = opnames.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
         ins = [tensor(i) for i in op.InputsAsNumpy()]
         outs = [tensor(i) for i in op.OutputsAsNumpy()]
+        if name == "DEQUANTIZE" and ins and ins[0] is not None and ins[0].Type() == schema.TensorType.FLOAT16:
+            widened[int(op.OutputsAsNumpy()[0])] = ins[0]
         layer = None
         if name in _WEIGHTED and len(ins) > 1 and ins[1] is not None:
             w = ins[1]
+            half = widened.get(int(op.InputsAsNumpy()[1]))
+            if half is not None:
+                w = half
             layer = _layer_of(w.Name().decode(), order)
             if layer is None and pending:
                 layer = pending[0]  # model order, when the names do not tell
@@ -242,10 +269,26 @@ def inspect_model(data: bytes, handle: KerasHandle) -> TfliteReport:
                         out.codes[layer] = np.ascontiguousarray(view.weight.to_canon(keras.reshape(kshape)))
                         q = w.Quantization()
                         out.scales[layer] = q.ScaleAsNumpy().astype(np.float32) if q is not None else np.zeros(0, np.float32)
+            elif half is not None and layer in views:
+                raw = model.Buffers(w.Buffer()).DataAsNumpy()
+                shape = tuple(int(d) for d in w.ShapeAsNumpy())
+                if isinstance(raw, np.ndarray) and raw.size == 2 * int(np.prod(shape)):
+                    got = _keras_layout(raw.view(np.uint16).reshape(shape), name, views[layer])
+                    if got is not None:
+                        out.halves[layer] = got
             elif layer is not None and w.Type() != schema.TensorType.INT8:
                 out.float_layers.append(layer)
         out.ops.append(OpInfo(name, layer, tuple(dtype(t) for t in ins), tuple(dtype(t) for t in outs)))
     return out
+
+
+def _keras_layout(weights: np.ndarray, op: str, view: Any) -> Optional[np.ndarray]:
+    """A TFLite weight tensor (``[out, in]`` dense, ``[out, *k, in]`` conv) in the canonical layout."""
+    kshape = tuple(int(d) for d in view.weight.variable.shape)
+    keras = weights.T if op == "FULLY_CONNECTED" else np.moveaxis(weights, 0, -1)
+    if int(np.prod(kshape)) != keras.size:
+        return None
+    return np.ascontiguousarray(view.weight.to_canon(keras.reshape(kshape)))
 
 
 def interpreter(data: bytes, threads: int = 1) -> Any:
@@ -313,6 +356,8 @@ def summary(data: bytes, notes: dict[str, Any], handle: KerasHandle) -> dict[str
     }
     if "code_agreement" in notes:
         out.update(codes_equal=notes["code_agreement"]["equal"], codes_total=notes["code_agreement"]["total"])
+    if "half_agreement" in notes:  # fp16 weights: their 16 bits against the core's
+        out.update(weights_dtype="float16", codes_equal=notes["half_agreement"]["equal"], codes_total=notes["half_agreement"]["total"])
     if "float_layers" in notes:
         out["float_layers"] = list(notes["float_layers"])
     for batch in (1, 32):
@@ -332,7 +377,25 @@ def report(data: bytes, kind: str, handle: KerasHandle, ctx: StepContext) -> dic
         if o.op in _WEIGHTED
     ]
     left = [name for name in info.float_layers if name in handle.quant]
-    if kind != "float32":
+    if kind == "fp16":
+        casts = handle.qconfig.get("cast") or {}
+        equal = total = 0
+        per_half = {}
+        for name in casts:
+            got = info.halves.get(name)
+            view = handle.view_map().get(name)
+            if got is None or view is None:
+                continue
+            e, t = agreement(got, half_bits(view.weight.canonical(), "fp16"))
+            per_half[name] = [e, t]
+            equal, total = equal + e, total + t
+        notes["half_agreement"] = {"equal": equal, "total": total, "layers": per_half}
+        others = sorted(set(info.halves) - set(casts))
+        if others:
+            ctx.warn(f"export tflite: the float16 file stores every kernel in float16, also those of layers "
+                     f"{', '.join(others)}, which the model keeps float32 (quantize fp16 selected only some layers)")
+            notes["float16_by_converter"] = others
+    elif kind != "float32":
         for name in left:
             why = " (the converter's dynamic-range mode keeps weights under 1024 elements in float)" if kind == "dynamic-range" else ""
             ctx.warn(f"export tflite: quantized layer '{name}' stays float32 in the .tflite file{why}")

@@ -15,7 +15,9 @@ PyTorch backend's from identical weights and data order (:mod:`lwdsl.semantics.o
 - the learning rate is set before every optimizer step
   (:func:`lwdsl.semantics.schedules.lr_at`);
 - data order: epoch ``e`` of the step visits ``lwdsl.semantics.order.epoch_order(N, run seed, e)`` in
-  batches of ``batch`` (the last one smaller);
+  batches of ``batch`` (the last one smaller); with ``jitter=N`` each batch's images are
+  translated as :mod:`lwdsl.semantics.jitter` decides (:func:`batch_images`, the same images as
+  on torch);
 - quantized layers (``handle.quant``: after ``quantize``, during ``mode=qat`` and any training
   after it): the straight-through estimator of :mod:`lwdsl.semantics.quant`. Each quantized
   kernel has a float master copy (starting at the snapped weight; at the float weight before
@@ -23,8 +25,9 @@ PyTorch backend's from identical weights and data order (:mod:`lwdsl.semantics.o
   kernel as usual (its gradient is the master's), then ``master += w - snapped`` and
   ``w = snap(master)`` = ``clip(round(master / scale), -qmax, qmax) * scale`` at the layer's
   fixed scales (binary, 1 bit: ``+scale`` where ``master >= 0`` or the scale is 0, else
-  ``-scale``; scales are never recomputed, for every form); the codes in ``handle.quant`` are
-  updated after training;
+  ``-scale``; scales are never recomputed, for every form; a clustered layer snaps to the
+  nearest value of its fixed codebook, :func:`snap_levels_tf`); the codes in ``handle.quant``
+  are updated after training;
 - masks: after every optimizer step (after the snap) each masked weight is set to
   ``where(keep, w, +0.0)``;
 - a non-finite loss or gradient stops training, restores the weights the epoch began with (as
@@ -43,15 +46,17 @@ import numpy as np
 from lwdsl.backend import StepContext
 from lwdsl.backend.steps import training_handlers
 from lwdsl.errors import RunError
+from lwdsl.semantics.jitter import check_jitter, jitter_shifts, shift_images
 from lwdsl.semantics.order import batches, steps_per_epoch
-from lwdsl.semantics.quant import WeightQuant, codes_with_scale
+from lwdsl.semantics.cluster import codebook_levels
+from lwdsl.semantics.quant import WeightQuant, requantize
 from lwdsl.semantics.schedules import lr_at
 from lwdsl.specs import TrainingOptions
 
 from ._tf import tf
 from .handle import KerasHandle
 
-__all__ = ["nhwc", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf"]
+__all__ = ["nhwc", "batch_images", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf", "snap_levels_tf"]
 
 #: What a step's own loss gets: (model, images NHWC, labels, batch indices into the training
 #: set), inside the gradient tape; it returns (loss to minimise, the cross-entropy part).
@@ -112,6 +117,14 @@ class _Optimizer:
                 w.assign_sub(lr * g)
 
 
+def batch_images(x: np.ndarray, idx: np.ndarray, shifts: Optional[np.ndarray]) -> np.ndarray:
+    """The training images of a batch (``x`` NHWC, as :func:`nhwc` gives), each moved by its row
+    of ``shifts`` (:mod:`lwdsl.semantics.jitter`; None: as they are)."""
+    if shifts is None:
+        return x[idx]
+    return shift_images(x[idx], shifts[idx], axes=(1, 2))
+
+
 def fit(
     handle: KerasHandle,
     options: TrainingOptions,
@@ -126,6 +139,7 @@ def fit(
     extra_variables: Sequence[Any] = (),
     mask_layers: Sequence[str] = (),
     masters: Optional[dict[str, np.ndarray]] = None,
+    jitter: int = 0,
 ) -> list[float]:
     """Train ``handle`` in place on ``ctx.data``; returns (and keeps in ``handle.losses``) the
     cross-entropy of every optimizer step's batch, before the step (penalties and other loss
@@ -143,10 +157,16 @@ def fit(
         masters: quantized layer -> the float weight its master copy starts from (canonical
             layout; ``quantize mode=qat`` gives the weights before quantization); otherwise
             the master starts at the quantized weight.
+        jitter: translate each training image by up to this many pixels
+            (:mod:`lwdsl.semantics.jitter`; the same images as on every backend).
 
     Raises:
-        RunError: the loss or a gradient became NaN or infinite.
+        RunError: the loss or a gradient became NaN or infinite, or ``jitter`` does not fit
+            the images (before training).
     """
+    why = check_jitter(jitter, ctx.data.input_shape)
+    if why:
+        raise RunError(f"step {ctx.index + 1} ({label}): {why}", hint="lower jitter= or leave it out")
     model = handle.model
     data = ctx.data
     x, y = nhwc(data.train_x), data.train_y.astype(np.int64)
@@ -175,8 +195,9 @@ def fit(
         for name, k in zip(quantized, q_kernels)
     ]
     # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
+    # a clustered layer's "scale" is its codebook's levels (_keras_scale), and its bits None
     q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
-    q_bits = [handle.quant[name].bits for name in quantized]
+    q_bits = [None if handle.quant[name].codebook is not None else handle.quant[name].bits for name in quantized]
 
     # statically quantized layers see their inputs fake-quantized (straight through), as on torch
     from .quantize import quantized_forward
@@ -202,7 +223,7 @@ def fit(
             opt.apply(grads, lr)
             for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
                 master.assign_add(k - before)  # the optimizer's step, onto the float master
-                k.assign(snap_tf(master, scale, bits))
+                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
             for k, m in zip(kernels, mask_vars):
                 k.assign(tf.where(m, k, tf.zeros_like(k)))
         return ce, total, ok
@@ -215,9 +236,10 @@ def fit(
         t = 0
         for epoch in range(options.epochs):
             good = model.get_weights()  # restored when the loss goes bad, as the torch backend does
+            shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
             for idx in batches(n, options.batch, ctx.seed, epoch):
                 lr = tf.constant(lr_at(schedule, options.lr, t, total), dtype=tf.float32)
-                ce, step_loss, ok = train_step(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(idx), lr)
+                ce, step_loss, ok = train_step(tf.constant(batch_images(x, idx, shifts)), tf.constant(y[idx]), tf.constant(idx), lr)
                 if not bool(ok):
                     model.set_weights(good)
                     raise RunError(
@@ -235,8 +257,7 @@ def fit(
         bar.close()
         for name in quantized:  # the codes the kernels hold now (scales fixed)
             view, q = views[name], handle.quant[name]
-            codes = codes_with_scale(view.weight.canonical(), q.scale, q.bits)
-            handle.quant[name] = WeightQuant(codes, q.scale, q.bits, q.axis)
+            handle.quant[name] = requantize(view.weight.canonical(), q)
     return losses
 
 
@@ -250,9 +271,28 @@ def snap_tf(w: Any, scale: Any, bits: int) -> Any:
     return tf.where(tf.equal(codes, 0), tf.zeros_like(codes), codes) * scale  # code -0 is +0 (a graph drops ``+ 0``)
 
 
+def snap_levels_tf(w: Any, levels: Any) -> Any:
+    """``codebook[nearest_codes(w, codebook)]`` in float32 TensorFlow. ``levels`` is (2, n):
+    the core's :func:`~lwdsl.semantics.cluster.codebook_levels`, values ascending over the codes
+    (as float32, exact below 2^24): the same searchsorted, exact distances and tie rule, so the
+    same bits."""
+    values, codes = levels[0], levels[1]
+    flat = tf.reshape(w, [-1])
+    i = tf.searchsorted(values, flat, side="left")
+    n = tf.shape(values, out_type=i.dtype)[0]
+    lo, hi = tf.maximum(i - 1, 0), tf.minimum(i, n - 1)
+    v_lo, v_hi = tf.gather(values, lo), tf.gather(values, hi)
+    d_lo, d_hi = tf.abs(flat - v_lo), tf.abs(flat - v_hi)
+    take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (tf.gather(codes, lo) < tf.gather(codes, hi)))
+    return tf.reshape(tf.where(take_lo, v_lo, v_hi), tf.shape(w))
+
+
 def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
     """The layer's scales broadcast to its kernel, in the Keras layout (so one elementwise
-    divide per step, whatever the layout conversion)."""
+    divide per step, whatever the layout conversion); a clustered layer's codebook levels
+    (:func:`snap_levels_tf`)."""
+    if q.codebook is not None:
+        return np.stack(codebook_levels(q.codebook)).astype(np.float32)
     canon = np.broadcast_to(q.scale.reshape((-1,) + (1,) * (q.codes.ndim - 1)) if q.axis is not None else q.scale, q.codes.shape)
     return np.ascontiguousarray(view.weight.from_canon(np.ascontiguousarray(canon, dtype=np.float32)), dtype=np.float32)
 

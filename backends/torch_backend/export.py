@@ -2,6 +2,12 @@
 
 The handler resolves the path (:meth:`lwdsl.specs.ExportSpec.artifact_name`, inside the run
 folder) and calls the format's writer from :data:`EXPORTERS`; every writer is atomic.
+
+After ``quantize fp16|bf16`` both files hold the cast weights in 16 bits: ``export torch``
+stores them as ``torch.float16``/``torch.bfloat16`` tensors (:func:`.io.save_native`), and
+``export onnx`` as FLOAT16/BFLOAT16 initializers, each read through a ``Cast`` to float32
+(:func:`half_onnx`): ONNX Runtime's CPU kernels compute in float32 either way (the gain is
+size, not speed). The 16-bit patterns are the core's (:func:`lwdsl.semantics.quant.half_bits`).
 """
 
 from __future__ import annotations
@@ -9,25 +15,97 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from typing import Any
+
+import numpy as np
+import torch
+
 from lwdsl.backend import StepContext
 from lwdsl.backend.steps import export_handler
+from lwdsl.semantics.quant import half_bits
 from lwdsl.specs import ExportSpec
 from lwdsl.weights import atomic_path
 
-from .handle import TorchModel
-from .io import save_native
+from .handle import TorchModel, weight_of
+from .io import half_layers, load_into, save_native
 
-__all__ = ["export", "write_torch", "write_onnx", "EXPORTERS"]
+__all__ = ["export", "write_torch", "write_onnx", "half_onnx", "EXPORTERS"]
 
 
 def write_torch(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
-    """``export torch``: the plain state dict with masks applied (``weights_only`` loadable)."""
+    """``export torch``: the plain state dict with masks applied (``weights_only`` loadable);
+    cast layers' weights in ``torch.float16``/``torch.bfloat16``. A file holding half weights is
+    measured as it is used (``ctx.notes["artifact"]``): loaded back with ``weights_only=True``
+    into a copy of the model (float32 compute, weights widened exactly), its accuracy on the
+    test set and latency (1 thread) beside its size."""
     handle.apply_masks()
     save_native(handle, path)
+    halves = half_layers(handle)
+    if halves:
+        ctx.notes["artifact"] = _torch_summary(handle, Path(path), ctx, halves)
+
+
+def _torch_summary(handle: TorchModel, path: Path, ctx: StepContext, halves: dict[str, str]) -> dict[str, Any]:
+    import copy
+
+    from .latency import latency_ms
+    from .train import evaluate
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    back = TorchModel(copy.deepcopy(handle.module), handle.ref, handle.input_shape, handle.num_classes)
+    load_into(back, state, str(path.name))
+    dtypes = sorted({str(state[f"{n}.weight"].dtype).replace("torch.", "") for n in halves if f"{n}.weight" in state})
+    equal = sum(int(np.array_equal(half_bits(weight_of(back.module, n).detach().numpy(), d),
+                                   half_bits(weight_of(handle.module, n).detach().numpy(), d))) for n, d in halves.items())
+    out: dict[str, Any] = {
+        "format": "torch",
+        "runtime": "torch (float32 compute)",
+        "size_bytes": path.stat().st_size,
+        "weights_dtype": ", ".join(dtypes),
+        "ops": {},
+        "half_layers_equal": equal,
+        "half_layers": len(halves),
+    }
+    out["accuracy"], _ = evaluate(back, ctx)
+    for batch in (1, 32):
+        out[f"latency_ms_b{batch}"] = latency_ms(back, batch, handle.input_shape, 1)
+    return out
+
+
+def half_onnx(model: Any, handle: TorchModel) -> tuple[Any, dict[str, Any]]:
+    """A copy of the float ONNX ``model`` of ``handle`` with each cast layer's weight initializer
+    ``<layer>.weight`` stored as FLOAT16/BFLOAT16 (the core's 16-bit patterns) under
+    ``<layer>.weight_<dtype>`` and read through ``Cast(to=FLOAT)`` into ``<layer>.weight``
+    again. Returns (the model, ``{"half": layer -> dtype, "float": cast layers not found}``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    info: dict[str, Any] = {"half": {}, "float": []}
+    casts = []
+    for layer, dtype in half_layers(handle).items():
+        name = f"{layer}.weight"
+        if name not in inits:
+            info["float"].append(layer)
+            continue
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        kind = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.BFLOAT16
+        half = helper.make_tensor(f"{name}_{dtype}", kind, list(w.shape), half_bits(w, dtype).tobytes(), raw=True)
+        graph.initializer.remove(inits[name])
+        graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [name], name=f"{name}_Cast", to=TensorProto.FLOAT))
+        info["half"][layer] = dtype
+    for node in reversed(casts):  # initializer-only inputs: first in the node list is topological
+        graph.node.insert(0, node)
+    return out, info
 
 
 def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
-    """``export onnx``: float32 ONNX for a float model; for a quantized one, the int8 engine's
+    """``export onnx``: float32 ONNX for a float model (cast layers' weights in 16 bits,
+    :func:`half_onnx`); for a quantized one, the int8 engine's
     QDQ model (our int8 codes and scales as initializers, int8 kernels in ONNX Runtime; see
     int8_engine.py). The notes get how many of its weight codes equal the canonical ones, and
     ``artifact``: size, the ops ONNX Runtime runs, accuracy and latency there."""
@@ -35,8 +113,17 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
 
     handle.apply_masks()
     model, info = build_onnx(handle)
+    halves: dict[str, Any] = {}
+    if half_layers(handle):
+        model, halves = half_onnx(model, handle)
+        if halves["float"]:
+            ctx.warn(f"export onnx: cast layers {', '.join(halves['float'])} stay float32 in the ONNX file (their weight "
+                     "initializer was not found)")
     data = model.SerializeToString()
     summary = describe(data, handle, ctx.data.test_x, ctx.data.test_y)
+    if halves.get("half"):
+        summary["weights_dtype"] = ", ".join(sorted({"float16" if d == "fp16" else "bfloat16" for d in halves["half"].values()}))
+        summary["half_layers"] = len(halves["half"])
     if handle.quant:
         ctx.notes["onnx"] = artifact_report(handle, model, info)
         summary.update(codes_equal=ctx.notes["onnx"]["codes_equal"], codes_total=ctx.notes["onnx"]["codes_total"],

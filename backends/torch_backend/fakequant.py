@@ -15,7 +15,8 @@ agree bit for bit:
   optimizer step ``master += w - snapped`` (the step the optimizer took, with the gradient of
   the quantized weight) and ``w = snap(master, scale)`` with the scales fixed (every form:
   int8, int4, int2, ternary at the nearest of ``{-scale, 0, scale}``, binary ``±scale`` by the
-  sign); masks stay.
+  sign; a clustered layer at the nearest value of its fixed codebook,
+  :func:`lwdsl.semantics.cluster.nearest_codes`); masks stay.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from lwdsl.semantics.quant import ActQuant, WeightQuant, codes_with_scale
+from lwdsl.semantics.cluster import codebook_levels
+from lwdsl.semantics.quant import ActQuant, WeightQuant, requantize
 
 from .handle import TorchModel, weight_of
 
-__all__ = ["act_hooks", "fake_quantize_t", "snap_t", "GridTrainer"]
+__all__ = ["act_hooks", "fake_quantize_t", "snap_t", "snap_levels_t", "GridTrainer"]
 
 
 def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
@@ -48,13 +50,29 @@ def _scale_t(q: WeightQuant, ndim: int) -> torch.Tensor:
 
 def snap_t(w: torch.Tensor, q: WeightQuant) -> torch.Tensor:
     """:func:`lwdsl.semantics.quant.snap` of ``w`` at ``q``'s fixed scales, in float32 torch
-    (binary, 1 bit: ``+scale`` where ``w >= 0`` or the scale is 0, else ``-scale``)."""
+    (binary, 1 bit: ``+scale`` where ``w >= 0`` or the scale is 0, else ``-scale``; a clustered
+    layer: :func:`snap_levels_t` at its codebook)."""
+    if q.codebook is not None:
+        values, codes = codebook_levels(q.codebook)
+        return snap_levels_t(w, torch.from_numpy(values), torch.from_numpy(codes.astype(np.int64)))
     s = _scale_t(q, w.dim())
     if q.bits == 1:
         one = torch.ones((), dtype=w.dtype)
         return torch.where((w >= 0) | (s == 0), one, -one) * s
     qmax = float(2 ** (q.bits - 1) - 1)
     return (torch.clamp(torch.round(w / s), -qmax, qmax) + 0.0) * s  # + 0.0: code -0 is +0, as int codes
+
+
+def snap_levels_t(w: torch.Tensor, values: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``codebook[nearest_codes(w, codebook)]`` in float32 torch, from the core's
+    :func:`~lwdsl.semantics.cluster.codebook_levels` (``values`` ascending, ``codes`` the lowest
+    code of each): the same searchsorted, exact distances and tie rule, so the same bits."""
+    i = torch.searchsorted(values, w.contiguous(), right=False)
+    lo, hi = torch.clamp(i - 1, min=0), torch.clamp(i, max=values.numel() - 1)
+    v_lo, v_hi = values[lo], values[hi]
+    d_lo, d_hi = torch.abs(w - v_lo), torch.abs(w - v_hi)
+    take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (codes[lo] < codes[hi]))
+    return torch.where(take_lo, v_lo, v_hi)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -129,9 +147,11 @@ class GridTrainer:
                 self.snapped[layer].copy_(w)
 
     def finish(self) -> None:
-        """Keep the codes of the trained masters (``codes_with_scale(master)``, fixed scales)."""
+        """Keep the codes of the trained masters (``requantize(master)``: fixed scales or
+        codebook); masked weights keep code 0."""
         for layer, q in list(self.handle.quant.items()):
-            codes = codes_with_scale(self.master[layer].numpy(), q.scale, q.bits)
+            new = requantize(self.master[layer].numpy(), q)
+            codes = new.codes
             if layer in self.handle.masks:
-                codes = np.where(self.handle.masks[layer].numpy(), codes, np.int8(0)).astype(np.int8)
-            self.handle.quant[layer] = WeightQuant(codes, q.scale, q.bits, q.axis)
+                codes = np.where(self.handle.masks[layer].numpy(), codes, np.zeros((), codes.dtype)).astype(codes.dtype)
+            self.handle.quant[layer] = WeightQuant(codes, q.scale, q.bits, q.axis, q.codebook)

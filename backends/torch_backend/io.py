@@ -25,7 +25,7 @@ from torch import nn
 
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import BITS, CODES, SCALE, unpack_act, unpack_state
+from lwdsl.semantics.quant import BITS, CODES, HALF_FORMS, SCALE, unpack_act, unpack_casts, unpack_state
 from lwdsl.weights import atomic_path, load_weights
 
 from .fold import drop_folded
@@ -33,7 +33,15 @@ from .handle import TorchModel
 from .layers import SKIPPED_BUFFERS, weighted_layers
 from .structured import slice_layer
 
-__all__ = ["read_checkpoint", "load_into", "save_native"]
+__all__ = ["read_checkpoint", "load_into", "save_native", "half_layers"]
+
+#: The cast dtypes as torch dtypes (``model.pt`` stores cast weights in them).
+_TORCH_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def half_layers(handle: TorchModel) -> dict[str, str]:
+    """The layers ``quantize fp16|bf16`` cast (not quantized to codes since): layer -> dtype."""
+    return {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
 
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
 
@@ -133,6 +141,8 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     Raises:
         LwdslError: naming the first missing, unexpected or mis-shaped tensor.
     """
+    casts = _casts_in(state)
+    state = {k: (v.to(torch.float32) if v.dtype in (torch.float16, torch.bfloat16) else v) for k, v in state.items()}
     state, quants, acts = _unpack(state)
     module = handle.module
     folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
@@ -171,6 +181,17 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     handle.act.update({layer: a for layer, a in acts.items() if layer in quants})  # static layers' input ranges
     for layer in quants:
         handle.quant_mode.setdefault(layer, "static" if layer in handle.act else "weights_only")
+    handle.quant_mode.update({layer: d for layer, d in casts.items() if layer not in quants})  # cast layers stay cast
+
+
+def _casts_in(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """The cast layers of a state: 16-bit patterns (``<layer>.weight.fp16``, a .lwz) or a
+    ``torch.float16``/``torch.bfloat16`` weight (a ``model.pt`` lwdsl wrote after a cast)."""
+    casts = unpack_casts(dict(state))
+    for key, t in state.items():
+        if key.endswith(".weight") and isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16):
+            casts[key[: -len(".weight")]] = "fp16" if t.dtype == torch.float16 else "bf16"
+    return casts
 
 
 def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
@@ -214,8 +235,15 @@ def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:
 def save_native(handle: TorchModel, path: Path) -> None:
     """``torch.save`` of the plain state dict (loadable with ``weights_only=True``), atomically;
     a norm folded into its layer by ``quantize`` is marked by an empty ``<norm>.folded`` tensor
-    (lwdsl loads such a file back into a fresh model, see :func:`load_into`)."""
+    (lwdsl loads such a file back into a fresh model, see :func:`load_into`). The weight of a
+    layer cast by ``quantize fp16|bf16`` is saved as a ``torch.float16``/``torch.bfloat16``
+    tensor (its value exactly: the cast made it a half value), so the file holds half the bytes
+    of float32 for it; ``module.load_state_dict`` of a float32 module widens it back exactly."""
     state = dict(handle.module.state_dict())
+    for layer, dtype in half_layers(handle).items():
+        key = f"{layer}.weight"
+        if key in state:
+            state[key] = state[key].detach().to(_TORCH_HALF[dtype])
     for norm in handle.folded.values():
         state[f"{norm}{FOLDED}"] = torch.zeros(0)
     with atomic_path(Path(path)) as tmp:

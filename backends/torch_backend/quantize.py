@@ -4,8 +4,12 @@ observers; this module only moves tensors.
 Forms: ``int8`` (every mode below) and the low-bit forms ``int4``, ``int2``, ``ternary``,
 ``binary`` (``weights_only`` or ``qat``; activations stay float): the core's
 :func:`~lwdsl.semantics.quant.quantize_as` gives their codes and scales, the .lwz stores them
-packed. A binary layer has no code 0: its pruning mask is dropped (named with ``ctx.warn``).
-``auto`` takes each layer's form from :func:`lwdsl.semantics.auto_bits.choose_bits`; ``fp16``
+packed; ``cluster bits=B`` (weight sharing) gets one codebook per layer from
+:func:`lwdsl.semantics.cluster.cluster_weight`, code 0 kept for the pruned zeros. A binary
+layer has no code 0: its pruning mask is dropped (named with ``ctx.warn``).
+``auto`` takes each layer's form from :func:`lwdsl.semantics.auto_bits.choose_bits` on the
+sensitivity :func:`measure_sensitivity` measures (the model run on the calibration images with
+one layer at a time quantized; the numbers are the core's); ``fp16``
 and ``bf16`` round the weights by :func:`~lwdsl.semantics.quant.cast_weight` (stored in 16 bits).
 
 For every selected conv/linear layer: ``q = quantize_weight(w, 8, granularity)`` on the weight
@@ -32,18 +36,19 @@ float: it is named through ``ctx.warn`` and in ``ctx.notes["float_layers"]``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
-from lwdsl.semantics.auto_bits import choice_notes, choose_bits
+from lwdsl.semantics.auto_bits import TRIAL_FORMS, choice_notes, choose_bits, kl_sensitivity, trial_weight
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import HALF_FORMS, RangeObserver, act_qparams, cast_weight, quantize_as
 from lwdsl.specs import QuantizeSpec, TrainingOptions
 from lwdsl.specs.quantize import LOW_BIT
 
+from .fakequant import act_hooks
 from .fold import fold_batchnorms
 from .handle import TorchModel, weight_of
 from .layers import layer_kind, weighted_layers
@@ -91,6 +96,7 @@ def calibrate(handle: TorchModel, layers: Sequence[str], spec: QuantizeSpec, ctx
         for h in hooks:
             h.remove()
         model.train(was_training)
+    handle.calib = (ctx.data.train_x, idx, spec.observer)  # the torch.ao engine's own ranges (ao_engine.py)
     ranges = {}
     for layer in layers:
         lo, hi = observers[layer].range()
@@ -104,11 +110,53 @@ def _set_weight(handle: TorchModel, layer: str, w: np.ndarray) -> None:
         weight_of(handle.module, layer).copy_(torch.from_numpy(w))
 
 
-def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext) -> dict[str, str]:
+def measure_sensitivity(handle: TorchModel, names: Sequence[str], spec: QuantizeSpec, ctx: StepContext) -> Optional[dict]:
+    """``quantize auto``: the logits of the model on the calibration images (eval mode, as it
+    evaluates), as it is and with one layer at a time at each candidate's trial weight (the
+    core's :func:`~lwdsl.semantics.auto_bits.trial_weight`); the core's
+    :func:`~lwdsl.semantics.auto_bits.kl_sensitivity` of each. None without training images."""
+    train_x = getattr(ctx.data, "train_x", None)
+    if train_x is None or not len(train_x) or not names:
+        return None
+    x = torch.as_tensor(train_x[calibration_indices(len(train_x), spec.calibrate, ctx.seed)])
+    model = handle.module
+    was_training = model.training
+    model.eval()
+
+    def logits() -> np.ndarray:
+        with torch.inference_mode(), act_hooks(handle):
+            return torch.cat([model(x[i : i + _CALIBRATION_BATCH]) for i in range(0, len(x), _CALIBRATION_BATCH)]).numpy()
+
+    bar = ctx.progress(1 + len(names) * len(TRIAL_FORMS), f"auto: sensitivity on {len(x)} images")
+    out: dict[str, dict[str, float]] = {}
+    try:
+        reference = logits()
+        bar.update(1)
+        for name in names:
+            w = weight_of(model, name).detach().numpy().copy()
+            try:
+                row = {}
+                for form in TRIAL_FORMS:
+                    _set_weight(handle, name, trial_weight(w, form, spec.granularity))
+                    row[form] = kl_sensitivity(reference, logits())
+                    bar.update(1)
+                out[name] = row
+            finally:
+                _set_weight(handle, name, w)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return {"sensitivity": out, "images": len(x)}
+
+
+def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext, measured: Optional[dict] = None) -> dict[str, str]:
     """``quantize auto``: the core's choice per layer (:func:`lwdsl.semantics.auto_bits.choose_bits`
-    on the canonical weights), put in ``ctx.notes["auto_bits"]``; layer -> form."""
-    choices = choose_bits(weights, float(spec.budget), spec.granularity)
-    ctx.notes["auto_bits"] = choice_notes(choices, float(spec.budget))
+    on the canonical weights and the measured sensitivity, or the weight error without one), put
+    in ``ctx.notes["auto_bits"]``; layer -> form."""
+    sens = measured["sensitivity"] if measured else None
+    choices = choose_bits(weights, float(spec.budget), spec.granularity, sens)
+    ctx.notes["auto_bits"] = choice_notes(choices, float(spec.budget), "kl" if measured else "weight_error",
+                                          measured["images"] if measured else 0)
     return {c.layer: c.form for c in choices}
 
 
@@ -129,7 +177,7 @@ def _cast(handle: TorchModel, spec: QuantizeSpec, todo: Sequence[str], ctx: Step
 
 def quantize(handle: TorchModel, spec: QuantizeSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
     """The ``quantize`` handler (int8: dynamic, static, qat, weights_only; int4, int2, ternary,
-    binary, auto: weights_only, qat; fp16, bf16: casts)."""
+    binary, cluster, auto: weights_only, qat; fp16, bf16: casts)."""
     kinds = {name: layer_kind(m) for name, m in weighted_layers(handle.module)}
     chosen = set(layers)
     ordered = [name for name in kinds if name in chosen]
@@ -150,7 +198,8 @@ def quantize(handle: TorchModel, spec: QuantizeSpec, layers: Sequence[str], ctx:
             for name in todo:
                 if name in handle.masks:
                     handle.apply_mask(name)
-        forms = auto_forms({n: weight_of(handle.module, n).detach().numpy() for n in todo}, spec, ctx)
+        measured = measure_sensitivity(handle, todo, spec, ctx)
+        forms = auto_forms({n: weight_of(handle.module, n).detach().numpy() for n in todo}, spec, ctx, measured)
         todo = [name for name in todo if forms[name] != "float"]
         low, mode = True, ("qat" if mode == "qat" else "weights_only")
     notes: dict[str, dict] = {}
@@ -160,7 +209,7 @@ def quantize(handle: TorchModel, spec: QuantizeSpec, layers: Sequence[str], ctx:
             if name in handle.masks:
                 handle.apply_mask(name)
             floats[name] = weight_of(handle.module, name).detach().numpy().copy()
-            q = quantize_as(floats[name], forms[name], spec.granularity)
+            q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits)
             if forms[name] == "binary" and name in handle.masks:
                 del handle.masks[name]
                 ctx.warn(
@@ -182,7 +231,10 @@ def quantize(handle: TorchModel, spec: QuantizeSpec, layers: Sequence[str], ctx:
             notes[name].update(act_range=[lo, hi], act_scale=aq.scale, act_zero_point=aq.zero_point)
     ctx.notes["quantized"] = notes
     if todo and not low:  # low-bit layers hold int8 containers in that artifact: no gain to report
-        from .int8_engine import artifact_report
+        from .int8_engine import engine_report
 
-        ctx.notes["int8_artifact"] = artifact_report(handle)
+        ctx.notes["int8_artifact"] = engine_report(handle, ctx.data.test_x, ctx.data.test_y)
+        why = ctx.notes["int8_artifact"].get("why_not_torch_ao")
+        if why and "could not take" in why:
+            ctx.warn(f"step {ctx.index + 1} (quantize int8): {why}; the int8 model runs in ONNX Runtime instead")
     return handle

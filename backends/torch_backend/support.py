@@ -12,12 +12,12 @@ SUPPORT = SupportTable(
         "finetune": (),
         "export": ("torch", "onnx"),
         "quantize": ("int8/dynamic", "int8/static", "int8/qat", "int8/weights_only")
-        + tuple(f"{d}/{m}" for d in ("int4", "int2", "ternary", "binary") for m in ("weights_only", "qat"))
+        + tuple(f"{d}/{m}" for d in ("int4", "int2", "ternary", "binary", "cluster") for m in ("weights_only", "qat"))
         + ("fp16", "bf16", "auto"),
         "distill": DistillSpec.FORMS,
     },
     notes={
-        "quantize": "codes from the core; int8 CPU kernels through ONNX Runtime; int4/int2/ternary/binary "
-        "weights packed in the .lwz, float kernels (the gain is size, not speed)"
+        "quantize": "codes from the core; int8 CPU kernels through ONNX Runtime, and PyTorch's x86 int8 kernels on "
+        "a VNNI/AMX CPU; int4/int2/ternary/binary/cluster weights packed in the .lwz, float kernels (the gain is size, not speed)"
     },
 )

@@ -5,7 +5,8 @@ zeroed, optimizer step, masks re-applied, so pruned weights stay exactly zero wh
 optimizer (SGD momentum, weight decay, Adam). The data order is :func:`lwdsl.semantics.order.epoch_order`
 (the run seed and the epoch; the same batches on every backend); dropout and other random
 layers draw from torch's global generator, seeded with the step seed inside a forked RNG, so a
-run is repeatable and the caller's random state is untouched. A loss that is NaN or infinite stops training with a
+run is repeatable and the caller's random state is untouched. With ``jitter=N`` each batch's
+images are translated as :mod:`lwdsl.semantics.jitter` decides (:func:`batch_images`). A loss that is NaN or infinite stops training with a
 :class:`~lwdsl.errors.RunError`, and the model goes back to its weights at the start of that
 epoch (the last weights known to train finitely).
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from lwdsl.backend import StepContext
 from lwdsl.backend.steps import training_handlers
 from lwdsl.errors import RunError
+from lwdsl.semantics.jitter import check_jitter, jitter_shifts, shift_images
 from lwdsl.semantics.order import epoch_order, steps_per_epoch
 from lwdsl.semantics.schedules import lr_at
 from lwdsl.specs import TrainingOptions
@@ -35,7 +37,7 @@ from lwdsl.specs import TrainingOptions
 from .fakequant import GridTrainer, act_hooks
 from .handle import TorchModel, weight_of
 
-__all__ = ["fit", "evaluate", "finetune", "regularize"]
+__all__ = ["fit", "batch_images", "evaluate", "finetune", "regularize"]
 
 #: What a step's own loss gets: (model, images, labels, batch indices into the training set);
 #: it returns (loss to minimise, the cross-entropy part recorded in ``handle.losses``).
@@ -46,6 +48,14 @@ def _optimizer(params: list[torch.nn.Parameter], opts: TrainingOptions) -> torch
     if opts.optimizer == "adam":
         return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
     return torch.optim.SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
+
+
+def batch_images(x: np.ndarray, idx: np.ndarray, shifts: Optional[np.ndarray]) -> torch.Tensor:
+    """The training images of a batch (NCHW), each moved by its row of ``shifts``
+    (:mod:`lwdsl.semantics.jitter`; None: as they are)."""
+    if shifts is None:
+        return torch.as_tensor(x[idx])
+    return torch.from_numpy(shift_images(x[idx], shifts[idx]))
 
 
 def fit(
@@ -61,6 +71,7 @@ def fit(
     loss: Optional[BatchLoss] = None,
     extra_params: Sequence[torch.nn.Parameter] = (),
     masters: Optional[dict[str, np.ndarray]] = None,
+    jitter: int = 0,
 ) -> list[float]:
     """Train ``handle`` in place for ``opts.epochs`` epochs on ``ctx.data``'s training set;
     returns (and keeps in ``handle.losses``) the cross-entropy of every optimizer step's batch,
@@ -77,10 +88,16 @@ def fit(
         masters: quantized layer -> the float weight its master copy starts from (canonical
             layout; ``quantize mode=qat`` gives the weights before quantization); otherwise
             the master starts at the quantized weight.
+        jitter: translate each training image by up to this many pixels
+            (:mod:`lwdsl.semantics.jitter`; the same images as on every backend).
 
     Raises:
-        RunError: the loss became NaN or infinite (weights restored to the epoch's start).
+        RunError: the loss became NaN or infinite (weights restored to the epoch's start), or
+            ``jitter`` does not fit the images (before training).
     """
+    why = check_jitter(jitter, ctx.data.input_shape)
+    if why:
+        raise RunError(f"step {ctx.index + 1} ({label}): {why}", hint="lower jitter= or leave it out")
     x, y = torch.as_tensor(ctx.data.train_x), torch.as_tensor(ctx.data.train_y)
     n, size = len(x), opts.batch
     batches = steps_per_epoch(n, size)
@@ -99,6 +116,7 @@ def fit(
         for epoch in range(opts.epochs):
             good = {k: v.detach().clone() for k, v in model.state_dict().items()}
             order = torch.from_numpy(epoch_order(n, ctx.seed, epoch))
+            shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
             bar = ctx.progress(batches, f"{label} epoch {epoch + 1}/{opts.epochs}")
             try:
                 for b in range(batches):
@@ -106,10 +124,11 @@ def fit(
                     for group in optimizer.param_groups:
                         group["lr"] = lr_at(schedule, opts.lr, t, total)
                     optimizer.zero_grad(set_to_none=True)
+                    xb = x[idx] if shifts is None else batch_images(ctx.data.train_x, idx.numpy(), shifts)
                     if loss is not None:
-                        total_loss, ce = loss(model, x[idx], y[idx], idx)
+                        total_loss, ce = loss(model, xb, y[idx], idx)
                     else:
-                        ce = total_loss = F.cross_entropy(model(x[idx]), y[idx])
+                        ce = total_loss = F.cross_entropy(model(xb), y[idx])
                     if penalised:
                         total_loss = total_loss + l1 * sum(w.abs().sum() for w in penalised)
                     if not torch.isfinite(total_loss):

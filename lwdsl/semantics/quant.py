@@ -42,7 +42,12 @@ are :func:`quantize_weight` at 8, 4, 2 bits (codes ``[-127, 127]``, ``[-7, 7]``,
   its mask; a channel whose scale would be below ``2^-126`` (a whole pruned filter) gets scale
   0 and codes +1, so it stays exactly zero. Stored in 1 bit (``bits`` 1).
 
-``dequantize()`` is ``codes * scale`` for every form.
+``dequantize()`` is ``codes * scale`` for every form but ``cluster``.
+
+**Weight sharing** (``cluster``, :mod:`lwdsl.semantics.cluster`, Han et al. 2016): one float32
+codebook of ``2^bits`` values per layer (``codebook[0] = 0.0``, reserved for the zeros) and
+unsigned codes into it; ``dequantize()`` is ``codebook[codes]``; ``scale`` is ``1`` (unused),
+``axis`` None. Packed by :func:`lwdsl.semantics.cluster.pack_indices` at every ``bits``.
 
 **Casts** (:func:`half_bits`, :func:`cast_weight`): ``fp16`` is IEEE binary16 and ``bf16``
 bfloat16 (the high 16 bits of a float32), both rounded to nearest, ties to even (fp16 keeps
@@ -66,6 +71,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import RunError
+from .cluster import cluster_weight, nearest_codes, pack_indices, unpack_indices
 
 __all__ = [
     "WeightQuant",
@@ -91,6 +97,8 @@ __all__ = [
     "half_bits",
     "half_values",
     "cast_weight",
+    "requantize",
+    "CODEBOOK",
 ]
 
 _TINY = np.float32(2.0**-126)  # smallest normal float32: no scale is below it
@@ -99,15 +107,21 @@ _TINY = np.float32(2.0**-126)  # smallest normal float32: no scale is below it
 @dataclass(frozen=True)
 class WeightQuant:
     """Quantized weights: ``codes`` (int8, the weight's shape), ``scale`` (float32, shape
-    ``(out,)`` per channel with ``axis=0``, ``()`` per tensor with ``axis=None``), ``bits``."""
+    ``(out,)`` per channel with ``axis=0``, ``()`` per tensor with ``axis=None``), ``bits``.
+    A clustered layer (``cluster``) has a ``codebook`` (float32, ``2^bits`` values) and uint8
+    codes indexing it; its scale is 1 and unused."""
 
     codes: np.ndarray
     scale: np.ndarray
     bits: int
     axis: Optional[int]
+    codebook: Optional[np.ndarray] = None
 
     def dequantize(self) -> np.ndarray:
-        """``codes * scale`` as one float32 multiply (scale broadcast along axis 0)."""
+        """``codes * scale`` as one float32 multiply (scale broadcast along axis 0);
+        ``codebook[codes]`` for a clustered layer."""
+        if self.codebook is not None:
+            return np.asarray(self.codebook, dtype=np.float32)[np.asarray(self.codes, dtype=np.intp)]
         scale = self.scale if self.axis is None else self.scale.reshape((-1,) + (1,) * (self.codes.ndim - 1))
         return self.codes.astype(np.float32) * scale
 
@@ -238,14 +252,19 @@ def quantize_binary(w: np.ndarray, granularity: str = "per_channel") -> WeightQu
     return WeightQuant(codes.reshape(np.shape(w)), scale if axis == 0 else scale.reshape(()), 1, axis)
 
 
-def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel") -> WeightQuant:
+def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel", bits: Optional[int] = None) -> WeightQuant:
     """Quantize ``w`` (canonical layout) to the recipe's ``dtype``: ``int8``, ``int4``, ``int2``
-    (:func:`quantize_weight`), ``ternary`` (:func:`quantize_ternary`) or ``binary``
-    (:func:`quantize_binary`).
+    (:func:`quantize_weight`), ``ternary`` (:func:`quantize_ternary`), ``binary``
+    (:func:`quantize_binary`) or ``cluster`` (:func:`lwdsl.semantics.cluster.cluster_weight`
+    at ``bits``, default 4; one codebook per tensor whatever ``granularity``).
 
     >>> quantize_as(np.array([[0.5, -1.0]], np.float32), "int4").codes.tolist()
     [[3, -7]]
     """
+    if dtype == "cluster":
+        b = 4 if bits is None else int(bits)
+        codes, book = cluster_weight(w, b)
+        return WeightQuant(codes, np.float32(1).reshape(()), b, None, book)
     if dtype == "ternary":
         return quantize_ternary(w, granularity)
     if dtype == "binary":
@@ -597,7 +616,9 @@ def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:
 # (float32, (out,) per channel or () per tensor) and "<layer>.weight.bits" (int8, a 0-d array).
 # At 8 (or 3, 5, 6, 7) bits the codes are int8 of the weight's canonical shape; at 4, 2 and 1
 # bits they are packed (pack_codes: uint8, 1-d) and "<layer>.weight.shape" (int64) gives the
-# canonical shape. A statically quantized layer also stores its input quantization:
+# canonical shape. A clustered layer ("cluster") stores "<layer>.weight.codes" (pack_indices,
+# uint8), ".shape", ".bits" and "<layer>.weight.codebook" (float32, 2^bits values) and no
+# scale. A statically quantized layer also stores its input quantization:
 # "<layer>.act.scale" (float32, 0-d) and "<layer>.act.zero_point" (int32, 0-d; uint8 range).
 # In the framework's own model the weight holds codes * scale (float32, exactly
 # representable), so any engine that re-quantizes it by the integer rule finds the same codes
@@ -613,9 +634,11 @@ def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:
 # stay 0 where the form has a code 0). codes_with_scale at fixed scales is the nearest level:
 # clip(rint(w / scale), -qmax, qmax) for 2..8 bits (ternary too: levels {-scale, 0, scale},
 # so the threshold while training is scale / 2, not TWN's 0.7 * mean|w|), and for binary
-# +1 where w >= 0 or scale == 0, else -1.
+# +1 where w >= 0 or scale == 0, else -1. A clustered layer keeps its codebook fixed the same
+# way and snaps to the nearest codebook value (requantize; 0.0 wins ties, pruned weights stay
+# 0): its codes move, its shared values do not.
 
-CODES, SCALE, BITS, SHAPE = ".codes", ".scale", ".bits", ".shape"
+CODES, SCALE, BITS, SHAPE, CODEBOOK = ".codes", ".scale", ".bits", ".shape", ".codebook"
 ACT_SCALE, ACT_ZERO_POINT = ".act.scale", ".act.zero_point"
 _PACKED = (1, 2, 4)
 
@@ -644,6 +667,19 @@ def snap(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndarray:
     return (codes_with_scale(w, scale, bits).astype(np.float32) * s).astype(np.float32)
 
 
+def requantize(w: np.ndarray, q: WeightQuant) -> WeightQuant:
+    """``q`` with the codes of ``w`` at its fixed scales (:func:`codes_with_scale`) or fixed
+    codebook (:func:`lwdsl.semantics.cluster.nearest_codes`): what training after quantize keeps.
+
+    >>> q = quantize_as(np.array([1.0, -2.0, 0.0, 3.0], np.float32), "cluster", bits=2)
+    >>> requantize(np.array([2.9, -1.5, 0.4, 0.0], np.float32), q).dequantize().tolist()
+    [3.0, -2.0, 0.0, 0.0]
+    """
+    if q.codebook is not None:
+        return WeightQuant(nearest_codes(w, q.codebook), q.scale, q.bits, q.axis, q.codebook)
+    return WeightQuant(codes_with_scale(w, q.scale, q.bits), q.scale, q.bits, q.axis)
+
+
 def pack_state(
     state: dict[str, np.ndarray],
     quants: dict[str, WeightQuant],
@@ -663,6 +699,12 @@ def pack_state(
     for layer, q in quants.items():
         base = f"{layer}.weight"
         out.pop(base, None)
+        if q.codebook is not None:  # cluster: packed indices, the codebook instead of scales
+            out[base + CODES] = pack_indices(q.codes, q.bits)
+            out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
+            out[base + CODEBOOK] = np.asarray(q.codebook, dtype=np.float32)
+            out[base + BITS] = np.asarray(q.bits, dtype=np.int8)
+            continue
         if q.bits in _PACKED:
             out[base + CODES] = pack_codes(q.codes, q.bits)
             out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
@@ -692,7 +734,7 @@ def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
         RunError: packed codes without their shape, or that do not fit it.
     """
     bases = {key[: -len(CODES)] for key in state if key.endswith(CODES)}
-    skip = {b + suffix for b in bases for suffix in (SCALE, BITS, SHAPE)}
+    skip = {b + suffix for b in bases for suffix in (SCALE, BITS, SHAPE, CODEBOOK)}
     acts = {key[: -len(ACT_SCALE)] for key in state if key.endswith(ACT_SCALE)}
     skip |= {layer + suffix for layer in acts if layer + ACT_ZERO_POINT in state for suffix in (ACT_SCALE, ACT_ZERO_POINT)}
     out: dict[str, np.ndarray] = {}
@@ -707,6 +749,18 @@ def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
         if key.endswith(CODES):
             base = key[: -len(CODES)]
             layer = base[: -len(".weight")]
+            if base + CODEBOOK in state:  # cluster
+                if base + SHAPE not in state or base + BITS not in state:
+                    raise RunError(f"'{key}' holds cluster codes but the state lacks its shape or bits")
+                book = np.asarray(state[base + CODEBOOK], dtype=np.float32).reshape(-1)
+                bits = int(_scalar(state[base + BITS]))
+                codes = unpack_indices(np.asarray(value), bits, tuple(np.asarray(state[base + SHAPE]).reshape(-1)))
+                if book.size != 2**bits:
+                    raise RunError(f"'{base + CODEBOOK}' has {book.size} values, not 2^{bits}: the file is damaged")
+                q = WeightQuant(codes, np.float32(1).reshape(()), bits, None, book)
+                quants[layer] = q
+                out[base] = q.dequantize()
+                continue
             scale = np.asarray(state[base + SCALE], dtype=np.float32)
             bits = int(_scalar(state[base + BITS])) if base + BITS in state else 8
             value = np.asarray(value)

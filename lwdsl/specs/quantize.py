@@ -10,7 +10,9 @@ slower than float in both runtimes, see docs/semantics.md); the low-bit weight f
 (``weights_only``, their default) or trained through the quantizer (``mode=qat``); ``dynamic``
 and ``static`` need int8 activation kernels and are refused for them. ``fp16`` and ``bf16``
 cast the weights. ``auto`` picks binary, int2, int4, int8 or float per layer
-(:mod:`lwdsl.semantics.auto_bits`).
+(:mod:`lwdsl.semantics.auto_bits`). ``cluster bits=B`` is weight sharing (Han et al. 2016): one
+codebook of ``2^B`` values per layer, code 0 kept for the zeros (:mod:`lwdsl.semantics.cluster`);
+it is a low-bit weight form (weights only or qat), always one codebook per tensor.
 The numbers are :mod:`lwdsl.semantics.quant`'s.
 """
 
@@ -25,24 +27,26 @@ from .base import StepSpec
 __all__ = ["QuantizeSpec", "LOW_BIT", "EXPORT_HOLDS"]
 
 #: Weight forms below 8 bits: weights only (float activations), or trained (qat).
-LOW_BIT = ("int4", "int2", "ternary", "binary")
+LOW_BIT = ("int4", "int2", "ternary", "binary", "cluster")
 
 #: Export formats -> the quantize dtypes their files can hold. The ONNX QDQ model and TFLite
-#: store int8 codes (the engines' kernels); ``torch``, ``keras`` and ``saved_model`` store the
-#: float weights ``codes * scale`` (and the .lwz beside them the packed codes).
-EXPORT_HOLDS: dict[str, tuple[str, ...]] = {"onnx": ("int8",), "tflite": ("int8",)}
+#: store int8 codes (the engines' kernels), and the casts as 16-bit weights (ONNX: float16 and
+#: bfloat16 initializers; TFLite: float16 only, its converter has no bfloat16 weights);
+#: ``torch``, ``keras`` and ``saved_model`` store the float weights ``codes * scale`` (and the
+#: .lwz beside them the packed codes).
+EXPORT_HOLDS: dict[str, tuple[str, ...]] = {"onnx": ("int8", "fp16", "bf16"), "tflite": ("int8", "fp16")}
 
 
 class QuantizeSpec(StepSpec):
     """Quantize the selected layers.
 
     Example: ``quantize int8``, ``quantize int8 mode=static calibrate=512``,
-    ``quantize int4 weights_only on linear``, ``quantize auto budget=6``.
+    ``quantize int4 weights_only on linear``, ``quantize auto budget=6``, ``quantize cluster bits=4``.
     """
 
     positional: ClassVar[tuple[str, ...]] = ("dtype",)
     default_kinds: ClassVar[tuple[str, ...]] = ("conv", "linear")
-    summary: ClassVar[str] = "lower precision: int8/int4/int2/binary/ternary/fp16/bf16, dynamic/static/QAT"
+    summary: ClassVar[str] = "lower precision: int8/4/2, binary, ternary, cluster, fp16/bf16; PTQ or QAT"
     FORMS: ClassVar[tuple[str, ...]] = (
         tuple(f"int8/{m}" for m in ("dynamic", "static", "qat", "weights_only"))
         + tuple(f"{d}/{m}" for d in LOW_BIT for m in ("qat", "weights_only"))
@@ -50,8 +54,8 @@ class QuantizeSpec(StepSpec):
     )
 
     op: Literal["quantize"] = "quantize"
-    dtype: Literal["int8", "int4", "int2", "binary", "ternary", "fp16", "bf16", "auto"] = Field(
-        description="target precision; auto picks per layer within budget"
+    dtype: Literal["int8", "int4", "int2", "binary", "ternary", "cluster", "fp16", "bf16", "auto"] = Field(
+        description="target precision; auto picks per layer within budget; cluster shares 2^bits values per layer"
     )
     mode: Literal["dynamic", "static", "qat"] = Field(
         default="static",
@@ -66,6 +70,9 @@ class QuantizeSpec(StepSpec):
     budget: Optional[float] = Field(
         default=None, ge=1, le=32, description="auto: average bits per weight (1: binary, up to 32: float)"
     )
+    bits: Optional[int] = Field(
+        default=None, ge=2, le=8, description="cluster: codebook of 2^bits values per layer, code 0 kept for 0.0 (default 4)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -73,7 +80,14 @@ class QuantizeSpec(StepSpec):
         """A low-bit form without ``mode=`` or ``weights_only`` quantizes weights only."""
         weights_only = isinstance(data, dict) and data.get("dtype") in LOW_BIT + ("auto",)
         if weights_only and "mode" not in data and "weights_only" not in data:
-            return {**data, "weights_only": True}
+            data = {**data, "weights_only": True}
+        if isinstance(data, dict) and data.get("dtype") == "cluster":  # one codebook per layer
+            if data.get("granularity", "per_tensor") != "per_tensor":
+                raise ValueError(
+                    "quantize cluster shares one codebook per layer (Han et al.): granularity=per_channel does not "
+                    "apply; leave granularity out, or use quantize int4 granularity=per_channel"
+                )
+            data = {**data, "granularity": "per_tensor", "bits": data.get("bits", 4)}
         return data
 
     @model_validator(mode="after")
@@ -84,6 +98,8 @@ class QuantizeSpec(StepSpec):
                 f"activations; write `quantize {self.dtype}` (weights only) or `quantize {self.dtype} mode=qat`, "
                 f"or quantize int8 mode={self.mode}"
             )
+        if self.bits is not None and self.dtype != "cluster":
+            raise ValueError(f"bits= goes only with quantize cluster; quantize {self.dtype} has its bits in its name")
         if (self.dtype == "auto") != (self.budget is not None):
             raise ValueError("quantize auto needs budget=BITS, and budget= goes only with auto")
         if self.dtype in ("fp16", "bf16") and "mode" in self.model_fields_set:
@@ -97,7 +113,10 @@ class QuantizeSpec(StepSpec):
         holds = EXPORT_HOLDS.get(fmt)
         if holds is None or self.dtype in holds:
             return None
-        return f"export {fmt} stores int8 codes or float32 weights: it cannot hold {self.dtype} weights"
+        if self.dtype == "bf16":
+            return (f"export {fmt} cannot hold bf16 weights (TFLite has float16 weights, no bfloat16); "
+                    "write `quantize fp16` for a float16 .tflite")
+        return f"export {fmt} stores int8 codes, 16-bit floats or float32 weights: it cannot hold {self.dtype} weights"
 
     def forms(self) -> tuple[str, ...]:
         if self.dtype in ("fp16", "bf16", "auto"):

@@ -365,19 +365,43 @@ def test_cast_rounds_weights_by_the_core_and_round_trips(be, dtype, tmp_path):
     assert all(again[f"{n}.weight"].tobytes() == plain[f"{n}.weight"].tobytes() for n in LAYERS)
 
 
-def test_auto_quantizes_each_layer_to_the_cores_choice_and_reports_it(be):
-    from lwdsl.semantics.auto_bits import choose_bits
+def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity(be):
+    from lwdsl.backends.tf_backend.train import nhwc
+    from lwdsl.semantics.auto_bits import TRIAL_FORMS, choose_bits, kl_sensitivity, trial_weight
     from lwdsl.semantics.quant import quantize_as
 
     h = be.load_model("lenet5", SHAPE, 10)
     before = be.state(h)
+    # the sensitivity by hand: the Keras model's logits on the calibration images, one layer quantized
+    probe = be.copy_model(h)
+    x = nhwc(DATA.train_x[calibration_indices(len(DATA.train_x), 48, 0)])
+    reference = probe.model(x, training=False).numpy()
+    sens = {}
+    for view in probe.views():
+        if view.name not in LAYERS:
+            continue
+        kept = view.weight.variable.numpy().copy()
+        sens[view.name] = {}
+        for form in TRIAL_FORMS:
+            view.weight.variable.assign(view.weight.from_canon(trial_weight(_weights(before, view.name), form)))
+            sens[view.name][form] = kl_sensitivity(reference, probe.model(x, training=False).numpy())
+        view.weight.variable.assign(kept)
     ctx = _ctx()
-    h = be.apply(h, QuantizeSpec(dtype="auto", budget=3), LAYERS, ctx)
-    want = {c.layer: c.form for c in choose_bits({n: _weights(before, n) for n in LAYERS}, 3)}
-    assert [r["form"] for r in ctx.notes["auto_bits"]["layers"]] == [want[n] for n in LAYERS]
+    spec = QuantizeSpec(dtype="auto", budget=3, calibrate=48)
+    h = be.apply(h, spec, LAYERS, ctx)
+    notes = ctx.notes["auto_bits"]
+    assert notes["sensitivity"] == "kl" and notes["calibration_images"] == 48
+    got = {r["layer"]: {f: r["sensitivity"][f] for f in TRIAL_FORMS} for r in notes["layers"]}
+    for n in LAYERS:  # one forward per batch here, 256-image batches in the step: equal up to float32 rounding
+        assert got[n] == pytest.approx(sens[n], rel=2e-3, abs=1e-9)
+    want = {c.layer: c.form for c in choose_bits({n: _weights(before, n) for n in LAYERS}, 3, sensitivity=got)}
+    assert [r["form"] for r in notes["layers"]] == [want[n] for n in LAYERS]
     for n in LAYERS:
         if want[n] == "float":
             assert n not in h.quant
         else:
             assert np.array_equal(h.quant[n].codes, quantize_as(_weights(before, n), want[n]).codes)
     assert len(set(want.values())) > 1 and h.qconfig["mode"] == "weights_only"
+    again = _ctx()  # same seed, same choice
+    be.apply(be.load_model("lenet5", SHAPE, 10), spec, LAYERS, again)
+    assert again.notes["auto_bits"] == notes

@@ -329,8 +329,8 @@ def test_cast_rounds_weights_by_the_core_and_halves_the_lwz(dtype, tmp_path):
     assert 0 <= acc_half <= 1
 
 
-def test_auto_quantizes_each_layer_to_the_cores_choice_and_reports_it():
-    from lwdsl.semantics.auto_bits import choose_bits
+def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity():
+    from lwdsl.semantics.auto_bits import TRIAL_FORMS, choose_bits, kl_sensitivity, trial_weight
     from lwdsl.semantics.quant import quantize_as
 
     backend, data = torch_backend(), make_data(n_train=64, n_test=32)
@@ -338,14 +338,43 @@ def test_auto_quantizes_each_layer_to_the_cores_choice_and_reports_it():
     handle = _model(backend, data)
     names = _names(backend, handle)
     before = _weights(handle)
-    backend.apply(handle, QuantizeSpec(dtype="auto", budget=3), names, ctx)
-    want = {c.layer: c.form for c in choose_bits({n: before[n] for n in names}, 3)}
+    spec = QuantizeSpec(dtype="auto", budget=3, calibrate=48)
+    # the sensitivity by hand: the model's logits on the calibration images, one layer quantized
+    x = torch.as_tensor(data.train_x[calibration_indices(len(data.train_x), 48, ctx.seed)])
+    ref_model = _model(backend, data).module.eval()
+    with torch.no_grad():
+        reference = ref_model(x).numpy()
+        sens = {}
+        for n in names:
+            sens[n] = {}
+            for form in TRIAL_FORMS:
+                ref_model.get_submodule(n).weight.copy_(torch.from_numpy(trial_weight(before[n], form)))
+                sens[n][form] = kl_sensitivity(reference, ref_model(x).numpy())
+            ref_model.get_submodule(n).weight.copy_(torch.from_numpy(before[n]))
+    backend.apply(handle, spec, names, ctx)
     report = ctx.notes["auto_bits"]
+    assert report["sensitivity"] == "kl" and report["calibration_images"] == 48
+    assert {r["layer"]: {f: r["sensitivity"][f] for f in TRIAL_FORMS} for r in report["layers"]} == sens
+    want = {c.layer: c.form for c in choose_bits({n: before[n] for n in names}, 3, sensitivity=sens)}
     assert [r["form"] for r in report["layers"]] == [want[n] for n in names] and report["average_bits"] <= 3
     for name in names:
         if want[name] == "float":
             assert name not in handle.quant
+            assert handle.module.get_submodule(name).weight.detach().numpy().tobytes() == before[name].tobytes()
         else:
             q = quantize_as(before[name], want[name])
             assert np.array_equal(handle.quant[name].codes, q.codes) and handle.quant_mode[name] == "weights_only"
     assert len(set(want.values())) > 1  # mixed precision on lenet5 at 3 bits
+    bars = [b.description for b in ctx.extra["bars"]]
+    assert any(d.startswith("auto: sensitivity on 48 images") for d in bars)
+    # same seed, same choice; the weight-error fallback without training images
+    again = make_ctx(data)
+    h2 = _model(backend, data)
+    backend.apply(h2, spec, names, again)
+    assert again.notes["auto_bits"] == report
+    empty = Dataset("none", data.train_x[:0], data.train_y[:0], data.test_x, data.test_y, data.num_classes)
+    h3, ctx3 = _model(backend, data), make_ctx(empty)
+    backend.apply(h3, spec, names, ctx3)
+    assert ctx3.notes["auto_bits"]["sensitivity"] == "weight_error"
+    assert [r["form"] for r in ctx3.notes["auto_bits"]["layers"]] == [
+        c.form for c in choose_bits({n: before[n] for n in names}, 3)]

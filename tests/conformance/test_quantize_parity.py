@@ -43,7 +43,8 @@ def _run(model: str, spec: QuantizeSpec, prune: float = 0.0):
             handle = be.apply(handle, PruneSpec(scope="global", method="l1", amount=prune), layers, ctx)
         before = be.state(handle)
         handle = be.apply(handle, spec, layers, ctx)
-        out[name] = {"state": be.state(be.finalize(handle)), "notes": ctx.notes.get("quantized", {}), "before": before}
+        out[name] = {"state": be.state(be.finalize(handle)), "notes": ctx.notes.get("quantized", {}), "before": before,
+                     "auto": ctx.notes.get("auto_bits")}
     return out
 
 
@@ -191,12 +192,20 @@ def test_casts_are_bit_identical(model, dtype):
 @pytest.mark.parametrize("budget", [1.5, 3, 6])
 @pytest.mark.parametrize("model", ["lenet5", "seedcnn"])
 def test_auto_chooses_the_same_forms_and_codes(model, budget):
-    """``quantize auto``: the core chooses from the canonical weights, so both backends pick the
-    same form per layer and store the same codes, within the budget."""
-    from lwdsl.semantics.auto_bits import choose_bits
+    """``quantize auto``: each backend measures the sensitivity (KL of its own logits on the same
+    calibration images, rounded to 4 significant digits by the core); the measurements agree
+    within float32 rounding, and the core's choice from them, the forms and the stored codes are
+    identical, within the budget."""
+    from lwdsl.semantics.auto_bits import TRIAL_FORMS, choose_bits
     from lwdsl.semantics.quant import unpack_state
 
     runs = _run(model, QuantizeSpec(dtype="auto", budget=budget), prune=0.5)
+    at, ak = runs["torch"]["auto"], runs["tensorflow"]["auto"]
+    assert at["sensitivity"] == ak["sensitivity"] == "kl" and at["calibration_images"] == ak["calibration_images"]
+    for rt, rk in zip(at["layers"], ak["layers"]):
+        assert rt["layer"] == rk["layer"]
+        for f in TRIAL_FORMS:
+            assert rt["sensitivity"][f] == pytest.approx(rk["sensitivity"][f], rel=2e-3, abs=1e-9), (rt["layer"], f)
     st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
     assert set(st) == set(sk)
     for k in st:
@@ -206,9 +215,95 @@ def test_auto_chooses_the_same_forms_and_codes(model, budget):
     assert {k: v["form"] for k, v in nt.items()} == {k: v["form"] for k, v in nk.items()}
     before = runs["torch"]["before"]
     layers = [k[: -len(".weight")] for k in before if k.endswith(".weight")]
-    want = {c.layer: c.form for c in choose_bits({n: before[f"{n}.weight"] for n in layers}, budget)}
+    sens = {r["layer"]: r["sensitivity"] for r in at["layers"]}
+    want = {c.layer: c.form for c in choose_bits({n: before[f"{n}.weight"] for n in layers}, budget, sensitivity=sens)}
     assert {k: v["form"] for k, v in nt.items()} == {n: f for n, f in want.items() if f != "float"}
     _, quants = unpack_state(st)
     total = sum(before[f"{n}.weight"].size for n in layers)
     bits = sum(quants[n].bits * before[f"{n}.weight"].size if n in quants else 32 * before[f"{n}.weight"].size for n in layers)
     assert bits <= budget * total
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("model", ["lenet5", "seedcnn"])
+def test_cluster_codes_and_codebooks_are_bit_identical(model, bits):
+    """``quantize cluster``: packed codes, codebooks, bits and shapes equal bit for bit on both
+    backends, and equal the core's :func:`lwdsl.semantics.cluster.cluster_weight` on the pruned
+    planted weights (ties included); the pruned zeros keep code 0, whose value is +0.0."""
+    from lwdsl.semantics.cluster import cluster_weight
+    from lwdsl.semantics.quant import unpack_state
+
+    runs = _run(model, QuantizeSpec(dtype="cluster", bits=bits), prune=0.5)
+    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
+    assert set(st) == set(sk)
+    for k in st:
+        a, b = np.asarray(st[k]), np.asarray(sk[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    floats, quants = unpack_state(st)
+    assert quants and all(q.bits == bits and q.codebook.size == 2**bits for q in quants.values())
+    assert not any(k.endswith(".weight.scale") for k in st)  # the codebook replaces the scales
+    before = runs["torch"]["before"]
+    for layer, q in quants.items():
+        w = before[f"{layer}.weight"]
+        codes, book = cluster_weight(w, bits)
+        assert np.array_equal(codes, q.codes) and book.tobytes() == q.codebook.tobytes(), layer
+        assert np.array_equal(_bits(floats[f"{layer}.weight"]), _bits(book[codes]))
+        assert (w == 0).any() and (q.codes[w == 0] == 0).all() and (q.codes[w != 0] != 0).all()
+        assert _bits(q.codebook[:1]).tolist() == [0, 0, 0, 0]  # +0.0: pruned weights stay exact zeros
+        assert len(np.unique(q.codes)) > 2 ** (bits - 1)  # most of the codebook is in use
+
+
+def test_cluster_finetune_trains_the_same_function():
+    """``finetune`` after ``quantize cluster`` trains through the fixed codebook on both backends
+    (nearest codebook value, straight through): the losses agree like fine-tuning's, the first
+    within framework rounding, and the trained weights stay on the codebook."""
+    from lwdsl.specs import FinetuneSpec
+
+    state = planted_state("lenet5", seed=1, trainable=True)
+    data = dataset(640, 64)
+    losses, books = {}, {}
+    for name in BACKENDS:
+        be = backend(name)
+        handle = be.load_model("lenet5", SHAPE, 10)
+        be.load_state(handle, state)
+        layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+        handle = be.apply(handle, QuantizeSpec(dtype="cluster", bits=4), layers, context(data))
+        books[name] = {k: q.codebook.tobytes() for k, q in handle.quant.items()}
+        codes = {k: q.codes.copy() for k, q in handle.quant.items()}
+        handle = be.apply(handle, FinetuneSpec(epochs=1, lr=0.05, batch=32), layers, context(data))
+        losses[name] = np.asarray(handle.losses[:20])
+        for k, q in handle.quant.items():
+            assert q.codebook.tobytes() == books[name][k]  # fixed while training
+        assert sum(int((q.codes != codes[k]).sum()) for k, q in handle.quant.items()) > 0  # the codes moved
+    assert books["torch"] == books["tensorflow"]
+    rel = np.abs(losses["torch"] - losses["tensorflow"]) / np.abs(losses["torch"])
+    assert losses["torch"].size == 20 and rel[0] <= 1e-5 and rel.max() <= 1e-3, rel
+
+
+def test_cluster_snap_is_the_cores_in_both_frameworks():
+    """The training snap of a clustered layer (torch ``snap_levels_t``, TensorFlow
+    ``snap_levels_tf``) gives the core's ``codebook[nearest_codes(w)]`` bit for bit, on random
+    weights and on planted ties (midpoints between codebook values, the values themselves,
+    zeros, values beyond both ends)."""
+    import tensorflow as tf
+    import torch
+
+    from backends.tf_backend.train import _keras_scale, snap_levels_tf
+    from backends.torch_backend.fakequant import snap_t
+    from lwdsl.semantics.cluster import nearest_codes
+    from lwdsl.semantics.quant import quantize_as
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (64, 50)).astype(np.float32)
+    w[np.abs(w) < 0.08] = 0
+    q = quantize_as(w, "cluster", bits=3)
+    book = q.codebook
+    mids = ((book[1:-1].astype(np.float64) + book[2:]) / 2).astype(np.float32)
+    x = rng.normal(0, 0.12, (64, 50)).astype(np.float32)
+    plant = np.concatenate([mids, book, np.float32([0.0, -0.0, 1.0, -1.0]), mids / 2, -mids / 2])
+    x.flat[: plant.size] = plant
+    want = book[nearest_codes(x, book)]
+    got_t = snap_t(torch.from_numpy(x), q).numpy()
+    got_k = snap_levels_tf(tf.constant(x), tf.constant(_keras_scale(None, q))).numpy()
+    assert got_t.tobytes() == want.tobytes() and got_k.tobytes() == want.tobytes()
+    assert np.isin(want, book).all() and len(np.unique(want)) == len(np.unique(book))

@@ -38,3 +38,39 @@ def test_static_ranges_come_back_from_the_lwz(name, tmp_path):
     acc0, loss0 = be.evaluate(handle, ctx)
     acc1, loss1 = be.evaluate(fresh, ctx)
     assert acc0 == acc1 and np.isclose(loss0, loss1, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_clustered_model_loads_back_from_the_lwz(name, tmp_path):
+    """``quantize cluster bits=3`` after pruning: the .lwz holds 3-bit packed codes and the
+    codebook (no float weight), and loads back to the same codes, codebook and predictions."""
+    import numpy as np
+
+    from lwdsl.specs import PruneSpec
+    from lwdsl.weights import load_weights, save_weights
+
+    be = backend(name)
+    data = dataset(128, 64)
+    ctx = context(data)
+    handle = be.load_model("lenet5", SHAPE, 10)
+    be.load_state(handle, planted_state("lenet5", trainable=True))
+    layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+    handle = be.apply(handle, PruneSpec(scope="global", method="l1", amount=0.8), layers, ctx)
+    handle = be.apply(handle, QuantizeSpec(dtype="cluster", bits=3), layers, ctx)
+    state = be.state(handle)
+    for layer in layers:
+        assert f"{layer}.weight" not in state and state[f"{layer}.weight.codebook"].shape == (8,)
+        n = int(np.prod(state[f"{layer}.weight.shape"]))
+        assert state[f"{layer}.weight.codes"].dtype == np.uint8 and state[f"{layer}.weight.codes"].size == -(-n * 3 // 8)
+    save_weights(tmp_path / "m.lwz", state)
+    fresh = be.load_model("lenet5", SHAPE, 10)
+    be.load_state(fresh, load_weights(tmp_path / "m.lwz")[0])
+    assert set(fresh.quant) == set(layers)
+    for layer in layers:
+        a, b = fresh.quant[layer], handle.quant[layer]
+        assert np.array_equal(a.codes, b.codes) and a.codebook.tobytes() == b.codebook.tobytes() and a.bits == 3
+    back = be.state(fresh)
+    assert all(np.asarray(back[k]).tobytes() == np.asarray(state[k]).tobytes() for k in state)
+    acc0, loss0 = be.evaluate(handle, ctx)
+    acc1, loss1 = be.evaluate(fresh, ctx)
+    assert acc0 == acc1 and np.isclose(loss0, loss1, rtol=1e-6, atol=0)

@@ -59,3 +59,30 @@ def test_auto_is_weights_only_by_default_refuses_activation_modes_and_onnx():
     with pytest.raises(RecipeError, match="cannot hold auto weights"):
         lwdsl.parse("quantize auto budget=4 | export onnx")
     assert lwdsl.parse("quantize auto budget=4 mode=qat epochs=2").steps[0].forms() == ("auto",)
+
+
+def test_cluster_is_a_low_bit_form_with_bits_and_one_codebook_per_layer():
+    (step,) = lwdsl.parse("quantize cluster").steps
+    assert (step.bits, step.granularity, step.weights_only, step.forms()) == (4, "per_tensor", True, ("cluster/weights_only",))
+    (step,) = lwdsl.parse("quantize cluster bits=3 mode=qat epochs=2 on linear").steps
+    assert (step.bits, step.forms()) == (3, ("cluster/qat",))
+    with pytest.raises(RecipeError, match="granularity=per_channel does not apply"):
+        lwdsl.parse("quantize cluster granularity=per_channel")
+    with pytest.raises(RecipeError, match="bits= goes only with quantize cluster"):
+        lwdsl.parse("quantize int4 bits=4")
+    for bad in ("1", "9"):
+        with pytest.raises(RecipeError, match="bits"):
+            lwdsl.parse(f"quantize cluster bits={bad}")
+    with pytest.raises(RecipeError, match="mode=static needs int8 activations"):
+        lwdsl.parse("quantize cluster mode=static")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_check_backend_refuses_an_export_that_cannot_hold_cluster(fmt):
+    """The QDQ ONNX and TFLite files hold int8 codes: a codebook does not fit; the float formats do."""
+    with pytest.raises(RecipeError) as err:
+        lwdsl.parse(f"prune l1 0.5\nquantize cluster bits=4\nexport {fmt}")
+    text = str(err.value)
+    assert ":3:1:" in text and "cannot hold cluster weights" in text and "export torch" in text
+    for backend, ok in (("torch", "torch"), ("tensorflow", "keras")):
+        check_backend(lwdsl.parse(f"prune l1 0.5 | quantize cluster bits=4 | finetune epochs=1 | export {ok}"), backend, load=False)
