@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
-from lwdsl.semantics.auto_bits import TRIAL_FORMS, choice_notes, choose_bits, kl_sensitivity, trial_weight
+from lwdsl.semantics.auto_bits import TRIAL_FORMS, kl_sensitivity, trial_weight
+from lwdsl.semantics.auto_bits import auto_forms as core_auto_forms
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import HALF_FORMS, RangeObserver, act_qparams, cast_weight, quantize_as
 from lwdsl.specs import QuantizeSpec, TrainingOptions
@@ -150,14 +151,11 @@ def measure_sensitivity(handle: TorchModel, names: Sequence[str], spec: Quantize
 
 
 def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext, measured: Optional[dict] = None) -> dict[str, str]:
-    """``quantize auto``: the core's choice per layer (:func:`lwdsl.semantics.auto_bits.choose_bits`
+    """``quantize auto``: the core's choice per layer (:func:`lwdsl.semantics.auto_bits.auto_forms`
     on the canonical weights and the measured sensitivity, or the weight error without one), put
     in ``ctx.notes["auto_bits"]``; layer -> form."""
-    sens = measured["sensitivity"] if measured else None
-    choices = choose_bits(weights, float(spec.budget), spec.granularity, sens)
-    ctx.notes["auto_bits"] = choice_notes(choices, float(spec.budget), "kl" if measured else "weight_error",
-                                          measured["images"] if measured else 0)
-    return {c.layer: c.form for c in choices}
+    forms, ctx.notes["auto_bits"] = core_auto_forms(weights, float(spec.budget), spec.granularity, measured)
+    return forms
 
 
 def _cast(handle: TorchModel, spec: QuantizeSpec, todo: Sequence[str], ctx: StepContext) -> TorchModel:

@@ -38,6 +38,7 @@ import numpy as np
 from .quant import quantize_as
 
 __all__ = [
+    "auto_forms",
     "CANDIDATES",
     "TRIAL_FORMS",
     "LayerChoice",
@@ -202,3 +203,16 @@ def choice_notes(choices: list[LayerChoice], budget: float, measure: str = "weig
             for c in choices
         ],
     }
+
+
+def auto_forms(
+    weights: Mapping[str, np.ndarray], budget: float, granularity: str = "per_channel", measured: Optional[dict] = None
+) -> tuple[dict[str, str], dict]:
+    """``quantize auto`` in one call, for both backends: (layer -> form, the step's
+    ``auto_bits`` notes) from :func:`choose_bits` on the canonical weights and the sensitivity a
+    backend measured (``measured``: ``{"sensitivity": ..., "images": N}``), or the weight error
+    when it measured none."""
+    choices = choose_bits(weights, float(budget), granularity, measured["sensitivity"] if measured else None)
+    notes = choice_notes(choices, float(budget), "kl" if measured else "weight_error", measured["images"] if measured else 0)
+    return {c.layer: c.form for c in choices}, notes
+
