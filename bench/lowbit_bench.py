@@ -45,13 +45,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import lwdsl  # noqa: E402
 
 
-def one(backend: str, recipe: str) -> dict:
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="lwdsl-bench-") as tmp:
-        result = lwdsl.run(recipe, "lenet5", backend=backend, data="mnist", quiet=True, out=Path(tmp) / "run")
-    report = result.report
-    report["wall_s"] = time.perf_counter() - t0
-    return report
+from int8_accuracy import one  # noqa: E402  (one lenet5/MNIST run in a temp folder, its report)
 
 
 def auto(backends: list[str], budgets: list[int]) -> None:
