@@ -13,7 +13,7 @@ from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
 from lwdsl.dataset import Dataset
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import unpack_act, unpack_state
+from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
 from lwdsl.specs import TrainingOptions
 
 from ._tf import tf
@@ -123,7 +123,8 @@ class KerasBackend(Backend):
         """Set the weights, rebuilding the model at narrower widths when the state's filters
         were removed; masks of layers that keep their shape are re-applied, as on torch. A
         packed state (int8 codes and scales of quantized layers) loads as ``codes * scale``
-        and restores the handle's quantized layers (``handle.quant``)."""
+        and restores the handle's quantized layers (``handle.quant``) and its cast layers
+        (``qconfig["cast"]``, so saving it again keeps them 16-bit)."""
         handle = _handle(model)
         folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
         if folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
@@ -134,6 +135,7 @@ class KerasBackend(Backend):
                 handle.folded.update(done)
             state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
         acts = unpack_act(state)  # static layers' input ranges
+        casts = unpack_casts(state)  # layers `quantize fp16|bf16` cast (16-bit patterns in a .lwz)
         state, quant = unpack_state(_zero_d(state))  # a quantized layer's codes * scale, and its codes
         resized = resize_to_state(handle.model, state)
         load_state_into(resized, state)
@@ -143,6 +145,9 @@ class KerasBackend(Backend):
             handle.model = resized
         handle.quant = quant
         handle.act = {layer: a for layer, a in acts.items() if layer in quant}
+        kept = {layer: d for layer, d in casts.items() if layer not in quant}  # cast layers stay cast
+        rest = {k: v for k, v in handle.qconfig.items() if k != "cast"}
+        handle.qconfig = {**rest, "cast": kept} if kept else rest
         handle.apply_masks()
 
     def save_native(self, model: Any, path: Path) -> None:

@@ -2,7 +2,10 @@
 
 The handler resolves the path (:meth:`lwdsl.specs.ExportSpec.artifact_name`, inside the run
 folder) and calls the format's writer from :data:`EXPORTERS`; every writer is atomic and works
-on a copy with the masks applied (float32).
+on a copy with the masks applied (float32). ``keras`` and ``saved_model`` hold float32 kernels
+only: after ``quantize`` (codes) or ``quantize fp16|bf16`` (casts) they keep each layer's
+quantized or cast values in float32, which is said with ``ctx.warn`` (the packed file is the run
+folder's ``model.lwz``; ``export tflite`` writes integer or float16 weights).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.steps import export_handler
+from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.specs import ExportSpec
 from lwdsl.weights import atomic_path
 
@@ -24,11 +27,21 @@ from .io import save_keras
 __all__ = ["export", "EXPORTERS"]
 
 
+def _float_kernels(handle: KerasHandle, ctx: StepContext, fmt: str) -> None:
+    """Say which quantized or cast layers a float32-only format stores as float32 kernels."""
+    said = float_kernels_warning(fmt, list(handle.quant), handle.qconfig.get("cast") or {},
+                                 "`export tflite` writes integer (int8) or float16 (fp16) weights")
+    if said:
+        ctx.warn(said)
+
+
 def write_keras(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
+    _float_kernels(handle, ctx, "keras")
     save_keras(handle.copy().finalize().model, path if path.suffix == ".keras" else path.with_suffix(".keras"))
 
 
 def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
+    _float_kernels(handle, ctx, "saved_model")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         handle.copy().finalize().model.export(str(tmp / "out"))

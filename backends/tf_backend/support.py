@@ -17,6 +17,8 @@ SUPPORT = SupportTable(
     },
     notes={
         "quantize": "codes from lwdsl.semantics.quant; TFLite int8 via the TF converter, checked in LiteRT; "
-        "int4/int2/ternary/binary/cluster weights packed in the .lwz, float kernels (the gain is size, not speed)"
+        "int4/int2/ternary/binary/cluster weights packed in the .lwz, float kernels (the gain is size, not speed); fp16/bf16 weights stored in 16 bits (.lwz)",
+        "export": "tflite: float32, int8 (full integer or dynamic range) after int8 quantize, float16 after fp16 alone; "
+        "keras/saved_model: float32 kernels (quantized and cast layers' values in float32, said with a warning)",
     },
 )

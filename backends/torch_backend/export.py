@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.steps import export_handler
+from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.semantics.quant import half_bits
 from lwdsl.specs import ExportSpec
 from lwdsl.weights import atomic_path
@@ -39,6 +39,9 @@ def write_torch(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSp
     into a copy of the model (float32 compute, weights widened exactly), its accuracy on the
     test set and latency (1 thread) beside its size."""
     handle.apply_masks()
+    said = float_kernels_warning("torch", list(handle.quant), {}, "`export onnx` writes int8 weights (int8 forms) or half ones (casts)")
+    if said:  # cast layers are stored in half here; codes are not (a state dict of float weights)
+        ctx.warn(said)
     save_native(handle, path)
     halves = half_layers(handle)
     if halves:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .context import StepContext
 
-__all__ = ["training_handlers", "export_handler"]
+__all__ = ["training_handlers", "export_handler", "float_kernels_warning"]
 
 Writer = Callable[[Any, Path, StepContext, Any], None]  # (handle, path, ctx, the ExportSpec)
 
@@ -47,3 +47,18 @@ def export_handler(exporters: Mapping[str, Writer]) -> Callable[..., Any]:
         return handle
 
     return export
+
+
+def float_kernels_warning(fmt: str, quant: Sequence[str], casts: Mapping[str, str], smaller: str) -> str | None:
+    """What an export that holds float32 weights only says of the model's quantized layers
+    (``quant``: float32 weights holding ``codes * scale``) and cast layers (``casts``: layer ->
+    fp16/bf16, float32 weights holding the half values); ``smaller``: the formats that do store
+    them smaller. None when there is nothing to say."""
+    what = [f"{len(quant)} quantized layer(s) ({', '.join(sorted(quant))}) as float32 weights holding codes * scale"] if quant else []
+    if casts:
+        held = ", ".join(f"{n}: {d}" for n, d in sorted(casts.items()))
+        what.append(f"{len(casts)} cast layer(s) ({held}) as float32 weights holding the half values")
+    if not what:
+        return None
+    return (f"export {fmt}: the file stores {' and '.join(what)}: the same model, not a smaller file; the packed "
+            f"weights are in the run folder's model.lwz, and {smaller}")

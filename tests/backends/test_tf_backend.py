@@ -91,6 +91,22 @@ def test_export(be, tmp_path, fmt, name):
         assert (tmp_path / name).read_bytes()[4:8] == b"TFL3"
 
 
+@pytest.mark.parametrize("fmt", ["keras", "saved_model"])
+def test_float_only_exports_say_which_layers_keep_quantized_or_cast_values_in_float32(be, tmp_path, fmt):
+    said: list[str] = []
+    h = be.load_model("lenet5", SHAPE, 10)
+    h = be.apply(h, QuantizeSpec(dtype="int4"), ["fc1"], StepContext(DATA, 0, 0, _Bars()))
+    h = be.apply(h, QuantizeSpec(dtype="fp16"), ["fc2"], StepContext(DATA, 1, 0, _Bars()))
+    ctx = StepContext(DATA, 2, 0, _Bars(), run_dir=tmp_path, warn=said.append)
+    be.apply(h, ExportSpec(format=fmt, path="out"), ["conv1"], ctx)
+    assert len(said) == 1 and f"export {fmt}:" in said[0]
+    assert "quantized layer(s) (fc1)" in said[0] and "cast layer(s) (fc2: fp16)" in said[0] and "model.lwz" in said[0]
+    plain: list[str] = []
+    be.apply(be.load_model("lenet5", SHAPE, 10), ExportSpec(format=fmt, path="plain"), ["conv1"],
+             StepContext(DATA, 0, 0, _Bars(), run_dir=tmp_path, warn=plain.append))
+    assert plain == []
+
+
 def test_adopt_tf_data(be):
     import tensorflow as tf
 

@@ -363,6 +363,13 @@ def test_cast_rounds_weights_by_the_core_and_round_trips(be, dtype, tmp_path):
     back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "half.lwz")
     again = be.state(type(back)(back.model))
     assert all(again[f"{n}.weight"].tobytes() == plain[f"{n}.weight"].tobytes() for n in LAYERS)
+    # the loaded model remembers its cast layers: saved again, they stay 16-bit patterns
+    assert back.qconfig["cast"] == {n: dtype for n in LAYERS}
+    resaved = be.state(back)
+    assert all(np.array_equal(resaved[f"{n}.weight.{dtype}"], state[f"{n}.weight.{dtype}"]) for n in LAYERS)
+    floats = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "half.lwz")
+    be.load_state(floats, before)  # a float state clears them
+    assert "cast" not in floats.qconfig
 
 
 def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity(be):
