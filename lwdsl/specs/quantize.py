@@ -37,6 +37,14 @@ LOW_BIT = ("int4", "int2", "ternary", "binary", "cluster")
 EXPORT_HOLDS: dict[str, tuple[str, ...]] = {"onnx": ("int8", "fp16", "bf16"), "tflite": ("int8", "fp16")}
 
 
+#: Why a ``quantize`` has no meaning for a layer kind a selector may name.
+_NO_MEANING = {
+    "norm": "a norm layer holds a scale and shift per channel, not a weight matrix (int8 static folds batch norms "
+    "into the conv before them)",
+    "embedding": "the backends quantize conv and linear weights only (an embedding would stay float32)",
+}
+
+
 class QuantizeSpec(StepSpec):
     """Quantize the selected layers.
 
@@ -106,6 +114,12 @@ class QuantizeSpec(StepSpec):
             raise ValueError(f"{self.dtype} is a cast: mode={self.mode} does not apply")
         if "epochs" in self.model_fields_set and self.mode != "qat":
             raise ValueError("epochs= applies only with mode=qat")
+        named = [k for k in ("norm", "embedding") if self.selector is not None and k in self.selector.on]
+        if named:
+            raise ValueError(
+                f"`on {named[0]}`: {_NO_MEANING[named[0]]}; quantize works on conv and linear "
+                "layers (write `on conv`, `on linear`, layer names, or leave `on` out)"
+            )
         return self
 
     def export_refusal(self, fmt: str) -> Optional[str]:

@@ -105,3 +105,13 @@ def test_a_backend_object_is_asked_about_every_step() -> None:
 def test_an_unknown_backend_name_is_an_error() -> None:
     with pytest.raises(LwdslError, match="unknown backend"):
         check_backend(lwdsl.parse("prune l1 0.2"), "jax", load=False)
+
+
+@pytest.mark.parametrize("kind", ["norm", "embedding"])
+@pytest.mark.parametrize("dtype", ["binary", "ternary", "int4", "int8"])
+def test_quantize_on_a_kind_it_has_no_meaning_for_is_refused_with_what_to_write(dtype, kind):
+    with pytest.raises(RecipeError) as err:
+        lwdsl.parse(f"quantize {dtype} on {kind}, linear")
+    text = str(err.value)
+    assert f"`on {kind}`" in text and "quantize works on conv and linear layers" in text
+    assert lwdsl.parse(f"quantize {dtype} on conv, linear")  # the same step on layers it means something for
