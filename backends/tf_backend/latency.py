@@ -10,8 +10,10 @@ run); ``tf.config.threading.set_intra_op_parallelism_threads`` raises after that
 - otherwise the model is timed in a worker process started with that thread count (one per
   count, kept for later calls, ended at exit), which receives the model as a ``.keras`` file.
 
-After ``quantize``, the model's ``.tflite`` artifact is timed instead, in the LiteRT interpreter
-with ``threads`` threads (tflite_engine.py), as the torch backend times its ONNX Runtime artifact.
+After ``quantize int8``, the model's ``.tflite`` artifact is timed instead, in the LiteRT
+interpreter with ``threads`` threads (tflite_engine.py), as the torch backend times its ONNX
+Runtime artifact. A model with low-bit or cluster layers has no artifact with kernels of its own
+(``export tflite`` refuses it): it is timed as it runs, in Keras on float kernels, like fp32.
 
 Timing: ``model(x, training=False)`` inside a ``tf.function``, 3 warm-up calls, then calls
 until at least 20 and 0.2 s (at most 200); the median in milliseconds.
@@ -93,7 +95,8 @@ def _stop_workers() -> None:
 def latency_ms(handle: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
     """Median forward latency in ms of a handle's model at ``batch`` with ``threads`` intra-op
     threads."""
-    if handle.quant:  # the int8 artifact, as the torch backend times its ONNX Runtime one
+    if handle.quant and all(q.bits == 8 and q.codebook is None for q in handle.quant.values()):
+        # the int8 artifact, as the torch backend times its ONNX Runtime one
         from .tflite_engine import latency_ms as tflite_latency_ms
 
         return tflite_latency_ms(handle, batch, input_shape, threads)

@@ -29,9 +29,11 @@ def latency_ms(
     max_runs: int = 200,
     budget_s: float = 1.0,
 ) -> float:
-    """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``; a
-    quantized model is timed as its int8 artifact (int8_engine.py)."""
-    if handle.quant:
+    """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``; an int8
+    model is timed as its int8 artifact (int8_engine.py); a model with low-bit or cluster
+    layers has no artifact with kernels of its own (no CPU int4/int2 kernels; ``export onnx``
+    refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model."""
+    if handle.quant and all(q.bits == 8 and q.codebook is None for q in handle.quant.values()):
         from .int8_engine import latency_ms as int8_latency_ms
 
         return int8_latency_ms(handle, batch, input_shape, threads, warmup=warmup, min_runs=min_runs,
