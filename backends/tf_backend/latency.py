@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lwdsl.errors import RunError
+from lwdsl.semantics.quant import int8_only
 
 from ._tf import tf
 
@@ -95,7 +96,7 @@ def _stop_workers() -> None:
 def latency_ms(handle: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
     """Median forward latency in ms of a handle's model at ``batch`` with ``threads`` intra-op
     threads."""
-    if handle.quant and all(q.bits == 8 and q.codebook is None for q in handle.quant.values()):
+    if int8_only(handle.quant):
         # the int8 artifact, as the torch backend times its ONNX Runtime one
         from .tflite_engine import latency_ms as tflite_latency_ms
 

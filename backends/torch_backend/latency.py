@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from lwdsl.semantics.quant import int8_only
+
 from .handle import TorchModel
 
 __all__ = ["latency_ms"]
@@ -33,7 +35,7 @@ def latency_ms(
     model is timed as its int8 artifact (int8_engine.py); a model with low-bit or cluster
     layers has no artifact with kernels of its own (no CPU int4/int2 kernels; ``export onnx``
     refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model."""
-    if handle.quant and all(q.bits == 8 and q.codebook is None for q in handle.quant.values()):
+    if int8_only(handle.quant):
         from .int8_engine import latency_ms as int8_latency_ms
 
         return int8_latency_ms(handle, batch, input_shape, threads, warmup=warmup, min_runs=min_runs,

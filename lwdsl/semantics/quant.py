@@ -75,6 +75,7 @@ from .cluster import cluster_weight, nearest_codes, pack_indices, unpack_indices
 
 __all__ = [
     "WeightQuant",
+    "int8_only",
     "quantize_weight",
     "ActQuant",
     "act_qparams",
@@ -641,6 +642,17 @@ def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:
 CODES, SCALE, BITS, SHAPE, CODEBOOK = ".codes", ".scale", ".bits", ".shape", ".codebook"
 ACT_SCALE, ACT_ZERO_POINT = ".act.scale", ".act.zero_point"
 _PACKED = (1, 2, 4)
+
+
+def int8_only(quants: dict[str, WeightQuant]) -> bool:
+    """Whether a model's quantized layers (layer -> WeightQuant) are all int8 codes with scales:
+    such a model has an int8 artifact with kernels of its own (ONNX Runtime, LiteRT), which is
+    what its latency times; low-bit and cluster layers run float kernels as the model does.
+
+    >>> int8_only({"fc": quantize_as(np.ones((2, 3)), "int8")}), int8_only({"fc": quantize_as(np.ones((2, 3)), "int4")})
+    (True, False)
+    """
+    return bool(quants) and all(q.bits == 8 and q.codebook is None for q in quants.values())
 
 
 def codes_with_scale(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndarray:
