@@ -18,7 +18,7 @@ per model and backend:
 Paper: LeNet-5 39x, 0.80% -> 0.74%; LeNet-300-100 40x, 1.64% -> 1.58% (both with Huffman).
 
     LWDSL_DATA=../shared/data python bench/deep_compression.py [--models lenet300,lenet5]
-        [--backends torch,tensorflow] [--baseline-epochs E]
+        [--backends torch,tensorflow] [--baseline-epochs E] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -100,11 +100,11 @@ def baseline(model: str, epochs: int) -> Path:
     return path
 
 
-def one(model: str, backend: str, ckpt: Path) -> dict:
+def one(model: str, backend: str, ckpt: Path, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lwdsl-dc-") as tmp:
         result = lwdsl.run(ROOT / "recipes" / f"deep-compression-{model}.lw", model, backend=backend, data="mnist",
-                           checkpoint=ckpt, quiet=True, latency=False, out=Path(tmp) / "run")
+                           checkpoint=ckpt, quiet=True, latency=False, out=Path(tmp) / "run", seed=seed)
         lwz = result.run_dir / "model.lwz"
         steps = result.report["steps"]
         base, final = steps[0]["metrics"], steps[-1]["metrics"]
@@ -120,20 +120,22 @@ def main() -> None:
     ap.add_argument("--backends", default="torch,tensorflow")
     ap.add_argument("--models", default="lenet300,lenet5")
     ap.add_argument("--baseline-epochs", type=int, default=0, help="0: 12 for lenet300, 8 for lenet5")
+    ap.add_argument("--seeds", default="0", help="run seeds (data order of every retraining), e.g. 0,1,2; one baseline for all")
     args = ap.parse_args()
     rows = []
     for model in args.models.split(","):
         ckpt = baseline(model, args.baseline_epochs or BASELINE_EPOCHS[model])
         for be in args.backends.split(","):
-            r = one(model, be, ckpt)
-            rows.append((model, be, r))
-            print(f"done {model} on {be} in {r['seconds']:.0f} s", flush=True)
+            for seed in (int(v) for v in args.seeds.split(",")):
+                r = one(model, be, ckpt, seed)
+                rows.append((model, be, seed, r))
+                print(f"done {model} on {be}, seed {seed}, in {r['seconds']:.0f} s", flush=True)
     print()
-    print(f"{'model':9} {'backend':10} {'fp32 bytes':>10} {'gzip':>7} {'x':>5} {'huffman':>7} {'x':>5} "
+    print(f"{'model':9} {'backend':10} {'seed':>4} {'fp32 bytes':>10} {'gzip':>7} {'x':>5} {'huffman':>7} {'x':>5} "
           f"{'non-zero':>8} {'error before':>12} {'after':>6} {'lost':>5}  paper (Huffman)")
-    for model, be, r in rows:
+    for model, be, seed, r in rows:
         pb, pa, px = PAPER[model]
-        print(f"{model:9} {be:10} {r['fp32']:10,} {r['gzip']:7,} {r['fp32'] / r['gzip']:5.1f} {r['huffman']:7,} "
+        print(f"{model:9} {be:10} {seed:4} {r['fp32']:10,} {r['gzip']:7,} {r['fp32'] / r['gzip']:5.1f} {r['huffman']:7,} "
               f"{r['fp32'] / r['huffman']:5.1f} {100 * r['nonzero'] / r['params']:7.2f}% {r['before']:11.2f}% "
               f"{r['after']:5.2f}% {r['after'] - r['before']:+5.2f}  {px}x, {pb:.2f}% -> {pa:.2f}%")
 
