@@ -13,7 +13,8 @@ LeNet-5 in 10 epochs.
 ``--auto 2,4``: ``quantize auto budget=B`` (bits per layer from the measured sensitivity: KL
 of the outputs on 256 calibration images, one layer at a time quantized) against uniform
 ``int2``/``int4`` at the same average bits, weights only (no training), so the comparison is
-the choice alone.
+the choice alone; ``--auto-models lenet5:mnist,lenet300:mnist,...`` runs it on several models and
+data sets (each from its backend's 3-epoch baseline).
 
 ``--latency``: the CPU's flags (avx2, avx512f, avx512_vnni, amx_tile from /proc/cpuinfo), then
 per backend and weight form (``quantize FORM``, weights only, from the same baseline) the
@@ -25,7 +26,7 @@ dynamic-range or float16 ``.tflite``). No int4/int2/ternary/binary CPU kernel ex
 runtime: those forms run float (or, in LiteRT, int8 hybrid) kernels, so their gain is size.
 
     LWDSL_DATA=../shared/data python bench/lowbit_bench.py [--backends torch,tensorflow]
-        [--forms ternary,binary] [--epochs 10] [--auto 2,4] [--no-qat] [--latency]
+        [--forms ternary,binary] [--epochs 10] [--auto 2,4] [--auto-models lenet5:mnist,...] [--no-qat] [--latency]
 """
 
 from __future__ import annotations
@@ -48,19 +49,29 @@ import lwdsl  # noqa: E402
 from int8_accuracy import one  # noqa: E402  (one lenet5/MNIST run in a temp folder, its report)
 
 
-def auto(backends: list[str], budgets: list[int]) -> None:
-    print("# `quantize auto budget=B` against uniform int<B> (weights only, no training), LeNet-5 on MNIST\n")
-    print("| backend | budget | fp32 | uniform int<B> | auto | auto average bits | auto forms (conv1, conv2, fc1, fc2) |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+def _auto_one(be: str, model: str, data: str, recipe: str) -> dict:
+    """One run of ``recipe`` on ``model``/``data`` from that backend's cached 3-epoch baseline."""
+    with tempfile.TemporaryDirectory(prefix="lwdsl-bench-") as tmp:
+        result = lwdsl.run(recipe, model, backend=be, data=data, quiet=True, latency=False, out=Path(tmp) / "run")
+    return result.report
+
+
+def auto(backends: list[str], budgets: list[int], cases: list[str]) -> None:
+    print("# `quantize auto budget=B` against uniform int<B> (weights only, no training)\n")
+    print("| backend | model on data | budget | fp32 | uniform int<B> | auto | auto average bits | auto forms (in layer order) |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for be in backends:
-        for budget in budgets:
-            uni = one(be, f"quantize int{budget}")
-            rep = one(be, f"quantize auto budget={budget}")
-            base, u, a = uni["steps"][0]["metrics"], uni["steps"][1]["metrics"], rep["steps"][1]
-            notes = a.get("auto_bits", {})
-            forms = ", ".join(r["form"] for r in notes.get("layers", []))
-            print(f"| {be} | {budget} | {100 * base['accuracy']:.2f}% | {100 * u['accuracy']:.2f}% "
-                  f"| {100 * a['metrics']['accuracy']:.2f}% | {notes.get('average_bits', float('nan')):.2f} | {forms} |", flush=True)
+        for case in cases:
+            model, _, data = case.partition(":")
+            data = data or "mnist"
+            for budget in budgets:
+                uni = _auto_one(be, model, data, f"quantize int{budget}")
+                rep = _auto_one(be, model, data, f"quantize auto budget={budget}")
+                base, u, a = uni["steps"][0]["metrics"], uni["steps"][1]["metrics"], rep["steps"][1]
+                notes = a.get("auto_bits", {})
+                forms = ", ".join(r["form"] for r in notes.get("layers", []))
+                print(f"| {be} | {model} on {data} | {budget} | {100 * base['accuracy']:.2f}% | {100 * u['accuracy']:.2f}% "
+                      f"| {100 * a['metrics']['accuracy']:.2f}% | {notes.get('average_bits', float('nan')):.2f} | {forms} |", flush=True)
     print()
 
 
@@ -198,13 +209,15 @@ def main() -> None:
     parser.add_argument("--forms", default="ternary,binary,int4,int2")
     parser.add_argument("--epochs", type=int, default=10, help="QAT epochs (the TWN reproduction used 10)")
     parser.add_argument("--auto", default="", help="budgets for quantize auto against uniform int<B>, e.g. 2,4")
+    parser.add_argument("--auto-models", default="lenet5:mnist",
+                        help="MODEL:DATA cases of --auto, e.g. lenet5:mnist,lenet5:fashion_mnist,lenet300:mnist,seedcnn:mnist")
     parser.add_argument("--no-qat", action="store_true", help="skip the QAT table")
     parser.add_argument("--latency", default="", help="forms to time beside fp32, e.g. int8,int4,int2,ternary,binary,fp16,bf16")
     args = parser.parse_args()
     if args.latency:
         latency(args.backends.split(","), args.latency.split(","))
     if args.auto:
-        auto(args.backends.split(","), [int(b) for b in args.auto.split(",")])
+        auto(args.backends.split(","), [int(b) for b in args.auto.split(",")], args.auto_models.split(","))
     if args.no_qat:
         return
     print(f"# low-bit LeNet-5 on MNIST: `quantize FORM mode=qat epochs={args.epochs}`\n")
