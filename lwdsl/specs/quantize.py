@@ -95,7 +95,8 @@ class QuantizeSpec(StepSpec):
                     "quantize cluster shares one codebook per layer (Han et al.): granularity=per_channel does not "
                     "apply; leave granularity out, or use quantize int4 granularity=per_channel"
                 )
-            data = {**data, "granularity": "per_tensor", "bits": data.get("bits", 4)}
+            bits = data.get("bits")  # absent or None (a spec built in Python): the default
+            data = {**data, "granularity": "per_tensor", "bits": 4 if bits is None else bits}
         return data
 
     @model_validator(mode="after")

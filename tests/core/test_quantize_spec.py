@@ -66,6 +66,17 @@ def test_cluster_is_a_low_bit_form_with_bits_and_one_codebook_per_layer():
     assert (step.bits, step.granularity, step.weights_only, step.forms()) == (4, "per_tensor", True, ("cluster/weights_only",))
     (step,) = lwdsl.parse("quantize cluster bits=3 mode=qat epochs=2 on linear").steps
     assert (step.bits, step.forms()) == (3, ("cluster/qat",))
+
+
+def test_cluster_bits_default_is_the_same_from_text_and_from_python():
+    """A spec built in Python with ``bits=None`` (the field's default) means the parser's 4, so
+    it prints and parses back to itself (found by the text round-trip property test)."""
+    from lwdsl.specs.quantize import QuantizeSpec
+
+    spec = QuantizeSpec(dtype="cluster", bits=None)
+    assert spec.bits == 4
+    (parsed,) = lwdsl.parse(lwdsl.Recipe(steps=(spec,)).to_text()).steps
+    assert parsed == spec
     with pytest.raises(RecipeError, match="granularity=per_channel does not apply"):
         lwdsl.parse("quantize cluster granularity=per_channel")
     with pytest.raises(RecipeError, match="bits= goes only with quantize cluster"):

@@ -44,6 +44,9 @@ def test_run_then_ctrl_c_leaves_the_previous_outputs_intact(backend_name, tmp_pa
     proc = subprocess.Popen(
         [*LWDSL, "run", str(slow), *ARGS, "--backend", backend_name, "--out", str(out)],
         env=_env(tmp_path), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        # as a run typed at a terminal: a test run started in the background (`cmd &` without job
+        # control) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     for line in proc.stderr:  # wait until the prune step is done and fine-tuning has begun
