@@ -27,10 +27,11 @@ EXPORT = {"torch": "onnx", "tensorflow": "tflite"}
 HEADLINE = "prune global l1 0.2 | quantize int8 | distill T=2 alpha=0.5"
 
 
-def one(backend: str, recipe: str) -> dict:
+def one(backend: str, recipe: str, model: str = "lenet5", data: str = "mnist", latency: bool = True) -> dict:
+    """One run of ``recipe`` in a temp folder (from the backend's cached 3-epoch baseline), its report."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lwdsl-bench-") as tmp:
-        result = lwdsl.run(recipe, "lenet5", backend=backend, data="mnist", quiet=True, out=Path(tmp) / "run")
+        result = lwdsl.run(recipe, model, backend=backend, data=data, quiet=True, latency=latency, out=Path(tmp) / "run")
     report = result.report
     report["wall_s"] = time.perf_counter() - t0
     return report

@@ -46,14 +46,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import lwdsl  # noqa: E402
 
 
-from int8_accuracy import one  # noqa: E402  (one lenet5/MNIST run in a temp folder, its report)
-
-
-def _auto_one(be: str, model: str, data: str, recipe: str) -> dict:
-    """One run of ``recipe`` on ``model``/``data`` from that backend's cached 3-epoch baseline."""
-    with tempfile.TemporaryDirectory(prefix="lwdsl-bench-") as tmp:
-        result = lwdsl.run(recipe, model, backend=be, data=data, quiet=True, latency=False, out=Path(tmp) / "run")
-    return result.report
+from int8_accuracy import one  # noqa: E402  (one run in a temp folder, its report)
 
 
 def auto(backends: list[str], budgets: list[int], cases: list[str]) -> None:
@@ -65,8 +58,8 @@ def auto(backends: list[str], budgets: list[int], cases: list[str]) -> None:
             model, _, data = case.partition(":")
             data = data or "mnist"
             for budget in budgets:
-                uni = _auto_one(be, model, data, f"quantize int{budget}")
-                rep = _auto_one(be, model, data, f"quantize auto budget={budget}")
+                uni = one(be, f"quantize int{budget}", model, data, latency=False)
+                rep = one(be, f"quantize auto budget={budget}", model, data, latency=False)
                 base, u, a = uni["steps"][0]["metrics"], uni["steps"][1]["metrics"], rep["steps"][1]
                 notes = a.get("auto_bits", {})
                 forms = ", ".join(r["form"] for r in notes.get("layers", []))

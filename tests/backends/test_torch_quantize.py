@@ -379,6 +379,7 @@ def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity
     assert [r["form"] for r in ctx3.notes["auto_bits"]["layers"]] == [
         c.form for c in choose_bits({n: before[n] for n in names}, 3)]
 
+
 @pytest.mark.parametrize("dtype,engine", [("int4", False), ("cluster", False), ("int8", True)])
 def test_latency_times_the_int8_artifact_only_for_int8_models(dtype, engine, monkeypatch):
     """Low-bit layers have no kernels of their own: their model is timed in torch, as fp32 is

@@ -66,6 +66,15 @@ def test_cluster_is_a_low_bit_form_with_bits_and_one_codebook_per_layer():
     assert (step.bits, step.granularity, step.weights_only, step.forms()) == (4, "per_tensor", True, ("cluster/weights_only",))
     (step,) = lwdsl.parse("quantize cluster bits=3 mode=qat epochs=2 on linear").steps
     assert (step.bits, step.forms()) == (3, ("cluster/qat",))
+    with pytest.raises(RecipeError, match="granularity=per_channel does not apply"):
+        lwdsl.parse("quantize cluster granularity=per_channel")
+    with pytest.raises(RecipeError, match="bits= goes only with quantize cluster"):
+        lwdsl.parse("quantize int4 bits=4")
+    for bad in ("1", "9"):
+        with pytest.raises(RecipeError, match="bits"):
+            lwdsl.parse(f"quantize cluster bits={bad}")
+    with pytest.raises(RecipeError, match="mode=static needs int8 activations"):
+        lwdsl.parse("quantize cluster mode=static")
 
 
 def test_cluster_bits_default_is_the_same_from_text_and_from_python():
@@ -77,15 +86,6 @@ def test_cluster_bits_default_is_the_same_from_text_and_from_python():
     assert spec.bits == 4
     (parsed,) = lwdsl.parse(lwdsl.Recipe(steps=(spec,)).to_text()).steps
     assert parsed == spec
-    with pytest.raises(RecipeError, match="granularity=per_channel does not apply"):
-        lwdsl.parse("quantize cluster granularity=per_channel")
-    with pytest.raises(RecipeError, match="bits= goes only with quantize cluster"):
-        lwdsl.parse("quantize int4 bits=4")
-    for bad in ("1", "9"):
-        with pytest.raises(RecipeError, match="bits"):
-            lwdsl.parse(f"quantize cluster bits={bad}")
-    with pytest.raises(RecipeError, match="mode=static needs int8 activations"):
-        lwdsl.parse("quantize cluster mode=static")
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
