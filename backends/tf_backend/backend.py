@@ -46,8 +46,12 @@ def _zero_d(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if key.endswith(".weight.bits") and np.ndim(value) == 1 and np.size(value) == 1:
             out[key] = np.asarray(value).reshape(())
         elif key.endswith(".weight.scale") and np.shape(value) == (1,):
-            codes = state.get(key[: -len(".scale")] + ".codes")
-            if codes is not None and np.ndim(codes) >= 1 and np.shape(codes)[0] != 1:
+            base = key[: -len(".scale")]
+            shape = state.get(base + ".shape")  # packed codes are 1-d bytes: their weight's shape is here
+            if shape is None:
+                shape = np.shape(state[base + ".codes"]) if base + ".codes" in state else ()
+            dims = np.asarray(shape).reshape(-1)
+            if dims.size and int(dims[0]) != 1:
                 out[key] = np.asarray(value).reshape(())
     return out
 

@@ -61,6 +61,17 @@ bytes, in C order, element ``i`` in bits ``b*(i % (8/b))`` and up of byte ``i //
 eight binary), each field the code's two's complement in ``b`` bits (``-1`` is ``0b11`` in 2
 bits, ``0xF`` in 4), binary +1 as bit 1 and -1 as bit 0; unused high bits of the last byte are
 0.
+
+**Sparse packing** (:func:`pack_state`): packed codes (1, 2 and 4 bits, and cluster) of a layer
+with many zero codes (a pruned layer) are stored as a bitmap of the non-zero codes
+(``<layer>.weight.nonzero``: ``numpy.packbits`` of ``codes != 0`` in C order, the first weight
+in the highest bit of byte 0) and only the non-zero codes, packed as above, when that takes at
+most 3/4 of the bytes of all codes packed and saves at least 256 bytes (:func:`sparse_pays`:
+``S = ceil(n / 8) + ceil(k * bits / 8)`` for ``k`` non-zero codes of ``n``, against
+``D = ceil(n * bits / 8)``: ``4 S <= 3 D`` and ``D - S >= 256``). Lossless either way; Han et
+al. store the positions of the non-zeros (as gaps) for the same reason. The margins keep a
+layout that gzip would not make smaller: all codes packed already gzip well at half zeros,
+and each extra array costs its header in the file.
 """
 
 from __future__ import annotations
@@ -100,6 +111,8 @@ __all__ = [
     "cast_weight",
     "requantize",
     "CODEBOOK",
+    "NONZERO",
+    "sparse_pays",
 ]
 
 _TINY = np.float32(2.0**-126)  # smallest normal float32: no scale is below it
@@ -619,7 +632,9 @@ def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:
 # bits they are packed (pack_codes: uint8, 1-d) and "<layer>.weight.shape" (int64) gives the
 # canonical shape. A clustered layer ("cluster") stores "<layer>.weight.codes" (pack_indices,
 # uint8), ".shape", ".bits" and "<layer>.weight.codebook" (float32, 2^bits values) and no
-# scale. A statically quantized layer also stores its input quantization:
+# scale. Packed codes with many zeros are stored sparsely: "<layer>.weight.nonzero" (the bitmap
+# of the non-zero codes) and ".codes" the non-zero codes only (module docstring, "Sparse
+# packing"). A statically quantized layer also stores its input quantization:
 # "<layer>.act.scale" (float32, 0-d) and "<layer>.act.zero_point" (int32, 0-d; uint8 range).
 # In the framework's own model the weight holds codes * scale (float32, exactly
 # representable), so any engine that re-quantizes it by the integer rule finds the same codes
@@ -640,6 +655,7 @@ def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:
 # 0): its codes move, its shared values do not.
 
 CODES, SCALE, BITS, SHAPE, CODEBOOK = ".codes", ".scale", ".bits", ".shape", ".codebook"
+NONZERO = ".nonzero"  # sparse packing: the bitmap of the non-zero codes (module docstring)
 ACT_SCALE, ACT_ZERO_POINT = ".act.scale", ".act.zero_point"
 _PACKED = (1, 2, 4)
 
@@ -712,13 +728,13 @@ def pack_state(
         base = f"{layer}.weight"
         out.pop(base, None)
         if q.codebook is not None:  # cluster: packed indices, the codebook instead of scales
-            out[base + CODES] = pack_indices(q.codes, q.bits)
+            out.update(_packed(base, q.codes, q.bits, pack_indices))
             out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
             out[base + CODEBOOK] = np.asarray(q.codebook, dtype=np.float32)
             out[base + BITS] = np.asarray(q.bits, dtype=np.int8)
             continue
         if q.bits in _PACKED:
-            out[base + CODES] = pack_codes(q.codes, q.bits)
+            out.update(_packed(base, q.codes, q.bits, pack_codes))
             out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
         else:
             out[base + CODES] = np.asarray(q.codes, dtype=np.int8)
@@ -734,6 +750,60 @@ def pack_state(
     return out
 
 
+def sparse_pays(n: int, kept: int, bits: int) -> bool:
+    """Whether ``n`` packed ``bits``-bit codes, ``kept`` of them non-zero, are stored sparsely: the
+    bitmap and the non-zero codes take at most 3/4 of the bytes of all codes packed and save at
+    least 256 bytes (what the extra array costs in the file; module docstring).
+
+    >>> sparse_pays(235_200, 11_760, 3), sparse_pays(235_200, 117_600, 2), sparse_pays(1_000, 100, 2)
+    (True, False, False)
+    """
+    dense, sparse = -(-n * bits // 8), -(-n // 8) + -(-kept * bits // 8)
+    return 4 * sparse <= 3 * dense and dense - sparse >= 256
+
+
+def _packed(base: str, codes: np.ndarray, bits: int, pack) -> dict[str, np.ndarray]:
+    """``<base>.codes`` packed by ``pack``, all of them or, where fewer bytes, the non-zero ones
+    and ``<base>.nonzero`` (module docstring, "Sparse packing").
+
+    >>> sparse = _packed("w", np.eye(64, dtype=np.int8), 4, pack_codes)
+    >>> sorted((k, v.size) for k, v in sparse.items())
+    [('w.codes', 32), ('w.nonzero', 512)]
+    """
+    flat = np.asarray(codes).reshape(-1)
+    keep = flat != 0
+    kept = int(np.count_nonzero(keep))
+    if sparse_pays(flat.size, kept, bits):
+        return {base + CODES: pack(flat[keep], bits), base + NONZERO: np.packbits(keep)}
+    return {base + CODES: pack(flat, bits)}
+
+
+def _unpacked(state: dict[str, np.ndarray], base: str, bits: int, unpack) -> np.ndarray:
+    """The codes of ``base`` in its canonical shape, from all codes packed or from the bitmap of
+    the non-zero codes and those codes (:func:`_packed`).
+
+    Raises:
+        RunError: no ``<base>.shape``, or parts that do not fit it or each other (a damaged file).
+    """
+    if base + SHAPE not in state:
+        raise RunError(f"'{base + CODES}' holds packed codes but the state has no '{base + SHAPE}'")
+    shape = tuple(int(d) for d in np.asarray(state[base + SHAPE]).reshape(-1))
+    packed = np.asarray(state[base + CODES])
+    if base + NONZERO not in state:
+        return unpack(packed, bits, shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    bitmap = np.asarray(state[base + NONZERO]).reshape(-1)
+    if bitmap.dtype != np.uint8 or bitmap.size != -(-n // 8):
+        raise RunError(f"'{base + NONZERO}' has {bitmap.size} {bitmap.dtype} bytes, not the {-(-n // 8)} of shape {shape}: the file is damaged")
+    keep = np.unpackbits(bitmap, count=n).astype(bool)
+    kept = unpack(packed, bits, (int(np.count_nonzero(keep)),))
+    if (kept == 0).any():
+        raise RunError(f"'{base + CODES}' holds a zero where '{base + NONZERO}' marks a non-zero code: the file is damaged")
+    codes = np.zeros(n, dtype=kept.dtype)
+    codes[keep] = kept
+    return codes.reshape(shape)
+
+
 def _scalar(v: np.ndarray) -> np.ndarray:
     return np.asarray(v).reshape(-1)[0]
 
@@ -746,7 +816,7 @@ def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
         RunError: packed codes without their shape, or that do not fit it.
     """
     bases = {key[: -len(CODES)] for key in state if key.endswith(CODES)}
-    skip = {b + suffix for b in bases for suffix in (SCALE, BITS, SHAPE, CODEBOOK)}
+    skip = {b + suffix for b in bases for suffix in (SCALE, BITS, SHAPE, CODEBOOK, NONZERO)}
     acts = {key[: -len(ACT_SCALE)] for key in state if key.endswith(ACT_SCALE)}
     skip |= {layer + suffix for layer in acts if layer + ACT_ZERO_POINT in state for suffix in (ACT_SCALE, ACT_ZERO_POINT)}
     out: dict[str, np.ndarray] = {}
@@ -766,7 +836,7 @@ def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
                     raise RunError(f"'{key}' holds cluster codes but the state lacks its shape or bits")
                 book = np.asarray(state[base + CODEBOOK], dtype=np.float32).reshape(-1)
                 bits = int(_scalar(state[base + BITS]))
-                codes = unpack_indices(np.asarray(value), bits, tuple(np.asarray(state[base + SHAPE]).reshape(-1)))
+                codes = _unpacked(state, base, bits, unpack_indices)
                 if book.size != 2**bits:
                     raise RunError(f"'{base + CODEBOOK}' has {book.size} values, not 2^{bits}: the file is damaged")
                 q = WeightQuant(codes, np.float32(1).reshape(()), bits, None, book)
@@ -777,9 +847,7 @@ def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
             bits = int(_scalar(state[base + BITS])) if base + BITS in state else 8
             value = np.asarray(value)
             if value.dtype == np.uint8:
-                if base + SHAPE not in state:
-                    raise RunError(f"'{key}' holds packed codes but the state has no '{base + SHAPE}'")
-                codes = unpack_codes(value, bits, tuple(np.asarray(state[base + SHAPE]).reshape(-1)))
+                codes = _unpacked(state, base, bits, unpack_codes)
             else:
                 codes = value.astype(np.int8)
             q = WeightQuant(codes, scale, bits, 0 if scale.ndim == 1 else None)

@@ -307,3 +307,42 @@ def test_cluster_snap_is_the_cores_in_both_frameworks():
     got_k = snap_levels_tf(tf.constant(x), tf.constant(_keras_scale(None, q))).numpy()
     assert got_t.tobytes() == want.tobytes() and got_k.tobytes() == want.tobytes()
     assert np.isin(want, book).all() and len(np.unique(want)) == len(np.unique(book))
+
+
+@pytest.mark.parametrize("spec", [QuantizeSpec(dtype="int4", granularity="per_tensor"), QuantizeSpec(dtype="cluster", bits=3)],
+                         ids=["int4-per-tensor", "cluster-3"])
+def test_sparse_packed_state_is_bit_identical_and_round_trips_through_lwz(spec, tmp_path):
+    """A model pruned to 10% stores its big layers' codes sparsely (bitmap of the non-zero codes and
+    those codes only) in the same bytes on both backends; each backend loads the other's ``.lwz``
+    back to the same codes, scales (per tensor stays 0-d) and packed state."""
+    from lwdsl.semantics.quant import sparse_pays, unpack_state
+    from lwdsl.weights import gzip_size, save_weights
+
+    runs = _run("lenet5", spec, prune=0.9)
+    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
+    assert set(st) == set(sk)
+    for k in st:
+        a, b = np.asarray(st[k]), np.asarray(sk[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    _, quants = unpack_state(st)
+    sparse = {layer for layer in quants if f"{layer}.weight.nonzero" in st}
+    assert "fc1" in sparse  # 400,000 weights, 10% kept
+    assert sparse == {layer for layer, q in quants.items() if sparse_pays(q.codes.size, int(np.count_nonzero(q.codes)), q.bits)}
+    for name, other in (("torch", "tensorflow"), ("tensorflow", "torch")):
+        path = tmp_path / f"{other}.lwz"
+        save_weights(path, runs[other]["state"])
+        be = backend(name)
+        back = be.state(be.load_model("lenet5", SHAPE, 10, checkpoint=path))
+        assert set(back) == set(st)
+        for k in st:
+            assert np.array_equal(_bits(np.asarray(back[k])), _bits(np.asarray(st[k]))) and np.shape(back[k]) == np.shape(st[k]), (name, k)
+    # the same model stored with all codes packed is larger after gzip
+    from lwdsl.semantics import quant as Q
+
+    dense = dict(st)
+    for layer in sparse:
+        dense.pop(f"{layer}.weight.nonzero")
+        pack = Q.pack_indices if quants[layer].codebook is not None else Q.pack_codes
+        dense[f"{layer}.weight.codes"] = pack(quants[layer].codes, quants[layer].bits)
+    save_weights(tmp_path / "dense.lwz", dense)
+    assert gzip_size(tmp_path / "torch.lwz") < gzip_size(tmp_path / "dense.lwz")

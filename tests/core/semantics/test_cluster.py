@@ -123,11 +123,14 @@ def test_pack_layout_matches_pack_codes_for_non_negative_codes():
 
 
 def test_pack_state_round_trip_stores_codebook_not_scale():
-    w = _pruned(6, (30, 20))
+    w = _pruned(6, (300, 200))
     q = Q.quantize_as(w, "cluster", bits=3)
-    st_ = Q.pack_state({"fc.weight": w, "fc.bias": np.ones(30, np.float32)}, {"fc": q})
-    assert sorted(st_) == ["fc.bias", "fc.weight.bits", "fc.weight.codebook", "fc.weight.codes", "fc.weight.shape"]
-    assert st_["fc.weight.codes"].size == 30 * 20 * 3 // 8
+    st_ = Q.pack_state({"fc.weight": w, "fc.bias": np.ones(300, np.float32)}, {"fc": q})
+    # 20% kept: the bitmap of the non-zero codes and those codes, 7,500 + 4,500 bytes, not 22,500
+    assert sorted(st_) == ["fc.bias", "fc.weight.bits", "fc.weight.codebook", "fc.weight.codes", "fc.weight.nonzero", "fc.weight.shape"]
+    assert st_["fc.weight.codes"].size == 12_000 * 3 // 8 and st_["fc.weight.nonzero"].size == 60_000 // 8
+    dense = Q.pack_state({}, {"fc": Q.quantize_as(_pruned(6, (300, 200), keep=1.0), "cluster", bits=3)})
+    assert "fc.weight.nonzero" not in dense and dense["fc.weight.codes"].size == 300 * 200 * 3 // 8
     flat, quants = Q.unpack_state(st_)
     assert np.array_equal(quants["fc"].codes, q.codes) and quants["fc"].codebook.tobytes() == q.codebook.tobytes()
     assert flat["fc.weight"].tobytes() == q.dequantize().tobytes() and quants["fc"].bits == 3

@@ -677,8 +677,10 @@ def test_pack_state_round_trip_mixed_forms_and_activations():
     assert packed["l0.weight.codes"].dtype == np.int8 and "l0.weight.shape" not in packed
     for i, bits in ((1, 4), (2, 2), (3, 2), (4, 1)):
         assert packed[f"l{i}.weight.codes"].dtype == np.uint8
-        assert packed[f"l{i}.weight.codes"].size == -(-90 * bits // 8)
+        kept = int(np.count_nonzero(quants[f"l{i}"].codes)) if f"l{i}.weight.nonzero" in packed else 90
+        assert packed[f"l{i}.weight.codes"].size == -(-kept * bits // 8)
         assert packed[f"l{i}.weight.shape"].tolist() == [6, 5, 3] and int(packed[f"l{i}.weight.bits"]) == bits
+    assert not any(k.endswith(".nonzero") for k in packed)  # 90 weights: sparse would save under 256 bytes
     assert packed["l1.act.scale"].dtype == np.float32 and packed["l1.act.zero_point"].dtype == np.int32
     flat, back = Q.unpack_state(packed)
     assert set(flat) == set(state) and Q.unpack_act(packed) == acts
@@ -696,8 +698,46 @@ def test_pack_state_round_trip_mixed_forms_and_activations():
 def test_packed_codes_take_the_promised_fraction_of_int8(form, factor):
     w = np.random.default_rng(2).normal(size=(64, 800)).astype(np.float32)
     raw8 = Q.pack_state({}, {"l": Q.quantize_as(w, "int8")})["l.weight.codes"].nbytes
-    raw = Q.pack_state({}, {"l": Q.quantize_as(w, form)})["l.weight.codes"].nbytes
-    assert raw8 / raw == factor
+    q = Q.quantize_as(w, form)
+    assert raw8 / Q.pack_codes(q.codes, q.bits).nbytes == factor  # all codes packed
+    packed = Q.pack_state({}, {"l": q})
+    stored = packed["l.weight.codes"].nbytes + (packed["l.weight.nonzero"].nbytes if "l.weight.nonzero" in packed else 0)
+    assert raw8 / stored >= factor  # sparse packing only where it is smaller
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["int4", "int2", "ternary", "cluster"]), st.floats(0.0, 1.0), st.integers(1, 2000), st.integers(0, 2**32 - 1))
+def test_sparse_packing_is_chosen_by_its_rule_and_is_lossless(form, density, n, seed):
+    rng = np.random.default_rng(seed)
+    w = (rng.normal(size=(3, n)) * (rng.random((3, n)) < density)).astype(np.float32)
+    q = Q.quantize_as(w, form, bits=3) if form == "cluster" else Q.quantize_as(w, form)
+    packed = Q.pack_state({}, {"l": q})
+    size, kept = 3 * n, int(np.count_nonzero(q.codes))
+    dense_bytes, sparse_bytes = -(-size * q.bits // 8), -(-size // 8) + -(-kept * q.bits // 8)
+    sparse = 4 * sparse_bytes <= 3 * dense_bytes and dense_bytes - sparse_bytes >= 256
+    assert ("l.weight.nonzero" in packed) == sparse == Q.sparse_pays(size, kept, q.bits)
+    if sparse:
+        assert packed["l.weight.nonzero"].size == -(-size // 8) and packed["l.weight.codes"].size == -(-kept * q.bits // 8)
+        assert np.array_equal(np.unpackbits(packed["l.weight.nonzero"], count=size).reshape(3, n).astype(bool), q.codes != 0)
+    _, back = Q.unpack_state(packed)
+    assert np.array_equal(back["l"].codes, q.codes) and back["l"].dequantize().tobytes() == q.dequantize().tobytes()
+
+
+def test_sparse_packing_refuses_a_damaged_bitmap():
+    w = np.zeros((4, 4096), np.float32)
+    w[0, :3] = [0.5, -0.25, 1.0]
+    for form in ("int4", "cluster"):
+        packed = Q.pack_state({}, {"l": Q.quantize_as(w, form, bits=2) if form == "cluster" else Q.quantize_as(w, form)})
+        assert packed["l.weight.nonzero"].size == 2048
+        with pytest.raises(RunError, match="nonzero' has 2047 uint8 bytes, not the 2048 of shape"):
+            Q.unpack_state(dict(packed, **{"l.weight.nonzero": packed["l.weight.nonzero"][:2047]}))
+        more = packed["l.weight.nonzero"].copy()
+        more[5] = 0xFF  # eight more non-zeros than there are codes
+        with pytest.raises(RunError, match="do not fit shape"):
+            Q.unpack_state(dict(packed, **{"l.weight.nonzero": more}))
+        zero = dict(packed, **{"l.weight.codes": np.zeros_like(packed["l.weight.codes"])})
+        with pytest.raises(RunError, match="holds a zero where"):
+            Q.unpack_state(zero)
 
 
 # ----------------------------------------------------------------------------- fp16 / bf16 casts
