@@ -53,6 +53,17 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint8)
 
 
+def _same_state(runs: dict) -> tuple[dict, dict]:
+    """The torch and tensorflow states of ``runs``, after asserting they hold the same arrays,
+    with the same dtypes and shapes, bit for bit."""
+    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
+    assert set(st) == set(sk)
+    for k in st:
+        a, b = np.asarray(st[k]), np.asarray(sk[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    return st, sk
+
+
 @pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 @pytest.mark.parametrize("model", ["lenet5", "seedcnn"])
@@ -123,11 +134,7 @@ def test_low_bit_codes_and_scales_are_bit_identical(model, dtype, granularity):
     from lwdsl.semantics.quant import FORM_BITS, quantize_as, unpack_state
 
     runs = _run(model, QuantizeSpec(dtype=dtype, granularity=granularity), prune=0.5)
-    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
-    assert set(st) == set(sk)
-    for k in st:
-        a, b = np.asarray(st[k]), np.asarray(sk[k])
-        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    st, sk = _same_state(runs)
     floats, quants = unpack_state(st)
     assert quants and all(q.bits == FORM_BITS[dtype] for q in quants.values())
     assert all(st[f"{layer}.weight.codes"].dtype == np.uint8 for layer in quants)
@@ -174,11 +181,7 @@ def test_casts_are_bit_identical(model, dtype):
     from lwdsl.semantics.quant import half_bits
 
     runs = _run(model, QuantizeSpec(dtype=dtype), prune=0.5)
-    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
-    assert set(st) == set(sk)
-    for k in st:
-        a, b = np.asarray(st[k]), np.asarray(sk[k])
-        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    st, sk = _same_state(runs)
     cast = [k for k in st if k.endswith(f".weight.{dtype}")]
     assert cast and not any(k.endswith(".weight") for k in st if k[: -len(".weight")] + f".weight.{dtype}" in st)
     before = runs["torch"]["before"]
@@ -206,11 +209,7 @@ def test_auto_chooses_the_same_forms_and_codes(model, budget):
         assert rt["layer"] == rk["layer"]
         for f in TRIAL_FORMS:
             assert rt["sensitivity"][f] == pytest.approx(rk["sensitivity"][f], rel=2e-3, abs=1e-9), (rt["layer"], f)
-    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
-    assert set(st) == set(sk)
-    for k in st:
-        a, b = np.asarray(st[k]), np.asarray(sk[k])
-        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    st, sk = _same_state(runs)
     nt, nk = runs["torch"]["notes"], runs["tensorflow"]["notes"]
     assert {k: v["form"] for k, v in nt.items()} == {k: v["form"] for k, v in nk.items()}
     before = runs["torch"]["before"]
@@ -234,11 +233,7 @@ def test_cluster_codes_and_codebooks_are_bit_identical(model, bits):
     from lwdsl.semantics.quant import unpack_state
 
     runs = _run(model, QuantizeSpec(dtype="cluster", bits=bits), prune=0.5)
-    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
-    assert set(st) == set(sk)
-    for k in st:
-        a, b = np.asarray(st[k]), np.asarray(sk[k])
-        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    st, sk = _same_state(runs)
     floats, quants = unpack_state(st)
     assert quants and all(q.bits == bits and q.codebook.size == 2**bits for q in quants.values())
     assert not any(k.endswith(".weight.scale") for k in st)  # the codebook replaces the scales
@@ -319,11 +314,7 @@ def test_sparse_packed_state_is_bit_identical_and_round_trips_through_lwz(spec, 
     from lwdsl.weights import gzip_size, save_weights
 
     runs = _run("lenet5", spec, prune=0.9)
-    st, sk = runs["torch"]["state"], runs["tensorflow"]["state"]
-    assert set(st) == set(sk)
-    for k in st:
-        a, b = np.asarray(st[k]), np.asarray(sk[k])
-        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b)), k
+    st, sk = _same_state(runs)
     _, quants = unpack_state(st)
     sparse = {layer for layer in quants if f"{layer}.weight.nonzero" in st}
     assert "fc1" in sparse  # 400,000 weights, 10% kept
