@@ -42,10 +42,12 @@ def test_static_ranges_come_back_from_the_lwz(name, tmp_path):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_a_clustered_model_loads_back_from_the_lwz(name, tmp_path):
-    """``quantize cluster bits=3`` after pruning: the .lwz holds 3-bit packed codes and the
-    codebook (no float weight), and loads back to the same codes, codebook and predictions."""
+    """``quantize cluster bits=3`` after pruning: the .lwz holds 3-bit packed codes (the big
+    layers' sparsely: bitmap and non-zero codes) and the codebook (no float weight), and loads
+    back to the same codes, codebook and predictions."""
     import numpy as np
 
+    from lwdsl.semantics.quant import sparse_pays
     from lwdsl.specs import PruneSpec
     from lwdsl.weights import load_weights, save_weights
 
@@ -60,8 +62,11 @@ def test_a_clustered_model_loads_back_from_the_lwz(name, tmp_path):
     state = be.state(handle)
     for layer in layers:
         assert f"{layer}.weight" not in state and state[f"{layer}.weight.codebook"].shape == (8,)
-        n = int(np.prod(state[f"{layer}.weight.shape"]))
-        assert state[f"{layer}.weight.codes"].dtype == np.uint8 and state[f"{layer}.weight.codes"].size == -(-n * 3 // 8)
+        n, kept = int(np.prod(state[f"{layer}.weight.shape"])), int(np.count_nonzero(handle.quant[layer].codes))
+        sparse = f"{layer}.weight.nonzero" in state
+        assert sparse == sparse_pays(n, kept, 3)
+        assert state[f"{layer}.weight.codes"].dtype == np.uint8 and state[f"{layer}.weight.codes"].size == -(-(kept if sparse else n) * 3 // 8)
+    assert "fc1.weight.nonzero" in state  # 400,000 weights, about 80% pruned
     save_weights(tmp_path / "m.lwz", state)
     fresh = be.load_model("lenet5", SHAPE, 10)
     be.load_state(fresh, load_weights(tmp_path / "m.lwz")[0])
