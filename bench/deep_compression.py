@@ -6,8 +6,9 @@ both backends then run ``recipes/deep-compression-<model>.lw`` from that same ch
 per model and backend:
 
 - ``fp32 bytes``: 4 bytes per parameter (weights and biases) of the model;
-- ``gzip``: bytes of the run's saved ``model.lwz`` (codes packed to ``bits`` per weight, the
-  codebooks, biases) after gzip -9, and ``fp32 / gzip``;
+- ``gzip``: bytes of the run's saved ``model.lwz`` (codes packed to ``bits`` per weight, sparsely
+  where pruned: the bitmap of the non-zero codes and those codes; the codebooks, biases) after
+  gzip -9, and ``fp32 / gzip``;
 - ``huffman``: the size Han et al. count, computed from the same file: per clustered layer the
   positions of the non-zero codes as gaps (relative indices) and the non-zero codes, each
   Huffman-coded with its own code table, plus the tables (5 bytes a symbol: value and code
