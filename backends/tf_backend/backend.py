@@ -38,24 +38,6 @@ def _handle(model: Any) -> KerasHandle:
     raise LwdslError(f"the tensorflow backend got a {type(model).__name__}, not one of its model handles")
 
 
-def _zero_d(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A packed state with its 0-d entries (bits, per-tensor scales) 0-d again: a writer that
-    turned them into shape (1,) would make a per-tensor scale look per-channel."""
-    out = dict(state)
-    for key, value in state.items():
-        if key.endswith(".weight.bits") and np.ndim(value) == 1 and np.size(value) == 1:
-            out[key] = np.asarray(value).reshape(())
-        elif key.endswith(".weight.scale") and np.shape(value) == (1,):
-            base = key[: -len(".scale")]
-            shape = state.get(base + ".shape")  # packed codes are 1-d bytes: their weight's shape is here
-            if shape is None:
-                shape = np.shape(state[base + ".codes"]) if base + ".codes" in state else ()
-            dims = np.asarray(shape).reshape(-1)
-            if dims.size and int(dims[0]) != 1:
-                out[key] = np.asarray(value).reshape(())
-    return out
-
-
 class KerasBackend(Backend):
     """PyTorch-equivalent ops on tf_keras models (see docs/semantics.md). The model handle is a
     :class:`~lwdsl.backends.tf_backend.handle.KerasHandle`."""
@@ -140,7 +122,7 @@ class KerasBackend(Backend):
             state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
         acts = unpack_act(state)  # static layers' input ranges
         casts = unpack_casts(state)  # layers `quantize fp16|bf16` cast (16-bit patterns in a .lwz)
-        state, quant = unpack_state(_zero_d(state))  # a quantized layer's codes * scale, and its codes
+        state, quant = unpack_state(state)  # a quantized layer's codes * scale, and its codes
         resized = resize_to_state(handle.model, state)
         load_state_into(resized, state)
         if resized is not handle.model:

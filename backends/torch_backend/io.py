@@ -25,7 +25,7 @@ from torch import nn
 
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import BITS, CODES, HALF_FORMS, SCALE, SHAPE, unpack_act, unpack_casts, unpack_state
+from lwdsl.semantics.quant import CODES, HALF_FORMS, unpack_act, unpack_casts, unpack_state
 from lwdsl.weights import atomic_path, load_weights
 
 from .fold import drop_folded
@@ -207,22 +207,8 @@ def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tenso
     if not any(k.endswith(CODES) or k.endswith((".weight.fp16", ".weight.bf16")) or ".act." in k for k in state):
         return state, {}, {}
     arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
-    for key in [k for k in arrays if k.endswith(CODES)]:  # a .lwz keeps 0-d arrays as shape (1,)
-        base = key[: -len(CODES)]
-        for suffix in (BITS, SCALE):
-            v = arrays.get(base + suffix)
-            if v is not None and v.size == 1 and (suffix == BITS or _out_channels(arrays, base) != 1):
-                arrays[base + suffix] = v.reshape(())
-    flat, quants = unpack_state(arrays)
+    flat, quants = unpack_state(arrays)  # 0-d bits and scales stored as shape (1,) too
     return {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, quants, unpack_act(arrays)
-
-
-def _out_channels(arrays: Mapping[str, np.ndarray], base: str) -> int:
-    """The output channels of a packed weight: its canonical shape's first dimension (packed
-    codes are 1-d bytes, int8 codes have the weight's shape)."""
-    shape = arrays.get(base + SHAPE)
-    dims = np.asarray(shape).reshape(-1).tolist() if shape is not None else list(np.shape(arrays[base + CODES]))
-    return int(dims[0]) if dims else 1
 
 
 def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:

@@ -804,6 +804,13 @@ def _unpacked(state: dict[str, np.ndarray], base: str, bits: int, unpack) -> np.
     return codes.reshape(shape)
 
 
+def _out_channels(state: dict[str, np.ndarray], base: str, codes: np.ndarray) -> int:
+    """The first dimension of a quantized weight's canonical shape: ``<base>.shape`` for packed
+    codes (1-d bytes), else the int8 codes' own shape."""
+    dims = np.asarray(state[base + SHAPE]).reshape(-1) if base + SHAPE in state else np.shape(codes)
+    return int(dims[0]) if len(dims) else 1
+
+
 def _scalar(v: np.ndarray) -> np.ndarray:
     return np.asarray(v).reshape(-1)[0]
 
@@ -846,6 +853,8 @@ def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
             scale = np.asarray(state[base + SCALE], dtype=np.float32)
             bits = int(_scalar(state[base + BITS])) if base + BITS in state else 8
             value = np.asarray(value)
+            if scale.shape == (1,) and _out_channels(state, base, value) != 1:
+                scale = scale.reshape(())  # a per-tensor (0-d) scale that a writer stored as shape (1,)
             if value.dtype == np.uint8:
                 codes = _unpacked(state, base, bits, unpack_codes)
             else:

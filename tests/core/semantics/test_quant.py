@@ -789,3 +789,21 @@ def test_pack_state_stores_casts_in_16_bits():
     flat, quants = Q.unpack_state(packed)
     assert not quants and Q.unpack_casts(packed) == {"a": "fp16", "b": "bf16"}
     assert all(flat[k].tobytes() == state[k].tobytes() for k in state)
+
+
+def test_unpack_state_reads_a_per_tensor_scale_stored_as_shape_1():
+    """A writer may store 0-d arrays as shape (1,): a per-tensor scale stays per tensor (from the
+    weight's first dimension, for int8 codes and packed ones), a one-channel layer's (1,) scale
+    stays per channel, and bits read the same either way."""
+    w = np.random.default_rng(3).normal(size=(4, 300)).astype(np.float32)
+    one = w[:1]
+    quants = {"a": Q.quantize_as(w, "int8", "per_tensor"), "b": Q.quantize_as(w, "int4", "per_tensor"),
+              "c": Q.quantize_as(one, "int4", "per_channel")}
+    packed = Q.pack_state({}, quants)
+    stored = {k: (np.asarray(v).reshape(1) if np.ndim(v) == 0 else v) for k, v in packed.items()}
+    assert stored["a.weight.scale"].shape == stored["b.weight.bits"].shape == (1,)
+    flat, back = Q.unpack_state(stored)
+    for layer, q in quants.items():
+        assert back[layer].scale.shape == np.shape(q.scale) and back[layer].axis == q.axis and back[layer].bits == q.bits
+        assert flat[f"{layer}.weight"].tobytes() == q.dequantize().tobytes()
+    assert back["a"].axis is None and back["c"].axis == 0
