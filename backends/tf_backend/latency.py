@@ -15,8 +15,8 @@ interpreter with ``threads`` threads (tflite_engine.py), as the torch backend ti
 Runtime artifact. A model with low-bit or cluster layers has no artifact with kernels of its own
 (``export tflite`` refuses it): it is timed as it runs, in Keras on float kernels, like fp32.
 
-Timing: ``model(x, training=False)`` inside a ``tf.function``, 3 warm-up calls, then calls
-until at least 20 and 0.2 s (at most 200); the median in milliseconds.
+Timing: ``model(x, training=False)`` inside a ``tf.function``, by the core's protocol
+(:mod:`lwdsl.backend.timing`: the same warm-up, run count and budget as every other latency).
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lwdsl.backend.timing import fixed_input, median_ms
 from lwdsl.errors import RunError
 from lwdsl.semantics.quant import int8_only
 
@@ -44,18 +45,9 @@ _workers: dict[int, subprocess.Popen] = {}
 
 def time_model(model: Any, batch: int, input_shape: tuple[int, ...]) -> float:
     """Median latency of ``model`` (in this process, with its current threads) in ms."""
-    c, h, w = input_shape
-    x = tf.random.stateless_normal((batch, h, w, c), seed=(0, 0))
+    x = tf.constant(np.ascontiguousarray(np.moveaxis(fixed_input(batch, input_shape), 1, -1)))
     forward = tf.function(lambda t: model(t, training=False))
-    for _ in range(3):
-        forward(x).numpy()
-    times: list[float] = []
-    begin = time.perf_counter()
-    while len(times) < 200 and (len(times) < 20 or time.perf_counter() - begin < 0.2):
-        start = time.perf_counter()
-        forward(x).numpy()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return median_ms(lambda: forward(x).numpy())
 
 
 def _threads_here(threads: int) -> bool:

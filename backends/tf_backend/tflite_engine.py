@@ -34,13 +34,12 @@ the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
 from __future__ import annotations
 
 import hashlib
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.quant import agreement, half_bits
@@ -109,8 +108,7 @@ def time_tflite(data: bytes, batch: int, input_shape: tuple[int, ...], threads: 
     ``input_shape``, fed as NHWC float32)."""
     it = interpreter(data, threads)
     inp = it.get_input_details()[0]
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
-    x = np.ascontiguousarray(_nhwc(x))
+    x = np.ascontiguousarray(_nhwc(fixed_input(batch, input_shape)))
     with quiet_stderr():
         it.resize_tensor_input(inp["index"], list(x.shape))
         it.allocate_tensors()
@@ -118,15 +116,7 @@ def time_tflite(data: bytes, batch: int, input_shape: tuple[int, ...], threads: 
         scale, zp = inp["quantization"]
         x = np.clip(np.rint(x / scale) + zp, -128, 127).astype(inp["dtype"])
     it.set_tensor(inp["index"], x)
-    for _ in range(warmup):
-        it.invoke()
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
-        start = time.perf_counter()
-        it.invoke()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
+    return median_ms(it.invoke, Protocol(warmup, min_runs, max_runs, budget_s))
 
 
 def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:

@@ -40,8 +40,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import statistics
-import time
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -51,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.semantics.quant import ActQuant, RangeObserver, act_qparams, agreement
 
 from .handle import TorchModel
@@ -292,20 +291,12 @@ def kernels() -> str:
 
 def latency_ms(module: torch.nn.Module, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
                min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
-    """Median milliseconds of the int8 module at ``batch`` (same protocol as latency.py)."""
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    """Median milliseconds of the int8 module at ``batch`` (the core's timing protocol)."""
+    x = torch.from_numpy(fixed_input(batch, input_shape))
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
     try:
         with _quiet(), torch.inference_mode():
-            for _ in range(warmup):
-                module(x)
-            times: list[float] = []
-            deadline = time.perf_counter() + budget_s
-            while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
-                start = time.perf_counter()
-                module(x)
-                times.append(time.perf_counter() - start)
+            return median_ms(lambda: module(x), Protocol(warmup, min_runs, max_runs, budget_s))
     finally:
         torch.set_num_threads(before)
-    return statistics.median(times) * 1000.0

@@ -40,8 +40,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -49,6 +47,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
+from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.quant import agreement
 
@@ -413,17 +412,8 @@ def describe(data: bytes, handle: TorchModel, x: np.ndarray, y: np.ndarray) -> d
 
 def _time_session(sess: Any, batch: int, input_shape: tuple[int, ...], *, warmup: int = 3, min_runs: int = 10,
                   max_runs: int = 200, budget_s: float = 1.0) -> float:
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).numpy()
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
+    feed = {sess.get_inputs()[0].name: fixed_input(batch, input_shape)}
+    return median_ms(lambda: sess.run(None, feed), Protocol(warmup, min_runs, max_runs, budget_s))
 
 
 def session(model: Any, threads: int = 1, optimized_to: Optional[Path] = None) -> Any:

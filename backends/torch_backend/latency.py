@@ -3,16 +3,14 @@
 The input is a fixed pseudo-random batch; the model runs in eval mode under
 ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
 restored afterwards); after ``quantize`` the int8 ONNX Runtime artifact is timed instead (with
-``threads`` intra-op threads). At least ``min_runs`` runs are timed, more while the time budget lasts.
+``threads`` intra-op threads). Timed by the core's protocol (:mod:`lwdsl.backend.timing`).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
+from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.semantics.quant import int8_only
 
 from .handle import TorchModel
@@ -40,7 +38,7 @@ def latency_ms(
 
         return int8_latency_ms(handle, batch, input_shape, threads, warmup=warmup, min_runs=min_runs,
                                max_runs=max_runs, budget_s=budget_s)
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    x = torch.from_numpy(fixed_input(batch, input_shape))
     model = handle.module
     was_training = model.training
     before = torch.get_num_threads()
@@ -48,15 +46,7 @@ def latency_ms(
     model.eval()
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            times: list[float] = []
-            deadline = time.perf_counter() + budget_s
-            while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < deadline):
-                start = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - start)
+            return median_ms(lambda: model(x), Protocol(warmup, min_runs, max_runs, budget_s))
     finally:
         torch.set_num_threads(before)
         model.train(was_training)
-    return statistics.median(times) * 1000.0
