@@ -352,7 +352,7 @@ def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: 
         return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
     what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
-    fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra_variables=extra)
+    fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra=extra)
     if projections:
         ctx.notes["feature_projections"] = f"{len(projections)} projection(s) trained with the student, then dropped"
     if spec.student is not None:

@@ -1,7 +1,7 @@
-"""Training with PyTorch's update rules: fine-tuning, sparse (L1) training, gradual pruning.
-
-One custom loop (``tf.GradientTape``) serves every step that trains, so its numbers match the
-PyTorch backend's from identical weights and data order (:mod:`lwdsl.semantics.order`):
+"""This backend's optimizer step (:class:`KerasTrainer`, ``tf.GradientTape``) for the core's
+one training loop (:func:`lwdsl.backend.fit.fit`: epochs, data order, jitter, learning rate,
+progress, NaN restore), with PyTorch's update rules, so its numbers match the PyTorch
+backend's from identical weights and the same batches:
 
 - loss: mean softmax cross-entropy over the batch, plus ``l1 * sum |w|`` over the selected
   layers' weights for ``regularize`` (d|w|/dw = sign(w), 0 at 0, as in PyTorch);
@@ -12,12 +12,8 @@ PyTorch backend's from identical weights and data order (:mod:`lwdsl.semantics.o
   ``w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``;
 - weight decay applies to every trainable variable (biases too), as a PyTorch optimizer
   given ``model.parameters()`` does;
-- the learning rate is set before every optimizer step
-  (:func:`lwdsl.semantics.schedules.lr_at`);
-- data order: epoch ``e`` of the step visits ``lwdsl.semantics.order.epoch_order(N, run seed, e)`` in
-  batches of ``batch`` (the last one smaller); with ``jitter=N`` each batch's images are
-  translated as :mod:`lwdsl.semantics.jitter` decides (:func:`batch_images`, the same images as
-  on torch);
+- the learning rate, the batches and their (jittered) images come from the core's loop, as
+  NCHW arrays moved to NHWC here;
 - quantized layers (``handle.quant``: after ``quantize``, during ``mode=qat`` and any training
   after it): the straight-through estimator of :mod:`lwdsl.semantics.quant`. Each quantized
   kernel has a float master copy (starting at the snapped weight; at the float weight before
@@ -30,8 +26,8 @@ PyTorch backend's from identical weights and data order (:mod:`lwdsl.semantics.o
   are updated after training;
 - masks: after every optimizer step (after the snap) each masked weight is set to
   ``where(keep, w, +0.0)``;
-- a non-finite loss or gradient stops training, restores the weights the epoch began with (as
-  the torch backend does) and raises :class:`~lwdsl.errors.RunError`.
+- a non-finite loss or gradient leaves the weights unchanged and tells the core's loop, which
+  restores the weights the epoch began with and raises :class:`~lwdsl.errors.RunError`.
 
 Gradual pruning (:class:`lwdsl.semantics.pruning.GradualClock`) updates the masks between
 optimizer steps.
@@ -44,19 +40,17 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.fit import Trainer
+from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.errors import RunError
-from lwdsl.semantics.jitter import check_jitter, jitter_shifts, shift_images
-from lwdsl.semantics.order import batches, steps_per_epoch
 from lwdsl.semantics.cluster import codebook_levels
 from lwdsl.semantics.quant import WeightQuant, requantize
-from lwdsl.semantics.schedules import lr_at
 from lwdsl.specs import TrainingOptions
 
 from ._tf import tf
 from .handle import KerasHandle
 
-__all__ = ["nhwc", "batch_images", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf", "snap_levels_tf"]
+__all__ = ["nhwc", "KerasTrainer", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf", "snap_levels_tf"]
 
 #: What a step's own loss gets: (model, images NHWC, labels, batch indices into the training
 #: set), inside the gradient tape; it returns (loss to minimise, the cross-entropy part).
@@ -117,148 +111,100 @@ class _Optimizer:
                 w.assign_sub(lr * g)
 
 
-def batch_images(x: np.ndarray, idx: np.ndarray, shifts: Optional[np.ndarray]) -> np.ndarray:
-    """The training images of a batch (``x`` NHWC, as :func:`nhwc` gives), each moved by its row
-    of ``shifts`` (:mod:`lwdsl.semantics.jitter`; None: as they are)."""
-    if shifts is None:
-        return x[idx]
-    return shift_images(x[idx], shifts[idx], axes=(1, 2))
+class KerasTrainer(Trainer):
+    """This backend's optimizer step for the core's :func:`lwdsl.backend.fit.fit`: one
+    ``tf.function`` (``GradientTape``) step per batch, PyTorch's update rules (module
+    docstring), quantized kernels snapped to their grid, masks re-applied."""
+
+    def __init__(self, handle: KerasHandle, options: TrainingOptions, ctx: StepContext, *, l1: float = 0.0,
+                 l1_layers: Sequence[str] = (), loss: Optional[BatchLoss] = None, extra: Sequence[Any] = (),
+                 masters: Optional[dict[str, np.ndarray]] = None, mask_layers: Sequence[str] = ()) -> None:
+        self.handle = handle
+        model = handle.model
+        variables = list(model.trainable_variables) + list(extra)
+        opt = _Optimizer(variables, options)
+        views = self.views = handle.view_map()
+        self.masked = masked = sorted(set(handle.masks) | set(mask_layers))
+        kernels = [views[name].weight.variable for name in masked]
+        self.mask_vars = mask_vars = [
+            tf.Variable(handle.masks.get(name, np.ones(k.shape, dtype=bool)), trainable=False, dtype=tf.bool)
+            for name, k in zip(masked, kernels)
+        ]
+        penalised = [views[name].weight.variable for name in l1_layers]
+        l1_t = tf.constant(l1, dtype=tf.float32)
+        self.quantized = quantized = sorted(handle.quant)
+        q_kernels = [views[name].weight.variable for name in quantized]
+        start = masters or {}
+        q_masters = [
+            tf.Variable(
+                np.ascontiguousarray(views[name].weight.from_canon(np.asarray(start[name], np.float32)), dtype=np.float32)
+                if name in start else k.read_value(),
+                trainable=False,
+            )
+            for name, k in zip(quantized, q_kernels)
+        ]
+        # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
+        # a clustered layer's "scale" is its codebook's levels (_keras_scale), and its bits None
+        q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
+        q_bits = [None if handle.quant[name].codebook is not None else handle.quant[name].bits for name in quantized]
+
+        # statically quantized layers see their inputs fake-quantized (straight through), as on torch
+        from .quantize import quantized_forward
+
+        forward = quantized_forward(handle)
+
+        @tf.function(reduce_retracing=True)
+        def train_step(xb: Any, yb: Any, idx: Any, lr: Any) -> Any:
+            with tf.GradientTape() as tape:
+                if loss is not None:
+                    total, ce = loss(forward, xb, yb, idx)
+                else:
+                    ce = total = cross_entropy(yb, forward(xb, training=True))
+                if penalised:
+                    total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
+            grads = tape.gradient(total, variables)
+            ok = tf.math.is_finite(total)
+            for g in grads:
+                if g is not None:
+                    ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
+            if ok:
+                snapped = [k.read_value() for k in q_kernels]
+                opt.apply(grads, lr)
+                for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
+                    master.assign_add(k - before)  # the optimizer's step, onto the float master
+                    k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
+                for k, m in zip(kernels, mask_vars):
+                    k.assign(tf.where(m, k, tf.zeros_like(k)))
+            return ce, total, ok
+
+        self.train_step = train_step
+
+    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        ce, whole, ok = self.train_step(tf.constant(np.ascontiguousarray(np.moveaxis(images, 1, -1)) if images.ndim == 4 else images),
+                                        tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))
+        return float(ce), float(whole), bool(ok)
+
+    def snapshot(self) -> list[np.ndarray]:
+        return self.handle.model.get_weights()
+
+    def restore(self, snapshot: list[np.ndarray]) -> None:
+        self.handle.model.set_weights(snapshot)
+
+    def masks_changed(self) -> None:
+        for name, m in zip(self.masked, self.mask_vars):
+            m.assign(self.handle.masks[name])
+
+    def close(self) -> None:
+        for name in self.quantized:  # the codes the kernels hold now (scales fixed)
+            view, q = self.views[name], self.handle.quant[name]
+            self.handle.quant[name] = requantize(view.weight.canonical(), q)
 
 
-def fit(
-    handle: KerasHandle,
-    options: TrainingOptions,
-    ctx: StepContext,
-    *,
-    label: str,
-    schedule: str = "constant",
-    l1: float = 0.0,
-    l1_layers: Sequence[str] = (),
-    after_step: Optional[Callable[[int], bool]] = None,
-    loss: Optional[BatchLoss] = None,
-    extra_variables: Sequence[Any] = (),
-    mask_layers: Sequence[str] = (),
-    masters: Optional[dict[str, np.ndarray]] = None,
-    jitter: int = 0,
-) -> list[float]:
-    """Train ``handle`` in place on ``ctx.data``; returns (and keeps in ``handle.losses``) the
-    cross-entropy of every optimizer step's batch, before the step (penalties and other loss
-    terms left out).
-
-    Args:
-        label: what the step is, for progress bars and errors.
-        schedule: learning-rate schedule (:func:`lwdsl.semantics.schedules.lr_at`).
-        l1, l1_layers: the L1 penalty and the layers whose weights it covers.
-        mask_layers: layers that may get masks during training (gradual pruning).
-        after_step: called with the number of optimizer steps done after each step; returns
-            True when it changed the masks (they are then reloaded into the training graph).
-        loss: the step's own loss (distillation, ...) instead of plain cross-entropy.
-        extra_variables: variables trained along with the model (a feature projection).
-        masters: quantized layer -> the float weight its master copy starts from (canonical
-            layout; ``quantize mode=qat`` gives the weights before quantization); otherwise
-            the master starts at the quantized weight.
-        jitter: translate each training image by up to this many pixels
-            (:mod:`lwdsl.semantics.jitter`; the same images as on every backend).
-
-    Raises:
-        RunError: the loss or a gradient became NaN or infinite, or ``jitter`` does not fit
-            the images (before training).
-    """
-    why = check_jitter(jitter, ctx.data.input_shape)
-    if why:
-        raise RunError(f"step {ctx.index + 1} ({label}): {why}", hint="lower jitter= or leave it out")
-    model = handle.model
-    data = ctx.data
-    x, y = nhwc(data.train_x), data.train_y.astype(np.int64)
-    n = len(x)
-    spe = steps_per_epoch(n, options.batch)
-    variables = list(model.trainable_variables) + list(extra_variables)
-    opt = _Optimizer(variables, options)
-    views = handle.view_map()
-    masked = sorted(set(handle.masks) | set(mask_layers))
-    kernels = [views[name].weight.variable for name in masked]
-    mask_vars = [
-        tf.Variable(handle.masks.get(name, np.ones(k.shape, dtype=bool)), trainable=False, dtype=tf.bool)
-        for name, k in zip(masked, kernels)
-    ]
-    penalised = [views[name].weight.variable for name in l1_layers]
-    l1_t = tf.constant(l1, dtype=tf.float32)
-    quantized = sorted(handle.quant)
-    q_kernels = [views[name].weight.variable for name in quantized]
-    start = masters or {}
-    q_masters = [
-        tf.Variable(
-            np.ascontiguousarray(views[name].weight.from_canon(np.asarray(start[name], np.float32)), dtype=np.float32)
-            if name in start else k.read_value(),
-            trainable=False,
-        )
-        for name, k in zip(quantized, q_kernels)
-    ]
-    # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
-    # a clustered layer's "scale" is its codebook's levels (_keras_scale), and its bits None
-    q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
-    q_bits = [None if handle.quant[name].codebook is not None else handle.quant[name].bits for name in quantized]
-
-    # statically quantized layers see their inputs fake-quantized (straight through), as on torch
-    from .quantize import quantized_forward
-
-    forward = quantized_forward(handle)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(xb: Any, yb: Any, idx: Any, lr: Any) -> Any:
-        with tf.GradientTape() as tape:
-            if loss is not None:
-                total, ce = loss(forward, xb, yb, idx)
-            else:
-                ce = total = cross_entropy(yb, forward(xb, training=True))
-            if penalised:
-                total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
-        grads = tape.gradient(total, variables)
-        ok = tf.math.is_finite(total)
-        for g in grads:
-            if g is not None:
-                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
-        if ok:
-            snapped = [k.read_value() for k in q_kernels]
-            opt.apply(grads, lr)
-            for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
-                master.assign_add(k - before)  # the optimizer's step, onto the float master
-                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
-            for k, m in zip(kernels, mask_vars):
-                k.assign(tf.where(m, k, tf.zeros_like(k)))
-        return ce, total, ok
-
-    losses: list[float] = []
-    handle.losses = losses
-    total = options.epochs * spe
-    bar = ctx.progress(total, label)
-    try:
-        t = 0
-        for epoch in range(options.epochs):
-            good = model.get_weights()  # restored when the loss goes bad, as the torch backend does
-            shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
-            for idx in batches(n, options.batch, ctx.seed, epoch):
-                lr = tf.constant(lr_at(schedule, options.lr, t, total), dtype=tf.float32)
-                ce, step_loss, ok = train_step(tf.constant(batch_images(x, idx, shifts)), tf.constant(y[idx]), tf.constant(idx), lr)
-                if not bool(ok):
-                    model.set_weights(good)
-                    raise RunError(
-                        f"step {ctx.index + 1} ({label}): the loss became {float(step_loss)} at epoch {epoch + 1}, step {t + 1}; "
-                        f"training stopped and the weights are back to the start of epoch {epoch + 1}",
-                        hint=f"lower the learning rate (lr={options.lr:g}), or check the data for NaN/inf",
-                    )
-                losses.append(float(ce))
-                t += 1
-                if after_step is not None and after_step(t):
-                    for name, m in zip(masked, mask_vars):
-                        m.assign(handle.masks[name])
-                bar.update(1)
-    finally:
-        bar.close()
-        for name in quantized:  # the codes the kernels hold now (scales fixed)
-            view, q = views[name], handle.quant[name]
-            handle.quant[name] = requantize(view.weight.canonical(), q)
-    return losses
+def fit(handle: KerasHandle, options: TrainingOptions, ctx: StepContext, **kwargs: Any) -> list[float]:
+    """The core's training loop (:func:`lwdsl.backend.fit.fit`) with this backend's
+    :class:`KerasTrainer`; ``loss`` is a :data:`BatchLoss` (called inside the gradient tape
+    with NHWC images), ``extra`` Keras variables."""
+    return core_fit(KerasTrainer, handle, options, ctx, **kwargs)
 
 
 def snap_tf(w: Any, scale: Any, bits: int) -> Any:

@@ -359,7 +359,7 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
             return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
         what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
-        fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra_params=params)
+        fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra=params)
     finally:
         if s_taps is not None:
             s_taps.remove()

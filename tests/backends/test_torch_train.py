@@ -74,7 +74,7 @@ def test_nan_loss_stops_with_a_run_error_and_the_last_good_weights():
     start = {k: v.clone() for k, v in handle.module.state_dict().items()}
     with pytest.raises(RunError) as err:
         backend.apply(handle, FinetuneSpec(epochs=2), [], ctx)
-    assert "step 5 (finetune)" in err.value.message and f"epoch 1, batch {bad_batch}" in err.value.message
+    assert "step 5 (finetune)" in err.value.message and f"epoch 1, step {bad_batch} of" in err.value.message
     assert "nan" in err.value.message and "lr=" in err.value.hint
     now = handle.module.state_dict()
     assert all(torch.equal(start[k], now[k]) for k in start)  # back to the start of epoch 1

@@ -145,19 +145,3 @@ def test_distillation_steps_agree_across_backends(case, monkeypatch):
     base = spec.lr * STEPS if spec.optimizer == "adam" else TOLERANCE["weight_atol"]
     assert weight_abs <= max(base, FLOOR_FACTOR * floor_weight), f"weights differ by {weight_abs:.1e}"
     assert all(np.array_equal(st[k] == 0, sk[k] == 0) for k in st if k.endswith(".weight"))
-
-
-def test_both_backends_train_on_identical_jittered_images():
-    from lwdsl.backends.tf_backend.train import batch_images as tf_batch, nhwc
-    from lwdsl.backends.torch_backend.train import batch_images as torch_batch
-    from lwdsl.semantics.jitter import jitter_shifts
-
-    x = dataset().train_x
-    for epoch in (0, 1):
-        shifts = jitter_shifts(len(x), 2, seed=0, epoch=epoch)
-        idx = np.random.default_rng(epoch).permutation(len(x))[:48]
-        a = torch_batch(x, idx, shifts).numpy()
-        b = np.moveaxis(tf_batch(nhwc(x), idx, shifts), -1, 1)
-        assert a.dtype == b.dtype == np.float32
-        np.testing.assert_array_equal(a, b)
-        assert not np.array_equal(a, x[idx])

@@ -1,0 +1,163 @@
+"""The one training loop: every step that trains (baseline, finetune, regularize, gradual
+pruning, QAT, distillation) runs through :func:`fit`, on every backend.
+
+The core decides the flow; a backend gives one primitive, a :class:`Trainer` (its optimizer
+*step*, its autodiff, its way to save and restore weights):
+
+- epochs of :func:`lwdsl.semantics.order.batches` (the run seed and the epoch: the same batches
+  on every backend), the images of each batch taken from the data set here, translated by
+  :mod:`lwdsl.semantics.jitter` when ``jitter=N``;
+- the learning rate of every optimizer step from :func:`lwdsl.semantics.schedules.lr_at`;
+- one progress bar per epoch, ``"<label> epoch E/N"``;
+- a loss (or gradient) that is NaN or infinite stops training: the weights go back to those the
+  epoch began with (the last known to train finitely) and :class:`~lwdsl.errors.RunError`
+  names the step, the epoch and the optimizer step, with the same words on every backend;
+- ``after_step(t)`` after every optimizer step (gradual pruning updates masks there; it
+  returns True when it changed them);
+- the cross-entropy of every step's batch, before the step, is returned and kept in
+  ``handle.losses``.
+
+What a trainer does inside one step (the loss, penalties, straight-through quantization,
+re-applying masks) is the backend's: see ``train.py`` in each backend package.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import RunError
+from ..semantics.jitter import check_jitter, jitter_shifts, shift_images
+from ..semantics.order import batches, steps_per_epoch
+from ..semantics.schedules import lr_at
+from ..specs import TrainingOptions
+from .context import StepContext
+
+__all__ = ["Trainer", "TrainerFactory", "batch_images", "fit"]
+
+
+class Trainer(ABC):
+    """One training run of a backend, built for :func:`fit` and closed by it.
+
+    Lifecycle: built (optimizer state, masks, quantized masters set up), then per epoch
+    :meth:`snapshot`, then :meth:`step` per batch (:meth:`masks_changed` when ``after_step``
+    changed masks, :meth:`restore` when a step was not finite), and :meth:`close` always,
+    last (codes of quantized layers re-read, model back in inference mode)."""
+
+    @abstractmethod
+    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        """One optimizer step on a batch (``images`` NCHW float32, ``labels`` int64, ``idx`` the
+        batch's indices into the training set) at learning rate ``lr``. Returns (the batch's
+        cross-entropy, the whole loss, whether the loss and gradients were finite); a step
+        that is not finite must leave the weights unchanged."""
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """The weights now (restored by :meth:`restore`)."""
+
+    @abstractmethod
+    def restore(self, snapshot: Any) -> None:
+        """Put the weights of :meth:`snapshot` back (masks re-applied)."""
+
+    def masks_changed(self) -> None:
+        """``after_step`` changed the handle's masks: use the new ones from the next step."""
+
+    def close(self) -> None:
+        """End of training (also after an error)."""
+
+
+def batch_images(x: np.ndarray, idx: np.ndarray, shifts: Optional[np.ndarray]) -> np.ndarray:
+    """The training images of a batch (NCHW), each moved by its row of ``shifts``
+    (:mod:`lwdsl.semantics.jitter`; None: as they are). Every backend trains on these arrays."""
+    if shifts is None:
+        return x[idx]
+    return shift_images(x[idx], shifts[idx])
+
+
+#: Builds a backend's trainer: (handle, options, ctx, l1, l1_layers, loss, extra, masters,
+#: mask_layers) -> Trainer.
+TrainerFactory = Callable[..., Trainer]
+
+
+def fit(
+    make_trainer: TrainerFactory,
+    handle: Any,
+    opts: TrainingOptions,
+    ctx: StepContext,
+    *,
+    label: str,
+    schedule: str = "constant",
+    l1: float = 0.0,
+    l1_layers: Sequence[str] = (),
+    after_step: Optional[Callable[[int], bool]] = None,
+    loss: Any = None,
+    extra: Sequence[Any] = (),
+    masters: Optional[dict[str, np.ndarray]] = None,
+    mask_layers: Sequence[str] = (),
+    jitter: int = 0,
+) -> list[float]:
+    """Train ``handle`` in place for ``opts.epochs`` epochs on ``ctx.data``'s training set.
+
+    Args:
+        make_trainer: the backend's :data:`TrainerFactory`.
+        label: what the step is, for progress bars and errors.
+        schedule: learning-rate schedule (:func:`lwdsl.semantics.schedules.lr_at`).
+        l1, l1_layers: the L1 penalty and the layers whose weights it covers (``regularize``).
+        after_step: called with the count of optimizer steps done after each step; returns
+            True when it changed the masks.
+        loss: the step's own loss (distillation, ...) instead of plain cross-entropy, in the
+            backend's own terms (its autodiff).
+        extra: parameters trained along with the model (a feature projection).
+        masters: quantized layer -> the float weight its master copy starts from (canonical
+            layout; ``quantize mode=qat`` gives the weights before quantization).
+        mask_layers: layers that may get masks during training (gradual pruning).
+        jitter: translate each training image by up to this many pixels.
+
+    Returns:
+        The cross-entropy of every optimizer step's batch, before the step (also kept in
+        ``handle.losses``).
+
+    Raises:
+        RunError: ``jitter`` does not fit the images (before training), or the loss or a
+            gradient became NaN or infinite (weights restored to the epoch's start).
+    """
+    why = check_jitter(jitter, ctx.data.input_shape)
+    if why:
+        raise RunError(f"step {ctx.index + 1} ({label}): {why}", hint="lower jitter= or leave it out")
+    x, y = ctx.data.train_x, np.asarray(ctx.data.train_y, dtype=np.int64)
+    n, size = len(x), opts.batch
+    per_epoch = steps_per_epoch(n, size)
+    total = opts.epochs * per_epoch
+    losses: list[float] = []
+    handle.losses = losses
+    trainer = make_trainer(handle, opts, ctx, l1=l1, l1_layers=l1_layers, loss=loss, extra=extra, masters=masters,
+                           mask_layers=mask_layers)
+    t = 0
+    try:
+        for epoch in range(opts.epochs):
+            good = trainer.snapshot()
+            shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
+            bar = ctx.progress(per_epoch, f"{label} epoch {epoch + 1}/{opts.epochs}")
+            try:
+                for b, idx in enumerate(batches(n, size, ctx.seed, epoch)):
+                    ce, whole, ok = trainer.step(batch_images(x, idx, shifts), y[idx], idx, lr_at(schedule, opts.lr, t, total))
+                    if not ok:
+                        trainer.restore(good)
+                        raise RunError(
+                            f"step {ctx.index + 1} ({label}): the loss became {whole} at epoch {epoch + 1}, "
+                            f"step {b + 1} of {per_epoch}; training stopped and the weights are back to the start of "
+                            f"epoch {epoch + 1}",
+                            hint=f"lower the learning rate (lr={opts.lr:g}), or check the data for NaN/inf",
+                        )
+                    losses.append(float(ce))
+                    t += 1
+                    if after_step is not None and after_step(t):
+                        trainer.masks_changed()
+                    bar.update(1)
+            finally:
+                bar.close()
+    finally:
+        trainer.close()
+    return losses
