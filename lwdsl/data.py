@@ -68,7 +68,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
 
     The header is read and checked first; then exactly the bytes it announces (at most
     MAX_IDX_BYTES), and one more to find trailing data. A damaged file, truncated anywhere,
-    gives a RunError naming it and what is wrong, never a bare EOFError.
+    gives a UsageError (exit code 2) naming it and what is wrong, never a bare EOFError.
     """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -95,8 +95,9 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
-def _damaged(path: Path, what: str) -> RunError:
-    return RunError(f"data file {path} {what}", hint="delete it to download it again, or replace it with a good copy")
+def _damaged(path: Path, what: str) -> UsageError:
+    """A damaged data file: bad input (exit code 2), found before any work, the file named."""
+    return UsageError(f"data file {path} {what}", hint="delete it to download it again, or replace it with a good copy")
 
 
 def _find(folder: str, fname: str) -> Path | None:
@@ -150,14 +151,14 @@ def _idx_dataset(name: str, download: bool) -> Dataset:
     for part in ("train", "test"):
         x, y = arrays[f"{part}_x"], arrays[f"{part}_y"]
         if len(x) != len(y):
-            raise RunError(
+            raise UsageError(
                 f"data set '{name}': {paths[part + '_x']} has {len(x):,} images but {paths[part + '_y']} has {len(y):,} labels",
                 hint="the two files of a split must come from the same release; replace them with matching copies",
             )
         if len(x) == 0:
-            raise RunError(f"data set '{name}': {paths[part + '_x']} holds no images")
+            raise UsageError(f"data set '{name}': {paths[part + '_x']} holds no images")
         if y.size and int(y.max()) >= 10:
-            raise RunError(f"data set '{name}': {paths[part + '_y']} has label {int(y.max())}; labels are 0 to 9")
+            raise UsageError(f"data set '{name}': {paths[part + '_y']} has label {int(y.max())}; labels are 0 to 9")
     def images(a: np.ndarray) -> np.ndarray:
         return ((a.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]
     return Dataset(
@@ -227,9 +228,8 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
 
     Raises:
         UsageError: an unknown name (with did-you-mean), a ``synthetic:`` name too large or
-            malformed.
-        RunError: files missing and not downloadable (the message says where to put them), a
-            damaged data file (named), images and labels that do not match.
+            malformed, a damaged data file (named), images and labels that do not match.
+        RunError: files missing and not downloadable (the message says where to put them).
 
     >>> load_data("synthetic:1,8,8:3").train_x.shape
     (2048, 1, 8, 8)

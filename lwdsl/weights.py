@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import UsageError
 from .limits import MAX_WEIGHTS_BYTES, size_words
+from .semantics.quant import DamagedTensor, check_state
 
 __all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode"]
 
@@ -75,8 +76,11 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
     Every size is checked against what the file really holds before memory is taken: each
     array's header against the bytes stored for it (all of them at most MAX_WEIGHTS_BYTES),
-    and each sparse tensor's shape against its bitmap and values. A damaged or crafted file
-    (empty, truncated, an absurd shape) is refused with a message naming it.
+    and each sparse tensor's shape against its bitmap and values; then every tensor against
+    what the state declares for it (:func:`lwdsl.semantics.quant.check_state`: dtypes, shapes,
+    finite values, codes in range for their bits, scales > 0, codebooks, bitmaps). A damaged
+    or crafted file (empty, truncated, an absurd shape, a NaN scale) is refused with a
+    message naming it and the tensor, before anything is loaded.
 
     Raises:
         UsageError: the file is missing, empty, not a ``.lwz`` archive, or inconsistent.
@@ -93,6 +97,8 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise UsageError(f"cannot read weights from {path}: it is damaged ({exc or type(exc).__name__})") from None
     except MemoryError:
         raise UsageError(f"cannot read weights from {path}: not enough memory") from None
+    except Exception as exc:  # zipfile and numpy raise many types for a damaged archive
+        raise UsageError(f"cannot read weights from {path}: it is damaged ({type(exc).__name__}: {exc})") from None
     try:
         meta = json.loads(raw.pop("__meta__").tobytes().decode()) if "__meta__" in raw else {}
     except (ValueError, UnicodeDecodeError):
@@ -101,16 +107,27 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise UsageError(f"cannot read weights from {path}: its __meta__ is not a JSON object")
     state: dict[str, np.ndarray] = {}
     for key, arr in raw.items():
+        if arr.dtype.kind in "fc" and arr.dtype != np.float32:  # save_weights writes float32 only
+            raise UsageError(f"cannot read weights from {path}: tensor {key!r} holds {arr.dtype} values (a .lwz stores float32): the file is damaged")
         if _SEP not in key:
             state[key] = arr
             continue
         name, part = key.split(_SEP, 1)
+        if part not in ("shape", "bitmap", "values") or f"{name}{_SEP}shape" not in raw or name in raw:
+            raise UsageError(f"cannot read weights from {path}: entry {key!r} is not part of a sparse tensor: the file is damaged")
         if part != "shape":
             continue
         try:
             state[name] = _dense(name, arr, raw.get(f"{name}{_SEP}bitmap"), raw.get(f"{name}{_SEP}values"))
         except _Damaged as exc:
             raise UsageError(f"cannot read weights from {path}: tensor {name!r} {exc}") from None
+    try:
+        check_state(state)
+    except DamagedTensor as exc:
+        raise UsageError(
+            f"cannot read weights from {path}: {exc.message}: the file is damaged",
+            hint="write the file again (it is checked before it is used; nothing was loaded)",
+        ) from None
     return state, meta
 
 

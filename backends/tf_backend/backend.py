@@ -11,7 +11,7 @@ import numpy as np
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
 from lwdsl.dataset import Dataset
-from lwdsl.errors import LwdslError
+from lwdsl.errors import LwdslError, UsageError
 from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
 from lwdsl.specs import TrainingOptions
@@ -72,7 +72,11 @@ class KerasBackend(Backend):
         loaded as :meth:`load_state` does (narrower widths rebuild the model)."""
         handle = KerasHandle(build_model(ref, tuple(input_shape), num_classes))
         if checkpoint is not None:
-            self.load_state(handle, io.read_checkpoint(Path(checkpoint)))
+            state = io.read_checkpoint(Path(checkpoint))
+            try:
+                self.load_state(handle, state)
+            except LwdslError as exc:  # a checkpoint that does not fit: bad input (exit 2), the file named
+                raise UsageError(f"checkpoint {checkpoint} does not fit the model: {exc.message}", hint=exc.hint) from None
         return handle
 
     def native(self, model: Any) -> Any:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lwdsl.errors import LwdslError
+from lwdsl.errors import LwdslError, UsageError
+from lwdsl.semantics.quant import DamagedTensor, check_state
 from lwdsl.weights import load_weights
 
 from .handle import KerasHandle
@@ -25,14 +26,30 @@ __all__ = ["read_checkpoint", "save_native", "save_keras"]
 
 
 def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
-    """The canonical state held by ``path`` (read only)."""
+    """The canonical state held by ``path`` (read only), every tensor checked before use
+    (:func:`lwdsl.semantics.quant.check_state`).
+
+    Raises:
+        UsageError: (exit code 2) the file is missing, of another kind, unreadable or damaged;
+            the message names it (and the tensor, if one is bad).
+    """
     if not path.is_file():
-        raise LwdslError(f"checkpoint {path} does not exist")
+        raise UsageError(f"checkpoint {path} does not exist")
     if path.suffix == ".lwz":
         return load_weights(path)[0]
     if path.suffix in (".keras", ".h5"):
-        return state_of(load_file(path))
-    raise LwdslError(
+        try:
+            state = state_of(load_file(path))
+        except UsageError:
+            raise
+        except LwdslError as exc:  # a damaged or foreign model file is bad input, not a failed run
+            raise UsageError(exc.message, hint=exc.hint) from None
+        try:
+            check_state(state)
+        except DamagedTensor as exc:
+            raise UsageError(f"cannot read checkpoint {path}: {exc.message}: the file is damaged") from None
+        return state
+    raise UsageError(
         f"the tensorflow backend cannot read checkpoint '{path}' (a {path.suffix or 'suffix-less'} file)",
         hint="give a .lwz file of canonical weights (any backend writes one: model.lwz in the run folder) or a .keras/.h5 file",
     )

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lwdsl.errors import LwdslError
+from lwdsl.errors import UsageError
 from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import CODES, HALF_FORMS, unpack_act, unpack_casts, unpack_state
+from lwdsl.semantics.quant import CODES, HALF_FORMS, DamagedTensor, check_state, unpack_act, unpack_casts, unpack_state
 from lwdsl.weights import atomic_path, load_weights
 
 from .fold import drop_folded
@@ -49,12 +49,16 @@ _WRAPPERS = ("state_dict", "model_state_dict", "model")
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(state, masks) from a ``.lwz`` or torch file; masks only from torch-prune leftovers.
 
+    Every tensor is checked before use (:func:`lwdsl.semantics.quant.check_state`: finite
+    floats, packed codes, scales and codebooks that fit what the file declares).
+
     Raises:
-        LwdslError: the file is missing, unreadable, or holds pickled objects beyond tensors.
+        UsageError: (exit code 2) the file is missing, unreadable, damaged, or holds pickled
+            objects beyond tensors; the message names it (and the tensor, if one is bad).
     """
     path = Path(path)
     if not path.is_file():
-        raise LwdslError(f"checkpoint {path} not found")
+        raise UsageError(f"checkpoint {path} not found")
     if path.suffix == ".lwz":
         state, _meta = load_weights(path)
         return {k: torch.from_numpy(np.array(v)) for k, v in state.items()}, {}
@@ -63,16 +67,27 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torc
     except pickle.UnpicklingError as exc:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if refused is None:
-            raise LwdslError(f"cannot read checkpoint {path}: not a torch file or damaged") from None
+            raise UsageError(f"cannot read checkpoint {path}: not a torch file or damaged") from None
         what = f" (it needs {refused.group(1)})"
-        raise LwdslError(
+        raise UsageError(
             f"refusing to load {path}: it holds pickled Python objects, not only tensors{what}; lwdsl "
             "loads torch files only with torch.load(weights_only=True), so opening a file never runs code",
             hint="if you trust the file, re-save its weights alone: torch.save(model.state_dict(), 'weights.pt')",
         ) from None
     except Exception as exc:  # torch raises KeyError, RuntimeError, EOFError ... for a bad file
-        raise LwdslError(f"cannot read checkpoint {path}: not a torch file ({type(exc).__name__}: {exc})") from None
-    return _unwrap(obj, path)
+        raise UsageError(f"cannot read checkpoint {path}: not a torch file ({type(exc).__name__}: {exc})") from None
+    state, masks = _unwrap(obj, path)
+    try:
+        check_state({k: _numpy(v) for k, v in state.items()})
+    except DamagedTensor as exc:
+        raise UsageError(f"cannot read checkpoint {path}: {exc.message}: the file is damaged") from None
+    return state, masks
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as numpy (half floats widened: numpy has no bfloat16), for checking."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).numpy()
 
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -82,7 +97,7 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise LwdslError(
+        raise UsageError(
             f"{path} is not a state dict (a mapping of names to tensors)",
             hint="save weights with torch.save(model.state_dict(), path)",
         )
@@ -139,11 +154,15 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     ``handle.quant``; a float state clears it.
 
     Raises:
-        LwdslError: naming the first missing, unexpected or mis-shaped tensor.
+        UsageError: (exit code 2) naming ``source`` and the first missing, unexpected,
+            mis-shaped or damaged tensor (:func:`lwdsl.semantics.quant.unpack_state`).
     """
     casts = _casts_in(state)
     state = {k: (v.to(torch.float32) if v.dtype in (torch.float16, torch.bfloat16) else v) for k, v in state.items()}
-    state, quants, acts = _unpack(state)
+    try:
+        state, quants, acts = _unpack(state)
+    except DamagedTensor as exc:
+        raise UsageError(f"{source}: {exc.message}: it is damaged") from None
     module = handle.module
     folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
     if folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
@@ -154,17 +173,19 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     where = f"{source} does not fit {handle.ref}"
     missing = [k for k in expected if k not in state and not _optional(k)]
     if missing:
-        raise LwdslError(f"{where}: tensor '{missing[0]}' is missing ({len(missing)} missing in all)")
+        raise UsageError(f"{where}: tensor '{missing[0]}' is missing ({len(missing)} missing in all)")
     unexpected = [k for k in state if k not in expected]
     if unexpected:
-        raise LwdslError(f"{where}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} unexpected in all)")
+        raise UsageError(f"{where}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} unexpected in all)")
     shrunk = _shrink_to(module, state)
     for key, t in module.state_dict().items():
         if key in state and tuple(state[key].shape) != tuple(t.shape):
-            raise LwdslError(
+            raise UsageError(
                 f"{where}: tensor '{key}' has shape {list(state[key].shape)} in the checkpoint "
                 f"but {list(t.shape)} in the model"
             )
+        if key in state and state[key].is_floating_point() != t.is_floating_point():  # load_state_dict would cast it
+            raise UsageError(f"{where}: tensor '{key}' holds {state[key].dtype} values in the checkpoint but {t.dtype} in the model")
     full = dict(module.state_dict())
     full.update(state)
     module.load_state_dict(full)
@@ -218,7 +239,7 @@ def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:
         with torch.no_grad():
             handle.module(torch.zeros(1, *handle.input_shape))
     except RuntimeError as exc:
-        raise LwdslError(
+        raise UsageError(
             f"{source} does not fit {handle.ref}: layers {', '.join(shrunk)} are narrower than the model's "
             f"and the widths do not fit together ({exc})"
         ) from None

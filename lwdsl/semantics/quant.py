@@ -76,13 +76,14 @@ and each extra array costs its header in the file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from ..errors import RunError
-from .cluster import cluster_weight, nearest_codes, pack_indices, unpack_indices
+from ..errors import RunError, UsageError
+from .cluster import CLUSTER_BITS, cluster_weight, nearest_codes, pack_indices, unpack_indices
 
 __all__ = [
     "WeightQuant",
@@ -97,6 +98,8 @@ __all__ = [
     "snap",
     "pack_state",
     "unpack_state",
+    "check_state",
+    "DamagedTensor",
     "unpack_act",
     "unpack_casts",
     "quantize_ternary",
@@ -778,54 +781,199 @@ def _packed(base: str, codes: np.ndarray, bits: int, pack) -> dict[str, np.ndarr
     return {base + CODES: pack(flat, bits)}
 
 
+class DamagedTensor(UsageError):
+    """A tensor of a packed state that does not hold what the state declares for it (its
+    dtype, shape, range or finiteness: :func:`check_state`), as in a damaged file. A bad-input
+    error (exit code 2); :func:`lwdsl.weights.load_weights` adds the file's name."""
+
+    def __init__(self, tensor: str, what: str) -> None:
+        super().__init__(f"tensor '{tensor}' {what}")
+        self.tensor = tensor
+
+
+def _size1(state: dict[str, np.ndarray], key: str, kind: str, what: str) -> np.ndarray:
+    """The one value of ``state[key]`` (0-d, or shape (1,) as some writers store it), of dtype
+    kind ``kind`` ("iu" integers, "f" float32)."""
+    v = np.asarray(state[key])
+    ok = v.dtype == np.float32 if kind == "f" else v.dtype.kind in kind
+    if not ok or v.shape not in ((), (1,)):
+        raise DamagedTensor(key, f"is {v.dtype} of shape {list(v.shape)}, not one {what}")
+    return v.reshape(-1)[0]
+
+
+def _shape_of(state: dict[str, np.ndarray], base: str) -> tuple[int, ...]:
+    """The canonical shape ``<base>.shape`` declares (1-d integers, each in 0..2^40)."""
+    if base + SHAPE not in state:
+        raise DamagedTensor(base + CODES, f"holds packed codes but the state has no '{base + SHAPE}'")
+    s = np.asarray(state[base + SHAPE])
+    if s.dtype.kind not in "iu" or s.ndim != 1 or s.size > 8 or (s.size and (s.min() < 0 or s.max() > 2**40)):
+        raise DamagedTensor(base + SHAPE, f"is not a shape (1-d integers 0..2^40; found {s.dtype} {s.tolist()!r:.80})")
+    return tuple(int(d) for d in s)
+
+
 def _unpacked(state: dict[str, np.ndarray], base: str, bits: int, unpack) -> np.ndarray:
     """The codes of ``base`` in its canonical shape, from all codes packed or from the bitmap of
-    the non-zero codes and those codes (:func:`_packed`).
+    the non-zero codes and those codes (:func:`_packed`), each part checked against the others:
+    byte counts, the unused bits of last bytes (0), no zero among the non-zero codes.
 
     Raises:
-        RunError: no ``<base>.shape``, or parts that do not fit it or each other (a damaged file).
+        DamagedTensor: no ``<base>.shape``, or parts that do not fit it or each other.
     """
-    if base + SHAPE not in state:
-        raise RunError(f"'{base + CODES}' holds packed codes but the state has no '{base + SHAPE}'")
-    shape = tuple(int(d) for d in np.asarray(state[base + SHAPE]).reshape(-1))
+    shape = _shape_of(state, base)
+    n = math.prod(shape)
     packed = np.asarray(state[base + CODES])
-    if base + NONZERO not in state:
-        return unpack(packed, bits, shape)
-    n = int(np.prod(shape, dtype=np.int64))
-    bitmap = np.asarray(state[base + NONZERO]).reshape(-1)
-    if bitmap.dtype != np.uint8 or bitmap.size != -(-n // 8):
-        raise RunError(f"'{base + NONZERO}' has {bitmap.size} {bitmap.dtype} bytes, not the {-(-n // 8)} of shape {shape}: the file is damaged")
-    keep = np.unpackbits(bitmap, count=n).astype(bool)
-    kept = unpack(packed, bits, (int(np.count_nonzero(keep)),))
-    if (kept == 0).any():
-        raise RunError(f"'{base + CODES}' holds a zero where '{base + NONZERO}' marks a non-zero code: the file is damaged")
-    codes = np.zeros(n, dtype=kept.dtype)
-    codes[keep] = kept
-    return codes.reshape(shape)
+    if packed.dtype != np.uint8 or packed.ndim != 1:
+        raise DamagedTensor(base + CODES, f"is {packed.dtype} of shape {list(packed.shape)}, not packed codes (1-d uint8)")
+    keep = None
+    if base + NONZERO in state:
+        bitmap = np.asarray(state[base + NONZERO])
+        if bitmap.dtype != np.uint8 or bitmap.ndim != 1 or bitmap.size != -(-n // 8):
+            raise DamagedTensor(
+                base + NONZERO, f"has {bitmap.size} {bitmap.dtype} bytes, not the {-(-n // 8)} of shape {shape}: the bitmap does not fit"
+            )
+        if n % 8 and bitmap[-1] & np.uint8(0xFF >> (n % 8)):
+            raise DamagedTensor(base + NONZERO, f"marks weights past the {n:,} of shape {shape}")
+        keep = np.unpackbits(bitmap, count=n).astype(bool)
+        count = int(np.count_nonzero(keep))
+    else:
+        count = n
+    if packed.size != -(-count * bits // 8):
+        raise DamagedTensor(base + CODES, f"packed codes of {packed.size} uint8 bytes do not fit shape {(count,) if keep is not None else shape} at {bits} bits")
+    if (count * bits) % 8 and packed[-1] >> np.uint8((count * bits) % 8):
+        raise DamagedTensor(base + CODES, "has bits set past its last code (unused bits are 0)")
+    try:
+        codes = unpack(packed, bits, (count,))
+    except RunError as exc:
+        raise DamagedTensor(base + CODES, exc.message) from None
+    if keep is None:
+        return codes.reshape(shape)
+    if (codes == 0).any():
+        raise DamagedTensor(base + CODES, f"holds a zero where '{base + NONZERO}' marks a non-zero code")
+    dense = np.zeros(n, dtype=codes.dtype)
+    dense[keep] = codes
+    return dense.reshape(shape)
 
 
-def _out_channels(state: dict[str, np.ndarray], base: str, codes: np.ndarray) -> int:
-    """The first dimension of a quantized weight's canonical shape: ``<base>.shape`` for packed
-    codes (1-d bytes), else the int8 codes' own shape."""
-    dims = np.asarray(state[base + SHAPE]).reshape(-1) if base + SHAPE in state else np.shape(codes)
-    return int(dims[0]) if len(dims) else 1
+def _scale_of(state: dict[str, np.ndarray], base: str, codes: np.ndarray, bits: int) -> tuple[np.ndarray, Optional[int]]:
+    """(the scale, its axis) of a layer of integer codes: float32, ``()`` per tensor (shape
+    ``(1,)`` read as such) or ``(out,)`` per channel, finite and > 0 (binary: >= 0, a channel of
+    scale 0 having codes +1 only)."""
+    key = base + SCALE
+    if key not in state:
+        raise DamagedTensor(base + CODES, f"holds {bits}-bit codes but the state has no '{key}'")
+    scale = np.asarray(state[key])
+    out = codes.shape[0] if codes.ndim else None
+    if scale.shape == (1,) and out != 1:
+        scale = scale.reshape(())  # a per-tensor (0-d) scale that a writer stored as shape (1,)
+    if scale.dtype != np.float32 or scale.shape not in ((), (out,)):
+        want = "()" + (f" or ({out},)" if out is not None else "")
+        raise DamagedTensor(key, f"is {scale.dtype} of shape {list(scale.shape)}; a float32 scale of shape {want} fits '{base + CODES}' {list(codes.shape)}")
+    flat = scale.reshape(-1)
+    bad = ~np.isfinite(flat) | (flat < 0) | ((flat == 0) if bits != 1 else False)
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = f" (channel {i} of {flat.size})" if scale.ndim else ""
+        need = ">= 0" if bits == 1 else "> 0"
+        raise DamagedTensor(key, f"holds {float(flat[i])!r}{where}; scales are finite and {need}")
+    if bits == 1 and (flat == 0).any():
+        rows = codes.reshape(flat.size, -1) if scale.ndim else codes.reshape(1, -1)
+        if (rows[flat == 0] != 1).any():
+            raise DamagedTensor(base + CODES, "holds -1 in a binary channel of scale 0 (its codes are +1)")
+    return scale, (0 if scale.ndim == 1 else None)
 
 
-def _scalar(v: np.ndarray) -> np.ndarray:
-    return np.asarray(v).reshape(-1)[0]
+def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
+    """The WeightQuant of ``<base>.codes`` and its parts, every one checked (:func:`check_state`)."""
+    if base in state:
+        raise DamagedTensor(base + CODES, f"comes with a float '{base}' too (a layer is stored one way)")
+    if base + BITS not in state:
+        raise DamagedTensor(base + CODES, f"holds codes but the state has no '{base + BITS}'")
+    bits = int(_size1(state, base + BITS, "iu", "integer"))
+    if base + CODEBOOK in state:  # cluster: packed unsigned indices and the codebook
+        if bits not in CLUSTER_BITS:
+            raise DamagedTensor(base + BITS, f"is {bits}; a clustered layer has 2..8 bits")
+        if base + SCALE in state:
+            raise DamagedTensor(base + SCALE, "belongs to a clustered layer, which has a codebook and no scale")
+        book = np.asarray(state[base + CODEBOOK])
+        if book.dtype != np.float32 or book.shape != (2**bits,):
+            raise DamagedTensor(base + CODEBOOK, f"is {book.dtype} of shape {list(book.shape)}, not the float32 ({2**bits},) of {bits} bits: the file is damaged")
+        if not np.isfinite(book).all():
+            raise DamagedTensor(base + CODEBOOK, f"holds {float(book[~np.isfinite(book)][0])!r}; a codebook is finite")
+        if book[:1].view(np.uint32)[0] != 0:
+            raise DamagedTensor(base + CODEBOOK, f"starts with {float(book[0])!r}; code 0 stands for +0.0")
+        codes = _unpacked(state, base, bits, unpack_indices)
+        return WeightQuant(codes, np.float32(1).reshape(()), bits, None, book.copy())
+    if not 1 <= bits <= 8:
+        raise DamagedTensor(base + BITS, f"is {bits}; quantized codes have 1..8 bits")
+    if bits in _PACKED:
+        codes = _unpacked(state, base, bits, unpack_codes)
+    else:
+        codes = np.asarray(state[base + CODES])
+        if codes.dtype != np.int8:
+            raise DamagedTensor(base + CODES, f"holds {codes.dtype} values, not the int8 codes of {bits} bits")
+        if base + NONZERO in state:
+            raise DamagedTensor(base + NONZERO, f"belongs to {bits}-bit codes, which are never stored sparsely")
+        if base + SHAPE in state and _shape_of(state, base) != codes.shape:
+            raise DamagedTensor(base + SHAPE, f"says {list(_shape_of(state, base))} but '{base + CODES}' is {list(codes.shape)}")
+        lo, hi = _code_range(bits)
+        if codes.size and (codes.min() < lo or codes.max() > hi):
+            raise DamagedTensor(base + CODES, f"holds {int(codes.min() if codes.min() < lo else codes.max())}, outside the {bits}-bit range [{lo}, {hi}]")
+    scale, axis = _scale_of(state, base, codes, bits)
+    return WeightQuant(codes, scale, bits, axis)
+
+
+def _act(state: dict[str, np.ndarray], layer: str) -> ActQuant:
+    """A static layer's input quantization, checked: a finite float32 scale > 0 and an integer
+    zero point in the uint8 range."""
+    for key in (layer + ACT_SCALE, layer + ACT_ZERO_POINT):
+        if key not in state:
+            other = layer + (ACT_ZERO_POINT if key.endswith(ACT_SCALE) else ACT_SCALE)
+            raise DamagedTensor(other, f"comes without '{key}'")
+    scale = _size1(state, layer + ACT_SCALE, "f", "float32 scale")
+    if not (np.isfinite(scale) and scale > 0):
+        raise DamagedTensor(layer + ACT_SCALE, f"holds {float(scale)!r}; scales are finite and > 0")
+    zp = int(_size1(state, layer + ACT_ZERO_POINT, "iu", "integer"))
+    if not 0 <= zp <= 255:
+        raise DamagedTensor(layer + ACT_ZERO_POINT, f"holds {zp}, outside the uint8 range [0, 255]")
+    return ActQuant(float(np.float32(scale)), zp)
+
+
+def _half(state: dict[str, np.ndarray], key: str, dtype: str) -> np.ndarray:
+    """The float32 weight of a cast layer's 16-bit patterns, checked (uint16, no NaN or inf)."""
+    bits = np.asarray(state[key])
+    base = key[: -len(dtype) - 1]
+    if base in state or base + CODES in state:
+        raise DamagedTensor(key, f"comes with '{base}' or '{base + CODES}' too (a layer is stored one way)")
+    if bits.dtype != np.uint16:
+        raise DamagedTensor(key, f"holds {bits.dtype} values, not the uint16 patterns of {dtype}")
+    if ((bits & np.uint16(0x7FFF)) >= (0x7C00 if dtype == "fp16" else 0x7F80)).any():
+        raise DamagedTensor(key, f"holds a NaN or infinite {dtype} value")
+    return half_values(bits, dtype)
+
+
+_PARTS = (SCALE, BITS, SHAPE, CODEBOOK, NONZERO)
 
 
 def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, WeightQuant]]:
     """Inverse of :func:`pack_state`: (float canonical state with ``codes * scale`` weights,
     layer name -> WeightQuant). Activation entries are left out (:func:`unpack_act`).
 
+    Every packed entry is checked against what the state declares for it before it is used
+    (:func:`check_state` lists the rules), so a damaged state never loads as another model.
+
     Raises:
-        RunError: packed codes without their shape, or that do not fit it.
+        DamagedTensor: (a UsageError) naming the first tensor that is not what it should be.
     """
-    bases = {key[: -len(CODES)] for key in state if key.endswith(CODES)}
-    skip = {b + suffix for b in bases for suffix in (SCALE, BITS, SHAPE, CODEBOOK, NONZERO)}
-    acts = {key[: -len(ACT_SCALE)] for key in state if key.endswith(ACT_SCALE)}
-    skip |= {layer + suffix for layer in acts if layer + ACT_ZERO_POINT in state for suffix in (ACT_SCALE, ACT_ZERO_POINT)}
+    bases = {key[: -len(CODES)] for key in state if key.endswith(".weight" + CODES)}
+    acts = {key[: -len(suffix)] for key in state for suffix in (ACT_SCALE, ACT_ZERO_POINT) if key.endswith(suffix)}
+    for key in state:
+        part = next((s for s in _PARTS if key.endswith(".weight" + s)), None)
+        if part is not None and key[: -len(part)] not in bases:
+            raise DamagedTensor(key, f"belongs to no quantized layer (the state has no '{key[: -len(part)] + CODES}')")
+    for layer in sorted(acts):
+        _act(state, layer)
+    skip = {b + suffix for b in bases for suffix in _PARTS}
+    skip |= {layer + suffix for layer in acts for suffix in (ACT_SCALE, ACT_ZERO_POINT)}
     out: dict[str, np.ndarray] = {}
     quants: dict[str, WeightQuant] = {}
     for key, value in state.items():
@@ -833,38 +981,43 @@ def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
             continue
         half = next((d for d in HALF_FORMS if key.endswith(f".weight.{d}")), None)
         if half is not None:
-            out[key[: -len(half) - 1]] = half_values(value, half)
-            continue
-        if key.endswith(CODES):
+            out[key[: -len(half) - 1]] = _half(state, key, half)
+        elif key[: -len(CODES)] in bases and key.endswith(CODES):
             base = key[: -len(CODES)]
-            layer = base[: -len(".weight")]
-            if base + CODEBOOK in state:  # cluster
-                if base + SHAPE not in state or base + BITS not in state:
-                    raise RunError(f"'{key}' holds cluster codes but the state lacks its shape or bits")
-                book = np.asarray(state[base + CODEBOOK], dtype=np.float32).reshape(-1)
-                bits = int(_scalar(state[base + BITS]))
-                codes = _unpacked(state, base, bits, unpack_indices)
-                if book.size != 2**bits:
-                    raise RunError(f"'{base + CODEBOOK}' has {book.size} values, not 2^{bits}: the file is damaged")
-                q = WeightQuant(codes, np.float32(1).reshape(()), bits, None, book)
-                quants[layer] = q
-                out[base] = q.dequantize()
-                continue
-            scale = np.asarray(state[base + SCALE], dtype=np.float32)
-            bits = int(_scalar(state[base + BITS])) if base + BITS in state else 8
-            value = np.asarray(value)
-            if scale.shape == (1,) and _out_channels(state, base, value) != 1:
-                scale = scale.reshape(())  # a per-tensor (0-d) scale that a writer stored as shape (1,)
-            if value.dtype == np.uint8:
-                codes = _unpacked(state, base, bits, unpack_codes)
-            else:
-                codes = value.astype(np.int8)
-            q = WeightQuant(codes, scale, bits, 0 if scale.ndim == 1 else None)
-            quants[layer] = q
-            out[base] = q.dequantize()
+            q = _layer(state, base)
+            with np.errstate(over="ignore", invalid="ignore"):
+                w = q.dequantize()
+            if not np.isfinite(w).all():
+                raise DamagedTensor(base + SCALE, f"times the codes overflows float32 (scale {float(np.max(q.scale))!r})")
+            quants[base[: -len(".weight")]] = q
+            out[base] = w
         else:
             out[key] = value
     return out, quants
+
+
+def check_state(state: dict[str, np.ndarray]) -> None:
+    """Check a canonical state read from a file against what it declares, before any use.
+
+    Every float tensor is finite. Each quantized layer (:func:`pack_state`) has its ``.bits``
+    (one integer, 1..8; 2..8 with a codebook) and: int8 codes of the form's range (3..8 bits),
+    or packed uint8 codes whose byte count fits ``.shape`` (1-d integers) at ``bits`` (only
+    the non-zero codes when a ``.nonzero`` bitmap of ``ceil(n / 8)`` bytes is there, none of
+    them zero), unused bits of last bytes 0, each field a code of the form; a float32 scale,
+    ``()`` or ``(out,)``, finite and > 0 (binary: >= 0, with codes +1 where 0) whose product
+    with the codes is finite; or a clustered layer's float32 codebook of ``2^bits`` finite
+    values starting with +0.0 (and no scale). A static layer's input scale is one finite
+    float32 > 0 and its zero point one integer in [0, 255]; a cast layer's weight is uint16
+    patterns of no NaN or inf. No part without its layer's codes, no layer stored two ways.
+
+    Raises:
+        DamagedTensor: (a UsageError, exit code 2) naming the first bad tensor.
+    """
+    unpack_state(state)
+    for key, value in state.items():
+        v = np.asarray(value)
+        if v.dtype.kind in "fc" and not np.isfinite(v).all():
+            raise DamagedTensor(key, f"holds {float(v.reshape(-1)[~np.isfinite(v.reshape(-1))][0].real)!r}; weights are finite")
 
 
 def unpack_casts(state: dict[str, np.ndarray]) -> dict[str, str]:
@@ -873,14 +1026,11 @@ def unpack_casts(state: dict[str, np.ndarray]) -> dict[str, str]:
 
 
 def unpack_act(state: dict[str, np.ndarray]) -> dict[str, ActQuant]:
-    """The activation quantization stored by :func:`pack_state` (uint8 range): layer -> ActQuant.
+    """The activation quantization stored by :func:`pack_state` (uint8 range): layer -> ActQuant,
+    each checked (:func:`check_state`).
 
     >>> unpack_act(pack_state({}, {}, {"fc": act_qparams(-1.0, 3.0)}))
     {'fc': ActQuant(scale=0.01568627543747425, zero_point=64, qmin=0, qmax=255)}
     """
-    out = {}
-    for key, value in state.items():
-        if key.endswith(ACT_SCALE) and key[: -len(ACT_SCALE)] + ACT_ZERO_POINT in state:
-            layer = key[: -len(ACT_SCALE)]
-            out[layer] = ActQuant(float(np.float32(_scalar(value))), int(_scalar(state[layer + ACT_ZERO_POINT])))
-    return out
+    acts = {key[: -len(ACT_SCALE)] for key in state if key.endswith(ACT_SCALE)}
+    return {layer: _act(state, layer) for layer in sorted(acts)}

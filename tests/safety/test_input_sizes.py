@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import lwdsl
 import lwdsl.validate as validate_mod
 from lwdsl.data import data_shape, load_data
-from lwdsl.errors import RecipeError, RunError, UsageError
+from lwdsl.errors import RecipeError, UsageError
 from lwdsl.jsonplan import recipe_from_json
 from lwdsl.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_SYNTHETIC_BYTES
 from lwdsl.weights import load_weights, save_weights
@@ -217,7 +217,7 @@ def test_damaged_data_files_are_named(tmp_path: Path, monkeypatch) -> None:
         (_idx(np.arange(3)), "has 4 images but"),
     ]:
         labels.write_bytes(data)
-        with pytest.raises(RunError) as err:
+        with pytest.raises(UsageError) as err:
             load_data("mnist", download=False)
         assert what in err.value.message and "t10k-" in err.value.message, err.value.message
 

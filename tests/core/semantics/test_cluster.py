@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lwdsl.errors import RunError
+from lwdsl.errors import RunError, UsageError
 from lwdsl.semantics import cluster as C
 from lwdsl.semantics import quant as Q
 
@@ -135,5 +135,5 @@ def test_pack_state_round_trip_stores_codebook_not_scale():
     assert np.array_equal(quants["fc"].codes, q.codes) and quants["fc"].codebook.tobytes() == q.codebook.tobytes()
     assert flat["fc.weight"].tobytes() == q.dequantize().tobytes() and quants["fc"].bits == 3
     bad = dict(st_, **{"fc.weight.codebook": np.zeros(5, np.float32)})
-    with pytest.raises(RunError, match="damaged"):
+    with pytest.raises(UsageError, match="damaged"):
         Q.unpack_state(bad)

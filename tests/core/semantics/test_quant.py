@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lwdsl.errors import RunError
+from lwdsl.errors import RunError, UsageError
 from lwdsl.semantics import quant as Q
 
 F32 = np.float32
@@ -690,7 +690,7 @@ def test_pack_state_round_trip_mixed_forms_and_activations():
         assert flat[f"{layer}.weight"].tobytes() == q.dequantize().tobytes()
     assert np.array_equal(flat["other.scale"], state["other.scale"])
     del packed["l2.weight.shape"]
-    with pytest.raises(RunError, match="no 'l2.weight.shape'"):
+    with pytest.raises(UsageError, match="no 'l2.weight.shape'"):
         Q.unpack_state(packed)
 
 
@@ -729,14 +729,14 @@ def test_sparse_packing_refuses_a_damaged_bitmap():
     for form in ("int4", "cluster"):
         packed = Q.pack_state({}, {"l": Q.quantize_as(w, form, bits=2) if form == "cluster" else Q.quantize_as(w, form)})
         assert packed["l.weight.nonzero"].size == 2048
-        with pytest.raises(RunError, match="nonzero' has 2047 uint8 bytes, not the 2048 of shape"):
+        with pytest.raises(UsageError, match="nonzero' has 2047 uint8 bytes, not the 2048 of shape"):
             Q.unpack_state(dict(packed, **{"l.weight.nonzero": packed["l.weight.nonzero"][:2047]}))
         more = packed["l.weight.nonzero"].copy()
         more[5] = 0xFF  # eight more non-zeros than there are codes
-        with pytest.raises(RunError, match="do not fit shape"):
+        with pytest.raises(UsageError, match="do not fit shape"):
             Q.unpack_state(dict(packed, **{"l.weight.nonzero": more}))
         zero = dict(packed, **{"l.weight.codes": np.zeros_like(packed["l.weight.codes"])})
-        with pytest.raises(RunError, match="holds a zero where"):
+        with pytest.raises(UsageError, match="holds a zero where"):
             Q.unpack_state(zero)
 
 
