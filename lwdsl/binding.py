@@ -17,6 +17,7 @@ from . import syntax as s
 from .errors import RecipeError, did_you_mean
 from .fields import accepts, choices, describe, field, is_flag, join_words, options, problem, type_words
 from .specs import KINDS, OPS, Glob, Selector, StepSpec
+from .specs.base import Refusal
 from .values import to_python
 
 __all__ = ["bind_step"]
@@ -24,19 +25,31 @@ __all__ = ["bind_step"]
 Written = Union[s.Value, s.Option, s.Clause]
 
 
-def bind_step(step: s.Step, doc: s.Document, label: str, variables: Mapping[str, Any]) -> StepSpec:
+def bind_step(
+    step: s.Step,
+    doc: s.Document,
+    label: str,
+    variables: Mapping[str, Any],
+    origins: Optional[Mapping[str, tuple[str, str]]] = None,
+) -> StepSpec:
     """The spec of ``step`` (written in ``doc``), named ``label`` in errors.
+
+    ``origins`` gives each variable's value in recipe syntax and where it comes from
+    (``--set amount=3``, ``let amount at FILE:LINE:COL``): an error about an argument written
+    with ``$NAME`` shows the value used and where it was set.
 
     Raises:
         RecipeError: an unknown op or option, a value no field takes, or a spec that rejects
             the values, located at the argument at fault.
     """
-    return _Binder(step, doc, label, variables).bind()
+    return _Binder(step, doc, label, variables, origins or {}).bind()
 
 
 class _Binder:
-    def __init__(self, step: s.Step, doc: s.Document, label: str, variables: Mapping[str, Any]) -> None:
-        self.step, self.doc, self.label, self.variables = step, doc, label, variables
+    def __init__(
+        self, step: s.Step, doc: s.Document, label: str, variables: Mapping[str, Any], origins: Mapping[str, tuple[str, str]]
+    ) -> None:
+        self.step, self.doc, self.label, self.variables, self.origins = step, doc, label, variables, origins
         if step.op not in OPS:
             raise self._error(
                 f"unknown operation `{step.op}`",
@@ -74,9 +87,14 @@ class _Binder:
         if self.selector_origin:
             data["selector"] = self._build_selector()
         try:
-            return self.spec.model_validate(data, strict=True)
+            spec = self.spec.model_validate(data, strict=True)
         except ValidationError as exc:
             raise self._spec_error(exc.errors()[0]) from None
+        nothing = spec.no_op()
+        if nothing is not None:
+            written = self.origin.get(nothing.field)
+            raise self._error(str(nothing), written.span if written else self.step.span, expected=nothing.expected)
+        return spec
 
     # --- arguments ---------------------------------------------------------------------------
 
@@ -200,18 +218,50 @@ class _Binder:
 
     def _spec_error(self, error: dict[str, Any]) -> RecipeError:
         name, what = problem(self.spec, error)
+        refusal = (error.get("ctx") or {}).get("error")
+        if isinstance(refusal, Refusal):
+            name = refusal.field
         if name is None:
             name = _mentioned(self.spec, what, self.origin)
         written = self.origin.get(name or "")
         span = written.span if written else self.step.span
         expected = None
-        if name:
+        if isinstance(refusal, Refusal):
+            expected = refusal.expected
+        elif name:
             description = field(self.spec, name).description
             expected = f"`{name}` = {describe(self.spec, name)}" + (f" ({description})" if description else "")
         return self._error(what, span, expected=expected)
 
     def _error(self, message: str, span: s.Span, **details: Any) -> RecipeError:
+        if "found" not in details:
+            details.update(self._from_variables(span))
         return self.doc.error(span, f"{self.label}: {message}", **details)
+
+    def _from_variables(self, span: s.Span) -> dict[str, str]:
+        """``found`` (the values used) and ``hint`` (where they come from) for an argument at
+        ``span`` written with ``$NAME``: its text alone would show ``$NAME``, not the value."""
+        node = next((a for a in self.step.args if a.span == span or getattr(getattr(a, "value", None), "span", None) == span), None)
+        names = list(dict.fromkeys(v.name for v in _vars_in(node) if v.name in self.origins)) if node is not None else []
+        if not names:
+            return {}
+        values = ", ".join(f"${name} = {self.origins[name][0]}" for name in names)
+        origins = "; ".join(f"${name} comes from {self.origins[name][1]}" for name in names)
+        return {"found": f"{self.doc.snippet(span)}, with {values}", "hint": origins}
+
+
+def _vars_in(node: Any) -> list[s.Var]:
+    """The ``$NAME`` uses inside an argument (an option's value, lists searched)."""
+    found, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, s.Var):
+            found.append(item)
+        elif isinstance(item, s.Option):
+            stack.append(item.value)
+        elif isinstance(item, s.ListValue):
+            stack.extend(item.items)
+    return found
 
 
 def _mentioned(spec: type[StepSpec], message: str, written: Mapping[str, Written]) -> Optional[str]:

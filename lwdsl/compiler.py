@@ -24,6 +24,8 @@ from .errors import Location, RecipeError, did_you_mean
 from .limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_USE_DEPTH, MAX_VALUE_ITEMS, size_words
 from .parser import parse_document, parse_value
 from .plan import Recipe, Target, unsupported_version
+from .specs import StepSpec
+from .formatter import value_to_text
 from .values import to_python
 
 __all__ = ["parse", "load", "compile_document", "read_text"]
@@ -85,7 +87,7 @@ def load(
         >>> [step.op for step in load("recipes/seed-pipeline.lw").steps]  # doctest: +SKIP
         ['prune', 'quantize', 'distill']
     """
-    text = read_text(path)
+    text = read_text(path, root=root)
     if Path(path).suffix == ".json":
         from .jsonplan import recipe_from_json
 
@@ -95,12 +97,21 @@ def load(
     return parse(text, file=str(path), overrides=overrides, root=root)
 
 
-def read_text(path: str | os.PathLike[str], location: Optional[Location] = None) -> str:
+def read_text(
+    path: str | os.PathLike[str],
+    location: Optional[Location] = None,
+    root: Optional[str | os.PathLike[str]] = None,
+) -> str:
     """The UTF-8 text of a recipe file, or a RecipeError saying why it cannot be read.
 
     Only a regular file is opened (never a folder, device or pipe), and at most
     :data:`~lwdsl.limits.MAX_RECIPE_BYTES` + 1 bytes of it are read: a larger file is refused
     without being read in full. Line endings are normalised to ``\\n``.
+
+    Symbolic links are followed, then checked, before anything is opened: the real file must
+    be under the folder ``path`` was named from (or under ``root``), and have the suffix of the
+    name it was given by (a ``.lw`` link to ``/etc/passwd`` or to a ``.env`` file is refused),
+    so that an error never quotes a line of a file that is not a recipe.
     """
 
     def refuse(why: str) -> RecipeError:
@@ -111,6 +122,17 @@ def read_text(path: str | os.PathLike[str], location: Optional[Location] = None)
             expected="a readable recipe file (UTF-8 text)",
         )
 
+    named = Path(path)
+    try:
+        real = named.resolve()
+        folders = [named.parent.resolve()] + ([Path(root).resolve()] if root is not None else [])
+    except (OSError, RuntimeError) as exc:  # a loop of links
+        raise refuse(f"its symbolic links cannot be followed ({exc})") from None
+    if not any(real.is_relative_to(folder) for folder in folders):
+        where = " or ".join(str(folder) for folder in folders)
+        raise refuse(f"it is a link to a file outside {where}, the folder it was named from")
+    if real.suffix != named.suffix:
+        raise refuse(f"it is a link to {real.name}, not a {named.suffix or 'recipe'} file")
     try:
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):
@@ -162,6 +184,7 @@ class _Compiler:
             self.overrides[name] = (parse_value(text, doc.file), doc)
         self.variables: dict[str, Any] = {}
         self.defined: dict[str, s.Let] = {}
+        self.origins: dict[str, tuple[str, str]] = {}  # variable -> (its value as text, where it is set)
         self.steps: list[tuple[s.Step, s.Document]] = []
         self.chain: list[tuple[Path, str]] = []  # files being read, for use cycles
 
@@ -182,15 +205,20 @@ class _Compiler:
                     expected=", ".join(sorted(self.defined)) or "a variable the recipe defines with `let`",
                     suggestion=did_you_mean(name, self.defined),
                 )
+        if not self.steps:
+            from .validate import no_steps
+
+            raise no_steps(doc.file, doc.text)
+        texts = tuple(_with_values(step, where, self.variables) for step, where in self.steps)
         steps = tuple(
-            bind_step(step, where, f"step {i} `{where.snippet(step.span)}`", self.variables)
-            for i, (step, where) in enumerate(self.steps, 1)
+            _paths_from(bind_step(step, where, f"step {i} `{text}`", self.variables, self.origins), where)
+            for i, ((step, where), text) in enumerate(zip(self.steps, texts), 1)
         )
         fields: dict[str, Any] = {**header, "steps": steps}
         if self.variables:
             fields["variables"] = {k: _plain(v) for k, v in self.variables.items()}
         recipe = Recipe(**fields)
-        return recipe.with_source(doc.text, tuple(where.location(step.span) for step, where in self.steps))
+        return recipe.with_source(doc.text, tuple(where.location(step.span) for step, where in self.steps), texts)
 
     def read(self, doc: s.Document) -> dict[str, Any]:
         """Read one file's statements; return its header (name, target, version)."""
@@ -269,6 +297,10 @@ class _Compiler:
             )
         self.variables[let.name] = python
         self.defined[let.name] = let
+        self.origins[let.name] = (
+            _short(value_to_text(_plain(python))),
+            f"--set {let.name}={where.text}" if where is not doc else f"let {let.name} at {doc.location(let.span)}",
+        )
 
     def include(self, use: s.Use, doc: s.Document) -> dict[str, Any]:
         """Read the file ``use`` names: a ``.lw`` recipe under the root folder, nothing else.
@@ -297,6 +329,12 @@ class _Compiler:
                 expected=f"a .lw file under {root}",
                 hint="move the file under the recipe's folder, or name a folder above both with --root DIR",
             )
+        if resolved.suffix != ".lw" and path.exists():
+            raise doc.error(
+                use.path.span,
+                f"`use` reads only recipe files: {shown} is a link to {resolved.name}, not a .lw file",
+                expected="a .lw recipe file, e.g. use \"base.lw\"",
+            )
         seen = [p for p, _ in self.chain]
         if resolved in seen:
             names = [name for _, name in self.chain[seen.index(resolved) :]] + [shown]
@@ -320,7 +358,7 @@ class _Compiler:
                 found=" -> ".join(name for _, name in self.chain[-3:]) + f" -> {shown}",
                 expected=f"at most {MAX_USE_DEPTH} files, each used by the one before",
             )
-        text = read_text(path, doc.location(use.path.span))
+        text = read_text(path, doc.location(use.path.span), root)
         self.bytes_read += len(text.encode("utf-8", "surrogatepass"))
         if self.bytes_read > MAX_RECIPE_BYTES:
             raise doc.error(
@@ -333,6 +371,52 @@ class _Compiler:
         header = self.read(parse_document(text, shown))
         self.chain.pop()
         return header
+
+
+#: Characters of a variable's value shown in a step's label; a longer value shows its start.
+_LABEL_VALUE_CHARS = 40
+
+
+def _with_values(step: s.Step, doc: s.Document, variables: Mapping[str, Any]) -> str:
+    """The step as written, whitespace collapsed, each defined ``$NAME`` replaced by its value
+    (how reports and errors name the step: ``quantize auto budget=6``, not ``budget=$budget``)."""
+    used = sorted(_vars_in(step.args), key=lambda var: var.span.start)
+    if not used:
+        return doc.snippet(step.span)
+    parts, at = [], step.span.start
+    for var in used:
+        if var.name not in variables:
+            continue
+        parts += [doc.text[at : var.span.start], _short(value_to_text(_plain(variables[var.name])))]
+        at = var.span.end
+    parts.append(doc.text[at : step.span.end])
+    return " ".join("".join(parts).split())
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _LABEL_VALUE_CHARS else text[: _LABEL_VALUE_CHARS - 3] + "..."
+
+
+def _vars_in(nodes) -> list[s.Var]:
+    """The ``$NAME`` uses among syntax nodes (arguments, values), lists searched."""
+    found, stack = [], list(nodes)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, s.Var):
+            found.append(node)
+        elif isinstance(node, s.Option):
+            stack.append(node.value)
+        elif isinstance(node, s.ListValue):
+            stack.extend(node.items)
+    return found
+
+
+def _paths_from(step: StepSpec, doc: s.Document) -> StepSpec:
+    """``step`` with the files it reads (``distill teacher=PATH``) relative to the folder of the
+    file it is written in, as ``use`` paths are: absolute, so that a run from any folder reads
+    the same file and an error names where it looked. Text that is not a file keeps its paths."""
+    here = _path_of(doc)
+    return step if here is None else step.paths_from(os.path.abspath(here.parent))
 
 
 def _too_big(value: Any) -> Optional[str]:

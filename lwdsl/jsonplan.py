@@ -7,6 +7,7 @@ same words as errors in recipe text; the cross-step checks of :mod:`lwdsl.valida
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -68,6 +69,13 @@ def recipe_from_json(text: str, file: str = "<json>") -> Recipe:
         found = re.search(r'"version"\s*:\s*', text)
         where = location_in(text, file, *_line_col(text, found.end())) if found else Location(file)
         raise RecipeError(location=where, found=str(recipe.version), **words)
+    if not recipe.steps:
+        from .validate import no_steps
+
+        raise no_steps(file, text)
+    if not file.startswith("<"):  # teacher= paths are relative to the plan's folder, as in a .lw
+        folder = os.path.dirname(os.path.abspath(file))
+        recipe = recipe.model_copy(update={"steps": tuple(step.paths_from(folder) for step in recipe.steps)})
     validate_recipe(recipe)
     return recipe
 

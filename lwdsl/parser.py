@@ -88,6 +88,8 @@ def _check_shape(tree: Tree, text: str, file: str) -> None:
     while stack:
         node, depth = stack.pop()
         for child in node.children:
+            if isinstance(child, Token) and child.type == "STRING" and "\\" in child:
+                _check_escapes(child, text, file)
             if isinstance(child, Token) and child.type in ("INT", "FLOAT", "PERCENT", "RATIO") and len(child) > _MAX_NUMBER_CHARS:
                 raise RecipeError(
                     f"a number of {len(child)} characters is too long",
@@ -113,11 +115,27 @@ def _span(meta) -> s.Span:
     return s.Span(meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos)
 
 
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+#: The escapes a quoted string may hold, and what each stands for. Any other backslash is an
+#: error (``"conv\d"`` would otherwise lose its backslash, or mean something else later).
+ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _check_escapes(token: Token, text: str, file: str) -> None:
+    """Refuse a backslash in a quoted string that starts none of :data:`ESCAPES`."""
+    for match in _ESCAPE.finditer(token):
+        if match[1] not in ESCAPES:
+            raise RecipeError(
+                f"unknown escape `{match[0]}` in a quoted string",
+                location_in(text, file, token.line, token.column + match.start(), 2),
+                found=match[0],
+                expected="one of the escapes " + ", ".join(f"\\{c}" for c in ESCAPES) + " (a backslash is written \\\\)",
+                hint=f'to keep the backslash, double it: "\\\\{match[1]}"',
+            )
 
 
 def _quoted(token: Token, meta) -> s.Scalar:
-    inner = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], m[1]), token[1:-1])
+    inner = _ESCAPE.sub(lambda m: ESCAPES[m[1]], token[1:-1])
     return s.Scalar(inner, str(token), _span(meta), quoted=True)
 
 

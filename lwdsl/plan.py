@@ -59,6 +59,7 @@ class Recipe(BaseModel):
 
     _locations: tuple[Location, ...] = PrivateAttr(default=())
     _source: str = PrivateAttr(default="")
+    _texts: tuple[str, ...] = PrivateAttr(default=())
 
     def __eq__(self, other: object) -> bool:  # positions and source text are not part of the plan
         return isinstance(other, Recipe) and self.model_dump() == other.model_dump()
@@ -74,9 +75,15 @@ class Recipe(BaseModel):
         """The recipe text as written (empty when built in Python or from JSON)."""
         return self._source
 
-    def with_source(self, source: str, locations: tuple[Location, ...]) -> "Recipe":
+    def text_of(self, index: int) -> Optional[str]:
+        """Step ``index`` as written, with the values its ``$NAME`` variables had (``--set``
+        included), if the recipe came from text: how reports and errors name the step."""
+        return self._texts[index] if index < len(self._texts) else None
+
+    def with_source(self, source: str, locations: tuple[Location, ...], texts: tuple[str, ...] = ()) -> "Recipe":
         self._source = source
         self._locations = locations
+        self._texts = texts
         return self
 
     def to_text(self) -> str:

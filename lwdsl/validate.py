@@ -7,9 +7,11 @@ Each op spec checks itself; what only shows across steps is checked here:
 - a layer is quantized once: two ``quantize`` steps must have disjoint selectors (that is
   how mixed precision is written: ``quantize int8 on conv | quantize int4 on linear``);
 - ``prune`` does not follow a ``quantize`` that is not ``mode=qat`` (it would change codes the
-  quantize has fixed); ``finetune`` and ``regularize`` (and ``distill``) may follow an integer
-  ``quantize``: they train through the quantizer (straight-through estimator), so the model
-  stays on its integer grid; they do not follow an ``fp16``/``bf16`` cast.
+  quantize has fixed); a step that trains (:meth:`~lwdsl.specs.StepSpec.trains`, a fact of each
+  spec: ``finetune``, ``regularize``, ``distill``, gradual ``prune``) may follow an integer
+  ``quantize``: it trains through the quantizer (straight-through estimator), so the model
+  stays on its integer grid; it does not follow an ``fp16``/``bf16`` cast;
+- no step does nothing (:meth:`~lwdsl.specs.StepSpec.no_op`: ``epochs=0`` on a step that trains);
 - ``export tflite io=int8`` needs a ``quantize int8`` with ``mode=static`` or ``mode=qat``
   before it (a fully integer model);
 - ``export onnx`` and ``export tflite`` (int8, 16-bit or float32 files) do not follow a
@@ -26,7 +28,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Optional, Union
 
-from .errors import LwdslError, RecipeError
+from .errors import Location, LwdslError, RecipeError
 from .fields import join_words
 from .specs import ExportSpec, Glob, QuantizeSpec, Selector, StepSpec
 
@@ -34,20 +36,19 @@ if TYPE_CHECKING:
     from .backend import Backend, SupportTable
     from .plan import Recipe
 
-__all__ = ["validate_recipe", "check_backend", "step_label", "overlap"]
+__all__ = ["validate_recipe", "check_backend", "step_label", "overlap", "no_steps"]
 
-#: Ops that change weights: ``prune`` cannot follow a dynamic or static quantize; the
-#: training ops train through an integer quantizer but cannot follow a float cast.
-_CHANGE_WEIGHTS = ("prune", "regularize", "finetune")
-_TRAINING = ("regularize", "finetune")
-_CASTS = ("fp16", "bf16")
 
 #: Every kind a layer can have (``all`` covers these and layers of no portable kind).
 _EVERY_KIND = frozenset({"conv", "linear", "embedding", "norm", "other"})
 
 
 def step_text(recipe: "Recipe", index: int) -> str:
-    """Step ``index`` as written in the recipe (canonical text when it came from JSON/Python)."""
+    """Step ``index`` as written in the recipe, each ``$NAME`` replaced by the value used
+    (canonical text when it came from JSON/Python)."""
+    text = recipe.text_of(index)
+    if text:
+        return text
     loc = recipe.location(index)
     if loc is not None and loc.source_line:
         return " ".join(loc.source_line[loc.col - 1 : loc.col - 1 + loc.width].split())
@@ -115,7 +116,7 @@ class _Quantized:
             self.first_glob = index
         if step.mode != "qat" and self.first_frozen is None:
             self.first_frozen = (index, step)
-        if step.dtype in _CASTS and self.first_cast is None:
+        if step.is_cast() and self.first_cast is None:
             self.first_cast = (index, step)
         if step.dtype == "int8" and step.mode in ("static", "qat") and not step.weights_only and self.first_full_int8 is None:
             self.first_full_int8 = index
@@ -129,6 +130,21 @@ def _artifact_parts(step: ExportSpec) -> tuple[str, ...]:
     return tuple(part.casefold() for part in name.split("/"))
 
 
+def no_steps(file: str, text: str) -> RecipeError:
+    """The error for a recipe with no step (an empty file, only comments or header lines): it
+    would do nothing, and a run of it would only copy the model."""
+    from .syntax import location_in
+
+    first = next((i for i, line in enumerate(text.split("\n"), 1) if line.strip()), 0)
+    where = location_in(text, file, first, 1, len(text.split("\n")[first - 1].rstrip())) if first else Location(file)
+    return RecipeError(
+        "the recipe has no steps, so it would change nothing",
+        where,
+        found="no step" + (" (only header lines and comments)" if first else " (an empty file)"),
+        expected="at least one step, e.g. prune l1 0.2 (a file of `let` lines is read with `use` from a recipe)",
+    )
+
+
 def validate_recipe(recipe: "Recipe") -> None:
     """Raise a RecipeError, naming and locating the later step, if the steps do not fit together.
 
@@ -139,6 +155,14 @@ def validate_recipe(recipe: "Recipe") -> None:
     folders: dict[tuple[str, ...], int] = {}  # folder an export writes into -> its step
     dtypes: dict[str, int] = {}  # quantize dtype -> its first step (what an export must hold)
     for i, step in enumerate(recipe.steps):
+        nothing = step.no_op()
+        if nothing is not None:  # text recipes are refused earlier, at the argument (binding)
+            raise RecipeError(
+                f"{step_label(recipe, i)}: {nothing}",
+                recipe.location(i),
+                found=f"{nothing.field}={getattr(step, nothing.field)}",
+                expected=nothing.expected,
+            )
         if first_export is not None and not isinstance(step, ExportSpec):
             raise RecipeError(
                 f"{step_label(recipe, i)}: comes after an export",
@@ -206,7 +230,7 @@ def validate_recipe(recipe: "Recipe") -> None:
                 )
             quantized.add(i, step)
             dtypes.setdefault(step.dtype, i)
-        elif step.op in _TRAINING and quantized.first_cast is not None:
+        elif step.trains() and quantized.first_cast is not None:  # the spec says whether it trains
             j, earlier = quantized.first_cast
             raise RecipeError(
                 f"{step_label(recipe, i)}: `{step.op}` cannot train a model that {step_label(recipe, j)} cast to {earlier.dtype}",

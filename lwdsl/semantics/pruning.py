@@ -86,6 +86,7 @@ def keep_masks(rule: MaskRule, weights: Sequence[np.ndarray]) -> Iterator[np.nda
         n, m = rule.nm  # type: ignore[misc]
         return (M.nm_keep_mask(w, n, m) for w in weights)
     if rule.kind == "threshold":
+        _refuse_total_threshold(rule.amount, weights)
         return (M.threshold_keep_mask(w, rule.amount) for w in weights)
     if rule.kind == "structured":
         return (_broadcast(structured_slices(rule, w), np.shape(w), rule.axis) for w in weights)
@@ -95,6 +96,23 @@ def keep_masks(rule: MaskRule, weights: Sequence[np.ndarray]) -> Iterator[np.nda
         cut = magnitude_cut(weights, M.count_to_prune(rule.amount, sum(int(np.prod(np.shape(w))) for w in weights)))
         return (cut.keep_mask(i, weights[i]) for i in range(len(weights)))
     return (M.magnitude_keep_masks([w], rule.amount)[0] for w in weights)
+
+
+def _refuse_total_threshold(threshold: float, weights: Sequence[np.ndarray]) -> None:
+    """Refuse a threshold above every ``|w|`` of the selected layers (that have a non-zero
+    weight): it would zero the whole selection, a model that answers the same for every input
+    (``prune threshold 1e30``). One read of each weight, before any mask is made."""
+    largest = max((float(np.max(np.abs(np.asarray(w, dtype=np.float64)))) for w in weights if np.size(w)), default=0.0)
+    if largest > 0.0 and largest < float(threshold):
+        from ..errors import RecipeError
+
+        raise RecipeError(
+            f"prune threshold {threshold:g} would zero every weight of the {len(weights)} selected "
+            f"layer{'s' if len(weights) != 1 else ''}: the largest |w| among them is {largest:.6g}",
+            found=f"threshold {threshold:g}",
+            expected=f"a threshold at most {largest:.6g} (weights with |w| < threshold are zeroed)",
+            hint="regularize with l1= first to push weights towards zero, or prune by fraction: prune l1 90%",
+        )
 
 
 def _broadcast(keep: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:

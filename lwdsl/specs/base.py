@@ -25,10 +25,22 @@ __all__ = [
     "FeaturePair",
     "StepSpec",
     "TrainingOptions",
+    "Refusal",
 ]
 
 KINDS = ("conv", "linear", "embedding", "norm", "all")
 Kind = Literal["conv", "linear", "embedding", "norm", "all"]
+
+
+class Refusal(ValueError):
+    """A spec validator's refusal that names the field at fault and what it allows, where the
+    field's own type and range would say less (``batch`` is 1 to 65,536, but at most 256 with
+    ``relation=angle``). Error messages locate it at ``field`` and show ``expected``."""
+
+    def __init__(self, message: str, *, field: str, expected: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.expected = expected
 
 
 class _Frozen(BaseModel):
@@ -124,10 +136,25 @@ class StepSpec(_Frozen):
         report's requested-vs-achieved), or None when the step asks for none."""
         return None
 
+    def trains(self) -> bool:
+        """Whether the step trains the model (runs an optimizer over its weights): the one fact
+        the cross-step checks use, e.g. that nothing trains after an ``fp16``/``bf16`` cast."""
+        return False
+
+    def no_op(self) -> Optional["Refusal"]:
+        """Why the step, as given, would change nothing (a :class:`Refusal` naming the field and
+        what it allows), or None. A step that does nothing is refused, never run."""
+        return None
+
     def needs_original(self) -> bool:
         """Whether the step uses the model as it was before the first step (the runner then
         keeps a copy in :attr:`lwdsl.backend.StepContext.original`)."""
         return False
+
+    def paths_from(self, folder: str) -> "StepSpec":
+        """This step with the files it reads given relative to ``folder`` made absolute (the
+        folder of the recipe file it is written in); the step itself when it reads none."""
+        return self
 
     def models_named(self) -> tuple[str, ...]:
         """Models the step builds by name besides the run's (``distill student=NAME``): the

@@ -17,13 +17,22 @@ still measured on the run's test set.
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from .base import FeaturePair, StepSpec, TrainingOptions
+from .base import FeaturePair, Refusal, StepSpec, TrainingOptions
+from .train import no_epochs
 
-__all__ = ["DistillSpec"]
+__all__ = ["DistillSpec", "RELATION_MAX_BATCH"]
+
+#: The largest ``batch`` each relation loss takes. Its memory grows faster than the batch: the
+#: distance loss holds B x B x C differences (C classes) and the angle loss B x B x B cosines,
+#: each several times over (student, teacher, gradients): 4 bytes x 256^3 is 64 MiB per angle
+#: tensor, 4 bytes x 512^2 x 1000 classes is 1 GiB per distance tensor. A larger batch is
+#: refused at check time, never tried (at batch=2048 the angle loss asked for 32 GiB).
+RELATION_MAX_BATCH: dict[str, int] = {"distance": 512, "angle": 256}
 
 
 class DistillSpec(StepSpec, TrainingOptions):
@@ -66,6 +75,16 @@ class DistillSpec(StepSpec, TrainingOptions):
             raise ValueError("beta= weights the feature loss: give features=[teacher_layer->student_layer]")
         if "gamma" in self.model_fields_set and self.relation is None:
             raise ValueError("gamma= weights the relation loss: give relation=distance or angle")
+        if self.relation is not None and self.batch > RELATION_MAX_BATCH[self.relation]:
+            limit = RELATION_MAX_BATCH[self.relation]
+            size = "B x B x C differences" if self.relation == "distance" else "B x B x B cosines"
+            raise Refusal(
+                f"batch={self.batch} is too large for relation={self.relation}, whose memory grows faster than the batch "
+                f"({size} for a batch of B): at most batch={limit} with relation={self.relation}; write batch={limit} or less",
+                field="batch",
+                expected=f"`batch` = a whole number from 1 to {limit} with relation={self.relation} "
+                f"({RELATION_MAX_BATCH['distance']} with distance, {RELATION_MAX_BATCH['angle']} with angle)",
+            )
         if self.data is not None:
             _check_data_name(self.data)
             if self.alpha != 1:
@@ -78,6 +97,23 @@ class DistillSpec(StepSpec, TrainingOptions):
 
     def models_named(self) -> tuple[str, ...]:
         return (self.student,) if self.student else ()
+
+    def trains(self) -> bool:
+        return True
+
+    def paths_from(self, folder: str) -> "DistillSpec":
+        """Teacher checkpoints relative to ``folder`` (the recipe's), made absolute."""
+        if self.teacher == "original":
+            return self
+
+        def resolve(ref: str) -> str:
+            return ref if ref == "original" or os.path.isabs(ref) else os.path.normpath(os.path.join(folder, ref))
+
+        teacher = tuple(map(resolve, self.teacher)) if isinstance(self.teacher, tuple) else resolve(self.teacher)
+        return self if teacher == self.teacher else self.model_copy(update={"teacher": teacher})
+
+    def no_op(self) -> Optional[Refusal]:
+        return no_epochs(self)
 
     def forms(self) -> tuple[str, ...]:
         out = ["soft"]

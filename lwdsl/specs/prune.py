@@ -115,6 +115,9 @@ class PruneSpec(StepSpec, TrainingOptions):
             out.append("gradual")
         return tuple(out)
 
+    def trains(self) -> bool:
+        return self.schedule == "gradual"  # prunes while it trains
+
     def requested_sparsity(self) -> Optional[float]:
         if self.nm is not None:
             return 1 - self.nm.n / self.nm.m

@@ -123,6 +123,14 @@ class QuantizeSpec(StepSpec):
             )
         return self
 
+    def trains(self) -> bool:
+        return self.mode == "qat" and not self.weights_only and self.dtype not in ("fp16", "bf16")
+
+    def is_cast(self) -> bool:
+        """Whether the step casts the weights to a 16-bit float (``fp16``, ``bf16``): a model
+        nothing trains any more (see :meth:`StepSpec.trains`)."""
+        return self.dtype in ("fp16", "bf16")
+
     def export_refusal(self, fmt: str) -> Optional[str]:
         """Why an ``export fmt`` after this step cannot hold its form (None when it can)."""
         holds = EXPORT_HOLDS.get(fmt)

@@ -8,13 +8,27 @@ selected layers' weights added to the loss (sparse training, to be followed by
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
-from .base import StepSpec, TrainingOptions
+from .base import Refusal, StepSpec, TrainingOptions
 
-__all__ = ["FinetuneSpec", "RegularizeSpec"]
+__all__ = ["FinetuneSpec", "RegularizeSpec", "no_epochs"]
+
+#: The largest ``epochs`` of a step (TrainingOptions' own bound).
+MAX_EPOCHS = 10_000
+
+
+def no_epochs(spec: TrainingOptions) -> Optional[Refusal]:
+    """``epochs=0`` on a step that only trains: it would change nothing."""
+    if spec.epochs != 0:
+        return None
+    return Refusal(
+        "epochs=0 trains for no epoch, so the step would change nothing; write epochs=1 or more, or remove the step",
+        field="epochs",
+        expected=f"`epochs` = a whole number from 1 to {MAX_EPOCHS}",
+    )
 
 
 class FinetuneSpec(StepSpec, TrainingOptions):
@@ -35,6 +49,12 @@ class FinetuneSpec(StepSpec, TrainingOptions):
         default=0, ge=0, le=16, description="translate each training image by up to N pixels (lwdsl.semantics.jitter)"
     )
 
+    def trains(self) -> bool:
+        return True
+
+    def no_op(self) -> Optional[Refusal]:
+        return no_epochs(self)
+
 
 class RegularizeSpec(StepSpec, TrainingOptions):
     """Sparse training: cross-entropy plus ``l1 * sum(|w|)`` over the selected weights.
@@ -47,3 +67,9 @@ class RegularizeSpec(StepSpec, TrainingOptions):
 
     op: Literal["regularize"] = "regularize"
     l1: float = Field(gt=0, le=1, description="weight of the L1 penalty (lambda)")
+
+    def trains(self) -> bool:
+        return True
+
+    def no_op(self) -> Optional[Refusal]:
+        return no_epochs(self)

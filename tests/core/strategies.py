@@ -121,8 +121,9 @@ variable_values = st.one_of(
 
 @st.composite
 def recipes(draw) -> Recipe:
-    """A valid recipe: optional header, variables, and up to four steps that fit together."""
-    fields: dict[str, Any] = {"steps": tuple(draw(st.lists(steps(), max_size=4)))}
+    """A valid recipe: optional header, variables, and one to four steps that fit together (a
+    recipe with no step is refused: it would do nothing)."""
+    fields: dict[str, Any] = {"steps": tuple(draw(st.lists(steps(), min_size=1, max_size=4)))}
     if draw(st.booleans()):
         fields["name"] = draw(text)
     if draw(st.booleans()):

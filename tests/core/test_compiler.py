@@ -186,3 +186,66 @@ def test_written_options_survive_even_at_their_default() -> None:
     assert "epochs" in recipe.steps[0].model_fields_set
     assert lwdsl.parse(recipe.to_text()) == recipe
     assert "epochs=1" in recipe.to_text()
+
+
+# --- issue 27: --set values, step labels, teacher paths, recipes that do nothing --------------
+
+
+def test_a_wrong_value_from_set_shows_the_value_and_where_it_comes_from() -> None:
+    err = error("let budget = 6\nquantize auto budget=$budget", overrides={"budget": "99"})
+    shown = err.render()
+    assert "step 1 `quantize auto budget=99`" in shown  # the label shows the value used
+    assert "found: budget=$budget, with $budget = 99" in shown
+    assert "hint: $budget comes from --set budget=99" in shown
+    err = error("let amount = 3\nprune l1 $amount")
+    assert "$amount = 3" in err.render() and "comes from let amount at t.lw:1:1" in err.render()
+
+
+def test_step_labels_show_the_values_used() -> None:
+    from lwdsl.validate import step_label, step_text
+
+    recipe = lwdsl.parse("let b = 6\nlet t = [a.pt, b.pt]\nquantize auto budget=$b on linear\ndistill teacher=$t", overrides={"b": "4"})
+    assert step_label(recipe, 0) == "step 1 `quantize auto budget=4 on linear`"
+    assert step_text(recipe, 1) == "distill teacher=[a.pt, b.pt]"
+    long = lwdsl.parse("let t = [" + ", ".join(f"t{i}.pt" for i in range(40)) + "]\ndistill teacher=$t")
+    assert step_text(long, 0).endswith("...") and len(step_text(long, 0)) < 70
+
+
+def test_teacher_paths_are_relative_to_the_recipe_folder(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "r" / "sub").mkdir(parents=True)
+    (tmp_path / "r" / "sub" / "base.lw").write_text("distill teacher=[t.pt, original]\n")
+    (tmp_path / "r" / "main.lw").write_text('use "sub/base.lw"\ndistill teacher="../u.pt"\ndistill teacher="/abs/v.pt"\n')
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder
+    steps = lwdsl.load("r/main.lw").steps
+    assert steps[0].teacher == (str(tmp_path / "r" / "sub" / "t.pt"), "original")
+    assert steps[1].teacher == str(tmp_path / "u.pt") and steps[2].teacher == "/abs/v.pt"
+    (tmp_path / "r" / "plan.json").write_text('{"steps": [{"op": "distill", "teacher": "t.pt"}]}')
+    assert lwdsl.load("r/plan.json").steps[0].teacher == str(tmp_path / "r" / "t.pt")
+    assert lwdsl.parse("distill teacher=t.pt").steps[0].teacher == "t.pt"  # text that is not a file
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing\n", 'recipe "r"\nlet a = 1\n'])
+def test_a_recipe_with_no_step_is_refused(text: str) -> None:
+    err = error(text)
+    assert "has no steps" in err.message and err.expected
+    with pytest.raises(RecipeError, match="has no steps"):
+        lwdsl.Recipe.from_json('{"steps": []}')
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [("finetune epochs=0", "t.lw:1:10"), ("distill T=2 epochs=0", "t.lw:1:13"), ("regularize l1=0.1 epochs=0", "t.lw:1:19")],
+)
+def test_a_training_step_of_no_epoch_is_refused_at_the_argument(text: str, where: str) -> None:
+    shown = error(text).render()
+    assert shown.startswith(f"{where}: error:") and "epochs=0 trains for no epoch" in shown and "from 1 to 10000" in shown
+
+
+@pytest.mark.parametrize("text, col", [(r'prune l1 0.2 on "conv\d"', 22), (r'export torch "a\.pt"', 16), (r'recipe "x\ty\q"', 13)])
+def test_an_unknown_escape_is_refused_where_it_is(text: str, col: int) -> None:
+    shown = error(text).render()
+    assert shown.startswith(f"t.lw:1:{col}: error: unknown escape") and "expected: one of the escapes" in shown
+
+
+def test_known_escapes_keep_their_meaning() -> None:
+    assert lwdsl.parse(r'recipe "a\"b\\c\nd\te\rf"' + "\nprune l1 0.2").name == 'a"b\\c\nd\te\rf'

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import lwdsl
 from lwdsl.cli import app
 from lwdsl.errors import RecipeError
+from lwdsl.specs.distill import RELATION_MAX_BATCH
 
 
 def test_transfer_set_is_a_form_and_names_its_data_set():
@@ -45,3 +46,17 @@ def test_check_exits_2_on_a_bad_transfer_set(tmp_path: Path, monkeypatch):
     assert result.exit_code == 2 and "did you mean 'fashion_mnist'?" in result.stderr and "Traceback" not in result.output
     for backend in ("torch", "tensorflow"):
         assert CliRunner().invoke(app, ["check", "good.lw", "--backend", backend]).exit_code == 0
+
+
+# --- issue 27: options whose memory grows faster than linearly are bounded -----------------------
+
+
+@pytest.mark.parametrize("relation", sorted(RELATION_MAX_BATCH))
+def test_relation_losses_bound_the_batch(relation: str) -> None:
+    limit = RELATION_MAX_BATCH[relation]
+    assert lwdsl.parse(f"distill relation={relation} batch={limit}").steps[0].batch == limit
+    with pytest.raises(RecipeError) as err:
+        lwdsl.parse(f"distill relation={relation} batch={limit + 1}", file="t.lw")
+    shown = err.value.render()
+    assert f"at most batch={limit}" in shown and "t.lw:1:" in shown and f"from 1 to {limit}" in shown
+    assert lwdsl.parse("distill batch=2048").steps[0].batch == 2048  # no relation: linear in the batch

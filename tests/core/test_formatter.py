@@ -10,6 +10,7 @@ import pytest
 import lwdsl
 from lwdsl.errors import RecipeError
 from lwdsl.formatter import format_source, step_to_text, value_to_text
+from lwdsl.plan import Recipe
 from lwdsl.specs import ExportSpec, FeaturePair, Glob, NMRatio, PruneSpec, StepSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +81,7 @@ def test_none_is_never_written() -> None:
 def test_recipe_to_text_layout() -> None:
     recipe = lwdsl.parse('let a = 0.3\nrecipe "r"\ntarget m on d\nlwdsl 1\nprune l1 $a | quantize int8 # c')
     assert recipe.to_text() == 'lwdsl 1\nrecipe "r"\ntarget m on d\nlet a = 0.3\n\nprune l1 0.3\nquantize int8\n'
-    assert lwdsl.parse("").to_text() == "\n"
+    assert Recipe().to_text() == "\n"
 
 
 SOURCE = """\

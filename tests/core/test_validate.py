@@ -115,3 +115,32 @@ def test_quantize_on_a_kind_it_has_no_meaning_for_is_refused_with_what_to_write(
     text = str(err.value)
     assert f"`on {kind}`" in text and "quantize works on conv and linear layers" in text
     assert lwdsl.parse(f"quantize {dtype} on conv, linear")  # the same step on layers it means something for
+
+
+# --- issue 27: whether a step trains is one fact, on the spec --------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, trains",
+    [
+        ("finetune", True),
+        ("regularize l1=1e-4", True),
+        ("distill", True),
+        ("prune l1 0.5 schedule=gradual epochs=2", True),
+        ("prune l1 0.5", False),
+        ("quantize int8 mode=qat", True),
+        ("quantize int8", False),
+        ("quantize fp16", False),
+        ("export onnx", False),
+    ],
+)
+def test_trains_is_a_fact_of_the_spec(text: str, trains: bool) -> None:
+    assert lwdsl.parse(text).steps[0].trains() is trains
+
+
+@pytest.mark.parametrize("cast", ["fp16", "bf16"])
+@pytest.mark.parametrize("after", ["finetune", "regularize l1=1e-4", "distill", "distill T=2 alpha=0.5"])
+def test_nothing_trains_after_a_cast(cast: str, after: str) -> None:
+    with pytest.raises(RecipeError, match=f"cannot train a model that step 1 `quantize {cast}` cast to {cast}"):
+        lwdsl.parse(f"quantize {cast} | {after}")
+    lwdsl.parse(f"quantize int8 | {after}")  # an integer quantize: trained through the quantizer

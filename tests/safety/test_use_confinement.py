@@ -108,3 +108,39 @@ def test_check_follows_the_rule_from_the_command_line(tree: Path) -> None:
 def test_a_pipe_or_device_given_as_the_recipe_is_refused_without_reading(tree: Path) -> None:
     done = run_cli(["check", "r/pipe.lw", "/dev/zero", "r"], tree, env=cli_env(tree), timeout=20, memory_mb=600)
     assert_refused(done, "r/pipe.lw", "not a regular file")
+
+
+# --- issue 27: links to files that are not recipes, given on the command line or used ---------------
+
+
+def test_a_recipe_that_is_a_link_out_of_its_folder_is_refused_without_reading(tree: Path) -> None:
+    (tree / "r" / "env").mkdir(exist_ok=True)
+    (tree / "r" / "env" / ".env").write_text(SECRET + "\n")
+    links = {"passwd.lw": tree / "secret.lw", "dot-env.lw": tree / "r" / "env" / ".env", "up.lw": tree / "outside" / "other.lw"}
+    for name, target in links.items():
+        if not (tree / "r" / name).is_symlink():
+            os.symlink(target, tree / "r" / name)
+    for name, why in [("passwd.lw", "outside"), ("dot-env.lw", "not a .lw file"), ("up.lw", "outside")]:
+        with pytest.raises(RecipeError) as err:
+            lwdsl.load(tree / "r" / name)
+        assert why in err.value.render() and "SECRET" not in err.value.render()
+        done = run_cli(["check", f"r/{name}"], tree, env=cli_env(tree), timeout=30)
+        assert_refused(done, f"r/{name}", why)
+        assert "SECRET" not in done.text
+    os.symlink(tree / "r" / "env" / ".env", tree / "r" / "env" / "vars.lw")  # inside its folder, not a recipe
+    done = run_cli(["check", "r/env/vars.lw"], tree, env=cli_env(tree), timeout=30)
+    assert_refused(done, "r/env/vars.lw", "not a .lw file")
+    assert "SECRET" not in done.text
+    done = run_cli(["fmt", "--check", "r/passwd.lw"], tree, env=cli_env(tree), timeout=30)
+    assert done.code == 2 and "SECRET" not in done.text, done.text
+
+
+def test_use_of_a_recipe_link_to_a_file_that_is_not_a_recipe_is_refused(tree: Path) -> None:
+    (tree / "r" / ".env").write_text(SECRET + "\n")
+    if not (tree / "r" / "vars.lw").is_symlink():
+        os.symlink(tree / "r" / ".env", tree / "r" / "vars.lw")  # under the root, but a .env
+    with pytest.raises(RecipeError) as err:
+        lwdsl.parse('use "vars.lw"\nprune l1 0.2\n', file=str(tree / "r" / "main.lw"))
+    shown = err.value.render()
+    assert "reads only recipe files" in shown and "not a .lw file" in shown and "SECRET" not in shown
+    assert str(tree / "r" / "main.lw") + ":1:5" in shown

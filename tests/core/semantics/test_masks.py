@@ -92,3 +92,18 @@ def test_gradual_schedule_is_cubic_from_start_to_final():
     s = [M.gradual_sparsity(e, 0.8, 1, 5) for e in (0, 1, 3, 5, 6)]
     assert s[0] == s[1] == 0.0 and s[3] == s[4] == 0.8
     assert s[2] == pytest.approx(0.8 * (1 - 0.5**3))
+
+
+# --- issue 27: a threshold that would zero the whole selection is refused -------------------------
+
+
+def test_a_threshold_above_every_weight_is_refused_before_any_mask() -> None:
+    from lwdsl.errors import RecipeError
+    from lwdsl.semantics.pruning import MaskRule, keep_masks
+
+    weights = [np.array([[0.5, -2.0], [0.1, 0.0]]), np.array([1.5, -0.2])]
+    kept = [int(m.sum()) for m in keep_masks(MaskRule("threshold", 1.0), weights)]
+    assert kept == [1, 1]
+    with pytest.raises(RecipeError, match=r"would zero every weight of the 2 selected layers: the largest \|w\| among them is 2"):
+        keep_masks(MaskRule("threshold", 1e30), weights)
+    assert [int(m.sum()) for m in keep_masks(MaskRule("threshold", 1.0), [np.zeros(3)])] == [0]  # already all zero
