@@ -271,15 +271,22 @@ def fmt(
 
 def _rewrite(path: Path, text: str) -> None:
     """Replace the file's text atomically (an interruption never leaves half a recipe), keeping
-    its permissions, and writing through a symbolic link rather than replacing it."""
+    its permissions, and writing through a symbolic link rather than replacing it. A folder that
+    cannot take the write (read-only, full) is a UsageError naming it; the file stays as it was."""
     import shutil
 
+    from .outdir import is_write_error, write_error
     from .weights import atomic_path
 
     target = path.resolve()
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-        shutil.copymode(target, tmp)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            shutil.copymode(target, tmp)
+    except OSError as exc:  # a read-only folder, a full disk: say where, leave the file as it was
+        if not is_write_error(exc):
+            raise
+        raise write_error(exc, "fmt", target.parent, needed=len(text.encode()), kind=UsageError, then=f"{path} is unchanged") from None
 
 
 @app.command()
@@ -301,7 +308,8 @@ def explain(
 
     With --model, each step also lists the layers its selector matches, with parameter counts,
     and a `prune ... remove=true` step the dependency groups it removes channels from (or why
-    it is refused); the model is only built, never changed."""
+    it is refused, as `run` would refuse it before training); a model that does not take the
+    data is refused as `run` refuses it. The model is only built, never changed."""
     from .compiler import load
     from .explain import explain_recipe
 
@@ -310,14 +318,20 @@ def explain(
     if model is not None:
         from .backend import get_backend
         from .data import data_shape
+        from .removal import needs_groups
+        from .runner import check_fit
 
         check_backend_name(backend)
-        data_name = data or (recipe.target.data if recipe.target and recipe.target.data else "mnist")
+        given = data or (recipe.target.data if recipe.target and recipe.target.data else None)
+        data_name = given or "mnist"
         shape, classes = data_shape(data_name)
         be = get_backend(backend)
         built = be.load_model(model, shape, classes)
         layers = be.layers(built)
-        if any(getattr(step, "remove", False) for step in recipe.steps):
+        if given or needs_groups(recipe):  # as `run` checks it; listing layers alone needs no data
+            assumed = "" if given else " (assumed: the recipe has no `target ... on DATA` and no --data was given)"
+            check_fit(be, built, tuple(shape), classes, model, data_name, assumed=assumed)
+        if needs_groups(recipe):
             groups = be.groups(built)
     typer.echo(explain_recipe(recipe, layers, groups))
 

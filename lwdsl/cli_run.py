@@ -47,7 +47,7 @@ def run_command(
     root: Annotated[
         Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or table")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or table: only the final line (or the error)")] = False,
 ) -> None:
     """Compress a model with a recipe, measure every step and write a run folder."""
     from .cli import check_backend_name, parse_sets
@@ -80,12 +80,12 @@ def run_command(
         )
     if not quiet:
         print_table(result.report)
-        s = result.report["summary"]
-        typer.echo(
-            f"accuracy {100 * s['accuracy_before']:.2f}% -> {100 * s['accuracy_after']:.2f}%, "
-            f"{s['nonzero_compression']:.1f}x fewer non-zero weights, file {s['size_gzip_ratio']:.1f}x smaller (gzip); "
-            f"report in {result.run_dir}/report.md"
-        )
+    s = result.report["summary"]  # the one line --quiet still prints: what came out and where
+    typer.echo(
+        f"accuracy {100 * s['accuracy_before']:.2f}% -> {100 * s['accuracy_after']:.2f}%, "
+        f"{s['nonzero_compression']:.1f}x fewer non-zero weights, file {s['size_gzip_ratio']:.1f}x smaller (gzip); "
+        f"report in {result.run_dir}/report.md"
+    )
 
 
 def train_command(
@@ -114,7 +114,16 @@ def train_command(
                  echo=lambda msg: typer.echo(msg, err=True))
     acc = result.report["steps"][0]["metrics"]["accuracy"]
     if out_path is not None:
-        save_weights(out_path, result.backend.state(result.model), {"model": model, "data": data, "seed": seed, "epochs": epochs})
+        from .outdir import is_write_error, write_error
+
+        state = result.backend.state(result.model)
+        try:
+            save_weights(out_path, state, {"model": model, "data": data, "seed": seed, "epochs": epochs})
+        except OSError as exc:  # a full disk: name the place and the space; any earlier file stays
+            if not is_write_error(exc):
+                raise
+            needed = sum(int(a.nbytes) for a in state.values())
+            raise write_error(exc, "--out", out_path.parent, needed=needed, then=f"{out} is as it was") from None
     typer.echo(f"{model} on {data}: test accuracy {100 * acc:.2f}%" + (f"; weights in {out}" if out else ""))
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from .fields import choices, options
 from .formatter import selector_to_text, step_to_text, value_to_text
 from .plan import Recipe
+from .removal import plan_removals
 from .selectors import match_layers
 from .specs import PruneSpec, StepSpec, TrainingOptions
 from .validate import step_label
@@ -100,23 +101,20 @@ def _explain_layers(recipe: Recipe, index: int, layers: Sequence["LayerInfo"]) -
     return lines
 
 
-def _explain_groups(recipe: Recipe, index: int, layers: Sequence["LayerInfo"], groups: Sequence[Any]) -> list[str]:
+def _explain_groups(verdict: Any) -> list[str]:
     """For ``prune ... structured=filters remove=true``: the dependency groups the step
-    removes channels from, or why it is refused."""
-    from .errors import LwdslError
-    from .semantics.groups import describe, select_groups
+    removes channels from and how many each keeps, or why it is refused (the verdict
+    :func:`lwdsl.removal.plan_removals` gives, which ``run`` checks before training)."""
+    from .semantics.groups import describe
 
-    step = recipe.steps[index]
-    if getattr(step, "op", None) != "prune" or not getattr(step, "remove", False):
-        return []
-    names = match_layers(step.effective_selector(), layers, step_label=step_label(recipe, index), location=recipe.location(index))
-    try:
-        chosen = select_groups(groups, names)
-    except LwdslError as err:
-        return textwrap.wrap(f"refused: {err.message}", WIDTH, initial_indent="   ", subsequent_indent="     ")
+    if verdict.error is not None:
+        return textwrap.wrap(f"refused: {verdict.error.message}", WIDTH, initial_indent="   ", subsequent_indent="     ")
+    chosen = [g for g, _, _ in verdict.groups]
     lines = [f"   removes channels of {len(chosen)} dependency group{'s' if len(chosen) != 1 else ''}:"]
     for line in describe(chosen):
         lines += textwrap.wrap(line, WIDTH, initial_indent="     ", subsequent_indent="       ", break_on_hyphens=False)
+    kept = ", ".join(f"{g.name} {now}->{left}" for g, now, left in verdict.groups)
+    lines += textwrap.wrap(f"channels kept: {kept}", WIDTH, initial_indent="     ", subsequent_indent="       ", break_on_hyphens=False)
     return lines
 
 
@@ -150,10 +148,13 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
         lines.append(f"variable {name} = {value_to_text(value)}")
     count = len(recipe.steps)
     lines.append(f"{count} step{'s' if count != 1 else ''}, run in order:")
+    removals = {}
+    if layers is not None and groups is not None:
+        removals = {v.index: v for v in plan_removals(recipe, layers, groups)}
     for i, step in enumerate(recipe.steps):
         lines += ["", f"{i + 1}. {step_to_text(step)}"] + _explain_step(step)
         if layers is not None:
             lines += _explain_layers(recipe, i, layers)
-            if groups is not None:
-                lines += _explain_groups(recipe, i, layers, groups)
+            if i in removals:
+                lines += _explain_groups(removals[i])
     return "\n".join(lines)

@@ -19,20 +19,26 @@ silently replacing the other.
 
 Export paths in recipes are kept inside the run folder and off its own files by
 :func:`export_path_problem`, which :class:`lwdsl.specs.ExportSpec` applies.
+
+A write that fails because of the place (a full disk, a quota, a read-only or forbidden
+folder) becomes :func:`write_error`: an error naming the file, the reason, and on a full disk
+the space needed and the space free, never an internal error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional, Union
 
-from .errors import UsageError
-from .limits import MAX_NAME_BYTES, MAX_PATH_BYTES
+from .errors import LwdslError, RunError, UsageError
+from .limits import MAX_NAME_BYTES, MAX_PATH_BYTES, size_words
 
 __all__ = [
     "RUN_FILES",
@@ -42,6 +48,8 @@ __all__ = [
     "check_file_out",
     "RunLock",
     "export_path_problem",
+    "is_write_error",
+    "write_error",
 ]
 
 #: The files lwdsl itself writes at the top of every run folder (exports come on top).
@@ -79,6 +87,54 @@ def _entries(folder: Path) -> list[str]:
         return sorted(os.listdir(folder))
     except OSError:
         return []
+
+
+#: errno values that say the place cannot take a write: full, over quota, read-only, forbidden
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_WRITE_ERRNOS = _FULL | {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def is_write_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused by the place: a full disk, a quota, a read-only or
+    forbidden folder (an error to report, not a bug)."""
+    return isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS
+
+
+def _free_bytes(place: Path) -> Optional[int]:
+    try:
+        return shutil.disk_usage(_nearest_existing(Path(place))).free
+    except OSError:
+        return None
+
+
+def write_error(
+    exc: OSError, what: str, place: PathLike, *, needed: Optional[int] = None, kind: type = RunError, then: str = ""
+) -> LwdslError:
+    """The error to show for ``exc``, a failed write while doing ``what`` in ``place``: the file,
+    the reason, and on a full disk about how much is needed (``needed`` bytes) and how much is
+    free there. ``kind`` is the error class (RunError: exit 1 for a run that failed;
+    UsageError: exit 2 when nothing could be written); ``then`` says what became of earlier
+    outputs.
+
+    >>> import errno
+    >>> print(write_error(OSError(errno.EROFS, "Read-only file system", "/m/x.lw"), "fmt", "/m", kind=UsageError).render())
+    error: fmt: cannot write /m/x.lw: read-only file system
+      hint: make the folder writable, or work on a copy in a folder you can write to
+    """
+    target = os.fsdecode(exc.filename) if exc.filename else os.fspath(place)
+    reason = (exc.strerror or str(exc)).lower()
+    message = f"{what}: cannot write {target}: {reason}"
+    if exc.errno in _FULL:
+        free = _free_bytes(Path(place))
+        room = [f"about {size_words(needed)} needed" if needed else "", f"{size_words(free)} free there" if free is not None else ""]
+        room = [r for r in room if r]
+        message += f" ({', '.join(room)})" if room else ""
+        hint = f"free some space on the disk that holds {os.fspath(place)}, or choose another place; then run again"
+    else:
+        hint = "make the folder writable, or work on a copy in a folder you can write to"
+    if then:
+        message += f"; {then}"
+    return kind(message, hint=hint)
 
 
 def is_run_folder(folder: PathLike) -> bool:

@@ -2,7 +2,8 @@
 
 When stdout is not a terminal (CI logs, ``| tee``), rich would draw nothing; a progress line
 is printed to stderr instead every tenth of the way (and at least every 30 s), then at the end.
-``--quiet`` shows nothing.
+A phase of several epochs (the baseline) also says, after each epoch, how long it took and about
+how long the rest will take (:func:`epoch_progress`). ``--quiet`` shows nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable
 
-__all__ = ["progress_factory", "NullBar", "PlainBar"]
+__all__ = ["progress_factory", "epoch_progress", "NullBar", "PlainBar"]
 
 
 class NullBar:
@@ -136,3 +137,57 @@ def progress_factory(quiet: bool, *, terminal: bool | None = None, write: Callab
     if terminal is None:
         terminal = sys.stdout.isatty()
     return _RichFactory() if terminal else _PlainFactory(write or _stderr_line)
+
+
+class _EpochBar:
+    """A bar of ``factory`` that tells :class:`_EpochFactory` when its epoch ends."""
+
+    def __init__(self, bar: Any, on_close: Callable[[], None]) -> None:
+        self._bar, self._on_close = bar, on_close
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._on_close()
+
+
+class _EpochFactory:
+    def __init__(self, factory: Any, phase: str, epochs: int, say: Callable[[str], Any], clock: Callable[[], float]) -> None:
+        self._factory, self._phase, self._epochs, self._say, self._clock = factory, phase, max(int(epochs), 1), say, clock
+        self._start, self._done = clock(), 0
+
+    def __call__(self, total: int, description: str) -> Any:
+        bar = self._factory(total, f"{self._phase}: {description}")
+        return _EpochBar(bar, self._epoch_done) if "epoch" in description else bar
+
+    def _epoch_done(self) -> None:
+        self._done += 1
+        elapsed = self._clock() - self._start
+        if self._done >= self._epochs:
+            self._say(f"{self._phase}: {self._done} epoch(s) trained in {elapsed:.0f} s")
+            return
+        left = elapsed / self._done * (self._epochs - self._done)
+        self._say(f"{self._phase}: epoch {self._done}/{self._epochs} done, {elapsed:.0f} s so far, about {left:.0f} s left")
+
+    def stop(self) -> None:
+        getattr(self._factory, "stop", lambda: None)()
+
+
+def epoch_progress(
+    factory: Any, phase: str, epochs: int, say: Callable[[str], Any], clock: Callable[[], float] = time.monotonic
+) -> Any:
+    """``factory`` for a phase of ``epochs`` epochs (the baseline, trained for minutes): its
+    bars are named ``PHASE: ...`` and, as each epoch's bar closes (a bar whose description
+    says ``epoch``), ``say`` gets how long it has taken and about how long the rest will take.
+
+    >>> lines = []
+    >>> ticks = iter([0.0, 60.0, 120.0])
+    >>> bars = epoch_progress(lambda total, what: NullBar(), "baseline", 2, lines.append, clock=lambda: next(ticks))
+    >>> for epoch in (1, 2):
+    ...     bars(10, f"train epoch {epoch}/2").close()
+    >>> lines
+    ['baseline: epoch 1/2 done, 60 s so far, about 60 s left', 'baseline: 2 epoch(s) trained in 120 s']
+    """
+    return _EpochFactory(factory, phase, epochs, say, clock)

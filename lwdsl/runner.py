@@ -6,19 +6,26 @@ step (requested sparsity, whether it needs the original model) comes from the st
 A run has three phases, each a function: :func:`_prepare`, :func:`_execute`, :func:`_write`.
 
 1. compile the recipe and check every step against the backend (fails before any model work);
-2. load data and model; without a checkpoint, a baseline is trained once and cached
-   (``$LWDSL_CACHE`` or ``~/.cache/lwdsl``) by backend, model, data, seed and epochs;
-3. measure the baseline, then apply each step to the layers its selector matches (no match is
+2. load the model, and check it against what can be known before training: one input of the
+   data's shape goes through it (:func:`check_fit`), every selector matches, and every
+   structured removal is possible on its graph (:func:`lwdsl.removal.check_removals`);
+3. load the data; without a checkpoint, a baseline is trained once (with a line per epoch and
+   the time left) and cached (``$LWDSL_CACHE`` or ``~/.cache/lwdsl``) by backend, model, data
+   (name and digest), seed and epochs; a cache that cannot be written is a warning, and the
+   run goes on with the baseline it trained;
+4. measure the baseline, then apply each step to the layers its selector matches (no match is
    an error) and measure again;
-4. make masks permanent and write everything into a staging folder beside ``out``, which then
+5. make masks permanent and write everything into a staging folder beside ``out``, which then
    replaces ``out`` in one rename: a failed or interrupted run leaves the previous outputs as
-   they were (a failed run's partial report and last good model go to ``<out>.failed``).
+   they were (a failed run's partial report and last good model go to ``<out>.failed``); a
+   disk that is full or cannot be written is a RunError naming the place and the space needed.
 
 The input checkpoint is only ever read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -30,12 +37,12 @@ from typing import Any, Optional, Union
 from .backend import Backend, StepContext, get_backend
 from .dataset import Dataset
 from .errors import LwdslError, RunError, UsageError
-from .outdir import check_out
+from .outdir import check_out, is_write_error, write_error
 from .metrics import measure
 from .plan import Recipe
 from .specs import StepSpec, TrainingOptions
 
-__all__ = ["run", "RunResult", "baseline_options", "resolve_recipe", "matched_layers"]
+__all__ = ["run", "RunResult", "baseline_options", "resolve_recipe", "matched_layers", "check_fit"]
 
 
 @dataclass
@@ -97,9 +104,11 @@ def _cache_dir() -> Path:
 
 
 def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: int, say: Any) -> dict[str, Any]:
+    from .progress import epoch_progress
     from .weights import load_weights, save_weights
 
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}-seed{ctx.seed}-e{epochs}")
+    digest = f"-{ctx.data.sha256[:12]}" if ctx.data.sha256 else ""  # other images, another baseline
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}{digest}-seed{ctx.seed}-e{epochs}")
     path = _cache_dir() / f"{key}.lwz"
     if path.exists():
         state, _ = load_weights(path)
@@ -107,8 +116,17 @@ def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: 
         say(f"baseline: cached {path}")
         return {"source": "cache", "path": str(path), "epochs": epochs}
     say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
-    backend.train(model, baseline_options(epochs), ctx)
-    save_weights(path, backend.state(model), {"model": ref, "data": ctx.data.name, "seed": ctx.seed, "epochs": epochs})
+    backend.train(model, baseline_options(epochs), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
+    state = backend.state(model)
+    try:
+        save_weights(path, state, {"model": ref, "data": ctx.data.name, "seed": ctx.seed, "epochs": epochs})
+    except OSError as exc:  # a full or read-only cache: this run still has its baseline
+        if not is_write_error(exc):
+            raise
+        needed = sum(int(getattr(a, "nbytes", 0)) for a in state.values())
+        then = "this run goes on with it, the next one trains it again"
+        ctx.warn(write_error(exc, "the trained baseline was not cached", path.parent, needed=needed, then=then).message)
+        return {"source": "trained", "path": None, "epochs": epochs}
     return {"source": "trained", "path": str(path), "epochs": epochs}
 
 
@@ -167,8 +185,15 @@ def run(
     """
     out = check_out(out) if out is not None else None  # refuse a bad --out before any work
     say = (echo or print) if not quiet else (lambda *_: None)
+    tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
     prep = _prepare(recipe, overrides, model, backend, data, train, test, checkpoint, seed, models or {})
-    staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say)
+    try:
+        staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell)
+    except OSError as exc:  # an export, the staging folder: a place that cannot take a write
+        if not is_write_error(exc):
+            raise
+        unchanged = f"{out} is as it was" if out is not None else ""
+        raise write_error(exc, "the run", out.parent if out is not None else Path.cwd(), then=unchanged) from None
     report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say)
     return RunResult(handle, report, run_dir, prep.backend)
 
@@ -205,8 +230,13 @@ def _prepare(
     shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
     be.set_seed(seed)
     handle: Any = be.load_model(model_ref, shape, classes, ckpt)
+    shown_data = str(data_name or (dataset.name if dataset else "the given data"))
+    check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data)
     _check_selectors(plan, be, handle)
-    _check_models(plan, be, tuple(shape), classes, models or {})
+    from .removal import check_removals
+
+    check_removals(plan, be, handle)
+    _check_models(plan, be, tuple(shape), classes, models or {}, shown_data)
     _check_data_sets(plan, tuple(shape), str(data_name or "the given data"))
     from .data import load_data
 
@@ -221,7 +251,7 @@ def _prepare(
 
 
 def _execute(
-    prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any
+    prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None
 ) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
     """Baseline, then every step with its measurements, then finalize; on any failure the
     staging folder goes and a failed run's report so far is kept beside ``out``."""
@@ -248,7 +278,8 @@ def _execute(
             baseline_info = _baseline(be, handle, prep.model_ref, ctx, baseline_epochs, say)
         if any(step.needs_original() for step in plan.steps):
             ctx.original = be.copy_model(handle)
-        steps.append({"op": "baseline", "text": "baseline", "metrics": measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)})
+        metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
+        steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
         say(_line(steps[-1]))
         for i, step in enumerate(plan.steps):
             ctx.index, ctx.notes = i, {}
@@ -267,7 +298,7 @@ def _execute(
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         if out is not None and len(steps) > 0 and isinstance(exc, LwdslError):
-            _write_failed(be, handle, plan, steps, Path(out), exc, say)
+            _write_failed(be, handle, plan, steps, Path(out), exc, tell or say)
         raise
     progress.stop()
     return staging, steps, handle, baseline_info
@@ -304,7 +335,13 @@ def _write(
         baseline=baseline_info,
         other_data={name: ds.sha256 for name, ds in prep.datasets.items()},
     )
-    run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
+    try:
+        run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
+    except OSError as exc:  # a full disk: the run's results are lost, the old folder is not
+        if not is_write_error(exc):
+            raise
+        needed = 2 * sum(int(getattr(a, "nbytes", 0)) for a in be.state(handle).values()) + (1 << 20)
+        raise write_error(exc, "writing the run folder", Path(out).parent, needed=needed, then=f"nothing was replaced: {out} is as it was") from None
     say(f"wrote {run_dir}")
     return report, run_dir
 
@@ -326,10 +363,10 @@ def _data_shape(name: Optional[str]) -> tuple[tuple[int, ...], int]:
     return data_shape(name)
 
 
-def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: int, models: dict[str, Any]) -> None:
+def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: int, models: dict[str, Any], data: str = "") -> None:
     """Every model a step names (``distill student=``) is one of ``models`` or one the backend
-    builds: built once here and dropped, so a typo fails before any data is read or training
-    spent (with the backend's did-you-mean)."""
+    builds and that takes the data (:func:`check_fit`): built once here and dropped, so a typo
+    fails before any data is read or training spent (with the backend's did-you-mean)."""
     from .validate import step_label
 
     for i, step in enumerate(plan.steps):
@@ -337,10 +374,59 @@ def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: in
             if name in models:
                 continue
             try:
-                be.load_model(name, shape, classes)
+                check_fit(be, be.load_model(name, shape, classes), shape, classes, name, data or "the run's data")
             except LwdslError as exc:
                 kind = UsageError if isinstance(exc, UsageError) else LwdslError
                 raise kind(f"{step_label(plan, i)}: {exc.message}", hint=exc.hint) from None
+
+
+def _shown_model(model: Any) -> str:
+    return str(model) if isinstance(model, (str, Path)) else f"your {type(model).__name__}"
+
+
+def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, model: str, data: str, *, assumed: str = "") -> None:
+    """Refuse a model that cannot take the data, before any training: one input of the data's
+    shape (zeros), labelled with the last class, goes through ``be.evaluate``. A framework error
+    there (input channels, image size, fewer outputs than classes) becomes a UsageError that
+    says what to do.
+
+    Args:
+        shape, classes: (C, H, W) of the data's images and its number of classes.
+        model, data: their names, for the message.
+        assumed: why this data was taken when none was given (added to the message).
+
+    Raises:
+        UsageError: the model fails on the input (exit 2).
+    """
+    import numpy as np
+
+    from .progress import progress_factory
+
+    x = np.zeros((1, *shape), dtype=np.float32)
+    y = np.full(1, classes - 1, dtype=np.int64)
+    ctx = StepContext(data=Dataset(data, x, y, x, y, classes), seed=0, index=-1, progress=progress_factory(True))
+    try:
+        be.evaluate(handle, ctx)
+    except LwdslError:
+        raise
+    except Exception as exc:  # the framework's own words on what does not fit
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = (lines[0] if lines else type(exc).__name__)[:300]
+        c, *hw = shape
+        size = "x".join(map(str, hw))
+        raise UsageError(
+            f"model {model} does not fit the data {data}{assumed}: an input of its shape {tuple(shape)} (C,H,W) "
+            f"fails in the model: {reason}",
+            hint=(
+                "give the data the model is for: --data DATA (torchvision and Keras classifiers take 3 channels, "
+                "e.g. --data synthetic:3,32,32:10) or a `target MODEL on DATA` line"
+                if assumed
+                else f"use a model made for {c}-channel {size} images with {classes} classes (lenet5, lenet300 and "
+                "seedcnn take 1x28x28), data the model takes (torchvision and Keras classifiers take 3 channels, e.g. "
+                "synthetic:3,32,32:10), or adapt the model's first layer and give it through the Python API "
+                "(lwdsl.run(recipe, my_model, ...))"
+            ),
+        ) from None
 
 
 def _check_data_sets(plan: Recipe, shape: tuple[int, ...], data_name: str) -> None:
@@ -386,7 +472,14 @@ def _write_failed(be: Backend, handle: Any, plan: Recipe, steps: list, out: Path
 
     failed = out.parent / f"{out.name}.failed"
     shutil.rmtree(failed, ignore_errors=True)
-    failed.mkdir(parents=True)
-    save_weights(failed / "last-good.lwz", be.state(handle))
-    (failed / "report.json").write_text(json.dumps({"error": str(getattr(exc, "message", exc)), "steps": steps}, indent=2))
+    try:
+        failed.mkdir(parents=True)
+        save_weights(failed / "last-good.lwz", be.state(handle))
+        (failed / "report.json").write_text(json.dumps({"error": str(getattr(exc, "message", exc)), "steps": steps}, indent=2))
+    except OSError as err:  # a full disk: the run's own error is what matters; say this too
+        shutil.rmtree(failed, ignore_errors=True)
+        if not is_write_error(err):
+            raise
+        say(f"run failed; {write_error(err, 'keeping its report so far', out.parent).message} ({out} is unchanged)")
+        return
     say(f"run failed; its report so far and the last good model are in {failed} ({out} is unchanged)")

@@ -1,0 +1,73 @@
+"""What a run says: ``--quiet`` still prints the one final line (or the error, with where a
+failed run's report went); the baseline, which trains for minutes, says after each epoch how
+long it took and about how long the rest will take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from lwdsl.backend import registry as backend_mod
+from lwdsl.cli import app
+from lwdsl.runner import run
+
+from .fake_backend import FakeBackend
+
+DATA = "synthetic:1,6,6:3"
+
+
+class EpochBackend(FakeBackend):
+    """Trains as a real backend reports it: one progress bar per epoch."""
+
+    def train(self, model: Any, options: Any, ctx: Any) -> Any:
+        for epoch in range(options.epochs):
+            bar = ctx.progress(4, f"train epoch {epoch + 1}/{options.epochs}")
+            bar.update(4)
+            bar.close()
+        return super().train(model, options, ctx)
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    be = EpochBackend()
+    monkeypatch.setitem(backend_mod._instances, "fake", be)
+    monkeypatch.setitem(backend_mod.BACKENDS, "fake", ("tests.runner.fake_backend", "FakeBackend", "fake"))
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.lw").write_text("prune l1 0.5 | finetune epochs=1\n")
+    return be
+
+
+ARGS = ["run", "r.lw", "--backend", "fake", "--model", "linear2", "--data", DATA, "--out", "out"]
+
+
+def test_quiet_prints_only_the_final_line_with_where_the_run_went(fake, tmp_path):
+    result = CliRunner().invoke(app, [*ARGS, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("accuracy ") and f"report in {tmp_path / 'out'}/report.md" in lines[0]
+
+
+def test_quiet_failed_run_still_says_where_its_report_went(fake, tmp_path):
+    fake.fail_on = "finetune"
+    result = CliRunner().invoke(app, [*ARGS, "-q"])
+    assert result.exit_code == 1
+    assert "error: finetune failed on purpose" in result.stderr
+    assert f"its report so far and the last good model are in {tmp_path / 'out.failed'}" in result.stderr
+    assert result.stdout == ""
+
+
+def test_the_baseline_says_each_epoch_and_the_time_left(fake, tmp_path):
+    said: list[str] = []
+    run("prune l1 0.5", "linear2", backend="fake", data=DATA, out=None, baseline_epochs=3, echo=said.append)
+    epochs = [line for line in said if line.startswith("baseline: ") and "epoch" in line]
+    assert epochs[0].startswith("baseline: training linear2") and "3 epoch(s)" in epochs[0]
+    assert epochs[1].startswith("baseline: epoch 1/3 done, ") and epochs[1].endswith(" s left")
+    assert epochs[2].startswith("baseline: epoch 2/3 done, ")
+    assert epochs[3].startswith("baseline: 3 epoch(s) trained in ")
+    quiet: list[str] = []
+    run("prune l1 0.5", "linear2", backend="fake", data=DATA, out=None, baseline_epochs=2, quiet=True, echo=quiet.append)
+    assert quiet == []
