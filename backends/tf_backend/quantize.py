@@ -1,39 +1,16 @@
-"""``quantize``: codes and scales from :mod:`lwdsl.semantics.quant`, on the canonical layout.
+"""``quantize`` on TensorFlow: the core's flow (:mod:`lwdsl.backend.quantize`: forms, codes,
+casts, ``auto``, QAT, calibration, notes, warnings) over this backend's parts
+(:class:`KerasQuantizeParts`).
 
-Forms: ``int8`` (every mode below) and the low-bit forms ``int4``, ``int2``, ``ternary``,
-``binary`` (``weights_only`` or ``qat``; activations stay float), all through the core's
-:func:`~lwdsl.semantics.quant.quantize_as` (the same call as the torch backend's). A binary
-layer has no code 0: its pruning mask is dropped (named with ``ctx.warn``). ``cluster bits=B``
-(weight sharing) gets one codebook per layer from :func:`lwdsl.semantics.cluster.cluster_weight`,
-code 0 kept for the pruned zeros. ``auto`` takes each
-layer's form from :func:`lwdsl.semantics.auto_bits.choose_bits` on the sensitivity
-:func:`measure_sensitivity` measures (the model run on the calibration images, one layer at a
-time quantized; the numbers are the core's); ``fp16`` and ``bf16`` round
-the kernels by :func:`~lwdsl.semantics.quant.cast_weight` (stored in 16 bits, ``qconfig["cast"]``).
-
-For each selected conv/dense layer the kernel is converted to the canonical (PyTorch) layout,
-:func:`~lwdsl.semantics.quant.quantize_weight` gives its codes and scales (the one definition
-both backends share), and ``codes * scale`` is written back into the Keras variable with the
-same conversion the weights use. So identical weights give bit-identical codes and scales on
-both frameworks; the handle keeps them (``handle.quant``) and the canonical state stores them
-as int8 codes (:func:`lwdsl.semantics.quant.pack_state`).
-
-Modes:
-
-- ``dynamic`` and ``weights_only``: weights only; activations stay float in the model (TFLite
-  quantizes them per batch at run time in ``dynamic``: its dynamic-range kernels).
-- ``static``: the input of every quantized layer is observed on the calibration images
-  (:func:`lwdsl.semantics.order.calibration_indices`) with a core
-  :class:`~lwdsl.semantics.quant.RangeObserver`; :func:`~lwdsl.semantics.quant.act_qparams`
-  gives uint8 scale and zero point. Evaluation then fake-quantizes those inputs exactly as
-  :func:`~lwdsl.semantics.quant.fake_quantize` does (:func:`quantized_forward`).
-- ``qat``: weights quantized as above, then ``epochs`` of training through the weight
-  quantizer (straight-through estimator, :func:`.train.fit`), then activation ranges
-  calibrated as in ``static`` on the trained model.
-
-Layers that cannot be quantized (anything but Conv1D/2D/3D, DepthwiseConv2D and Dense: separable
-convolutions, transposed convolutions, embeddings) are named with ``ctx.warn`` and in
-``ctx.notes["not_quantized"]``, never left float silently.
+What is TensorFlow's own: a layer's kernel is converted to the canonical (PyTorch) layout to be
+read and back to be written (``codes * scale`` in the Keras variable), so identical weights give
+bit-identical codes and scales on both frameworks; the inputs of layers are read from a probe
+model whose outputs are those inputs; evaluation fake-quantizes the inputs of calibrated layers
+exactly as :func:`~lwdsl.semantics.quant.fake_quantize` does (:func:`quantized_forward`,
+:class:`FakeQuantInput`); ``handle.qconfig`` keeps how the model was quantized (mode,
+granularity, calibration count and images, casts) for the TFLite exporter and engine.
+Conv1D/2D/3D, DepthwiseConv2D and Dense layers are quantized; separable and transposed
+convolutions, embeddings and norms stay float32, named in a warning.
 """
 
 from __future__ import annotations
@@ -44,10 +21,9 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.auto_bits import TRIAL_FORMS, kl_sensitivity, trial_weight
-from lwdsl.semantics.auto_bits import auto_forms as core_auto_forms
+from lwdsl.backend.quantize import QuantizeParts, quantize_handler
 from lwdsl.semantics.order import calibration_indices
-from lwdsl.semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
+from lwdsl.semantics.quant import WeightQuant
 from lwdsl.specs import QuantizeSpec, TrainingOptions
 from lwdsl.specs.quantize import LOW_BIT
 
@@ -56,61 +32,7 @@ from .fold import fold_batchnorms
 from .handle import KerasHandle
 from .layers import LayerView, _classes
 
-__all__ = ["quantize", "quantizable", "calibrate", "quantized_forward", "calibration_images", "FakeQuantInput"]
-
-_FORMS = ("int8", "auto") + LOW_BIT + tuple(HALF_FORMS)
-
-
-def measure_sensitivity(handle: KerasHandle, views: Sequence[LayerView], spec: QuantizeSpec, ctx: StepContext) -> Optional[dict]:
-    """``quantize auto``: the logits of the model on the calibration images (inference mode, as
-    it evaluates), as it is and with one layer at a time at each candidate's trial weight (the
-    core's :func:`~lwdsl.semantics.auto_bits.trial_weight`, written back through the layout
-    conversion); the core's :func:`~lwdsl.semantics.auto_bits.kl_sensitivity` of each. None
-    without training images."""
-    from .train import nhwc
-
-    train_x = getattr(ctx.data, "train_x", None)
-    if train_x is None or not len(train_x) or not views:
-        return None
-    x = nhwc(train_x[calibration_indices(len(train_x), spec.calibrate, ctx.seed)])
-    keras_model = quantized_forward(handle)
-    forward = tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True)
-
-    def logits() -> np.ndarray:
-        return np.concatenate([forward(tf.constant(x[i : i + _CALIB_BATCH])).numpy() for i in range(0, len(x), _CALIB_BATCH)])
-
-    bar = ctx.progress(1 + len(views) * len(TRIAL_FORMS), f"auto: sensitivity on {len(x)} images")
-    out: dict[str, dict[str, float]] = {}
-    try:
-        reference = logits()
-        bar.update(1)
-        for view in views:
-            var = view.weight.variable
-            kept = var.numpy().copy()
-            w = view.weight.canonical()
-            try:
-                row = {}
-                for form in TRIAL_FORMS:
-                    var.assign(np.ascontiguousarray(view.weight.from_canon(trial_weight(w, form, spec.granularity)), dtype=np.float32))
-                    row[form] = kl_sensitivity(reference, logits())
-                    bar.update(1)
-                out[view.name] = row
-            finally:
-                var.assign(kept)
-    finally:
-        bar.close()
-    return {"sensitivity": out, "images": len(x)}
-
-
-def auto_forms(weights: dict[str, np.ndarray], spec: QuantizeSpec, ctx: StepContext, measured: Optional[dict] = None) -> dict[str, str]:
-    """``quantize auto``: the core's choice per layer (:func:`lwdsl.semantics.auto_bits.auto_forms`
-    on the canonical weights and the measured sensitivity, or the weight error without one), put
-    in ``ctx.notes["auto_bits"]``; layer -> form."""
-    forms, ctx.notes["auto_bits"] = core_auto_forms(weights, float(spec.budget), spec.granularity, measured)
-    return forms
-
-
-_CALIB_BATCH = 256
+__all__ = ["quantize", "KerasQuantizeParts", "quantizable", "quantized_forward", "calibration_images", "FakeQuantInput"]
 
 
 def quantizable(view: LayerView) -> Optional[str]:
@@ -123,11 +45,6 @@ def quantizable(view: LayerView) -> Optional[str]:
     if not (classes & {"Conv", "Dense"}) or view.weight.name != f"{view.name}.weight":
         return f"a {type(view.layer).__name__} layer ({view.kind}) has no conv or dense kernel to quantize"
     return None
-
-
-def _write(view: LayerView, q: WeightQuant) -> None:
-    var = view.weight.variable
-    var.assign(np.ascontiguousarray(view.weight.from_canon(q.dequantize()), dtype=np.float32))
 
 
 def calibration_images(handle: KerasHandle, ctx: StepContext) -> np.ndarray:
@@ -146,28 +63,6 @@ def _inputs_model(model: Any, layers: Sequence[Any]) -> Any:
             raise LwdslError(f"layer '{layer.name}' takes several inputs: its input cannot be calibrated")
         outs.append(t)
     return tf_keras.Model(model.inputs, outs)
-
-
-def calibrate(handle: KerasHandle, names: Sequence[str], images: np.ndarray, observer: str, ctx: StepContext) -> dict[str, tuple[float, float]]:
-    """``(lo, hi)`` of each named layer's input over ``images`` (NCHW) by a core observer."""
-    from .train import nhwc
-
-    vm = handle.view_map()
-    probe = _inputs_model(handle.model, [vm[n].layer for n in names])
-    forward = tf.function(lambda t: probe(t, training=False), reduce_retracing=True)
-    observers = {n: RangeObserver(observer) for n in names}
-    x = nhwc(images)
-    bar = ctx.progress(-(-len(x) // _CALIB_BATCH), "calibrate")
-    try:
-        for start in range(0, len(x), _CALIB_BATCH):
-            outs = forward(tf.constant(x[start : start + _CALIB_BATCH]))
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            for n, o in zip(names, outs):
-                observers[n].update(o.numpy())
-            bar.update(1)
-    finally:
-        bar.close()
-    return {n: observers[n].range() for n in names}
 
 
 @tf_keras.utils.register_keras_serializable(package="lwdsl")
@@ -234,96 +129,99 @@ def quantized_forward(handle: KerasHandle) -> Any:
     return model
 
 
-def quantize(handle: KerasHandle, spec: QuantizeSpec, layers: Sequence[str], ctx: StepContext) -> KerasHandle:
-    """The ``quantize`` handler (int8: dynamic, static, qat, weights_only; int4, int2, ternary,
-    binary, cluster, auto: weights_only, qat; fp16, bf16: casts; per channel or tensor)."""
-    if spec.dtype not in _FORMS:  # the support table refuses it first; kept for direct calls
-        raise LwdslError(f"the tensorflow backend cannot run quantize {spec.dtype}")
-    low = spec.dtype in LOW_BIT
-    wanted = set(layers)
-    chosen, skipped = [], {}
-    for view in handle.views():
-        if view.name not in wanted:
-            continue
-        why = quantizable(view)
-        if why is None:
-            chosen.append(view)
-        else:
-            skipped[view.name] = why
-    for name, why in skipped.items():
-        ctx.warn(f"quantize: layer '{name}' stays float32: {why}")
-    if skipped:
-        ctx.notes["not_quantized"] = dict(skipped)
-    if fold_batchnorms(handle, [v.name for v in chosen], ctx):  # conv+bn -> one layer, before its codes
-        vm = handle.view_map()
-        chosen = [vm[v.name] for v in chosen]
-    mode = "weights_only" if spec.weights_only else spec.mode
-    if spec.dtype in HALF_FORMS:  # a cast: the core's rounding, float32 kernels holding it
-        casts = dict(handle.qconfig.get("cast", {}))
-        for view in chosen:
-            view.weight.variable.assign(
-                np.ascontiguousarray(view.weight.from_canon(cast_weight(view.weight.canonical(), spec.dtype)), dtype=np.float32)
-            )
-            casts[view.name] = spec.dtype
-        handle.apply_masks()
-        handle.qconfig = {**handle.qconfig, "cast": casts}
-        noted = ctx.notes.setdefault("quantized", {})
-        for view in chosen:
-            noted[view.name] = {"bits": 16, "form": spec.dtype}
-        return handle
-    forms = {view.name: spec.dtype for view in chosen}
-    if spec.dtype == "auto":  # the core picks a form per layer; activations stay float
-        handle.apply_masks()
-        measured = measure_sensitivity(handle, chosen, spec, ctx)
-        forms = auto_forms({view.name: view.weight.canonical() for view in chosen}, spec, ctx, measured)
-        chosen = [view for view in chosen if forms[view.name] != "float"]
-        low, mode = True, ("qat" if mode == "qat" else "weights_only")
-    bits = 0
-    floats: dict[str, np.ndarray] = {}  # qat: the masters start at the float weights
-    for view in chosen:
-        floats[view.name] = view.weight.canonical()
-        q = quantize_as(floats[view.name], forms[view.name], spec.granularity, bits=spec.bits)
-        bits = q.bits
-        if forms[view.name] == "binary" and view.name in handle.masks:
-            del handle.masks[view.name]
-            ctx.warn(
-                f"quantize binary: layer '{view.name}' was pruned, but binary weights are ±scale (no code 0): "
-                "its pruned weights are non-zero now and its mask is dropped"
-            )
-        _write(view, q)
-        handle.quant[view.name] = q
-        handle.act.pop(view.name, None)
-    handle.apply_masks()  # codes of pruned weights are 0 already; keeps -0.0 out
-    if not low or not handle.qconfig.get("mode"):  # low-bit layers keep float activations: an int8 step's config stays
-        handle.qconfig = {
-            **({"cast": handle.qconfig["cast"]} if "cast" in handle.qconfig else {}),
-            "mode": "weights_only" if low else mode,
-            "granularity": spec.granularity,
-            "calibrate": spec.calibrate,
-            "observer": spec.observer,
-            "bits": bits,
-        }
-    if mode in ("static", "qat") and not low:  # the .tflite artifact's representative data set (tflite_engine)
-        handle.qconfig["images"] = calibration_images(handle, ctx)
-    names = [v.name for v in chosen]
-    if mode == "qat" and names:
+class KerasQuantizeParts(QuantizeParts):
+    """TensorFlow's parts of the core's ``quantize`` flow."""
+
+    backend = "tensorflow"
+
+    def __init__(self) -> None:
+        self._compiled: dict[Any, tuple[Any, Any]] = {}  # (model, what) -> (model, tf.function), last few
+
+    def _function(self, key: Any, model: Any, build: Any) -> Any:
+        hit = self._compiled.get(key)
+        if hit is not None and hit[0] is model:
+            return hit[1]
+        if len(self._compiled) >= 4:
+            self._compiled.pop(next(iter(self._compiled)))
+        fn = build()
+        self._compiled[key] = (model, fn)
+        return fn
+
+    def candidates(self, handle: KerasHandle, layers: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, str]]]:
+        wanted = set(layers)
+        chosen, left = [], {}
+        for view in handle.views():
+            if view.name not in wanted:
+                continue
+            why = quantizable(view)
+            if why is None:
+                chosen.append(view.name)
+            else:
+                left[view.name] = (view.kind, why)
+        return chosen, left
+
+    def fold(self, handle: KerasHandle, names: Sequence[str], ctx: StepContext) -> None:
+        fold_batchnorms(handle, names, ctx)  # the model may be replaced by its folded clone
+
+    def weight(self, handle: KerasHandle, name: str) -> np.ndarray:
+        return handle.view_map()[name].weight.canonical().copy()  # masked weights are zero at all times here
+
+    def set_weight(self, handle: KerasHandle, name: str, w: np.ndarray) -> None:
+        t = handle.view_map()[name].weight
+        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
+
+    def drop_mask(self, handle: KerasHandle, name: str) -> bool:
+        return handle.masks.pop(name, None) is not None
+
+    def logits(self, handle: KerasHandle, x: np.ndarray) -> np.ndarray:
+        from .train import nhwc
+
+        keras_model = quantized_forward(handle)
+        forward = self._function(("logits", id(keras_model)), keras_model,
+                                 lambda: tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True))
+        return forward(tf.constant(nhwc(x))).numpy()
+
+    def layer_inputs(self, handle: KerasHandle, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        from .train import nhwc
+
+        def build() -> Any:
+            vm = handle.view_map()
+            probe = _inputs_model(handle.model, [vm[n].layer for n in names])
+            return tf.function(lambda t: probe(t, training=False), reduce_retracing=True)
+
+        forward = self._function(("inputs", id(handle.model), tuple(names)), handle.model, build)
+        outs = forward(tf.constant(nhwc(x)))
+        return [o.numpy() for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
+
+    def record(self, handle: KerasHandle, spec: QuantizeSpec, forms: dict[str, str], quants: dict[str, WeightQuant],
+               act_mode: str, ctx: StepContext) -> None:
+        if act_mode == "cast":
+            handle.qconfig = {**handle.qconfig, "cast": {**handle.qconfig.get("cast", {}), **forms}}
+            handle.apply_masks()
+            return
+        for name, q in quants.items():
+            handle.quant[name] = q
+            handle.act.pop(name, None)
+        handle.apply_masks()  # codes of pruned weights are 0 already; keeps -0.0 out
+        low = spec.dtype in LOW_BIT or spec.dtype == "auto"
+        if not low or not handle.qconfig.get("mode"):  # low-bit layers keep float activations: an int8 step's config stays
+            handle.qconfig = {
+                **({"cast": handle.qconfig["cast"]} if "cast" in handle.qconfig else {}),
+                "mode": act_mode,
+                "granularity": spec.granularity,
+                "calibrate": spec.calibrate,
+                "observer": spec.observer,
+                "bits": list(quants.values())[-1].bits if quants else 0,
+            }
+        if act_mode in ("static", "qat"):  # the .tflite artifact's representative data set (tflite_engine)
+            handle.qconfig["images"] = calibration_images(handle, ctx)
+
+    def fit(self, handle: KerasHandle, options: TrainingOptions, ctx: StepContext, *, label: str,
+            masters: dict[str, np.ndarray]) -> Any:
         from .train import fit
 
-        options = TrainingOptions(epochs=spec.epochs)
-        fit(handle, options, ctx, label=f"quantize {spec.dtype} qat ({spec.epochs} epoch{'s' if spec.epochs != 1 else ''})",
-            masters=floats)
-    ranges: dict[str, tuple[float, float]] = {}
-    if mode in ("static", "qat") and names and not low:
-        n = len(ctx.data.train_x)
-        if spec.calibrate > n:
-            ctx.warn(f"quantize: calibrate={spec.calibrate} exceeds the {n} training images; calibrating on all {n}")
-        ranges = calibrate(handle, names, calibration_images(handle, ctx), spec.observer, ctx)
-        for name, (lo, hi) in ranges.items():
-            handle.act[name] = act_qparams(lo, hi, 8)
-    noted = ctx.notes.setdefault("quantized", {})
-    for name in names:  # the same shape as the torch backend's notes, for conformance
-        entry: dict[str, Any] = {"bits": handle.quant[name].bits, "form": forms[name]}
-        if name in ranges:
-            entry["act_range"] = [float(ranges[name][0]), float(ranges[name][1])]
-        noted[name] = entry
-    return handle
+        return fit(handle, options, ctx, label=label, masters=masters)
+
+
+#: The ``quantize`` handler: the core's flow over this backend's parts.
+quantize = quantize_handler(KerasQuantizeParts())

@@ -88,7 +88,8 @@ def test_static_ranges_are_a_numpy_observer_on_the_calibration_images(be, observ
         for start in range(0, len(got), 256):
             ob.update(got[start : start + 256])
         lo, hi = ob.range()
-        assert ctx.notes["quantized"][n] == {"bits": 8, "form": "int8", "act_range": [lo, hi]}
+        assert ctx.notes["quantized"][n] == {"bits": 8, "form": "int8", "granularity": "per_channel", "mode": "static",
+                                             "act_range": [lo, hi], "act_scale": h.act[n].scale, "act_zero_point": h.act[n].zero_point}
         assert h.act[n] == act_qparams(lo, hi)
     # evaluation fake-quantizes each quantized layer's input exactly as the core does
     from lwdsl.backends.tf_backend.quantize import quantized_forward
@@ -168,8 +169,8 @@ def test_a_layer_that_cannot_be_quantized_is_named(be):
     ctx = _ctx()
     h = be.apply(h, QuantizeSpec(dtype="int8", mode="dynamic"), names, ctx)
     assert set(h.quant) == {"c1", "dw", "d"}
-    assert "sep" in ctx.notes["not_quantized"]
-    assert any("'sep'" in w and "float32" in w for w in ctx.extra["warnings"])
+    assert [f["layer"] for f in ctx.notes["float_layers"]] == ["sep"]
+    assert any("sep (conv)" in w and "float32" in w for w in ctx.extra["warnings"])
     assert np.array_equal(be.state(h)["sep.weight"], before["sep.weight"])
 
 
@@ -273,7 +274,7 @@ def test_low_bit_codes_are_the_cores_and_pruned_zeros_stay_where_the_form_allows
         assert quant[n].bits == FORM_BITS[dtype] and np.array_equal(quant[n].codes, want.codes)
         assert quant[n].scale.tobytes() == want.scale.tobytes()
         assert plain[f"{n}.weight"].tobytes() == want.dequantize().tobytes()
-        assert ctx.notes["quantized"][n] == {"bits": FORM_BITS[dtype], "form": dtype}
+        assert ctx.notes["quantized"][n] == {"bits": FORM_BITS[dtype], "form": dtype, "granularity": granularity, "mode": "weights_only"}
     warned = ctx.extra["warnings"]
     if dtype == "binary":  # no code 0: the masks go, and the user is told
         assert not h.masks and len(warned) == len(LAYERS) and all("mask is dropped" in w for w in warned)

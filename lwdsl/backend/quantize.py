@@ -1,0 +1,235 @@
+"""The ``quantize`` op, written once: which layers, the form of each, codes, casts, QAT,
+calibration, ``auto``'s sensitivity, and every note and warning a report shows.
+
+The numbers are the core's (:mod:`lwdsl.semantics.quant`, :mod:`lwdsl.semantics.cluster`,
+:mod:`lwdsl.semantics.auto_bits`, :mod:`lwdsl.semantics.order`); the flow is here; a backend
+gives :class:`QuantizeParts`, the few things only its framework can do (read and write a
+layer's weight in the canonical layout, run the model, capture layer inputs, fold batch norms,
+keep its own record of how the model was quantized, build its int8 engine).
+
+Flow of ``quantize FORM`` on the selected layers:
+
+1. layers the backend cannot quantize are named in a warning and in the step's notes
+   (``float_layers``: layer, kind, why), never left float silently;
+2. batch norms are folded into the layers that will be quantized (before their codes exist);
+3. ``fp16``/``bf16``: each weight rounded by :func:`~lwdsl.semantics.quant.cast_weight`; done;
+4. ``auto``: the sensitivity of each layer (:func:`measure_sensitivity`) and the core's choice
+   of a form per layer (:func:`lwdsl.semantics.auto_bits.auto_forms`); activations stay float;
+5. every layer's codes from :func:`~lwdsl.semantics.quant.quantize_as` on its weight as it is
+   (masks applied, so pruned weights get code 0); its weight becomes ``codes * scale``; a
+   binary layer has no code 0, so its pruning mask is dropped, with a warning;
+6. ``mode=qat``: ``epochs`` of training through the quantizer (SGD lr 0.01, momentum 0.9,
+   batch 64; masters start at the float weights);
+7. ``static``/``qat`` int8: each layer's input observed on the calibration images
+   (:func:`calibrate`), its uint8 :func:`~lwdsl.semantics.quant.act_qparams` kept;
+8. the notes: ``quantized`` (layer -> bits, form, granularity, mode, and the activation range,
+   scale and zero point of a calibrated layer), ``auto_bits`` for ``auto``, and what the
+   backend's int8 engine reports.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..semantics.auto_bits import TRIAL_FORMS, kl_sensitivity, trial_weight
+from ..semantics.auto_bits import auto_forms as core_auto_forms
+from ..semantics.order import calibration_indices
+from ..semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
+from ..specs import QuantizeSpec, TrainingOptions
+from ..specs.quantize import LOW_BIT
+from .context import StepContext
+
+__all__ = ["QuantizeParts", "quantize_handler", "measure_sensitivity", "calibrate", "CALIBRATION_BATCH"]
+
+#: Images per forward pass while calibrating and measuring sensitivity.
+CALIBRATION_BATCH = 256
+
+
+class QuantizeParts(ABC):
+    """What a backend gives the ``quantize`` flow. Weights are numpy in the canonical
+    (PyTorch) layout; images are NCHW float32."""
+
+    #: the backend's name, for messages
+    backend: str
+
+    @abstractmethod
+    def candidates(self, handle: Any, layers: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, str]]]:
+        """The selected layers this backend quantizes, in model order, and the others:
+        layer -> (its kind, why it cannot be quantized here)."""
+
+    @abstractmethod
+    def fold(self, handle: Any, names: Sequence[str], ctx: StepContext) -> None:
+        """Fold the batch norms that follow ``names`` into them (:mod:`lwdsl.semantics.fold`)."""
+
+    @abstractmethod
+    def weight(self, handle: Any, name: str) -> np.ndarray:
+        """The layer's weight (a copy), its mask applied."""
+
+    @abstractmethod
+    def set_weight(self, handle: Any, name: str, w: np.ndarray) -> None:
+        """Write the layer's weight exactly (float32)."""
+
+    @abstractmethod
+    def drop_mask(self, handle: Any, name: str) -> bool:
+        """Forget the layer's pruning mask; True when it had one."""
+
+    @abstractmethod
+    def logits(self, handle: Any, x: np.ndarray) -> np.ndarray:
+        """The model's outputs on ``x`` as it evaluates (inference mode, calibrated inputs
+        fake-quantized)."""
+
+    @abstractmethod
+    def layer_inputs(self, handle: Any, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        """The input of each named layer when the model (float activations) runs on ``x``."""
+
+    @abstractmethod
+    def record(self, handle: Any, spec: QuantizeSpec, forms: dict[str, str], quants: dict[str, WeightQuant],
+               act_mode: str, ctx: StepContext) -> None:
+        """Keep the step's quantization on the handle: each layer's form (``forms``: a cast's
+        ``fp16``/``bf16``, with no codes), its codes (``quants``), the mode its activations
+        get (``act_mode``: dynamic, static, qat, weights_only; ``cast`` for a cast), and what
+        the backend's exporters and engines need later. A layer quantized again forgets its
+        old input quantization. Called after the weights are written, before QAT and
+        calibration."""
+
+    @abstractmethod
+    def fit(self, handle: Any, options: TrainingOptions, ctx: StepContext, *, label: str,
+            masters: dict[str, np.ndarray]) -> Any:
+        """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+
+    def set_act(self, handle: Any, name: str, lo: float, hi: float) -> None:
+        """Keep the calibrated input quantization of a layer (``handle.act``)."""
+        handle.act[name] = act_qparams(lo, hi, 8)
+
+    def engine_notes(self, handle: Any, names: Sequence[str], ctx: StepContext) -> Optional[dict]:
+        """What the backend's int8 engine says of the model now (``int8_artifact``), or None."""
+        return None
+
+
+def measure_sensitivity(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: QuantizeSpec,
+                        ctx: StepContext) -> Optional[dict]:
+    """``quantize auto``: the logits of the model on the calibration images, as it is and with
+    one layer at a time at each candidate's trial weight
+    (:func:`~lwdsl.semantics.auto_bits.trial_weight`); the core's
+    :func:`~lwdsl.semantics.auto_bits.kl_sensitivity` of each. None without training images."""
+    train_x = getattr(ctx.data, "train_x", None)
+    if train_x is None or not len(train_x) or not names:
+        return None
+    x = train_x[calibration_indices(len(train_x), spec.calibrate, ctx.seed)]
+
+    def logits() -> np.ndarray:
+        return np.concatenate([np.asarray(parts.logits(handle, x[i : i + CALIBRATION_BATCH]))
+                               for i in range(0, len(x), CALIBRATION_BATCH)])
+
+    bar = ctx.progress(1 + len(names) * len(TRIAL_FORMS), f"auto: sensitivity on {len(x)} images")
+    out: dict[str, dict[str, float]] = {}
+    try:
+        reference = logits()
+        bar.update(1)
+        for name in names:
+            w = parts.weight(handle, name)
+            try:
+                row = {}
+                for form in TRIAL_FORMS:
+                    parts.set_weight(handle, name, trial_weight(w, form, spec.granularity))
+                    row[form] = kl_sensitivity(reference, logits())
+                    bar.update(1)
+                out[name] = row
+            finally:
+                parts.set_weight(handle, name, w)
+    finally:
+        bar.close()
+    return {"sensitivity": out, "images": len(x)}
+
+
+def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: QuantizeSpec,
+              ctx: StepContext) -> dict[str, tuple[float, float]]:
+    """Observe the inputs of ``names`` on the calibration images
+    (:func:`~lwdsl.semantics.order.calibration_indices`) with the spec's core
+    :class:`~lwdsl.semantics.quant.RangeObserver`; the backend keeps each layer's
+    :func:`~lwdsl.semantics.quant.act_qparams`. Returns layer -> (lo, hi)."""
+    n = len(ctx.data.train_x)
+    if spec.calibrate > n:
+        ctx.warn(f"step {ctx.index + 1} (quantize): calibrate={spec.calibrate} exceeds the {n} training images; "
+                 f"calibrating on all {n}")
+    idx = calibration_indices(n, spec.calibrate, ctx.seed)
+    observers = {name: RangeObserver(spec.observer) for name in names}
+    bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} images")
+    try:
+        for start in range(0, len(idx), CALIBRATION_BATCH):
+            batch = ctx.data.train_x[idx[start : start + CALIBRATION_BATCH]]
+            for name, seen in zip(names, parts.layer_inputs(handle, names, batch)):
+                observers[name].update(np.asarray(seen, dtype=np.float32))
+            bar.update(1)
+    finally:
+        bar.close()
+    ranges = {}
+    for name in names:
+        lo, hi = observers[name].range()
+        parts.set_act(handle, name, lo, hi)
+        ranges[name] = (float(lo), float(hi))
+    return ranges
+
+
+def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
+    """The ``quantize`` handler over a backend's :class:`QuantizeParts`."""
+
+    def quantize(handle: Any, spec: QuantizeSpec, layers: Sequence[str], ctx: StepContext) -> Any:
+        """The ``quantize`` handler (int8: dynamic, static, qat, weights_only; int4, int2,
+        ternary, binary, cluster, auto: weights_only, qat; fp16, bf16: casts)."""
+        step = f"step {ctx.index + 1} (quantize {spec.dtype})"
+        todo, left = parts.candidates(handle, layers)
+        if left:
+            what = "; ".join(f"{name} ({kind}): {why}" for name, (kind, why) in left.items())
+            ctx.warn(f"{step}: the {parts.backend} backend cannot quantize {what}; {'they stay' if len(left) > 1 else 'it stays'} float32")
+            ctx.notes["float_layers"] = [{"layer": name, "kind": kind, "why": why} for name, (kind, why) in left.items()]
+        mode = "weights_only" if spec.weights_only else spec.mode
+        parts.fold(handle, todo, ctx)  # conv+bn -> one layer, before its codes are computed
+        notes: dict[str, dict[str, Any]] = {}
+        if spec.dtype in HALF_FORMS:  # a cast: float32 weights holding the half values
+            for name in todo:
+                parts.set_weight(handle, name, cast_weight(parts.weight(handle, name), spec.dtype))
+                notes[name] = {"bits": 16, "form": spec.dtype}
+            parts.record(handle, spec, {name: spec.dtype for name in todo}, {}, "cast", ctx)
+            ctx.notes["quantized"] = notes
+            return handle
+        low = spec.dtype in LOW_BIT
+        floats = {name: parts.weight(handle, name) for name in todo}  # masks applied; qat's masters start here
+        forms = {name: spec.dtype for name in todo}
+        if spec.dtype == "auto":  # the core picks a form per layer; activations stay float
+            measured = measure_sensitivity(parts, handle, todo, spec, ctx)
+            forms, ctx.notes["auto_bits"] = core_auto_forms(floats, float(spec.budget), spec.granularity, measured)
+            todo = [name for name in todo if forms[name] != "float"]
+            forms = {name: forms[name] for name in todo}
+            low, mode = True, ("qat" if mode == "qat" else "weights_only")
+        if low:
+            mode = "qat" if mode == "qat" else "weights_only"  # low-bit layers keep float activations
+        quants: dict[str, WeightQuant] = {}
+        for name in todo:
+            q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits)
+            if forms[name] == "binary" and parts.drop_mask(handle, name):
+                ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
+                         "its pruned weights are non-zero now and its mask is dropped")
+            parts.set_weight(handle, name, q.dequantize())
+            quants[name] = q
+            notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
+        parts.record(handle, spec, forms, quants, "weights_only" if low else mode, ctx)
+        if mode == "qat" and todo:
+            epochs = f"{spec.epochs} epoch{'s' if spec.epochs != 1 else ''}"
+            parts.fit(handle, TrainingOptions(epochs=spec.epochs, lr=0.01, momentum=0.9), ctx,
+                      label=f"quantize {spec.dtype} qat ({epochs})", masters={n: floats[n] for n in todo})
+        if mode in ("static", "qat") and todo and not low:
+            for name, (lo, hi) in calibrate(parts, handle, todo, spec, ctx).items():
+                aq = handle.act[name]
+                notes[name].update(act_range=[lo, hi], act_scale=float(aq.scale), act_zero_point=int(aq.zero_point))
+        ctx.notes["quantized"] = notes
+        if todo and not low:  # low-bit layers hold int8 containers in an int8 artifact: no gain to report
+            report = parts.engine_notes(handle, todo, ctx)
+            if report is not None:
+                ctx.notes["int8_artifact"] = report
+        return handle
+
+    return quantize
