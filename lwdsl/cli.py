@@ -286,7 +286,7 @@ def _rewrite(path: Path, text: str) -> None:
     except OSError as exc:  # a read-only folder, a full disk: say where, leave the file as it was
         if not is_write_error(exc):
             raise
-        raise write_error(exc, "fmt", target.parent, needed=len(text.encode()), kind=UsageError, then=f"{path} is unchanged") from None
+        raise write_error(exc, "fmt", target, needed=len(text.encode()), kind=UsageError, then=f"{path} is unchanged") from None
 
 
 @app.command()

@@ -123,7 +123,7 @@ def train_command(
             if not is_write_error(exc):
                 raise
             needed = sum(int(a.nbytes) for a in state.values())
-            raise write_error(exc, "--out", out_path.parent, needed=needed, then=f"{out} is as it was") from None
+            raise write_error(exc, "--out", out_path, needed=needed, then=f"{out} is as it was") from None
     typer.echo(f"{model} on {data}: test accuracy {100 * acc:.2f}%" + (f"; weights in {out}" if out else ""))
 
 

@@ -110,18 +110,18 @@ def _free_bytes(place: Path) -> Optional[int]:
 def write_error(
     exc: OSError, what: str, place: PathLike, *, needed: Optional[int] = None, kind: type = RunError, then: str = ""
 ) -> LwdslError:
-    """The error to show for ``exc``, a failed write while doing ``what`` in ``place``: the file,
-    the reason, and on a full disk about how much is needed (``needed`` bytes) and how much is
-    free there. ``kind`` is the error class (RunError: exit 1 for a run that failed;
+    """The error to show for ``exc``, a failed write while doing ``what``: ``place`` (the file or
+    folder the user knows, not a temporary name), the reason, and on a full disk about how much
+    is needed (``needed`` bytes) and how much is free there. ``kind`` is the error class (RunError: exit 1 for a run that failed;
     UsageError: exit 2 when nothing could be written); ``then`` says what became of earlier
     outputs.
 
     >>> import errno
-    >>> print(write_error(OSError(errno.EROFS, "Read-only file system", "/m/x.lw"), "fmt", "/m", kind=UsageError).render())
+    >>> print(write_error(OSError(errno.EROFS, "Read-only file system"), "fmt", "/m/x.lw", kind=UsageError).render())
     error: fmt: cannot write /m/x.lw: read-only file system
       hint: make the folder writable, or work on a copy in a folder you can write to
     """
-    target = os.fsdecode(exc.filename) if exc.filename else os.fspath(place)
+    target = os.fspath(place)
     reason = (exc.strerror or str(exc)).lower()
     message = f"{what}: cannot write {target}: {reason}"
     if exc.errno in _FULL:
@@ -129,7 +129,7 @@ def write_error(
         room = [f"about {size_words(needed)} needed" if needed else "", f"{size_words(free)} free there" if free is not None else ""]
         room = [r for r in room if r]
         message += f" ({', '.join(room)})" if room else ""
-        hint = f"free some space on the disk that holds {os.fspath(place)}, or choose another place; then run again"
+        hint = f"free some space on the disk that holds {target}, or choose another place; then run again"
     else:
         hint = "make the folder writable, or work on a copy in a folder you can write to"
     if then:

@@ -125,7 +125,7 @@ def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: 
             raise
         needed = sum(int(getattr(a, "nbytes", 0)) for a in state.values())
         then = "this run goes on with it, the next one trains it again"
-        ctx.warn(write_error(exc, "the trained baseline was not cached", path.parent, needed=needed, then=then).message)
+        ctx.warn(write_error(exc, "the trained baseline was not cached", path, needed=needed, then=then).message)
         return {"source": "trained", "path": None, "epochs": epochs}
     return {"source": "trained", "path": str(path), "epochs": epochs}
 
@@ -193,7 +193,7 @@ def run(
         if not is_write_error(exc):
             raise
         unchanged = f"{out} is as it was" if out is not None else ""
-        raise write_error(exc, "the run", out.parent if out is not None else Path.cwd(), then=unchanged) from None
+        raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
     report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say)
     return RunResult(handle, report, run_dir, prep.backend)
 
@@ -341,7 +341,7 @@ def _write(
         if not is_write_error(exc):
             raise
         needed = 2 * sum(int(getattr(a, "nbytes", 0)) for a in be.state(handle).values()) + (1 << 20)
-        raise write_error(exc, "writing the run folder", Path(out).parent, needed=needed, then=f"nothing was replaced: {out} is as it was") from None
+        raise write_error(exc, "writing the run folder", Path(out), needed=needed, then=f"nothing was replaced: {out} is as it was") from None
     say(f"wrote {run_dir}")
     return report, run_dir
 
@@ -480,6 +480,6 @@ def _write_failed(be: Backend, handle: Any, plan: Recipe, steps: list, out: Path
         shutil.rmtree(failed, ignore_errors=True)
         if not is_write_error(err):
             raise
-        say(f"run failed; {write_error(err, 'keeping its report so far', out.parent).message} ({out} is unchanged)")
+        say(f"run failed; {write_error(err, 'keeping its report so far', failed).message} ({out} is unchanged)")
         return
     say(f"run failed; its report so far and the last good model are in {failed} ({out} is unchanged)")
