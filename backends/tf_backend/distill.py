@@ -1,36 +1,24 @@
-"""``distill`` on tf_keras: the loss terms of :mod:`lwdsl.semantics.distill` as TensorFlow ops
-(the same function names as the torch backend's ``distill.py``).
+"""``distill`` on tf_keras: the core's flow (:mod:`lwdsl.backend.distill`: training set,
+teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
+(:class:`KerasDistillParts`), and the loss terms of :mod:`lwdsl.semantics.distill` as
+TensorFlow ops (the same function names as the torch backend's ``distill.py``).
 
-Forms: ``soft`` (the current model is the student, the teacher is the model before the
-pipeline, ``ctx.original``; masks stay fixed), ``student`` (a new model built with the
-backend's own ``load_model`` replaces the current one: the handler returns it), ``teachers``
-(checkpoints loaded into the original's architecture: ``.lwz`` from any backend, ``.keras`` /
-``.h5`` in safe mode; their logits averaged), ``features`` (hint pairs through a learned 1x1
-projection on the channel axis, trained with the student and dropped afterwards; a layer's
-feature is its output before any fused activation, as on torch where activations are separate)
-and ``relation`` (RKD distance or angle, on the logits).
-
-``data=NAME`` (``transfer``): the student trains on the transfer set's images
-(:func:`lwdsl.semantics.distill.training_set`), soft targets only; accuracy stays the run's.
-
-The teachers are fixed, so without ``jitter`` their (averaged) logits for every training image
-are computed once, in inference mode, before training; each batch gathers its rows with
-``tf.gather`` on that constant (the cache is noted in ``ctx.notes``; with
-:data:`lwdsl.semantics.distill.CACHE_TEACHER_LOGITS` off, for measuring it, they are computed per
-batch). With ``jitter=N`` the student trains on translated images (:mod:`lwdsl.semantics.jitter`,
-applied by ``fit``) and the teachers label each batch as it is, per batch.
+What is TensorFlow's own: teacher checkpoints (``.lwz`` from any backend, ``.keras`` / ``.h5``
+in safe mode) are loaded into the original's architecture; feature pairs are read from a model
+whose outputs are the named layers' outputs before any fused activation (as on torch, where
+activations are separate layers) and mapped by a learned 1x1 projection on the channel axis;
+the cached teacher logits are a constant gathered with ``tf.gather`` by each batch's indices.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
 from lwdsl.errors import LwdslError, did_you_mean
 from lwdsl.semantics import distill as core
 from lwdsl.specs import DistillSpec
@@ -49,12 +37,9 @@ __all__ = [
     "rkd_angle_loss",
     "relation_loss",
     "distill_loss",
-    "teacher_logits",
-    "load_teachers",
-    "build_student",
+    "KerasDistillParts",
+    "PARTS",
 ]
-
-_CACHE_BATCH = 1000
 
 
 # --- the loss terms (same names and formulas as lwdsl.semantics.distill) -----------------------
@@ -153,67 +138,10 @@ def distill_loss(
 # --- models: teachers and students ---------------------------------------------------------------
 
 
-def teacher_logits(teachers: Sequence[KerasHandle], x: np.ndarray, ctx: StepContext, batch: int = _CACHE_BATCH) -> np.ndarray:
-    """The mean of the teachers' logits over NCHW ``x`` (one pass, inference mode), float32."""
-    xs = nhwc(x)
-    bar = ctx.progress(len(teachers) * -(-len(xs) // batch), "distill: teacher logits")
-    per = []
-    try:
-        for t in teachers:
-            model = t.model
-            forward = tf.function(lambda v, m=model: m(v, training=False), reduce_retracing=True)
-            parts = []
-            for start in range(0, len(xs), batch):
-                parts.append(forward(tf.constant(xs[start : start + batch])).numpy())
-                bar.update(1)
-            per.append(np.concatenate(parts).astype(np.float32))
-    finally:
-        bar.close()
-    return core.average_logits(per)
-
-
 def _backend():
     from .backend import KerasBackend
 
     return KerasBackend()
-
-
-def load_teachers(handle: KerasHandle, spec: DistillSpec, ctx: StepContext) -> list[KerasHandle]:
-    """The teachers named by ``spec.teacher``: ``original`` is ``ctx.original``; a path is a
-    checkpoint (``.lwz``, or ``.keras``/``.h5`` read in safe mode) loaded into the original's
-    architecture (the current model's when none was kept) with the backend's ``load_model``."""
-    refs = spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)
-    out = []
-    for ref in refs:
-        if ref == "original":
-            if ctx.original is None:
-                raise LwdslError(
-                    f"step {ctx.index + 1} (distill): the teacher is the original model, but none was kept",
-                    hint="give teacher=PATH (a checkpoint), or run the recipe through the runner",
-                )
-            out.append(ctx.original)
-            continue
-        base = ctx.original if ctx.original is not None else handle
-        try:
-            out.append(_backend().load_model(base.model, ctx.data.input_shape, ctx.data.num_classes, checkpoint=Path(ref)))
-        except LwdslError as exc:
-            raise LwdslError(f"teacher checkpoint {ref}: {exc.message}", hint=exc.hint) from None
-    return out
-
-
-def build_student(name: str, ctx: StepContext) -> KerasHandle:
-    """A fresh ``name`` for the data's input shape and classes (zoo models start from fixed
-    seeds); the user's own model when ``ctx.models`` has ``name`` (a copy, as it is)."""
-    return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
-
-
-def _classes(model: Any, shape: tuple[int, ...], what: str) -> int:
-    c, h, w = shape if len(shape) == 3 else (shape[0], 1, 1)
-    try:
-        out = model(tf.zeros((2, h, w, c)), training=False)
-    except Exception as exc:  # Keras raises ValueError / InvalidArgumentError for a bad input
-        raise LwdslError(f"the {what} does not take inputs of shape {tuple(shape)}: {str(exc).splitlines()[0]}") from None
-    return int(out.shape[-1])
 
 
 # --- features --------------------------------------------------------------------------------------
@@ -294,75 +222,73 @@ def _batch_teacher_logits(teachers: Sequence[KerasHandle], xb: Any) -> Any:
     return tf.stop_gradient(tf.cast(tf.add_n(per) / len(per), tf.float32))
 
 
-def distill(handle: KerasHandle, spec: DistillSpec, layers: Sequence[str], ctx: StepContext) -> KerasHandle:
-    """The ``distill`` handler; returns the student (a new handle with ``student=``)."""
-    data = core.training_set(spec, ctx)
-    run_ctx, ctx = ctx, (replace(ctx, data=data) if data is not ctx.data else ctx)
-    teachers = load_teachers(handle, spec, ctx)
-    shape = tuple(ctx.data.input_shape)
-    student = build_student(spec.student, ctx) if spec.student is not None else handle
-    name = spec.student or student.model.name
-    k_student = _classes(student.model, shape, f"student {name}")
-    if k_student != ctx.data.num_classes:
-        raise LwdslError(f"distill: the student {name} has {k_student} output classes, the data {ctx.data.num_classes}")
-    refs = spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)
-    for t, ref in zip(teachers, refs):
-        k = _classes(t.model, shape, f"teacher {ref}")
-        if k != k_student:
-            raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
+class KerasDistillParts(DistillParts):
+    """TensorFlow's parts of the core's ``distill`` flow."""
 
-    before = _backend().stats(handle)
-    cache: Optional[Any] = None
-    if core.cache_teacher_logits(spec.jitter):
-        start = time.perf_counter()
-        cache_np = teacher_logits(teachers, ctx.data.train_x, ctx)
-        ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)
-        ctx.notes["teacher_cache"] = (
-            f"logits of {len(teachers)} teacher(s) cached for {len(cache_np)} training images in one pass before training"
-        )
-        cache = tf.constant(cache_np)
-    if spec.data is not None:
-        ctx.notes["transfer_set"] = {"data": spec.data, "images": int(len(data.train_x)), "sha256": data.sha256}
+    def __init__(self) -> None:
+        self._forward: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, tf.function), last few
 
-    pairs = list(spec.features)
-    projections: list[_Projection] = []
-    s_taps: Optional[_Taps] = None
-    t_taps: list[_Taps] = []
-    if pairs:
-        s_taps = _Taps(student.model, [p.student for p in pairs], "student")
-        t_taps = [_Taps(t.model, [p.teacher for p in pairs], f"teacher {i + 1}") for i, t in enumerate(teachers)]
-        probe = tf.constant(nhwc(ctx.data.train_x[:2]))
-        _, fs = s_taps(probe, training=False)
-        _, ft = t_taps[0](probe, training=False)
-        projections = [_Projection(a.shape, b.shape, ctx.step_seed() + i, str(p)) for i, (a, b, p) in enumerate(zip(fs, ft, pairs))]
-    extra = [v for proj in projections for v in proj.variables]
+    def model_name(self, handle: KerasHandle) -> str:
+        return handle.model.name
 
-    def batch_loss(model: Any, xb: Any, yb: Any, idx: Any):
-        t_logits = tf.gather(cache, idx) if cache is not None else _batch_teacher_logits(teachers, xb)
-        t_feats, projected = [], []
+    def load_teacher(self, handle: KerasHandle, ctx: StepContext, path: Path) -> KerasHandle:
+        """The original's architecture (the current model's when none was kept), weights from
+        ``path`` (``.lwz``, or ``.keras``/``.h5`` read in safe mode)."""
+        base = ctx.original if ctx.original is not None else handle
+        return _backend().load_model(base.model, ctx.data.input_shape, ctx.data.num_classes, checkpoint=path)
+
+    def build_student(self, name: str, ctx: StepContext) -> KerasHandle:
+        """Zoo models start from fixed seeds; the user's own model is copied as it is."""
+        return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
+
+    def outputs(self, handle: KerasHandle, x: np.ndarray) -> np.ndarray:
+        model = handle.model
+        hit = self._forward.get(id(model))
+        if hit is None or hit[0] is not model:
+            if len(self._forward) >= 4:
+                self._forward.pop(next(iter(self._forward)))
+            hit = (model, tf.function(lambda v, m=model: m(v, training=False), reduce_retracing=True))
+            self._forward[id(model)] = hit
+        return hit[1](tf.constant(nhwc(np.ascontiguousarray(x, dtype=np.float32)))).numpy().astype(np.float32)
+
+    def stats(self, handle: KerasHandle) -> Any:
+        return _backend().stats(handle)
+
+    def training(self, student: KerasHandle, teachers: Sequence[KerasHandle], spec: DistillSpec,
+                 cache: Optional[np.ndarray], ctx: StepContext) -> DistillTraining:
+        table = tf.constant(cache) if cache is not None else None
+        pairs = list(spec.features)
+        projections: list[_Projection] = []
+        s_taps: Optional[_Taps] = None
+        t_taps: list[_Taps] = []
         if pairs:
-            logits, fs = s_taps(xb, training=True)
-            per = [taps(xb, training=False)[1] for taps in t_taps]
-            for i in range(len(pairs)):
-                t_feats.append(tf.stop_gradient(tf.add_n([p[i] for p in per]) / len(per)))
-                projected.append(projections[i](fs[i]))
-        else:
-            logits = model(xb, training=True)
-        terms = distill_loss(spec, logits, yb, t_logits, t_feats, projected)
-        return terms["total"], terms["soft" if spec.data is not None else "ce"]
+            s_taps = _Taps(student.model, [p.student for p in pairs], "student")
+            t_taps = [_Taps(t.model, [p.teacher for p in pairs], f"teacher {i + 1}") for i, t in enumerate(teachers)]
+            probe = tf.constant(nhwc(ctx.data.train_x[:2]))
+            _, fs = s_taps(probe, training=False)
+            _, ft = t_taps[0](probe, training=False)
+            projections = [_Projection(a.shape, b.shape, ctx.step_seed() + i, str(p)) for i, (a, b, p) in enumerate(zip(fs, ft, pairs))]
 
-    what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
-    fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra=extra)
-    if projections:
-        ctx.notes["feature_projections"] = f"{len(projections)} projection(s) trained with the student, then dropped"
-    if spec.student is not None:
-        after = _backend().stats(student)
-        run_ctx.notes["student"] = {
-            "name": spec.student,
-            "replaces": handle.model.name,
-            "params_before": before.params,
-            "params_after": after.params,
-            "nonzero_before": before.nonzero_params,
-            "nonzero_after": after.nonzero_params,
-        }
-    return student
+        def batch_loss(model: Any, xb: Any, yb: Any, idx: Any):
+            t_logits = tf.gather(table, idx) if table is not None else _batch_teacher_logits(teachers, xb)
+            t_feats, projected = [], []
+            if pairs:
+                logits, fs = s_taps(xb, training=True)
+                per = [taps(xb, training=False)[1] for taps in t_taps]
+                for i in range(len(pairs)):
+                    t_feats.append(tf.stop_gradient(tf.add_n([p[i] for p in per]) / len(per)))
+                    projected.append(projections[i](fs[i]))
+            else:
+                logits = model(xb, training=True)
+            terms = distill_loss(spec, logits, yb, t_logits, t_feats, projected)
+            return terms["total"], terms["soft" if spec.data is not None else "ce"]
+
+        return DistillTraining(batch_loss, [v for proj in projections for v in proj.variables], len(projections))
+
+    def fit(self, handle: KerasHandle, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
+        return fit(handle, spec, ctx, **kwargs)
+
+
+#: This backend's parts, and the ``distill`` handler: the core's flow over them.
+PARTS = KerasDistillParts()
+distill = distill_handler(PARTS)

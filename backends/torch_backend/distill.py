@@ -1,27 +1,18 @@
-"""``distill`` on PyTorch: the loss terms of :mod:`lwdsl.semantics.distill` as torch ops.
+"""``distill`` on PyTorch: the core's flow (:mod:`lwdsl.backend.distill`: training set,
+teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
+(:class:`TorchDistillParts`), and the loss terms of :mod:`lwdsl.semantics.distill` as torch
+ops (autodiff).
 
-Forms: ``soft`` (the current model is the student, the teacher is the model before the
-pipeline, ``ctx.original``; masks stay fixed), ``student`` (a new model built with the
-backend's own ``load_model`` replaces the current one: the handler returns it), ``teachers``
-(checkpoints of the original's architecture, their logits averaged), ``features`` (hint pairs
-through a learned 1x1 conv / linear projection, trained with the student and dropped
-afterwards) and ``relation`` (RKD distance or angle, on the logits).
-
-``data=NAME`` (``transfer``): the student trains on the transfer set's images
-(:func:`lwdsl.semantics.distill.training_set`), soft targets only; accuracy stays the run's.
-
-The teachers are fixed, so without ``jitter`` their (averaged) logits for every training image
-are computed once, in inference mode, before training, and each batch gathers its rows by index
-(the cache is noted in ``ctx.notes``; with :data:`lwdsl.semantics.distill.CACHE_TEACHER_LOGITS`
-off, for measuring it, they are computed per batch). With ``jitter=N`` the student trains on
-translated images (:mod:`lwdsl.semantics.jitter`, applied by ``fit``) and the teachers label
-each batch as it is, per batch. Teacher features, when asked for, are computed per batch without gradients.
+What is PyTorch's own: teacher checkpoints (``.lwz`` or a state dict read with
+``weights_only=True``) are loaded into the original's architecture; a student is built with the
+step seed in a forked RNG; feature pairs are tapped with forward hooks and mapped by a learned
+1x1 conv / linear projection (trained with the student, dropped afterwards); the cached teacher
+logits are a tensor indexed by each batch's indices, and without a cache (``jitter=N``) the
+teachers label each batch in inference mode.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -31,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
 from lwdsl.errors import LwdslError
 from lwdsl.semantics import distill as core
 from lwdsl.specs import DistillSpec
@@ -49,12 +41,9 @@ __all__ = [
     "rkd_angle_loss",
     "relation_loss",
     "distill_loss",
-    "teacher_logits",
-    "load_teachers",
-    "build_student",
+    "TorchDistillParts",
+    "PARTS",
 ]
-
-_CACHE_BATCH = 1000
 
 
 # --- the loss terms (same names and formulas as lwdsl.semantics.distill) -----------------------
@@ -154,79 +143,10 @@ def _outputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return module(x)
 
 
-def teacher_logits(teachers: Sequence[TorchModel], x: np.ndarray, ctx: StepContext, batch: int = _CACHE_BATCH) -> torch.Tensor:
-    """The mean of the teachers' logits over ``x`` (one pass in inference mode, eval mode)."""
-    xs = torch.as_tensor(x)
-    bar = ctx.progress(len(teachers) * -(-len(xs) // batch), "distill: teacher logits")
-    per: list[np.ndarray] = []
-    try:
-        for t in teachers:
-            t.module.eval()
-            parts = []
-            for start in range(0, len(xs), batch):
-                parts.append(_outputs(t.module, xs[start : start + batch]).float().numpy())
-                bar.update(1)
-            per.append(np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
-    finally:
-        bar.close()
-    return torch.from_numpy(core.average_logits(per))
-
-
 def _backend():
     from .backend import TorchBackend
 
     return TorchBackend()
-
-
-def _architecture(handle: TorchModel, ctx: StepContext) -> Any:
-    """What a teacher checkpoint is loaded into: the original's architecture (by name when it is
-    a built-in or torchvision name, else a copy of its module)."""
-    base = ctx.original if ctx.original is not None else handle
-    if base.ref in BUILTINS or base.ref.startswith("torchvision:"):
-        return base.ref, base
-    return base.module, base
-
-
-def load_teachers(handle: TorchModel, spec: DistillSpec, ctx: StepContext) -> list[TorchModel]:
-    """The teachers named by ``spec.teacher``: ``original`` is ``ctx.original``; a path is a
-    checkpoint (``.lwz`` or a torch state dict, read with ``weights_only=True``) loaded into the
-    original's architecture with the backend's own ``load_model``."""
-    refs = spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)
-    out = []
-    for ref in refs:
-        if ref == "original":
-            if ctx.original is None:
-                raise LwdslError(
-                    f"step {ctx.index + 1} (distill): the teacher is the original model, but none was kept",
-                    hint="give teacher=PATH (a checkpoint), or run the recipe through the runner",
-                )
-            out.append(ctx.original)
-            continue
-        arch, base = _architecture(handle, ctx)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                out.append(_backend().load_model(arch, base.input_shape, base.num_classes, checkpoint=Path(ref)))
-        except LwdslError as exc:
-            raise LwdslError(f"teacher checkpoint {ref}: {exc.message}", hint=getattr(exc, "hint", None)) from None
-    return out
-
-
-def build_student(name: str, ctx: StepContext) -> TorchModel:
-    """A fresh ``name`` for the data's input shape and classes, initialised from the step seed
-    (the caller's random state is untouched); the user's own module when ``ctx.models`` has
-    ``name`` (a deep copy, as it is)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.step_seed())
-        return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
-
-
-def _classes(module: nn.Module, shape: tuple[int, ...], what: str) -> int:
-    module.eval()
-    try:
-        out = _outputs(module, torch.zeros(2, *shape))
-    except RuntimeError as exc:
-        raise LwdslError(f"the {what} does not take inputs of shape {tuple(shape)}: {exc}") from None
-    return int(out.shape[-1])
 
 
 # --- features --------------------------------------------------------------------------------------
@@ -292,61 +212,72 @@ def _batch_teacher_logits(teachers: Sequence[TorchModel], xb: torch.Tensor) -> t
     return out.clone()  # a normal tensor: inference tensors cannot be saved for backward
 
 
-def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
-    """The ``distill`` handler; returns the student (a new handle with ``student=``)."""
-    data = core.training_set(spec, ctx)
-    run_ctx, ctx = ctx, (replace(ctx, data=data) if data is not ctx.data else ctx)
-    teachers = load_teachers(handle, spec, ctx)
-    shape = tuple(ctx.data.input_shape)
-    student = build_student(spec.student, ctx) if spec.student is not None else handle
-    k_student = _classes(student.module, shape, f"student {spec.student or handle.ref}")
-    if k_student != ctx.data.num_classes:
-        raise LwdslError(
-            f"distill: the student {spec.student or handle.ref} has {k_student} output classes, "
-            f"the data {ctx.data.num_classes}"
-        )
-    for t, ref in zip(teachers, spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)):
-        k = _classes(t.module, shape, f"teacher {ref}")
-        if k != k_student:
-            raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
+class TorchDistillParts(DistillParts):
+    """PyTorch's parts of the core's ``distill`` flow."""
 
-    before = _backend().stats(handle)
-    cache: Optional[torch.Tensor] = None
-    if core.cache_teacher_logits(spec.jitter):
-        start = time.perf_counter()
-        cache = teacher_logits(teachers, ctx.data.train_x, ctx)
-        ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)
-        ctx.notes["teacher_cache"] = (
-            f"logits of {len(teachers)} teacher(s) cached for {len(cache)} training images in one pass before training"
-        )
-    else:
+    def model_name(self, handle: TorchModel) -> str:
+        return handle.ref
+
+    def load_teacher(self, handle: TorchModel, ctx: StepContext, path: Path) -> TorchModel:
+        """The original's architecture (by name when it is a built-in or torchvision name, else a
+        copy of its module), weights from ``path`` (``.lwz`` or a state dict read with
+        ``weights_only=True``); the caller's random state untouched."""
+        base = ctx.original if ctx.original is not None else handle
+        arch = base.ref if base.ref in BUILTINS or base.ref.startswith("torchvision:") else base.module
+        with torch.random.fork_rng(devices=[]):
+            return _backend().load_model(arch, base.input_shape, base.num_classes, checkpoint=path)
+
+    def build_student(self, name: str, ctx: StepContext) -> TorchModel:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.step_seed())
+            return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
+
+    def outputs(self, handle: TorchModel, x: np.ndarray) -> np.ndarray:
+        module = handle.module
+        was_training = module.training
+        module.eval()
+        try:
+            return _outputs(module, torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+        finally:
+            module.train(was_training)
+
+    def stats(self, handle: TorchModel) -> Any:
+        return _backend().stats(handle)
+
+    def training(self, student: TorchModel, teachers: Sequence[TorchModel], spec: DistillSpec,
+                 cache: Optional[np.ndarray], ctx: StepContext) -> DistillTraining:
         for t in teachers:
             t.module.eval()
-    if spec.data is not None:
-        ctx.notes["transfer_set"] = {"data": spec.data, "images": int(len(data.train_x)), "sha256": data.sha256}
+        table = torch.from_numpy(cache) if cache is not None else None
+        pairs = list(spec.features)
+        projections: list[nn.Module] = []
+        s_taps: Optional[_Taps] = None
+        t_taps: list[_Taps] = []
 
-    projections: list[nn.Module] = []
-    s_taps: Optional[_Taps] = None
-    t_taps: list[_Taps] = []
-    pairs = list(spec.features)
-    try:
-        if pairs:
-            s_taps = _Taps(student.module, [p.student for p in pairs], "student")
-            for i, t in enumerate(teachers):
-                t_taps.append(_Taps(t.module, [p.teacher for p in pairs], f"teacher {i + 1}"))
-            probe = torch.as_tensor(ctx.data.train_x[:2])
-            _outputs(student.module, probe)
-            for taps, t in zip(t_taps, teachers):
-                _outputs(t.module, probe)
-            for i, p in enumerate(pairs):
-                fs, ft = s_taps.out[p.student], t_taps[0].out[p.teacher]
-                projections.append(_projection(fs.shape, ft.shape, ctx.step_seed() + i, str(p)))
-        params = [q for proj in projections for q in proj.parameters()]
+        def close() -> None:
+            for taps in ([s_taps] if s_taps is not None else []) + t_taps:
+                taps.remove()
+
+        try:
+            if pairs:
+                s_taps = _Taps(student.module, [p.student for p in pairs], "student")
+                for i, t in enumerate(teachers):
+                    t_taps.append(_Taps(t.module, [p.teacher for p in pairs], f"teacher {i + 1}"))
+                probe = torch.as_tensor(ctx.data.train_x[:2])
+                _outputs(student.module, probe)
+                for t in teachers:
+                    _outputs(t.module, probe)
+                for i, p in enumerate(pairs):
+                    fs, ft = s_taps.out[p.student], t_taps[0].out[p.teacher]
+                    projections.append(_projection(fs.shape, ft.shape, ctx.step_seed() + i, str(p)))
+        except BaseException:
+            close()
+            raise
 
         def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor):
             logits = model(xb)
             tf_, ps = [], []
-            t_logits = cache[idx] if cache is not None else _batch_teacher_logits(teachers, xb)
+            t_logits = table[idx] if table is not None else _batch_teacher_logits(teachers, xb)
             if pairs:
                 with torch.inference_mode():
                     for t in teachers:
@@ -358,23 +289,12 @@ def distill(handle: TorchModel, spec: DistillSpec, layers: Sequence[str], ctx: S
             terms = distill_loss(spec, logits, yb, t_logits, tf_, ps)
             return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
-        what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
-        fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=batch_loss, extra=params)
-    finally:
-        if s_taps is not None:
-            s_taps.remove()
-        for taps in t_taps:
-            taps.remove()
-    if projections:
-        ctx.notes["feature_projections"] = f"{len(projections)} projection(s) trained with the student, then dropped"
-    if spec.student is not None:
-        after = _backend().stats(student)
-        run_ctx.notes["student"] = {
-            "name": spec.student,
-            "replaces": handle.ref,
-            "params_before": before.params,
-            "params_after": after.params,
-            "nonzero_before": before.nonzero_params,
-            "nonzero_after": after.nonzero_params,
-        }
-    return student
+        return DistillTraining(batch_loss, [q for proj in projections for q in proj.parameters()], len(projections), close)
+
+    def fit(self, handle: TorchModel, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
+        return fit(handle, spec, ctx, **kwargs)
+
+
+#: This backend's parts, and the ``distill`` handler: the core's flow over them.
+PARTS = TorchDistillParts()
+distill = distill_handler(PARTS)

@@ -15,6 +15,7 @@ from lwdsl.backends.tf_backend import distill as dmod  # noqa: E402
 from lwdsl.backends.tf_backend.train import nhwc  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
 from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.backend.distill import load_teachers, teacher_logits
 from lwdsl.semantics import distill as core  # noqa: E402
 from lwdsl.specs import DistillSpec, PruneSpec  # noqa: E402
 from lwdsl.specs.base import FeaturePair  # noqa: E402
@@ -76,10 +77,10 @@ def test_teacher_list_averages_logits(tmp_path):
         save_weights(paths[-1], {k: v * (1.0 + i) for k, v in state.items()})
     handle = _model(be)
     spec = DistillSpec(teacher=tuple(str(p) for p in paths), epochs=0)
-    teachers = dmod.load_teachers(handle, spec, ctx)
+    teachers = load_teachers(dmod.PARTS, handle, spec, ctx)
     x = ctx.data.train_x
     each = [t.model(nhwc(x), training=False).numpy() for t in teachers]
-    got = dmod.teacher_logits(teachers, x, ctx)
+    got = teacher_logits(dmod.PARTS, teachers, x, ctx)
     np.testing.assert_allclose(got, core.average_logits(each), rtol=1e-6, atol=1e-6)
     assert not np.allclose(each[0], each[1])
     out = be.apply(handle, spec, LAYERS, ctx)  # no original needed, nothing trained (epochs=0)
@@ -158,7 +159,7 @@ def test_transfer_set_trains_on_its_images_in_the_core_order():
     transfer = _data(96)
     ctx.datasets[TRANSFER] = transfer
     spec = DistillSpec(T=2, alpha=1, data=TRANSFER, student="seedcnn_student", batch=32, lr=0.05)
-    initial = dmod.build_student("seedcnn_student", ctx).model
+    initial = dmod.PARTS.build_student("seedcnn_student", ctx).model
     first = nhwc(transfer.train_x[epoch_order(96, ctx.seed, 0)[:32]])
     ref = core.soft_target_loss(initial(first, training=False).numpy(), handle.model(first, training=False).numpy(), 2.0)
     out = be.apply(handle, spec, LAYERS, ctx)

@@ -12,6 +12,7 @@ import torch
 
 from lwdsl.backends.torch_backend import distill as dmod
 from lwdsl.errors import LwdslError
+from lwdsl.backend.distill import load_teachers, teacher_logits
 from lwdsl.semantics import distill as core
 from lwdsl.specs import DistillSpec, PruneSpec
 from lwdsl.weights import save_weights
@@ -68,10 +69,10 @@ def test_teacher_list_averages_logits(tmp_path):
         save_weights(paths[-1], be.state(_model(be)))
     handle = _model(be)
     spec = DistillSpec(teacher=tuple(str(p) for p in paths), epochs=0)
-    teachers = dmod.load_teachers(handle, spec, ctx)
+    teachers = load_teachers(dmod.PARTS, handle, spec, ctx)
     x = ctx.data.train_x
     each = [t.module(torch.as_tensor(x)).detach().numpy() for t in teachers]
-    got = dmod.teacher_logits(teachers, x, ctx).numpy()
+    got = teacher_logits(dmod.PARTS, teachers, x, ctx)
     np.testing.assert_allclose(got, core.average_logits(each), rtol=1e-6, atol=1e-6)
     assert not np.allclose(each[0], each[1])
     out = be.apply(handle, spec, LAYERS, ctx)  # no original needed, nothing trained (epochs=0)
@@ -140,7 +141,7 @@ def test_transfer_set_trains_on_its_images_in_the_core_order():
     transfer = make_data(classes=3, n_train=96, n_test=8, seed=5)
     ctx.datasets[TRANSFER] = transfer
     spec = DistillSpec(T=2, alpha=1, data=TRANSFER, student="seedcnn_student", batch=32, lr=0.05)
-    initial = dmod.build_student("seedcnn_student", ctx).module.eval()
+    initial = dmod.PARTS.build_student("seedcnn_student", ctx).module.eval()
     first = torch.as_tensor(transfer.train_x[epoch_order(96, ctx.seed, 0)[:32]])
     with torch.no_grad():
         ref = core.soft_target_loss(initial(first).numpy(), handle.module.eval()(first).numpy(), 2.0)

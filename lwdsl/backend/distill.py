@@ -1,0 +1,203 @@
+"""The ``distill`` op, written once: the training set, the teachers, the student, the class
+checks, the teacher-logit cache, the training and every note a report shows.
+
+The numbers are the core's (:mod:`lwdsl.semantics.distill`: loss terms, projections'
+initial weights, the transfer set, whether teacher logits are cached); the flow is here; a
+backend gives :class:`DistillParts`: load a teacher checkpoint into the original's
+architecture, build a student, run a model, and the loss of one batch in its own autodiff
+(feature taps and projections included).
+
+Forms: ``soft`` (the current model is the student, the teacher is the model before the
+pipeline, ``ctx.original``; masks stay fixed), ``student=NAME`` (a new model replaces the
+current one: the handler returns it), ``teacher=PATH,...`` (checkpoints of the original's
+architecture, their logits averaged), ``features`` (hint pairs through a learned 1x1
+projection, trained with the student and dropped afterwards), ``relation`` (RKD distance or
+angle on the logits) and ``data=NAME`` (a transfer set: soft targets only; accuracy stays the
+run's).
+
+The teachers are fixed, so without ``jitter`` their (averaged) logits for every training image
+are computed once, in inference mode, before training (:func:`teacher_logits`), and each batch
+gathers its rows by index (noted in the report); with ``jitter=N`` the teachers label each
+translated batch as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import LwdslError
+from ..semantics import distill as core
+from ..specs import DistillSpec
+from .context import StepContext
+
+__all__ = ["DistillParts", "DistillTraining", "distill_handler", "load_teachers", "teacher_logits", "CACHE_BATCH"]
+
+#: Images per forward pass while caching the teachers' logits.
+CACHE_BATCH = 1000
+
+
+@dataclass
+class DistillTraining:
+    """What a backend's :meth:`DistillParts.training` gives the training loop: the loss of one
+    batch (a :func:`lwdsl.backend.fit.fit` ``loss``), the extra parameters trained with the
+    student (feature projections), and what to undo afterwards (feature taps)."""
+
+    loss: Any
+    extra: Sequence[Any] = ()
+    projections: int = 0
+    close: Callable[[], None] = field(default=lambda: None)
+
+
+class DistillParts(ABC):
+    """What a backend gives the ``distill`` flow. Images are NCHW float32 numpy."""
+
+    @abstractmethod
+    def model_name(self, handle: Any) -> str:
+        """The name the model was built from (``lenet5``, ``torchvision:resnet18``), for notes."""
+
+    @abstractmethod
+    def load_teacher(self, handle: Any, ctx: StepContext, path: Path) -> Any:
+        """A teacher: the checkpoint ``path`` loaded into the original's architecture
+        (``ctx.original``, or ``handle`` when none was kept). Raises LwdslError."""
+
+    @abstractmethod
+    def build_student(self, name: str, ctx: StepContext) -> Any:
+        """A fresh ``name`` for the data's input shape and classes, initialised from the step
+        seed; the user's own model when ``ctx.models`` has ``name`` (a copy)."""
+
+    @abstractmethod
+    def outputs(self, handle: Any, x: np.ndarray) -> np.ndarray:
+        """The model's outputs on ``x`` in inference mode (float32); the model's training
+        mode is left as it was."""
+
+    @abstractmethod
+    def stats(self, handle: Any) -> Any:
+        """The model's :class:`~lwdsl.backend.protocol.ModelStats`."""
+
+    @abstractmethod
+    def training(self, student: Any, teachers: Sequence[Any], spec: DistillSpec, cache: Optional[np.ndarray],
+                 ctx: StepContext) -> DistillTraining:
+        """The loss of one batch: :func:`lwdsl.semantics.distill.distill_terms`' ``total`` (and
+        the part recorded as the step's loss: ``soft`` with a transfer set, else ``ce``) in
+        the backend's autodiff, the teachers' logits gathered from ``cache`` by the batch's
+        indices (or computed per batch when it is None), feature taps and projections
+        (:func:`lwdsl.semantics.distill.projection_init`, seeded ``ctx.step_seed() + i``) set
+        up here."""
+
+    @abstractmethod
+    def fit(self, handle: Any, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
+        """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+
+
+def _refs(spec: DistillSpec) -> tuple[str, ...]:
+    return spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)
+
+
+def load_teachers(parts: DistillParts, handle: Any, spec: DistillSpec, ctx: StepContext) -> list[Any]:
+    """The teachers named by ``spec.teacher``: ``original`` is ``ctx.original``; a path is a
+    checkpoint loaded into the original's architecture (:meth:`DistillParts.load_teacher`)."""
+    out = []
+    for ref in _refs(spec):
+        if ref == "original":
+            if ctx.original is None:
+                raise LwdslError(
+                    f"step {ctx.index + 1} (distill): the teacher is the original model, but none was kept",
+                    hint="give teacher=PATH (a checkpoint), or run the recipe through the runner",
+                )
+            out.append(ctx.original)
+            continue
+        try:
+            out.append(parts.load_teacher(handle, ctx, Path(ref)))
+        except LwdslError as exc:
+            raise LwdslError(f"teacher checkpoint {ref}: {exc.message}", hint=getattr(exc, "hint", None)) from None
+    return out
+
+
+def teacher_logits(parts: DistillParts, teachers: Sequence[Any], x: np.ndarray, ctx: StepContext,
+                   batch: int = CACHE_BATCH) -> np.ndarray:
+    """The mean of the teachers' logits over ``x`` (one pass in inference mode), float32
+    (:func:`lwdsl.semantics.distill.average_logits`)."""
+    bar = ctx.progress(len(teachers) * -(-len(x) // batch), "distill: teacher logits")
+    per: list[np.ndarray] = []
+    try:
+        for t in teachers:
+            rows = []
+            for start in range(0, len(x), batch):
+                rows.append(np.asarray(parts.outputs(t, x[start : start + batch]), dtype=np.float32))
+                bar.update(1)
+            per.append(np.concatenate(rows) if rows else np.zeros((0, 0), np.float32))
+    finally:
+        bar.close()
+    return core.average_logits(per)
+
+
+def _classes(parts: DistillParts, handle: Any, shape: tuple[int, ...], what: str) -> int:
+    try:
+        out = parts.outputs(handle, np.zeros((2, *shape), dtype=np.float32))
+    except LwdslError:
+        raise
+    except Exception as exc:  # each framework raises its own error for an input that does not fit
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LwdslError(f"the {what} does not take inputs of shape {tuple(shape)}: {first}") from None
+    return int(out.shape[-1])
+
+
+def distill_handler(parts: DistillParts) -> Callable[..., Any]:
+    """The ``distill`` handler over a backend's :class:`DistillParts`."""
+
+    def distill(handle: Any, spec: DistillSpec, layers: Sequence[str], ctx: StepContext) -> Any:
+        """The ``distill`` handler; returns the student (a new handle with ``student=``)."""
+        data = core.training_set(spec, ctx)
+        run_ctx, ctx = ctx, (replace(ctx, data=data) if data is not ctx.data else ctx)
+        teachers = load_teachers(parts, handle, spec, ctx)
+        shape = tuple(ctx.data.input_shape)
+        student = parts.build_student(spec.student, ctx) if spec.student is not None else handle
+        name = spec.student or parts.model_name(handle)
+        k_student = _classes(parts, student, shape, f"student {name}")
+        if k_student != ctx.data.num_classes:
+            raise LwdslError(f"distill: the student {name} has {k_student} output classes, the data {ctx.data.num_classes}")
+        for t, ref in zip(teachers, _refs(spec)):
+            k = _classes(parts, t, shape, f"teacher {ref}")
+            if k != k_student:
+                raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
+
+        before = parts.stats(handle)
+        cache: Optional[np.ndarray] = None
+        if core.cache_teacher_logits(spec.jitter):
+            start = time.perf_counter()
+            cache = teacher_logits(parts, teachers, ctx.data.train_x, ctx)
+            ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)
+            ctx.notes["teacher_cache"] = (
+                f"logits of {len(teachers)} teacher(s) cached for {len(cache)} training images in one pass before training"
+            )
+        if spec.data is not None:
+            ctx.notes["transfer_set"] = {"data": spec.data, "images": int(len(data.train_x)), "sha256": data.sha256}
+
+        training = parts.training(student, teachers, spec, cache, ctx)
+        try:
+            what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
+            parts.fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=training.loss,
+                      extra=training.extra)
+        finally:
+            training.close()
+        if training.projections:
+            ctx.notes["feature_projections"] = f"{training.projections} projection(s) trained with the student, then dropped"
+        if spec.student is not None:
+            after = parts.stats(student)
+            run_ctx.notes["student"] = {
+                "name": spec.student,
+                "replaces": parts.model_name(handle),
+                "params_before": before.params,
+                "params_after": after.params,
+                "nonzero_before": before.nonzero_params,
+                "nonzero_after": after.nonzero_params,
+            }
+        return student
+
+    return distill
