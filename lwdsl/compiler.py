@@ -210,8 +210,9 @@ class _Compiler:
 
             raise no_steps(doc.file, doc.text)
         texts = tuple(_with_values(step, where, self.variables) for step, where in self.steps)
+        folders: dict[str, Optional[str]] = {}
         steps = tuple(
-            _paths_from(bind_step(step, where, f"step {i} `{text}`", self.variables, self.origins), where)
+            _paths_from(bind_step(step, where, f"step {i} `{text}`", self.variables, self.origins), where, folders)
             for i, ((step, where), text) in enumerate(zip(self.steps, texts), 1)
         )
         fields: dict[str, Any] = {**header, "steps": steps}
@@ -411,12 +412,15 @@ def _vars_in(nodes) -> list[s.Var]:
     return found
 
 
-def _paths_from(step: StepSpec, doc: s.Document) -> StepSpec:
+def _paths_from(step: StepSpec, doc: s.Document, folders: dict[str, Optional[str]]) -> StepSpec:
     """``step`` with the files it reads (``distill teacher=PATH``) relative to the folder of the
     file it is written in, as ``use`` paths are: absolute, so that a run from any folder reads
-    the same file and an error names where it looked. Text that is not a file keeps its paths."""
-    here = _path_of(doc)
-    return step if here is None else step.paths_from(os.path.abspath(here.parent))
+    the same file and an error names where it looked. Text that is not a file keeps its paths.
+    ``folders`` keeps each file's folder (a recipe of many steps asks the file system once)."""
+    if doc.file not in folders:
+        folders[doc.file] = None if doc.file.startswith("<") else os.path.abspath(os.path.dirname(doc.file))
+    folder = folders[doc.file]
+    return step if folder is None else step.paths_from(folder)
 
 
 def _too_big(value: Any) -> Optional[str]:

@@ -13,7 +13,7 @@ import re
 from importlib.resources import files
 from typing import Iterator
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import syntax as s
@@ -30,7 +30,6 @@ def _lark() -> Lark:
     return Lark(
         grammar,
         parser="lalr",
-        propagate_positions=True,
         maybe_placeholders=True,
         start=["start", "value"],
     )
@@ -42,12 +41,12 @@ def parse_document(text: str, file: str = "<string>") -> s.Document:
     Raises:
         RecipeError: the text is not valid recipe syntax.
     """
-    return s.Document(statements=_Builder().transform(_parse(text, file, "start")), file=file, text=text)
+    return s.Document(statements=_Builder(text, file).build(_parse(text, file, "start")), file=file, text=text)
 
 
 def parse_value(text: str, file: str) -> s.Value:
     """Parse one value (a ``--set NAME=VALUE`` from the command line), located in ``file``."""
-    return _Builder().transform(_parse(text, file, "value"))
+    return _Builder(text, file).build(_parse(text, file, "value"))
 
 
 def comments(text: str) -> Iterator[Token]:
@@ -72,47 +71,23 @@ def _parse(text: str, file: str, start: str):
         tree = _lark().parse(text, start=start)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, file, start) from None
-    _check_shape(tree, text, file)
     return tree
 
 
 #: Digits a number may have (Python refuses to convert integers of more than 4300).
 _MAX_NUMBER_CHARS = 100
+_NUMBERS = frozenset({"INT", "FLOAT", "PERCENT", "RATIO"})
 
 
-def _check_shape(tree: Tree, text: str, file: str) -> None:
-    """Refuse lists nested more than MAX_NESTING deep, before anything recurses into them (the
-    LALR parser does not; the transformer, the compiler and the formatter do), and numbers
-    too long to convert."""
-    stack = [(tree, 0)]
-    while stack:
-        node, depth = stack.pop()
-        for child in node.children:
-            if isinstance(child, Token) and child.type == "STRING" and "\\" in child:
-                _check_escapes(child, text, file)
-            if isinstance(child, Token) and child.type in ("INT", "FLOAT", "PERCENT", "RATIO") and len(child) > _MAX_NUMBER_CHARS:
-                raise RecipeError(
-                    f"a number of {len(child)} characters is too long",
-                    location_in(text, file, child.line, child.column, min(len(child), 20)),
-                    found=f"{child[:20]}...",
-                    expected=f"a number of at most {_MAX_NUMBER_CHARS} characters",
-                )
-        if node.data == "list":
-            depth += 1
-            if depth > MAX_NESTING:
-                meta = node.meta
-                raise RecipeError(
-                    f"lists are nested too deeply: more than {MAX_NESTING} levels of `[`",
-                    location_in(text, file, meta.line, meta.column),
-                    found="`[` at nesting level " + str(depth),
-                    expected=f"at most {MAX_NESTING} lists inside each other",
-                )
-        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+def _token_span(token: Token) -> s.Span:
+    return s.Span(token.line, token.column, token.end_line, token.end_column, token.start_pos, token.end_pos)
 
 
-def _span(meta) -> s.Span:
-    """The span of a rule's match, or of a single token (both carry the same attributes)."""
-    return s.Span(meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos)
+def _cover(first, last) -> s.Span:
+    """The span from the start of ``first`` to the end of ``last`` (tokens or syntax nodes)."""
+    a = first.span if hasattr(first, "span") else _token_span(first)
+    b = last.span if hasattr(last, "span") else _token_span(last)
+    return s.Span(a.line, a.col, b.end_line, b.end_col, a.start, b.end)
 
 
 #: The escapes a quoted string may hold, and what each stands for. Any other backslash is an
@@ -134,81 +109,124 @@ def _check_escapes(token: Token, text: str, file: str) -> None:
             )
 
 
-def _quoted(token: Token, meta) -> s.Scalar:
-    inner = _ESCAPE.sub(lambda m: ESCAPES[m[1]], token[1:-1])
-    return s.Scalar(inner, str(token), _span(meta), quoted=True)
+def _quoted(token: Token) -> s.Scalar:
+    inner = _ESCAPE.sub(lambda m: ESCAPES[m[1]], token[1:-1]) if "\\" in token else token[1:-1]
+    return s.Scalar(inner, str(token), _token_span(token), quoted=True)
 
 
-@v_args(inline=True, meta=True)
-class _Builder(Transformer):
-    """One method per rule (or alias): build the node, check nothing."""
+class _Builder:
+    """Parse tree -> syntax nodes: one method per rule (or alias), called with its built
+    children, bottom up. Positions come from the tokens (keywords and brackets are kept in the
+    tree for that): Lark's position propagation is not used.
 
-    def start(self, meta, *statements):
+    The walk is this class's own, not a Lark ``Transformer``: it is a third of the cost on a
+    large recipe (no wrapper per call, tokens not visited one by one), and the checks that must
+    come before a token is converted are made here, in the same pass (Lark would wrap them in
+    a ``VisitError``): numbers too long to convert, unknown escapes in strings, and lists
+    nested too deeply (refused on the way down, before anything recurses deeper).
+    """
+
+    def __init__(self, text: str, file: str) -> None:
+        self.text, self.file = text, file
+
+    def build(self, tree: Tree, depth: int = 0):
+        if tree.data == "list":
+            depth += 1
+            if depth > MAX_NESTING:
+                bracket = tree.children[0]  # the `[` token
+                raise RecipeError(
+                    f"lists are nested too deeply: more than {MAX_NESTING} levels of `[`",
+                    location_in(self.text, self.file, bracket.line, bracket.column),
+                    found="`[` at nesting level " + str(depth),
+                    expected=f"at most {MAX_NESTING} lists inside each other",
+                )
+        children = []
+        for child in tree.children:
+            if isinstance(child, Tree):
+                child = self.build(child, depth)
+            elif isinstance(child, Token):
+                self._check_token(child)
+            children.append(child)
+        return getattr(self, tree.data)(*children)
+
+    def _check_token(self, token: Token) -> None:
+        if token.type == "STRING":
+            if "\\" in token:
+                _check_escapes(token, self.text, self.file)
+        elif token.type in _NUMBERS and len(token) > _MAX_NUMBER_CHARS:
+            raise RecipeError(
+                f"a number of {len(token)} characters is too long",
+                location_in(self.text, self.file, token.line, token.column, min(len(token), 20)),
+                found=f"{token[:20]}...",
+                expected=f"a number of at most {_MAX_NUMBER_CHARS} characters",
+            )
+
+    def start(self, *statements):
         return statements
 
-    def version(self, meta, number):
-        return s.Version(int(number), _span(meta))
+    def version(self, keyword, number):
+        return s.Version(int(number), _cover(keyword, number))
 
-    def name(self, meta, value):
-        return s.Name(value, _span(meta))
+    def name(self, keyword, value):
+        return s.Name(value, _cover(keyword, value))
 
-    def target(self, meta, model, data):
-        return s.Target(model, data, _span(meta))
+    def target(self, keyword, model, on, data):
+        return s.Target(model, data, _cover(keyword, data if data is not None else model))
 
-    def let(self, meta, name, value):
-        return s.Let(str(name), value, _span(meta))
+    def let(self, keyword, name, value):
+        return s.Let(str(name), value, _cover(keyword, value))
 
-    def use(self, meta, path):
-        return s.Use(_quoted(path, path), _span(meta))
+    def use(self, keyword, path):
+        return s.Use(_quoted(path), _cover(keyword, path))
 
-    def step(self, meta, op, *args):
-        return s.Step(str(op), _span(op), args, _span(meta))
+    def step(self, op, *args):
+        return s.Step(str(op), _token_span(op), args, _cover(op, args[-1] if args else op))
 
-    def option(self, meta, key, value):
-        return s.Option(str(key), value, _span(meta))
+    def option(self, key, value):
+        return s.Option(str(key), value, _cover(key, value))
 
-    def at_least(self, meta, key, value):
-        return s.Option(str(key), value, _span(meta), at_least=True)
+    def at_least(self, key, value):
+        return s.Option(str(key), value, _cover(key, value), at_least=True)
 
-    def on_clause(self, meta, *patterns):
-        return s.Clause("on", patterns, _span(meta))
+    def on_clause(self, keyword, *patterns):
+        return s.Clause("on", patterns, _cover(keyword, patterns[-1]))
 
-    def except_clause(self, meta, *patterns):
-        return s.Clause("except", patterns, _span(meta))
+    def except_clause(self, keyword, *patterns):
+        return s.Clause("except", patterns, _cover(keyword, patterns[-1]))
 
-    def integer(self, meta, token):
-        return s.Scalar(int(token), str(token), _span(meta))
+    def integer(self, token):
+        return s.Scalar(int(token), str(token), _token_span(token))
 
-    def decimal(self, meta, token):
-        return s.Scalar(float(token), str(token), _span(meta))
+    def decimal(self, token):
+        return s.Scalar(float(token), str(token), _token_span(token))
 
-    def percent(self, meta, token):
-        return s.Scalar(float(token[:-1]) / 100, str(token), _span(meta))
+    def percent(self, token):
+        return s.Scalar(float(token[:-1]) / 100, str(token), _token_span(token))
 
-    def ratio(self, meta, token):
+    def ratio(self, token):
         n, m = token.split(":")
-        return s.Ratio(int(n), int(m), str(token), _span(meta))
+        return s.Ratio(int(n), int(m), str(token), _token_span(token))
 
-    def true(self, meta):
-        return s.Scalar(True, "true", _span(meta))
+    def true(self, token):
+        return s.Scalar(True, "true", _token_span(token))
 
-    def false(self, meta):
-        return s.Scalar(False, "false", _span(meta))
+    def false(self, token):
+        return s.Scalar(False, "false", _token_span(token))
 
-    def word(self, meta, token):
-        return s.Scalar(str(token), str(token), _span(meta))
+    def word(self, token):
+        return s.Scalar(str(token), str(token), _token_span(token))
 
-    def string(self, meta, token):
-        return _quoted(token, meta)
+    def string(self, token):
+        return _quoted(token)
 
-    def variable(self, meta, token):
-        return s.Var(token[1:], _span(meta))
+    def variable(self, token):
+        return s.Var(token[1:], _token_span(token))
 
-    def pair(self, meta, teacher, student):
-        return s.Pair(teacher, student, _span(meta))
+    def pair(self, teacher, student):
+        return s.Pair(teacher, student, _cover(teacher, student))
 
-    def list(self, meta, *items):
-        return s.ListValue(items, _span(meta))
+    def list(self, open_, *items_and_close):
+        return s.ListValue(items_and_close[:-1], _cover(open_, items_and_close[-1]))
 
 
 # --- syntax errors --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import lwdsl
 from lwdsl import syntax as s
 from lwdsl.errors import RecipeError
 from lwdsl.parser import comments, parse_document, parse_value
@@ -145,3 +146,37 @@ def test_expected_values_are_said_in_words() -> None:
         parse_document("prune amount=", "t.lw")
     assert info.value.expected == ['a value (number, word, "string", [list] or $variable)']
     assert info.value.found == "the end of the recipe"
+
+
+# --- issue 27: a recipe just under the size limit is checked in one linear pass -------------------
+
+
+def _megabyte(line: str) -> str:
+    """``line`` repeated to just under MAX_RECIPE_BYTES."""
+    from lwdsl.limits import MAX_RECIPE_BYTES
+
+    return (line + "\n") * ((MAX_RECIPE_BYTES - 64) // (len(line) + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "line",
+    [
+        "prune l1 0.2 on conv",  # many steps
+        "# a comment, on a line of its own, " + "x" * 40,  # many comments
+        "",  # blank lines, then one step
+    ],
+)
+def test_a_recipe_of_a_megabyte_is_checked(line: str) -> None:
+    """Completes (no assertion on time: bench/check_bench.py prints the figures)."""
+    text = _megabyte(line) + "finetune epochs=1\n"
+    recipe = lwdsl.parse(text, file="big.lw")
+    assert recipe.steps[-1].op == "finetune"
+    assert len(recipe.steps) == (text.count("prune") + 1)
+
+
+@pytest.mark.slow
+def test_a_long_list_and_long_lines_are_checked() -> None:
+    items = ",".join(["a"] * 100_000)
+    recipe = lwdsl.parse(f"distill teacher=[{items}]\n" + " | ".join(["finetune epochs=1"] * 20_000), file="big.lw")
+    assert len(recipe.steps) == 20_001 and len(recipe.steps[0].teacher) == 100_000
