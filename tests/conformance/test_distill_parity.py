@@ -112,15 +112,15 @@ def _run(name: str, case: str, monkeypatch, direction: float = 0.0) -> dict:
         layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
         handle = be.apply(handle, PruneSpec(scope="global", method="l1", amount=0.5), layers, ctx)
     else:
-        mod = _module(name)
-        build = mod.build_student
+        parts = _module(name).PARTS
+        build = parts.build_student
 
         def planted_student(ref, c):
             student = build(ref, c)
             be.load_state(student, nudge(planted_state(student_ref, seed=2, trainable=True)))
             return student
 
-        monkeypatch.setattr(mod, "build_student", planted_student)
+        monkeypatch.setattr(parts, "build_student", planted_student)
     out = be.apply(handle, spec, [], ctx)
     monkeypatch.undo()
     return {"losses": np.asarray(out.losses), "state": be.state(be.finalize(out))}
