@@ -1,11 +1,11 @@
 """The one place TensorFlow is imported: Keras 2 (``tf_keras``) and no log noise.
 
-``tensorflow_model_optimization`` works only with Keras 2, so ``TF_USE_LEGACY_KERAS=1`` is set
-(unless the user set it) before TensorFlow is imported. TensorFlow's C++ side prints INFO and
-ERROR lines (oneDNN notice, missing CUDA drivers) straight to the process's stderr before its
-logger is configured, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; file descriptor 2 is pointed at
-``/dev/null`` while TensorFlow imports and looks for devices, and restored afterwards. Python
-exceptions are not affected: they propagate as usual.
+The backend is written against ``tf_keras`` (Keras 2) today, so ``TF_USE_LEGACY_KERAS=1`` is set
+(unless the user set it) before TensorFlow is imported; moving to Keras 3 is a separate issue.
+TensorFlow's C++ side prints INFO and ERROR lines (oneDNN notice, missing CUDA drivers) straight to
+the process's stderr before its logger is configured, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; file
+descriptor 2 is pointed at ``/dev/null`` while TensorFlow imports and looks for devices, and
+restored afterwards. Python exceptions are not affected: they propagate as usual.
 """
 
 from __future__ import annotations
@@ -75,5 +75,5 @@ try:
     absl.logging.set_verbosity(absl.logging.ERROR)
 except ImportError:  # pragma: no cover - absl comes with tensorflow
     pass
-for _module in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
+for _module in ("tensorflow", "tf_keras"):
     warnings.filterwarnings("ignore", module=_module)

@@ -50,7 +50,7 @@ class KerasBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         out = {}
-        for pkg in ("tensorflow", "tf-keras", "tensorflow-model-optimization"):
+        for pkg in ("tensorflow", "tf-keras"):
             try:
                 out[pkg] = version(pkg)
             except PackageNotFoundError:
