@@ -24,6 +24,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
+from .cli_args import check_backend_name, parse_sets
 from .errors import LwdslError, UsageError
 
 __all__ = ["app", "main", "parse_sets", "Terminated"]
@@ -153,33 +154,6 @@ def _root(
     ] = False,
 ) -> None:
     """Compression recipes (prune, quantize, distill) for PyTorch and TensorFlow."""
-
-
-def parse_sets(sets: Optional[list[str]]) -> dict[str, str]:
-    """``--set NAME=VALUE`` values as a dict; a UsageError (exit 2) for one without ``=``."""
-    overrides = {}
-    for item in sets or []:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise UsageError(f"--set {item!r}: write NAME=VALUE, e.g. --set amount=0.3")
-        overrides[name.strip()] = value
-    return overrides
-
-
-def check_backend_name(name: str) -> str:
-    """``name`` if it names a backend (built-in, alias or plugin), else a UsageError with a
-    did-you-mean. Imports no framework."""
-    from .backend import ALIASES, backend_names
-    from .errors import did_you_mean
-
-    names = backend_names()
-    if ALIASES.get(name, name) not in names:
-        near = did_you_mean(name, names + list(ALIASES))
-        raise UsageError(
-            f"unknown backend '{name}' (known: {', '.join(names)})",
-            hint=f"did you mean '{near}'?" if near else None,
-        )
-    return name
 
 
 def _support_note(recipe: Any) -> str:

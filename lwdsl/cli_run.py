@@ -50,7 +50,7 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or table: only the final line (or the error)")] = False,
 ) -> None:
     """Compress a model with a recipe, measure every step and write a run folder."""
-    from .cli import check_backend_name, parse_sets
+    from .cli_args import check_backend_name, parse_sets
     from .compiler import load
     from .data import data_shape
     from .outdir import RunLock, check_out
@@ -100,7 +100,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Train (or fetch from the cache) the baseline a run starts from without a checkpoint."""
-    from .cli import check_backend_name
+    from .cli_args import check_backend_name
     from .data import data_shape
     from .outdir import check_file_out
     from .plan import Recipe

@@ -26,6 +26,7 @@ from .parser import parse_document, parse_value
 from .plan import Recipe, Target, unsupported_version
 from .specs import StepSpec
 from .formatter import value_to_text
+from .jsonplan import recipe_from_json
 from .values import to_python
 
 __all__ = ["parse", "load", "compile_document", "read_text"]
@@ -89,8 +90,6 @@ def load(
     """
     text = read_text(path, root=root)
     if Path(path).suffix == ".json":
-        from .jsonplan import recipe_from_json
-
         if overrides:
             raise RecipeError(f"{path}: --set applies to .lw recipes, not to JSON plans", Location(str(path)))
         return recipe_from_json(text, file=str(path))

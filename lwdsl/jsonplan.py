@@ -17,7 +17,7 @@ from .errors import Location, RecipeError, did_you_mean
 from .fields import describe, problem
 from .limits import MAX_NESTING
 from .parser import check_size
-from .plan import Recipe, unsupported_version
+from .plan import JSON_READER, Recipe, unsupported_version
 from .specs import OPS, Selector
 from .syntax import location_in
 
@@ -137,3 +137,6 @@ def _json_error(error: dict[str, Any], file: str) -> RecipeError:
         found=found,
         expected=describe(model, name) if name else None,
     )
+
+
+JSON_READER[0] = recipe_from_json  # Recipe.from_json reads through this module

@@ -9,7 +9,7 @@ Schema that ``lwdsl schema`` prints. Source positions of the steps are kept besi
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -45,6 +45,15 @@ class Target(BaseModel):
     model: str = Field(min_length=1)
     data: Optional[str] = None
 
+
+
+def _no_reader(text: str) -> "Recipe":
+    raise RuntimeError("lwdsl.jsonplan is not imported: import lwdsl first")
+
+
+#: The JSON reader ``Recipe.from_json`` calls (:func:`lwdsl.jsonplan.recipe_from_json`,
+#: registered by that module: the plan does not import a later layer).
+JSON_READER: list[Callable[[str], "Recipe"]] = [_no_reader]
 
 class Recipe(BaseModel):
     """A whole recipe: optional header and the steps in order."""
@@ -99,8 +108,7 @@ class Recipe(BaseModel):
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
-        """The recipe ``to_json`` wrote; a RecipeError (with the JSON path) when it is wrong."""
-        # layering: reading JSON validates, a later layer than the plan; lazy here
-        from .jsonplan import recipe_from_json
-
-        return recipe_from_json(text)
+        """The recipe ``to_json`` wrote; a RecipeError (with the JSON path) when it is wrong.
+        Reading JSON validates, a later layer than the plan: :mod:`lwdsl.jsonplan` registers
+        its reader here when it is imported (``import lwdsl`` imports it)."""
+        return JSON_READER[0](text)

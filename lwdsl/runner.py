@@ -81,7 +81,7 @@ def baseline_options(epochs: int) -> TrainingOptions:
 
 def resolve_recipe(recipe: Union[str, Path, Recipe], overrides: Optional[dict[str, str]] = None) -> Recipe:
     """A Recipe from a Recipe, a path to a .lw/.json file, or recipe text."""
-    from . import load, parse
+    from .compiler import load, parse
 
     if isinstance(recipe, Recipe):
         return recipe

@@ -272,6 +272,7 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
         >>> check_backend(parse("prune l1 0.2 | export torch"), "torch", load=False)
     """
     from .backend import ALIASES, BACKENDS, SupportTable, get_backend, support_table
+    from .backend.registry import unsupported
 
     name = backend if isinstance(backend, str) else backend.name
     key = ALIASES.get(name, name)
@@ -284,7 +285,7 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
                 raise
     table = instance if isinstance(instance, SupportTable) else getattr(instance, "support", None)
     for i, step in enumerate(recipe.steps if instance else ()):
-        why = instance.unsupported(step)
+        why = unsupported(instance, step) if isinstance(instance, SupportTable) else instance.unsupported(step)
         if not why:
             continue
         if not why.startswith(f"the {key} backend"):

@@ -138,12 +138,6 @@ def distill_loss(
 # --- models: teachers and students ---------------------------------------------------------------
 
 
-def _backend():
-    from .backend import KerasBackend
-
-    return KerasBackend()
-
-
 # --- features --------------------------------------------------------------------------------------
 
 
@@ -235,11 +229,11 @@ class KerasDistillParts(DistillParts):
         """The original's architecture (the current model's when none was kept), weights from
         ``path`` (``.lwz``, or ``.keras``/``.h5`` read in safe mode)."""
         base = ctx.original if ctx.original is not None else handle
-        return _backend().load_model(base.model, ctx.data.input_shape, ctx.data.num_classes, checkpoint=path)
+        return ctx.backend.load_model(base.model, ctx.data.input_shape, ctx.data.num_classes, checkpoint=path)
 
     def build_student(self, name: str, ctx: StepContext) -> KerasHandle:
         """Zoo models start from fixed seeds; the user's own model is copied as it is."""
-        return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
+        return ctx.backend.load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
 
     def outputs(self, handle: KerasHandle, x: np.ndarray) -> np.ndarray:
         model = handle.model
@@ -250,9 +244,6 @@ class KerasDistillParts(DistillParts):
             hit = (model, tf.function(lambda v, m=model: m(v, training=False), reduce_retracing=True))
             self._forward[id(model)] = hit
         return hit[1](tf.constant(nhwc(np.ascontiguousarray(x, dtype=np.float32)))).numpy().astype(np.float32)
-
-    def stats(self, handle: KerasHandle) -> Any:
-        return _backend().stats(handle)
 
     def training(self, student: KerasHandle, teachers: Sequence[KerasHandle], spec: DistillSpec,
                  cache: Optional[np.ndarray], ctx: StepContext) -> DistillTraining:

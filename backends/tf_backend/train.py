@@ -48,6 +48,7 @@ from lwdsl.semantics.quant import WeightQuant, requantize
 from lwdsl.specs import TrainingOptions
 
 from ._tf import tf
+from .fakequant import quantized_forward
 from .handle import KerasHandle
 
 __all__ = ["nhwc", "KerasTrainer", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf", "snap_levels_tf"]
@@ -149,8 +150,6 @@ class KerasTrainer(Trainer):
         q_bits = [None if handle.quant[name].codebook is not None else handle.quant[name].bits for name in quantized]
 
         # statically quantized layers see their inputs fake-quantized (straight through), as on torch
-        from .quantize import quantized_forward
-
         forward = quantized_forward(handle)
 
         @tf.function(reduce_retracing=True)
@@ -245,9 +244,7 @@ def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
 
 def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) over the test set, in inference mode; statically
-    quantized layers see their inputs fake-quantized (:func:`.quantize.quantized_forward`)."""
-    from .quantize import quantized_forward
-
+    quantized layers see their inputs fake-quantized (:func:`.fakequant.quantized_forward`)."""
     keras_model = quantized_forward(handle)
     x, y = nhwc(ctx.data.test_x), ctx.data.test_y
     forward = tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True)

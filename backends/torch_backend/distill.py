@@ -143,12 +143,6 @@ def _outputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return module(x)
 
 
-def _backend():
-    from .backend import TorchBackend
-
-    return TorchBackend()
-
-
 # --- features --------------------------------------------------------------------------------------
 
 
@@ -225,12 +219,12 @@ class TorchDistillParts(DistillParts):
         base = ctx.original if ctx.original is not None else handle
         arch = base.ref if base.ref in BUILTINS or base.ref.startswith("torchvision:") else base.module
         with torch.random.fork_rng(devices=[]):
-            return _backend().load_model(arch, base.input_shape, base.num_classes, checkpoint=path)
+            return ctx.backend.load_model(arch, base.input_shape, base.num_classes, checkpoint=path)
 
     def build_student(self, name: str, ctx: StepContext) -> TorchModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.step_seed())
-            return _backend().load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
+            return ctx.backend.load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
 
     def outputs(self, handle: TorchModel, x: np.ndarray) -> np.ndarray:
         module = handle.module
@@ -240,9 +234,6 @@ class TorchDistillParts(DistillParts):
             return _outputs(module, torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
         finally:
             module.train(was_training)
-
-    def stats(self, handle: TorchModel) -> Any:
-        return _backend().stats(handle)
 
     def training(self, student: TorchModel, teachers: Sequence[TorchModel], spec: DistillSpec,
                  cache: Optional[np.ndarray], ctx: StepContext) -> DistillTraining:

@@ -25,6 +25,7 @@ from math import prod
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -33,9 +34,28 @@ from lwdsl.semantics.groups import Channels, GraphBuilder, Group
 
 from .handle import TorchModel
 from .layers import weighted_layers
-from .structured import _PASS_FUNCTIONS, _PASS_METHODS, _PASS_MODULES, _RESHAPE_METHODS, _SHAPE_METHODS
 
 __all__ = ["trace", "find_groups"]
+
+# what the walk passes channels through unchanged, or reads only the shape of
+_PASS_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.Hardtanh,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+_PASS_FUNCTIONS = {
+    F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish, F.hardtanh, torch.tanh,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d,
+    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+}  # fmt: skip
+_PASS_METHODS = {"relu", "relu_", "tanh", "contiguous"}
+_SHAPE_METHODS = {"size", "dim"}  # read the shape only: no data flows on
+_RESHAPE_METHODS = {"flatten", "view", "reshape"}
 
 _JOIN = {
     operator.add: "a residual addition", torch.add: "a residual addition", "add": "a residual addition",

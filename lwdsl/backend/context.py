@@ -37,6 +37,8 @@ class StepContext:
             (``lwdsl.run(models=...)``; ``distill student=NAME`` looks here first).
         datasets: the other data sets steps read, by the name the recipe gives (a transfer
             set, ``distill data=NAME``), loaded and shape-checked by the runner before training.
+        backend: the backend running the step (set by :meth:`Backend.apply`): a handler
+            written once in the core loads teachers and students through it.
     """
 
     data: Dataset
@@ -49,6 +51,7 @@ class StepContext:
     notes: dict[str, Any] = field(default_factory=dict)
     datasets: dict[str, Dataset] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
+    backend: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # tests' own bookkeeping only
 
     def step_seed(self) -> int:

@@ -64,7 +64,8 @@ class DistillParts(ABC):
     @abstractmethod
     def load_teacher(self, handle: Any, ctx: StepContext, path: Path) -> Any:
         """A teacher: the checkpoint ``path`` loaded into the original's architecture
-        (``ctx.original``, or ``handle`` when none was kept). Raises LwdslError."""
+        (``ctx.original``, or ``handle`` when none was kept) by ``ctx.backend.load_model``.
+        Raises LwdslError."""
 
     @abstractmethod
     def build_student(self, name: str, ctx: StepContext) -> Any:
@@ -75,10 +76,6 @@ class DistillParts(ABC):
     def outputs(self, handle: Any, x: np.ndarray) -> np.ndarray:
         """The model's outputs on ``x`` in inference mode (float32); the model's training
         mode is left as it was."""
-
-    @abstractmethod
-    def stats(self, handle: Any) -> Any:
-        """The model's :class:`~lwdsl.backend.protocol.ModelStats`."""
 
     @abstractmethod
     def training(self, student: Any, teachers: Sequence[Any], spec: DistillSpec, cache: Optional[np.ndarray],
@@ -167,7 +164,7 @@ def distill_handler(parts: DistillParts) -> Callable[..., Any]:
             if k != k_student:
                 raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
 
-        before = parts.stats(handle)
+        before = ctx.backend.stats(handle)
         cache: Optional[np.ndarray] = None
         if core.cache_teacher_logits(spec.jitter):
             start = time.perf_counter()
@@ -189,7 +186,7 @@ def distill_handler(parts: DistillParts) -> Callable[..., Any]:
         if training.projections:
             ctx.notes["feature_projections"] = f"{training.projections} projection(s) trained with the student, then dropped"
         if spec.student is not None:
-            after = parts.stats(student)
+            after = ctx.backend.stats(student)
             run_ctx.notes["student"] = {
                 "name": spec.student,
                 "replaces": parts.model_name(handle),

@@ -35,6 +35,7 @@ from ..dataset import Dataset
 from ..errors import LwdslError
 from ..specs import StepSpec, TrainingOptions
 from .context import StepContext
+from .registry import unsupported
 from .support import SupportTable
 
 __all__ = ["Backend", "Handler", "LayerInfo", "LayerStats", "ModelStats"]
@@ -95,13 +96,14 @@ class Backend(ABC):
 
     def unsupported(self, step: StepSpec) -> Optional[str]:
         """Why this backend cannot run ``step`` (None when it can), from its support table."""
-        return self.support.unsupported(step)
+        return unsupported(self.support, step)
 
     def apply(self, model: Any, step: StepSpec, layers: Sequence[str], ctx: StepContext) -> Any:
         """Run ``step`` on ``layers`` (names from :meth:`layers`); returns the model handle."""
         reason = self.unsupported(step)
         if reason:
             raise LwdslError(reason)
+        ctx.backend = self
         return self.handlers[step.op](model, step, layers, ctx)
 
     @abstractmethod

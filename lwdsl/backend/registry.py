@@ -11,9 +11,10 @@ from ..errors import UsageError
 from .support import SupportTable
 
 if TYPE_CHECKING:
+    from ..specs import StepSpec
     from .protocol import Backend
 
-__all__ = ["BACKENDS", "ALIASES", "get_backend", "backend_names", "support_table"]
+__all__ = ["BACKENDS", "ALIASES", "get_backend", "backend_names", "support_table", "unsupported"]
 
 
 def support_table(name: str) -> Optional[SupportTable]:
@@ -81,3 +82,10 @@ def get_backend(name: str) -> "Backend":
     backend = getattr(module, cls_name)()
     _instances[key] = backend
     return backend
+
+
+def unsupported(table: SupportTable, step: "StepSpec") -> Optional[str]:
+    """Why ``table``'s backend cannot run ``step`` (None when it can), with the other built-in
+    backends' tables consulted for whether the form is missing only there (``yet``)."""
+    others = [t for t in (support_table(name) for name in BACKENDS if name != table.backend) if t is not None]
+    return table.unsupported(step, others)

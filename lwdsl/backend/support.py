@@ -8,7 +8,7 @@ backend's handlers (and exporters) are exactly what its table lists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..specs import OPS, StepSpec
 
@@ -34,8 +34,10 @@ class SupportTable:
     runs: dict[str, tuple[str, ...]]
     notes: dict[str, str] = field(default_factory=dict)
 
-    def unsupported(self, step: StepSpec) -> Optional[str]:
-        """Why the backend cannot run ``step`` (None when it can), in words naming the backend."""
+    def unsupported(self, step: StepSpec, others: Sequence["SupportTable"] = ()) -> Optional[str]:
+        """Why the backend cannot run ``step`` (None when it can), in words naming the backend;
+        ``yet`` is said unless one of ``others`` (the other backends' tables,
+        :func:`lwdsl.backend.registry.unsupported` passes them) runs that form."""
         if step.op not in self.runs:
             return f"the {self.backend} backend cannot run {step.op} yet"
         have = self.runs[step.op]
@@ -44,8 +46,8 @@ class SupportTable:
             return None
         form = missing[0]
         what = f"export {form}" if step.op == "export" else f"run {step.op} {form}"
-        others = [t.backend for t in _other_tables(self.backend) if form in t.runs.get(step.op, ())]
-        return f"the {self.backend} backend cannot {what}" + ("" if others else " yet")
+        elsewhere = [t.backend for t in others if t.backend != self.backend and form in t.runs.get(step.op, ())]
+        return f"the {self.backend} backend cannot {what}" + ("" if elsewhere else " yet")
 
     def describe(self, op: str) -> str:
         """A few words for ``lwdsl ops``: the forms run (or "all forms"), or "not yet"."""
@@ -56,15 +58,3 @@ class SupportTable:
         words = "all forms" if every and set(have) == set(every) else (", ".join(have) or "yes")
         note = self.notes.get(op)
         return f"{words} ({note})" if note else words
-
-
-def _other_tables(name: str) -> list[SupportTable]:
-    from .registry import BACKENDS, support_table
-
-    out = []
-    for other in BACKENDS:
-        if other != name:
-            table = support_table(other)
-            if table is not None:
-                out.append(table)
-    return out

@@ -77,6 +77,7 @@ def test_teacher_list_averages_logits(tmp_path):
         save_weights(paths[-1], {k: v * (1.0 + i) for k, v in state.items()})
     handle = _model(be)
     spec = DistillSpec(teacher=tuple(str(p) for p in paths), epochs=0)
+    ctx.backend = be  # as Backend.apply sets it
     teachers = load_teachers(dmod.PARTS, handle, spec, ctx)
     x = ctx.data.train_x
     each = [t.model(nhwc(x), training=False).numpy() for t in teachers]
@@ -159,6 +160,7 @@ def test_transfer_set_trains_on_its_images_in_the_core_order():
     transfer = _data(96)
     ctx.datasets[TRANSFER] = transfer
     spec = DistillSpec(T=2, alpha=1, data=TRANSFER, student="seedcnn_student", batch=32, lr=0.05)
+    ctx.backend = be  # as Backend.apply sets it
     initial = dmod.PARTS.build_student("seedcnn_student", ctx).model
     first = nhwc(transfer.train_x[epoch_order(96, ctx.seed, 0)[:32]])
     ref = core.soft_target_loss(initial(first, training=False).numpy(), handle.model(first, training=False).numpy(), 2.0)

@@ -69,6 +69,7 @@ def test_teacher_list_averages_logits(tmp_path):
         save_weights(paths[-1], be.state(_model(be)))
     handle = _model(be)
     spec = DistillSpec(teacher=tuple(str(p) for p in paths), epochs=0)
+    ctx.backend = be  # as Backend.apply sets it
     teachers = load_teachers(dmod.PARTS, handle, spec, ctx)
     x = ctx.data.train_x
     each = [t.module(torch.as_tensor(x)).detach().numpy() for t in teachers]
@@ -141,6 +142,7 @@ def test_transfer_set_trains_on_its_images_in_the_core_order():
     transfer = make_data(classes=3, n_train=96, n_test=8, seed=5)
     ctx.datasets[TRANSFER] = transfer
     spec = DistillSpec(T=2, alpha=1, data=TRANSFER, student="seedcnn_student", batch=32, lr=0.05)
+    ctx.backend = be  # as Backend.apply sets it
     initial = dmod.PARTS.build_student("seedcnn_student", ctx).module.eval()
     first = torch.as_tensor(transfer.train_x[epoch_order(96, ctx.seed, 0)[:32]])
     with torch.no_grad():

@@ -11,7 +11,7 @@ import pytest
 
 from lwdsl import data as data_mod
 from lwdsl.data import data_shape, load_data
-from lwdsl.errors import LwdslError, RunError
+from lwdsl.errors import LwdslError, RunError, UsageError
 
 
 def _idx(path, arr, compress=True):
@@ -78,7 +78,7 @@ def test_corrupt_file_is_a_clear_error(isolated, monkeypatch):
     _write_set(isolated / "d" / "mnist")
     (isolated / "d" / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x01\x02\x03\x04"))
     monkeypatch.setenv("LWDSL_DATA", str(isolated / "d"))
-    with pytest.raises(RunError, match="not an idx file"):
+    with pytest.raises(UsageError, match="not an idx file"):  # a damaged file: bad input, exit 2
         load_data("mnist", download=False)
 
 

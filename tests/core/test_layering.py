@@ -14,7 +14,7 @@ LWDSL = Path(__file__).resolve().parents[2] / "lwdsl"
 LAYERS = ["specs", "syntax", "parser", "binding", "plan", "formatter", "validate", "jsonplan", "compiler", "explain", "diff"]
 
 #: (importer, imported): the lazy backward imports the layering allows.
-ALLOWED_LAZY = {("plan", "formatter"), ("plan", "jsonplan")}
+ALLOWED_LAZY = {("plan", "formatter")}
 
 
 def _imports(module: str) -> list[tuple[str, bool, int]]:
