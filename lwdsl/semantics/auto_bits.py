@@ -35,7 +35,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from .quant import quantize_as
+from .codes import quantize_as
+from .forms import AUTO_TRIALS
 
 __all__ = [
     "auto_forms",
@@ -50,8 +51,8 @@ __all__ = [
     "choice_notes",
 ]
 
-#: (form, bits per weight), lowest first.
-CANDIDATES: tuple[tuple[str, int], ...] = (("binary", 1), ("int2", 2), ("int4", 4), ("int8", 8), ("float", 32))
+#: (form, bits per weight), lowest first: the forms table's auto trials, then float.
+CANDIDATES: tuple[tuple[str, int], ...] = AUTO_TRIALS + (("float", 32),)
 #: The candidates a backend measures (float is the reference, sensitivity 0).
 TRIAL_FORMS: tuple[str, ...] = tuple(f for f, _ in CANDIDATES if f != "float")
 

@@ -29,10 +29,9 @@ ends), and of those two the one at the smaller float32 distance ``|w - v|``, a t
 the lower code (so 0.0, code 0, wins its ties). Every step is an exact float32 comparison or
 subtraction, so torch and TensorFlow (``searchsorted`` too) reproduce it bit for bit.
 
-**Packing** (:func:`pack_indices`): the codes as unsigned ``B``-bit fields of one little-endian
-bit stream, element ``i`` in bits ``B*i .. B*i + B - 1`` (for ``B`` in 1, 2, 4: the layout of
-:func:`lwdsl.semantics.quant.pack_codes`, unsigned), ``ceil(n * B / 8)`` bytes, unused high
-bits of the last byte 0.
+**Packing**: the codes as unsigned ``B``-bit fields, by the one bit packer of
+:mod:`lwdsl.semantics.packing` (:func:`~lwdsl.semantics.packing.pack_indices`, re-exported here
+for old imports), ``ceil(n * B / 8)`` bytes.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RunError
+from .packing import pack_indices, unpack_indices
 
 __all__ = [
     "MAX_ITERATIONS",
@@ -143,42 +143,3 @@ def nearest_codes(w: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     d_lo, d_hi = np.abs(w - values[lo]), np.abs(w - values[hi])
     take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (codes[lo] < codes[hi]))
     return np.where(take_lo, codes[lo], codes[hi]).astype(np.uint8)
-
-
-def pack_indices(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Unsigned ``bits``-bit codes packed into bytes (module rules): ``ceil(n * bits / 8)`` uint8.
-
-    Raises:
-        ValueError: bits outside 1..8, or a code outside ``[0, 2^bits)``.
-
-    >>> pack_indices(np.array([1, 7, 0, 5], np.uint8), 3).tolist()
-    [57, 10]
-    """
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise ValueError(f"packing needs bits in 1..8, got {bits!r}")
-    c = np.asarray(codes).reshape(-1)
-    if c.size and (c.min() < 0 or c.max() >= 2**bits):
-        raise ValueError(f"codes outside [0, {2 ** bits - 1}] for {bits} bits")
-    fields = (c.astype(np.uint16)[:, None] >> np.arange(bits, dtype=np.uint16)) & 1
-    return np.packbits(fields.astype(np.uint8).reshape(-1), bitorder="little")
-
-
-def unpack_indices(packed: np.ndarray, bits: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`pack_indices`: uint8 codes of ``shape``.
-
-    Raises:
-        RunError: bits outside 1..8, or a byte count that does not fit ``shape`` (a damaged
-            file).
-
-    >>> unpack_indices(np.array([57, 10], np.uint8), 3, (4,)).tolist()
-    [1, 7, 0, 5]
-    """
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise RunError(f"packed cluster codes need bits in 1..8, got {bits!r}")
-    shape = tuple(int(d) for d in shape)
-    n = int(np.prod(shape, dtype=np.int64))
-    p = np.asarray(packed).reshape(-1)
-    if p.dtype != np.uint8 or p.size != -(-n * bits // 8):
-        raise RunError(f"packed cluster codes of {p.size} {p.dtype} bytes do not fit shape {shape} at {bits} bits")
-    fields = np.unpackbits(p, count=n * bits, bitorder="little").reshape(n, bits).astype(np.uint16)
-    return (fields << np.arange(bits, dtype=np.uint16)).sum(axis=1).astype(np.uint8).reshape(shape)
