@@ -19,6 +19,7 @@ from typing import Any
 from .backend import Backend
 from .dataset import Dataset
 from .plan import Recipe
+from .semantics.forms import TRIAL_FORMS
 
 __all__ = ["build_report", "staging_dir", "write_run_dir", "report_markdown", "print_table"]
 
@@ -191,7 +192,7 @@ def _auto_bits_markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
         measure = notes.get("sensitivity", "weight_error")
         how = (f"KL divergence of the outputs on {notes.get('calibration_images', 0)} calibration images, one layer at a time "
                "quantized" if measure == "kl" else "squared weight error (no training images)")
-        forms = [f for f in ("binary", "int2", "int4", "int8") if any(f in r.get("sensitivity", {}) for r in notes["layers"])]
+        forms = [f for f in TRIAL_FORMS if any(f in r.get("sensitivity", {}) for r in notes["layers"])]
         lines += [
             "",
             f"## Bits per layer: `{step['text']}`",
@@ -239,12 +240,12 @@ def print_table(report: dict[str, Any]) -> None:
     for _, step, notes in _auto_steps(report):
         auto = Table(title=f"{step['text']}: {notes['average_bits']:.3f} bits per weight on average "
                            f"(sensitivity: {notes.get('sensitivity', 'weight_error')})")
-        for col in ("layer", "weights", "form", "bits", "binary", "int2", "int4", "int8"):
+        for col in ("layer", "weights", "form", "bits") + TRIAL_FORMS:
             auto.add_column(col, justify="left" if col in ("layer", "form") else "right")
         for r in notes["layers"]:
             sens = r.get("sensitivity", {})
             auto.add_row(r["layer"], f"{r['weights']:,}", r["form"], str(r["bits"]),
-                         *(_sens(sens[f], 2) if f in sens else "-" for f in ("binary", "int2", "int4", "int8")))
+                         *(_sens(sens[f], 2) if f in sens else "-" for f in TRIAL_FORMS))
         console.print(auto)
 
 

@@ -2,7 +2,8 @@
 (``lwdsl check --backend``, ``lwdsl ops``)."""
 
 from lwdsl.backend.support import SupportTable
-from lwdsl.specs import DistillSpec, PruneSpec
+from lwdsl.semantics.forms import CASTS, LOW_BIT
+from lwdsl.specs import DistillSpec, PruneSpec, QuantizeSpec
 
 SUPPORT = SupportTable(
     backend="torch",
@@ -11,14 +12,12 @@ SUPPORT = SupportTable(
         "regularize": (),
         "finetune": (),
         "export": ("torch", "onnx"),
-        "quantize": ("int8/dynamic", "int8/static", "int8/qat", "int8/weights_only")
-        + tuple(f"{d}/{m}" for d in ("int4", "int2", "ternary", "binary", "cluster") for m in ("weights_only", "qat"))
-        + ("fp16", "bf16", "auto"),
+        "quantize": QuantizeSpec.FORMS,  # every form of the forms table (lwdsl.semantics.forms)
         "distill": DistillSpec.FORMS,
     },
     notes={
         "quantize": "codes from the core; int8 CPU kernels through ONNX Runtime, and PyTorch's x86 int8 kernels on "
-        "a VNNI/AMX CPU; int4/int2/ternary/binary/cluster weights packed in the .lwz, float kernels (the gain is size, not speed); fp16/bf16 weights stored in 16 bits (.lwz, model.pt)",
+        f"a VNNI/AMX CPU; {'/'.join(LOW_BIT)} weights packed in the .lwz, float kernels (the gain is size, not speed); {'/'.join(CASTS)} weights stored in 16 bits (.lwz, model.pt)",
         "export": "onnx: int8 QDQ after int8 quantize, float16/bfloat16 initializers after fp16/bf16; torch: state dict "
         "(cast layers in half; quantized layers as float32 weights holding codes * scale, said with a warning)",
     },

@@ -13,7 +13,7 @@ cast the weights. ``auto`` picks binary, int2, int4, int8 or float per layer
 (:mod:`lwdsl.semantics.auto_bits`). ``cluster bits=B`` is weight sharing (Han et al. 2016): one
 codebook of ``2^B`` values per layer, code 0 kept for the zeros (:mod:`lwdsl.semantics.cluster`);
 it is a low-bit weight form (weights only or qat), always one codebook per tensor.
-The numbers are :mod:`lwdsl.semantics.quant`'s.
+The numbers are :mod:`lwdsl.semantics.codes`'s; the forms are :mod:`lwdsl.semantics.forms`'s table.
 """
 
 from __future__ import annotations
@@ -22,19 +22,18 @@ from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
+from ..semantics.forms import CASTS, EXPORT_HOLDS, LOW_BIT, NAMES, STEP_FORMS
 from .base import StepSpec
 
 __all__ = ["QuantizeSpec", "LOW_BIT", "EXPORT_HOLDS"]
 
-#: Weight forms below 8 bits: weights only (float activations), or trained (qat).
-LOW_BIT = ("int4", "int2", "ternary", "binary", "cluster")
-
-#: Export formats -> the quantize dtypes their files can hold. The ONNX QDQ model and TFLite
-#: store int8 codes (the engines' kernels), and the casts as 16-bit weights (ONNX: float16 and
-#: bfloat16 initializers; TFLite: float16 only, its converter has no bfloat16 weights);
-#: ``torch``, ``keras`` and ``saved_model`` store the float weights ``codes * scale`` (and the
-#: .lwz beside them the packed codes).
-EXPORT_HOLDS: dict[str, tuple[str, ...]] = {"onnx": ("int8", "fp16", "bf16"), "tflite": ("int8", "fp16")}
+# LOW_BIT (weight forms below 8 bits: weights only, float activations, or trained with qat) and
+# EXPORT_HOLDS (export format -> the quantize dtypes its files hold: the ONNX QDQ model and
+# TFLite store int8 codes, the engines' kernels, and the casts as 16-bit weights, ONNX as float16
+# and bfloat16 initializers, TFLite float16 only, its converter having no bfloat16 weights;
+# ``torch``, ``keras`` and ``saved_model`` store the float weights ``codes * scale``, and the .lwz
+# beside them the packed codes) come from the forms table (:mod:`lwdsl.semantics.forms`), as every
+# list of forms here.
 
 
 #: Why a ``quantize`` has no meaning for a layer kind a selector may name.
@@ -55,14 +54,10 @@ class QuantizeSpec(StepSpec):
     positional: ClassVar[tuple[str, ...]] = ("dtype",)
     default_kinds: ClassVar[tuple[str, ...]] = ("conv", "linear")
     summary: ClassVar[str] = "lower precision: int8/4/2, binary, ternary, cluster, fp16/bf16; PTQ or QAT"
-    FORMS: ClassVar[tuple[str, ...]] = (
-        tuple(f"int8/{m}" for m in ("dynamic", "static", "qat", "weights_only"))
-        + tuple(f"{d}/{m}" for d in LOW_BIT for m in ("qat", "weights_only"))
-        + ("fp16", "bf16", "auto")
-    )
+    FORMS: ClassVar[tuple[str, ...]] = STEP_FORMS
 
     op: Literal["quantize"] = "quantize"
-    dtype: Literal["int8", "int4", "int2", "binary", "ternary", "cluster", "fp16", "bf16", "auto"] = Field(
+    dtype: Literal[NAMES] = Field(  # type: ignore[valid-type]
         description="target precision; auto picks per layer within budget; cluster shares 2^bits values per layer"
     )
     mode: Literal["dynamic", "static", "qat"] = Field(
@@ -111,7 +106,7 @@ class QuantizeSpec(StepSpec):
             raise ValueError(f"bits= goes only with quantize cluster; quantize {self.dtype} has its bits in its name")
         if (self.dtype == "auto") != (self.budget is not None):
             raise ValueError("quantize auto needs budget=BITS, and budget= goes only with auto")
-        if self.dtype in ("fp16", "bf16") and "mode" in self.model_fields_set:
+        if self.dtype in CASTS and "mode" in self.model_fields_set:
             raise ValueError(f"{self.dtype} is a cast: mode={self.mode} does not apply")
         if "epochs" in self.model_fields_set and self.mode != "qat":
             raise ValueError("epochs= applies only with mode=qat")
@@ -124,12 +119,12 @@ class QuantizeSpec(StepSpec):
         return self
 
     def trains(self) -> bool:
-        return self.mode == "qat" and not self.weights_only and self.dtype not in ("fp16", "bf16")
+        return self.mode == "qat" and not self.weights_only and self.dtype not in CASTS
 
     def is_cast(self) -> bool:
         """Whether the step casts the weights to a 16-bit float (``fp16``, ``bf16``): a model
         nothing trains any more (see :meth:`StepSpec.trains`)."""
-        return self.dtype in ("fp16", "bf16")
+        return self.dtype in CASTS
 
     def export_refusal(self, fmt: str) -> Optional[str]:
         """Why an ``export fmt`` after this step cannot hold its form (None when it can)."""
@@ -142,6 +137,6 @@ class QuantizeSpec(StepSpec):
         return f"export {fmt} stores int8 codes, 16-bit floats or float32 weights: it cannot hold {self.dtype} weights"
 
     def forms(self) -> tuple[str, ...]:
-        if self.dtype in ("fp16", "bf16", "auto"):
+        if self.dtype in CASTS + ("auto",):
             return (self.dtype,)
         return (f"{self.dtype}/{'weights_only' if self.weights_only else self.mode}",)
