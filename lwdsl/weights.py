@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import UsageError
 from .limits import MAX_WEIGHTS_BYTES, size_words
-from .semantics.quant import DamagedTensor, check_state
+from .semantics.state import DamagedTensor, check_state
 
 __all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode"]
 

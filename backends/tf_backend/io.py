@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lwdsl.errors import LwdslError, UsageError
-from lwdsl.semantics.quant import DamagedTensor, check_state
+from lwdsl.semantics.state import DamagedTensor, check_state
 from lwdsl.weights import load_weights
 
 from .handle import KerasHandle

@@ -34,7 +34,7 @@ import numpy as np
 
 from lwdsl.backend.timing import fixed_input, median_ms
 from lwdsl.errors import RunError
-from lwdsl.semantics.quant import int8_only
+from lwdsl.semantics.codes import int8_only
 
 from ._tf import tf
 

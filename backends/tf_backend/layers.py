@@ -272,7 +272,7 @@ def canonical_state(handle: Any) -> dict[str, np.ndarray]:
     quantized layers' weights as codes (packed below 8 bits), scales and bits, and statically
     quantized layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
     (:func:`lwdsl.semantics.quant.pack_state`)."""
-    from lwdsl.semantics.quant import pack_state
+    from lwdsl.semantics.state import pack_state
 
     from lwdsl.semantics.fold import FOLDED
 

@@ -22,7 +22,7 @@ import torch
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.steps import export_handler, float_kernels_warning
-from lwdsl.semantics.quant import half_bits
+from lwdsl.semantics.casts import half_bits
 from lwdsl.specs import ExportSpec
 from lwdsl.weights import atomic_path
 

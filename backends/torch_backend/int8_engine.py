@@ -49,7 +49,7 @@ import torch
 
 from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.quant import agreement
+from lwdsl.semantics.codes import agreement
 
 from .handle import TorchModel
 

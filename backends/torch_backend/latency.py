@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from lwdsl.backend.timing import Protocol, fixed_input, median_ms
-from lwdsl.semantics.quant import int8_only
+from lwdsl.semantics.codes import int8_only
 
 from .handle import TorchModel
 
