@@ -1,7 +1,7 @@
 """The model zoo as tf_keras functional models, and every other way to get a model.
 
-The zoo mirrors the PyTorch backend's models layer for layer: the same layer names, widths,
-activation placement and 'valid' padding, so one canonical state (PyTorch layout) loads into
+The zoo is built from the core's table (:mod:`lwdsl.zoo`), as the PyTorch backend's is: the
+same layer names, widths, activation placement and 'valid' padding, so one canonical state (PyTorch layout) loads into
 either framework and gives the same logits. Inputs are NHWC. Each builder takes ``widths``
 (layer name -> output width); a state whose filters were physically removed loads into any
 model through :func:`lwdsl.backends.tf_backend.surgery.resize_to_state`.
@@ -25,67 +25,11 @@ from typing import Any, Optional
 
 
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
+from lwdsl.zoo import ZOO, layers_of
 
 from ._tf import tf_keras
 
 __all__ = ["ZOO", "GRAPHS", "build_model", "build_zoo", "build_resnet8", "adopt_model", "load_file"]
-
-# name -> layers: ("conv", name, width, kernel) | ("pool",) | ("relu",) | ("flatten",)
-#                 | ("dropout", rate) | ("dense", name, width, relu?) ; the last dense layer has
-#                 num_classes units.
-ZOO: dict[str, tuple[tuple, ...]] = {
-    "lenet300": (
-        ("flatten",),
-        ("dense", "fc1", 300, True),
-        ("dense", "fc2", 100, True),
-        ("dense", "fc3", None, False),
-    ),
-    "lenet5": (  # Caffe's LeNet: no activation after the convolutions
-        ("conv", "conv1", 20, 5),
-        ("pool",),
-        ("conv", "conv2", 50, 5),
-        ("pool",),
-        ("flatten",),
-        ("dense", "fc1", 500, True),
-        ("dense", "fc2", None, False),
-    ),
-    "seedcnn": (  # the CNN of the seed article: relu(max_pool(conv(x)))
-        ("conv", "conv1", 10, 5),
-        ("pool",),
-        ("relu",),
-        ("conv", "conv2", 20, 5),
-        ("pool",),
-        ("relu",),
-        ("flatten",),
-        ("dense", "fc1", 50, True),
-        ("dense", "fc2", None, False),
-    ),
-    # Hinton et al. 2015's MNIST teacher (dropout 0.2 on the input, 0.5 on hidden) and student
-    "mlp1200": (
-        ("flatten",),
-        ("dropout", 0.2),
-        ("dense", "fc1", 1200, True),
-        ("dropout", 0.5),
-        ("dense", "fc2", 1200, True),
-        ("dropout", 0.5),
-        ("dense", "fc3", None, False),
-    ),
-    "mlp800": (
-        ("flatten",),
-        ("dense", "fc1", 800, True),
-        ("dense", "fc2", 800, True),
-        ("dense", "fc3", None, False),
-    ),
-}
-
-
-def _with_widths(layers: tuple[tuple, ...], **widths: int) -> tuple[tuple, ...]:
-    return tuple((*spec[:2], widths.get(spec[1], spec[2]), *spec[3:]) if spec[0] in ("conv", "dense") else spec for spec in layers)
-
-
-#: the survey's student at 6-10-25, as on torch: its flatten is the 160 the article meant
-ZOO["seedcnn_student"] = _with_widths(ZOO["seedcnn"], conv1=6, conv2=10, fc1=25)
-
 
 def _torch_like_init(fan_in: int, index: int) -> dict[str, Any]:
     """PyTorch's default initialisation of Conv/Linear, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
@@ -103,7 +47,7 @@ def build_zoo(
     """A zoo model as a functional tf_keras model taking NHWC input.
 
     Args:
-        name: a key of :data:`ZOO`.
+        name: a key of :data:`lwdsl.zoo.ZOO` (the layers both backends build).
         input_shape: (C, H, W) of one image.
         num_classes: units of the last layer.
         widths: output widths replacing the defaults (after a structural removal).
@@ -111,21 +55,20 @@ def build_zoo(
     >>> build_zoo("lenet5", (1, 28, 28), 10).count_params()
     431080
     """
-    widths = widths or {}
     c, h, w = input_shape
     inp = tf_keras.Input((h, w, c), name="input")
     x = inp
     counts = {"pool": 0, "relu": 0, "dropout": 0}
     try:
-        for i, spec in enumerate(ZOO[name]):
+        for i, spec in enumerate(layers_of(name, widths)):
             kind = spec[0]
             if kind == "conv":
                 _, lname, width, k = spec
                 init = _torch_like_init(int(x.shape[-1]) * k * k, i)
-                x = tf_keras.layers.Conv2D(widths.get(lname, width), k, padding="valid", name=lname, **init)(x)
+                x = tf_keras.layers.Conv2D(width, k, padding="valid", name=lname, **init)(x)
             elif kind == "dense":
                 _, lname, width, relu = spec
-                units = num_classes if width is None else widths.get(lname, width)
+                units = num_classes if width is None else width
                 init = _torch_like_init(int(x.shape[-1]), i)
                 x = tf_keras.layers.Dense(units, activation="relu" if relu else None, name=lname, **init)(x)
             elif kind == "flatten":

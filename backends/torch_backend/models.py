@@ -1,11 +1,12 @@
 """The model zoo: the built-in networks and any torchvision classifier, by name.
 
-Built-ins take NCHW input of any (C, H, W) and compute their flatten size from it (the seed
-tutorials hard-code 16*5*5 or 160 and break on 28x28 images). Their layers are direct
-attributes named ``conv1``, ``conv2``, ``fc1``, ``fc2``, ``fc3`` (no ``nn.Sequential``), so the
-canonical tensor names are ``conv1.weight``, ``fc1.bias`` ... on every backend. Every builder
-takes its hidden widths as keywords, so a model whose filters were physically removed can be
-built again at its smaller widths.
+Built-ins are built from the core's table (:mod:`lwdsl.zoo`), as on every backend; they take
+NCHW input of any (C, H, W) and compute their flatten size from it (the seed tutorials
+hard-code 16*5*5 or 160 and break on 28x28 images). Their layers are direct attributes named
+``conv1``, ``conv2``, ``fc1``, ``fc2``, ``fc3`` (no ``nn.Sequential``), so the canonical tensor
+names are ``conv1.weight``, ``fc1.bias`` ... on every backend. Every builder takes its hidden
+widths as keywords, so a model whose filters were physically removed can be built again at
+its smaller widths.
 
 ``torchvision:NAME`` builds ``torchvision.models.get_model(NAME, weights=None,
 num_classes=K)``. The input channels are not adapted: torchvision classifiers expect 3-channel
@@ -21,126 +22,90 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
+from lwdsl.zoo import BUILTIN_NAMES, ZOO, layers_of
 
-__all__ = ["BUILTINS", "build_model", "LeNet300", "LeNet5", "SeedCNN", "HintonMLP", "ResNet8"]
-
-
-def _flat_size(features: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...], name: str) -> int:
-    """Elements per sample after ``features`` on an input of ``input_shape`` (C, H, W)."""
-    try:
-        with torch.no_grad():
-            return int(features(torch.zeros(1, *input_shape)).numel())
-    except RuntimeError as exc:
-        raise LwdslError(
-            f"model {name} does not fit inputs of shape {tuple(input_shape)}: {exc}",
-            hint=f"{name} needs images of at least its receptive field (28x28 MNIST works)",
-        ) from None
+__all__ = ["BUILTINS", "build_model", "ZooNet", "LeNet300", "LeNet5", "SeedCNN", "SeedCNNStudent", "HintonMLP1200", "HintonMLP800", "ResNet8"]
 
 
-class LeNet300(nn.Module):
-    """LeNet-300-100: flatten, fc1 300, ReLU, fc2 100, ReLU, fc3 (266,610 params on 28x28)."""
+class ZooNet(nn.Module):
+    """A zoo model built from the core's table (:data:`lwdsl.zoo.ZOO`, the layers both backends
+    build): each conv / dense layer a direct attribute of its name (``conv1``, ``fc1``: the
+    canonical tensor names), pooling, ReLU and flatten as functions, dropout as ``drop0``,
+    ``drop1``, ... . Layers are created in table order from torch's global generator (PyTorch's
+    default initialisation); a dense layer's input size is read from a zero input of
+    ``input_shape`` (C, H, W). Widths are keywords by layer name (``fc1=30``)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, fc1: int = 300, fc2: int = 100) -> None:
+    zoo: ClassVar[str]
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, **widths: int) -> None:
         super().__init__()
-        n_in = 1
-        for d in input_shape:
-            n_in *= int(d)
-        self.fc1 = nn.Linear(n_in, fc1)
-        self.fc2 = nn.Linear(fc1, fc2)
-        self.fc3 = nn.Linear(fc2, num_classes)
+        named = {spec[1] for spec in ZOO[self.zoo] if spec[0] in ("conv", "dense") and spec[2] is not None}
+        unknown = set(widths) - named
+        if unknown:
+            raise UsageError(f"{self.zoo} has no layer '{sorted(unknown)[0]}' with a width", hint=f"widths: {', '.join(sorted(named))}")
+        self.plan = layers_of(self.zoo, widths)
+        x, drops = torch.zeros(1, *input_shape), 0
+        try:
+            with torch.no_grad():
+                for spec in self.plan:
+                    if spec[0] == "conv":
+                        setattr(self, spec[1], nn.Conv2d(int(x.shape[1]), spec[2], spec[3]))
+                    elif spec[0] == "dense":
+                        setattr(self, spec[1], nn.Linear(int(x.shape[1]), num_classes if spec[2] is None else spec[2]))
+                    elif spec[0] == "dropout":  # not run here: it draws from the generator, shapes stay
+                        setattr(self, f"drop{drops}", nn.Dropout(spec[1]))
+                        drops += 1
+                        continue
+                    x = self._layer(spec, x, drops)
+        except RuntimeError as exc:
+            raise LwdslError(
+                f"model {self.zoo} does not fit inputs of shape {tuple(input_shape)}: {exc}",
+                hint=f"{self.zoo} needs images of at least its receptive field (28x28 MNIST works)",
+            ) from None
+
+    def _layer(self, spec: tuple, x: torch.Tensor, drop: int) -> torch.Tensor:
+        kind = spec[0]
+        if kind in ("conv", "dense"):
+            x = getattr(self, spec[1])(x)
+            return F.relu(x) if kind == "dense" and spec[3] else x
+        if kind == "pool":
+            return F.max_pool2d(x, 2)
+        if kind == "relu":
+            return F.relu(x)
+        if kind == "flatten":
+            return torch.flatten(x, 1)
+        return getattr(self, f"drop{drop}")(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
+        drops = 0
+        for spec in self.plan:
+            x = self._layer(spec, x, drops)
+            drops += spec[0] == "dropout"
+        return x
 
 
-class _TwoConvNet(nn.Module):
-    """conv1 5x5, max-pool 2, conv2 5x5, max-pool 2, flatten, fc1, ReLU, fc2; subclasses say
-    whether a ReLU follows each pooling."""
-
-    zoo_name: ClassVar[str]
-    relu_after_pool: ClassVar[bool]
-
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, conv1: int, conv2: int, fc1: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(input_shape[0], conv1, 5)
-        self.conv2 = nn.Conv2d(conv1, conv2, 5)
-        self.fc1 = nn.Linear(_flat_size(self.features, input_shape, self.zoo_name), fc1)
-        self.fc2 = nn.Linear(fc1, num_classes)
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(x, 2)
-        return F.relu(x) if self.relu_after_pool else x
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._pool(self.conv2(self._pool(self.conv1(x))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.features(x), 1)
-        return self.fc2(F.relu(self.fc1(x)))
+class LeNet300(ZooNet):
+    zoo = "lenet300"
 
 
-class LeNet5(_TwoConvNet):
-    """Caffe LeNet-5: conv1 20@5x5, maxpool 2, conv2 50@5x5, maxpool 2, fc1 500, ReLU, fc2.
-
-    No activation after the convolutions, as in Caffe's ``lenet_train_test.prototxt``;
-    431,080 params on 28x28.
-    """
-
-    zoo_name, relu_after_pool = "lenet5", False
-
-    def __init__(
-        self, input_shape: tuple[int, ...], num_classes: int, conv1: int = 20, conv2: int = 50, fc1: int = 500
-    ) -> None:
-        super().__init__(input_shape, num_classes, conv1, conv2, fc1)
+class LeNet5(ZooNet):
+    zoo = "lenet5"
 
 
-class SeedCNN(_TwoConvNet):
-    """The survey's MNIST CNN: conv1 5x5, maxpool 2, ReLU, conv2 5x5, maxpool 2, ReLU, fc1,
-    ReLU, fc2. Default widths 10-20-50 (21,840 params on 28x28); the student is 6-10-25
-    (5,951 params), whose flatten is the 160 the survey's student meant to have."""
-
-    zoo_name, relu_after_pool = "seedcnn", True
-
-    def __init__(
-        self, input_shape: tuple[int, ...], num_classes: int, conv1: int = 10, conv2: int = 20, fc1: int = 50
-    ) -> None:
-        super().__init__(input_shape, num_classes, conv1, conv2, fc1)
+class SeedCNN(ZooNet):
+    zoo = "seedcnn"
 
 
-class HintonMLP(nn.Module):
-    """The MLPs of Hinton et al. 2015's MNIST experiment: flatten, [dropout], fc1, ReLU,
-    [dropout], fc2, ReLU, [dropout], fc3. ``mlp1200`` is the teacher (1200-1200, dropout 0.2 on
-    the input and 0.5 on the hidden layers; 2,395,210 params on 28x28), ``mlp800`` the student
-    (800-800, no dropout; 1,276,810 params)."""
-
-    def __init__(
-        self, input_shape: tuple[int, ...], num_classes: int, fc1: int, fc2: int, p_in: float = 0.0, p_hidden: float = 0.0
-    ) -> None:
-        super().__init__()
-        n_in = 1
-        for d in input_shape:
-            n_in *= int(d)
-        self.drop0, self.drop1, self.drop2 = nn.Dropout(p_in), nn.Dropout(p_hidden), nn.Dropout(p_hidden)
-        self.fc1 = nn.Linear(n_in, fc1)
-        self.fc2 = nn.Linear(fc1, fc2)
-        self.fc3 = nn.Linear(fc2, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop0(torch.flatten(x, 1))
-        x = self.drop1(F.relu(self.fc1(x)))
-        x = self.drop2(F.relu(self.fc2(x)))
-        return self.fc3(x)
+class SeedCNNStudent(ZooNet):
+    zoo = "seedcnn_student"
 
 
-def _mlp1200(input_shape: tuple[int, ...], num_classes: int, fc1: int = 1200, fc2: int = 1200) -> HintonMLP:
-    return HintonMLP(input_shape, num_classes, fc1, fc2, p_in=0.2, p_hidden=0.5)
+class HintonMLP1200(ZooNet):
+    zoo = "mlp1200"
 
 
-def _mlp800(input_shape: tuple[int, ...], num_classes: int, fc1: int = 800, fc2: int = 800) -> HintonMLP:
-    return HintonMLP(input_shape, num_classes, fc1, fc2)
+class HintonMLP800(ZooNet):
+    zoo = "mlp800"
 
 
 class _BasicBlock(nn.Module):
@@ -195,20 +160,12 @@ class ResNet8(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _student(input_shape: tuple[int, ...], num_classes: int, conv1: int = 6, conv2: int = 10, fc1: int = 25) -> SeedCNN:
-    return SeedCNN(input_shape, num_classes, conv1=conv1, conv2=conv2, fc1=fc1)
-
-
 #: Built-in name -> builder(input_shape, num_classes, **widths). Explicit data.
 BUILTINS: dict[str, Callable[..., nn.Module]] = {
-    "lenet300": LeNet300,
-    "lenet5": LeNet5,
-    "seedcnn": SeedCNN,
-    "seedcnn_student": _student,
+    **{cls.zoo: cls for cls in (LeNet300, LeNet5, SeedCNN, SeedCNNStudent, HintonMLP1200, HintonMLP800)},
     "resnet8": ResNet8,
-    "mlp1200": _mlp1200,
-    "mlp800": _mlp800,
 }
+assert set(BUILTINS) == set(BUILTIN_NAMES), "every model of lwdsl.zoo is built here"
 
 
 def _torchvision(name: str, num_classes: int) -> nn.Module:
