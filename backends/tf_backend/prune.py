@@ -11,23 +11,22 @@ above the k-th largest magnitude (so ties at the cut keep more weights than aske
 the Keras layout (a different flat order for conv and flatten-fed Dense kernels), and has no
 global, threshold, random or Ln-structured selection.
 
-``schedule=gradual`` trains (:func:`.train.fit`) and updates the masks when
-:class:`lwdsl.semantics.pruning.GradualClock` says, as the torch backend does step for step;
-after training one more update at exactly AMOUNT, and with ``remove=true`` the pruned filters
-are cut out.
+One-shot or gradual is the core's flow (:mod:`lwdsl.backend.prune`), the same on every backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.prune import PruneParts, prune_handler
 from lwdsl.errors import LwdslError
 from lwdsl.semantics import masks as M
 from lwdsl.semantics.cut import magnitude_cut
-from lwdsl.semantics.pruning import GradualClock, MaskRule, keep_masks, rule_for
+from lwdsl.semantics.pruning import MaskRule, keep_masks
 from lwdsl.specs import PruneSpec
 
 from .handle import KerasHandle
@@ -35,7 +34,7 @@ from .layers import LayerView
 from .structured import plan_removal, remove_filters
 from .train import fit
 
-__all__ = ["prune", "prune_once", "selected_views"]
+__all__ = ["prune", "KerasPruneParts", "selected_views"]
 
 class _Canonical(Sequence):
     """The chosen layers' weights in the canonical layout, read when indexed (views where the
@@ -88,29 +87,29 @@ def _global_magnitude(handle: KerasHandle, chosen: list[LayerView], amount: floa
         handle.add_mask(view, np.ascontiguousarray(keep))
 
 
-def prune_once(
-    handle: KerasHandle, rule: MaskRule, chosen: list[LayerView], remove: bool, ctx: StepContext | None = None
-) -> KerasHandle:
-    """One mask update of ``chosen`` (model order) under ``rule``; with ``remove`` (structured
-    filters) the pruned filters are cut out and the new handle returned."""
-    if rule.kind == "magnitude" and rule.scope == "global":
-        _global_magnitude(handle, chosen, rule.amount)
+class KerasPruneParts(PruneParts):
+    """TensorFlow's parts of the core's ``prune`` flow."""
+
+    def in_model_order(self, handle: KerasHandle, layers: Sequence[str]) -> list[str]:
+        return [v.name for v in selected_views(handle, layers)]
+
+    def prune_once(self, handle: KerasHandle, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext) -> KerasHandle:
+        chosen = selected_views(handle, layers)
+        if rule.kind == "magnitude" and rule.scope == "global":
+            _global_magnitude(handle, chosen, rule.amount)
+            return handle
+        if rule.kind == "structured" and remove:  # per dependency group: see structured.py
+            return remove_filters(handle, rule, list(layers), ctx)
+        for view, keep in zip(chosen, keep_masks(rule, _Canonical(chosen))):
+            handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
         return handle
-    if rule.kind == "structured" and remove:  # per dependency group: see structured.py
-        return remove_filters(handle, rule, [v.name for v in chosen], ctx)
-    for view, keep in zip(chosen, keep_masks(rule, _Canonical(chosen))):
-        handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
-    return handle
+
+    def plan_removal(self, handle: KerasHandle, layers: Sequence[str]) -> None:
+        plan_removal(handle, list(layers))
+
+    def fit(self, handle: KerasHandle, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
+        return fit(handle, spec, ctx, **kwargs)
 
 
-def prune(handle: KerasHandle, spec: PruneSpec, names: Sequence[str], ctx: StepContext) -> KerasHandle:
-    """The ``prune`` handler: one-shot, or gradual while training (:class:`GradualClock`)."""
-    chosen = selected_views(handle, names)
-    seed = ctx.step_seed()
-    if spec.schedule == "oneshot":
-        return prune_once(handle, rule_for(spec, seed), chosen, spec.remove, ctx)
-    if spec.remove:
-        plan_removal(handle, [v.name for v in chosen])  # fail before training, not after
-    update = GradualClock(spec, len(ctx.data.train_x)).hook(lambda s: prune_once(handle, rule_for(spec, seed, s), chosen, False))
-    fit(handle, spec, ctx, label=f"prune gradual to {spec.amount:g}", mask_layers=[v.name for v in chosen], after_step=update)
-    return prune_once(handle, rule_for(spec, seed), chosen, spec.remove, ctx)
+#: The ``prune`` handler: the core's flow over this backend's parts.
+prune = prune_handler(KerasPruneParts())

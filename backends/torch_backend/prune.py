@@ -8,22 +8,21 @@ writes the keep mask and zeroes the weights chunk by chunk, so a global prune of
 needs the masks (bit-packed: 1 bit a weight) and a few MB more.
 
 Only ``weight`` tensors are pruned, never biases. A new mask is ANDed with the layer's
-earlier one. Gradual pruning trains (see train.py) and recomputes the masks every
-``frequency`` optimizer steps at the cubic schedule's sparsity, ending with a mask at
-exactly AMOUNT.
+earlier one. One-shot or gradual is the core's flow (:mod:`lwdsl.backend.prune`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.prune import PruneParts, prune_handler
 from lwdsl.semantics import masks as lm
 from lwdsl.semantics.cut import apply_cut, magnitude_cut
-from lwdsl.semantics.pruning import GradualClock, MaskRule, keep_masks, rule_for
+from lwdsl.semantics.pruning import MaskRule, keep_masks
 from lwdsl.specs import PruneSpec
 
 from .handle import TorchModel, weight_of
@@ -31,7 +30,7 @@ from .layers import weighted_layers
 from .structured import plan_removal, remove_filters
 from .train import fit
 
-__all__ = ["prune", "prune_once", "global_magnitude_prune"]
+__all__ = ["prune", "TorchPruneParts", "global_magnitude_prune"]
 
 def _is_view(w: torch.Tensor) -> bool:
     return w.dtype == torch.float32 and w.is_contiguous() and w.device.type == "cpu"
@@ -55,36 +54,31 @@ def global_magnitude_prune(handle: TorchModel, layers: Sequence[str], amount: fl
         handle.add_mask(name, keep, zeroed=_is_view(w))
 
 
-def prune_once(handle: TorchModel, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext | None = None) -> None:
-    """One mask update of ``layers`` (model order) under ``rule`` (from :func:`rule_for`)."""
-    if rule.kind == "magnitude":  # the same cut as masks.magnitude_cut, in place, in one read
-        groups = [list(layers)] if rule.scope == "global" else [[name] for name in layers]
-        for group in groups:
-            global_magnitude_prune(handle, group, rule.amount)
-        return
-    if rule.kind == "structured" and remove:  # per dependency group: see structured.py
-        remove_filters(handle, rule, layers, ctx)
-        return
-    weights = [_view(weight_of(handle.module, name)) for name in layers]
-    for name, keep in zip(layers, keep_masks(rule, weights)):
-        handle.add_mask(name, torch.from_numpy(np.ascontiguousarray(keep)))
+class TorchPruneParts(PruneParts):
+    """PyTorch's parts of the core's ``prune`` flow."""
 
+    def in_model_order(self, handle: TorchModel, layers: Sequence[str]) -> list[str]:
+        chosen = set(layers)
+        return [name for name, _ in weighted_layers(handle.module) if name in chosen]
 
-def _in_model_order(handle: TorchModel, layers: Sequence[str]) -> list[str]:
-    chosen = set(layers)
-    return [name for name, _ in weighted_layers(handle.module) if name in chosen]
-
-
-def prune(handle: TorchModel, spec: PruneSpec, layers: Sequence[str], ctx: StepContext) -> TorchModel:
-    """The ``prune`` handler: one-shot, or gradual while training (:class:`GradualClock`)."""
-    layers = _in_model_order(handle, layers)
-    seed = ctx.step_seed()
-    if spec.schedule == "oneshot":
-        prune_once(handle, rule_for(spec, seed), layers, spec.remove, ctx)
+    def prune_once(self, handle: TorchModel, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext) -> TorchModel:
+        if rule.kind == "magnitude":  # the same cut as masks.magnitude_cut, in place, in one read
+            for group in ([list(layers)] if rule.scope == "global" else [[name] for name in layers]):
+                global_magnitude_prune(handle, group, rule.amount)
+        elif rule.kind == "structured" and remove:  # per dependency group: see structured.py
+            remove_filters(handle, rule, layers, ctx)
+        else:
+            weights = [_view(weight_of(handle.module, name)) for name in layers]
+            for name, keep in zip(layers, keep_masks(rule, weights)):
+                handle.add_mask(name, torch.from_numpy(np.ascontiguousarray(keep)))
         return handle
-    if spec.remove:
-        plan_removal(handle, layers)  # fail before training, not after
-    update = GradualClock(spec, len(ctx.data.train_x)).hook(lambda s: prune_once(handle, rule_for(spec, seed, s), layers, False))
-    fit(handle, spec, ctx, label=f"prune gradual to {spec.amount:g}", after_step=update)
-    prune_once(handle, rule_for(spec, seed), layers, spec.remove, ctx)
-    return handle
+
+    def plan_removal(self, handle: TorchModel, layers: Sequence[str]) -> None:
+        plan_removal(handle, layers)
+
+    def fit(self, handle: TorchModel, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
+        return fit(handle, spec, ctx, **kwargs)
+
+
+#: The ``prune`` handler: the core's flow over this backend's parts.
+prune = prune_handler(TorchPruneParts())

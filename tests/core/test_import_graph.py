@@ -128,12 +128,15 @@ RULES = [
     # the language side: text -> plan, never the run or a framework
     (("lwdsl.specs", "lwdsl.syntax", "lwdsl.parser", "lwdsl.binding", "lwdsl.plan", "lwdsl.formatter", "lwdsl.validate",
       "lwdsl.jsonplan", "lwdsl.compiler", "lwdsl.diff", "lwdsl.values", "lwdsl.fields", "lwdsl.selectors"),
-     ("lwdsl.backends", "lwdsl.backend.protocol", "lwdsl.backend.fit", "lwdsl.backend.quantize", "lwdsl.backend.distill")
+     ("lwdsl.backends", "lwdsl.backend.protocol", "lwdsl.backend.fit", "lwdsl.backend.quantize", "lwdsl.backend.distill",
+      "lwdsl.backend.prune")
      + RUN_SIDE),
     # the protocol and the flows written once: they never know a concrete backend or the run
     (("lwdsl.backend",), ("lwdsl.backends", "lwdsl.compiler", "lwdsl.parser") + RUN_SIDE),
     # a backend gets specs and the core, never text, the runner or the command line
     (("lwdsl.backends",), ("lwdsl.compiler", "lwdsl.parser", "lwdsl.binding") + RUN_SIDE),
+    # the zoo's table is data: it imports nothing of lwdsl
+    (("lwdsl.zoo",), ("lwdsl",)),
     # the runner never imports the command line
     (("lwdsl.runner", "lwdsl.report", "lwdsl.metrics"), ("lwdsl.cli", "lwdsl.cli_run", "lwdsl.cli_args")),
 ]
