@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_RECIPE_BYTES",
+    "MAX_RECIPE_TOKENS",
     "MAX_NESTING",
     "MAX_USE_DEPTH",
     "MAX_VALUE_ITEMS",
@@ -27,6 +28,10 @@ __all__ = [
 
 #: Bytes of one recipe, and of a recipe with every file it uses (``use``) together.
 MAX_RECIPE_BYTES = 1 << 20
+#: Words, numbers, strings and signs of one recipe file (comments and blank lines not counted):
+#: checking stays linear and bounded (a recipe at this limit is checked in about a second);
+#: real recipes have hundreds.
+MAX_RECIPE_TOKENS = 100_000
 #: Lists inside lists in one value, as written or as built from variables.
 MAX_NESTING = 16
 #: Files using files using files (``use``), counting the top recipe.

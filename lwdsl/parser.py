@@ -18,7 +18,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from . import syntax as s
 from .errors import Location, RecipeError
-from .limits import MAX_NESTING, MAX_RECIPE_BYTES, size_words
+from .limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_TOKENS, size_words
 from .syntax import location_in
 
 __all__ = ["parse_document", "parse_value", "comments", "check_size"]
@@ -65,8 +65,33 @@ def check_size(text: str, file: str) -> None:
         )
 
 
+#: What the grammar reads as one token, roughly (a count, not a lexer): a quoted string, a run
+#: of word characters, or one sign; comments are matched to be skipped.
+_TOKEN = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"?|[\w.%$*?+\-/]+|[^\s#]')
+
+
+def check_tokens(text: str, file: str) -> None:
+    """Refuse a recipe of more than MAX_RECIPE_TOKENS tokens before the parser reads it, at the
+    first token past the limit (counted in one regular-expression pass, linear in the text)."""
+    count = 0
+    for match in _TOKEN.finditer(text):
+        if match.group().startswith("#"):
+            continue
+        count += 1
+        if count > MAX_RECIPE_TOKENS:
+            line = text.count("\n", 0, match.start()) + 1
+            col = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+            raise RecipeError(
+                f"{file} has more than {MAX_RECIPE_TOKENS:,} words, numbers and signs (comments not counted): "
+                "too many for a recipe",
+                location_in(text, file, line, col),
+                hint="split it into files joined with `use`, or check that this is the right file",
+            )
+
+
 def _parse(text: str, file: str, start: str):
     check_size(text, file)
+    check_tokens(text, file)
     try:
         tree = _lark().parse(text, start=start)
     except UnexpectedInput as exc:

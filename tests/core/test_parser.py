@@ -9,6 +9,7 @@ import pytest
 import lwdsl
 from lwdsl import syntax as s
 from lwdsl.errors import RecipeError
+from lwdsl.limits import MAX_RECIPE_TOKENS
 from lwdsl.parser import comments, parse_document, parse_value
 
 
@@ -168,8 +169,13 @@ def _megabyte(line: str) -> str:
     ],
 )
 def test_a_recipe_of_a_megabyte_is_checked(line: str) -> None:
-    """Completes (no assertion on time: bench/check_bench.py prints the figures)."""
+    """Completes, or is refused for its token count before parsing (no assertion on time:
+    bench/check_bench.py prints the figures)."""
     text = _megabyte(line) + "finetune epochs=1\n"
+    if text.count("prune") * 5 > MAX_RECIPE_TOKENS:
+        with pytest.raises(RecipeError, match="too many for a recipe"):
+            lwdsl.parse(text, file="big.lw")
+        return
     recipe = lwdsl.parse(text, file="big.lw")
     assert recipe.steps[-1].op == "finetune"
     assert len(recipe.steps) == (text.count("prune") + 1)
@@ -177,6 +183,6 @@ def test_a_recipe_of_a_megabyte_is_checked(line: str) -> None:
 
 @pytest.mark.slow
 def test_a_long_list_and_long_lines_are_checked() -> None:
-    items = ",".join(["a"] * 100_000)
-    recipe = lwdsl.parse(f"distill teacher=[{items}]\n" + " | ".join(["finetune epochs=1"] * 20_000), file="big.lw")
-    assert len(recipe.steps) == 20_001 and len(recipe.steps[0].teacher) == 100_000
+    items = ",".join(["a"] * 30_000)  # 60,000 tokens, and 5,000 steps of 5: under MAX_RECIPE_TOKENS
+    recipe = lwdsl.parse(f"distill teacher=[{items}]\n" + " | ".join(["finetune epochs=1"] * 5_000), file="big.lw")
+    assert len(recipe.steps) == 5_001 and len(recipe.steps[0].teacher) == 30_000

@@ -21,7 +21,7 @@ import lwdsl.validate as validate_mod
 from lwdsl.data import data_shape, load_data
 from lwdsl.errors import RecipeError, UsageError
 from lwdsl.jsonplan import recipe_from_json
-from lwdsl.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_SYNTHETIC_BYTES
+from lwdsl.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_TOKENS, MAX_SYNTHETIC_BYTES
 from lwdsl.weights import load_weights, save_weights
 
 from ._util import assert_refused, run_cli
@@ -44,6 +44,21 @@ def test_a_10_mb_recipe_and_dev_zero_are_refused_fast_in_little_memory(tmp_path:
         assert tracemalloc.get_traced_memory()[1] < 3 * MAX_RECIPE_BYTES
     finally:
         tracemalloc.stop()
+
+
+def test_a_recipe_of_too_many_tokens_is_refused_at_the_first_one_past_the_limit() -> None:
+    """Checking stays bounded: a recipe under 1 MiB made of many short steps is refused before
+    the parser reads it, located at the first token past MAX_RECIPE_TOKENS."""
+    per_line = 5  # prune l1 0.2 on conv
+    lines = MAX_RECIPE_TOKENS // per_line + 1
+    text = "prune l1 0.2 on conv\n" * lines
+    assert len(text.encode()) < MAX_RECIPE_BYTES
+    with pytest.raises(RecipeError) as err:
+        lwdsl.parse(text)
+    loc = err.value.location
+    assert (loc.line, loc.col) == (lines, 1) and "too many for a recipe" in err.value.message
+    # comments are not counted: more commented words than the limit still parse
+    lwdsl.parse("# a b c d e f g h i j k l\n" * (MAX_RECIPE_TOKENS // 10) + "prune l1 0.2 on conv\n" * 100)
 
 
 def test_the_size_limit_holds_for_text_json_and_use_together(tmp_path: Path) -> None:
