@@ -191,8 +191,6 @@ def test_a_nan_training_fails_with_the_same_error_on_every_backend(tmp_path):
     """A checkpoint whose classifier weights are near float32's largest (finite, so it loads):
     the logits overflow and the first finetune step's loss is NaN; the run fails
     with the same message and hint, and keeps the same failed report, on every backend."""
-    import numpy as np
-
     import lwdsl
     from lwdsl.backend import get_backend
     from lwdsl.errors import RunError

@@ -1,0 +1,223 @@
+"""Helpers of the contract suite (no tests here): numpy data and recording step contexts, and
+one :class:`Kit` per framework, the few lines a test needs to touch it (read a weight as the
+framework holds it, run the model, build a model by hand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from lwdsl.backend import Dataset, StepContext
+
+
+class Bar:
+    """A progress bar that records what it was told."""
+
+    def __init__(self, log: list, total: int, description: str) -> None:
+        self.log, self.total, self.description, self.done, self.closed = log, total, description, 0, False
+        log.append(self)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_data(shape=(1, 28, 28), classes: int = 10, n_train: int = 256, n_test: int = 128, seed: int = 0) -> Dataset:
+    """Random images whose label is a fixed linear function of the pixels (learnable)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_train + n_test, *shape), dtype=np.float32)
+    proj = rng.standard_normal((int(np.prod(shape)), classes)).astype(np.float32)
+    y = np.argmax(x.reshape(len(x), -1) @ proj, axis=1).astype(np.int64)
+    return Dataset("synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
+
+
+def make_ctx(data: Dataset | None = None, seed: int = 0, index: int = 0, **kw: Any) -> StepContext:
+    """A step context whose progress bars (``ctx.extra["bars"]``) and warnings
+    (``ctx.extra["warnings"]``) are recorded."""
+    log: list[Bar] = []
+    warnings: list[str] = []
+    ctx = StepContext(data=data or make_data(), seed=seed, index=index, progress=lambda t, d: Bar(log, t, d),
+                      warn=warnings.append, **kw)
+    ctx.extra["bars"] = log
+    ctx.extra["warnings"] = warnings
+    return ctx
+
+
+class Kit:
+    """What a contract test needs of one framework. Weights and masks are numpy in the
+    canonical (PyTorch) layout; images are NCHW float32."""
+
+    name: str
+
+    def weight(self, handle: Any, layer: str) -> np.ndarray:
+        """The layer's weight as the framework holds it now (a copy)."""
+        raise NotImplementedError
+
+    def weights(self, handle: Any, layers) -> dict[str, np.ndarray]:
+        return {n: self.weight(handle, n) for n in layers}
+
+    def set_weight(self, handle: Any, layer: str, w: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def mask(self, handle: Any, layer: str) -> np.ndarray:
+        """The layer's keep mask (bool)."""
+        raise NotImplementedError
+
+    def masks(self, handle: Any) -> dict[str, np.ndarray]:
+        return {n: self.mask(handle, n) for n in handle.masks}
+
+    def logits(self, handle: Any, x: np.ndarray) -> np.ndarray:
+        """The model's outputs on ``x`` in inference mode, float activations (no fake
+        quantization of inputs)."""
+        raise NotImplementedError
+
+    def model_name(self, handle: Any) -> str:
+        """The name the model was built from."""
+        raise NotImplementedError
+
+    def cast_layers(self, handle: Any) -> dict[str, str]:
+        """Layer -> fp16/bf16 of the layers the handle remembers as cast."""
+        raise NotImplementedError
+
+    def quant_mode(self, handle: Any, layer: str) -> str:
+        """The activation mode the handle records for a quantized layer (weights_only, static, ...)."""
+        raise NotImplementedError
+
+    def dense_model(self, sizes: dict[str, tuple[int, int]]) -> Any:
+        """A framework model of linear layers named as ``sizes`` (name -> (out, in)), one after
+        the other (each takes the previous one's outputs: ``in`` of a layer is ``out`` of the
+        one before), no activations; the handle from ``load_model``."""
+        raise NotImplementedError
+
+    def conv_bn_model(self) -> Any:
+        """(1, 8, 8) inputs: conv ``c`` (4 filters 3x3), a batch norm ``bn``, flatten, linear ``d``
+        (10 outputs) as a handle; the norm cannot be quantized."""
+        raise NotImplementedError
+
+    def forward_hooks(self, handle: Any) -> int:
+        """Hooks or extra outputs left on the model (0 for a plain model)."""
+        raise NotImplementedError
+
+
+class TorchKit(Kit):
+    name = "torch"
+
+    def __init__(self, backend: Any) -> None:
+        self.be = backend
+
+    def weight(self, handle, layer):
+        return handle.module.get_submodule(layer).weight.detach().numpy().copy()
+
+    def set_weight(self, handle, layer, w):
+        import torch
+
+        with torch.no_grad():
+            handle.module.get_submodule(layer).weight.copy_(torch.from_numpy(np.asarray(w, np.float32)))
+
+    def mask(self, handle, layer):
+        return handle.masks[layer].numpy().copy()
+
+    def logits(self, handle, x):
+        import torch
+
+        module = handle.module
+        was = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                return module(torch.as_tensor(x)).numpy()
+        finally:
+            module.train(was)
+
+    def model_name(self, handle):
+        return handle.ref
+
+    def cast_layers(self, handle):
+        return {n: m for n, m in handle.quant_mode.items() if m in ("fp16", "bf16")}
+
+    def quant_mode(self, handle, layer):
+        return handle.quant_mode[layer]
+
+    def dense_model(self, sizes):
+        from torch import nn
+
+        layers = nn.Sequential()
+        for name, (out, inp) in sizes.items():
+            layers.add_module(name, nn.Linear(inp, out))
+        first = next(iter(sizes.values()))[1]
+        return self.be.load_model(nn.Sequential(nn.Flatten(), layers), (first,), next(reversed(sizes.values()))[0])
+
+    def conv_bn_model(self):
+        from torch import nn
+
+        net = nn.Sequential()
+        net.add_module("c", nn.Conv2d(1, 4, 3))
+        net.add_module("bn", nn.BatchNorm2d(4))
+        net.add_module("flat", nn.Flatten())
+        net.add_module("d", nn.Linear(4 * 6 * 6, 10))
+        return self.be.load_model(net, (1, 8, 8), 10)
+
+    def forward_hooks(self, handle):
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in handle.module.modules())
+
+
+class KerasKit(Kit):
+    name = "tensorflow"
+
+    def __init__(self, backend: Any) -> None:
+        self.be = backend
+
+    def _view(self, handle, layer):
+        return handle.view_map()[layer]
+
+    def weight(self, handle, layer):
+        return self._view(handle, layer).weight.canonical().copy()
+
+    def set_weight(self, handle, layer, w):
+        t = self._view(handle, layer).weight
+        t.variable.assign(t.from_canon(np.asarray(w, np.float32)))
+
+    def mask(self, handle, layer):
+        return np.ascontiguousarray(self._view(handle, layer).weight.to_canon(handle.masks[layer])).astype(bool)
+
+    def logits(self, handle, x):
+        from lwdsl.backends.tf_backend.train import nhwc
+
+        return handle.model(nhwc(np.asarray(x, np.float32)), training=False).numpy()
+
+    def model_name(self, handle):
+        return handle.model.name
+
+    def cast_layers(self, handle):
+        return dict(handle.qconfig.get("cast", {}))
+
+    def quant_mode(self, handle, layer):
+        return handle.qconfig["mode"]  # one mode for the model's quantized layers
+
+    def dense_model(self, sizes):
+        import tf_keras
+
+        first = next(iter(sizes.values()))[1]
+        inp = tf_keras.Input((first,))
+        x = inp
+        for name, (out, _) in sizes.items():
+            x = tf_keras.layers.Dense(out, name=name)(x)
+        return self.be.load_model(tf_keras.Model(inp, x), (first,), next(reversed(sizes.values()))[0])
+
+    def conv_bn_model(self):
+        import tf_keras
+
+        inp = tf_keras.Input((8, 8, 1))
+        x = tf_keras.layers.Conv2D(4, 3, name="c")(inp)
+        x = tf_keras.layers.BatchNormalization(name="bn")(x)
+        x = tf_keras.layers.Flatten()(x)
+        out = tf_keras.layers.Dense(10, name="d")(x)
+        return self.be.load_model(tf_keras.Model(inp, out), (1, 8, 8), 10)
+
+    def forward_hooks(self, handle):
+        return len(handle.model.outputs) - 1
+
+
+KITS = {"torch": TorchKit, "tensorflow": KerasKit}
