@@ -1,4 +1,5 @@
-"""``quantize int8`` on the tensorflow backend: codes from lwdsl.semantics.quant, TFLite in LiteRT."""
+"""``quantize`` on the tensorflow backend: codes from lwdsl.semantics.quant on Keras kernels, TFLite in
+LiteRT. What every backend does is in tests/contract/test_quantize.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from lwdsl.progress import NullBar  # noqa: E402
 from lwdsl.semantics.order import calibration_indices  # noqa: E402
 from lwdsl.semantics.quant import RangeObserver, act_qparams, codes_with_scale, fake_quantize, quantize_weight, unpack_state  # noqa: E402
 from lwdsl.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions  # noqa: E402
-from lwdsl.weights import load_weights, save_weights  # noqa: E402
 
 SHAPE = (1, 28, 28)
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]
@@ -109,22 +109,6 @@ def test_calibrate_beyond_the_training_set_warns_and_uses_all(be):
     ctx = _ctx(small)
     be.apply(be.load_model("lenet5", SHAPE, 10), QuantizeSpec(dtype="int8", mode="static", calibrate=500), LAYERS, ctx)
     assert any("calibrate=500" in w and "all 50" in w for w in ctx.extra["warnings"])
-
-
-def test_lwz_of_a_quantized_model_is_small_and_round_trips(be, tmp_path):
-    h = be.load_model("lenet5", SHAPE, 10)
-    size_float = save_weights(tmp_path / "f.lwz", be.state(h))
-    h = be.apply(h, QuantizeSpec(dtype="int8", granularity="per_channel"), LAYERS, _ctx())
-    packed = be.state(h)
-    size_q = save_weights(tmp_path / "q.lwz", packed)
-    assert size_q < 0.3 * size_float
-    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "q.lwz")
-    again = be.state(back)
-    assert set(again) == set(packed)
-    for k in packed:
-        assert np.array_equal(np.atleast_1d(again[k]).view(np.uint8), np.atleast_1d(packed[k]).view(np.uint8)), k
-    assert set(back.quant) == set(LAYERS)
-    assert set(load_weights(tmp_path / "q.lwz")[0]) == set(packed)
 
 
 @pytest.mark.parametrize("after", ["qat", "finetune"])
@@ -257,82 +241,6 @@ def test_tflite_dynamic_range_names_the_layers_left_float(trained, tmp_path):
 LOW_BIT = ["int4", "int2", "ternary", "binary"]
 
 
-@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
-@pytest.mark.parametrize("dtype", LOW_BIT)
-def test_low_bit_codes_are_the_cores_and_pruned_zeros_stay_where_the_form_allows(be, dtype, granularity):
-    from lwdsl.semantics.quant import FORM_BITS, quantize_as
-
-    h = be.load_model("lenet5", SHAPE, 10)
-    h = be.apply(h, PruneSpec(scope="global", method="l1", amount=0.5), LAYERS, _ctx())
-    before = be.state(h)
-    ctx = _ctx()
-    h = be.apply(h, QuantizeSpec(dtype=dtype, granularity=granularity), LAYERS, ctx)
-    floats, quant = unpack_state(be.state(h))
-    plain = be.state(type(h)(h.model))  # the Keras kernels, as float
-    for n in LAYERS:
-        want = quantize_as(_weights(before, n), dtype, granularity)
-        assert quant[n].bits == FORM_BITS[dtype] and np.array_equal(quant[n].codes, want.codes)
-        assert quant[n].scale.tobytes() == want.scale.tobytes()
-        assert plain[f"{n}.weight"].tobytes() == want.dequantize().tobytes()
-        assert ctx.notes["quantized"][n] == {"bits": FORM_BITS[dtype], "form": dtype, "granularity": granularity, "mode": "weights_only"}
-    warned = ctx.extra["warnings"]
-    if dtype == "binary":  # no code 0: the masks go, and the user is told
-        assert not h.masks and len(warned) == len(LAYERS) and all("mask is dropped" in w for w in warned)
-    else:
-        assert set(h.masks) == set(LAYERS) and not warned
-        for n in LAYERS:
-            assert (quant[n].codes[_weights(before, n) == 0] == 0).all()
-    assert h.act == {} and h.qconfig["mode"] == "weights_only"
-
-
-@pytest.mark.parametrize("dtype", LOW_BIT)
-def test_low_bit_lwz_is_packed_and_round_trips(be, dtype, tmp_path):
-    import gzip
-
-    h = be.load_model("lenet5", SHAPE, 10)
-    int8 = be.apply(h.copy(), QuantizeSpec(dtype="int8"), LAYERS, _ctx())
-    h = be.apply(h, QuantizeSpec(dtype=dtype), LAYERS, _ctx())
-    packed = be.state(h)
-    assert all(packed[f"{n}.weight.codes"].dtype == np.uint8 for n in LAYERS)
-    save_weights(tmp_path / "int8.lwz", be.state(int8))
-    save_weights(tmp_path / "low.lwz", packed)
-    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "low.lwz")
-    again = be.state(back)
-    assert set(again) == set(packed)
-    for k in packed:
-        assert np.array_equal(np.asarray(again[k]).view(np.uint8), np.asarray(packed[k]).view(np.uint8)), k
-    size = {k: len(gzip.compress((tmp_path / f"{k}.lwz").read_bytes())) for k in ("int8", "low")}
-    bits = h.quant["fc1"].bits
-    assert size["low"] < size["int8"] * (bits / 8 + 0.1), size
-
-
-@pytest.mark.parametrize("dtype", LOW_BIT)
-def test_low_bit_qat_and_finetune_train_on_the_grid_at_fixed_scales(be, dtype):
-    from lwdsl.semantics.quant import quantize_as, snap
-
-    data = Dataset("s", DATA.train_x[:256], DATA.train_y[:256], DATA.test_x[:64], DATA.test_y[:64], 10)
-    ctx = _ctx(data)
-    h = be.load_model("lenet5", SHAPE, 10)
-    h = be.apply(h, PruneSpec(method="l1", amount=0.5), LAYERS, ctx)
-    start = be.state(h)
-    zeros = {n: _weights(start, n) == 0 for n in LAYERS}
-    h = be.apply(h, QuantizeSpec(dtype=dtype, mode="qat", epochs=1), LAYERS, ctx)
-    assert len(h.losses) == 4 and h.act == {}
-    for n in LAYERS:
-        assert h.quant[n].scale.tobytes() == quantize_as(_weights(start, n), dtype).scale.tobytes()
-    h = be.apply(h, FinetuneSpec(epochs=3, lr=0.1), LAYERS, ctx)
-    plain = be.state(type(h)(h.model))
-    moved = 0
-    for n in LAYERS:
-        w, q = plain[f"{n}.weight"], h.quant[n]
-        assert q.scale.tobytes() == quantize_as(_weights(start, n), dtype).scale.tobytes()  # fixed
-        assert w.tobytes() == snap(w, q.scale, q.bits).tobytes() == q.dequantize().tobytes()
-        if dtype != "binary":
-            assert (q.codes[zeros[n]] == 0).all()
-        moved += int((q.codes != quantize_as(_weights(start, n), dtype).codes).sum())
-    assert moved > 0  # it trained
-
-
 @pytest.mark.parametrize("dtype", ["int4", "binary"])
 def test_export_tflite_after_low_bit_is_refused_before_a_run(dtype):
     import lwdsl
@@ -343,34 +251,6 @@ def test_export_tflite_after_low_bit_is_refused_before_a_run(dtype):
         check_backend(lwdsl.parse(f"quantize {dtype} | export tflite"), "tensorflow")
     assert "export keras" in str(err.value)
     check_backend(lwdsl.parse(f"quantize {dtype} mode=qat epochs=2 | export keras"), "tensorflow")
-
-
-@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_cast_rounds_weights_by_the_core_and_round_trips(be, dtype, tmp_path):
-    from lwdsl.semantics.quant import cast_weight, half_bits
-
-    h = be.load_model("lenet5", SHAPE, 10)
-    before = be.state(h)
-    ctx = _ctx()
-    h = be.apply(h, QuantizeSpec(dtype=dtype), LAYERS, ctx)
-    state = be.state(h)
-    plain = be.state(type(h)(h.model))
-    for n in LAYERS:
-        assert plain[f"{n}.weight"].tobytes() == cast_weight(_weights(before, n), dtype).tobytes()
-        assert np.array_equal(state[f"{n}.weight.{dtype}"], half_bits(_weights(before, n), dtype))
-        assert ctx.notes["quantized"][n] == {"bits": 16, "form": dtype}
-    assert h.quant == {} and h.qconfig["cast"] == {n: dtype for n in LAYERS}
-    save_weights(tmp_path / "half.lwz", state)
-    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "half.lwz")
-    again = be.state(type(back)(back.model))
-    assert all(again[f"{n}.weight"].tobytes() == plain[f"{n}.weight"].tobytes() for n in LAYERS)
-    # the loaded model remembers its cast layers: saved again, they stay 16-bit patterns
-    assert back.qconfig["cast"] == {n: dtype for n in LAYERS}
-    resaved = be.state(back)
-    assert all(np.array_equal(resaved[f"{n}.weight.{dtype}"], state[f"{n}.weight.{dtype}"]) for n in LAYERS)
-    floats = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "half.lwz")
-    be.load_state(floats, before)  # a float state clears them
-    assert "cast" not in floats.qconfig
 
 
 def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity(be):

@@ -1,5 +1,6 @@
-"""``quantize int8`` on the torch backend: codes from the core bit for bit, calibration, the
-packed .lwz, training on the grid, the int8 ONNX artifact, and layers it cannot quantize."""
+"""``quantize`` on the torch backend: int8 codes bit for bit with its engine's report, calibration
+through torch hooks, the int8 ONNX artifact, torch's fake quantization and snapping, ``auto``
+and latency. What every backend does is in tests/contract/test_quantize.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from lwdsl.dataset import Dataset
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import act_qparams, fake_quantize, quantize_weight, snap
 from lwdsl.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions
-from lwdsl.weights import save_weights
 
 pytestmark = pytest.mark.torch
 
@@ -95,25 +95,6 @@ def test_static_calibration_ranges_equal_a_numpy_observer_and_too_many_warns():
     ctx2.warn = said.append
     backend.apply(_model(backend, data), QuantizeSpec(dtype="int8", mode="static", calibrate=1000), names, ctx2)
     assert len(said) == 1 and "calibrate=1000" in said[0] and "all 300" in said[0]
-
-
-def test_lwz_of_a_quantized_model_is_small_and_loads_back_to_the_same_codes(tmp_path):
-    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
-    ctx = make_ctx(data)
-    handle = _model(backend, data)
-    names = _names(backend, handle)
-    save_weights(tmp_path / "float.lwz", backend.state(handle))
-    backend.apply(handle, QuantizeSpec(dtype="int8"), names, ctx)
-    state = backend.state(handle)
-    assert "conv1.weight" not in state and state["conv1.weight.codes"].dtype == np.int8
-    save_weights(tmp_path / "int8.lwz", state)
-    ratio = (tmp_path / "int8.lwz").stat().st_size / (tmp_path / "float.lwz").stat().st_size
-    assert ratio < 0.3, ratio
-    back = backend.load_model("lenet5", data.input_shape, data.num_classes, checkpoint=tmp_path / "int8.lwz")
-    assert set(back.quant) == set(names)
-    for name in names:
-        assert np.array_equal(back.quant[name].codes, handle.quant[name].codes)
-        assert back.module.get_submodule(name).weight.detach().numpy().tobytes() == handle.quant[name].dequantize().tobytes()
 
 
 @pytest.mark.parametrize("mode", ["static", "qat"])
@@ -214,121 +195,6 @@ def test_lenet5_mnist_static_int8_accuracy_and_onnx_exports(mnist, tmp_path):
 LOW_BIT = ["int4", "int2", "ternary", "binary"]
 
 
-@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
-@pytest.mark.parametrize("dtype", LOW_BIT)
-def test_low_bit_codes_are_the_cores_and_pruned_zeros_stay_where_the_form_allows(dtype, granularity):
-    from lwdsl.semantics.quant import FORM_BITS, quantize_as
-
-    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
-    ctx = make_ctx(data)
-    said = []
-    ctx.warn = said.append
-    handle = _model(backend, data)
-    names = _names(backend, handle)
-    backend.apply(handle, PruneSpec(scope="global", method="l1", amount=0.5), names, ctx)
-    before = _weights(handle)
-    backend.apply(handle, QuantizeSpec(dtype=dtype, granularity=granularity), names, ctx)
-    for name in names:
-        want, got = quantize_as(before[name], dtype, granularity), handle.quant[name]
-        assert got.bits == FORM_BITS[dtype] and np.array_equal(got.codes, want.codes)
-        assert got.scale.tobytes() == want.scale.tobytes()
-        assert handle.module.get_submodule(name).weight.detach().numpy().tobytes() == want.dequantize().tobytes()
-        assert ctx.notes["quantized"][name]["form"] == dtype and handle.quant_mode[name] == "weights_only"
-    if dtype == "binary":  # no code 0: the masks go, and the user is told
-        assert not handle.masks and len(said) == len(names) and all("mask is dropped" in s for s in said)
-    else:
-        assert set(handle.masks) == set(names) and not said
-        for name in names:
-            assert (handle.quant[name].codes[~handle.masks[name].numpy()] == 0).all()
-    assert handle.act == {} and "int8_artifact" not in ctx.notes
-
-
-@pytest.mark.parametrize("dtype", LOW_BIT)
-def test_low_bit_lwz_is_packed_and_loads_back_to_the_same_codes(dtype, tmp_path):
-    import gzip
-
-    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
-    handle = _model(backend, data)
-    names = _names(backend, handle)
-    int8 = backend.copy_model(handle)
-    backend.apply(int8, QuantizeSpec(dtype="int8"), names, make_ctx(data))
-    backend.apply(handle, QuantizeSpec(dtype=dtype), names, make_ctx(data))
-    state = backend.state(handle)
-    assert all(state[f"{n}.weight.codes"].dtype == np.uint8 and f"{n}.weight" not in state for n in names)
-    save_weights(tmp_path / "int8.lwz", backend.state(int8))
-    save_weights(tmp_path / "low.lwz", state)
-    back = backend.load_model("lenet5", data.input_shape, data.num_classes, checkpoint=tmp_path / "low.lwz")
-    for name in names:
-        assert np.array_equal(back.quant[name].codes, handle.quant[name].codes) and back.quant[name].bits == handle.quant[name].bits
-        assert back.module.get_submodule(name).weight.detach().numpy().tobytes() == handle.quant[name].dequantize().tobytes()
-    # gzip of the file against int8's: the codes shrink by 8 / bits; biases and scales do not
-    size = {k: len(gzip.compress((tmp_path / f"{k}.lwz").read_bytes())) for k in ("int8", "low")}
-    bits = handle.quant[names[0]].bits
-    assert size["low"] < size["int8"] * (bits / 8 + 0.1), size
-
-
-@pytest.mark.parametrize("dtype", LOW_BIT)
-def test_low_bit_qat_and_finetune_train_on_the_grid_at_fixed_scales(dtype):
-    from backends.torch_backend.fakequant import snap_t
-    from lwdsl.semantics.quant import quantize_as
-
-    backend, data = torch_backend(), make_data(n_train=256, n_test=32)
-    ctx = make_ctx(data)
-    handle = _model(backend, data)
-    names = _names(backend, handle)
-    backend.apply(handle, PruneSpec(amount=0.5), names, ctx)
-    keep = {n: handle.masks[n].numpy().copy() for n in names}
-    start = _weights(handle)
-    codes = {n: quantize_as(start[n], dtype).codes for n in names}  # what quantize alone gives
-    backend.apply(handle, QuantizeSpec(dtype=dtype, mode="qat", epochs=1), names, ctx)
-    assert len(handle.losses) == 4 and handle.act == {}
-    scales = {n: handle.quant[n].scale.copy() for n in names}
-    assert all(scales[n].tobytes() == quantize_as(start[n], dtype).scale.tobytes() for n in names)
-    backend.apply(handle, FinetuneSpec(epochs=3, lr=0.1), names, ctx)
-    moved = 0
-    for n in names:
-        w, q = handle.module.get_submodule(n).weight.detach().numpy(), handle.quant[n]
-        assert q.scale.tobytes() == scales[n].tobytes()  # never recomputed while training
-        assert w.tobytes() == snap(w, q.scale, q.bits).tobytes() == q.dequantize().tobytes()
-        assert snap_t(torch.from_numpy(start[n]), q).numpy().tobytes() == snap(start[n], q.scale, q.bits).tobytes()
-        if dtype != "binary":
-            assert (w[~keep[n]] == 0).all() and (q.codes[~keep[n]] == 0).all()
-        moved += int((q.codes != codes[n]).sum())
-    assert moved > 0  # it trained
-
-
-@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_cast_rounds_weights_by_the_core_and_halves_the_lwz(dtype, tmp_path):
-    from lwdsl.semantics.quant import cast_weight
-
-    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
-    ctx = make_ctx(data)
-    handle = _model(backend, data)
-    names = _names(backend, handle)
-    before = _weights(handle)
-    save_weights(tmp_path / "float.lwz", backend.state(handle))
-    backend.apply(handle, QuantizeSpec(dtype=dtype), names, ctx)
-    state = backend.state(handle)
-    for name in names:
-        w = handle.module.get_submodule(name).weight.detach().numpy()
-        assert w.tobytes() == cast_weight(before[name], dtype).tobytes()
-        assert state[f"{name}.weight.{dtype}"].dtype == np.uint16 and f"{name}.weight" not in state
-        assert ctx.notes["quantized"][name] == {"bits": 16, "form": dtype}
-    assert handle.quant == {}  # no codes: evaluation and latency run the float32 model
-    save_weights(tmp_path / "half.lwz", state)
-    assert (tmp_path / "half.lwz").stat().st_size < 0.52 * (tmp_path / "float.lwz").stat().st_size
-    # the file holds the 16 bits; unpacked by the core it is the cast model again
-    from lwdsl.semantics.quant import unpack_state
-    from lwdsl.weights import load_weights
-
-    back = _model(backend, data)
-    backend.load_state(back, unpack_state(load_weights(tmp_path / "half.lwz")[0])[0])
-    for name in names:
-        assert back.module.get_submodule(name).weight.detach().numpy().tobytes() == cast_weight(before[name], dtype).tobytes()
-    acc_half, _ = backend.evaluate(handle, ctx)
-    assert 0 <= acc_half <= 1
-
-
 def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity():
     from lwdsl.semantics.auto_bits import TRIAL_FORMS, choose_bits, kl_sensitivity, trial_weight
     from lwdsl.semantics.quant import quantize_as
@@ -378,6 +244,22 @@ def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity
     assert ctx3.notes["auto_bits"]["sensitivity"] == "weight_error"
     assert [r["form"] for r in ctx3.notes["auto_bits"]["layers"]] == [
         c.form for c in choose_bits({n: before[n] for n in names}, 3)]
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_torch_snap_of_a_low_bit_layer_is_the_cores(dtype):
+    """Training snaps each master weight to its layer's grid in torch (fakequant.snap_t), as the
+    core's snap does in numpy (what every backend trains to: tests/contract/test_quantize.py)."""
+    from backends.torch_backend.fakequant import snap_t
+
+    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
+    handle = _model(backend, data)
+    names = _names(backend, handle)
+    start = _weights(handle)
+    backend.apply(handle, QuantizeSpec(dtype=dtype), names, make_ctx(data))
+    for n in names:
+        q = handle.quant[n]
+        assert snap_t(torch.from_numpy(start[n]), q).numpy().tobytes() == snap(start[n], q.scale, q.bits).tobytes()
 
 
 @pytest.mark.parametrize("dtype,engine", [("int4", False), ("cluster", False), ("int8", True)])

@@ -1,0 +1,160 @@
+"""``quantize`` on every backend: low-bit codes, casts and int8 codes are the core's, the
+packed .lwz round-trips, QAT and finetuning train on the grid at fixed scales (merged from
+test_torch_quantize.py and test_tf_quantize.py)."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from lwdsl.semantics.quant import FORM_BITS, cast_weight, half_bits, quantize_as, snap, unpack_state
+from lwdsl.specs import FinetuneSpec, PruneSpec, QuantizeSpec
+from lwdsl.weights import load_weights, save_weights
+
+from .helpers import make_ctx, make_data
+
+SHAPE, LAYERS = (1, 28, 28), ["conv1", "conv2", "fc1", "fc2"]
+LOW_BIT = ["int4", "int2", "ternary", "binary"]
+
+
+def _lenet5(be):
+    return be.load_model("lenet5", SHAPE, 10)
+
+
+def _bytes_equal(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert np.array_equal(np.atleast_1d(a[k]).view(np.uint8), np.atleast_1d(b[k]).view(np.uint8)), k
+
+
+def test_int8_lwz_is_small_and_loads_back_to_the_same_codes(backend, kit, tmp_path):
+    be = backend
+    h = _lenet5(be)
+    assert [i.name for i in be.layers(h)] == LAYERS
+    size_float = save_weights(tmp_path / "float.lwz", be.state(h))
+    h = be.apply(h, QuantizeSpec(dtype="int8", granularity="per_channel"), LAYERS, make_ctx(make_data(n_train=64, n_test=32)))
+    packed = be.state(h)
+    assert "conv1.weight" not in packed and packed["conv1.weight.codes"].dtype == np.int8
+    size_q = save_weights(tmp_path / "q.lwz", packed)
+    assert size_q < 0.3 * size_float
+    assert (tmp_path / "q.lwz").stat().st_size < 0.3 * (tmp_path / "float.lwz").stat().st_size
+    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "q.lwz")
+    _bytes_equal(be.state(back), packed)
+    assert set(back.quant) == set(LAYERS)
+    assert set(load_weights(tmp_path / "q.lwz")[0]) == set(packed)
+    for n in LAYERS:
+        assert np.array_equal(back.quant[n].codes, h.quant[n].codes)
+        assert kit.weight(back, n).tobytes() == h.quant[n].dequantize().tobytes()
+
+
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_codes_are_the_cores_and_pruned_zeros_stay_where_the_form_allows(backend, kit, dtype, granularity):
+    be, data = backend, make_data(n_train=64, n_test=32)
+    h = _lenet5(be)
+    h = be.apply(h, PruneSpec(scope="global", method="l1", amount=0.5), LAYERS, make_ctx(data))
+    before = kit.weights(h, LAYERS)
+    ctx = make_ctx(data)
+    h = be.apply(h, QuantizeSpec(dtype=dtype, granularity=granularity), LAYERS, ctx)
+    _, quant = unpack_state(be.state(h))
+    for n in LAYERS:
+        want = quantize_as(before[n], dtype, granularity)
+        for got in (h.quant[n], quant[n]):  # on the handle and in the saved state
+            assert got.bits == FORM_BITS[dtype] and np.array_equal(got.codes, want.codes)
+            assert got.scale.tobytes() == want.scale.tobytes()
+        assert kit.weight(h, n).tobytes() == want.dequantize().tobytes()
+        assert ctx.notes["quantized"][n] == {"bits": FORM_BITS[dtype], "form": dtype, "granularity": granularity, "mode": "weights_only"}
+        assert kit.quant_mode(h, n) == "weights_only"
+    warned = ctx.extra["warnings"]
+    if dtype == "binary":  # no code 0: the masks go, and the user is told
+        assert not h.masks and len(warned) == len(LAYERS) and all("mask is dropped" in w for w in warned)
+    else:
+        assert set(h.masks) == set(LAYERS) and not warned
+        for n in LAYERS:
+            assert (h.quant[n].codes[~kit.mask(h, n)] == 0).all()
+            assert (h.quant[n].codes[before[n] == 0] == 0).all()
+    assert h.act == {} and "int8_artifact" not in ctx.notes
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_lwz_is_packed_and_loads_back_to_the_same_codes(backend, kit, dtype, tmp_path):
+    be, data = backend, make_data(n_train=64, n_test=32)
+    h = _lenet5(be)
+    int8 = be.apply(be.copy_model(h), QuantizeSpec(dtype="int8"), LAYERS, make_ctx(data))
+    h = be.apply(h, QuantizeSpec(dtype=dtype), LAYERS, make_ctx(data))
+    packed = be.state(h)
+    assert all(packed[f"{n}.weight.codes"].dtype == np.uint8 and f"{n}.weight" not in packed for n in LAYERS)
+    save_weights(tmp_path / "int8.lwz", be.state(int8))
+    save_weights(tmp_path / "low.lwz", packed)
+    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "low.lwz")
+    _bytes_equal(be.state(back), packed)
+    for n in LAYERS:
+        assert np.array_equal(back.quant[n].codes, h.quant[n].codes) and back.quant[n].bits == h.quant[n].bits
+        assert kit.weight(back, n).tobytes() == h.quant[n].dequantize().tobytes()
+    # gzip of the file against int8's: the codes shrink by 8 / bits; biases and scales do not
+    size = {k: len(gzip.compress((tmp_path / f"{k}.lwz").read_bytes())) for k in ("int8", "low")}
+    bits = h.quant["fc1"].bits
+    assert size["low"] < size["int8"] * (bits / 8 + 0.1), size
+
+
+@pytest.mark.parametrize("dtype", LOW_BIT)
+def test_low_bit_qat_and_finetune_train_on_the_grid_at_fixed_scales(backend, kit, dtype):
+    be, data = backend, make_data(n_train=256, n_test=32)
+    ctx = make_ctx(data)
+    h = _lenet5(be)
+    h = be.apply(h, PruneSpec(method="l1", amount=0.5), LAYERS, ctx)
+    keep = kit.masks(h)
+    start = kit.weights(h, LAYERS)
+    codes = {n: quantize_as(start[n], dtype).codes for n in LAYERS}  # what quantize alone gives
+    h = be.apply(h, QuantizeSpec(dtype=dtype, mode="qat", epochs=1), LAYERS, ctx)
+    assert len(h.losses) == 4 and h.act == {}
+    scales = {n: h.quant[n].scale.copy() for n in LAYERS}
+    assert all(scales[n].tobytes() == quantize_as(start[n], dtype).scale.tobytes() for n in LAYERS)
+    h = be.apply(h, FinetuneSpec(epochs=3, lr=0.1), LAYERS, ctx)
+    moved = 0
+    for n in LAYERS:
+        w, q = kit.weight(h, n), h.quant[n]
+        assert q.scale.tobytes() == scales[n].tobytes()  # never recomputed while training
+        assert w.tobytes() == snap(w, q.scale, q.bits).tobytes() == q.dequantize().tobytes()
+        if dtype != "binary":
+            assert (w[~keep[n]] == 0).all() and (q.codes[~keep[n]] == 0).all()
+            assert (q.codes[start[n] == 0] == 0).all()
+        moved += int((q.codes != codes[n]).sum())
+    assert moved > 0  # it trained
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cast_rounds_weights_by_the_core_halves_the_lwz_and_round_trips(backend, kit, dtype, tmp_path):
+    be = backend
+    data = make_data(n_train=64, n_test=32)
+    ctx = make_ctx(data)
+    h = _lenet5(be)
+    before = kit.weights(h, LAYERS)
+    float_state = be.state(h)
+    save_weights(tmp_path / "float.lwz", float_state)
+    h = be.apply(h, QuantizeSpec(dtype=dtype), LAYERS, ctx)
+    state = be.state(h)
+    for n in LAYERS:
+        assert kit.weight(h, n).tobytes() == cast_weight(before[n], dtype).tobytes()
+        assert state[f"{n}.weight.{dtype}"].dtype == np.uint16 and f"{n}.weight" not in state
+        assert np.array_equal(state[f"{n}.weight.{dtype}"], half_bits(before[n], dtype))
+        assert ctx.notes["quantized"][n] == {"bits": 16, "form": dtype}
+    assert h.quant == {} and kit.cast_layers(h) == {n: dtype for n in LAYERS}  # no codes: evaluation runs float32
+    save_weights(tmp_path / "half.lwz", state)
+    assert (tmp_path / "half.lwz").stat().st_size < 0.52 * (tmp_path / "float.lwz").stat().st_size
+    # the file holds the 16 bits; unpacked by the core it is the cast model again
+    plain = _lenet5(be)
+    be.load_state(plain, unpack_state(load_weights(tmp_path / "half.lwz")[0])[0])
+    assert all(kit.weight(plain, n).tobytes() == cast_weight(before[n], dtype).tobytes() for n in LAYERS)
+    # loaded as a checkpoint the model remembers its cast layers: saved again, they stay 16-bit patterns
+    back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "half.lwz")
+    assert all(kit.weight(back, n).tobytes() == cast_weight(before[n], dtype).tobytes() for n in LAYERS)
+    assert kit.cast_layers(back) == {n: dtype for n in LAYERS}
+    resaved = be.state(back)
+    assert all(np.array_equal(resaved[f"{n}.weight.{dtype}"], state[f"{n}.weight.{dtype}"]) for n in LAYERS)
+    be.load_state(back, float_state)  # a float state clears them
+    assert kit.cast_layers(back) == {}
+    acc_half, _ = be.evaluate(h, ctx)
+    assert 0 <= acc_half <= 1
