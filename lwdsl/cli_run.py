@@ -41,6 +41,10 @@ def run_command(
     ] = None,
     seed: Seed = 0,
     threads: Annotated[int, typer.Option(min=1, max=MAX_THREADS, metavar="N", help="threads for latency measurements")] = 1,
+    train_threads: Annotated[
+        Optional[int],
+        typer.Option(min=1, max=MAX_THREADS, metavar="N", help="threads for training, evaluation and calibration (default: the CPUs this process may use)"),
+    ] = None,
     baseline_epochs: Annotated[
         int, typer.Option(min=1, max=MAX_EPOCHS, metavar="N", help="epochs of the baseline trained when no checkpoint is given")
     ] = 3,
@@ -74,6 +78,7 @@ def run_command(
             out=out_path,
             seed=seed,
             threads=threads,
+            train_threads=train_threads,
             quiet=quiet,
             baseline_epochs=baseline_epochs,
             echo=lambda msg: typer.echo(msg, err=True),

@@ -33,6 +33,7 @@ def lock_data(
     checkpoint: Optional[Path],
     baseline: dict[str, Any],
     other_data: Optional[dict[str, str]] = None,
+    threads: Optional[dict[str, int]] = None,
 ) -> dict[str, Any]:
     """The lock file's content: recipe hash, resolved plan, seed, data hash (and those of the
     other data sets steps read, e.g. a distillation transfer set), versions."""
@@ -67,4 +68,5 @@ def lock_data(
             **framework_versions,
         },
         "platform": platform.platform(),
+        "threads": dict(threads or {}),
     }

@@ -59,7 +59,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# lwdsl run: {report.get('recipe') or 'recipe'}",
         "",
-        f"Backend `{report['backend']}`, model `{report['model']}`, data `{report['data']}`, seed {report['seed']}.",
+        f"Backend `{report['backend']}`, model `{report['model']}`, data `{report['data']}`, seed {report['seed']}"
+        + (f"; {report['threads']['training']} training thread(s), {report['threads']['latency']} for latency." if report.get("threads") else "."),
         "",
         "| step | accuracy | loss | params | non-zero | size | gzip | latency b1 (ms) | latency b64 (ms) | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

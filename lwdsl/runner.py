@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .backend import Backend, StepContext, get_backend
+from .backend.threads import usable_cpus
 from .dataset import Dataset
 from .errors import LwdslError, RunError, UsageError
 from .outdir import check_out, is_write_error, write_error
@@ -142,6 +143,7 @@ def run(
     out: Optional[Union[str, Path]] = None,
     seed: int = 0,
     threads: int = 1,
+    train_threads: Optional[int] = None,
     quiet: bool = False,
     overrides: Optional[dict[str, str]] = None,
     baseline_epochs: int = 3,
@@ -165,6 +167,9 @@ def run(
         out: the run folder to write (replaced only when the run succeeds); None writes nothing.
         seed: seeds model initialisation, data order and random pruning.
         threads: threads for latency measurements.
+        train_threads: threads for training, evaluation and calibration; default: the CPUs this
+            process may use (:func:`lwdsl.backend.threads.usable_cpus`: affinity and cgroup
+            quota, not the machine's core count). Put back as they were after the run.
         quiet: no progress bars or messages.
         overrides: ``--set NAME=VALUE`` values for the recipe's variables.
         baseline_epochs: epochs of the baseline trained when no checkpoint is given.
@@ -186,15 +191,28 @@ def run(
     out = check_out(out) if out is not None else None  # refuse a bad --out before any work
     say = (echo or print) if not quiet else (lambda *_: None)
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
-    prep = _prepare(recipe, overrides, model, backend, data, train, test, checkpoint, seed, models or {})
+    be = get_backend(backend)
+    before = be.get_threads()
+    wanted = train_threads or usable_cpus()
+    in_effect = be.set_threads(wanted)  # before any model is built: TensorFlow fixes its pool then
     try:
-        staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell)
-    except OSError as exc:  # an export, the staging folder: a place that cannot take a write
-        if not is_write_error(exc):
-            raise
-        unchanged = f"{out} is as it was" if out is not None else ""
-        raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
-    report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say)
+        prep = _prepare(recipe, overrides, model, backend, data, train, test, checkpoint, seed, models or {})
+        counts = {"training": in_effect, "latency": threads}
+        if in_effect != wanted:
+            counts["training_asked"] = wanted
+        try:
+            staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
+                                                             threads_note=None if in_effect == wanted else (
+                                                                 f"the {be.name} backend trains with {in_effect} thread(s), not the "
+                                                                 f"{wanted} asked: its thread pool was fixed earlier in this process"))
+        except OSError as exc:  # an export, the staging folder: a place that cannot take a write
+            if not is_write_error(exc):
+                raise
+            unchanged = f"{out} is as it was" if out is not None else ""
+            raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
+        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts)
+    finally:
+        be.set_threads(before)
     return RunResult(handle, report, run_dir, prep.backend)
 
 
@@ -251,7 +269,8 @@ def _prepare(
 
 
 def _execute(
-    prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None
+    prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None,
+    threads_note: Optional[str] = None,
 ) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
     """Baseline, then every step with its measurements, then finalize; on any failure the
     staging folder goes and a failed run's report so far is kept beside ``out``."""
@@ -272,6 +291,8 @@ def _execute(
 
     ctx.warn = warn
     steps: list[dict[str, Any]] = []
+    if threads_note:
+        warn(threads_note)
     try:
         baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}
         if prep.checkpoint is None and isinstance(prep.model_ref, str) and not Path(prep.model_ref).exists():
@@ -313,12 +334,15 @@ def _write(
     seed: int,
     baseline_info: dict[str, Any],
     say: Any,
+    threads: Optional[dict[str, int]] = None,
 ) -> tuple[dict[str, Any], Optional[Path]]:
     """The report, the lock file and the run folder (swapped in atomically)."""
     from .report import build_report, write_run_dir
 
     be, plan, model_ref = prep.backend, prep.plan, prep.model_ref
     report = build_report(plan, be, model_ref, prep.dataset, seed, steps)
+    if threads:
+        report["threads"] = dict(threads)
     if out is None or staging is None:
         return report, None
     from .lockfile import lock_data
@@ -334,6 +358,7 @@ def _write(
         checkpoint=prep.checkpoint,
         baseline=baseline_info,
         other_data={name: ds.sha256 for name, ds in prep.datasets.items()},
+        threads=threads,
     )
     try:
         run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)

@@ -3,6 +3,8 @@ delegating to the modules of this package (one concept each, named as in the tor
 
 from __future__ import annotations
 
+import os
+
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
@@ -56,6 +58,18 @@ class KerasBackend(Backend):
             except PackageNotFoundError:
                 out[pkg] = "not installed"
         return out
+
+    def set_threads(self, threads: int) -> int:
+        """TensorFlow's intra-op threads; it fixes them when its runtime starts (the first model
+        built in this process), so after that the count already in effect is returned."""
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(max(1, int(threads)))
+            return max(1, int(threads))
+        except RuntimeError:
+            return self.get_threads()
+
+    def get_threads(self) -> int:
+        return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
 
     def set_seed(self, seed: int) -> None:
         tf.random.set_seed(seed)

@@ -43,6 +43,14 @@ class TorchBackend(Backend):
 
         return {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
+    def set_threads(self, threads: int) -> int:
+        """torch's intra-op threads (``torch.set_num_threads``), for training and evaluation."""
+        torch.set_num_threads(max(1, int(threads)))
+        return torch.get_num_threads()
+
+    def get_threads(self) -> int:
+        return torch.get_num_threads()
+
     def set_seed(self, seed: int) -> None:
         """Seeds torch's global generator: built-in models initialise from it."""
         torch.manual_seed(seed)

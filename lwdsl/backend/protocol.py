@@ -169,6 +169,16 @@ class Backend(ABC):
     def finalize(self, model: Any) -> Any:
         """Make masks permanent: plain weights, no hooks or wrappers."""
 
+    def set_threads(self, threads: int) -> int:
+        """Train, evaluate and calibrate with ``threads`` threads from now on (the runner calls
+        it before the model is built); returns the count in effect, which may differ when the
+        framework fixed its thread pool earlier in this process."""
+        return threads
+
+    def get_threads(self) -> int:
+        """The framework's thread count now (the runner puts it back after a run)."""
+        return 1
+
     def set_seed(self, seed: int) -> None:
         """Seed the framework's global generators (weight initialisation of built-in models).
         The runner calls it before ``load_model``."""

@@ -1,0 +1,51 @@
+"""How many threads a run trains, evaluates and calibrates with.
+
+The default is the CPUs this process may use, not the machine's core count: the CPUs of its
+affinity mask (``taskset``, a container's cpuset), and no more than its CPU quota allows (a
+container's ``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` in v1),
+rounded down, at least 1. On a shared machine, more threads than that are slower, not faster.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["usable_cpus", "cgroup_quota"]
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def cgroup_quota(root: Path = _CGROUP) -> Optional[float]:
+    """The CPUs the process's cgroup quota allows (``2.5`` for 250 ms per 100 ms), or None when
+    there is no quota (or no cgroup file to read)."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, _, period = v2.read_text().strip().partition(" ")
+            return None if quota == "max" else int(quota) / int(period or 100_000)
+        quota_file, period_file = root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"
+        if quota_file.is_file() and period_file.is_file():
+            quota_us = int(quota_file.read_text().strip())
+            return None if quota_us <= 0 else quota_us / int(period_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def usable_cpus(root: Path = _CGROUP) -> int:
+    """The CPUs this process may use: its affinity mask, capped by its cgroup quota; >= 1.
+
+    >>> usable_cpus() >= 1
+    True
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_quota(root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.floor(quota)))
+    return max(1, cpus)
