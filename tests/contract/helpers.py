@@ -85,10 +85,9 @@ class Kit:
         """The activation mode the handle records for a quantized layer (weights_only, static, ...)."""
         raise NotImplementedError
 
-    def dense_model(self, sizes: dict[str, tuple[int, int]]) -> Any:
-        """A framework model of linear layers named as ``sizes`` (name -> (out, in)), one after
-        the other (each takes the previous one's outputs: ``in`` of a layer is ``out`` of the
-        one before), no activations; the handle from ``load_model``."""
+    def dense_model(self, input_shape: tuple[int, ...], sizes: dict[str, int]) -> Any:
+        """A handle of a framework model that flattens (C, H, W) inputs into linear layers
+        named and sized as ``sizes`` (name -> outputs), one after the other, no activations."""
         raise NotImplementedError
 
     def conv_bn_model(self) -> Any:
@@ -140,14 +139,15 @@ class TorchKit(Kit):
     def quant_mode(self, handle, layer):
         return handle.quant_mode[layer]
 
-    def dense_model(self, sizes):
+    def dense_model(self, input_shape, sizes):
         from torch import nn
 
-        layers = nn.Sequential()
-        for name, (out, inp) in sizes.items():
-            layers.add_module(name, nn.Linear(inp, out))
-        first = next(iter(sizes.values()))[1]
-        return self.be.load_model(nn.Sequential(nn.Flatten(), layers), (first,), next(reversed(sizes.values()))[0])
+        net, width = nn.Sequential(), int(np.prod(input_shape))
+        net.add_module("flat", nn.Flatten())
+        for name, out in sizes.items():
+            net.add_module(name, nn.Linear(width, out))
+            width = out
+        return self.be.load_model(net, tuple(input_shape), width)
 
     def conv_bn_model(self):
         from torch import nn
@@ -196,15 +196,15 @@ class KerasKit(Kit):
     def quant_mode(self, handle, layer):
         return handle.qconfig["mode"]  # one mode for the model's quantized layers
 
-    def dense_model(self, sizes):
+    def dense_model(self, input_shape, sizes):
         import tf_keras
 
-        first = next(iter(sizes.values()))[1]
-        inp = tf_keras.Input((first,))
-        x = inp
-        for name, (out, _) in sizes.items():
+        c, *hw = input_shape
+        inp = tf_keras.Input((*hw, c))
+        x = tf_keras.layers.Flatten()(inp)
+        for name, out in sizes.items():
             x = tf_keras.layers.Dense(out, name=name)(x)
-        return self.be.load_model(tf_keras.Model(inp, x), (first,), next(reversed(sizes.values()))[0])
+        return self.be.load_model(tf_keras.Model(inp, x), tuple(input_shape), out)
 
     def conv_bn_model(self):
         import tf_keras
