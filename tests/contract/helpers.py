@@ -90,11 +90,6 @@ class Kit:
         named and sized as ``sizes`` (name -> outputs), one after the other, no activations."""
         raise NotImplementedError
 
-    def conv_bn_model(self) -> Any:
-        """(1, 8, 8) inputs: conv ``c`` (4 filters 3x3), a batch norm ``bn``, flatten, linear ``d``
-        (10 outputs) as a handle; the norm cannot be quantized."""
-        raise NotImplementedError
-
     def forward_hooks(self, handle: Any) -> int:
         """Hooks or extra outputs left on the model (0 for a plain model)."""
         raise NotImplementedError
@@ -149,16 +144,6 @@ class TorchKit(Kit):
             width = out
         return self.be.load_model(net, tuple(input_shape), width)
 
-    def conv_bn_model(self):
-        from torch import nn
-
-        net = nn.Sequential()
-        net.add_module("c", nn.Conv2d(1, 4, 3))
-        net.add_module("bn", nn.BatchNorm2d(4))
-        net.add_module("flat", nn.Flatten())
-        net.add_module("d", nn.Linear(4 * 6 * 6, 10))
-        return self.be.load_model(net, (1, 8, 8), 10)
-
     def forward_hooks(self, handle):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in handle.module.modules())
 
@@ -205,16 +190,6 @@ class KerasKit(Kit):
         for name, out in sizes.items():
             x = tf_keras.layers.Dense(out, name=name)(x)
         return self.be.load_model(tf_keras.Model(inp, x), tuple(input_shape), out)
-
-    def conv_bn_model(self):
-        import tf_keras
-
-        inp = tf_keras.Input((8, 8, 1))
-        x = tf_keras.layers.Conv2D(4, 3, name="c")(inp)
-        x = tf_keras.layers.BatchNormalization(name="bn")(x)
-        x = tf_keras.layers.Flatten()(x)
-        out = tf_keras.layers.Dense(10, name="d")(x)
-        return self.be.load_model(tf_keras.Model(inp, out), (1, 8, 8), 10)
 
     def forward_hooks(self, handle):
         return len(handle.model.outputs) - 1
