@@ -1,4 +1,6 @@
-"""How long `lwdsl check` takes on recipes just under the 1 MiB limit, of several shapes.
+"""How long `lwdsl check` takes on recipes just under the 1 MiB limit, of several shapes, and on
+one just under the token limit (``MAX_RECIPE_TOKENS``; larger ones are refused before parsing,
+exit 2).
 
 Prints one line per shape: wall seconds, CPU seconds and peak memory of `lwdsl check FILE` in a
 subprocess (figures, never assertions; tests only check that such recipes complete). Run:
@@ -31,6 +33,7 @@ SHAPES = {
     "short steps (finetune, one a line)": repeat("finetune"),
     "steps joined by | on one line": repeat("finetune epochs=1", " | "),
     "quantize steps with distinct globs": "\n".join(f'quantize int8 on "l{i}"' for i in range(BYTES // 26)) + "\n",
+    "steps at the token limit (49,995 tokens)": "prune l1 0.2 on conv\n" * 9_999,
     "comments": repeat("# a comment line, as long as a long sentence of prose would be") + "prune l1 0.2\n",
     "blank lines": "\n" * BYTES + "prune l1 0.2\n",
     "one list of 520,000 words": "distill teacher=[" + ",".join(["a"] * (BYTES // 2 - 20)) + "]\n",

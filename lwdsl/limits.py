@@ -29,9 +29,9 @@ __all__ = [
 #: Bytes of one recipe, and of a recipe with every file it uses (``use``) together.
 MAX_RECIPE_BYTES = 1 << 20
 #: Words, numbers, strings and signs of one recipe file (comments and blank lines not counted):
-#: checking stays linear and bounded (a recipe at this limit is checked in about a second);
-#: real recipes have hundreds.
-MAX_RECIPE_TOKENS = 100_000
+#: checking stays linear and bounded (a recipe at this limit, 10,000 steps, is checked in about
+#: 2 s on a loaded 2-core machine: bench/check_bench.py); real recipes have hundreds.
+MAX_RECIPE_TOKENS = 50_000
 #: Lists inside lists in one value, as written or as built from variables.
 MAX_NESTING = 16
 #: Files using files using files (``use``), counting the top recipe.
