@@ -112,10 +112,13 @@ def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: 
     key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}{digest}-seed{ctx.seed}-e{epochs}")
     path = _cache_dir() / f"{key}.lwz"
     if path.exists():
-        state, _ = load_weights(path)
-        backend.load_state(model, state)
-        say(f"baseline: cached {path}")
-        return {"source": "cache", "path": str(path), "epochs": epochs}
+        try:
+            state, _ = load_weights(path)
+            backend.load_state(model, state)
+            say(f"baseline: cached {path}")
+            return {"source": "cache", "path": str(path), "epochs": epochs}
+        except LwdslError as exc:  # lwdsl's own cache file, damaged: trained again, never used as it is
+            ctx.warn(f"the cached baseline {path} could not be used ({exc.message}); it is trained again and replaced")
     say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
     backend.train(model, baseline_options(epochs), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
     state = backend.state(model)

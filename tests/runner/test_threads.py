@@ -29,3 +29,4 @@ def test_the_default_is_the_cpus_this_process_may_use(backend_name):
     result = lwdsl.run("prune l1 0.5", "lenet300", backend=backend_name, **RUN)
     threads = result.report["threads"]
     assert threads.get("training_asked", threads["training"]) == usable_cpus()
+
