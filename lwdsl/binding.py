@@ -20,7 +20,7 @@ from .specs import KINDS, OPS, Glob, Selector, StepSpec
 from .specs.base import Refusal
 from .values import to_python
 
-__all__ = ["bind_step"]
+__all__ = ["bind_step", "vars_in"]
 
 Written = Union[s.Value, s.Option, s.Clause]
 
@@ -242,7 +242,7 @@ class _Binder:
         """``found`` (the values used) and ``hint`` (where they come from) for an argument at
         ``span`` written with ``$NAME``: its text alone would show ``$NAME``, not the value."""
         node = next((a for a in self.step.args if a.span == span or getattr(getattr(a, "value", None), "span", None) == span), None)
-        names = list(dict.fromkeys(v.name for v in _vars_in(node) if v.name in self.origins)) if node is not None else []
+        names = list(dict.fromkeys(v.name for v in vars_in(node) if v.name in self.origins)) if node is not None else []
         if not names:
             return {}
         values = ", ".join(f"${name} = {self.origins[name][0]}" for name in names)
@@ -250,9 +250,9 @@ class _Binder:
         return {"found": f"{self.doc.snippet(span)}, with {values}", "hint": origins}
 
 
-def _vars_in(node: Any) -> list[s.Var]:
-    """The ``$NAME`` uses inside an argument (an option's value, lists searched)."""
-    found, stack = [], [node]
+def vars_in(*nodes: Any) -> list[s.Var]:
+    """The ``$NAME`` uses among syntax nodes (arguments, options' values, lists searched)."""
+    found, stack = [], list(nodes)
     while stack:
         item = stack.pop()
         if isinstance(item, s.Var):

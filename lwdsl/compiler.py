@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from . import syntax as s
-from .binding import bind_step
+from .binding import bind_step, vars_in
 from .errors import Location, RecipeError, did_you_mean
 from .limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_USE_DEPTH, MAX_VALUE_ITEMS, size_words
 from .parser import parse_document, parse_value
@@ -380,7 +380,7 @@ _LABEL_VALUE_CHARS = 40
 def _with_values(step: s.Step, doc: s.Document, variables: Mapping[str, Any]) -> str:
     """The step as written, whitespace collapsed, each defined ``$NAME`` replaced by its value
     (how reports and errors name the step: ``quantize auto budget=6``, not ``budget=$budget``)."""
-    used = sorted(_vars_in(step.args), key=lambda var: var.span.start)
+    used = sorted(vars_in(*step.args), key=lambda var: var.span.start)
     if not used:
         return doc.snippet(step.span)
     parts, at = [], step.span.start
@@ -395,20 +395,6 @@ def _with_values(step: s.Step, doc: s.Document, variables: Mapping[str, Any]) ->
 
 def _short(text: str) -> str:
     return text if len(text) <= _LABEL_VALUE_CHARS else text[: _LABEL_VALUE_CHARS - 3] + "..."
-
-
-def _vars_in(nodes) -> list[s.Var]:
-    """The ``$NAME`` uses among syntax nodes (arguments, values), lists searched."""
-    found, stack = [], list(nodes)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, s.Var):
-            found.append(node)
-        elif isinstance(node, s.Option):
-            stack.append(node.value)
-        elif isinstance(node, s.ListValue):
-            stack.extend(node.items)
-    return found
 
 
 def _paths_from(step: StepSpec, doc: s.Document, folders: dict[str, Optional[str]]) -> StepSpec:
