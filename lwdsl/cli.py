@@ -293,14 +293,14 @@ def explain(
         from .backend import get_backend
         from .data import data_shape
         from .removal import needs_groups
-        from .runner import check_fit
+        from .runner import check_fit, load_model_ref
 
         check_backend_name(backend)
         given = data or (recipe.target.data if recipe.target and recipe.target.data else None)
         data_name = given or "mnist"
         shape, classes = data_shape(data_name)
         be = get_backend(backend)
-        built = be.load_model(model, shape, classes)
+        built = load_model_ref(be, model, tuple(shape), classes)
         layers = be.layers(built)
         if given or needs_groups(recipe):  # as `run` checks it; listing layers alone needs no data
             assumed = "" if given else " (assumed: the recipe has no `target ... on DATA` and no --data was given)"

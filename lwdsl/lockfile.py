@@ -34,6 +34,7 @@ def lock_data(
     baseline: dict[str, Any],
     other_data: Optional[dict[str, str]] = None,
     threads: Optional[dict[str, int]] = None,
+    model_sha256: Optional[str] = None,
 ) -> dict[str, Any]:
     """The lock file's content: recipe hash, resolved plan, seed, data hash (and those of the
     other data sets steps read, e.g. a distillation transfer set), versions."""
@@ -54,6 +55,7 @@ def lock_data(
         "seed": seed,
         "backend": backend,
         "model": model,
+        "model_sha256": model_sha256,  # the file of --model file.py:NAME
         "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
         "baseline": baseline,

@@ -36,6 +36,7 @@ from typing import Any, Optional, Union
 
 from .backend import Backend, StepContext, get_backend
 from .backend.threads import usable_cpus
+from .usermodel import code_digest, is_code_ref, load_user_model
 from .dataset import Dataset
 from .errors import LwdslError, RunError, UsageError
 from .outdir import check_out, is_write_error, write_error
@@ -240,6 +241,11 @@ def _prepare(
     be = get_backend(backend)
     check_backend(plan, be)
     model_ref = model if model is not None else (plan.target.model if plan.target else None)
+    if model is None and is_code_ref(model_ref):
+        raise UsageError(
+            f"the recipe's target names code ({model_ref}): a recipe never runs code",
+            hint=f"give it on the command line, where importing it is your act: --model {model_ref}",
+        )
     if model_ref is None:
         raise UsageError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
@@ -250,7 +256,7 @@ def _prepare(
     dataset = _adopt_or_none(be, data_name, train, test)
     shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
     be.set_seed(seed)
-    handle: Any = be.load_model(model_ref, shape, classes, ckpt)
+    handle: Any = load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
     shown_data = str(data_name or (dataset.name if dataset else "the given data"))
     check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data)
     _check_selectors(plan, be, handle)
@@ -299,7 +305,8 @@ def _execute(
     try:
         baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}
         if prep.checkpoint is None and isinstance(prep.model_ref, str) and not Path(prep.model_ref).exists():
-            baseline_info = _baseline(be, handle, prep.model_ref, ctx, baseline_epochs, say)
+            digest = code_digest(prep.model_ref) if is_code_ref(prep.model_ref) else None  # your file changed: another baseline
+            baseline_info = _baseline(be, handle, prep.model_ref + (f"-{digest[:12]}" if digest else ""), ctx, baseline_epochs, say)
         if any(step.needs_original() for step in plan.steps):
             ctx.original = be.copy_model(handle)
         metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
@@ -362,6 +369,7 @@ def _write(
         baseline=baseline_info,
         other_data={name: ds.sha256 for name, ds in prep.datasets.items()},
         threads=threads,
+        model_sha256=code_digest(model_ref) if is_code_ref(model_ref) else None,
     )
     try:
         run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
@@ -406,6 +414,14 @@ def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: in
             except LwdslError as exc:
                 kind = UsageError if isinstance(exc, UsageError) else LwdslError
                 raise kind(f"{step_label(plan, i)}: {exc.message}", hint=exc.hint) from None
+
+
+def load_model_ref(be: Backend, ref: Any, shape: tuple[int, ...], classes: int, checkpoint: Optional[Path] = None) -> Any:
+    """The backend's handle for ``ref``: a name, a file or an object as ``load_model`` takes it,
+    or your code (``file.py:NAME``, ``package.module:NAME``: :mod:`lwdsl.usermodel`)."""
+    if is_code_ref(ref):
+        ref = load_user_model(ref, shape, classes, be.is_model)
+    return be.load_model(ref, shape, classes, checkpoint)
 
 
 def _shown_model(model: Any) -> str:

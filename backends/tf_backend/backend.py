@@ -18,7 +18,7 @@ from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
 from lwdsl.specs import TrainingOptions
 
-from ._tf import tf
+from ._tf import tf, tf_keras
 from . import io
 from .data import adopt_data
 from .fold import drop_folded
@@ -58,6 +58,12 @@ class KerasBackend(Backend):
             except PackageNotFoundError:
                 out[pkg] = "not installed"
         return out
+
+    def is_model(self, obj: Any) -> bool:
+        """A tf_keras model, or a Keras 3 one (refused when built, with how to move it)."""
+        module = type(obj).__module__
+        keras3 = (module == "keras" or module.startswith("keras.")) and not isinstance(obj, type) and hasattr(obj, "layers")
+        return isinstance(obj, tf_keras.Model) or keras3
 
     def set_threads(self, threads: int) -> int:
         """TensorFlow's intra-op threads; it fixes them when its runtime starts (the first model

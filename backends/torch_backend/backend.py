@@ -12,7 +12,7 @@ import torch
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
 from lwdsl.dataset import Dataset
-from lwdsl.errors import LwdslError
+from lwdsl.errors import LwdslError, UsageError
 from lwdsl.specs import TrainingOptions
 
 from . import io
@@ -43,6 +43,9 @@ class TorchBackend(Backend):
 
         return {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
+    def is_model(self, obj: Any) -> bool:
+        return isinstance(obj, torch.nn.Module)
+
     def set_threads(self, threads: int) -> int:
         """torch's intra-op threads (``torch.set_num_threads``), for training and evaluation."""
         torch.set_num_threads(max(1, int(threads)))
@@ -66,6 +69,9 @@ class TorchBackend(Backend):
         torch state dict file or ``.lwz``; read only, see io.py)."""
         if isinstance(ref, torch.nn.Module):
             module, name = copy.deepcopy(ref), type(ref).__name__
+        elif not isinstance(ref, (str, Path)):
+            raise UsageError(f"the torch backend cannot use a {type(ref).__module__}.{type(ref).__name__} as a model",
+                             hint="give an nn.Module, a model name, or --model path/to/file.py:NAME")
         elif Path(ref).suffix in (".pt", ".pth", ".lwz", ".bin") or "/" in ref:
             raise LwdslError(
                 f"'{ref}' looks like a file: a torch weights file holds no architecture",

@@ -169,6 +169,11 @@ class Backend(ABC):
     def finalize(self, model: Any) -> Any:
         """Make masks permanent: plain weights, no hooks or wrappers."""
 
+    def is_model(self, obj: Any) -> bool:
+        """Whether ``obj`` is a model object of this backend's framework (``--model
+        file.py:NAME`` calls NAME when it is not: a class or a factory)."""
+        return False
+
     def set_threads(self, threads: int) -> int:
         """Train, evaluate and calibrate with ``threads`` threads from now on (the runner calls
         it before the model is built); returns the count in effect, which may differ when the
