@@ -123,19 +123,23 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
             ctx.warn(f"export onnx: cast layers {', '.join(halves['float'])} stay float32 in the ONNX file (their weight "
                      "initializer was not found)")
     data = model.SerializeToString()
-    summary = describe(data, handle, ctx.data.test_x, ctx.data.test_y)
+    summary = describe(data, handle, ctx.data.test_x, ctx.data.test_y, info)
     if halves.get("half"):
         summary["weights_dtype"] = ", ".join(sorted({"float16" if d == "fp16" else "bfloat16" for d in halves["half"].values()}))
         summary["half_layers"] = len(halves["half"])
     if handle.quant:
         ctx.notes["onnx"] = artifact_report(handle, model, info)
         summary.update(codes_equal=ctx.notes["onnx"]["codes_equal"], codes_total=ctx.notes["onnx"]["codes_total"],
-                       float_layers=list(info["float"]))
+                       float_layers=[f"{layer} ({why})" for layer, why in info.get("why_float", {}).items()])
         if info["float"]:
             ctx.warn(f"export onnx: layers {', '.join(info['float'])} stay float32 in the ONNX file")
         if summary["float_ops"] and any(m != "weights_only" for m in handle.quant_mode.values()):
-            ctx.warn(f"export onnx: ONNX Runtime runs {summary['float_ops']} weighted op(s) of the int8 file in float32 "
-                     f"(ops: {', '.join(f'{k} x{v}' for k, v in summary['ops'].items())})")
+            why = "; ".join(f"{layer}: {reason}" for layer, reason in summary.get("runs_float", {}).items())
+            extra = summary.get("runs_float_unexplained")
+            ctx.warn(f"export onnx: ONNX Runtime runs {summary['float_ops']} weighted op(s) of the int8 file in float32"
+                     + (f" ({why})" if why else "")
+                     + (f"; {extra} more for reasons the rewrite did not foresee" if extra else "")
+                     + f" (ops: {', '.join(f'{k} x{v}' for k, v in summary['ops'].items())})")
     with atomic_path(Path(path)) as tmp:
         Path(tmp).write_bytes(data)
     ctx.notes["artifact"] = summary  # joins the step's ``artifacts`` entry (lwdsl.backend.steps)

@@ -17,12 +17,23 @@ quantized layer (``handle.quant``) whose Conv/Gemm node reads the weight initial
 - the weight becomes ``DequantizeLinear(codes int8, scale, zero point 0, axis 0)``: our codes
   and scales, nothing recomputed (:func:`artifact_report` reads them back and counts the codes
   equal to the canonical ones with :func:`lwdsl.semantics.quant.agreement`);
-- ``static``/``qat`` layers (``handle.act``): the input goes through ``QuantizeLinear`` /
-  ``DequantizeLinear`` with our activation scale and zero point (uint8), and the bias becomes
-  int32 codes at ``scale_x * scale_w`` (as ONNX Runtime's own quantizer does); ONNX Runtime
-  fuses such groups into QLinearConv / QGemm (int8 kernels, int32 accumulation); the same
-  Q/DQ is also put on the tensor the input comes from through MaxPool/Flatten/Reshape (and Relu
-  when the zero point is 0), which changes no number and lets the producing layer emit int8;
+- ``static``/``qat`` layers (``handle.act``): the bias becomes int32 codes at ``scale_x *
+  scale_w`` (as ONNX Runtime's own quantizer does), and the activations are quantized as ONNX
+  Runtime's ``QDQQuantizer`` places them (:func:`_activations`), so int8 tensors flow from layer
+  to layer: every tensor between int8 ops (static Conv/Gemm, Add, Concat, MaxPool, AveragePool,
+  GlobalAveragePool, Flatten/Reshape/Transpose/Squeeze/Unsqueeze) gets one
+  ``QuantizeLinear``/``DequantizeLinear`` pair (uint8) shared by its readers. A layer's input
+  has lwdsl's scale and zero point; the same pair is carried unchanged through ops whose output
+  values are input values (max pool, flatten, ...) and through a Relu/Clip that the quantizer
+  clamps exactly as it does (that Relu/Clip is dropped, as ORT's quantizer does); any other
+  tensor of the region (a layer output feeding an addition or a concatenation, a sum, a pooled
+  mean) is ranged by the core's observer (the step's ``observer=``) on the step's own
+  calibration images, in the file with quantized weights and float activations (as the step
+  calibrates). ONNX Runtime fuses these groups into QLinearConv / QGemm / QLinearAdd /
+  QLinearConcat / QLinearGlobalAveragePool (int8 kernels): on ResNet-18 and MobileNetV2 every
+  weighted layer runs int8. A reader that runs float (a layer left float, a constant operand)
+  keeps the float tensor, and a layer that therefore cannot emit int8 runs float in ONNX
+  Runtime; ``info["why_float"]`` names it with the reason;
 - ``dynamic`` layers: ``DynamicQuantizeLinear`` (uint8, the batch's own range) feeds
   ``ConvInteger`` / ``MatMulInteger`` with our codes; the int32 result is scaled back by
   ``scale_x * scale_w`` and the float bias added;
@@ -145,6 +156,9 @@ def build_onnx(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     A run asks for it several times per step (artifact report, latency at two batch sizes):
     the last one built is kept and reused while the model is unchanged."""
     key = _fingerprint(handle)
+    if handle.calib is not None:  # the ranges observed beyond the layers' inputs depend on the images
+        x_all, idx, method = handle.calib
+        key += f":{id(x_all)}:{hashlib.sha1(np.ascontiguousarray(idx).tobytes()).hexdigest()}:{method}"
     if key not in _BUILT:
         _BUILT.clear()
         _BUILT[key] = _build_onnx(handle)
@@ -162,15 +176,16 @@ def _build_onnx(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     consumers = _weight_consumers(all_nodes)
     new_nodes: dict[int, list] = {}  # id(node) -> nodes to insert before it
     drop: set[str] = set()
-    info: dict[str, Any] = {"int8": {}, "float": []}
+    info: dict[str, Any] = {"int8": {}, "float": [], "why_float": {}}
     added: list = []
     removed: set[int] = set()
-    pre_at: dict[int, list] = {}  # Q/DQ moved upstream, inserted before the chain's first node
+    static: dict[str, tuple[str, Any]] = {}  # output of a static layer's node -> (layer, its input quantization)
     for layer, q in handle.quant.items():
         wname = f"{layer}.weight"
         node = consumers.get(wname)
         if node is None or wname not in inits:
             info["float"].append(layer)
+            info["why_float"][layer] = "its weight was folded or transposed by the exporter: the rewrite cannot find it"
             continue
         mode = handle.quant_mode.get(layer, "weights_only")
         aq = handle.act.get(layer)
@@ -203,25 +218,7 @@ def _build_onnx(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
         drop.add(wname)
         node.input[1] = f"{p}.weight_dequantized"
         if aq is not None:
-            added += [
-                numpy_helper.from_array(np.asarray(aq.scale, np.float32), f"{p}.input_scale"),
-                numpy_helper.from_array(np.asarray(aq.zero_point, np.uint8), f"{p}.input_zero_point"),
-            ]
-            x = node.input[0]
-            pre.append(
-                helper.make_node(
-                    "QuantizeLinear", [x, f"{p}.input_scale", f"{p}.input_zero_point"], [f"{p}.input_quantized"],
-                    name=f"{p}.input_QuantizeLinear",
-                )
-            )
-            pre.append(
-                helper.make_node(
-                    "DequantizeLinear", [f"{p}.input_quantized", f"{p}.input_scale", f"{p}.input_zero_point"],
-                    [f"{p}.input_dequantized"], name=f"{p}.input_DequantizeLinear",
-                )
-            )
-            node.input[0] = f"{p}.input_dequantized"
-            _quantize_upstream(all_nodes, x, aq, p, pre_at, helper)
+            static[node.output[0]] = (layer, aq)
             if has_bias:
                 b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
                 bscale = (np.float32(aq.scale) * scale).astype(np.float32)
@@ -243,10 +240,10 @@ def _build_onnx(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
             info["int8"][layer] = "static"
         else:
             info["int8"][layer] = "weights_only"
+            info["why_float"][layer] = "weights_only: int8 weights, float kernel"
         new_nodes.setdefault(id(node), []).extend(pre)
     nodes = []
     for node in all_nodes:
-        nodes.extend(pre_at.get(id(node), []))
         nodes.extend(new_nodes.get(id(node), []))
         if id(node) not in removed:
             nodes.append(node)
@@ -256,46 +253,257 @@ def _build_onnx(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + added)
+    if static:
+        _activations(model, handle, static, info)
+    if handle.quant:
+        for wname in consumers:
+            layer = wname[: -len(".weight")] if wname.endswith(".weight") else wname
+            if layer not in handle.quant:
+                info["why_float"].setdefault(layer, "not quantized: no quantize step selected it")
     onnx.checker.check_model(model)
     return model, info
 
 
-#: ops that commute with the activation quantizer (monotone, value-preserving); Relu only when
-#: the zero point is qmin (then quantizing clamps at 0 exactly as Relu does).
-_COMMUTE = ("MaxPool", "Flatten", "Reshape")
+#: Ops that ONNX Runtime runs on int8 tensors between Q/DQ pairs (its QDQ selectors, as placed by
+#: its own ``QDQQuantizer``): ``_SAME`` output values are input values (one quantization for
+#: both: int8 MaxPool, or no op at all); ``_ACTIVATION`` Relu/Clip are dropped where the
+#: quantizer of their output already clamps as they do (ORT's ``QDQRemovableActivation``);
+#: ``_OWN`` make new values and need their own output range (QLinearAdd, QLinearConcat,
+#: QLinearAveragePool, QLinearGlobalAveragePool).
+_SAME = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+_ACTIVATION = ("Relu", "Clip")
+_OWN = ("Add", "Concat", "AveragePool", "GlobalAveragePool")
 
 
-def _quantize_upstream(all_nodes: list, x: str, aq: Any, p: str, pre_at: dict, helper: Any) -> None:
-    """Also quantize-dequantize, with the same parameters, the tensor from which ``x`` comes
-    through a chain of ops that commute with the quantizer (MaxPool, Flatten, Reshape, Relu):
-    the numbers do not change (``q(maxpool(q(t))) == q(maxpool(t))``, ``q`` idempotent), but the
-    producing Conv/Gemm now has a quantized output and runs as QLinearConv/QGemm."""
-    producer = {o: n for n in all_nodes for o in n.output}
-    uses: dict[str, int] = {}
-    for n in all_nodes:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    first, t = None, x  # x's only reader is now the new QuantizeLinear (not in the graph yet)
-    while t in producer and uses.get(t, 0) == (0 if t == x else 1):
-        n = producer[t]
-        if not (n.op_type in _COMMUTE or (n.op_type == "Relu" and aq.zero_point == aq.qmin)):
+def _constants(graph: Any) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def _act_inputs(node: Any, consts: dict[str, np.ndarray]) -> Optional[list[str]]:
+    """The activation inputs of a node of the int8 region, None if one is a constant (an Add
+    of a constant tensor stays float)."""
+    ins = list(node.input) if node.op_type in ("Add", "Concat") else [node.input[0]]
+    return None if any(not i or i in consts for i in ins) else ins
+
+
+def _removable(node: Any, aq: Any, consts: dict[str, np.ndarray]) -> bool:
+    """True if quantizing with ``aq`` after ``node`` (Relu, or Clip with constant bounds) gives
+    the same codes as without it: ``q(lo) == qmin`` and ``q(hi) == qmax`` (q monotone), so the
+    node can go (float32 division, half to even, as QuantizeLinear)."""
+    lo, hi = 0.0, np.inf
+    if node.op_type == "Clip":
+        bounds = [consts.get(i) if i else None for i in list(node.input[1:3]) + [""] * (3 - len(node.input))]
+        if any(i and i not in consts for i in node.input[1:3]):
+            return False
+        lo = -np.inf if bounds[0] is None else float(np.asarray(bounds[0]).reshape(-1)[0])
+        hi = np.inf if bounds[1] is None else float(np.asarray(bounds[1]).reshape(-1)[0])
+
+    def code(v: float) -> int:
+        if np.isinf(v):
+            return aq.qmin if v < 0 else aq.qmax
+        return int(np.clip(np.rint(np.float32(v) / np.float32(aq.scale)) + aq.zero_point, aq.qmin, aq.qmax))
+
+    return code(lo) == aq.qmin and code(hi) == aq.qmax
+
+
+def _observe(model: Any, handle: TorchModel, names: list[str]) -> dict[str, Any]:
+    """The core's ``RangeObserver`` (the step's method) on each tensor of ``names`` of ``model``
+    (weights quantized, activations float: as the step calibrated) over the step's own
+    calibration images; returns tensor -> ``act_qparams`` of its range."""
+    import onnx
+
+    from lwdsl.semantics.activations import RangeObserver, act_qparams
+
+    x_all, idx, method = handle.calib
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    sess = session(probe, 1)
+    observers = {name: RangeObserver(method) for name in names}
+    step = max(1, min(256, int(2_000_000 // max(1, int(np.prod(handle.input_shape))))))
+    for start in range(0, len(idx), step):
+        x = np.ascontiguousarray(x_all[idx[start : start + step]], dtype=np.float32)
+        for name, value in zip(names, sess.run(names, {INPUT: x})):
+            observers[name].update(value)
+    return {name: act_qparams(*ob.range()) for name, ob in observers.items()}
+
+
+def _activations(model: Any, handle: TorchModel, by_output: dict[str, tuple[str, Any]], info: dict[str, Any]) -> None:
+    """Place the activation Q/DQ pairs as ONNX Runtime's own QDQ quantizer does, so int8 tensors
+    flow from layer to layer: every tensor between int8 ops (static Conv/Gemm, the ops above) gets
+    one QuantizeLinear/DequantizeLinear pair that all its readers share. Its (scale, zero point):
+    a static layer's input: the step's (lwdsl's calibration); carried unchanged through ``_SAME``
+    ops and removable activations; any other (a layer output that feeds an addition, a sum, a
+    pooled tensor): the core observer on the step's calibration images. A region op with a float
+    reader (or a constant operand) stays float, and so does what only it would make int8."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = list(graph.node)
+    static = {id(n): by_output[n.output[0]] for n in nodes if n.output and n.output[0] in by_output}
+    consts = _constants(graph)
+    order = {id(n): k for k, n in enumerate(nodes)}
+    producer = {o: n for n in nodes for o in n.output}
+    readers: dict[str, list] = {}
+    for n in nodes:
+        for i in dict.fromkeys(n.input):
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    region = {id(n) for n in nodes if n.op_type in _SAME + _ACTIVATION + _OWN and _act_inputs(n, consts) is not None}
+    seeds: dict[str, Any] = {}  # a static layer's input tensor -> its quantization
+    own_pair: dict[int, Any] = {}  # a static layer whose input tensor already has another quantization
+    for n in nodes:
+        if id(n) in static:
+            t, aq = n.input[0], static[id(n)][1]
+            if seeds.setdefault(t, aq) != aq:
+                own_pair[id(n)] = aq
+    unobservable: set[str] = set()
+
+    def int8_reader(n: Any, t: str) -> bool:
+        if id(n) in static:
+            return n.input[0] == t and id(n) not in own_pair
+        return id(n) in region and t in (_act_inputs(n, consts) or [])
+
+    def plan() -> set[str]:
+        while True:
+            quantized = set(seeds)
+            for n in nodes:
+                if id(n) in static or id(n) in region:
+                    t = n.output[0]
+                    if t not in outputs and t not in unobservable and readers.get(t) and all(int8_reader(r, t) for r in readers[t]):
+                        quantized.add(t)
+            drop = set()
+            for n in nodes:
+                if id(n) in region and not (set(_act_inputs(n, consts)) <= quantized and n.output[0] in quantized):
+                    drop.add(id(n))
+            if not drop:
+                return quantized
+            region.difference_update(drop)
+
+    def propagate(params: dict[str, Any], quantized: set[str]) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for n in nodes:
+                if id(n) not in region or n.op_type in _OWN:
+                    continue
+                i, o = n.input[0], n.output[0]
+                if o in params and i not in params and i in quantized and len(readers[i]) == 1 and (
+                    n.op_type in _SAME or _removable(n, params[o], consts)
+                ):
+                    params[i] = params[o]
+                    changed = True
+                elif n.op_type in _SAME and i in params and o not in params and o in quantized:
+                    params[o] = params[i]
+                    changed = True
+
+    while True:
+        quantized = plan()
+        params = dict(seeds)
+        propagate(params, quantized)
+        pending = [t for t in quantized if t not in params]
+        if not pending or handle.calib is not None:
             break
-        first, t = n, n.input[0]
-    if first is None or t not in producer or uses.get(t, 0) != 1:
-        return
-    pre_at.setdefault(id(first), []).extend(
-        [
-            helper.make_node(
-                "QuantizeLinear", [t, f"{p}.input_scale", f"{p}.input_zero_point"], [f"{p}.upstream_quantized"],
-                name=f"{p}.upstream_QuantizeLinear",
-            ),
-            helper.make_node(
-                "DequantizeLinear", [f"{p}.upstream_quantized", f"{p}.input_scale", f"{p}.input_zero_point"],
-                [f"{p}.upstream_dequantized"], name=f"{p}.upstream_DequantizeLinear",
-            ),
+        unobservable.update(pending)  # a model loaded already quantized: no images to range them on
+    observed = _observe(model, handle, sorted(pending)) if pending else {}
+    rank = lambda t: order[id(producer[t])] if t in producer else -1  # noqa: E731
+    used_observed = 0
+    for t in sorted(pending, key=rank, reverse=True):  # the latest first: a sum takes its Relu's range
+        if t not in params:
+            params[t] = observed[t]
+            used_observed += 1
+            propagate(params, quantized)
+
+    for n in nodes:  # a static Conv with a float output is not fused: ONNX Runtime runs it in float
+        fused = n.output[0] in quantized and all(int8_reader(r, n.output[0]) for r in readers.get(n.output[0], []))
+        if id(n) in static and n.op_type == "Conv" and not fused:
+            t = n.output[0]
+            if t in outputs:
+                why = "its output is a graph output (kept float)"
+            elif t in unobservable:
+                why = "its output's range is unknown (the calibration images are not at hand)"
+            else:
+                floats = sorted({f"{r.op_type} {r.name}".strip() for r in readers.get(t, []) if not int8_reader(r, t)}
+                                or {f"{r.op_type} {r.name}".strip() for r in readers.get(t, [])})
+                why = f"its output feeds {', '.join(floats)}, which runs in float"
+            info["why_float"][static[id(n)][0]] = why + ": ONNX Runtime fuses QLinearConv only with an int8 output"
+
+    # removable activations go: their readers read the quantized input
+    alias: dict[str, str] = {}
+    gone: set[int] = set()
+    for n in nodes:
+        if id(n) in region and n.op_type in _ACTIVATION:
+            i, o = n.input[0], n.output[0]
+            if (o in quantized and params.get(i) == params.get(o) and _removable(n, params[o], consts)
+                    and len(readers[i]) == 1 and all(int8_reader(r, o) for r in readers.get(o, []))):
+                alias[o] = i
+                gone.add(id(n))
+
+    def base(t: str) -> str:
+        while t in alias:
+            t = alias[t]
+        return t
+
+    added, after, before = [], {}, {}
+
+    def pair(t: str, aq: Any, tag: str) -> tuple[list, str]:
+        zp_type = np.uint8 if aq.qmin >= 0 else np.int8
+        added.append(numpy_helper.from_array(np.asarray(aq.scale, np.float32), f"{tag}_scale"))
+        added.append(numpy_helper.from_array(np.asarray(aq.zero_point, zp_type), f"{tag}_zero_point"))
+        qdq = [
+            helper.make_node("QuantizeLinear", [t, f"{tag}_scale", f"{tag}_zero_point"], [f"{tag}_quantized"], name=f"{tag}_QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [f"{tag}_quantized", f"{tag}_scale", f"{tag}_zero_point"], [f"{tag}_dequantized"],
+                             name=f"{tag}_DequantizeLinear"),
         ]
-    )
-    first.input[0] = f"{p}.upstream_dequantized"
+        return qdq, f"{tag}_dequantized"
+
+    dq_of: dict[str, str] = {}
+    for t in sorted(quantized, key=rank):
+        if t in alias:
+            continue
+        qdq, dq_of[t] = pair(t, params[t], t)
+        if t in producer:
+            after.setdefault(id(producer[t]), []).extend(qdq)
+        else:
+            before.setdefault(-1, []).extend(qdq)
+    for n in nodes:
+        if id(n) in gone:
+            continue
+        if id(n) in own_pair:
+            qdq, dq = pair(n.input[0], own_pair[id(n)], f"{static[id(n)][0]}.input")
+            before.setdefault(id(n), []).extend(qdq)
+            n.input[0] = dq
+            continue
+        for k, t in enumerate(n.input):
+            if t and base(t) in dq_of and int8_reader(n, t):
+                n.input[k] = dq_of[base(t)]
+    out = list(before.get(-1, []))
+    for n in nodes:
+        if id(n) in gone:
+            continue
+        out.extend(before.get(id(n), []))
+        out.append(n)
+        out.extend(after.get(id(n), []))
+    del graph.node[:]
+    graph.node.extend(out)
+    graph.initializer.extend(added)
+
+    info["activations"] = {
+        "quantized_tensors": len(dq_of),
+        "observed": used_observed,
+        "removed_activations": len(gone),
+        "int8_region_ops": sum(1 for n in nodes if id(n) in region and id(n) not in gone),
+    }
 
 
 def _dynamic(node, layer, q, scale, inits, has_bias, pre, added, helper, numpy_helper, graph) -> None:
@@ -360,6 +568,8 @@ def artifact_report(handle: TorchModel, model: Optional[Any] = None, info: Optio
     report = {"engine": "onnxruntime", "layers": dict(info["int8"]), "codes_equal": equal, "codes_total": total}
     if info["float"]:
         report["float_in_artifact"] = list(info["float"])
+    if info.get("why_float"):
+        report["runs_float"] = dict(info["why_float"])
     return report
 
 
@@ -390,9 +600,12 @@ def runtime_ops(data: bytes) -> tuple[Any, dict[str, int]]:
     return sess, dict(sorted(counts.items()))
 
 
-def describe(data: bytes, handle: TorchModel, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def describe(data: bytes, handle: TorchModel, x: np.ndarray, y: np.ndarray, info: Optional[dict] = None) -> dict[str, Any]:
     """What an ONNX artifact is, measured by its own runtime: size, the ops ONNX Runtime runs
-    (int8 or float), top-1 accuracy on ``x, y``, median latency at batch 1 and 32 (1 thread)."""
+    (int8 or float), top-1 accuracy on ``x, y``, median latency at batch 1 and 32 (1 thread).
+    With ``info`` (:func:`build_onnx`'s), ``runs_float``: each weighted layer that runs in float
+    and why (not quantized, weights_only, an output that cannot be int8); weighted float ops
+    that ONNX Runtime left beyond those are counted in ``runs_float_unexplained``."""
     sess, ops = runtime_ops(data)
     dtype = {**{op: "int8" for op in INT8_OPS}, **{op: "float32" for op in FLOAT_OPS}}
     out: dict[str, Any] = {
@@ -403,6 +616,11 @@ def describe(data: bytes, handle: TorchModel, x: np.ndarray, y: np.ndarray) -> d
         "int8_ops": sum(n for op, n in ops.items() if op in INT8_OPS),
         "float_ops": sum(n for op, n in ops.items() if op in FLOAT_OPS),
     }
+    if info is not None and handle.quant:
+        why = dict(info.get("why_float", {}))
+        out["runs_float"] = why
+        if out["float_ops"] > len(why):
+            out["runs_float_unexplained"] = out["float_ops"] - len(why)
     if len(x):
         out["accuracy"] = float(np.mean(np.argmax(run_onnx(sess, x), axis=1) == y))
     for batch in (1, 32):
