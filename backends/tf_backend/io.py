@@ -34,7 +34,7 @@ def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
             the message names it (and the tensor, if one is bad).
     """
     if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist")
+        raise UsageError(f"checkpoint {path} not found")
     if path.suffix == ".lwz":
         return load_weights(path)[0]
     if path.suffix in (".keras", ".h5"):

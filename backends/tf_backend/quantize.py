@@ -21,7 +21,7 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
-from lwdsl.backend.quantize import QuantizeParts, quantize_handler
+from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import WeightQuant
 from lwdsl.specs import QuantizeSpec, TrainingOptions
@@ -44,7 +44,7 @@ def quantizable(view: LayerView) -> Optional[str]:
     if "Transpose" in type(view.layer).__name__:
         return f"{type(view.layer).__name__} is not quantized by the tensorflow backend yet"
     if not (classes & {"Conv", "Dense"}) or view.weight.name != f"{view.name}.weight":
-        return f"a {type(view.layer).__name__} layer ({view.kind}) has no conv or dense kernel to quantize"
+        return ONLY_CONV_AND_LINEAR
     return None
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.quantize import QuantizeParts, quantize_handler
+from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import WeightQuant
 from lwdsl.specs import QuantizeSpec, TrainingOptions
@@ -45,7 +45,7 @@ class TorchQuantizeParts(QuantizeParts):
         kinds = {name: layer_kind(m) for name, m in weighted_layers(handle.module)}
         chosen = set(layers)
         ordered = [name for name in kinds if name in chosen]
-        left = {name: (kinds[name], "not conv or linear") for name in ordered if kinds[name] not in QUANTIZABLE}
+        left = {name: (kinds[name], ONLY_CONV_AND_LINEAR) for name in ordered if kinds[name] not in QUANTIZABLE}
         return [name for name in ordered if name not in left], left
 
     def fold(self, handle: TorchModel, names: Sequence[str], ctx: StepContext) -> None:

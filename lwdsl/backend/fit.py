@@ -145,8 +145,9 @@ def fit(
                     ce, whole, ok = trainer.step(batch_images(x, idx, shifts), y[idx], idx, lr_at(schedule, opts.lr, t, total))
                     if not ok:
                         trainer.restore(good)
+                        what = f"the loss became {whole}" if not np.isfinite(whole) else f"a gradient became NaN or infinite (the loss was {whole:g})"
                         raise RunError(
-                            f"step {ctx.index + 1} ({label}): the loss became {whole} at epoch {epoch + 1}, "
+                            f"step {ctx.index + 1} ({label}): {what} at epoch {epoch + 1}, "
                             f"step {b + 1} of {per_epoch}; training stopped and the weights are back to the start of "
                             f"epoch {epoch + 1}",
                             hint=f"lower the learning rate (lr={opts.lr:g}), or check the data for NaN/inf",

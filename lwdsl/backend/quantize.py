@@ -42,7 +42,10 @@ from ..specs import QuantizeSpec, TrainingOptions
 from ..specs.quantize import LOW_BIT
 from .context import StepContext
 
-__all__ = ["QuantizeParts", "quantize_handler", "measure_sensitivity", "calibrate", "CALIBRATION_BATCH"]
+__all__ = ["QuantizeParts", "quantize_handler", "measure_sensitivity", "calibrate", "CALIBRATION_BATCH", "ONLY_CONV_AND_LINEAR"]
+
+#: Why a selected layer of another kind (a norm, an embedding) stays float, on every backend.
+ONLY_CONV_AND_LINEAR = "only conv and linear layers are quantized"
 
 #: Images per forward pass while calibrating and measuring sensitivity.
 CALIBRATION_BATCH = 256
@@ -183,8 +186,11 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         step = f"step {ctx.index + 1} (quantize {spec.dtype})"
         todo, left = parts.candidates(handle, layers)
         if left:
-            what = "; ".join(f"{name} ({kind}): {why}" for name, (kind, why) in left.items())
-            ctx.warn(f"{step}: the {parts.backend} backend cannot quantize {what}; {'they stay' if len(left) > 1 else 'it stays'} float32")
+            by_why: dict[str, list[str]] = {}
+            for name, (kind, why) in left.items():
+                by_why.setdefault(why, []).append(f"{name} ({kind})")
+            what = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_why.items())
+            ctx.warn(f"{step}: {len(left)} selected layer{'s stay' if len(left) > 1 else ' stays'} float32, not quantized: {what}")
             ctx.notes["float_layers"] = [{"layer": name, "kind": kind, "why": why} for name, (kind, why) in left.items()]
         mode = "weights_only" if spec.weights_only else spec.mode
         parts.fold(handle, todo, ctx)  # conv+bn -> one layer, before its codes are computed

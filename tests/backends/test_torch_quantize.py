@@ -128,7 +128,7 @@ def test_a_layer_that_cannot_be_quantized_is_named():
     backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=32), _names(backend, handle), ctx)
     assert set(handle.quant) == {"0", "3"}
     assert len(said) == 1 and "1 (norm)" in said[0]
-    assert ctx.notes["float_layers"] == [{"layer": "1", "kind": "norm", "why": "not conv or linear"}]
+    assert ctx.notes["float_layers"] == [{"layer": "1", "kind": "norm", "why": "only conv and linear layers are quantized"}]
 
 
 def _onnx_accuracy(path, data):

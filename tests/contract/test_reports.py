@@ -170,9 +170,6 @@ def test_the_cases_say_what_they_are_meant_to(reports):
     assert steps["distill-student"][-1]["student"]["replaces"] == MODEL
 
 
-@pytest.mark.xfail(strict=True, reason="the why of a layer left float is the backend's own text: torch says 'not conv "
-                   "or linear', tensorflow 'a BatchNormalization layer (norm) has no conv or dense kernel to quantize', "
-                   "in the float_layers note and in the warning")
 def test_a_layer_left_float_is_reported_alike(tmp_path):
     """``quantize`` on every layer of a model with batch norms (resnet8): the norms stay float,
     named in the ``float_layers`` note and one warning, in the same words on every backend."""
