@@ -9,13 +9,16 @@ widths as keywords, so a model whose filters were physically removed can be buil
 its smaller widths.
 
 ``torchvision:NAME`` builds ``torchvision.models.get_model(NAME, weights=None,
-num_classes=K)``. The input channels are not adapted: torchvision classifiers expect 3-channel
+num_classes=K)``; ``torchvision:NAME?weights=DEFAULT`` (or a named set such as ``IMAGENET1K_V1``)
+loads torchvision's pretrained weights (from torch's hub cache, downloading when it can) and
+replaces the classifier by a new one with K outputs when K differs. The input channels are not adapted: torchvision classifiers expect 3-channel
 images, so use them with 3-channel data (``synthetic:3,64,64:10``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from pathlib import Path
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -168,9 +171,43 @@ BUILTINS: dict[str, Callable[..., nn.Module]] = {
 assert set(BUILTINS) == set(BUILTIN_NAMES), "every model of lwdsl.zoo is built here"
 
 
+def _pretrained(name: str, weights: str) -> nn.Module:
+    """``torchvision:NAME?weights=W``: the model with torchvision's pretrained weights ``W``
+    (``DEFAULT`` or an enum member such as ``IMAGENET1K_V1``), read from torch's hub cache or
+    downloaded into it; offline without the file, a UsageError saying where to put it."""
+    import torchvision
+
+    table = torchvision.models.get_model_weights(name)
+    if weights not in table.__members__:
+        near = did_you_mean(weights, list(table.__members__))
+        raise UsageError(f"torchvision:{name} has no pretrained weights '{weights}' (it has: {', '.join(table.__members__)})",
+                         hint=f"did you mean '{near}'?" if near else None)
+    chosen = table[weights]
+    try:
+        return torchvision.models.get_model(name, weights=chosen)
+    except OSError as exc:  # URLError and the like: no network, or the cache cannot be written
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(chosen.url).name
+        raise UsageError(
+            f"torchvision:{name}?weights={weights}: the weights could not be downloaded from {chosen.url} ({exc})",
+            hint=f"put that file at {cache} (torch's hub cache, TORCH_HOME), or give the weights with --checkpoint",
+        ) from None
+
+
+def _new_head(module: nn.Module, num_classes: int) -> Optional[str]:
+    """Replace the last ``nn.Linear`` (the classifier) by a fresh one with ``num_classes``
+    outputs, as fine-tuning a pretrained model does; returns its name (None when it already fits)."""
+    name, last = next(((n, m) for n, m in reversed(list(module.named_modules())) if isinstance(m, nn.Linear)), (None, None))
+    if last is None or last.out_features == num_classes:
+        return None
+    parent = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
+    setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes, bias=last.bias is not None))
+    return name
+
+
 def _torchvision(name: str, num_classes: int) -> nn.Module:
     import torchvision
 
+    name, _, query = name.partition("?")
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
         near = did_you_mean(name, known)
@@ -179,7 +216,14 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
             hint=(f"did you mean 'torchvision:{near}'? " if near else "")
             + "see torchvision.models.list_models(module=torchvision.models)",
         )
-    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if not query:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    key, eq, weights = query.partition("=")
+    if key != "weights" or not eq or not weights:
+        raise UsageError(f"torchvision:{name}?{query}: the one option is ?weights=NAME (e.g. ?weights=DEFAULT)")
+    module = _pretrained(name, weights)
+    _new_head(module, num_classes)
+    return module
 
 
 def build_model(ref: str, input_shape: tuple[int, ...], num_classes: int, **widths: int) -> nn.Module:

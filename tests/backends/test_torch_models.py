@@ -12,7 +12,7 @@ from torch import nn
 
 from lwdsl.errors import LwdslError
 from lwdsl.backends.torch_backend.layers import layer_kind
-from lwdsl.backends.torch_backend.models import LeNet5
+from lwdsl.backends.torch_backend.models import LeNet5, build_model
 
 pytestmark = pytest.mark.torch
 
@@ -129,3 +129,30 @@ def test_unsupported_ops_say_why_before_anything_loads():
     assert backend.unsupported(ExportSpec(format="tflite")) == "the torch backend cannot export tflite"
     with pytest.raises(LwdslError, match="the torch backend cannot export keras"):
         backend.apply(None, ExportSpec(format="keras"), [], None)
+
+
+def test_pretrained_torchvision_weights_offline_say_where_to_put_the_file(tmp_path, monkeypatch):
+    import torchvision.models._api as tv_api
+
+    from lwdsl.errors import UsageError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    with pytest.raises(UsageError) as err:
+        build_model("torchvision:resnet18?weights=DEFAULT", (3, 32, 32), 10)
+    assert "resnet18-f37072fd.pth" in err.value.message and str(tmp_path) in (err.value.hint or "")
+    with pytest.raises(UsageError, match="no pretrained weights 'IMAGENET1K_V9'"):
+        build_model("torchvision:resnet18?weights=IMAGENET1K_V9", (3, 32, 32), 10)
+    with pytest.raises(UsageError, match=r"\?weights=NAME"):
+        build_model("torchvision:resnet18?pretrained=1", (3, 32, 32), 10)
+
+
+def test_pretrained_weights_load_and_the_classifier_gets_the_datas_classes(monkeypatch):
+    import torchvision
+    import torchvision.models._api as tv_api
+
+    reference = torchvision.models.resnet18(weights=None)  # stands for the downloaded file
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", lambda *a, **k: reference.state_dict())
+    model = build_model("torchvision:resnet18?weights=DEFAULT", (3, 32, 32), 10)
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)  # the pretrained weights
+    assert model.fc.out_features == 10 and model.fc.in_features == 512  # a new head for 10 classes
