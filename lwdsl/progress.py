@@ -1,7 +1,8 @@
 """Progress for every loop over data: rich bars with ETA on a terminal, plain lines in logs.
 
-When stdout is not a terminal (CI logs, ``| tee``), rich would draw nothing; a progress line
-is printed to stderr instead every tenth of the way (and at least every 30 s), then at the end.
+When stdout is not a terminal (CI logs, ``| tee``), rich would draw nothing; plain lines go to
+stderr instead: one when a loop of 2 s or more ends, and one a minute while a long loop runs
+(:class:`PlainBar`), so a log has about one line per epoch.
 A phase of several epochs (the baseline) also says, after each epoch, how long it took and about
 how long the rest will take (:func:`epoch_progress`). ``--quiet`` shows nothing.
 """
@@ -73,37 +74,35 @@ class _RichFactory:
 
 
 class PlainBar:
-    """Progress as lines of text (``train epoch 1/2: 469/938 (50%), 12 s, eta 12 s``): one each
-    tenth of the way, at least one every 30 s, and one when the loop ends."""
+    """Progress as lines of text for logs: one line when a loop that took at least
+    ``min_seconds`` ends (``train epoch 1/2: 938 steps in 24 s``), and, while a long loop runs,
+    one every ``every`` seconds (``train epoch 1/2: 469/938 (50%), 60 s, eta 60 s``). A short
+    loop (an evaluation, a calibration) prints nothing: the step's own line says its figures."""
 
     def __init__(
-        self, total: int, description: str, write: Callable[[str], Any], clock: Callable[[], float] = time.monotonic
+        self, total: int, description: str, write: Callable[[str], Any], clock: Callable[[], float] = time.monotonic,
+        *, every: float = 60.0, min_seconds: float = 2.0,
     ) -> None:
         self.total, self.description, self._write, self._clock = max(int(total), 0), description, write, clock
+        self.every, self.min_seconds = every, min_seconds
         self.done, self._start = 0, clock()
-        self._shown_at, self._shown_done, self._shown_tenth = self._start, 0, 0
+        self._shown_at = self._start
 
     def update(self, n: int = 1) -> None:
         self.done += n
         now = self._clock()
-        tenth = min(10, 10 * self.done // self.total) if self.total else 0
-        if tenth > self._shown_tenth or now - self._shown_at >= 30:
-            self._line(now)
-            self._shown_tenth = tenth
+        if now - self._shown_at >= self.every and self.done < self.total:
+            self._shown_at = now
+            elapsed = now - self._start
+            share = self.done / self.total if self.total else 0.0
+            eta = f", eta {elapsed * (1 - share) / share:.0f} s" if 0 < share < 1 else ""
+            of = f"/{self.total} ({100 * share:.0f}%)" if self.total else ""
+            self._write(f"{self.description}: {self.done}{of}, {elapsed:.0f} s{eta}")
 
     def close(self) -> None:
-        if self.done != self._shown_done:
-            self._line(self._clock())
-
-    def _line(self, now: float) -> None:
-        self._shown_at, self._shown_done = now, self.done
-        elapsed = now - self._start
-        if not self.total:
-            self._write(f"{self.description}: {self.done}, {elapsed:.0f} s")
-            return
-        share = min(self.done / self.total, 1.0)
-        eta = f", eta {elapsed * (1 - share) / share:.0f} s" if 0 < share < 1 else ""
-        self._write(f"{self.description}: {self.done}/{self.total} ({100 * share:.0f}%), {elapsed:.0f} s{eta}")
+        elapsed = self._clock() - self._start
+        if elapsed >= self.min_seconds:
+            self._write(f"{self.description}: {self.done} steps in {elapsed:.0f} s")
 
 
 class _PlainFactory:
