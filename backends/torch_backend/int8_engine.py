@@ -4,10 +4,11 @@ layers run on ONNX Runtime's int8 CPU kernels, with lwdsl's own codes and scales
 Which engine runs a quantized model (:func:`engine`, what ``lwdsl run`` times and reports):
 PyTorch's own x86 quantized kernels (ao_engine.py) where the CPU has VNNI or AMX int8 dot
 products and every quantized layer is int8 static/qat, ONNX Runtime otherwise. Measured with
-``bench/int8_bench.py`` (1 thread, ms, torch fp32 eager / ORT int8 / torch.ao with lwdsl's
-codes): on a 2-core Xeon with AVX-512 VNNI and AMX, ResNet-18 batch 32: 1932 / 1415 / 142
-(ORT's int8 is barely faster than fp32 there, torch.ao 13x); on the AVX2-only EPYC of earlier
-sessions ORT's int8 and torch.ao's FX flow were level (1.34x and 1.26x fp32 at batch 32).
+``bench/int8_bench.py`` (1 thread, 2-core Xeon with AVX-512 VNNI and AMX, shared and noisy):
+since the file quantizes residual adds and pooling as ONNX Runtime's own quantizer does
+(:func:`_activations`), ResNet-18 at batch 32 runs 5.85x torch fp32 eager (230 vs 1345 ms), level
+with ORT's documented ``quant_pre_process`` + ``quantize_static`` U8S8 file (233 ms); before,
+12 of its 21 layers ran float there and the file was ~1.7x fp32.
 ``export onnx`` always writes the ONNX Runtime model: a portable file, described below.
 
 The artifact is the model exported by torch's ONNX exporter (float32), then rewritten: for each
