@@ -135,6 +135,8 @@ RULES = [
     (("lwdsl.backend",), ("lwdsl.backends", "lwdsl.compiler", "lwdsl.parser") + RUN_SIDE),
     # a backend gets specs and the core, never text, the runner or the command line
     (("lwdsl.backends",), ("lwdsl.compiler", "lwdsl.parser", "lwdsl.binding") + RUN_SIDE),
+    # the user's model loader: no framework, no recipe text, no run
+    (("lwdsl.usermodel",), ("lwdsl.backends", "lwdsl.backend", "lwdsl.compiler", "lwdsl.parser") + RUN_SIDE),
     # the zoo's table is data: it imports nothing of lwdsl
     (("lwdsl.zoo",), ("lwdsl",)),
     # the runner never imports the command line
