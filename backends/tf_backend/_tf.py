@@ -1,7 +1,13 @@
-"""The one place TensorFlow is imported: Keras 2 (``tf_keras``) and no log noise.
+"""The one place TensorFlow and Keras are imported: Keras 3 on its TensorFlow backend, and no log
+noise.
 
-The backend is written against ``tf_keras`` (Keras 2) today, so ``TF_USE_LEGACY_KERAS=1`` is set
-(unless the user set it) before TensorFlow is imported; moving to Keras 3 is a separate issue.
+The backend is written against Keras 3 (``import keras``, the Keras that ``pip install
+tensorflow`` brings since TensorFlow 2.16) running on TensorFlow: ``KERAS_BACKEND=tensorflow`` is
+set (unless the user set it) before Keras is imported, and a Keras configured for another backend
+(JAX, PyTorch) is refused with how to fix it. Keras 2 (``keras``, ``TF_USE_LEGACY_KERAS=1``)
+is not used: a Keras 2 model is refused with how to move it (models.py). ``TF_USE_LEGACY_KERAS``
+is left alone: it only changes what ``tf.keras`` means, never ``import keras``.
+
 TensorFlow's C++ side prints INFO and ERROR lines (oneDNN notice, missing CUDA drivers) straight to
 the process's stderr before its logger is configured, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; file
 descriptor 2 is pointed at ``/dev/null`` while TensorFlow imports and looks for devices, and
@@ -18,10 +24,10 @@ import sys
 import warnings
 from typing import Iterator
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__all__ = ["tf", "tf_keras", "quiet_stderr"]
+__all__ = ["tf", "keras", "quiet_stderr"]
 
 
 def _triton_first() -> None:
@@ -59,13 +65,32 @@ def _import_quietly():
     with quiet_stderr():
         _triton_first()
         import tensorflow
-        import tf_keras
+        import keras
 
         tensorflow.config.list_physical_devices()  # CUDA probing prints here, not later
-    return tensorflow, tf_keras
+    return tensorflow, keras
 
 
-tf, tf_keras = _import_quietly()
+tf, keras = _import_quietly()
+
+
+def _check_keras() -> None:
+    from lwdsl.errors import UsageError
+
+    major = int(str(getattr(keras, "__version__", "0")).split(".")[0] or 0)
+    if major < 3:  # pragma: no cover - tensorflow>=2.16 brings Keras 3
+        raise UsageError(
+            f"the tensorflow backend needs Keras 3; 'import keras' gives Keras {keras.__version__}",
+            hint="pip install 'keras>=3.5' (or pip install 'lwdsl[tensorflow]')",
+        )
+    if keras.backend.backend() != "tensorflow":
+        raise UsageError(
+            f"Keras is configured for the '{keras.backend.backend()}' backend; lwdsl's tensorflow backend runs Keras on TensorFlow",
+            hint="unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow (and the \"backend\" of ~/.keras/keras.json) before starting",
+        )
+
+
+_check_keras()
 
 tf.get_logger().setLevel(logging.ERROR)
 tf.autograph.set_verbosity(0)
@@ -75,5 +100,5 @@ try:
     absl.logging.set_verbosity(absl.logging.ERROR)
 except ImportError:  # pragma: no cover - absl comes with tensorflow
     pass
-for _module in ("tensorflow", "tf_keras"):
+for _module in ("tensorflow", "keras"):
     warnings.filterwarnings("ignore", module=_module)

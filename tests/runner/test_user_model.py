@@ -125,20 +125,20 @@ def test_the_command_line_exits_2_without_a_traceback(tmp_path):
 
 
 KERAS_FILE = '''
-import tf_keras
+import keras
 
 def build(input_shape, num_classes):
     c, h, w = input_shape
-    inp = tf_keras.Input((h, w, c))
-    x = tf_keras.layers.Flatten()(inp)
-    x = tf_keras.layers.Dense(16, activation="relu", name="fc1")(x)
-    return tf_keras.Model(inp, tf_keras.layers.Dense(num_classes, name="fc2")(x))
+    inp = keras.Input((h, w, c))
+    x = keras.layers.Flatten()(inp)
+    x = keras.layers.Dense(16, activation="relu", name="fc1")(x)
+    return keras.Model(inp, keras.layers.Dense(num_classes, name="fc2")(x))
 '''
 
 
 @pytest.mark.tensorflow
 def test_a_keras_model_file_on_the_tensorflow_backend(tmp_path):
-    pytest.importorskip("tf_keras")
+    pytest.importorskip("tensorflow")
     ref = f"{_file(tmp_path, KERAS_FILE, name='kmodel.py')}:build"
     result = lwdsl.run("prune l1 0.5", ref, backend="tensorflow", **RUN)
     assert result.report["model"] == ref
