@@ -129,10 +129,12 @@ def test_import_is_quiet_and_uses_keras3():
         "import os; from lwdsl.backend import get_backend; be = get_backend('tensorflow'); "
         "import keras; h = be.load_model('lenet5', (1, 28, 28), 10); "
         "print(keras.__version__.split('.')[0], keras.backend.backend(), isinstance(h.model, keras.Model), "
-        "os.environ.get('TF_USE_LEGACY_KERAS'))"
+        "os.environ.get('TF_USE_LEGACY_KERAS'), 'matplotlib' in __import__('sys').modules); "
+        "from keras.src.visualization import plot_image_gallery as g; print(callable(g.plt.figure))"
     )
     out = _python(code)
-    assert out.returncode == 0 and out.stdout.split() == ["3", "tensorflow", "True", "None"], out.stderr
+    # matplotlib (which Keras imports for keras.visualization) is deferred to its first use (_tf.py)
+    assert out.returncode == 0 and out.stdout.split() == ["3", "tensorflow", "True", "None", "False", "True"], out.stderr
     assert out.stderr == ""
 
 
