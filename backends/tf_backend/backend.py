@@ -78,7 +78,13 @@ class KerasBackend(Backend):
         return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
 
     def set_seed(self, seed: int) -> None:
+        """TensorFlow's global seed, and Python's: Keras 3 draws the seed of a layer created
+        without one (Dropout's ``SeedGenerator``, in the zoo's mlp1200 or a user's model) from
+        Python's ``random`` when the layer is built, so a run's dropout follows its seed."""
+        import random
+
         tf.random.set_seed(seed)
+        random.seed(seed)
 
     def adopt_data(self, train: Any, test: Any, name: str = "user") -> Dataset:
         return adopt_data(train, test, name)

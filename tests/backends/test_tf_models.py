@@ -135,3 +135,13 @@ def test_narrower_state_rebuilds_the_model(be, tmp_path):
     assert [i.shape for i in be.layers(loaded)] == [(10, 1, 5, 5), (50, 10, 5, 5), (250, 800), (10, 250)]
     x = np.random.default_rng(0).standard_normal((2, 28, 28, 1)).astype(np.float32)
     np.testing.assert_allclose(loaded.model(x).numpy(), h.model(x).numpy(), atol=1e-6)
+
+
+def test_dropout_follows_the_run_seed(be):
+    def seeds(seed):
+        be.set_seed(seed)
+        h = be.load_model("mlp1200", SHAPE, 10)
+        return [layer.seed_generator.state.numpy().tolist() for layer in h.model.layers if type(layer).__name__ == "Dropout"]
+
+    first = seeds(3)
+    assert len(first) == 3 and seeds(3) == first and seeds(4) != first
