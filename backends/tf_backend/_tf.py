@@ -29,7 +29,7 @@ from typing import Any, Iterator
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__all__ = ["tf", "keras", "quiet_stderr"]
+__all__ = ["tf", "keras", "quiet_stderr", "quiet_stdout"]
 
 
 def _triton_first() -> None:
@@ -102,6 +102,16 @@ def _deferred(*names: str) -> Iterator[None]:
         for n in names:
             if isinstance(sys.modules.get(n), _Deferred):
                 del sys.modules[n]
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Drop what Python code prints to ``sys.stdout`` (Keras 3's ``model.export``, which the TFLite
+    converter calls, prints the SavedModel's endpoints): lwdsl's own output stays clean."""
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def _import_quietly():

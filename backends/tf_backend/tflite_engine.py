@@ -44,7 +44,7 @@ from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.quant import agreement, half_bits
 
-from ._tf import quiet_stderr, tf
+from ._tf import quiet_stderr, quiet_stdout, tf
 from .handle import KerasHandle
 
 __all__ = ["convert", "artifact", "latency_ms", "time_tflite", "summary", "inspect_model", "evaluate", "interpreter", "TfliteReport", "report"]
@@ -141,7 +141,7 @@ def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "f
             + ("not quantized" if mode is None else f"quantized with mode={mode}, whose activations stay float"),
             hint="put `quantize int8 mode=static` (or mode=qat) before the export, or drop io=int8",
         )
-    with quiet_stderr():
+    with quiet_stderr(), quiet_stdout():  # Keras 3: the converter exports a SavedModel first, which prints
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
         if mode is None and casts:  # float16 weights, dequantized to float32 at load (CPU kernels run float32)
             conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -152,3 +152,14 @@ def test_keras_on_another_backend_is_refused():
     code = "from lwdsl.backend import get_backend; get_backend('tensorflow').load_model('lenet5', (1, 28, 28), 10)"
     out = _python(code, KERAS_BACKEND="torch")
     assert out.returncode != 0 and "Keras is configured for the 'torch' backend" in out.stderr
+
+
+def test_tflite_and_saved_model_exports_print_nothing(be, tmp_path, capsys):
+    """Keras 3's model.export (also inside the TFLite converter) prints its endpoints: not here."""
+    from lwdsl.backends.tf_backend import tflite_engine
+
+    h = be.load_model("lenet300", SHAPE, 10)
+    capsys.readouterr()
+    tflite_engine.convert(h)
+    be.apply(h, ExportSpec(format="saved_model", path="sm"), [], StepContext(DATA, 0, 0, _Bars(), run_dir=tmp_path))
+    assert capsys.readouterr().out == ""
