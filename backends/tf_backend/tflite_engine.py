@@ -34,6 +34,7 @@ the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
@@ -203,7 +204,11 @@ def _op_names(schema: Any) -> dict[int, str]:
 
 
 def _layer_of(tensor_name: str, names: list[str]) -> Optional[str]:
+    """The one layer of ``names`` a tensor's name scopes point at, else None. Keras 3 traces the
+    model again for the converter, so each scope may carry a ``_N`` suffix (``conv1_1`` for
+    ``conv1``): a part matches its name with and without one such suffix."""
     parts = {p for chunk in tensor_name.split(";") for p in chunk.split("/")}
+    parts |= {re.sub(r"_\d+$", "", p) for p in parts}
     hits = [n for n in names if n in parts]
     return hits[0] if len(hits) == 1 else None
 
