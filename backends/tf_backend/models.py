@@ -159,13 +159,13 @@ def adopt_model(model: Any) -> Any:
     """A clone (architecture and weights) of a user's Keras 3 model; the original is untouched.
 
     Raises:
-        LwdslError: a Keras 2 (``tf_keras``) model, a subclassed model that cannot be cloned, or
-            not a model.
+        UsageError: (exit 2) a Keras 2 (``tf_keras``) model, or not a model.
+        LwdslError: a subclassed model that cannot be cloned.
     """
     if is_keras2(model):
-        raise LwdslError(f"{type(model).__name__} is a Keras 2 model (tf_keras); the tensorflow backend runs on Keras 3", hint=KERAS2_HINT)
+        raise UsageError(f"{type(model).__name__} is a Keras 2 model (tf_keras); the tensorflow backend runs on Keras 3", hint=KERAS2_HINT)
     if not isinstance(model, keras.Model):
-        raise LwdslError(f"the tensorflow backend cannot use a {type(model).__module__}.{type(model).__name__} as a model")
+        raise UsageError(f"the tensorflow backend cannot use a {type(model).__module__}.{type(model).__name__} as a model")
     if not model.built:
         raise LwdslError(f"model '{model.name}' is not built", hint="call it once on an input, or start it with keras.Input(shape)")
     subclassed = not (isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or _is_functional(model))

@@ -187,3 +187,20 @@ def test_keras3_model_file_and_keras3_file_run_the_main_and_headline_recipes(tmp
     if recipe is MAIN:  # filters were cut out: conv1 keeps 70% of its 8
         widths = [layer["weights"] for layer in from_code.report["steps"][1]["metrics"]["layers"] if layer["name"] == "conv1"]
         assert widths == [6 * 9]
+
+
+KERAS2_FILE = '''
+import tf_keras
+
+net = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(), tf_keras.layers.Dense(3, name="fc")])
+'''
+
+
+@pytest.mark.tensorflow
+def test_a_keras2_model_file_is_refused_with_how_to_move_it(tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf_keras")
+    ref = f"{_file(tmp_path, KERAS2_FILE, name='k2.py')}:net"
+    with pytest.raises(UsageError, match="Keras 2") as err:  # exit 2 on the command line
+        lwdsl.run("prune l1 0.5", ref, backend="tensorflow", **RUN)
+    assert "import keras" in err.value.hint and "model.h5" in err.value.hint
