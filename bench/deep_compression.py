@@ -32,7 +32,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 

@@ -14,12 +14,10 @@ LiteRT on tensorflow), with its size and latency (batch 1 and 32, 1 thread).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import lwdsl  # noqa: E402
 

@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import lwdsl  # noqa: E402
 

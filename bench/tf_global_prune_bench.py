@@ -1,6 +1,6 @@
 """Time and memory of ``prune global l1 0.2`` on the tensorflow backend, on a big Dense stack.
 
-Each measurement runs in a fresh subprocess: it builds a tf_keras model of LAYERS Dense layers
+Each measurement runs in a fresh subprocess: it builds a Keras 3 model of LAYERS Dense layers
 of WIDTH x WIDTH (default 6 x 4096^2 = 100.7M weights, 403 MB), then prunes 20% of all weights
 together with lwdsl's global magnitude selection (exact, no concatenation, see lwdsl.semantics.masks).
 Printed: seconds, peak RSS of the process, and the peak's growth during pruning as a multiple
@@ -23,14 +23,14 @@ from lwdsl.backend import get_backend, StepContext, Dataset
 from lwdsl.progress import NullBar
 from lwdsl.specs import PruneSpec
 import lwdsl.backends.tf_backend as tfb
-from lwdsl.backends.tf_backend._tf import tf_keras
+from lwdsl.backends.tf_backend._tf import keras
 
 layers, width = int(sys.argv[1]), int(sys.argv[2])
-inp = tf_keras.Input((width,))
+inp = keras.Input((width,))
 x = inp
 for i in range(layers):
-    x = tf_keras.layers.Dense(width, use_bias=False, kernel_initializer=tf_keras.initializers.RandomNormal(seed=i), name=f"fc{i}")(x)
-model = tf_keras.Model(inp, x)
+    x = keras.layers.Dense(width, use_bias=False, kernel_initializer=keras.initializers.RandomNormal(seed=i), name=f"fc{i}")(x)
+model = keras.Model(inp, x)
 be = get_backend("tensorflow")
 handle = tfb.KerasHandle(model)
 names = [f"fc{i}" for i in range(layers)]

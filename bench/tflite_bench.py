@@ -22,9 +22,7 @@ Ratios are against TFLite fp32 at the same batch and threads, in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 

@@ -6,7 +6,7 @@ same thread count, timed interleaved (plain, lwdsl, plain, lwdsl, ...) so a chan
 machine's load hits both. The plain loops are what a user writes from each framework's docs:
 
 - torch: ``model.train()``; per batch ``zero_grad``, ``cross_entropy``, ``backward``, ``step``;
-- tensorflow: a ``tf.function`` step with ``tf.GradientTape`` and ``tf_keras.optimizers.SGD``.
+- tensorflow: a ``tf.function`` step with ``tf.GradientTape`` and ``keras.optimizers.SGD`` (Keras 3).
 
 lwdsl's loop does more per step (masks re-applied, pruned gradients zeroed, the loss checked
 for NaN every step, one progress bar per epoch), which is what is measured. Prints seconds per
@@ -23,7 +23,6 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -75,11 +74,11 @@ def plain_torch(data: Dataset, seed: int) -> float:
 
 
 def plain_tf(data: Dataset, seed: int) -> float:
-    from lwdsl.backends.tf_backend._tf import tf, tf_keras
+    from lwdsl.backends.tf_backend._tf import keras, tf
     from lwdsl.backends.tf_backend.models import build_model
 
     model = build_model("lenet5", data.input_shape, data.num_classes)
-    opt = tf_keras.optimizers.SGD(learning_rate=SPEC.lr, momentum=SPEC.momentum)
+    opt = keras.optimizers.SGD(learning_rate=SPEC.lr, momentum=SPEC.momentum)
     x, y = np.ascontiguousarray(np.moveaxis(data.train_x, 1, -1)), data.train_y.astype(np.int64)
 
     @tf.function(reduce_retracing=True)

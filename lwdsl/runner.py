@@ -58,7 +58,7 @@ class RunResult:
 
     @property
     def module(self) -> Any:
-        """The framework's own model object (nn.Module or tf_keras.Model)."""
+        """The framework's own model object (nn.Module or keras.Model)."""
         return self.backend.native(self.model)
 
 
@@ -160,7 +160,7 @@ def run(
     Args:
         recipe: a :class:`Recipe`, a ``.lw``/``.json`` path, or recipe text.
         model: a model name (``lenet5``, ``torchvision:resnet18``, ``keras:MobileNetV2``), a
-            model file, or the framework's own model object (``nn.Module``/``tf_keras.Model``).
+            model file, or the framework's own model object (``nn.Module``/``keras.Model``).
             Default: the recipe's ``target``.
         backend: ``torch`` or ``tensorflow``.
         data: a data set name (``mnist``, ``fashion_mnist``, ``synthetic:C,H,W:K``); default:

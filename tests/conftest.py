@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-_FRAMEWORK = {"torch": "torch", "tensorflow": "tf_keras"}
+_FRAMEWORK = {"torch": "torch", "tensorflow": "tensorflow"}
 
 
 def selected_backends() -> list[str]:
@@ -26,7 +26,7 @@ def selected_backends() -> list[str]:
     return [b.strip() for b in raw.split(",") if b.strip()]
 
 
-if "tensorflow" in selected_backends() and importlib.util.find_spec("tf_keras") is not None:
+if "tensorflow" in selected_backends() and importlib.util.find_spec("tensorflow") is not None:
     # One process runs both frameworks here: TensorFlow must come in through the backend's
     # _tf module, which loads torch's Triton first (the other order crashes; see _tf.py).
     import lwdsl.backends.tf_backend._tf  # noqa: E402,F401

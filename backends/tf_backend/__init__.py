@@ -1,6 +1,6 @@
-"""The TensorFlow/Keras backend of lwdsl: tf_keras (Keras 2) models, PyTorch's semantics.
+"""The TensorFlow/Keras backend of lwdsl: Keras 3 models on TensorFlow, PyTorch's semantics.
 
-Importing this package sets ``TF_USE_LEGACY_KERAS=1`` and ``TF_CPP_MIN_LOG_LEVEL=2`` (unless
+Importing this package sets ``KERAS_BACKEND=tensorflow`` and ``TF_CPP_MIN_LOG_LEVEL=2`` (unless
 already set); TensorFlow itself is imported on first access to ``KerasBackend`` or
 ``KerasHandle`` (keeping its start-up log lines off the terminal, see ``_tf.py``), so
 ``lwdsl.backends.tf_backend.support`` can be read without it.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["KerasBackend", "KerasHandle"]

@@ -1,7 +1,13 @@
-"""The one place TensorFlow is imported: Keras 2 (``tf_keras``) and no log noise.
+"""The one place TensorFlow and Keras are imported: Keras 3 on its TensorFlow backend, and no log
+noise.
 
-The backend is written against ``tf_keras`` (Keras 2) today, so ``TF_USE_LEGACY_KERAS=1`` is set
-(unless the user set it) before TensorFlow is imported; moving to Keras 3 is a separate issue.
+The backend is written against Keras 3 (``import keras``, the Keras that ``pip install
+tensorflow`` brings since TensorFlow 2.16) running on TensorFlow: ``KERAS_BACKEND=tensorflow`` is
+set (unless the user set it) before Keras is imported, and a Keras configured for another backend
+(JAX, PyTorch) is refused with how to fix it. Keras 2 (``keras``, ``TF_USE_LEGACY_KERAS=1``)
+is not used: a Keras 2 model is refused with how to move it (models.py). ``TF_USE_LEGACY_KERAS``
+is left alone: it only changes what ``tf.keras`` means, never ``import keras``.
+
 TensorFlow's C++ side prints INFO and ERROR lines (oneDNN notice, missing CUDA drivers) straight to
 the process's stderr before its logger is configured, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; file
 descriptor 2 is pointed at ``/dev/null`` while TensorFlow imports and looks for devices, and
@@ -11,17 +17,19 @@ restored afterwards. Python exceptions are not affected: they propagate as usual
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import logging
 import os
 import sys
+import types
 import warnings
-from typing import Iterator
+from typing import Any, Iterator
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__all__ = ["tf", "tf_keras", "quiet_stderr"]
+__all__ = ["tf", "keras", "quiet_stderr", "quiet_stdout"]
 
 
 def _triton_first() -> None:
@@ -55,17 +63,87 @@ def quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+_deferring = False
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for a module while Keras imports; the real module is imported on first use.
+
+    Keras 3 imports ``matplotlib.pyplot`` when it is imported (for ``keras.visualization``, which
+    lwdsl never calls): about 0.45 s of a 3.5 s start. While Keras imports, ``matplotlib`` and
+    ``matplotlib.pyplot`` are these stand-ins (their attributes too); afterwards they leave
+    ``sys.modules``, and whatever Keras kept of them imports the real module when used.
+    """
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        if _deferring:
+            return _Deferred(f"{self.__name__}.{attr}")
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+@contextlib.contextmanager
+def _deferred(*names: str) -> Iterator[None]:
+    global _deferring
+    if any(n in sys.modules for n in names) or importlib.util.find_spec(names[0]) is None:
+        yield  # already imported (nothing to save) or not installed (Keras copes)
+        return
+    for n in names:
+        sys.modules[n] = _Deferred(n)
+    for n in names[1:]:
+        parent, _, child = n.rpartition(".")
+        setattr(sys.modules[parent], child, sys.modules[n])
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        for n in names:
+            if isinstance(sys.modules.get(n), _Deferred):
+                del sys.modules[n]
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Drop what Python code prints to ``sys.stdout`` (Keras 3's ``model.export``, which the TFLite
+    converter calls, prints the SavedModel's endpoints): lwdsl's own output stays clean."""
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
 def _import_quietly():
-    with quiet_stderr():
+    with quiet_stderr(), _deferred("matplotlib", "matplotlib.pyplot"):
         _triton_first()
         import tensorflow
-        import tf_keras
+        import keras
 
         tensorflow.config.list_physical_devices()  # CUDA probing prints here, not later
-    return tensorflow, tf_keras
+    return tensorflow, keras
 
 
-tf, tf_keras = _import_quietly()
+tf, keras = _import_quietly()
+
+
+def _check_keras() -> None:
+    from lwdsl.errors import UsageError
+
+    major = int(str(getattr(keras, "__version__", "0")).split(".")[0] or 0)
+    if major < 3:  # pragma: no cover - tensorflow>=2.16 brings Keras 3
+        raise UsageError(
+            f"the tensorflow backend needs Keras 3; 'import keras' gives Keras {keras.__version__}",
+            hint="pip install 'keras>=3.5' (or pip install 'lwdsl[tensorflow]')",
+        )
+    if keras.backend.backend() != "tensorflow":
+        raise UsageError(
+            f"Keras is configured for the '{keras.backend.backend()}' backend; lwdsl's tensorflow backend runs Keras on TensorFlow",
+            hint="unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow (and the \"backend\" of ~/.keras/keras.json) before starting",
+        )
+
+
+_check_keras()
 
 tf.get_logger().setLevel(logging.ERROR)
 tf.autograph.set_verbosity(0)
@@ -75,5 +153,5 @@ try:
     absl.logging.set_verbosity(absl.logging.ERROR)
 except ImportError:  # pragma: no cover - absl comes with tensorflow
     pass
-for _module in ("tensorflow", "tf_keras"):
+for _module in ("tensorflow", "keras"):
     warnings.filterwarnings("ignore", module=_module)

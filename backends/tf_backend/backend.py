@@ -1,4 +1,4 @@
-"""``KerasBackend``: the :class:`lwdsl.backend.Backend` protocol on tf_keras (Keras 2),
+"""``KerasBackend``: the :class:`lwdsl.backend.Backend` protocol on Keras 3 (TensorFlow backend),
 delegating to the modules of this package (one concept each, named as in the torch backend)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
 from lwdsl.specs import TrainingOptions
 
-from ._tf import tf, tf_keras
+from ._tf import keras, tf
 from . import io
 from .data import adopt_data
 from .fold import drop_folded
@@ -41,7 +41,7 @@ def _handle(model: Any) -> KerasHandle:
 
 
 class KerasBackend(Backend):
-    """PyTorch-equivalent ops on tf_keras models (see docs/semantics.md). The model handle is a
+    """PyTorch-equivalent ops on Keras models (see docs/semantics.md). The model handle is a
     :class:`~lwdsl.backends.tf_backend.handle.KerasHandle`."""
 
     name = "tensorflow"
@@ -52,7 +52,7 @@ class KerasBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         out = {}
-        for pkg in ("tensorflow", "tf-keras"):
+        for pkg in ("tensorflow", "keras"):
             try:
                 out[pkg] = version(pkg)
             except PackageNotFoundError:
@@ -60,10 +60,10 @@ class KerasBackend(Backend):
         return out
 
     def is_model(self, obj: Any) -> bool:
-        """A tf_keras model, or a Keras 3 one (refused when built, with how to move it)."""
-        module = type(obj).__module__
-        keras3 = (module == "keras" or module.startswith("keras.")) and not isinstance(obj, type) and hasattr(obj, "layers")
-        return isinstance(obj, tf_keras.Model) or keras3
+        """A Keras 3 model, or a Keras 2 (``tf_keras``) one (refused when built, with how to move it)."""
+        from .models import is_keras2
+
+        return isinstance(obj, keras.Model) or (is_keras2(obj) and not isinstance(obj, type) and hasattr(obj, "layers"))
 
     def set_threads(self, threads: int) -> int:
         """TensorFlow's intra-op threads; it fixes them when its runtime starts (the first model
@@ -78,7 +78,13 @@ class KerasBackend(Backend):
         return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
 
     def set_seed(self, seed: int) -> None:
+        """TensorFlow's global seed, and Python's: Keras 3 draws the seed of a layer created
+        without one (Dropout's ``SeedGenerator``, in the zoo's mlp1200 or a user's model) from
+        Python's ``random`` when the layer is built, so a run's dropout follows its seed."""
+        import random
+
         tf.random.set_seed(seed)
+        random.seed(seed)
 
     def adopt_data(self, train: Any, test: Any, name: str = "user") -> Dataset:
         return adopt_data(train, test, name)
@@ -86,7 +92,7 @@ class KerasBackend(Backend):
     def load_model(
         self, ref: Any, input_shape: tuple[int, ...], num_classes: int, checkpoint: Optional[Path] = None
     ) -> KerasHandle:
-        """A handle for a zoo name, ``keras:NAME``, a ``.keras``/``.h5`` file or a tf_keras
+        """A handle for a zoo name, ``keras:NAME``, a ``.keras``/``.h5`` file or a keras
         model object (cloned: the caller's model is never modified); ``checkpoint`` is a
         ``.lwz`` file of canonical weights or a ``.keras``/``.h5`` file (its weights are used),
         loaded as :meth:`load_state` does (narrower widths rebuild the model)."""

@@ -1,4 +1,4 @@
-"""``distill`` on tf_keras: the core's flow (:mod:`lwdsl.backend.distill`: training set,
+"""``distill`` on keras: the core's flow (:mod:`lwdsl.backend.distill`: training set,
 teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
 (:class:`KerasDistillParts`), and the loss terms of :mod:`lwdsl.semantics.distill` as
 TensorFlow ops (the same function names as the torch backend's ``distill.py``).
@@ -23,7 +23,7 @@ from lwdsl.errors import LwdslError, did_you_mean
 from lwdsl.semantics import distill as core
 from lwdsl.specs import DistillSpec
 
-from ._tf import tf, tf_keras
+from ._tf import keras, tf
 from .handle import KerasHandle
 from .train import fit, nhwc
 
@@ -143,7 +143,7 @@ def distill_loss(
 
 def _fused(layer: Any) -> bool:
     act = getattr(layer, "activation", None)
-    return act is not None and act is not tf_keras.activations.linear and getattr(act, "__name__", "") != "linear"
+    return act is not None and act is not keras.activations.linear and getattr(act, "__name__", "") != "linear"
 
 
 def _preact(layer: Any, inp: Any) -> Any:
@@ -178,9 +178,9 @@ class _Taps:
             except AttributeError:
                 raise LwdslError(
                     f"distill features: the {role}'s layer '{name}' has no single graph output (a subclassed model?)",
-                    hint="use a Sequential or functional tf_keras model",
+                    hint="use a Sequential or functional Keras model",
                 ) from None
-        self.model = tf_keras.Model(model.inputs, [model.output, *tensors])
+        self.model = keras.Model(model.inputs, [model.output, *tensors])
 
     def __call__(self, x: Any, training: bool) -> tuple[Any, list[Any]]:
         out = self.model(x, training=training)

@@ -21,6 +21,7 @@ from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.specs import ExportSpec
 from lwdsl.weights import atomic_path
 
+from ._tf import quiet_stdout
 from .handle import KerasHandle
 from .io import save_keras
 
@@ -44,7 +45,8 @@ def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext, spec: E
     _float_kernels(handle, ctx, "saved_model")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        handle.copy().finalize().model.export(str(tmp / "out"))
+        with quiet_stdout():  # Keras 3 prints the endpoints it wrote
+            handle.copy().finalize().model.export(str(tmp / "out"))
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp / "out", path)
     finally:

@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from ._tf import tf, tf_keras
+from ._tf import keras, tf
 from .handle import KerasHandle
 
 __all__ = ["FakeQuantInput", "quantized_forward"]
 
 
-@tf_keras.utils.register_keras_serializable(package="lwdsl")
-class FakeQuantInput(tf_keras.layers.Layer):
+@keras.saving.register_keras_serializable(package="lwdsl")
+class FakeQuantInput(keras.layers.Layer):
     """Fake-quantizes its input as :func:`lwdsl.semantics.quant.fake_quantize` does, then calls
     ``inner`` (the quantized layer, shared): ``(clip(round(x / scale) + zp, qmin, qmax) - zp) *
     scale`` in float32 (``tf.round`` rounds half to even, as ``np.rint``). Gradients pass
@@ -30,8 +30,8 @@ class FakeQuantInput(tf_keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         # variables, not constants: in a graph TensorFlow turns ``x / constant`` into a multiply
         # by the reciprocal, which rounds differently from the core's float32 division
-        self._scale = self.add_weight("act_scale", (), initializer=tf_keras.initializers.Constant(np.float32(self.scale)), trainable=False)
-        self._zp = self.add_weight("act_zero_point", (), initializer=tf_keras.initializers.Constant(np.float32(self.zero_point)), trainable=False)
+        self._scale = self.add_weight(name="act_scale", shape=(), initializer=keras.initializers.Constant(np.float32(self.scale)), trainable=False)
+        self._zp = self.add_weight(name="act_zero_point", shape=(), initializer=keras.initializers.Constant(np.float32(self.zero_point)), trainable=False)
         super().build(input_shape)
 
     def fake(self, x: Any) -> Any:
@@ -73,7 +73,7 @@ def quantized_forward(handle: KerasHandle) -> Any:
             return layer
         return FakeQuantInput(layer, a.scale, a.zero_point, a.qmin, a.qmax, name=f"{layer.name}_fq")
 
-    model = tf_keras.models.clone_model(handle.model, clone_function=clone)
+    model = keras.models.clone_model(handle.model, clone_function=clone)
     _FORWARD.clear()
     _FORWARD[id(handle)] = (handle.model, model, key)
     return model

@@ -19,9 +19,9 @@ import numpy as np
 from lwdsl.backend import StepContext
 from lwdsl.semantics.fold import fold_batchnorm
 
-from ._tf import tf_keras
+from ._tf import keras
 from .handle import KerasHandle
-from .layers import _classes, _inbound, iter_layers
+from .layers import _classes, _inbound, input_shape, iter_layers
 
 __all__ = ["fold_batchnorms", "drop_folded"]
 
@@ -44,7 +44,7 @@ def _pairs(model: Any) -> list[tuple[str, str, str]]:
             continue
         axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
         why = ""
-        if axis not in (-1, len(layer.input_shape) - 1):
+        if axis is None or int(axis) % len(input_shape(layer)) != len(input_shape(layer)) - 1:
             why = f"it normalizes axis {layer.axis}, not the channels"
         elif len(src._outbound_nodes) != 1 or len(layer._inbound_nodes) != 1:
             why = f"'{src.name}' output also feeds other ops"
@@ -104,13 +104,16 @@ def _rebuild(model: Any, todo: dict[str, str]) -> Any:
 
     def clone(layer: Any) -> Any:
         if layer.name in norms:
-            return tf_keras.layers.Activation("linear", name=layer.name)
+            return keras.layers.Activation("linear", name=layer.name)
         config = layer.get_config()
         if layer.name in todo:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
 
-    return tf_keras.models.clone_model(model, clone_function=clone)
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:  # the norm's call kwargs (mask=, training=) are not Activation's
+        return layer(*args) if layer.name in norms else layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=clone, call_function=call)
 
 
 def drop_folded(model: Any, norms: Sequence[str]) -> tuple[Any, dict[str, str]]:

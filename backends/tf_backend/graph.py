@@ -1,6 +1,7 @@
-"""Dependency groups of a tf_keras functional model, from its graph of layers.
+"""Dependency groups of a Keras 3 functional model, from its graph of layers.
 
-Walks the model's layers in graph order (every call of a shared layer) and tells
+Walks the model's layers in graph order (every call of a shared layer: the Keras 3 ``Node``
+objects of the model's graph, :func:`.layers.model_nodes`) and tells
 :class:`lwdsl.semantics.groups.GraphBuilder` what each does to the channel axis (the last):
 exactly the rules of the torch backend's ``graph.py``, so the same network gives the same
 groups on both backends:
@@ -25,6 +26,8 @@ from math import prod
 from typing import Any, Optional
 
 from lwdsl.semantics.groups import Channels, GraphBuilder, Group
+
+from .layers import graph_model, model_nodes
 
 __all__ = ["find_groups", "ZERO_ACTIVATIONS"]
 
@@ -60,12 +63,14 @@ def _activation(layer: Any) -> Optional[str]:
     return name
 
 
+def _last_axis(axis: Any, ndim: int) -> bool:
+    """``axis`` (an int in Keras 3, a one-element list in Keras 2) is the last of ``ndim``."""
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    return len(axes) == 1 and int(axes[0]) % ndim == ndim - 1
+
+
 def _shape(t: Any) -> tuple:
     return tuple(t.shape)
-
-
-def _nodes(model: Any, layer: Any) -> list[Any]:
-    return [n for i, n in enumerate(layer._inbound_nodes) if f"{layer.name}_ib-{i}" in model._network_nodes]
 
 
 def _flatten(obj: Any) -> list[Any]:
@@ -98,18 +103,19 @@ class _Walk:
             self.fresh(t, f"they come out of '{layer.name}' ({type(layer).__name__}), which lwdsl cannot follow")
 
     def run(self) -> list[Group]:
-        for t in self.model.inputs:
+        graph = graph_model(self.model)
+        for t in graph.inputs:
             self.fresh(t, "they are the model's input")
-        for layer in self.model.layers:
+        for layer in graph.layers:
             if _kind(layer) == "InputLayer":
                 continue
-            for node in _nodes(self.model, layer):
+            for node in model_nodes(graph, layer):
                 ins, outs = _flatten(node.input_tensors), _flatten(node.output_tensors)
                 if any(self.get(t) is None for t in ins):
                     self.unknown(layer, ins, outs)
                 else:
                     self.layer(layer, ins, outs)
-        for t in self.model.outputs:
+        for t in graph.outputs:
             if self.get(t) is not None:
                 self.b.refuse(self.get(t), "it produces the model's outputs (a classifier's outputs are its classes)")
         return self.b.groups()
@@ -142,7 +148,7 @@ class _Walk:
             b.member(ch, name, "in")
             self.env[id(outs[0])] = out = b.space(int(layer.units), mixes)
             b.member(out, name, "out")
-        elif kind == "BatchNormalization" and single and ch.block == 1 and layer.axis in ([-1], [len(_shape(ins[0])) - 1]):
+        elif kind == "BatchNormalization" and single and ch.block == 1 and _last_axis(layer.axis, len(_shape(ins[0]))):
             b.member(ch, name, "norm")
             self.env[id(outs[0])] = ch
         elif (kind in _PASS or kind == "Activation") and single:
@@ -175,6 +181,6 @@ class _Walk:
 
 
 def find_groups(model: Any, order: dict[str, int]) -> list[Group]:
-    """The dependency groups of a functional or Sequential tf_keras ``model``; ``order`` ranks
+    """The dependency groups of a functional or Sequential keras ``model``; ``order`` ranks
     layer names in model order (see :mod:`lwdsl.semantics.groups`)."""
     return _Walk(model, order).run()

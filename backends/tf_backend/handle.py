@@ -1,4 +1,4 @@
-"""The model handle the runner passes around: a tf_keras model, its pruning masks and its
+"""The model handle the runner passes around: a Keras model, its pruning masks and its
 quantization state."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 
 from lwdsl.semantics.quant import ActQuant, WeightQuant
 
-from ._tf import tf_keras
+from ._tf import keras
 from .layers import LayerView, views
 
 __all__ = ["KerasHandle"]
@@ -18,7 +18,7 @@ __all__ = ["KerasHandle"]
 
 @dataclass
 class KerasHandle:
-    """A tf_keras model plus keep masks.
+    """A Keras model plus keep masks.
 
     ``masks`` maps a layer name to the keep mask of its weight, in the Keras layout of the
     variable (True where the weight stays). Masked weights are zero in the model at all times:
@@ -74,7 +74,7 @@ class KerasHandle:
         return self
 
     def copy(self) -> "KerasHandle":
-        clone = tf_keras.models.clone_model(self.model)
+        clone = keras.models.clone_model(self.model)
         clone.set_weights(self.model.get_weights())
         return KerasHandle(
             clone, {k: v.copy() for k, v in self.masks.items()}, quant=dict(self.quant), act=dict(self.act), qconfig=dict(self.qconfig),

@@ -113,12 +113,12 @@ def latency_ms(handle: Any, batch: int, input_shape: tuple[int, ...], threads: i
 
 def _serve(threads: int) -> None:  # pragma: no cover - runs in the worker process
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    from ._tf import tf_keras
+    from ._tf import keras
 
     for line in sys.stdin:
         try:
             req = json.loads(line)
-            model = tf_keras.models.load_model(req["path"], safe_mode=True, compile=False)
+            model = keras.models.load_model(req["path"], safe_mode=True, compile=False)
             reply = {"ms": time_model(model, int(req["batch"]), tuple(req["shape"]))}
         except Exception as exc:  # reported to the parent, which raises RunError
             reply = {"error": f"{type(exc).__name__}: {exc}"}

@@ -8,7 +8,7 @@ Keras                variable (Keras layout)        canonical name and layout
 ===================  =============================  =======================================
 Conv1D/2D/3D         kernel (*k, in, out)           ``L.weight`` (out, in, *k)
 Conv2DTranspose      kernel (kh, kw, out, in)       ``L.weight`` (in, out, kh, kw)
-DepthwiseConv2D      depthwise_kernel (kh,kw,c,m)   ``L.weight`` (c*m, 1, kh, kw)
+DepthwiseConv2D      kernel (kh,kw,c,m)             ``L.weight`` (c*m, 1, kh, kw)
 SeparableConv2D      depthwise + pointwise kernel   ``L.depthwise_weight``, ``L.weight``
 Dense                kernel (in, out)               ``L.weight`` (out, in), rows reordered
                                                     when fed by a Flatten (below)
@@ -128,12 +128,36 @@ def _dense(var: Any, source: Optional[tuple[int, ...]]) -> tuple[tuple[int, ...]
     return (n_out, n_in), to_c, from_c
 
 
+def node_key(layer: Any, index: int) -> str:
+    """The key a Keras 3 functional model files its ``index``-th call of ``layer`` under (in
+    ``model._nodes``): ``keras.src.ops.function.make_node_key``."""
+    return f"{id(layer)}_ib-{index}"
+
+
+def graph_model(model: Any) -> Any:
+    """The functional model holding ``model``'s graph: itself, or a built Sequential's."""
+    return getattr(model, "_functional", None) or model
+
+
+def model_nodes(model: Any, layer: Any) -> list[Any]:
+    """The calls (Keras 3 ``Node`` objects) of ``layer`` that belong to ``model``'s graph, in
+    order (a layer shared with another model, or wrapped for fake quantization, has more)."""
+    keys = getattr(graph_model(model), "_nodes", None) or set()
+    return [n for i, n in enumerate(getattr(layer, "_inbound_nodes", ())) if node_key(layer, i) in keys]
+
+
 def _inbound(layer: Any) -> Any:
-    nodes = getattr(layer, "inbound_nodes", None) or getattr(layer, "_inbound_nodes", None)
+    """The one layer feeding ``layer``'s first call (None for several, or none)."""
+    nodes = getattr(layer, "_inbound_nodes", None)
     if not nodes:
         return None
-    src = nodes[0].inbound_layers
-    return src if not isinstance(src, (list, tuple)) else (src[0] if len(src) == 1 else None)
+    parents = nodes[0].parent_nodes
+    return parents[0].operation if len(parents) == 1 else None
+
+
+def input_shape(layer: Any) -> tuple:
+    """The shape of the input of ``layer``'s first call (batch axis first)."""
+    return tuple(layer.input.shape)
 
 
 def flatten_source(layer: Any) -> Optional[tuple[int, ...]]:
@@ -145,7 +169,7 @@ def flatten_source(layer: Any) -> Optional[tuple[int, ...]]:
         return None
     if getattr(src, "data_format", "channels_last") != "channels_last":
         return None
-    dims = tuple(src.input_shape[1:])
+    dims = input_shape(src)[1:]
     if len(dims) < 2 or any(d is None for d in dims):
         return None
     return tuple(int(d) for d in dims)
@@ -155,8 +179,16 @@ def _short(var: Any) -> str:
     return var.name.split("/")[-1].split(":")[0]
 
 
+#: Keras 3's convolution base classes; every one counts as a "Conv" (Keras 2's common base)
+_CONV_BASES = {"BaseConv", "BaseConvTranspose", "BaseDepthwiseConv", "BaseSeparableConv"}
+
+
 def _classes(layer: Any) -> set[str]:
-    return {c.__name__ for c in type(layer).__mro__}
+    """The class names of ``layer``'s type and its bases, with ``"Conv"`` for any convolution."""
+    names = {c.__name__ for c in type(layer).__mro__}
+    if names & _CONV_BASES:
+        names.add("Conv")
+    return names
 
 
 def _view(layer: Any) -> Optional[LayerView]:
@@ -176,8 +208,8 @@ def _view(layer: Any) -> Optional[LayerView]:
                 shape = tuple(int(d) for d in v.shape)
                 tensors.append(Tensor(f"{name}.{_NORM_NAMES[short]}", v, shape, _identity, _identity, short.startswith("gamma") or short == "beta"))
     else:
-        if "DepthwiseConv2D" in classes:
-            kind, key, layout = "conv", "depthwise_kernel", _depthwise
+        if "DepthwiseConv2D" in classes:  # Keras 3 names its kernel "kernel"
+            kind, key, layout = "conv", "kernel", _depthwise
         elif "SeparableConv2D" in classes or "SeparableConv1D" in classes:
             kind, key, layout = "conv", "pointwise_kernel", _conv
             v = by_short.pop("depthwise_kernel")
@@ -255,7 +287,7 @@ def load_state_into(model: Any, state: dict[str, np.ndarray]) -> None:
     if extra:
         raise LwdslError(f"the weights hold tensor '{extra[0]}' that the model has no place for", hint=_hint(tensors, given))
     for name, t in tensors.items():
-        t.variable.assign(np.asarray(t.from_canon(np.asarray(given[name], dtype=np.float32)), dtype=t.variable.dtype.as_numpy_dtype))
+        t.variable.assign(np.asarray(t.from_canon(np.asarray(given[name], dtype=np.float32)), dtype=np.dtype(t.variable.dtype)))
 
 
 def _hint(tensors: dict[str, Tensor], given: dict[str, np.ndarray]) -> str:

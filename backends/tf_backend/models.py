@@ -1,4 +1,4 @@
-"""The model zoo as tf_keras functional models, and every other way to get a model.
+"""The model zoo as keras functional models, and every other way to get a model.
 
 The zoo is built from the core's table (:mod:`lwdsl.zoo`), as the PyTorch backend's is: the
 same layer names, widths, activation placement and 'valid' padding, so one canonical state (PyTorch layout) loads into
@@ -8,14 +8,14 @@ model through :func:`lwdsl.backends.tf_backend.surgery.resize_to_state`.
 
 Other references (:func:`build`):
 
-- ``keras:NAME``: ``tf_keras.applications.NAME(weights=None, classes=..., input_shape=...)``;
+- ``keras:NAME``: ``keras.applications.NAME(weights=None, classes=..., input_shape=...)``;
   nothing is downloaded.
 - a ``.keras`` or ``.h5`` file: loaded with ``safe_mode=True`` (no Lambda code is ever
   deserialised; an ``.h5`` file holding a Lambda layer is refused, since Keras 2 stores its
   code as marshalled bytecode that ``safe_mode`` does not guard).
-- a ``tf_keras.Model`` object (Sequential or functional): cloned with its weights, so the
-  caller's object is never modified. A Keras 3 model (the ``keras`` package) or a subclassed
-  model that cannot be cloned is refused with a hint.
+- a ``keras.Model`` object (Sequential or functional, Keras 3): cloned with its weights, so the
+  caller's object is never modified. A Keras 2 model (``tf_keras``) or a subclassed model that
+  cannot be cloned is refused with a hint (:data:`KERAS2_HINT` says how to move a Keras 2 model).
 """
 
 from __future__ import annotations
@@ -27,24 +27,24 @@ from typing import Any, Optional
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
 from lwdsl.zoo import ZOO, layers_of
 
-from ._tf import tf_keras
+from ._tf import keras
 
-__all__ = ["ZOO", "GRAPHS", "build_model", "build_zoo", "build_resnet8", "adopt_model", "load_file"]
+__all__ = ["ZOO", "GRAPHS", "build_model", "build_zoo", "build_resnet8", "adopt_model", "load_file", "is_keras2", "KERAS2_HINT"]
 
 def _torch_like_init(fan_in: int, index: int) -> dict[str, Any]:
     """PyTorch's default initialisation of Conv/Linear, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
     weight and bias, with fixed seeds: the same model always starts from the same weights."""
     bound = 1.0 / fan_in**0.5
     return {
-        "kernel_initializer": tf_keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=2 * index),
-        "bias_initializer": tf_keras.initializers.RandomUniform(-bound, bound, seed=2 * index + 1),
+        "kernel_initializer": keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=2 * index),
+        "bias_initializer": keras.initializers.RandomUniform(-bound, bound, seed=2 * index + 1),
     }
 
 
 def build_zoo(
     name: str, input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None
 ) -> Any:
-    """A zoo model as a functional tf_keras model taking NHWC input.
+    """A zoo model as a functional Keras model taking NHWC input.
 
     Args:
         name: a key of :data:`lwdsl.zoo.ZOO` (the layers both backends build).
@@ -56,7 +56,7 @@ def build_zoo(
     431080
     """
     c, h, w = input_shape
-    inp = tf_keras.Input((h, w, c), name="input")
+    inp = keras.Input((h, w, c), name="input")
     x = inp
     counts = {"pool": 0, "relu": 0, "dropout": 0}
     try:
@@ -65,35 +65,35 @@ def build_zoo(
             if kind == "conv":
                 _, lname, width, k = spec
                 init = _torch_like_init(int(x.shape[-1]) * k * k, i)
-                x = tf_keras.layers.Conv2D(width, k, padding="valid", name=lname, **init)(x)
+                x = keras.layers.Conv2D(width, k, padding="valid", name=lname, **init)(x)
             elif kind == "dense":
                 _, lname, width, relu = spec
                 units = num_classes if width is None else width
                 init = _torch_like_init(int(x.shape[-1]), i)
-                x = tf_keras.layers.Dense(units, activation="relu" if relu else None, name=lname, **init)(x)
+                x = keras.layers.Dense(units, activation="relu" if relu else None, name=lname, **init)(x)
             elif kind == "flatten":
-                x = tf_keras.layers.Flatten(name="flatten")(x)
+                x = keras.layers.Flatten(name="flatten")(x)
             elif kind == "dropout":
-                x = tf_keras.layers.Dropout(spec[1], name=f"dropout{counts[kind]}")(x)
+                x = keras.layers.Dropout(spec[1], name=f"dropout{counts[kind]}")(x)
                 counts[kind] += 1
             else:
                 counts[kind] += 1
-                layer = tf_keras.layers.MaxPool2D(2, name=f"pool{counts[kind]}") if kind == "pool" else tf_keras.layers.ReLU(name=f"relu{counts[kind]}")
+                layer = keras.layers.MaxPool2D(2, name=f"pool{counts[kind]}") if kind == "pool" else keras.layers.ReLU(name=f"relu{counts[kind]}")
                 x = layer(x)
     except ValueError as exc:
         raise LwdslError(f"model '{name}' does not fit inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None
-    return tf_keras.Model(inp, x, name=name)
+    return keras.Model(inp, x, name=name)
 
 
 def build_resnet8(input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None) -> Any:
-    """The torch backend's ``ResNet8`` as a functional tf_keras model, layer for layer: conv1
+    """The torch backend's ``ResNet8`` as a functional Keras model, layer for layer: conv1
     3x3, bn1, ReLU, three basic blocks ``layer1..3`` (conv1, bn1, conv2, bn2, a 1x1 ``down`` +
     ``down_bn`` shortcut when the shape changes, Add, ReLU), global average pooling, ``fc``.
     Stride-2 convolutions pad 1 on every side first (PyTorch's padding; Keras's 'same' pads
     only after), BatchNorm uses PyTorch's epsilon 1e-5 and momentum 0.1."""
     w = {"conv1": 16, "layer1.conv1": 16, "layer1.conv2": 16, "layer2.conv1": 32, "layer2.conv2": 32,
          "layer3.conv1": 64, "layer3.conv2": 64, **(widths or {})}  # fmt: skip
-    layers = tf_keras.layers
+    layers = keras.layers
     index = iter(range(1000))
 
     def conv(x: Any, name: str, width: int, k: int, stride: int = 1) -> Any:
@@ -108,7 +108,7 @@ def build_resnet8(input_shape: tuple[int, ...], num_classes: int, widths: Option
         return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
 
     c, h, wd = input_shape
-    inp = tf_keras.Input((h, wd, c), name="input")
+    inp = keras.Input((h, wd, c), name="input")
     x = layers.ReLU(name="relu")(bn(conv(inp, "conv1", w["conv1"], 3), "bn1"))
     for i, stride in ((1, 1), (2, 2), (3, 2)):
         p = f"layer{i}."
@@ -119,7 +119,7 @@ def build_resnet8(input_shape: tuple[int, ...], num_classes: int, widths: Option
         x = layers.ReLU(name=p + "relu2")(layers.Add(name=p + "add")([y, x]))
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     init = _torch_like_init(int(x.shape[-1]), next(index))
-    return tf_keras.Model(inp, layers.Dense(num_classes, name="fc", **init)(x), name="resnet8")
+    return keras.Model(inp, layers.Dense(num_classes, name="fc", **init)(x), name="resnet8")
 
 
 #: zoo models that are graphs, not layer lists
@@ -127,12 +127,12 @@ GRAPHS = {"resnet8": build_resnet8}
 
 
 def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    apps = {n: getattr(tf_keras.applications, n) for n in dir(tf_keras.applications) if n[:1].isupper()}
+    apps = {n: getattr(keras.applications, n) for n in dir(keras.applications) if n[:1].isupper()}
     if name not in apps:
         near = did_you_mean(name, apps)
         raise UsageError(
             f"unknown Keras application 'keras:{name}'",
-            hint=f"did you mean 'keras:{near}'?" if near else "see tf_keras.applications for the names (e.g. keras:MobileNetV2)",
+            hint=f"did you mean 'keras:{near}'?" if near else "see keras.applications for the names (e.g. keras:MobileNetV2)",
         )
     c, h, w = input_shape
     try:
@@ -141,39 +141,52 @@ def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> 
         raise LwdslError(f"keras:{name} cannot take inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None
 
 
-def _is_keras3(obj: Any) -> bool:
+def is_keras2(obj: Any) -> bool:
+    """True for an object of Keras 2 (``tf_keras``, what ``tf.keras`` is under ``TF_USE_LEGACY_KERAS=1``)."""
     module = type(obj).__module__
-    return (module == "keras" or module.startswith("keras.")) and not isinstance(obj, tf_keras.Model)
+    return module == "tf_keras" or module.startswith("tf_keras.")
+
+
+#: how to move a Keras 2 model to Keras 3 (said whenever one is refused)
+KERAS2_HINT = (
+    "lwdsl's tensorflow backend runs on Keras 3: build the model with `import keras` (the same Sequential and "
+    "functional API), or save it from Keras 2 with model.save('model.h5') and pass that file (Keras 3 reads "
+    "Keras 2 .h5 files)"
+)
 
 
 def adopt_model(model: Any) -> Any:
-    """A clone (architecture and weights) of a user's tf_keras model; the original is untouched.
+    """A clone (architecture and weights) of a user's Keras 3 model; the original is untouched.
 
     Raises:
-        LwdslError: a Keras 3 model, a subclassed model that cannot be cloned, or not a model.
+        UsageError: (exit 2) a Keras 2 (``tf_keras``) model, or not a model.
+        LwdslError: a subclassed model that cannot be cloned.
     """
-    if _is_keras3(model):
-        raise LwdslError(
-            f"{type(model).__name__} is a Keras 3 model (the 'keras' package); the TensorFlow backend runs on Keras 2",
-            hint="build the model with `import tf_keras` (same API), or save it as .h5 and pass the file",
-        )
-    if not isinstance(model, tf_keras.Model):
-        raise LwdslError(f"the tensorflow backend cannot use a {type(model).__module__}.{type(model).__name__} as a model")
+    if is_keras2(model):
+        raise UsageError(f"{type(model).__name__} is a Keras 2 model (tf_keras); the tensorflow backend runs on Keras 3", hint=KERAS2_HINT)
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"the tensorflow backend cannot use a {type(model).__module__}.{type(model).__name__} as a model")
     if not model.built:
-        raise LwdslError(f"model '{model.name}' is not built", hint="call it once on an input, or give the first layer an input_shape")
-    subclassed = not (isinstance(model, tf_keras.Sequential) or getattr(model, "_is_graph_network", False))
+        raise LwdslError(f"model '{model.name}' is not built", hint="call it once on an input, or start it with keras.Input(shape)")
+    subclassed = not (isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or _is_functional(model))
     try:
         if subclassed:
             raise ValueError("its layers are connected in Python code (call), not in a graph")
-        clone = tf_keras.models.clone_model(model)
+        clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
     except (ValueError, NotImplementedError, TypeError) as exc:
         raise LwdslError(
             f"cannot use subclassed model {type(model).__name__}: lwdsl needs to follow and rebuild the "
             f"model's graph ({str(exc).splitlines()[0]})",
-            hint="write it as a Sequential or functional tf_keras model (tf_keras.Model(inputs, outputs))",
+            hint="write it as a Sequential or functional Keras model (keras.Model(inputs, outputs))",
         ) from None
     return clone
+
+
+def _is_functional(model: Any) -> bool:
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
 
 
 def _h5_has_lambda(path: Path) -> bool:
@@ -187,10 +200,12 @@ def _h5_has_lambda(path: Path) -> bool:
 
 
 def load_file(path: Path) -> Any:
-    """A tf_keras model from a ``.keras`` or ``.h5`` file, loaded safely (no code runs).
+    """A Keras 3 model from a ``.keras`` or ``.h5`` file, loaded safely (no code runs); an ``.h5``
+    file may come from Keras 2.
 
     Raises:
-        LwdslError: the file is not a Keras 2 model file, holds a Lambda layer, or a Keras 3 file.
+        LwdslError: the file is not a Keras model file Keras 3 can read, or holds a Lambda layer
+            (in an ``.h5`` file; a ``.keras`` file's Lambda is refused by safe mode).
     """
     path = Path(path)
     if path.suffix not in (".keras", ".h5"):
@@ -206,17 +221,18 @@ def load_file(path: Path) -> Any:
             hint="replace the Lambda by a registered custom layer, or save as .keras",
         )
     try:
-        model = tf_keras.models.load_model(path, safe_mode=True, compile=False)
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
         raise LwdslError(
-            f"cannot load {path} with tf_keras ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-            hint="a file saved by Keras 3 cannot be read by tf_keras: save it with tf_keras, or as .h5",
+            f"cannot load {path} with Keras 3 ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            hint="a .keras file written by Keras 2 (tf_keras) may not load in Keras 3: save the model from Keras 2 "
+            "with model.save('model.h5') and pass that file",
         ) from None
     return model
 
 
 def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None) -> Any:
-    """A tf_keras model for a zoo name, ``keras:NAME``, a model file or a model object."""
+    """A Keras 3 model for a zoo name, ``keras:NAME``, a model file or a model object."""
     if not isinstance(ref, (str, Path)):
         return adopt_model(ref)
     text = str(ref)

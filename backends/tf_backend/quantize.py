@@ -27,7 +27,7 @@ from lwdsl.semantics.quant import WeightQuant
 from lwdsl.specs import QuantizeSpec, TrainingOptions
 from lwdsl.specs.quantize import LOW_BIT
 
-from ._tf import tf, tf_keras
+from ._tf import keras, tf
 from .fakequant import FakeQuantInput, quantized_forward
 from .fold import fold_batchnorms
 from .handle import KerasHandle
@@ -59,11 +59,11 @@ def _inputs_model(model: Any, layers: Sequence[Any]) -> Any:
     """A model with ``model``'s inputs whose outputs are the inputs of ``layers``."""
     outs = []
     for layer in layers:
-        t = layer.get_input_at(0)
+        t = layer.input  # its first call's input (Keras 3 has no get_input_at)
         if isinstance(t, (list, tuple)):
             raise LwdslError(f"layer '{layer.name}' takes several inputs: its input cannot be calibrated")
         outs.append(t)
-    return tf_keras.Model(model.inputs, outs)
+    return keras.Model(model.inputs, outs)
 
 
 class KerasQuantizeParts(QuantizeParts):

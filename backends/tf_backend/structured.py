@@ -9,7 +9,7 @@ both backends remove the same channels. Every member of a group shrinks, in the 
 - ``in``: a Conv's kernel input axis (-2); a Dense's kernel rows, where a Flatten of a
   (*spatial, C) map orders the rows ``s * C + c`` while the canonical columns are ``c * HW + s``;
 - ``norm``: BatchNormalization's four vectors; ``depthwise``: the depthwise kernel's channel
-  axis and bias.
+  axis (a ``DepthwiseConv2D``'s ``kernel``, (kh, kw, C, 1)) and bias.
 
 The model is rebuilt from its config with the smaller widths (``filters``/``units``; depthwise
 convolutions and norms follow their input), so the graph stays what it was; weights and masks
@@ -31,15 +31,11 @@ from lwdsl.semantics.pruning import MaskRule
 
 from .graph import find_groups
 from .handle import KerasHandle
-from .layers import flatten_source
+from .layers import _classes, flatten_source
 
 __all__ = ["plan_removal", "remove_filters", "resize_to_state"]
 
 _SPECIAL = {"DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Conv2DTranspose", "Conv1DTranspose", "Conv3DTranspose"}
-
-
-def _classes(layer: Any) -> set[str]:
-    return {c.__name__ for c in type(layer).__mro__}
 
 
 def _shrinkable(layer: Any) -> bool:
@@ -50,6 +46,7 @@ def _shrinkable(layer: Any) -> bool:
 def _new_config(model: Any, widths: dict[str, int]) -> dict:
     config = model.get_config()
     for entry in config["layers"]:
+        entry.pop("build_config", None)  # Keras 3 builds each layer at its saved input shape: built when called instead
         cfg = entry["config"]
         if cfg.get("name") in widths:
             cfg["filters" if "filters" in cfg else "units"] = widths[cfg["name"]]
@@ -70,10 +67,14 @@ def _short(var: Any) -> str:
     return var.name.split("/")[-1].split(":")[0]
 
 
+def _depthwise(layer: Any) -> bool:
+    return "DepthwiseConv2D" in _classes(layer)  # its kernel (kh, kw, c, m) is named "kernel" in Keras 3
+
+
 def _axis_size(layer: Any, axis: int) -> int:
     arrays = {_short(w): w for w in layer.weights}
-    if "depthwise_kernel" in arrays:
-        return int(arrays["depthwise_kernel"].shape[2])
+    if _depthwise(layer):
+        return int(arrays["kernel"].shape[2])
     if "kernel" in arrays:
         kernel = arrays["kernel"]
         return int(kernel.shape[-1] if axis == 0 else int(np.prod(kernel.shape[:-1])) if "Dense" in _classes(layer) else kernel.shape[-2])
@@ -94,7 +95,7 @@ def _slice(layer: Any, name: str, a: np.ndarray, out: Optional[np.ndarray], inp:
     """Array ``name`` of ``layer`` (or its mask, named like its kernel) with the kept outputs
     ``out`` and inputs ``inp`` (canonical indices)."""
     dense = "Dense" in _classes(layer)
-    if name == "depthwise_kernel":
+    if name == "kernel" and _depthwise(layer):
         return a[:, :, out, :] if out is not None else a
     if name == "kernel":
         if inp is not None:
@@ -132,8 +133,7 @@ def remove_filters(handle: KerasHandle, rule: MaskRule, names: Sequence[str], ct
             layer.set_weights([_slice(old, _short(w), arrays[_short(w)], out, inp) for w in layer.weights])
         mask = handle.masks.get(layer.name)
         if mask is not None:
-            kernel = "depthwise_kernel" if "depthwise_kernel" in arrays else "kernel"
-            new_masks[layer.name] = np.ascontiguousarray(_slice(old, kernel, mask, out, inp))
+            new_masks[layer.name] = np.ascontiguousarray(_slice(old, "kernel", mask, out, inp))
     if ctx is not None:
         ctx.notes["groups"] = [f"{g.name}: {g.channels} -> {int(k.sum())} channels" for g, k in zip(chosen, keeps)]
     out_handle = KerasHandle(new, new_masks)

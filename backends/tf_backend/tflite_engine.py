@@ -34,6 +34,7 @@ the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
@@ -44,7 +45,7 @@ from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.quant import agreement, half_bits
 
-from ._tf import quiet_stderr, tf
+from ._tf import quiet_stderr, quiet_stdout, tf
 from .handle import KerasHandle
 
 __all__ = ["convert", "artifact", "latency_ms", "time_tflite", "summary", "inspect_model", "evaluate", "interpreter", "TfliteReport", "report"]
@@ -141,7 +142,7 @@ def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "f
             + ("not quantized" if mode is None else f"quantized with mode={mode}, whose activations stay float"),
             hint="put `quantize int8 mode=static` (or mode=qat) before the export, or drop io=int8",
         )
-    with quiet_stderr():
+    with quiet_stderr(), quiet_stdout():  # Keras 3: the converter exports a SavedModel first, which prints
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
         if mode is None and casts:  # float16 weights, dequantized to float32 at load (CPU kernels run float32)
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -203,7 +204,11 @@ def _op_names(schema: Any) -> dict[int, str]:
 
 
 def _layer_of(tensor_name: str, names: list[str]) -> Optional[str]:
+    """The one layer of ``names`` a tensor's name scopes point at, else None. Keras 3 traces the
+    model again for the converter, so each scope may carry a ``_N`` suffix (``conv1_1`` for
+    ``conv1``): a part matches its name with and without one such suffix."""
     parts = {p for chunk in tensor_name.split(";") for p in chunk.split("/")}
+    parts |= {re.sub(r"_\d+$", "", p) for p in parts}
     hits = [n for n in names if n in parts]
     return hits[0] if len(hits) == 1 else None
 

@@ -139,7 +139,7 @@ class KerasTrainer(Trainer):
         q_masters = [
             tf.Variable(
                 np.ascontiguousarray(views[name].weight.from_canon(np.asarray(start[name], np.float32)), dtype=np.float32)
-                if name in start else k.read_value(),
+                if name in start else k.numpy(),
                 trainable=False,
             )
             for name, k in zip(quantized, q_kernels)
@@ -167,7 +167,7 @@ class KerasTrainer(Trainer):
                 if g is not None:
                     ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
             if ok:
-                snapped = [k.read_value() for k in q_kernels]
+                snapped = [tf.identity(k.value) for k in q_kernels]
                 opt.apply(grads, lr)
                 for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
                     master.assign_add(k - before)  # the optimizer's step, onto the float master

@@ -129,7 +129,7 @@ class Backend(ABC):
 
     @abstractmethod
     def native(self, model: Any) -> Any:
-        """The framework's own model object of a handle (``nn.Module``, ``tf_keras.Model``)."""
+        """The framework's own model object of a handle (``nn.Module``, ``keras.Model``)."""
 
     @abstractmethod
     def layers(self, model: Any) -> list[LayerInfo]:

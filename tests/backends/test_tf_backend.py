@@ -42,7 +42,7 @@ def be():
 
 def test_identity(be):
     assert (be.name, be.extra, be.native_suffix) == ("tensorflow", "tensorflow", ".keras")
-    assert set(be.versions()) == {"tensorflow", "tf-keras"}
+    assert set(be.versions()) == {"tensorflow", "keras"}
 
 
 def test_evaluate_matches_numpy_and_reports_progress(be):
@@ -118,11 +118,58 @@ def test_adopt_tf_data(be):
     np.testing.assert_array_equal(data.train_x[:, 0], x[..., 0])
 
 
-def test_import_is_quiet_and_uses_keras2():
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env={**os.environ, **env})
+
+
+def test_import_is_quiet_and_uses_keras3():
     code = (
-        "import os; from lwdsl.backend import get_backend; get_backend('tensorflow'); import tf_keras; "
-        "print(os.environ['TF_USE_LEGACY_KERAS'])"
+        "import os; from lwdsl.backend import get_backend; be = get_backend('tensorflow'); "
+        "import keras; h = be.load_model('lenet5', (1, 28, 28), 10); "
+        "print(keras.__version__.split('.')[0], keras.backend.backend(), isinstance(h.model, keras.Model), "
+        "os.environ.get('TF_USE_LEGACY_KERAS'), 'matplotlib' in __import__('sys').modules); "
+        "from keras.src.visualization import plot_image_gallery as g; print(callable(g.plt.figure))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "1"
+    out = _python(code)
+    # matplotlib (which Keras imports for keras.visualization) is deferred to its first use (_tf.py)
+    assert out.returncode == 0 and out.stdout.split() == ["3", "tensorflow", "True", "None", "False", "True"], out.stderr
     assert out.stderr == ""
+
+
+def test_legacy_keras_variable_does_not_change_the_backend():
+    """TF_USE_LEGACY_KERAS=1 (a Keras 2 user's setting) changes tf.keras, not lwdsl's Keras 3."""
+    code = (
+        "from lwdsl.backend import get_backend; be = get_backend('tensorflow'); import keras; "
+        "h = be.load_model('lenet5', (1, 28, 28), 10); print(type(h.model).__module__.split('.')[0])"
+    )
+    out = _python(code, TF_USE_LEGACY_KERAS="1")
+    assert out.returncode == 0 and out.stdout.strip() == "keras", out.stderr
+
+
+def test_keras_on_another_backend_is_refused():
+    code = "from lwdsl.backend import get_backend; get_backend('tensorflow').load_model('lenet5', (1, 28, 28), 10)"
+    out = _python(code, KERAS_BACKEND="torch")
+    assert out.returncode != 0 and "Keras is configured for the 'torch' backend" in out.stderr
+
+
+def test_tflite_and_saved_model_exports_print_nothing(be, tmp_path, capsys):
+    """Keras 3's model.export (also inside the TFLite converter) prints its endpoints: not here."""
+    from lwdsl.backends.tf_backend import tflite_engine
+
+    h = be.load_model("lenet300", SHAPE, 10)
+    capsys.readouterr()
+    tflite_engine.convert(h)
+    be.apply(h, ExportSpec(format="saved_model", path="sm"), [], StepContext(DATA, 0, 0, _Bars(), run_dir=tmp_path))
+    assert capsys.readouterr().out == ""
+
+
+def test_tflite_ops_map_to_their_layers_by_name():
+    """Keras 3 traces the model again for the converter: scopes carry a _N suffix."""
+    from lwdsl.backends.tf_backend.tflite_engine import _layer_of
+
+    assert _layer_of("resnet8_1/layer2.down_1/convolution", ["layer2.conv1", "layer2.down"]) == "layer2.down"
+    assert _layer_of("lenet5_1/fc1_1/MatMul;lenet5_1/fc1_1/Relu", ["fc1", "fc2"]) == "fc1"
+    assert _layer_of("m_1/conv2d_1_1/convolution", ["conv2d", "conv2d_1"]) == "conv2d_1"
+    assert _layer_of("m_1/conv2d_1/convolution", ["conv2d", "conv2d_1"]) is None  # ambiguous: model order decides

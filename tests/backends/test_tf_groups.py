@@ -13,7 +13,7 @@ from lwdsl.errors import LwdslError  # noqa: E402
 from lwdsl.progress import NullBar  # noqa: E402
 from lwdsl.semantics.groups import group_keep  # noqa: E402
 from lwdsl.specs import PruneSpec  # noqa: E402
-from lwdsl.backends.tf_backend._tf import tf_keras  # noqa: E402
+from lwdsl.backends.tf_backend._tf import keras  # noqa: E402
 from lwdsl.backends.tf_backend.structured import plan_removal  # noqa: E402
 
 SPEC = PruneSpec(method="l2", amount=0.5, structured="filters", remove=True)
@@ -91,8 +91,8 @@ def test_resnet50_residual_groups_shrink(be):
 
 
 def _net(kind: str):
-    L = tf_keras.layers
-    inp = tf_keras.Input((8, 8, 3))
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
     a = L.Conv2D(4, 3, padding="same", name="a")(inp)
     if kind == "reshape":
         x = L.Dense(3, name="fc")(L.Flatten()(L.Reshape((4, 8, 8))(a)))
@@ -100,7 +100,7 @@ def _net(kind: str):
         x = L.Dense(3, name="fc")(L.GlobalAveragePooling2D()(L.Conv2D(4, 1, activation="sigmoid", name="b")(a)))
     else:  # partial: a and b meet at an addition
         x = L.Dense(3, name="fc")(L.GlobalAveragePooling2D()(L.Add()([a, L.Conv2D(4, 1, name="b")(a)])))
-    return tf_keras.Model(inp, x)
+    return keras.Model(inp, x)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.tensorflow
 pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
-import tf_keras  # noqa: E402
+import keras  # noqa: E402
 
 from lwdsl.backends.tf_backend.layers import flatten_source, layer_infos, load_state_into, state_of, views  # noqa: E402
 from lwdsl.backends.tf_backend.models import build_zoo  # noqa: E402
@@ -15,15 +15,15 @@ from lwdsl.errors import LwdslError  # noqa: E402
 
 
 def _mixed_model():
-    inp = tf_keras.Input((12, 12, 3))
-    x = tf_keras.layers.Conv2D(4, 3, name="conv")(inp)
-    x = tf_keras.layers.BatchNormalization(name="bn")(x)
-    x = tf_keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
-    x = tf_keras.layers.Conv2DTranspose(3, 2, name="up")(x)
-    x = tf_keras.layers.Flatten(name="flat")(x)
-    x = tf_keras.layers.Dropout(0.1, name="drop")(x)
-    x = tf_keras.layers.Dense(5, name="fc")(x)
-    return tf_keras.Model(inp, x)
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
+    x = keras.layers.Conv2DTranspose(3, 2, name="up")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    x = keras.layers.Dropout(0.1, name="drop")(x)
+    x = keras.layers.Dense(5, name="fc")(x)
+    return keras.Model(inp, x)
 
 
 def _randomise(model, seed=0):

@@ -8,7 +8,7 @@ import pytest
 
 pytestmark = pytest.mark.tensorflow
 pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
-import tf_keras  # noqa: E402
+import keras  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
 from lwdsl.data import load_data  # noqa: E402
@@ -82,7 +82,7 @@ def test_static_ranges_are_a_numpy_observer_on_the_calibration_images(be, observ
     # the inputs of each layer, recomputed from the canonical weights in numpy-friendly steps
     x = np.moveaxis(DATA.train_x[calibration_indices(len(DATA.train_x), 200, 0)], 1, -1)
     m = h.model
-    probe = tf_keras.Model(m.inputs, [m.get_layer(n).input for n in LAYERS])
+    probe = keras.Model(m.inputs, [m.get_layer(n).input for n in LAYERS])
     for n, got in zip(LAYERS, probe.predict(x, batch_size=64, verbose=0)):
         ob = RangeObserver(observer)
         for start in range(0, len(got), 256):
@@ -98,7 +98,7 @@ def test_static_ranges_are_a_numpy_observer_on_the_calibration_images(be, observ
     xt = np.moveaxis(DATA.test_x[:64], 1, -1)
     for n in ("conv2", "fc1"):
         wrapped = fwd.get_layer(f"{n}_fq")
-        seen, out = tf_keras.Model(fwd.inputs, [wrapped.input, wrapped.output]).predict(xt, batch_size=64, verbose=0)
+        seen, out = keras.Model(fwd.inputs, [wrapped.input, wrapped.output]).predict(xt, batch_size=64, verbose=0)
         assert np.array_equal(wrapped.fake(seen).numpy(), fake_quantize(seen, h.act[n]))
         assert np.allclose(out, m.get_layer(n)(fake_quantize(seen, h.act[n])).numpy(), rtol=1e-5, atol=1e-5)
     assert be.evaluate(h, ctx) != be.evaluate(type(h)(h.model), ctx)
@@ -140,13 +140,13 @@ def test_training_after_quantize_keeps_weights_on_the_grid_and_masks(be, after):
 
 
 def test_a_layer_that_cannot_be_quantized_is_named(be):
-    inp = tf_keras.Input((28, 28, 1))
-    x = tf_keras.layers.Conv2D(4, 3, name="c1")(inp)
-    x = tf_keras.layers.DepthwiseConv2D(3, name="dw")(x)  # quantized like a conv (one scale per channel)
-    x = tf_keras.layers.SeparableConv2D(4, 3, name="sep")(x)  # two kernels in one layer: not quantized
-    x = tf_keras.layers.Flatten()(x)
-    out = tf_keras.layers.Dense(10, name="d")(x)
-    h = be.load_model(tf_keras.Model(inp, out), SHAPE, 10)
+    inp = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, name="c1")(inp)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)  # quantized like a conv (one scale per channel)
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(x)  # two kernels in one layer: not quantized
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(10, name="d")(x)
+    h = be.load_model(keras.Model(inp, out), SHAPE, 10)
     names = [i.name for i in be.layers(h) if i.kind in ("conv", "linear")]
     assert names == ["c1", "dw", "sep", "d"]
     before = be.state(h)

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.tensorflow
 pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
-import tf_keras  # noqa: E402
+import keras  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
 from lwdsl.semantics.order import batches, epoch_order  # noqa: E402
@@ -30,7 +30,7 @@ def _ctx(data):
 
 
 def _softmax_regression(be, w, b):
-    model = tf_keras.Sequential([tf_keras.layers.Flatten(input_shape=(3, 4, 1)), tf_keras.layers.Dense(K, name="fc")])
+    model = keras.Sequential([keras.Input((3, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(K, name="fc")])
     model.set_weights([w.T.copy(), b.copy()])
     return be.load_model(model, (1, 3, 4), K)
 

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-_MISSING = [name for name, module in (("torch", "torch"), ("tensorflow", "tf_keras")) if importlib.util.find_spec(module) is None]
+_MISSING = [name for name, module in (("torch", "torch"), ("tensorflow", "tensorflow")) if importlib.util.find_spec(module) is None]
 if not _MISSING:
     import lwdsl.backends.tf_backend._tf  # noqa: F401  (imports Triton before TensorFlow: see its _tf.py)
 

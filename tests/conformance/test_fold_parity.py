@@ -19,7 +19,7 @@ from lwdsl.specs import QuantizeSpec
 from .cases import backend, context, dataset
 
 pytest.importorskip("torch")
-pytest.importorskip("tf_keras")
+pytest.importorskip("tensorflow")
 
 C1, C2 = 6, 8
 
@@ -69,10 +69,10 @@ def _torch_handle(w):
 
 
 def _keras_handle(w):
-    from lwdsl.backends.tf_backend._tf import tf_keras
+    from lwdsl.backends.tf_backend._tf import keras
 
-    L = tf_keras.layers
-    inp = tf_keras.Input((28, 28, 1))
+    L = keras.layers
+    inp = keras.Input((28, 28, 1))
     x = L.Conv2D(C1, 3, name="c1")(inp)
     x = L.BatchNormalization(name="n1", epsilon=1e-5)(x)
     x = L.ReLU()(x)
@@ -82,7 +82,7 @@ def _keras_handle(w):
     x = L.BatchNormalization(name="n2", epsilon=1e-5)(x)
     x = L.ReLU()(x)
     x = L.Dense(10, name="fc")(L.Flatten()(x))
-    model = tf_keras.Model(inp, x)
+    model = keras.Model(inp, x)
     be = backend("tensorflow")
     handle = be.load_model(model, (1, 28, 28), 10)
     be.load_state(handle, w)

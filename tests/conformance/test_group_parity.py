@@ -62,21 +62,21 @@ def _torch_mbnet():
 
 
 def _keras_mbnet():
-    from lwdsl.backends.tf_backend._tf import tf_keras
+    from lwdsl.backends.tf_backend._tf import keras
 
-    L = tf_keras.layers
+    L = keras.layers
 
     def bn(x, name):
         return L.BatchNormalization(epsilon=1e-5, name=name)(x)
 
-    inp = tf_keras.Input((8, 8, 3))
+    inp = keras.Input((8, 8, 3))
     x = L.ReLU(6.0)(bn(L.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(inp), "stem_bn"))
     for p in ("b1", "b2"):
         y = L.ReLU(6.0)(bn(L.Conv2D(48, 1, use_bias=False, name=f"{p}.expand")(x), f"{p}.expand_bn"))
         y = L.ReLU(6.0)(bn(L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{p}.dw")(y), f"{p}.dw_bn"))
         x = L.Add()([x, bn(L.Conv2D(16, 1, use_bias=False, name=f"{p}.project")(y), f"{p}.project_bn")])
     x = L.MaxPool2D(2)(L.ReLU(6.0)(bn(L.Conv2D(32, 1, use_bias=False, name="head")(x), "head_bn")))
-    return tf_keras.Model(inp, L.Dense(10, name="fc")(L.Flatten()(x)))
+    return keras.Model(inp, L.Dense(10, name="fc")(L.Flatten()(x)))
 
 
 def _planted(shapes: dict[str, tuple]) -> dict[str, np.ndarray]:

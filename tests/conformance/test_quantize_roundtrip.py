@@ -11,7 +11,7 @@ from lwdsl.specs import QuantizeSpec
 from .cases import BACKENDS, SHAPE, backend, context, dataset, planted_state
 
 pytest.importorskip("torch")
-pytest.importorskip("tf_keras")
+pytest.importorskip("tensorflow")
 
 
 @pytest.mark.parametrize("name", BACKENDS)

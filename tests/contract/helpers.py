@@ -182,14 +182,14 @@ class KerasKit(Kit):
         return handle.qconfig["mode"]  # one mode for the model's quantized layers
 
     def dense_model(self, input_shape, sizes):
-        import tf_keras
+        import keras
 
         c, *hw = input_shape
-        inp = tf_keras.Input((*hw, c))
-        x = tf_keras.layers.Flatten()(inp)
+        inp = keras.Input((*hw, c))
+        x = keras.layers.Flatten()(inp)
         for name, out in sizes.items():
-            x = tf_keras.layers.Dense(out, name=name)(x)
-        return self.be.load_model(tf_keras.Model(inp, x), tuple(input_shape), out)
+            x = keras.layers.Dense(out, name=name)(x)
+        return self.be.load_model(keras.Model(inp, x), tuple(input_shape), out)
 
     def forward_hooks(self, handle):
         return len(handle.model.outputs) - 1

@@ -29,13 +29,13 @@ def _torch_objects():
 
 
 def _keras_objects():
-    from lwdsl.backends.tf_backend import _tf  # noqa: F401  (Keras 2 and Triton set up before TensorFlow loads)
+    from lwdsl.backends.tf_backend import _tf  # noqa: F401  (Keras 3 on TensorFlow, Triton before TensorFlow)
     import tensorflow as tf
-    import tf_keras
+    import keras
 
-    tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential(
-        [tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(), tf_keras.layers.Dense(32, activation="relu"), tf_keras.layers.Dense(2)]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(2)]
     )
     sets = []
     for n, s in ((512, 0), (256, 1)):
@@ -48,7 +48,7 @@ def _keras_objects():
 def test_run_takes_the_users_model_and_data(name, tmp_path):
     if name not in __import__("tests.conftest", fromlist=["x"]).selected_backends():
         pytest.skip(f"{name} not selected")
-    pytest.importorskip("torch" if name == "torch" else "tf_keras")
+    pytest.importorskip("torch" if name == "torch" else "tensorflow")
     model, (train, test) = _torch_objects() if name == "torch" else _keras_objects()
     before = [w.copy() for w in _weights(name, model)]
     result = lwdsl.run(RECIPE, model, backend=name, train=train, test=test, quiet=True, latency=False, out=tmp_path / "run")

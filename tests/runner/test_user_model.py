@@ -125,21 +125,82 @@ def test_the_command_line_exits_2_without_a_traceback(tmp_path):
 
 
 KERAS_FILE = '''
-import tf_keras
+import keras
 
 def build(input_shape, num_classes):
     c, h, w = input_shape
-    inp = tf_keras.Input((h, w, c))
-    x = tf_keras.layers.Flatten()(inp)
-    x = tf_keras.layers.Dense(16, activation="relu", name="fc1")(x)
-    return tf_keras.Model(inp, tf_keras.layers.Dense(num_classes, name="fc2")(x))
+    inp = keras.Input((h, w, c))
+    x = keras.layers.Flatten()(inp)
+    x = keras.layers.Dense(16, activation="relu", name="fc1")(x)
+    return keras.Model(inp, keras.layers.Dense(num_classes, name="fc2")(x))
 '''
 
 
 @pytest.mark.tensorflow
 def test_a_keras_model_file_on_the_tensorflow_backend(tmp_path):
-    pytest.importorskip("tf_keras")
+    pytest.importorskip("tensorflow")
     ref = f"{_file(tmp_path, KERAS_FILE, name='kmodel.py')}:build"
     result = lwdsl.run("prune l1 0.5", ref, backend="tensorflow", **RUN)
     assert result.report["model"] == ref
     assert {layer["name"] for layer in result.report["steps"][-1]["metrics"]["layers"]} == {"fc1", "fc2"}
+
+
+KERAS_CNN_FILE = '''
+import keras
+
+def build(input_shape, num_classes):
+    c, h, w = input_shape
+    inp = keras.Input((h, w, c))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(inp)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, activation="relu", name="fc1")(x)
+    return keras.Model(inp, keras.layers.Dense(num_classes, name="fc2")(x))
+'''
+
+#: the steps of recipes/lenet5-mnist.lw (the main recipe) and recipes/headline.lw, shortened
+MAIN = "prune l2 30% structured=filters remove=true on conv\nprune l1 92% on linear\nfinetune epochs=1 lr=0.01 schedule=cosine\nquantize int8 mode=static calibrate=64"
+HEADLINE = "prune global l1 0.2\nquantize int8\ndistill T=2 alpha=0.5 epochs=1"
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("recipe", [MAIN, HEADLINE], ids=["main", "headline"])
+def test_keras3_model_file_and_keras3_file_run_the_main_and_headline_recipes(tmp_path, recipe):
+    """A model built with `import keras`, from a .py file and as a Keras 3 .keras file it saved."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    run = {**RUN, "data": "synthetic:1,12,12:3"}
+    ref = f"{_file(tmp_path, KERAS_CNN_FILE, name='cnn.py')}:build"
+    from_code = lwdsl.run(recipe, ref, backend="tensorflow", out=tmp_path / "code", **run)
+    ns: dict = {}
+    exec(KERAS_CNN_FILE, ns)
+    saved = tmp_path / "cnn.keras"
+    ns["build"]((1, 12, 12), 3).save(saved)
+    assert isinstance(keras.models.load_model(saved), keras.Model)
+    from_file = lwdsl.run(recipe, str(saved), backend="tensorflow", out=tmp_path / "file", **run)
+    for result in (from_code, from_file):
+        last = result.report["steps"][-1]["metrics"]
+        assert {layer["name"] for layer in last["layers"]} == {"conv1", "conv2", "fc1", "fc2"}
+        assert (tmp_path / ("code" if result is from_code else "file") / "model.keras").is_file()
+    if recipe is MAIN:  # filters were cut out: conv1 keeps 70% of its 8
+        widths = [layer["weights"] for layer in from_code.report["steps"][1]["metrics"]["layers"] if layer["name"] == "conv1"]
+        assert widths == [6 * 9]
+
+
+KERAS2_FILE = '''
+import tf_keras
+
+net = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(), tf_keras.layers.Dense(3, name="fc")])
+'''
+
+
+@pytest.mark.tensorflow
+def test_a_keras2_model_file_is_refused_with_how_to_move_it(tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf_keras")
+    ref = f"{_file(tmp_path, KERAS2_FILE, name='k2.py')}:net"
+    with pytest.raises(UsageError, match="Keras 2") as err:  # exit 2 on the command line
+        lwdsl.run("prune l1 0.5", ref, backend="tensorflow", **RUN)
+    assert "import keras" in err.value.hint and "model.h5" in err.value.hint

@@ -452,7 +452,7 @@ def test_random_damage_is_refused_naming_the_file_or_loads_the_same_model(tmp_pa
 
 
 def test_tf_backend_refuses_a_damaged_lwz_the_same_way(tmp_path: Path) -> None:
-    pytest.importorskip("tf_keras")
+    pytest.importorskip("tensorflow")
     from backends.tf_backend.io import read_checkpoint
 
     path = _save(tmp_path, "cluster", _set("fc.weight.codebook", 2, np.nan))
