@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 from lwdsl.backend import Dataset, StepContext
@@ -21,25 +20,7 @@ pytest.importorskip("torch", reason="torch not installed (pip install 'lwdsl[tor
 pytestmark = pytest.mark.torch
 
 
-class Bar:
-    def __init__(self, log: list, total: int, description: str) -> None:
-        self.log, self.total, self.description, self.done, self.closed = log, total, description, 0, False
-        log.append(self)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def make_data(shape=(1, 28, 28), classes: int = 10, n_train: int = 256, n_test: int = 128, seed: int = 0) -> Dataset:
-    """Random images whose label is a fixed linear function of the pixels (learnable)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n_train + n_test, *shape), dtype=np.float32)
-    proj = rng.standard_normal((int(np.prod(shape)), classes)).astype(np.float32)
-    y = np.argmax(x.reshape(len(x), -1) @ proj, axis=1).astype(np.int64)
-    return Dataset("synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
+from tests.contract.helpers import Bar, make_data  # noqa: E402  one copy, shared with the contract suite
 
 
 def make_ctx(data: Dataset | None = None, seed: int = 0, index: int = 0) -> StepContext:
