@@ -42,9 +42,9 @@ def _ctx(calib: np.ndarray, classes: int, warned: list) -> StepContext:
 
 
 def by_hand(model, calib_nhwc: np.ndarray, full: bool) -> bytes:
-    from lwdsl.backends.tf_backend._tf import quiet_stderr, tf
+    from lwdsl.backends.tf_backend._tf import quiet_stderr, quiet_stdout, tf
 
-    with quiet_stderr():
+    with quiet_stderr(), quiet_stdout():
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         if full:

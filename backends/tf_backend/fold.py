@@ -84,7 +84,7 @@ def fold_batchnorms(handle: KerasHandle, layers: Sequence[str], ctx: StepContext
 
     new = _rebuild(model, todo)
     for layer in new.layers:
-        if layer.name in norms:
+        if layer.name in norms or not layer.weights:  # Keras 3 names a cloned input layer after its tensor
             continue
         if layer.name in folded_weights:
             kernel, bias = folded_weights[layer.name]
@@ -133,6 +133,6 @@ def drop_folded(model: Any, norms: Sequence[str]) -> tuple[Any, dict[str, str]]:
     todo = {before[n]: n for n in norms}
     new = _rebuild(model, todo)
     for layer in new.layers:
-        if layer.name not in todo.values() and layer.name not in todo:
+        if layer.name not in todo.values() and layer.name not in todo and layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return new, todo

@@ -307,3 +307,26 @@ def test_latency_times_the_tflite_artifact_only_for_int8_models(be, dtype, engin
     called = []
     monkeypatch.setattr(tflite_engine, "latency_ms", lambda *a, **k: called.append(1) or 1.0)
     assert latency_ms(h, 1, SHAPE, os.cpu_count() or 1) > 0 and bool(called) == engine
+
+
+def test_fold_with_an_unnamed_input_keeps_every_weight_and_code(be):
+    """Keras 3's clone names an unnamed input after its tensor (keras.applications models): the
+    folded clone gets every weight from the original all the same, and the TFLite codes match."""
+    from lwdsl.backends.tf_backend import tflite_engine
+
+    inp = keras.Input((28, 28, 1))  # no name
+    x = keras.layers.Conv2D(4, 3, use_bias=False, name="c1")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(keras.layers.Conv2D(4, 3, name="c2")(keras.layers.ReLU()(x)))
+    out = keras.layers.Dense(10, name="d")(keras.layers.Flatten()(x))
+    from lwdsl.backends.tf_backend.handle import KerasHandle
+
+    h = KerasHandle(keras.Model(inp, out))  # as keras:NAME builds it (load_model would clone a user's model first)
+    bias = h.model.get_layer("d").get_weights()[1]
+    h = be.apply(h, QuantizeSpec(dtype="int8", mode="static", calibrate=16), ["c1", "c2", "d"], _ctx())
+    assert h.folded == {"c1": "bn"}
+    np.testing.assert_array_equal(h.model.get_layer("d").get_weights()[1], bias)  # copied over, not re-initialised
+    data, _ = tflite_engine.convert(h, _ctx())
+    report = tflite_engine.inspect_model(data, h)
+    assert set(report.codes) == {"c1", "c2", "d"}
+    assert all(np.array_equal(report.codes[k], h.quant[k].codes) for k in report.codes)
