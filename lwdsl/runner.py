@@ -199,16 +199,15 @@ def run(
     before = be.get_threads()
     wanted = train_threads or usable_cpus()
     in_effect = be.set_threads(wanted)  # before any model is built: TensorFlow fixes its pool then
+    counts, note = {"training": in_effect, "latency": threads}, None
+    if in_effect != wanted:
+        counts["training_asked"] = wanted
+        note = f"the {be.name} backend trains with {in_effect} thread(s), not the {wanted} asked: its thread pool was fixed earlier in this process"
     try:
-        prep = _prepare(recipe, overrides, model, backend, data, train, test, checkpoint, seed, models or {})
-        counts = {"training": in_effect, "latency": threads}
-        if in_effect != wanted:
-            counts["training_asked"] = wanted
+        prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
         try:
             staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
-                                                             threads_note=None if in_effect == wanted else (
-                                                                 f"the {be.name} backend trains with {in_effect} thread(s), not the "
-                                                                 f"{wanted} asked: its thread pool was fixed earlier in this process"))
+                                                             threads_note=note)
         except OSError as exc:  # an export, the staging folder: a place that cannot take a write
             if not is_write_error(exc):
                 raise
@@ -224,7 +223,7 @@ def _prepare(
     recipe: Union[str, Path, Recipe],
     overrides: Optional[dict[str, str]],
     model: Any,
-    backend: str,
+    be: Backend,
     data: Optional[str],
     train: Any,
     test: Any,
@@ -238,7 +237,6 @@ def _prepare(
     from .validate import check_backend
 
     plan = resolve_recipe(recipe, overrides)
-    be = get_backend(backend)
     check_backend(plan, be)
     model_ref = model if model is not None else (plan.target.model if plan.target else None)
     if model is None and is_code_ref(model_ref):

@@ -69,8 +69,6 @@ def _inputs_model(model: Any, layers: Sequence[Any]) -> Any:
 class KerasQuantizeParts(QuantizeParts):
     """TensorFlow's parts of the core's ``quantize`` flow."""
 
-    backend = "tensorflow"
-
     def __init__(self) -> None:
         self._compiled: dict[Any, tuple[Any, Any]] = {}  # (model, what) -> (model, tf.function), last few
 

@@ -39,8 +39,6 @@ QUANTIZABLE = ("conv", "linear")
 class TorchQuantizeParts(QuantizeParts):
     """PyTorch's parts of the core's ``quantize`` flow."""
 
-    backend = "torch"
-
     def candidates(self, handle: TorchModel, layers: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, str]]]:
         kinds = {name: layer_kind(m) for name, m in weighted_layers(handle.module)}
         chosen = set(layers)

@@ -55,9 +55,6 @@ class QuantizeParts(ABC):
     """What a backend gives the ``quantize`` flow. Weights are numpy in the canonical
     (PyTorch) layout; images are NCHW float32."""
 
-    #: the backend's name, for messages
-    backend: str
-
     @abstractmethod
     def candidates(self, handle: Any, layers: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, str]]]:
         """The selected layers this backend quantizes, in model order, and the others:
