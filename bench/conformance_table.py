@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lwdsl.backends.tf_backend._tf  # noqa: E402,F401  (before torch's Triton: see tf_backend/_tf.py)
-from lwdsl.formatter import step_to_text  # noqa: E402
-from lwdsl.specs import DistillSpec, ExportSpec, QuantizeSpec  # noqa: E402
+from lwdsl.language.formatter import step_to_text  # noqa: E402
+from lwdsl.language.specs import DistillSpec, ExportSpec, QuantizeSpec  # noqa: E402
 from tests.conformance import cases as C  # noqa: E402
 
 

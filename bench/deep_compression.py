@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 import lwdsl  # noqa: E402
 from lwdsl.semantics.quant import unpack_state  # noqa: E402
-from lwdsl.weights import gzip_size, load_weights, save_weights  # noqa: E402
+from lwdsl.backend.weights import gzip_size, load_weights, save_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"lenet300": (1.64, 1.58, 40), "lenet5": (0.80, 0.74, 39)}

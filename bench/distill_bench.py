@@ -59,7 +59,7 @@ from typing import Any
 
 import lwdsl
 from lwdsl.semantics import distill as core
-from lwdsl.weights import save_weights
+from lwdsl.backend.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGES = 10_000

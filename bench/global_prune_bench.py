@@ -37,7 +37,7 @@ def _model(layers: int, dim: int):
 def _lwdsl_prune(model) -> None:
     from lwdsl.backend import Dataset, StepContext, get_backend
     from lwdsl.backends.torch_backend.handle import TorchModel
-    from lwdsl.specs import PruneSpec
+    from lwdsl.language.specs import PruneSpec
 
     backend = get_backend("torch")
     dim = model[0].in_features

@@ -18,9 +18,9 @@ import copy
 import time
 
 from lwdsl.backend import StepContext, get_backend
-from lwdsl.data import load_data
-from lwdsl.progress import NullBar
-from lwdsl.specs import FinetuneSpec, PruneSpec, TrainingOptions
+from lwdsl.data.builtin import load_data
+from lwdsl.runner.progress import NullBar
+from lwdsl.language.specs import FinetuneSpec, PruneSpec, TrainingOptions
 
 from groups_bench import _filter_norm
 

@@ -21,7 +21,7 @@ import platform
 import time
 
 from lwdsl.backend import Dataset, StepContext, get_backend
-from lwdsl.specs import PruneSpec
+from lwdsl.language.specs import PruneSpec
 
 SPEC = PruneSpec(method="l2", amount=0.5, structured="filters", remove=True)
 BATCHES = (1, 32)

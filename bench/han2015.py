@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import lwdsl
-from lwdsl.weights import save_weights
+from lwdsl.backend.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"lenet300": (1.64, 1.59, 12), "lenet5": (0.80, 0.77, 12)}

@@ -54,8 +54,8 @@ import torch
 
 from lwdsl.backend import Dataset, StepContext, get_backend
 from lwdsl.backend.timing import Protocol, median_ms
-from lwdsl.progress import NullBar
-from lwdsl.specs import QuantizeSpec
+from lwdsl.runner.progress import NullBar
+from lwdsl.language.specs import QuantizeSpec
 
 MODELS = {
     "lenet5": ("lenet5", (1, 28, 28), 10),
@@ -152,8 +152,8 @@ def torch_ao_fx(module: torch.nn.Module, calib: torch.Tensor):
 
 def mnist_lenet5(backend, ctx_for, epochs: int):
     """(handle trained ``epochs`` on a 10k MNIST subset, the data set: full test set)."""
-    from lwdsl.specs import TrainingOptions
-    from lwdsl.data import load_data
+    from lwdsl.language.specs import TrainingOptions
+    from lwdsl.data.builtin import load_data
 
     mnist = load_data("mnist", download=False)
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ import argparse
 import fnmatch
 
 from lwdsl.backend import Dataset, StepContext, get_backend
-from lwdsl.specs import PruneSpec
+from lwdsl.language.specs import PruneSpec
 
 SPEC = PruneSpec(method="l2", amount=0.5, structured="filters", remove=True)
 

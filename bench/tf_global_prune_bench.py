@@ -20,8 +20,8 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 from lwdsl.backend import get_backend, StepContext, Dataset
-from lwdsl.progress import NullBar
-from lwdsl.specs import PruneSpec
+from lwdsl.runner.progress import NullBar
+from lwdsl.language.specs import PruneSpec
 import lwdsl.backends.tf_backend as tfb
 from lwdsl.backends.tf_backend._tf import keras
 

@@ -27,8 +27,8 @@ import argparse
 import numpy as np  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
-from lwdsl.specs import PruneSpec, QuantizeSpec  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
+from lwdsl.language.specs import PruneSpec, QuantizeSpec  # noqa: E402
 
 MODELS = {
     "lenet5": ("lenet5", (1, 28, 28), 10, "conv*"),

@@ -28,11 +28,11 @@ import numpy as np  # noqa: E402
 
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
 from lwdsl.backend.threads import usable_cpus  # noqa: E402
-from lwdsl.data import load_data  # noqa: E402
-from lwdsl.dataset import Dataset  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.data.builtin import load_data  # noqa: E402
+from lwdsl.data.dataset import Dataset  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
 from lwdsl.semantics.order import batches  # noqa: E402
-from lwdsl.specs import FinetuneSpec  # noqa: E402
+from lwdsl.language.specs import FinetuneSpec  # noqa: E402
 
 SPEC = FinetuneSpec(epochs=1, lr=0.01, momentum=0.9, batch=64)
 

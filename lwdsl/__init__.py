@@ -21,17 +21,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .compiler import load, parse
+from .language.compiler import load, parse
 from .errors import LwdslError, RecipeError, RunError
-from .plan import LANGUAGE_VERSION, Recipe
+from .language.plan import LANGUAGE_VERSION, Recipe
+from .language.validate import check_backend
 
-__all__ = ["parse", "load", "Recipe", "LwdslError", "RecipeError", "RunError", "LANGUAGE_VERSION"]
+__all__ = ["parse", "load", "check_backend", "Recipe", "LwdslError", "RecipeError", "RunError", "LANGUAGE_VERSION"]
 
 
 def __getattr__(name: str) -> Any:
     """``lwdsl.run``, imported lazily (it is not in ``__all__`` so ``import *`` stays light)."""
     if name == "run":
-        from .runner import run
+        from .runner.pipeline import run
 
         return run
     raise AttributeError(f"module 'lwdsl' has no attribute {name!r}")

@@ -63,6 +63,6 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def mnist(data_root):
     os.environ["LWDSL_DATA"] = str(data_root)
-    from lwdsl.data import load_data
+    from lwdsl.data.builtin import load_data
 
     return load_data("mnist", download=False)

@@ -12,11 +12,11 @@ from typing import Any, Optional
 import numpy as np
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
-from lwdsl.dataset import Dataset
+from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
 from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
-from lwdsl.specs import TrainingOptions
+from lwdsl.language.specs import TrainingOptions
 
 from ._tf import keras, tf
 from . import io

@@ -1,4 +1,4 @@
-"""The user's own ``tf.data`` data sets as a framework-free :class:`~lwdsl.dataset.Dataset`."""
+"""The user's own ``tf.data`` data sets as a framework-free :class:`~lwdsl.data.dataset.Dataset`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lwdsl.dataset import Dataset, stack_examples
+from lwdsl.data.dataset import Dataset, stack_examples
 from lwdsl.errors import LwdslError
 
 from ._tf import tf

@@ -21,7 +21,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
 from lwdsl.errors import LwdslError, did_you_mean
 from lwdsl.semantics import distill as core
-from lwdsl.specs import DistillSpec
+from lwdsl.language.specs import DistillSpec
 
 from ._tf import keras, tf
 from .handle import KerasHandle

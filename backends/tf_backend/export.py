@@ -1,6 +1,6 @@
 """``export``: write a deployable artifact of the current model into the run folder.
 
-The handler resolves the path (:meth:`lwdsl.specs.ExportSpec.artifact_name`, inside the run
+The handler resolves the path (:meth:`lwdsl.language.specs.ExportSpec.artifact_name`, inside the run
 folder) and calls the format's writer from :data:`EXPORTERS`; every writer is atomic and works
 on a copy with the masks applied (float32). ``keras`` and ``saved_model`` hold float32 kernels
 only: after ``quantize`` (codes) or ``quantize fp16|bf16`` (casts) they keep each layer's
@@ -18,8 +18,8 @@ from typing import Callable
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.steps import export_handler, float_kernels_warning
-from lwdsl.specs import ExportSpec
-from lwdsl.weights import atomic_path
+from lwdsl.language.specs import ExportSpec
+from lwdsl.backend.weights import atomic_path
 
 from ._tf import quiet_stdout
 from .handle import KerasHandle

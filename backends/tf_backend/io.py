@@ -16,7 +16,7 @@ import numpy as np
 
 from lwdsl.errors import LwdslError, UsageError
 from lwdsl.semantics.state import DamagedTensor, check_state
-from lwdsl.weights import load_weights
+from lwdsl.backend.weights import load_weights
 
 from .handle import KerasHandle
 from .layers import state_of

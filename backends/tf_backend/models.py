@@ -1,6 +1,6 @@
 """The model zoo as keras functional models, and every other way to get a model.
 
-The zoo is built from the core's table (:mod:`lwdsl.zoo`), as the PyTorch backend's is: the
+The zoo is built from the core's table (:mod:`lwdsl.backend.zoo`), as the PyTorch backend's is: the
 same layer names, widths, activation placement and 'valid' padding, so one canonical state (PyTorch layout) loads into
 either framework and gives the same logits. Inputs are NHWC. Each builder takes ``widths``
 (layer name -> output width); a state whose filters were physically removed loads into any
@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
-from lwdsl.zoo import ZOO, layers_of
+from lwdsl.backend.zoo import ZOO, layers_of
 
 from ._tf import keras
 
@@ -47,7 +47,7 @@ def build_zoo(
     """A zoo model as a functional Keras model taking NHWC input.
 
     Args:
-        name: a key of :data:`lwdsl.zoo.ZOO` (the layers both backends build).
+        name: a key of :data:`lwdsl.backend.zoo.ZOO` (the layers both backends build).
         input_shape: (C, H, W) of one image.
         num_classes: units of the last layer.
         widths: output widths replacing the defaults (after a structural removal).

@@ -27,7 +27,7 @@ from lwdsl.errors import LwdslError
 from lwdsl.semantics import masks as M
 from lwdsl.semantics.cut import magnitude_cut
 from lwdsl.semantics.pruning import MaskRule, keep_masks
-from lwdsl.specs import PruneSpec
+from lwdsl.language.specs import PruneSpec
 
 from .handle import KerasHandle
 from .layers import LayerView

@@ -24,8 +24,8 @@ from lwdsl.errors import LwdslError
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import WeightQuant
-from lwdsl.specs import QuantizeSpec, TrainingOptions
-from lwdsl.specs.quantize import LOW_BIT
+from lwdsl.language.specs import QuantizeSpec, TrainingOptions
+from lwdsl.language.specs.quantize import LOW_BIT
 
 from ._tf import keras, tf
 from .fakequant import FakeQuantInput, quantized_forward

@@ -45,7 +45,7 @@ from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
 from lwdsl.semantics.cluster import codebook_levels
 from lwdsl.semantics.quant import WeightQuant, requantize
-from lwdsl.specs import TrainingOptions
+from lwdsl.language.specs import TrainingOptions
 
 from ._tf import tf
 from .fakequant import quantized_forward

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
-from lwdsl.dataset import Dataset
+from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
-from lwdsl.specs import TrainingOptions
+from lwdsl.language.specs import TrainingOptions
 
 from . import io
 from .data import adopt_data

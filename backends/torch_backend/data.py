@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lwdsl.dataset import Dataset, stack_examples
+from lwdsl.data.dataset import Dataset, stack_examples
 from lwdsl.errors import LwdslError
 
 __all__ = ["adopt_data"]

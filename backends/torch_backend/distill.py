@@ -25,7 +25,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
 from lwdsl.errors import LwdslError
 from lwdsl.semantics import distill as core
-from lwdsl.specs import DistillSpec
+from lwdsl.language.specs import DistillSpec
 
 from .handle import TorchModel
 from .models import BUILTINS

@@ -1,6 +1,6 @@
 """``export``: write a deployable artifact of the current model into the run folder.
 
-The handler resolves the path (:meth:`lwdsl.specs.ExportSpec.artifact_name`, inside the run
+The handler resolves the path (:meth:`lwdsl.language.specs.ExportSpec.artifact_name`, inside the run
 folder) and calls the format's writer from :data:`EXPORTERS`; every writer is atomic.
 
 After ``quantize fp16|bf16`` both files hold the cast weights in 16 bits: ``export torch``
@@ -23,8 +23,8 @@ import torch
 from lwdsl.backend import StepContext
 from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.semantics.casts import half_bits
-from lwdsl.specs import ExportSpec
-from lwdsl.weights import atomic_path
+from lwdsl.language.specs import ExportSpec
+from lwdsl.backend.weights import atomic_path
 
 from .handle import TorchModel, weight_of
 from .io import half_layers, load_into, save_native

@@ -1,7 +1,7 @@
 """Reading checkpoints safely, fitting them to a model, and writing the native file.
 
 Reading never runs code and never writes: ``.lwz`` files go through
-:func:`lwdsl.weights.load_weights` (numpy, no pickle) and everything else through
+:func:`lwdsl.backend.weights.load_weights` (numpy, no pickle) and everything else through
 ``torch.load(path, weights_only=True)``. Accepted torch files: a state dict, or a dict holding
 one under ``state_dict``/``model_state_dict``/``model`` (training checkpoints); a ``module.``
 prefix (DataParallel) is stripped; ``X.weight_orig`` + ``X.weight_mask`` left by
@@ -26,7 +26,7 @@ from torch import nn
 from lwdsl.errors import UsageError
 from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import CODES, HALF_FORMS, DamagedTensor, check_state, unpack_act, unpack_casts, unpack_state
-from lwdsl.weights import atomic_path, load_weights
+from lwdsl.backend.weights import atomic_path, load_weights
 
 from .fold import drop_folded
 from .handle import TorchModel

@@ -1,6 +1,6 @@
 """The model zoo: the built-in networks and any torchvision classifier, by name.
 
-Built-ins are built from the core's table (:mod:`lwdsl.zoo`), as on every backend; they take
+Built-ins are built from the core's table (:mod:`lwdsl.backend.zoo`), as on every backend; they take
 NCHW input of any (C, H, W) and compute their flatten size from it (the seed tutorials
 hard-code 16*5*5 or 160 and break on 28x28 images). Their layers are direct attributes named
 ``conv1``, ``conv2``, ``fc1``, ``fc2``, ``fc3`` (no ``nn.Sequential``), so the canonical tensor
@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
-from lwdsl.zoo import BUILTIN_NAMES, ZOO, layers_of
+from lwdsl.backend.zoo import BUILTIN_NAMES, ZOO, layers_of
 
 __all__ = ["BUILTINS", "build_model", "ZooNet", "LeNet300", "LeNet5", "SeedCNN", "SeedCNNStudent", "HintonMLP1200", "HintonMLP800", "ResNet8"]
 
 
 class ZooNet(nn.Module):
-    """A zoo model built from the core's table (:data:`lwdsl.zoo.ZOO`, the layers both backends
+    """A zoo model built from the core's table (:data:`lwdsl.backend.zoo.ZOO`, the layers both backends
     build): each conv / dense layer a direct attribute of its name (``conv1``, ``fc1``: the
     canonical tensor names), pooling, ReLU and flatten as functions, dropout as ``drop0``,
     ``drop1``, ... . Layers are created in table order from torch's global generator (PyTorch's
@@ -168,7 +168,7 @@ BUILTINS: dict[str, Callable[..., nn.Module]] = {
     **{cls.zoo: cls for cls in (LeNet300, LeNet5, SeedCNN, SeedCNNStudent, HintonMLP1200, HintonMLP800)},
     "resnet8": ResNet8,
 }
-assert set(BUILTINS) == set(BUILTIN_NAMES), "every model of lwdsl.zoo is built here"
+assert set(BUILTINS) == set(BUILTIN_NAMES), "every model of lwdsl.backend.zoo is built here"
 
 
 def _pretrained(name: str, weights: str) -> nn.Module:

@@ -1,4 +1,4 @@
-"""``prune``: every form of :class:`~lwdsl.specs.PruneSpec`, with masks from :mod:`lwdsl.semantics.masks`.
+"""``prune``: every form of :class:`~lwdsl.language.specs.PruneSpec`, with masks from :mod:`lwdsl.semantics.masks`.
 
 Weights are handed to :mod:`lwdsl.semantics.masks` as zero-copy numpy views of the torch tensors
 (PyTorch's layout is the canonical one), so the masks are bit-identical to any other backend's
@@ -23,7 +23,7 @@ from lwdsl.backend.prune import PruneParts, prune_handler
 from lwdsl.semantics import masks as lm
 from lwdsl.semantics.cut import apply_cut, magnitude_cut
 from lwdsl.semantics.pruning import MaskRule, keep_masks
-from lwdsl.specs import PruneSpec
+from lwdsl.language.specs import PruneSpec
 
 from .handle import TorchModel, weight_of
 from .layers import weighted_layers

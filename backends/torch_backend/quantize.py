@@ -23,7 +23,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import WeightQuant
-from lwdsl.specs import QuantizeSpec, TrainingOptions
+from lwdsl.language.specs import QuantizeSpec, TrainingOptions
 
 from .fakequant import act_hooks
 from .fold import fold_batchnorms

@@ -3,7 +3,7 @@
 
 from lwdsl.backend.support import SupportTable
 from lwdsl.semantics.forms import CASTS, LOW_BIT
-from lwdsl.specs import DistillSpec, PruneSpec, QuantizeSpec
+from lwdsl.language.specs import DistillSpec, PruneSpec, QuantizeSpec
 
 SUPPORT = SupportTable(
     backend="torch",

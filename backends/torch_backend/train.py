@@ -27,7 +27,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.fit import Trainer
 from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.specs import TrainingOptions
+from lwdsl.language.specs import TrainingOptions
 
 from .fakequant import GridTrainer, act_hooks
 from .handle import TorchModel, weight_of

@@ -6,12 +6,12 @@
 - :mod:`.support`: :class:`SupportTable`, what a backend runs, per op and per form, as data;
 - :mod:`.registry`: the built-in backends and the ``lwdsl.backends`` entry points, imported lazily.
 
-``Dataset`` lives on the data side (:mod:`lwdsl.dataset`); it is re-exported here for old imports.
+``Dataset`` lives on the data side (:mod:`lwdsl.data.dataset`); it is re-exported here for old imports.
 """
 
 from __future__ import annotations
 
-from ..dataset import Dataset
+from ..data.dataset import Dataset
 from .context import ProgressFactory, StepContext
 from .protocol import Backend, Handler, LayerInfo, LayerStats, ModelStats
 from .registry import ALIASES, BACKENDS, backend_names, get_backend, support_table

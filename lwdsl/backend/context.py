@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..dataset import Dataset
+from ..data.dataset import Dataset
 
 __all__ = ["StepContext", "ProgressFactory"]
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import LwdslError
 from ..semantics import distill as core
-from ..specs import DistillSpec
+from ..language.specs import DistillSpec
 from .context import StepContext
 
 __all__ = ["DistillParts", "DistillTraining", "distill_handler", "load_teachers", "teacher_logits", "CACHE_BATCH"]

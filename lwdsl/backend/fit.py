@@ -32,7 +32,7 @@ from ..errors import RunError
 from ..semantics.jitter import check_jitter, jitter_shifts, shift_images
 from ..semantics.order import batches, steps_per_epoch
 from ..semantics.schedules import lr_at
-from ..specs import TrainingOptions
+from ..language.specs import TrainingOptions
 from .context import StepContext
 
 __all__ = ["Trainer", "TrainerFactory", "batch_images", "fit"]

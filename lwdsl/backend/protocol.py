@@ -1,6 +1,6 @@
 """The backend protocol: what a framework must provide to run recipes.
 
-Lifecycle of a run (driven by :mod:`lwdsl.runner`, which never branches on a backend's name or
+Lifecycle of a run (driven by :mod:`lwdsl.runner.pipeline`, which never branches on a backend's name or
 on an op):
 
 1. ``unsupported(step)`` for every step, before anything is loaded, from the backend's static
@@ -15,7 +15,7 @@ on an op):
    replaces the model).
 5. ``evaluate``, ``stats``, ``latency_ms`` and ``state`` (sizes) measure after every step.
 6. ``finalize`` makes masks permanent (plain weights, no hooks); the runner then writes the
-   canonical weights compactly (``lwdsl.weights``) and ``save_native`` the framework file.
+   canonical weights compactly (``lwdsl.backend.weights``) and ``save_native`` the framework file.
 
 Every number that gives a step its meaning (masks, data order, schedules, quantization codes,
 distillation losses) comes from :mod:`lwdsl.semantics`; a backend only moves tensors and runs
@@ -31,9 +31,9 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..dataset import Dataset
+from ..data.dataset import Dataset
 from ..errors import LwdslError
-from ..specs import StepSpec, TrainingOptions
+from ..language.specs import StepSpec, TrainingOptions
 from .context import StepContext
 from .registry import unsupported
 from .support import SupportTable
@@ -189,7 +189,7 @@ class Backend(ABC):
         The runner calls it before ``load_model``."""
 
     def adopt_data(self, train: Any, test: Any, name: str = "user") -> Dataset:
-        """A :class:`~lwdsl.dataset.Dataset` from the framework's own data objects
+        """A :class:`~lwdsl.data.dataset.Dataset` from the framework's own data objects
         (DataLoaders, ``tf.data.Dataset``) for the Python API; backends override this."""
         raise LwdslError(f"the {self.name} backend cannot take data objects; give a data set name")
 

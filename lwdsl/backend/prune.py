@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
 from ..semantics.pruning import GradualClock, MaskRule, rule_for
-from ..specs import PruneSpec
+from ..language.specs import PruneSpec
 from .context import StepContext
 
 __all__ = ["PruneParts", "prune_handler"]

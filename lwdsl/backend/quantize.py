@@ -38,8 +38,8 @@ from ..semantics.auto_bits import TRIAL_FORMS, kl_sensitivity, trial_weight
 from ..semantics.auto_bits import auto_forms as core_auto_forms
 from ..semantics.order import calibration_indices
 from ..semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
-from ..specs import QuantizeSpec, TrainingOptions
-from ..specs.quantize import LOW_BIT
+from ..language.specs import QuantizeSpec, TrainingOptions
+from ..language.specs.quantize import LOW_BIT
 from .context import StepContext
 
 __all__ = ["QuantizeParts", "quantize_handler", "measure_sensitivity", "calibrate", "CALIBRATION_BATCH", "ONLY_CONV_AND_LINEAR"]

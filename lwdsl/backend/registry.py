@@ -11,7 +11,7 @@ from ..errors import UsageError
 from .support import SupportTable
 
 if TYPE_CHECKING:
-    from ..specs import StepSpec
+    from ..language.specs import StepSpec
     from .protocol import Backend
 
 __all__ = ["BACKENDS", "ALIASES", "get_backend", "backend_names", "support_table", "unsupported"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..specs import OPS, StepSpec
+from ..language.specs import OPS, StepSpec
 
 __all__ = ["SupportTable"]
 

@@ -53,7 +53,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..dataset import Dataset
+from ..data.dataset import Dataset
 
 __all__ = [
     "training_set",
@@ -276,7 +276,7 @@ def training_set(spec, ctx) -> Dataset:
         return ctx.data
     other = ctx.datasets.get(spec.data)
     if other is None:
-        from ..data import load_data
+        from ..data.builtin import load_data
 
         other = load_data(spec.data)
     run = ctx.data

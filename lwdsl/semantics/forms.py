@@ -2,12 +2,12 @@
 
 A form is the recipe's ``quantize`` dtype (``quantize int4``, ``quantize cluster bits=3``). Each
 row of :data:`FORMS` says what the form is; the spec's choices and ``FORMS``
-(:mod:`lwdsl.specs.quantize`), the backends' support tables, :data:`FORM_BITS`,
+(:mod:`lwdsl.language.specs.quantize`), the backends' support tables, :data:`FORM_BITS`,
 :data:`LOW_BIT`, :data:`HALF_FORMS`, the forms ``quantize auto`` tries and what an export holds
 are all read from it, so a new form is one row here (and its rule in :mod:`.codes` or
 :mod:`.casts`).
 
-Imports nothing: the language side (:mod:`lwdsl.specs`) reads it without numpy.
+Imports nothing: the language side (:mod:`lwdsl.language.specs`) reads it without numpy.
 """
 
 from __future__ import annotations

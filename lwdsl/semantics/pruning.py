@@ -1,6 +1,6 @@
 """From a ``prune`` spec to the rule that picks its masks: the one choice every backend uses.
 
-:func:`rule_for` reads a :class:`~lwdsl.specs.PruneSpec` once; :func:`keep_masks` gives the
+:func:`rule_for` reads a :class:`~lwdsl.language.specs.PruneSpec` once; :func:`keep_masks` gives the
 keep masks of a list of weights (canonical layout, model order) under that rule, one layer at a
 time, from :mod:`lwdsl.semantics.masks`. A backend may compute the same masks faster (the torch
 backend's in-place magnitude cut, the tensorflow backend's cut in its own layout) only for the
@@ -49,7 +49,7 @@ def rule_for(spec: Any, seed: int, amount: Optional[float] = None) -> MaskRule:
     """The rule of ``spec`` (a PruneSpec) at ``amount`` (default: the spec's AMOUNT; gradual
     pruning asks for the sparsity of the moment).
 
-    >>> from lwdsl.specs import PruneSpec
+    >>> from lwdsl.language.specs import PruneSpec
     >>> rule_for(PruneSpec(scope="global", amount=0.2), seed=0).kind
     'magnitude'
     """

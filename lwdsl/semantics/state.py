@@ -143,7 +143,7 @@ def _packed(base: str, codes: np.ndarray, bits: int, pack) -> dict[str, np.ndarr
 class DamagedTensor(UsageError):
     """A tensor of a packed state that does not hold what the state declares for it (its
     dtype, shape, range or finiteness: :func:`check_state`), as in a damaged file. A bad-input
-    error (exit code 2); :func:`lwdsl.weights.load_weights` adds the file's name."""
+    error (exit code 2); :func:`lwdsl.backend.weights.load_weights` adds the file's name."""
 
     def __init__(self, tensor: str, what: str) -> None:
         super().__init__(f"tensor '{tensor}' {what}")

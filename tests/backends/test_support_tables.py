@@ -10,7 +10,7 @@ import pytest
 
 from lwdsl.backend import BACKENDS, support_table
 from lwdsl.backend.registry import unsupported
-from lwdsl.specs import OPS, DistillSpec, ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, RegularizeSpec
+from lwdsl.language.specs import OPS, DistillSpec, ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, RegularizeSpec
 
 from tests.runner.fake_backend import FakeBackend
 

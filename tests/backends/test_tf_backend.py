@@ -12,9 +12,9 @@ pytestmark = pytest.mark.tensorflow
 pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
 
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
-from lwdsl.data import load_data  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
-from lwdsl.specs import DistillSpec, ExportSpec, PruneSpec, QuantizeSpec  # noqa: E402
+from lwdsl.data.builtin import load_data  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
+from lwdsl.language.specs import DistillSpec, ExportSpec, PruneSpec, QuantizeSpec  # noqa: E402
 
 SHAPE = (1, 28, 28)
 DATA = load_data("synthetic:1,28,28:10")

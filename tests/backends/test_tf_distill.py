@@ -11,7 +11,7 @@ pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton bef
 
 from lwdsl.backend import get_backend  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
-from lwdsl.specs import DistillSpec  # noqa: E402
+from lwdsl.language.specs import DistillSpec  # noqa: E402
 
 from tests.contract.helpers import make_ctx, make_data  # noqa: E402
 

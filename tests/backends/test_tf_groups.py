@@ -10,9 +10,9 @@ pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton bef
 
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
 from lwdsl.semantics.groups import group_keep  # noqa: E402
-from lwdsl.specs import PruneSpec  # noqa: E402
+from lwdsl.language.specs import PruneSpec  # noqa: E402
 from lwdsl.backends.tf_backend._tf import keras  # noqa: E402
 from lwdsl.backends.tf_backend.structured import plan_removal  # noqa: E402
 
@@ -122,7 +122,7 @@ def test_groups_that_cannot_shrink_are_refused_with_the_reason(be, kind, layers,
 
 
 def test_removed_resnet8_round_trips_through_lwz(be, tmp_path):
-    from lwdsl.weights import save_weights
+    from lwdsl.backend.weights import save_weights
 
     h = be.load_model("resnet8", (1, 28, 28), 10)
     _randomize_norms(h.model)

@@ -10,8 +10,8 @@ pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton bef
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
-from lwdsl.specs import ExportSpec, QuantizeSpec, TrainingOptions  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
+from lwdsl.language.specs import ExportSpec, QuantizeSpec, TrainingOptions  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow
 
@@ -67,7 +67,7 @@ def test_tflite_fp16_is_half_the_bytes_holds_the_cores_bits_and_runs_close_to_ke
 def test_bf16_and_fp16_mixed_with_int8_are_refused_for_tflite():
     import lwdsl
     from lwdsl.errors import RecipeError
-    from lwdsl.validate import check_backend
+    from lwdsl.language.validate import check_backend
 
     with pytest.raises(RecipeError, match="bf16") as err:
         lwdsl.parse("quantize bf16 | export tflite")
@@ -79,7 +79,7 @@ def test_bf16_and_fp16_mixed_with_int8_are_refused_for_tflite():
 
 def test_a_direct_bf16_conversion_is_refused_with_what_to_do(tmp_path):
     from lwdsl.backends.tf_backend import tflite_engine
-    from lwdsl.data import load_data
+    from lwdsl.data.builtin import load_data
 
     be = get_backend("tensorflow")
     data = load_data("synthetic:1,28,28:10")

@@ -10,10 +10,10 @@ pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton bef
 import keras  # noqa: E402
 
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
-from lwdsl.data import load_data  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.data.builtin import load_data  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
-from lwdsl.weights import save_weights  # noqa: E402
+from lwdsl.backend.weights import save_weights  # noqa: E402
 
 SHAPE = (1, 28, 28)
 
@@ -58,7 +58,7 @@ def test_user_model_is_cloned_not_modified(be):
     user = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="out")])
     before = [w.copy() for w in user.get_weights()]
     h = be.load_model(user, SHAPE, 10)
-    from lwdsl.specs import PruneSpec
+    from lwdsl.language.specs import PruneSpec
 
     h = be.apply(h, PruneSpec(method="l1", amount=0.5), ["out"], CTX)
     assert all(np.array_equal(a, b) for a, b in zip(before, user.get_weights()))
@@ -126,7 +126,7 @@ def test_checkpoints(be, tmp_path):
 
 
 def test_narrower_state_rebuilds_the_model(be, tmp_path):
-    from lwdsl.specs import PruneSpec
+    from lwdsl.language.specs import PruneSpec
 
     h = be.load_model("lenet5", SHAPE, 10)
     h = be.apply(h, PruneSpec(method="l1", amount=0.5, structured="filters", remove=True), ["conv1", "fc1"], CTX)

@@ -10,11 +10,11 @@ pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton bef
 
 from lwdsl.semantics import masks as M  # noqa: E402
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
-from lwdsl.data import load_data  # noqa: E402
+from lwdsl.data.builtin import load_data  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
 from lwdsl.semantics.order import steps_per_epoch  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
-from lwdsl.specs import FinetuneSpec, PruneSpec  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
+from lwdsl.language.specs import FinetuneSpec, PruneSpec  # noqa: E402
 
 SHAPE = (1, 28, 28)
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]

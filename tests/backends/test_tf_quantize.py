@@ -11,12 +11,12 @@ pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton bef
 import keras  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
-from lwdsl.data import load_data  # noqa: E402
+from lwdsl.data.builtin import load_data  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
 from lwdsl.semantics.order import calibration_indices  # noqa: E402
 from lwdsl.semantics.quant import RangeObserver, act_qparams, codes_with_scale, fake_quantize, quantize_weight, unpack_state  # noqa: E402
-from lwdsl.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions  # noqa: E402
+from lwdsl.language.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions  # noqa: E402
 
 SHAPE = (1, 28, 28)
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]
@@ -245,7 +245,7 @@ LOW_BIT = ["int4", "int2", "ternary", "binary"]
 def test_export_tflite_after_low_bit_is_refused_before_a_run(dtype):
     import lwdsl
     from lwdsl.errors import RecipeError
-    from lwdsl.validate import check_backend
+    from lwdsl.language.validate import check_backend
 
     with pytest.raises(RecipeError, match=f"cannot hold {dtype} weights") as err:
         check_backend(lwdsl.parse(f"quantize {dtype} | export tflite"), "tensorflow")

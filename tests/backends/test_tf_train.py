@@ -11,8 +11,8 @@ import keras  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
 from lwdsl.semantics.order import batches, epoch_order  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
-from lwdsl.specs import FinetuneSpec  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
+from lwdsl.language.specs import FinetuneSpec  # noqa: E402
 from lwdsl.semantics.schedules import lr_at  # noqa: E402
 
 N, D, K = 48, 12, 3

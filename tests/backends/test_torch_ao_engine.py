@@ -10,7 +10,7 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 
 import torch
 
-from lwdsl.specs import QuantizeSpec
+from lwdsl.language.specs import QuantizeSpec
 
 pytestmark = pytest.mark.torch
 
@@ -149,8 +149,8 @@ def test_the_step_reports_both_engines_with_their_accuracy_and_speed(forced):
 @pytest.mark.slow
 def test_lenet5_on_mnist_keeps_lwdsls_accuracy_in_the_torch_ao_engine(mnist):
     """The issue's bar for an int8 artifact: within 0.2 points of lwdsl's own evaluation."""
-    from lwdsl.dataset import Dataset
-    from lwdsl.specs import TrainingOptions
+    from lwdsl.data.dataset import Dataset
+    from lwdsl.language.specs import TrainingOptions
 
     rng = np.random.default_rng(0)
     tr, te = rng.permutation(len(mnist.train_x))[:4000], rng.permutation(len(mnist.test_x))[:2000]

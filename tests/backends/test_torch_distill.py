@@ -13,7 +13,7 @@ import torch
 
 from lwdsl.backends.torch_backend import distill as dmod
 from lwdsl.errors import LwdslError
-from lwdsl.specs import DistillSpec
+from lwdsl.language.specs import DistillSpec
 
 pytestmark = pytest.mark.torch
 
@@ -33,13 +33,13 @@ TRANSFER = "synthetic:1,28,28:3"  # a name the spec accepts; the test puts its o
 
 def test_the_runner_refuses_a_transfer_set_of_another_shape_before_reading_data(monkeypatch):
     import lwdsl
-    import lwdsl.data
+    import lwdsl.data.builtin
     from lwdsl.errors import RunError
 
     def no_reading(name, **kw):
         raise AssertionError(f"data {name} was read")
 
-    monkeypatch.setattr(lwdsl.data, "load_data", no_reading)
+    monkeypatch.setattr(lwdsl.data.builtin, "load_data", no_reading)
     with pytest.raises(RunError) as exc:
         lwdsl.run('distill student=seedcnn_student data="synthetic:3,28,28:10" alpha=1', "seedcnn", data="mnist", quiet=True)
     assert exc.value.exit_code == 1
@@ -49,7 +49,7 @@ def test_the_runner_refuses_a_transfer_set_of_another_shape_before_reading_data(
 
 def test_a_run_loads_the_transfer_set_and_its_report_marks_the_student(tmp_path):
     import lwdsl
-    from lwdsl.data import load_data
+    from lwdsl.data.builtin import load_data
 
     recipe = f'distill student=seedcnn_student data="{TRANSFER}" alpha=1 T=2 epochs=1 batch=256\nprune l1 0.5 on "fc1"'
     result = lwdsl.run(recipe, "seedcnn", data="synthetic:1,28,28:10", baseline_epochs=0, out=tmp_path / "run", quiet=True, latency=False)
@@ -82,12 +82,12 @@ def test_a_users_own_student_module_through_the_python_api(tmp_path):
 
 def test_an_unknown_student_fails_before_any_data_is_read(monkeypatch):
     import lwdsl
-    import lwdsl.data
+    import lwdsl.data.builtin
 
     def no_reading(*args, **kwargs):
         raise AssertionError("data was read before the student name was checked")
 
-    monkeypatch.setattr(lwdsl.data, "load_data", no_reading)
+    monkeypatch.setattr(lwdsl.data.builtin, "load_data", no_reading)
     with pytest.raises(LwdslError) as err:
         lwdsl.run("distill student=seedcnn_studnt", "seedcnn", data="mnist", baseline_epochs=0, quiet=True, latency=False)
     assert "step 1 `distill student=seedcnn_studnt`" in err.value.message and "seedcnn_student" in str(err.value.hint or err.value.message)

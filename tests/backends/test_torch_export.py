@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwdsl.specs import ExportSpec, PruneSpec
+from lwdsl.language.specs import ExportSpec, PruneSpec
 
 from torch_helpers import make_ctx, torch_backend  # first: skips unless torch is selected and installed
 
@@ -26,7 +26,7 @@ def test_export_torch_writes_a_weights_only_state_dict_with_zeros(tmp_path):
 
 
 def test_export_torch_says_quantized_layers_stay_float32_weights(tmp_path):
-    from lwdsl.specs import QuantizeSpec
+    from lwdsl.language.specs import QuantizeSpec
 
     be = torch_backend()
     h = be.load_model("lenet300", (1, 28, 28), 10)

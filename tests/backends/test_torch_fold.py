@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
-from lwdsl.progress import NullBar  # noqa: E402
-from lwdsl.specs import QuantizeSpec  # noqa: E402
+from lwdsl.runner.progress import NullBar  # noqa: E402
+from lwdsl.language.specs import QuantizeSpec  # noqa: E402
 
 
 def _ctx(said: list) -> StepContext:

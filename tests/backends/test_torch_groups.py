@@ -15,8 +15,8 @@ from torch import nn
 
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.groups import group_keep
-from lwdsl.specs import PruneSpec
-from lwdsl.weights import save_weights
+from lwdsl.language.specs import PruneSpec
+from lwdsl.backend.weights import save_weights
 from lwdsl.backends.torch_backend.graph import find_groups
 from lwdsl.backends.torch_backend.structured import plan_removal
 
@@ -210,7 +210,7 @@ def test_partial_selection_of_a_residual_group_names_the_other_layers():
 )
 def test_explain_lists_the_groups_a_removal_prunes(selector, expect):
     from lwdsl import parse
-    from lwdsl.explain import explain_recipe
+    from lwdsl.cli.explain import explain_recipe
 
     backend = torch_backend()
     handle = backend.load_model("resnet8", (1, 28, 28), 10)

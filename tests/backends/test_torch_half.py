@@ -12,7 +12,7 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 import torch
 
 from lwdsl.semantics.quant import cast_weight, half_bits
-from lwdsl.specs import ExportSpec, QuantizeSpec
+from lwdsl.language.specs import ExportSpec, QuantizeSpec
 
 pytestmark = pytest.mark.torch
 
@@ -56,7 +56,7 @@ def test_model_pt_holds_half_weights_and_loads_back_to_the_same_model(dtype, tmp
     plain.load_state_dict(state)
     assert all(torch.equal(plain.state_dict()[k], want[k]) for k in want)
     # a .lwz of the cast model loads back cast too
-    from lwdsl.weights import save_weights
+    from lwdsl.backend.weights import save_weights
 
     save_weights(tmp_path / "half.lwz", backend.state(handle))
     lwz = backend.load_model("lenet5", data.input_shape, data.num_classes, checkpoint=tmp_path / "half.lwz")

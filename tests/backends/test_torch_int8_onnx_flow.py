@@ -13,7 +13,7 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 import torch
 from torch import nn
 
-from lwdsl.specs import QuantizeSpec
+from lwdsl.language.specs import QuantizeSpec
 
 pytestmark = pytest.mark.torch
 pytest.importorskip("onnxruntime")
@@ -145,7 +145,7 @@ def test_a_clip_goes_only_where_the_quantizer_clamps_exactly_as_it_does(lo, hi, 
 
 
 def test_export_onnx_reports_int8_end_to_end_or_each_float_layer_with_why(tmp_path):
-    from lwdsl.specs import ExportSpec
+    from lwdsl.language.specs import ExportSpec
 
     torch.manual_seed(0)
     for layers, path in ((None, "all.onnx"), (["stem", "a", "b", "fc"], "mixed.onnx")):

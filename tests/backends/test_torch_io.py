@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from lwdsl.errors import LwdslError
-from lwdsl.specs import PruneSpec
-from lwdsl.weights import load_weights, save_weights
+from lwdsl.language.specs import PruneSpec
+from lwdsl.backend.weights import load_weights, save_weights
 
 pytestmark = pytest.mark.torch
 

@@ -7,7 +7,7 @@ import pytest
 from torch_helpers import make_ctx, torch_backend  # first: skips unless torch is selected and installed
 
 from lwdsl.semantics import masks as lm
-from lwdsl.specs import FinetuneSpec, PruneSpec, TrainingOptions
+from lwdsl.language.specs import FinetuneSpec, PruneSpec, TrainingOptions
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 

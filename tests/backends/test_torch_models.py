@@ -119,7 +119,7 @@ def test_data_from_dataloaders_and_datasets():
 
 
 def test_unsupported_ops_say_why_before_anything_loads():
-    from lwdsl.specs import DistillSpec, ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, RegularizeSpec
+    from lwdsl.language.specs import DistillSpec, ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, RegularizeSpec
 
     backend = torch_backend()
     for spec in (PruneSpec(amount=0.2), FinetuneSpec(), RegularizeSpec(l1=1e-4)):

@@ -12,7 +12,7 @@ from torch import nn
 
 from lwdsl.semantics import masks as lm
 from lwdsl.errors import RunError
-from lwdsl.specs import NMRatio, PruneSpec
+from lwdsl.language.specs import NMRatio, PruneSpec
 from lwdsl.backends.torch_backend.handle import TorchModel
 
 pytestmark = pytest.mark.torch

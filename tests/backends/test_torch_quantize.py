@@ -14,10 +14,10 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 import torch
 from torch import nn
 
-from lwdsl.dataset import Dataset
+from lwdsl.data.dataset import Dataset
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import act_qparams, fake_quantize, quantize_weight, snap
-from lwdsl.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions
+from lwdsl.language.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions
 
 pytestmark = pytest.mark.torch
 

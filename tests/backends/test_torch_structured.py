@@ -14,8 +14,8 @@ from torch import nn
 
 from lwdsl.semantics import masks as lm
 from lwdsl.errors import LwdslError
-from lwdsl.specs import PruneSpec
-from lwdsl.weights import save_weights
+from lwdsl.language.specs import PruneSpec
+from lwdsl.backend.weights import save_weights
 from lwdsl.backends.torch_backend.handle import TorchModel
 from lwdsl.backends.torch_backend.models import LeNet5
 

@@ -9,7 +9,7 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 
 import torch
 
-from lwdsl.specs import FinetuneSpec, PruneSpec, TrainingOptions
+from lwdsl.language.specs import FinetuneSpec, PruneSpec, TrainingOptions
 from lwdsl.semantics.schedules import lr_at
 
 pytestmark = pytest.mark.torch

@@ -22,8 +22,8 @@ from typing import Any, Optional
 import numpy as np
 
 from lwdsl.backend import Dataset, StepContext
-from lwdsl.progress import NullBar
-from lwdsl.specs import FinetuneSpec, PruneSpec, RegularizeSpec
+from lwdsl.runner.progress import NullBar
+from lwdsl.language.specs import FinetuneSpec, PruneSpec, RegularizeSpec
 
 BACKENDS = ("torch", "tensorflow")
 SHAPE = (1, 28, 28)

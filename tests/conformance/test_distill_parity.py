@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lwdsl.semantics import distill as core
-from lwdsl.specs import DistillSpec, PruneSpec
-from lwdsl.specs.base import FeaturePair
+from lwdsl.language.specs import DistillSpec, PruneSpec
+from lwdsl.language.specs.base import FeaturePair
 
 from .cases import BACKENDS, FLOOR_FACTOR, SHAPE, STEPS, TOLERANCE, backend, context, dataset, planted_state
 

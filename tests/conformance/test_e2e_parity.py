@@ -13,8 +13,8 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "lenet5-mnist.lw"
 
 
 def test_readme_recipe_on_both_backends(mnist, tmp_path):
-    from lwdsl.runner import baseline_options, run
-    from lwdsl.weights import save_weights
+    from lwdsl.runner.pipeline import baseline_options, run
+    from lwdsl.backend.weights import save_weights
 
     torch_be = backend("torch")
     base = torch_be.load_model("lenet5", SHAPE, 10)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lwdsl.specs import QuantizeSpec
+from lwdsl.language.specs import QuantizeSpec
 
 from .cases import backend, context, dataset
 
@@ -135,7 +135,7 @@ def test_fold_gives_identical_codes_on_both_backends(mode):
 def test_a_folded_state_loads_back_into_a_fresh_model(name, make, tmp_path):
     """model.lwz of a folded, quantized model marks its norms (``<norm>.folded``): a freshly built
     model with the norms loads it and computes exactly what the saved one did."""
-    from lwdsl.weights import load_weights, save_weights
+    from lwdsl.backend.weights import load_weights, save_weights
 
     be = backend(name)
     data = dataset(64, 16)

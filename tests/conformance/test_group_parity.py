@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lwdsl.semantics.groups import group_keep
-from lwdsl.specs import PruneSpec
+from lwdsl.language.specs import PruneSpec
 
 from .cases import backend, compare_states, context, dataset
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lwdsl.backend import support_table
-from lwdsl.specs import QuantizeSpec
+from lwdsl.language.specs import QuantizeSpec
 
 from .cases import BACKENDS, SHAPE, backend, compare_states, context, dataset, planted_state
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(bool(_NOT_YET), reason=f"quantize is not in the 
 
 
 def _run(model: str, spec: QuantizeSpec, prune: float = 0.0):
-    from lwdsl.specs import PruneSpec
+    from lwdsl.language.specs import PruneSpec
 
     state = planted_state(model)
     data = dataset(256, 64)
@@ -103,7 +103,7 @@ def test_finetune_after_quantize_trains_the_same_function(mode):
     snapped at fixed scales; static layers' inputs fake-quantized), so the losses agree. The
     tensorflow handle gets the torch handle's activation parameters, so both train through the
     very same grid (the calibrated ranges themselves differ by framework rounding, see above)."""
-    from lwdsl.specs import FinetuneSpec
+    from lwdsl.language.specs import FinetuneSpec
 
     state = planted_state("lenet5", seed=1, trainable=True)
     data = dataset(640, 64)
@@ -252,7 +252,7 @@ def test_cluster_finetune_trains_the_same_function():
     """``finetune`` after ``quantize cluster`` trains through the fixed codebook on both backends
     (nearest codebook value, straight through): the losses agree like fine-tuning's, the first
     within framework rounding, and the trained weights stay on the codebook."""
-    from lwdsl.specs import FinetuneSpec
+    from lwdsl.language.specs import FinetuneSpec
 
     state = planted_state("lenet5", seed=1, trainable=True)
     data = dataset(640, 64)
@@ -311,7 +311,7 @@ def test_sparse_packed_state_is_bit_identical_and_round_trips_through_lwz(spec, 
     those codes only) in the same bytes on both backends; each backend loads the other's ``.lwz``
     back to the same codes, scales (per tensor stays 0-d) and packed state."""
     from lwdsl.semantics.quant import sparse_pays, unpack_state
-    from lwdsl.weights import gzip_size, save_weights
+    from lwdsl.backend.weights import gzip_size, save_weights
 
     runs = _run("lenet5", spec, prune=0.9)
     st, sk = _same_state(runs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwdsl.specs import QuantizeSpec
+from lwdsl.language.specs import QuantizeSpec
 
 from .cases import BACKENDS, SHAPE, backend, context, dataset, planted_state
 
@@ -18,7 +18,7 @@ pytest.importorskip("tensorflow")
 def test_static_ranges_come_back_from_the_lwz(name, tmp_path):
     import numpy as np
 
-    from lwdsl.weights import load_weights, save_weights
+    from lwdsl.backend.weights import load_weights, save_weights
 
     be = backend(name)
     data = dataset(128, 64)
@@ -48,8 +48,8 @@ def test_a_clustered_model_loads_back_from_the_lwz(name, tmp_path):
     import numpy as np
 
     from lwdsl.semantics.quant import sparse_pays
-    from lwdsl.specs import PruneSpec
-    from lwdsl.weights import load_weights, save_weights
+    from lwdsl.language.specs import PruneSpec
+    from lwdsl.backend.weights import load_weights, save_weights
 
     be = backend(name)
     data = dataset(128, 64)

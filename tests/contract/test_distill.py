@@ -9,9 +9,9 @@ import pytest
 
 from lwdsl.errors import LwdslError, RunError
 from lwdsl.semantics import distill as core
-from lwdsl.specs import DistillSpec, FinetuneSpec, PruneSpec
-from lwdsl.specs.base import FeaturePair
-from lwdsl.weights import save_weights
+from lwdsl.language.specs import DistillSpec, FinetuneSpec, PruneSpec
+from lwdsl.language.specs.base import FeaturePair
+from lwdsl.backend.weights import save_weights
 
 from .helpers import make_ctx, make_data
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lwdsl.semantics.quant import FORM_BITS, cast_weight, half_bits, quantize_as, snap, unpack_state
-from lwdsl.specs import FinetuneSpec, PruneSpec, QuantizeSpec
-from lwdsl.weights import load_weights, save_weights
+from lwdsl.language.specs import FinetuneSpec, PruneSpec, QuantizeSpec
+from lwdsl.backend.weights import load_weights, save_weights
 
 from .helpers import make_ctx, make_data
 

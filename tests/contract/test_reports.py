@@ -191,7 +191,7 @@ def test_a_nan_training_fails_with_the_same_error_on_every_backend(tmp_path):
     import lwdsl
     from lwdsl.backend import get_backend
     from lwdsl.errors import RunError
-    from lwdsl.weights import save_weights
+    from lwdsl.backend.weights import save_weights
 
     be0 = get_backend(BACKENDS[0])
     state = be0.state(be0.load_model(MODEL, (1, 28, 28), 10))

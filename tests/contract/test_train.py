@@ -12,7 +12,7 @@ import pytest
 from lwdsl.backend import Dataset
 from lwdsl.errors import RunError
 from lwdsl.semantics.order import epoch_order
-from lwdsl.specs import FinetuneSpec, PruneSpec, RegularizeSpec
+from lwdsl.language.specs import FinetuneSpec, PruneSpec, RegularizeSpec
 
 from .helpers import make_ctx, make_data
 

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from lwdsl.errors import RecipeError
-from lwdsl.fields import options
-from lwdsl.plan import Recipe, Target
-from lwdsl.specs import KINDS, OPS, FeaturePair, Glob, NMRatio, Selector
-from lwdsl.validate import validate_recipe
+from lwdsl.language.fields import options
+from lwdsl.language.plan import Recipe, Target
+from lwdsl.language.specs import KINDS, OPS, FeaturePair, Glob, NMRatio, Selector
+from lwdsl.language.validate import validate_recipe
 
 #: Any text but surrogates (which UTF-8 files cannot hold).
 text = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=10)

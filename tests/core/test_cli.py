@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lwdsl.cli import app
+from lwdsl.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -101,6 +101,6 @@ def test_explain_schema_ops(files: Path) -> None:
 
 
 def test_console_script_in_a_subprocess(files: Path) -> None:
-    cmd = [sys.executable, "-c", "from lwdsl.cli import main; main()", "check", "bad.lw"]
+    cmd = [sys.executable, "-c", "from lwdsl.cli.app import main; main()", "check", "bad.lw"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "^^^^" in result.stderr

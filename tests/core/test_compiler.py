@@ -8,7 +8,7 @@ import pytest
 
 import lwdsl
 from lwdsl.errors import RecipeError
-from lwdsl.specs import ExportSpec, FeaturePair, Glob, NMRatio, PruneSpec, QuantizeSpec, Selector
+from lwdsl.language.specs import ExportSpec, FeaturePair, Glob, NMRatio, PruneSpec, QuantizeSpec, Selector
 
 
 def one(text: str, **kwargs):
@@ -202,7 +202,7 @@ def test_a_wrong_value_from_set_shows_the_value_and_where_it_comes_from() -> Non
 
 
 def test_step_labels_show_the_values_used() -> None:
-    from lwdsl.validate import step_label, step_text
+    from lwdsl.language.validate import step_label, step_text
 
     recipe = lwdsl.parse("let b = 6\nlet t = [a.pt, b.pt]\nquantize auto budget=$b on linear\ndistill teacher=$t", overrides={"b": "4"})
     assert step_label(recipe, 0) == "step 1 `quantize auto budget=4 on linear`"

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from lwdsl import data as data_mod
-from lwdsl.data import data_shape, load_data
+from lwdsl.data import builtin as data_mod
+from lwdsl.data.builtin import data_shape, load_data
 from lwdsl.errors import LwdslError, RunError, UsageError
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import lwdsl
-from lwdsl.diff import Change, diff_recipes, render_diff
+from lwdsl.language.diff import Change, diff_recipes, render_diff
 
 
 def changes(old: str, new: str) -> list[Change]:

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 import lwdsl
-from lwdsl.cli import app
+from lwdsl.cli.app import app
 from lwdsl.errors import RecipeError
-from lwdsl.specs.distill import RELATION_MAX_BATCH
+from lwdsl.language.specs.distill import RELATION_MAX_BATCH
 
 
 def test_transfer_set_is_a_form_and_names_its_data_set():

@@ -9,12 +9,12 @@ import pytest
 
 MODULES = [
     "lwdsl",
-    "lwdsl.compiler",
-    "lwdsl.jsonplan",
-    "lwdsl.validate",
-    "lwdsl.selectors",
-    "lwdsl.diff",
-    "lwdsl.explain",
+    "lwdsl.language.compiler",
+    "lwdsl.language.jsonplan",
+    "lwdsl.language.validate",
+    "lwdsl.language.selectors",
+    "lwdsl.language.diff",
+    "lwdsl.cli.explain",
 ]
 
 

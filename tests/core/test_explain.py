@@ -9,7 +9,7 @@ import pytest
 import lwdsl
 from lwdsl.backend import LayerInfo
 from lwdsl.errors import RecipeError
-from lwdsl.explain import explain_recipe
+from lwdsl.cli.explain import explain_recipe
 
 
 def test_defaults_are_explicit_and_irrelevant_fields_hidden() -> None:

@@ -9,9 +9,9 @@ import pytest
 
 import lwdsl
 from lwdsl.errors import RecipeError
-from lwdsl.formatter import format_source, step_to_text, value_to_text
-from lwdsl.plan import Recipe
-from lwdsl.specs import ExportSpec, FeaturePair, Glob, NMRatio, PruneSpec, StepSpec
+from lwdsl.language.formatter import format_source, step_to_text, value_to_text
+from lwdsl.language.plan import Recipe
+from lwdsl.language.specs import ExportSpec, FeaturePair, Glob, NMRatio, PruneSpec, StepSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import lwdsl
 HEAVY = ("torch", "tensorflow", "keras", "tf_keras")
 
 
-@pytest.mark.parametrize("module", ["lwdsl", "lwdsl.cli"])
+@pytest.mark.parametrize("module", ["lwdsl", "lwdsl.cli.app"])
 def test_no_framework_on_import(module: str) -> None:
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

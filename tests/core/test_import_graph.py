@@ -108,57 +108,62 @@ def test_no_import_cycles_anywhere_counting_imports_inside_functions():
 
 
 def test_the_cycle_finder_finds_a_cycle():
-    GRAPH["lwdsl.errors"].add("lwdsl.runner")  # errors -> runner -> ... -> errors
+    GRAPH["lwdsl.errors"].add("lwdsl.runner.pipeline")  # errors -> runner -> ... -> errors
     try:
-        assert any("lwdsl.errors" in c and "lwdsl.runner" in c for c in _cycles())
+        assert any("lwdsl.errors" in c and "lwdsl.runner.pipeline" in c for c in _cycles())
     finally:
-        GRAPH["lwdsl.errors"].discard("lwdsl.runner")
+        GRAPH["lwdsl.errors"].discard("lwdsl.runner.pipeline")
 
 
 def _under(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-RUN_SIDE = ("lwdsl.runner", "lwdsl.report", "lwdsl.metrics", "lwdsl.cli", "lwdsl.cli_run", "lwdsl.cli_args")
+#: The sides of the tree (docs/architecture.md), bottom to top.
+LOW = ("lwdsl.errors", "lwdsl.limits")
+SEMANTICS = ("lwdsl.semantics",)
+DATA = ("lwdsl.data",)
+LANGUAGE = ("lwdsl.language",)
+CORE = ("lwdsl.backend",)
+BACKENDS = ("lwdsl.backends",)
+RUN = ("lwdsl.runner",)
+CLI = ("lwdsl.cli",)
 
 #: (who, what it never imports): the direction of the architecture.
 RULES = [
-    # the numbers: numpy only, never a spec, a flow, a backend or the run
-    (("lwdsl.semantics",), ("lwdsl.backend", "lwdsl.backends", "lwdsl.compiler", "lwdsl.parser", "lwdsl.validate") + RUN_SIDE),
-    # the language side: text -> plan, never the run or a framework
-    (("lwdsl.specs", "lwdsl.syntax", "lwdsl.parser", "lwdsl.binding", "lwdsl.plan", "lwdsl.formatter", "lwdsl.validate",
-      "lwdsl.jsonplan", "lwdsl.compiler", "lwdsl.diff", "lwdsl.values", "lwdsl.fields", "lwdsl.selectors"),
-     ("lwdsl.backends", "lwdsl.backend.protocol", "lwdsl.backend.fit", "lwdsl.backend.quantize", "lwdsl.backend.distill",
-      "lwdsl.backend.prune")
-     + RUN_SIDE),
-    # the protocol and the flows written once: they never know a concrete backend or the run
-    (("lwdsl.backend",), ("lwdsl.backends", "lwdsl.compiler", "lwdsl.parser") + RUN_SIDE),
+    # the shared bottom: imports nothing of lwdsl but itself
+    (LOW, SEMANTICS + DATA + LANGUAGE + CORE + BACKENDS + RUN + CLI),
+    # the numbers: numpy only, never a spec, a flow, a backend or the run (the named data sets
+    # for a transfer set's shape are the one thing it reads)
+    (SEMANTICS, LANGUAGE + CORE + BACKENDS + RUN + CLI),
+    # data sets: arrays and files, never a recipe, a flow, a framework or the run
+    (DATA, SEMANTICS + LANGUAGE + CORE + BACKENDS + RUN + CLI),
+    # the language side: text -> plan, never a flow, a framework or the run (check_backend reads
+    # the backends' static support tables, which import no framework)
+    (LANGUAGE, CORE + BACKENDS + RUN + CLI, ("lwdsl.backend", "lwdsl.backend.registry", "lwdsl.backend.support")),
+    # the protocol and the flows written once: never a concrete backend, recipe text or the run
+    (CORE, BACKENDS + RUN + CLI + ("lwdsl.language.compiler", "lwdsl.language.parser", "lwdsl.language.syntax")),
     # a backend gets specs and the core, never text, the runner or the command line
-    (("lwdsl.backends",), ("lwdsl.compiler", "lwdsl.parser", "lwdsl.binding") + RUN_SIDE),
-    # the user's model loader: no framework, no recipe text, no run
-    (("lwdsl.usermodel",), ("lwdsl.backends", "lwdsl.backend", "lwdsl.compiler", "lwdsl.parser") + RUN_SIDE),
+    (BACKENDS, RUN + CLI + ("lwdsl.language.compiler", "lwdsl.language.parser", "lwdsl.language.binding")),
+    # the run never imports the command line; the user's model loader imports no framework
+    (RUN, CLI),
+    (("lwdsl.runner.usermodel",), CORE + BACKENDS + LANGUAGE),
     # the zoo's table is data: it imports nothing of lwdsl
-    (("lwdsl.zoo",), ("lwdsl",)),
-    # the runner never imports the command line
-    (("lwdsl.runner", "lwdsl.report", "lwdsl.metrics"), ("lwdsl.cli", "lwdsl.cli_run", "lwdsl.cli_args")),
+    (("lwdsl.backend.zoo",), ("lwdsl",)),
 ]
 
 
 def test_each_side_imports_only_downwards():
     bad = []
-    for who, never in RULES:
+    for who, never, *allowed in RULES:
+        allowed = allowed[0] if allowed else ()
         for module, imported in GRAPH.items():
             if _under(module, who):
-                bad += [f"{module} imports {m}" for m in sorted(imported) if _under(m, never)]
+                bad += [f"{module} imports {m}" for m in sorted(imported) if _under(m, never) and m not in allowed]
     assert not bad, "\n".join(bad)
 
 
 def test_the_rules_cover_every_package():
-    covered = {p for who, _ in RULES for p in who}
+    covered = tuple(p for who, *_ in RULES for p in who)
     for module in MODULES:
-        top = ".".join(module.split(".")[:2])
-        assert module == "lwdsl" or _under(module, tuple(covered)) or top in (
-            "lwdsl.errors", "lwdsl.limits", "lwdsl.dataset", "lwdsl.data", "lwdsl.outdir", "lwdsl.progress", "lwdsl.weights",
-            "lwdsl.lockfile", "lwdsl.explain", "lwdsl.ops_table", "lwdsl.removal", "lwdsl.grammar", "lwdsl.cli",
-            "lwdsl.cli_run", "lwdsl.cli_args", "lwdsl.runner", "lwdsl.report", "lwdsl.metrics",
-        ), f"{module}: which side is it on? add it to RULES"
+        assert module == "lwdsl" or _under(module, covered) or _under(module, CLI), f"{module}: which side is it on? add it to RULES"

@@ -6,7 +6,7 @@ import pytest
 
 import lwdsl
 from lwdsl.errors import RecipeError
-from lwdsl.plan import Recipe
+from lwdsl.language.plan import Recipe
 
 
 def test_round_trip_keeps_what_was_written() -> None:

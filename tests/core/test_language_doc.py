@@ -13,7 +13,7 @@ import pytest
 
 import lwdsl
 from lwdsl.errors import RecipeError
-from lwdsl.validate import check_backend
+from lwdsl.language.validate import check_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "language.md"

@@ -7,8 +7,8 @@ import sys
 
 from rich.console import Console
 
-from lwdsl.ops_table import option_rows, print_ops, support_matrix
-from lwdsl.specs import OPS
+from lwdsl.cli.ops_table import option_rows, print_ops, support_matrix
+from lwdsl.language.specs import OPS
 
 
 def test_every_option_of_every_op_has_a_row() -> None:
@@ -28,7 +28,7 @@ def test_support_is_static() -> None:
     assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}
     assert all(m.startswith("all forms (") for m in matrix["quantize"].values())
     assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
-    code = "import sys; from lwdsl.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
+    code = "import sys; from lwdsl.cli.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
 

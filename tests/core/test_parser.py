@@ -7,10 +7,10 @@ import re
 import pytest
 
 import lwdsl
-from lwdsl import syntax as s
+from lwdsl.language import syntax as s
 from lwdsl.errors import RecipeError
 from lwdsl.limits import MAX_RECIPE_TOKENS
-from lwdsl.parser import comments, parse_document, parse_value
+from lwdsl.language.parser import comments, parse_document, parse_value
 
 
 def steps(text: str) -> list[s.Step]:

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 import lwdsl
 from lwdsl.errors import RecipeError
-from lwdsl.formatter import format_source
-from lwdsl.parser import comments
-from lwdsl.plan import Recipe
+from lwdsl.language.formatter import format_source
+from lwdsl.language.parser import comments
+from lwdsl.language.plan import Recipe
 
 from .strategies import recipes
 

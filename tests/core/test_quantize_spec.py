@@ -6,8 +6,8 @@ import pytest
 
 import lwdsl
 from lwdsl.errors import RecipeError
-from lwdsl.specs import QuantizeSpec
-from lwdsl.validate import check_backend
+from lwdsl.language.specs import QuantizeSpec
+from lwdsl.language.validate import check_backend
 
 
 @pytest.mark.parametrize("dtype", ["int4", "int2", "ternary", "binary"])
@@ -80,7 +80,7 @@ def test_cluster_is_a_low_bit_form_with_bits_and_one_codebook_per_layer():
 def test_cluster_bits_default_is_the_same_from_text_and_from_python():
     """A spec built in Python with ``bits=None`` (the field's default) means the parser's 4, so
     it prints and parses back to itself (found by the text round-trip property test)."""
-    from lwdsl.specs.quantize import QuantizeSpec
+    from lwdsl.language.specs.quantize import QuantizeSpec
 
     spec = QuantizeSpec(dtype="cluster", bits=None)
     assert spec.bits == 4

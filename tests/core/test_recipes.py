@@ -12,7 +12,7 @@ RECIPES = sorted((ROOT / "recipes").glob("*.lw"))
 
 def test_lwdsl_check_passes_on_every_recipe() -> None:
     assert RECIPES
-    code = "from lwdsl.cli import main; main()"
+    code = "from lwdsl.cli.app import main; main()"
     args = [str(p.relative_to(ROOT)) for p in RECIPES]
     result = subprocess.run([sys.executable, "-c", code, "check", *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

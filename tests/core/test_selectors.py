@@ -7,7 +7,7 @@ import pytest
 import lwdsl
 from lwdsl.backend import LayerInfo
 from lwdsl.errors import RecipeError
-from lwdsl.selectors import layer_list, match_layers
+from lwdsl.language.selectors import layer_list, match_layers
 
 LAYERS = [
     LayerInfo("features.0", "conv", (6, 1, 5, 5), 156),

@@ -8,8 +8,8 @@ import pytest
 
 import lwdsl
 from lwdsl.errors import LwdslError, RecipeError
-from lwdsl.specs import StepSpec
-from lwdsl.validate import check_backend, overlap, step_label
+from lwdsl.language.specs import StepSpec
+from lwdsl.language.validate import check_backend, overlap, step_label
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 
 import lwdsl
 from lwdsl.errors import RecipeError
-from lwdsl.validate import check_backend
+from lwdsl.language.validate import check_backend
 
 BAD = Path(__file__).parent / "bad"
 CASES = sorted(BAD.glob("*.lw"))

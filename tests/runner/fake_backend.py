@@ -15,8 +15,8 @@ import numpy as np
 from lwdsl.backend import Backend, LayerInfo, LayerStats, ModelStats, StepContext, SupportTable
 from lwdsl.errors import LwdslError, RunError
 from lwdsl.semantics.pruning import keep_masks, rule_for
-from lwdsl.specs import StepSpec, TrainingOptions
-from lwdsl.weights import load_weights
+from lwdsl.language.specs import StepSpec, TrainingOptions
+from lwdsl.backend.weights import load_weights
 
 
 class FakeModel:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lwdsl.report import report_markdown
+from lwdsl.runner.report import report_markdown
 
 
 def _step(text: str, **extra) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwdsl.report import _plots, print_table, report_markdown
+from lwdsl.runner.report import _plots, print_table, report_markdown
 
 _LAYER = {"name": "fc", "kind": "linear", "weights": 10, "sparsity": 0.0, "requested": None}
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lwdsl.backend import registry as backend_mod
-from lwdsl.cli import app
-from lwdsl.runner import run
+from lwdsl.cli.app import app
+from lwdsl.runner.pipeline import run
 
 from .fake_backend import FakeBackend
 

@@ -9,8 +9,8 @@ import pytest
 
 from lwdsl.backend import registry as backend_mod
 from lwdsl.errors import RecipeError, RunError
-from lwdsl.runner import run
-from lwdsl.weights import default_mode, load_weights, save_weights
+from lwdsl.runner.pipeline import run
+from lwdsl.backend.weights import default_mode, load_weights, save_weights
 
 from .fake_backend import FakeBackend
 

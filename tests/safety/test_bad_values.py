@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from lwdsl.cli import app
+from lwdsl.cli.app import app
 from lwdsl.limits import MAX_SEED, MAX_THREADS
 
 from ._util import TINY, assert_refused, cli_env, run_cli, snapshot

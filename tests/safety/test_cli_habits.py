@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
 
-from lwdsl.cli import app
-from lwdsl.ops_table import option_rows, print_ops
-from lwdsl.progress import PlainBar, progress_factory
+from lwdsl.cli.app import app
+from lwdsl.cli.ops_table import option_rows, print_ops
+from lwdsl.runner.progress import PlainBar, progress_factory
 
 from ._util import LWDSL, cli_env
 
@@ -124,7 +124,7 @@ def test_check_says_which_backends_run_each_recipe(work: Path, monkeypatch) -> N
     import lwdsl.backend
     import lwdsl.backend.registry
     from lwdsl.backend import SupportTable
-    from lwdsl.specs import OPS
+    from lwdsl.language.specs import OPS
 
     prune = tuple(getattr(OPS["prune"], "FORMS", ()))
     tables = {

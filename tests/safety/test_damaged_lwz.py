@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lwdsl.data import load_data
+from lwdsl.data.builtin import load_data
 from lwdsl.errors import LwdslError, UsageError
 from lwdsl.semantics import quant as Q
-from lwdsl.weights import load_weights, save_weights
+from lwdsl.backend.weights import load_weights, save_weights
 
 from ._util import TINY, assert_refused, cli_env, run_cli
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import lwdsl.weights as weights_mod
+import lwdsl.backend.weights as weights_mod
 from lwdsl.backend import registry as backend_mod
-from lwdsl.cli import app
+from lwdsl.cli.app import app
 from lwdsl.errors import RunError
-from lwdsl.runner import run
+from lwdsl.runner.pipeline import run
 
 from ..runner.fake_backend import FakeBackend
 from ._util import snapshot

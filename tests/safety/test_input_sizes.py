@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lwdsl
-import lwdsl.validate as validate_mod
-from lwdsl.data import data_shape, load_data
+import lwdsl.language.validate as validate_mod
+from lwdsl.data.builtin import data_shape, load_data
 from lwdsl.errors import RecipeError, UsageError
-from lwdsl.jsonplan import recipe_from_json
+from lwdsl.language.jsonplan import recipe_from_json
 from lwdsl.limits import MAX_NESTING, MAX_RECIPE_BYTES, MAX_RECIPE_TOKENS, MAX_SYNTHETIC_BYTES
-from lwdsl.weights import load_weights, save_weights
+from lwdsl.backend.weights import load_weights, save_weights
 
 from ._util import assert_refused, run_cli
 

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 import lwdsl
 from lwdsl.errors import RecipeError, UsageError
-from lwdsl.outdir import RUN_FILES, RunLock, check_out, export_path_problem, is_run_folder
-from lwdsl.report import staging_dir, write_run_dir
+from lwdsl.runner.outdir import RUN_FILES, RunLock, check_out, export_path_problem, is_run_folder
+from lwdsl.runner.report import staging_dir, write_run_dir
 
 from ._util import LWDSL, TINY, assert_refused, cli_env, run_cli, snapshot
 
@@ -75,7 +75,7 @@ def _report() -> dict:
 def fake_run(out: Path, handle: int = 1) -> Path:
     """A run folder written by :func:`write_run_dir` (what a real run does last; without the
     plots, which only take time here)."""
-    with mock.patch("lwdsl.report._plots", return_value=[]):
+    with mock.patch("lwdsl.runner.report._plots", return_value=[]):
         return write_run_dir(out, staging_dir(out), _StubBackend(), handle, lwdsl.parse("prune l1 0.5"), _report(), {"recipe_sha256": "0" * 64})
 
 
@@ -99,7 +99,7 @@ def test_run_refuses_an_out_it_did_not_write_before_any_work(place: Path) -> Non
     """In a real process for two cases; all cases through the same CLI code in-process."""
     from typer.testing import CliRunner
 
-    from lwdsl.cli import app
+    from lwdsl.cli.app import app
 
     before = snapshot(place.parent)
     for out, culprit in _REFUSED_OUTS[:2]:
@@ -252,7 +252,7 @@ def test_check_refuses_exports_outside_the_run_folder_with_the_place(place: Path
 
 # --- the lock ------------------------------------------------------------------------------
 
-_HOLD = "import sys, time; from lwdsl.outdir import RunLock; l = RunLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(120)"
+_HOLD = "import sys, time; from lwdsl.runner.outdir import RunLock; l = RunLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(120)"
 
 
 def test_a_second_run_to_the_same_out_is_refused_while_the_first_holds_it(place: Path) -> None:

@@ -10,7 +10,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from lwdsl.data import load_data
+from lwdsl.data.builtin import load_data
 
 
 def _nearest_mean_accuracy(name: str) -> float:
@@ -36,8 +36,8 @@ def test_synthetic_arrays_are_deterministic_balanced_and_unit_scale():
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
 def test_a_one_epoch_baseline_on_synthetic_data_is_far_above_chance(tmp_path, monkeypatch):
-    from lwdsl.plan import Recipe
-    from lwdsl.runner import run
+    from lwdsl.language.plan import Recipe
+    from lwdsl.runner.pipeline import run
 
     monkeypatch.setenv("LWDSL_CACHE", str(tmp_path))
     result = run(Recipe(), "lenet5", data="synthetic:1,28,28:10", baseline_epochs=1, latency=False, quiet=True)

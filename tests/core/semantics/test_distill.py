@@ -151,7 +151,7 @@ def test_projection_init_is_deterministic_and_bounded():
 
 
 def _dataset(name: str, n: int, shape=(1, 4, 4), seed: int = 0):
-    from lwdsl.dataset import Dataset
+    from lwdsl.data.dataset import Dataset
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n + 4, *shape)).astype(np.float32)
@@ -161,7 +161,7 @@ def _dataset(name: str, n: int, shape=(1, 4, 4), seed: int = 0):
 def test_training_set_takes_the_transfer_images_and_keeps_the_run_test_split():
     from lwdsl.backend import StepContext
     from lwdsl.errors import RunError
-    from lwdsl.specs import DistillSpec
+    from lwdsl.language.specs import DistillSpec
 
     run, other = _dataset("run", 12), _dataset("other", 7, seed=1)
     ctx = StepContext(data=run, seed=0, index=2, progress=lambda t, d: None, datasets={"fashion_mnist": other})

@@ -33,8 +33,8 @@ def test_the_lists_the_code_had_by_hand_come_out_of_the_table():
 
 def test_every_user_reads_the_table():
     from lwdsl.semantics import auto_bits, casts, codes, quant
-    from lwdsl.specs import QuantizeSpec
-    from lwdsl.specs import quantize as spec
+    from lwdsl.language.specs import QuantizeSpec
+    from lwdsl.language.specs import quantize as spec
 
     assert codes.FORM_BITS is F.FORM_BITS and quant.FORM_BITS is F.FORM_BITS
     assert casts.HALF_FORMS is F.HALF_FORMS and quant.HALF_FORMS is F.HALF_FORMS

@@ -1,0 +1,138 @@
+"""CLI commands that run models: ``lwdsl run`` and ``lwdsl train`` (registered by lwdsl.cli.app).
+
+Kept apart from the language commands so that ``lwdsl check`` never imports a framework.
+
+Everything a user gives is checked before any work, and a bad value exits 2 with one line:
+the recipe (compiled here, ``use`` confined to ``--root``), the backend name, the data set name
+(``synthetic:`` sizes included), ``--seed``, ``--threads``, the epochs, and ``--out``
+(:func:`lwdsl.runner.outdir.check_out`: only a run folder lwdsl wrote is ever replaced). The run then
+holds ``OUT.lock`` (:class:`lwdsl.runner.outdir.RunLock`), so a second run to the same folder is
+refused instead of silently losing one result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..limits import MAX_EPOCHS, MAX_SEED, MAX_THREADS
+
+__all__ = ["register"]
+
+Backend = Annotated[str, typer.Option(metavar="NAME", help="torch or tensorflow")]
+Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, metavar="N", help="seed for init, data order and random pruning")]
+
+
+def run_command(
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="recipe file (.lw or .json)", show_default=False)],
+    backend: Backend = "torch",
+    model: Annotated[Optional[str], typer.Option(metavar="NAME|FILE", help="model name or file (default: the recipe's target)")] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(metavar="FILE", exists=True, dir_okay=False, help="weights to start from (.pt, .keras, .h5, .lwz); never modified"),
+    ] = None,
+    data: Annotated[Optional[str], typer.Option(metavar="DATA", help="mnist, fashion_mnist or synthetic:C,H,W:K")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help="override a recipe variable (repeatable)")] = None,
+    out: Annotated[
+        Optional[str],
+        typer.Option(metavar="DIR", help="run folder (default: runs/<recipe file name>); only a run folder lwdsl wrote is replaced"),
+    ] = None,
+    seed: Seed = 0,
+    threads: Annotated[int, typer.Option(min=1, max=MAX_THREADS, metavar="N", help="threads for latency measurements")] = 1,
+    train_threads: Annotated[
+        Optional[int],
+        typer.Option(min=1, max=MAX_THREADS, metavar="N", help="threads for training, evaluation and calibration (default: the CPUs this process may use)"),
+    ] = None,
+    baseline_epochs: Annotated[
+        int, typer.Option(min=1, max=MAX_EPOCHS, metavar="N", help="epochs of the baseline trained when no checkpoint is given")
+    ] = 3,
+    root: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or table: only the final line (or the error)")] = False,
+) -> None:
+    """Compress a model with a recipe, measure every step and write a run folder."""
+    from .args import check_backend_name, parse_sets
+    from ..language.compiler import load
+    from ..data.builtin import data_shape
+    from ..runner.outdir import RunLock, check_out
+    from ..runner.report import print_table
+    from ..runner.pipeline import run
+
+    overrides = parse_sets(set_)
+    check_backend_name(backend)
+    out_path = check_out(out if out is not None else str(Path("runs") / Path(recipe).stem))
+    plan = load(recipe, overrides=overrides, root=root)
+    data_name = data or (plan.target.data if plan.target and plan.target.data else None)
+    if data_name is not None:
+        data_shape(data_name)  # an unknown or oversized data set fails now, not after the model is built
+    with RunLock(out_path):
+        result = run(
+            plan,
+            model,
+            backend=backend,
+            data=data,
+            checkpoint=checkpoint,
+            out=out_path,
+            seed=seed,
+            threads=threads,
+            train_threads=train_threads,
+            quiet=quiet,
+            baseline_epochs=baseline_epochs,
+            echo=lambda msg: typer.echo(msg, err=True),
+        )
+    if not quiet:
+        print_table(result.report)
+    s = result.report["summary"]  # the one line --quiet still prints: what came out and where
+    typer.echo(
+        f"accuracy {100 * s['accuracy_before']:.2f}% -> {100 * s['accuracy_after']:.2f}%, "
+        f"{s['nonzero_compression']:.1f}x fewer non-zero weights, file {s['size_gzip_ratio']:.1f}x smaller (gzip); "
+        f"report in {result.run_dir}/report.md"
+    )
+
+
+def train_command(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="model name, e.g. lenet5", show_default=False)],
+    data: Annotated[str, typer.Option(metavar="DATA", help="mnist, fashion_mnist or synthetic:C,H,W:K")] = "mnist",
+    backend: Backend = "torch",
+    epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS, metavar="N", help="training epochs")] = 3,
+    seed: Seed = 0,
+    out: Annotated[
+        Optional[str], typer.Option(metavar="FILE", help="also copy the weights to this .lwz file (never replaces another kind of file)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Train (or fetch from the cache) the baseline a run starts from without a checkpoint."""
+    from .args import check_backend_name
+    from ..data.builtin import data_shape
+    from ..runner.outdir import check_file_out
+    from ..language.plan import Recipe
+    from ..runner.pipeline import run
+    from ..backend.weights import save_weights
+
+    check_backend_name(backend)
+    data_shape(data)
+    out_path = check_file_out(out) if out is not None else None
+    result = run(Recipe(), model, backend=backend, data=data, seed=seed, quiet=quiet, baseline_epochs=epochs, latency=False,
+                 echo=lambda msg: typer.echo(msg, err=True))
+    acc = result.report["steps"][0]["metrics"]["accuracy"]
+    if out_path is not None:
+        from ..runner.outdir import is_write_error, write_error
+
+        state = result.backend.state(result.model)
+        try:
+            save_weights(out_path, state, {"model": model, "data": data, "seed": seed, "epochs": epochs})
+        except OSError as exc:  # a full disk: name the place and the space; any earlier file stays
+            if not is_write_error(exc):
+                raise
+            needed = sum(int(a.nbytes) for a in state.values())
+            raise write_error(exc, "--out", out_path, needed=needed, then=f"{out} is as it was") from None
+    typer.echo(f"{model} on {data}: test accuracy {100 * acc:.2f}%" + (f"; weights in {out}" if out else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` and ``train`` to the CLI."""
+    app.command("run")(run_command)
+    app.command("train")(train_command)

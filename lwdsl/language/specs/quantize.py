@@ -1,0 +1,142 @@
+"""``quantize``: lower the precision of weights (and activations).
+
+Several ``quantize`` steps with different selectors give mixed precision; ``quantize auto``
+allocates bits per layer within ``budget`` (average bits per weight).
+
+Forms: ``int8`` in every mode, ``static`` by default (activations calibrated on ``calibrate``
+training images: the model runs on int8 kernels end to end; ``dynamic`` convolutions were
+slower than float in both runtimes, see docs/semantics.md); the low-bit weight forms (``int4``, ``int2``, ``ternary``,
+``binary``) and ``auto`` quantize weights only and keep float activations, either once
+(``weights_only``, their default) or trained through the quantizer (``mode=qat``); ``dynamic``
+and ``static`` need int8 activation kernels and are refused for them. ``fp16`` and ``bf16``
+cast the weights. ``auto`` picks binary, int2, int4, int8 or float per layer
+(:mod:`lwdsl.semantics.auto_bits`). ``cluster bits=B`` is weight sharing (Han et al. 2016): one
+codebook of ``2^B`` values per layer, code 0 kept for the zeros (:mod:`lwdsl.semantics.cluster`);
+it is a low-bit weight form (weights only or qat), always one codebook per tensor.
+The numbers are :mod:`lwdsl.semantics.codes`'s; the forms are :mod:`lwdsl.semantics.forms`'s table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from ...semantics.forms import CASTS, EXPORT_HOLDS, LOW_BIT, NAMES, STEP_FORMS
+from .base import StepSpec
+
+__all__ = ["QuantizeSpec", "LOW_BIT", "EXPORT_HOLDS"]
+
+# LOW_BIT (weight forms below 8 bits: weights only, float activations, or trained with qat) and
+# EXPORT_HOLDS (export format -> the quantize dtypes its files hold: the ONNX QDQ model and
+# TFLite store int8 codes, the engines' kernels, and the casts as 16-bit weights, ONNX as float16
+# and bfloat16 initializers, TFLite float16 only, its converter having no bfloat16 weights;
+# ``torch``, ``keras`` and ``saved_model`` store the float weights ``codes * scale``, and the .lwz
+# beside them the packed codes) come from the forms table (:mod:`lwdsl.semantics.forms`), as every
+# list of forms here.
+
+
+#: Why a ``quantize`` has no meaning for a layer kind a selector may name.
+_NO_MEANING = {
+    "norm": "a norm layer holds a scale and shift per channel, not a weight matrix (int8 static folds batch norms "
+    "into the conv before them)",
+    "embedding": "the backends quantize conv and linear weights only (an embedding would stay float32)",
+}
+
+
+class QuantizeSpec(StepSpec):
+    """Quantize the selected layers.
+
+    Example: ``quantize int8``, ``quantize int8 mode=static calibrate=512``,
+    ``quantize int4 weights_only on linear``, ``quantize auto budget=6``, ``quantize cluster bits=4``.
+    """
+
+    positional: ClassVar[tuple[str, ...]] = ("dtype",)
+    default_kinds: ClassVar[tuple[str, ...]] = ("conv", "linear")
+    summary: ClassVar[str] = "lower precision: int8/4/2, binary, ternary, cluster, fp16/bf16; PTQ or QAT"
+    FORMS: ClassVar[tuple[str, ...]] = STEP_FORMS
+
+    op: Literal["quantize"] = "quantize"
+    dtype: Literal[NAMES] = Field(  # type: ignore[valid-type]
+        description="target precision; auto picks per layer within budget; cluster shares 2^bits values per layer"
+    )
+    mode: Literal["dynamic", "static", "qat"] = Field(
+        default="static",
+        description="static: activations calibrated on training images (the default: int8 kernels end to end); "
+        "dynamic: quantized at run time; qat: trained",
+    )
+    weights_only: bool = Field(default=False, description="quantize weights, keep float activations")
+    granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    calibrate: int = Field(default=256, ge=1, le=1_000_000, description="static: calibration samples")
+    observer: Literal["minmax", "percentile", "mse"] = Field(default="minmax", description="static/qat: range estimate")
+    epochs: int = Field(default=1, ge=1, le=10_000, description="qat: training epochs")
+    budget: Optional[float] = Field(
+        default=None, ge=1, le=32, description="auto: average bits per weight (1: binary, up to 32: float)"
+    )
+    bits: Optional[int] = Field(
+        default=None, ge=2, le=8, description="cluster: codebook of 2^bits values per layer, code 0 kept for 0.0 (default 4)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _low_bit_default(cls, data: Any) -> Any:
+        """A low-bit form without ``mode=`` or ``weights_only`` quantizes weights only."""
+        weights_only = isinstance(data, dict) and data.get("dtype") in LOW_BIT + ("auto",)
+        if weights_only and "mode" not in data and "weights_only" not in data:
+            data = {**data, "weights_only": True}
+        if isinstance(data, dict) and data.get("dtype") == "cluster":  # one codebook per layer
+            if data.get("granularity", "per_tensor") != "per_tensor":
+                raise ValueError(
+                    "quantize cluster shares one codebook per layer (Han et al.): granularity=per_channel does not "
+                    "apply; leave granularity out, or use quantize int4 granularity=per_channel"
+                )
+            bits = data.get("bits")  # absent or None (a spec built in Python): the default
+            data = {**data, "granularity": "per_tensor", "bits": 4 if bits is None else bits}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "QuantizeSpec":
+        if self.dtype in LOW_BIT + ("auto",) and not self.weights_only and self.mode in ("dynamic", "static"):
+            raise ValueError(
+                f"{self.dtype} quantizes weights only (activations stay float): mode={self.mode} needs int8 "
+                f"activations; write `quantize {self.dtype}` (weights only) or `quantize {self.dtype} mode=qat`, "
+                f"or quantize int8 mode={self.mode}"
+            )
+        if self.bits is not None and self.dtype != "cluster":
+            raise ValueError(f"bits= goes only with quantize cluster; quantize {self.dtype} has its bits in its name")
+        if (self.dtype == "auto") != (self.budget is not None):
+            raise ValueError("quantize auto needs budget=BITS, and budget= goes only with auto")
+        if self.dtype in CASTS and "mode" in self.model_fields_set:
+            raise ValueError(f"{self.dtype} is a cast: mode={self.mode} does not apply")
+        if "epochs" in self.model_fields_set and self.mode != "qat":
+            raise ValueError("epochs= applies only with mode=qat")
+        named = [k for k in ("norm", "embedding") if self.selector is not None and k in self.selector.on]
+        if named:
+            raise ValueError(
+                f"`on {named[0]}`: {_NO_MEANING[named[0]]}; quantize works on conv and linear "
+                "layers (write `on conv`, `on linear`, layer names, or leave `on` out)"
+            )
+        return self
+
+    def trains(self) -> bool:
+        return self.mode == "qat" and not self.weights_only and self.dtype not in CASTS
+
+    def is_cast(self) -> bool:
+        """Whether the step casts the weights to a 16-bit float (``fp16``, ``bf16``): a model
+        nothing trains any more (see :meth:`StepSpec.trains`)."""
+        return self.dtype in CASTS
+
+    def export_refusal(self, fmt: str) -> Optional[str]:
+        """Why an ``export fmt`` after this step cannot hold its form (None when it can)."""
+        holds = EXPORT_HOLDS.get(fmt)
+        if holds is None or self.dtype in holds:
+            return None
+        if self.dtype == "bf16":
+            return (f"export {fmt} cannot hold bf16 weights (TFLite has float16 weights, no bfloat16); "
+                    "write `quantize fp16` for a float16 .tflite")
+        return f"export {fmt} stores int8 codes, 16-bit floats or float32 weights: it cannot hold {self.dtype} weights"
+
+    def forms(self) -> tuple[str, ...]:
+        if self.dtype in CASTS + ("auto",):
+            return (self.dtype,)
+        return (f"{self.dtype}/{'weights_only' if self.weights_only else self.mode}",)

@@ -1,0 +1,59 @@
+"""What is measured after the baseline and after every step, the same way on every backend."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from ..backend import Backend, StepContext
+from ..backend.weights import gzip_size, save_weights
+
+__all__ = ["measure"]
+
+
+def measure(
+    backend: Backend,
+    model: Any,
+    ctx: StepContext,
+    *,
+    threads: int,
+    seconds: float,
+    requested: Optional[dict[str, float]] = None,
+    latency: bool = True,
+) -> dict[str, Any]:
+    """Accuracy/loss on the test set, parameter counts, per-layer sparsity, size on disk of the
+    compact weights (raw and gzip -9) and forward latency at batch 1 and 64.
+
+    Sizes are of a real file written with :func:`lwdsl.backend.weights.save_weights`, not estimates.
+    """
+    accuracy, loss = backend.evaluate(model, ctx)
+    stats = backend.stats(model)
+    with tempfile.TemporaryDirectory(prefix="lwdsl-size-") as tmp:
+        path = Path(tmp) / "model.lwz"
+        size = save_weights(path, backend.state(model))
+        size_gz = gzip_size(path)
+    shape = ctx.data.input_shape
+    metrics: dict[str, Any] = {
+        "accuracy": round(float(accuracy), 6),
+        "loss": round(float(loss), 6),
+        "params": stats.params,
+        "nonzero_params": stats.nonzero_params,
+        "size_bytes": size,
+        "size_gzip_bytes": size_gz,
+        "latency_ms_b1": round(backend.latency_ms(model, 1, shape, threads), 4) if latency else None,
+        "latency_ms_b64": round(backend.latency_ms(model, 64, shape, threads), 4) if latency else None,
+        "seconds": round(seconds, 3),
+        "layers": [
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "weights": layer.weights,
+                "sparsity": round(layer.sparsity, 6),
+                "requested": None if requested is None else requested.get(layer.name),
+            }
+            for layer in stats.layers
+        ],
+    }
+    return metrics
+

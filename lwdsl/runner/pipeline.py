@@ -1,0 +1,527 @@
+"""Run a recipe end to end: plan, check, load, baseline, steps, measure, report, write.
+
+Nothing here knows a framework or an op: the backend does the work through
+:class:`lwdsl.backend.Backend`, the runner never branches on its name, and what it needs from a
+step (requested sparsity, whether it needs the original model) comes from the step's spec.
+A run has three phases, each a function: :func:`_prepare`, :func:`_execute`, :func:`_write`.
+
+1. compile the recipe and check every step against the backend (fails before any model work);
+2. load the model, and check it against what can be known before training: one input of the
+   data's shape goes through it (:func:`check_fit`), every selector matches, and every
+   structured removal is possible on its graph (:func:`lwdsl.backend.removal.check_removals`);
+3. load the data; without a checkpoint, a baseline is trained once (with a line per epoch and
+   the time left) and cached (``$LWDSL_CACHE`` or ``~/.cache/lwdsl``) by backend, model, data
+   (name and digest), seed and epochs; a cache that cannot be written is a warning, and the
+   run goes on with the baseline it trained;
+4. measure the baseline, then apply each step to the layers its selector matches (no match is
+   an error) and measure again;
+5. make masks permanent and write everything into a staging folder beside ``out``, which then
+   replaces ``out`` in one rename: a failed or interrupted run leaves the previous outputs as
+   they were (a failed run's partial report and last good model go to ``<out>.failed``); a
+   disk that is full or cannot be written is a RunError naming the place and the space needed.
+
+The input checkpoint is only ever read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from ..backend import Backend, StepContext, get_backend
+from ..backend.threads import usable_cpus
+from .usermodel import code_digest, is_code_ref, load_user_model
+from ..data.dataset import Dataset
+from ..errors import LwdslError, RunError, UsageError
+from .outdir import check_out, is_write_error, write_error
+from .metrics import measure
+from ..language.plan import Recipe
+from ..language.specs import StepSpec, TrainingOptions
+
+__all__ = ["run", "RunResult", "baseline_options", "resolve_recipe", "matched_layers", "check_fit"]
+
+
+@dataclass
+class RunResult:
+    """What a run returns: the compressed model (the backend's handle), the report, the folder."""
+
+    model: Any
+    report: dict[str, Any]
+    run_dir: Optional[Path]
+    backend: Backend
+
+    @property
+    def module(self) -> Any:
+        """The framework's own model object (nn.Module or keras.Model)."""
+        return self.backend.native(self.model)
+
+
+@dataclass
+class _Prepared:
+    """Everything checked and loaded before any training: the outcome of :func:`_prepare`."""
+
+    plan: Recipe
+    backend: Backend
+    model_ref: Any
+    handle: Any
+    dataset: Dataset
+    checkpoint: Optional[Path]
+    datasets: dict[str, Dataset]
+    models: dict[str, Any] = field(default_factory=dict)
+
+
+def baseline_options(epochs: int) -> TrainingOptions:
+    """How a baseline is trained when no checkpoint is given: SGD, momentum 0.9, cosine-free."""
+    return TrainingOptions(epochs=epochs, lr=0.01, optimizer="sgd", momentum=0.9, batch=64)
+
+
+def resolve_recipe(recipe: Union[str, Path, Recipe], overrides: Optional[dict[str, str]] = None) -> Recipe:
+    """A Recipe from a Recipe, a path to a .lw/.json file, or recipe text."""
+    from ..language.compiler import load, parse
+
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe and recipe.endswith((".lw", ".json"))):
+        return load(Path(recipe), overrides=overrides)
+    return parse(str(recipe), overrides=overrides)
+
+
+def matched_layers(recipe: Recipe, index: int, step: StepSpec, layers: list) -> list[str]:
+    """The layer names the step's selector picks (an error if none, or if ``expect`` fails)."""
+    from ..language.selectors import match_layers
+    from ..language.validate import step_label
+
+    return match_layers(step.effective_selector(), layers, step_label=step_label(recipe, index), location=recipe.location(index))
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("LWDSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lwdsl"
+    return Path(root) / "baselines"
+
+
+def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: int, say: Any) -> dict[str, Any]:
+    from .progress import epoch_progress
+    from ..backend.weights import load_weights, save_weights
+
+    digest = f"-{ctx.data.sha256[:12]}" if ctx.data.sha256 else ""  # other images, another baseline
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}{digest}-seed{ctx.seed}-e{epochs}")
+    path = _cache_dir() / f"{key}.lwz"
+    if path.exists():
+        try:
+            state, _ = load_weights(path)
+            backend.load_state(model, state)
+            say(f"baseline: cached {path}")
+            return {"source": "cache", "path": str(path), "epochs": epochs}
+        except LwdslError as exc:  # lwdsl's own cache file, damaged: trained again, never used as it is
+            ctx.warn(f"the cached baseline {path} could not be used ({exc.message}); it is trained again and replaced")
+    say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
+    backend.train(model, baseline_options(epochs), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
+    state = backend.state(model)
+    try:
+        save_weights(path, state, {"model": ref, "data": ctx.data.name, "seed": ctx.seed, "epochs": epochs})
+    except OSError as exc:  # a full or read-only cache: this run still has its baseline
+        if not is_write_error(exc):
+            raise
+        needed = sum(int(getattr(a, "nbytes", 0)) for a in state.values())
+        then = "this run goes on with it, the next one trains it again"
+        ctx.warn(write_error(exc, "the trained baseline was not cached", path, needed=needed, then=then).message)
+        return {"source": "trained", "path": None, "epochs": epochs}
+    return {"source": "trained", "path": str(path), "epochs": epochs}
+
+
+def run(
+    recipe: Union[str, Path, Recipe],
+    model: Any = None,
+    *,
+    backend: str = "torch",
+    data: Optional[str] = None,
+    train: Any = None,
+    test: Any = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    out: Optional[Union[str, Path]] = None,
+    seed: int = 0,
+    threads: int = 1,
+    train_threads: Optional[int] = None,
+    quiet: bool = False,
+    overrides: Optional[dict[str, str]] = None,
+    baseline_epochs: int = 3,
+    latency: bool = True,
+    echo: Any = None,
+    models: Optional[dict[str, Any]] = None,
+) -> RunResult:
+    """Compress a model with a recipe.
+
+    Args:
+        recipe: a :class:`Recipe`, a ``.lw``/``.json`` path, or recipe text.
+        model: a model name (``lenet5``, ``torchvision:resnet18``, ``keras:MobileNetV2``), a
+            model file, or the framework's own model object (``nn.Module``/``keras.Model``).
+            Default: the recipe's ``target``.
+        backend: ``torch`` or ``tensorflow``.
+        data: a data set name (``mnist``, ``fashion_mnist``, ``synthetic:C,H,W:K``); default:
+            the recipe's ``target ... on DATA``.
+        train, test: the framework's own data objects instead of ``data`` (DataLoaders,
+            ``tf.data.Dataset``).
+        checkpoint: weights to start from (read only, never modified).
+        out: the run folder to write (replaced only when the run succeeds); None writes nothing.
+        seed: seeds model initialisation, data order and random pruning.
+        threads: threads for latency measurements.
+        train_threads: threads for training, evaluation and calibration; default: the CPUs this
+            process may use (:func:`lwdsl.backend.threads.usable_cpus`: affinity and cgroup
+            quota, not the machine's core count). Put back as they were after the run.
+        quiet: no progress bars or messages.
+        overrides: ``--set NAME=VALUE`` values for the recipe's variables.
+        baseline_epochs: epochs of the baseline trained when no checkpoint is given.
+        latency: measure latency after every step (off in quick tests).
+        models: your own framework model objects, by the name a recipe gives them
+            (``distill student=small`` with ``models={"small": my_module}``); deep-copied,
+            never modified.
+
+    Returns:
+        A :class:`RunResult` with the compressed model and the report (``report["steps"]``).
+
+    Raises:
+        RecipeError: the recipe is invalid, or the backend lacks a step (before any work).
+        RunError: the run failed (missing data, NaN loss, ...).
+
+    Example:
+        >>> result = lwdsl.run("prune l1 0.5 | finetune epochs=1", "lenet300", data="mnist")  # doctest: +SKIP
+    """
+    out = check_out(out) if out is not None else None  # refuse a bad --out before any work
+    say = (echo or print) if not quiet else (lambda *_: None)
+    tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
+    be = get_backend(backend)
+    before = be.get_threads()
+    wanted = train_threads or usable_cpus()
+    in_effect = be.set_threads(wanted)  # before any model is built: TensorFlow fixes its pool then
+    counts, note = {"training": in_effect, "latency": threads}, None
+    if in_effect != wanted:
+        counts["training_asked"] = wanted
+        note = f"the {be.name} backend trains with {in_effect} thread(s), not the {wanted} asked: its thread pool was fixed earlier in this process"
+    try:
+        prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
+        try:
+            staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
+                                                             threads_note=note)
+        except OSError as exc:  # an export, the staging folder: a place that cannot take a write
+            if not is_write_error(exc):
+                raise
+            unchanged = f"{out} is as it was" if out is not None else ""
+            raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
+        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts)
+    finally:
+        be.set_threads(before)
+    return RunResult(handle, report, run_dir, prep.backend)
+
+
+def _prepare(
+    recipe: Union[str, Path, Recipe],
+    overrides: Optional[dict[str, str]],
+    model: Any,
+    be: Backend,
+    data: Optional[str],
+    train: Any,
+    test: Any,
+    checkpoint: Optional[Union[str, Path]],
+    seed: int,
+    models: Optional[dict[str, Any]] = None,
+) -> _Prepared:
+    """Compile, check every step against the backend, build the model and check every selector,
+    then read the data: every mistake the recipe, model or data can show fails here, before
+    any training."""
+    from ..language.validate import check_backend
+
+    plan = resolve_recipe(recipe, overrides)
+    check_backend(plan, be)
+    model_ref = model if model is not None else (plan.target.model if plan.target else None)
+    if model is None and is_code_ref(model_ref):
+        raise UsageError(
+            f"the recipe's target names code ({model_ref}): a recipe never runs code",
+            hint=f"give it on the command line, where importing it is your act: --model {model_ref}",
+        )
+    if model_ref is None:
+        raise UsageError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
+    data_name = data or (plan.target.data if plan.target and plan.target.data else None)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and not ckpt.is_file():
+        raise UsageError(f"checkpoint {ckpt} does not exist")
+    # Model and selectors are checked before the data is read: mistakes fail in a second.
+    dataset = _adopt_or_none(be, data_name, train, test)
+    shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
+    be.set_seed(seed)
+    handle: Any = load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
+    shown_data = str(data_name or (dataset.name if dataset else "the given data"))
+    check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data)
+    _check_selectors(plan, be, handle)
+    from ..backend.removal import check_removals
+
+    check_removals(plan, be, handle)
+    _check_models(plan, be, tuple(shape), classes, models or {}, shown_data)
+    _check_data_sets(plan, tuple(shape), str(data_name or "the given data"))
+    from ..data.builtin import load_data
+
+    if dataset is None:
+        dataset = load_data(str(data_name))
+    others = {
+        name: dataset if name.replace("-", "_").lower() == dataset.name else load_data(name)
+        for step in plan.steps
+        for name in step.data_sets()
+    }
+    return _Prepared(plan, be, model_ref, handle, dataset, ckpt, others, dict(models or {}))
+
+
+def _execute(
+    prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None,
+    threads_note: Optional[str] = None,
+) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
+    """Baseline, then every step with its measurements, then finalize; on any failure the
+    staging folder goes and a failed run's report so far is kept beside ``out``."""
+    from .progress import progress_factory
+    from .report import staging_dir
+    from ..language.validate import step_text
+
+    plan, be, handle = prep.plan, prep.backend, prep.handle
+    progress = progress_factory(quiet)
+    staging = staging_dir(Path(out)) if out is not None else None
+    ctx = StepContext(
+        data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models
+    )
+
+    def warn(message: str) -> None:  # into the step's report row (always), and said
+        ctx.notes.setdefault("warnings", []).append(message)
+        say(f"warning: {message}")
+
+    ctx.warn = warn
+    steps: list[dict[str, Any]] = []
+    if threads_note:
+        warn(threads_note)
+    try:
+        baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}
+        if prep.checkpoint is None and isinstance(prep.model_ref, str) and not Path(prep.model_ref).exists():
+            digest = code_digest(prep.model_ref) if is_code_ref(prep.model_ref) else None  # your file changed: another baseline
+            baseline_info = _baseline(be, handle, prep.model_ref + (f"-{digest[:12]}" if digest else ""), ctx, baseline_epochs, say)
+        if any(step.needs_original() for step in plan.steps):
+            ctx.original = be.copy_model(handle)
+        metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
+        steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
+        say(_line(steps[-1]))
+        for i, step in enumerate(plan.steps):
+            ctx.index, ctx.notes = i, {}
+            names = matched_layers(plan, i, step, be.layers(handle))
+            start = time.perf_counter()
+            handle = be.apply(handle, step, names, ctx)
+            seconds = time.perf_counter() - start
+            fraction = step.requested_sparsity()
+            requested = None if fraction is None else {name: fraction for name in names}
+            metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=requested, latency=latency)
+            steps.append({"op": step.op, "text": step_text(plan, i), "layers": names, "metrics": metrics, **ctx.notes})
+            say(_line(steps[-1]))
+        handle = be.finalize(handle)
+    except BaseException as exc:
+        progress.stop()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if out is not None and len(steps) > 0 and isinstance(exc, LwdslError):
+            _write_failed(be, handle, plan, steps, Path(out), exc, tell or say)
+        raise
+    progress.stop()
+    return staging, steps, handle, baseline_info
+
+
+def _write(
+    prep: _Prepared,
+    handle: Any,
+    steps: list[dict[str, Any]],
+    out: Any,
+    staging: Optional[Path],
+    seed: int,
+    baseline_info: dict[str, Any],
+    say: Any,
+    threads: Optional[dict[str, int]] = None,
+) -> tuple[dict[str, Any], Optional[Path]]:
+    """The report, the lock file and the run folder (swapped in atomically)."""
+    from .report import build_report, write_run_dir
+
+    be, plan, model_ref = prep.backend, prep.plan, prep.model_ref
+    report = build_report(plan, be, model_ref, prep.dataset, seed, steps)
+    if threads:
+        report["threads"] = dict(threads)
+    if out is None or staging is None:
+        return report, None
+    from .lockfile import lock_data
+
+    lock = lock_data(
+        plan,
+        backend=be.name,
+        framework_versions=be.versions(),
+        model=str(model_ref) if isinstance(model_ref, (str, Path)) else type(model_ref).__name__,
+        data=prep.dataset.name,
+        data_sha256=prep.dataset.sha256,
+        seed=seed,
+        checkpoint=prep.checkpoint,
+        baseline=baseline_info,
+        other_data={name: ds.sha256 for name, ds in prep.datasets.items()},
+        threads=threads,
+        model_sha256=code_digest(model_ref) if is_code_ref(model_ref) else None,
+    )
+    try:
+        run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
+    except OSError as exc:  # a full disk: the run's results are lost, the old folder is not
+        if not is_write_error(exc):
+            raise
+        needed = 2 * sum(int(getattr(a, "nbytes", 0)) for a in be.state(handle).values()) + (1 << 20)
+        raise write_error(exc, "writing the run folder", Path(out), needed=needed, then=f"nothing was replaced: {out} is as it was") from None
+    say(f"wrote {run_dir}")
+    return report, run_dir
+
+
+def _adopt_or_none(be: Backend, name: Optional[str], train: Any, test: Any) -> Optional[Dataset]:
+    """The user's own data objects as a Dataset, or None when a data set name is used."""
+    if train is not None or test is not None:
+        if train is None or test is None:
+            raise UsageError("give both train= and test= data, or a data set name")
+        return be.adopt_data(train, test)
+    return None
+
+
+def _data_shape(name: Optional[str]) -> tuple[tuple[int, ...], int]:
+    from ..data.builtin import data_shape
+
+    if name is None:
+        raise UsageError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
+    return data_shape(name)
+
+
+def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: int, models: dict[str, Any], data: str = "") -> None:
+    """Every model a step names (``distill student=``) is one of ``models`` or one the backend
+    builds and that takes the data (:func:`check_fit`): built once here and dropped, so a typo
+    fails before any data is read or training spent (with the backend's did-you-mean)."""
+    from ..language.validate import step_label
+
+    for i, step in enumerate(plan.steps):
+        for name in step.models_named():
+            if name in models:
+                continue
+            try:
+                check_fit(be, be.load_model(name, shape, classes), shape, classes, name, data or "the run's data")
+            except LwdslError as exc:
+                kind = UsageError if isinstance(exc, UsageError) else LwdslError
+                raise kind(f"{step_label(plan, i)}: {exc.message}", hint=exc.hint) from None
+
+
+def load_model_ref(be: Backend, ref: Any, shape: tuple[int, ...], classes: int, checkpoint: Optional[Path] = None) -> Any:
+    """The backend's handle for ``ref``: a name, a file or an object as ``load_model`` takes it,
+    or your code (``file.py:NAME``, ``package.module:NAME``: :mod:`lwdsl.runner.usermodel`)."""
+    if is_code_ref(ref):
+        ref = load_user_model(ref, shape, classes, be.is_model)
+    return be.load_model(ref, shape, classes, checkpoint)
+
+
+def _shown_model(model: Any) -> str:
+    return str(model) if isinstance(model, (str, Path)) else f"your {type(model).__name__}"
+
+
+def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, model: str, data: str, *, assumed: str = "") -> None:
+    """Refuse a model that cannot take the data, before any training: one input of the data's
+    shape (zeros), labelled with the last class, goes through ``be.evaluate``. A framework error
+    there (input channels, image size, fewer outputs than classes) becomes a UsageError that
+    says what to do.
+
+    Args:
+        shape, classes: (C, H, W) of the data's images and its number of classes.
+        model, data: their names, for the message.
+        assumed: why this data was taken when none was given (added to the message).
+
+    Raises:
+        UsageError: the model fails on the input (exit 2).
+    """
+    import numpy as np
+
+    from .progress import progress_factory
+
+    x = np.zeros((1, *shape), dtype=np.float32)
+    y = np.full(1, classes - 1, dtype=np.int64)
+    ctx = StepContext(data=Dataset(data, x, y, x, y, classes), seed=0, index=-1, progress=progress_factory(True))
+    try:
+        be.evaluate(handle, ctx)
+    except LwdslError:
+        raise
+    except Exception as exc:  # the framework's own words on what does not fit
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = (lines[0] if lines else type(exc).__name__)[:300]
+        c, *hw = shape
+        size = "x".join(map(str, hw))
+        raise UsageError(
+            f"model {model} does not fit the data {data}{assumed}: an input of its shape {tuple(shape)} (C,H,W) "
+            f"fails in the model: {reason}",
+            hint=(
+                "give the data the model is for: --data DATA (torchvision and Keras classifiers take 3 channels, "
+                "e.g. --data synthetic:3,32,32:10) or a `target MODEL on DATA` line"
+                if assumed
+                else f"use a model made for {c}-channel {size} images with {classes} classes (lenet5, lenet300 and "
+                "seedcnn take 1x28x28), data the model takes (torchvision and Keras classifiers take 3 channels, e.g. "
+                "synthetic:3,32,32:10), or adapt the model's first layer and give it through the Python API "
+                "(lwdsl.run(recipe, my_model, ...))"
+            ),
+        ) from None
+
+
+def _check_data_sets(plan: Recipe, shape: tuple[int, ...], data_name: str) -> None:
+    """Every other data set a step reads (a transfer set) must have the run's input shape:
+    checked from the names alone, before any data is read."""
+    from ..data.builtin import data_shape
+    from ..language.validate import step_label
+
+    for i, step in enumerate(plan.steps):
+        for name in step.data_sets():
+            other, _ = data_shape(name)
+            if tuple(other) != shape:
+                raise RunError(
+                    f"{step_label(plan, i)}: data={name} has images of shape {tuple(other)} (C,H,W), "
+                    f"the model takes the run's {shape} ({data_name})",
+                    hint="a transfer set must have the run's image shape: use a data set of the same size and channels",
+                )
+
+
+def _check_selectors(plan: Recipe, be: Backend, handle: Any) -> None:
+    """Every selector must match before any step runs (layers of later steps may change after
+    a structural removal, but names and kinds stay, so this catches typos up front)."""
+    layers = be.layers(handle)
+    for i, step in enumerate(plan.steps):
+        matched_layers(plan, i, step, layers)
+
+
+def _line(entry: dict[str, Any]) -> str:
+    m = entry["metrics"]
+    sparsity = 1 - m["nonzero_params"] / m["params"] if m["params"] else 0.0
+    lat = f"{m['latency_ms_b1']:.3f} ms" if m.get("latency_ms_b1") is not None else "-"
+    return (
+        f"{entry['text']}: accuracy {100 * m['accuracy']:.2f}%  params {m['nonzero_params']:,}/{m['params']:,} "
+        f"nonzero ({100 * sparsity:.1f}% sparse)  size {m['size_bytes']:,} B (gzip {m['size_gzip_bytes']:,} B)  "
+        f"latency b1 {lat}  {m['seconds']:.1f} s"
+    )
+
+
+def _write_failed(be: Backend, handle: Any, plan: Recipe, steps: list, out: Path, exc: Exception, say: Any) -> None:
+    """Keep what a failed run had: its report so far and the last good model, beside ``out``."""
+    from ..backend.weights import save_weights
+    import json
+
+    failed = out.parent / f"{out.name}.failed"
+    shutil.rmtree(failed, ignore_errors=True)
+    try:
+        failed.mkdir(parents=True)
+        save_weights(failed / "last-good.lwz", be.state(handle))
+        (failed / "report.json").write_text(json.dumps({"error": str(getattr(exc, "message", exc)), "steps": steps}, indent=2))
+    except OSError as err:  # a full disk: the run's own error is what matters; say this too
+        shutil.rmtree(failed, ignore_errors=True)
+        if not is_write_error(err):
+            raise
+        say(f"run failed; {write_error(err, 'keeping its report so far', failed).message} ({out} is unchanged)")
+        return
+    say(f"run failed; its report so far and the last good model are in {failed} ({out} is unchanged)")
