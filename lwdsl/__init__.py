@@ -30,9 +30,13 @@ __all__ = ["parse", "load", "check_backend", "Recipe", "LwdslError", "RecipeErro
 
 
 def __getattr__(name: str) -> Any:
-    """``lwdsl.run``, imported lazily (it is not in ``__all__`` so ``import *`` stays light)."""
+    """``lwdsl.run`` and ``lwdsl.attach``, imported lazily (it is not in ``__all__`` so ``import *`` stays light)."""
     if name == "run":
         from .runner.pipeline import run
 
         return run
+    if name == "attach":
+        from .runner.attach import attach
+
+        return attach
     raise AttributeError(f"module 'lwdsl' has no attribute {name!r}")

@@ -87,6 +87,11 @@ class TorchBackend(Backend):
         handle.module.eval()
         return handle
 
+    def wrap_model(self, obj: Any, input_shape: tuple[int, ...], num_classes: int) -> TorchModel:
+        if not isinstance(obj, torch.nn.Module):
+            raise UsageError(f"attach needs an nn.Module, not a {type(obj).__module__}.{type(obj).__name__}")
+        return TorchModel(obj, type(obj).__name__, tuple(input_shape), num_classes)
+
     def native(self, model: TorchModel) -> torch.nn.Module:
         return model.module
 

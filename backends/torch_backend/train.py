@@ -83,10 +83,22 @@ class TorchTrainer(Trainer):
         whole.backward()
         self.handle.mask_grads()
         self.optimizer.step()
+        self.hold()
+        return float(ce.detach()), float(whole.detach()), True
+
+    def hold(self) -> None:
         self.handle.apply_masks()
         if self.grid is not None:
             self.grid.after_step()
-        return float(ce.detach()), float(whole.detach()), True
+
+    def loss_terms(self, inputs: torch.Tensor, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        extra = outputs.new_zeros(())
+        if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
+            whole, _ = self.loss(lambda _x: outputs, inputs, labels, None)
+            extra = whole - F.cross_entropy(outputs, labels)
+        if self.penalised:
+            extra = extra + self.l1 * sum(w.abs().sum() for w in self.penalised)
+        return extra
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -39,6 +39,8 @@ class StepContext:
             set, ``distill data=NAME``), loaded and shape-checked by the runner before training.
         backend: the backend running the step (set by :meth:`Backend.apply`): a handler
             written once in the core loads teachers and students through it.
+        loop: the user's own training loop making the optimizer steps (``lwdsl.attach``,
+            :class:`lwdsl.backend.loop.UserLoop`), or None when lwdsl trains.
     """
 
     data: Dataset
@@ -52,11 +54,17 @@ class StepContext:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     backend: Any = None
+    loop: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # tests' own bookkeeping only
 
     def step_seed(self) -> int:
         """The seed of this step: the run seed mixed with the step index (for random pruning)."""
         return (self.seed * 1_000_003 + self.index) % (2**32)
+
+    def train_examples(self, batch: int) -> int:
+        """How many training examples an epoch has, as schedules count them: the data set's, or
+        in a user's loop its steps per epoch times ``batch``."""
+        return len(self.data.train_x) if self.loop is None else self.loop.steps_per_epoch * int(batch)
 
     def output_path(self, name: str) -> Path:
         """Where an artifact called ``name`` goes: inside the run folder, or, when the run writes

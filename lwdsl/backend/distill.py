@@ -166,7 +166,7 @@ def distill_handler(parts: DistillParts) -> Callable[..., Any]:
 
         before = ctx.backend.stats(handle)
         cache: Optional[np.ndarray] = None
-        if core.cache_teacher_logits(spec.jitter):
+        if core.cache_teacher_logits(spec.jitter) and ctx.loop is None:  # a user's loop: per batch
             start = time.perf_counter()
             cache = teacher_logits(parts, teachers, ctx.data.train_x, ctx)
             ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)

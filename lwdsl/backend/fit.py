@@ -64,6 +64,17 @@ class Trainer(ABC):
     def masks_changed(self) -> None:
         """``after_step`` changed the handle's masks: use the new ones from the next step."""
 
+    def hold(self) -> None:
+        """What follows an optimizer step made outside :meth:`step` (the user's own loop,
+        ``lwdsl.attach``): masks re-applied, quantized weights put back on their grid."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train inside a user's loop")
+
+    def loss_terms(self, inputs: Any, outputs: Any, labels: Any) -> Any:
+        """What this step adds to a plain cross-entropy on (``inputs``, ``outputs``,
+        ``labels``) of the user's batch, in the backend's autodiff: the step's own loss minus
+        the cross-entropy, plus the L1 penalty (zero for a plain fine-tune)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train inside a user's loop")
+
     def close(self) -> None:
         """End of training (also after an error)."""
 
@@ -128,12 +139,14 @@ def fit(
         raise RunError(f"step {ctx.index + 1} ({label}): {why}", hint="lower jitter= or leave it out")
     x, y = ctx.data.train_x, np.asarray(ctx.data.train_y, dtype=np.int64)
     n, size = len(x), opts.batch
-    per_epoch = steps_per_epoch(n, size)
+    per_epoch = steps_per_epoch(n, size) if ctx.loop is None else ctx.loop.steps_per_epoch
     total = opts.epochs * per_epoch
     losses: list[float] = []
     handle.losses = losses
     trainer = make_trainer(handle, opts, ctx, l1=l1, l1_layers=l1_layers, loss=loss, extra=extra, masters=masters,
                            mask_layers=mask_layers)
+    if ctx.loop is not None:  # the user's loop makes the optimizer steps (lwdsl.attach, lwdsl.backend.loop)
+        trainer = ctx.loop.wrap(trainer)
     t = 0
     try:
         for epoch in range(opts.epochs):
@@ -141,8 +154,10 @@ def fit(
             shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
             bar = ctx.progress(per_epoch, f"{label} epoch {epoch + 1}/{opts.epochs}")
             try:
-                for b, idx in enumerate(batches(n, size, ctx.seed, epoch)):
-                    ce, whole, ok = trainer.step(batch_images(x, idx, shifts), y[idx], idx, lr_at(schedule, opts.lr, t, total))
+                order = batches(n, size, ctx.seed, epoch) if ctx.loop is None else [None] * per_epoch
+                for b, idx in enumerate(order):
+                    images, labels = (None, None) if idx is None else (batch_images(x, idx, shifts), y[idx])
+                    ce, whole, ok = trainer.step(images, labels, idx, lr_at(schedule, opts.lr, t, total))
                     if not ok:
                         trainer.restore(good)
                         what = f"the loss became {whole}" if not np.isfinite(whole) else f"a gradient became NaN or infinite (the loss was {whole:g})"

@@ -199,6 +199,11 @@ class Backend(ABC):
         that find them override this."""
         raise LwdslError(f"the {self.name} backend does not find dependency groups")
 
+    def wrap_model(self, obj: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
+        """A handle around the user's own model object itself, not a copy: ``lwdsl.attach``
+        compresses the model the user's loop trains. Backends that support attach override this."""
+        raise LwdslError(f"the {self.name} backend cannot attach a recipe to a model of your own training loop")
+
     def copy_model(self, model: Any) -> Any:
         """A deep copy (the original kept for distillation and for input safety)."""
         import copy

@@ -55,7 +55,7 @@ def prune_handler(parts: PruneParts) -> Callable[..., Any]:
             return parts.prune_once(handle, rule_for(spec, seed), layers, spec.remove, ctx)
         if spec.remove:
             parts.plan_removal(handle, layers)  # fail before training, not after
-        update = GradualClock(spec, len(ctx.data.train_x)).hook(
+        update = GradualClock(spec, ctx.train_examples(spec.batch)).hook(
             lambda sparsity: parts.prune_once(handle, rule_for(spec, seed, sparsity), layers, False, ctx))
         parts.fit(handle, spec, ctx, label=f"prune gradual to {spec.amount:g}", mask_layers=layers, after_step=update)
         return parts.prune_once(handle, rule_for(spec, seed), layers, spec.remove, ctx)

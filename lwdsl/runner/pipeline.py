@@ -230,6 +230,7 @@ def _prepare(
     checkpoint: Optional[Union[str, Path]],
     seed: int,
     models: Optional[dict[str, Any]] = None,
+    adopt: bool = False,
 ) -> _Prepared:
     """Compile, check every step against the backend, build the model and check every selector,
     then read the data: every mistake the recipe, model or data can show fails here, before
@@ -254,7 +255,7 @@ def _prepare(
     dataset = _adopt_or_none(be, data_name, train, test)
     shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
     be.set_seed(seed)
-    handle: Any = load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
+    handle: Any = be.wrap_model(model_ref, tuple(shape), classes) if adopt else load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
     shown_data = str(data_name or (dataset.name if dataset else "the given data"))
     check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data)
     _check_selectors(plan, be, handle)
@@ -277,7 +278,7 @@ def _prepare(
 
 def _execute(
     prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None,
-    threads_note: Optional[str] = None,
+    threads_note: Optional[str] = None, loop: Any = None,
 ) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
     """Baseline, then every step with its measurements, then finalize; on any failure the
     staging folder goes and a failed run's report so far is kept beside ``out``."""
@@ -289,7 +290,8 @@ def _execute(
     progress = progress_factory(quiet)
     staging = staging_dir(Path(out)) if out is not None else None
     ctx = StepContext(
-        data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models
+        data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models,
+        loop=loop,
     )
 
     def warn(message: str) -> None:  # into the step's report row (always), and said

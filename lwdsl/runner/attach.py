@@ -1,0 +1,191 @@
+"""A recipe applied to your own training loop: ``lwdsl.attach`` (PyTorch) and the Keras callback.
+
+::
+
+    session = lwdsl.attach("prune l1 0.5 schedule=gradual epochs=2 | finetune epochs=1", model, optimizer,
+                           steps_per_epoch=len(loader), data="mnist")
+    for epoch in range(session.epochs):
+        for x, y in loader:          # or: for idx in session.order(epoch, len(data)) (lwdsl run's batches)
+            optimizer.zero_grad()
+            out = model(x)
+            loss = F.cross_entropy(out, y) + session.loss(x, out, y)
+            loss.backward()
+            optimizer.step()
+            session.step(loss)
+    session.finish("runs/mine")
+
+The recipe means what it means in ``lwdsl run``: the same flows run (in a worker thread, see
+:mod:`lwdsl.backend.loop`), only the optimizer steps are yours. One-shot steps (a one-shot
+prune, ``quantize``) happen between the training steps, at the step they fall on; gradual
+pruning updates the masks on the core's clock; masks hold after every one of your steps;
+after ``quantize`` your steps train on the quantization grid (QAT); the learning rate of
+every step is the recipe's (``lr=``, ``schedule=``) and each training step starts with your
+optimizer's state cleared (as ``lwdsl run`` starts each with a new optimizer), unless
+``own_optimizer=True``; ``session.loss``
+gives what a step adds to a plain cross-entropy (distillation: ``alpha * (soft - ce)`` so that
+``ce + session.loss`` is the recipe's loss; regularize: the L1 penalty; zero otherwise).
+
+Refused before anything trains, with the reason: steps that replace the model object (a
+structured removal, ``distill student=``: your optimizer would hold the old parameters),
+``jitter=`` (augmentation is your loop's), and ``distill features`` (its projections would need
+your optimizer). The recipe language already refuses an ``export`` before a training step.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from ..backend import get_backend
+from ..backend.loop import Cancelled, UserLoop
+from ..errors import RecipeError, UsageError
+from ..language.plan import Recipe
+from .pipeline import _execute, _prepare, _write, resolve_recipe
+
+__all__ = ["attach", "Session"]
+
+
+def _refusals(plan: Recipe) -> list[str]:
+    """Why each step of ``plan`` cannot run inside a user's loop."""
+    out = []
+    for i, step in enumerate(plan.steps):
+        where = f"step {i + 1} ({step.op})"
+        if getattr(step, "remove", False):
+            out.append(f"{where}: remove=true replaces the model's layers, and your optimizer would keep training the old ones")
+        if getattr(step, "student", None) is not None:
+            out.append(f"{where}: student= replaces the model, and your optimizer would keep training the old one")
+        if getattr(step, "features", None):
+            out.append(f"{where}: features= trains projections your optimizer does not hold")
+        if getattr(step, "jitter", 0):
+            out.append(f"{where}: jitter= is augmentation, which is your loop's own (apply it there)")
+    return out
+
+
+class Session:
+    """The recipe attached to a training loop (built by :func:`attach`)."""
+
+    def __init__(self, prep: Any, loop: UserLoop, out: Optional[Path], seed: int, quiet: bool) -> None:
+        self._prep, self._loop, self._out, self._seed, self._quiet = prep, loop, out, seed, quiet
+        #: each epoch of the user's loop: (the recipe step that trains in it, its epoch within that step)
+        self._epochs = [(step, e) for step in prep.plan.steps if step.trains() for e in range(int(step.epochs))]
+        epochs = len(self._epochs)
+        self.epochs = epochs
+        self.steps_per_epoch = loop.steps_per_epoch
+        self.total_steps = epochs * loop.steps_per_epoch
+        self._result: Optional[tuple] = None
+        self._say = (lambda *_: None) if quiet else print
+        self._thread = threading.Thread(target=self._run, name="lwdsl-recipe", daemon=True)
+        self._thread.start()
+        loop.wait_for_recipe()  # the one-shot steps before the first training step have run
+
+    def _run(self) -> None:
+        try:
+            self._result = _execute(self._prep, self._out, self._seed, 1, self._quiet, 0, False, self._say, loop=self._loop)
+        except Cancelled:
+            self._loop.finish()
+            return
+        except BaseException as exc:  # it reaches the user at their next step
+            self._loop.finish(exc)
+            return
+        self._loop.finish()
+
+    def order(self, epoch: int, n: int) -> Any:
+        """The batches (index arrays into your ``n`` training examples) ``lwdsl run`` would train
+        epoch ``epoch`` (from 0) of the session on: the core's order for that step's own epoch
+        and ``batch=`` (:func:`lwdsl.semantics.order.batches`). Optional: your loop may use its own."""
+        from ..semantics.order import batches
+
+        step, local = self._epochs[epoch]
+        return batches(n, int(step.batch), self._seed, local)
+
+    @property
+    def done(self) -> bool:
+        """Whether every step of the recipe has run."""
+        return self._loop.done
+
+    def loss(self, inputs: Any, outputs: Any, labels: Any) -> Any:
+        """What the current step adds to a plain cross-entropy on this batch (zero between
+        training steps and for a plain fine-tune), in the framework's autodiff."""
+        trainer = self._loop.trainer
+        if trainer is None:
+            return outputs.sum() * 0.0
+        return trainer.loss_terms(inputs, outputs, labels)
+
+    def step(self, loss: Any = None) -> None:
+        """Call after each ``optimizer.step()``. ``loss`` (the batch's loss, a number or a
+        0-d tensor) is recorded, and a NaN or infinite one stops training as ``lwdsl run``
+        does (the weights go back to the start of the epoch)."""
+        value = None if loss is None else float(loss.detach() if hasattr(loss, "detach") else loss)
+        self._loop.user_step(value)
+
+    def finish(self, out: Optional[Union[str, Path]] = None) -> dict[str, Any]:
+        """Write the run folder (compressed model, ``model.lwz``, report, lock file) to the
+        ``out`` given to :func:`attach`; returns the report. Every step of the recipe must have run."""
+        if not self._loop.done:
+            raise UsageError(
+                f"the recipe is not done: {self._loop.steps} of {self.total_steps} optimizer steps were made",
+                hint=f"run {self.epochs} epochs of {self.steps_per_epoch} steps, calling session.step() after each",
+            )
+        self._loop._raise()
+        if out is not None and (self._out is None or Path(out).resolve() != Path(self._out).resolve()):
+            raise UsageError("give the run folder to attach(out=...): the recipe's exports are written as training ends")
+        staging, steps, handle, baseline = self._result
+        report, _ = _write(self._prep, handle, steps, self._out, staging, self._seed, baseline, self._say)
+        return report
+
+    def close(self) -> None:
+        """Stop the recipe where it waits (a loop that ends early); nothing is written."""
+        self._loop.cancel()
+        self._thread.join(timeout=60)
+
+
+def attach(
+    recipe: Union[str, Path, Recipe],
+    model: Any,
+    optimizer: Any,
+    *,
+    steps_per_epoch: int,
+    data: Optional[str] = None,
+    train: Any = None,
+    test: Any = None,
+    out: Optional[Union[str, Path]] = None,
+    seed: int = 0,
+    own_optimizer: bool = False,
+    quiet: bool = False,
+    backend: str = "torch",
+) -> Session:
+    """Attach ``recipe`` to your own training loop of ``model`` with ``optimizer`` (see the
+    module's docstring). ``model`` is trained and compressed in place (it is yours: no copy).
+
+    Args:
+        steps_per_epoch: optimizer steps in one epoch of your loop (``len(loader)``).
+        data, train, test: the data the recipe measures and calibrates on: a data set name, or
+            your DataLoaders (as in :func:`lwdsl.run`).
+        out: the run folder :meth:`Session.finish` writes (needed when the recipe exports).
+        own_optimizer: keep your optimizer's learning rate and its state across steps instead
+            of the recipe's schedule and a fresh state per training step.
+
+    Raises:
+        RecipeError: a step that cannot run inside your loop (before anything trains).
+    """
+    if int(steps_per_epoch) < 1:
+        raise UsageError(f"steps_per_epoch={steps_per_epoch}: give the optimizer steps of one epoch of your loop (>= 1)")
+    plan = resolve_recipe(recipe)
+    why = _refusals(plan)
+    if why:
+        raise RecipeError("this recipe cannot run inside your own training loop:\n  " + "\n  ".join(why),
+                          hint="run it with lwdsl run, or change those steps")
+    if out is None and any(s.op == "export" for s in plan.steps):
+        raise UsageError("the recipe exports: give attach(out=FOLDER), the run folder its files go to")
+    be = get_backend(backend)
+    prep = _prepare(plan, None, model, be, data, train, test, None, seed, adopt=True)
+
+    def set_lr(lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    loop = UserLoop(steps_per_epoch, None if own_optimizer else set_lr, None if own_optimizer else optimizer.state.clear)
+    from .outdir import check_out
+
+    return Session(prep, loop, check_out(out) if out is not None else None, seed, quiet)
