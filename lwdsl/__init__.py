@@ -30,13 +30,13 @@ __all__ = ["parse", "load", "check_backend", "Recipe", "LwdslError", "RecipeErro
 
 
 def __getattr__(name: str) -> Any:
-    """``lwdsl.run`` and ``lwdsl.attach``, imported lazily (it is not in ``__all__`` so ``import *`` stays light)."""
+    """``lwdsl.run``, ``lwdsl.attach`` and ``lwdsl.keras_callback``, imported lazily (it is not in ``__all__`` so ``import *`` stays light)."""
     if name == "run":
         from .runner.pipeline import run
 
         return run
-    if name == "attach":
-        from .runner.attach import attach
+    if name in ("attach", "keras_callback"):
+        from .runner import attach
 
-        return attach
+        return getattr(attach, name)
     raise AttributeError(f"module 'lwdsl' has no attribute {name!r}")

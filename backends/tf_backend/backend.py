@@ -105,6 +105,40 @@ class KerasBackend(Backend):
                 raise UsageError(f"checkpoint {checkpoint} does not fit the model: {exc.message}", hint=exc.hint) from None
         return handle
 
+    def wrap_model(self, obj: Any, input_shape: tuple[int, ...], num_classes: int) -> KerasHandle:
+        if not isinstance(obj, keras.Model):
+            raise UsageError(f"the Keras callback needs a keras.Model, not a {type(obj).__module__}.{type(obj).__name__}")
+        return KerasHandle(obj)
+
+    def user_optimizer(self, optimizer: Any) -> tuple[Any, Any]:
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise UsageError("the Keras callback needs a model compiled with a keras optimizer (model.compile(optimizer=...))")
+
+        def set_lr(lr: float) -> None:
+            optimizer.learning_rate.assign(lr)
+
+        def fresh() -> None:  # momentum, moments and the step count (Adam's bias correction) from zero
+            for v in optimizer.variables:
+                if v is not getattr(optimizer, "_learning_rate", None) and "learning_rate" not in v.path:
+                    v.assign(tf.zeros(v.shape, v.dtype))
+
+        return set_lr, fresh
+
+    def make_callback(self, begin: Any, batch_end: Any, end: Any) -> Any:
+        class RecipeCallback(keras.callbacks.Callback):
+            """Applies an lwdsl recipe to ``model.fit`` (built by ``lwdsl.keras_callback``)."""
+
+            def on_train_begin(self, logs: Any = None) -> None:
+                begin(self.model)
+
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                batch_end((logs or {}).get("loss"))
+
+            def on_train_end(self, logs: Any = None) -> None:
+                end()
+
+        return RecipeCallback()
+
     def native(self, model: Any) -> Any:
         return _handle(model).model
 

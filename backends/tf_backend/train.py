@@ -177,11 +177,37 @@ class KerasTrainer(Trainer):
             return ce, total, ok
 
         self.train_step = train_step
+        self.penalty = (lambda: l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])) if penalised else None
+        self.loss, self.forward = loss, forward
+        last = [tf.Variable(k, trainable=False) for k in q_kernels]  # the kernels after the last snap
+
+        @tf.function(reduce_retracing=True)
+        def hold() -> None:  # after an optimizer step made outside train_step (lwdsl.attach's callback)
+            for k, master, before, scale, bits in zip(q_kernels, q_masters, last, q_scales, q_bits):
+                master.assign_add(k - before)
+                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
+                before.assign(k)
+            for k, m in zip(kernels, mask_vars):
+                k.assign(tf.where(m, k, tf.zeros_like(k)))
+
+        self.hold_step = hold
 
     def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
         ce, whole, ok = self.train_step(tf.constant(np.ascontiguousarray(np.moveaxis(images, 1, -1)) if images.ndim == 4 else images),
                                         tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))
         return float(ce), float(whole), bool(ok)
+
+    def hold(self) -> None:
+        self.hold_step()
+
+    def loss_terms(self, inputs: Any, outputs: Any, labels: Any) -> Any:
+        extra = tf.zeros((), tf.float32)
+        if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
+            whole, _ = self.loss(lambda _x, training=True: outputs, inputs, labels, None)
+            extra = whole - cross_entropy(labels, outputs)
+        if self.penalty is not None:
+            extra = extra + self.penalty()
+        return extra
 
     def snapshot(self) -> list[np.ndarray]:
         return self.handle.model.get_weights()

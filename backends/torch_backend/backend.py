@@ -92,6 +92,16 @@ class TorchBackend(Backend):
             raise UsageError(f"attach needs an nn.Module, not a {type(obj).__module__}.{type(obj).__name__}")
         return TorchModel(obj, type(obj).__name__, tuple(input_shape), num_classes)
 
+    def user_optimizer(self, optimizer: Any) -> tuple[Any, Any]:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise UsageError(f"attach needs a torch.optim.Optimizer, not a {type(optimizer).__module__}.{type(optimizer).__name__}")
+
+        def set_lr(lr: float) -> None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+        return set_lr, optimizer.state.clear
+
     def native(self, model: TorchModel) -> torch.nn.Module:
         return model.module
 

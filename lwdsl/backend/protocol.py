@@ -204,6 +204,15 @@ class Backend(ABC):
         compresses the model the user's loop trains. Backends that support attach override this."""
         raise LwdslError(f"the {self.name} backend cannot attach a recipe to a model of your own training loop")
 
+    def user_optimizer(self, optimizer: Any) -> tuple[Callable[[float], None], Callable[[], None]]:
+        """(set its learning rate, clear its state) for the user's own optimizer (``lwdsl.attach``)."""
+        raise LwdslError(f"the {self.name} backend cannot drive an optimizer of yours")
+
+    def make_callback(self, begin: Callable[[Any], None], batch_end: Callable[[Any], None], end: Callable[[], None]) -> Any:
+        """The framework's training callback calling ``begin(model)``, ``batch_end(loss)`` after
+        each optimizer step and ``end()`` (the Keras callback of ``lwdsl.keras_callback``)."""
+        raise LwdslError(f"the {self.name} backend has no training callback: use lwdsl.attach in your loop")
+
     def copy_model(self, model: Any) -> Any:
         """A deep copy (the original kept for distillation and for input safety)."""
         import copy

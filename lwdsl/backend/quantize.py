@@ -222,7 +222,7 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         parts.record(handle, spec, forms, quants, "weights_only" if low else mode, ctx)
         if mode == "qat" and todo:
             epochs = f"{spec.epochs} epoch{'s' if spec.epochs != 1 else ''}"
-            parts.fit(handle, TrainingOptions(epochs=spec.epochs, lr=0.01, momentum=0.9), ctx,
+            parts.fit(handle, spec.training_options(), ctx,
                       label=f"quantize {spec.dtype} qat ({epochs})", masters={n: floats[n] for n in todo})
         if mode in ("static", "qat") and todo and not low:
             for name, (lo, hi) in calibrate(parts, handle, todo, spec, ctx).items():

@@ -43,14 +43,20 @@ from ..errors import RecipeError, UsageError
 from ..language.plan import Recipe
 from .pipeline import _execute, _prepare, _write, resolve_recipe
 
-__all__ = ["attach", "Session"]
+__all__ = ["attach", "keras_callback", "Session"]
 
 
-def _refusals(plan: Recipe) -> list[str]:
-    """Why each step of ``plan`` cannot run inside a user's loop."""
+def _refusals(plan: Recipe, in_fit: bool = False) -> list[str]:
+    """Why each step of ``plan`` cannot run inside a user's loop (``in_fit``: Keras ``fit``,
+    whose compiled loss a callback cannot add to)."""
     out = []
     for i, step in enumerate(plan.steps):
         where = f"step {i + 1} ({step.op})"
+        if in_fit and step.op in ("distill", "regularize"):
+            out.append(f"{where}: adds a loss term, and a callback cannot add to the loss model.fit compiled "
+                       "(write a train_step that adds session.loss, or use lwdsl run)")
+        if in_fit and step.op == "quantize" and step.trains() and getattr(step, "dtype", "") == "int8":
+            out.append(f"{where}: int8 qat fake-quantizes activations inside the forward pass, which model.fit runs as compiled")
         if getattr(step, "remove", False):
             out.append(f"{where}: remove=true replaces the model's layers, and your optimizer would keep training the old ones")
         if getattr(step, "student", None) is not None:
@@ -68,7 +74,7 @@ class Session:
     def __init__(self, prep: Any, loop: UserLoop, out: Optional[Path], seed: int, quiet: bool) -> None:
         self._prep, self._loop, self._out, self._seed, self._quiet = prep, loop, out, seed, quiet
         #: each epoch of the user's loop: (the recipe step that trains in it, its epoch within that step)
-        self._epochs = [(step, e) for step in prep.plan.steps if step.trains() for e in range(int(step.epochs))]
+        self._epochs = [(opts, e) for opts in (s.training_options() for s in prep.plan.steps) if opts for e in range(opts.epochs)]
         epochs = len(self._epochs)
         self.epochs = epochs
         self.steps_per_epoch = loop.steps_per_epoch
@@ -96,8 +102,8 @@ class Session:
         and ``batch=`` (:func:`lwdsl.semantics.order.batches`). Optional: your loop may use its own."""
         from ..semantics.order import batches
 
-        step, local = self._epochs[epoch]
-        return batches(n, int(step.batch), self._seed, local)
+        opts, local = self._epochs[epoch]
+        return batches(n, opts.batch, self._seed, local)
 
     @property
     def done(self) -> bool:
@@ -105,12 +111,10 @@ class Session:
         return self._loop.done
 
     def loss(self, inputs: Any, outputs: Any, labels: Any) -> Any:
-        """What the current step adds to a plain cross-entropy on this batch (zero between
-        training steps and for a plain fine-tune), in the framework's autodiff."""
+        """What the current step adds to a plain cross-entropy on this batch (0.0 between
+        training steps), in the framework's autodiff."""
         trainer = self._loop.trainer
-        if trainer is None:
-            return outputs.sum() * 0.0
-        return trainer.loss_terms(inputs, outputs, labels)
+        return 0.0 if trainer is None else trainer.loss_terms(inputs, outputs, labels)
 
     def step(self, loss: Any = None) -> None:
         """Call after each ``optimizer.step()``. ``loss`` (the batch's loss, a number or a
@@ -154,6 +158,7 @@ def attach(
     own_optimizer: bool = False,
     quiet: bool = False,
     backend: str = "torch",
+    _in_fit: bool = False,
 ) -> Session:
     """Attach ``recipe`` to your own training loop of ``model`` with ``optimizer`` (see the
     module's docstring). ``model`` is trained and compressed in place (it is yours: no copy).
@@ -172,20 +177,66 @@ def attach(
     if int(steps_per_epoch) < 1:
         raise UsageError(f"steps_per_epoch={steps_per_epoch}: give the optimizer steps of one epoch of your loop (>= 1)")
     plan = resolve_recipe(recipe)
-    why = _refusals(plan)
+    why = _refusals(plan, _in_fit)
     if why:
         raise RecipeError("this recipe cannot run inside your own training loop:\n  " + "\n  ".join(why),
                           hint="run it with lwdsl run, or change those steps")
     if out is None and any(s.op == "export" for s in plan.steps):
         raise UsageError("the recipe exports: give attach(out=FOLDER), the run folder its files go to")
     be = get_backend(backend)
+    set_lr, fresh = be.user_optimizer(optimizer)
     prep = _prepare(plan, None, model, be, data, train, test, None, seed, adopt=True)
-
-    def set_lr(lr: float) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-    loop = UserLoop(steps_per_epoch, None if own_optimizer else set_lr, None if own_optimizer else optimizer.state.clear)
+    loop = UserLoop(steps_per_epoch, None if own_optimizer else set_lr, None if own_optimizer else fresh)
     from .outdir import check_out
 
     return Session(prep, loop, check_out(out) if out is not None else None, seed, quiet)
+
+
+def keras_callback(
+    recipe: Union[str, Path, Recipe],
+    *,
+    steps_per_epoch: int,
+    data: Optional[str] = None,
+    train: Any = None,
+    test: Any = None,
+    out: Optional[Union[str, Path]] = None,
+    seed: int = 0,
+    own_optimizer: bool = False,
+    quiet: bool = False,
+) -> Any:
+    """A Keras callback applying ``recipe`` to ``model.fit`` (the same meaning as
+    :func:`attach`): ``model.fit(x, y, epochs=cb.epochs ..., callbacks=[cb])``. The session
+    starts when training begins (``cb.session``); when ``fit`` ends with every step of the recipe
+    run, the run folder ``out`` is written and ``cb.report`` holds the report. The loss a step
+    records is the running mean Keras reports. Refused with the reason before training:
+    ``distill`` and ``regularize`` (a callback cannot add to the compiled loss: write a
+    ``train_step`` that adds ``session.loss``), ``quantize int8 mode=qat``, and what
+    :func:`attach` refuses."""
+    plan = resolve_recipe(recipe)
+    why = _refusals(plan, in_fit=True)
+    if why:
+        raise RecipeError("this recipe cannot run inside model.fit:\n  " + "\n  ".join(why), hint="run it with lwdsl run, or change those steps")
+    be = get_backend("tensorflow")
+    state: dict[str, Any] = {}
+
+    def begin(model: Any) -> None:
+        state["session"] = callback.session = attach(
+            plan, model, model.optimizer, steps_per_epoch=steps_per_epoch, data=data, train=train, test=test, out=out,
+            seed=seed, own_optimizer=own_optimizer, quiet=quiet, backend="tensorflow", _in_fit=True)
+
+    def batch_end(loss: Any) -> None:
+        state["session"].step(loss)
+
+    def end() -> None:
+        session = state["session"]
+        if not session.done:
+            session.close()
+            raise UsageError(
+                f"model.fit ended before the recipe did: {session._loop.steps} of {session.total_steps} optimizer steps",
+                hint=f"fit {session.epochs} epochs of {session.steps_per_epoch} steps (epochs=cb.epochs)")
+        callback.report = session.finish()
+
+    callback = be.make_callback(begin, batch_end, end)
+    callback.session, callback.report = None, None
+    callback.epochs = sum(opts.epochs for opts in (s.training_options() for s in plan.steps) if opts)
+    return callback

@@ -50,6 +50,8 @@ def _weights(module: torch.nn.Module) -> dict[str, np.ndarray]:
     "prune l1 0.6 schedule=gradual epochs=2 frequency=5 lr=0.05 | finetune epochs=1 lr=0.02 schedule=cosine",
     "prune l1 0.5 | distill T=2 alpha=0.5 epochs=1 lr=0.05",
     "regularize l1=0.0005 epochs=1 lr=0.05",
+    "prune l1 0.5 | quantize int8 mode=qat epochs=1",
+    "quantize int4 mode=qat epochs=1",
 ])
 def test_a_recipe_in_a_plain_loop_gives_the_masks_and_weights_of_lwdsl_run(recipe):
     ran = lwdsl.run(recipe, _net(), data=DATA, quiet=True, latency=False)
@@ -129,3 +131,64 @@ def test_a_step_past_the_recipes_training_is_refused():
     assert session.done
     with pytest.raises(RunError, match="the recipe's training is over"):
         session.step(1.0)
+
+
+def _keras_net():
+    from lwdsl.backends.tf_backend._tf import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(4)])
+
+
+@pytest.mark.slow
+def test_the_keras_callback_in_model_fit_gives_the_masks_and_weights_of_lwdsl_run(tmp_path):
+    pytest.importorskip("tensorflow")
+    from lwdsl.backends.tf_backend._tf import keras
+    from lwdsl.semantics.order import batches
+
+    recipe = "prune l1 0.6 schedule=gradual epochs=2 frequency=5 lr=0.05 | finetune epochs=1 lr=0.05 | quantize int8 | export tflite"
+    ds = load_data(DATA)
+    x = np.moveaxis(ds.train_x, 1, -1)
+    orders = [list(batches(len(x), 64, 0, e)) for e in (0, 1, 0)]  # each training step's own epochs, as lwdsl run
+
+    class Ordered(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        def __len__(self):
+            return len(orders[0])
+
+        def __getitem__(self, i):
+            idx = orders[self.epoch][i]
+            return x[idx], ds.train_y[idx]
+
+    data = Ordered()
+
+    class Epoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            data.epoch = epoch
+
+    ran = lwdsl.run(recipe, _keras_net(), backend="tensorflow", data=DATA, quiet=True, latency=False, out=tmp_path / "run")
+    model = _keras_net()
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = lwdsl.keras_callback(recipe, steps_per_epoch=len(orders[0]), data=DATA, quiet=True, out=tmp_path / "fit")
+    assert cb.epochs == 3
+    model.fit(data, epochs=cb.epochs, callbacks=[Epoch(), cb], verbose=0, shuffle=False)
+    for want, got in zip(ran.module.get_weights(), model.get_weights()):
+        assert np.array_equal(want == 0, got == 0)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert [s["op"] for s in cb.report["steps"]] == ["baseline", "prune", "finetune", "quantize", "export"]
+    assert (tmp_path / "fit" / "report.json").is_file() and (tmp_path / "fit" / "model.lwz").is_file()
+    assert (model.layers[1].kernel.numpy() == 0).mean() >= 0.6
+
+
+@pytest.mark.parametrize("recipe, words", [
+    ("distill T=2 epochs=1", "a callback cannot add to the loss model.fit compiled"),
+    ("quantize int8 mode=qat epochs=1", "int8 qat fake-quantizes activations"),
+])
+def test_the_keras_callback_refuses_what_model_fit_cannot_do(recipe, words):
+    with pytest.raises(RecipeError, match="cannot run inside model.fit") as err:
+        lwdsl.keras_callback(recipe, steps_per_epoch=4, data=DATA)
+    assert words in err.value.message

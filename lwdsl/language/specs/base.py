@@ -141,6 +141,10 @@ class StepSpec(_Frozen):
         the cross-step checks use, e.g. that nothing trains after an ``fp16``/``bf16`` cast."""
         return False
 
+    def training_options(self) -> Optional["TrainingOptions"]:
+        """How the step trains (epochs, lr, optimizer, batch) when it :meth:`trains`, else None."""
+        return self if self.trains() and isinstance(self, TrainingOptions) else None
+
     def no_op(self) -> Optional["Refusal"]:
         """Why the step, as given, would change nothing (a :class:`Refusal` naming the field and
         what it allows), or None. A step that does nothing is refused, never run."""

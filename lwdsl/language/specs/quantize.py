@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, model_validator
 
 from ...semantics.forms import CASTS, EXPORT_HOLDS, LOW_BIT, NAMES, STEP_FORMS
-from .base import StepSpec
+from .base import StepSpec, TrainingOptions
 
 __all__ = ["QuantizeSpec", "LOW_BIT", "EXPORT_HOLDS"]
 
@@ -120,6 +120,10 @@ class QuantizeSpec(StepSpec):
 
     def trains(self) -> bool:
         return self.mode == "qat" and not self.weights_only and self.dtype not in CASTS
+
+    def training_options(self) -> Optional[TrainingOptions]:
+        """``mode=qat``'s training: ``epochs`` of SGD at lr 0.01, momentum 0.9, batches of 64."""
+        return TrainingOptions(epochs=self.epochs, lr=0.01, momentum=0.9) if self.trains() else None
 
     def is_cast(self) -> bool:
         """Whether the step casts the weights to a 16-bit float (``fp16``, ``bf16``): a model
