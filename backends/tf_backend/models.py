@@ -9,6 +9,7 @@ model through :func:`lwdsl.backends.tf_backend.surgery.resize_to_state`.
 Other references (:func:`build`):
 
 - ``keras:NAME``: ``keras.applications.NAME(weights=None, classes=..., input_shape=...)``;
+  ``keras:NAME?weights=imagenet``: its pretrained feature extractor and a new Dense head;
   nothing is downloaded.
 - a ``.keras`` or ``.h5`` file: loaded with ``safe_mode=True`` (no Lambda code is ever
   deserialised; an ``.h5`` file holding a Lambda layer is refused, since Keras 2 stores its
@@ -19,6 +20,8 @@ Other references (:func:`build`):
 """
 
 from __future__ import annotations
+
+import os
 
 from pathlib import Path
 from typing import Any, Optional
@@ -127,6 +130,7 @@ GRAPHS = {"resnet8": build_resnet8}
 
 
 def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    name, _, query = name.partition("?")
     apps = {n: getattr(keras.applications, n) for n in dir(keras.applications) if n[:1].isupper()}
     if name not in apps:
         near = did_you_mean(name, apps)
@@ -136,9 +140,33 @@ def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> 
         )
     c, h, w = input_shape
     try:
-        return apps[name](weights=None, classes=num_classes, input_shape=(h, w, c))
+        if not query:
+            return apps[name](weights=None, classes=num_classes, input_shape=(h, w, c))
+        key, eq, weights = query.partition("=")
+        if key != "weights" or not eq or not weights:
+            raise UsageError(f"keras:{name}?{query}: the one option is ?weights=NAME (e.g. ?weights=imagenet)")
+        return _pretrained_app(apps[name], name, weights, (h, w, c), num_classes)
     except ValueError as exc:
         raise LwdslError(f"keras:{name} cannot take inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None
+
+
+def _pretrained_app(app: Any, name: str, weights: str, shape: tuple[int, int, int], num_classes: int) -> Any:
+    """``keras:NAME?weights=imagenet``: the application's pretrained feature extractor (no top,
+    global average pooling) and a new Dense head for the data's classes, as Keras's fine-tuning
+    guide builds it. The weights come from Keras's cache (``KERAS_HOME``, ``~/.keras/models``) or
+    are downloaded there; offline without them, a UsageError saying where to put the file."""
+    try:
+        base = app(weights=weights, include_top=False, input_shape=shape, pooling="avg")
+    except ValueError:
+        raise
+    except Exception as exc:  # get_file's download failure (URL fetch failure, no network)
+        home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+        raise UsageError(
+            f"keras:{name}?weights={weights}: the pretrained weights could not be downloaded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            hint=f"put the file Keras asks for into {os.path.join(home, 'models')} (KERAS_HOME), or give the weights with --checkpoint",
+        ) from None
+    head = keras.layers.Dense(num_classes, name="predictions")
+    return keras.Model(base.inputs, head(base.output), name=f"{base.name}_{num_classes}")
 
 
 def is_keras2(obj: Any) -> bool:

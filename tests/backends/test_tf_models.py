@@ -145,3 +145,34 @@ def test_dropout_follows_the_run_seed(be):
 
     first = seeds(3)
     assert len(first) == 3 and seeds(3) == first and seeds(4) != first
+
+
+def test_pretrained_keras_application_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    from lwdsl.backends.tf_backend.models import build_model
+    from lwdsl.errors import UsageError
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(Exception("URL fetch failure: no network")))
+    with pytest.raises(UsageError, match=r"keras:MobileNetV2\?weights=imagenet: the pretrained weights could not be downloaded") as err:
+        build_model("keras:MobileNetV2?weights=imagenet", (3, 32, 32), 10)
+    assert str(tmp_path) in err.value.hint
+    with pytest.raises(UsageError, match=r"\?weights=NAME"):
+        build_model("keras:MobileNetV2?pretrained=1", (3, 32, 32), 10)
+
+
+def test_pretrained_keras_application_weights_load_with_a_new_head_for_the_datas_classes(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    from lwdsl.backends.tf_backend._tf import keras
+    from lwdsl.backends.tf_backend.models import build_model
+
+    reference = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3), pooling="avg")
+    path = tmp_path / "mobilenet_v2_no_top.weights.h5"  # stands for the downloaded file
+    reference.save_weights(path)
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: str(path))
+    model = build_model("keras:MobileNetV2?weights=imagenet", (3, 32, 32), 10)
+    first = next(layer for layer in model.layers if layer.weights)
+    assert np.array_equal(first.weights[0].numpy(), reference.get_layer(first.name).weights[0].numpy())
+    assert model.output_shape == (None, 10) and model.layers[-1].name == "predictions"
