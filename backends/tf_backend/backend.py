@@ -105,6 +105,39 @@ class KerasBackend(Backend):
                 raise UsageError(f"checkpoint {checkpoint} does not fit the model: {exc.message}", hint=exc.hint) from None
         return handle
 
+    def set_device(self, device: str) -> dict[str, str]:
+        """TensorFlow places work on its first visible GPU: ``cpu`` hides the GPUs, ``cuda:N``
+        leaves only GPU N visible, ``auto`` uses a GPU when TensorFlow sees one. Visibility can
+        only change before TensorFlow first touches the GPUs in this process."""
+        from lwdsl.backend.threads import cpu_model
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "mps":
+            raise UsageError("--device mps: the tensorflow backend has no MPS device", hint="use --device cpu (or auto)")
+        if device == "auto":
+            device = "cuda" if gpus else "cpu"
+        if device == "cpu":
+            if gpus:
+                try:
+                    tf.config.set_visible_devices([], "GPU")
+                except RuntimeError as exc:
+                    raise UsageError(f"--device cpu: TensorFlow has set up its GPUs in this process already ({exc})",
+                                     hint="set CUDA_VISIBLE_DEVICES= before starting") from None
+            self.device = "cpu"
+            return {"device": "cpu", "model": cpu_model()}
+        if not gpus:
+            raise UsageError(f"--device {device}: TensorFlow sees no GPU on this machine", hint="use --device cpu (or auto)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= len(gpus):
+            raise UsageError(f"--device {device}: TensorFlow sees {len(gpus)} GPU(s), numbered from 0")
+        try:
+            tf.config.set_visible_devices([gpus[index]], "GPU")
+        except RuntimeError:
+            pass  # already set up: TensorFlow keeps what it chose first
+        self.device = f"cuda:{index}"
+        details = tf.config.experimental.get_device_details(gpus[index])
+        return {"device": self.device, "model": str(details.get("device_name", gpus[index].name))}
+
     def wrap_model(self, obj: Any, input_shape: tuple[int, ...], num_classes: int) -> KerasHandle:
         if not isinstance(obj, keras.Model):
             raise UsageError(f"the Keras callback needs a keras.Model, not a {type(obj).__module__}.{type(obj).__name__}")

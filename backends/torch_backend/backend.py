@@ -54,6 +54,33 @@ class TorchBackend(Backend):
     def get_threads(self) -> int:
         return torch.get_num_threads()
 
+    def set_device(self, device: str) -> dict[str, str]:
+        """``auto``: CUDA when torch sees a GPU, else Apple's MPS, else the CPU. Training,
+        evaluation and calibration run there (the model moves there for them and back: masks,
+        codes, exports and engines work on CPU tensors)."""
+        from lwdsl.backend.threads import cpu_model
+
+        mps = getattr(torch.backends, "mps", None)
+        has_mps = bool(mps is not None and mps.is_available())
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UsageError(f"--device {device}: torch sees no CUDA GPU on this machine (torch.cuda.is_available() is False)",
+                                 hint="use --device cpu (or auto)")
+            index = int(device.partition(":")[2] or torch.cuda.current_device())
+            if index >= torch.cuda.device_count():
+                raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+            self.device = f"cuda:{index}"
+            return {"device": self.device, "model": torch.cuda.get_device_name(index)}
+        if device == "mps":
+            if not has_mps:
+                raise UsageError("--device mps: torch has no MPS device here", hint="use --device cpu (or auto)")
+            self.device = "mps"
+            return {"device": "mps", "model": "Apple GPU (MPS)"}
+        self.device = "cpu"
+        return {"device": "cpu", "model": cpu_model()}
+
     def set_seed(self, seed: int) -> None:
         """Seeds torch's global generator: built-in models initialise from it."""
         torch.manual_seed(seed)
@@ -79,7 +106,7 @@ class TorchBackend(Backend):
             )
         else:
             module, name = build_model(ref, input_shape, num_classes), ref
-        handle = TorchModel(module, name, tuple(input_shape), num_classes)
+        handle = TorchModel(module, name, tuple(input_shape), num_classes, device=self.device)
         if checkpoint is not None:
             state, masks = io.read_checkpoint(Path(checkpoint))
             handle.masks.update(masks)
@@ -90,6 +117,10 @@ class TorchBackend(Backend):
     def wrap_model(self, obj: Any, input_shape: tuple[int, ...], num_classes: int) -> TorchModel:
         if not isinstance(obj, torch.nn.Module):
             raise UsageError(f"attach needs an nn.Module, not a {type(obj).__module__}.{type(obj).__name__}")
+        where = {p.device.type for p in obj.parameters()}
+        if where - {"cpu"}:
+            raise UsageError(f"attach: the model is on {', '.join(sorted(where))}; a recipe inside your loop runs on the CPU for now",
+                             hint="train with model.cpu(), or use lwdsl run --device cuda")
         return TorchModel(obj, type(obj).__name__, tuple(input_shape), num_classes)
 
     def user_optimizer(self, optimizer: Any) -> tuple[Any, Any]:

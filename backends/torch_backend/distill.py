@@ -248,6 +248,8 @@ class TorchDistillParts(DistillParts):
         def close() -> None:
             for taps in ([s_taps] if s_taps is not None else []) + t_taps:
                 taps.remove()
+            for t in teachers:
+                t.module.to("cpu")
 
         try:
             if pairs:
@@ -261,6 +263,10 @@ class TorchDistillParts(DistillParts):
                 for i, p in enumerate(pairs):
                     fs, ft = s_taps.out[p.student], t_taps[0].out[p.teacher]
                     projections.append(_projection(fs.shape, ft.shape, ctx.step_seed() + i, str(p)))
+            device = torch.device(student.device)  # the teachers label batches where the student trains
+            for t in teachers:
+                t.module.to(device)
+            table = table.to(device) if table is not None else None
         except BaseException:
             close()
             raise
@@ -280,7 +286,7 @@ class TorchDistillParts(DistillParts):
             terms = distill_loss(spec, logits, yb, t_logits, tf_, ps)
             return terms["total"], terms["soft" if spec.data is not None else "ce"]
 
-        return DistillTraining(batch_loss, [q for proj in projections for q in proj.parameters()], len(projections), close)
+        return DistillTraining(batch_loss, projections, len(projections), close)
 
     def fit(self, handle: TorchModel, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
         return fit(handle, spec, ctx, **kwargs)

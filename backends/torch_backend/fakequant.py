@@ -37,14 +37,14 @@ __all__ = ["act_hooks", "fake_quantize_t", "snap_t", "snap_levels_t", "GridTrain
 
 def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
     """:func:`lwdsl.semantics.quant.fake_quantize` in float32 torch (same bits)."""
-    s = torch.tensor(aq.scale, dtype=torch.float32)
-    zp = torch.tensor(float(aq.zero_point), dtype=torch.float32)
+    s = torch.tensor(aq.scale, dtype=torch.float32, device=x.device)
+    zp = torch.tensor(float(aq.zero_point), dtype=torch.float32, device=x.device)
     q = torch.clamp(torch.round(x.to(torch.float32) / s) + zp, float(aq.qmin), float(aq.qmax))
     return (q - zp) * s
 
 
-def _scale_t(q: WeightQuant, ndim: int) -> torch.Tensor:
-    s = torch.from_numpy(np.asarray(q.scale, dtype=np.float32).copy())
+def _scale_t(q: WeightQuant, ndim: int, device: torch.device) -> torch.Tensor:
+    s = torch.from_numpy(np.asarray(q.scale, dtype=np.float32).copy()).to(device)
     return s.reshape((-1,) + (1,) * (ndim - 1)) if s.ndim == 1 else s
 
 
@@ -54,10 +54,10 @@ def snap_t(w: torch.Tensor, q: WeightQuant) -> torch.Tensor:
     layer: :func:`snap_levels_t` at its codebook)."""
     if q.codebook is not None:
         values, codes = codebook_levels(q.codebook)
-        return snap_levels_t(w, torch.from_numpy(values), torch.from_numpy(codes.astype(np.int64)))
-    s = _scale_t(q, w.dim())
+        return snap_levels_t(w, torch.from_numpy(values).to(w.device), torch.from_numpy(codes.astype(np.int64)).to(w.device))
+    s = _scale_t(q, w.dim(), w.device)
     if q.bits == 1:
-        one = torch.ones((), dtype=w.dtype)
+        one = torch.ones((), dtype=w.dtype, device=w.device)
         return torch.where((w >= 0) | (s == 0), one, -one) * s
     qmax = float(2 ** (q.bits - 1) - 1)
     return (torch.clamp(torch.round(w / s), -qmax, qmax) + 0.0) * s  # + 0.0: code -0 is +0, as int codes
@@ -120,7 +120,8 @@ class GridTrainer:
         start = masters or {}
         with torch.no_grad():
             self.master = {
-                layer: torch.from_numpy(np.array(start[layer], dtype=np.float32)) if layer in start
+                layer: torch.from_numpy(np.array(start[layer], dtype=np.float32)).to(weight_of(handle.module, layer).device)
+                if layer in start
                 else weight_of(handle.module, layer).detach().clone()
                 for layer in handle.quant
             }
@@ -150,7 +151,7 @@ class GridTrainer:
         """Keep the codes of the trained masters (``requantize(master)``: fixed scales or
         codebook); masked weights keep code 0."""
         for layer, q in list(self.handle.quant.items()):
-            new = requantize(self.master[layer].numpy(), q)
+            new = requantize(self.master[layer].cpu().numpy(), q)
             codes = new.codes
             if layer in self.handle.masks:
                 codes = np.where(self.handle.masks[layer].numpy(), codes, np.zeros((), codes.dtype)).astype(codes.dtype)

@@ -43,10 +43,24 @@ class Masks(MutableMapping):
             self._cache[layer] = keep
         return keep
 
+    def on(self, layer: str, device: torch.device) -> torch.Tensor:
+        """The mask on ``device`` (where the weights train; cached inside :meth:`unpacked`)."""
+        keep = self[layer]
+        if keep.device == device:
+            return keep
+        if self._cache is not None:
+            key = f"{layer}@{device}"
+            if key not in self._cache:
+                self._cache[key] = keep.to(device)
+            return self._cache[key]
+        return keep.to(device)
+
     def __setitem__(self, layer: str, keep: torch.Tensor) -> None:
-        keep = keep.detach().to(torch.bool).contiguous()
+        keep = keep.detach().to(torch.bool).cpu().contiguous()
         self._packed[layer] = (np.packbits(keep.numpy().reshape(-1)), keep.shape)
         if self._cache is not None:
+            for key in [k for k in self._cache if k.startswith(layer + "@")]:
+                del self._cache[key]
             self._cache[layer] = keep
 
     def __delitem__(self, layer: str) -> None:
@@ -100,6 +114,8 @@ class TorchModel:
             by forward pre-hooks only while evaluating or training (fakequant.py).
         quant_mode: layer name -> the quantize mode it got (dynamic, static, qat,
             weights_only); the int8 engine builds its artifact from it.
+        device: where it trains and is evaluated (``Backend.set_device``); between those the
+            module is on the CPU, where masks, codes, exports and engines read it.
         calib: (training images, the calibration indices, the observer method) of the last
             static/qat calibration, a reference to the run's data (no copy), not saved: the
             torch.ao engine (ao_engine.py) observes its own extra ranges on the same images.
@@ -115,6 +131,7 @@ class TorchModel:
     act: dict[str, ActQuant] = field(default_factory=dict)
     quant_mode: dict[str, str] = field(default_factory=dict)
     folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
+    device: str = "cpu"
     calib: Optional[tuple[Any, np.ndarray, str]] = None
 
     def add_mask(self, layer: str, keep: torch.Tensor, *, zeroed: bool = False) -> None:
@@ -131,7 +148,8 @@ class TorchModel:
     def apply_mask(self, layer: str) -> None:
         """Set the pruned weights of ``layer`` to +0.0 (not -0.0: ``masked_fill``, not ``mul``)."""
         with torch.no_grad():
-            weight_of(self.module, layer).masked_fill_(~self.masks[layer], 0.0)
+            w = weight_of(self.module, layer)
+            w.masked_fill_(~self.masks.on(layer, w.device), 0.0)
 
     def apply_masks(self) -> None:
         for layer in self.masks:
@@ -140,7 +158,25 @@ class TorchModel:
     def mask_grads(self) -> None:
         """Zero the gradients of pruned weights, so optimizer state (momentum, Adam moments)
         never builds up on them."""
-        for layer, keep in self.masks.items():
+        for layer in self.masks:
             grad = weight_of(self.module, layer).grad
             if grad is not None:
-                grad.masked_fill_(~keep, 0.0)
+                grad.masked_fill_(~self.masks.on(layer, grad.device), 0.0)
+
+
+@contextlib.contextmanager
+def on_device(handle: TorchModel, *others: nn.Module) -> Iterator[torch.device]:
+    """The model (and ``others``: teachers, projections) on ``handle.device`` inside the block,
+    back on the CPU after it; yields the device. A no-op on the CPU."""
+    device = torch.device(handle.device)
+    if device.type == "cpu":
+        yield device
+        return
+    modules = [handle.module, *others]
+    for m in modules:
+        m.to(device)
+    try:
+        yield device
+    finally:
+        for m in modules:
+            m.to("cpu")

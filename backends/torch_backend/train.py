@@ -30,7 +30,7 @@ from lwdsl.backend.steps import training_handlers
 from lwdsl.language.specs import TrainingOptions
 
 from .fakequant import GridTrainer, act_hooks
-from .handle import TorchModel, weight_of
+from .handle import TorchModel, on_device, weight_of
 
 __all__ = ["fit", "TorchTrainer", "evaluate", "finetune", "regularize"]
 
@@ -56,11 +56,13 @@ class TorchTrainer(Trainer):
                  l1_layers: Sequence[str] = (), loss: Optional[BatchLoss] = None, extra: Sequence[torch.nn.Parameter] = (),
                  masters: Optional[dict[str, np.ndarray]] = None, mask_layers: Sequence[str] = ()) -> None:
         self.handle, self.model, self.loss, self.l1 = handle, handle.module, loss, l1
-        params = [p for p in self.model.parameters() if p.requires_grad] + list(extra)
+        self.scope = contextlib.ExitStack()
+        self.device = self.scope.enter_context(on_device(handle, *[m for m in extra if isinstance(m, torch.nn.Module)]))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        params += [q for e in extra for q in (e.parameters() if isinstance(e, torch.nn.Module) else [e])]
         self.optimizer = _optimizer(params, opts)
         self.penalised = [weight_of(self.model, name) for name in l1_layers]
         self.grid = GridTrainer(handle, masters) if handle.quant else None  # after quantize: train on the grid (STE)
-        self.scope = contextlib.ExitStack()
         self.scope.enter_context(torch.random.fork_rng(devices=[]))
         self.scope.enter_context(handle.masks.unpacked())
         self.scope.enter_context(act_hooks(handle))
@@ -71,9 +73,9 @@ class TorchTrainer(Trainer):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        xb, yb = torch.from_numpy(images), torch.from_numpy(labels)
+        xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
         if self.loss is not None:
-            whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx))
+            whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
         else:
             ce = whole = F.cross_entropy(self.model(xb), yb)
         if self.penalised:
@@ -132,10 +134,10 @@ def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[f
     correct, loss_sum = 0, 0.0
     bar = ctx.progress(math.ceil(len(x) / batch), "evaluate")
     try:
-        with torch.inference_mode(), act_hooks(handle):
+        with torch.inference_mode(), act_hooks(handle), on_device(handle) as device:
             for start in range(0, len(x), batch):
-                out = model(x[start : start + batch])
-                yb = y[start : start + batch]
+                out = model(x[start : start + batch].to(device))
+                yb = y[start : start + batch].to(device)
                 loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
                 correct += int((out.argmax(1) == yb).sum())
                 bar.update(1)

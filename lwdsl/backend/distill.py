@@ -46,7 +46,8 @@ CACHE_BATCH = 1000
 class DistillTraining:
     """What a backend's :meth:`DistillParts.training` gives the training loop: the loss of one
     batch (a :func:`lwdsl.backend.fit.fit` ``loss``), the extra parameters trained with the
-    student (feature projections), and what to undo afterwards (feature taps)."""
+    student (feature projections: parameters, or the backend's modules holding them), and what
+    to undo afterwards (feature taps)."""
 
     loss: Any
     extra: Sequence[Any] = ()

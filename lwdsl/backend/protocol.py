@@ -184,6 +184,22 @@ class Backend(ABC):
         """The framework's thread count now (the runner puts it back after a run)."""
         return 1
 
+    #: Where training, evaluation and calibration run (``cpu``, ``cuda:0``, ...), set by :meth:`set_device`.
+    device: str = "cpu"
+
+    def set_device(self, device: str) -> dict[str, str]:
+        """Train, evaluate and calibrate on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``,
+        ``mps``) from now on; returns what is in effect: ``{"device": ..., "model": ...}``.
+        ``auto`` is a GPU when one is present, else the CPU. Raises UsageError for a device this
+        machine does not have. A backend with GPUs overrides this."""
+        from ..errors import UsageError
+        from .threads import cpu_model
+
+        if device not in ("auto", "cpu"):
+            raise UsageError(f"--device {device}: the {self.name} backend runs on the CPU only", hint="use --device cpu (or auto)")
+        self.device = "cpu"
+        return {"device": "cpu", "model": cpu_model()}
+
     def set_seed(self, seed: int) -> None:
         """Seed the framework's global generators (weight initialisation of built-in models).
         The runner calls it before ``load_model``."""

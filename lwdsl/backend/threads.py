@@ -49,3 +49,31 @@ def usable_cpus(root: Path = _CGROUP) -> int:
     if quota is not None:
         cpus = min(cpus, max(1, math.floor(quota)))
     return max(1, cpus)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name``, else :func:`platform.processor`)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def check_device(device: str) -> str:
+    """``device`` if it is a device name lwdsl knows (``auto``, ``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``), else a UsageError listing them."""
+    import re
+
+    from ..errors import UsageError, did_you_mean
+
+    if re.fullmatch(r"auto|cpu|cuda|cuda:\d+|mps", device or ""):
+        return device
+    near = did_you_mean(device, ["auto", "cpu", "cuda", "mps"])
+    raise UsageError(f"--device {device!r} is not a device", hint=(f"did you mean '{near}'? " if near else "")
+                     + "give auto, cpu, cuda, cuda:N or mps")

@@ -48,6 +48,9 @@ def run_command(
     baseline_epochs: Annotated[
         int, typer.Option(min=1, max=MAX_EPOCHS, metavar="N", help="epochs of the baseline trained when no checkpoint is given")
     ] = 3,
+    device: Annotated[
+        str, typer.Option(metavar="DEV", help="auto (a GPU when present, else the CPU), cpu, cuda, cuda:N or mps")
+    ] = "auto",
     root: Annotated[
         Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
     ] = None,
@@ -63,6 +66,9 @@ def run_command(
 
     overrides = parse_sets(set_)
     check_backend_name(backend)
+    from ..backend.threads import check_device
+
+    check_device(device)
     out_path = check_out(out if out is not None else str(Path("runs") / Path(recipe).stem))
     plan = load(recipe, overrides=overrides, root=root)
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
@@ -82,6 +88,7 @@ def run_command(
             quiet=quiet,
             baseline_epochs=baseline_epochs,
             echo=lambda msg: typer.echo(msg, err=True),
+            device=device,
         )
     if not quiet:
         print_table(result.report)

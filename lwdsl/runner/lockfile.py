@@ -35,6 +35,7 @@ def lock_data(
     other_data: Optional[dict[str, str]] = None,
     threads: Optional[dict[str, int]] = None,
     model_sha256: Optional[str] = None,
+    device: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
     """The lock file's content: recipe hash, resolved plan, seed, data hash (and those of the
     other data sets steps read, e.g. a distillation transfer set), versions."""
@@ -71,4 +72,6 @@ def lock_data(
         },
         "platform": platform.platform(),
         "threads": dict(threads or {}),
+        "device": dict(device or {}),
+        "world_size": 1,
     }

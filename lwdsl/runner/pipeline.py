@@ -154,6 +154,7 @@ def run(
     latency: bool = True,
     echo: Any = None,
     models: Optional[dict[str, Any]] = None,
+    device: str = "auto",
 ) -> RunResult:
     """Compress a model with a recipe.
 
@@ -178,6 +179,9 @@ def run(
         overrides: ``--set NAME=VALUE`` values for the recipe's variables.
         baseline_epochs: epochs of the baseline trained when no checkpoint is given.
         latency: measure latency after every step (off in quick tests).
+        device: where training, evaluation and calibration run: ``auto`` (a GPU when one is
+            present, else the CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``; named in the report
+            and lock file with the device's model.
         models: your own framework model objects, by the name a recipe gives them
             (``distill student=small`` with ``models={"small": my_module}``); deep-copied,
             never modified.
@@ -196,6 +200,9 @@ def run(
     say = (echo or print) if not quiet else (lambda *_: None)
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
     be = get_backend(backend)
+    from ..backend.threads import check_device
+
+    device_info = {**be.set_device(check_device(device)), "precision": "float32"}
     before = be.get_threads()
     wanted = train_threads or usable_cpus()
     in_effect = be.set_threads(wanted)  # before any model is built: TensorFlow fixes its pool then
@@ -213,7 +220,7 @@ def run(
                 raise
             unchanged = f"{out} is as it was" if out is not None else ""
             raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
-        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts)
+        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info)
     finally:
         be.set_threads(before)
     return RunResult(handle, report, run_dir, prep.backend)
@@ -345,6 +352,7 @@ def _write(
     baseline_info: dict[str, Any],
     say: Any,
     threads: Optional[dict[str, int]] = None,
+    device: Optional[dict[str, str]] = None,
 ) -> tuple[dict[str, Any], Optional[Path]]:
     """The report, the lock file and the run folder (swapped in atomically)."""
     from .report import build_report, write_run_dir
@@ -353,6 +361,7 @@ def _write(
     report = build_report(plan, be, model_ref, prep.dataset, seed, steps)
     if threads:
         report["threads"] = dict(threads)
+    report["device"] = dict(device or {"device": be.device, "precision": "float32"})
     if out is None or staging is None:
         return report, None
     from .lockfile import lock_data
@@ -370,6 +379,7 @@ def _write(
         other_data={name: ds.sha256 for name, ds in prep.datasets.items()},
         threads=threads,
         model_sha256=code_digest(model_ref) if is_code_ref(model_ref) else None,
+        device=report["device"],
     )
     try:
         run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
