@@ -236,6 +236,17 @@ class KerasBackend(Backend):
     def save_native(self, model: Any, path: Path) -> None:
         io.save_native(_handle(model), Path(path))
 
+    def masks_of(self, model: Any) -> dict[str, np.ndarray]:
+        handle = _handle(model)
+        found = handle.view_map()
+        return {name: np.ascontiguousarray(found[name].weight.to_canon(keep)).astype(bool) for name, keep in handle.masks.items()}
+
+    def set_masks(self, model: Any, masks: dict[str, np.ndarray]) -> None:
+        handle = _handle(model)
+        found = handle.view_map()
+        handle.masks = {name: np.ascontiguousarray(found[name].weight.from_canon(np.asarray(keep, bool))) for name, keep in masks.items()}
+        handle.apply_masks()
+
     def copy_model(self, model: Any) -> KerasHandle:
         return _handle(model).copy()
 

@@ -166,6 +166,21 @@ class TorchBackend(Backend):
     def save_native(self, model: TorchModel, path: Path) -> None:
         io.save_native(model, path)
 
+    def masks_of(self, model: TorchModel) -> dict[str, np.ndarray]:
+        return {layer: model.masks[layer].numpy().copy() for layer in model.masks}
+
+    def set_masks(self, model: TorchModel, masks: dict[str, np.ndarray]) -> None:
+        model.masks.clear()
+        for layer, keep in masks.items():
+            model.masks[layer] = torch.from_numpy(np.asarray(keep, dtype=bool).copy())
+        model.apply_masks()
+
+    def handle_meta(self, model: TorchModel) -> dict[str, Any]:
+        return {"quant_mode": dict(model.quant_mode)}
+
+    def set_handle_meta(self, model: TorchModel, meta: dict[str, Any]) -> None:
+        model.quant_mode.update(meta.get("quant_mode", {}))
+
     def finalize(self, model: TorchModel) -> Any:
         """Weights are plain already (pruned ones are zero); drop the masks."""
         model.apply_masks()

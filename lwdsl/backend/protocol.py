@@ -229,6 +229,23 @@ class Backend(ABC):
         each optimizer step and ``end()`` (the Keras callback of ``lwdsl.keras_callback``)."""
         raise LwdslError(f"the {self.name} backend has no training callback: use lwdsl.attach in your loop")
 
+    def masks_of(self, model: Any) -> dict[str, np.ndarray]:
+        """The model's pruning masks, layer -> bool keep array in the canonical layout (what a
+        resumed run must hold again: a pruned weight is not just a zero)."""
+        raise LwdslError(f"the {self.name} backend cannot save its masks for a resume")
+
+    def set_masks(self, model: Any, masks: dict[str, np.ndarray]) -> None:
+        """Give the model these masks (from :meth:`masks_of`), applied to its weights."""
+        raise LwdslError(f"the {self.name} backend cannot restore masks for a resume")
+
+    def handle_meta(self, model: Any) -> dict[str, Any]:
+        """What else of the handle a resumed run needs, as JSON (not its weights, codes, scales
+        or masks: :meth:`state` and :meth:`masks_of` hold those)."""
+        return {}
+
+    def set_handle_meta(self, model: Any, meta: dict[str, Any]) -> None:
+        """Put back what :meth:`handle_meta` gave."""
+
     def copy_model(self, model: Any) -> Any:
         """A deep copy (the original kept for distillation and for input safety)."""
         import copy

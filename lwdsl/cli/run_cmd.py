@@ -51,6 +51,7 @@ def run_command(
     device: Annotated[
         str, typer.Option(metavar="DEV", help="auto (a GPU when present, else the CPU), cpu, cuda, cuda:N or mps")
     ] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run of this recipe from its last completed step")] = False,
     root: Annotated[
         Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
     ] = None,
@@ -89,6 +90,7 @@ def run_command(
             baseline_epochs=baseline_epochs,
             echo=lambda msg: typer.echo(msg, err=True),
             device=device,
+            resume=resume,
         )
     if not quiet:
         print_table(result.report)

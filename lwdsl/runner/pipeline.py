@@ -155,6 +155,7 @@ def run(
     echo: Any = None,
     models: Optional[dict[str, Any]] = None,
     device: str = "auto",
+    resume: bool = False,
 ) -> RunResult:
     """Compress a model with a recipe.
 
@@ -179,6 +180,8 @@ def run(
         overrides: ``--set NAME=VALUE`` values for the recipe's variables.
         baseline_epochs: epochs of the baseline trained when no checkpoint is given.
         latency: measure latency after every step (off in quick tests).
+        resume: continue an interrupted run of the same recipe, model, data and seed from its
+            last completed step (``<out>.resume/``, :mod:`lwdsl.runner.resume`).
         device: where training, evaluation and calibration run: ``auto`` (a GPU when one is
             present, else the CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``; named in the report
             and lock file with the device's model.
@@ -214,13 +217,15 @@ def run(
         prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
         try:
             staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
-                                                             threads_note=note)
+                                                             threads_note=note, resume=resume)
         except OSError as exc:  # an export, the staging folder: a place that cannot take a write
             if not is_write_error(exc):
                 raise
             unchanged = f"{out} is as it was" if out is not None else ""
             raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
         report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info)
+        if out is not None:
+            shutil.rmtree(Path(out).parent / f"{Path(out).name}.resume", ignore_errors=True)  # done: nothing to resume
     finally:
         be.set_threads(before)
     return RunResult(handle, report, run_dir, prep.backend)
@@ -285,7 +290,7 @@ def _prepare(
 
 def _execute(
     prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None,
-    threads_note: Optional[str] = None, loop: Any = None,
+    threads_note: Optional[str] = None, loop: Any = None, resume: bool = False,
 ) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
     """Baseline, then every step with its measurements, then finalize; on any failure the
     staging folder goes and a failed run's report so far is kept beside ``out``."""
@@ -316,10 +321,29 @@ def _execute(
             baseline_info = _baseline(be, handle, prep.model_ref + (f"-{digest[:12]}" if digest else ""), ctx, baseline_epochs, say)
         if any(step.needs_original() for step in plan.steps):
             ctx.original = be.copy_model(handle)
-        metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
-        steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
-        say(_line(steps[-1]))
+        point = _resume_point(prep, out, seed, baseline_epochs) if out is not None and loop is None else None
+        saved = point.read() if point is not None else None
+        done = 0
+        if saved is not None and not resume:
+            say(f"starting over: {point.folder} holds this run after {saved['done']} step(s); --resume would continue from there")
+        if saved is not None and resume:  # the model as it was after the saved step, the report rows so far
+            state, masks = point.load(saved)
+            be.load_state(handle, state)
+            be.set_masks(handle, masks)
+            be.set_handle_meta(handle, saved.get("meta", {}))
+            steps, done, baseline_info = list(saved["steps"]), int(saved["done"]), saved["baseline"]
+            say(f"resuming after step {done} of {len(plan.steps)} from {point.folder}")
+        else:
+            if resume and point is not None:
+                say(f"nothing to resume in {point.folder}: starting from the beginning")
+            metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
+            steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
+            say(_line(steps[-1]))
+            if point is not None:
+                point.save(be, handle, 0, steps, baseline_info)
         for i, step in enumerate(plan.steps):
+            if i < done:
+                continue
             ctx.index, ctx.notes = i, {}
             names = matched_layers(plan, i, step, be.layers(handle))
             start = time.perf_counter()
@@ -330,6 +354,8 @@ def _execute(
             metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=requested, latency=latency)
             steps.append({"op": step.op, "text": step_text(plan, i), "layers": names, "metrics": metrics, **ctx.notes})
             say(_line(steps[-1]))
+            if point is not None and step.op != "export":  # exports run again on a resume (their files are in staging)
+                point.save(be, handle, i + 1, steps, baseline_info)
         handle = be.finalize(handle)
     except BaseException as exc:
         progress.stop()
@@ -517,6 +543,18 @@ def _line(entry: dict[str, Any]) -> str:
         f"nonzero ({100 * sparsity:.1f}% sparse)  size {m['size_bytes']:,} B (gzip {m['size_gzip_bytes']:,} B)  "
         f"latency b1 {lat}  {m['seconds']:.1f} s"
     )
+
+
+def _resume_point(prep: _Prepared, out: Any, seed: int, baseline_epochs: int) -> Any:
+    from .resume import ResumePoint, fingerprint
+
+    ref = prep.model_ref
+    model = str(ref) if isinstance(ref, (str, Path)) else type(ref).__name__
+    if is_code_ref(ref):
+        model += "@" + code_digest(ref)
+    ckpt = str(prep.checkpoint.resolve()) if prep.checkpoint is not None else None
+    return ResumePoint(Path(out), fingerprint(prep.plan, prep.backend.name, model, prep.dataset.name, prep.dataset.sha256, seed,
+                                              ckpt, baseline_epochs))
 
 
 def _write_failed(be: Backend, handle: Any, plan: Recipe, steps: list, out: Path, exc: Exception, say: Any) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -59,3 +60,30 @@ def test_run_then_ctrl_c_leaves_the_previous_outputs_intact(backend_name, tmp_pa
     assert "interrupted" in err and "Traceback" not in err
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_killed_run_resumes_from_its_last_step_to_the_uninterrupted_model(tmp_path):
+    """SIGKILL (no chance to clean up) after two steps; ``--resume`` finishes the run, and its
+    model.lwz holds the same tensors as a run that was never interrupted."""
+    from lwdsl.backend.weights import load_weights
+
+    recipe = tmp_path / "r.lw"
+    recipe.write_text("prune l1 0.5\nfinetune epochs=1 lr=0.05\nprune l1 0.7\nfinetune epochs=15 lr=0.01\n")
+    base = [*LWDSL, "run", str(recipe), *ARGS, "--backend", "torch", "-q"]
+    whole = subprocess.run([*base, "--out", str(tmp_path / "whole")], env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([*base, "--out", str(out)], env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = out.parent / "cut.resume" / "progress.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and (not progress.is_file() or json.loads(progress.read_text())["done"] < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert json.loads(progress.read_text())["done"] == 3 and not out.exists()
+    resumed = subprocess.run([*base, "--out", str(out), "--resume"], env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    want, _ = load_weights(tmp_path / "whole" / "model.lwz")
+    got, _ = load_weights(out / "model.lwz")
+    assert set(want) == set(got) and all(np.array_equal(want[k], got[k]) for k in want)
+    assert not progress.parent.exists()

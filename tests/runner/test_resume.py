@@ -1,0 +1,76 @@
+"""``--resume``: a run interrupted after some steps continues from its last completed step and
+ends with what an uninterrupted run gives, bit for bit on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import lwdsl
+from lwdsl.backend import get_backend
+from lwdsl.errors import UsageError
+
+DATA = "synthetic:1,12,12:4"
+RECIPE = "prune l1 0.5 | finetune epochs=1 lr=0.05 | prune l1 0.7 | finetune epochs=1 lr=0.05 | quantize int8"
+
+
+def _run(out, **kw):
+    return lwdsl.run(RECIPE, "lenet300", data=DATA, quiet=True, latency=False, baseline_epochs=1, out=out, **kw)
+
+
+def _interrupted(backend_name, out, after):
+    """A run stopped by Ctrl-C as step ``after + 1`` begins."""
+    be = get_backend(backend_name)
+    real, calls = be.apply, []
+
+    def apply(*a, **k):
+        calls.append(1)
+        if len(calls) > after:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    be.apply = apply
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(out, backend=backend_name)
+    finally:
+        del be.apply
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "tensorflow"])
+def test_a_run_stopped_after_three_steps_resumes_to_the_uninterrupted_result(tmp_path, backend_name, monkeypatch):
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    whole = _run(tmp_path / "whole", backend=backend_name)
+    _interrupted(backend_name, tmp_path / "cut", after=3)
+    point = json.loads((tmp_path / "cut.resume" / "progress.json").read_text())
+    assert point["done"] == 3 and not (tmp_path / "cut").exists()  # nothing in the run folder's place yet
+    resumed = _run(tmp_path / "cut", backend=backend_name, resume=True)
+    assert not (tmp_path / "cut.resume").exists()  # the run succeeded: nothing left to resume
+    be = get_backend(backend_name)
+    want, got = be.state(whole.model), be.state(resumed.model)
+    assert set(want) == set(got)
+    for key in want:
+        assert np.array_equal(want[key], got[key]), key  # bit for bit
+    rows = [(s["op"], s["metrics"]["accuracy"], s["metrics"]["nonzero_params"]) for s in resumed.report["steps"]]
+    assert rows == [(s["op"], s["metrics"]["accuracy"], s["metrics"]["nonzero_params"]) for s in whole.report["steps"]]
+
+
+def test_resume_refuses_a_point_left_by_another_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    _interrupted("torch", tmp_path / "cut", after=1)
+    with pytest.raises(UsageError, match=r"cut.resume was left by a run with another seed") as err:
+        _run(tmp_path / "cut", backend="torch", resume=True, seed=1)
+    assert "delete" in err.value.hint
+    assert (tmp_path / "cut.resume" / "progress.json").is_file()  # still there for the run that made it
+
+
+def test_without_resume_a_run_starts_over_and_says_it_could_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    _interrupted("torch", tmp_path / "cut", after=2)
+    said = []
+    lwdsl.run(RECIPE, "lenet300", data=DATA, latency=False, baseline_epochs=1, out=tmp_path / "cut", echo=said.append,
+              quiet=False)
+    assert any("--resume would continue from there" in line and "after 2 step(s)" in line for line in said)
+    assert not (tmp_path / "cut.resume").exists()
