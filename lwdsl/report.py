@@ -127,9 +127,10 @@ def _int8_gain(report: dict[str, Any]) -> list[str]:
     if not found:
         return []
     text, a = found[-1]
+    slower = min(a["int8_speedup_b1"], a["int8_speedup_b32"]) < 1
     return [f"- int8 itself: {a['int8_speedup_b1']:.2f}x at batch 1, {a['int8_speedup_b32']:.2f}x at batch 32 over the same "
             f"model as a float32 file in {a['runtime']} (`{text}`, 1 thread); the rest of the speed-up over the baseline is "
-            "the runtime's"]
+            "the runtime's" + ("; below 1x, int8 is slower than float32 there" if slower else "")]
 
 
 def _int8_markdown(report: dict[str, Any]) -> list[str]:

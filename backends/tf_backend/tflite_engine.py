@@ -95,6 +95,7 @@ def _fingerprint(handle: KerasHandle) -> str:
 
 
 _BUILT: dict[str, tuple[bytes, str]] = {}
+_FLOAT: dict[str, bytes] = {}
 
 
 def artifact(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:
@@ -358,7 +359,11 @@ class LiteRtEngine(Engine):
         return EngineFile(data, dict(info.codes), _runs_float(info, handle, kind == "dynamic-range"))
 
     def float_file(self, handle: KerasHandle) -> bytes:
-        return convert(handle, as_float=True)[0]
+        key = _fingerprint(handle)  # kept beside the int8 file: a quantize step and its export both ask
+        if key not in _FLOAT:
+            _FLOAT.clear()
+            _FLOAT[key] = convert(handle, as_float=True)[0]
+        return _FLOAT[key]
 
     def load(self, data: bytes, threads: int = 1) -> Callable[[np.ndarray], Callable[[], np.ndarray]]:
         it = interpreter(data, threads)
