@@ -59,3 +59,21 @@ def test_a_quantize_step_shows_its_int8_file_beside_the_same_runtimes_fp32() -> 
     md = report_markdown(_report([_step("baseline"), _step("export onnx", artifacts=[art])]))
     assert "- `model.onnx` int8 itself: 0.80x at batch 1, 2.00x at batch 32 over the same model as a float32 file in onnxruntime" in md
     assert "## Int8 files" not in report_markdown(_report([_step("baseline"), _step("prune l1 50%")]))
+
+
+def test_the_summary_puts_int8s_own_gain_beside_the_speed_up_over_the_baseline() -> None:
+    from types import SimpleNamespace
+
+    from lwdsl.report import build_report
+
+    note = {"runtime": "litert", "latency_ms_b1": 0.05, "latency_ms_b32": 1.2, "int8_speedup_b1": 1.6, "int8_speedup_b32": 2.1}
+    steps = [_step("baseline"), _step("quantize int8", int8_artifact=note)]
+    steps[0]["metrics"].update(latency_ms_b1=0.5, latency_ms_b64=10.0)
+    steps[1]["metrics"] = {**steps[1]["metrics"], "latency_ms_b1": 0.05, "latency_ms_b64": 2.0}
+    report = build_report(SimpleNamespace(name="r"), SimpleNamespace(name="tensorflow"), "lenet5", SimpleNamespace(name="mnist"), 0, steps)
+    s = report["summary"]
+    assert (s["speedup_b1"], s["speedup_b64"]) == (10.0, 5.0)
+    assert (s["int8_runtime"], s["int8_speedup_b1"], s["int8_speedup_b32"]) == ("litert", 1.6, 2.1)
+    steps[0]["metrics"]["latency_ms_b1"] = None  # latency not measured: neither figure
+    assert "int8_speedup_b1" not in build_report(SimpleNamespace(name="r"), SimpleNamespace(name="torch"), "lenet5",
+                                                 SimpleNamespace(name="mnist"), 0, steps)["summary"]
