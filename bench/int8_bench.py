@@ -166,8 +166,9 @@ def mnist_lenet5(backend, ctx_for, epochs: int):
 
 
 def run_model(key: str, args) -> None:
+    from lwdsl.backend.engines import codes_agreement
     from lwdsl.backends.torch_backend import ao_engine
-    from lwdsl.backends.torch_backend.int8_engine import artifact_report, build_onnx, export_float, run_onnx, runtime_ops, session
+    from lwdsl.backends.torch_backend.int8_engine import build_onnx, export_float, onnx_file, run_onnx, runtime_ops, session
 
     ref, shape, classes = MODELS[key]
     backend = get_backend("torch")
@@ -194,7 +195,7 @@ def run_model(key: str, args) -> None:
     calib = np.ascontiguousarray(x_all[idx], dtype=np.float32)  # the same images for every flow
     model, info = build_onnx(handle)
     ours = model.SerializeToString()
-    report = artifact_report(handle, model, info)
+    equal, total, _ = codes_agreement(onnx_file(model, info).codes, handle.quant)
     float_onnx = export_float(module, shape).SerializeToString()
 
     flows: dict[str, tuple[str, object, int]] = {}  # name -> (kind, model, bytes)
@@ -217,7 +218,7 @@ def run_model(key: str, args) -> None:
     setup = time.perf_counter() - t0
 
     print(f"\n## {ref} ({'x'.join(map(str, shape))}, {classes} classes); {len(calib)} calibration images; setup {setup:.0f} s")
-    print(f"lwdsl file: {len(info['int8'])} quantized layers, codes equal {report['codes_equal']:,} / {report['codes_total']:,}; "
+    print(f"lwdsl file: {len(info['int8'])} quantized layers, codes equal {equal:,} / {total:,}; "
           f"activations: {info.get('activations', {})}")
     if info.get("why_float"):
         for layer, why in info["why_float"].items():
@@ -229,7 +230,7 @@ def run_model(key: str, args) -> None:
 
     for name, (kind, obj, _) in flows.items():
         if kind == "onnx":
-            _, ops = runtime_ops(obj)
+            ops = runtime_ops(obj)
             i8 = sum(n for op, n in ops.items() if op in INT8_OPS)
             f32 = sum(n for op, n in ops.items() if op in FLOAT_OPS)
             shown = ", ".join(f"{op} {n}" for op, n in ops.items() if op in INT8_OPS or op in FLOAT_OPS)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.engines import describe_export
 from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.language.specs import ExportSpec
 from lwdsl.backend.weights import atomic_path
@@ -55,15 +56,22 @@ def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext, spec: E
 
 def write_tflite(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
     """float32, full int8 or dynamic-range (after ``quantize``), checked in LiteRT: see
-    :mod:`.tflite_engine`; what it finds goes into ``ctx.notes["tflite"][file name]``."""
-    from . import tflite_engine
+    :mod:`.tflite_engine`; what it finds goes into ``ctx.notes["tflite"][file name]``, and the
+    core's :func:`~lwdsl.backend.engines.describe_export` into the step's ``artifacts`` entry."""
+    from .tflite_engine import LITERT, artifact, report
 
-    data, kind = tflite_engine.artifact(handle, ctx, spec.io)
+    data, kind = artifact(handle, ctx, spec.io)
     with atomic_path(path) as tmp_file:
         tmp_file.write_bytes(data)
-    notes = tflite_engine.report(data, kind, handle, ctx)
+    notes = report(data, kind, handle, ctx)
+    summary = describe_export(LITERT, LITERT.file_of(data, kind, handle), handle, ctx)
+    notes["accuracy"] = summary["accuracy"]
     ctx.notes.setdefault("tflite", {})[path.name] = notes
-    ctx.notes["artifact"] = tflite_engine.summary(data, notes, handle)  # joins the step's ``artifacts`` entry
+    summary["mode"] = kind
+    if "half_agreement" in notes:  # fp16 weights: their 16 bits against the core's
+        summary.update(weights_dtype="float16", codes_equal=notes["half_agreement"]["equal"],
+                       codes_total=notes["half_agreement"]["total"])
+    ctx.notes["artifact"] = summary  # joins the step's ``artifacts`` entry
 
 
 #: format -> writer; a contract test checks these are exactly the support table's export forms.

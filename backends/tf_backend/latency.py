@@ -10,9 +10,10 @@ run); ``tf.config.threading.set_intra_op_parallelism_threads`` raises after that
 - otherwise the model is timed in a worker process started with that thread count (one per
   count, kept for later calls, ended at exit), which receives the model as a ``.keras`` file.
 
-After ``quantize int8``, the model's ``.tflite`` artifact is timed instead, in the LiteRT
-interpreter with ``threads`` threads (tflite_engine.py), as the torch backend times its ONNX
-Runtime artifact. A model with low-bit or cluster layers has no artifact with kernels of its own
+After ``quantize int8``, the model's ``.tflite`` file (the one the step writes) is timed
+instead, in the LiteRT interpreter with ``threads`` threads
+(:func:`lwdsl.backend.engines.file_latency_ms` over tflite_engine.py's engine), as the torch
+backend times its ONNX file. A model with low-bit or cluster layers has no artifact with kernels of its own
 (``export tflite`` refuses it): it is timed as it runs, in Keras on float kernels, like fp32.
 
 Timing: ``model(x, training=False)`` inside a ``tf.function``, by the core's protocol
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from lwdsl.backend.engines import file_latency_ms
 from lwdsl.backend.timing import fixed_input, median_ms
 from lwdsl.errors import RunError
 from lwdsl.semantics.codes import int8_only
@@ -88,11 +90,10 @@ def _stop_workers() -> None:
 def latency_ms(handle: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
     """Median forward latency in ms of a handle's model at ``batch`` with ``threads`` intra-op
     threads."""
-    if int8_only(handle.quant):
-        # the int8 artifact, as the torch backend times its ONNX Runtime one
-        from .tflite_engine import latency_ms as tflite_latency_ms
+    if int8_only(handle.quant):  # the int8 file, as the torch backend times its ONNX file
+        from .tflite_engine import LITERT
 
-        return tflite_latency_ms(handle, batch, input_shape, threads)
+        return file_latency_ms(LITERT, handle, batch, input_shape, threads)
     model = handle.model
     if _threads_here(threads):
         return time_model(model, batch, input_shape)

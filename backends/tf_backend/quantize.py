@@ -8,7 +8,8 @@ bit-identical codes and scales on both frameworks; the inputs of layers are read
 model whose outputs are those inputs; evaluation fake-quantizes the inputs of calibrated layers
 exactly as :func:`~lwdsl.semantics.quant.fake_quantize` does (:func:`quantized_forward`,
 :class:`FakeQuantInput`); ``handle.qconfig`` keeps how the model was quantized (mode,
-granularity, calibration count and images, casts) for the TFLite exporter and engine.
+granularity, calibration count and images, casts) for the TFLite exporter and engine (the
+core writes and measures its int8 file after an int8 step: ``int8_artifact``).
 Conv1D/2D/3D, DepthwiseConv2D and Dense layers are quantized; separable and transposed
 convolutions, embeddings and norms stay float32, named in a warning.
 """
@@ -20,9 +21,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.engines import Engine
 from lwdsl.errors import LwdslError
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
-from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import WeightQuant
 from lwdsl.language.specs import QuantizeSpec, TrainingOptions
 from lwdsl.language.specs.quantize import LOW_BIT
@@ -32,6 +33,7 @@ from .fakequant import FakeQuantInput, quantized_forward
 from .fold import fold_batchnorms
 from .handle import KerasHandle
 from .layers import LayerView, _classes
+from .tflite_engine import LITERT, calibration_images
 
 __all__ = ["quantize", "KerasQuantizeParts", "quantizable", "quantized_forward", "calibration_images", "FakeQuantInput"]
 
@@ -46,13 +48,6 @@ def quantizable(view: LayerView) -> Optional[str]:
     if not (classes & {"Conv", "Dense"}) or view.weight.name != f"{view.name}.weight":
         return ONLY_CONV_AND_LINEAR
     return None
-
-
-def calibration_images(handle: KerasHandle, ctx: StepContext) -> np.ndarray:
-    """The calibration images (NCHW) of the handle's static/qat quantization for ``ctx``'s run."""
-    n = len(ctx.data.train_x)
-    count = int(handle.qconfig.get("calibrate", 256))
-    return ctx.data.train_x[calibration_indices(n, count, ctx.seed)]
 
 
 def _inputs_model(model: Any, layers: Sequence[Any]) -> Any:
@@ -156,6 +151,9 @@ class KerasQuantizeParts(QuantizeParts):
         from .train import fit
 
         return fit(handle, options, ctx, label=label, masters=masters)
+
+    def engine(self) -> Engine:
+        return LITERT
 
 
 #: The ``quantize`` handler: the core's flow over this backend's parts.

@@ -27,8 +27,11 @@ finds our scales and codes again (the fixed point of :mod:`lwdsl.semantics.quant
 :func:`inspect_model` reads the int8 weights back from the flatbuffer and counts how many equal
 the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
 
-**Evaluation** (:func:`evaluate`) runs the ``.tflite`` in the LiteRT interpreter
-(``ai_edge_litert``, the runtime deployments use; ``tf.lite.Interpreter`` is deprecated).
+**The engine** (:class:`LiteRtEngine`, the primitive the core's :mod:`lwdsl.backend.engines`
+writes, measures and reports): the ``.tflite`` file in the LiteRT interpreter (``ai_edge_litert``,
+the runtime deployments use; ``tf.lite.Interpreter`` is deprecated); its fp32 is the plain
+float32 conversion of the same model. ``quantize int8`` writes this file, ``export tflite``
+writes it, and the latency a run prints for an int8 model is its latency in LiteRT.
 """
 
 from __future__ import annotations
@@ -36,19 +39,20 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.backend import StepContext
+from lwdsl.backend.engines import NOT_QUANTIZED, Engine, EngineFile, Inventory, codes_agreement
 from lwdsl.errors import LwdslError
+from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import agreement, half_bits
 
 from ._tf import quiet_stderr, quiet_stdout, tf
 from .handle import KerasHandle
 
-__all__ = ["convert", "artifact", "latency_ms", "time_tflite", "summary", "inspect_model", "evaluate", "interpreter", "TfliteReport", "report"]
+__all__ = ["LITERT", "LiteRtEngine", "calibration_images", "convert", "artifact", "inspect_model", "interpreter", "TfliteReport", "report"]
 
 _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
 _REP_BATCH = 1  # the calibrator feeds one example at a time
@@ -73,6 +77,14 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
     return nhwc(x)
 
 
+def calibration_images(handle: KerasHandle, ctx: StepContext) -> np.ndarray:
+    """The calibration images (NCHW) of the handle's static/qat quantization for ``ctx``'s run:
+    the converter's representative data set."""
+    n = len(ctx.data.train_x)
+    count = int(handle.qconfig.get("calibrate", 256))
+    return ctx.data.train_x[calibration_indices(n, count, ctx.seed)]
+
+
 def _fingerprint(handle: KerasHandle) -> str:
     h = hashlib.sha1()
     for w in handle.model.get_weights():
@@ -83,6 +95,7 @@ def _fingerprint(handle: KerasHandle) -> str:
 
 
 _BUILT: dict[str, tuple[bytes, str]] = {}
+_FLOAT: dict[str, bytes] = {}
 
 
 def artifact(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:
@@ -95,40 +108,17 @@ def artifact(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "
     return _BUILT[key]
 
 
-def latency_ms(handle: KerasHandle, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
-               min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
-    """Median milliseconds of the quantized model's ``.tflite`` artifact in LiteRT at ``batch``
-    (``threads`` interpreter threads; same protocol as latency.py)."""
-    data, _ = artifact(handle)
-    return time_tflite(data, batch, input_shape, threads, warmup=warmup, min_runs=min_runs, max_runs=max_runs, budget_s=budget_s)
-
-
-def time_tflite(data: bytes, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
-                min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
-    """Median milliseconds of one ``invoke`` of a ``.tflite`` model on a fixed batch (NCHW
-    ``input_shape``, fed as NHWC float32)."""
-    it = interpreter(data, threads)
-    inp = it.get_input_details()[0]
-    x = np.ascontiguousarray(_nhwc(fixed_input(batch, input_shape)))
-    with quiet_stderr():
-        it.resize_tensor_input(inp["index"], list(x.shape))
-        it.allocate_tensors()
-    if inp["dtype"] != np.float32:  # int8 input: quantize as the model says
-        scale, zp = inp["quantization"]
-        x = np.clip(np.rint(x / scale) + zp, -128, 127).astype(inp["dtype"])
-    it.set_tensor(inp["index"], x)
-    return median_ms(it.invoke, Protocol(warmup, min_runs, max_runs, budget_s))
-
-
-def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:
+def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32", *, as_float: bool = False) -> tuple[bytes, str]:
     """The ``.tflite`` bytes of the handle's model and the conversion mode (``float32``,
     ``int8`` full integer, ``dynamic-range``, ``fp16``: a model cast by ``quantize fp16`` alone,
     ``supported_types=[tf.float16]``; a bf16 cast or a cast mixed with integer codes is refused). Full-integer conversion calibrates on the
     quantize step's calibration images (from ``ctx``, else those the step kept in ``qconfig``);
-    ``io="int8"`` (full integer only) gives the model int8 input and output tensors."""
+    ``io="int8"`` (full integer only) gives the model int8 input and output tensors;
+    ``as_float``: the plain float32 conversion of the model as it is (its quantized kernels hold
+    ``codes * scale``), the runtime's own fp32 of it."""
     model = handle.copy().finalize().model
-    mode = handle.qconfig.get("mode") if handle.quant else None
-    casts = dict(handle.qconfig.get("cast") or {})
+    mode = handle.qconfig.get("mode") if handle.quant and not as_float else None
+    casts = {} if as_float else dict(handle.qconfig.get("cast") or {})
     if casts and (handle.quant or set(casts.values()) != {"fp16"}):
         raise LwdslError(
             "export tflite: a .tflite file holds float16 weights only for a model cast by `quantize fp16` alone: "
@@ -155,8 +145,6 @@ def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "f
             if handle.qconfig.get("granularity") == "per_tensor":
                 conv._experimental_disable_per_channel = True
             if mode in ("static", "qat"):
-                from .quantize import calibration_images
-
                 images = _nhwc(calibration_images(handle, ctx) if ctx is not None else handle.qconfig["images"])
 
                 def representative() -> Iterator[list[np.ndarray]]:
@@ -294,76 +282,10 @@ def interpreter(data: bytes, threads: int = 1) -> Any:
     return it
 
 
-def evaluate(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 500, progress: Any = None) -> float:
-    """Top-1 accuracy of the ``.tflite`` model on NCHW images ``x`` in LiteRT."""
-    it = interpreter(data)
-    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
-    xs = _nhwc(x)
-    correct, size = 0, None
-    bar = progress(-(-len(xs) // batch), "evaluate tflite") if progress else None
-    try:
-        for start in range(0, len(xs), batch):
-            xb = np.ascontiguousarray(xs[start : start + batch], dtype=np.float32)
-            if size != len(xb):
-                with quiet_stderr():
-                    it.resize_tensor_input(inp["index"], [len(xb), *xb.shape[1:]])
-                    it.allocate_tensors()
-                size = len(xb)
-            if inp["dtype"] != np.float32:  # int8 input: quantized with the model's own input parameters
-                scale, zp = inp["quantization"]
-                xb = np.clip(np.rint(xb / scale) + zp, -128, 127).astype(inp["dtype"])
-            it.set_tensor(inp["index"], xb)
-            it.invoke()
-            logits = it.get_tensor(outp["index"])
-            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y[start : start + batch]))
-            if bar:
-                bar.update(1)
-    finally:
-        if bar:
-            bar.close()
-    return correct / max(len(xs), 1)
-
-
-def summary(data: bytes, notes: dict[str, Any], handle: KerasHandle) -> dict[str, Any]:
-    """The artifact's line in the report (the same keys as the torch backend's ONNX one): size,
-    every op with its input dtype, accuracy in LiteRT, latency at batch 1 and 32 (1 thread)."""
-    shape = tuple(int(d) for d in handle.model.input_shape[1:])
-    shape = (shape[-1], *shape[:-1])  # NHWC -> the NCHW shape the timer takes
-    ops: dict[str, int] = {}
-    int8_ops = float_ops = 0
-    for o in inspect_model(data, handle).ops:
-        if o.op in _WEIGHTED and len(o.inputs) > 1:  # input and weight dtypes: int8 x int8, float32 x int8 (hybrid)
-            key = f"{o.op} ({o.inputs[0]} x {o.inputs[1]})"
-            int8_ops += o.inputs[1] == "int8"
-            float_ops += o.inputs[1] != "int8"
-        else:
-            key = f"{o.op} ({o.inputs[0] if o.inputs else '-'})"
-        ops[key] = ops.get(key, 0) + 1
-    out: dict[str, Any] = {
-        "format": "tflite",
-        "runtime": "litert",
-        "size_bytes": len(data),
-        "mode": notes.get("tflite_mode"),
-        "ops": dict(sorted(ops.items())),
-        "int8_ops": int(int8_ops),
-        "float_ops": int(float_ops),
-        "accuracy": notes.get("accuracy"),
-    }
-    if "code_agreement" in notes:
-        out.update(codes_equal=notes["code_agreement"]["equal"], codes_total=notes["code_agreement"]["total"])
-    if "half_agreement" in notes:  # fp16 weights: their 16 bits against the core's
-        out.update(weights_dtype="float16", codes_equal=notes["half_agreement"]["equal"], codes_total=notes["half_agreement"]["total"])
-    if "float_layers" in notes:
-        out["float_layers"] = list(notes["float_layers"])
-    for batch in (1, 32):
-        out[f"latency_ms_b{batch}"] = time_tflite(data, batch, shape, 1)
-    return out
-
-
 def report(data: bytes, kind: str, handle: KerasHandle, ctx: StepContext) -> dict[str, Any]:
-    """The notes of one ``.tflite`` artifact: size, mode, weighted ops with dtypes, accuracy
-    in LiteRT on the test set, and agreement of its int8 weights with the canonical codes. A
-    quantized layer the file keeps in float32 is named with ``ctx.warn``."""
+    """The notes of one ``.tflite`` artifact: size, mode, weighted ops with dtypes, and the
+    agreement of its int8 (or float16) weights with the canonical codes (or 16-bit patterns),
+    per layer. A quantized layer the file keeps in float32 is named with ``ctx.warn``."""
     info = inspect_model(data, handle)
     notes: dict[str, Any] = {"size_bytes": len(data), "tflite_mode": kind}
     notes["ops"] = [
@@ -392,28 +314,95 @@ def report(data: bytes, kind: str, handle: KerasHandle, ctx: StepContext) -> dic
             notes["float16_by_converter"] = others
     elif kind != "float32":
         for name in left:
-            why = " (the converter's dynamic-range mode keeps weights under 1024 elements in float)" if kind == "dynamic-range" else ""
+            why = f" ({_DYNAMIC_SMALL})" if kind == "dynamic-range" else ""
             ctx.warn(f"export tflite: quantized layer '{name}' stays float32 in the .tflite file{why}")
         notes["float_layers"] = left
-        equal = total = 0
-        per_layer = {}
-        for name, q in handle.quant.items():
-            got = info.codes.get(name)
-            if got is None or got.shape != q.codes.shape:
-                continue
-            e, t = agreement(got, q.codes)
-            per_layer[name] = [e, t]
-            equal, total = equal + e, total + t
+        equal, total, per_layer = codes_agreement(info.codes, handle.quant)
         notes["code_agreement"] = {"equal": equal, "total": total, "layers": per_layer}
-        off = [name for name, (e, t) in per_layer.items() if e != t]
-        if off:
-            ctx.warn(
-                f"export tflite: {total - equal:,} of {total:,} int8 weights differ from the canonical codes "
-                f"(layers {', '.join(off)}): the converter derives each scale from max|w| again, which moved "
-                "where training after quantize left a channel without a code at +-127"
-            )
         extra = sorted(set(info.codes) - set(handle.quant))
         if extra:
             notes["quantized_by_converter"] = extra  # not selected, yet int8 in full-integer mode
-    notes["accuracy"] = evaluate(data, ctx.data.test_x, ctx.data.test_y, progress=ctx.progress)
     return notes
+
+
+#: Why the converter's dynamic-range mode leaves a small layer float32.
+_DYNAMIC_SMALL = "the converter's dynamic-range mode keeps weights under 1024 elements in float"
+
+
+def _runs_float(info: TfliteReport, handle: KerasHandle, dynamic: bool) -> dict[str, str]:
+    """Each weighted layer whose op LiteRT runs on float weights, with why."""
+    out = {}
+    for o in info.ops:
+        if o.op in _WEIGHTED and o.layer and len(o.inputs) > 1 and o.inputs[1] != "int8":
+            if o.layer not in handle.quant:
+                out[o.layer] = NOT_QUANTIZED
+            else:
+                out[o.layer] = _DYNAMIC_SMALL if dynamic else f"the converter kept its {o.inputs[1]} weights"
+    return out
+
+
+class LiteRtEngine(Engine):
+    """The tensorflow backend's deployable file: the ``.tflite`` of :func:`artifact` in LiteRT;
+    its fp32 is the plain float32 conversion of the same model."""
+
+    format, runtime = "tflite", "litert"
+    codes_note = ("the converter derives each scale from max|w| again, which moved where training after quantize left a "
+                  "channel without a code at +-127")
+
+    def build(self, handle: KerasHandle) -> EngineFile:
+        data, kind = artifact(handle)
+        return self.file_of(data, kind, handle)
+
+    def file_of(self, data: bytes, kind: str, handle: KerasHandle) -> EngineFile:
+        """The engine's view of ``.tflite`` bytes of ``handle`` converted as ``kind``."""
+        info = inspect_model(data, handle)
+        return EngineFile(data, dict(info.codes), _runs_float(info, handle, kind == "dynamic-range"))
+
+    def float_file(self, handle: KerasHandle) -> bytes:
+        key = _fingerprint(handle)  # kept beside the int8 file: a quantize step and its export both ask
+        if key not in _FLOAT:
+            _FLOAT.clear()
+            _FLOAT[key] = convert(handle, as_float=True)[0]
+        return _FLOAT[key]
+
+    def load(self, data: bytes, threads: int = 1) -> Callable[[np.ndarray], Callable[[], np.ndarray]]:
+        it = interpreter(data, threads)
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        shape: list[Any] = [None]
+
+        def bind(x: np.ndarray) -> Callable[[], np.ndarray]:
+            xb = np.ascontiguousarray(_nhwc(x), dtype=np.float32)
+            if shape[0] != xb.shape:
+                with quiet_stderr():
+                    it.resize_tensor_input(inp["index"], list(xb.shape))
+                    it.allocate_tensors()
+                shape[0] = xb.shape
+            if inp["dtype"] != np.float32:  # int8 input: quantized with the model's own input parameters
+                scale, zp = inp["quantization"]
+                xb = np.clip(np.rint(xb / scale) + zp, -128, 127).astype(inp["dtype"])
+            it.set_tensor(inp["index"], xb)
+
+            def call() -> np.ndarray:
+                it.invoke()
+                return it.get_tensor(out["index"])
+
+            return call
+
+        return bind
+
+    def inventory(self, data: bytes, handle: KerasHandle) -> Inventory:
+        ops: dict[str, int] = {}
+        int8_ops = float_ops = 0
+        for o in inspect_model(data, handle).ops:
+            if o.op in _WEIGHTED and len(o.inputs) > 1:  # input and weight dtypes: int8 x int8, float32 x int8 (hybrid)
+                key = f"{o.op} ({o.inputs[0]} x {o.inputs[1]})"
+                int8_ops += o.inputs[1] == "int8"
+                float_ops += o.inputs[1] != "int8"
+            else:
+                key = f"{o.op} ({o.inputs[0] if o.inputs else '-'})"
+            ops[key] = ops.get(key, 0) + 1
+        return Inventory(dict(sorted(ops.items())), int(int8_ops), int(float_ops))
+
+
+#: The engine the quantize flow, the latency and ``export tflite`` use.
+LITERT = LiteRtEngine()

@@ -1,15 +1,16 @@
-"""The torch.ao engine: lwdsl's int8 codes on PyTorch's own quantized CPU kernels (the ``x86``
-quantized engine: oneDNN and FBGEMM), used where the CPU has int8 dot-product instructions.
+"""The torch.ao peer: lwdsl's int8 codes on PyTorch's own quantized CPU kernels (the ``x86``
+quantized engine: oneDNN and FBGEMM), for ``bench/int8_bench.py --torch-ao``.
 
-Why, and when (``bench/int8_bench.py``): on a CPU with AVX-512 VNNI or AMX, PyTorch's x86
-kernels run ResNet-18 several times faster than ONNX Runtime's int8 kernels, which there are
-barely faster than its own fp32; on an AVX2-only CPU the two are level, and FBGEMM's u8 x s8
-products can saturate 16-bit intermediates with full-range activations (PyTorch's own x86
-qconfig shrinks activations to 7 bits there). So :func:`usable` picks this engine only where
-the CPU flags include ``avx512_vnni``, ``avx_vnni`` or ``amx_int8`` (``LWDSL_INT8_ENGINE=
-onnxruntime|torch.ao`` overrides), every quantized layer is an int8 ``static``/``qat`` layer
+It is not an engine a run reports: its model exists only in memory (``torch.save`` writes it,
+loading it back fails; its one serialisation, TorchScript, is deprecated in torch 2.14, as is
+``torch.ao.quantization`` itself), and the latency a run prints is that of a file the run wrote
+(:mod:`lwdsl.backend.engines`: the ONNX file of int8_engine.py). The bench times it beside
+torch.ao FX by hand and the ONNX file. :func:`usable` says where it runs: a CPU whose flags
+include ``avx512_vnni``, ``avx_vnni`` or ``amx_int8`` (on AVX2 only, FBGEMM's u8 x s8 products can
+saturate 16-bit intermediates with full-range activations; PyTorch's own x86 qconfig shrinks
+activations to 7 bits there), every quantized layer an int8 ``static``/``qat`` layer
 (weight-only and dynamic layers, and the low-bit forms, have no such kernels here), and the
-step's calibration images are at hand; otherwise the ONNX Runtime engine runs (int8_engine.py).
+step's calibration images at hand.
 
 How it is built (:func:`build`), with no number of its own where lwdsl has one:
 
@@ -30,7 +31,7 @@ How it is built (:func:`build`), with no number of its own where lwdsl has one:
 What torch.ao quantizes and lwdsl's semantics keeps float (a layer's output that feeds an
 addition, the sum, the logits) gets its range from the same core observer on the same images:
 those are the engine's only numbers of its own, and its outputs differ from lwdsl's fake
-quantization by them (``tests/backends/test_ao_engine.py`` bounds the difference).
+quantization by them (``tests/backends/test_torch_ao_engine.py`` bounds the difference).
 
 All torch.ao deprecation notices stay inside this module.
 """
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -49,12 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lwdsl.backend.timing import Protocol, fixed_input, median_ms
-from lwdsl.semantics.quant import ActQuant, RangeObserver, act_qparams, agreement
+from lwdsl.semantics.quant import ActQuant, RangeObserver, act_qparams
 
 from .handle import TorchModel
 
-__all__ = ["ENGINE", "cpu_int8_flags", "usable", "build", "artifact_report", "latency_ms", "run"]
+__all__ = ["ENGINE", "cpu_int8_flags", "usable", "build", "run"]
 
 ENGINE = "torch.ao x86"
 
@@ -75,14 +74,9 @@ def cpu_int8_flags() -> tuple[str, ...]:
 
 def usable(handle: TorchModel) -> tuple[bool, str]:
     """(whether this engine runs ``handle``'s int8 model, why not when it does not)."""
-    choice = os.environ.get("LWDSL_INT8_ENGINE", "auto").strip().lower()
-    if choice in ("onnxruntime", "ort"):
-        return False, "LWDSL_INT8_ENGINE=onnxruntime"
-    if choice not in ("auto", "torch.ao", "torchao", "ao"):
-        return False, f"LWDSL_INT8_ENGINE={choice!r} is not auto, torch.ao or onnxruntime"
     if "x86" not in torch.backends.quantized.supported_engines:
         return False, "this torch build has no x86 quantized engine"
-    if choice == "auto" and not cpu_int8_flags():
+    if not cpu_int8_flags():
         return False, "the CPU has no VNNI/AMX int8 dot products"
     if not handle.quant:
         return False, "no quantized layer"
@@ -232,8 +226,7 @@ def _set_weights(gm: torch.fx.GraphModule, handle: TorchModel) -> None:
 
 def build(handle: TorchModel) -> tuple[torch.fx.GraphModule, dict[str, Any]]:
     """(the int8 module of ``handle``, info: ``int8`` layer -> how its input quantization was
-    set). Raises whatever fx or torch.ao raise for a model they cannot take; the caller then
-    falls back to ONNX Runtime."""
+    set). Raises whatever fx or torch.ao raise for a model they cannot take."""
     from torch.ao.quantization import QConfig, QConfigMapping
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -269,34 +262,3 @@ def run(module: torch.nn.Module, x: np.ndarray, batch: int = 1000) -> np.ndarray
             [module(torch.as_tensor(np.ascontiguousarray(x[i : i + batch], dtype=np.float32))).numpy()
              for i in range(0, len(x), batch)]
         )
-
-
-def artifact_report(handle: TorchModel, module: torch.nn.Module, info: dict[str, Any]) -> dict[str, Any]:
-    """How many of the int8 module's weight codes equal the canonical ones, per the engine."""
-    equal = total = 0
-    for layer, q in handle.quant.items():
-        w = module.get_submodule(layer).weight()
-        e, t = agreement(w.int_repr().numpy(), q.codes)
-        equal, total = equal + e, total + t
-    report = {"engine": ENGINE, "kernels": kernels(), "layers": {k: "static" for k in info["int8"]},
-              "inputs": dict(info["int8"]), "codes_equal": equal, "codes_total": total}
-    return report
-
-
-def kernels() -> str:
-    """What runs the int8 layers here, for reports: the engine and the CPU's int8 flags."""
-    flags = cpu_int8_flags()
-    return f"torch {torch.__version__.split('+')[0]} quantized engine x86 (oneDNN/FBGEMM), CPU int8: {', '.join(flags) or 'none'}"
-
-
-def latency_ms(module: torch.nn.Module, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
-               min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
-    """Median milliseconds of the int8 module at ``batch`` (the core's timing protocol)."""
-    x = torch.from_numpy(fixed_input(batch, input_shape))
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        with _quiet(), torch.inference_mode():
-            return median_ms(lambda: module(x), Protocol(warmup, min_runs, max_runs, budget_s))
-    finally:
-        torch.set_num_threads(before)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.engines import describe_export
 from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.semantics.casts import half_bits
 from lwdsl.language.specs import ExportSpec
@@ -110,9 +111,10 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
     """``export onnx``: float32 ONNX for a float model (cast layers' weights in 16 bits,
     :func:`half_onnx`); for a quantized one, the int8 engine's
     QDQ model (our int8 codes and scales as initializers, int8 kernels in ONNX Runtime; see
-    int8_engine.py). The notes get how many of its weight codes equal the canonical ones, and
-    ``artifact``: size, the ops ONNX Runtime runs, accuracy and latency there."""
-    from .int8_engine import artifact_report, build_onnx, describe
+    int8_engine.py). ``artifact`` (the core's :func:`~lwdsl.backend.engines.describe_export`):
+    size, the ops ONNX Runtime runs, accuracy and latency there, the codes equal to the canonical
+    ones and, for an int8 file, ONNX Runtime's fp32 of the same model beside it."""
+    from .int8_engine import ONNX, build_onnx, onnx_file
 
     handle.apply_masks()
     model, info = build_onnx(handle)
@@ -122,26 +124,25 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
         if halves["float"]:
             ctx.warn(f"export onnx: cast layers {', '.join(halves['float'])} stay float32 in the ONNX file (their weight "
                      "initializer was not found)")
-    data = model.SerializeToString()
-    summary = describe(data, handle, ctx.data.test_x, ctx.data.test_y, info)
+    built = onnx_file(model, info)
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_bytes(built.data)
+    summary = describe_export(ONNX, built, handle, ctx)
     if halves.get("half"):
         summary["weights_dtype"] = ", ".join(sorted({"float16" if d == "fp16" else "bfloat16" for d in halves["half"].values()}))
         summary["half_layers"] = len(halves["half"])
     if handle.quant:
-        ctx.notes["onnx"] = artifact_report(handle, model, info)
-        summary.update(codes_equal=ctx.notes["onnx"]["codes_equal"], codes_total=ctx.notes["onnx"]["codes_total"],
-                       float_layers=[f"{layer} ({why})" for layer, why in info.get("why_float", {}).items()])
+        if summary["float_ops"] > len(built.runs_float):
+            summary["runs_float_unexplained"] = summary["float_ops"] - len(built.runs_float)
         if info["float"]:
             ctx.warn(f"export onnx: layers {', '.join(info['float'])} stay float32 in the ONNX file")
         if summary["float_ops"] and any(m != "weights_only" for m in handle.quant_mode.values()):
-            why = "; ".join(f"{layer}: {reason}" for layer, reason in summary.get("runs_float", {}).items())
+            why = "; ".join(f"{layer}: {reason}" for layer, reason in built.runs_float.items())
             extra = summary.get("runs_float_unexplained")
             ctx.warn(f"export onnx: ONNX Runtime runs {summary['float_ops']} weighted op(s) of the int8 file in float32"
                      + (f" ({why})" if why else "")
                      + (f"; {extra} more for reasons the rewrite did not foresee" if extra else "")
                      + f" (ops: {', '.join(f'{k} x{v}' for k, v in summary['ops'].items())})")
-    with atomic_path(Path(path)) as tmp:
-        Path(tmp).write_bytes(data)
     ctx.notes["artifact"] = summary  # joins the step's ``artifacts`` entry (lwdsl.backend.steps)
 
 

@@ -1,23 +1,23 @@
-"""The int8 engines of the torch backend, and the first of them: an ONNX model whose quantized
-layers run on ONNX Runtime's int8 CPU kernels, with lwdsl's own codes and scales.
-
-Which engine runs a quantized model (:func:`engine`, what ``lwdsl run`` times and reports):
-PyTorch's own x86 quantized kernels (ao_engine.py) where the CPU has VNNI or AMX int8 dot
-products and every quantized layer is int8 static/qat, ONNX Runtime otherwise. Measured with
-``bench/int8_bench.py`` (1 thread, 2-core Xeon with AVX-512 VNNI and AMX, shared and noisy):
-since the file quantizes residual adds and pooling as ONNX Runtime's own quantizer does
-(:func:`_activations`), ResNet-18 at batch 32 runs 5.85x torch fp32 eager (230 vs 1345 ms), level
-with ORT's documented ``quant_pre_process`` + ``quantize_static`` U8S8 file (233 ms); before,
-12 of its 21 layers ran float there and the file was ~1.7x fp32.
-``export onnx`` always writes the ONNX Runtime model: a portable file, described below.
+"""The torch backend's int8 engine: an ONNX model whose quantized layers run on ONNX Runtime's
+int8 CPU kernels, with lwdsl's own codes and scales (:class:`OnnxEngine`, the primitive the
+core's :mod:`lwdsl.backend.engines` writes, measures and reports: ``quantize int8`` writes this
+file, ``export onnx`` writes it, and the latency a run prints for an int8 model is its latency
+in ONNX Runtime). Measured with ``bench/int8_bench.py`` (1 thread, 2-core Xeon with AVX-512 VNNI
+and AMX, shared and noisy): since the file quantizes residual adds and pooling as ONNX Runtime's
+own quantizer does (:func:`_activations`), ResNet-18 at batch 32 runs 5.85x torch fp32 eager
+(230 vs 1345 ms), level with ORT's documented ``quant_pre_process`` + ``quantize_static`` U8S8
+file (233 ms); before, 12 of its 21 layers ran float there and the file was ~1.7x fp32.
+PyTorch's own x86 kernels (ao_engine.py) run a model no file holds (torch.ao's model loads back
+only through TorchScript, deprecated in torch 2.14): they are a peer in the bench, not an engine
+a run reports.
 
 The artifact is the model exported by torch's ONNX exporter (float32), then rewritten: for each
 quantized layer (``handle.quant``) whose Conv/Gemm node reads the weight initializer
 ``<layer>.weight``:
 
 - the weight becomes ``DequantizeLinear(codes int8, scale, zero point 0, axis 0)``: our codes
-  and scales, nothing recomputed (:func:`artifact_report` reads them back and counts the codes
-  equal to the canonical ones with :func:`lwdsl.semantics.quant.agreement`);
+  and scales, nothing recomputed (:class:`OnnxEngine` reads them back for the core to count the
+  codes equal to the canonical ones);
 - ``static``/``qat`` layers (``handle.act``): the bias becomes int32 codes at ``scale_x *
   scale_w`` (as ONNX Runtime's own quantizer does), and the activations are quantized as ONNX
   Runtime's ``QDQQuantizer`` places them (:func:`_activations`), so int8 tensors flow from layer
@@ -54,18 +54,17 @@ import io
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from lwdsl.backend.timing import Protocol, fixed_input, median_ms
+from lwdsl.backend.engines import NOT_QUANTIZED, Engine, EngineFile, Inventory
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.codes import agreement
 
 from .handle import TorchModel
 
-__all__ = ["engine", "engine_report", "build_onnx", "artifact_report", "describe", "runtime_ops", "session", "run_onnx", "latency_ms", "OPSET"]
+__all__ = ["ONNX", "OnnxEngine", "onnx_file", "build_onnx", "export_float", "runtime_ops", "session", "run_onnx", "OPSET"]
 
 OPSET = 17
 INPUT, OUTPUT = "input", "logits"
@@ -260,7 +259,7 @@ def _build_onnx(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
         for wname in consumers:
             layer = wname[: -len(".weight")] if wname.endswith(".weight") else wname
             if layer not in handle.quant:
-                info["why_float"].setdefault(layer, "not quantized: no quantize step selected it")
+                info["why_float"].setdefault(layer, NOT_QUANTIZED)
     onnx.checker.check_model(model)
     return model, info
 
@@ -544,7 +543,7 @@ def _dynamic(node, layer, q, scale, inits, has_bias, pre, added, helper, numpy_h
         pre.append(helper.make_node("Add", [f"{p}.y", f"{p}.bias_float"], [out], name=f"{p}.BiasAdd"))
 
 
-def _codes_in(model: Any, handle: TorchModel, info: dict[str, Any]) -> dict[str, np.ndarray]:
+def _codes_in(model: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
@@ -557,23 +556,6 @@ def _codes_in(model: Any, handle: TorchModel, info: dict[str, Any]) -> dict[str,
     return out
 
 
-def artifact_report(handle: TorchModel, model: Optional[Any] = None, info: Optional[dict] = None) -> dict[str, Any]:
-    """What the int8 artifact holds: how each quantized layer runs, the layers left float in it,
-    and how many of its weight codes equal the canonical ones (``agreement``)."""
-    if model is None:
-        model, info = build_onnx(handle)
-    equal = total = 0
-    for layer, codes in _codes_in(model, handle, info).items():
-        e, t = agreement(codes, handle.quant[layer].codes)
-        equal, total = equal + e, total + t
-    report = {"engine": "onnxruntime", "layers": dict(info["int8"]), "codes_equal": equal, "codes_total": total}
-    if info["float"]:
-        report["float_in_artifact"] = list(info["float"])
-    if info.get("why_float"):
-        report["runs_float"] = dict(info["why_float"])
-    return report
-
-
 #: ONNX Runtime ops that compute in int8 (after its graph optimizations).
 INT8_OPS = {
     "QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
@@ -584,55 +566,21 @@ INT8_OPS = {
 FLOAT_OPS = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "ConvTranspose"}
 
 
-def runtime_ops(data: bytes) -> tuple[Any, dict[str, int]]:
-    """(a 1-thread session of ``data``, op type -> count in the graph that session really runs,
-    after ONNX Runtime's optimizations fused the Q/DQ groups): ``QLinearConv`` means int8
-    kernels, a ``Conv`` that is left means float."""
+def runtime_ops(data: bytes) -> dict[str, int]:
+    """Op type -> count in the graph a 1-thread ONNX Runtime session of ``data`` really runs,
+    after its optimizations fused the Q/DQ groups: ``QLinearConv`` means int8 kernels, a
+    ``Conv`` that is left means float."""
     import tempfile
 
     onnx = _onnx()
     with tempfile.TemporaryDirectory(prefix="lwdsl-ort-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
-        sess = session(data, 1, optimized_to=optimized)
+        session(data, 1, optimized_to=optimized)
         graph = onnx.load(str(optimized)).graph
     counts: dict[str, int] = {}
     for node in graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return sess, dict(sorted(counts.items()))
-
-
-def describe(data: bytes, handle: TorchModel, x: np.ndarray, y: np.ndarray, info: Optional[dict] = None) -> dict[str, Any]:
-    """What an ONNX artifact is, measured by its own runtime: size, the ops ONNX Runtime runs
-    (int8 or float), top-1 accuracy on ``x, y``, median latency at batch 1 and 32 (1 thread).
-    With ``info`` (:func:`build_onnx`'s), ``runs_float``: each weighted layer that runs in float
-    and why (not quantized, weights_only, an output that cannot be int8); weighted float ops
-    that ONNX Runtime left beyond those are counted in ``runs_float_unexplained``."""
-    sess, ops = runtime_ops(data)
-    dtype = {**{op: "int8" for op in INT8_OPS}, **{op: "float32" for op in FLOAT_OPS}}
-    out: dict[str, Any] = {
-        "format": "onnx",
-        "runtime": "onnxruntime",
-        "size_bytes": len(data),
-        "ops": {f"{op} ({dtype[op]})" if op in dtype else op: n for op, n in ops.items()},
-        "int8_ops": sum(n for op, n in ops.items() if op in INT8_OPS),
-        "float_ops": sum(n for op, n in ops.items() if op in FLOAT_OPS),
-    }
-    if info is not None and handle.quant:
-        why = dict(info.get("why_float", {}))
-        out["runs_float"] = why
-        if out["float_ops"] > len(why):
-            out["runs_float_unexplained"] = out["float_ops"] - len(why)
-    if len(x):
-        out["accuracy"] = float(np.mean(np.argmax(run_onnx(sess, x), axis=1) == y))
-    for batch in (1, 32):
-        out[f"latency_ms_b{batch}"] = _time_session(sess, batch, handle.input_shape)
-    return out
-
-
-def _time_session(sess: Any, batch: int, input_shape: tuple[int, ...], *, warmup: int = 3, min_runs: int = 10,
-                  max_runs: int = 200, budget_s: float = 1.0) -> float:
-    feed = {sess.get_inputs()[0].name: fixed_input(batch, input_shape)}
-    return median_ms(lambda: sess.run(None, feed), Protocol(warmup, min_runs, max_runs, budget_s))
+    return dict(sorted(counts.items()))
 
 
 def session(model: Any, threads: int = 1, optimized_to: Optional[Path] = None) -> Any:
@@ -659,73 +607,41 @@ def run_onnx(sess: Any, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     )
 
 
-_AO: dict[str, tuple[Any, dict[str, Any], str]] = {}
+def onnx_file(model: Any, info: dict[str, Any]) -> EngineFile:
+    """The file of an ONNX model of :func:`build_onnx` (or a rewrite of it that keeps its int8
+    initializers): its bytes, its int8 codes, the layers it runs in float with why."""
+    return EngineFile(model.SerializeToString(), _codes_in(model, info), dict(info.get("why_float", {})))
 
 
-def engine(handle: TorchModel) -> tuple[str, Any, dict[str, Any], str]:
-    """(engine name, its int8 model, info, why not torch.ao) for ``handle``: the torch.ao
-    module where :func:`ao_engine.usable`, else the ONNX model. A model torch.ao cannot take
-    (fx cannot trace it) falls back to ONNX Runtime, with the reason."""
-    from . import ao_engine
+class OnnxEngine(Engine):
+    """The torch backend's deployable file: the ONNX model of :func:`build_onnx` in ONNX Runtime
+    (CPU); its fp32 is :func:`export_float` of the same module."""
 
-    ok, why = ao_engine.usable(handle)
-    if ok:
-        calib = hashlib.sha1(np.ascontiguousarray(handle.calib[1]).tobytes()).hexdigest()
-        key = f"{_fingerprint(handle)}:{id(handle.calib[0])}:{calib}:{handle.calib[2]}"
-        if key not in _AO:
-            _AO.clear()
-            try:
-                module, info = ao_engine.build(handle)
-                _AO[key] = (module, info, "")
-            except Exception as exc:  # fx/torch.ao refuse some models: say so and use ONNX Runtime
-                _AO[key] = (None, {}, f"torch.ao could not take this model ({type(exc).__name__}: {exc})".strip())
-        module, info, why = _AO[key]
-        if module is not None:
-            return ao_engine.ENGINE, module, info, ""
-    model, info = build_onnx(handle)
-    return "onnxruntime", model, info, why
+    format, runtime = "onnx", "onnxruntime"
 
+    def build(self, handle: TorchModel) -> EngineFile:
+        model, info = build_onnx(handle)
+        return onnx_file(model, info)
 
-def engine_report(handle: TorchModel, x: Optional[np.ndarray] = None, y: Optional[np.ndarray] = None) -> dict[str, Any]:
-    """What runs the int8 model: :func:`artifact_report` of the ONNX model and, where torch.ao
-    is usable, its report too (``engines``: name -> report, each with its top-1 ``accuracy``
-    on ``x, y`` when given and its latency at batch 1 and 32, 1 thread); ``engine`` names the
-    engine that is faster at batch 32 (the one whose report is at the top level), and
-    ``why_not_torch_ao`` says why torch.ao is absent."""
-    from . import ao_engine
+    def float_file(self, handle: TorchModel) -> bytes:
+        return export_float(handle.module, handle.input_shape).SerializeToString()
 
-    onnx_model, onnx_info = build_onnx(handle)
-    reports = {"onnxruntime": artifact_report(handle, onnx_model, onnx_info)}
-    sess = session(onnx_model, 1)
-    runners = {"onnxruntime": (lambda v: run_onnx(sess, v), lambda b: _time_session(sess, b, handle.input_shape))}
-    name, model, info, why = engine(handle)
-    if name == ao_engine.ENGINE:
-        reports[name] = ao_engine.artifact_report(handle, model, info)
-        runners[name] = (lambda v: ao_engine.run(model, v), lambda b: ao_engine.latency_ms(model, b, handle.input_shape, 1))
-    for key, (run, timer) in runners.items():
-        if x is not None and len(x):
-            reports[key]["accuracy"] = float(np.mean(np.argmax(run(x), axis=1) == y))
-        for b in (1, 32):
-            reports[key][f"latency_ms_b{b}"] = round(timer(b), 4)
-    best = min(reports, key=lambda k: reports[k]["latency_ms_b32"])
-    out = {**reports[best], "engine": best, "engines": reports}
-    if why:
-        out["why_not_torch_ao"] = why
-    return out
+    def load(self, data: bytes, threads: int = 1) -> Callable[[np.ndarray], Callable[[], np.ndarray]]:
+        sess = session(data, threads)
+        name = sess.get_inputs()[0].name
+
+        def bind(x: np.ndarray) -> Callable[[], np.ndarray]:
+            feed = {name: np.ascontiguousarray(x, dtype=np.float32)}
+            return lambda: sess.run(None, feed)[0]
+
+        return bind
+
+    def inventory(self, data: bytes, handle: TorchModel) -> Inventory:
+        ops = runtime_ops(data)
+        dtype = {**{op: "int8" for op in INT8_OPS}, **{op: "float32" for op in FLOAT_OPS}}
+        return Inventory({f"{op} ({dtype[op]})" if op in dtype else op: n for op, n in ops.items()},
+                         sum(n for op, n in ops.items() if op in INT8_OPS), sum(n for op, n in ops.items() if op in FLOAT_OPS))
 
 
-def latency_ms(handle: TorchModel, batch: int, input_shape: tuple[int, ...], threads: int, *, warmup: int = 3,
-               min_runs: int = 10, max_runs: int = 200, budget_s: float = 1.0) -> float:
-    """Median milliseconds of the int8 model at ``batch`` (same protocol as latency.py) in the
-    faster of the two engines where torch.ao is usable (both are timed: on a VNNI/AMX CPU
-    ONNX Runtime wins small models at batch 1, torch.ao large batches and large models), else
-    in ONNX Runtime."""
-    from . import ao_engine
-
-    kw = dict(warmup=warmup, min_runs=min_runs, max_runs=max_runs, budget_s=budget_s)
-    onnx_model, _ = build_onnx(handle)
-    ort_ms = _time_session(session(onnx_model, threads), batch, input_shape, **kw)
-    name, model, _, _ = engine(handle)
-    if name == ao_engine.ENGINE:
-        return min(ort_ms, ao_engine.latency_ms(model, batch, input_shape, threads, **kw))
-    return ort_ms
+#: The engine the quantize flow, the latency and ``export onnx`` use.
+ONNX = OnnxEngine()

@@ -2,14 +2,17 @@
 
 The input is a fixed pseudo-random batch; the model runs in eval mode under
 ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
-restored afterwards); after ``quantize`` the int8 ONNX Runtime artifact is timed instead (with
-``threads`` intra-op threads). Timed by the core's protocol (:mod:`lwdsl.backend.timing`).
+restored afterwards); after ``quantize`` the int8 ONNX file (the one the step writes) is timed
+instead, in ONNX Runtime with ``threads`` intra-op threads
+(:func:`lwdsl.backend.engines.file_latency_ms`). Timed by the core's protocol
+(:mod:`lwdsl.backend.timing`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from lwdsl.backend.engines import file_latency_ms
 from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.semantics.codes import int8_only
 
@@ -30,14 +33,14 @@ def latency_ms(
     budget_s: float = 1.0,
 ) -> float:
     """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``; an int8
-    model is timed as its int8 artifact (int8_engine.py); a model with low-bit or cluster
+    model is timed as its int8 ONNX file (int8_engine.py); a model with low-bit or cluster
     layers has no artifact with kernels of its own (no CPU int4/int2 kernels; ``export onnx``
     refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model."""
+    protocol = Protocol(warmup, min_runs, max_runs, budget_s)
     if int8_only(handle.quant):
-        from .int8_engine import latency_ms as int8_latency_ms
+        from .int8_engine import ONNX
 
-        return int8_latency_ms(handle, batch, input_shape, threads, warmup=warmup, min_runs=min_runs,
-                               max_runs=max_runs, budget_s=budget_s)
+        return file_latency_ms(ONNX, handle, batch, input_shape, threads, protocol)
     x = torch.from_numpy(fixed_input(batch, input_shape))
     model = handle.module
     was_training = model.training
@@ -46,7 +49,7 @@ def latency_ms(
     model.eval()
     try:
         with torch.inference_mode():
-            return median_ms(lambda: model(x), Protocol(warmup, min_runs, max_runs, budget_s))
+            return median_ms(lambda: model(x), protocol)
     finally:
         torch.set_num_threads(before)
         model.train(was_training)

@@ -7,19 +7,20 @@ layout is PyTorch's); pruned weights are zeroed first (their codes are 0); the i
 are captured with forward pre-hooks while the model runs in eval mode with float activations;
 the model evaluates with calibrated inputs fake-quantized (fakequant.py); each layer's mode is
 kept in ``handle.quant_mode`` and the calibration images in ``handle.calib`` for the int8
-engines (int8_engine.py, ao_engine.py), whose report the step's notes carry
-(``int8_artifact``). Conv and linear layers are quantized; other kinds (norms, embeddings)
-stay float32, named in a warning.
+ONNX file (int8_engine.py; the core writes and measures it: ``int8_artifact``) and the torch.ao
+bench peer (ao_engine.py). Conv and linear layers are quantized; other kinds (norms,
+embeddings) stay float32, named in a warning.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
+from lwdsl.backend.engines import Engine
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import WeightQuant
@@ -113,14 +114,10 @@ class TorchQuantizeParts(QuantizeParts):
 
         return fit(handle, options, ctx, label=label, masters=masters)
 
-    def engine_notes(self, handle: TorchModel, names: Sequence[str], ctx: StepContext) -> Optional[dict]:
-        from .int8_engine import engine_report
+    def engine(self) -> Engine:
+        from .int8_engine import ONNX
 
-        report = engine_report(handle, ctx.data.test_x, ctx.data.test_y)
-        why = report.get("why_not_torch_ao")
-        if why and "could not take" in why:
-            ctx.warn(f"step {ctx.index + 1} (quantize int8): {why}; the int8 model runs in ONNX Runtime instead")
-        return report
+        return ONNX
 
 
 #: The ``quantize`` handler: the core's flow over this backend's parts.

@@ -5,7 +5,7 @@ The numbers are the core's (:mod:`lwdsl.semantics.quant`, :mod:`lwdsl.semantics.
 :mod:`lwdsl.semantics.auto_bits`, :mod:`lwdsl.semantics.order`); the flow is here; a backend
 gives :class:`QuantizeParts`, the few things only its framework can do (read and write a
 layer's weight in the canonical layout, run the model, capture layer inputs, fold batch norms,
-keep its own record of how the model was quantized, build its int8 engine).
+keep its own record of how the model was quantized, give its int8 file's engine).
 
 Flow of ``quantize FORM`` on the selected layers:
 
@@ -23,8 +23,10 @@ Flow of ``quantize FORM`` on the selected layers:
 7. ``static``/``qat`` int8: each layer's input observed on the calibration images
    (:func:`calibrate`), its uint8 :func:`~lwdsl.semantics.quant.act_qparams` kept;
 8. the notes: ``quantized`` (layer -> bits, form, granularity, mode, and the activation range,
-   scale and zero point of a calibrated layer), ``auto_bits`` for ``auto``, and what the
-   backend's int8 engine reports.
+   scale and zero point of a calibrated layer), ``auto_bits`` for ``auto``;
+9. int8 forms (every quantized layer int8): the deployable int8 file written into the run
+   folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
+   (:func:`lwdsl.backend.engines.int8_artifact` over the backend's :meth:`QuantizeParts.engine`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparam
 from ..language.specs import QuantizeSpec, TrainingOptions
 from ..language.specs.quantize import LOW_BIT
 from .context import StepContext
+from .engines import Engine, int8_artifact
 
 __all__ = ["QuantizeParts", "quantize_handler", "measure_sensitivity", "calibrate", "CALIBRATION_BATCH", "ONLY_CONV_AND_LINEAR"]
 
@@ -104,8 +107,9 @@ class QuantizeParts(ABC):
         """Keep the calibrated input quantization of a layer (``handle.act``)."""
         handle.act[name] = act_qparams(lo, hi, 8)
 
-    def engine_notes(self, handle: Any, names: Sequence[str], ctx: StepContext) -> Optional[dict]:
-        """What the backend's int8 engine says of the model now (``int8_artifact``), or None."""
+    def engine(self) -> Optional[Engine]:
+        """The backend's deployable int8 file and its runtime (:class:`~lwdsl.backend.engines.Engine`),
+        or None when it has none."""
         return None
 
 
@@ -229,8 +233,9 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
                 aq = handle.act[name]
                 notes[name].update(act_range=[lo, hi], act_scale=float(aq.scale), act_zero_point=int(aq.zero_point))
         ctx.notes["quantized"] = notes
-        if todo and not low:  # low-bit layers hold int8 containers in an int8 artifact: no gain to report
-            report = parts.engine_notes(handle, todo, ctx)
+        engine = parts.engine() if todo and not low else None  # low-bit layers have no int8 kernels
+        if engine is not None:
+            report = int8_artifact(engine, handle, ctx, step)
             if report is not None:
                 ctx.notes["int8_artifact"] = report
         return handle

@@ -4,7 +4,9 @@
 ``text`` (the step in canonical form) and ``metrics`` with ``accuracy``, ``loss``, ``params``,
 ``nonzero_params``, ``size_bytes`` and ``size_gzip_bytes`` (of the compact ``.lwz`` weights),
 ``latency_ms_b1``, ``latency_ms_b64``, ``seconds`` and ``layers[]`` (``name``, ``kind``,
-``weights``, ``sparsity`` achieved, ``requested``).
+``weights``, ``sparsity`` achieved, ``requested``). The ``summary``'s ``speedup_b1``/``_b64`` (the
+last step against the baseline) come with ``int8_speedup_b1``/``_b32`` and ``int8_runtime`` after
+an int8 quantize step: its file against the same model as a float32 file in the same runtime.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def build_report(plan: Recipe, be: Backend, model_ref: Any, data: Dataset, seed:
     if base.get("latency_ms_b1") and final.get("latency_ms_b1"):
         summary["speedup_b1"] = round(base["latency_ms_b1"] / final["latency_ms_b1"], 3)
         summary["speedup_b64"] = round(base["latency_ms_b64"] / final["latency_ms_b64"], 3)
+        gain = _last_int8_gain(steps)  # beside it, what int8 itself bought in the same runtime
+        if gain is not None:
+            summary.update(int8_runtime=gain["runtime"], int8_speedup_b1=gain["int8_speedup_b1"],
+                           int8_speedup_b32=gain["int8_speedup_b32"])
     return {
         "recipe": plan.name,
         "backend": be.name,
@@ -89,9 +95,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     if "speedup_b1" in s:
         lines.append(f"- latency {s['speedup_b1']:.2f}x at batch 1, {s['speedup_b64']:.2f}x at batch 64")
+        lines += _int8_gain(report)
     lines += _model_changes(report)
     lines += _artifacts_markdown(report)
-    lines += _engines_markdown(report)
+    lines += _int8_markdown(report)
     lines += _auto_bits_markdown(report, report.get("files", []))
     warned = [(step["text"], w) for step in report["steps"] for w in step.get("warnings", ())]
     if warned:
@@ -116,31 +123,61 @@ def _model_changes(report: dict[str, Any]) -> list[str]:
     return ["", "## Model replaced", "", *rows] if rows else []
 
 
-def _engines_markdown(report: dict[str, Any]) -> list[str]:
-    """The int8 engines that can run each quantize step's model (``int8_artifact.engines``):
-    accuracy, latency and codes of each, and which one the latency columns above use."""
-    found = [(s["text"], s["int8_artifact"]) for s in report["steps"] if s.get("int8_artifact", {}).get("engines")]
+def _int8_files(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(step text, its ``int8_artifact`` note) of every quantize step that measured an int8 file."""
+    return [(s["text"], s["int8_artifact"]) for s in report["steps"] if "latency_ms_b1" in s.get("int8_artifact", {})]
+
+
+def _last_int8_gain(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``int8_artifact`` of the last step that measured its int8 file beside the runtime's fp32."""
+    found = [s["int8_artifact"] for s in steps if "int8_speedup_b1" in s.get("int8_artifact", {})]
+    return found[-1] if found else None
+
+
+def _int8_gain(report: dict[str, Any]) -> list[str]:
+    """The summary's line on what int8 itself bought: the last int8 file against the same model
+    as a float32 file in the same runtime (the speed-up over the baseline also counts the runtime)."""
+    found = [(t, a) for t, a in _int8_files(report) if "int8_speedup_b1" in a]
+    if not found:
+        return []
+    text, a = found[-1]
+    slower = min(a["int8_speedup_b1"], a["int8_speedup_b32"]) < 1
+    return [f"- int8 itself: {a['int8_speedup_b1']:.2f}x at batch 1, {a['int8_speedup_b32']:.2f}x at batch 32 over the same "
+            f"model as a float32 file in {a['runtime']} (`{text}`, 1 thread); the rest of the speed-up over the baseline is "
+            "the runtime's" + ("; below 1x, int8 is slower than float32 there" if slower else "")]
+
+
+def _int8_markdown(report: dict[str, Any]) -> list[str]:
+    """The int8 file each quantize step wrote (``int8_artifact``), measured in its runtime beside
+    the same model as a float32 file in that runtime: what int8 itself bought."""
+    found = _int8_files(report)
     if not found:
         return []
     lines = [
         "",
-        "## Int8 engines (measured after quantize, 1 thread)",
+        "## Int8 files (written by quantize, measured in their runtime, 1 thread)",
         "",
-        "The latency columns above use the faster engine at each batch size.",
+        "fp32: the same model as a float32 file in the same runtime; gain: fp32 / int8, what int8 itself bought. The "
+        "step table's latency columns time the same file (batch 1 and 64, the run's latency threads).",
         "",
-        "| step | engine | accuracy | latency b1 (ms) | latency b32 (ms) | codes equal to lwdsl's |",
-        "|---|---|---:|---:|---:|---:|",
+        "| step | file | runtime | accuracy | int8 b1 (ms) | fp32 b1 (ms) | int8 b32 (ms) | fp32 b32 (ms) | gain b1 / b32 "
+        "| weighted ops int8 / float | codes equal to lwdsl's |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for text, art in found:
-        for name, r in art["engines"].items():
-            acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
-            lines.append(f"| `{text}` | {name} | {acc} | {r['latency_ms_b1']:.3f} | {r['latency_ms_b32']:.3f} "
-                         f"| {r['codes_equal']:,} / {r['codes_total']:,} |")
-        ao = art["engines"].get("torch.ao x86")
-        if ao and ao.get("kernels"):
-            lines.append(f"| | kernels: {ao['kernels']} | | | | |")
-        if art.get("why_not_torch_ao"):
-            lines.append(f"| | torch.ao not used: {art['why_not_torch_ao']} | | | | |")
+    ms = lambda a, k: "-" if a.get(k) is None else f"{a[k]:.3f}"  # noqa: E731
+    for text, a in found:
+        acc = "-" if a.get("accuracy") is None else f"{100 * a['accuracy']:.2f}%"
+        gain = f"{a['int8_speedup_b1']:.2f}x / {a['int8_speedup_b32']:.2f}x" if "int8_speedup_b1" in a else "-"
+        codes = f"{a['codes_equal']:,} / {a['codes_total']:,}" if "codes_total" in a else "-"
+        lines.append(f"| `{text}` | {a.get('file') or '(not written: no run folder)'} | {a.get('runtime', '-')} | {acc} "
+                     f"| {ms(a, 'latency_ms_b1')} | {ms(a, 'fp32_latency_ms_b1')} | {ms(a, 'latency_ms_b32')} "
+                     f"| {ms(a, 'fp32_latency_ms_b32')} | {gain} | {a.get('int8_ops', 0)} / {a.get('float_ops', 0)} | {codes} |")
+    floats = [(text, a) for text, a in found if a.get("runs_float")]
+    if floats:
+        lines.append("")
+    for text, a in floats:
+        if a.get("runs_float"):
+            lines.append(f"- `{text}` runs in float: " + "; ".join(f"{k} ({v})" for k, v in a["runs_float"].items()))
     return lines
 
 
@@ -172,6 +209,10 @@ def _artifacts_markdown(report: dict[str, Any]) -> list[str]:
         lines.append(f"- `{name}` ops: {ops or '-'}")
         if a.get("float_layers"):
             lines.append(f"- `{name}` layers left float32: {', '.join(a['float_layers'])}")
+        if "int8_speedup_b1" in a:
+            lines.append(f"- `{name}` int8 itself: {a['int8_speedup_b1']:.2f}x at batch 1, {a['int8_speedup_b32']:.2f}x at batch 32 "
+                         f"over the same model as a float32 file in {a.get('runtime', 'its runtime')} "
+                         f"({ms(a.get('fp32_latency_ms_b1'))} / {ms(a.get('fp32_latency_ms_b32'))} ms)")
         if a.get("weights_dtype"):
             lines.append(f"- `{name}` weights stored as {a['weights_dtype']}; the runtime's CPU kernels compute in float32 "
                          "(the gain is size, not speed)")

@@ -300,12 +300,12 @@ def test_latency_times_the_tflite_artifact_only_for_int8_models(be, dtype, engin
     """Low-bit layers have no kernels of their own: their model is timed in Keras, as fp32 is."""
     import os
 
-    from lwdsl.backends.tf_backend import tflite_engine
+    from lwdsl.backends.tf_backend import latency
     from lwdsl.backends.tf_backend.latency import latency_ms
 
     h = be.apply(be.load_model("lenet5", SHAPE, 10), QuantizeSpec(dtype=dtype), LAYERS, _ctx())
     called = []
-    monkeypatch.setattr(tflite_engine, "latency_ms", lambda *a, **k: called.append(1) or 1.0)
+    monkeypatch.setattr(latency, "file_latency_ms", lambda *a, **k: called.append(1) or 1.0)
     assert latency_ms(h, 1, SHAPE, os.cpu_count() or 1) > 0 and bool(called) == engine
 
 

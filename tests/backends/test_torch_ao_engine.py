@@ -1,5 +1,5 @@
-"""The torch.ao int8 engine (ao_engine.py): lwdsl's codes and activation ranges on PyTorch's x86
-quantized kernels, when it is used, and the fall-back to ONNX Runtime."""
+"""The torch.ao peer (ao_engine.py): lwdsl's codes and activation ranges on PyTorch's x86
+quantized kernels, where it can run; a run never reports it (its model is in memory only)."""
 
 from __future__ import annotations
 
@@ -33,23 +33,15 @@ def _quantized(name="lenet5", shape=(1, 28, 28), mode="static"):
     return backend, data, ctx, handle
 
 
-@pytest.fixture
-def forced(monkeypatch):
-    """The engine on any CPU (its construction does not depend on VNNI; the kernels' numbers do)."""
-    monkeypatch.setenv("LWDSL_INT8_ENGINE", "torch.ao")
-
-
 @pytest.mark.parametrize("model", ["lenet5", "resnet8"])
-def test_the_engine_holds_lwdsls_codes_and_each_layers_input_quantization(forced, model):
+def test_the_engine_holds_lwdsls_codes_and_each_layers_input_quantization(model):
+    """Its construction does not depend on VNNI (the kernels' numbers do): checked on any CPU."""
     from lwdsl.backends.torch_backend import ao_engine
 
     shape = (1, 28, 28)
     _, _, _, handle = _quantized(model, shape)
-    assert ao_engine.usable(handle) == (True, "")
     module, info = ao_engine.build(handle)
     assert set(info["int8"]) == set(handle.quant)
-    report = ao_engine.artifact_report(handle, module, info)
-    assert report["codes_equal"] == report["codes_total"] == sum(q.codes.size for q in handle.quant.values())
     for layer, q in handle.quant.items():  # the int8 module's weights are our codes and scales
         w = module.get_submodule(layer).weight()
         assert np.array_equal(w.int_repr().numpy(), q.codes)
@@ -98,51 +90,29 @@ def test_its_outputs_follow_lwdsls_fake_quantization(model):
     assert np.mean(margin == 0) >= 0.9
 
 
-def test_it_is_not_used_where_it_has_no_kernels_or_no_calibration(monkeypatch):
+def test_it_runs_only_where_it_has_kernels_and_calibration(monkeypatch):
     from lwdsl.backends.torch_backend import ao_engine
 
+    monkeypatch.setattr(ao_engine, "cpu_int8_flags", lambda: ("avx512_vnni",))
     _, _, _, handle = _quantized()
-    monkeypatch.setenv("LWDSL_INT8_ENGINE", "onnxruntime")
-    assert ao_engine.usable(handle) == (False, "LWDSL_INT8_ENGINE=onnxruntime")
-    monkeypatch.setenv("LWDSL_INT8_ENGINE", "torch.ao")
+    assert ao_engine.usable(handle) == (True, "")
     handle.calib = None
     ok, why = ao_engine.usable(handle)
     assert not ok and "calibration images" in why
-    _, _, _, weights_only = _quantized(mode="dynamic")
-    ok, why = ao_engine.usable(weights_only)
+    _, _, _, dynamic = _quantized(mode="dynamic")
+    ok, why = ao_engine.usable(dynamic)
     assert not ok and "not an int8 static/qat layer" in why
-    monkeypatch.setenv("LWDSL_INT8_ENGINE", "auto")
     monkeypatch.setattr(ao_engine, "cpu_int8_flags", lambda: ())
     _, _, _, static = _quantized()
     ok, why = ao_engine.usable(static)
     assert not ok and "VNNI" in why
 
 
-def test_a_model_torch_ao_cannot_take_runs_in_onnx_runtime_with_the_reason(forced, monkeypatch):
-    from lwdsl.backends.torch_backend import ao_engine, int8_engine
-
-    def refuse(handle):
-        raise RuntimeError("symbolically traced variables cannot be used as inputs to control flow")
-
-    monkeypatch.setattr(ao_engine, "build", refuse)
-    monkeypatch.setattr(int8_engine, "_AO", {})
-    backend, data, ctx, handle = _quantized()
-    assert ctx.notes["int8_artifact"]["engine"] == "onnxruntime"
-    assert "torch.ao could not take this model" in ctx.notes["int8_artifact"]["why_not_torch_ao"]
-    assert any("runs in ONNX Runtime instead" in w for w in ctx.extra["warned"])
-    name, _, _, why = int8_engine.engine(handle)
-    assert name == "onnxruntime" and "control flow" in why
-
-
-def test_the_step_reports_both_engines_with_their_accuracy_and_speed(forced):
-    _, _, ctx, _ = _quantized()
-    report = ctx.notes["int8_artifact"]
-    assert set(report["engines"]) == {"onnxruntime", "torch.ao x86"}
-    for r in report["engines"].values():
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["latency_ms_b1"] > 0 and r["latency_ms_b32"] > 0
-        assert r["codes_equal"] == r["codes_total"] > 0
-    fastest = min(report["engines"], key=lambda k: report["engines"][k]["latency_ms_b32"])
-    assert report["engine"] == fastest
+def test_a_run_reports_the_onnx_file_not_the_in_memory_torch_ao_model():
+    """The step's int8_artifact and the latency a run prints are the ONNX file's, on any CPU."""
+    _, _, ctx, handle = _quantized()
+    art = ctx.notes["int8_artifact"]
+    assert art["runtime"] == "onnxruntime" and art["format"] == "onnx" and "engines" not in art
 
 
 @VNNI
@@ -162,7 +132,11 @@ def test_lenet5_on_mnist_keeps_lwdsls_accuracy_in_the_torch_ao_engine(mnist):
     names = [layer.name for layer in backend.layers(handle)]
     backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=512), names, ctx)
     int8_acc, _ = backend.evaluate(handle, ctx)
-    engines = ctx.notes["int8_artifact"]["engines"]
+    from lwdsl.backends.torch_backend import ao_engine
+
+    module, _ = ao_engine.build(handle)
+    ao_acc = float(np.mean(ao_engine.run(module, data.test_x).argmax(1) == data.test_y))
+    onnx_acc = ctx.notes["int8_artifact"]["accuracy"]
     assert int8_acc > 0.85
-    assert abs(engines["torch.ao x86"]["accuracy"] - int8_acc) <= 0.002, (engines, int8_acc)
-    assert abs(engines["onnxruntime"]["accuracy"] - int8_acc) <= 0.002, (engines, int8_acc)
+    assert abs(ao_acc - int8_acc) <= 0.002, (ao_acc, int8_acc)
+    assert abs(onnx_acc - int8_acc) <= 0.002, (onnx_acc, int8_acc)

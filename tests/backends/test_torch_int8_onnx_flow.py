@@ -61,11 +61,12 @@ def _handle(module=None, layers=None, name="blocks"):
 def _ops(model):
     from lwdsl.backends.torch_backend.int8_engine import runtime_ops
 
-    return runtime_ops(model.SerializeToString())[1]
+    return runtime_ops(model.SerializeToString())
 
 
 def test_residual_concat_pool_and_relu6_run_int8_end_to_end_with_our_codes():
-    from lwdsl.backends.torch_backend.int8_engine import FLOAT_OPS, artifact_report, build_onnx, run_onnx, session
+    from lwdsl.backend.engines import codes_agreement
+    from lwdsl.backends.torch_backend.int8_engine import FLOAT_OPS, build_onnx, onnx_file, run_onnx, session
 
     torch.manual_seed(0)
     backend, data, ctx, handle = _handle(Blocks())
@@ -77,8 +78,8 @@ def test_residual_concat_pool_and_relu6_run_int8_end_to_end_with_our_codes():
     assert ops.get("QLinearGlobalAveragePool") == 1 and ops.get("QLinearAveragePool") == 1, ops
     assert not {"Add", "Concat", "Relu", "Clip"} & set(ops), ops
     assert info["why_float"] == {} and info["activations"]["observed"] > 0
-    report = artifact_report(handle, model, info)
-    assert report["codes_equal"] == report["codes_total"] > 0
+    equal, total, _ = codes_agreement(onnx_file(model, info).codes, handle.quant)
+    assert equal == total > 0
     # the file's logits stay close to lwdsl's own (fake-quantized) evaluation
     with torch.no_grad():
         ours = handle.module(torch.from_numpy(data.test_x)).numpy()
@@ -87,7 +88,8 @@ def test_residual_concat_pool_and_relu6_run_int8_end_to_end_with_our_codes():
 
 
 def test_resnet8_every_weighted_layer_int8_in_onnx_runtime():
-    from lwdsl.backends.torch_backend.int8_engine import FLOAT_OPS, artifact_report, build_onnx
+    from lwdsl.backend.engines import codes_agreement
+    from lwdsl.backends.torch_backend.int8_engine import FLOAT_OPS, build_onnx, onnx_file
 
     backend, data, ctx, handle = _handle(name="resnet8")
     model, info = build_onnx(handle)
@@ -96,8 +98,8 @@ def test_resnet8_every_weighted_layer_int8_in_onnx_runtime():
     assert not {op for op in ops if op in FLOAT_OPS}, ops
     assert ops.get("QLinearConv", 0) + ops.get("QGemm", 0) == weighted, ops
     assert ops.get("QLinearAdd", 0) >= 1 and "Add" not in ops, ops
-    report = artifact_report(handle, model, info)
-    assert report["codes_equal"] == report["codes_total"] > 0
+    equal, total, _ = codes_agreement(onnx_file(model, info).codes, handle.quant)
+    assert equal == total > 0
 
 
 def test_a_layer_left_float_is_named_with_the_reason():

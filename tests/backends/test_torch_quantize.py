@@ -169,11 +169,13 @@ def test_lenet5_mnist_static_int8_accuracy_and_onnx_exports(mnist, tmp_path):
     assert abs(int8_acc - float_acc) <= 0.005, (float_acc, int8_acc)
     assert abs(onnx_acc - int8_acc) <= 0.002, (onnx_acc, int8_acc)
     assert abs(dyn_onnx_acc - dyn_acc) <= 0.002, (dyn_onnx_acc, dyn_acc)
-    report = ctx.notes["onnx"]
-    assert report["codes_equal"] == report["codes_total"] > 0 and "float_in_artifact" not in report
     # each export's artifact entry (the report's "Artifacts" rows), measured in ONNX Runtime
     arts = {a["path"]: a for a in ctx.notes["artifacts"]}
     static, dyn = arts["int8.onnx"], arts["dynamic.onnx"]
+    assert static["codes_equal"] == static["codes_total"] > 0 and static["runs_float"] == {}
+    for b in (1, 32):  # beside each int8 file, the same model as a float32 file in ONNX Runtime
+        assert static[f"fp32_latency_ms_b{b}"] > 0 and dyn[f"fp32_latency_ms_b{b}"] > 0
+        assert "fp32_latency_ms_b1" not in arts["float.onnx"]
     assert static["size_bytes"] == (tmp_path / "int8.onnx").stat().st_size and static["runtime"] == "onnxruntime"
     assert static["ops"].get("QLinearConv (int8)") == 2 and static["ops"].get("QGemm (int8)") == 2, static["ops"]
     assert static["int8_ops"] == 4 and static["float_ops"] == 0
@@ -266,13 +268,13 @@ def test_torch_snap_of_a_low_bit_layer_is_the_cores(dtype):
 def test_latency_times_the_int8_artifact_only_for_int8_models(dtype, engine, monkeypatch):
     """Low-bit layers have no kernels of their own: their model is timed in torch, as fp32 is
     (an ONNX Runtime float timing beside a torch fp32 one would show a speed-up of runtimes)."""
-    from lwdsl.backends.torch_backend import int8_engine
+    from lwdsl.backends.torch_backend import latency
     from lwdsl.backends.torch_backend.latency import latency_ms
 
     backend, data = torch_backend(), make_data(n_train=64, n_test=32)
     handle = _model(backend, data)
     backend.apply(handle, QuantizeSpec(dtype=dtype), _names(backend, handle), make_ctx(data))
     called = []
-    monkeypatch.setattr(int8_engine, "latency_ms", lambda *a, **k: called.append(1) or 1.0)
+    monkeypatch.setattr(latency, "file_latency_ms", lambda *a, **k: called.append(1) or 1.0)
     ms = latency_ms(handle, 1, handle.input_shape, 1, min_runs=2, budget_s=0.01)
     assert ms > 0 and bool(called) == engine

@@ -94,6 +94,15 @@ class Kit:
         """Hooks or extra outputs left on the model (0 for a plain model)."""
         raise NotImplementedError
 
+    def engine(self) -> Any:
+        """The backend's deployable-file engine (:class:`lwdsl.backend.engines.Engine`)."""
+        raise NotImplementedError
+
+    def run_file(self, path: Any, x: np.ndarray) -> np.ndarray:
+        """The outputs of the deployable file at ``path`` on NCHW ``x``, loaded as a user would,
+        with the runtime's own API (not lwdsl's)."""
+        raise NotImplementedError
+
 
 class TorchKit(Kit):
     name = "torch"
@@ -147,6 +156,17 @@ class TorchKit(Kit):
     def forward_hooks(self, handle):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in handle.module.modules())
 
+    def engine(self):
+        from lwdsl.backends.torch_backend.int8_engine import ONNX
+
+        return ONNX
+
+    def run_file(self, path, x):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
+
 
 class KerasKit(Kit):
     name = "tensorflow"
@@ -193,6 +213,23 @@ class KerasKit(Kit):
 
     def forward_hooks(self, handle):
         return len(handle.model.outputs) - 1
+
+    def engine(self):
+        from lwdsl.backends.tf_backend.tflite_engine import LITERT
+
+        return LITERT
+
+    def run_file(self, path, x):
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(path))
+        xb = np.ascontiguousarray(np.moveaxis(np.asarray(x, np.float32), 1, -1))
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        it.resize_tensor_input(inp["index"], list(xb.shape))
+        it.allocate_tensors()
+        it.set_tensor(inp["index"], xb)
+        it.invoke()
+        return it.get_tensor(out["index"])
 
 
 KITS = {"torch": TorchKit, "tensorflow": KerasKit}

@@ -158,3 +158,24 @@ def test_cast_rounds_weights_by_the_core_halves_the_lwz_and_round_trips(backend,
     assert kit.cast_layers(back) == {}
     acc_half, _ = be.evaluate(h, ctx)
     assert 0 <= acc_half <= 1
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_quantize_int8_writes_the_file_whose_latency_it_reports_and_it_loads_back(backend, kit, mode, tmp_path):
+    """The int8 file a quantize step writes is the one every latency of the model times, and a
+    user loads it back with the runtime's own API: the same outputs, the note's accuracy."""
+    be, data = backend, make_data(n_train=128, n_test=64)
+    ctx = make_ctx(data, run_dir=tmp_path)
+    h = be.apply(_lenet5(be), QuantizeSpec(dtype="int8", mode=mode, calibrate=64), LAYERS, ctx)
+    art, engine = ctx.notes["int8_artifact"], kit.engine()
+    path = tmp_path / art["file"]
+    assert art["file"] == f"model-int8-step1.{engine.format}" and path.stat().st_size == art["size_bytes"]
+    timed = engine.build(h).data  # the bytes be.latency_ms times (lwdsl.backend.engines.file_latency_ms)
+    assert timed == path.read_bytes()
+    got = kit.run_file(path, data.test_x)
+    np.testing.assert_array_equal(got, engine.load(timed)(data.test_x)())
+    assert float(np.mean(got.argmax(1) == data.test_y)) == art["accuracy"]
+    assert art["codes_equal"] == art["codes_total"] > 0 and not ctx.extra["warnings"]
+    alone = make_ctx(data)  # no run folder: nothing is written, and the note says so
+    be.apply(_lenet5(be), QuantizeSpec(dtype="int8", mode=mode, calibrate=64), LAYERS, alone)
+    assert alone.notes["int8_artifact"]["file"] is None

@@ -35,18 +35,45 @@ def test_no_section_without_a_measured_artifact() -> None:
     assert "## Artifacts" not in md
 
 
-def test_a_quantize_step_lists_the_int8_engines_it_was_measured_in() -> None:
-    ort = {"engine": "onnxruntime", "accuracy": 0.9879, "latency_ms_b1": 0.142, "latency_ms_b32": 2.79, "codes_equal": 430_500,
-           "codes_total": 430_500}
-    ao = {"engine": "torch.ao x86", "accuracy": 0.9882, "latency_ms_b1": 0.642, "latency_ms_b32": 3.3, "codes_equal": 430_500,
-          "codes_total": 430_500, "kernels": "torch 2.14.1 quantized engine x86 (oneDNN/FBGEMM), CPU int8: avx512_vnni"}
-    note = {**ort, "engines": {"onnxruntime": ort, "torch.ao x86": ao}}
-    md = report_markdown(_report([_step("baseline"), _step("quantize int8", int8_artifact=note)]))
-    assert "## Int8 engines" in md
-    assert "| `quantize int8` | onnxruntime | 98.79% | 0.142 | 2.790 | 430,500 / 430,500 |" in md
-    assert "| `quantize int8` | torch.ao x86 | 98.82% | 0.642 | 3.300 | 430,500 / 430,500 |" in md
-    assert "CPU int8: avx512_vnni" in md
-    without = {**ort, "engines": {"onnxruntime": ort}, "why_not_torch_ao": "the CPU has no VNNI/AMX int8 dot products"}
-    md = report_markdown(_report([_step("baseline"), _step("quantize int8", int8_artifact=without)]))
-    assert "torch.ao not used: the CPU has no VNNI/AMX int8 dot products" in md
-    assert "## Int8 engines" not in report_markdown(_report([_step("baseline"), _step("prune l1 50%")]))
+def test_a_quantize_step_shows_its_int8_file_beside_the_same_runtimes_fp32() -> None:
+    """What int8 itself bought (fp32 file / int8 file, same runtime), apart from the runtime's
+    own gain over the baseline, in the summary and in the int8 files' table."""
+    note = {"file": "model-int8-step2.onnx", "format": "onnx", "runtime": "onnxruntime", "size_bytes": 445_747,
+            "ops": {"QLinearConv (int8)": 2}, "int8_ops": 4, "float_ops": 0, "accuracy": 0.9879, "latency_ms_b1": 0.05,
+            "latency_ms_b32": 1.2, "codes_equal": 430_500, "codes_total": 430_500, "runs_float": {"fc2": "its output is a graph output"},
+            "float_layers": ["fc2 (its output is a graph output)"], "fp32_latency_ms_b1": 0.04, "fp32_latency_ms_b32": 2.4,
+            "int8_speedup_b1": 0.8, "int8_speedup_b32": 2.0}
+    report = _report([_step("baseline"), _step("quantize int8", int8_artifact=note)])
+    report["summary"].update(speedup_b1=7.9, speedup_b64=5.0)
+    md = report_markdown(report)
+    assert "- latency 7.90x at batch 1, 5.00x at batch 64" in md
+    assert ("- int8 itself: 0.80x at batch 1, 2.00x at batch 32 over the same model as a float32 file in onnxruntime "
+            "(`quantize int8`, 1 thread); the rest of the speed-up over the baseline is the runtime's; below 1x, int8 is "
+            "slower than float32 there") in md
+    assert "## Int8 files" in md
+    assert ("| `quantize int8` | model-int8-step2.onnx | onnxruntime | 98.79% | 0.050 | 0.040 | 1.200 | 2.400 | 0.80x / 2.00x "
+            "| 4 / 0 | 430,500 / 430,500 |") in md
+    assert "- `quantize int8` runs in float: fc2 (its output is a graph output)" in md
+    # an exported int8 file: the same line on what int8 itself bought
+    art = {**note, "path": "model.onnx"}
+    md = report_markdown(_report([_step("baseline"), _step("export onnx", artifacts=[art])]))
+    assert "- `model.onnx` int8 itself: 0.80x at batch 1, 2.00x at batch 32 over the same model as a float32 file in onnxruntime" in md
+    assert "## Int8 files" not in report_markdown(_report([_step("baseline"), _step("prune l1 50%")]))
+
+
+def test_the_summary_puts_int8s_own_gain_beside_the_speed_up_over_the_baseline() -> None:
+    from types import SimpleNamespace
+
+    from lwdsl.report import build_report
+
+    note = {"runtime": "litert", "latency_ms_b1": 0.05, "latency_ms_b32": 1.2, "int8_speedup_b1": 1.6, "int8_speedup_b32": 2.1}
+    steps = [_step("baseline"), _step("quantize int8", int8_artifact=note)]
+    steps[0]["metrics"].update(latency_ms_b1=0.5, latency_ms_b64=10.0)
+    steps[1]["metrics"] = {**steps[1]["metrics"], "latency_ms_b1": 0.05, "latency_ms_b64": 2.0}
+    report = build_report(SimpleNamespace(name="r"), SimpleNamespace(name="tensorflow"), "lenet5", SimpleNamespace(name="mnist"), 0, steps)
+    s = report["summary"]
+    assert (s["speedup_b1"], s["speedup_b64"]) == (10.0, 5.0)
+    assert (s["int8_runtime"], s["int8_speedup_b1"], s["int8_speedup_b32"]) == ("litert", 1.6, 2.1)
+    steps[0]["metrics"]["latency_ms_b1"] = None  # latency not measured: neither figure
+    assert "int8_speedup_b1" not in build_report(SimpleNamespace(name="r"), SimpleNamespace(name="torch"), "lenet5",
+                                                 SimpleNamespace(name="mnist"), 0, steps)["summary"]
