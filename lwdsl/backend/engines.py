@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import LwdslError
 from ..semantics.codes import agreement, int8_only
-from ..weights import atomic_path
+from .weights import atomic_path
 from .context import StepContext
 from .timing import PROTOCOL, Protocol, fixed_input, median_ms
 

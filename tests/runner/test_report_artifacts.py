@@ -64,7 +64,7 @@ def test_a_quantize_step_shows_its_int8_file_beside_the_same_runtimes_fp32() -> 
 def test_the_summary_puts_int8s_own_gain_beside_the_speed_up_over_the_baseline() -> None:
     from types import SimpleNamespace
 
-    from lwdsl.report import build_report
+    from lwdsl.runner.report import build_report
 
     note = {"runtime": "litert", "latency_ms_b1": 0.05, "latency_ms_b32": 1.2, "int8_speedup_b1": 1.6, "int8_speedup_b32": 2.1}
     steps = [_step("baseline"), _step("quantize int8", int8_artifact=note)]
