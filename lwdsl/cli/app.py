@@ -328,6 +328,28 @@ def diff(
 
 
 @app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run folders lwdsl run wrote", metavar="RUN_DIR...", show_default=False)],
+    plot: Annotated[Path, typer.Option(metavar="FILE.png", help="where the accuracy/size/latency plot goes")] = Path("compare.png"),
+    json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="also write the table as JSON")] = None,
+) -> None:
+    """Runs side by side: accuracy, size, latency, recipe differences, and a plot of them."""
+    from ..runner.compare import compare_plot, compare_runs
+
+    if plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot}: give a .png file name")
+    rows, text = compare_runs(runs)
+    typer.echo(text)
+    written = compare_plot(rows, plot)
+    if json_out is not None:
+        from ..backend.weights import atomic_path
+
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    typer.echo(f"\nplot: {written}" if written else "\n(no plot: matplotlib is not installed)")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of a recipe plan (the format of .json recipes)."""
     from ..language.plan import Recipe
