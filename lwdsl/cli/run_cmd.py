@@ -52,6 +52,7 @@ def run_command(
         str, typer.Option(metavar="DEV", help="auto (a GPU when present, else the CPU), cpu, cuda, cuda:N or mps")
     ] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run of this recipe from its last completed step")] = False,
+    track: Annotated[Optional[str], typer.Option(metavar="TRACKER", help="log the run to an experiment tracker: mlflow")] = None,
     root: Annotated[
         Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
     ] = None,
@@ -70,6 +71,9 @@ def run_command(
     from ..backend.threads import check_device
 
     check_device(device)
+    from ..runner.track import open_tracker
+
+    open_tracker(track)  # an unknown tracker, or MLflow missing: exit 2 before any work
     out_path = check_out(out if out is not None else str(Path("runs") / Path(recipe).stem))
     plan = load(recipe, overrides=overrides, root=root)
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
@@ -91,6 +95,7 @@ def run_command(
             echo=lambda msg: typer.echo(msg, err=True),
             device=device,
             resume=resume,
+            track=track,
         )
     if not quiet:
         print_table(result.report)

@@ -156,6 +156,7 @@ def run(
     models: Optional[dict[str, Any]] = None,
     device: str = "auto",
     resume: bool = False,
+    track: Optional[str] = None,
 ) -> RunResult:
     """Compress a model with a recipe.
 
@@ -180,6 +181,7 @@ def run(
         overrides: ``--set NAME=VALUE`` values for the recipe's variables.
         baseline_epochs: epochs of the baseline trained when no checkpoint is given.
         latency: measure latency after every step (off in quick tests).
+        track: ``mlflow`` logs the run to MLflow (:mod:`lwdsl.runner.track`).
         resume: continue an interrupted run of the same recipe, model, data and seed from its
             last completed step (``<out>.resume/``, :mod:`lwdsl.runner.resume`).
         device: where training, evaluation and calibration run: ``auto`` (a GPU when one is
@@ -213,7 +215,16 @@ def run(
     if in_effect != wanted:
         counts["training_asked"] = wanted
         note = f"the {be.name} backend trains with {in_effect} thread(s), not the {wanted} asked: its thread pool was fixed earlier in this process"
+    from .track import open_tracker
+
+    tracker = open_tracker(track)
     try:
+        if tracker is not None:  # opened before the model loads: a run failing there is tracked too
+            plan = resolve_recipe(recipe, overrides)
+            shown = model if isinstance(model, (str, Path)) else (type(model).__name__ if model is not None else
+                                                                    (plan.target.model if plan.target else None))
+            tracker.start(plan, backend=be.name, model=str(shown), data=data or (plan.target.data if plan.target else None), seed=seed)
+            recipe, overrides = plan, None
         prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
         try:
             staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
@@ -223,9 +234,19 @@ def run(
                 raise
             unchanged = f"{out} is as it was" if out is not None else ""
             raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
-        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info)
+        extra = {"tracking": {"mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri}} if tracker is not None else None
+        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info, extra)
         if out is not None:
             shutil.rmtree(Path(out).parent / f"{Path(out).name}.resume", ignore_errors=True)  # done: nothing to resume
+        if tracker is not None:
+            import json
+
+            lock = json.loads((run_dir / "lwdsl.lock.json").read_text()) if run_dir is not None else None
+            tracker.finish(report, run_dir, lock)
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.fail(exc)
+        raise
     finally:
         be.set_threads(before)
     return RunResult(handle, report, run_dir, prep.backend)
@@ -379,6 +400,7 @@ def _write(
     say: Any,
     threads: Optional[dict[str, int]] = None,
     device: Optional[dict[str, str]] = None,
+    extra: Optional[dict[str, Any]] = None,
 ) -> tuple[dict[str, Any], Optional[Path]]:
     """The report, the lock file and the run folder (swapped in atomically)."""
     from .report import build_report, write_run_dir
@@ -388,6 +410,7 @@ def _write(
     if threads:
         report["threads"] = dict(threads)
     report["device"] = dict(device or {"device": be.device, "precision": "float32"})
+    report.update(extra or {})
     if out is None or staging is None:
         return report, None
     from .lockfile import lock_data
