@@ -360,8 +360,8 @@ def _execute(
             metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
             steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
             say(_line(steps[-1]))
-            if point is not None:
-                point.save(be, handle, 0, steps, baseline_info)
+            if point is not None and not point.save(be, handle, 0, steps, baseline_info):
+                point = None  # the backend cannot give its masks: this run keeps no resume point
         for i, step in enumerate(plan.steps):
             if i < done:
                 continue

@@ -261,10 +261,30 @@ def _bits_plot_name(index: int, count: int) -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    """The report as a rich table on the terminal."""
+    """The report as a rich table on the terminal. Narrower than 110 columns (an 80-column
+    terminal, a CI log): one line per step, the step numbered and named by its op, the full step
+    texts listed under the table, sizes after gzip only, latency at batch 1 only."""
+    import textwrap
+
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if console.width < 110:
+        m0 = report["steps"][0]["metrics"]
+        table = Table(title=f"{report['model']} on {report['data']} ({report['backend']}), {m0['params']:,} params")
+        for col in ("#", "step", "accuracy", "non-zero", "gzip", "b1 ms", "s"):
+            table.add_column(col, justify="left" if col == "step" else "right", no_wrap=True)
+        for i, s in enumerate(report["steps"]):
+            m = s["metrics"]
+            table.add_row(str(i), s["op"], f"{100 * m['accuracy']:.2f}%", f"{m['nonzero_params']:,}", _fmt_bytes(m["size_gzip_bytes"]),
+                          "-" if m.get("latency_ms_b1") is None else f"{m['latency_ms_b1']:.3f}", f"{m['seconds']:.1f}")
+        console.print(table)
+        for i, s in enumerate(report["steps"][1:], 1):
+            console.print(textwrap.fill(s["text"], width=max(40, console.width - 1), initial_indent=f"{i:>3} ",
+                                        subsequent_indent="    "), highlight=False, markup=False)
+        _print_auto(report, console)
+        return
     table = Table(title=f"{report['model']} on {report['data']} ({report['backend']})")
     for col in ("step", "accuracy", "non-zero / params", "size (gzip)", "lat b1 ms", "lat b64 ms", "s"):
         table.add_column(col, justify="left" if col == "step" else "right")
@@ -279,8 +299,13 @@ def print_table(report: dict[str, Any]) -> None:
             "-" if m.get("latency_ms_b64") is None else f"{m['latency_ms_b64']:.3f}",
             f"{m['seconds']:.1f}",
         )
-    console = Console()
     console.print(table)
+    _print_auto(report, console)
+
+
+def _print_auto(report: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
     for _, step, notes in _auto_steps(report):
         auto = Table(title=f"{step['text']}: {notes['average_bits']:.3f} bits per weight on average "
                            f"(sensitivity: {notes.get('sensitivity', 'weight_error')})")

@@ -90,14 +90,22 @@ class ResumePoint:
             raise UsageError(f"{self.folder / progress['masks']} is damaged ({exc})", hint=f"delete {self.folder} to start over") from None
         return state, masks
 
-    def save(self, be: Any, handle: Any, done: int, steps: list[dict[str, Any]], baseline: dict[str, Any]) -> None:
-        """The point after ``done`` steps of the recipe (0: after the baseline)."""
+    def save(self, be: Any, handle: Any, done: int, steps: list[dict[str, Any]], baseline: dict[str, Any]) -> bool:
+        """The point after ``done`` steps of the recipe (0: after the baseline); False when the
+        backend cannot give its masks (a backend without resume support: no point is kept)."""
+        from ..errors import LwdslError
+
+        try:
+            keep = be.masks_of(handle)
+        except LwdslError:
+            self.clear()
+            return False
         self.folder.mkdir(parents=True, exist_ok=True)
         model, masks = f"model-{done}.lwz", f"masks-{done}.npz"
         save_weights(self.folder / model, be.state(handle))
         with atomic_path(self.folder / masks) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, **be.masks_of(handle))
+                np.savez(f, **keep)
         progress = {"fingerprint": self.print, "done": done, "model": model, "masks": masks, "meta": be.handle_meta(handle),
                     "steps": steps, "baseline": baseline}
         with atomic_path(self.folder / "progress.json") as tmp:
@@ -105,6 +113,7 @@ class ResumePoint:
         for old in self.folder.iterdir():  # earlier points, now that progress.json names this one
             if old.name not in (model, masks, "progress.json"):
                 old.unlink(missing_ok=True)
+        return True
 
     def clear(self) -> None:
         """The run succeeded: its point goes."""

@@ -1,4 +1,4 @@
-"""The language modules import one way: each may import only modules before it in LAYERS.
+"""The language modules (``lwdsl/language/``) import one way: each may import only modules before it in LAYERS.
 
 A backward import is allowed only inside a function, on the list below, with a comment on the
 line before it saying why (the convenience methods of ``Recipe`` that call later layers).
@@ -9,9 +9,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-LWDSL = Path(__file__).resolve().parents[2] / "lwdsl"
+LWDSL = Path(__file__).resolve().parents[2] / "lwdsl" / "language"
 
-LAYERS = ["specs", "syntax", "parser", "binding", "plan", "formatter", "validate", "jsonplan", "compiler", "explain", "diff"]
+LAYERS = ["specs", "syntax", "parser", "binding", "plan", "formatter", "validate", "jsonplan", "compiler", "diff"]
 
 #: (importer, imported): the lazy backward imports the layering allows.
 ALLOWED_LAZY = {("plan", "formatter")}

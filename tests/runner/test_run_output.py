@@ -71,3 +71,22 @@ def test_the_baseline_says_each_epoch_and_the_time_left(fake, tmp_path):
     quiet: list[str] = []
     run("prune l1 0.5", "linear2", backend="fake", data=DATA, out=None, baseline_epochs=2, quiet=True, echo=quiet.append)
     assert quiet == []
+
+
+def test_the_final_table_fits_80_columns_with_one_line_per_step(monkeypatch, capsys):
+    from lwdsl.runner.report import print_table
+
+    long = "finetune epochs=2 lr=0.01 schedule=cosine optimizer=sgd momentum=0.9 on conv, linear except \"fc*\""
+    steps = [{"op": op, "text": text, "metrics": {"accuracy": 0.9876, "nonzero_params": 431_080 // (i + 1), "params": 431_080,
+                                                  "size_bytes": 1_724_320, "size_gzip_bytes": 1_600_000 // (i + 1),
+                                                  "latency_ms_b1": 0.123, "latency_ms_b64": 4.5, "seconds": 12.3}}
+             for i, (op, text) in enumerate([("baseline", "baseline"), ("prune", "prune global l1 0.9"), ("finetune", long),
+                                              ("quantize", "quantize int8 calibrate=1000 observer=percentile")])]
+    monkeypatch.setenv("COLUMNS", "80")
+    print_table({"model": "lenet5", "data": "mnist", "backend": "torch", "steps": steps})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if line.startswith("│")]
+    assert [row.split("│")[2].strip() for row in rows] == ["baseline", "prune", "finetune", "quantize"]  # one line each
+    legend = "\n".join(lines[lines.index(next(l for l in lines if l.startswith("└"))) + 1:])
+    assert "1 prune global l1 0.9" in legend and 'except "fc*"' in legend and "quantize int8 calibrate=1000" in legend
