@@ -207,7 +207,8 @@ def check(
         if backend:
             check_backend(recipe, backend)
         count = len(recipe.steps)
-        typer.echo(f"ok: {file} ({count} step{'s' if count != 1 else ''})")
+        space = f"; a search space: {recipe.space_words()}" if recipe.space else ""
+        typer.echo(f"ok: {file} ({count} step{'s' if count != 1 else ''}{space})")
         if not backend:
             note = _support_note(recipe)
             if note:

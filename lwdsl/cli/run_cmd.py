@@ -62,7 +62,7 @@ def run_command(
     from ..data.builtin import data_shape
     from ..runner.outdir import RunLock, check_out
     from ..runner.report import print_table
-    from ..runner.pipeline import run
+    from ..runner.pipeline import refuse_space, run
 
     overrides = parse_sets(set_)
     check_backend_name(backend)
@@ -71,6 +71,7 @@ def run_command(
     check_device(device)
     out_path = check_out(out if out is not None else str(Path("runs") / Path(recipe).stem))
     plan = load(recipe, overrides=overrides, root=root)
+    refuse_space(plan)
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
     if data_name is not None:
         data_shape(data_name)  # an unknown or oversized data set fails now, not after the model is built
