@@ -141,6 +141,9 @@ def train_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run`` and ``train`` to the CLI."""
+    """Add ``run``, ``train`` and ``search`` to the CLI."""
+    from .search_cmd import search_command
+
     app.command("run")(run_command)
     app.command("train")(train_command)
+    app.command("search")(search_command)
