@@ -147,7 +147,7 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
     for name, value in recipe.variables.items():
         if name in recipe.space:
             var = recipe.space[name]
-            lines.append(f"search variable {name} = {var.text()} (shown below with {var.candidates()[0]}; `lwdsl search` picks it)")
+            lines.append(f"variable {name} = {var.text()} (searched: `lwdsl search` picks it)")
         else:
             lines.append(f"variable {name} = {value_to_text(value)}")
     count = len(recipe.steps)

@@ -33,6 +33,7 @@ would favour the timid recipes a search is meant to beat.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -99,6 +100,10 @@ def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet:
     from .search_output import check_search_out, write_outputs, write_identity
 
     check_settings(settings)
+    if settings.workers > 1 and settings.train_threads is None:  # the CPUs shared out, not each worker taking all
+        from ..backend.threads import usable_cpus
+
+        settings = dataclasses.replace(settings, train_threads=max(1, usable_cpus() // settings.workers))
     space_plan = _space(settings)
     optuna = _optuna()
     out = check_search_out(settings.out, settings.identity())

@@ -132,5 +132,5 @@ def test_check_prints_the_space_and_refuses_a_bad_one(tmp_path: Path, monkeypatc
     bad = runner.invoke(app, ["check", "bad.lw"])
     assert bad.exit_code == 2 and bad.stderr.startswith("bad.lw:1:9: error: let s: a choice of one value is no choice")
     explained = runner.invoke(app, ["explain", "space.lw"])
-    assert explained.exit_code == 0 and "search variable s = choice(70%, 80%, 90%)" in explained.output
+    assert explained.exit_code == 0 and "variable s = choice(70%, 80%, 90%) (searched" in explained.output
     assert "1. prune global l1 $s" in explained.output
