@@ -105,6 +105,7 @@ def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet:
 
         settings = dataclasses.replace(settings, train_threads=max(1, usable_cpus() // settings.workers))
     space_plan = _space(settings)
+    _model_and_data(settings, space_plan)
     optuna = _optuna()
     out = check_search_out(settings.out, settings.identity())
     with RunLock(out):
@@ -142,6 +143,11 @@ def outcome(out: Path, settings: SearchSettings, trials: list[Trial], baseline: 
 def _space(settings: SearchSettings) -> Recipe:
     from ..language.compiler import load
 
+    if Path(settings.recipe).suffix != ".lw":
+        raise UsageError(
+            f"{settings.recipe}: lwdsl search reads .lw recipes (a search writes values into the recipe's text)",
+            hint="write the recipe as a .lw file with `let NAME = choice(...)` lines",
+        )
     plan = load(settings.recipe, overrides=settings.sets, root=settings.root)
     if not plan.space:
         raise UsageError(
@@ -179,11 +185,7 @@ def _baseline(settings: SearchSettings, plan: Recipe, echo: Callable[[str], None
     its accuracy. A model or data set that cannot be used fails here, before any trial."""
     from .pipeline import run
 
-    target = plan.target
-    model = settings.model or (target.model if target else None)
-    data = settings.data or (target.data if target else None)
-    if model is None:
-        raise UsageError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
+    model, data = _model_and_data(settings, plan)
     result = run(
         Recipe(), model, backend=settings.backend, data=data, checkpoint=settings.checkpoint, seed=settings.seed,
         quiet=False, baseline_epochs=settings.baseline_epochs, latency=False, device=settings.device,
@@ -201,9 +203,24 @@ def _baseline(settings: SearchSettings, plan: Recipe, echo: Callable[[str], None
         from .metrics import macs
 
         shape, _ = data_shape(str(data))
-        positions = result.backend.positions(result.model, tuple(shape))
+        try:
+            positions = result.backend.positions(result.model, tuple(shape))
+        except LwdslError as exc:  # a backend that does not count them
+            raise UsageError(f"--objective macs: {exc.message}", hint="use --objective size or params") from None
         baseline.update(macs=macs(result.backend.stats(result.model), positions), positions=positions)
     return baseline
+
+
+def _model_and_data(settings: SearchSettings, plan: Recipe) -> tuple[str, Optional[str]]:
+    """The model and data every trial runs on: the options, else the recipe's target."""
+    target = plan.target
+    model = settings.model or (target.model if target else None)
+    data = settings.data or (target.data if target else None)
+    if model is None:
+        raise UsageError("no model to compress", hint="give --model NAME (e.g. lenet5) or a `target MODEL on DATA` line")
+    if data is None:
+        raise UsageError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
+    return model, data
 
 
 def read_trials(optuna: Any, study: Any) -> list[Trial]:

@@ -228,3 +228,22 @@ def test_a_real_search_then_lwdsl_run_of_best_lw_gives_the_same_figures(tmp_path
     final = json.loads(Path("again/report.json").read_text())["steps"][-1]["metrics"]
     assert final["size_gzip_bytes"] == chosen["figures"]["size_gzip_bytes"]
     assert final["accuracy"] == chosen["figures"]["accuracy_after"]
+
+
+def test_best_lw_stands_alone_when_the_recipe_uses_another_file(fake):
+    Path("vars.lw").write_text("let s = choice(20%, 80%)\n")
+    Path("space.lw").write_text('# mine\nuse "vars.lw"\nlet t = range(10%, 60%)\nprune l1 $s on "fc1"\nprune l1 $t on "fc2"\n')
+    result = search(settings(trials=2), echo=lambda _: None)
+    text = Path("out/best.lw").read_text()
+    assert "use " not in text and "the plan, written out in full" in text
+    plan = lwdsl.load("out/best.lw")
+    assert plan.space == {} and plan.steps[0].amount == pytest.approx(float(result.best.values["s"].rstrip("%")) / 100)
+
+
+def test_a_search_needs_a_lw_recipe_a_model_and_data(fake):
+    Path("space.json").write_text("{}")
+    with pytest.raises(UsageError, match="reads .lw recipes"):
+        search(SearchSettings(recipe=Path("space.json"), out=Path("o"), trials=1, model="linear2", data=DATA, backend="fake"))
+    with pytest.raises(UsageError, match="no model to compress"):
+        search(SearchSettings(recipe=Path("space.lw"), out=Path("o"), trials=1, data=DATA, backend="fake"))
+    assert not Path("o").exists()
