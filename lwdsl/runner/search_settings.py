@@ -100,7 +100,13 @@ class SearchSettings:
         }
 
     def study_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
+        """The study's name in the database: the same on every machine that runs this search
+        (the recipe and checkpoint by content, not by where they are), so that ``--storage``
+        shares it; another search gets another name."""
+        portable = {k: v for k, v in self.identity().items() if k not in ("recipe", "checkpoint")}
+        if self.checkpoint is not None:
+            portable["checkpoint_sha256"] = hashlib.sha256(Path(self.checkpoint).read_bytes()).hexdigest()
+        digest = hashlib.sha256(json.dumps(portable, sort_keys=True).encode()).hexdigest()
         return STUDY_PREFIX + digest[:12]
 
     def run_options(self) -> str:

@@ -247,3 +247,21 @@ def test_a_search_needs_a_lw_recipe_a_model_and_data(fake):
     with pytest.raises(UsageError, match="no model to compress"):
         search(SearchSettings(recipe=Path("space.lw"), out=Path("o"), trials=1, data=DATA, backend="fake"))
     assert not Path("o").exists()
+
+
+def test_storage_shares_one_study_between_folders_and_places(fake, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    search(settings("here", trials=2, storage=url), echo=lambda _: None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Path(elsewhere / "space.lw").write_text(SPACE)  # the same recipe in another folder, as on another machine
+    result = search(SearchSettings(recipe=elsewhere / "space.lw", out=Path("there"), trials=3, model="linear2", data=DATA,
+                                   backend="fake", storage=url), echo=lambda _: None)
+    assert len([t for t in result.trials if t.finished]) == 3  # two from "here", one more
+    assert not Path("here/search.db").exists() and Path("there/best.lw").is_file()
+
+
+def test_time_stops_the_search_between_trials(fake):
+    result = search(settings(trials=1000, seconds=1.0), echo=lambda _: None)
+    assert result.stopped == "--time 1 s spent" and 1 <= len([t for t in result.trials if t.finished]) < 1000
+    assert all(t.state != "interrupted" for t in result.trials)  # the running trial finished
