@@ -22,12 +22,12 @@ itself is the runner's (:mod:`lwdsl.runner.search`).
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import syntax as s
-from ..errors import RecipeError, did_you_mean
+from ..errors import did_you_mean
 from .fields import number_text
 
 __all__ = ["Choice", "Range", "SearchVar", "FUNCTIONS", "space_var", "pin_source"]
@@ -100,7 +100,7 @@ FUNCTIONS = {
 }
 
 
-def space_var(name: str, call: s.Call, doc: s.Document, value_of: Any) -> Union[Choice, Range]:
+def space_var(name: str, call: s.Call, doc: s.Document, value_of: Callable[[s.Value], Any]) -> Union[Choice, Range]:
     """The search variable ``let name = call`` defines, or a RecipeError at the place that makes
     the space one that cannot be searched.
 
@@ -181,7 +181,7 @@ def _range(name: str, call: s.Call, doc: s.Document, values: list[Any]) -> Range
     return Range(kind="range", low=float(low), high=float(high), log=log, integer=integer, percent=percent)
 
 
-def pin_source(text: str, file: str, values: Mapping[str, str], notes: Mapping[str, str] = {}) -> str:
+def pin_source(text: str, file: str, values: Mapping[str, str], notes: Optional[Mapping[str, str]] = None) -> str:
     """``text`` with the value of each ``let NAME`` in ``values`` replaced by ``values[NAME]``
     (recipe syntax), everything else as written; ``notes[NAME]`` becomes a comment at the end of
     that line (``# from choice(70%, 80%, 90%)``). Only the lets of this text: a variable defined
@@ -195,7 +195,7 @@ def pin_source(text: str, file: str, values: Mapping[str, str], notes: Mapping[s
         if isinstance(statement, s.Let) and statement.name in values:
             span = statement.value.span
             new = values[statement.name]
-            if statement.name in notes:
+            if notes and statement.name in notes:
                 new += f"  # {notes[statement.name]}"
             edits.append((span.start, span.end, new))
     for start, end, new in sorted(edits, reverse=True):

@@ -253,7 +253,6 @@ class _Trials:
     def __init__(self, optuna, study, settings, space_plan, out, baseline, session, echo, quiet, worker: int = 0) -> None:
         self.optuna, self.study, self.settings, self.space = optuna, study, settings, space_plan
         self.out, self.baseline, self.session, self.echo, self.quiet, self.worker = out, baseline, session, echo, quiet, worker
-        self.started = time.monotonic()
         self.deadline: Optional[float] = None
         self.ran: list[float] = []  # seconds of the trials this process ran
 
