@@ -25,7 +25,7 @@ from .fold import drop_folded
 from .handle import KerasHandle
 from .handlers import HANDLERS
 from .latency import latency_ms
-from .layers import canonical_state, list_layers, load_state_into, model_stats, views
+from .layers import canonical_state, list_layers, load_state_into, model_stats, output_positions, views
 from .models import build_model
 from .structured import resize_to_state
 from .support import SUPPORT
@@ -194,6 +194,9 @@ class KerasBackend(Backend):
 
     def stats(self, model: Any) -> ModelStats:
         return model_stats(_handle(model))
+
+    def positions(self, model: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
+        return output_positions(_handle(model), input_shape)
 
     def latency_ms(self, model: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
         """Median latency in ms (threads: see :mod:`lwdsl.backends.tf_backend.latency`)."""

@@ -329,3 +329,15 @@ def model_stats(handle: Any) -> ModelStats:
         w = v.weight.variable.numpy()
         layers.append(LayerStats(v.name, v.kind, int(w.size), int(w.size - np.count_nonzero(w))))
     return ModelStats(params, nonzero, tuple(layers))
+
+
+def output_positions(handle: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Output positions of every conv and linear layer (from the functional graph's output
+    shapes, channels last: everything between the batch and the channel axis)."""
+    found: dict[str, int] = {}
+    for v in views(handle.model):
+        if v.kind not in ("conv", "linear"):
+            continue
+        dims = [int(d) for d in tuple(v.layer.output.shape)[1:-1] if d is not None]
+        found[v.name] = int(np.prod(dims)) if dims else 1
+    return found

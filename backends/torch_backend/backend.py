@@ -20,7 +20,7 @@ from .data import adopt_data
 from .handle import TorchModel
 from .handlers import HANDLERS
 from .latency import latency_ms
-from .layers import canonical_state, list_layers, model_stats
+from .layers import canonical_state, list_layers, model_stats, output_positions
 from .models import build_model
 from .support import SUPPORT
 from .train import evaluate, fit
@@ -153,6 +153,9 @@ class TorchBackend(Backend):
 
     def stats(self, model: TorchModel) -> ModelStats:
         return model_stats(model)
+
+    def positions(self, model: TorchModel, input_shape: tuple[int, ...]) -> dict[str, int]:
+        return output_positions(model, input_shape)
 
     def latency_ms(self, model: TorchModel, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
         return latency_ms(model, batch, input_shape, threads)

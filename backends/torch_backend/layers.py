@@ -24,7 +24,7 @@ from lwdsl.semantics.quant import HALF_FORMS, pack_state
 
 from .handle import TorchModel
 
-__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "SKIPPED_BUFFERS"]
+__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "SKIPPED_BUFFERS"]
 
 #: Buffer names left out of the canonical state.
 SKIPPED_BUFFERS = ("num_batches_tracked",)
@@ -91,3 +91,33 @@ def model_stats(handle: TorchModel) -> ModelStats:
             layers.append(LayerStats(name, layer_kind(m), w.numel(), w.numel() - int(torch.count_nonzero(w))))
         nonzero = sum(int(torch.count_nonzero(p)) for p in params)
     return ModelStats(params=sum(p.numel() for p in params), nonzero_params=nonzero, layers=tuple(layers))
+
+
+def output_positions(handle: TorchModel, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Output positions of every conv and linear layer for one input of ``input_shape`` (one
+    forward pass of zeros with hooks: its output's elements over its channels)."""
+    module = handle.module
+    found: dict[str, int] = {}
+    hooks = []
+    for name, m in weighted_layers(module):
+        kind = layer_kind(m)
+        if kind not in ("conv", "linear"):
+            continue
+
+        def hook(_m: nn.Module, _inputs: object, output: object, name: str = name, kind: str = kind) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            channels = int(out.shape[1] if kind == "conv" else out.shape[-1])
+            found.setdefault(name, int(out.numel()) // max(channels, 1))
+
+        hooks.append(m.register_forward_hook(hook))
+    training = module.training
+    device = next(module.parameters()).device
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        module.train(training)
+    return found

@@ -209,6 +209,14 @@ class Backend(ABC):
         (DataLoaders, ``tf.data.Dataset``) for the Python API; backends override this."""
         raise LwdslError(f"the {self.name} backend cannot take data objects; give a data set name")
 
+    def positions(self, model: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
+        """How many times each conv and linear layer's weights are applied to one input of
+        ``input_shape`` (C, H, W): the positions of its output (H' x W' for a 2-d convolution,
+        1 for a linear layer on a vector). With the layer's non-zero weights this gives its
+        multiply-accumulates (:func:`lwdsl.runner.metrics.macs`). Backends that count MACs
+        override this."""
+        raise LwdslError(f"the {self.name} backend does not count multiply-accumulates")
+
     def groups(self, model: Any) -> list[Any]:
         """The model's dependency groups for structured removal
         (:class:`lwdsl.semantics.groups.Group`, listed by ``lwdsl explain --model``); backends

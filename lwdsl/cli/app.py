@@ -24,17 +24,13 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from .args import check_backend_name, parse_sets
+from .args import Terminated, check_backend_name, parse_sets
 from ..errors import LwdslError, UsageError
 
 __all__ = ["app", "main", "parse_sets", "Terminated"]
 
 _DEBUG = "lwdsl.debug"  # key in the click context's meta, shared by the group and its commands
 _INTERRUPTED = "interrupted: nothing was written; earlier outputs and the input model are as they were"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that a run cleans up the same way (exit code 143)."""
 
 
 def _set_debug(ctx: typer.Context, _param: Any, value: bool) -> bool:
@@ -207,7 +203,8 @@ def check(
         if backend:
             check_backend(recipe, backend)
         count = len(recipe.steps)
-        typer.echo(f"ok: {file} ({count} step{'s' if count != 1 else ''})")
+        space = f"; a search space: {recipe.space_words()}" if recipe.space else ""
+        typer.echo(f"ok: {file} ({count} step{'s' if count != 1 else ''}{space})")
         if not backend:
             note = _support_note(recipe)
             if note:

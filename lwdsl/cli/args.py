@@ -7,7 +7,11 @@ from typing import Optional
 
 from ..errors import UsageError
 
-__all__ = ["parse_sets", "check_backend_name"]
+__all__ = ["parse_sets", "check_backend_name", "Terminated"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run cleans up the same way (exit code 143)."""
 
 
 def parse_sets(sets: Optional[list[str]]) -> dict[str, str]:

@@ -145,14 +145,18 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
         data = f" on {recipe.target.data}" if recipe.target.data else ""
         lines.append(f"target: model {recipe.target.model}{data}")
     for name, value in recipe.variables.items():
-        lines.append(f"variable {name} = {value_to_text(value)}")
+        if name in recipe.space:
+            var = recipe.space[name]
+            lines.append(f"variable {name} = {var.text()} (searched: `lwdsl search` picks it)")
+        else:
+            lines.append(f"variable {name} = {value_to_text(value)}")
     count = len(recipe.steps)
     lines.append(f"{count} step{'s' if count != 1 else ''}, run in order:")
     removals = {}
     if layers is not None and groups is not None:
         removals = {v.index: v for v in plan_removals(recipe, layers, groups)}
     for i, step in enumerate(recipe.steps):
-        lines += ["", f"{i + 1}. {step_to_text(step)}"] + _explain_step(step)
+        lines += ["", f"{i + 1}. {step_to_text(step, recipe.space_uses(i))}"] + _explain_step(step)
         if layers is not None:
             lines += _explain_layers(recipe, i, layers)
             if i in removals:

@@ -64,7 +64,7 @@ def run_command(
     from ..data.builtin import data_shape
     from ..runner.outdir import RunLock, check_out
     from ..runner.report import print_table
-    from ..runner.pipeline import run
+    from ..runner.pipeline import refuse_space, run
 
     overrides = parse_sets(set_)
     check_backend_name(backend)
@@ -76,6 +76,7 @@ def run_command(
     open_tracker(track)  # an unknown tracker, or MLflow missing: exit 2 before any work
     out_path = check_out(out if out is not None else str(Path("runs") / Path(recipe).stem))
     plan = load(recipe, overrides=overrides, root=root)
+    refuse_space(plan)
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
     if data_name is not None:
         data_shape(data_name)  # an unknown or oversized data set fails now, not after the model is built
@@ -147,6 +148,9 @@ def train_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run`` and ``train`` to the CLI."""
+    """Add ``run``, ``train`` and ``search`` to the CLI."""
+    from .search_cmd import search_command
+
     app.command("run")(run_command)
     app.command("train")(train_command)
+    app.command("search")(search_command)

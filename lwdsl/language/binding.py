@@ -31,6 +31,7 @@ def bind_step(
     label: str,
     variables: Mapping[str, Any],
     origins: Optional[Mapping[str, tuple[str, str]]] = None,
+    written: Optional[dict[str, Any]] = None,
 ) -> StepSpec:
     """The spec of ``step`` (written in ``doc``), named ``label`` in errors.
 
@@ -38,11 +39,18 @@ def bind_step(
     (``--set amount=3``, ``let amount at FILE:LINE:COL``): an error about an argument written
     with ``$NAME`` shows the value used and where it was set.
 
+    ``written``, when given, receives each field's syntax node (a value, or the ``key=value``
+    option that set it): which fields a ``$NAME`` filled.
+
     Raises:
         RecipeError: an unknown op or option, a value no field takes, or a spec that rejects
             the values, located at the argument at fault.
     """
-    return _Binder(step, doc, label, variables, origins or {}).bind()
+    binder = _Binder(step, doc, label, variables, origins or {})
+    spec = binder.bind()
+    if written is not None:
+        written.update(binder.origin)
+    return spec
 
 
 class _Binder:

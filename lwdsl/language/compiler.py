@@ -166,6 +166,9 @@ def compile_document(
 
     recipe = _Compiler(overrides or {}, root).compile(doc)
     validate_recipe(recipe)
+    for name, var in recipe.space.items():  # a search space: every value it can take must fit
+        for index in range(1, len(var.candidates())):
+            validate_recipe(_Compiler(overrides or {}, root, point={name: index}).compile(doc))
     return recipe
 
 
@@ -174,8 +177,17 @@ def _path_of(doc: s.Document) -> Optional[Path]:
 
 
 class _Compiler:
-    def __init__(self, overrides: Mapping[str, str], root: Optional[str | os.PathLike[str]] = None) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, str],
+        root: Optional[str | os.PathLike[str]] = None,
+        point: Optional[Mapping[str, int]] = None,
+    ) -> None:
         self.root = Path(root).resolve() if root is not None else None
+        self.point = dict(point or {})  # search variable -> which of its candidates to bind
+        self.space: dict[str, Any] = {}  # search variable -> its Choice or Range
+        self.searched: dict[str, tuple[s.Let, s.Document]] = {}  # every `let NAME = choice/range`, pinned or not
+        self.used: set[str] = set()  # names used as $NAME anywhere
         self.bytes_read = 0  # of all files, the top one included, counting a file used twice twice
         self.overrides: dict[str, tuple[s.Value, s.Document]] = {}
         for name, text in overrides.items():
@@ -208,17 +220,31 @@ class _Compiler:
             from .validate import no_steps
 
             raise no_steps(doc.file, doc.text)
+        for name, (let, where) in self.searched.items():
+            if name not in self.used:
+                raise where.error(
+                    let.span,
+                    f"search variable `{name}` is never used",
+                    expected=f"${name} in a step (or in a later let that a step uses)",
+                    hint=f"use ${name} where its value goes, or remove the let",
+                )
         texts = tuple(_with_values(step, where, self.variables) for step, where in self.steps)
         folders: dict[str, Optional[str]] = {}
+        written: list[dict[str, Any]] = [{} for _ in self.steps]
         steps = tuple(
-            _paths_from(bind_step(step, where, f"step {i} `{text}`", self.variables, self.origins), where, folders)
-            for i, ((step, where), text) in enumerate(zip(self.steps, texts), 1)
+            _paths_from(bind_step(step, where, f"step {i} `{text}`", self.variables, self.origins, out), where, folders)
+            for i, ((step, where), text, out) in enumerate(zip(self.steps, texts, written), 1)
         )
         fields: dict[str, Any] = {**header, "steps": steps}
         if self.variables:
             fields["variables"] = {k: _plain(v) for k, v in self.variables.items()}
+        if self.space:
+            fields["space"] = dict(self.space)
         recipe = Recipe(**fields)
-        return recipe.with_source(doc.text, tuple(where.location(step.span) for step, where in self.steps), texts)
+        recipe.with_source(doc.text, tuple(where.location(step.span) for step, where in self.steps), texts)
+        if self.space:  # which fields each search variable fills, for Recipe.to_text
+            recipe.with_space_uses(tuple(_space_uses(out, self.space) for out in written))
+        return recipe
 
     def read(self, doc: s.Document) -> dict[str, Any]:
         """Read one file's statements; return its header (name, target, version)."""
@@ -226,6 +252,7 @@ class _Compiler:
         used: dict[str, Any] = {}
         first_step: Optional[s.Step] = None
         for statement in doc.statements:
+            self.used.update(var.name for var in _uses(statement))
             if isinstance(statement, s.Step):
                 first_step = first_step or statement
                 self.steps.append((statement, doc))
@@ -286,6 +313,9 @@ class _Compiler:
                 hint=f"to change it for one run, use --set {let.name}=VALUE",
             )
         value, where = self.overrides.get(let.name, (let.value, doc))
+        origin = f"--set {let.name}={where.text}" if where is not doc else f"let {let.name} at {doc.location(let.span)}"
+        if isinstance(let.value, s.Call):
+            value, origin = self.search_variable(let, doc, value, where, origin)
         python = to_python(value, where, self.variables, f"let {let.name}: ")
         problem = _too_big(python)
         if problem:
@@ -297,10 +327,26 @@ class _Compiler:
             )
         self.variables[let.name] = python
         self.defined[let.name] = let
-        self.origins[let.name] = (
-            _short(value_to_text(_plain(python))),
-            f"--set {let.name}={where.text}" if where is not doc else f"let {let.name} at {doc.location(let.span)}",
-        )
+        self.origins[let.name] = (_short(value_to_text(_plain(python))), origin)
+
+    def search_variable(
+        self, let: s.Let, doc: s.Document, value: s.Value, where: s.Document, origin: str
+    ) -> tuple[s.Value, str]:
+        """``let NAME = choice(...)``/``range(...)``: checked as a space even when ``--set``
+        pins it; unpinned, it joins the recipe's space and the steps are bound with one of its
+        values (the first, or the one ``point`` asks for). Returns the value and its origin."""
+        from .space import space_var
+
+        call = let.value
+        assert isinstance(call, s.Call)
+        var = space_var(let.name, call, doc, lambda arg: to_python(arg, doc, self.variables, f"let {let.name}: "))
+        self.searched[let.name] = (let, doc)
+        if where is not doc:  # pinned by --set
+            return value, origin
+        self.space[let.name] = var
+        index = self.point.get(let.name, 0)  # the candidates are the call's arguments, in order
+        shown = f"value {index + 1} of {var.text()} (let {let.name} at {doc.location(let.span)})"
+        return call.args[index], shown
 
     def include(self, use: s.Use, doc: s.Document) -> dict[str, Any]:
         """Read the file ``use`` names: a ``.lw`` recipe under the root folder, nothing else.
@@ -391,6 +437,26 @@ def _with_values(step: s.Step, doc: s.Document, variables: Mapping[str, Any]) ->
         at = var.span.end
     parts.append(doc.text[at : step.span.end])
     return " ".join("".join(parts).split())
+
+
+def _space_uses(written: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, str]:
+    """``{field: NAME}`` for the fields of a step written as ``$NAME`` of a search variable."""
+    uses = {}
+    for name, node in written.items():
+        node = node.value if isinstance(node, s.Option) else node
+        if isinstance(node, s.Var) and node.name in space:
+            uses[name] = node.name
+    return uses
+
+
+def _uses(statement: s.Statement) -> list[s.Var]:
+    """The ``$NAME`` uses in a statement: a step's arguments or a let's value."""
+    if isinstance(statement, s.Step):
+        return vars_in(*statement.args)
+    if isinstance(statement, s.Let):
+        value = statement.value
+        return vars_in(*value.args) if isinstance(value, s.Call) else vars_in(value)
+    return []
 
 
 def _short(text: str) -> str:

@@ -14,7 +14,7 @@ they precede, end-of-line comments stay at the end of their statement's line).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel
 
@@ -81,9 +81,15 @@ def _written(step: BaseModel, name: str) -> bool:
     return value is not None and (name in step.model_fields_set or value != type(step).model_fields[name].default)
 
 
-def step_to_text(step: StepSpec) -> str:
-    """One step in canonical form, e.g. ``prune global l1 0.2 on conv``."""
+def step_to_text(step: StepSpec, variables: Optional[dict[str, str]] = None) -> str:
+    """One step in canonical form, e.g. ``prune global l1 0.2 on conv``; a field named in
+    ``variables`` (``{field: NAME}``) is written ``$NAME``."""
     spec = type(step)
+    named = variables or {}
+
+    def text(name: str) -> str:
+        return f"${named[name]}" if name in named else value_to_text(getattr(step, name))
+
     parts = [step.op]
     skipped: list[str] = []  # positional fields left at their default
     keyed: list[str] = []
@@ -94,10 +100,10 @@ def step_to_text(step: StepSpec) -> str:
         elif any(accepts(spec, other, value) for other in skipped) or (isinstance(value, str) and is_flag(spec, value)):
             keyed.append(name)  # bare, it would land in an earlier field: write it key=value
         else:
-            parts.append(value_to_text(value))
+            parts.append(text(name))
     for name in options(spec):
         if (name not in spec.positional or name in keyed) and _written(step, name):
-            parts.append(f"{name}={value_to_text(getattr(step, name))}")
+            parts.append(f"{name}={text(name)}")
     if step.selector is not None:
         parts.append(selector_to_text(step.selector))
     return " ".join(p for p in parts if p)
@@ -113,8 +119,11 @@ def recipe_to_text(recipe) -> str:
     if recipe.target is not None:
         on = f" on {_word_or_quoted(recipe.target.data)}" if recipe.target.data is not None else ""
         header.append(f"target {_word_or_quoted(recipe.target.model)}{on}")
-    header += [f"let {name} = {value_to_text(value)}" for name, value in recipe.variables.items()]
-    steps = [step_to_text(step) for step in recipe.steps]
+    header += [
+        f"let {name} = {recipe.space[name].text() if name in recipe.space else value_to_text(value)}"
+        for name, value in recipe.variables.items()
+    ]
+    steps = [step_to_text(step, recipe.space_uses(i)) for i, step in enumerate(recipe.steps)]
     return "\n".join(header + ([""] if header and steps else []) + steps) + "\n"
 
 
@@ -169,7 +178,10 @@ def _source_statement(statement: s.Statement) -> str:
         on = f" on {_source_value(statement.data)}" if statement.data is not None else ""
         return f"target {_source_value(statement.model)}{on}"
     if isinstance(statement, s.Let):
-        return f"let {statement.name} = {_source_value(statement.value)}"
+        value = statement.value
+        if isinstance(value, s.Call):
+            return f"let {statement.name} = {value.name}(" + ", ".join(_source_value(v) for v in value.args) + ")"
+        return f"let {statement.name} = {_source_value(value)}"
     return f"use {statement.path.raw}"
 
 

@@ -204,6 +204,10 @@ class _Builder:
     def use(self, keyword, path):
         return s.Use(_quoted(path), _cover(keyword, path))
 
+    def call(self, name, open_, *values_and_close):
+        values = values_and_close[:-1]
+        return s.Call(str(name), _token_span(name), values, _cover(name, values_and_close[-1]))
+
     def step(self, op, *args):
         return s.Step(str(op), _token_span(op), args, _cover(op, args[-1] if args else op))
 
@@ -315,6 +319,19 @@ _EXAMPLES = {
     "`use` takes a quoted path": ["use base.lw", "use"],
     "`let` is written `let NAME = VALUE`": ["let 5", "let x 5", "let x", "let"],
     "`=` needs an option name before it": ["prune =3", "prune 0.2 =3"],
+    "`choice(...)` and `range(...)` are written as the value of a `let`, then used as $NAME": [
+        "prune l1 choice(",
+        "prune l1 choice(0.2, 0.3)",
+        "prune amount=choice(0.2, 0.3)",
+    ],
+    "`choice(...)`/`range(...)` takes values separated by commas, on one line, then `)`": [
+        "let x = choice(",
+        "let x = choice()",
+        "let x = choice(1",
+        "let x = choice(1,",
+        "let x = choice(1 2)",
+        "let x = choice(1,\n",
+    ],
 }
 
 

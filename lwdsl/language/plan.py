@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ..errors import Location
+from .space import SearchVar
 from .specs import Step
 
 __all__ = ["Target", "Recipe", "LANGUAGE_VERSION"]
@@ -64,11 +65,18 @@ class Recipe(BaseModel):
     name: Optional[str] = None
     target: Optional[Target] = None
     variables: dict[str, Any] = Field(default_factory=dict, description="let NAME = VALUE, as resolved")
+    space: dict[str, SearchVar] = Field(
+        default_factory=dict,
+        description="search variables (let NAME = choice(...) or range(...)) with no value yet; "
+        "the steps are bound with the first value of each. A recipe with a space is searched "
+        "(lwdsl search), not run",
+    )
     steps: tuple[Step, ...] = ()
 
     _locations: tuple[Location, ...] = PrivateAttr(default=())
     _source: str = PrivateAttr(default="")
     _texts: tuple[str, ...] = PrivateAttr(default=())
+    _space_uses: tuple[dict[str, str], ...] = PrivateAttr(default=())
 
     def __eq__(self, other: object) -> bool:  # positions and source text are not part of the plan
         return isinstance(other, Recipe) and self.model_dump() == other.model_dump()
@@ -94,6 +102,20 @@ class Recipe(BaseModel):
         self._locations = locations
         self._texts = texts
         return self
+
+    def space_words(self) -> str:
+        """The search variables, as written: ``s = choice(70%, 80%), lr = range(0.001, 0.1, log)``."""
+        return ", ".join(f"{name} = {var.text()}" for name, var in self.space.items())
+
+    def with_space_uses(self, uses: tuple[dict[str, str], ...]) -> "Recipe":
+        """Record, per step, the fields a search variable fills (``{field: NAME}``): ``to_text``
+        writes them as ``$NAME``, so that the space's text compiles to this plan again."""
+        self._space_uses = uses
+        return self
+
+    def space_uses(self, index: int) -> dict[str, str]:
+        """The fields of step ``index`` that a search variable fills (``{field: NAME}``)."""
+        return self._space_uses[index] if index < len(self._space_uses) else {}
 
     def to_text(self) -> str:
         """The recipe in canonical layout; parsing it gives an equal recipe."""

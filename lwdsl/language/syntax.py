@@ -28,6 +28,7 @@ __all__ = [
     "Name",
     "Target",
     "Let",
+    "Call",
     "Use",
     "Statement",
     "Document",
@@ -161,11 +162,22 @@ class Target:
 
 
 @dataclass(frozen=True)
-class Let:
-    """``let NAME = VALUE``."""
+class Call:
+    """``choice(a, b, c)`` or ``range(low, high, log)``: a free value of a search space,
+    written only as the value of a ``let`` (the compiler knows the words)."""
 
     name: str
-    value: Value
+    name_span: Span
+    args: tuple[Value, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Let:
+    """``let NAME = VALUE`` (or ``let NAME = choice(...)``/``range(...)``: a search variable)."""
+
+    name: str
+    value: Union[Value, Call]
     span: Span
 
 

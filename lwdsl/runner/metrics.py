@@ -9,7 +9,7 @@ from typing import Any, Optional
 from ..backend import Backend, StepContext
 from ..backend.weights import gzip_size, save_weights
 
-__all__ = ["measure"]
+__all__ = ["measure", "macs"]
 
 
 def measure(
@@ -57,3 +57,12 @@ def measure(
     }
     return metrics
 
+
+
+def macs(stats: Any, positions: dict[str, int]) -> int:
+    """Multiply-accumulates of one input through the conv and linear layers, zero weights
+    skipped: each layer's non-zero weights times its output positions
+    (:meth:`lwdsl.backend.Backend.positions`; positions do not change when weights are pruned,
+    quantized or whole channels removed, so the baseline's serve every later model).
+    Norms, biases and activations are not counted."""
+    return int(sum((layer.weights - layer.zeros) * positions.get(layer.name, 0) for layer in stats.layers))

@@ -44,7 +44,7 @@ from .metrics import measure
 from ..language.plan import Recipe
 from ..language.specs import StepSpec, TrainingOptions
 
-__all__ = ["run", "RunResult", "baseline_options", "resolve_recipe", "matched_layers", "check_fit"]
+__all__ = ["run", "RunResult", "baseline_options", "resolve_recipe", "refuse_space", "matched_layers", "check_fit"]
 
 
 @dataclass
@@ -90,6 +90,20 @@ def resolve_recipe(recipe: Union[str, Path, Recipe], overrides: Optional[dict[st
     if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe and recipe.endswith((".lw", ".json"))):
         return load(Path(recipe), overrides=overrides)
     return parse(str(recipe), overrides=overrides)
+
+
+def refuse_space(plan: Recipe) -> None:
+    """A recipe with search variables that have no value is searched, not run: a UsageError
+    (exit 2) naming them, and the two ways on (``lwdsl search``, ``--set``)."""
+    if not plan.space:
+        return
+    names = list(plan.space)
+    pins = " ".join(f"--set {name}={var.candidates()[0]}" for name, var in plan.space.items())
+    raise UsageError(
+        f"the recipe is a search space: {plan.space_words()} "
+        f"{'has' if len(names) == 1 else 'have'} no value yet, and a run needs one",
+        hint=f"search it: lwdsl search RECIPE --trials 20 (see lwdsl search --help); or give each a value: {pins}",
+    )
 
 
 def matched_layers(recipe: Recipe, index: int, step: StepSpec, layers: list) -> list[str]:
@@ -271,6 +285,7 @@ def _prepare(
     from ..language.validate import check_backend
 
     plan = resolve_recipe(recipe, overrides)
+    refuse_space(plan)
     check_backend(plan, be)
     model_ref = model if model is not None else (plan.target.model if plan.target else None)
     if model is None and is_code_ref(model_ref):
