@@ -42,6 +42,7 @@ import numpy as np
 
 from lwdsl.backend.timing import Protocol, fixed_input, median_ms
 from lwdsl.backend import StepContext
+from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.quant import agreement, half_bits
 
@@ -298,12 +299,12 @@ def evaluate(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 500, progre
     """Top-1 accuracy of the ``.tflite`` model on NCHW images ``x`` in LiteRT."""
     it = interpreter(data)
     inp, outp = it.get_input_details()[0], it.get_output_details()[0]
-    xs = _nhwc(x)
+    batch = eval_batch(x.shape[1:], batch)
     correct, size = 0, None
-    bar = progress(-(-len(xs) // batch), "evaluate tflite") if progress else None
+    bar = progress(-(-len(x) // batch), "evaluate tflite") if progress else None
     try:
-        for start in range(0, len(xs), batch):
-            xb = np.ascontiguousarray(xs[start : start + batch], dtype=np.float32)
+        for start, xc in chunks(x, batch):  # decoded batch by batch when the images come from files
+            xb = np.ascontiguousarray(np.moveaxis(xc, 1, -1), dtype=np.float32)
             if size != len(xb):
                 with quiet_stderr():
                     it.resize_tensor_input(inp["index"], [len(xb), *xb.shape[1:]])
@@ -321,7 +322,7 @@ def evaluate(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 500, progre
     finally:
         if bar:
             bar.close()
-    return correct / max(len(xs), 1)
+    return correct / max(len(x), 1)
 
 
 def summary(data: bytes, notes: dict[str, Any], handle: KerasHandle) -> dict[str, Any]:

@@ -6,7 +6,8 @@ The core decides the flow; a backend gives one primitive, a :class:`Trainer` (it
 
 - epochs of :func:`lwdsl.semantics.order.batches` (the run seed and the epoch: the same batches
   on every backend), the images of each batch taken from the data set here, translated by
-  :mod:`lwdsl.semantics.jitter` when ``jitter=N``;
+  :mod:`lwdsl.semantics.jitter` when ``jitter=N``; images read from files are decoded a batch
+  ahead, in a background thread (:func:`lwdsl.data.stream.prefetched`), never all at once;
 - the learning rate of every optimizer step from :func:`lwdsl.semantics.schedules.lr_at`;
 - one progress bar per epoch, ``"<label> epoch E/N"``;
 - a loss (or gradient) that is NaN or infinite stops training: the weights go back to those the
@@ -28,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..data.stream import prefetched
 from ..errors import RunError
 from ..semantics.jitter import check_jitter, jitter_shifts, shift_images
 from ..semantics.order import batches, steps_per_epoch
@@ -141,8 +143,9 @@ def fit(
             shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
             bar = ctx.progress(per_epoch, f"{label} epoch {epoch + 1}/{opts.epochs}")
             try:
-                for b, idx in enumerate(batches(n, size, ctx.seed, epoch)):
-                    ce, whole, ok = trainer.step(batch_images(x, idx, shifts), y[idx], idx, lr_at(schedule, opts.lr, t, total))
+                order = batches(n, size, ctx.seed, epoch)
+                for b, (idx, xb) in enumerate(prefetched(x, order, lambda idx: batch_images(x, idx, shifts))):
+                    ce, whole, ok = trainer.step(xb, y[idx], idx, lr_at(schedule, opts.lr, t, total))
                     if not ok:
                         trainer.restore(good)
                         what = f"the loss became {whole}" if not np.isfinite(whole) else f"a gradient became NaN or infinite (the loss was {whole:g})"
