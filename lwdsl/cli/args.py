@@ -47,10 +47,10 @@ def with_data_options(data: Optional[str], options: dict[str, Optional[str]]) ->
     flags = ", ".join(f"--{k}" for k in given)
     if data is None:
         raise UsageError(f"{flags} given but no data", hint="give --data PATH (or a `target MODEL on PATH` line)")
-    from ..data.builtin import is_path
+    from ..data.builtin import is_named
     from ..data.ref import with_options
 
-    if not is_path(data):
+    if is_named(data):
         raise UsageError(f"{flags} apply to data read from a path (a folder, a .npz, ...), not to {data}",
                          hint="leave them out: named data sets come preprocessed")
     return with_options(data, given)

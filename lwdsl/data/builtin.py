@@ -25,7 +25,7 @@ from .dataset import Dataset
 from ..errors import RunError, UsageError, did_you_mean
 from ..limits import MAX_IDX_BYTES, MAX_SYNTHETIC_BYTES, MAX_SYNTHETIC_CLASSES, size_words
 
-__all__ = ["load_data", "data_shape", "data_dirs", "is_path", "same_data", "DATASETS", "CLASS_NAMES"]
+__all__ = ["load_data", "data_shape", "data_dirs", "is_path", "is_named", "same_data", "DATASETS", "CLASS_NAMES"]
 
 _FILES = {
     "train_x": "train-images-idx3-ubyte.gz",
@@ -272,12 +272,17 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
     return _idx_dataset(_known(name), download)
 
 
+def is_named(name: str) -> bool:
+    """Whether ``name`` is one of lwdsl's own data sets (``mnist``, ``fashion_mnist``, ``synthetic:...``)."""
+    key = name.replace("-", "_").lower()
+    return key in DATASETS or key.startswith("synthetic:")
+
+
 def is_path(name: str) -> bool:
     """Whether ``name`` is a path to the user's data (``PATH[?options]``), not a named set:
     anything but ``mnist``, ``fashion_mnist`` and ``synthetic:...`` that looks like a path
     (has a ``/``, a ``.``, a ``?``) or exists. A folder called ``mnist`` is ``./mnist``."""
-    key = name.replace("-", "_").lower()
-    if key in DATASETS or key.startswith("synthetic:"):
+    if is_named(name):
         return False
     path = name.partition("?")[0]
     return any(c in name for c in "/.?\\") or os.path.exists(path)
