@@ -18,6 +18,8 @@ __all__ = [
     "MAX_WEIGHTS_BYTES",
     "MAX_SYNTHETIC_BYTES",
     "MAX_SYNTHETIC_CLASSES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_DATA_FILES",
     "MAX_SEED",
     "MAX_THREADS",
     "MAX_EPOCHS",
@@ -40,6 +42,10 @@ MAX_USE_DEPTH = 16
 MAX_VALUE_ITEMS = 10_000
 #: Bytes of one idx data file once decompressed (MNIST's largest is 47 MB).
 MAX_IDX_BYTES = 1 << 31
+#: Pixels of one image file (Pillow's own limit for a decompression bomb is 179 million).
+MAX_IMAGE_PIXELS = 1 << 27
+#: Image files of one data folder (ImageNet's training set has 1.28 million).
+MAX_DATA_FILES = 20_000_000
 #: Bytes of all the tensors of one ``.lwz`` file once decompressed (4 billion float32 weights).
 MAX_WEIGHTS_BYTES = 1 << 34
 #: Bytes of float32 a ``synthetic:C,H,W:K`` data set may take (its images and its labelling).

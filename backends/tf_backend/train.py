@@ -43,6 +43,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.fit import Trainer
 from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
+from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.semantics.cluster import codebook_levels
 from lwdsl.semantics.quant import WeightQuant, requantize
 from lwdsl.language.specs import TrainingOptions
@@ -272,14 +273,15 @@ def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[
     """(accuracy, mean cross-entropy) over the test set, in inference mode; statically
     quantized layers see their inputs fake-quantized (:func:`.fakequant.quantized_forward`)."""
     keras_model = quantized_forward(handle)
-    x, y = nhwc(ctx.data.test_x), ctx.data.test_y
+    x, y = ctx.data.test_x, ctx.data.test_y
+    batch = eval_batch(x.shape[1:], batch)
     forward = tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True)
     correct, loss_sum = 0, 0.0
     bar = ctx.progress(-(-len(x) // batch), "evaluate")
     try:
-        for start in range(0, len(x), batch):
-            logits = forward(tf.constant(x[start : start + batch]))
-            yb = tf.constant(y[start : start + batch])
+        for start, xb in chunks(x, batch):  # a slice of an array in memory; decoded batch by batch from files
+            logits = forward(tf.constant(np.ascontiguousarray(np.moveaxis(xb, 1, -1))))
+            yb = tf.constant(y[start : start + len(xb)])
             correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == yb, tf.int64)))
             loss_sum += float(cross_entropy(yb, logits)) * len(yb)
             bar.update(1)

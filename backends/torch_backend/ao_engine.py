@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.semantics.quant import ActQuant, RangeObserver, act_qparams
 
 from .handle import TorchModel
@@ -259,6 +260,6 @@ def run(module: torch.nn.Module, x: np.ndarray, batch: int = 1000) -> np.ndarray
     """Logits of ``x`` from the int8 module, in batches."""
     with _quiet(), torch.inference_mode():
         return np.concatenate(
-            [module(torch.as_tensor(np.ascontiguousarray(x[i : i + batch], dtype=np.float32))).numpy()
-             for i in range(0, len(x), batch)]
+            [module(torch.as_tensor(np.ascontiguousarray(xb, dtype=np.float32))).numpy()
+             for _, xb in chunks(x, eval_batch(x.shape[1:], batch))]
         )

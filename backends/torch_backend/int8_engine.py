@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from lwdsl.backend.engines import NOT_QUANTIZED, Engine, EngineFile, Inventory
+from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.errors import LwdslError
 
 from .handle import TorchModel
@@ -603,7 +604,7 @@ def run_onnx(sess: Any, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     """Logits of ``x`` (NCHW float32) from an ONNX Runtime session, in batches."""
     name = sess.get_inputs()[0].name
     return np.concatenate(
-        [sess.run(None, {name: np.ascontiguousarray(x[i : i + batch], dtype=np.float32)})[0] for i in range(0, len(x), batch)]
+        [sess.run(None, {name: np.ascontiguousarray(xb, dtype=np.float32)})[0] for _, xb in chunks(x, eval_batch(x.shape[1:], batch))]
     )
 
 

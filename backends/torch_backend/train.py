@@ -27,6 +27,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.fit import Trainer
 from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
+from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.language.specs import TrainingOptions
 
 from .fakequant import GridTrainer, act_hooks
@@ -128,16 +129,17 @@ def fit(handle: TorchModel, opts: TrainingOptions, ctx: StepContext, **kwargs: A
 
 def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) over the test set, in eval mode."""
-    x, y = torch.as_tensor(ctx.data.test_x), torch.as_tensor(ctx.data.test_y)
+    x, y = ctx.data.test_x, torch.as_tensor(ctx.data.test_y)
+    batch = eval_batch(x.shape[1:], batch)
     model = handle.module
     model.eval()
     correct, loss_sum = 0, 0.0
     bar = ctx.progress(math.ceil(len(x) / batch), "evaluate")
     try:
         with torch.inference_mode(), act_hooks(handle), on_device(handle) as device:
-            for start in range(0, len(x), batch):
-                out = model(x[start : start + batch].to(device))
-                yb = y[start : start + batch].to(device)
+            for start, xb in chunks(x, batch):  # a slice of an array in memory; decoded batch by batch from files
+                out = model(torch.as_tensor(xb).to(device))
+                yb = y[start : start + len(xb)].to(device)
                 loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
                 correct += int((out.argmax(1) == yb).sum())
                 bar.update(1)

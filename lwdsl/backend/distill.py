@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..data.stream import chunks, eval_batch
 from ..errors import LwdslError
 from ..semantics import distill as core
 from ..language.specs import DistillSpec
@@ -121,18 +122,17 @@ def teacher_logits(parts: DistillParts, teachers: Sequence[Any], x: np.ndarray, 
                    batch: int = CACHE_BATCH) -> np.ndarray:
     """The mean of the teachers' logits over ``x`` (one pass in inference mode), float32
     (:func:`lwdsl.semantics.distill.average_logits`)."""
+    batch = eval_batch(x.shape[1:], batch)
     bar = ctx.progress(len(teachers) * -(-len(x) // batch), "distill: teacher logits")
-    per: list[np.ndarray] = []
+    rows: list[list[np.ndarray]] = [[] for _ in teachers]
     try:
-        for t in teachers:
-            rows = []
-            for start in range(0, len(x), batch):
-                rows.append(np.asarray(parts.outputs(t, x[start : start + batch]), dtype=np.float32))
+        for _, xb in chunks(x, batch):  # each batch read once (decoded once from files), every teacher on it
+            for t, out in zip(teachers, rows):
+                out.append(np.asarray(parts.outputs(t, xb), dtype=np.float32))
                 bar.update(1)
-            per.append(np.concatenate(rows) if rows else np.zeros((0, 0), np.float32))
     finally:
         bar.close()
-    return core.average_logits(per)
+    return core.average_logits([np.concatenate(r) if r else np.zeros((0, 0), np.float32) for r in rows])
 
 
 def _classes(parts: DistillParts, handle: Any, shape: tuple[int, ...], what: str) -> int:

@@ -122,12 +122,15 @@ def accuracy(bind: Bind, x: np.ndarray, y: np.ndarray, progress: Optional[Callab
     """Top-1 accuracy of a session on NCHW ``x`` with labels ``y`` (None without images)."""
     if not len(x):
         return None
-    bar = progress(-(-len(x) // EVAL_BATCH), what) if progress else None
+    from ..data.stream import chunks, eval_batch
+
+    batch = eval_batch(tuple(x.shape[1:]), EVAL_BATCH)
+    bar = progress(-(-len(x) // batch), what) if progress else None
     correct = 0
     try:
-        for start in range(0, len(x), EVAL_BATCH):
-            logits = np.asarray(bind(np.ascontiguousarray(x[start : start + EVAL_BATCH], dtype=np.float32))())
-            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y[start : start + EVAL_BATCH]))
+        for start, xb in chunks(x, batch):  # decoded batch by batch when the images come from files
+            logits = np.asarray(bind(np.ascontiguousarray(xb, dtype=np.float32))())
+            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y[start : start + len(xb)]))
             if bar:
                 bar.update(1)
     finally:

@@ -6,7 +6,8 @@ The core decides the flow; a backend gives one primitive, a :class:`Trainer` (it
 
 - epochs of :func:`lwdsl.semantics.order.batches` (the run seed and the epoch: the same batches
   on every backend), the images of each batch taken from the data set here, translated by
-  :mod:`lwdsl.semantics.jitter` when ``jitter=N``;
+  :mod:`lwdsl.semantics.jitter` when ``jitter=N``; images read from files are decoded a batch
+  ahead, in a background thread (:func:`lwdsl.data.stream.prefetched`), never all at once;
 - the learning rate of every optimizer step from :func:`lwdsl.semantics.schedules.lr_at`;
 - one progress bar per epoch, ``"<label> epoch E/N"``;
 - a loss (or gradient) that is NaN or infinite stops training: the weights go back to those the
@@ -28,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..data.stream import prefetched
 from ..errors import RunError
 from ..semantics.jitter import check_jitter, jitter_shifts, shift_images
 from ..semantics.order import batches, steps_per_epoch
@@ -154,10 +156,13 @@ def fit(
             shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
             bar = ctx.progress(per_epoch, f"{label} epoch {epoch + 1}/{opts.epochs}")
             try:
-                order = batches(n, size, ctx.seed, epoch) if ctx.loop is None else [None] * per_epoch
-                for b, idx in enumerate(order):
-                    images, labels = (None, None) if idx is None else (batch_images(x, idx, shifts), y[idx])
-                    ce, whole, ok = trainer.step(images, labels, idx, lr_at(schedule, opts.lr, t, total))
+                if ctx.loop is None:
+                    order = batches(n, size, ctx.seed, epoch)
+                    feed = ((idx, xb, y[idx]) for idx, xb in prefetched(x, order, lambda idx: batch_images(x, idx, shifts)))
+                else:  # the user's loop has the batches (lwdsl.attach)
+                    feed = ((None, None, None) for _ in range(per_epoch))
+                for b, (idx, xb, yb) in enumerate(feed):
+                    ce, whole, ok = trainer.step(xb, yb, idx, lr_at(schedule, opts.lr, t, total))
                     if not ok:
                         trainer.restore(good)
                         what = f"the loss became {whole}" if not np.isfinite(whole) else f"a gradient became NaN or infinite (the loss was {whole:g})"

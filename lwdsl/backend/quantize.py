@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..data.stream import prefetched
 from ..semantics.auto_bits import TRIAL_FORMS, kl_sensitivity, trial_weight
 from ..semantics.auto_bits import auto_forms as core_auto_forms
 from ..semantics.order import calibration_indices
@@ -162,9 +163,9 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
     idx = calibration_indices(n, spec.calibrate, ctx.seed)
     observers = {name: RangeObserver(spec.observer) for name in names}
     bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} images")
+    keys = (idx[start : start + CALIBRATION_BATCH] for start in range(0, len(idx), CALIBRATION_BATCH))
     try:
-        for start in range(0, len(idx), CALIBRATION_BATCH):
-            batch = ctx.data.train_x[idx[start : start + CALIBRATION_BATCH]]
+        for _, batch in prefetched(ctx.data.train_x, keys):
             for name, seen in zip(names, parts.layer_inputs(handle, names, batch)):
                 observers[name].update(np.asarray(seen, dtype=np.float32))
             bar.update(1)

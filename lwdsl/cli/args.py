@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..errors import UsageError
 
-__all__ = ["parse_sets", "check_backend_name", "Terminated"]
+__all__ = ["parse_sets", "check_backend_name", "with_data_options", "Terminated"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,3 +39,22 @@ def check_backend_name(name: str) -> str:
             hint=f"did you mean '{near}'?" if near else None,
         )
     return name
+
+
+def with_data_options(data: Optional[str], options: dict[str, Optional[str]]) -> Optional[str]:
+    """The data reference ``data`` with the preprocessing options given on the command line
+    (``--resize 64`` -> ``PATH?resize=64``; an option given both ways takes the command
+    line's); a UsageError when options are given for a named data set or for no data."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return data
+    flags = ", ".join(f"--{k}" for k in given)
+    if data is None:
+        raise UsageError(f"{flags} given but no data", hint="give --data PATH (or a `target MODEL on PATH` line)")
+    from ..data.builtin import is_named
+    from ..data.ref import with_options
+
+    if is_named(data):
+        raise UsageError(f"{flags} apply to data read from a path (a folder, a .npz, ...), not to {data}",
+                         hint="leave them out: named data sets come preprocessed")
+    return with_options(data, given)

@@ -4,7 +4,8 @@ Kept apart from the language commands so that ``lwdsl check`` never imports a fr
 
 Everything a user gives is checked before any work, and a bad value exits 2 with one line:
 the recipe (compiled here, ``use`` confined to ``--root``), the backend name, the data set name
-(``synthetic:`` sizes included), ``--seed``, ``--threads``, the epochs, and ``--out``
+(``synthetic:`` sizes included) or path (its layout, classes and first image; its preprocessing
+options ``--resize``, ``--crop``, ``--mean``, ``--std``, ``--channels``, ``--split``), ``--seed``, ``--threads``, the epochs, and ``--out``
 (:func:`lwdsl.runner.outdir.check_out`: only a run folder lwdsl wrote is ever replaced). The run then
 holds ``OUT.lock`` (:class:`lwdsl.runner.outdir.RunLock`), so a second run to the same folder is
 refused instead of silently losing one result.
@@ -22,6 +23,27 @@ from ..limits import MAX_EPOCHS, MAX_SEED, MAX_THREADS
 __all__ = ["register"]
 
 Backend = Annotated[str, typer.Option(metavar="NAME", help="torch or tensorflow")]
+DataHelp = ("mnist, fashion_mnist, synthetic:C,H,W:K, or a path: a folder of class folders (train/ and test/, or split), "
+            "a .npz (x_train, y_train, x_test, y_test), a CIFAR-10/100 binary folder, a Hugging Face datasets folder; "
+            "options as PATH?resize=64&crop=56")
+_PANEL = "Data read from a path"
+Resize = Annotated[Optional[str], typer.Option(metavar="S|HxW", rich_help_panel=_PANEL,
+                                               help="resize: shorter side to S, or exactly HxW (default: none)")]
+Crop = Annotated[Optional[str], typer.Option(metavar="S|HxW", rich_help_panel=_PANEL, help="centre crop (default: none)")]
+Mean = Annotated[Optional[str], typer.Option(metavar="M[,M,M]", rich_help_panel=_PANEL,
+                                             help="normalisation mean, one or per channel (default 0.5)")]
+Std = Annotated[Optional[str], typer.Option(metavar="S[,S,S]", rich_help_panel=_PANEL,
+                                            help="normalisation std, one or per channel (default 0.5)")]
+Channels = Annotated[Optional[int], typer.Option(metavar="1|3", rich_help_panel=_PANEL,
+                                                 help="convert images to 1 (grey) or 3 channels (default: the first image's)")]
+Split = Annotated[Optional[float], typer.Option(metavar="F", rich_help_panel=_PANEL,
+                                                help="test fraction of data with no test split (default 0.2; seeded, stratified)")]
+
+
+def _data_options(resize: Optional[str], crop: Optional[str], mean: Optional[str], std: Optional[str],
+                  channels: Optional[int], split: Optional[float]) -> dict[str, Optional[str]]:
+    return {"resize": resize, "crop": crop, "mean": mean, "std": std,
+            "channels": None if channels is None else str(channels), "split": None if split is None else repr(split)}
 Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, metavar="N", help="seed for init, data order and random pruning")]
 
 
@@ -33,7 +55,7 @@ def run_command(
         Optional[Path],
         typer.Option(metavar="FILE", exists=True, dir_okay=False, help="weights to start from (.pt, .keras, .h5, .lwz); never modified"),
     ] = None,
-    data: Annotated[Optional[str], typer.Option(metavar="DATA", help="mnist, fashion_mnist or synthetic:C,H,W:K")] = None,
+    data: Annotated[Optional[str], typer.Option(metavar="DATA", help=DataHelp)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help="override a recipe variable (repeatable)")] = None,
     out: Annotated[
         Optional[str],
@@ -57,9 +79,15 @@ def run_command(
         Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or table: only the final line (or the error)")] = False,
+    resize: Resize = None,
+    crop: Crop = None,
+    mean: Mean = None,
+    std: Std = None,
+    channels: Channels = None,
+    split: Split = None,
 ) -> None:
     """Compress a model with a recipe, measure every step and write a run folder."""
-    from .args import check_backend_name, parse_sets
+    from .args import check_backend_name, parse_sets, with_data_options
     from ..language.compiler import load
     from ..data.builtin import data_shape
     from ..runner.outdir import RunLock, check_out
@@ -78,6 +106,7 @@ def run_command(
     plan = load(recipe, overrides=overrides, root=root)
     refuse_space(plan)
     data_name = data or (plan.target.data if plan.target and plan.target.data else None)
+    data_name = with_data_options(data_name, _data_options(resize, crop, mean, std, channels, split))
     if data_name is not None:
         data_shape(data_name)  # an unknown or oversized data set fails now, not after the model is built
     with RunLock(out_path):
@@ -85,7 +114,7 @@ def run_command(
             plan,
             model,
             backend=backend,
-            data=data,
+            data=data_name,
             checkpoint=checkpoint,
             out=out_path,
             seed=seed,
@@ -110,7 +139,7 @@ def run_command(
 
 def train_command(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="model name, e.g. lenet5", show_default=False)],
-    data: Annotated[str, typer.Option(metavar="DATA", help="mnist, fashion_mnist or synthetic:C,H,W:K")] = "mnist",
+    data: Annotated[str, typer.Option(metavar="DATA", help=DataHelp)] = "mnist",
     backend: Backend = "torch",
     epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS, metavar="N", help="training epochs")] = 3,
     seed: Seed = 0,
@@ -118,9 +147,15 @@ def train_command(
         Optional[str], typer.Option(metavar="FILE", help="also copy the weights to this .lwz file (never replaces another kind of file)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    resize: Resize = None,
+    crop: Crop = None,
+    mean: Mean = None,
+    std: Std = None,
+    channels: Channels = None,
+    split: Split = None,
 ) -> None:
     """Train (or fetch from the cache) the baseline a run starts from without a checkpoint."""
-    from .args import check_backend_name
+    from .args import check_backend_name, with_data_options
     from ..data.builtin import data_shape
     from ..runner.outdir import check_file_out
     from ..language.plan import Recipe
@@ -128,6 +163,7 @@ def train_command(
     from ..backend.weights import save_weights
 
     check_backend_name(backend)
+    data = with_data_options(data, _data_options(resize, crop, mean, std, channels, split)) or data
     data_shape(data)
     out_path = check_file_out(out) if out is not None else None
     result = run(Recipe(), model, backend=backend, data=data, seed=seed, quiet=quiet, baseline_epochs=epochs, latency=False,

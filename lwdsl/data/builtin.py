@@ -25,7 +25,7 @@ from .dataset import Dataset
 from ..errors import RunError, UsageError, did_you_mean
 from ..limits import MAX_IDX_BYTES, MAX_SYNTHETIC_BYTES, MAX_SYNTHETIC_CLASSES, size_words
 
-__all__ = ["load_data", "data_shape", "data_dirs", "DATASETS"]
+__all__ = ["load_data", "data_shape", "data_dirs", "is_path", "is_named", "same_data", "DATASETS", "CLASS_NAMES"]
 
 _FILES = {
     "train_x": "train-images-idx3-ubyte.gz",
@@ -164,6 +164,9 @@ def _idx_dataset(name: str, download: bool) -> Dataset:
         return ((a.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]
     return Dataset(
         name=name,
+        classes=CLASS_NAMES[name],
+        info={"source": "idx files", "path": str(paths["train_x"].parent), "streamed": False,
+              "preprocess": {"mean": [mean], "std": [std], "channels": 1}},
         train_x=images(arrays["train_x"]),
         train_y=arrays["train_y"].astype(np.int64),
         test_x=images(arrays["test_x"]),
@@ -240,16 +243,20 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
     """Load a data set by name.
 
     Args:
-        name: ``mnist``, ``fashion_mnist`` or ``synthetic:C,H,W:K``.
+        name: ``mnist``, ``fashion_mnist``, ``synthetic:C,H,W:K``, or a path with options
+            (``PATH[?name=value&...]``: a folder of class folders, a ``.npz``, a CIFAR binary
+            folder, a Hugging Face ``datasets`` folder; :mod:`lwdsl.data.sources`).
         download: try the mirrors when the files are not found locally.
 
     Returns:
         A :class:`~lwdsl.backend.Dataset` of normalised float32 NCHW images, with the sha256 of
-        the raw data for the lock file.
+        the raw data for the lock file; from a path, the images are an
+        :class:`~lwdsl.data.stream.ImageArray`, decoded as batches index them.
 
     Raises:
         UsageError: an unknown name (with did-you-mean), a ``synthetic:`` name too large or
-            malformed, a damaged data file (named), images and labels that do not match.
+            malformed, a damaged data file (named), images and labels that do not match; for
+            a path, every problem of the data (a file, a class folder, a label), located.
         RunError: files missing and not downloadable (the message says where to put them).
 
     >>> load_data("synthetic:1,8,8:3").train_x.shape
@@ -258,7 +265,35 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
     key = name.replace("-", "_").lower()
     if key.startswith("synthetic:"):
         return _synthetic(name.split(":", 1)[1])
+    if is_path(name):
+        from .sources import load_source
+
+        return load_source(name)
     return _idx_dataset(_known(name), download)
+
+
+def is_named(name: str) -> bool:
+    """Whether ``name`` is one of lwdsl's own data sets (``mnist``, ``fashion_mnist``, ``synthetic:...``)."""
+    key = name.replace("-", "_").lower()
+    return key in DATASETS or key.startswith("synthetic:")
+
+
+def is_path(name: str) -> bool:
+    """Whether ``name`` is a path to the user's data (``PATH[?options]``), not a named set:
+    anything but ``mnist``, ``fashion_mnist`` and ``synthetic:...`` that looks like a path
+    (has a ``/``, a ``.``, a ``?``) or exists. A folder called ``mnist`` is ``./mnist``."""
+    if is_named(name):
+        return False
+    path = name.partition("?")[0]
+    return any(c in name for c in "/.?\\") or os.path.exists(path)
+
+
+def same_data(a: str, b: str) -> bool:
+    """Whether two data names read the same data (``fashion-mnist`` is ``fashion_mnist``; a
+    path is compared as written)."""
+    if is_path(a) or is_path(b):
+        return a == b
+    return a.replace("-", "_").lower() == b.replace("-", "_").lower()
 
 
 def _known(name: str) -> str:
@@ -268,10 +303,18 @@ def _known(name: str) -> str:
         shown = name if len(name) <= 80 else name[:77] + "..."
         near = did_you_mean(name[:80], [*DATASETS, "synthetic:C,H,W:K"])
         raise UsageError(
-            f"unknown data set '{shown}' (known: {', '.join(DATASETS)}, synthetic:C,H,W:K)",
+            f"unknown data set '{shown}' (known: {', '.join(DATASETS)}, synthetic:C,H,W:K, or a path: a folder of class "
+            "folders, a .npz file, a CIFAR binary folder, a Hugging Face datasets folder)",
             hint=f"did you mean '{near}'?" if near else None,
         )
     return key
+
+
+#: Class names of the named data sets.
+CLASS_NAMES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
 
 
 def data_shape(name: str) -> tuple[tuple[int, ...], int]:
@@ -283,5 +326,9 @@ def data_shape(name: str) -> tuple[tuple[int, ...], int]:
     key = name.replace("-", "_").lower()
     if key.startswith("synthetic:"):
         return _synthetic_spec(name.split(":", 1)[1])
+    if is_path(name):
+        from .sources import source_shape
+
+        return source_shape(name)
     _known(name)
     return (1, 28, 28), 10

@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["Dataset"]
+from .stream import ImageArray
+
+__all__ = ["Dataset", "Images"]
+
+#: Images as a backend reads them: float32 N x C x H x W, in memory or decoded as indexed.
+Images = Union[np.ndarray, ImageArray]
 
 
 @dataclass
 class Dataset:
     """Float32 NCHW images (normalised) and int64 labels, as numpy.
 
-    Built by :func:`lwdsl.data.builtin.load_data` from a name, or by a backend's ``adopt_data`` from
-    the framework's own data objects (DataLoaders, ``tf.data``).
+    Built by :func:`lwdsl.data.builtin.load_data` from a name or a path, or by a backend's
+    ``adopt_data`` from the framework's own data objects (DataLoaders, ``tf.data``). The images
+    of a data set read from files are an :class:`~lwdsl.data.stream.ImageArray` (decoded as
+    batches are indexed); everything that reads them goes batch by batch
+    (:func:`~lwdsl.data.stream.prefetched`, :func:`~lwdsl.data.stream.chunks`).
+
+    ``classes`` are the class names (index ``i`` is class ``i``), ``info`` what the report
+    says of the source (format, layout, split, preprocessing).
     """
 
     name: str
-    train_x: np.ndarray
+    train_x: Images
     train_y: np.ndarray
-    test_x: np.ndarray
+    test_x: Images
     test_y: np.ndarray
     num_classes: int
     sha256: str = ""
+    classes: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """(C, H, W) of one image."""
         return tuple(self.train_x.shape[1:])
+
+    def describe(self) -> dict[str, Any]:
+        """What the report says of the data: its source, classes and sizes."""
+        out: dict[str, Any] = {"name": self.name, **self.info}
+        out["classes"] = list(self.classes) if self.classes else [str(i) for i in range(self.num_classes)]
+        out["train_images"], out["test_images"] = int(len(self.train_x)), int(len(self.test_x))
+        out["image_shape"] = list(self.input_shape)
+        return out
 
 
 def stack_examples(xs: list, ys: list, which: str, layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:

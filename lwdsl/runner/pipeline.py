@@ -312,12 +312,18 @@ def _prepare(
     check_removals(plan, be, handle)
     _check_models(plan, be, tuple(shape), classes, models or {}, shown_data)
     _check_data_sets(plan, tuple(shape), str(data_name or "the given data"))
-    from ..data.builtin import load_data
+    from ..data.builtin import load_data, same_data
 
     if dataset is None:
         dataset = load_data(str(data_name))
+        if tuple(dataset.input_shape) != tuple(shape) or dataset.num_classes != classes:  # the files changed meanwhile
+            raise UsageError(
+                f"data {data_name} changed while it was read: {tuple(dataset.input_shape)} images in {dataset.num_classes} "
+                f"classes, {tuple(shape)} in {classes} a moment before",
+                hint="run again when nothing writes to the data",
+            )
     others = {
-        name: dataset if name.replace("-", "_").lower() == dataset.name else load_data(name)
+        name: dataset if same_data(name, dataset.name) else load_data(name)
         for step in plan.steps
         for name in step.data_sets()
     }
@@ -469,7 +475,7 @@ def _data_shape(name: Optional[str]) -> tuple[tuple[int, ...], int]:
     from ..data.builtin import data_shape
 
     if name is None:
-        raise UsageError("no data set", hint="give --data NAME (mnist, fashion_mnist, synthetic:C,H,W:K) or `target MODEL on DATA`")
+        raise UsageError("no data set", hint="give --data NAME|PATH (mnist, fashion_mnist, synthetic:C,H,W:K, a folder, a .npz) or `target MODEL on DATA`")
     return data_shape(name)
 
 

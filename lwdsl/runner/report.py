@@ -48,6 +48,7 @@ def build_report(plan: Recipe, be: Backend, model_ref: Any, data: Dataset, seed:
         "backend": be.name,
         "model": model_ref if isinstance(model_ref, str) else type(model_ref).__name__,
         "data": data.name,
+        "data_source": data.describe(),
         "seed": seed,
         "summary": summary,
         "steps": steps,
@@ -69,6 +70,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         + (f"; {report['threads']['training']} training thread(s), {report['threads']['latency']} for latency." if report.get("threads") else "."),
         *([f"Device `{report['device']['device']}` ({report['device'].get('model', '?')}), training in "
            f"{report['device'].get('precision', 'float32')}."] if report.get("device") else []),
+        *_data_markdown(report),
         "",
         "| step | accuracy | loss | params | non-zero | size | gzip | latency b1 (ms) | latency b64 (ms) | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -104,6 +106,27 @@ def report_markdown(report: dict[str, Any]) -> str:
     if warned:
         lines += ["", "## Warnings", ""] + [f"- {text}: {w}" for text, w in warned]
     return "\n".join(lines) + "\n"
+
+
+def _data_markdown(report: dict[str, Any]) -> list[str]:
+    """What the data is: its source, layout or split, classes, sizes and preprocessing."""
+    d = report.get("data_source")
+    if not d:
+        return []
+    classes = d.get("classes", [])
+    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    lines = ["", f"Data: {d.get('source', 'arrays')}" + (f" `{d['path']}`" if d.get("path") else "")
+             + (f", {d['layout']}" if d.get("layout") else "") + "; "
+             + f"{d['train_images']:,} training and {d['test_images']:,} test images of {'x'.join(map(str, d['image_shape']))} (C x H x W)"
+             + ("; decoded as batches need them" if d.get("streamed") else "") + ".",
+             "", f"Classes ({len(classes)}): {shown}."]
+    p = d.get("preprocess")
+    if p:
+        steps = [f"resize {p['resize']}" if p.get("resize") else "", f"centre crop {p['crop']}" if p.get("crop") else "",
+                 f"mean {', '.join(f'{v:g}' for v in p.get('mean', []))}", f"std {', '.join(f'{v:g}' for v in p.get('std', []))}",
+                 f"{p['channels']} channel(s)" if p.get("channels") else ""]
+        lines += ["", "Preprocessing: " + "; ".join(x for x in steps if x) + "."]
+    return lines
 
 
 def _model_changes(report: dict[str, Any]) -> list[str]:

@@ -232,8 +232,8 @@ def _perturbed_run(case: TrainCase, ctx: StepContext, state: dict[str, np.ndarra
     return {"losses": list(handle.losses), "state": be.state(be.finalize(handle))}
 
 
-def train_outcome(case: TrainCase) -> Outcome:
-    runs = run_train_case(case)
+def train_outcome(case: TrainCase, data: Optional[Dataset] = None) -> Outcome:
+    runs = run_train_case(case, data)
     lt, lk = np.asarray(runs["torch"]["losses"]), np.asarray(runs["tensorflow"]["losses"])
     if lt.shape != lk.shape:
         return Outcome("differs", f"{lt.size} torch steps vs {lk.size} tensorflow steps")
