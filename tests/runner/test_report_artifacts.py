@@ -70,7 +70,7 @@ def test_the_summary_puts_int8s_own_gain_beside_the_speed_up_over_the_baseline()
     steps = [_step("baseline"), _step("quantize int8", int8_artifact=note)]
     steps[0]["metrics"].update(latency_ms_b1=0.5, latency_ms_b64=10.0)
     steps[1]["metrics"] = {**steps[1]["metrics"], "latency_ms_b1": 0.05, "latency_ms_b64": 2.0}
-    report = build_report(SimpleNamespace(name="r"), SimpleNamespace(name="tensorflow"), "lenet5", SimpleNamespace(name="mnist"), 0, steps)
+    report = build_report(SimpleNamespace(name="r"), SimpleNamespace(name="tensorflow"), "lenet5", SimpleNamespace(name="mnist", describe=lambda: {"name": "mnist"}), 0, steps)
     s = report["summary"]
     assert (s["speedup_b1"], s["speedup_b64"]) == (10.0, 5.0)
     assert (s["int8_runtime"], s["int8_speedup_b1"], s["int8_speedup_b32"]) == ("litert", 1.6, 2.1)
