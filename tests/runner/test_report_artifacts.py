@@ -76,4 +76,4 @@ def test_the_summary_puts_int8s_own_gain_beside_the_speed_up_over_the_baseline()
     assert (s["int8_runtime"], s["int8_speedup_b1"], s["int8_speedup_b32"]) == ("litert", 1.6, 2.1)
     steps[0]["metrics"]["latency_ms_b1"] = None  # latency not measured: neither figure
     assert "int8_speedup_b1" not in build_report(SimpleNamespace(name="r"), SimpleNamespace(name="torch"), "lenet5",
-                                                 SimpleNamespace(name="mnist"), 0, steps)["summary"]
+                                                 SimpleNamespace(name="mnist", describe=lambda: {"name": "mnist"}), 0, steps)["summary"]
