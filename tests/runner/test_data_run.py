@@ -123,3 +123,23 @@ def test_command_line_options_join_the_data_reference():
     assert with_data_options("photos", {"resize": "256", "crop": "224", "mean": None}) == "photos?resize=256&crop=224"
     assert with_data_options("photos?crop=200&split=0.1", {"crop": "224"}) == "photos?crop=224&split=0.1"
     assert with_data_options("mnist", {}) == "mnist"
+
+
+@needs_torch
+def test_a_transfer_set_and_calibration_read_from_folders(work):
+    """``distill data="PATH"`` trains on another folder's images (streamed like the run's), and
+    static int8 calibrates on the run's folder, batch by batch."""
+    from lwdsl.runner.pipeline import run
+
+    xtr, ytr, xte, yte = mnist_u8(120, 40)
+    write_images(work / "run" / "train", xtr[:60], ytr[:60])
+    write_images(work / "run" / "test", xte, yte)
+    write_images(work / "unlabelled", xtr[60:], ytr[60:])
+    from lwdsl.data.builtin import load_data
+
+    recipe = 'distill data="unlabelled" alpha=1 epochs=1 | quantize int8 mode=static calibrate=32\n'
+    result = run(recipe, "lenet300", backend="torch", data="run", quiet=True, latency=False, baseline_epochs=1)
+    distill, quant = result.report["steps"][1], result.report["steps"][2]
+    assert distill["transfer_set"] == {"data": "unlabelled", "images": len(load_data("unlabelled").train_x),
+                                       "sha256": load_data("unlabelled").sha256}
+    assert quant["op"] == "quantize" and result.report["data_source"]["train_images"] == 60
