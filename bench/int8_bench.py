@@ -167,7 +167,7 @@ def mnist_lenet5(backend, ctx_for, epochs: int):
 
 def run_model(key: str, args) -> None:
     from lwdsl.backend.engines import codes_agreement
-    from lwdsl.backends.torch_backend import ao_engine
+    import torch_ao_peer as ao_engine  # bench/torch_ao_peer.py, beside this script
     from lwdsl.backends.torch_backend.int8_engine import build_onnx, export_float, onnx_file, run_onnx, runtime_ops, session
 
     ref, shape, classes = MODELS[key]

@@ -1,7 +1,7 @@
 """``distill`` on keras: the core's flow (:mod:`lwdsl.backend.distill`: training set,
 teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
-(:class:`KerasDistillParts`), and the loss terms of :mod:`lwdsl.semantics.distill` as
-TensorFlow ops (the same function names as the torch backend's ``distill.py``).
+(:class:`KerasDistillParts`), and the loss terms of :mod:`lwdsl.backend.losses` over
+TensorFlow ops (:class:`TfOps`).
 
 What is TensorFlow's own: teacher checkpoints (``.lwz`` from any backend, ``.keras`` / ``.h5``
 in safe mode) are loaded into the original's architecture; feature pairs are read from a model
@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from lwdsl.backend import StepContext
+from lwdsl.backend import losses
 from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
 from lwdsl.errors import LwdslError, did_you_mean
 from lwdsl.semantics import distill as core
@@ -29,110 +30,66 @@ from .train import fit, nhwc
 
 __all__ = [
     "distill",
-    "cross_entropy",
-    "kl_batchmean",
-    "soft_target_loss",
-    "feature_loss",
-    "rkd_distance_loss",
-    "rkd_angle_loss",
-    "relation_loss",
     "distill_loss",
+    "OPS",
     "KerasDistillParts",
     "PARTS",
 ]
 
 
-# --- the loss terms (same names and formulas as lwdsl.semantics.distill) -----------------------
+# --- the loss terms: lwdsl.backend.losses over TensorFlow ops ---------------------------------
 
 
-def cross_entropy(logits: Any, labels: Any) -> Any:
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+class TfOps:
+    """:class:`lwdsl.backend.losses.TensorOps` on TensorFlow tensors (inside ``tf.function``)."""
+
+    exp = staticmethod(tf.exp)
+    where = staticmethod(tf.where)
+    zeros_like = staticmethod(tf.zeros_like)
+    abs = staticmethod(tf.abs)
+    sqrt = staticmethod(tf.sqrt)
+    mean = staticmethod(tf.reduce_mean)
+    maximum = staticmethod(tf.maximum)
+
+    @staticmethod
+    def cross_entropy(logits: Any, labels: Any) -> Any:
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+    @staticmethod
+    def log_softmax(x: Any) -> Any:
+        return tf.nn.log_softmax(x, axis=1)
+
+    @staticmethod
+    def sum(x: Any, axis: Optional[int] = None, keepdims: bool = False) -> Any:
+        return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def rows(x: Any) -> Any:
+        return tf.cast(tf.shape(x)[0], x.dtype)
+
+    @staticmethod
+    def static_rows(x: Any) -> Optional[int]:
+        return x.shape[0]
+
+    @staticmethod
+    def flat(x: Any) -> Any:
+        return tf.reshape(x, [tf.shape(x)[0], -1])
+
+    @staticmethod
+    def zero_diagonal(d: Any) -> Any:
+        return tf.where(tf.eye(tf.shape(d)[0], dtype=tf.bool), tf.zeros_like(d), d)
+
+    @staticmethod
+    def matmul_t(u: Any) -> Any:
+        return tf.matmul(u, u, transpose_b=True)
 
 
-def kl_batchmean(student_logits: Any, teacher_logits: Any, T: float) -> Any:
-    """KL(softmax(t/T) || softmax(s/T)) summed over classes, divided by the batch size."""
-    logp_s = tf.nn.log_softmax(student_logits / T, axis=1)
-    logp_t = tf.nn.log_softmax(teacher_logits / T, axis=1)
-    p_t = tf.exp(logp_t)
-    terms = tf.where(p_t > 0, p_t * (logp_t - logp_s), tf.zeros_like(p_t))
-    return tf.reduce_sum(terms) / tf.cast(tf.shape(student_logits)[0], terms.dtype)
+OPS = TfOps()
 
 
-def soft_target_loss(student_logits: Any, teacher_logits: Any, T: float) -> Any:
-    return float(T) ** 2 * kl_batchmean(student_logits, teacher_logits, T)
-
-
-def feature_loss(teacher_feats: Sequence[Any], projected: Sequence[Any]) -> Any:
-    return tf.add_n([tf.reduce_mean(tf.square(s - t)) for t, s in zip(teacher_feats, projected)]) / len(teacher_feats)
-
-
-def _smooth_l1(a: Any, b: Any) -> Any:
-    x = tf.abs(a - b)
-    return tf.reduce_mean(tf.where(x < 1.0, 0.5 * x * x, x - 0.5))
-
-
-def _flat(e: Any) -> Any:
-    return tf.reshape(e, [tf.shape(e)[0], -1])
-
-
-def _distances(e: Any) -> Any:
-    e = _flat(e)
-    diff = e[:, None, :] - e[None, :, :]
-    d = tf.sqrt(tf.maximum(tf.reduce_sum(diff * diff, axis=-1), core.EPS))
-    b = tf.shape(e)[0]
-    d = tf.where(tf.eye(b, dtype=tf.bool), tf.zeros_like(d), d)
-    bf = tf.cast(b, d.dtype)
-    return d / (tf.reduce_sum(d) / (bf * (bf - 1.0)))
-
-
-def rkd_distance_loss(student: Any, teacher: Any) -> Any:
-    if student.shape[0] is not None and student.shape[0] < 2:
-        return tf.reduce_sum(student) * 0.0
-    return _smooth_l1(_distances(student), _distances(teacher))
-
-
-def _angles(e: Any) -> Any:
-    e = _flat(e)
-    v = e[None, :, :] - e[:, None, :]
-    u = v / tf.sqrt(tf.maximum(tf.reduce_sum(v * v, axis=-1, keepdims=True), core.EPS * core.EPS))
-    return tf.matmul(u, u, transpose_b=True)
-
-
-def rkd_angle_loss(student: Any, teacher: Any) -> Any:
-    if student.shape[0] is not None and student.shape[0] < 2:
-        return tf.reduce_sum(student) * 0.0
-    return _smooth_l1(_angles(student), _angles(teacher))
-
-
-def relation_loss(kind: Optional[str], student: Any, teacher: Any) -> Any:
-    if kind == "distance":
-        return rkd_distance_loss(student, teacher)
-    if kind == "angle":
-        return rkd_angle_loss(student, teacher)
-    return tf.reduce_sum(student) * 0.0
-
-
-def distill_loss(
-    spec: DistillSpec,
-    student_logits: Any,
-    labels: Any,
-    teacher: Any,
-    teacher_feats: Sequence[Any] = (),
-    projected: Sequence[Any] = (),
-) -> dict[str, Any]:
-    """Every term and the weighted sum (``total``), as :func:`lwdsl.semantics.distill.distill_terms`."""
-    ce = cross_entropy(student_logits, labels)
-    soft = soft_target_loss(student_logits, teacher, spec.T)
-    total = (1.0 - spec.alpha) * ce + spec.alpha * soft
-    out = {"ce": ce, "soft": soft}
-    if teacher_feats:
-        out["feature"] = feature_loss(teacher_feats, projected)
-        total = total + spec.beta * out["feature"]
-    if spec.relation is not None:
-        out["relation"] = relation_loss(spec.relation, student_logits, teacher)
-        total = total + spec.gamma * out["relation"]
-    out["total"] = total
-    return out
+def distill_loss(spec: DistillSpec, *tensors: Any) -> dict[str, Any]:
+    """Every term and the weighted sum (``total``): :func:`lwdsl.backend.losses.distill_loss`."""
+    return losses.distill_loss(OPS, spec, *tensors)
 
 
 # --- models: teachers and students ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``distill`` on PyTorch: the core's flow (:mod:`lwdsl.backend.distill`: training set,
 teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
-(:class:`TorchDistillParts`), and the loss terms of :mod:`lwdsl.semantics.distill` as torch
-ops (autodiff).
+(:class:`TorchDistillParts`), and the loss terms of :mod:`lwdsl.backend.losses` over torch
+ops (:class:`TorchOps`, autodiff).
 
 What is PyTorch's own: teacher checkpoints (``.lwz`` or a state dict read with
 ``weights_only=True``) are loaded into the original's architecture; a student is built with the
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwdsl.backend import StepContext
+from lwdsl.backend import losses
 from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
 from lwdsl.errors import LwdslError
 from lwdsl.semantics import distill as core
@@ -33,106 +34,64 @@ from .train import fit
 
 __all__ = [
     "distill",
-    "cross_entropy",
-    "kl_batchmean",
-    "soft_target_loss",
-    "feature_loss",
-    "rkd_distance_loss",
-    "rkd_angle_loss",
-    "relation_loss",
     "distill_loss",
+    "OPS",
     "TorchDistillParts",
     "PARTS",
 ]
 
 
-# --- the loss terms (same names and formulas as lwdsl.semantics.distill) -----------------------
+# --- the loss terms: lwdsl.backend.losses over torch ops --------------------------------------
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels)
+class TorchOps:
+    """:class:`lwdsl.backend.losses.TensorOps` on torch tensors."""
+
+    cross_entropy = staticmethod(F.cross_entropy)
+    exp = staticmethod(torch.exp)
+    where = staticmethod(torch.where)
+    zeros_like = staticmethod(torch.zeros_like)
+    abs = staticmethod(torch.abs)
+    sqrt = staticmethod(torch.sqrt)
+    mean = staticmethod(torch.mean)
+
+    @staticmethod
+    def log_softmax(x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(x, dim=1)
+
+    @staticmethod
+    def sum(x: torch.Tensor, axis: Optional[int] = None, keepdims: bool = False) -> torch.Tensor:
+        return x.sum() if axis is None else x.sum(axis, keepdim=keepdims)
+
+    @staticmethod
+    def maximum(x: torch.Tensor, floor: float) -> torch.Tensor:
+        return x.clamp(min=floor)
+
+    @staticmethod
+    def rows(x: torch.Tensor) -> int:
+        return x.shape[0]
+
+    static_rows = rows
+
+    @staticmethod
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    @staticmethod
+    def zero_diagonal(d: torch.Tensor) -> torch.Tensor:
+        return d.masked_fill(torch.eye(len(d), dtype=torch.bool, device=d.device), 0.0)
+
+    @staticmethod
+    def matmul_t(u: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(u, u.transpose(1, 2))
 
 
-def kl_batchmean(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)) summed over classes, divided by the batch size."""
-    logp_s = F.log_softmax(student_logits / T, dim=1)
-    logp_t = F.log_softmax(teacher_logits / T, dim=1)
-    p_t = logp_t.exp()
-    terms = torch.where(p_t > 0, p_t * (logp_t - logp_s), torch.zeros_like(p_t))
-    return terms.sum() / student_logits.shape[0]
+OPS = TorchOps()
 
 
-def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
-    return float(T) ** 2 * kl_batchmean(student_logits, teacher_logits, T)
-
-
-def feature_loss(teacher_feats: Sequence[torch.Tensor], projected: Sequence[torch.Tensor]) -> torch.Tensor:
-    losses = [F.mse_loss(s, t) for t, s in zip(teacher_feats, projected)]
-    return torch.stack(losses).mean()
-
-
-def _smooth_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.smooth_l1_loss(a, b, beta=1.0)
-
-
-def _distances(e: torch.Tensor) -> torch.Tensor:
-    e = e.flatten(1)
-    diff = e[:, None, :] - e[None, :, :]
-    d = diff.pow(2).sum(-1).clamp(min=core.EPS).sqrt()
-    eye = torch.eye(len(e), dtype=torch.bool)
-    d = d.masked_fill(eye, 0.0)
-    b = len(e)
-    return d / (d.sum() / (b * (b - 1)))
-
-
-def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    if len(student) < 2:
-        return student.sum() * 0.0
-    return _smooth_l1(_distances(student), _distances(teacher))
-
-
-def _angles(e: torch.Tensor) -> torch.Tensor:
-    e = e.flatten(1)
-    v = e[None, :, :] - e[:, None, :]
-    u = v / v.pow(2).sum(-1, keepdim=True).clamp(min=core.EPS * core.EPS).sqrt()  # no inf gradient at 0
-    return torch.bmm(u, u.transpose(1, 2))
-
-
-def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    if len(student) < 2:
-        return student.sum() * 0.0
-    return _smooth_l1(_angles(student), _angles(teacher))
-
-
-def relation_loss(kind: Optional[str], student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    if kind == "distance":
-        return rkd_distance_loss(student, teacher)
-    if kind == "angle":
-        return rkd_angle_loss(student, teacher)
-    return student.sum() * 0.0
-
-
-def distill_loss(
-    spec: DistillSpec,
-    student_logits: torch.Tensor,
-    labels: torch.Tensor,
-    teacher: torch.Tensor,
-    teacher_feats: Sequence[torch.Tensor] = (),
-    projected: Sequence[torch.Tensor] = (),
-) -> dict[str, torch.Tensor]:
-    """Every term and the weighted sum (``total``), as :func:`lwdsl.semantics.distill.distill_terms`."""
-    ce = cross_entropy(student_logits, labels)
-    soft = soft_target_loss(student_logits, teacher, spec.T)
-    total = (1.0 - spec.alpha) * ce + spec.alpha * soft
-    out = {"ce": ce, "soft": soft}
-    if teacher_feats:
-        out["feature"] = feature_loss(teacher_feats, projected)
-        total = total + spec.beta * out["feature"]
-    if spec.relation is not None:
-        out["relation"] = relation_loss(spec.relation, student_logits, teacher)
-        total = total + spec.gamma * out["relation"]
-    out["total"] = total
-    return out
+def distill_loss(spec: DistillSpec, *tensors: Any) -> dict[str, torch.Tensor]:
+    """Every term and the weighted sum (``total``): :func:`lwdsl.backend.losses.distill_loss`."""
+    return losses.distill_loss(OPS, spec, *tensors)
 
 
 # --- models: teachers and students ---------------------------------------------------------------

@@ -118,7 +118,7 @@ class TorchModel:
             module is on the CPU, where masks, codes, exports and engines read it.
         calib: (training images, the calibration indices, the observer method) of the last
             static/qat calibration, a reference to the run's data (no copy), not saved: the
-            torch.ao engine (ao_engine.py) observes its own extra ranges on the same images.
+            torch.ao peer (bench/torch_ao_peer.py) observes its own extra ranges on the same images.
     """
 
     module: nn.Module

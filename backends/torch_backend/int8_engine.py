@@ -7,7 +7,7 @@ and AMX, shared and noisy): since the file quantizes residual adds and pooling a
 own quantizer does (:func:`_activations`), ResNet-18 at batch 32 runs 5.85x torch fp32 eager
 (230 vs 1345 ms), level with ORT's documented ``quant_pre_process`` + ``quantize_static`` U8S8
 file (233 ms); before, 12 of its 21 layers ran float there and the file was ~1.7x fp32.
-PyTorch's own x86 kernels (ao_engine.py) run a model no file holds (torch.ao's model loads back
+PyTorch's own x86 kernels (bench/torch_ao_peer.py) run a model no file holds (torch.ao's model loads back
 only through TorchScript, deprecated in torch 2.14): they are a peer in the bench, not an engine
 a run reports.
 

@@ -8,7 +8,7 @@ are captured with forward pre-hooks while the model runs in eval mode with float
 the model evaluates with calibrated inputs fake-quantized (fakequant.py); each layer's mode is
 kept in ``handle.quant_mode`` and the calibration images in ``handle.calib`` for the int8
 ONNX file (int8_engine.py; the core writes and measures it: ``int8_artifact``) and the torch.ao
-bench peer (ao_engine.py). Conv and linear layers are quantized; other kinds (norms,
+bench peer (bench/torch_ao_peer.py). Conv and linear layers are quantized; other kinds (norms,
 embeddings) stay float32, named in a warning.
 """
 

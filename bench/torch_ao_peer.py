@@ -1,4 +1,4 @@
-"""The torch.ao peer: lwdsl's int8 codes on PyTorch's own quantized CPU kernels (the ``x86``
+"""The torch.ao peer (bench code, not part of the product): lwdsl's int8 codes on PyTorch's own quantized CPU kernels (the ``x86``
 quantized engine: oneDNN and FBGEMM), for ``bench/int8_bench.py --torch-ao``.
 
 It is not an engine a run reports: its model exists only in memory (``torch.save`` writes it,
@@ -31,7 +31,7 @@ How it is built (:func:`build`), with no number of its own where lwdsl has one:
 What torch.ao quantizes and lwdsl's semantics keeps float (a layer's output that feeds an
 addition, the sum, the logits) gets its range from the same core observer on the same images:
 those are the engine's only numbers of its own, and its outputs differ from lwdsl's fake
-quantization by them (``tests/backends/test_torch_ao_engine.py`` bounds the difference).
+quantization by them (``tests/backends/test_torch_ao_peer.py`` bounds the difference).
 
 All torch.ao deprecation notices stay inside this module.
 """
@@ -52,7 +52,7 @@ from torch import nn
 from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.semantics.quant import ActQuant, RangeObserver, act_qparams
 
-from .handle import TorchModel
+from lwdsl.backends.torch_backend.handle import TorchModel
 
 __all__ = ["ENGINE", "cpu_int8_flags", "usable", "build", "run"]
 

@@ -1,7 +1,10 @@
-"""The torch.ao peer (ao_engine.py): lwdsl's codes and activation ranges on PyTorch's x86
+"""The torch.ao peer (bench/torch_ao_peer.py): lwdsl's codes and activation ranges on PyTorch's x86
 quantized kernels, where it can run; a run never reports it (its model is in memory only)."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +15,13 @@ import torch
 
 from lwdsl.language.specs import QuantizeSpec
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import torch_ao_peer as ao_engine  # noqa: E402  (bench code: the peer bench/int8_bench.py --torch-ao times)
+
 pytestmark = pytest.mark.torch
 
 VNNI = pytest.mark.skipif(
-    not __import__("lwdsl.backends.torch_backend.ao_engine", fromlist=["x"]).cpu_int8_flags(),
+    not ao_engine.cpu_int8_flags(),
     reason="numbers of the x86 int8 kernels are checked only on a CPU with VNNI/AMX (elsewhere lwdsl uses ONNX Runtime)",
 )
 
@@ -36,7 +42,6 @@ def _quantized(name="lenet5", shape=(1, 28, 28), mode="static"):
 @pytest.mark.parametrize("model", ["lenet5", "resnet8"])
 def test_the_engine_holds_lwdsls_codes_and_each_layers_input_quantization(model):
     """Its construction does not depend on VNNI (the kernels' numbers do): checked on any CPU."""
-    from lwdsl.backends.torch_backend import ao_engine
 
     shape = (1, 28, 28)
     _, _, _, handle = _quantized(model, shape)
@@ -72,7 +77,6 @@ def test_its_outputs_follow_lwdsls_fake_quantization(model):
     """Same codes, same input ranges: the outputs differ only by the engine's own requantization
     points (outputs feeding additions, the sums, the logits), so the logits stay close and the
     top-1 changes only where lwdsl's own top two were closer than that difference."""
-    from lwdsl.backends.torch_backend import ao_engine
     from lwdsl.backends.torch_backend.fakequant import act_hooks
 
     _, data, _, handle = _quantized(model)
@@ -91,7 +95,6 @@ def test_its_outputs_follow_lwdsls_fake_quantization(model):
 
 
 def test_it_runs_only_where_it_has_kernels_and_calibration(monkeypatch):
-    from lwdsl.backends.torch_backend import ao_engine
 
     monkeypatch.setattr(ao_engine, "cpu_int8_flags", lambda: ("avx512_vnni",))
     _, _, _, handle = _quantized()
@@ -132,7 +135,6 @@ def test_lenet5_on_mnist_keeps_lwdsls_accuracy_in_the_torch_ao_engine(mnist):
     names = [layer.name for layer in backend.layers(handle)]
     backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=512), names, ctx)
     int8_acc, _ = backend.evaluate(handle, ctx)
-    from lwdsl.backends.torch_backend import ao_engine
 
     module, _ = ao_engine.build(handle)
     ao_acc = float(np.mean(ao_engine.run(module, data.test_x).argmax(1) == data.test_y))
