@@ -97,12 +97,10 @@ class KerasBackend(Backend):
         ``.lwz`` file of canonical weights or a ``.keras``/``.h5`` file (its weights are used),
         loaded as :meth:`load_state` does (narrower widths rebuild the model)."""
         handle = KerasHandle(build_model(ref, tuple(input_shape), num_classes))
+        handle.ref = ref if isinstance(ref, str) else handle.model.name
         if checkpoint is not None:
             state = io.read_checkpoint(Path(checkpoint))
-            try:
-                self.load_state(handle, state)
-            except LwdslError as exc:  # a checkpoint that does not fit: bad input (exit 2), the file named
-                raise UsageError(f"checkpoint {checkpoint} does not fit the model: {exc.message}", hint=exc.hint) from None
+            self.load_state(handle, state, f"checkpoint {checkpoint}")
         return handle
 
     def set_device(self, device: str) -> dict[str, str]:
@@ -205,7 +203,7 @@ class KerasBackend(Backend):
     def state(self, model: Any) -> dict[str, np.ndarray]:
         return canonical_state(_handle(model))
 
-    def load_state(self, model: Any, state: dict[str, np.ndarray]) -> None:
+    def load_state(self, model: Any, state: dict[str, np.ndarray], source: str = "the state") -> None:
         """Set the weights, rebuilding the model at narrower widths when the state's filters
         were removed; masks of layers that keep their shape are re-applied, as on torch. A
         packed state (int8 codes and scales of quantized layers) loads as ``codes * scale``
@@ -224,7 +222,7 @@ class KerasBackend(Backend):
         casts = unpack_casts(state)  # layers `quantize fp16|bf16` cast (16-bit patterns in a .lwz)
         state, quant = unpack_state(state)  # a quantized layer's codes * scale, and its codes
         resized = resize_to_state(handle.model, state)
-        load_state_into(resized, state)
+        load_state_into(resized, state, f"{source} does not fit {handle.ref}")
         if resized is not handle.model:
             shapes = {v.name: v.weight.variable.shape for v in views(resized)}
             handle.masks = {k: m for k, m in handle.masks.items() if shapes.get(k) == m.shape}

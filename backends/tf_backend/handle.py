@@ -40,6 +40,7 @@ class KerasHandle:
     act: dict[str, ActQuant] = field(default_factory=dict)
     qconfig: dict[str, Any] = field(default_factory=dict)
     folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
+    ref: str = "the model"  # the name it was built from (lenet5, keras:MobileNetV2, a file)
 
     def views(self) -> list[LayerView]:
         return views(self.model)
@@ -78,5 +79,5 @@ class KerasHandle:
         clone.set_weights(self.model.get_weights())
         return KerasHandle(
             clone, {k: v.copy() for k, v in self.masks.items()}, quant=dict(self.quant), act=dict(self.act), qconfig=dict(self.qconfig),
-            folded=dict(self.folded),
+            folded=dict(self.folded), ref=self.ref,
         )

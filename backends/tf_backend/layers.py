@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
-from lwdsl.errors import LwdslError
+from lwdsl.backend.weights import check_names, check_shapes
 
 __all__ = [
     "Tensor",
@@ -266,32 +266,19 @@ def state_of(model: Any) -> dict[str, np.ndarray]:
 _IGNORED = (".num_batches_tracked",)
 
 
-def load_state_into(model: Any, state: dict[str, np.ndarray]) -> None:
+def load_state_into(model: Any, state: dict[str, np.ndarray], where: str = "the weights do not fit the model") -> None:
     """Assign a canonical state to ``model``; every tensor must be there with its shape.
 
     Raises:
-        LwdslError: naming the first missing, unexpected or mis-shaped tensor.
+        UsageError: ``where``, the first missing, unexpected or mis-shaped tensor
+            (:func:`lwdsl.backend.weights.check_names`, the torch backend's words).
     """
     tensors = {t.name: t for v in views(model) for t in v.tensors}
     given = {k: v for k, v in state.items() if not k.endswith(_IGNORED)}
-    for name, t in tensors.items():
-        if name not in given:
-            raise LwdslError(f"the weights have no tensor '{name}' that the model needs", hint=_hint(tensors, given))
-        shape = tuple(np.shape(given[name]))
-        if shape != t.shape:
-            raise LwdslError(
-                f"tensor '{name}' has shape {shape} in the weights but {t.shape} in the model (canonical layout)",
-                hint="the weights belong to a different architecture or width",
-            )
-    extra = [k for k in given if k not in tensors]
-    if extra:
-        raise LwdslError(f"the weights hold tensor '{extra[0]}' that the model has no place for", hint=_hint(tensors, given))
+    check_names(tensors, given, where)
+    check_shapes({k: t.shape for k, t in tensors.items()}, {k: tuple(np.shape(v)) for k, v in given.items()}, where)
     for name, t in tensors.items():
         t.variable.assign(np.asarray(t.from_canon(np.asarray(given[name], dtype=np.float32)), dtype=np.dtype(t.variable.dtype)))
-
-
-def _hint(tensors: dict[str, Tensor], given: dict[str, np.ndarray]) -> str:
-    return f"model tensors: {', '.join(list(tensors)[:6])}...; weights: {', '.join(list(given)[:6])}..."
 
 
 def list_layers(handle: Any) -> list[LayerInfo]:

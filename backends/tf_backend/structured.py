@@ -136,8 +136,7 @@ def remove_filters(handle: KerasHandle, rule: MaskRule, names: Sequence[str], ct
             new_masks[layer.name] = np.ascontiguousarray(_slice(old, "kernel", mask, out, inp))
     if ctx is not None:
         ctx.notes["groups"] = [f"{g.name}: {g.channels} -> {int(k.sum())} channels" for g, k in zip(chosen, keeps)]
-    out_handle = KerasHandle(new, new_masks)
-    return out_handle
+    return KerasHandle(new, new_masks, ref=handle.ref)
 
 
 def resize_to_state(model: Any, state: dict[str, np.ndarray]) -> Any:

@@ -26,7 +26,7 @@ from torch import nn
 from lwdsl.errors import UsageError
 from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import CODES, HALF_FORMS, DamagedTensor, check_state, unpack_act, unpack_casts, unpack_state
-from lwdsl.backend.weights import atomic_path, load_weights
+from lwdsl.backend.weights import atomic_path, check_names, check_shapes, load_weights
 
 from .fold import drop_folded
 from .handle import TorchModel
@@ -171,19 +171,10 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
         state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
     expected = module.state_dict()
     where = f"{source} does not fit {handle.ref}"
-    missing = [k for k in expected if k not in state and not _optional(k)]
-    if missing:
-        raise UsageError(f"{where}: tensor '{missing[0]}' is missing ({len(missing)} missing in all)")
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
-        raise UsageError(f"{where}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} unexpected in all)")
+    check_names([k for k in expected if not _optional(k) or k in state], state, where)
     shrunk = _shrink_to(module, state)
+    check_shapes({k: tuple(t.shape) for k, t in module.state_dict().items()}, {k: tuple(v.shape) for k, v in state.items()}, where)
     for key, t in module.state_dict().items():
-        if key in state and tuple(state[key].shape) != tuple(t.shape):
-            raise UsageError(
-                f"{where}: tensor '{key}' has shape {list(state[key].shape)} in the checkpoint "
-                f"but {list(t.shape)} in the model"
-            )
         if key in state and state[key].is_floating_point() != t.is_floating_point():  # load_state_dict would cast it
             raise UsageError(f"{where}: tensor '{key}' holds {state[key].dtype} values in the checkpoint but {t.dtype} in the model")
     full = dict(module.state_dict())

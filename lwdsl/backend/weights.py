@@ -27,7 +27,7 @@ from ..errors import UsageError
 from ..limits import MAX_WEIGHTS_BYTES, size_words
 from ..semantics.state import DamagedTensor, check_state
 
-__all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode"]
+__all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode", "check_names", "check_shapes"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -38,6 +38,28 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 _SEP = "::"
+
+
+def check_names(expected: Any, given: Any, where: str) -> None:
+    """A state must hold every tensor the model needs and no other (both backends' words).
+
+    Raises:
+        UsageError: (exit 2) ``where`` (the file and the model), the first missing or
+            unexpected tensor and how many there are.
+    """
+    missing = [k for k in expected if k not in given]
+    if missing:
+        raise UsageError(f"{where}: tensor '{missing[0]}' is missing ({len(missing)} missing in all)")
+    unexpected = [k for k in given if k not in expected]
+    if unexpected:
+        raise UsageError(f"{where}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} unexpected in all)")
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], given: dict[str, tuple[int, ...]], where: str) -> None:
+    """Every tensor of a state has its model tensor's shape (canonical layout)."""
+    for key, shape in expected.items():
+        if key in given and tuple(given[key]) != tuple(shape):
+            raise UsageError(f"{where}: tensor '{key}' has shape {list(given[key])} in the checkpoint but {list(shape)} in the model")
 
 
 def _encode(name: str, arr: np.ndarray) -> dict[str, np.ndarray]:

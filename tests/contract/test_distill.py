@@ -122,10 +122,6 @@ def _checkpoint_errors(be, tmp_path) -> tuple[str, str]:
     return tuple(said)
 
 
-@pytest.mark.xfail(strict=True, reason="a checkpoint that does not fit is said in each backend's own words: 'does not "
-                   "fit seedcnn: tensor 'conv1.weight' is missing (4 missing in all)' on torch, 'does not fit the model: "
-                   "the weights have no tensor 'conv1.weight' that the model needs' on tensorflow (a missing file is "
-                   "'not found' on both)")
 def test_teacher_checkpoint_errors_are_the_same_words_on_every_backend(tmp_path):
     from lwdsl.backend import get_backend
     from tests.conftest import selected_backends

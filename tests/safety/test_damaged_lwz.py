@@ -469,5 +469,5 @@ def test_tf_backend_refuses_a_damaged_lwz_the_same_way(tmp_path: Path) -> None:
     KerasBackend().load_model("lenet300", (1, 8, 8), 3, checkpoint=tmp_path / "ok.lwz")
     bias = next(k for k in state if k.endswith(".bias"))
     save_weights(tmp_path / "short.lwz", dict(state, **{bias: state[bias][:-1]}))
-    with pytest.raises(UsageError, match=rf"checkpoint .*short\.lwz does not fit the model: tensor '{bias}' has shape"):
+    with pytest.raises(UsageError, match=rf"checkpoint .*short\.lwz does not fit lenet300: tensor '{bias}' has shape"):
         KerasBackend().load_model("lenet300", (1, 8, 8), 3, checkpoint=tmp_path / "short.lwz")
