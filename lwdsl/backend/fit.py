@@ -165,7 +165,7 @@ def fit(
                     ce, whole, ok = trainer.step(xb, yb, idx, lr_at(schedule, opts.lr, t, total))
                     if not ok:
                         trainer.restore(good)
-                        what = f"the loss became {whole}" if not np.isfinite(whole) else f"a gradient became NaN or infinite (the loss was {whole:g})"
+                        what = _what_went_wrong(whole, xb, idx)
                         raise RunError(
                             f"step {ctx.index + 1} ({label}): {what} at epoch {epoch + 1}, "
                             f"step {b + 1} of {per_epoch}; training stopped and the weights are back to the start of "
@@ -182,3 +182,16 @@ def fit(
     finally:
         trainer.close()
     return losses
+
+
+def _what_went_wrong(loss: float, xb: Optional[np.ndarray], idx: Optional[np.ndarray]) -> str:
+    """Why a step failed, cause first: a batch holding NaN/inf pixels is said as such (the two
+    frameworks' max pooling treat a NaN differently: torch passes it on, TensorFlow drops it,
+    so the loss alone would read differently on each backend)."""
+    if xb is not None:
+        bad = ~np.isfinite(np.asarray(xb).reshape(len(xb), -1)).all(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            example = f"training example {int(idx[first])}" if idx is not None else f"image {first + 1} of the batch"
+            return f"{example} holds NaN or infinite values (the loss was {loss:g})"
+    return f"the loss became {loss}" if not np.isfinite(loss) else f"a gradient became NaN or infinite (the loss was {loss:g})"
