@@ -13,7 +13,10 @@ for NaN every step, one progress bar per epoch), which is what is measured. Prin
 epoch and the ratio lwdsl / plain (median of the rounds).
 
     LWDSL_DATA=../shared/data python bench/train_loop_bench.py [--backends torch,tensorflow]
-        [--images 60000] [--rounds 3] [--threads N]
+        [--images 60000] [--rounds 3] [--threads N] [--omp-default]
+
+``--omp-default`` leaves OpenMP's wait policy alone (torch's threads spin between parallel
+regions), to see what lwdsl's ``OMP_WAIT_POLICY=PASSIVE`` default changes on a busy machine.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 import numpy as np  # noqa: E402
 
 from lwdsl.backend import StepContext, get_backend  # noqa: E402
-from lwdsl.backend.threads import usable_cpus  # noqa: E402
+from lwdsl.backend.threads import quiet_openmp, usable_cpus  # noqa: E402
 from lwdsl.data.builtin import load_data  # noqa: E402
 from lwdsl.data.dataset import Dataset  # noqa: E402
 from lwdsl.runner.progress import NullBar  # noqa: E402
@@ -110,12 +113,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=usable_cpus())
+    parser.add_argument("--omp-default", action="store_true", help="leave OpenMP's wait policy at its default (threads spin)")
     args = parser.parse_args()
+    waiting = "OpenMP default (not set)" if args.omp_default else quiet_openmp()  # before torch loads OpenMP
     full = load_data("mnist")
     data = Dataset("mnist", full.train_x[: args.images], full.train_y[: args.images], full.test_x[:100], full.test_y[:100], 10)
     print(cpu_line())
     print(f"LeNet-5, {len(data.train_x)} MNIST images, 1 epoch, SGD lr {SPEC.lr} momentum {SPEC.momentum}, batch {SPEC.batch}, "
-          f"{args.threads} thread(s), {args.rounds} interleaved rounds")
+          f"{args.threads} thread(s), {args.rounds} interleaved rounds; idle threads: {waiting}")
     for backend in args.backends.split(","):
         get_backend(backend).set_threads(args.threads)
         plain = plain_torch if backend == "torch" else plain_tf

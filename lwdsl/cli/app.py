@@ -386,6 +386,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main() -> None:
     """The ``lwdsl`` console script: SIGTERM is handled like Ctrl-C (clean up, one line, 143)."""
+    from ..backend.threads import quiet_openmp
+
+    quiet_openmp()  # before any command loads torch (lwdsl/backend/threads.py says why)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:

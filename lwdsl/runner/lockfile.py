@@ -33,7 +33,7 @@ def lock_data(
     checkpoint: Optional[Path],
     baseline: dict[str, Any],
     other_data: Optional[dict[str, str]] = None,
-    threads: Optional[dict[str, int]] = None,
+    threads: Optional[dict[str, Any]] = None,
     model_sha256: Optional[str] = None,
     device: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:

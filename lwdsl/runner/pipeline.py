@@ -218,14 +218,16 @@ def run(
     out = check_out(out) if out is not None else None  # refuse a bad --out before any work
     say = (echo or print) if not quiet else (lambda *_: None)
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
+    from ..backend.threads import check_device, quiet_openmp
+
+    waiting = quiet_openmp()  # before the backend loads torch and its OpenMP runtime
     be = get_backend(backend)
-    from ..backend.threads import check_device
 
     device_info = {**be.set_device(check_device(device)), "precision": "float32"}
     before = be.get_threads()
     wanted = train_threads or usable_cpus()
     in_effect = be.set_threads(wanted)  # before any model is built: TensorFlow fixes its pool then
-    counts, note = {"training": in_effect, "latency": threads}, None
+    counts, note = {"training": in_effect, "latency": threads, "idle_threads": waiting}, None
     if in_effect != wanted:
         counts["training_asked"] = wanted
         note = f"the {be.name} backend trains with {in_effect} thread(s), not the {wanted} asked: its thread pool was fixed earlier in this process"

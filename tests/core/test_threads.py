@@ -27,3 +27,25 @@ def test_the_cgroup_v1_quota_is_read_too(tmp_path):
 def test_the_affinity_mask_counts_not_the_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert usable_cpus(tmp_path) == 1
+
+
+def _in_fresh_python(code: str, **env: str) -> str:
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_idle_openmp_threads_sleep_unless_the_user_chose_a_policy():
+    """Set before torch loads its OpenMP runtime (which reads the variable once), never over
+    the user's own choice, and said when it came too late."""
+    code = ("import os; from lwdsl.backend.threads import quiet_openmp; said = quiet_openmp(); "
+            "import torch; print(os.environ.get('OMP_WAIT_POLICY'), '|', said)")
+    assert _in_fresh_python(code).startswith("PASSIVE | OMP_WAIT_POLICY=PASSIVE (lwdsl's default")
+    assert _in_fresh_python(code, OMP_WAIT_POLICY="ACTIVE").startswith("ACTIVE | OMP_WAIT_POLICY=ACTIVE (set by the user)")
+    late = ("import os, torch; torch.ones(2).sum(); from lwdsl.backend.threads import quiet_openmp; said = quiet_openmp(); "
+            "print(os.environ.get('OMP_WAIT_POLICY'), '|', said)")
+    assert _in_fresh_python(late) == "None | the OpenMP runtime's default (it was loaded before lwdsl could set OMP_WAIT_POLICY)"

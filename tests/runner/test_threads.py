@@ -20,6 +20,7 @@ def test_training_threads_are_set_recorded_and_restored(tmp_path, backend_name, 
     lock = json.loads((tmp_path / "run" / "lwdsl.lock.json").read_text())
     threads = result.report["threads"]
     assert lock["threads"] == threads and threads["latency"] == 1
+    assert "OMP_WAIT_POLICY" in threads["idle_threads"] or "default" in threads["idle_threads"]  # how idle threads wait, said
     if threads["training"] != 1:  # TensorFlow fixed its pool when this process first used it: said, not hidden
         assert threads["training_asked"] == 1
         assert any("thread" in w for w in result.report["steps"][0].get("warnings", []))
