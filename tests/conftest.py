@@ -16,6 +16,7 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `lwdsl` sets it (lwdsl/backend/threads.py): no spinning on a busy CI machine
 
 ROOT = Path(__file__).resolve().parents[1]
 _FRAMEWORK = {"torch": "torch", "tensorflow": "tensorflow"}
