@@ -81,13 +81,15 @@ def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeo
     """Run ``entry(*args)`` in ``workers`` processes on this machine through torch's elastic
     agent (``torch.distributed.launcher.api.elastic_launch``: a c10d rendezvous on localhost,
     no restarts, spawned processes, their output not redirected, no log folder). Returns each
-    failed local rank's exit code (empty when all succeeded)."""
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    failed local rank's exit code (empty when all succeeded); a signal that stopped the agent
+    (Ctrl-C, SIGTERM) is rank 0's ``128 + signal``."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):  # the agent's own log lines
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):  # the agent's own log lines (each module sets its level)
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=int(workers), run_id=f"lwdsl-{uuid.uuid4().hex[:12]}",
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", rdzv_configs={"timeout": int(timeout_s)},
@@ -97,4 +99,6 @@ def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeo
         elastic_launch(config, entry)(*args)
     except ChildFailedError as exc:
         return {int(f.local_rank): int(f.exitcode) for f in exc.failures.values()}
+    except SignalException as exc:  # Ctrl-C or SIGTERM here: the agent has stopped the workers
+        return {0: 128 + int(exc.sigval)}
     return {}

@@ -137,6 +137,10 @@ def run_command(
         check_workers_backend(backend, workers)
         with RunLock(out_path):
             code = launch_workers(backend, workers, _run_rank, (kwargs,))
+        if code in (130, 143):  # Ctrl-C or SIGTERM: the workers cleaned up; said once, here
+            from .app import _INTERRUPTED
+
+            typer.echo(f"{'terminated (SIGTERM)' if code == 143 else 'interrupted'}{_INTERRUPTED[11:]}", err=True)
         if code:
             raise typer.Exit(code)
         return
@@ -167,8 +171,13 @@ def _run_rank(kwargs: dict[str, Any]) -> None:
     """One worker of ``lwdsl run --workers N`` (a process torch's elastic agent started):
     the run as this rank, its error said as the command line says it (rank 0's only, unless
     the error is this rank's own) and turned into the exit code the launcher reports."""
+    import signal
+
+    from .app import _on_sigterm
+    from .args import Terminated
     from ..errors import LwdslError
 
+    signal.signal(signal.SIGTERM, _on_sigterm)  # the agent stopping the workers: clean up as for Ctrl-C
     rank = os.environ.get("RANK", "0")
     try:
         _run_and_say(kwargs)
@@ -176,8 +185,8 @@ def _run_rank(kwargs: dict[str, Any]) -> None:
         if rank == "0":  # every rank meets the same error: rank 0 says it
             typer.echo(exc.render(), err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # the command that started the workers says it
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     except Exception as exc:  # noqa: BLE001 - a crash of this rank (or a peer gone): said with the rank
         typer.echo(f"worker {rank}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
                    "  hint: run again with --debug for the traceback, and report it", err=True)
