@@ -7,7 +7,8 @@ CPU for training) and as 2 ranks through torch's elastic launcher (what ``lwdsl 
 2`` starts; each rank gets CPUs / 2 training threads). The structured removal of the main
 recipe's first step is left out: the question is the cost of the ranks, not the recipe.
 
-Prints, per worker count: the wall time of the whole run (processes, imports, data, the
+Prints, for one worker (with every CPU, then with one thread: each of the 2 workers has one)
+and for 2 workers: the wall time of the whole run (processes, imports, data, the
 fine-tune, rank 0's measurements) and of the fine-tune alone (the core's ``fit``, per rank);
 for 2 workers, the time each rank spends inside collectives (the gradient all-reduce, the loss
 terms, and the digest checks apart), in total and per optimizer step, as a share of its
@@ -103,23 +104,26 @@ def main() -> None:
         checkpoint = str(Path(tmp) / "base.lwz")
         save_weights(Path(checkpoint), base.backend.state(base.model))
         results = {}
-        for workers in (1, 2):
-            out = Path(tmp) / f"w{workers}"
+        # (workers, training threads a worker): what --workers 1 and 2 give by default, and one
+        # worker with one thread (each of the 2 workers has one)
+        for workers, threads in [(1, cpus), (1, 1), (2, max(1, cpus // 2))]:
+            out = Path(tmp) / f"w{workers}t{threads}"
             out.mkdir()
             start = time.perf_counter()
             if workers == 1:  # the same function the ranks run, in this process
-                run_once(model, data, checkpoint, args.epochs, cpus, str(out))
+                run_once(model, data, checkpoint, args.epochs, threads, str(out))
             else:
-                failed = launch(workers, run_once, (model, data, checkpoint, args.epochs, max(1, cpus // workers), str(out)), 600)
+                failed = launch(workers, run_once, (model, data, checkpoint, args.epochs, threads, str(out)), 600)
                 if failed:
                     sys.exit(f"the {workers} workers failed: exit codes {failed}")
             wall = time.perf_counter() - start
             ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(workers)]
-            results[workers] = (wall, ranks, dict(np.load(out / "rank0.npz")))
+            results[workers, threads] = (wall, ranks, dict(np.load(out / "rank0.npz")))
         steps = None
-        for workers, (wall, ranks, _) in results.items():
+        for (workers, threads), (wall, ranks, _) in results.items():
             fits = [r["spent"]["fit"] for r in ranks]
-            print(f"--workers {workers}: run {wall:.1f} s wall (one process started here for 1; 2 spawned, imports included); "
+            how = "in this process" if workers == 1 else "spawned, imports included"
+            print(f"--workers {workers}, {threads} training thread(s) a worker: run {wall:.1f} s wall ({how}); "
                   f"fine-tune {', '.join(f'{f:.1f}' for f in fits)} s (per rank)")
             for r, info in enumerate(ranks if workers > 1 else []):
                 s = info["spent"]
@@ -129,12 +133,15 @@ def main() -> None:
                       f"fine-tune ({1e3 * comm / max(steps, 1):.2f} ms a step: gradients {1e3 * s.get('gradients', 0) / max(steps, 1):.2f}, "
                       f"loss terms {1e3 * s.get('loss_terms', 0) / max(steps, 1):.2f}); digest checks {s.get('digests_n', 0)} x, "
                       f"{1e3 * s.get('digests', 0.0):.1f} ms in all")
-        one, two = results[1][2], results[2][2]
+            if workers > 1:
+                print("  (time inside a collective includes waiting for the other rank: rank 1's first gradient all-reduce "
+                      "of a step and its digest checks wait while rank 0 alone measures the model after each step)")
+        one, two = results[1, cpus][2], results[2, max(1, cpus // 2)][2]
         masks = [k for k in one if k.startswith("m:")]
         same_masks = all(np.array_equal(one[k], two[k]) for k in masks)
         rel = max(float(np.linalg.norm(one[k].astype(np.float64) - two[k]) / (np.linalg.norm(one[k].astype(np.float64)) or 1.0))
                   for k in one if k.startswith("w:"))
-        acc1, acc2 = results[1][1][0]["accuracy"], results[2][1][0]["accuracy"]
+        acc1, acc2 = results[1, cpus][1][0]["accuracy"], results[2, max(1, cpus // 2)][1][0]["accuracy"]
         print(f"masks bit-identical: {same_masks} ({len(masks)} layers); weights: largest relative difference of a tensor "
               f"{rel:.2e}; accuracy {100 * acc1:.2f}% (1 worker) vs {100 * acc2:.2f}% (2 workers), "
               f"{100 * abs(acc1 - acc2):.2f} points apart")
