@@ -22,6 +22,7 @@ __all__ = [
     "MAX_DATA_FILES",
     "MAX_SEED",
     "MAX_THREADS",
+    "MAX_WORKERS",
     "MAX_EPOCHS",
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
@@ -56,6 +57,8 @@ MAX_SYNTHETIC_CLASSES = 10_000
 MAX_SEED = 2**32 - 1
 #: ``--threads`` (far more than any machine's cores; 100,000 made the framework crash).
 MAX_THREADS = 256
+#: ``lwdsl run --workers`` (processes on one machine; more machines: torchrun starts them).
+MAX_WORKERS = 256
 #: ``--epochs``, ``--baseline-epochs``.
 MAX_EPOCHS = 10_000
 #: Bytes of one file name (the limit of common file systems).

@@ -21,4 +21,5 @@ SUPPORT = SupportTable(
         "export": "onnx: int8 QDQ after int8 quantize, float16/bfloat16 initializers after fp16/bf16; torch: state dict "
         "(cast layers in half; quantized layers as float32 weights holding codes * scale, said with a warning)",
     },
+    workers=True,  # torch.distributed: gloo on the CPU, NCCL on CUDA (ranks.py)
 )

@@ -61,6 +61,7 @@ class TorchTrainer(Trainer):
         self.device = self.scope.enter_context(on_device(handle, *[m for m in extra if isinstance(m, torch.nn.Module)]))
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += [q for e in extra for q in (e.parameters() if isinstance(e, torch.nn.Module) else [e])]
+        self.params, self.ranks = params, ctx.ranks
         self.optimizer = _optimizer(params, opts)
         self.penalised = [weight_of(self.model, name) for name in l1_layers]
         self.grid = GridTrainer(handle, masters) if handle.quant else None  # after quantize: train on the grid (STE)
@@ -68,6 +69,7 @@ class TorchTrainer(Trainer):
         self.scope.enter_context(handle.masks.unpacked())
         self.scope.enter_context(act_hooks(handle))
         torch.manual_seed(ctx.step_seed())
+        self.optimizer.zero_grad(set_to_none=True)
         self.model.train()
 
     def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
@@ -88,6 +90,50 @@ class TorchTrainer(Trainer):
         self.optimizer.step()
         self.hold()
         return float(ce.detach()), float(whole.detach()), True
+
+    def backward(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
+                 seed: int) -> tuple[float, float, bool]:
+        if len(labels) == 0:  # no example of this batch here: nothing added (the rank still syncs)
+            return 0.0, 0.0, True
+        torch.manual_seed(seed)
+        xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
+        if self.loss is not None:
+            whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
+        else:
+            ce = whole = F.cross_entropy(self.model(xb), yb)
+        if self.penalised:
+            whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)
+        if not torch.isfinite(whole):
+            return float("nan"), whole.item(), False
+        (whole * weight).backward()
+        return float(ce.detach()) * weight, float(whole.detach()) * weight, True
+
+    def sync(self) -> None:
+        if self.ranks is None or self.ranks.processes <= 1:
+            return
+        dtype = torch.float32
+        for p in self.params:
+            dtype = torch.promote_types(dtype, p.dtype)
+        had = torch.tensor([p.grad is not None for p in self.params], dtype=dtype, device=self.device)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dtype) for p in self.params] + [had])
+        self.ranks.all_sum_native(flat)  # one collective, every rank, examples or not
+        start = 0
+        for p, some in zip(self.params, flat[-len(self.params):].tolist()):
+            part = flat[start : start + p.numel()].view_as(p).to(p.dtype)
+            p.grad = part.clone() if some > 0 else None
+            start += p.numel()
+
+    def update(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.handle.mask_grads()
+        self.optimizer.step()
+        self.hold()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def broadcast_buffers(self) -> None:
+        if self.ranks is not None and self.ranks.processes > 1:
+            self.ranks.broadcast_native(list(self.model.buffers()))
 
     def hold(self) -> None:
         self.handle.apply_masks()

@@ -41,6 +41,9 @@ class StepContext:
             written once in the core loads teachers and students through it.
         loop: the user's own training loop making the optimizer steps (``lwdsl.attach``,
             :class:`lwdsl.backend.loop.UserLoop`), or None when lwdsl trains.
+        ranks: the processes training shares (:class:`lwdsl.backend.ranks.Ranks`; None: one
+            process, as always): training steps take this rank's shards of every global batch
+            (:mod:`lwdsl.semantics.shards`) and sum gradients over the ranks.
     """
 
     data: Dataset
@@ -55,6 +58,7 @@ class StepContext:
     models: dict[str, Any] = field(default_factory=dict)
     backend: Any = None
     loop: Any = None
+    ranks: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # tests' own bookkeeping only
 
     def step_seed(self) -> int:

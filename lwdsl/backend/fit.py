@@ -16,7 +16,14 @@ The core decides the flow; a backend gives one primitive, a :class:`Trainer` (it
 - ``after_step(t)`` after every optimizer step (gradual pruning updates masks there; it
   returns True when it changed them);
 - the cross-entropy of every step's batch, before the step, is returned and kept in
-  ``handle.losses``.
+  ``handle.losses``;
+- on several ranks (``ctx.ranks``, :mod:`lwdsl.backend.ranks`), every global batch is the one
+  of a one-process run; each process computes the gradients of its shards
+  (:mod:`lwdsl.semantics.shards`: contiguous, the loss weighted by the shard's share of the
+  batch, random layers seeded per shard), then one collective sums the gradients and the
+  batch's loss terms over the ranks, issued by every rank even one with no example in the
+  batch; all ranks then take the same optimizer step, or all stop on the same non-finite
+  loss. After the last epoch batch-norm running statistics are rank 0's on every rank.
 
 What a trainer does inside one step (the loss, penalties, straight-through quantization,
 re-applying masks) is the backend's: see ``train.py`` in each backend package.
@@ -34,6 +41,7 @@ from ..errors import RunError
 from ..semantics.jitter import check_jitter, jitter_shifts, shift_images
 from ..semantics.order import batches, steps_per_epoch
 from ..semantics.schedules import lr_at
+from ..semantics.shards import shard, shard_seed, shard_weight
 from ..language.specs import TrainingOptions
 from .context import StepContext
 
@@ -62,6 +70,33 @@ class Trainer(ABC):
     @abstractmethod
     def restore(self, snapshot: Any) -> None:
         """Put the weights of :meth:`snapshot` back (masks re-applied)."""
+
+    # The optimizer step in three parts, for training on several ranks (a backend without them
+    # trains on one process only): gradients of each shard added up, summed over the ranks,
+    # then one step.
+
+    def backward(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
+                 seed: int) -> tuple[float, float, bool]:
+        """Add the gradients of ``weight`` times the mean loss of this shard (``images`` may
+        have no rows: then nothing is added) to those accumulated since the last
+        :meth:`update`; random layers draw from a generator seeded with ``seed``. Returns
+        (``weight`` times the shard's cross-entropy, ``weight`` times its whole loss, whether the
+        loss was finite); a loss that is not finite adds nothing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train on several ranks")
+
+    def sync(self) -> None:
+        """Sum the accumulated gradients over the processes of ``ctx.ranks``, in place, in one
+        collective (:meth:`lwdsl.backend.ranks.Ranks.all_sum_native`); nothing in one process.
+        A parameter no shard gave a gradient to keeps none."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train on several ranks")
+
+    def update(self, lr: float) -> None:
+        """One optimizer step at ``lr`` on the summed gradients (pruned weights' gradients
+        zeroed, masks re-applied, quantized weights back on their grid), then clear them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train on several ranks")
+
+    def broadcast_buffers(self) -> None:
+        """What is not trained (batch-norm running statistics) made rank 0's on every rank."""
 
     def masks_changed(self) -> None:
         """``after_step`` changed the handle's masks: use the new ones from the next step."""
@@ -149,6 +184,8 @@ def fit(
                            mask_layers=mask_layers)
     if ctx.loop is not None:  # the user's loop makes the optimizer steps (lwdsl.attach, lwdsl.backend.loop)
         trainer = ctx.loop.wrap(trainer)
+    ranks = ctx.ranks
+    sharded = ranks is not None and ctx.loop is None and (ranks.world > 1 or ranks.processes > 1)
     t = 0
     try:
         for epoch in range(opts.epochs):
@@ -156,15 +193,25 @@ def fit(
             shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
             bar = ctx.progress(per_epoch, f"{label} epoch {epoch + 1}/{opts.epochs}")
             try:
-                if ctx.loop is None:
+                if sharded:  # only this process's shards of each global batch are read
+                    order = batches(n, size, ctx.seed, epoch)
+                    feed = ((idx, xs, None) for idx, xs in prefetched(x, order, lambda idx: [
+                        batch_images(x, shard(idx, ranks.world, r), shifts) for r in ranks.shards]))
+                elif ctx.loop is None:
                     order = batches(n, size, ctx.seed, epoch)
                     feed = ((idx, xb, y[idx]) for idx, xb in prefetched(x, order, lambda idx: batch_images(x, idx, shifts)))
                 else:  # the user's loop has the batches (lwdsl.attach)
                     feed = ((None, None, None) for _ in range(per_epoch))
                 for b, (idx, xb, yb) in enumerate(feed):
-                    ce, whole, ok = trainer.step(xb, yb, idx, lr_at(schedule, opts.lr, t, total))
+                    lr = lr_at(schedule, opts.lr, t, total)
+                    if sharded:
+                        ce, whole, ok = _sharded_step(trainer, ranks, idx, xb, y, lr, ctx.step_seed(), t)
+                    else:
+                        ce, whole, ok = trainer.step(xb, yb, idx, lr)
                     if not ok:
                         trainer.restore(good)
+                        if sharded:  # this process's shards: their images and their examples' indices
+                            xb, idx = np.concatenate(xb), np.concatenate([shard(idx, ranks.world, r) for r in ranks.shards])
                         what = _what_went_wrong(whole, xb, idx)
                         raise RunError(
                             f"step {ctx.index + 1} ({label}): {what} at epoch {epoch + 1}, "
@@ -179,6 +226,8 @@ def fit(
                     bar.update(1)
             finally:
                 bar.close()
+        if sharded and ranks.processes > 1:
+            trainer.broadcast_buffers()
     finally:
         trainer.close()
     return losses
@@ -195,3 +244,25 @@ def _what_went_wrong(loss: float, xb: Optional[np.ndarray], idx: Optional[np.nda
             example = f"training example {int(idx[first])}" if idx is not None else f"image {first + 1} of the batch"
             return f"{example} holds NaN or infinite values (the loss was {loss:g})"
     return f"the loss became {loss}" if not np.isfinite(loss) else f"a gradient became NaN or infinite (the loss was {loss:g})"
+
+
+def _sharded_step(trainer: Trainer, ranks: Any, idx: np.ndarray, images: list[np.ndarray], y: np.ndarray, lr: float,
+                  step_seed: int, t: int) -> tuple[float, float, bool]:
+    """One optimizer step of a global batch ``idx`` on several ranks: this process's shards'
+    gradients (``images`` in the order of ``ranks.shards``), one collective summing them and one
+    summing (cross-entropy, whole loss, shards not finite), then the step on every rank or on
+    none."""
+    ce = whole = bad = 0.0
+    for r, xs in zip(ranks.shards, images):
+        part = shard(idx, ranks.world, r)
+        c, w, ok = trainer.backward(xs, y[part], part, shard_weight(len(part), len(idx)), shard_seed(step_seed, t, r))
+        if ok:
+            ce, whole = ce + c, whole + w
+        else:
+            bad += 1
+    trainer.sync()
+    summed = ranks.all_sum(np.array([ce, whole, bad], dtype=np.float64))
+    if summed[2] > 0 or not np.isfinite(summed[1]):
+        return float("nan"), float("nan"), False
+    trainer.update(lr)
+    return float(summed[0]), float(summed[1]), True

@@ -254,6 +254,23 @@ class Backend(ABC):
     def set_handle_meta(self, model: Any, meta: dict[str, Any]) -> None:
         """Put back what :meth:`handle_meta` gave."""
 
+    def join_ranks(self, rank: int, world: int, timeout_s: float) -> Any:
+        """Join the other ranks of a run started by a launcher (its environment says where):
+        a :class:`lwdsl.backend.ranks.Ranks` over the framework's collectives, on
+        :attr:`device`. Backends that train on several processes override this (and say so
+        in their support table's ``workers``)."""
+        from ..errors import UsageError
+
+        raise UsageError(f"the {self.name} backend cannot run on several workers yet", hint="run with --backend torch, or without --workers")
+
+    def launch(self, workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+        """Run ``entry(*args)`` in ``workers`` processes of this machine through the
+        framework's own launcher, each with the environment :meth:`join_ranks` reads; returns
+        each failed local rank's exit code (empty: all succeeded)."""
+        from ..errors import UsageError
+
+        raise UsageError(f"the {self.name} backend cannot run on several workers yet", hint="run with --backend torch, or without --workers")
+
     def copy_model(self, model: Any) -> Any:
         """A deep copy (the original kept for distillation and for input safety)."""
         import copy

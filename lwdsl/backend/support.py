@@ -28,11 +28,14 @@ class SupportTable:
         backend: the backend's name.
         runs: op -> the forms of that op the backend runs (empty for ops without forms).
         notes: op -> a few words shown by ``lwdsl ops`` (how it runs, the engine used).
+        workers: whether it trains on several processes (``lwdsl run --workers N``, a
+            launcher's ranks; :meth:`lwdsl.backend.Backend.join_ranks`).
     """
 
     backend: str
     runs: dict[str, tuple[str, ...]]
     notes: dict[str, str] = field(default_factory=dict)
+    workers: bool = False
 
     def unsupported(self, step: StepSpec, others: Sequence["SupportTable"] = ()) -> Optional[str]:
         """Why the backend cannot run ``step`` (None when it can), in words naming the backend;

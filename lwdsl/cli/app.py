@@ -24,13 +24,12 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from .args import Terminated, check_backend_name, parse_sets
+from .args import _INTERRUPTED, Terminated, _on_sigterm, _terminated, check_backend_name, parse_sets
 from ..errors import LwdslError, UsageError
 
 __all__ = ["app", "main", "parse_sets", "Terminated"]
 
 _DEBUG = "lwdsl.debug"  # key in the click context's meta, shared by the group and its commands
-_INTERRUPTED = "interrupted: nothing was written; earlier outputs and the input model are as they were"
 
 
 def _set_debug(ctx: typer.Context, _param: Any, value: bool) -> bool:
@@ -364,7 +363,6 @@ def ops() -> None:
     print_ops(Console())
 
 
-_terminated: list[bool] = []
 
 
 def _drop_stdout() -> None:
@@ -376,12 +374,6 @@ def _drop_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
         pass
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the clean-up finish
-    _terminated.append(True)
-    raise Terminated()
 
 
 def main() -> None:

@@ -14,6 +14,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that a run cleans up the same way (exit code 143)."""
 
 
+_INTERRUPTED = "interrupted: nothing was written; earlier outputs and the input model are as they were"
+_terminated: list[bool] = []  # set when SIGTERM arrived (the console script's exit code is then 143)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM handler: raise :class:`Terminated` once, so a run cleans up as for Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the clean-up finish
+    _terminated.append(True)
+    raise Terminated()
+
+
 def parse_sets(sets: Optional[list[str]]) -> dict[str, str]:
     """``--set NAME=VALUE`` values as a dict; a UsageError (exit 2) for one without ``=``."""
     overrides = {}

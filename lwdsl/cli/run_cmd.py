@@ -9,16 +9,24 @@ options ``--resize``, ``--crop``, ``--mean``, ``--std``, ``--channels``, ``--spl
 (:func:`lwdsl.runner.outdir.check_out`: only a run folder lwdsl wrote is ever replaced). The run then
 holds ``OUT.lock`` (:class:`lwdsl.runner.outdir.RunLock`), so a second run to the same folder is
 refused instead of silently losing one result.
+
+``--workers N`` (torch) starts N processes on this machine through torch's elastic launcher
+(:mod:`lwdsl.runner.ranks`), each running this same command as one rank; this process holds
+the lock meanwhile and exits with the workers' exit code. Under a launcher of the user's own
+(``torchrun ... -m lwdsl run ...``) each process is one rank already; rank 0 takes the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from ..limits import MAX_EPOCHS, MAX_SEED, MAX_THREADS
+from ..limits import MAX_EPOCHS, MAX_SEED, MAX_THREADS, MAX_WORKERS
 
 __all__ = ["register"]
 
@@ -79,6 +87,11 @@ def run_command(
         Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or table: only the final line (or the error)")] = False,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(min=1, max=MAX_WORKERS, metavar="N", help="train on N processes of this machine (torch: torch.distributed "
+                     "through its elastic launcher, gloo on the CPU, NCCL on GPUs); under torchrun leave it out"),
+    ] = None,
     resize: Resize = None,
     crop: Crop = None,
     mean: Mean = None,
@@ -88,11 +101,11 @@ def run_command(
 ) -> None:
     """Compress a model with a recipe, measure every step and write a run folder."""
     from .args import check_backend_name, parse_sets, with_data_options
+    from ..errors import UsageError
     from ..language.compiler import load
     from ..data.builtin import data_shape
     from ..runner.outdir import RunLock, check_out
-    from ..runner.report import print_table
-    from ..runner.pipeline import refuse_space, run
+    from ..runner.pipeline import refuse_space
 
     overrides = parse_sets(set_)
     check_backend_name(backend)
@@ -109,25 +122,42 @@ def run_command(
     data_name = with_data_options(data_name, _data_options(resize, crop, mean, std, channels, split))
     if data_name is not None:
         data_shape(data_name)  # an unknown or oversized data set fails now, not after the model is built
-    with RunLock(out_path):
-        result = run(
-            plan,
-            model,
-            backend=backend,
-            data=data_name,
-            checkpoint=checkpoint,
-            out=out_path,
-            seed=seed,
-            threads=threads,
-            train_threads=train_threads,
-            quiet=quiet,
-            baseline_epochs=baseline_epochs,
-            echo=lambda msg: typer.echo(msg, err=True),
-            device=device,
-            resume=resume,
-            track=track,
-        )
-    if not quiet:
+    from ..runner.ranks import check_workers_backend, launch_workers, world_from_env
+
+    env = world_from_env()
+    if workers is not None and env is not None and not env.launched_by_lwdsl and workers != env.world:
+        raise UsageError(f"--workers {workers}, but the launcher ({env.launcher}) started {env.world} worker(s)",
+                         hint="under torchrun leave --workers out: the launcher decides how many")
+    kwargs: dict[str, Any] = dict(
+        recipe=plan, model=model, backend=backend, data=data_name, checkpoint=checkpoint, out=out_path, seed=seed,
+        threads=threads, train_threads=train_threads, quiet=quiet, baseline_epochs=baseline_epochs, device=device,
+        resume=resume, track=track,
+    )
+    if env is None and workers is not None and workers > 1:  # start the ranks; each runs _run_rank
+        check_workers_backend(backend, workers)
+        with RunLock(out_path):
+            code = launch_workers(backend, workers, _run_rank, (kwargs,))
+        if code in (130, 143):  # Ctrl-C or SIGTERM: the workers cleaned up; said once, here
+            from .args import _INTERRUPTED
+
+            typer.echo(f"{'terminated (SIGTERM)' if code == 143 else 'interrupted'}{_INTERRUPTED[11:]}", err=True)
+        if code:
+            raise typer.Exit(code)
+        return
+    own_lock = env is None or (env.rank == 0 and not env.launched_by_lwdsl)  # lwdsl run --workers holds it
+    with RunLock(out_path) if own_lock else contextlib.nullcontext():
+        _run_and_say(kwargs)
+
+
+def _run_and_say(kwargs: dict[str, Any]) -> None:
+    """The run, then (rank 0) the table and the final line."""
+    from ..runner.pipeline import run
+    from ..runner.report import print_table
+
+    result = run(echo=lambda msg: typer.echo(msg, err=True), **kwargs)
+    if not result.report:  # a rank other than 0: rank 0 says what came out
+        return
+    if not kwargs["quiet"]:
         print_table(result.report)
     s = result.report["summary"]  # the one line --quiet still prints: what came out and where
     typer.echo(
@@ -135,6 +165,31 @@ def run_command(
         f"{s['nonzero_compression']:.1f}x fewer non-zero weights, file {s['size_gzip_ratio']:.1f}x smaller (gzip); "
         f"report in {result.run_dir}/report.md"
     )
+
+
+def _run_rank(kwargs: dict[str, Any]) -> None:
+    """One worker of ``lwdsl run --workers N`` (a process torch's elastic agent started):
+    the run as this rank, its error said as the command line says it (rank 0's only, unless
+    the error is this rank's own) and turned into the exit code the launcher reports."""
+    import signal
+
+    from .args import Terminated, _on_sigterm
+    from ..errors import LwdslError
+
+    signal.signal(signal.SIGTERM, _on_sigterm)  # the agent stopping the workers: clean up as for Ctrl-C
+    rank = os.environ.get("RANK", "0")
+    try:
+        _run_and_say(kwargs)
+    except LwdslError as exc:
+        if rank == "0":  # every rank meets the same error: rank 0 says it
+            typer.echo(exc.render(), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt as exc:  # the command that started the workers says it
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
+    except Exception as exc:  # noqa: BLE001 - a crash of this rank (or a peer gone): said with the rank
+        typer.echo(f"worker {rank}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+                   "  hint: run again with --debug for the traceback, and report it", err=True)
+        sys.exit(1)
 
 
 def train_command(

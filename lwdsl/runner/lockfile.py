@@ -36,9 +36,11 @@ def lock_data(
     threads: Optional[dict[str, Any]] = None,
     model_sha256: Optional[str] = None,
     device: Optional[dict[str, str]] = None,
+    world: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """The lock file's content: recipe hash, resolved plan, seed, data hash (and those of the
-    other data sets steps read, e.g. a distillation transfer set), versions."""
+    other data sets steps read, e.g. a distillation transfer set), versions; on several ranks
+    the world size and ``world`` (:func:`lwdsl.runner.ranks.world_record`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -73,5 +75,7 @@ def lock_data(
         "platform": platform.platform(),
         "threads": dict(threads or {}),
         "device": dict(device or {}),
-        "world_size": 1,
+        "world_size": int((world or {}).get("size", 1)),
+        # several ranks: launcher, collectives, the shard rule, each rank's host and device
+        **({"world": dict(world)} if world else {}),
     }

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
+
 from ..backend import Backend, StepContext, get_backend
 from ..backend.threads import usable_cpus
 from .usermodel import code_digest, is_code_ref, load_user_model
@@ -119,7 +121,7 @@ def _cache_dir() -> Path:
     return Path(root) / "baselines"
 
 
-def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: int, say: Any) -> dict[str, Any]:
+def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: int, say: Any, writes: bool = True) -> dict[str, Any]:
     from .progress import epoch_progress
     from ..backend.weights import load_weights, save_weights
 
@@ -137,6 +139,8 @@ def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: 
     say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
     backend.train(model, baseline_options(epochs), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
     state = backend.state(model)
+    if not writes:  # rank 0 caches it
+        return {"source": "trained", "path": str(path), "epochs": epochs}
     try:
         save_weights(path, state, {"model": ref, "data": ctx.data.name, "seed": ctx.seed, "epochs": epochs})
     except OSError as exc:  # a full or read-only cache: this run still has its baseline
@@ -171,6 +175,7 @@ def run(
     device: str = "auto",
     resume: bool = False,
     track: Optional[str] = None,
+    world: Any = None,
 ) -> RunResult:
     """Compress a model with a recipe.
 
@@ -204,6 +209,11 @@ def run(
         models: your own framework model objects, by the name a recipe gives them
             (``distill student=small`` with ``models={"small": my_module}``); deep-copied,
             never modified.
+        world: this process's place among several ranks (:class:`lwdsl.runner.ranks.WorldEnv`);
+            default: read from a launcher's environment (``WORLD_SIZE``, ``RANK``, ...), none
+            when there is none. Every rank runs the whole run; only rank 0 writes, prints and
+            returns the report (the others' :class:`RunResult` has an empty report and no
+            folder).
 
     Returns:
         A :class:`RunResult` with the compressed model and the report (``report["steps"]``).
@@ -216,6 +226,11 @@ def run(
         >>> result = lwdsl.run("prune l1 0.5 | finetune epochs=1", "lenet300", data="mnist")  # doctest: +SKIP
     """
     out = check_out(out) if out is not None else None  # refuse a bad --out before any work
+    from .ranks import world_from_env
+
+    env = world if world is not None else world_from_env()
+    if env is not None and env.rank != 0:
+        quiet = True  # rank 0 says what the run does
     say = (echo or print) if not quiet else (lambda *_: None)
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
     from ..backend.threads import check_device, quiet_openmp
@@ -224,16 +239,32 @@ def run(
     be = get_backend(backend)
 
     device_info = {**be.set_device(check_device(device)), "precision": "float32"}
+    if env is not None and env.world > 1:
+        device_info = _rank_device(be, device, device_info, env)
     before = be.get_threads()
-    wanted = train_threads or usable_cpus()
+    wanted = train_threads or max(1, usable_cpus() // (env.local_world if env is not None else 1))
     in_effect = be.set_threads(wanted)  # before any model is built: TensorFlow fixes its pool then
     counts, note = {"training": in_effect, "latency": threads, "idle_threads": waiting}, None
     if in_effect != wanted:
         counts["training_asked"] = wanted
         note = f"the {be.name} backend trains with {in_effect} thread(s), not the {wanted} asked: its thread pool was fixed earlier in this process"
     from .track import open_tracker
+    from ..backend.ranks import OneProcess
 
-    tracker = open_tracker(track)
+    ranks: Any = OneProcess()
+    world_info: dict[str, Any] = {}
+    try:
+        if env is not None and env.world > 1:
+            from .ranks import timeout_s, world_record
+
+            ranks = be.join_ranks(env.rank, env.world, timeout_s())
+            counts["workers"] = env.world
+            world_info = {"world": world_record(ranks, env, device_info)}
+        tracker = open_tracker(track) if ranks.writes else None
+    except BaseException:
+        ranks.close()
+        be.set_threads(before)
+        raise
     try:
         if tracker is not None:  # opened before the model loads: a run failing there is tracked too
             plan = resolve_recipe(recipe, overrides)
@@ -242,15 +273,19 @@ def run(
             tracker.start(plan, backend=be.name, model=str(shown), data=data or (plan.target.data if plan.target else None), seed=seed)
             recipe, overrides = plan, None
         prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
+        _check_workers(ranks, prep.dataset)
         try:
             staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
-                                                             threads_note=note, resume=resume)
+                                                             threads_note=note, resume=resume, ranks=ranks)
         except OSError as exc:  # an export, the staging folder: a place that cannot take a write
             if not is_write_error(exc):
                 raise
             unchanged = f"{out} is as it was" if out is not None else ""
             raise write_error(exc, "the run", out if out is not None else Path.cwd(), then=unchanged) from None
-        extra = {"tracking": {"mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri}} if tracker is not None else None
+        extra = {"tracking": {"mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri}} if tracker is not None else {}
+        extra.update(world_info)
+        if not ranks.writes:  # rank 0 writes the run folder and says what came out
+            return RunResult(handle, {}, None, prep.backend)
         report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info, extra)
         if out is not None:
             shutil.rmtree(Path(out).parent / f"{Path(out).name}.resume", ignore_errors=True)  # done: nothing to resume
@@ -264,8 +299,29 @@ def run(
             tracker.fail(exc)
         raise
     finally:
+        ranks.close()
         be.set_threads(before)
     return RunResult(handle, report, run_dir, prep.backend)
+
+
+def _rank_device(be: Backend, asked: str, info: dict[str, Any], env: Any) -> dict[str, Any]:
+    """A rank's device: ``auto`` or ``cuda`` on a machine with GPUs is the GPU of its local
+    rank (``cuda:LOCAL_RANK``); a device named with its number is taken as named."""
+    if str(info["device"]).startswith("mps"):
+        raise UsageError("several workers on Apple's MPS: torch.distributed has no collectives there",
+                         hint="use --device cpu with --workers, or one worker on mps")
+    if asked in ("auto", "cuda") and str(info["device"]).startswith("cuda"):
+        return {**be.set_device(f"cuda:{env.local_rank}"), "precision": "float32"}
+    return info
+
+
+def _check_workers(ranks: Any, dataset: Dataset) -> None:
+    """Refuse more ranks than training examples (exit 2), on every rank alike."""
+    from ..semantics.shards import workers_problem
+
+    why = workers_problem(ranks.world, len(dataset.train_x)) if ranks.world > 1 else None
+    if why:
+        raise UsageError(why, hint=f"give --workers {min(ranks.world, len(dataset.train_x))} or fewer, or more data")
 
 
 def _prepare(
@@ -334,20 +390,28 @@ def _prepare(
 
 def _execute(
     prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None,
-    threads_note: Optional[str] = None, loop: Any = None, resume: bool = False,
+    threads_note: Optional[str] = None, loop: Any = None, resume: bool = False, ranks: Any = None,
 ) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
     """Baseline, then every step with its measurements, then finalize; on any failure the
-    staging folder goes and a failed run's report so far is kept beside ``out``."""
+    staging folder goes and a failed run's report so far is kept beside ``out``.
+
+    On several ranks (``ranks``) every rank trains, prunes and quantizes; after the starting
+    model and after every step the ranks compare a digest of weights, masks and codes
+    (:func:`lwdsl.backend.ranks.check_agree`); rank 0 alone measures, exports, keeps resume
+    points and stages the run folder."""
+    from ..backend.ranks import OneProcess, check_agree
     from .progress import progress_factory
     from .report import staging_dir
     from ..language.validate import step_text
 
     plan, be, handle = prep.plan, prep.backend, prep.handle
+    ranks = ranks if ranks is not None else OneProcess()
+    writes = ranks.writes
     progress = progress_factory(quiet)
-    staging = staging_dir(Path(out)) if out is not None else None
+    staging = staging_dir(Path(out)) if out is not None and writes else None
     ctx = StepContext(
         data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models,
-        loop=loop,
+        loop=loop, ranks=ranks if ranks.world > 1 else None,
     )
 
     def warn(message: str) -> None:  # into the step's report row (always), and said
@@ -362,7 +426,8 @@ def _execute(
         baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}
         if prep.checkpoint is None and isinstance(prep.model_ref, str) and not Path(prep.model_ref).exists():
             digest = code_digest(prep.model_ref) if is_code_ref(prep.model_ref) else None  # your file changed: another baseline
-            baseline_info = _baseline(be, handle, prep.model_ref + (f"-{digest[:12]}" if digest else ""), ctx, baseline_epochs, say)
+            baseline_info = _baseline(be, handle, prep.model_ref + (f"-{digest[:12]}" if digest else ""), ctx, baseline_epochs, say,
+                                      writes)
         if any(step.needs_original() for step in plan.steps):
             ctx.original = be.copy_model(handle)
         point = _resume_point(prep, out, seed, baseline_epochs) if out is not None and loop is None else None
@@ -377,22 +442,32 @@ def _execute(
             be.set_handle_meta(handle, saved.get("meta", {}))
             steps, done, baseline_info = list(saved["steps"]), int(saved["done"]), saved["baseline"]
             say(f"resuming after step {done} of {len(plan.steps)} from {point.folder}")
-        else:
-            if resume and point is not None:
-                say(f"nothing to resume in {point.folder}: starting from the beginning")
-            metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
-            steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
-            say(_line(steps[-1]))
-            if point is not None and not point.save(be, handle, 0, steps, baseline_info):
+        elif resume and point is not None:
+            say(f"nothing to resume in {point.folder}: starting from the beginning")
+        check_agree(ranks, "the model before the first step" if not done else f"the model resumed after step {done}",
+                    lambda: {**_model_arrays(be, handle), "resumed after": np.array([done])},
+                    hint="every worker must start from the same checkpoint, data and resume folder")
+        if not done:
+            if writes:  # rank 0 measures
+                metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
+                steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
+                say(_line(steps[-1]))
+            if point is not None and writes and not point.save(be, handle, 0, steps, baseline_info):
                 point = None  # the backend cannot give its masks: this run keeps no resume point
         for i, step in enumerate(plan.steps):
             if i < done:
+                continue
+            if step.op == "export" and not writes:  # rank 0 writes the files
                 continue
             ctx.index, ctx.notes = i, {}
             names = matched_layers(plan, i, step, be.layers(handle))
             start = time.perf_counter()
             handle = be.apply(handle, step, names, ctx)
             seconds = time.perf_counter() - start
+            if step.op != "export":
+                check_agree(ranks, f"step {i + 1} ({step.op})", lambda: _model_arrays(be, handle))
+            if not writes:
+                continue
             fraction = step.requested_sparsity()
             requested = None if fraction is None else {name: fraction for name in names}
             metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=requested, latency=latency)
@@ -405,11 +480,22 @@ def _execute(
         progress.stop()
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        if out is not None and len(steps) > 0 and isinstance(exc, LwdslError):
+        if out is not None and writes and len(steps) > 0 and isinstance(exc, LwdslError):
             _write_failed(be, handle, plan, steps, Path(out), exc, tell or say)
         raise
     progress.stop()
     return staging, steps, handle, baseline_info
+
+
+def _model_arrays(be: Backend, handle: Any) -> dict[str, Any]:
+    """What the ranks compare after every step: the canonical weights (codes and scales of
+    quantized layers included) and the masks."""
+    arrays = dict(be.state(handle))
+    try:
+        arrays.update({f"mask:{name}": m for name, m in be.masks_of(handle).items()})
+    except LwdslError:  # a backend that cannot give its masks: its weights hold the zeros
+        pass
+    return arrays
 
 
 def _write(
@@ -452,6 +538,7 @@ def _write(
         threads=threads,
         model_sha256=code_digest(model_ref) if is_code_ref(model_ref) else None,
         device=report["device"],
+        world=report.get("world"),
     )
     try:
         run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)

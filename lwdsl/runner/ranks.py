@@ -1,0 +1,145 @@
+"""A run on several processes: who this process is, starting the workers, what the lock file
+says of them.
+
+Two ways in, one run:
+
+- ``lwdsl run RECIPE --workers N`` starts N processes on this machine through the backend's
+  own launcher (torch: the elastic agent ``torchrun`` runs, a c10d rendezvous on localhost);
+  this process holds the run folder's lock while they run and exits with their exit code;
+- a launcher the user runs (``torchrun --nproc-per-node 8 --nnodes 4 --rdzv-endpoint HOST:PORT
+  -m lwdsl run ...``) starts ``lwdsl run`` in each process with ``RANK``, ``WORLD_SIZE``,
+  ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT``) in the environment: read here.
+
+Every rank runs the same run (the same recipe, model, data, seed), trains its shards of every
+global batch (:mod:`lwdsl.semantics.shards`) and computes every mask, code and calibration
+itself, from the same weights. Only rank 0 writes: the run folder, report, lock file, resume
+points, the baseline cache, progress and the table; the others print nothing but their own
+failures. Collectives wait :func:`timeout_s` (``LWDSL_DIST_TIMEOUT``, default 1800 s) for the
+slowest rank, rank 0's measurements included.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from ..errors import UsageError
+
+__all__ = ["WorldEnv", "world_from_env", "timeout_s", "check_workers_backend", "launch_workers", "world_record", "LAUNCHED"]
+
+#: Set by ``lwdsl run --workers N`` in the environment of the processes it starts (the parent
+#: holds the run folder's lock; rank 0 does not take it again).
+LAUNCHED = "LWDSL_WORKERS"
+
+#: Seconds a collective (or the rendezvous) waits for the slowest rank, unless LWDSL_DIST_TIMEOUT says.
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class WorldEnv:
+    """This process's place among the ranks, as its launcher's environment gives it."""
+
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+    launcher: str  # "lwdsl run --workers", "torchrun" (torch's elastic agent), or "environment"
+
+    @property
+    def launched_by_lwdsl(self) -> bool:
+        return self.launcher == "lwdsl run --workers"
+
+
+def _int(env: Mapping[str, str], name: str, default: Optional[int] = None) -> int:
+    raw = env.get(name)
+    if raw is None:
+        if default is None:
+            raise UsageError(f"WORLD_SIZE is set but {name} is not: a launcher sets both",
+                             hint="start the workers with torchrun (or lwdsl run --workers N), or unset WORLD_SIZE")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} in the environment is not a whole number", hint="a launcher sets it; unset it to run one process") from None
+
+
+def world_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[WorldEnv]:
+    """The launcher's word on this process (None when no launcher started it: no ``WORLD_SIZE``).
+
+    Raises:
+        UsageError: the variables are not whole numbers, or the rank is not in the world.
+    """
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" not in env:
+        return None
+    world, rank = _int(env, "WORLD_SIZE"), _int(env, "RANK")
+    local_rank = _int(env, "LOCAL_RANK", 0)
+    local_world = _int(env, "LOCAL_WORLD_SIZE", world)
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"RANK={rank} and WORLD_SIZE={world} in the environment: a rank is from 0 to WORLD_SIZE - 1")
+    launcher = ("lwdsl run --workers" if env.get(LAUNCHED) else "torchrun" if env.get("TORCHELASTIC_RUN_ID") else "environment")
+    return WorldEnv(rank, world, local_rank, max(1, local_world), launcher)
+
+
+def timeout_s(env: Optional[Mapping[str, str]] = None) -> float:
+    """How long a collective waits for the slowest rank: ``LWDSL_DIST_TIMEOUT`` seconds, default 1800."""
+    raw = (os.environ if env is None else env).get("LWDSL_DIST_TIMEOUT")
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"LWDSL_DIST_TIMEOUT={raw!r} is not a positive number of seconds")
+    return value
+
+
+def check_workers_backend(backend: str, workers: int) -> None:
+    """Refuse ``--workers N`` (N > 1) on a backend whose support table says it trains on one
+    process only, from the table alone (no framework imported)."""
+    if workers <= 1:
+        return
+    from ..backend.registry import support_table
+
+    table = support_table(backend)
+    if table is not None and not table.workers:
+        raise UsageError(f"--workers {workers}: the {backend} backend cannot train on several workers yet "
+                         "(torch can: torch.distributed)",
+                         hint=f"run with --backend torch --workers {workers}, or without --workers on {backend}")
+
+
+def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: tuple[Any, ...]) -> int:
+    """Run ``entry(*args)`` in ``workers`` processes through ``backend``'s launcher; the exit
+    code of the run: 0, or rank 0's failure (another rank's when rank 0 did not fail)."""
+    from ..backend import get_backend
+
+    be = get_backend(backend)
+    before = os.environ.get(LAUNCHED)
+    os.environ[LAUNCHED] = str(workers)
+    try:
+        failed = be.launch(workers, entry, args, timeout_s())
+    finally:
+        if before is None:
+            os.environ.pop(LAUNCHED, None)
+        else:
+            os.environ[LAUNCHED] = before
+    if not failed:
+        return 0
+    return failed.get(0) or next(code for _, code in sorted(failed.items()) if code) or 1
+
+
+def world_record(ranks: Any, env: WorldEnv, device: Mapping[str, str]) -> dict[str, Any]:
+    """What the lock file and report say of the ranks (one gather, on every rank): size,
+    launcher, collectives, the shard rule, and each rank's host and device."""
+    mine = {"host": socket.gethostname(), "local_rank": env.local_rank, **dict(device)}
+    everyone = ranks.gather(mine)
+    return {
+        "size": ranks.world,
+        "launcher": env.launcher,
+        "collectives": getattr(ranks, "backend", "none"),
+        "shards": "contiguous shards of each global batch in rank order (lwdsl.semantics.shards)",
+        "ranks": [{"rank": r, **info} for r, info in enumerate(everyone)],
+    }
