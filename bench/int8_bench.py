@@ -17,6 +17,10 @@ and size of:
   (int8_engine.build_onnx);
 - ``lwdsl file, ORT-optimised`` (``--optimized``): the same file after ONNX Runtime's extended
   graph optimizations, saved (the form ``export onnx`` could ship if it ran faster);
+- with ``--pt2e`` (``pip install torchao``): ``PT2E x86 inductor``, torchao's documented x86 flow
+  (``torch.export``, ``X86InductorQuantizer`` default config, ``prepare_pt2e``/``convert_pt2e``,
+  ``torch.compile`` with inductor freezing; torchvision's residual blocks get one ReLU per call,
+  which PT2E's quantizer needs);
 - with ``--torch-ao``: ``torch.ao FX`` (``prepare_fx``/``convert_fx``, x86 default qconfig
   mapping) and ``lwdsl torch.ao`` (the in-process engine with lwdsl's codes).
 
@@ -33,7 +37,7 @@ AMX give int8 dot products).
 
     LWDSL_DATA=/path/to/data python bench/int8_bench.py [--models lenet5,resnet18,mobilenet_v2]
         [--threads 1,2] [--batches 1,32] [--calibrate 16] [--rounds 5] [--budget 0.3]
-        [--optimized] [--torch-ao]
+        [--optimized] [--torch-ao] [--pt2e]
 """
 
 from __future__ import annotations
@@ -150,6 +154,64 @@ def torch_ao_fx(module: torch.nn.Module, calib: torch.Tensor):
         return convert_fx(prepared)
 
 
+PT2E_SETTINGS = ("torch.export + torchao X86InductorQuantizer (get_default_x86_inductor_quantization_config: static, "
+                 "per-channel weights) + prepare_pt2e / convert_pt2e + torch.compile with inductor freezing "
+                 "(torchao's documented x86 CPU flow), channels-last inputs (the NHWC int8 kernels need them)")
+
+
+def _one_relu_per_call(module: torch.nn.Module) -> torch.nn.Module:
+    """torchvision's residual blocks call one ReLU module twice; PT2E's quantizer then finds an
+    'input partition with more than one output node'. Give each call its own ReLU (same maths)."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    def basic(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu_out(self.bn2(self.conv2(out)) + identity)
+
+    def bottleneck(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu_mid(self.bn2(self.conv2(out)))
+        return self.relu_out(self.bn3(self.conv3(out)) + identity)
+
+    for m in module.modules():
+        if isinstance(m, (BasicBlock, Bottleneck)):
+            m.relu_mid, m.relu_out = torch.nn.ReLU(), torch.nn.ReLU()
+            m.forward = (basic if isinstance(m, BasicBlock) else bottleneck).__get__(m)
+    return module
+
+
+def torch_pt2e(module: torch.nn.Module, calib: torch.Tensor, batches: list[int]):
+    """PT2E by hand, as torchao documents it for x86 CPUs (PT2E_SETTINGS); one compiled model
+    per batch size (static shapes). None when torchao is not installed."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    except ImportError:
+        return None
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    calib = calib.contiguous(memory_format=torch.channels_last)  # inductor's int8 convolutions are NHWC
+    m = _one_relu_per_call(copy.deepcopy(module).eval())
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(m, (calib[:2],), dynamic_shapes=({0: batch},)).module()
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        for i in range(0, len(calib), 8):
+            prepared(calib[i : i + 8])
+    converted = convert_pt2e(prepared)
+    compiled = {}
+    with torch.no_grad():
+        for b in batches:
+            c = torch.compile(converted)
+            c(calib[:1].repeat(b, *([1] * (calib.dim() - 1))).contiguous(memory_format=torch.channels_last))  # compiled here
+            compiled[b] = c
+    return converted, compiled
+
+
 def mnist_lenet5(backend, ctx_for, epochs: int):
     """(handle trained ``epochs`` on a 10k MNIST subset, the data set: full test set)."""
     from lwdsl.language.specs import TrainingOptions
@@ -215,6 +277,17 @@ def run_model(key: str, args) -> None:
         if ok:
             ao = ao_engine.build(handle)[0]
             flows["lwdsl torch.ao"] = ("torch", ao, size_of_torch(ao))
+    pt2e = None
+    if args.pt2e:
+        try:
+            pt2e = torch_pt2e(module, torch.from_numpy(calib), args.batches)
+        except Exception as exc:  # a peer that fails is said, with its error, not hidden
+            print(f"PT2E failed on {ref}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            args_pt2e_failed = True
+    if pt2e is not None:
+        flows["PT2E x86 inductor"] = ("pt2e", pt2e[1], size_of_torch(pt2e[0]))
+    elif args.pt2e and "args_pt2e_failed" not in locals():
+        print("PT2E: torchao is not installed (pip install torchao): its row is left out")
     setup = time.perf_counter() - t0
 
     print(f"\n## {ref} ({'x'.join(map(str, shape))}, {classes} classes); {len(calib)} calibration images; setup {setup:.0f} s")
@@ -237,6 +310,8 @@ def run_model(key: str, args) -> None:
             print(f"- {name}: int8 ops {i8}, float weighted ops {f32} ({shown})")
     for name, settings in ORT_SETTINGS.items():
         print(f"- {name} settings: {settings}")
+    if pt2e is not None:
+        print(f"- PT2E x86 inductor settings: {PT2E_SETTINGS}")
 
     if key == "lenet5":
         print("\naccuracy on the MNIST test set (10,000 images):")
@@ -245,9 +320,14 @@ def run_model(key: str, args) -> None:
         for name, (kind, obj, _) in flows.items():
             if kind == "onnx":
                 logits = run_onnx(session(obj, 1), data.test_x)
-            else:
+            elif kind == "torch":
                 with torch.inference_mode():
                     logits = np.concatenate([obj(torch.from_numpy(np.ascontiguousarray(data.test_x[i : i + 1000]))).numpy()
+                                             for i in range(0, len(data.test_x), 1000)])
+            else:  # PT2E: the converted model, uncompiled (the same numbers)
+                with torch.no_grad():
+                    logits = np.concatenate([pt2e[0](torch.from_numpy(np.ascontiguousarray(data.test_x[i : i + 1000]))
+                                                     .contiguous(memory_format=torch.channels_last)).numpy()
                                              for i in range(0, len(data.test_x), 1000)])
             print(f"- {name}: {float(np.mean(logits.argmax(1) == data.test_y)):.4f}")
 
@@ -266,6 +346,10 @@ def run_model(key: str, args) -> None:
                     def fn(obj=obj):
                         with torch.inference_mode():
                             obj(x_t)
+                elif kind == "pt2e":
+                    def fn(obj=obj[b], x_cl=x_t.contiguous(memory_format=torch.channels_last)):
+                        with torch.no_grad():
+                            obj(x_cl)
                 else:
                     sess = session(obj, t)
                     feed = {sess.get_inputs()[0].name: x}
@@ -311,6 +395,7 @@ def main() -> None:
     parser.add_argument("--lenet-epochs", type=int, default=1)
     parser.add_argument("--optimized", action="store_true", help="also time lwdsl's file after ORT's graph optimizations")
     parser.add_argument("--torch-ao", action="store_true", help="also time torch.ao FX by hand and lwdsl's torch.ao engine")
+    parser.add_argument("--pt2e", action="store_true", help="also time PT2E + X86InductorQuantizer + torch.compile (needs torchao)")
     args = parser.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
     args.batches = [int(b) for b in args.batches.split(",")]
