@@ -103,6 +103,8 @@ def parse_ref(text: str) -> DataRef:
     ('photos', ('short', 64), (56, 56), (0.0,))
     """
     path_text, _, query = text.partition("?")
+    if not path_text.strip():  # '?resize=64' alone would read the current folder
+        raise UsageError(f"data '{text[:120]}' names no path before its options", hint="write PATH?option=value, e.g. photos?resize=64")
     options: dict[str, str] = {}
     for part in filter(None, query.split("&")):
         name, eq, value = part.partition("=")

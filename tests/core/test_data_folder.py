@@ -159,3 +159,13 @@ def test_bad_options_are_refused_with_what_they_take(tmp_path, digits):
 def test_a_missing_path_says_so(tmp_path):
     text = _fails(tmp_path / "nowhere", "does not exist")
     assert "nowhere" in text
+
+
+def test_options_with_no_path_are_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    from lwdsl.data.ref import parse_ref
+    from lwdsl.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    for text in ("?", "?resize=64", " ?crop=8"):
+        with pytest.raises(UsageError, match="names no path before its options"):
+            parse_ref(text)
