@@ -37,6 +37,7 @@ class TorchBackend(Backend):
     native_suffix = ".pt"
     support = SUPPORT
     handlers = HANDLERS
+    precisions = ("fp32", "bf16", "fp16")
 
     def versions(self) -> dict[str, str]:
         import torchvision

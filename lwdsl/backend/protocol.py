@@ -187,6 +187,10 @@ class Backend(ABC):
     #: Where training, evaluation and calibration run (``cpu``, ``cuda:0``, ...), set by :meth:`set_device`.
     device: str = "cpu"
 
+    #: The ``precision=`` values its trainer runs (:mod:`lwdsl.semantics.precision`); a step
+    #: asking for another is refused before any work (:func:`lwdsl.backend.precision.check_precisions`).
+    precisions: tuple[str, ...] = ("fp32",)
+
     def set_device(self, device: str) -> dict[str, str]:
         """Train, evaluate and calibrate on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``,
         ``mps``) from now on; returns what is in effect: ``{"device": ..., "model": ...}``.

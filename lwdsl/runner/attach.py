@@ -27,8 +27,9 @@ gives what a step adds to a plain cross-entropy (distillation: ``alpha * (soft -
 
 Refused before anything trains, with the reason: steps that replace the model object (a
 structured removal, ``distill student=``: your optimizer would hold the old parameters),
-``jitter=`` (augmentation is your loop's), and ``distill features`` (its projections would need
-your optimizer). The recipe language already refuses an ``export`` before a training step.
+``jitter=`` (augmentation is your loop's), ``precision=bf16|fp16`` (autocast is your loop's
+forward pass), and ``distill features`` (its projections would need your optimizer). The recipe
+language already refuses an ``export`` before a training step.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def _refusals(plan: Recipe, in_fit: bool = False) -> list[str]:
             out.append(f"{where}: features= trains projections your optimizer does not hold")
         if getattr(step, "jitter", 0):
             out.append(f"{where}: jitter= is augmentation, which is your loop's own (apply it there)")
+        opts = step.training_options()
+        if opts is not None and opts.precision != "fp32":
+            out.append(f"{where}: precision={opts.precision} is your loop's own forward pass (autocast it there, "
+                       "or set a Keras mixed-precision policy)")
     return out
 
 

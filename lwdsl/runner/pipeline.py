@@ -221,7 +221,7 @@ def run(
     be = get_backend(backend)
     from ..backend.threads import check_device
 
-    device_info = {**be.set_device(check_device(device)), "precision": "float32"}
+    device_info = dict(be.set_device(check_device(device)))
     before = be.get_threads()
     wanted = train_threads or usable_cpus()
     in_effect = be.set_threads(wanted)  # before any model is built: TensorFlow fixes its pool then
@@ -240,6 +240,9 @@ def run(
             tracker.start(plan, backend=be.name, model=str(shown), data=data or (plan.target.data if plan.target else None), seed=seed)
             recipe, overrides = plan, None
         prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
+        from ..backend.precision import precision_info
+
+        device_info.update(precision_info(prep.plan, be.device))
         try:
             staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
                                                              threads_note=note, resume=resume)
@@ -287,6 +290,9 @@ def _prepare(
     plan = resolve_recipe(recipe, overrides)
     refuse_space(plan)
     check_backend(plan, be)
+    from ..backend.precision import check_precisions
+
+    check_precisions(plan, be)  # fp16 on the CPU: refused before any model is built
     model_ref = model if model is not None else (plan.target.model if plan.target else None)
     if model is None and is_code_ref(model_ref):
         raise UsageError(
@@ -338,6 +344,7 @@ def _execute(
     staging folder goes and a failed run's report so far is kept beside ``out``."""
     from .progress import progress_factory
     from .report import staging_dir
+    from ..backend.precision import precision_warning
     from ..language.validate import step_text
 
     plan, be, handle = prep.plan, prep.backend, prep.handle
@@ -387,6 +394,12 @@ def _execute(
             if i < done:
                 continue
             ctx.index, ctx.notes = i, {}
+            opts = step.training_options()
+            if opts is not None:  # the report names the precision of every step that trains
+                ctx.notes["precision"] = opts.precision
+                slow = precision_warning(opts.precision, be.device)
+                if slow:
+                    warn(slow)
             names = matched_layers(plan, i, step, be.layers(handle))
             start = time.perf_counter()
             handle = be.apply(handle, step, names, ctx)
@@ -430,7 +443,7 @@ def _write(
     report = build_report(plan, be, model_ref, prep.dataset, seed, steps)
     if threads:
         report["threads"] = dict(threads)
-    report["device"] = dict(device or {"device": be.device, "precision": "float32"})
+    report["device"] = dict(device or {"device": be.device, "precision": "fp32"})
     report.update(extra or {})
     if out is None or staging is None:
         return report, None
