@@ -232,6 +232,11 @@ class Backend(ABC):
         compresses the model the user's loop trains. Backends that support attach override this."""
         raise LwdslError(f"the {self.name} backend cannot attach a recipe to a model of your own training loop")
 
+    def release(self, model: Any) -> None:
+        """The user's own model (:meth:`wrap_model`) goes back where its owner had it (the
+        device it came on), when ``lwdsl.attach``'s session ends, however it ends. Nothing for
+        a backend that never moves it."""
+
     def user_optimizer(self, optimizer: Any) -> tuple[Callable[[float], None], Callable[[], None]]:
         """(set its learning rate, clear its state) for the user's own optimizer (``lwdsl.attach``)."""
         raise LwdslError(f"the {self.name} backend cannot drive an optimizer of yours")
