@@ -37,6 +37,7 @@ def _masks_held(backend, kit, h) -> bool:
     return all(not kit.weight(h, name)[~kit.mask(h, name)].any() for name in h.masks)
 
 
+@pytest.mark.slow  # real MNIST, two fine-tunes per backend
 def test_a_bf16_finetune_trains_like_fp32_with_float32_weights_and_masks_held(backend, kit, mnist_part):
     accuracy = {}
     for precision in ("fp32", "bf16"):
