@@ -15,7 +15,10 @@
 The images are generated into a temporary folder outside the repository (``--work DIR`` keeps
 and reuses them), removed at the end unless ``--work`` is given.
 
-    LWDSL_DATA=/path/to/data python bench/stream_memory.py [--rounds 3] [--today main] [--work /tmp/sm]
+    LWDSL_DATA=/path/to/data python bench/stream_memory.py [--rounds 3] [--today REV] [--work /tmp/sm]
+
+``--today`` is the tree before streaming: efc035c, the first parent of the merge that brought it
+(4825663); ``main`` now has streaming itself.
 """
 
 from __future__ import annotations
@@ -132,7 +135,8 @@ def memory(work: Path) -> None:
         src = report["data_source"]
         print(f"  {n:>6,} JPEGs ({src['train_images']:,} train / {src['test_images']:,} test, {'x'.join(map(str, src['image_shape']))}): "
               f"peak RSS {rss / 2**20:,.0f} MiB; run {seconds:.0f} s, finetune step {ft:.0f} s "
-              f"({src['train_images'] / ft:,.0f} images/s); as float32 the images would take {n * 3 * 224 * 224 * 4 / 1e9:.1f} GB")
+              f"({src['train_images'] / ft:,.0f} images/s); as float32 the images would take {n * 3 * 224 * 224 * 4 / 1e9:.1f} GB; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"  ratio 20,000 / 2,000: {rows[20_000] / rows[2_000]:.3f} (target <= 1.25)")
 
 
@@ -203,7 +207,10 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="lwdsl-stream-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; work folder {work}")
+    from lwdsl.backend.threads import cpu_model, usable_cpus
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs ({usable_cpus()} usable), load {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+          f"work folder {work}", flush=True)
     try:
         if args.skip != "memory":
             print("1. peak RSS of `lwdsl run` (finetune epochs=1, torch) on generated 3x224x224 JPEG class folders")

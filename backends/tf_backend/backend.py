@@ -49,6 +49,7 @@ class KerasBackend(Backend):
     native_suffix = ".keras"
     support = SUPPORT
     handlers = HANDLERS
+    precisions = ("fp32", "bf16", "fp16")
 
     def versions(self) -> dict[str, str]:
         out = {}

@@ -222,6 +222,7 @@ class KerasDistillParts(DistillParts):
             t_feats, projected = [], []
             if pairs:
                 logits, fs = s_taps(xb, training=True)
+                logits, fs = tf.cast(logits, tf.float32), [tf.cast(f, tf.float32) for f in fs]  # precision=bf16|fp16
                 per = [taps(xb, training=False)[1] for taps in t_taps]
                 for i in range(len(pairs)):
                     t_feats.append(tf.stop_gradient(tf.add_n([p[i] for p in per]) / len(per)))

@@ -45,6 +45,7 @@ __all__ = [
     "load_state_into",
     "layer_infos",
     "iter_layers",
+    "every_layer",
     "list_layers",
     "canonical_state",
     "model_stats",
@@ -242,6 +243,12 @@ def iter_layers(model: Any):
             yield from iter_layers(layer)
         else:
             yield layer
+
+
+def every_layer(model: Any) -> list[Any]:
+    """``model`` and every layer inside it, nested models and wrapped layers included (Keras's
+    own walk of its layer tree, ``_flatten_layers``), each once."""
+    return list(model._flatten_layers(include_self=True, recursive=True))
 
 
 def views(model: Any) -> list[LayerView]:

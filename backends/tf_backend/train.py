@@ -27,7 +27,13 @@ backend's from identical weights and the same batches:
 - masks: after every optimizer step (after the snap) each masked weight is set to
   ``where(keep, w, +0.0)``;
 - a non-finite loss or gradient leaves the weights unchanged and tells the core's loop, which
-  restores the weights the epoch began with and raises :class:`~lwdsl.errors.RunError`.
+  restores the weights the epoch began with and raises :class:`~lwdsl.errors.RunError`;
+- ``precision=bf16|fp16`` (:mod:`lwdsl.semantics.precision`): for the step, every layer of the
+  model gets Keras's ``mixed_bfloat16``/``mixed_float16`` policy (computations in that dtype,
+  variables float32: the master weights), put back as it was when training ends; the logits
+  are cast to float32 before the loss, so gradients and the update are float32. fp16 scales
+  the loss dynamically (the core's constants, ``GradScaler``'s rule): gradients whose scaled
+  values overflow skip the update and halve the scale; that is not an error.
 
 Gradual pruning (:class:`lwdsl.semantics.pruning.GradualClock`) updates the masks between
 optimizer steps.
@@ -35,7 +41,8 @@ optimizer steps.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -47,12 +54,14 @@ from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.semantics.cluster import codebook_levels
 from lwdsl.semantics.quant import WeightQuant, requantize
 from lwdsl.language.specs import TrainingOptions
+from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE, loss_scaled
 
 from ._tf import tf
 from .fakequant import quantized_forward
 from .handle import KerasHandle
+from .layers import every_layer
 
-__all__ = ["nhwc", "KerasTrainer", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf", "snap_levels_tf"]
+__all__ = ["nhwc", "mixed_policy", "KerasTrainer", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf", "snap_levels_tf"]
 
 #: What a step's own loss gets: (model, images NHWC, labels, batch indices into the training
 #: set), inside the gradient tape; it returns (loss to minimise, the cross-entropy part).
@@ -76,6 +85,34 @@ def nhwc(x: np.ndarray) -> np.ndarray:
 
 def cross_entropy(labels: Any, logits: Any) -> Any:
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+@contextlib.contextmanager
+def mixed_policy(models: Sequence[Any], precision: str) -> Iterator[None]:
+    """Inside the block, every float32 layer of ``models`` computes in the autocast dtype of
+    ``precision`` (Keras's ``mixed_bfloat16``/``mixed_float16``: variables stay float32); each
+    layer's own policy is put back after it. Nothing changes for ``fp32``."""
+    if precision not in AUTOCAST:
+        yield
+        return
+    seen: dict[int, Any] = {}
+    for model in models:
+        for layer in every_layer(model):
+            policy = layer.dtype_policy
+            if policy.variable_dtype == "float32" and policy.compute_dtype == "float32" and policy.quantization_mode is None:
+                seen.setdefault(id(layer), (layer, policy))
+    try:
+        for layer, _ in seen.values():
+            layer.dtype_policy = f"mixed_{AUTOCAST[precision]}"
+        yield
+    finally:
+        for layer, policy in seen.values():
+            layer.dtype_policy = policy
+
+
+def _float32(forward: Any) -> Any:
+    """``forward`` with its outputs cast to float32 (the loss and its gradient in float32)."""
+    return lambda x, training=True: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), forward(x, training=training))
 
 
 class _Optimizer:
@@ -152,6 +189,13 @@ class KerasTrainer(Trainer):
 
         # statically quantized layers see their inputs fake-quantized (straight through), as on torch
         forward = quantized_forward(handle)
+        self.scope = contextlib.ExitStack()
+        self.scope.enter_context(mixed_policy([model, forward], options.precision))
+        if options.precision in AUTOCAST:
+            forward = _float32(forward)
+        scaled = loss_scaled(options.precision)  # fp16: dynamic loss scaling (lwdsl.semantics.precision)
+        loss_scale = tf.Variable(INIT_SCALE, dtype=tf.float32, trainable=False)
+        good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
 
         @tf.function(reduce_retracing=True)
         def train_step(xb: Any, yb: Any, idx: Any, lr: Any) -> Any:
@@ -162,12 +206,22 @@ class KerasTrainer(Trainer):
                     ce = total = cross_entropy(yb, forward(xb, training=True))
                 if penalised:
                     total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
-            grads = tape.gradient(total, variables)
-            ok = tf.math.is_finite(total)
+                target = total * loss_scale if scaled else total
+            grads = tape.gradient(target, variables)
+            if scaled:
+                grads = [None if g is None else g / loss_scale for g in grads]
+            finite = tf.constant(True)
             for g in grads:
                 if g is not None:
-                    ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(g)))
-            if ok:
+                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+            take = tf.logical_and(tf.math.is_finite(total), finite)
+            ok = tf.math.is_finite(total) if scaled else take  # scaled: overflowing gradients skip the step
+            if scaled:  # lwdsl.semantics.precision.next_loss_scale
+                good = tf.where(finite, good_steps + 1, tf.zeros_like(good_steps))
+                grow = good >= GROWTH_INTERVAL
+                loss_scale.assign(tf.where(finite, tf.where(grow, loss_scale * GROWTH_FACTOR, loss_scale), loss_scale * BACKOFF_FACTOR))
+                good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
+            if take:
                 snapped = [tf.identity(k.value) for k in q_kernels]
                 opt.apply(grads, lr)
                 for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
@@ -192,6 +246,7 @@ class KerasTrainer(Trainer):
                 k.assign(tf.where(m, k, tf.zeros_like(k)))
 
         self.hold_step = hold
+        self.loss_scale = loss_scale
 
     def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
         ce, whole, ok = self.train_step(tf.constant(np.ascontiguousarray(np.moveaxis(images, 1, -1)) if images.ndim == 4 else images),
@@ -221,6 +276,7 @@ class KerasTrainer(Trainer):
             m.assign(self.handle.masks[name])
 
     def close(self) -> None:
+        self.scope.close()  # the layers' own dtype policies back
         for name in self.quantized:  # the codes the kernels hold now (scales fixed)
             view, q = self.views[name], self.handle.quant[name]
             self.handle.quant[name] = requantize(view.weight.canonical(), q)

@@ -37,6 +37,7 @@ class TorchBackend(Backend):
     native_suffix = ".pt"
     support = SUPPORT
     handlers = HANDLERS
+    precisions = ("fp32", "bf16", "fp16")
 
     def versions(self) -> dict[str, str]:
         import torchvision
@@ -129,11 +130,22 @@ class TorchBackend(Backend):
     def wrap_model(self, obj: Any, input_shape: tuple[int, ...], num_classes: int) -> TorchModel:
         if not isinstance(obj, torch.nn.Module):
             raise UsageError(f"attach needs an nn.Module, not a {type(obj).__module__}.{type(obj).__name__}")
-        where = {p.device.type for p in obj.parameters()}
-        if where - {"cpu"}:
-            raise UsageError(f"attach: the model is on {', '.join(sorted(where))}; a recipe inside your loop runs on the CPU for now",
-                             hint="train with model.cpu(), or use lwdsl run --device cuda")
-        return TorchModel(obj, type(obj).__name__, tuple(input_shape), num_classes)
+        where = {t.device for t in (*obj.parameters(), *obj.buffers())}
+        if len(where) > 1:
+            raise UsageError(f"attach: the model's parameters are on several devices ({', '.join(sorted(map(str, where)))})",
+                             hint="attach a model that lives on one device (model.to(device) before attach)")
+        device = next(iter(where), torch.device("cpu"))
+        if device.type == "cpu":
+            return TorchModel(obj, type(obj).__name__, tuple(input_shape), num_classes)
+        # On a GPU: trained and measured there, the way `lwdsl run --device` trains (your steps run
+        # inside those passes), on the CPU in between, where masks, codes and exports are read
+        # (your loop is waiting then), and back on its device when the session ends (release).
+        obj.to("cpu")
+        return TorchModel(obj, type(obj).__name__, tuple(input_shape), num_classes, device=str(device), home=str(device))
+
+    def release(self, model: TorchModel) -> None:
+        if model.home is not None:
+            model.module.to(model.home)
 
     def user_optimizer(self, optimizer: Any) -> tuple[Any, Any]:
         if not isinstance(optimizer, torch.optim.Optimizer):

@@ -159,8 +159,9 @@ def _projection(shape_s: torch.Size, shape_t: torch.Size, seed: int, pair: str) 
 
 
 def _batch_teacher_logits(teachers: Sequence[TorchModel], xb: torch.Tensor) -> torch.Tensor:
-    """The teachers' mean logits for one batch (inference mode, as the cache computes them)."""
-    with torch.inference_mode():
+    """The teachers' mean logits for one batch (inference mode, float32 whatever the student's
+    ``precision=``, as the cache computes them)."""
+    with torch.inference_mode(), torch.autocast(xb.device.type, enabled=False):
         out = torch.stack([t.module(xb).double() for t in teachers]).mean(0).float()
     return out.clone()  # a normal tensor: inference tensors cannot be saved for backward
 
@@ -231,17 +232,17 @@ class TorchDistillParts(DistillParts):
             raise
 
         def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor):
-            logits = model(xb)
+            logits = model(xb).float()  # float32 under precision=bf16|fp16 autocast too
             tf_, ps = [], []
             t_logits = table[idx] if table is not None else _batch_teacher_logits(teachers, xb)
             if pairs:
-                with torch.inference_mode():
+                with torch.inference_mode(), torch.autocast(xb.device.type, enabled=False):
                     for t in teachers:
                         t.module(xb)
                 for i, p in enumerate(pairs):
                     ft = torch.stack([taps.out[p.teacher] for taps in t_taps]).mean(0)
                     tf_.append(ft.clone())
-                    ps.append(projections[i](s_taps.out[p.student]))
+                    ps.append(projections[i](s_taps.out[p.student]).float())
             terms = distill_loss(spec, logits, yb, t_logits, tf_, ps)
             return terms["total"], terms["soft" if spec.data is not None else "ce"]
 

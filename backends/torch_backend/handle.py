@@ -114,8 +114,11 @@ class TorchModel:
             by forward pre-hooks only while evaluating or training (fakequant.py).
         quant_mode: layer name -> the quantize mode it got (dynamic, static, qat,
             weights_only); the int8 engine builds its artifact from it.
-        device: where it trains and is evaluated (``Backend.set_device``); between those the
-            module is on the CPU, where masks, codes, exports and engines read it.
+        device: where it trains and is evaluated (``Backend.set_device``; the device a user's
+            own model came on, for ``lwdsl.attach``); between those the module is on the CPU,
+            where masks, codes, exports and engines read it.
+        home: the device a user's own model (``lwdsl.attach``) lives on outside lwdsl's work:
+            it goes back there when the session ends (``Backend.release``); None for lwdsl's models.
         calib: (training images, the calibration indices, the observer method) of the last
             static/qat calibration, a reference to the run's data (no copy), not saved: the
             torch.ao peer (bench/torch_ao_peer.py) observes its own extra ranges on the same images.
@@ -133,6 +136,7 @@ class TorchModel:
     folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
     device: str = "cpu"
     calib: Optional[tuple[Any, np.ndarray, str]] = None
+    home: Optional[str] = None
 
     def add_mask(self, layer: str, keep: torch.Tensor, *, zeroed: bool = False) -> None:
         """AND ``keep`` (a fresh tensor, updated in place) into the layer's mask, so a second

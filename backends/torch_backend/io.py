@@ -245,7 +245,7 @@ def save_native(handle: TorchModel, path: Path) -> None:
     layer cast by ``quantize fp16|bf16`` is saved as a ``torch.float16``/``torch.bfloat16``
     tensor (its value exactly: the cast made it a half value), so the file holds half the bytes
     of float32 for it; ``module.load_state_dict`` of a float32 module widens it back exactly."""
-    state = dict(handle.module.state_dict())
+    state = {k: v.detach().cpu() for k, v in handle.module.state_dict().items()}  # a user's model may be on its GPU (attach)
     for layer, dtype in half_layers(handle).items():
         key = f"{layer}.weight"
         if key in state:

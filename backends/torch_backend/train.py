@@ -8,6 +8,11 @@ optimizer (SGD momentum, weight decay, Adam). Dropout and other random layers dr
 torch's global generator, seeded with the step seed inside a forked RNG, so a run is
 repeatable and the caller's random state is untouched.
 
+``precision=bf16|fp16`` (:mod:`lwdsl.semantics.precision`): the forward pass and the loss run
+under ``torch.autocast`` in that dtype on the training device; the parameters, their gradients
+and the optimizer stay float32; fp16 scales the loss with ``torch.amp.GradScaler`` at the core's
+constants (a step whose scaled gradients overflow is skipped and the scale backs off).
+
 After a ``quantize`` step (``handle.quant`` not empty) training keeps the quantized weights on
 their grid with the straight-through estimator and fake-quantizes the inputs of static layers;
 evaluation fake-quantizes those inputs too (fakequant.py).
@@ -29,6 +34,7 @@ from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
 from lwdsl.data.stream import chunks, eval_batch
 from lwdsl.language.specs import TrainingOptions
+from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE, loss_scaled
 
 from .fakequant import GridTrainer, act_hooks
 from .handle import TorchModel, on_device, weight_of
@@ -70,24 +76,42 @@ class TorchTrainer(Trainer):
         self.scope.enter_context(act_hooks(handle))
         torch.manual_seed(ctx.step_seed())
         self.optimizer.zero_grad(set_to_none=True)
+        self.dtype = getattr(torch, AUTOCAST[opts.precision]) if opts.precision in AUTOCAST else None
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=INIT_SCALE, growth_factor=GROWTH_FACTOR,
+                                           backoff_factor=BACKOFF_FACTOR, growth_interval=GROWTH_INTERVAL) if loss_scaled(opts.precision) else None
         self.model.train()
+
+    def _autocast(self) -> Any:
+        """The forward pass's precision: autocast to bf16/fp16, or nothing for fp32."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
-        if self.loss is not None:
-            whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
-        else:
-            ce = whole = F.cross_entropy(self.model(xb), yb)
+        with self._autocast():
+            if self.loss is not None:
+                whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
+            else:
+                ce = whole = F.cross_entropy(self.model(xb), yb)
+        whole, ce = whole.float(), ce.float()
         if self.penalised:
             whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)
         if not torch.isfinite(whole):
             return float("nan"), whole.item(), False
-        whole.backward()
-        self.handle.mask_grads()
-        self.optimizer.step()
+        if self.scaler is not None:  # fp16: a step whose scaled gradients overflow is skipped, the scale backs off
+            self.scaler.scale(whole).backward()
+            self.scaler.unscale_(self.optimizer)
+            self.handle.mask_grads()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            whole.backward()
+            self.handle.mask_grads()
+            self.optimizer.step()
         self.hold()
         return float(ce.detach()), float(whole.detach()), True
 

@@ -187,6 +187,10 @@ class Backend(ABC):
     #: Where training, evaluation and calibration run (``cpu``, ``cuda:0``, ...), set by :meth:`set_device`.
     device: str = "cpu"
 
+    #: The ``precision=`` values its trainer runs (:mod:`lwdsl.semantics.precision`); a step
+    #: asking for another is refused before any work (:func:`lwdsl.backend.precision.check_precisions`).
+    precisions: tuple[str, ...] = ("fp32",)
+
     def set_device(self, device: str) -> dict[str, str]:
         """Train, evaluate and calibrate on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``,
         ``mps``) from now on; returns what is in effect: ``{"device": ..., "model": ...}``.
@@ -227,6 +231,11 @@ class Backend(ABC):
         """A handle around the user's own model object itself, not a copy: ``lwdsl.attach``
         compresses the model the user's loop trains. Backends that support attach override this."""
         raise LwdslError(f"the {self.name} backend cannot attach a recipe to a model of your own training loop")
+
+    def release(self, model: Any) -> None:
+        """The user's own model (:meth:`wrap_model`) goes back where its owner had it (the
+        device it came on), when ``lwdsl.attach``'s session ends, however it ends. Nothing for
+        a backend that never moves it."""
 
     def user_optimizer(self, optimizer: Any) -> tuple[Callable[[float], None], Callable[[], None]]:
         """(set its learning rate, clear its state) for the user's own optimizer (``lwdsl.attach``)."""

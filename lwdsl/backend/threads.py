@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["usable_cpus", "cgroup_quota", "quiet_openmp"]
+__all__ = ["usable_cpus", "cgroup_quota", "quiet_openmp", "cpu_model", "cpu_flags", "check_device"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -91,6 +91,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``'s first ``flags`` line; empty where there is
+    none to read, e.g. not on Linux)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 def check_device(device: str) -> str:

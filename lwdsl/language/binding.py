@@ -239,7 +239,11 @@ class _Binder:
         elif name:
             description = field(self.spec, name).description
             expected = f"`{name}` = {describe(self.spec, name)}" + (f" ({description})" if description else "")
-        return self._error(what, span, expected=expected)
+        written_value = error.get("input")
+        suggestion = None
+        if error.get("type") == "literal_error" and name and isinstance(written_value, str):  # `precision=bf61`
+            suggestion = did_you_mean(written_value, choices(self.spec, name))
+        return self._error(what, span, expected=expected, suggestion=suggestion)
 
     def _error(self, message: str, span: s.Span, **details: Any) -> RecipeError:
         if "found" not in details:

@@ -27,8 +27,15 @@ gives what a step adds to a plain cross-entropy (distillation: ``alpha * (soft -
 
 Refused before anything trains, with the reason: steps that replace the model object (a
 structured removal, ``distill student=``: your optimizer would hold the old parameters),
-``jitter=`` (augmentation is your loop's), and ``distill features`` (its projections would need
-your optimizer). The recipe language already refuses an ``export`` before a training step.
+``jitter=`` (augmentation is your loop's), ``precision=bf16|fp16`` (autocast is your loop's
+forward pass), and ``distill features`` (its projections would need your optimizer). The recipe
+language already refuses an ``export`` before a training step.
+
+Your model may be on any one device. A torch model on a GPU trains there (your steps), and the
+recipe evaluates and calibrates it there, as ``lwdsl run --device`` does; the one-shot work in
+between (masks, codes, folding, exports) reads it on the CPU while your loop waits, and it is
+back on its device whenever your loop runs and when the session ends, however it ends. A Keras
+model stays where TensorFlow placed it.
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ def _refusals(plan: Recipe, in_fit: bool = False) -> list[str]:
             out.append(f"{where}: features= trains projections your optimizer does not hold")
         if getattr(step, "jitter", 0):
             out.append(f"{where}: jitter= is augmentation, which is your loop's own (apply it there)")
+        opts = step.training_options()
+        if opts is not None and opts.precision != "fp32":
+            out.append(f"{where}: precision={opts.precision} is your loop's own forward pass (autocast it there, "
+                       "or set a Keras mixed-precision policy)")
     return out
 
 
@@ -89,12 +100,19 @@ class Session:
         try:
             self._result = _execute(self._prep, self._out, self._seed, 1, self._quiet, 0, False, self._say, loop=self._loop)
         except Cancelled:
+            self._release()
             self._loop.finish()
             return
         except BaseException as exc:  # it reaches the user at their next step
+            self._release()
             self._loop.finish(exc)
             return
+        self._release()
         self._loop.finish()
+
+    def _release(self) -> None:
+        """Your model back on the device it came on (lwdsl works on it on the CPU between its passes)."""
+        self._prep.backend.release(self._prep.handle)
 
     def order(self, epoch: int, n: int) -> Any:
         """The batches (index arrays into your ``n`` training examples) ``lwdsl run`` would train
@@ -142,6 +160,7 @@ class Session:
         """Stop the recipe where it waits (a loop that ends early); nothing is written."""
         self._loop.cancel()
         self._thread.join(timeout=60)
+        self._release()
 
 
 def attach(

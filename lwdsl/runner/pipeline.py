@@ -238,7 +238,7 @@ def run(
     waiting = quiet_openmp()  # before the backend loads torch and its OpenMP runtime
     be = get_backend(backend)
 
-    device_info = {**be.set_device(check_device(device)), "precision": "float32"}
+    device_info = dict(be.set_device(check_device(device)))
     if env is not None and env.world > 1:
         device_info = _rank_device(be, device, device_info, env)
     before = be.get_threads()
@@ -274,6 +274,9 @@ def run(
             recipe, overrides = plan, None
         prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
         _check_workers(ranks, prep.dataset)
+        from ..backend.precision import precision_info
+
+        device_info.update(precision_info(prep.plan, be.device))
         try:
             staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
                                                              threads_note=note, resume=resume, ranks=ranks)
@@ -311,7 +314,7 @@ def _rank_device(be: Backend, asked: str, info: dict[str, Any], env: Any) -> dic
         raise UsageError("several workers on Apple's MPS: torch.distributed has no collectives there",
                          hint="use --device cpu with --workers, or one worker on mps")
     if asked in ("auto", "cuda") and str(info["device"]).startswith("cuda"):
-        return {**be.set_device(f"cuda:{env.local_rank}"), "precision": "float32"}
+        return dict(be.set_device(f"cuda:{env.local_rank}"))
     return info
 
 
@@ -345,6 +348,12 @@ def _prepare(
     plan = resolve_recipe(recipe, overrides)
     refuse_space(plan)
     check_backend(plan, be)
+    from ..backend.precision import check_precisions
+
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE") or 1)  # set on every rank by torchrun / lwdsl run --workers
+    check_precisions(plan, be, world)  # fp16 on the CPU, bf16/fp16 on ranks: refused before any model is built
     model_ref = model if model is not None else (plan.target.model if plan.target else None)
     if model is None and is_code_ref(model_ref):
         raise UsageError(
@@ -402,6 +411,7 @@ def _execute(
     from ..backend.ranks import OneProcess, check_agree
     from .progress import progress_factory
     from .report import staging_dir
+    from ..backend.precision import precision_warning
     from ..language.validate import step_text
 
     plan, be, handle = prep.plan, prep.backend, prep.handle
@@ -460,6 +470,12 @@ def _execute(
             if step.op == "export" and not writes:  # rank 0 writes the files
                 continue
             ctx.index, ctx.notes = i, {}
+            opts = step.training_options()
+            if opts is not None:  # the report names the precision of every step that trains
+                ctx.notes["precision"] = opts.precision
+                slow = precision_warning(opts.precision, be.device)
+                if slow:
+                    warn(slow)
             names = matched_layers(plan, i, step, be.layers(handle))
             start = time.perf_counter()
             handle = be.apply(handle, step, names, ctx)
@@ -518,7 +534,7 @@ def _write(
     report = build_report(plan, be, model_ref, prep.dataset, seed, steps)
     if threads:
         report["threads"] = dict(threads)
-    report["device"] = dict(device or {"device": be.device, "precision": "float32"})
+    report["device"] = dict(device or {"device": be.device, "precision": "fp32"})
     report.update(extra or {})
     if out is None or staging is None:
         return report, None

@@ -68,8 +68,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         f"Backend `{report['backend']}`, model `{report['model']}`, data `{report['data']}`, seed {report['seed']}"
         + (f"; {report['threads']['training']} training thread(s), {report['threads']['latency']} for latency." if report.get("threads") else "."),
-        *([f"Device `{report['device']['device']}` ({report['device'].get('model', '?')}), training in "
-           f"{report['device'].get('precision', 'float32')}."] if report.get("device") else []),
+        *([f"Device `{report['device']['device']}` ({report['device'].get('model', '?')}); training precision "
+           f"{report['device'].get('precision', 'fp32')}"
+           + (f"; bf16 on this CPU: {report['device']['bf16_cpu']}" if report["device"].get("bf16_cpu") else "")
+           + "; evaluation in float32."] if report.get("device") else []),
         *_data_markdown(report),
         "",
         "| step | accuracy | loss | params | non-zero | size | gzip | latency b1 (ms) | latency b64 (ms) | seconds |",

@@ -98,6 +98,21 @@ class Kit:
         """The backend's deployable-file engine (:class:`lwdsl.backend.engines.Engine`)."""
         raise NotImplementedError
 
+    def trainer(self, handle: Any, opts: Any, ctx: Any) -> Any:
+        """The backend's :class:`lwdsl.backend.fit.Trainer` for ``handle`` (the caller closes it)."""
+        raise NotImplementedError
+
+    def loss_scale(self, trainer: Any) -> float:
+        """The loss scale an fp16 trainer will use for its next step."""
+        raise NotImplementedError
+
+    def set_loss_scale(self, trainer: Any, scale: float) -> None:
+        raise NotImplementedError
+
+    def compute_dtypes(self, handle: Any) -> set[str]:
+        """The dtypes the model's weights are held and computed in outside training."""
+        raise NotImplementedError
+
     def run_file(self, path: Any, x: np.ndarray) -> np.ndarray:
         """The outputs of the deployable file at ``path`` on NCHW ``x``, loaded as a user would,
         with the runtime's own API (not lwdsl's)."""
@@ -156,6 +171,22 @@ class TorchKit(Kit):
     def forward_hooks(self, handle):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in handle.module.modules())
 
+    def trainer(self, handle, opts, ctx):
+        from lwdsl.backends.torch_backend.train import TorchTrainer
+
+        return TorchTrainer(handle, opts, ctx)
+
+    def loss_scale(self, trainer):
+        return float(trainer.scaler.get_scale())
+
+    def set_loss_scale(self, trainer, scale):
+        if trainer.scaler._scale is None:  # GradScaler makes its scale tensor at the first scale()
+            trainer.scaler._lazy_init_scale_growth_tracker(trainer.device)
+        trainer.scaler.update(new_scale=float(scale))
+
+    def compute_dtypes(self, handle):
+        return {str(p.dtype).removeprefix("torch.") for p in handle.module.parameters()}
+
     def engine(self):
         from lwdsl.backends.torch_backend.int8_engine import ONNX
 
@@ -213,6 +244,23 @@ class KerasKit(Kit):
 
     def forward_hooks(self, handle):
         return len(handle.model.outputs) - 1
+
+    def trainer(self, handle, opts, ctx):
+        from lwdsl.backends.tf_backend.train import KerasTrainer
+
+        return KerasTrainer(handle, opts, ctx)
+
+    def loss_scale(self, trainer):
+        return float(trainer.loss_scale.numpy())
+
+    def set_loss_scale(self, trainer, scale):
+        trainer.loss_scale.assign(float(scale))
+
+    def compute_dtypes(self, handle):
+        from lwdsl.backends.tf_backend.layers import every_layer
+
+        out = {str(v.dtype) for v in handle.model.weights}
+        return out | {layer.dtype_policy.compute_dtype for layer in every_layer(handle.model) if layer.weights}
 
     def engine(self):
         from lwdsl.backends.tf_backend.tflite_engine import LITERT

@@ -23,8 +23,9 @@ def _net(seed: int = 0) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
 
 
-def _plain_loop(recipe: str, model: torch.nn.Module, *, batch: int = 64, loss_of=None, **kw):
-    """The loop a user writes, with the core's data order; returns the session after finish."""
+def _plain_loop(recipe: str, model: torch.nn.Module, *, batch: int = 64, loss_of=None, device: str = "cpu", **kw):
+    """The loop a user writes, with the core's data order, its batches on ``device``; returns
+    the session (every step made)."""
     ds = load_data(DATA)
     opt = torch.optim.SGD(model.parameters(), lr=123.0, momentum=0.9)  # the recipe's lr replaces it
     session = lwdsl.attach(recipe, model, opt, steps_per_epoch=steps_per_epoch(len(ds.train_x), batch), data=DATA,
@@ -32,7 +33,8 @@ def _plain_loop(recipe: str, model: torch.nn.Module, *, batch: int = 64, loss_of
     for epoch in range(session.epochs):
         model.train()
         for idx in session.order(epoch, len(ds.train_x)):
-            x, y = torch.from_numpy(ds.train_x[idx]), torch.from_numpy(ds.train_y[idx])
+            x, y = torch.from_numpy(ds.train_x[idx]).to(device), torch.from_numpy(ds.train_y[idx]).to(device)
+            assert {p.device.type for p in model.parameters()} == {torch.device(device).type}  # where the user put it
             opt.zero_grad()
             out = model(x)
             loss = (loss_of or F.cross_entropy)(out, y) + session.loss(x, out, y)
@@ -192,3 +194,29 @@ def test_the_keras_callback_refuses_what_model_fit_cannot_do(recipe, words):
     with pytest.raises(RecipeError, match="cannot run inside model.fit") as err:
         lwdsl.keras_callback(recipe, steps_per_epoch=4, data=DATA)
     assert words in err.value.message
+
+
+def test_a_model_on_several_devices_is_refused_before_anything_runs():
+    net = _net()
+    net[3].to("meta")  # one layer elsewhere: the only second device a CPU-only machine has
+    with pytest.raises(UsageError, match="on several devices"):
+        lwdsl.attach("finetune epochs=1", net, torch.optim.SGD(net.parameters(), lr=0.1), steps_per_epoch=4, data=DATA, quiet=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: attach on a GPU is checked where one is lent")
+def test_a_model_on_the_gpu_is_trained_there_and_stays_there(tmp_path):
+    recipe = "prune l1 0.6 schedule=gradual epochs=1 frequency=5 lr=0.05 | finetune epochs=1 lr=0.02 | quantize int8 mode=qat epochs=1"
+    on_cpu = _net()
+    _plain_loop(recipe, on_cpu).finish()
+    on_gpu = _net().cuda()
+    session = _plain_loop(recipe, on_gpu, device="cuda", out=tmp_path / "run")  # asserts the model is on cuda at each step
+    report = session.finish()
+    assert {p.device.type for p in on_gpu.parameters()} == {"cuda"}  # given back where it came from
+    assert [s["op"] for s in report["steps"]] == ["baseline", "prune", "finetune", "quantize"]
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert {t.device.type for t in saved.values()} == {"cpu"}
+    for (name, want), got in zip(_weights(on_cpu).items(), on_gpu.state_dict().values()):
+        got = got.detach().cpu().numpy()
+        if name.endswith("weight"):  # pruned as on the CPU (GPU rounding may move a weight at the cut)
+            assert abs((got == 0).mean() - (want == 0).mean()) < 0.01, name
+        np.testing.assert_allclose(got, want, atol=1e-2)

@@ -53,7 +53,7 @@ def test_the_report_and_lock_file_name_the_device_and_its_model(tmp_path):
 
     result = lwdsl.run("finetune epochs=1", "lenet300", data="synthetic:1,28,28:10", quiet=True, latency=False,
                        device="cpu", baseline_epochs=1, out=tmp_path / "run")
-    want = {"device": "cpu", "model": cpu_model(), "precision": "float32"}
+    want = {"device": "cpu", "model": cpu_model(), "precision": "fp32"}
     assert result.report["device"] == want
     lock = json.loads((tmp_path / "run" / "lwdsl.lock.json").read_text())
     assert lock["device"] == want and lock["world_size"] == 1

@@ -16,6 +16,8 @@ from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...semantics.precision import PRECISIONS
+
 __all__ = [
     "KINDS",
     "Glob",
@@ -182,3 +184,7 @@ class TrainingOptions(_Frozen):
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     batch: int = Field(default=64, ge=1, le=65_536, description="batch size")
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        default="fp32",
+        description="fp32; bf16: autocast, float32 master weights; fp16: autocast with loss scaling, GPU only",
+    )

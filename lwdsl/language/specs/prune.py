@@ -92,7 +92,7 @@ class PruneSpec(StepSpec, TrainingOptions):
             if not self.start < end <= self.epochs:
                 raise ValueError(f"gradual needs start < final <= epochs, got start={self.start:g} final={end:g} epochs={self.epochs}")
         else:
-            training = {"epochs", "lr", "optimizer", "momentum", "weight_decay", "batch", "start", "final", "frequency"}
+            training = {"epochs", "lr", "optimizer", "momentum", "weight_decay", "batch", "precision", "start", "final", "frequency"}
             extra = sorted(training & set_)
             if extra:
                 raise ValueError(f"{', '.join(extra)} only apply with schedule=gradual")

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, model_validator
 
 from ...semantics.forms import CASTS, EXPORT_HOLDS, LOW_BIT, NAMES, STEP_FORMS
+from ...semantics.precision import PRECISIONS
 from .base import StepSpec, TrainingOptions
 
 __all__ = ["QuantizeSpec", "LOW_BIT", "EXPORT_HOLDS"]
@@ -70,6 +71,9 @@ class QuantizeSpec(StepSpec):
     calibrate: int = Field(default=256, ge=1, le=1_000_000, description="static: calibration samples")
     observer: Literal["minmax", "percentile", "mse"] = Field(default="minmax", description="static/qat: range estimate")
     epochs: int = Field(default=1, ge=1, le=10_000, description="qat: training epochs")
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        default="fp32", description="qat: fp32; bf16 or fp16 autocast (fp16 GPU only), float32 master weights"
+    )
     budget: Optional[float] = Field(
         default=None, ge=1, le=32, description="auto: average bits per weight (1: binary, up to 32: float)"
     )
@@ -110,6 +114,8 @@ class QuantizeSpec(StepSpec):
             raise ValueError(f"{self.dtype} is a cast: mode={self.mode} does not apply")
         if "epochs" in self.model_fields_set and self.mode != "qat":
             raise ValueError("epochs= applies only with mode=qat")
+        if "precision" in self.model_fields_set and not self.trains():
+            raise ValueError("precision= applies only to a quantize that trains (mode=qat, not weights_only)")
         named = [k for k in ("norm", "embedding") if self.selector is not None and k in self.selector.on]
         if named:
             raise ValueError(
@@ -122,8 +128,9 @@ class QuantizeSpec(StepSpec):
         return self.mode == "qat" and not self.weights_only and self.dtype not in CASTS
 
     def training_options(self) -> Optional[TrainingOptions]:
-        """``mode=qat``'s training: ``epochs`` of SGD at lr 0.01, momentum 0.9, batches of 64."""
-        return TrainingOptions(epochs=self.epochs, lr=0.01, momentum=0.9) if self.trains() else None
+        """``mode=qat``'s training: ``epochs`` of SGD at lr 0.01, momentum 0.9, batches of 64, at
+        ``precision``."""
+        return TrainingOptions(epochs=self.epochs, lr=0.01, momentum=0.9, precision=self.precision) if self.trains() else None
 
     def is_cast(self) -> bool:
         """Whether the step casts the weights to a 16-bit float (``fp16``, ``bf16``): a model
