@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import annotated_types as at
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -59,7 +59,24 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     """The alternatives of a Union/Optional (the annotation itself otherwise)."""
     if get_origin(annotation) in (Union, types.UnionType):
         return tuple(m for arg in get_args(annotation) for m in _members(arg))
+    if get_origin(annotation) is Annotated:  # a constrained alternative: Annotated[float, Field(ge=0)]
+        return _members(get_args(annotation)[0])
     return (annotation,)
+
+
+def _metadata(spec: type[BaseModel], name: str) -> list[Any]:
+    """The field's constraints, and those of a constrained alternative of a union."""
+    info = field(spec, name)
+    found = list(info.metadata)
+    stack = [info.annotation]
+    while stack:
+        item = stack.pop()
+        if get_origin(item) is Annotated:
+            for extra in item.__metadata__:
+                found += list(getattr(extra, "metadata", [extra]))
+        elif get_origin(item) in (Union, types.UnionType):
+            stack.extend(get_args(item))
+    return found
 
 
 def choices(spec: type[BaseModel], name: str) -> tuple[str, ...]:
@@ -108,7 +125,7 @@ def number_text(value: float) -> str:
 def range_words(spec: type[BaseModel], name: str) -> str:
     """The field's bounds in words (``'from 1 to 10000'``, ``'> 0 and <= 100'``), or ``''``."""
     bounds = {}
-    for item in field(spec, name).metadata:
+    for item in _metadata(spec, name):
         for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if isinstance(item, getattr(at, attr.capitalize())):
                 bounds[sign] = number_text(getattr(item, attr))
