@@ -55,8 +55,7 @@ class PruneSpec(StepSpec, TrainingOptions):
     )
     amount: Optional[Union[Annotated[float, Field(ge=0)], Literal["auto"]]] = Field(
         default=None,
-        description="fraction pruned in [0, 1) (20% = 0.2); with threshold, the magnitude limit; "
-        "auto: the highest level within drop=",
+        description="fraction pruned in [0, 1) (20% = 0.2); with threshold, the magnitude limit; auto: searched (drop=)",
     )
     drop: Optional[float] = Field(
         default=None, gt=0, le=100,
