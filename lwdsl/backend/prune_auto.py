@@ -69,9 +69,12 @@ def prune_level(parts: Any, handle: Any, spec: PruneSpec, layers: Sequence[str],
     epochs = int(spec.epochs)
     best: dict[str, Any] = {}
 
+    def put_back(state: dict, keep: dict) -> None:  # masks first: loading a state re-applies the masks held
+        be.set_masks(handle, keep)
+        be.load_state(handle, state)
+
     def measure(level: float) -> tuple[bool, dict[str, float]]:
-        be.load_state(handle, before)
-        be.set_masks(handle, masks)
+        put_back(before, masks)
         at = spec.model_copy(update={"amount": level})
         parts.prune_once(handle, rule_for(at, seed), layers, False, ctx)
         if epochs:
@@ -85,14 +88,12 @@ def prune_level(parts: Any, handle: Any, spec: PruneSpec, layers: Sequence[str],
 
     chosen, tried = level_search(measure)
     if chosen is None:
-        be.load_state(handle, before)
-        be.set_masks(handle, masks)
+        put_back(before, masks)
         ctx.warn(f"step {ctx.index + 1} (prune amount=auto): no level was within drop={spec.drop:g} points of "
                  f"{100 * base:.2f}% (the lowest tried, {100 * min(t.level for t in tried):g}%, was not): the model is "
                  "left as it was before the step")
     else:
-        be.load_state(handle, best["state"])
-        be.set_masks(handle, best["masks"])
+        put_back(best["state"], best["masks"])
     ctx.notes["level_search"] = {
         "drop_points": float(spec.drop),
         "baseline_accuracy": float(base),
