@@ -15,7 +15,10 @@ import typer
 
 from ..errors import UsageError, did_you_mean
 from ..limits import MAX_EPOCHS, MAX_SEED
-from .run_cmd import Backend, DataHelp, Seed
+
+Backend = Annotated[str, typer.Option(metavar="NAME", help="torch or tensorflow")]
+Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, metavar="N", help="seed for the baseline and the probe images")]
+DataHelp = "mnist, fashion_mnist, synthetic:C,H,W:K, or a path (as lwdsl run --data; default: the recipe's target)"
 
 __all__ = ["sensitivity_command", "parse_amounts", "parse_forms"]
 
