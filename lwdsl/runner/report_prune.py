@@ -112,7 +112,7 @@ def prune_plots(report: dict[str, Any], folder: Path, plt: Any) -> list[str]:
             ax.axvline(100 * n["chosen"], color="C2", linestyle=":", label=f"kept {100 * n['chosen']:g}%")
         ax.set_xlabel("level: amount pruned (%)")
         ax.set_ylabel("test accuracy after fine-tuning (%)")
-        ax.set_title(f"{step['text']}: levels in the order tried")
+        ax.set_title(f"{step['text']}\nlevels numbered in the order tried", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
         name = _name("level-search", i, len(levels))
