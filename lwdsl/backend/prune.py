@@ -7,7 +7,8 @@ the :class:`~lwdsl.semantics.pruning.GradualClock` updating the masks every ``fr
 optimizer steps at the cubic schedule's sparsity, and ends with a mask at exactly AMOUNT (and
 the removal, with ``remove=true``). A backend gives :class:`PruneParts`: applying one rule to
 its weights in place (its fast path: the exact global cut without copying the weights), and
-physically removing filters.
+physically removing filters. ``prune auto`` and ``amount=auto`` are the flows of
+:mod:`lwdsl.backend.prune_auto`, over the same parts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 from ..semantics.pruning import GradualClock, MaskRule, rule_for
 from ..language.specs import PruneSpec
 from .context import StepContext
+from .prune_auto import prune_auto, prune_level
 
 __all__ = ["PruneParts", "prune_handler"]
 
@@ -51,6 +53,10 @@ def prune_handler(parts: PruneParts) -> Callable[..., Any]:
         """The ``prune`` handler: one-shot, or gradual while training (:class:`GradualClock`)."""
         layers = parts.in_model_order(handle, layers)
         seed = ctx.step_seed()
+        if spec.method == "auto":  # per-layer amounts from measured sensitivity
+            return prune_auto(parts, handle, spec, layers, ctx)
+        if spec.amount == "auto":  # the step search over the level
+            return prune_level(parts, handle, spec, layers, ctx)
         if spec.schedule == "oneshot":
             return parts.prune_once(handle, rule_for(spec, seed), layers, spec.remove, ctx)
         if spec.remove:

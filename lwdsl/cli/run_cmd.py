@@ -239,9 +239,11 @@ def train_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run``, ``train`` and ``search`` to the CLI."""
+    """Add ``run``, ``train``, ``search`` and ``sensitivity`` to the CLI."""
     from .search_cmd import search_command
+    from .sensitivity_cmd import sensitivity_command
 
     app.command("run")(run_command)
     app.command("train")(train_command)
     app.command("search")(search_command)
+    app.command("sensitivity")(sensitivity_command)

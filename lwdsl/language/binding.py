@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from . import syntax as s
 from ..errors import RecipeError, did_you_mean
-from .fields import accepts, choices, describe, field, is_flag, join_words, options, problem, type_words
+from .fields import accepts, choices, describe, field, is_flag, join_words, options, problem, type_parts, type_words
 from .specs import KINDS, OPS, Glob, Selector, StepSpec
 from .specs.base import Refusal
 from .values import to_python
@@ -200,7 +200,7 @@ class _Binder:
                 expected=f"options written key=value, or the end of the step ({given} are all given)",
                 hint=hint,
             )
-        allowed = [word for name in free for word in (choices(self.spec, name) or [type_words(self.spec, name)])]
+        allowed = list(dict.fromkeys(word for name in free for word in type_parts(self.spec, name)))
         words = [c for name in free for c in choices(self.spec, name)]
         return self._error(
             f"`{self.doc.snippet(value.span)}` is not a valid argument of `{self.step.op}` here",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import annotated_types as at
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -23,6 +23,7 @@ __all__ = [
     "choices",
     "describe",
     "type_words",
+    "type_parts",
     "join_words",
     "range_words",
     "number_text",
@@ -59,7 +60,21 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     """The alternatives of a Union/Optional (the annotation itself otherwise)."""
     if get_origin(annotation) in (Union, types.UnionType):
         return tuple(m for arg in get_args(annotation) for m in _members(arg))
+    if get_origin(annotation) is Annotated:  # a constrained alternative: Annotated[float, Field(ge=0)]
+        return _members(get_args(annotation)[0])
     return (annotation,)
+
+
+def _alternative_bounds(annotation: Any) -> tuple[tuple[Any, list[Any]], ...]:
+    """(type, its constraints) of each constrained alternative of a union
+    (``Union[Annotated[float, Field(ge=0)], Literal["auto"]]``: float, [Ge(0)])."""
+    found = []
+    for arg in get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else ():
+        if get_origin(arg) is Annotated:
+            found.append((get_args(arg)[0], [m for extra in arg.__metadata__ for m in getattr(extra, "metadata", [extra])]))
+        elif get_origin(arg) in (Union, types.UnionType):
+            found.extend(_alternative_bounds(arg))
+    return tuple(found)
 
 
 def choices(spec: type[BaseModel], name: str) -> tuple[str, ...]:
@@ -95,6 +110,11 @@ def _type_parts(annotation: Any) -> list[str]:
     return parts
 
 
+def type_parts(spec: type[BaseModel], name: str) -> list[str]:
+    """The alternatives a field takes, each in words: ``['auto', 'a number']``."""
+    return _type_parts(field(spec, name).annotation)
+
+
 def type_words(spec: type[BaseModel], name: str) -> str:
     """``'l1, l2, ln, random, or threshold'``, ``'a number'``, ``'true or false'``..."""
     return join_words(_type_parts(field(spec, name).annotation))
@@ -106,9 +126,15 @@ def number_text(value: float) -> str:
 
 
 def range_words(spec: type[BaseModel], name: str) -> str:
-    """The field's bounds in words (``'from 1 to 10000'``, ``'> 0 and <= 100'``), or ``''``."""
+    """The field's bounds in words (``'from 1 to 10000'``, ``'> 0 and <= 100'``), or ``''``;
+    for a union, those of its constrained alternative."""
+    info = field(spec, name)
+    return _bounds_words(list(info.metadata) + [m for _, ms in _alternative_bounds(info.annotation) for m in ms])
+
+
+def _bounds_words(metadata: list[Any]) -> str:
     bounds = {}
-    for item in field(spec, name).metadata:
+    for item in metadata:
         for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if isinstance(item, getattr(at, attr.capitalize())):
                 bounds[sign] = number_text(getattr(item, attr))
@@ -120,8 +146,20 @@ def range_words(spec: type[BaseModel], name: str) -> str:
 
 
 def describe(spec: type[BaseModel], name: str) -> str:
-    """Type and range together: ``'a number > 0 and <= 100'``."""
-    return " ".join(part for part in (type_words(spec, name), range_words(spec, name)) if part)
+    """Type and range together: ``'a number > 0 and <= 100'``; a union with a constrained
+    alternative says its range beside it: ``'a number >= 0 or auto'``."""
+    info = field(spec, name)
+    alternatives = _alternative_bounds(info.annotation)
+    if not alternatives:
+        return " ".join(part for part in (type_words(spec, name), range_words(spec, name)) if part)
+    parts = []
+    for member in _members(info.annotation):
+        if member is type(None):
+            continue
+        words = _type_parts(member)
+        ranged = next((_bounds_words(ms) for kind, ms in alternatives if kind is member), "")
+        parts += [f"{w} {ranged}".strip() for w in words]
+    return " ".join(part for part in (join_words(parts), _bounds_words(list(info.metadata))) if part)
 
 
 @functools.cache

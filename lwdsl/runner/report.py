@@ -22,6 +22,7 @@ from ..backend import Backend
 from ..data.dataset import Dataset
 from ..language.plan import Recipe
 from ..semantics.forms import TRIAL_FORMS
+from .report_prune import prune_markdown, prune_plots
 
 __all__ = ["build_report", "staging_dir", "write_run_dir", "report_markdown", "print_table"]
 
@@ -104,6 +105,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += _artifacts_markdown(report)
     lines += _int8_markdown(report)
     lines += _auto_bits_markdown(report, report.get("files", []))
+    lines += prune_markdown(report, report.get("files", []))
     warned = [(step["text"], w) for step in report["steps"] for w in step.get("warnings", ())]
     if warned:
         lines += ["", "## Warnings", ""] + [f"- {text}: {w}" for text, w in warned]
@@ -399,7 +401,7 @@ def _plots(report: dict[str, Any], folder: Path) -> list[str]:
         fig.savefig(folder / name, dpi=100)
         plt.close(fig)
         names.append(name)
-    return names
+    return names + prune_plots(report, folder, plt)
 
 
 def staging_dir(out: Path) -> Path:

@@ -92,6 +92,9 @@ PRUNE_CASES: tuple[PruneCase, ...] = (
         "remove-seedcnn", "seedcnn", _p(method="l2", amount=0.3, structured="filters", remove=True), ("conv1", "conv2", "fc1"), "remove=true"
     ),
     PruneCase("remove-lenet300", "lenet300", _p(method="l1", amount=0.25, structured="filters", remove=True), ("fc1", "fc2"), "remove=true"),
+    PruneCase("auto-lenet5", "lenet5", _p(method="auto", amount=0.6), option="prune auto (per-layer amounts from sensitivity)"),
+    PruneCase("level-global", "seedcnn", _p(scope="global", method="l1", amount="auto", drop=1.0, epochs=0),
+              option="amount=auto (level search, one-shot levels)"),
 )
 
 TRAIN_CASES: tuple[TrainCase, ...] = (

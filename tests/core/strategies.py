@@ -7,7 +7,7 @@ without touching this file. Combinations a spec's own validators reject are filt
 from __future__ import annotations
 
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
 from hypothesis import assume
@@ -39,6 +39,9 @@ def _bounds(metadata: list[Any]) -> dict[str, Any]:
 def for_annotation(annotation: Any, metadata: list[Any] = ()) -> st.SearchStrategy:
     """Values of ``annotation`` within the bounds in ``metadata``."""
     origin = get_origin(annotation)
+    if origin is Annotated:  # a constrained alternative of a union: Annotated[float, Field(ge=0)]
+        inner = [m for extra in annotation.__metadata__ for m in getattr(extra, "metadata", [extra])]
+        return for_annotation(get_args(annotation)[0], list(metadata) + inner)
     if origin in (Union, types.UnionType):
         return st.one_of([for_annotation(member, metadata) for member in get_args(annotation)])
     if annotation is type(None):

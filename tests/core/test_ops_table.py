@@ -16,7 +16,7 @@ def test_every_option_of_every_op_has_a_row() -> None:
     every = {(op, n) for op, spec in OPS.items() for n in spec.model_fields if n not in ("op", "selector")}
     assert {(r.op, r.name) for r in rows} == every
     amount = next(r for r in rows if (r.op, r.name) == ("prune", "amount"))
-    assert (amount.positional, amount.kind, amount.range, amount.default) == (True, "a number", ">= 0", "-")
+    assert (amount.positional, amount.kind, amount.range, amount.default) == (True, "a number or auto", ">= 0", "-")
     dtype = next(r for r in rows if (r.op, r.name) == ("quantize", "dtype"))
     assert dtype.default == "required" and "int8" in dtype.kind
 

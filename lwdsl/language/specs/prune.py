@@ -13,15 +13,20 @@ Exact semantics (both backends follow them bit for bit; see docs/semantics.md):
 - ``nm=N:M`` keeps the N largest ``|w|`` in every M consecutive weights along the flattened
   input axis (per output row); a last partial group of r < M keeps ``min(r, N)``.
 - Already-zero weights count as candidates like any other (they are the smallest).
+- ``prune auto AMOUNT``: per-layer amounts from each layer's measured sensitivity, so that the
+  selected layers together lose exactly AMOUNT of their weights (:mod:`lwdsl.semantics.allocation`).
+- ``prune l1 amount=auto drop=D``: the highest level whose accuracy after ``epochs`` of
+  fine-tuning stays within ``D`` points of the accuracy before the step (a step search).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from .base import NMRatio, StepSpec, TrainingOptions
+from ...semantics.allocation import AUTO_GRID
+from .base import NMRatio, Refusal, StepSpec, TrainingOptions
 
 __all__ = ["PruneSpec"]
 
@@ -31,22 +36,30 @@ class PruneSpec(StepSpec, TrainingOptions):
 
     Example: ``prune global l1 0.2``, ``prune l1 0.4 on linear``, ``prune threshold 0.1``,
     ``prune l2 0.5 structured=filters remove=true on conv``, ``prune nm=2:4 on linear``,
-    ``prune l1 0.9 schedule=gradual epochs=5``.
+    ``prune l1 0.9 schedule=gradual epochs=5``, ``prune auto 70%``,
+    ``prune l1 amount=auto drop=0.3 epochs=1``.
     """
 
     positional: ClassVar[tuple[str, ...]] = ("scope", "method", "amount")
-    summary: ClassVar[str] = "zero out weights: magnitude, random, threshold, structured, N:M, gradual"
-    FORMS: ClassVar[tuple[str, ...]] = ("magnitude", "global", "threshold", "random", "structured", "remove", "nm", "gradual")
+    summary: ClassVar[str] = "zero out weights: magnitude, random, threshold, structured, N:M, gradual, auto"
+    FORMS: ClassVar[tuple[str, ...]] = ("magnitude", "global", "threshold", "random", "structured", "remove", "nm", "gradual", "auto", "level")
 
     op: Literal["prune"] = "prune"
     scope: Literal["layer", "global"] = Field(
         default="layer", description="layer: AMOUNT of each layer; global: AMOUNT of all selected weights together"
     )
-    method: Literal["l1", "l2", "ln", "random", "threshold"] = Field(
-        default="l1", description="score: magnitude (Ln norm of the element or slice), random, or an absolute threshold"
+    method: Literal["l1", "l2", "ln", "random", "threshold", "auto"] = Field(
+        default="l1",
+        description="score: magnitude (Ln norm of the element or slice), random, an absolute threshold; "
+        "auto: magnitude, per-layer amounts from measured sensitivity",
     )
-    amount: Optional[float] = Field(
-        default=None, ge=0, description="fraction pruned in [0, 1) (20% = 0.2); with threshold, the magnitude limit"
+    amount: Optional[Union[Annotated[float, Field(ge=0)], Literal["auto"]]] = Field(
+        default=None,
+        description="fraction pruned in [0, 1) (20% = 0.2); with threshold, the magnitude limit; auto: searched (drop=)",
+    )
+    drop: Optional[float] = Field(
+        default=None, gt=0, le=100,
+        description="amount=auto: accuracy drop allowed, in points against the accuracy before the step (0.3: 0.3 points)",
     )
     n: Optional[float] = Field(default=None, gt=0, description="the p of the Ln norm (method ln only)")
     structured: Literal["none", "channels", "filters"] = Field(
@@ -64,7 +77,10 @@ class PruneSpec(StepSpec, TrainingOptions):
     @model_validator(mode="after")
     def _check(self) -> "PruneSpec":
         set_ = self.model_fields_set
-        if self.nm is not None:
+        level = self.amount == "auto"
+        if self.method == "auto":
+            self._check_auto()
+        elif self.nm is not None:
             if self.amount is not None:
                 raise ValueError("nm=N:M fixes the sparsity itself; drop AMOUNT")
             if self.method not in ("l1", "l2", "ln") or self.structured != "none" or self.scope != "layer":
@@ -73,8 +89,13 @@ class PruneSpec(StepSpec, TrainingOptions):
                 raise ValueError("nm=N:M is one-shot; fine-tune afterwards instead of schedule=gradual")
         elif self.amount is None:
             raise ValueError("AMOUNT is missing: write a fraction such as 0.2 or 20% (or a magnitude after threshold)")
+        elif level:
+            self._check_level()
         elif self.method != "threshold" and self.amount >= 1:
             raise ValueError(f"AMOUNT is a fraction in [0, 1), got {self.amount:g}; write 20% or 0.2 for a fifth")
+        if self.drop is not None and not level:
+            raise Refusal("drop= goes only with amount=auto (the accuracy drop the level search allows)",
+                          field="drop", expected="`prune l1 amount=auto drop=0.3`, or no drop=")
         if (self.method == "ln") != (self.n is not None):
             raise ValueError("method ln needs n=P (the norm's p), and n= goes only with ln")
         if self.structured != "none" and self.scope == "global":
@@ -92,13 +113,50 @@ class PruneSpec(StepSpec, TrainingOptions):
             if not self.start < end <= self.epochs:
                 raise ValueError(f"gradual needs start < final <= epochs, got start={self.start:g} final={end:g} epochs={self.epochs}")
         else:
-            training = {"epochs", "lr", "optimizer", "momentum", "weight_decay", "batch", "precision", "start", "final", "frequency"}
+            training = {"start", "final", "frequency"} if level else {
+                "epochs", "lr", "optimizer", "momentum", "weight_decay", "batch", "precision", "start", "final", "frequency"}
             extra = sorted(training & set_)
             if extra:
-                raise ValueError(f"{', '.join(extra)} only apply with schedule=gradual")
+                where = "schedule=gradual" + ("" if level else " or amount=auto (fine-tuning at each level)")
+                raise ValueError(f"{', '.join(extra)} only apply with {where}")
         return self
 
+    def _check_auto(self) -> None:
+        """``prune auto AMOUNT``: magnitude per layer, the amounts from sensitivity."""
+        cap = AUTO_GRID[-1]
+        if self.amount is None or self.amount == "auto":
+            raise Refusal("prune auto needs AMOUNT: the fraction of all selected weights to prune, e.g. prune auto 70%",
+                          field="amount", expected=f"a fraction from 0 to {cap:g} ({100 * cap:g}%)")
+        if self.amount > cap:
+            raise Refusal(f"prune auto {self.amount:g}: no layer is pruned above {100 * cap:g}% (the top of the "
+                          f"sensitivity grid), so the selection cannot lose more", field="amount",
+                          expected=f"AMOUNT from 0 to {cap:g} ({100 * cap:g}%), or `prune global l1 {self.amount:g}`")
+        others = [(k, f"{k}={v}") for k, v in (("scope", self.scope), ("structured", self.structured),
+                                                 ("schedule", self.schedule))
+                  if k in self.model_fields_set and v not in ("layer", "none", "oneshot")]
+        if self.nm is not None:
+            others.append(("nm", f"nm={self.nm}"))
+        if others:
+            raise Refusal(f"prune auto chooses per-layer magnitude amounts itself (one-shot, unstructured): "
+                          f"{', '.join(w for _, w in others)} does not apply", field=others[0][0],
+                          expected=f"`prune auto {self.amount:g}` (per-layer amounts), or `prune global l1 {self.amount:g}`")
+
+    def _check_level(self) -> None:
+        """``amount=auto``: the step search over the level of the step's own rule."""
+        if self.drop is None:
+            raise Refusal("amount=auto needs drop=POINTS: the accuracy drop the level search allows",
+                          field="amount", expected="`prune l1 amount=auto drop=0.3` (0.3 points)")
+        if self.method == "threshold":
+            raise ValueError("amount=auto searches a fraction; a threshold is a magnitude: use l1 amount=auto drop=...")
+        if self.schedule != "oneshot":
+            raise ValueError("amount=auto prunes one-shot at each level and fine-tunes (epochs=); drop schedule=gradual")
+        if self.remove:
+            raise Refusal("amount=auto restores the model between levels: it cannot remove filters", field="remove",
+                          expected="amount=auto without remove=true (masks), then a prune ... remove=true at the level found")
+
     def forms(self) -> tuple[str, ...]:
+        if self.method == "auto":
+            return ("auto",)
         if self.nm is not None:
             out = ["nm"]
         elif self.method in ("threshold", "random"):
@@ -113,14 +171,17 @@ class PruneSpec(StepSpec, TrainingOptions):
             out.append("remove")
         if self.schedule == "gradual":
             out.append("gradual")
+        if self.amount == "auto":
+            out.append("level")
         return tuple(out)
 
     def trains(self) -> bool:
-        return self.schedule == "gradual"  # prunes while it trains
+        # gradual prunes while it trains; amount=auto fine-tunes at every level it tries
+        return self.schedule == "gradual" or (self.amount == "auto" and self.epochs > 0)
 
     def requested_sparsity(self) -> Optional[float]:
         if self.nm is not None:
             return 1 - self.nm.n / self.nm.m
-        if self.method == "threshold" or self.amount is None:
-            return None
+        if self.method in ("threshold", "auto") or self.amount is None or self.amount == "auto":
+            return None  # a magnitude, per-layer amounts of its own, or a level not known yet
         return self.amount

@@ -1,0 +1,261 @@
+"""Automatic pruning levels: the numbers of ``prune auto`` and ``prune ... amount=auto``.
+
+Pure numpy and Python, so every backend makes the same choice from the same measurements.
+
+**Probe images** (:func:`probe_indices`): a sensitivity is measured on ``min(count, n)``
+images of a split, the first of ``numpy.random.default_rng([seed, 2]).permutation(n)`` (a
+stream neither training nor calibration draws), sorted.
+
+**Drop curves.** A layer's sensitivity to pruning is the accuracy in points (percent) of the
+model with only that layer pruned to each amount of a grid, on the probe images. Its *drop* at
+amount ``a`` is ``100 * (baseline accuracy - accuracy at a)``. :func:`envelope` makes it a
+non-decreasing curve over ``[0, grid top]``: the point ``(0, 0)`` first, then at each grid
+amount the largest drop measured at that amount or below, at least 0, plus a tilt of
+:data:`TILT` points per unit of amount (``0.001`` points at 100%: far below the 0.01-point
+resolution of 10,000 images, it only orders equal drops and makes the curve strictly
+increasing); the curve is linear between grid amounts.
+
+**Allocation** (:func:`allocate`), ``prune auto AMOUNT`` over layers of ``n_i`` weights: the
+whole selection loses exactly ``K = round_half_even(AMOUNT * sum n_i)`` weights. Every layer
+is given the largest amount ``a_i(t) <= cap`` whose curve is at most a common threshold ``t``
+(the inverse of the curve, linear between grid amounts; the cap is the grid's top, 98% for
+``prune auto``). ``sum n_i * a_i(t)`` grows continuously with ``t``, so ``t*``, the least
+``t`` where it reaches ``K``, is found by bisection (200 halvings of ``[0, the largest curve
+value]`` in float64, keeping the upper end). Counts: ``k_i = floor(n_i * a_i(t*))``, then
+the ``K - sum k_i`` weights left go one each to the layers with the largest fractional parts
+``n_i * a_i(t*) - k_i`` (ties: model order). Layer ``i`` is then pruned by the magnitude rule
+at ``k_i / n_i`` (exactly ``k_i`` weights). A layer that is equally insensitive as another is
+pruned to the same amount; more weights go where a measured drop comes later.
+
+**Level search** (:func:`level_search`), ``prune METHOD amount=auto drop=D``: levels are
+tried one after another, each from the same model; a level is *within* when its accuracy
+after pruning (and ``epochs`` of fine-tuning) is at most ``D`` points below the baseline's.
+The first level is :data:`LEVEL_START` (50%), the step :data:`LEVEL_STEP` (10%). After each
+level the direction is up when it was within, down when not; when the direction changes, the
+step is halved first; a step below :data:`LEVEL_MIN_STEP` (2.5%) ends the search. A level at
+or beyond 0% or 100% is never tried: its step is halved instead (same stop rule). A level
+met again is not measured again: its first result is used. The answer is the highest level
+that was within (None when none was). Levels are kept as integers of
+1/10,000 so that no float drift changes a level (50% + 10% is exactly 60%).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .masks import count_to_prune
+
+__all__ = [
+    "TILT",
+    "AUTO_GRID",
+    "AUTO_SAMPLES",
+    "LEVEL_START",
+    "LEVEL_STEP",
+    "LEVEL_MIN_STEP",
+    "probe_indices",
+    "envelope",
+    "amount_at",
+    "Allocation",
+    "allocate",
+    "LevelTry",
+    "level_search",
+]
+
+#: Points of drop added per unit of amount: orders equal drops (see the module doc).
+TILT = 1e-3
+#: The amounts ``prune auto`` measures every layer at (its cap is the last).
+AUTO_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+#: Training images ``prune auto`` measures sensitivity on.
+AUTO_SAMPLES = 1000
+#: Level search: first level, first step and the step below which it stops (fractions).
+LEVEL_START, LEVEL_STEP, LEVEL_MIN_STEP = 0.5, 0.1, 0.025
+_UNIT = 10_000  # levels are integers of 1/_UNIT
+_HALVINGS = 200
+
+
+def probe_indices(n: int, count: int, seed: int) -> np.ndarray:
+    """The images a sensitivity is measured on: the first ``min(count, n)`` of
+    ``default_rng([seed, 2]).permutation(n)``, sorted.
+
+    >>> probe_indices(10, 3, 0).tolist() == sorted(probe_indices(10, 3, 0).tolist())
+    True
+    """
+    return np.sort(np.random.default_rng([int(seed), 2]).permutation(int(n))[: min(int(count), int(n))])
+
+
+def envelope(amounts: Sequence[float], drops: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y): the strictly increasing drop curve of one layer (see the module doc), with the
+    point (0, 0) first. ``amounts`` ascending in (0, 1), ``drops`` in points at each.
+
+    >>> x, y = envelope([0.5, 0.9], [1.0, 0.5])
+    >>> x.tolist(), [round(float(v), 4) for v in y]
+    ([0.0, 0.5, 0.9], [0.0, 1.0005, 1.0009])
+    """
+    a = np.asarray(amounts, dtype=np.float64)
+    if a.ndim != 1 or len(a) != len(drops) or not len(a) or np.any(np.diff(a) <= 0) or a[0] <= 0 or a[-1] >= 1:
+        raise ValueError(f"amounts must ascend strictly inside (0, 1), one drop each; got {list(amounts)}")
+    d = np.maximum.accumulate(np.maximum(np.asarray(drops, dtype=np.float64), 0.0))
+    x = np.concatenate([[0.0], a])
+    return x, np.concatenate([[0.0], d]) + TILT * x
+
+
+def amount_at(t: float, x: np.ndarray, y: np.ndarray) -> float:
+    """The largest amount whose curve ``(x, y)`` (from :func:`envelope`) is at most ``t``: the
+    curve's inverse, linear between its points, ``x[-1]`` (the cap) beyond its end.
+
+    >>> x, y = envelope([0.5], [1.0])
+    >>> amount_at(0.5, x, y) == 0.5 * 0.5 / (1.0 + TILT * 0.5)
+    True
+    """
+    if t >= y[-1]:
+        return float(x[-1])
+    if t <= 0.0:
+        return 0.0
+    j = int(np.searchsorted(y, t, side="right"))  # y[j-1] <= t < y[j]
+    x0, x1, y0, y1 = x[j - 1], x[j], y[j - 1], y[j]
+    return float(x0 + (x1 - x0) * (t - y0) / (y1 - y0))
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """``prune auto``'s answer: the threshold ``t*`` (points), each layer's pruned count and
+    amount (``counts[i] / weights[i]``), and why (one line a layer)."""
+
+    threshold: float
+    counts: tuple[int, ...]
+    amounts: tuple[float, ...]
+    reasons: tuple[str, ...]
+
+
+def allocate(target: float, weights: Sequence[int], amounts: Sequence[float], drops: Sequence[Sequence[float]]) -> Allocation:
+    """Per-layer counts for ``prune auto target`` (see the module doc).
+
+    Args:
+        target: the fraction of all the layers' weights pruned, in [0, cap].
+        weights: each layer's weight count, in model order.
+        amounts: the grid (ascending, in (0, 1)); its last amount is every layer's cap.
+        drops: per layer, the accuracy drop in points at each grid amount.
+
+    Raises:
+        ValueError: ``target`` above the cap, or inputs of different lengths.
+
+    >>> a = allocate(0.5, [100, 100], [0.5, 0.9], [[0.0, 0.0], [5.0, 9.0]])
+    >>> a.counts, sum(a.counts)
+    ((90, 10), 100)
+    """
+    n = [int(w) for w in weights]
+    if len(n) != len(drops) or not n:
+        raise ValueError("one drop curve per layer, and at least one layer")
+    curves = [envelope(amounts, d) for d in drops]
+    cap = float(amounts[-1])
+    if not 0.0 <= target <= cap:
+        raise ValueError(f"target {target:g} is outside [0, {cap:g}] (each layer is capped at {cap:g})")
+    k = count_to_prune(target, sum(n))
+
+    def total(t: float) -> float:
+        return sum(ni * amount_at(t, x, y) for ni, (x, y) in zip(n, curves))
+
+    lo, hi = 0.0, max(float(y[-1]) for _, y in curves)
+    if total(lo) >= k:
+        hi = lo
+    for _ in range(_HALVINGS):
+        if hi - lo <= 0.0:
+            break
+        mid = lo + (hi - lo) / 2
+        if mid in (lo, hi):
+            break
+        if total(mid) >= k:
+            hi = mid
+        else:
+            lo = mid
+    t = hi
+    real = [ni * amount_at(t, x, y) for ni, (x, y) in zip(n, curves)]
+    counts = [min(int(math.floor(r)), ni) for r, ni in zip(real, n)]
+    left = k - sum(counts)
+    order = sorted(range(len(n)), key=lambda i: (-(real[i] - counts[i]), i))
+    for i in order:
+        if left <= 0:
+            break
+        if counts[i] < n[i] and real[i] - counts[i] > 0:
+            counts[i] += 1
+            left -= 1
+    for i in order:  # only when rounding left weights over (never seen): any layer with room
+        if left <= 0:
+            break
+        if counts[i] < n[i]:
+            counts[i] += 1
+            left -= 1
+    reasons = tuple(_reason(counts[i] / n[i] if n[i] else 0.0, t, amounts, drops[i], cap) for i in range(len(n)))
+    return Allocation(t, tuple(counts), tuple(c / ni if ni else 0.0 for c, ni in zip(counts, n)), reasons)
+
+
+def _reason(amount: float, t: float, grid: Sequence[float], drop: Sequence[float], cap: float) -> str:
+    """One line: where the layer's curve meets the threshold."""
+    pct = lambda v: f"{100 * v:.4g}%"  # noqa: E731
+    pts = lambda v: f"{v:.2f} pt"  # noqa: E731
+    if amount >= cap - 1e-9:
+        return f"capped at {pct(cap)}: drop {pts(max(drop))} at most up to {pct(cap)}, within the threshold {pts(t)}"
+    below = [(a, d) for a, d in zip(grid, drop) if a <= amount + 1e-12]
+    above = [(a, d) for a, d in zip(grid, drop) if a > amount + 1e-12]
+    seen = f"drop at most {pts(max(0.0, *(d for _, d in below)))} up to {pct(below[-1][0])}" if below else "no amount measured below"
+    nxt = f"{pts(above[0][1])} at {pct(above[0][0])}" if above else "the cap"
+    return f"{pct(amount)}: {seen}, {nxt}; threshold {pts(t)}"
+
+
+@dataclass(frozen=True)
+class LevelTry:
+    """One level measured by :func:`level_search`: the level, whether it was within, the
+    step the search took next (0 when it stopped there) and what the measure returned."""
+
+    level: float
+    within: bool
+    next_step: float
+    measured: object = None
+
+
+def level_search(
+    measure: Callable[[float], tuple[bool, object]],
+    start: float = LEVEL_START,
+    step: float = LEVEL_STEP,
+    min_step: float = LEVEL_MIN_STEP,
+) -> tuple[Optional[float], list[LevelTry]]:
+    """(the highest level within, every level tried in order) of the step search (module doc).
+
+    ``measure(level)`` -> (within, what to record): prunes to ``level`` from the same model,
+    fine-tunes and compares with the drop allowed.
+
+    >>> best, tried = level_search(lambda lv: (lv <= 0.72, None))
+    >>> best, [t.level for t in tried]
+    (0.7, [0.5, 0.6, 0.7, 0.8, 0.75, 0.725])
+    """
+    level, s, smin = round(start * _UNIT), round(step * _UNIT), min_step * _UNIT
+    if not 0 < level < _UNIT or s <= 0:
+        raise ValueError("the level search starts inside (0, 1) with a positive step")
+    tried: list[LevelTry] = []
+    known: dict[float, bool] = {}
+    best: Optional[float] = None
+    previous: Optional[int] = None
+    while True:
+        fresh = level not in known
+        if fresh:
+            known[level], measured = measure(level / _UNIT)
+        within = known[level]
+        direction = 1 if within else -1
+        if within and (best is None or level > best):
+            best = level
+        if previous is not None and direction != previous:
+            s = s / 2
+        while s >= smin and not 0 < level + direction * s < _UNIT:
+            s = s / 2
+        stop = s < smin
+        if fresh:
+            tried.append(LevelTry(level / _UNIT, within, 0.0 if stop else s / _UNIT, measured))
+        if stop:
+            break
+        previous = direction
+        level = level + direction * s
+    return (None if best is None else best / _UNIT), tried

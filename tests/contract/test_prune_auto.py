@@ -1,0 +1,106 @@
+"""``prune auto``, ``amount=auto`` and per-layer sensitivity on every backend (tiny: lenet300 on
+random learnable data, a few hundred images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lwdsl.backend.sensitivity import measure_sensitivity
+from lwdsl.language.specs import PruneSpec
+from lwdsl.semantics.allocation import AUTO_GRID
+from lwdsl.semantics.masks import count_to_prune
+
+from .helpers import make_ctx, make_data
+
+LAYERS = ["fc1", "fc2", "fc3"]
+
+
+def _model(be):
+    return be.load_model("lenet300", (1, 28, 28), 10)
+
+
+def test_sensitivity_leaves_the_model_exactly_as_it_was(backend):
+    h = _model(backend)
+    before = backend.state(h)
+    ctx = make_ctx(make_data(n_test=64))
+    out = measure_sensitivity(backend, h, LAYERS, ctx, amounts=(0.5, 0.9), forms=("int4", "int2"), samples=50)
+    after = backend.state(h)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert out["samples"] == 50 and [r["layer"] for r in out["layers"]] == LAYERS
+    assert [p["amount"] for p in out["layers"][0]["prune"]] == [0.5, 0.9]
+    assert [b["bits"] for b in out["layers"][2]["bits"]] == [4, 2]
+    assert ctx.extra["bars"] and all(bar.closed for bar in ctx.extra["bars"])
+
+
+def test_prune_auto_meets_the_count_with_magnitude_masks(backend):
+    h = _model(backend)
+    ctx = make_ctx(make_data(n_train=128, n_test=32))
+    h = backend.apply(h, PruneSpec(method="auto", amount=0.7), LAYERS, ctx)
+    state = backend.state(h)
+    zeros = {n: int((state[f"{n}.weight"] == 0).sum()) for n in LAYERS}
+    total = sum(state[f"{n}.weight"].size for n in LAYERS)
+    notes = ctx.notes["auto_prune"]
+    assert sum(zeros.values()) == count_to_prune(0.7, total) == notes["pruned"]
+    assert [r["pruned"] for r in notes["layers"]] == [zeros[n] for n in LAYERS]
+    assert notes["probe"]["split"] == "train" and notes["grid"] == list(AUTO_GRID)
+    assert all(r["reason"] for r in notes["layers"])
+    assert set(backend.masks_of(h)) == set(LAYERS)
+
+
+def test_level_search_keeps_the_highest_level_within(backend):
+    h = _model(backend)
+    ctx = make_ctx(make_data(n_train=64, n_test=64))
+    spec = PruneSpec(method="l1", amount="auto", drop=100.0, epochs=0)
+    h = backend.apply(h, spec, LAYERS, ctx)
+    notes = ctx.notes["level_search"]
+    assert [t["level"] for t in notes["trajectory"]] == [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975]
+    assert notes["chosen"] == 0.975 and notes["epochs"] == 0
+    state = backend.state(h)
+    for n in LAYERS:
+        w = state[f"{n}.weight"]
+        assert int((w == 0).sum()) == count_to_prune(0.975, w.size)
+
+
+def test_level_search_fine_tunes_each_level_and_restores_between(backend):
+    h = _model(backend)
+    ctx = make_ctx(make_data(n_train=64, n_test=64))
+    before = backend.state(h)
+    spec = PruneSpec(method="l1", amount="auto", drop=0.01, epochs=1, batch=32)
+    h = backend.apply(h, spec, LAYERS, ctx)
+    notes = ctx.notes["level_search"]
+    assert notes["epochs"] == len(notes["trajectory"]) and notes["epochs_per_level"] == 1
+    within = [t for t in notes["trajectory"] if t["within"]]
+    if notes["chosen"] is None:  # no level kept: the model is back as it was, and said so
+        after = backend.state(h)
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+        assert any("no level was within" in w for w in ctx.extra["warnings"])
+    else:
+        assert notes["chosen"] == max(t["level"] for t in within)
+        w = backend.state(h)["fc1.weight"]
+        assert int((w == 0).sum()) >= count_to_prune(notes["chosen"], w.size)
+    finetunes = [b for b in ctx.extra["bars"] if "level" in b.description]
+    assert len(finetunes) == len(notes["trajectory"])
+
+
+@pytest.mark.parametrize("spec", [PruneSpec(method="auto", amount=0.5), PruneSpec(method="l1", amount="auto", drop=1.0, epochs=0)])
+def test_auto_forms_are_in_the_support_table(backend, spec):
+    assert backend.unsupported(spec) is None
+
+
+@pytest.mark.parametrize("drop", [0.5, 0.01])
+def test_every_level_starts_from_the_model_before_the_step(backend, drop):
+    """Each level's accuracy equals a plain one-shot prune of a fresh model at that level: the
+    weights and masks of the level before never leak into the next (levels go down, too)."""
+    data = make_data(n_train=64, n_test=64)
+    ctx = make_ctx(data)
+    h = _model(backend)
+    before = backend.state(h)
+    backend.apply(h, PruneSpec(method="l1", amount="auto", drop=drop, epochs=0), LAYERS, ctx)
+    trajectory = ctx.notes["level_search"]["trajectory"]
+    for t in trajectory:
+        fresh = _model(backend)
+        backend.load_state(fresh, before)
+        fresh = backend.apply(fresh, PruneSpec(method="l1", amount=t["level"]), LAYERS, make_ctx(data))
+        acc, loss = backend.evaluate(fresh, make_ctx(data))
+        assert acc == t["accuracy"] and loss == pytest.approx(t["loss"], rel=1e-6), t["level"]
