@@ -1,0 +1,7 @@
+"""``python -m lwdsl``: the ``lwdsl`` command (``python -X importtime -m lwdsl check FILE`` shows
+what a command's start-up imports)."""
+
+from .cli.app import main
+
+if __name__ == "__main__":
+    main()
