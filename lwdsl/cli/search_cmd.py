@@ -61,6 +61,9 @@ def search_command(
     ] = None,
     device: Annotated[str, typer.Option(metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no line per trial: only the baseline and the result")] = False,
+    track: Annotated[
+        Optional[str], typer.Option(metavar="TRACKER", help="log the search to an experiment tracker: mlflow (a run, a nested run a trial)")
+    ] = None,
 ) -> None:
     """Search the values of a recipe's `choice`/`range` variables; write the best as a plain recipe (OUT/best.lw).
 
@@ -88,7 +91,7 @@ def search_command(
     check_settings(settings)
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     try:
-        result = search(settings, echo=say, quiet=quiet)
+        result = search(settings, echo=say, quiet=quiet, track=track)
     except KeyboardInterrupt as exc:
         folder = settings.out
         say(

@@ -75,13 +75,15 @@ def _optuna() -> Any:
     return optuna
 
 
-def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet: bool = False) -> SearchOutcome:
+def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet: bool = False, track: Optional[str] = None) -> SearchOutcome:
     """Search the recipe's space; write OUT (``best.lw``, ``trials.md``, ``trials.json``,
     ``trials/NNN/``, ``search.db``) after every trial.
 
     Args:
         settings: the space, budget, goal and run options.
         echo: where progress lines go (one per trial); ``quiet`` keeps only the baseline line.
+        track: ``mlflow`` logs the search as a parent run and each trial as a nested run
+            (:mod:`lwdsl.runner.search_track`).
 
     Returns:
         A :class:`SearchOutcome`; ``exit_code`` is 0, or :data:`NO_FEASIBLE_EXIT` when no trial
@@ -98,8 +100,10 @@ def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet:
     """
     from .outdir import RunLock
     from .search_output import check_search_out, write_outputs, write_identity
+    from .search_track import open_search_tracker
 
     check_settings(settings)
+    tracker = open_search_tracker(track)  # an unknown tracker, or MLflow missing: refused before any work
     if settings.workers > 1 and settings.train_threads is None:  # the CPUs shared out, not each worker taking all
         from ..backend.threads import usable_cpus
 
@@ -111,19 +115,31 @@ def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet:
     with RunLock(out):
         write_identity(out, settings.identity(), settings.study_name())
         study = _study(optuna, settings, out, fresh_session=True)
-        baseline = _baseline(settings, space_plan, echo)
-        session = uuid.uuid4().hex
-        deadline = time.monotonic() + settings.seconds if settings.seconds else None
-        runner = _Trials(optuna, study, settings, space_plan, out, baseline, session, echo, quiet)
-        workers = _start_workers(settings, deadline, session, baseline) if settings.workers > 1 else []
+        trials: list[Trial] = []
+        if tracker is not None:  # opened before the baseline: a search failing there is tracked too
+            tracker.start(settings, space_plan, out, settings.study_name())
         try:
-            stopped = runner.loop(deadline)
-        finally:
-            for proc in workers:
-                proc.join()
-            trials = read_trials(optuna, study)
-            write_outputs(out, settings, space_plan, trials, baseline)
-    return outcome(out, settings, trials, baseline, stopped)
+            baseline = _baseline(settings, space_plan, echo)
+            session = uuid.uuid4().hex
+            deadline = time.monotonic() + settings.seconds if settings.seconds else None
+            runner = _Trials(optuna, study, settings, space_plan, out, baseline, session, echo, quiet,
+                             on_trial=tracker.sync if tracker is not None else None)
+            workers = _start_workers(settings, deadline, session, baseline) if settings.workers > 1 else []
+            try:
+                stopped = runner.loop(deadline)
+            finally:
+                for proc in workers:
+                    proc.join()
+                trials = read_trials(optuna, study)
+                write_outputs(out, settings, space_plan, trials, baseline)
+            result = outcome(out, settings, trials, baseline, stopped)
+        except BaseException as exc:
+            if tracker is not None:
+                tracker.fail(exc, trials)
+            raise
+        if tracker is not None:
+            tracker.finish(result)
+    return result
 
 
 def outcome(out: Path, settings: SearchSettings, trials: list[Trial], baseline: dict[str, Any], stopped: str) -> SearchOutcome:
@@ -250,9 +266,11 @@ def read_trials(optuna: Any, study: Any) -> list[Trial]:
 class _Trials:
     """The trial loop of one process (the main one, or a ``--workers`` helper)."""
 
-    def __init__(self, optuna, study, settings, space_plan, out, baseline, session, echo, quiet, worker: int = 0) -> None:
+    def __init__(self, optuna, study, settings, space_plan, out, baseline, session, echo, quiet, worker: int = 0,
+                 on_trial: Optional[Callable[[list[Trial]], None]] = None) -> None:
         self.optuna, self.study, self.settings, self.space = optuna, study, settings, space_plan
         self.out, self.baseline, self.session, self.echo, self.quiet, self.worker = out, baseline, session, echo, quiet, worker
+        self.on_trial = on_trial  # told every trial after each of this process's trials (the tracker)
         self.deadline: Optional[float] = None
         self.ran: list[float] = []  # seconds of the trials this process ran
 
@@ -323,6 +341,8 @@ class _Trials:
         trials = read_trials(self.optuna, self.study)
         if self.worker == 0:
             write_outputs(self.out, self.settings, self.space, trials, self.baseline)
+        if self.on_trial is not None:
+            self.on_trial(trials)
         if not self.quiet:
             self.echo(progress_line(self.settings, trials, trial.number, self._eta(trials)))
 
