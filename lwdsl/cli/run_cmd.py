@@ -79,6 +79,9 @@ def run_command(
         Optional[Path], typer.Option(metavar="DIR", file_okay=False, help="the folder `use` may read recipes from (default: the recipe's folder)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or table: only the final line (or the error)")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also the model, data source, each step's resolved arguments and layers, and phase timings")
+    ] = False,
     resize: Resize = None,
     crop: Crop = None,
     mean: Mean = None,
@@ -87,7 +90,7 @@ def run_command(
     split: Split = None,
 ) -> None:
     """Compress a model with a recipe, measure every step and write a run folder."""
-    from .args import check_backend_name, parse_sets, with_data_options
+    from .args import check_backend_name, check_verbosity, parse_sets, with_data_options
     from ..language.compiler import load
     from ..data.builtin import data_shape
     from ..runner.outdir import RunLock, check_out
@@ -95,6 +98,7 @@ def run_command(
     from ..runner.pipeline import refuse_space, run
 
     overrides = parse_sets(set_)
+    check_verbosity(quiet, verbose)
     check_backend_name(backend)
     from ..backend.threads import check_device
 
@@ -126,6 +130,7 @@ def run_command(
             device=device,
             resume=resume,
             track=track,
+            verbose=verbose,
         )
     if not quiet:
         print_table(result.report)
