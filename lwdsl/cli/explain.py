@@ -11,7 +11,7 @@ each step also lists the layers its selector matches, with their parameter count
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..language.fields import applies, options
 from ..language.formatter import selector_to_text, step_to_text, value_to_text
@@ -92,7 +92,10 @@ def _explain_groups(verdict: Any) -> list[str]:
     return lines
 
 
-def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = None, groups: Optional[Sequence[Any]] = None) -> str:
+def explain_recipe(
+    recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = None, groups: Optional[Sequence[Any]] = None,
+    highlight: Optional[Callable[[str], str]] = None,
+) -> str:
     """The plan of ``recipe`` in words, step by step.
 
     Args:
@@ -102,6 +105,8 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
         groups: the model's dependency groups (``backend.groups(model)``); with ``layers``, a
             ``prune ... remove=true`` step also lists the groups it removes channels from, or
             why it is refused.
+        highlight: colours recipe text (each step, each variable's value): the CLI gives one
+            on a terminal (:func:`lwdsl.cli.colour.recipe_highlighter`).
 
     Raises:
         RecipeError: with ``layers``, a selector that matches no layer (or contradicts
@@ -112,6 +117,7 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
         >>> print(explain_recipe(parse("quantize int8 on linear")).splitlines()[2])
         1. quantize int8 on linear
     """
+    hl = highlight or (lambda text: text)
     lines = []
     if recipe.name:
         lines.append(f'recipe "{recipe.name}"')
@@ -121,16 +127,16 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
     for name, value in recipe.variables.items():
         if name in recipe.space:
             var = recipe.space[name]
-            lines.append(f"variable {name} = {var.text()} (searched: `lwdsl search` picks it)")
+            lines.append(f"variable {name} = {hl(var.text())} (searched: `lwdsl search` picks it)")
         else:
-            lines.append(f"variable {name} = {value_to_text(value)}")
+            lines.append(f"variable {name} = {hl(value_to_text(value))}")
     count = len(recipe.steps)
     lines.append(f"{count} step{'s' if count != 1 else ''}, run in order:")
     removals = {}
     if layers is not None and groups is not None:
         removals = {v.index: v for v in plan_removals(recipe, layers, groups)}
     for i, step in enumerate(recipe.steps):
-        lines += ["", f"{i + 1}. {step_to_text(step, recipe.space_uses(i))}"] + _explain_step(step)
+        lines += ["", f"{i + 1}. {hl(step_to_text(step, recipe.space_uses(i)))}"] + _explain_step(step)
         if layers is not None:
             lines += _explain_layers(recipe, i, layers)
             if i in removals:
