@@ -111,3 +111,20 @@ def test_the_cli_tracks_a_search_and_refuses_an_unknown_tracker_before_any_work(
     [parent], children = _runs()
     assert parent.info.status == "FINISHED" and len(children) == 2
 
+
+
+def test_ctrl_c_leaves_the_parent_killed_with_the_trials_that_finished(fake, store, monkeypatch):  # noqa: F811
+    real, calls = pipeline.run, []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:  # the baseline, one trial, then Ctrl-C in the second
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search(settings(trials=3), echo=lambda _: None, track="mlflow")
+    [parent], children = _runs()
+    assert parent.info.status == "KILLED"
+    assert sorted((c.data.tags["lwdsl.trial"], c.info.status) for c in children) == [("0", "FINISHED"), ("1", "KILLED")]
