@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,21 +60,27 @@ def _startup(runs: int) -> None:
         "lwdsl check --backend torch (same)": [LWDSL, "check", "--backend", "torch", recipe],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     before = os.getloadavg()
     for round_ in range(runs + 1):
         for name, command in commands.items():
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+            wall = time.perf_counter() - start
+            now = resource.getrusage(resource.RUSAGE_CHILDREN)
             if round_:  # the first round warms the caches
-                times[name].append(time.perf_counter() - start)
+                times[name].append(wall)
+                cpu[name].append(now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime)
     after = os.getloadavg()
-    print(f"start-up, wall seconds of a fresh process: median (min-max) of {runs} rounds, taking turns; "
-          f"load average {before[0]:.2f} before, {after[0]:.2f} after, {os.cpu_count()} CPUs")
+    print(f"start-up of a fresh process: median (min-max) wall seconds of {runs} rounds, taking turns, and median CPU "
+          f"seconds (user + system: what the machine's other work barely changes); load average {before[0]:.2f} before, "
+          f"{after[0]:.2f} after, {os.cpu_count()} CPUs")
     base = statistics.median(times["python -c pass"])
     for name, values in times.items():
         median = statistics.median(values)
-        extra = f"  (+{median - base:.3f} s over bare Python)" if name != "python -c pass" else ""
-        print(f"  {name:40s} {median:.3f} s ({min(values):.3f}-{max(values):.3f}){extra}")
+        extra = f"  +{median - base:.3f} s over bare Python" if name != "python -c pass" else ""
+        print(f"  {name:38s} {median:.3f} s ({min(values):.3f}-{max(values):.3f}), CPU {statistics.median(cpu[name]):.3f} s{extra}")
 
 
 def main() -> None:

@@ -11,7 +11,10 @@ Exit codes: 0 success; 1 a failed run, ``fmt --check`` with files to reformat, `
 differences; 2 bad input or bad usage; 130 interrupted; 143 terminated.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer reads every option's annotation when it builds
+# the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
+# of every `lwdsl check`'s start-up (bench/parse_bench.py).
+
 
 import copy
 import json

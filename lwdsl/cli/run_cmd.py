@@ -11,7 +11,10 @@ holds ``OUT.lock`` (:class:`lwdsl.runner.outdir.RunLock`), so a second run to th
 refused instead of silently losing one result.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer reads every option's annotation when it builds
+# the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
+# of every `lwdsl check`'s start-up (bench/parse_bench.py).
+
 
 from pathlib import Path
 from typing import Annotated, Optional

@@ -7,7 +7,10 @@ finished; 2 bad input (recipe, options, an OUT holding another search); 130/143 
 (the running trial is lost, the others are kept: the same command resumes).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer reads every option's annotation when it builds
+# the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
+# of every `lwdsl check`'s start-up (bench/parse_bench.py).
+
 
 from pathlib import Path
 from typing import Annotated, Optional
