@@ -15,7 +15,6 @@ differences; 2 bad input or bad usage; 130 interrupted; 143 terminated.
 # the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
 # of every `lwdsl check`'s start-up (bench/parse_bench.py).
 
-
 import copy
 import json
 import signal

@@ -15,7 +15,6 @@ refused instead of silently losing one result.
 # the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
 # of every `lwdsl check`'s start-up (bench/parse_bench.py).
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

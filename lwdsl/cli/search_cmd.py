@@ -11,7 +11,6 @@ finished; 2 bad input (recipe, options, an OUT holding another search); 130/143 
 # the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
 # of every `lwdsl check`'s start-up (bench/parse_bench.py).
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 
