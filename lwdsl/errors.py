@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 __all__ = ["Location", "LwdslError", "RecipeError", "UsageError", "RunError", "did_you_mean"]
 
@@ -29,8 +29,9 @@ class Location:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}" if self.line else self.file
 
-    def caret(self) -> str:
-        """The source line with a caret under the column (empty when there is no line)."""
+    def caret(self, highlight: Callable[[str], str] | None = None) -> str:
+        """The source line with a caret under the column (empty when there is no line);
+        ``highlight`` colours the source line (the caret is placed by the plain text)."""
         if not self.line or not self.source_line:
             return ""
         line, col, width = self.source_line, max(self.col - 1, 0), max(self.width, 1)
@@ -41,7 +42,7 @@ class Location:
             line, col = left + cut + right, col - start + len(left)
             width = max(1, min(width, len(cut) - (col - len(left))))
         pad = "".join(c if c == "\t" else " " for c in line[:col])
-        return f"    {line}\n    {pad}{'^' * width}"
+        return f"    {highlight(line) if highlight else line}\n    {pad}{'^' * width}"
 
 
 #: Characters of a source line shown under an error (longer lines are cut around the column).
@@ -68,7 +69,9 @@ class LwdslError(Exception):
         self.message = message
         self.hint = hint
 
-    def render(self) -> str:
+    def render(self, highlight: Callable[[str], str] | None = None) -> str:
+        """The message for a person: ``error: ...`` and the hint (``highlight``: see
+        :meth:`RecipeError.render`)."""
         text = f"error: {self.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
@@ -105,11 +108,13 @@ class RecipeError(LwdslError):
         self.found = found
         self.suggestion = suggestion
 
-    def render(self) -> str:
+    def render(self, highlight: Callable[[str], str] | None = None) -> str:
+        """Where, what, the source line with a caret, what was found and expected, and how to
+        fix it. ``highlight`` colours the recipe's source line (the CLI gives it on a terminal)."""
         where = f"{self.location}: " if self.location else ""
         lines = [f"{where}error: {self.message}"]
         if self.location and self.location.caret():
-            lines.append(self.location.caret())
+            lines.append(self.location.caret(highlight))
         if self.found is not None:
             lines.append(f"  found: {self.found}")
         if self.expected:

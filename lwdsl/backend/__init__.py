@@ -11,11 +11,38 @@
 
 from __future__ import annotations
 
-from ..data.dataset import Dataset
-from .context import ProgressFactory, StepContext
-from .protocol import Backend, Handler, LayerInfo, LayerStats, ModelStats
-from .registry import ALIASES, BACKENDS, backend_names, get_backend, support_table
-from .support import SupportTable
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..data.dataset import Dataset
+    from .context import ProgressFactory, StepContext
+    from .protocol import Backend, Handler, LayerInfo, LayerStats, ModelStats
+    from .registry import ALIASES, BACKENDS, backend_names, get_backend, support_table
+    from .support import SupportTable
+
+#: Each public name -> the module it lives in, imported on first access (PEP 562): reading a
+#: support table (``lwdsl check``) must not import numpy through ``Dataset``.
+_LAZY = {
+    "Dataset": "..data.dataset",
+    **dict.fromkeys(("ProgressFactory", "StepContext"), ".context"),
+    **dict.fromkeys(("Backend", "Handler", "LayerInfo", "LayerStats", "ModelStats"), ".protocol"),
+    **dict.fromkeys(("ALIASES", "BACKENDS", "backend_names", "get_backend", "support_table"), ".registry"),
+    "SupportTable": ".support",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # once: later lookups are plain
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ALIASES",

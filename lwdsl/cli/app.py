@@ -11,7 +11,9 @@ Exit codes: 0 success; 1 a failed run, ``fmt --check`` with files to reformat, `
 differences; 2 bad input or bad usage; 130 interrupted; 143 terminated.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer reads every option's annotation when it builds
+# the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
+# of every `lwdsl check`'s start-up (bench/parse_bench.py).
 
 import copy
 import json
@@ -83,7 +85,10 @@ class _Group(TyperGroup):
         except LwdslError as exc:
             if debug():
                 traceback.print_exc()
-            typer.echo(exc.render(), err=True)
+            from .colour import recipe_highlighter
+
+            highlight = recipe_highlighter(sys.stderr) if getattr(exc, "location", None) else None  # a recipe line to show
+            typer.echo(exc.render(highlight=highlight), err=True, color=True if highlight else None)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated)
@@ -279,8 +284,10 @@ def explain(
     With --model, each step also lists the layers its selector matches, with parameter counts,
     and a `prune ... remove=true` step the dependency groups it removes channels from (or why
     it is refused, as `run` would refuse it before training); a model that does not take the
-    data is refused as `run` refuses it. The model is only built, never changed."""
+    data is refused as `run` refuses it. The model is only built, never changed. On a terminal
+    the recipe text is in colour (NO_COLOR=1 turns it off)."""
     from ..language.compiler import load
+    from .colour import recipe_highlighter
     from .explain import explain_recipe
 
     recipe = load(file, overrides=parse_sets(sets), root=root)
@@ -303,7 +310,8 @@ def explain(
             check_fit(be, built, tuple(shape), classes, model, data_name, assumed=assumed)
         if needs_groups(recipe):
             groups = be.groups(built)
-    typer.echo(explain_recipe(recipe, layers, groups))
+    highlight = recipe_highlighter(sys.stdout)  # recipe text in colour, on a terminal only (NO_COLOR honoured)
+    typer.echo(explain_recipe(recipe, layers, groups, highlight=highlight), color=True if highlight else None)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..errors import UsageError
 
-__all__ = ["parse_sets", "check_backend_name", "with_data_options", "Terminated"]
+__all__ = ["parse_sets", "check_backend_name", "with_data_options", "check_verbosity", "Terminated"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -71,3 +71,10 @@ def with_data_options(data: Optional[str], options: dict[str, Optional[str]]) ->
         raise UsageError(f"{flags} apply to data read from a path (a folder, a .npz, ...), not to {data}",
                          hint="leave them out: named data sets come preprocessed")
     return with_options(data, given)
+
+
+def check_verbosity(quiet: bool, verbose: bool) -> None:
+    """``--quiet`` and ``--verbose`` together: a UsageError (exit 2), since they say opposite things."""
+    if quiet and verbose:
+        raise UsageError("--quiet and --verbose together: give one", hint="--quiet: only the result line and errors; "
+                         "--verbose: every detail (model, data, resolved arguments, the time of each phase)")

@@ -10,16 +10,15 @@ each step also lists the layers its selector matches, with their parameter count
 
 from __future__ import annotations
 
-import re
 import textwrap
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from ..language.fields import choices, options
+from ..language.fields import applies, options
 from ..language.formatter import selector_to_text, step_to_text, value_to_text
 from ..language.plan import Recipe
 from ..backend.removal import plan_removals
 from ..language.selectors import match_layers
-from ..language.specs import PruneSpec, StepSpec, TrainingOptions
+from ..language.specs import StepSpec
 from ..language.validate import step_label
 
 if TYPE_CHECKING:
@@ -27,37 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = ["explain_recipe"]
 
-_MODE_PREFIX = re.compile(r"^([a-z0-9_]+(?:/[a-z0-9_]+)*): ")
-
-#: Fields that apply only when another field has a value, beyond the description prefixes.
-_ONLY_WHEN: dict[type[StepSpec], dict[str, tuple[str, str]]] = {
-    PruneSpec: {name: ("schedule", "gradual") for name in TrainingOptions.model_fields},
-}
-
-
-def _applies(step: StepSpec, name: str) -> bool:
-    spec = type(step)
-    if name in step.model_fields_set:
-        return True
-    if getattr(step, name) is None:
-        return False
-    condition = _ONLY_WHEN.get(spec, {}).get(name)
-    if condition and getattr(step, condition[0]) != condition[1]:
-        return False
-    prefix = _MODE_PREFIX.match(spec.model_fields[name].description or "")
-    modes = set(prefix[1].split("/")) if prefix else set()
-    if not modes or modes <= set(choices(spec, name)):  # no mode, or it explains its own values
-        return True
-    chosen = {str(getattr(step, f)) for f in options(spec) if choices(spec, f)}
-    return bool(modes & chosen)
-
-
 def _explain_step(step: StepSpec) -> list[str]:
     spec = type(step)
     lines = [f"   {spec.summary}"] if spec.summary else []
     rows = []
     for name in list(spec.positional) + [n for n in options(spec) if n not in spec.positional]:
-        if not _applies(step, name):
+        if not applies(step, name):
             continue
         value = value_to_text(getattr(step, name))
         default = "" if name in step.model_fields_set else " (default)"
@@ -118,7 +92,10 @@ def _explain_groups(verdict: Any) -> list[str]:
     return lines
 
 
-def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = None, groups: Optional[Sequence[Any]] = None) -> str:
+def explain_recipe(
+    recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = None, groups: Optional[Sequence[Any]] = None,
+    highlight: Optional[Callable[[str], str]] = None,
+) -> str:
     """The plan of ``recipe`` in words, step by step.
 
     Args:
@@ -128,6 +105,8 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
         groups: the model's dependency groups (``backend.groups(model)``); with ``layers``, a
             ``prune ... remove=true`` step also lists the groups it removes channels from, or
             why it is refused.
+        highlight: colours recipe text (each step, each variable's value): the CLI gives one
+            on a terminal (:func:`lwdsl.cli.colour.recipe_highlighter`).
 
     Raises:
         RecipeError: with ``layers``, a selector that matches no layer (or contradicts
@@ -138,6 +117,7 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
         >>> print(explain_recipe(parse("quantize int8 on linear")).splitlines()[2])
         1. quantize int8 on linear
     """
+    hl = highlight or (lambda text: text)
     lines = []
     if recipe.name:
         lines.append(f'recipe "{recipe.name}"')
@@ -147,16 +127,16 @@ def explain_recipe(recipe: Recipe, layers: Optional[Sequence["LayerInfo"]] = Non
     for name, value in recipe.variables.items():
         if name in recipe.space:
             var = recipe.space[name]
-            lines.append(f"variable {name} = {var.text()} (searched: `lwdsl search` picks it)")
+            lines.append(f"variable {name} = {hl(var.text())} (searched: `lwdsl search` picks it)")
         else:
-            lines.append(f"variable {name} = {value_to_text(value)}")
+            lines.append(f"variable {name} = {hl(value_to_text(value))}")
     count = len(recipe.steps)
     lines.append(f"{count} step{'s' if count != 1 else ''}, run in order:")
     removals = {}
     if layers is not None and groups is not None:
         removals = {v.index: v for v in plan_removals(recipe, layers, groups)}
     for i, step in enumerate(recipe.steps):
-        lines += ["", f"{i + 1}. {step_to_text(step, recipe.space_uses(i))}"] + _explain_step(step)
+        lines += ["", f"{i + 1}. {hl(step_to_text(step, recipe.space_uses(i)))}"] + _explain_step(step)
         if layers is not None:
             lines += _explain_layers(recipe, i, layers)
             if i in removals:

@@ -16,7 +16,9 @@ the lock meanwhile and exits with the workers' exit code. Under a launcher of th
 (``torchrun ... -m lwdsl run ...``) each process is one rank already; rank 0 takes the lock.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer reads every option's annotation when it builds
+# the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
+# of every `lwdsl check`'s start-up (bench/parse_bench.py).
 
 import contextlib
 import os
@@ -92,6 +94,9 @@ def run_command(
         typer.Option(min=1, max=MAX_WORKERS, metavar="N", help="train on N processes of this machine (torch: torch.distributed "
                      "through its elastic launcher, gloo on the CPU, NCCL on GPUs); under torchrun leave it out"),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also the model, data source, each step's resolved arguments and layers, and phase timings")
+    ] = False,
     resize: Resize = None,
     crop: Crop = None,
     mean: Mean = None,
@@ -100,7 +105,7 @@ def run_command(
     split: Split = None,
 ) -> None:
     """Compress a model with a recipe, measure every step and write a run folder."""
-    from .args import check_backend_name, parse_sets, with_data_options
+    from .args import check_backend_name, check_verbosity, parse_sets, with_data_options
     from ..errors import UsageError
     from ..language.compiler import load
     from ..data.builtin import data_shape
@@ -108,6 +113,7 @@ def run_command(
     from ..runner.pipeline import refuse_space
 
     overrides = parse_sets(set_)
+    check_verbosity(quiet, verbose)
     check_backend_name(backend)
     from ..backend.threads import check_device
 
@@ -131,7 +137,7 @@ def run_command(
     kwargs: dict[str, Any] = dict(
         recipe=plan, model=model, backend=backend, data=data_name, checkpoint=checkpoint, out=out_path, seed=seed,
         threads=threads, train_threads=train_threads, quiet=quiet, baseline_epochs=baseline_epochs, device=device,
-        resume=resume, track=track,
+        resume=resume, track=track, verbose=verbose,
     )
     if env is None and workers is not None and workers > 1:  # start the ranks; each runs _run_rank
         check_workers_backend(backend, workers)

@@ -7,7 +7,9 @@ finished; 2 bad input (recipe, options, an OUT holding another search); 130/143 
 (the running trial is lost, the others are kept: the same command resumes).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Typer reads every option's annotation when it builds
+# the commands (all of them, for any command), and a string annotation costs an eval each: about 20 ms
+# of every `lwdsl check`'s start-up (bench/parse_bench.py).
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -60,7 +62,13 @@ def search_command(
         Optional[int], typer.Option(min=1, max=MAX_THREADS, metavar="N", help="threads for training and evaluation (default: the CPUs this process may use)")
     ] = None,
     device: Annotated[str, typer.Option(metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no line per trial: only the baseline and the result")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no baseline or trial lines: only the result (or the error)")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also the settings, and each trial's model, data, resolved arguments and phase timings")
+    ] = False,
+    track: Annotated[
+        Optional[str], typer.Option(metavar="TRACKER", help="log the search to an experiment tracker: mlflow (a run, a nested run a trial)")
+    ] = None,
 ) -> None:
     """Search the values of a recipe's `choice`/`range` variables; write the best as a plain recipe (OUT/best.lw).
 
@@ -68,12 +76,13 @@ def search_command(
     objectives), into OUT/trials/NNN/, from one baseline. The best trial has the smallest
     objective among those within --max-drop. Exit 3 when no trial meets --max-drop (the
     best-so-far is written all the same); the same command resumes an interrupted search."""
-    from .args import Terminated, check_backend_name, parse_sets
+    from .args import Terminated, check_backend_name, check_verbosity, parse_sets
     from ..backend.threads import check_device
     from ..data.builtin import data_shape
     from ..runner.search import search
     from ..runner.search_settings import NO_FEASIBLE_EXIT, SearchSettings, check_settings
 
+    check_verbosity(quiet, verbose)
     check_backend_name(backend)
     check_device(device)
     if data is not None:
@@ -88,7 +97,7 @@ def search_command(
     check_settings(settings)
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     try:
-        result = search(settings, echo=say, quiet=quiet)
+        result = search(settings, echo=say, quiet=quiet, track=track, verbose=verbose)
     except KeyboardInterrupt as exc:
         folder = settings.out
         say(

@@ -8,6 +8,7 @@ documents itself.
 from __future__ import annotations
 
 import functools
+import re
 import types
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
@@ -15,10 +16,11 @@ import annotated_types as at
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from .specs import FeaturePair, Glob, NMRatio
+from .specs import FeaturePair, Glob, NMRatio, PruneSpec, StepSpec, TrainingOptions
 
 __all__ = [
     "options",
+    "applies",
     "field",
     "choices",
     "describe",
@@ -205,3 +207,32 @@ def problem(spec: type[BaseModel], error: dict[str, Any]) -> tuple[Optional[str]
     if kind == "string_too_short":
         return name, f"`{name}` cannot be empty"
     return name, f"`{name}` must be {describe(spec, name)}"
+
+
+_MODE_PREFIX = re.compile(r"^([a-z0-9_]+(?:/[a-z0-9_]+)*): ")
+
+#: Fields that apply only when another field has a value, beyond the description prefixes.
+_ONLY_WHEN: dict[type[StepSpec], dict[str, tuple[str, str]]] = {
+    PruneSpec: {name: ("schedule", "gradual") for name in TrainingOptions.model_fields},
+}
+
+
+def applies(step: StepSpec, name: str) -> bool:
+    """Whether option ``name`` matters for ``step`` as written: written, or a default that the
+    step's other values use (``lwdsl explain`` and ``run --verbose`` show only these). A field
+    whose description starts with other fields' values (``gradual: ...``, ``static/qat: ...``)
+    applies when one of those values is chosen; unset empty fields never do."""
+    spec = type(step)
+    if name in step.model_fields_set:
+        return True
+    if getattr(step, name) is None:
+        return False
+    condition = _ONLY_WHEN.get(spec, {}).get(name)
+    if condition and getattr(step, condition[0]) != condition[1]:
+        return False
+    prefix = _MODE_PREFIX.match(spec.model_fields[name].description or "")
+    modes = set(prefix[1].split("/")) if prefix else set()
+    if not modes or modes <= set(choices(spec, name)):  # no mode, or it explains its own values
+        return True
+    chosen = {str(getattr(step, f)) for f in options(spec) if choices(spec, f)}
+    return bool(modes & chosen)

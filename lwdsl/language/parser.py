@@ -1,6 +1,9 @@
 """Recipe text -> syntax tree (:mod:`lwdsl.language.syntax`), and the one place syntax errors are raised.
 
-The grammar (``grammar/recipe.lark``) is loaded lazily, once, into an LALR parser. The
+The grammar (``grammar/recipe.lark``) is loaded lazily, once, into an LALR parser; its tables
+are kept in the user's cache (``$LWDSL_CACHE`` or ``~/.cache/lwdsl``, ``parser/``), keyed by the
+grammar's text and the Lark and Python versions, so a start-up reads them instead of building
+them (``lwdsl check`` runs on every commit). The
 transformer only builds nodes; meaning comes later, in :mod:`lwdsl.language.compiler`. Every Lark error
 is turned into a :class:`~lwdsl.errors.RecipeError` by :func:`_syntax_error`, in human words:
 where, what was found, what was expected, and a label for common mistakes.
@@ -9,9 +12,14 @@ where, what was found, what was expected, and a label for common mistakes.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import re
+import sys
+import tempfile
 from importlib.resources import files
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Optional
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -24,15 +32,49 @@ from .syntax import location_in
 __all__ = ["parse_document", "parse_value", "comments", "check_size"]
 
 
+_OPTIONS = {"parser": "lalr", "maybe_placeholders": True, "start": ["start", "value"]}
+
+
 @functools.cache
 def _lark() -> Lark:
     grammar = files("lwdsl.language.grammar").joinpath("recipe.lark").read_text(encoding="utf-8")
-    return Lark(
-        grammar,
-        parser="lalr",
-        maybe_placeholders=True,
-        start=["start", "value"],
-    )
+    cached = _tables_path(grammar)
+    if cached is not None and cached.is_file():
+        try:
+            with open(cached, "rb") as f:
+                return Lark.load(f)
+        except Exception:  # damaged or from another Lark: built again below, and replaced
+            pass
+    parser = Lark(grammar, **_OPTIONS)
+    if cached is not None:
+        _save_tables(parser, cached)
+    return parser
+
+
+def _tables_path(grammar: str) -> Optional[Path]:
+    """Where the parser tables of ``grammar`` are kept (the same root as the baselines' cache)."""
+    import lark
+
+    root = os.environ.get("LWDSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lwdsl"
+    key = hashlib.sha256(f"{grammar}\0{sorted(_OPTIONS.items())}".encode()).hexdigest()[:16]
+    return Path(root) / "parser" / f"recipe-{key}-lark{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}.tables"
+
+
+def _save_tables(parser: Lark, path: Path) -> None:
+    """Write the tables atomically (a second ``lwdsl check`` at the same moment reads a whole
+    file or none); a cache that cannot be written is no error: the next start builds them."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tables-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                parser.save(f)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
 
 
 def parse_document(text: str, file: str = "<string>") -> s.Document:

@@ -49,7 +49,7 @@ class Target(BaseModel):
 
 
 def _no_reader(text: str) -> "Recipe":
-    raise RuntimeError("lwdsl.language.jsonplan is not imported: import lwdsl first")
+    raise RuntimeError("lwdsl.language.jsonplan is not imported: use lwdsl.Recipe, or import lwdsl.language.compiler first")
 
 
 #: The JSON reader ``Recipe.from_json`` calls (:func:`lwdsl.language.jsonplan.recipe_from_json`,

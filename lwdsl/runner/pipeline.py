@@ -176,6 +176,7 @@ def run(
     resume: bool = False,
     track: Optional[str] = None,
     world: Any = None,
+    verbose: bool = False,
 ) -> RunResult:
     """Compress a model with a recipe.
 
@@ -197,6 +198,9 @@ def run(
             process may use (:func:`lwdsl.backend.threads.usable_cpus`: affinity and cgroup
             quota, not the machine's core count). Put back as they were after the run.
         quiet: no progress bars or messages.
+        verbose: also say the model and data and where they came from, each step's arguments
+            as resolved and the layers it matched, a line for every loop over data, and how long
+            each phase took (:mod:`lwdsl.runner.verbose`); ignored when ``quiet``.
         overrides: ``--set NAME=VALUE`` values for the recipe's variables.
         baseline_epochs: epochs of the baseline trained when no checkpoint is given.
         latency: measure latency after every step (off in quick tests).
@@ -227,12 +231,14 @@ def run(
     """
     out = check_out(out) if out is not None else None  # refuse a bad --out before any work
     from .ranks import world_from_env
+    from .verbose import Phases, quiet_say
 
     env = world if world is not None else world_from_env()
     if env is not None and env.rank != 0:
         quiet = True  # rank 0 says what the run does
-    say = (echo or print) if not quiet else (lambda *_: None)
+    say = (echo or print) if not quiet else quiet_say
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
+    phases = Phases() if verbose and not quiet else None  # --verbose: the details, and the time of each phase
     from ..backend.threads import check_device, quiet_openmp
 
     waiting = quiet_openmp()  # before the backend loads torch and its OpenMP runtime
@@ -272,14 +278,15 @@ def run(
                                                                     (plan.target.model if plan.target else None))
             tracker.start(plan, backend=be.name, model=str(shown), data=data or (plan.target.data if plan.target else None), seed=seed)
             recipe, overrides = plan, None
-        prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {})
+        prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {},
+                        detail=say if phases else None, phases=phases)
         _check_workers(ranks, prep.dataset)
         from ..backend.precision import precision_info
 
         device_info.update(precision_info(prep.plan, be.device))
         try:
             staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
-                                                             threads_note=note, resume=resume, ranks=ranks)
+                                                             threads_note=note, resume=resume, ranks=ranks, phases=phases)
         except OSError as exc:  # an export, the staging folder: a place that cannot take a write
             if not is_write_error(exc):
                 raise
@@ -289,7 +296,10 @@ def run(
         extra.update(world_info)
         if not ranks.writes:  # rank 0 writes the run folder and says what came out
             return RunResult(handle, {}, None, prep.backend)
+        start = time.perf_counter()
         report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info, extra)
+        if phases is not None:
+            phases.add("write", time.perf_counter() - start)
         if out is not None:
             shutil.rmtree(Path(out).parent / f"{Path(out).name}.resume", ignore_errors=True)  # done: nothing to resume
         if tracker is not None:
@@ -297,6 +307,8 @@ def run(
 
             lock = json.loads((run_dir / "lwdsl.lock.json").read_text()) if run_dir is not None else None
             tracker.finish(report, run_dir, lock)
+        if phases is not None:
+            say(phases.line())
     except BaseException as exc:
         if tracker is not None:
             tracker.fail(exc)
@@ -339,12 +351,16 @@ def _prepare(
     seed: int,
     models: Optional[dict[str, Any]] = None,
     adopt: bool = False,
+    detail: Any = None,
+    phases: Any = None,
 ) -> _Prepared:
     """Compile, check every step against the backend, build the model and check every selector,
     then read the data: every mistake the recipe, model or data can show fails here, before
-    any training."""
+    any training. ``detail`` (``--verbose``) is told the model and the data, ``phases`` the
+    time they took."""
     from ..language.validate import check_backend
 
+    start = time.perf_counter()
     plan = resolve_recipe(recipe, overrides)
     refuse_space(plan)
     check_backend(plan, be)
@@ -370,7 +386,12 @@ def _prepare(
     dataset = _adopt_or_none(be, data_name, train, test)
     shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
     be.set_seed(seed)
+    built = time.perf_counter()
     handle: Any = be.wrap_model(model_ref, tuple(shape), classes) if adopt else load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
+    if detail is not None:
+        from .verbose import model_line
+
+        detail(model_line(_shown_model(model_ref), be, be.stats(handle), ckpt, time.perf_counter() - built))
     shown_data = str(data_name or (dataset.name if dataset else "the given data"))
     check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data)
     _check_selectors(plan, be, handle)
@@ -381,6 +402,7 @@ def _prepare(
     _check_data_sets(plan, tuple(shape), str(data_name or "the given data"))
     from ..data.builtin import load_data, same_data
 
+    read = time.perf_counter()
     if dataset is None:
         dataset = load_data(str(data_name))
         if tuple(dataset.input_shape) != tuple(shape) or dataset.num_classes != classes:  # the files changed meanwhile
@@ -394,12 +416,21 @@ def _prepare(
         for step in plan.steps
         for name in step.data_sets()
     }
+    if detail is not None:
+        from .verbose import data_line
+
+        detail(data_line(dataset, time.perf_counter() - read))
+        for name, other in others.items():
+            if other is not dataset:
+                detail(data_line(other, None))
+    if phases is not None:
+        phases.add("prepare", time.perf_counter() - start)
     return _Prepared(plan, be, model_ref, handle, dataset, ckpt, others, dict(models or {}))
 
 
 def _execute(
     prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None,
-    threads_note: Optional[str] = None, loop: Any = None, resume: bool = False, ranks: Any = None,
+    threads_note: Optional[str] = None, loop: Any = None, resume: bool = False, ranks: Any = None, phases: Any = None,
 ) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
     """Baseline, then every step with its measurements, then finalize; on any failure the
     staging folder goes and a failed run's report so far is kept beside ``out``.
@@ -417,7 +448,7 @@ def _execute(
     plan, be, handle = prep.plan, prep.backend, prep.handle
     ranks = ranks if ranks is not None else OneProcess()
     writes = ranks.writes
-    progress = progress_factory(quiet)
+    progress = progress_factory(quiet, verbose=phases is not None)
     staging = staging_dir(Path(out)) if out is not None and writes else None
     ctx = StepContext(
         data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models,
@@ -434,10 +465,13 @@ def _execute(
         warn(threads_note)
     try:
         baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}
+        start = time.perf_counter()
         if prep.checkpoint is None and isinstance(prep.model_ref, str) and not Path(prep.model_ref).exists():
             digest = code_digest(prep.model_ref) if is_code_ref(prep.model_ref) else None  # your file changed: another baseline
             baseline_info = _baseline(be, handle, prep.model_ref + (f"-{digest[:12]}" if digest else ""), ctx, baseline_epochs, say,
                                       writes)
+        if phases is not None:
+            phases.add("baseline", time.perf_counter() - start)
         if any(step.needs_original() for step in plan.steps):
             ctx.original = be.copy_model(handle)
         point = _resume_point(prep, out, seed, baseline_epochs) if out is not None and loop is None else None
@@ -459,7 +493,10 @@ def _execute(
                     hint="every worker must start from the same checkpoint, data and resume folder")
         if not done:
             if writes:  # rank 0 measures
+                start = time.perf_counter()
                 metrics = measure(be, handle, ctx, threads=threads, seconds=0.0, latency=latency)
+                if phases is not None:
+                    phases.add("measuring", time.perf_counter() - start)
                 steps.append({"op": "baseline", "text": "baseline", "metrics": metrics, **ctx.notes})  # with its warnings
                 say(_line(steps[-1]))
             if point is not None and writes and not point.save(be, handle, 0, steps, baseline_info):
@@ -477,6 +514,11 @@ def _execute(
                 if slow:
                     warn(slow)
             names = matched_layers(plan, i, step, be.layers(handle))
+            label = f"step {i + 1}/{len(plan.steps)} `{step_text(plan, i)}`"
+            if phases is not None:
+                from .verbose import step_args_line
+
+                say(step_args_line(label, step, names))
             start = time.perf_counter()
             handle = be.apply(handle, step, names, ctx)
             seconds = time.perf_counter() - start
@@ -487,6 +529,11 @@ def _execute(
             fraction = step.requested_sparsity()
             requested = None if fraction is None else {name: fraction for name in names}
             metrics = measure(be, handle, ctx, threads=threads, seconds=seconds, requested=requested, latency=latency)
+            if phases is not None:
+                measured = time.perf_counter() - start - seconds
+                phases.add("steps", seconds)
+                phases.add("measuring", measured)
+                say(f"{label}: applied in {seconds:.2f} s, measured in {measured:.2f} s")
             steps.append({"op": step.op, "text": step_text(plan, i), "layers": names, "metrics": metrics, **ctx.notes})
             say(_line(steps[-1]))
             if point is not None and step.op != "export":  # exports run again on a resume (their files are in staging)

@@ -102,15 +102,16 @@ class PlainBar:
     def close(self) -> None:
         elapsed = self._clock() - self._start
         if elapsed >= self.min_seconds:
-            self._write(f"{self.description}: {self.done} steps in {elapsed:.0f} s")
+            took = f"{elapsed:.0f} s" if elapsed >= 2 else f"{elapsed:.2f} s"  # short loops show only with --verbose
+            self._write(f"{self.description}: {self.done} steps in {took}")
 
 
 class _PlainFactory:
-    def __init__(self, write: Callable[[str], Any]) -> None:
-        self._write = write
+    def __init__(self, write: Callable[[str], Any], min_seconds: float = 2.0) -> None:
+        self._write, self._min_seconds = write, min_seconds
 
     def __call__(self, total: int, description: str) -> PlainBar:
-        return PlainBar(total, description, self._write)
+        return PlainBar(total, description, self._write, min_seconds=self._min_seconds)
 
     def stop(self) -> None:
         pass
@@ -120,7 +121,9 @@ def _stderr_line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def progress_factory(quiet: bool, *, terminal: bool | None = None, write: Callable[[str], Any] | None = None) -> Any:
+def progress_factory(
+    quiet: bool, *, terminal: bool | None = None, write: Callable[[str], Any] | None = None, verbose: bool = False,
+) -> Any:
     """A callable ``(total, description) -> bar`` with ``stop()``: rich bars on a terminal,
     :class:`PlainBar` lines (to stderr, or ``write``) otherwise, nothing when quiet.
 
@@ -128,6 +131,7 @@ def progress_factory(quiet: bool, *, terminal: bool | None = None, write: Callab
         quiet: show nothing.
         terminal: whether stdout is a terminal (default: ask it).
         write: where plain lines go (default: stderr).
+        verbose: plain lines for every loop, the short ones too (an evaluation, a calibration).
     """
     if quiet:
         factory = lambda total, description: NullBar()  # noqa: E731
@@ -135,7 +139,7 @@ def progress_factory(quiet: bool, *, terminal: bool | None = None, write: Callab
         return factory
     if terminal is None:
         terminal = sys.stdout.isatty()
-    return _RichFactory() if terminal else _PlainFactory(write or _stderr_line)
+    return _RichFactory() if terminal else _PlainFactory(write or _stderr_line, min_seconds=0.0 if verbose else 2.0)
 
 
 class _EpochBar:

@@ -75,13 +75,22 @@ def _optuna() -> Any:
     return optuna
 
 
-def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet: bool = False) -> SearchOutcome:
+def search(
+    settings: SearchSettings, echo: Callable[[str], None] = print, quiet: bool = False, track: Optional[str] = None,
+    verbose: bool = False,
+) -> SearchOutcome:
     """Search the recipe's space; write OUT (``best.lw``, ``trials.md``, ``trials.json``,
     ``trials/NNN/``, ``search.db``) after every trial.
 
     Args:
         settings: the space, budget, goal and run options.
-        echo: where progress lines go (one per trial); ``quiet`` keeps only the baseline line.
+        echo: where progress lines go: the baseline's, then one per trial; ``quiet`` none.
+        verbose: also the search's settings (space, objectives, sampler, study), and for the
+            baseline and every trial its run's details (model, data, resolved arguments, layers,
+            the time of each phase: ``lwdsl run --verbose``), each trial's lines prefixed
+            ``#N:``; ignored when ``quiet``.
+        track: ``mlflow`` logs the search as a parent run and each trial as a nested run
+            (:mod:`lwdsl.runner.search_track`).
 
     Returns:
         A :class:`SearchOutcome`; ``exit_code`` is 0, or :data:`NO_FEASIBLE_EXIT` when no trial
@@ -98,8 +107,10 @@ def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet:
     """
     from .outdir import RunLock
     from .search_output import check_search_out, write_outputs, write_identity
+    from .search_track import open_search_tracker
 
     check_settings(settings)
+    tracker = open_search_tracker(track)  # an unknown tracker, or MLflow missing: refused before any work
     if settings.workers > 1 and settings.train_threads is None:  # the CPUs shared out, not each worker taking all
         from ..backend.threads import usable_cpus
 
@@ -111,19 +122,34 @@ def search(settings: SearchSettings, echo: Callable[[str], None] = print, quiet:
     with RunLock(out):
         write_identity(out, settings.identity(), settings.study_name())
         study = _study(optuna, settings, out, fresh_session=True)
-        baseline = _baseline(settings, space_plan, echo)
-        session = uuid.uuid4().hex
-        deadline = time.monotonic() + settings.seconds if settings.seconds else None
-        runner = _Trials(optuna, study, settings, space_plan, out, baseline, session, echo, quiet)
-        workers = _start_workers(settings, deadline, session, baseline) if settings.workers > 1 else []
+        verbose = verbose and not quiet
+        if verbose:
+            echo(_settings_line(settings, space_plan, study, out))
+        trials: list[Trial] = []
+        if tracker is not None:  # opened before the baseline: a search failing there is tracked too
+            tracker.start(settings, space_plan, out, settings.study_name())
         try:
-            stopped = runner.loop(deadline)
-        finally:
-            for proc in workers:
-                proc.join()
-            trials = read_trials(optuna, study)
-            write_outputs(out, settings, space_plan, trials, baseline)
-    return outcome(out, settings, trials, baseline, stopped)
+            baseline = _baseline(settings, space_plan, echo if not quiet else (lambda _msg: None), verbose)
+            session = uuid.uuid4().hex
+            deadline = time.monotonic() + settings.seconds if settings.seconds else None
+            runner = _Trials(optuna, study, settings, space_plan, out, baseline, session, echo, quiet,
+                             on_trial=tracker.sync if tracker is not None else None, verbose=verbose)
+            workers = _start_workers(settings, deadline, session, baseline) if settings.workers > 1 else []
+            try:
+                stopped = runner.loop(deadline)
+            finally:
+                for proc in workers:
+                    proc.join()
+                trials = read_trials(optuna, study)
+                write_outputs(out, settings, space_plan, trials, baseline)
+            result = outcome(out, settings, trials, baseline, stopped)
+        except BaseException as exc:
+            if tracker is not None:
+                tracker.fail(exc, trials)
+            raise
+        if tracker is not None:
+            tracker.finish(result)
+    return result
 
 
 def outcome(out: Path, settings: SearchSettings, trials: list[Trial], baseline: dict[str, Any], stopped: str) -> SearchOutcome:
@@ -179,7 +205,20 @@ def _study(optuna: Any, settings: SearchSettings, out: Path, fresh_session: bool
     return study
 
 
-def _baseline(settings: SearchSettings, plan: Recipe, echo: Callable[[str], None]) -> dict[str, Any]:
+def _settings_line(settings: SearchSettings, plan: Recipe, study: Any, out: Path) -> str:
+    """What ``--verbose`` says first: the space, the goal, the sampler and where the study is."""
+    space = ", ".join(f"{name}={var.text()}" for name, var in plan.space.items())
+    words = {"minimize": "minimised", "maximize": "maximised"}
+    goal = ", ".join(f"{n} ({words[OBJECTIVES[n].direction]})" for n in settings.objectives)
+    limit = f"; --max-drop {settings.max_drop:g} points" if settings.max_drop is not None else ""
+    sampler = (f"NSGA-II (population {POPULATION})" if len(settings.objectives) > 1
+               else f"TPE ({STARTUP_TRIALS} random trials first)")
+    where = settings.storage or f"sqlite:///{out / 'search.db'}"
+    return (f"search: space {space}; objective {goal}{limit}; sampler {sampler}, seeded {settings.seed} + the trials "
+            f"finished before each; study {study.study_name} in {where}; {settings.workers} worker(s); folder {out}")
+
+
+def _baseline(settings: SearchSettings, plan: Recipe, echo: Callable[[str], None], verbose: bool = False) -> dict[str, Any]:
     """Train (or read from the cache, or load) the baseline once, and measure it: every trial
     starts from it (the cache is keyed as a run's is), and ``--max-drop`` is measured against
     its accuracy. A model or data set that cannot be used fails here, before any trial."""
@@ -189,7 +228,8 @@ def _baseline(settings: SearchSettings, plan: Recipe, echo: Callable[[str], None
     result = run(
         Recipe(), model, backend=settings.backend, data=data, checkpoint=settings.checkpoint, seed=settings.seed,
         quiet=False, baseline_epochs=settings.baseline_epochs, latency=False, device=settings.device,
-        train_threads=settings.train_threads, echo=lambda msg: echo(msg) if msg.startswith("baseline: training") else None,
+        train_threads=settings.train_threads, verbose=verbose,
+        echo=lambda msg: echo(msg) if verbose or msg.startswith("baseline: training") else None,
     )
     metrics = result.report["steps"][0]["metrics"]
     echo(
@@ -250,9 +290,12 @@ def read_trials(optuna: Any, study: Any) -> list[Trial]:
 class _Trials:
     """The trial loop of one process (the main one, or a ``--workers`` helper)."""
 
-    def __init__(self, optuna, study, settings, space_plan, out, baseline, session, echo, quiet, worker: int = 0) -> None:
+    def __init__(self, optuna, study, settings, space_plan, out, baseline, session, echo, quiet, worker: int = 0,
+                 on_trial: Optional[Callable[[list[Trial]], None]] = None, verbose: bool = False) -> None:
         self.optuna, self.study, self.settings, self.space = optuna, study, settings, space_plan
         self.out, self.baseline, self.session, self.echo, self.quiet, self.worker = out, baseline, session, echo, quiet, worker
+        self.on_trial = on_trial  # told every trial after each of this process's trials (the tracker)
+        self.verbose = verbose and not quiet  # each trial's run says its details, prefixed "#N: "
         self.deadline: Optional[float] = None
         self.ran: list[float] = []  # seconds of the trials this process ran
 
@@ -323,6 +366,8 @@ class _Trials:
         trials = read_trials(self.optuna, self.study)
         if self.worker == 0:
             write_outputs(self.out, self.settings, self.space, trials, self.baseline)
+        if self.on_trial is not None:
+            self.on_trial(trials)
         if not self.quiet:
             self.echo(progress_line(self.settings, trials, trial.number, self._eta(trials)))
 
@@ -353,14 +398,16 @@ class _Trials:
 
         run_dir = self.out / "trials" / f"{trial.number:03d}"
         start = time.monotonic()
+        say: Callable[[str], None] = (lambda msg: self.echo(f"#{trial.number}: {msg}")) if self.verbose else (lambda _msg: None)
+        say(f"values {', '.join(f'{k}={v}' for k, v in values.items())}; run folder {run_dir}")
         try:
             plan = trial_plan(self.settings, values)
             result = run(
                 plan, self.settings.model, backend=self.settings.backend, data=self.settings.data,
                 checkpoint=self.settings.checkpoint, out=run_dir, seed=self.settings.seed, threads=self.settings.threads,
-                train_threads=self.settings.train_threads, quiet=True, baseline_epochs=self.settings.baseline_epochs,
+                train_threads=self.settings.train_threads, quiet=not self.verbose, baseline_epochs=self.settings.baseline_epochs,
                 latency=any(OBJECTIVES[n].needs_latency for n in self.settings.objectives), device=self.settings.device,
-                echo=lambda _msg: None,
+                echo=say, verbose=self.verbose,
             )
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)

@@ -40,7 +40,7 @@ __all__ = [
 
 IDENTITY = "search.json"
 #: What a search folder may hold (beside ``search.db``'s journal files).
-SEARCH_FILES = {IDENTITY, "search.db", "best.lw", "trials.md", "trials.json", "front.png", "trials"}
+SEARCH_FILES = {IDENTITY, "search.db", "best.lw", "trials.md", "trials.json", "front.png", "trials", "tracking.json"}
 
 
 def check_search_out(out: Path, identity: dict[str, Any]) -> Path:

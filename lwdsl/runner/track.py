@@ -18,15 +18,16 @@ from typing import Any, Optional
 
 from ..errors import UsageError
 
-__all__ = ["Tracker", "TRACKERS", "open_tracker"]
+__all__ = ["Tracker", "TRACKERS", "open_tracker", "mlflow_module"]
 
 TRACKERS = ("mlflow",)
 DEFAULT_URI = "sqlite:///mlflow.db"
 _METRICS = ("accuracy", "loss", "params", "nonzero_params", "size_bytes", "size_gzip_bytes", "latency_ms_b1", "latency_ms_b64", "seconds")
 
 
-def open_tracker(name: Optional[str]) -> Optional["Tracker"]:
-    """The tracker ``--track`` names, or None; a UsageError for an unknown one or a missing install."""
+def mlflow_module(name: Optional[str]) -> Any:
+    """The ``mlflow`` module for ``--track NAME``, or None without ``--track``; a UsageError for
+    an unknown tracker or a missing install (exit 2, before any work)."""
     if name is None:
         return None
     if name not in TRACKERS:
@@ -36,7 +37,13 @@ def open_tracker(name: Optional[str]) -> Optional["Tracker"]:
     except ImportError:
         raise UsageError("--track mlflow needs MLflow, which is not installed",
                          hint="pip install 'lwdsl[track]' (or: pip install mlflow)") from None
-    return Tracker(mlflow)
+    return mlflow
+
+
+def open_tracker(name: Optional[str]) -> Optional["Tracker"]:
+    """The tracker ``--track`` names, or None; a UsageError for an unknown one or a missing install."""
+    mlflow = mlflow_module(name)
+    return None if mlflow is None else Tracker(mlflow)
 
 
 def _params(plan: Any) -> dict[str, str]:

@@ -127,7 +127,7 @@ LANGUAGE = ("lwdsl.language",)
 CORE = ("lwdsl.backend",)
 BACKENDS = ("lwdsl.backends",)
 RUN = ("lwdsl.runner",)
-CLI = ("lwdsl.cli", "lwdsl.__main__")  # python -m lwdsl is the command line too
+CLI = ("lwdsl.cli", "lwdsl.__main__")  # `python -m lwdsl` is the command line too
 
 #: (who, what it never imports): the direction of the architecture.
 RULES = [

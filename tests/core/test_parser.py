@@ -186,3 +186,35 @@ def test_a_long_list_and_long_lines_are_checked() -> None:
     items = ",".join(["a"] * 15_000)  # 30,000 tokens, and 2,000 steps of 5: under MAX_RECIPE_TOKENS
     recipe = lwdsl.parse(f"distill teacher=[{items}]\n" + " | ".join(["finetune epochs=1"] * 2_000), file="big.lw")
     assert len(recipe.steps) == 2_001 and len(recipe.steps[0].teacher) == 15_000
+
+
+def test_the_parser_tables_are_cached_read_back_and_rebuilt_when_damaged(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    from lark import Lark
+
+    from lwdsl.language import parser
+
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path))
+    built = parser._lark.__wrapped__()  # no tables yet: built, then written
+    [tables] = (tmp_path / "parser").glob("recipe-*.tables")
+
+    class NoBuild(Lark):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the tables were built again instead of read")
+
+    monkeypatch.setattr(parser, "Lark", NoBuild)
+    loaded = parser._lark.__wrapped__()
+    for path in sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.lw")):
+        text = path.read_text()
+        assert loaded.parse(text, start="start") == built.parse(text, start="start"), path.name
+    assert [t.type for t in loaded.lex("prune l1 0.5  # why\n", dont_ignore=True)][-2:] == ["COMMENT", "_NL"]
+
+    monkeypatch.setattr(parser, "Lark", Lark)
+    tables.write_bytes(b"damaged")
+    assert parser._lark.__wrapped__().parse("finetune", start="start") == built.parse("finetune", start="start")
+    assert tables.read_bytes() != b"damaged"  # replaced
+
+    (tmp_path / "blocked").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "blocked"))
+    assert parser._lark.__wrapped__().parse("finetune", start="start")  # no cache to write: no error

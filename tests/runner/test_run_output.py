@@ -1,6 +1,8 @@
 """What a run says: ``--quiet`` still prints the one final line (or the error, with where a
-failed run's report went); the baseline, which trains for minutes, says after each epoch how
-long it took and about how long the rest will take."""
+failed run's report went); ``--verbose`` adds the model, the data and where it came from, each
+step's resolved arguments and layers, a line for every loop and the time of each phase; the
+baseline, which trains for minutes, says after each epoch how long it took and about how long
+the rest will take. All in a non-terminal (CliRunner), as in CI logs."""
 
 from __future__ import annotations
 
@@ -58,6 +60,34 @@ def test_quiet_failed_run_still_says_where_its_report_went(fake, tmp_path):
     assert "error: finetune failed on purpose" in result.stderr
     assert f"its report so far and the last good model are in {tmp_path / 'out.failed'}" in result.stderr
     assert result.stdout == ""
+
+
+def test_verbose_says_the_model_data_resolved_arguments_layers_and_phase_times(fake, tmp_path):
+    result = CliRunner().invoke(app, [*ARGS, "--verbose"])
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert "model: linear2 (fake backend, cpu), " in err and " parameters in 2 layers, built in " in err
+    assert "data: synthetic:1,6,6:3: " in err and " test images of 1x6x6, 3 classes, sha256 " in err and "; read in " in err
+    assert "step 1/2 `prune l1 0.5`: prune scope=layer method=l1 amount=0.5 structured=none" in err
+    assert "schedule=oneshot; on 2 layers: fc1, fc2" in err and "epochs=" not in err.split("step 1/2")[1].splitlines()[0]
+    assert "step 2/2 `finetune epochs=1`: finetune epochs=1 lr=0.01 optimizer=sgd momentum=0.9" in err
+    assert "step 1/2 `prune l1 0.5`: applied in " in err and ", measured in " in err
+    assert "baseline: train epoch 1/3: 4 steps in 0.0" in err  # a short loop says its line only with --verbose
+    time_line = err.strip().splitlines()[-1]
+    assert time_line.startswith("time: ") and " s in all: prepare " in time_line
+    assert all(f"{phase} " in time_line for phase in ("baseline", "measuring", "steps", "write"))
+    assert result.stdout.splitlines()[-1].startswith("accuracy ")  # the table and the final line, as always
+
+    plain = CliRunner().invoke(app, [*ARGS[:-1], "out2"])
+    assert plain.exit_code == 0, plain.output
+    assert plain.stderr.count("\n") < err.count("\n")
+    assert not any(line.startswith(("model: ", "data: ", "step 1/2", "time: ", "baseline: train epoch")) for line in plain.stderr.splitlines())
+
+
+def test_quiet_and_verbose_together_are_refused(fake):
+    result = CliRunner().invoke(app, [*ARGS, "-q", "-v"])
+    assert result.exit_code == 2 and "--quiet and --verbose together" in result.stderr
+    assert not fake.calls
 
 
 def test_the_baseline_says_each_epoch_and_the_time_left(fake, tmp_path):

@@ -264,3 +264,25 @@ def test_time_stops_the_search_between_trials(fake):
     result = search(settings(trials=1000, seconds=1.0), echo=lambda _: None)
     assert result.stopped == "--time 1 s spent" and 1 <= len([t for t in result.trials if t.finished]) < 1000
     assert all(t.state != "interrupted" for t in result.trials)  # the running trial finished
+
+
+def test_quiet_says_only_the_result_and_verbose_says_each_trials_details(fake):
+    args = ["search", "space.lw", "--trials", "2", "--model", "linear2", "--data", DATA, "--backend", "fake", "--max-drop", "50"]
+    quiet = CliRunner().invoke(app, [*args, "--out", "q", "--quiet"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and len(quiet.stdout.splitlines()) == 1 and quiet.stdout.startswith("best: trial #")
+    assert "recipe in " in quiet.stdout and "/q/best.lw" in quiet.stdout
+
+    loud = CliRunner().invoke(app, [*args, "--out", "v", "--verbose"])
+    assert loud.exit_code == 0, loud.output
+    err = loud.stderr
+    assert err.startswith("search: space s=choice(20%, 50%, 80%, 95%), t=range(10%, 60%); objective size (minimised); --max-drop 50")
+    assert "model: linear2 (fake backend, cpu)" in err and "data: synthetic:1,6,6:3: " in err  # the baseline's run
+    for n in (0, 1):
+        assert f"#{n}: values s=" in err and f"run folder {Path('v').resolve()}/trials/00{n}" in err
+        assert f"#{n}: step 1/2 `prune l1 " in err and "prune scope=layer method=l1 amount=" in err
+        assert any(line.startswith(f"#{n}: time: ") and "in all: prepare" in line for line in err.splitlines())
+    assert "trial 1 of 2 (#0)" in err and "trial 2 of 2 (#1)" in err  # the usual line per trial, too
+    plain = CliRunner().invoke(app, [*args, "--out", "p"])
+    assert "#0: " not in plain.stderr and "baseline: test accuracy" in plain.stderr and "trial 1 of 2 (#0)" in plain.stderr
+    assert CliRunner().invoke(app, [*args, "--out", "x", "-q", "-v"]).exit_code == 2
