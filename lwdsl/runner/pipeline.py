@@ -472,6 +472,7 @@ def _write(
         threads=threads,
         model_sha256=code_digest(model_ref) if is_code_ref(model_ref) else None,
         device=report["device"],
+        tokenizer_sha256=(prep.dataset.info.get("tokenizer") or {}).get("sha256"),
     )
     try:
         run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
