@@ -18,6 +18,7 @@ from lwdsl.language.specs import TrainingOptions
 from . import io
 from .data import adopt_data
 from .handle import TorchModel
+from .hf import is_hf_folder, load_hf_folder
 from .handlers import HANDLERS
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, model_stats, output_positions
@@ -42,7 +43,13 @@ class TorchBackend(Backend):
     def versions(self) -> dict[str, str]:
         import torchvision
 
-        return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+        import sys
+
+        out = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+        for extra in ("transformers", "tokenizers"):  # when a run used them (transformer models, --data pydoc)
+            if extra in sys.modules:
+                out[extra] = str(getattr(sys.modules[extra], "__version__", "?"))
+        return out
 
     def is_model(self, obj: Any) -> bool:
         return isinstance(obj, torch.nn.Module)
@@ -112,7 +119,9 @@ class TorchBackend(Backend):
         elif not isinstance(ref, (str, Path)):
             raise UsageError(f"the torch backend cannot use a {type(ref).__module__}.{type(ref).__name__} as a model",
                              hint="give an nn.Module, a model name, or --model path/to/file.py:NAME")
-        elif Path(ref).suffix in (".pt", ".pth", ".lwz", ".bin") or "/" in ref:
+        elif is_hf_folder(ref):
+            module, name = load_hf_folder(Path(ref)), str(ref)
+        elif Path(ref).suffix in (".pt", ".pth", ".lwz", ".bin") or "/" in str(ref):
             raise LwdslError(
                 f"'{ref}' looks like a file: a torch weights file holds no architecture",
                 hint="name the architecture (lenet5, torchvision:resnet18) and give the file as its checkpoint",

@@ -1,6 +1,6 @@
 """Forward latency: the median of repeated timed runs after warm-up.
 
-The input is a fixed pseudo-random batch; the model runs in eval mode under
+The input is a fixed pseudo-random batch (token ids for a transformer that takes them); the model runs in eval mode under
 ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
 restored afterwards); after ``quantize`` the int8 ONNX file (the one the step writes) is timed
 instead, in ONNX Runtime with ``threads`` intra-op threads
@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 
 from lwdsl.backend.engines import file_latency_ms
-from lwdsl.backend.timing import Protocol, fixed_input, median_ms
+from lwdsl.backend.timing import Protocol, fixed_input, fixed_tokens, median_ms
 from lwdsl.semantics.codes import int8_only
 
 from .handle import TorchModel
+from .hf import takes_tokens
 
 __all__ = ["latency_ms"]
 
@@ -41,7 +42,9 @@ def latency_ms(
         from .int8_engine import ONNX
 
         return file_latency_ms(ONNX, handle, batch, input_shape, threads, protocol)
-    x = torch.from_numpy(fixed_input(batch, input_shape))
+    x = torch.from_numpy(fixed_tokens(batch, input_shape, handle.num_classes if not hasattr(handle.module, "config")
+                                      else handle.module.config.vocab_size)
+                         if takes_tokens(handle.module) else fixed_input(batch, input_shape))
     model = handle.module
     was_training = model.training
     before = torch.get_num_threads()

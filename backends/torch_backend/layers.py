@@ -3,7 +3,8 @@
 A *layer* is a module owning a ``weight`` parameter, named by its qualified module name
 (``conv1``, ``layer1.0.conv2``), in model order. Portable kinds: ``conv`` (Conv1d/2d/3d, not
 the transposed ones, whose weight is laid out [in, out, ...]), ``linear``, ``embedding``,
-``norm`` (BatchNorm*, LayerNorm, GroupNorm, InstanceNorm*), ``other``.
+``norm`` (BatchNorm*, LayerNorm, GroupNorm, InstanceNorm*, and any class named ``*RMSNorm`` or
+``*LayerNorm``: the transformers' own), ``other``.
 
 The canonical state is the module's ``state_dict`` as numpy copies: parameters and buffers
 (BatchNorm's ``running_mean``/``running_var``), without ``num_batches_tracked`` (a training
@@ -23,6 +24,7 @@ from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import HALF_FORMS, pack_state
 
 from .handle import TorchModel
+from .hf import takes_tokens
 
 __all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "SKIPPED_BUFFERS"]
 
@@ -40,7 +42,7 @@ def layer_kind(module: nn.Module) -> str:
         return "linear"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "embedding"
-    if isinstance(module, _NORMS):
+    if isinstance(module, _NORMS) or type(module).__name__.endswith(("RMSNorm", "LayerNorm")):  # LlamaRMSNorm, ...
         return "norm"
     return "other"
 
@@ -115,7 +117,8 @@ def output_positions(handle: TorchModel, input_shape: tuple[int, ...]) -> dict[s
     try:
         module.eval()
         with torch.no_grad():
-            module(torch.zeros((1, *input_shape), device=device))
+            dtype = torch.long if takes_tokens(module) else torch.float32
+            module(torch.zeros((1, *input_shape), dtype=dtype, device=device))
     finally:
         for h in hooks:
             h.remove()

@@ -1,4 +1,5 @@
-"""The model zoo: the built-in networks and any torchvision classifier, by name.
+"""The model zoo: the built-in networks, any torchvision classifier, and the transformers
+built from a config (``tiny-llama``, ``tiny-bert``: hf.py), by name.
 
 Built-ins are built from the core's table (:mod:`lwdsl.backend.zoo`), as on every backend; they take
 NCHW input of any (C, H, W) and compute their flatten size from it (the seed tutorials
@@ -238,10 +239,15 @@ def build_model(ref: str, input_shape: tuple[int, ...], num_classes: int, **widt
     """
     if ref.startswith("torchvision:"):
         return _torchvision(ref.split(":", 1)[1], num_classes)
+    from .hf import HF_NAMES, build_hf
+
+    if ref.partition("?")[0] in HF_NAMES:
+        return build_hf(ref, tuple(input_shape), num_classes)
     if ref in BUILTINS:
         return BUILTINS[ref](tuple(input_shape), num_classes, **widths)
-    near = did_you_mean(ref, list(BUILTINS))
+    near = did_you_mean(ref, [*BUILTINS, *HF_NAMES])
     raise UsageError(
-        f"unknown model '{ref}' on the torch backend (built-ins: {', '.join(BUILTINS)}; or torchvision:NAME)",
+        f"unknown model '{ref}' on the torch backend (built-ins: {', '.join(BUILTINS)}; transformers: "
+        f"{', '.join(HF_NAMES)}; or torchvision:NAME, or a Hugging Face model folder)",
         hint=f"did you mean '{near}'?" if near else None,
     )

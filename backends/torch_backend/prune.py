@@ -25,7 +25,7 @@ from lwdsl.semantics.cut import apply_cut, magnitude_cut
 from lwdsl.semantics.pruning import MaskRule, keep_masks
 from lwdsl.language.specs import PruneSpec
 
-from .handle import TorchModel, weight_of
+from .handle import TorchModel, on_device, weight_of
 from .layers import weighted_layers
 from .structured import plan_removal, remove_filters
 from .train import fit
@@ -72,6 +72,38 @@ class TorchPruneParts(PruneParts):
             for name, keep in zip(layers, keep_masks(rule, weights)):
                 handle.add_mask(name, torch.from_numpy(np.ascontiguousarray(keep)))
         return handle
+
+    def layer_inputs(self, handle: TorchModel, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        """Forward pre-hooks on ``layers`` during one pass over ``x`` in inference mode (on the
+        run's device), each input as float32 ``[rows, in]``."""
+        model = handle.module
+        seen: dict[str, np.ndarray] = {}
+
+        def keep(name: str) -> Any:
+            def hook(module: torch.nn.Module, args: tuple) -> None:
+                seen[name] = args[0].detach().to(torch.float32).reshape(-1, args[0].shape[-1]).cpu().numpy()
+
+            return hook
+
+        was_training = model.training
+        model.eval()
+        hooks = [model.get_submodule(name).register_forward_pre_hook(keep(name)) for name in layers]
+        try:
+            with torch.inference_mode(), on_device(handle) as device:
+                model(torch.from_numpy(x).to(device))
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+        return [seen[name] for name in layers]
+
+    def weight(self, handle: TorchModel, layer: str) -> np.ndarray:
+        return weight_of(handle.module, layer).detach().to(torch.float32).cpu().numpy().copy()
+
+    def set_pruned(self, handle: TorchModel, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
+        with torch.no_grad():
+            weight_of(handle.module, layer).copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
+        handle.add_mask(layer, torch.from_numpy(np.ascontiguousarray(keep, dtype=bool)))
 
     def plan_removal(self, handle: TorchModel, layers: Sequence[str]) -> None:
         plan_removal(handle, layers)

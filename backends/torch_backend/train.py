@@ -32,18 +32,27 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.fit import Trainer
 from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.data.stream import chunks, eval_batch
+from lwdsl.data.stream import chunks, eval_batch, eval_batch_tokens
 from lwdsl.language.specs import TrainingOptions
 from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE, loss_scaled
 
 from .fakequant import GridTrainer, act_hooks
 from .handle import TorchModel, on_device, weight_of
 
-__all__ = ["fit", "TorchTrainer", "evaluate", "finetune", "regularize"]
+__all__ = ["fit", "TorchTrainer", "evaluate", "finetune", "regularize", "token_cross_entropy"]
 
 #: What a step's own loss gets: (model, images, labels, batch indices into the training set);
 #: it returns (loss to minimise, the cross-entropy part recorded in ``handle.losses``).
 BatchLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def token_cross_entropy(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of logits ``out`` against labels ``y``: one label per example
+    (``[B, K]`` against ``[B]``), or one target per position for a language model
+    (``[B, L, V]`` against ``[B, L]``: the mean over every target token)."""
+    if y.dim() > 1:
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction=reduction)
+    return F.cross_entropy(out, y, reduction=reduction)
 
 
 def _optimizer(params: list[torch.nn.Parameter], opts: TrainingOptions) -> torch.optim.Optimizer:
@@ -124,7 +133,7 @@ class TorchTrainer(Trainer):
         if self.loss is not None:
             whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
         else:
-            ce = whole = F.cross_entropy(self.model(xb), yb)
+            ce = whole = token_cross_entropy(self.model(xb), yb)
         if self.penalised:
             whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)
         if not torch.isfinite(whole):
@@ -168,7 +177,7 @@ class TorchTrainer(Trainer):
         extra = outputs.new_zeros(())
         if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
             whole, _ = self.loss(lambda _x: outputs, inputs, labels, None)
-            extra = whole - F.cross_entropy(outputs, labels)
+            extra = whole - token_cross_entropy(outputs, labels)
         if self.penalised:
             extra = extra + self.l1 * sum(w.abs().sum() for w in self.penalised)
         return extra
@@ -198,9 +207,10 @@ def fit(handle: TorchModel, opts: TrainingOptions, ctx: StepContext, **kwargs: A
 
 
 def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over the test set, in eval mode."""
+    """(accuracy, mean cross-entropy) over the test set, in eval mode; for token sequences
+    (``task`` lm) over every target token (next-token accuracy and mean token cross-entropy)."""
     x, y = ctx.data.test_x, torch.as_tensor(ctx.data.test_y)
-    batch = eval_batch(x.shape[1:], batch)
+    batch = eval_batch(x.shape[1:], batch) if ctx.data.task != "lm" else eval_batch_tokens(x.shape[1:], ctx.data.num_classes)
     model = handle.module
     model.eval()
     correct, loss_sum = 0, 0.0
@@ -210,12 +220,12 @@ def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[f
             for start, xb in chunks(x, batch):  # a slice of an array in memory; decoded batch by batch from files
                 out = model(torch.as_tensor(xb).to(device))
                 yb = y[start : start + len(xb)].to(device)
-                loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
-                correct += int((out.argmax(1) == yb).sum())
+                loss_sum += float(token_cross_entropy(out, yb, reduction="sum"))
+                correct += int((out.argmax(-1) == yb).sum())
                 bar.update(1)
     finally:
         bar.close()
-    return correct / len(x), loss_sum / len(x)
+    return correct / y.numel(), loss_sum / y.numel()
 
 
 #: The step handlers that only train (written once, over this backend's fit).

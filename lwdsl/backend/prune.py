@@ -8,7 +8,8 @@ optimizer steps at the cubic schedule's sparsity, and ends with a mask at exactl
 the removal, with ``remove=true``). A backend gives :class:`PruneParts`: applying one rule to
 its weights in place (its fast path: the exact global cut without copying the weights), and
 physically removing filters. ``prune auto`` and ``amount=auto`` are the flows of
-:mod:`lwdsl.backend.prune_auto`, over the same parts.
+:mod:`lwdsl.backend.prune_auto`, over the same parts; ``wanda`` and ``sparsegpt`` go to the
+calibrated flow (:mod:`lwdsl.backend.calibrated`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from typing import Any, Callable, Sequence
 
 from ..semantics.pruning import GradualClock, MaskRule, rule_for
 from ..language.specs import PruneSpec
+from .calibrated import CalibratedParts, prune_calibrated
 from .context import StepContext
 from .prune_auto import prune_auto, prune_level
 
 __all__ = ["PruneParts", "prune_handler"]
 
 
-class PruneParts(ABC):
-    """What a backend gives the ``prune`` flow."""
+class PruneParts(CalibratedParts, ABC):
+    """What a backend gives the ``prune`` flow (and, for ``wanda``/``sparsegpt``, the
+    :class:`~lwdsl.backend.calibrated.CalibratedParts`)."""
 
     @abstractmethod
     def in_model_order(self, handle: Any, layers: Sequence[str]) -> list[str]:
@@ -52,6 +55,8 @@ def prune_handler(parts: PruneParts) -> Callable[..., Any]:
     def prune(handle: Any, spec: PruneSpec, layers: Sequence[str], ctx: StepContext) -> Any:
         """The ``prune`` handler: one-shot, or gradual while training (:class:`GradualClock`)."""
         layers = parts.in_model_order(handle, layers)
+        if spec.method in spec.CALIBRATED:
+            return prune_calibrated(parts, handle, spec, layers, ctx)
         seed = ctx.step_seed()
         if spec.method == "auto":  # per-layer amounts from measured sensitivity
             return prune_auto(parts, handle, spec, layers, ctx)

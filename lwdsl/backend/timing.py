@@ -61,3 +61,9 @@ def median_ms(call: Callable[[], Any], protocol: Protocol = PROTOCOL) -> float:
 def fixed_input(batch: int, input_shape: tuple[int, ...]) -> np.ndarray:
     """The timing input: ``batch`` images of ``input_shape`` (C, H, W), float32, seeded 0."""
     return np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+
+
+def fixed_tokens(batch: int, input_shape: tuple[int, ...], vocab: int) -> np.ndarray:
+    """The timing input of a model of token ids: ``batch`` sequences of ``input_shape`` (L,),
+    int64 ids drawn uniformly from ``[0, vocab)``, seeded 0."""
+    return np.random.default_rng(0).integers(0, int(vocab), (batch, *input_shape), dtype=np.int64)

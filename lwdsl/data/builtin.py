@@ -1,6 +1,7 @@
 """Data sets as numpy arrays, framework-free: MNIST, Fashion-MNIST (idx files) and synthetic.
 
-Names: ``mnist``, ``fashion_mnist`` and ``synthetic:C,H,W:K`` (images of shape C,H,W in K
+Names: ``mnist``, ``fashion_mnist``, ``pydoc`` (token sequences of Python's help topics for
+language models: :mod:`lwdsl.data.text`) and ``synthetic:C,H,W:K`` (images of shape C,H,W in K
 classes, for speed and size checks: each class a pattern of its own under noise, so a baseline
 learns them and its accuracy means something; see :func:`_synthetic`). The idx files are
 looked for, in order, in ``$LWDSL_DATA/<name>/``, in the user cache
@@ -25,7 +26,7 @@ from .dataset import Dataset
 from ..errors import RunError, UsageError, did_you_mean
 from ..limits import MAX_IDX_BYTES, MAX_SYNTHETIC_BYTES, MAX_SYNTHETIC_CLASSES, size_words
 
-__all__ = ["load_data", "data_shape", "data_dirs", "is_path", "is_named", "same_data", "DATASETS", "CLASS_NAMES"]
+__all__ = ["load_data", "data_shape", "data_task", "data_dirs", "is_path", "is_named", "same_data", "DATASETS", "CLASS_NAMES"]
 
 _FILES = {
     "train_x": "train-images-idx3-ubyte.gz",
@@ -265,6 +266,10 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
     key = name.replace("-", "_").lower()
     if key.startswith("synthetic:"):
         return _synthetic(name.split(":", 1)[1])
+    if key == "pydoc":
+        from .text import load_pydoc
+
+        return load_pydoc()
     if is_path(name):
         from .sources import load_source
 
@@ -273,9 +278,9 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
 
 
 def is_named(name: str) -> bool:
-    """Whether ``name`` is one of lwdsl's own data sets (``mnist``, ``fashion_mnist``, ``synthetic:...``)."""
+    """Whether ``name`` is one of lwdsl's own data sets (``mnist``, ``fashion_mnist``, ``pydoc``, ``synthetic:...``)."""
     key = name.replace("-", "_").lower()
-    return key in DATASETS or key.startswith("synthetic:")
+    return key in DATASETS or key == "pydoc" or key.startswith("synthetic:")
 
 
 def is_path(name: str) -> bool:
@@ -301,9 +306,9 @@ def _known(name: str) -> str:
     key = name.replace("-", "_").lower()
     if key not in DATASETS:
         shown = name if len(name) <= 80 else name[:77] + "..."
-        near = did_you_mean(name[:80], [*DATASETS, "synthetic:C,H,W:K"])
+        near = did_you_mean(name[:80], [*DATASETS, "pydoc", "synthetic:C,H,W:K"])
         raise UsageError(
-            f"unknown data set '{shown}' (known: {', '.join(DATASETS)}, synthetic:C,H,W:K, or a path: a folder of class "
+            f"unknown data set '{shown}' (known: {', '.join(DATASETS)}, pydoc, synthetic:C,H,W:K, or a path: a folder of class "
             "folders, a .npz file, a CIFAR binary folder, a Hugging Face datasets folder)",
             hint=f"did you mean '{near}'?" if near else None,
         )
@@ -317,8 +322,14 @@ CLASS_NAMES = {
 }
 
 
+def data_task(name: str) -> str:
+    """``lm`` for token sequences (``pydoc``), else ``classify``, without loading the data."""
+    return "lm" if name.replace("-", "_").lower() == "pydoc" else "classify"
+
+
 def data_shape(name: str) -> tuple[tuple[int, ...], int]:
-    """(C, H, W) and number of classes of a data set, without loading it.
+    """(C, H, W) and number of classes of a data set, without loading it ((L,) and the
+    vocabulary for token sequences: ``pydoc``).
 
     >>> data_shape("mnist"), data_shape("synthetic:3,32,32:10")
     (((1, 28, 28), 10), ((3, 32, 32), 10))
@@ -326,6 +337,10 @@ def data_shape(name: str) -> tuple[tuple[int, ...], int]:
     key = name.replace("-", "_").lower()
     if key.startswith("synthetic:"):
         return _synthetic_spec(name.split(":", 1)[1])
+    if key == "pydoc":
+        from .text import SEQ_LEN, VOCAB
+
+        return (SEQ_LEN,), VOCAB
     if is_path(name):
         from .sources import source_shape
 

@@ -27,6 +27,10 @@ class Dataset:
 
     ``classes`` are the class names (index ``i`` is class ``i``), ``info`` what the report
     says of the source (format, layout, split, preprocessing).
+
+    ``task`` is ``classify`` (one label per example) or ``lm`` (language modelling:
+    ``train_x`` int64 token ids ``[N, L]``, ``train_y`` the next token at each position
+    ``[N, L]``, ``num_classes`` the vocabulary; :mod:`lwdsl.data.text`).
     """
 
     name: str
@@ -38,15 +42,21 @@ class Dataset:
     sha256: str = ""
     classes: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    task: str = "classify"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """(C, H, W) of one image."""
+        """(C, H, W) of one image, or (L,) of one token sequence."""
         return tuple(self.train_x.shape[1:])
 
     def describe(self) -> dict[str, Any]:
         """What the report says of the data: its source, classes and sizes."""
         out: dict[str, Any] = {"name": self.name, **self.info}
+        if self.task == "lm":
+            out["vocabulary"] = self.num_classes
+            out["train_sequences"], out["test_sequences"] = int(len(self.train_x)), int(len(self.test_x))
+            out["test_tokens"] = int(np.size(self.test_y))
+            return out
         out["classes"] = list(self.classes) if self.classes else [str(i) for i in range(self.num_classes)]
         out["train_images"], out["test_images"] = int(len(self.train_x)), int(len(self.test_x))
         out["image_shape"] = list(self.input_shape)

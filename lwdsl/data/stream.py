@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["ImageArray", "prefetched", "chunks", "eval_batch", "decode_pool", "is_streamed"]
+__all__ = ["ImageArray", "prefetched", "chunks", "eval_batch", "eval_batch_tokens", "decode_pool", "is_streamed"]
 
 #: Bytes of float32 images one evaluation or inference batch may hold (at most 1,000 images):
 #: 1,000 MNIST images (3.1 MB) as before, 222 of 3x224x224 (134 MB) instead of 1,000 (602 MB).
@@ -188,4 +188,16 @@ def eval_batch(shape: Sequence[int], limit: int = 1000) -> int:
     (1000, 222)
     """
     per = 4 * int(np.prod(tuple(shape)))
+    return max(1, min(int(limit), EVAL_BATCH_BYTES // max(per, 1)))
+
+
+def eval_batch_tokens(shape: Sequence[int], vocab: int, limit: int = 1000) -> int:
+    """Sequences per evaluation batch for token sequences of ``shape`` (L,) scored over
+    ``vocab`` tokens: ``limit``, or fewer so that a batch's float32 logits ``[B, L, vocab]``
+    take at most :data:`EVAL_BATCH_BYTES`.
+
+    >>> eval_batch_tokens((128,), 2048)
+    128
+    """
+    per = 4 * int(np.prod(tuple(shape))) * max(int(vocab), 1)
     return max(1, min(int(limit), EVAL_BATCH_BYTES // max(per, 1)))

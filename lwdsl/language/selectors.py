@@ -2,7 +2,11 @@
 
 Framework-free: it works on :class:`~lwdsl.backend.LayerInfo` records (name, kind, ...) that a
 backend lists. Matching no layer is always an error, never a silent no-op, and so is a count
-that contradicts ``expect=N`` / ``expect>=N``.
+that contradicts ``expect=N`` / ``expect>=N``, a quoted name or glob (in ``on`` or ``except``)
+that matches no layer of the model, and an ``except`` glob that removes none of the layers
+``on`` picked (``except "lm_head"`` must keep the head dense, or say why it cannot). Kinds
+are categories (``on conv, linear`` on a model without convolutions is fine) and are not held
+to this.
 """
 
 from __future__ import annotations
@@ -67,12 +71,13 @@ def match_layers(
     """
     from .formatter import selector_to_text
 
+    text = selector_to_text(selector) or "an empty selector"
+    _check_globs(selector, layers, text, step_label, location)
     picked = [
         layer.name
         for layer in layers
         if any(_matches(p, layer) for p in selector.on) and not any(_matches(p, layer) for p in selector.except_)
     ]
-    text = selector_to_text(selector) or "an empty selector"
     if not picked:
         raise RecipeError(
             f"{step_label}: `{text}` matches no layer of the model",
@@ -90,3 +95,44 @@ def match_layers(
             expected=f"{'at least' if selector.expect_at_least else 'exactly'} {want}",
         )
     return picked
+
+
+def _check_globs(selector: Selector, layers: Sequence["LayerInfo"], text: str, step_label: str,
+                 location: Optional[Location]) -> None:
+    """Refuse a quoted name or glob that matches no layer of the model, and an ``except`` glob
+    that removes none of the layers ``on`` picked: either would be silently ignored."""
+    from .formatter import selector_to_text
+
+    for keyword, patterns in (("on", selector.on), ("except", selector.except_)):
+        for p in patterns:
+            if not isinstance(p, Glob) or any(_matches(p, layer) for layer in layers):
+                continue
+            near = _near_names(p.glob, layers)
+            own = f'{keyword} "{p.glob}"'
+            raise RecipeError(
+                f"{step_label}: `{own}` matches no layer of the model" + (f" (in `{text}`)" if own != text else ""),
+                location,
+                found=f'"{p.glob}"',
+                expected=f"a selector matching some of: {layer_list(list(layers))}",
+                hint=(f"did you mean {near}? " if near else "") + 'a glob matches whole names: "model.layers.*.mlp.*", "*q_proj"',
+            )
+    on_only = selector.model_copy(update={"except_": ()})
+    picked = [layer for layer in layers if any(_matches(p, layer) for p in on_only.on)]
+    for p in selector.except_:
+        if isinstance(p, Glob) and not any(_matches(p, layer) for layer in picked):
+            raise RecipeError(
+                f'{step_label}: `except "{p.glob}"` removes nothing: `{selector_to_text(on_only) or "on"}` does not pick '
+                f"the layers it matches (in `{text}`)",
+                location,
+                found=layer_list([layer for layer in layers if _matches(p, layer)]),
+                expected=f"a name or glob among the picked layers: {layer_list(picked)}",
+                hint="drop the except, or widen on",
+            )
+
+
+def _near_names(glob: str, layers: Sequence["LayerInfo"]) -> str:
+    """A quoted layer name close to ``glob`` (or '')."""
+    from ..errors import did_you_mean
+
+    near = did_you_mean(glob, [layer.name for layer in layers])
+    return f'"{near}"' if near else ""

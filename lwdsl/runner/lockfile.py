@@ -37,10 +37,12 @@ def lock_data(
     model_sha256: Optional[str] = None,
     device: Optional[dict[str, str]] = None,
     world: Optional[dict[str, Any]] = None,
+    tokenizer_sha256: Optional[str] = None,
 ) -> dict[str, Any]:
-    """The lock file's content: recipe hash, resolved plan, seed, data hash (and those of the
-    other data sets steps read, e.g. a distillation transfer set), versions; on several ranks
-    the world size and ``world`` (:func:`lwdsl.runner.ranks.world_record`)."""
+    """The lock file's content: recipe hash, resolved plan, seed, data hash (with, for text, the
+    sha256 of the tokenizer file: ``tokenizer_sha256``; and those of the other data sets steps
+    read, e.g. a distillation transfer set), versions; on several ranks the world size and
+    ``world`` (:func:`lwdsl.runner.ranks.world_record`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -51,6 +53,7 @@ def lock_data(
     import pydantic
 
     text = recipe.source or recipe.to_text()
+    tokens = {"tokenizer_sha256": tokenizer_sha256} if tokenizer_sha256 else {}  # text data: the tokenizer file used
     return {
         "lock_version": 1,
         "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -64,6 +67,7 @@ def lock_data(
         "baseline": baseline,
         "data": data,
         "data_sha256": data_sha256,
+        **tokens,
         "other_data_sha256": dict(sorted((other_data or {}).items())),
         "versions": {
             "lwdsl": lwdsl_version,

@@ -9,7 +9,19 @@ from typing import Any, Optional
 from ..backend import Backend, StepContext
 from ..backend.weights import gzip_size, save_weights
 
-__all__ = ["measure", "macs"]
+__all__ = ["measure", "macs", "perplexity"]
+
+
+def perplexity(loss: float) -> float:
+    """A language model's perplexity: ``exp`` of its mean cross-entropy (natural log) over
+    every target token of the test sequences (``inf`` past float64's range).
+
+    >>> round(perplexity(0.0), 6), round(perplexity(2.0), 4)
+    (1.0, 7.3891)
+    """
+    import math
+
+    return math.exp(loss) if loss < 709.0 else float("inf")
 
 
 def measure(
@@ -22,7 +34,8 @@ def measure(
     requested: Optional[dict[str, float]] = None,
     latency: bool = True,
 ) -> dict[str, Any]:
-    """Accuracy/loss on the test set, parameter counts, per-layer sparsity, size on disk of the
+    """Accuracy/loss on the test set (for a language model, ``task`` lm: next-token accuracy,
+    mean token cross-entropy and :func:`perplexity`), parameter counts, per-layer sparsity, size on disk of the
     compact weights (raw and gzip -9) and forward latency at batch 1 and 64.
 
     Sizes are of a real file written with :func:`lwdsl.backend.weights.save_weights`, not estimates.
@@ -37,6 +50,7 @@ def measure(
     metrics: dict[str, Any] = {
         "accuracy": round(float(accuracy), 6),
         "loss": round(float(loss), 6),
+        **({"perplexity": round(perplexity(loss), 4)} if ctx.data.task == "lm" else {}),
         "params": stats.params,
         "nonzero_params": stats.nonzero_params,
         "size_bytes": size,

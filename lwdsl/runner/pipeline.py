@@ -78,8 +78,11 @@ class _Prepared:
     models: dict[str, Any] = field(default_factory=dict)
 
 
-def baseline_options(epochs: int) -> TrainingOptions:
-    """How a baseline is trained when no checkpoint is given: SGD, momentum 0.9, cosine-free."""
+def baseline_options(epochs: int, task: str = "classify") -> TrainingOptions:
+    """How a baseline is trained when no checkpoint is given: SGD, momentum 0.9, batch 64,
+    lr 0.01, constant; a language model (``task`` lm): Adam, lr 0.001, batch 16."""
+    if task == "lm":
+        return TrainingOptions(epochs=epochs, lr=0.001, optimizer="adam", batch=16)
     return TrainingOptions(epochs=epochs, lr=0.01, optimizer="sgd", momentum=0.9, batch=64)
 
 
@@ -113,7 +116,23 @@ def matched_layers(recipe: Recipe, index: int, step: StepSpec, layers: list) -> 
     from ..language.selectors import match_layers
     from ..language.validate import step_label
 
-    return match_layers(step.effective_selector(), layers, step_label=step_label(recipe, index), location=recipe.location(index))
+    names = match_layers(step.effective_selector(), layers, step_label=step_label(recipe, index), location=recipe.location(index))
+    kinds = step.layer_kinds()
+    if kinds is not None:
+        from ..errors import RecipeError
+        from ..language.selectors import layer_list
+
+        wrong = [layer for layer in layers if layer.name in set(names) and layer.kind not in kinds]
+        if wrong:
+            raise RecipeError(
+                f"{step_label(recipe, index)}: works on {', '.join(kinds)} layers only, and the selector picks "
+                f"{len(wrong)} other{'s' if len(wrong) != 1 else ''}",
+                recipe.location(index),
+                found=layer_list(wrong),
+                expected=f"a selector picking {' or '.join(kinds)} layers",
+                hint=f"add `on {', '.join(kinds)}`, or leave the others out with except \"NAME\"",
+            )
+    return names
 
 
 def _cache_dir() -> Path:
@@ -137,7 +156,7 @@ def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: 
         except LwdslError as exc:  # lwdsl's own cache file, damaged: trained again, never used as it is
             ctx.warn(f"the cached baseline {path} could not be used ({exc.message}); it is trained again and replaced")
     say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
-    backend.train(model, baseline_options(epochs), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
+    backend.train(model, baseline_options(epochs, ctx.data.task), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
     state = backend.state(model)
     if not writes:  # rank 0 caches it
         return {"source": "trained", "path": str(path), "epochs": epochs}
@@ -385,6 +404,7 @@ def _prepare(
     # Model and selectors are checked before the data is read: mistakes fail in a second.
     dataset = _adopt_or_none(be, data_name, train, test)
     shape, classes = (dataset.input_shape, dataset.num_classes) if dataset else _data_shape(data_name)
+    task = dataset.task if dataset else _data_task(data_name)
     be.set_seed(seed)
     built = time.perf_counter()
     handle: Any = be.wrap_model(model_ref, tuple(shape), classes) if adopt else load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
@@ -393,7 +413,7 @@ def _prepare(
 
         detail(model_line(_shown_model(model_ref), be, be.stats(handle), ckpt, time.perf_counter() - built))
     shown_data = str(data_name or (dataset.name if dataset else "the given data"))
-    check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data)
+    check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data, task=task)
     _check_selectors(plan, be, handle)
     from ..backend.removal import check_removals
 
@@ -602,6 +622,7 @@ def _write(
         model_sha256=code_digest(model_ref) if is_code_ref(model_ref) else None,
         device=report["device"],
         world=report.get("world"),
+        tokenizer_sha256=(prep.dataset.info.get("tokenizer") or {}).get("sha256"),
     )
     try:
         run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
@@ -629,6 +650,12 @@ def _data_shape(name: Optional[str]) -> tuple[tuple[int, ...], int]:
     if name is None:
         raise UsageError("no data set", hint="give --data NAME|PATH (mnist, fashion_mnist, synthetic:C,H,W:K, a folder, a .npz) or `target MODEL on DATA`")
     return data_shape(name)
+
+
+def _data_task(name: Optional[str]) -> str:
+    from ..data.builtin import data_task
+
+    return data_task(name) if name else "classify"
 
 
 def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: int, models: dict[str, Any], data: str = "") -> None:
@@ -660,7 +687,8 @@ def _shown_model(model: Any) -> str:
     return str(model) if isinstance(model, (str, Path)) else f"your {type(model).__name__}"
 
 
-def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, model: str, data: str, *, assumed: str = "") -> None:
+def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, model: str, data: str, *, assumed: str = "",
+              task: str = "classify") -> None:
     """Refuse a model that cannot take the data, before any training: one input of the data's
     shape (zeros), labelled with the last class, goes through ``be.evaluate``. A framework error
     there (input channels, image size, fewer outputs than classes) becomes a UsageError that
@@ -678,9 +706,13 @@ def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, mo
 
     from .progress import progress_factory
 
-    x = np.zeros((1, *shape), dtype=np.float32)
-    y = np.full(1, classes - 1, dtype=np.int64)
-    ctx = StepContext(data=Dataset(data, x, y, x, y, classes), seed=0, index=-1, progress=progress_factory(True))
+    if task == "lm":  # one sequence of token 0, the last token of the vocabulary as every target
+        x = np.zeros((1, *shape), dtype=np.int64)
+        y = np.full((1, *shape), classes - 1, dtype=np.int64)
+    else:
+        x = np.zeros((1, *shape), dtype=np.float32)
+        y = np.full(1, classes - 1, dtype=np.int64)
+    ctx = StepContext(data=Dataset(data, x, y, x, y, classes, task=task), seed=0, index=-1, progress=progress_factory(True))
     try:
         be.evaluate(handle, ctx)
     except LwdslError:
@@ -688,6 +720,13 @@ def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, mo
     except Exception as exc:  # the framework's own words on what does not fit
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = (lines[0] if lines else type(exc).__name__)[:300]
+        if task == "lm":
+            raise UsageError(
+                f"model {model} does not fit the data {data}{assumed}: a sequence of {shape[0]} token ids (vocabulary "
+                f"{classes}) fails in the model: {reason}",
+                hint="token sequences need a language model that takes token ids and gives a score per token: "
+                "--model tiny-llama (or a Hugging Face causal LM folder)",
+            ) from None
         c, *hw = shape
         size = "x".join(map(str, hw))
         raise UsageError(
@@ -734,8 +773,9 @@ def _line(entry: dict[str, Any]) -> str:
     m = entry["metrics"]
     sparsity = 1 - m["nonzero_params"] / m["params"] if m["params"] else 0.0
     lat = f"{m['latency_ms_b1']:.3f} ms" if m.get("latency_ms_b1") is not None else "-"
+    quality = f"perplexity {m['perplexity']:.2f}  " if m.get("perplexity") is not None else ""
     return (
-        f"{entry['text']}: accuracy {100 * m['accuracy']:.2f}%  params {m['nonzero_params']:,}/{m['params']:,} "
+        f"{entry['text']}: {quality}accuracy {100 * m['accuracy']:.2f}%  params {m['nonzero_params']:,}/{m['params']:,} "
         f"nonzero ({100 * sparsity:.1f}% sparse)  size {m['size_bytes']:,} B (gzip {m['size_gzip_bytes']:,} B)  "
         f"latency b1 {lat}  {m['seconds']:.1f} s"
     )

@@ -37,6 +37,8 @@ def build_report(plan: Recipe, be: Backend, model_ref: Any, data: Dataset, seed:
         "size_ratio": round(base["size_bytes"] / max(final["size_bytes"], 1), 3),
         "size_gzip_ratio": round(base["size_gzip_bytes"] / max(final["size_gzip_bytes"], 1), 3),
     }
+    if "perplexity" in base and "perplexity" in final:  # a language model (task lm)
+        summary["perplexity_before"], summary["perplexity_after"] = base["perplexity"], final["perplexity"]
     if base.get("latency_ms_b1") and final.get("latency_ms_b1"):
         summary["speedup_b1"] = round(base["latency_ms_b1"] / final["latency_ms_b1"], 3)
         summary["speedup_b64"] = round(base["latency_ms_b64"] / final["latency_ms_b64"], 3)
@@ -74,6 +76,8 @@ def report_markdown(report: dict[str, Any]) -> str:
            + (f"; bf16 on this CPU: {report['device']['bf16_cpu']}" if report["device"].get("bf16_cpu") else "")
            + "; evaluation in float32."] if report.get("device") else []),
         *_data_markdown(report),
+        *(["", "Accuracy is next-token accuracy and loss the mean token cross-entropy; perplexity = exp(loss)."]
+          if "perplexity" in report["steps"][0]["metrics"] else []),
         "",
         "| step | accuracy | loss | params | non-zero | size | gzip | latency b1 (ms) | latency b64 (ms) | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -95,6 +99,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         "## Summary",
         "",
+        *([f"- perplexity {s['perplexity_before']:.2f} -> {s['perplexity_after']:.2f}"] if "perplexity_before" in s else []),
         f"- accuracy {100 * s['accuracy_before']:.2f}% -> {100 * s['accuracy_after']:.2f}% ({s['accuracy_change_points']:+.2f} points)",
         f"- non-zero weights {s['nonzero_compression']:.2f}x fewer; file {s['size_ratio']:.2f}x smaller ({s['size_gzip_ratio']:.2f}x gzip)",
     ]
@@ -117,6 +122,13 @@ def _data_markdown(report: dict[str, Any]) -> list[str]:
     d = report.get("data_source")
     if not d:
         return []
+    if "sequence_length" in d:  # token sequences (lwdsl.data.text)
+        tok = d.get("tokenizer", {})
+        return ["", f"Data: {d.get('source', 'text')}, {d.get('characters', 0):,} characters, {d.get('tokens', 0):,} tokens "
+                f"({tok.get('kind', 'tokenizer')}, vocabulary {tok.get('vocab', d.get('vocabulary'))}, sha256 "
+                f"{str(tok.get('sha256', ''))[:12]}); {d['train_sequences']:,} training and {d['test_sequences']:,} test "
+                f"sequences of {d['sequence_length']} tokens ({d.get('split', '')}); perplexity over {d['test_tokens']:,} "
+                "test tokens."]
     classes = d.get("classes", [])
     shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
     lines = ["", f"Data: {d.get('source', 'arrays')}" + (f" `{d['path']}`" if d.get("path") else "")

@@ -47,6 +47,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .auto_grid import AUTO_GRID  # the amounts prune auto measures at (its cap is the last)
 from .masks import count_to_prune
 
 __all__ = [
@@ -67,8 +68,6 @@ __all__ = [
 
 #: Points of drop added per unit of amount: orders equal drops (see the module doc).
 TILT = 1e-3
-#: The amounts ``prune auto`` measures every layer at (its cap is the last).
-AUTO_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 #: Training images ``prune auto`` measures sensitivity on.
 AUTO_SAMPLES = 1000
 #: Level search: first level, first step and the step below which it stops (fractions).

@@ -36,6 +36,7 @@ __all__ = [
     "prune_lowest",
     "structured_keep",
     "nm_keep_mask",
+    "nm_keep_scores",
     "gradual_sparsity",
 ]
 
@@ -226,9 +227,19 @@ def nm_keep_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
     flattened inputs keep the N of largest magnitude (ties: lower index pruned first); a last
     partial group of r < M weights keeps min(r, N)."""
     shape = np.shape(w)
-    rows = abs_bits(w).reshape(shape[0], -1)
+    return nm_keep_scores(abs_bits(w).reshape(shape[0], -1), n, m).reshape(shape)
+
+
+def nm_keep_scores(rows: np.ndarray, n: int, m: int) -> np.ndarray:
+    """N:M keep mask over a 2-d score array (one row per output): in every M consecutive
+    scores of a row keep the N largest (ties: lower index pruned first); a last partial group
+    of r < M keeps min(r, N). Magnitude, Wanda and SparseGPT's N:M masks all come from here.
+
+    >>> nm_keep_scores(np.array([[4.0, 1.0, 3.0, 2.0, 5.0]]), 2, 4).astype(int).tolist()
+    [[1, 0, 1, 0, 1]]
+    """
     cols = rows.shape[1]
-    keep = np.ones_like(rows, dtype=bool)
+    keep = np.ones(rows.shape, dtype=bool)
     full = cols // m * m
     if full:
         groups = rows[:, :full].reshape(rows.shape[0], -1, m)
@@ -242,7 +253,7 @@ def nm_keep_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
         tail = np.ones((rows.shape[0], rest), dtype=bool)
         np.put_along_axis(tail, order, False, axis=-1)
         keep[:, full:] = tail
-    return keep.reshape(shape)
+    return keep
 
 
 def gradual_sparsity(epoch: float, final_sparsity: float, start: float, end: float, initial: float = 0.0) -> float:

@@ -133,6 +133,11 @@ class StepSpec(_Frozen):
         when its support table lists all of them."""
         return ()
 
+    def layer_kinds(self) -> Optional[tuple[str, ...]]:
+        """The only layer kinds the step can work on (a selected layer of another kind is an
+        error before any work), or None for any kind."""
+        return None
+
     def requested_sparsity(self) -> Optional[float]:
         """The fraction of each selected layer's weights this step asks to be zero (for the
         report's requested-vs-achieved), or None when the step asks for none."""

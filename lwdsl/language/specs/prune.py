@@ -17,6 +17,14 @@ Exact semantics (both backends follow them bit for bit; see docs/semantics.md):
   selected layers together lose exactly AMOUNT of their weights (:mod:`lwdsl.semantics.allocation`).
 - ``prune l1 amount=auto drop=D``: the highest level whose accuracy after ``epochs`` of
   fine-tuning stays within ``D`` points of the accuracy before the step (a step search).
+- ``wanda`` and ``sparsegpt`` (linear layers only, per layer, one-shot) calibrate on
+  ``calibrate=N`` training examples (default 128): the layers' inputs ``X`` give
+  ``H = X^T X`` (:mod:`lwdsl.semantics.hessian`); Wanda prunes the lowest
+  ``|W| * ||X_j||_2`` of each output row (:mod:`lwdsl.semantics.wanda`), SparseGPT prunes and
+  updates the kept weights with the OBS update (``damp=``, ``block=``;
+  :mod:`lwdsl.semantics.sparsegpt`). AMOUNT or ``nm=N:M``.
+- With ``nm=N:M`` an AMOUNT may be written only when it is the N:M sparsity itself
+  (``prune sparsegpt 50% nm=2:4``).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from ...semantics.allocation import AUTO_GRID
+from ...semantics.auto_grid import AUTO_GRID
 from .base import NMRatio, Refusal, StepSpec, TrainingOptions
 
 __all__ = ["PruneSpec"]
@@ -37,21 +45,26 @@ class PruneSpec(StepSpec, TrainingOptions):
     Example: ``prune global l1 0.2``, ``prune l1 0.4 on linear``, ``prune threshold 0.1``,
     ``prune l2 0.5 structured=filters remove=true on conv``, ``prune nm=2:4 on linear``,
     ``prune l1 0.9 schedule=gradual epochs=5``, ``prune auto 70%``,
-    ``prune l1 amount=auto drop=0.3 epochs=1``.
+    ``prune l1 amount=auto drop=0.3 epochs=1``, ``prune wanda 50% except "lm_head"``,
+    ``prune sparsegpt 50% nm=2:4``.
     """
 
     positional: ClassVar[tuple[str, ...]] = ("scope", "method", "amount")
-    summary: ClassVar[str] = "zero out weights: magnitude, random, threshold, structured, N:M, gradual, auto"
-    FORMS: ClassVar[tuple[str, ...]] = ("magnitude", "global", "threshold", "random", "structured", "remove", "nm", "gradual", "auto", "level")
+    summary: ClassVar[str] = "zero out weights: magnitude, random, threshold, structured, N:M, gradual, auto, calibrated"
+    FORMS: ClassVar[tuple[str, ...]] = ("magnitude", "global", "threshold", "random", "structured", "remove", "nm", "gradual", "auto", "level",
+                                        "wanda", "sparsegpt")
+    #: The methods that calibrate on the layers' inputs (linear layers only).
+    CALIBRATED: ClassVar[tuple[str, ...]] = ("wanda", "sparsegpt")
 
     op: Literal["prune"] = "prune"
     scope: Literal["layer", "global"] = Field(
         default="layer", description="layer: AMOUNT of each layer; global: AMOUNT of all selected weights together"
     )
-    method: Literal["l1", "l2", "ln", "random", "threshold", "auto"] = Field(
+    method: Literal["l1", "l2", "ln", "random", "threshold", "auto", "wanda", "sparsegpt"] = Field(
         default="l1",
         description="score: magnitude (Ln norm of the element or slice), random, an absolute threshold; "
-        "auto: magnitude, per-layer amounts from measured sensitivity",
+        "auto: magnitude, per-layer amounts from measured sensitivity; "
+        "or calibrated on the layers' inputs (wanda, sparsegpt)",
     )
     amount: Optional[Union[Annotated[float, Field(ge=0)], Literal["auto"]]] = Field(
         default=None,
@@ -73,18 +86,26 @@ class PruneSpec(StepSpec, TrainingOptions):
     start: float = Field(default=0.0, ge=0, description="gradual: epoch at which pruning begins")
     final: Optional[float] = Field(default=None, gt=0, description="gradual: epoch at which AMOUNT is reached (default: epochs)")
     frequency: int = Field(default=100, ge=1, description="gradual: optimizer steps between mask updates")
+    calibrate: int = Field(default=128, ge=1, le=65_536, description="wanda/sparsegpt: training examples calibrated on")
+    damp: float = Field(default=0.01, gt=0, le=1, description="sparsegpt: dampening, a fraction of the mean of diag(X^T X)")
+    block: int = Field(default=128, ge=1, le=65_536, description="sparsegpt: columns pruned and updated together")
 
     @model_validator(mode="after")
     def _check(self) -> "PruneSpec":
         set_ = self.model_fields_set
         level = self.amount == "auto"
+        calibrated = self.method in self.CALIBRATED
         if self.method == "auto":
             self._check_auto()
         elif self.nm is not None:
-            if self.amount is not None:
-                raise ValueError("nm=N:M fixes the sparsity itself; drop AMOUNT")
-            if self.method not in ("l1", "l2", "ln") or self.structured != "none" or self.scope != "layer":
-                raise ValueError("nm=N:M works with magnitude pruning per layer, unstructured")
+            nm_amount = 1 - self.nm.n / self.nm.m
+            if level:
+                raise ValueError("nm=N:M fixes the sparsity itself; drop amount=auto")
+            if self.amount is not None and abs(self.amount - nm_amount) > 1e-9:
+                raise ValueError(f"nm={self.nm} prunes {nm_amount:.4g} of the weights itself; AMOUNT {self.amount:g} "
+                                 f"contradicts it (write {nm_amount:.4g} or drop AMOUNT)")
+            if self.method not in ("l1", "l2", "ln", *self.CALIBRATED) or self.structured != "none" or self.scope != "layer":
+                raise ValueError("nm=N:M works with magnitude, wanda or sparsegpt pruning per layer, unstructured")
             if self.schedule != "oneshot":
                 raise ValueError("nm=N:M is one-shot; fine-tune afterwards instead of schedule=gradual")
         elif self.amount is None:
@@ -96,6 +117,15 @@ class PruneSpec(StepSpec, TrainingOptions):
         if self.drop is not None and not level:
             raise Refusal("drop= goes only with amount=auto (the accuracy drop the level search allows)",
                           field="drop", expected="`prune l1 amount=auto drop=0.3`, or no drop=")
+        if calibrated and level:
+            raise ValueError(f"{self.method} takes a fixed AMOUNT (or nm=N:M), not amount=auto")
+        if calibrated and (self.scope != "layer" or self.structured != "none" or self.schedule != "oneshot"):
+            raise ValueError(f"{self.method} prunes each linear layer once, from its calibration inputs: "
+                             "no global scope, structured= or schedule=gradual")
+        only = {"calibrate": self.CALIBRATED, "damp": ("sparsegpt",), "block": ("sparsegpt",)}
+        for name, methods in only.items():
+            if name in set_ and self.method not in methods:
+                raise ValueError(f"{name}= only applies to prune {' or '.join(methods)}")
         if (self.method == "ln") != (self.n is not None):
             raise ValueError("method ln needs n=P (the norm's p), and n= goes only with ln")
         if self.structured != "none" and self.scope == "global":
@@ -157,6 +187,8 @@ class PruneSpec(StepSpec, TrainingOptions):
     def forms(self) -> tuple[str, ...]:
         if self.method == "auto":
             return ("auto",)
+        if self.method in self.CALIBRATED:
+            return (self.method, "nm") if self.nm is not None else (self.method,)
         if self.nm is not None:
             out = ["nm"]
         elif self.method in ("threshold", "random"):
@@ -178,6 +210,11 @@ class PruneSpec(StepSpec, TrainingOptions):
     def trains(self) -> bool:
         # gradual prunes while it trains; amount=auto fine-tunes at every level it tries
         return self.schedule == "gradual" or (self.amount == "auto" and self.epochs > 0)
+
+    def layer_kinds(self) -> Optional[tuple[str, ...]]:
+        if self.method in self.CALIBRATED:
+            return ("linear",)  # X W^T: the calibrated objective is a linear layer's
+        return None
 
     def requested_sparsity(self) -> Optional[float]:
         if self.nm is not None:

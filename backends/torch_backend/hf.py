@@ -1,0 +1,125 @@
+"""Transformer models from ``transformers``, built from a config (no download): ``tiny-llama``,
+``tiny-bert``, and a local Hugging Face folder (``config.json`` + ``*.safetensors``).
+
+Each model is the ``transformers`` class itself, subclassed only so that ``model(input_ids)``
+returns the logits tensor as every lwdsl model does (``[batch, seq, vocab]`` for a causal LM,
+``[batch, classes]`` for a classifier), with no cache, no attention mask (lwdsl's sequences
+are fixed-length, no padding) and no other output. Module and parameter names are the
+library's own (``model.layers.0.self_attn.q_proj``, ``lm_head``, ``bert.encoder.layer.0...``),
+so selectors and state dicts read as in any Hugging Face checkpoint. Weights are drawn from
+torch's global generator (seeded by the runner) by the library's own initialisation.
+
+Sizes: ``tiny-llama`` is 2 decoder layers, hidden 128, 4 heads (4 key/value heads), MLP 512
+(SwiGLU), RMSNorm, rotary positions, untied head; its vocabulary is the data's (the run's
+number of classes: 2048 for ``--data pydoc``). ``tiny-bert`` is 2 encoder layers, hidden 128,
+4 heads, MLP 512, vocabulary 2048, a pooled classifier with the data's classes. Other sizes:
+``tiny-llama?layers=4&hidden=256&heads=8&mlp=1024`` (and ``vocab=`` for tiny-bert).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lwdsl.errors import UsageError
+
+__all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "is_hf_folder", "takes_tokens"]
+
+#: Names built here, with their default sizes.
+HF_NAMES = {
+    "tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
+    "tiny-bert": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512, "vocab": 2048},
+}
+
+_CLASSES: dict[type, type] = {}
+
+
+def takes_tokens(module: Any) -> bool:
+    """Whether ``module`` takes token ids (int64 ``[batch, seq]``) rather than images."""
+    return bool(getattr(module, "lwdsl_tokens", False))
+
+
+def _logits_class(base: type) -> type:
+    """``base`` (a ``transformers`` model class) whose ``forward(input_ids)`` returns the logits."""
+    if base not in _CLASSES:
+        causal = "CausalLM" in base.__name__
+
+        def forward(self: Any, input_ids: torch.Tensor) -> torch.Tensor:
+            kwargs = {"use_cache": False} if causal else {}
+            return base.forward(self, input_ids=input_ids, return_dict=True, **kwargs).logits
+
+        _CLASSES[base] = type(base.__name__, (base,), {"forward": forward, "lwdsl_tokens": True,
+                                                       "__module__": __name__, "__doc__": base.__doc__})
+    return _CLASSES[base]
+
+
+def _import() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise UsageError("transformer models need the transformers package", hint="pip install 'lwdsl[llm]'") from None
+    return transformers
+
+
+def _sizes(name: str, query: str) -> dict[str, int]:
+    sizes = dict(HF_NAMES[name])
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if key not in sizes or not eq or not value.isdigit() or int(value) < 1:
+            raise UsageError(f"{name}?{query}: '{part}' is not a size of {name}",
+                             hint=f"sizes are positive integers: {', '.join(f'{k}={v}' for k, v in HF_NAMES[name].items())}")
+        sizes[key] = int(value)
+    if sizes["hidden"] % sizes["heads"]:
+        raise UsageError(f"{name}?{query}: hidden={sizes['hidden']} is not a multiple of heads={sizes['heads']}")
+    return sizes
+
+
+def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    """``tiny-llama`` / ``tiny-bert`` (``?key=value&...`` for other sizes), freshly initialised."""
+    name, _, query = ref.partition("?")
+    sizes = _sizes(name, query)
+    tf = _import()
+    length = int(input_shape[0]) if input_shape else 0
+    if length > sizes["positions"]:
+        sizes["positions"] = length
+    common = dict(hidden_size=sizes["hidden"], num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"],
+                  intermediate_size=sizes["mlp"], max_position_embeddings=sizes["positions"])
+    if name == "tiny-llama":
+        config = tf.LlamaConfig(vocab_size=int(num_classes), num_key_value_heads=sizes["heads"], tie_word_embeddings=False,
+                                **common)
+        return _logits_class(tf.LlamaForCausalLM)(config)
+    config = tf.BertConfig(vocab_size=sizes["vocab"], num_labels=int(num_classes), **common)
+    return _logits_class(tf.BertForSequenceClassification)(config)
+
+
+def is_hf_folder(ref: Any) -> bool:
+    """A folder holding ``config.json`` (a Hugging Face model folder)."""
+    try:
+        return Path(ref).is_dir() and (Path(ref) / "config.json").is_file()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def load_hf_folder(folder: Path) -> torch.nn.Module:
+    """The model of a local Hugging Face folder: ``config.json`` (its ``architectures[0]``, a
+    ``transformers`` class) and its safetensors weights, offline (never a download)."""
+    tf = _import()
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{folder}/config.json cannot be read as JSON ({exc})") from None
+    arch = (config.get("architectures") or [None])[0]
+    base = getattr(tf, arch, None) if isinstance(arch, str) else None
+    if base is None or not isinstance(base, type):
+        raise UsageError(f"{folder}/config.json: architectures[0] is {arch!r}, not a transformers model class",
+                         hint="the folder must come from save_pretrained of a transformers model (e.g. LlamaForCausalLM)")
+    if not any(folder.glob("*.safetensors")):
+        raise UsageError(f"{folder} holds no *.safetensors weights", hint="save with save_pretrained(..., safe_serialization=True)")
+    try:
+        return _logits_class(base).from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise UsageError(f"{folder}: transformers cannot load it ({lines[0][:300] if lines else type(exc).__name__})") from None

@@ -1,0 +1,112 @@
+"""The flow of the calibrated methods, written once: ``prune wanda`` and ``prune sparsegpt``.
+
+1. The calibration examples: :func:`~lwdsl.semantics.order.calibration_indices` of the
+   training set (``calibrate=N``, default 128; a warning when the set has fewer), in batches
+   of :data:`CALIBRATION_BATCH` in index order.
+2. One pass over them through the model as it is before the step: the backend's
+   :meth:`CalibratedParts.layer_inputs` gives every selected linear layer's inputs on a batch
+   (float32, one row per token or example); :class:`~lwdsl.semantics.hessian.Gram` adds
+   ``X^T X`` in float64 here. Every layer is calibrated on the inputs of the unpruned model
+   (the papers propagate the calibration through the blocks already pruned; one pass keeps the
+   methods comparable on the same inputs and costs one forward pass per batch).
+3. Layer by layer, in model order: the backend's weight (canonical ``[out, in]``) goes to the
+   core (:func:`~lwdsl.semantics.wanda.wanda_keep`,
+   :func:`~lwdsl.semantics.sparsegpt.sparsegpt_prune`), and the backend writes back the mask
+   and, for SparseGPT, the updated weights (float32).
+4. The report row notes the calibration (examples, rows) and each layer's relative output
+   error ``||X (W - W')^T||^2 / ||X W^T||^2`` on the calibration inputs
+   (:func:`~lwdsl.semantics.hessian.output_error`).
+
+A backend gives :class:`CalibratedParts`; masks and weights are the core's, so two backends
+that see the same calibration inputs write bit-identical masks and weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.stream import prefetched
+from ..errors import LwdslError
+from ..semantics.hessian import Gram, output_error
+from ..semantics.order import calibration_indices
+from ..semantics.sparsegpt import sparsegpt_prune
+from ..semantics.wanda import wanda_keep
+from .context import StepContext
+
+__all__ = ["CalibratedParts", "CALIBRATION_BATCH", "gram_matrices", "prune_calibrated"]
+
+#: Calibration examples per forward pass.
+CALIBRATION_BATCH = 16
+
+
+class CalibratedParts:
+    """What a backend gives the calibrated methods; each raises until the backend gives it."""
+
+    def layer_inputs(self, handle: Any, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        """The inputs of each of ``layers`` (linear) when the model runs on the batch ``x``, in
+        inference mode, as float32 ``[rows, in]`` (one row per token or example), in order."""
+        raise LwdslError("this backend cannot collect calibration inputs")
+
+    def weight(self, handle: Any, layer: str) -> np.ndarray:
+        """The layer's weight, float32, canonical layout ``[out, in]`` (a copy)."""
+        raise LwdslError("this backend cannot hand over weights")
+
+    def set_pruned(self, handle: Any, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
+        """Write ``w`` (float32 ``[out, in]``, zero where ``keep`` is False) as the layer's
+        weight and AND ``keep`` into its mask."""
+        raise LwdslError("this backend cannot write pruned weights")
+
+
+def gram_matrices(parts: CalibratedParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
+                  label: str) -> tuple[dict[str, Gram], int]:
+    """Each layer's :class:`Gram` over ``count`` calibration examples; returns (grams, examples)."""
+    x = ctx.data.train_x
+    n = len(x)
+    if count > n:
+        ctx.warn(f"step {ctx.index + 1} ({label}): calibrate={count} exceeds the {n} training examples; calibrating on all {n}")
+    idx = calibration_indices(n, count, ctx.seed)
+    grams: dict[str, Gram] = {}
+    bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} examples")
+    keys = (idx[start : start + CALIBRATION_BATCH] for start in range(0, len(idx), CALIBRATION_BATCH))
+    try:
+        for _, batch in prefetched(x, keys):
+            for name, seen in zip(layers, parts.layer_inputs(handle, layers, batch)):
+                seen = np.asarray(seen, dtype=np.float32)
+                grams.setdefault(name, Gram(seen.shape[-1])).update(seen)
+            bar.update(1)
+    finally:
+        bar.close()
+    return grams, len(idx)
+
+
+def prune_calibrated(parts: CalibratedParts, handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+    """``prune wanda|sparsegpt`` of ``layers`` (linear, model order); returns the handle."""
+    label = f"prune {spec.method}"
+    grams, examples = gram_matrices(parts, handle, layers, spec.calibrate, ctx, label)
+    nm = (spec.nm.n, spec.nm.m) if spec.nm is not None else None
+    errors: dict[str, float] = {}
+    bar = ctx.progress(len(layers), f"{spec.method} {len(layers)} layers")
+    try:
+        for name in layers:
+            w = parts.weight(handle, name)
+            gram = grams[name]
+            if spec.method == "wanda":
+                keep = wanda_keep(w, gram.column_norms(), spec.amount, nm)
+                new = np.where(keep, w, np.float32(0.0)).astype(np.float32)
+            else:
+                keep, updated = sparsegpt_prune(w, gram.h, spec.amount, nm, damp=spec.damp, block=spec.block,
+                                                what=f"step {ctx.index + 1} ({label}) layer {name}")
+                new = updated.astype(np.float32)
+                new[~keep] = 0.0
+            parts.set_pruned(handle, name, keep, new)
+            errors[name] = round(output_error(w, new, gram.h), 8)
+            bar.update(1)
+    finally:
+        bar.close()
+    rows = {name: grams[name].rows for name in layers}
+    ctx.notes["calibration"] = {"examples": examples, "rows": max(rows.values()) if rows else 0,
+                                **({"damp": spec.damp, "block": spec.block} if spec.method == "sparsegpt" else {})}
+    ctx.notes["layer_output_error"] = errors
+    return handle
