@@ -426,7 +426,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str, start: str) -> Rec
         expected = _expected_words(set(exc.accepts or exc.expected)) or ["one value"]
         label = None
         if start == "start":  # the examples are recipes
-            label = exc.match_examples(lambda t: _lark().parse(t, start=start), _examples(), use_accepts=True)
+            try:
+                label = exc.match_examples(lambda t: _lark().parse(t, start=start), _examples(), use_accepts=True)
+            except Exception:  # Lark's own matcher can fail on odd input (a TypeError formatting a token): no label, same error
+                label = None
     else:
         line, col, width = exc.line, exc.column, 1
         char = text[exc.pos_in_stream] if isinstance(exc, UnexpectedCharacters) else ""

@@ -218,3 +218,15 @@ def test_the_parser_tables_are_cached_read_back_and_rebuilt_when_damaged(tmp_pat
     (tmp_path / "blocked").write_text("a file where the cache folder would go")
     monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "blocked"))
     assert parser._lark.__wrapped__().parse("finetune", start="start")  # no cache to write: no error
+
+
+def test_lark_failing_inside_its_own_example_matcher_still_gives_a_located_error():
+    """Found by the property test: on this text Lark's match_examples raised a TypeError
+    ('%d format: ... not ParserState'); the error is the usual located one, no crash."""
+    from lwdsl import parse
+    from lwdsl.errors import RecipeError
+
+    text = 'lwdsl 1\nrecipe "r"\ntarget seedcnn on mnist\n\nprune global l1 80%\ndistill[ epochs=1 T=4 alpha=0.7\n'
+    with pytest.raises(RecipeError) as err:
+        parse(text)
+    assert err.value.location.line == 6
