@@ -105,7 +105,7 @@ class TorchTrainer(Trainer):
             if self.loss is not None:
                 whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
             else:
-                ce = whole = F.cross_entropy(self.model(xb), yb)
+                ce = whole = token_cross_entropy(self.model(xb), yb)
         whole, ce = whole.float(), ce.float()
         if self.penalised:
             whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)

@@ -121,7 +121,7 @@ def test_checkpoints(be, tmp_path):
     assert ".lwz" in err.value.hint
     wrong = be.state(be.load_model("seedcnn", SHAPE, 10))
     save_weights(tmp_path / "wrong.lwz", wrong)
-    with pytest.raises(LwdslError, match="fc1.weight|conv1.weight"):
+    with pytest.raises(LwdslError, match="fc3.weight|fc1.weight|conv1.weight"):
         be.load_model("lenet300", SHAPE, 10, tmp_path / "wrong.lwz")
 
 

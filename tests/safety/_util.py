@@ -73,7 +73,8 @@ def snapshot(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
     found = {}
     skipped = {os.path.abspath(p) for p in skip}
     for folder, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skipped]
+        # the parser's table cache (lwdsl/language/parser.py) is lwdsl's own, like __pycache__: not an output
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skipped and not (d == "parser" and folder.endswith(".cache-lwdsl"))]
         for name in dirs + files:
             path = os.path.join(folder, name)
             if path in skipped:
@@ -86,6 +87,9 @@ def snapshot(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
             else:
                 with open(path, "rb") as f:
                     found[rel] = hashlib.sha256(f.read()).hexdigest()
+    for rel in [k for k, v in found.items() if v == "dir" and os.path.basename(k) == ".cache-lwdsl"]:
+        if not any(k.startswith(rel + os.sep) for k in found):  # holds only the parser's tables
+            del found[rel]
     return found
 
 

@@ -366,7 +366,7 @@ def test_the_command_line_refuses_a_damaged_checkpoint_with_exit_2(tmp_path: Pat
     (tmp_path / "r.lw").write_text("prune l1 0.5\n")
     done = run_cli(["run", "r.lw", *TINY, "--checkpoint", "bad.lwz"], tmp_path, env=cli_env(tmp_path), timeout=120)
     assert_refused(done, "bad.lwz", f"'{layer}.weight.scale'")
-    assert not list((tmp_path / "runs").glob("*")) and not (tmp_path / ".cache-lwdsl").exists()  # no run, no baseline
+    assert not list((tmp_path / "runs").glob("*")) and not (tmp_path / ".cache-lwdsl" / "baselines").exists()  # no run, no baseline
 
 
 # --- random damage ------------------------------------------------------------------------------

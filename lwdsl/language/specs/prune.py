@@ -50,7 +50,7 @@ class PruneSpec(StepSpec, TrainingOptions):
     """
 
     positional: ClassVar[tuple[str, ...]] = ("scope", "method", "amount")
-    summary: ClassVar[str] = "zero out weights: magnitude, random, threshold, structured, N:M, gradual, auto, calibrated"
+    summary: ClassVar[str] = "zero out weights: magnitude, structured, N:M, gradual, auto, wanda, sparsegpt"
     FORMS: ClassVar[tuple[str, ...]] = ("magnitude", "global", "threshold", "random", "structured", "remove", "nm", "gradual", "auto", "level",
                                         "wanda", "sparsegpt")
     #: The methods that calibrate on the layers' inputs (linear layers only).
