@@ -16,7 +16,8 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `lwdsl` sets it (lwdsl/backend/threads.py): no spinning on a busy CI machine
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:  # as `lwdsl` sets them
+    os.environ.update(OMP_WAIT_POLICY="PASSIVE", GOMP_SPINCOUNT="10000")  # (lwdsl/backend/threads.py): no spinning on a busy CI machine
 
 ROOT = Path(__file__).resolve().parents[1]
 _FRAMEWORK = {"torch": "torch", "tensorflow": "tensorflow"}

@@ -33,7 +33,7 @@ def _in_fresh_python(code: str, **env: str) -> str:
     import subprocess
     import sys
 
-    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
@@ -43,9 +43,10 @@ def test_idle_openmp_threads_sleep_unless_the_user_chose_a_policy():
     """Set before torch loads its OpenMP runtime (which reads the variable once), never over
     the user's own choice, and said when it came too late."""
     code = ("import os; from lwdsl.backend.threads import quiet_openmp; said = quiet_openmp(); "
-            "import torch; print(os.environ.get('OMP_WAIT_POLICY'), '|', said)")
-    assert _in_fresh_python(code).startswith("PASSIVE | OMP_WAIT_POLICY=PASSIVE (lwdsl's default")
-    assert _in_fresh_python(code, OMP_WAIT_POLICY="ACTIVE").startswith("ACTIVE | OMP_WAIT_POLICY=ACTIVE (set by the user)")
+            "import torch; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), '|', said)")
+    assert _in_fresh_python(code).startswith("PASSIVE 10000 | OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=10000 (lwdsl's default")
+    assert _in_fresh_python(code, OMP_WAIT_POLICY="ACTIVE").startswith("ACTIVE None | OMP_WAIT_POLICY=ACTIVE (set by the user)")
+    assert _in_fresh_python(code, GOMP_SPINCOUNT="5").startswith("None 5 | GOMP_SPINCOUNT=5 (set by the user)")
     late = ("import os, torch; torch.ones(2).sum(); from lwdsl.backend.threads import quiet_openmp; said = quiet_openmp(); "
             "print(os.environ.get('OMP_WAIT_POLICY'), '|', said)")
     assert _in_fresh_python(late) == "None | the OpenMP runtime's default (it was loaded before lwdsl could set OMP_WAIT_POLICY)"
