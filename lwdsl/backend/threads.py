@@ -74,6 +74,7 @@ def _openmp_loaded() -> bool:
 #: threads): idle, 0.87 s an epoch of 6,400 images against 0.99 s with OpenMP's default and 1.27 s
 #: with PASSIVE alone; beside two other torch jobs, 2.46 s against 18.82 s and 2.16 s.
 SPINCOUNT = "10000"
+_SET_HERE: list[bool] = []  # True once this process set them (not the user)
 
 
 def quiet_openmp() -> str:
@@ -81,13 +82,17 @@ def quiet_openmp() -> str:
     ``GOMP_SPINCOUNT=10000``) unless the user set either or a runtime has read its settings
     already; says which, for the report."""
     mine = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": SPINCOUNT}
+    said = f"OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT={SPINCOUNT} (lwdsl's default: idle threads spin briefly, then sleep)"
+    if _SET_HERE and all(os.environ.get(k) == v for k, v in mine.items()):
+        return said  # set by an earlier call in this process (the command line, then the run)
     theirs = [f"{k}={os.environ[k]}" for k in mine if k in os.environ]
     if theirs:
         return f"{' '.join(theirs)} (set by the user)"
     if _openmp_loaded():
         return "the OpenMP runtime's default (it was loaded before lwdsl could set OMP_WAIT_POLICY)"
     os.environ.update(mine)
-    return f"OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT={SPINCOUNT} (lwdsl's default: idle threads spin briefly, then sleep)"
+    _SET_HERE.append(True)
+    return said
 
 
 def cpu_model() -> str:

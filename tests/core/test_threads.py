@@ -42,7 +42,7 @@ def _in_fresh_python(code: str, **env: str) -> str:
 def test_idle_openmp_threads_sleep_unless_the_user_chose_a_policy():
     """Set before torch loads its OpenMP runtime (which reads the variable once), never over
     the user's own choice, and said when it came too late."""
-    code = ("import os; from lwdsl.backend.threads import quiet_openmp; said = quiet_openmp(); "
+    code = ("import os; from lwdsl.backend.threads import quiet_openmp; said = quiet_openmp(); assert quiet_openmp() == said; "
             "import torch; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), '|', said)")
     assert _in_fresh_python(code).startswith("PASSIVE 10000 | OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=10000 (lwdsl's default")
     assert _in_fresh_python(code, OMP_WAIT_POLICY="ACTIVE").startswith("ACTIVE None | OMP_WAIT_POLICY=ACTIVE (set by the user)")
