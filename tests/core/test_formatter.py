@@ -123,7 +123,7 @@ def test_format_source_does_not_compile() -> None:
         format_source("prune l1 0.2 |")
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.lw")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").rglob("*.lw")), ids=lambda p: p.name)
 def test_recipes_are_formatted(path: Path) -> None:
     text = path.read_text()
     assert format_source(text) == text

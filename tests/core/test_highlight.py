@@ -12,7 +12,7 @@ import pytest
 from lwdsl.language.highlight import textmate_grammar, token_rules, vscode_files
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = sorted((ROOT / "recipes").glob("*.lw"))
+RECIPES = sorted((ROOT / "recipes").rglob("*.lw"))
 
 
 def _textmate_scopes(line: str) -> list[tuple[str, str]]:

@@ -110,7 +110,7 @@ def test_ops_fits_80_columns_and_never_splits_a_word() -> None:
 
 
 def test_explain_fits_80_columns_on_every_example_recipe(work: Path) -> None:
-    for recipe in sorted((ROOT / "recipes").glob("*.lw")):
+    for recipe in sorted((ROOT / "recipes").rglob("*.lw")):
         result = invoke("explain", str(recipe))
         assert result.exit_code == 0, result.output
         for line in result.stdout.splitlines():
