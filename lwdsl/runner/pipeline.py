@@ -298,7 +298,7 @@ def run(
             tracker.start(plan, backend=be.name, model=str(shown), data=data or (plan.target.data if plan.target else None), seed=seed)
             recipe, overrides = plan, None
         prep = _prepare(recipe, overrides, model, be, data, train, test, checkpoint, seed, models or {},
-                        detail=say if phases else None, phases=phases)
+                        detail=say if phases else None, phases=phases, world=ranks.world)
         _check_workers(ranks, prep.dataset)
         from ..backend.precision import precision_info
 
@@ -372,6 +372,7 @@ def _prepare(
     adopt: bool = False,
     detail: Any = None,
     phases: Any = None,
+    world: int = 1,
 ) -> _Prepared:
     """Compile, check every step against the backend, build the model and check every selector,
     then read the data: every mistake the recipe, model or data can show fails here, before
@@ -385,9 +386,6 @@ def _prepare(
     check_backend(plan, be)
     from ..backend.precision import check_precisions
 
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE") or 1)  # set on every rank by torchrun / lwdsl run --workers
     check_precisions(plan, be, world)  # fp16 on the CPU, bf16/fp16 on ranks: refused before any model is built
     model_ref = model if model is not None else (plan.target.model if plan.target else None)
     if model is None and is_code_ref(model_ref):
