@@ -208,6 +208,7 @@ def train_command(
         Optional[str], typer.Option(metavar="FILE", help="also copy the weights to this .lwz file (never replaces another kind of file)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also the model, the data and where they came from, a line for every loop, and the time of each phase")] = False,
     resize: Resize = None,
     crop: Crop = None,
     mean: Mean = None,
@@ -216,19 +217,20 @@ def train_command(
     split: Split = None,
 ) -> None:
     """Train (or fetch from the cache) the baseline a run starts from without a checkpoint."""
-    from .args import check_backend_name, with_data_options
+    from .args import check_backend_name, check_verbosity, with_data_options
     from ..data.builtin import data_shape
     from ..runner.outdir import check_file_out
     from ..language.plan import Recipe
     from ..runner.pipeline import run
     from ..backend.weights import save_weights
 
+    check_verbosity(quiet, verbose)
     check_backend_name(backend)
     data = with_data_options(data, _data_options(resize, crop, mean, std, channels, split)) or data
     data_shape(data)
     out_path = check_file_out(out) if out is not None else None
-    result = run(Recipe(), model, backend=backend, data=data, seed=seed, quiet=quiet, baseline_epochs=epochs, latency=False,
-                 echo=lambda msg: typer.echo(msg, err=True))
+    result = run(Recipe(), model, backend=backend, data=data, seed=seed, quiet=quiet, verbose=verbose, baseline_epochs=epochs,
+                 latency=False, echo=lambda msg: typer.echo(msg, err=True))
     acc = result.report["steps"][0]["metrics"]["accuracy"]
     if out_path is not None:
         from ..runner.outdir import is_write_error, write_error

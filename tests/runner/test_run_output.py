@@ -120,3 +120,15 @@ def test_the_final_table_fits_80_columns_with_one_line_per_step(monkeypatch, cap
     assert [row.split("│")[2].strip() for row in rows] == ["baseline", "prune", "finetune", "quantize"]  # one line each
     legend = "\n".join(lines[lines.index(next(l for l in lines if l.startswith("└"))) + 1:])
     assert "1 prune global l1 0.9" in legend and 'except "fc*"' in legend and "quantize int8 calibrate=1000" in legend
+
+
+def test_train_takes_verbose_too(fake):
+    args = ["train", "linear2", "--backend", "fake", "--data", DATA, "--epochs", "1"]
+    loud = CliRunner().invoke(app, [*args, "--verbose"])
+    assert loud.exit_code == 0, loud.output
+    assert "model: linear2 (fake backend, cpu), " in loud.stderr and "data: synthetic:1,6,6:3: " in loud.stderr
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    assert "model: linear2 (fake backend" not in plain.stderr
+    both = CliRunner().invoke(app, [*args, "-q", "-v"])
+    assert both.exit_code == 2 and "--quiet and --verbose together" in both.stderr
