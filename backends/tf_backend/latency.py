@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from lwdsl.backend.engines import file_latency_ms
-from lwdsl.backend.timing import fixed_input, median_ms
+from lwdsl.backend.timing import fixed_input, fixed_tokens, median_ms
 from lwdsl.errors import RunError
 from lwdsl.semantics.codes import int8_only
 
-from ._tf import tf
+from ._tf import keras, tf
+from .hf import takes_tokens
 
 __all__ = ["latency_ms", "time_model"]
 
@@ -47,7 +48,11 @@ _workers: dict[int, subprocess.Popen] = {}
 
 def time_model(model: Any, batch: int, input_shape: tuple[int, ...]) -> float:
     """Median latency of ``model`` (in this process, with its current threads) in ms."""
-    x = tf.constant(np.ascontiguousarray(np.moveaxis(fixed_input(batch, input_shape), 1, -1)))
+    if takes_tokens(model):  # token ids over the embedding's vocabulary, as on torch
+        vocab = next(layer.input_dim for layer in model.layers if isinstance(layer, keras.layers.Embedding))
+        x = tf.constant(fixed_tokens(batch, input_shape, int(vocab)))
+    else:
+        x = tf.constant(np.ascontiguousarray(np.moveaxis(fixed_input(batch, input_shape), 1, -1)))
     forward = tf.function(lambda t: model(t, training=False))
     return median_ms(lambda: forward(x).numpy())
 

@@ -264,6 +264,10 @@ def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths
     if not isinstance(ref, (str, Path)):
         return adopt_model(ref)
     text = str(ref)
+    from .hf import HF_NAMES, build_hf
+
+    if text.partition("?")[0] in HF_NAMES:
+        return build_hf(text, tuple(input_shape), num_classes)
     if text in ZOO:
         return build_zoo(text, input_shape, num_classes, widths)
     if text in GRAPHS:
@@ -272,8 +276,9 @@ def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths
         return _applications(text.split(":", 1)[1], input_shape, num_classes)
     if Path(text).suffix in (".keras", ".h5") or Path(text).exists():
         return load_file(Path(text))
-    near = did_you_mean(text, [*ZOO, *GRAPHS, "keras:MobileNetV2"])
+    near = did_you_mean(text, [*ZOO, *GRAPHS, *HF_NAMES, "keras:MobileNetV2"])
     raise UsageError(
-        f"unknown model '{text}' for the tensorflow backend (built in: {', '.join([*ZOO, *GRAPHS])}; or keras:NAME, a .keras/.h5 file)",
+        f"unknown model '{text}' for the tensorflow backend (built in: {', '.join([*ZOO, *GRAPHS])}; transformers: "
+        f"{', '.join(HF_NAMES)}; or keras:NAME, a .keras/.h5 file)",
         hint=f"did you mean '{near}'?" if near else None,
     )

@@ -29,6 +29,7 @@ from lwdsl.semantics.cut import magnitude_cut
 from lwdsl.semantics.pruning import MaskRule, keep_masks
 from lwdsl.language.specs import PruneSpec
 
+from ._tf import keras
 from .handle import KerasHandle
 from .layers import LayerView
 from .structured import plan_removal, remove_filters
@@ -103,6 +104,26 @@ class KerasPruneParts(PruneParts):
         for view, keep in zip(chosen, keep_masks(rule, _Canonical(chosen))):
             handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
         return handle
+
+    def layer_inputs(self, handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        """One pass over ``x`` in inference mode through a model whose outputs are the inputs of
+        ``layers`` (Keras 3's ``layer.input`` of each layer's call), each as float32 ``[rows, in]``."""
+        views = selected_views(handle, layers)
+        by_name = {v.name: v for v in views}
+        model = handle.model
+        taps = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [by_name[name].layer.input for name in layers])
+        seen = taps(x if x.ndim != 4 else np.ascontiguousarray(np.moveaxis(x, 1, -1)), training=False)
+        seen = seen if isinstance(seen, (list, tuple)) else [seen]
+        return [np.asarray(t, dtype=np.float32).reshape(-1, int(t.shape[-1])) for t in seen]
+
+    def weight(self, handle: KerasHandle, layer: str) -> np.ndarray:
+        return np.array(selected_views(handle, [layer])[0].weight.canonical(), dtype=np.float32)
+
+    def set_pruned(self, handle: KerasHandle, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
+        view = selected_views(handle, [layer])[0]
+        t = view.weight
+        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
+        handle.add_mask(view, np.ascontiguousarray(t.from_canon(np.asarray(keep, dtype=bool))))
 
     def plan_removal(self, handle: KerasHandle, layers: Sequence[str]) -> None:
         plan_removal(handle, list(layers))

@@ -7,7 +7,7 @@ from lwdsl.language.specs import DistillSpec, PruneSpec, QuantizeSpec
 SUPPORT = SupportTable(
     backend="tensorflow",
     runs={
-        "prune": tuple(f for f in PruneSpec.FORMS if f not in PruneSpec.CALIBRATED),  # wanda/sparsegpt: not yet (issue 25)
+        "prune": PruneSpec.FORMS,
         "regularize": (),
         "finetune": (),
         "quantize": QuantizeSpec.FORMS,  # every form of the forms table (lwdsl.semantics.forms)
@@ -15,8 +15,6 @@ SUPPORT = SupportTable(
         "distill": DistillSpec.FORMS,
     },
     notes={
-        "prune": "wanda and sparsegpt run on the torch backend only for now (their masks come from the core; "
-        "calibration inputs and transformer models are not wired here yet)",
         "quantize": "codes from lwdsl.semantics.codes; TFLite int8 via the TF converter, checked in LiteRT; "
         f"{'/'.join(LOW_BIT)} weights packed in the .lwz, float kernels (the gain is size, not speed); {'/'.join(CASTS)} weights stored in 16 bits (.lwz)",
         "export": "tflite: float32, int8 (full integer or dynamic range) after int8 quantize, float16 after fp16 alone; "

@@ -50,7 +50,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.fit import Trainer
 from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.data.stream import chunks, eval_batch
+from lwdsl.data.stream import chunks, eval_batch, eval_batch_tokens
 from lwdsl.semantics.cluster import codebook_levels
 from lwdsl.semantics.quant import WeightQuant, requantize
 from lwdsl.language.specs import TrainingOptions
@@ -133,6 +133,8 @@ class _Optimizer:
         for i, (w, g) in enumerate(zip(self.vars, grads)):
             if g is None:
                 continue
+            if isinstance(g, tf.IndexedSlices):  # an embedding's rows: dense, as torch's (sparse=False) gradient
+                g = tf.convert_to_tensor(g)
             if self.wd:
                 g = g + self.wd * w
             if self.kind == "adam":
@@ -327,23 +329,26 @@ def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
 
 def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) over the test set, in inference mode; statically
-    quantized layers see their inputs fake-quantized (:func:`.fakequant.quantized_forward`)."""
+    quantized layers see their inputs fake-quantized (:func:`.fakequant.quantized_forward`);
+    for token sequences (``task`` lm) over every target token (next-token accuracy and mean
+    token cross-entropy), as on torch."""
     keras_model = quantized_forward(handle)
     x, y = ctx.data.test_x, ctx.data.test_y
-    batch = eval_batch(x.shape[1:], batch)
+    batch = eval_batch(x.shape[1:], batch) if ctx.data.task != "lm" else eval_batch_tokens(x.shape[1:], ctx.data.num_classes)
     forward = tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True)
     correct, loss_sum = 0, 0.0
     bar = ctx.progress(-(-len(x) // batch), "evaluate")
     try:
         for start, xb in chunks(x, batch):  # a slice of an array in memory; decoded batch by batch from files
-            logits = forward(tf.constant(np.ascontiguousarray(np.moveaxis(xb, 1, -1))))
+            logits = forward(tf.constant(np.ascontiguousarray(np.moveaxis(xb, 1, -1)) if xb.ndim == 4 else xb))
             yb = tf.constant(y[start : start + len(xb)])
-            correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == yb, tf.int64)))
-            loss_sum += float(cross_entropy(yb, logits)) * len(yb)
+            correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == yb, tf.int64)))
+            loss_sum += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)))
             bar.update(1)
     finally:
         bar.close()
-    return correct / max(len(x), 1), loss_sum / max(len(x), 1)
+    count = int(np.prod(np.shape(y))) if len(x) else 0
+    return correct / max(count, 1), loss_sum / max(count, 1)
 
 
 #: The step handlers that only train (written once, over this backend's fit).

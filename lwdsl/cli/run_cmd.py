@@ -166,8 +166,11 @@ def _run_and_say(kwargs: dict[str, Any]) -> None:
     if not kwargs["quiet"]:
         print_table(result.report)
     s = result.report["summary"]  # the one line --quiet still prints: what came out and where
+    quality = f"accuracy {100 * s['accuracy_before']:.2f}% -> {100 * s['accuracy_after']:.2f}%"
+    if "perplexity_before" in s:  # a language model: perplexity first, next-token accuracy beside it
+        quality = f"perplexity {s['perplexity_before']:.2f} -> {s['perplexity_after']:.2f} (next-token {quality})"
     typer.echo(
-        f"accuracy {100 * s['accuracy_before']:.2f}% -> {100 * s['accuracy_after']:.2f}%, "
+        f"{quality}, "
         f"{s['nonzero_compression']:.1f}x fewer non-zero weights, file {s['size_gzip_ratio']:.1f}x smaller (gzip); "
         f"report in {result.run_dir}/report.md"
     )

@@ -418,6 +418,7 @@ def _prepare(
     check_removals(plan, be, handle)
     _check_models(plan, be, tuple(shape), classes, models or {}, shown_data)
     _check_data_sets(plan, tuple(shape), str(data_name or "the given data"))
+    _check_task(plan, task, shown_data)
     from ..data.builtin import load_data, same_data
 
     read = time.perf_counter()
@@ -757,6 +758,30 @@ def _check_data_sets(plan: Recipe, shape: tuple[int, ...], data_name: str) -> No
                     f"the model takes the run's {shape} ({data_name})",
                     hint="a transfer set must have the run's image shape: use a data set of the same size and channels",
                 )
+
+
+def _check_task(plan: Recipe, task: str, data_name: str) -> None:
+    """Steps that only mean something for images, refused for a language model (``task`` lm:
+    token ids in, one distribution over the vocabulary per position out) before any training."""
+    if task != "lm":
+        return
+    from ..errors import RecipeError
+    from ..language.validate import step_label
+
+    for i, step in enumerate(plan.steps):
+        problem, hint = None, None
+        if step.op == "quantize" and step.dtype == "int8":
+            problem = ("int8 (an ONNX Runtime or LiteRT int8 model, whose input is quantized too) is for image models; "
+                       "a language model's input is token ids")
+            hint = "quantize a language model's weights with `quantize int4` (weights only, per channel)"
+        elif step.op == "export" and step.format in ("onnx", "tflite"):
+            problem = f"export {step.format} of a language model is not supported yet"
+            hint = "export torch (torch) or export keras (tensorflow) writes the model; the report has its weights"
+        elif getattr(step, "jitter", 0):
+            problem = f"jitter={step.jitter} translates images; {data_name} is token sequences"
+            hint = "leave jitter out for a language model"
+        if problem is not None:
+            raise RecipeError(f"{step_label(plan, i)}: {problem}", plan.location(i), hint=hint)
 
 
 def _check_selectors(plan: Recipe, be: Backend, handle: Any) -> None:

@@ -25,8 +25,7 @@ def test_support_is_static() -> None:
     matrix = support_matrix()
     assert matrix["export"]["torch"].startswith("torch, onnx (onnx: int8 QDQ")
     assert matrix["export"]["tensorflow"].startswith("keras, saved_model, tflite (tflite: float32, int8")
-    assert matrix["prune"]["torch"] == "all forms"
-    assert matrix["prune"]["tensorflow"].startswith("magnitude, global, threshold, random, structured, remove, nm, gradual, auto, level (wanda")
+    assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}  # wanda/sparsegpt too (issue 25)
     assert all(m.startswith("all forms (") for m in matrix["quantize"].values())
     assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
     code = "import sys; from lwdsl.cli.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"

@@ -1,0 +1,159 @@
+"""Transformer models as Keras 3 functional models with Hugging Face's names: ``tiny-llama``.
+
+The same network as the torch backend's ``transformers.LlamaForCausalLM`` (backends/torch_backend/hf.py),
+built from Keras layers, so the canonical state of one loads into the other (the weights of one
+are the weights of the other, logits equal within float32 rounding: tests/backends/test_tf_hf.py):
+
+- every weighted layer is a Keras layer named as the Hugging Face module (``model.embed_tokens``,
+  ``model.layers.0.self_attn.q_proj``, ``model.layers.0.mlp.down_proj``, ``model.norm``,
+  ``lm_head``), so its canonical tensor is ``NAME.weight`` as in a Hugging Face state dict;
+  projections are ``Dense`` layers without bias on ``[batch, seq, hidden]`` (canonical
+  ``[out, in]``: the layer views transpose the kernel), so selectors, masks, codes and the
+  calibrated methods (``prune wanda|sparsegpt``: :meth:`Dense.input`) see them as linear layers;
+- RMSNorm (``x * rsqrt(mean(x^2) + eps) * weight``, eps 1e-6, in float32) and the attention core
+  (rotary positions as ``transformers`` applies them, ``rotate_half`` of the two halves, base
+  10000; causal scaled dot-product; softmax in float32) are two small weightless-or-one-weight
+  layers registered for safe-mode loading (``lwdsl>RMSNorm``, ``lwdsl>CausalSelfAttention``);
+- SwiGLU MLP: ``down(silu(gate(x)) * up(x))``; residual adds; untied head.
+
+Initialisation follows ``transformers``' Llama: projections and embeddings normal(0, 0.02),
+norms one, drawn from Keras's seeded generator (so the same seed gives the same model here, not
+the same numbers as torch's generator: use a checkpoint to start both from one set of weights).
+Sizes as on torch: ``tiny-llama?layers=4&hidden=256&heads=8&mlp=1024``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lwdsl.errors import UsageError
+
+from ._tf import keras
+
+__all__ = ["HF_NAMES", "build_hf", "takes_tokens", "RMSNorm", "CausalSelfAttention"]
+
+#: Names built here, with their default sizes (the torch backend's table).
+HF_NAMES = {"tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512}}
+
+#: Llama's defaults in ``transformers`` (``LlamaConfig``): RMSNorm epsilon, rotary base, init std.
+RMS_EPS, ROPE_BASE, INIT_STD = 1e-6, 10000.0, 0.02
+
+
+def takes_tokens(model: Any) -> bool:
+    """Whether ``model`` takes token ids (int ``[batch, seq]``) rather than images."""
+    return any(isinstance(layer, keras.layers.Embedding) for layer in model.layers[:3]) and len(model.inputs[0].shape) == 2
+
+
+@keras.saving.register_keras_serializable(package="lwdsl")
+class RMSNorm(keras.layers.Layer):
+    """``x * rsqrt(mean(x^2, -1) + eps) * weight`` computed in float32 (Llama's RMSNorm); one
+    variable named ``weight`` (canonical ``NAME.weight``)."""
+
+    def __init__(self, eps: float = RMS_EPS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.eps = float(eps)
+
+    def build(self, input_shape: Any) -> None:
+        self.weight = self.add_weight(name="weight", shape=(int(input_shape[-1]),), initializer="ones")
+
+    def call(self, x: Any) -> Any:
+        ops = keras.ops
+        x32 = ops.cast(x, "float32")
+        out = x32 * ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + self.eps)
+        return ops.cast(self.weight * ops.cast(out, self.compute_dtype), self.compute_dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="lwdsl")
+class CausalSelfAttention(keras.layers.Layer):
+    """The attention core between the projections: ``[q, k, v]`` (each ``[batch, seq, hidden]``)
+    -> ``[batch, seq, hidden]``; rotary positions on q and k (``transformers``' ``rotate_half``),
+    causal scaled dot-product, softmax in float32. No weights."""
+
+    def __init__(self, heads: int, base: float = ROPE_BASE, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.heads, self.base = int(heads), float(base)
+
+    def call(self, inputs: Any) -> Any:
+        ops = keras.ops
+        q, k, v = inputs
+        seq, hidden = ops.shape(q)[1], q.shape[-1]
+        d = hidden // self.heads
+
+        def split(t: Any) -> Any:  # [b, s, h*d] -> [b, h, s, d]
+            return ops.transpose(ops.reshape(t, (-1, seq, self.heads, d)), (0, 2, 1, 3))
+
+        q, k, v = split(q), split(k), split(v)
+        inv = 1.0 / (self.base ** (np.arange(0, d, 2, dtype=np.float32) / d))
+        freqs = ops.cast(ops.arange(seq), "float32")[:, None] * ops.convert_to_tensor(inv)[None, :]
+        emb = ops.concatenate([freqs, freqs], axis=-1)
+        cos, sin = ops.cast(ops.cos(emb), q.dtype), ops.cast(ops.sin(emb), q.dtype)
+
+        def rope(t: Any) -> Any:
+            half = d // 2
+            rotated = ops.concatenate([-t[..., half:], t[..., :half]], axis=-1)
+            return t * cos + rotated * sin
+
+        q, k = rope(q), rope(k)
+        scores = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32") * (1.0 / float(np.sqrt(d)))
+        causal = ops.tril(ops.ones((seq, seq), dtype="bool"))
+        scores = ops.where(causal[None, None], scores, ops.cast(np.finfo(np.float32).min, "float32"))
+        probs = ops.cast(ops.softmax(scores, axis=-1), v.dtype)
+        out = ops.matmul(probs, v)  # [b, h, s, d]
+        return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, seq, hidden))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "heads": self.heads, "base": self.base}
+
+
+def _sizes(name: str, query: str) -> dict[str, int]:
+    sizes = dict(HF_NAMES[name])
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if key not in sizes or not eq or not value.isdigit() or int(value) < 1:
+            raise UsageError(f"{name}?{query}: '{part}' is not a size of {name}",
+                             hint=f"sizes are positive integers: {', '.join(f'{k}={v}' for k, v in HF_NAMES[name].items())}")
+        sizes[key] = int(value)
+    if sizes["hidden"] % sizes["heads"] or (sizes["hidden"] // sizes["heads"]) % 2:
+        raise UsageError(f"{name}?{query}: hidden={sizes['hidden']} must be an even multiple of heads={sizes['heads']} per head")
+    return sizes
+
+
+def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """``tiny-llama`` (``?key=value&...`` for other sizes) for token sequences of
+    ``input_shape`` = ``(seq,)`` and a vocabulary of ``num_classes``, freshly initialised."""
+    name, _, query = ref.partition("?")
+    sizes = _sizes(name, query)
+    if len(input_shape) != 1:
+        raise UsageError(f"{name} takes token sequences, not inputs of shape {tuple(input_shape)}",
+                         hint="use it with text data (--data pydoc, or a text file)")
+    vocab, hidden, heads, mlp = int(num_classes), sizes["hidden"], sizes["heads"], sizes["mlp"]
+    layers = keras.layers
+    init = keras.initializers.RandomNormal(stddev=INIT_STD)
+
+    def dense(units: int, label: str) -> Any:
+        return layers.Dense(units, use_bias=False, kernel_initializer=init, name=label)
+
+    ids = keras.Input((int(input_shape[0]),), dtype="int64", name="input_ids")
+    x = layers.Embedding(vocab, hidden, embeddings_initializer=init, name="model.embed_tokens")(ids)
+    for i in range(sizes["layers"]):
+        at = f"model.layers.{i}"
+        h = RMSNorm(name=f"{at}.input_layernorm")(x)
+        q, k, v = (dense(hidden, f"{at}.self_attn.{p}_proj")(h) for p in "qkv")
+        a = CausalSelfAttention(heads, name=f"{at}.self_attn")([q, k, v])
+        x = layers.Add(name=f"{at}.attn_residual")([x, dense(hidden, f"{at}.self_attn.o_proj")(a)])
+        h = RMSNorm(name=f"{at}.post_attention_layernorm")(x)
+        gate = layers.Activation("silu", name=f"{at}.mlp.act_fn")(dense(mlp, f"{at}.mlp.gate_proj")(h))
+        up = dense(mlp, f"{at}.mlp.up_proj")(h)
+        m = layers.Multiply(name=f"{at}.mlp.gated")([gate, up])
+        x = layers.Add(name=f"{at}.mlp_residual")([x, dense(hidden, f"{at}.mlp.down_proj")(m)])
+    x = RMSNorm(name="model.norm")(x)
+    logits = dense(vocab, "lm_head")(x)
+    return keras.Model(ids, logits, name=name)

@@ -1,0 +1,82 @@
+"""tiny-llama on the tensorflow backend (issue 25): built from its sizes as Keras 3 layers with
+Hugging Face's names, saved and loaded back in safe mode, and the shipped transformer recipe
+(`prune sparsegpt 50% nm=2:4 | finetune`) run end to end on `--data pydoc` as a user types it.
+Equal logits and equal masks against torch: tests/conformance/test_llm_parity.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+pytest.importorskip("lwdsl.backends.tf_backend")  # first: it imports Triton before TensorFlow
+import keras  # noqa: E402
+
+from lwdsl.backend import get_backend  # noqa: E402
+from lwdsl.errors import UsageError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def be():
+    return get_backend("tensorflow")
+
+
+def test_sizes_names_and_kinds(be):
+    h = be.load_model("tiny-llama", (128,), 2048)
+    assert be.stats(h).params == 1_049_216 == h.model.count_params()  # the torch backend's count (docs/semantics.md)
+    layers = be.layers(h)
+    linear = [i.name for i in layers if i.kind == "linear"]
+    assert linear[:4] == [f"model.layers.0.self_attn.{p}_proj" for p in "qkvo"] and linear[-1] == "lm_head"
+    assert len(linear) == 15 and layers[0].name == "model.embed_tokens" and layers[0].kind == "embedding"
+    small = be.load_model("tiny-llama?layers=1&hidden=32&heads=2&mlp=64", (16,), 100)
+    assert be.stats(small).params == 100 * 32 + 4 * 32 * 32 + 3 * 32 * 64 + 3 * 32 + 32 * 100
+
+
+@pytest.mark.parametrize("ref, shape, message", [
+    ("tiny-llama?hidden=30&heads=4", (16,), "even multiple of heads"),
+    ("tiny-llama?depth=3", (16,), "'depth=3' is not a size of tiny-llama"),
+    ("tiny-llama", (1, 28, 28), "takes token sequences"),
+])
+def test_bad_sizes_and_inputs_are_refused(be, ref, shape, message):
+    with pytest.raises(UsageError, match=message):
+        be.load_model(ref, shape, 100)
+
+
+def test_keras_file_loads_back_in_safe_mode(be, tmp_path):
+    h = be.load_model("tiny-llama?hidden=32&heads=2&mlp=64", (16,), 100)
+    h.model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    ids = np.random.default_rng(0).integers(0, 100, (2, 16))
+    assert np.array_equal(np.asarray(again(ids)), np.asarray(h.model(ids)))
+    causal = np.asarray(h.model(np.concatenate([ids[:, :8], ids[::-1, 8:]], axis=1)))
+    assert np.array_equal(causal[:, :8], np.asarray(h.model(ids))[:, :8])  # a token never sees the ones after it
+
+
+@pytest.mark.slow
+def test_the_transformer_recipe_runs_on_tensorflow(tmp_path):
+    pytest.importorskip("tokenizers", reason="--data pydoc needs tokenizers (pip install 'lwdsl[llm]')")
+    env = {**os.environ, "COLUMNS": "120"}
+    env.setdefault("LWDSL_CACHE", str(tmp_path / "cache"))
+    cli = Path(sys.executable).with_name("lwdsl")
+    done = subprocess.run([str(cli), "run", str(ROOT / "recipes" / "sparsegpt-tiny-llama.lw"), "--backend", "tensorflow",
+                           "--baseline-epochs", "1", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=1200, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("perplexity ") and "(next-token accuracy " in last
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    ppl = [step["metrics"]["perplexity"] for step in report["steps"]]
+    assert ppl[0] < 1000 and ppl[2] < ppl[1]  # one epoch learns (untrained: ~2100); fine-tuning gives back
+    sparsity = {layer["name"]: layer["sparsity"] for layer in report["steps"][1]["metrics"]["layers"]}
+    assert sparsity["lm_head"] == 0.0 and sparsity["model.layers.1.mlp.down_proj"] == 0.5
+    step = report["steps"][1]
+    assert step["calibration"]["examples"] == 128 and len(step["layer_output_error"]) == 14
+    assert (tmp_path / "out" / "model.keras").is_file()

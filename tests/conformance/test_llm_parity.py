@@ -1,0 +1,120 @@
+"""The transformer side on both backends (issue 25): ``tiny-llama`` is the same network on torch
+(``transformers.LlamaForCausalLM``) and tensorflow (Keras 3 layers with Hugging Face's names):
+
+- one canonical state loads into either, both ways, with logits equal within float32 rounding;
+- ``prune wanda`` and ``prune sparsegpt`` (50% and 2:4) through each backend's handler, from the
+  same weights and the same calibration sequences, give the same masks (bit-identical) and
+  SparseGPT's updated weights within float32 rounding of the layer inputs (the core computes
+  both from each backend's own float32 taps);
+- the evaluation (next-token accuracy, token cross-entropy) agrees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="tiny-llama on torch needs transformers (pip install 'lwdsl[llm]')")
+
+from lwdsl.data.dataset import Dataset  # noqa: E402
+from lwdsl.language.specs import PruneSpec  # noqa: E402
+
+from .cases import backend, context  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.tensorflow]
+
+SEQ, VOCAB = 32, 256
+MODEL = "tiny-llama?layers=2&hidden=64&heads=4&mlp=128"
+
+
+def _tokens(seed: int = 0) -> Dataset:
+    """Token sequences with structure to learn (a noisy walk over the vocabulary)."""
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(1, 4, (96, SEQ + 1))
+    seqs = (np.cumsum(steps, axis=1) + rng.integers(0, VOCAB, (96, 1))) % VOCAB
+    x, y = seqs[:, :-1].astype(np.int64), seqs[:, 1:].astype(np.int64)
+    return Dataset("walk", x[:64], y[:64], x[64:], y[64:], VOCAB, task="lm")
+
+
+@pytest.fixture(scope="module")
+def start():
+    """A torch tiny-llama's canonical state (transformers' own initialisation, seed 0)."""
+    import torch
+
+    torch.manual_seed(0)
+    be = backend("torch")
+    return be.state(be.load_model(MODEL, (SEQ,), VOCAB))
+
+
+def _logits(name: str, handle, ids: np.ndarray) -> np.ndarray:
+    if name == "torch":
+        import torch
+
+        with torch.no_grad():
+            return handle.module(torch.from_numpy(ids)).numpy()
+    return np.asarray(handle.model(ids, training=False))
+
+
+def test_one_state_gives_equal_logits_both_ways(start):
+    ids = _tokens().test_x[:4]
+    handles = {}
+    for name in ("torch", "tensorflow"):
+        be = backend(name)
+        handles[name] = be.load_model(MODEL, (SEQ,), VOCAB)
+        be.load_state(handles[name], start)
+    a, b = _logits("torch", handles["torch"], ids), _logits("tensorflow", handles["tensorflow"], ids)
+    assert a.shape == b.shape == (4, SEQ, VOCAB)
+    assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, float(np.max(np.abs(a))))
+    # and back: tensorflow's canonical state into a fresh torch model gives torch's logits again
+    tf_state = backend("tensorflow").state(handles["tensorflow"])
+    assert set(tf_state) == set(start)
+    again = backend("torch").load_model(MODEL, (SEQ,), VOCAB)
+    backend("torch").load_state(again, tf_state)
+    assert np.array_equal(_logits("torch", again, ids), a)
+    # the two backends list the same linear layers, in the same order, with the same shapes
+    linear = {n: [(i.name, i.shape) for i in backend(n).layers(handles[n]) if i.kind == "linear"] for n in handles}
+    assert linear["torch"] == linear["tensorflow"] and len(linear["torch"]) == 2 * 7 + 1
+
+
+@pytest.mark.parametrize("spec", [dict(method="wanda", amount=0.5), dict(method="wanda", amount=0.5, nm={"n": 2, "m": 4}),
+                                  dict(method="sparsegpt", amount=0.5), dict(method="sparsegpt", amount=0.5, nm={"n": 2, "m": 4})],
+                         ids=["wanda-50", "wanda-2:4", "sparsegpt-50", "sparsegpt-2:4"])
+def test_calibrated_prune_gives_the_same_masks(start, spec):
+    data = _tokens()
+    step = PruneSpec(**spec, calibrate=32)
+    out, notes = {}, {}
+    for name in ("torch", "tensorflow"):
+        be = backend(name)
+        handle = be.load_model(MODEL, (SEQ,), VOCAB)
+        be.load_state(handle, start)
+        layers = [i.name for i in be.layers(handle) if i.kind == "linear" and i.name != "lm_head"]
+        ctx = context(data)
+        handle = be.apply(handle, step, layers, ctx)
+        out[name], notes[name] = be.state(be.finalize(handle)), ctx.notes
+    targeted = [k for k in start if k.endswith("_proj.weight")]
+    assert len(targeted) == 14
+    for key in targeted:
+        a, b = out["torch"][key], out["tensorflow"][key]
+        assert np.array_equal(a == 0, b == 0), f"{key}: {int(np.count_nonzero((a == 0) != (b == 0)))} mask entries differ"
+        assert np.count_nonzero(a == 0) >= a.size // 2
+        if spec["method"] == "wanda":  # kept weights untouched: bit-identical
+            assert np.array_equal(a, b)
+        else:  # SparseGPT's update solves with each backend's own float32 inputs
+            assert np.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert out["torch"]["lm_head.weight"].tolist() == start["lm_head.weight"].tolist()
+    assert notes["torch"]["calibration"] == notes["tensorflow"]["calibration"]
+    err_t, err_k = notes["torch"]["layer_output_error"], notes["tensorflow"]["layer_output_error"]
+    assert set(err_t) == set(err_k) and all(abs(err_t[k] - err_k[k]) <= 1e-5 + 1e-4 * err_t[k] for k in err_t)
+
+
+def test_evaluation_agrees(start):
+    data = _tokens()
+    figures = {}
+    for name in ("torch", "tensorflow"):
+        be = backend(name)
+        handle = be.load_model(MODEL, (SEQ,), VOCAB)
+        be.load_state(handle, start)
+        figures[name] = be.evaluate(handle, context(data))
+    (acc_t, loss_t), (acc_k, loss_k) = figures["torch"], figures["tensorflow"]
+    assert acc_t == acc_k and abs(loss_t - loss_k) <= 1e-5 * loss_t
+    assert loss_t == pytest.approx(np.log(VOCAB), rel=0.1)  # an untrained model: about uniform

@@ -1,0 +1,27 @@
+"""What every backend does with a language model (``task`` lm: token ids in): the steps that only
+mean something for images are refused before any training, located, exit 2, with what to use."""
+
+from __future__ import annotations
+
+import pytest
+
+import lwdsl
+from lwdsl.errors import RecipeError
+
+MODEL = "tiny-llama?layers=1&hidden=32&heads=2&mlp=64"
+
+
+@pytest.mark.parametrize("recipe, says, hint", [
+    ("prune l1 50%\nquantize int8", "step 2 `quantize int8`: int8 (an ONNX Runtime or LiteRT int8 model", "quantize int4"),
+    ("quantize int8 mode=dynamic", "a language model's input is token ids", "quantize int4"),
+    ("finetune epochs=1 jitter=2", "jitter=2 translates images; pydoc is token sequences", "leave jitter out"),
+])
+def test_image_only_steps_are_refused_before_training(backend_name, recipe, says, hint, tmp_path, monkeypatch):
+    pytest.importorskip("transformers" if backend_name == "torch" else "keras")
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RecipeError) as caught:
+        lwdsl.run(recipe, MODEL, backend=backend_name, data="pydoc", out=None, baseline_epochs=1)
+    assert says in str(caught.value) and hint in (caught.value.hint or "") and caught.value.exit_code == 2
+    assert caught.value.location is not None and caught.value.location.line == recipe.count("\n") + 1
+    cached = {p.name for p in (tmp_path / "cache").iterdir()} if (tmp_path / "cache").exists() else set()
+    assert cached <= {"parser"}  # refused before the tokenizer was trained or any baseline (only the parser's tables)
