@@ -1,4 +1,4 @@
-"""Transformer models as Keras 3 functional models with Hugging Face's names: ``tiny-llama``.
+"""Transformer models as Keras 3 functional models with Hugging Face's names: ``tiny-llama``, ``tiny-bert``.
 
 The same network as the torch backend's ``transformers.LlamaForCausalLM`` (backends/torch_backend/hf.py),
 built from Keras layers, so the canonical state of one loads into the other (the weights of one
@@ -32,13 +32,17 @@ from lwdsl.errors import UsageError
 
 from ._tf import keras
 
-__all__ = ["HF_NAMES", "build_hf", "takes_tokens", "RMSNorm", "CausalSelfAttention"]
+__all__ = ["HF_NAMES", "build_hf", "takes_tokens", "RMSNorm", "SelfAttention", "TokenPositions"]
 
 #: Names built here, with their default sizes (the torch backend's table).
-HF_NAMES = {"tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512}}
+HF_NAMES = {
+    "tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
+    "tiny-bert": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512, "vocab": 2048},
+}
 
-#: Llama's defaults in ``transformers`` (``LlamaConfig``): RMSNorm epsilon, rotary base, init std.
-RMS_EPS, ROPE_BASE, INIT_STD = 1e-6, 10000.0, 0.02
+#: ``transformers``' defaults: Llama's RMSNorm epsilon and rotary base, BERT's LayerNorm
+#: epsilon, the initialisation's standard deviation (both).
+RMS_EPS, ROPE_BASE, LN_EPS, INIT_STD = 1e-6, 10000.0, 1e-12, 0.02
 
 
 def takes_tokens(model: Any) -> bool:
@@ -69,14 +73,15 @@ class RMSNorm(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="lwdsl")
-class CausalSelfAttention(keras.layers.Layer):
+class SelfAttention(keras.layers.Layer):
     """The attention core between the projections: ``[q, k, v]`` (each ``[batch, seq, hidden]``)
-    -> ``[batch, seq, hidden]``; rotary positions on q and k (``transformers``' ``rotate_half``),
-    causal scaled dot-product, softmax in float32. No weights."""
+    -> ``[batch, seq, hidden]``; Llama's (``causal``, ``rotary``): rotary positions on q and k
+    (``transformers``' ``rotate_half``), causal; BERT's: neither. Scaled dot-product, softmax in
+    float32. No weights."""
 
-    def __init__(self, heads: int, base: float = ROPE_BASE, **kwargs: Any) -> None:
+    def __init__(self, heads: int, causal: bool = True, rotary: bool = True, base: float = ROPE_BASE, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.heads, self.base = int(heads), float(base)
+        self.heads, self.causal, self.rotary, self.base = int(heads), bool(causal), bool(rotary), float(base)
 
     def call(self, inputs: Any) -> Any:
         ops = keras.ops
@@ -88,20 +93,22 @@ class CausalSelfAttention(keras.layers.Layer):
             return ops.transpose(ops.reshape(t, (-1, seq, self.heads, d)), (0, 2, 1, 3))
 
         q, k, v = split(q), split(k), split(v)
-        inv = 1.0 / (self.base ** (np.arange(0, d, 2, dtype=np.float32) / d))
-        freqs = ops.cast(ops.arange(seq), "float32")[:, None] * ops.convert_to_tensor(inv)[None, :]
-        emb = ops.concatenate([freqs, freqs], axis=-1)
-        cos, sin = ops.cast(ops.cos(emb), q.dtype), ops.cast(ops.sin(emb), q.dtype)
+        if self.rotary:
+            inv = 1.0 / (self.base ** (np.arange(0, d, 2, dtype=np.float32) / d))
+            freqs = ops.cast(ops.arange(seq), "float32")[:, None] * ops.convert_to_tensor(inv)[None, :]
+            emb = ops.concatenate([freqs, freqs], axis=-1)
+            cos, sin = ops.cast(ops.cos(emb), q.dtype), ops.cast(ops.sin(emb), q.dtype)
 
-        def rope(t: Any) -> Any:
-            half = d // 2
-            rotated = ops.concatenate([-t[..., half:], t[..., :half]], axis=-1)
-            return t * cos + rotated * sin
+            def rope(t: Any) -> Any:
+                half = d // 2
+                rotated = ops.concatenate([-t[..., half:], t[..., :half]], axis=-1)
+                return t * cos + rotated * sin
 
-        q, k = rope(q), rope(k)
+            q, k = rope(q), rope(k)
         scores = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32") * (1.0 / float(np.sqrt(d)))
-        causal = ops.tril(ops.ones((seq, seq), dtype="bool"))
-        scores = ops.where(causal[None, None], scores, ops.cast(np.finfo(np.float32).min, "float32"))
+        if self.causal:
+            causal = ops.tril(ops.ones((seq, seq), dtype="bool"))
+            scores = ops.where(causal[None, None], scores, ops.cast(np.finfo(np.float32).min, "float32"))
         probs = ops.cast(ops.softmax(scores, axis=-1), v.dtype)
         out = ops.matmul(probs, v)  # [b, h, s, d]
         return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, seq, hidden))
@@ -110,7 +117,29 @@ class CausalSelfAttention(keras.layers.Layer):
         return input_shape[0]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "heads": self.heads, "base": self.base}
+        return {**super().get_config(), "heads": self.heads, "causal": self.causal, "rotary": self.rotary, "base": self.base}
+
+
+@keras.saving.register_keras_serializable(package="lwdsl")
+class TokenPositions(keras.layers.Layer):
+    """Token ids ``[batch, seq]`` -> the ids BERT's embeddings look up beside them: the positions
+    ``0..seq-1`` (``what="positions"``) or token type 0 (``what="types"``), ``[batch, seq]``. No weights."""
+
+    def __init__(self, what: str = "positions", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.what = what
+
+    def call(self, ids: Any) -> Any:
+        ops = keras.ops
+        if self.what == "types":
+            return ops.zeros_like(ids)
+        return ops.zeros_like(ids) + ops.cast(ops.arange(ops.shape(ids)[1]), ids.dtype)[None, :]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "what": self.what}
 
 
 def _sizes(name: str, query: str) -> dict[str, int]:
@@ -134,6 +163,9 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
     if len(input_shape) != 1:
         raise UsageError(f"{name} takes token sequences, not inputs of shape {tuple(input_shape)}",
                          hint="use it with text data (--data pydoc, or a text file)")
+    length = int(input_shape[0])
+    if name == "tiny-bert":
+        return _bert(sizes, length, int(num_classes))
     vocab, hidden, heads, mlp = int(num_classes), sizes["hidden"], sizes["heads"], sizes["mlp"]
     layers = keras.layers
     init = keras.initializers.RandomNormal(stddev=INIT_STD)
@@ -141,13 +173,13 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
     def dense(units: int, label: str) -> Any:
         return layers.Dense(units, use_bias=False, kernel_initializer=init, name=label)
 
-    ids = keras.Input((int(input_shape[0]),), dtype="int64", name="input_ids")
+    ids = keras.Input((length,), dtype="int64", name="input_ids")
     x = layers.Embedding(vocab, hidden, embeddings_initializer=init, name="model.embed_tokens")(ids)
     for i in range(sizes["layers"]):
         at = f"model.layers.{i}"
         h = RMSNorm(name=f"{at}.input_layernorm")(x)
         q, k, v = (dense(hidden, f"{at}.self_attn.{p}_proj")(h) for p in "qkv")
-        a = CausalSelfAttention(heads, name=f"{at}.self_attn")([q, k, v])
+        a = SelfAttention(heads, name=f"{at}.self_attn")([q, k, v])
         x = layers.Add(name=f"{at}.attn_residual")([x, dense(hidden, f"{at}.self_attn.o_proj")(a)])
         h = RMSNorm(name=f"{at}.post_attention_layernorm")(x)
         gate = layers.Activation("silu", name=f"{at}.mlp.act_fn")(dense(mlp, f"{at}.mlp.gate_proj")(h))
@@ -157,3 +189,55 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
     x = RMSNorm(name="model.norm")(x)
     logits = dense(vocab, "lm_head")(x)
     return keras.Model(ids, logits, name=name)
+
+
+def _bert(sizes: dict[str, int], length: int, classes: int) -> Any:
+    """BERT's encoder classifier (``BertForSequenceClassification``): word + position + token
+    type 0 embeddings, LayerNorm; per layer self-attention (biases, no mask) with output dense,
+    residual and LayerNorm, then GELU (exact) MLP, residual and LayerNorm; the pooler (dense, tanh
+    on the first token); the classifier. Dropout 0.1 where BERT has it (training only)."""
+    if length > sizes["positions"]:
+        sizes = {**sizes, "positions": length}
+    hidden, heads, mlp = sizes["hidden"], sizes["heads"], sizes["mlp"]
+    layers = keras.layers
+    init = keras.initializers.RandomNormal(stddev=INIT_STD)
+
+    def dense(units: int, label: str, activation: Any = None) -> Any:
+        return layers.Dense(units, kernel_initializer=init, activation=activation, name=label)
+
+    def norm(label: str) -> Any:
+        return layers.LayerNormalization(epsilon=LN_EPS, name=label)
+
+    def embed(count: int, label: str) -> Any:
+        return layers.Embedding(count, hidden, embeddings_initializer=init, name=label)
+
+    ids = keras.Input((length,), dtype="int64", name="input_ids")
+    at = "bert.embeddings"
+    x = layers.Add(name=f"{at}.sum")([embed(sizes["vocab"], f"{at}.word_embeddings")(ids),
+                                      embed(sizes["positions"], f"{at}.position_embeddings")(TokenPositions(name=f"{at}.position_ids")(ids)),
+                                      embed(2, f"{at}.token_type_embeddings")(TokenPositions("types", name=f"{at}.token_type_ids")(ids))])
+    x = layers.Dropout(0.1, name=f"{at}.dropout")(norm(f"{at}.LayerNorm")(x))
+    for i in range(sizes["layers"]):
+        at = f"bert.encoder.layer.{i}"
+        q, k, v = (dense(hidden, f"{at}.attention.self.{p}")(x) for p in ("query", "key", "value"))
+        a = SelfAttention(heads, causal=False, rotary=False, name=f"{at}.attention.self")([q, k, v])
+        a = layers.Dropout(0.1, name=f"{at}.attention.output.dropout")(dense(hidden, f"{at}.attention.output.dense")(a))
+        x = norm(f"{at}.attention.output.LayerNorm")(layers.Add(name=f"{at}.attention.residual")([a, x]))
+        m = dense(mlp, f"{at}.intermediate.dense", activation="gelu")(x)
+        m = layers.Dropout(0.1, name=f"{at}.output.dropout")(dense(hidden, f"{at}.output.dense")(m))
+        x = norm(f"{at}.output.LayerNorm")(layers.Add(name=f"{at}.output.residual")([m, x]))
+    first = _FirstToken(name="bert.pooler.first_token")
+    pooled = dense(hidden, "bert.pooler.dense", activation="tanh")(first(x))
+    logits = dense(classes, "classifier")(layers.Dropout(0.1, name="bert.classifier_dropout")(pooled))
+    return keras.Model(ids, logits, name="tiny-bert")
+
+
+@keras.saving.register_keras_serializable(package="lwdsl")
+class _FirstToken(keras.layers.Layer):
+    """``[batch, seq, hidden]`` -> the first token's ``[batch, hidden]`` (BERT's pooler input)."""
+
+    def call(self, x: Any) -> Any:
+        return x[:, 0]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], input_shape[2])

@@ -36,6 +36,8 @@ def test_sizes_names_and_kinds(be):
     linear = [i.name for i in layers if i.kind == "linear"]
     assert linear[:4] == [f"model.layers.0.self_attn.{p}_proj" for p in "qkvo"] and linear[-1] == "lm_head"
     assert len(linear) == 15 and layers[0].name == "model.embed_tokens" and layers[0].kind == "embedding"
+    bert = be.load_model("tiny-bert", (64,), 3)
+    assert be.stats(bert).params == bert.model.count_params() == 741_635  # the torch backend's BertForSequenceClassification
     small = be.load_model("tiny-llama?layers=1&hidden=32&heads=2&mlp=64", (16,), 100)
     assert be.stats(small).params == 100 * 32 + 4 * 32 * 32 + 3 * 32 * 64 + 3 * 32 + 32 * 100
 

@@ -55,6 +55,28 @@ def _logits(name: str, handle, ids: np.ndarray) -> np.ndarray:
     return np.asarray(handle.model(ids, training=False))
 
 
+@pytest.mark.parametrize("model, outputs", [("tiny-bert?layers=2&hidden=64&heads=4&mlp=128&vocab=256", 3)], ids=["tiny-bert"])
+def test_bert_gives_equal_logits_both_ways(model, outputs):
+    """BERT's encoder classifier (biases, LayerNorm, GELU, position and token-type embeddings,
+    the pooler) is the same network too, in inference mode (dropout off)."""
+    import torch
+
+    torch.manual_seed(1)
+    ids = _tokens().test_x[:4]
+    torch_be, tf_be = backend("torch"), backend("tensorflow")
+    t = torch_be.load_model(model, (SEQ,), outputs)
+    k = tf_be.load_model(model, (SEQ,), outputs)
+    state = torch_be.state(t)
+    assert set(state) == set(tf_be.state(k)) and "bert.embeddings.position_embeddings.weight" in state
+    tf_be.load_state(k, state)
+    a, b = _logits("torch", t, ids), _logits("tensorflow", k, ids)
+    assert a.shape == b.shape == (4, outputs)
+    assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, float(np.max(np.abs(a))))
+    again = torch_be.load_model(model, (SEQ,), outputs)
+    torch_be.load_state(again, tf_be.state(k))
+    assert np.array_equal(_logits("torch", again, ids), a)
+
+
 def test_one_state_gives_equal_logits_both_ways(start):
     ids = _tokens().test_x[:4]
     handles = {}
