@@ -57,7 +57,7 @@ class TfOps:
 
     @staticmethod
     def log_softmax(x: Any) -> Any:
-        return tf.nn.log_softmax(x, axis=1)
+        return tf.nn.log_softmax(x, axis=-1)  # over the classes (the vocabulary for [B, L, V])
 
     @staticmethod
     def sum(x: Any, axis: Optional[int] = None, keepdims: bool = False) -> Any:

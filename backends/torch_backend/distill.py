@@ -30,7 +30,7 @@ from lwdsl.language.specs import DistillSpec
 
 from .handle import TorchModel
 from .models import BUILTINS
-from .train import fit
+from .train import fit, token_cross_entropy
 
 __all__ = [
     "distill",
@@ -47,7 +47,7 @@ __all__ = [
 class TorchOps:
     """:class:`lwdsl.backend.losses.TensorOps` on torch tensors."""
 
-    cross_entropy = staticmethod(F.cross_entropy)
+    cross_entropy = staticmethod(token_cross_entropy)  # mean over examples, or over tokens ([B, L, V])
     exp = staticmethod(torch.exp)
     where = staticmethod(torch.where)
     zeros_like = staticmethod(torch.zeros_like)
@@ -57,7 +57,7 @@ class TorchOps:
 
     @staticmethod
     def log_softmax(x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(x, dim=1)
+        return F.log_softmax(x, dim=-1)  # over the classes (the vocabulary for [B, L, V])
 
     @staticmethod
     def sum(x: torch.Tensor, axis: Optional[int] = None, keepdims: bool = False) -> torch.Tensor:

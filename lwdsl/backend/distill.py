@@ -135,9 +135,11 @@ def teacher_logits(parts: DistillParts, teachers: Sequence[Any], x: np.ndarray, 
     return core.average_logits([np.concatenate(r) if r else np.zeros((0, 0), np.float32) for r in rows])
 
 
-def _classes(parts: DistillParts, handle: Any, shape: tuple[int, ...], what: str) -> int:
+def _classes(parts: DistillParts, handle: Any, shape: tuple[int, ...], what: str, task: str = "classify") -> int:
+    """The number of outputs per example (per position for a language model), from a zero input
+    of the data's kind (token ids for ``task`` lm)."""
     try:
-        out = parts.outputs(handle, np.zeros((2, *shape), dtype=np.float32))
+        out = parts.outputs(handle, np.zeros((2, *shape), dtype=np.int64 if task == "lm" else np.float32))
     except LwdslError:
         raise
     except Exception as exc:  # each framework raises its own error for an input that does not fit
@@ -157,17 +159,22 @@ def distill_handler(parts: DistillParts) -> Callable[..., Any]:
         shape = tuple(ctx.data.input_shape)
         student = parts.build_student(spec.student, ctx) if spec.student is not None else handle
         name = spec.student or parts.model_name(handle)
-        k_student = _classes(parts, student, shape, f"student {name}")
+        k_student = _classes(parts, student, shape, f"student {name}", ctx.data.task)
         if k_student != ctx.data.num_classes:
             raise LwdslError(f"distill: the student {name} has {k_student} output classes, the data {ctx.data.num_classes}")
         for t, ref in zip(teachers, _refs(spec)):
-            k = _classes(parts, t, shape, f"teacher {ref}")
+            k = _classes(parts, t, shape, f"teacher {ref}", ctx.data.task)
             if k != k_student:
                 raise LwdslError(f"distill: the teacher {ref} has {k} output classes, the student {k_student}")
 
         before = ctx.backend.stats(handle)
         cache: Optional[np.ndarray] = None
-        if core.cache_teacher_logits(spec.jitter) and ctx.loop is None:  # a user's loop: per batch
+        per_example = k_student * (int(np.prod(shape)) if ctx.data.task == "lm" else 1)  # a distribution per position
+        nbytes = 4 * per_example * len(ctx.data.train_x)
+        if not spec.jitter and nbytes > core.CACHE_LIMIT_BYTES:
+            ctx.notes["teacher_cache"] = (f"not cached: the teachers' logits would take {nbytes / 2**20:.0f} MiB "
+                                          f"(over {core.CACHE_LIMIT_BYTES // 2**20} MiB); computed per batch")
+        if core.cache_teacher_logits(spec.jitter, nbytes) and ctx.loop is None:  # a user's loop: per batch
             start = time.perf_counter()
             cache = teacher_logits(parts, teachers, ctx.data.train_x, ctx)
             ctx.notes["teacher_cache_seconds"] = round(time.perf_counter() - start, 3)

@@ -48,12 +48,17 @@ class TensorOps(Protocol):
 
 
 def kl_batchmean(ops: TensorOps, student_logits: Any, teacher_logits: Any, T: float) -> Any:
-    """KL(softmax(t/T) || softmax(s/T)) summed over classes, divided by the batch size."""
+    """KL(softmax(t/T) || softmax(s/T)) summed over classes, divided by the batch size; for a
+    language model's ``[B, L, V]`` logits, one distribution per position: divided by ``B * L``
+    (the mean over tokens, as its cross-entropy)."""
     logp_s = ops.log_softmax(student_logits / T)
     logp_t = ops.log_softmax(teacher_logits / T)
     p_t = ops.exp(logp_t)
     terms = ops.where(p_t > 0, p_t * (logp_t - logp_s), ops.zeros_like(p_t))
-    return ops.sum(terms) / ops.rows(student_logits)
+    positions = 1
+    for d in tuple(student_logits.shape)[1:-1]:  # fixed-length sequences: known while tracing
+        positions *= int(d)
+    return ops.sum(terms) / ops.rows(student_logits) / float(positions)
 
 
 def soft_target_loss(ops: TensorOps, student_logits: Any, teacher_logits: Any, T: float) -> Any:

@@ -416,7 +416,7 @@ def _prepare(
     from ..backend.removal import check_removals
 
     check_removals(plan, be, handle)
-    _check_models(plan, be, tuple(shape), classes, models or {}, shown_data)
+    _check_models(plan, be, tuple(shape), classes, models or {}, shown_data, task=task)
     _check_data_sets(plan, tuple(shape), str(data_name or "the given data"))
     _check_task(plan, task, shown_data)
     from ..data.builtin import load_data, same_data
@@ -657,7 +657,8 @@ def _data_task(name: Optional[str]) -> str:
     return data_task(name) if name else "classify"
 
 
-def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: int, models: dict[str, Any], data: str = "") -> None:
+def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: int, models: dict[str, Any], data: str = "",
+                  task: str = "classify") -> None:
     """Every model a step names (``distill student=``) is one of ``models`` or one the backend
     builds and that takes the data (:func:`check_fit`): built once here and dropped, so a typo
     fails before any data is read or training spent (with the backend's did-you-mean)."""
@@ -668,7 +669,7 @@ def _check_models(plan: Recipe, be: Backend, shape: tuple[int, ...], classes: in
             if name in models:
                 continue
             try:
-                check_fit(be, be.load_model(name, shape, classes), shape, classes, name, data or "the run's data")
+                check_fit(be, be.load_model(name, shape, classes), shape, classes, name, data or "the run's data", task=task)
             except LwdslError as exc:
                 kind = UsageError if isinstance(exc, UsageError) else LwdslError
                 raise kind(f"{step_label(plan, i)}: {exc.message}", hint=exc.hint) from None

@@ -253,11 +253,18 @@ def projection_init(c_in: int, c_out: int, seed: int) -> tuple[np.ndarray, np.nd
 CACHE_TEACHER_LOGITS = True
 
 
-def cache_teacher_logits(jitter: int = 0) -> bool:
+#: The largest teacher-logit cache held in memory (float32 bytes): a language model's logits are
+#: one distribution over the vocabulary per position (``--data pydoc``: 905 x 128 x 2048 floats,
+#: 949 MB), so above this the teachers label each batch as it comes instead.
+CACHE_LIMIT_BYTES = 256 * 2**20
+
+
+def cache_teacher_logits(jitter: int = 0, nbytes: int = 0) -> bool:
     """Whether the teachers' logits are computed once before training rather than per batch:
     the teachers are fixed (always in lwdsl) and the images do not move (``jitter=0``); with
-    ``jitter=N`` the teachers label each batch's translated images as the student sees them."""
-    return CACHE_TEACHER_LOGITS and not jitter
+    ``jitter=N`` the teachers label each batch's translated images as the student sees them; a
+    cache of more than :data:`CACHE_LIMIT_BYTES` (``nbytes``) is not held either."""
+    return CACHE_TEACHER_LOGITS and not jitter and nbytes <= CACHE_LIMIT_BYTES
 
 
 def training_set(spec, ctx) -> Dataset:

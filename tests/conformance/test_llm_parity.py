@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,59 @@ def test_evaluation_agrees(start):
     (acc_t, loss_t), (acc_k, loss_k) = figures["torch"], figures["tensorflow"]
     assert acc_t == acc_k and abs(loss_t - loss_k) <= 1e-5 * loss_t
     assert loss_t == pytest.approx(np.log(VOCAB), rel=0.1)  # an untrained model: about uniform
+
+
+def test_self_distillation_of_a_language_model_agrees(start):
+    """``distill T=2 alpha=0.5`` of tiny-llama into itself (the teacher: the model before the
+    step), SGD, 4 steps: the soft term is one KL per position averaged over the tokens, as the
+    cross-entropy; both backends end within float32 rounding of each other."""
+    from lwdsl.language.specs import DistillSpec
+
+    data = _tokens()
+    spec = DistillSpec(T=2.0, alpha=0.5, epochs=1, lr=0.05, momentum=0.0, batch=16)
+    out, losses = {}, {}
+    for name in ("torch", "tensorflow"):
+        be = backend(name)
+        handle = be.load_model(MODEL, (SEQ,), VOCAB)
+        be.load_state(handle, start)
+        teacher = be.load_model(MODEL, (SEQ,), VOCAB)
+        be.load_state(teacher, start)
+        ctx = dataclasses.replace(context(data), original=teacher)
+        handle = be.apply(handle, spec, [i.name for i in be.layers(handle)], ctx)
+        out[name] = be.state(be.finalize(handle))
+        losses[name] = be.evaluate(handle, context(data))[1]
+    moved = max(float(np.max(np.abs(out["torch"][k] - start[k]))) for k in start)
+    assert moved > 1e-4  # the step trained
+    worst = max(float(np.max(np.abs(out["torch"][k] - out["tensorflow"][k]))) for k in start)
+    assert worst <= 1e-4, worst
+    assert abs(losses["torch"] - losses["tensorflow"]) <= 1e-4 * losses["torch"]
+
+
+@pytest.mark.parametrize("name", ["torch", "tensorflow"])
+def test_the_soft_term_of_sequences_is_the_mean_kl_per_token(name):
+    """``[B, L, V]`` logits: T^2 KL summed over the vocabulary, averaged over the B*L positions
+    (numpy reference); ``[B, V]`` logits keep the batch mean."""
+    from lwdsl.backend.losses import soft_target_loss
+
+    rng = np.random.default_rng(0)
+    s, t = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+
+    def reference(a, b, T=2.0):
+        la = a / T - np.log(np.exp(a / T).sum(-1, keepdims=True))
+        lb = b / T - np.log(np.exp(b / T).sum(-1, keepdims=True))
+        return T * T * float((np.exp(lb) * (lb - la)).sum(-1).mean())
+
+    if name == "torch":
+        import torch
+
+        from lwdsl.backends.torch_backend.distill import TorchOps as Ops
+
+        wrap = torch.from_numpy
+    else:
+        from lwdsl.backends.tf_backend._tf import tf
+        from lwdsl.backends.tf_backend.distill import TfOps as Ops
+
+        wrap = tf.constant
+    for a, b in ((s, t), (s[:, 0], t[:, 0])):
+        got = float(soft_target_loss(Ops(), wrap(a), wrap(b), 2.0))
+        assert got == pytest.approx(reference(a, b), rel=1e-5)

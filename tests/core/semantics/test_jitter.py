@@ -74,3 +74,12 @@ def test_the_docstring_examples_run():
 
     result = doctest.testmod(jitter)
     assert result.attempted >= 2 and not result.failed
+
+
+def test_a_cache_over_the_limit_is_not_held():
+    """A language model's teacher logits (one distribution over the vocabulary per position)
+    would take 905 MiB on --data pydoc: above the limit they are computed per batch."""
+    from lwdsl.semantics import distill as D
+
+    assert D.cache_teacher_logits(0, D.CACHE_LIMIT_BYTES) and not D.cache_teacher_logits(0, D.CACHE_LIMIT_BYTES + 1)
+    assert 4 * 905 * 128 * 2048 > D.CACHE_LIMIT_BYTES
