@@ -14,6 +14,7 @@ SUPPORT = SupportTable(
         "export": ("keras", "saved_model", "tflite"),
         "distill": DistillSpec.FORMS,
     },
+    workers=True,  # TensorFlow collective ops between the workers of TF_CONFIG (ranks.py)
     notes={
         "prune": "wanda and sparsegpt run on the torch backend only for now (their masks come from the core; "
         "calibration inputs and transformer models are not wired here yet)",
