@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from typing import Any, Callable, Mapping, Optional
@@ -151,7 +152,7 @@ def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...],
     ``TF_CONFIG`` naming ``localhost:PORT_0 .. PORT_{N-1}`` and task ``r`` (and ``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``). Returns each failed worker's exit
     code (empty when all succeeded; a signal ``s`` is ``128 + s``); Ctrl-C here is ``{0: 130}``
-    once the workers stopped. ``timeout_s`` is the workers' own: each waits that long for the
+    (SIGTERM ``{0: 143}``, passed on to the workers as SIGINT) once the workers stopped. ``timeout_s`` is the workers' own: each waits that long for the
     others to join (:class:`lwdsl.backends.tf_backend.ranks.TFRanks`)."""
     import multiprocessing
 
@@ -176,9 +177,14 @@ def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...],
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-    except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them clean up, then stop them
+    except KeyboardInterrupt as exc:  # Ctrl-C reached the workers too; SIGTERM (lwdsl's Terminated) only this process
+        terminated = type(exc).__name__ == "Terminated"
+        if terminated:  # tell the workers as Ctrl-C would (TensorFlow traps SIGTERM in them)
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    os.kill(p.pid, signal.SIGINT)
         _stop(procs, GRACE_S)
-        return {0: 130}
+        return {0: 143 if terminated else 130}
     _stop(procs, 0.0)
     for r, p in enumerate(procs):
         if p.exitcode and r not in failed:

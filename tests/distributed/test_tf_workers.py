@@ -216,6 +216,53 @@ def test_two_tf_workers_match_one_process(mnist_run, tmp_path, monkeypatch):
     assert abs(accuracy[0] - whole_accuracy) <= 0.001
 
 
+def _collectives_worker(folder: str) -> None:
+    """Every primitive of TFRanks between 2 workers, rank 1 with the larger gathered object."""
+    from lwdsl.backend.ranks import check_agree
+    from lwdsl.backends.tf_backend._tf import tf
+    from lwdsl.backends.tf_backend.ranks import TFRanks
+    from lwdsl.errors import RunError
+
+    rank = int(os.environ["RANK"])
+    ranks = TFRanks(rank, 2, "cpu", 60)
+    out = {
+        "max": ranks.all_max(np.array([rank, -rank, 7], np.int64)).tolist(),
+        "sum": ranks.all_sum(np.array([0.1 * (rank + 1), 1e-17])).tolist(),
+        "gather": ranks.gather({"rank": rank, "pad": "x" * (1000 * rank)}),
+    }
+    flat = tf.Variable([1.5, -2.0] if rank == 0 else [0.25, 4.0])
+    ranks.all_sum_native(flat)
+    stats = [tf.Variable([float(rank + 3)] * 3), tf.Variable([rank], dtype=tf.int64)]
+    ranks.broadcast_native(stats)
+    out.update(native=flat.numpy().tolist(), bcast=stats[0].numpy().tolist(), untouched=int(stats[1].numpy()[0]))
+    check_agree(ranks, "same", lambda: {"m": np.ones(4, bool)})
+    try:
+        check_agree(ranks, "step 2 (prune)", lambda: {"m": np.array([rank == 0, True])})
+        out["disagree"] = None
+    except RunError as exc:
+        out["disagree"] = str(exc)
+    (Path(folder) / f"c{rank}.json").write_text(json.dumps(out))
+
+
+@pytest.mark.slow
+def test_collectives_between_two_tf_workers(tmp_path, monkeypatch):
+    """Sums in float64, maxima, a gather of objects of different sizes, the flat gradient
+    buffer, rank 0's floating-point buffers broadcast (an integer one left alone), and a digest
+    check that stops both workers with the same error when their masks differ."""
+    _tf()
+    from lwdsl.runner.tfconfig import launch_local
+
+    for name in ("WORLD_SIZE", "RANK", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert launch_local(2, _collectives_worker, (str(tmp_path),), 60) == {}
+    got = [json.loads((tmp_path / f"c{r}.json").read_text()) for r in range(2)]
+    for r, g in enumerate(got):
+        assert g["max"] == [1, 0, 7] and g["sum"] == [0.1 + 0.2, 2e-17]
+        assert [x["rank"] for x in g["gather"]] == [0, 1] and len(g["gather"][1]["pad"]) == 1000
+        assert g["native"] == [1.75, 2.0] and g["bcast"] == [3.0, 3.0, 3.0] and g["untouched"] == r
+        assert "step 2 (prune): the 2 workers hold different weights, masks or codes" in g["disagree"]
+
+
 @pytest.mark.slow
 def test_torch_and_tensorflow_workers_give_the_same_masks(tmp_path):
     """``lwdsl run --workers 2`` on both backends from one checkpoint (lenet300, synthetic):
