@@ -84,6 +84,28 @@ def test_a_bad_tf_config_is_exit_2_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _env_worker(folder: str) -> None:
+    """What a worker of launch_local is given; worker 1 then fails with exit code 3."""
+    keys = ("TF_CONFIG", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    (Path(folder) / f"env{os.environ['RANK']}.json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+    if os.environ["RANK"] == "1":
+        sys.exit(3)
+
+
+def test_the_local_launcher_gives_each_worker_its_tf_config(tmp_path, monkeypatch):
+    """No TensorFlow: 2 fresh processes, each with its own task in one cluster of free
+    localhost ports; a worker's failure comes back as its exit code."""
+    from lwdsl.runner.tfconfig import launch_local
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert launch_local(2, _env_worker, (str(tmp_path),), 10) == {1: 3}
+    env = [json.loads((tmp_path / f"env{r}.json").read_text()) for r in range(2)]
+    worlds = [parse_tf_config(e["TF_CONFIG"]) for e in env]
+    assert [w.rank for w in worlds] == [0, 1] and worlds[0].addresses == worlds[1].addresses
+    assert len(set(worlds[0].addresses)) == 2 and all(a.startswith("localhost:") for a in worlds[0].addresses)
+    assert [(e["RANK"], e["WORLD_SIZE"], e["LOCAL_RANK"], e["LOCAL_WORLD_SIZE"]) for e in env] == [("0", "2", "0", "2"), ("1", "2", "1", "2")]
+
+
 # --- TensorFlow ------------------------------------------------------------------------------
 
 
