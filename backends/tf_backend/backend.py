@@ -104,6 +104,18 @@ class KerasBackend(Backend):
             self.load_state(handle, state, f"checkpoint {checkpoint}")
         return handle
 
+    def join_ranks(self, rank: int, world: int, timeout_s: float) -> Any:
+        """The workers of ``TF_CONFIG``: TensorFlow's collective ops in MultiWorkerMirroredStrategy's cluster."""
+        from .ranks import TFRanks
+
+        return TFRanks(rank, world, self.device, timeout_s)
+
+    def launch(self, workers: int, entry: Any, args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+        """``workers`` processes on localhost, each with its own ``TF_CONFIG``."""
+        from .ranks import launch
+
+        return launch(workers, entry, args, timeout_s)
+
     def set_device(self, device: str) -> dict[str, str]:
         """TensorFlow places work on its first visible GPU: ``cpu`` hides the GPUs, ``cuda:N``
         leaves only GPU N visible, ``auto`` uses a GPU when TensorFlow sees one. Visibility can

@@ -14,6 +14,7 @@ SUPPORT = SupportTable(
         "export": ("keras", "saved_model", "tflite"),
         "distill": DistillSpec.FORMS,
     },
+    workers=True,  # TensorFlow collective ops between the workers of TF_CONFIG (ranks.py)
     notes={
         "quantize": "codes from lwdsl.semantics.codes; TFLite int8 via the TF converter, checked in LiteRT; "
         f"{'/'.join(LOW_BIT)} weights packed in the .lwz, float kernels (the gain is size, not speed); {'/'.join(CASTS)} weights stored in 16 bits (.lwz)",

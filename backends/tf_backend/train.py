@@ -224,16 +224,20 @@ class KerasTrainer(Trainer):
                 loss_scale.assign(tf.where(finite, tf.where(grow, loss_scale * GROWTH_FACTOR, loss_scale), loss_scale * BACKOFF_FACTOR))
                 good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
             if take:
-                snapped = [tf.identity(k.value) for k in q_kernels]
-                opt.apply(grads, lr)
-                for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
-                    master.assign_add(k - before)  # the optimizer's step, onto the float master
-                    k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
-                for k, m in zip(kernels, mask_vars):
-                    k.assign(tf.where(m, k, tf.zeros_like(k)))
+                apply_grads(grads, lr)
             return ce, total, ok
 
+        def apply_grads(grads: Sequence[Any], lr: Any) -> None:  # the optimizer's step, then the grid and the masks
+            snapped = [tf.identity(k.value) for k in q_kernels]
+            opt.apply(grads, lr)
+            for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
+                master.assign_add(k - before)  # the optimizer's step, onto the float master
+                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
+            for k, m in zip(kernels, mask_vars):
+                k.assign(tf.where(m, k, tf.zeros_like(k)))
+
         self.train_step = train_step
+        self._sharded(model, variables, forward, loss, penalised, l1_t, apply_grads, ctx)
         self.penalty = (lambda: l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])) if penalised else None
         self.loss, self.forward = loss, forward
         last = [tf.Variable(k, trainable=False) for k in q_kernels]  # the kernels after the last snap
@@ -254,6 +258,89 @@ class KerasTrainer(Trainer):
         ce, whole, ok = self.train_step(tf.constant(np.ascontiguousarray(np.moveaxis(images, 1, -1)) if images.ndim == 4 else images),
                                         tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))
         return float(ce), float(whole), bool(ok)
+
+    def _sharded(self, model: Any, variables: list[Any], forward: Any, loss: Optional[BatchLoss], penalised: list[Any],
+                 l1_t: Any, apply_grads: Callable[[Sequence[Any], Any], None], ctx: StepContext) -> None:
+        """The optimizer step in three parts, for several ranks (:meth:`backward`, :meth:`sync`,
+        :meth:`update`): each shard's weighted gradients added into accumulators (float32, one
+        per trained variable, plus a 0/1 per variable saying a shard gave it a gradient), summed
+        over the workers in one collective, then the same update as :meth:`step`'s."""
+        self.ranks, self.variables, self.model = ctx.ranks, variables, model
+        self._acc: list[Any] = []
+        self._had: Any = None
+        self._flat: Any = None
+
+        @tf.function(reduce_retracing=True)
+        def grad_step(xb: Any, yb: Any, idx: Any, weight: Any) -> Any:
+            with tf.GradientTape() as tape:
+                if loss is not None:
+                    total, ce = loss(forward, xb, yb, idx)
+                else:
+                    ce = total = cross_entropy(yb, forward(xb, training=True))
+                if penalised:
+                    total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
+                target = total * weight
+            grads = tape.gradient(target, variables)
+            ok = tf.math.is_finite(total)
+            if ok:  # a shard whose loss is not finite adds nothing
+                for a, g in zip(self._acc, grads):
+                    if g is not None:
+                        a.assign_add(g)
+                self._had.assign(tf.maximum(self._had, tf.constant([0.0 if g is None else 1.0 for g in grads])))
+            return ce, total, ok
+
+        @tf.function(reduce_retracing=True)
+        def apply_acc(lr: Any, present: tuple[bool, ...]) -> None:
+            apply_grads([a if p else None for a, p in zip(self._acc, present)], lr)
+
+        self.grad_step, self.apply_acc = grad_step, apply_acc
+
+    def _accumulators(self) -> None:
+        if not self._acc:
+            self._acc = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in self.variables]
+            self._had = tf.Variable(tf.zeros(len(self.variables), tf.float32), trainable=False)
+
+    def backward(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
+                 seed: int) -> tuple[float, float, bool]:
+        """Dropout draws from the layers' own Keras generators here (``seed`` is not used): a
+        model with dropout is not bit-identical across worker counts on tensorflow."""
+        self._accumulators()
+        if len(labels) == 0:  # no example of this batch here: nothing added (the rank still syncs)
+            return 0.0, 0.0, True
+        ce, whole, ok = self.grad_step(tf.constant(nhwc(images)), tf.constant(labels), tf.constant(idx),
+                                       tf.constant(weight, dtype=tf.float32))
+        if not bool(ok):
+            return float("nan"), float(whole), False
+        return float(ce) * weight, float(whole) * weight, True
+
+    def sync(self) -> None:
+        self._accumulators()
+        if self.ranks is None or self.ranks.processes <= 1:
+            return
+        flat = tf.concat([tf.reshape(a, [-1]) for a in self._acc] + [self._had.read_value()], 0)
+        if self._flat is None:
+            self._flat = tf.Variable(flat, trainable=False)
+        else:
+            self._flat.assign(flat)
+        self.ranks.all_sum_native(self._flat)  # one collective, every rank, examples or not
+        summed, start = self._flat.read_value(), 0
+        for a in self._acc:
+            size = int(np.prod(a.shape))
+            a.assign(tf.reshape(summed[start : start + size], a.shape))
+            start += size
+        self._had.assign(summed[start:])
+
+    def update(self, lr: float) -> None:
+        self._accumulators()
+        present = tuple(bool(h > 0) for h in self._had.numpy())
+        self.apply_acc(tf.constant(lr, dtype=tf.float32), present)
+        for a in self._acc:
+            a.assign(tf.zeros_like(a))
+        self._had.assign(tf.zeros_like(self._had))
+
+    def broadcast_buffers(self) -> None:
+        if self.ranks is not None and self.ranks.processes > 1:
+            self.ranks.broadcast_native(list(self.model.non_trainable_variables))
 
     def hold(self) -> None:
         self.hold_step()

@@ -10,8 +10,9 @@ options ``--resize``, ``--crop``, ``--mean``, ``--std``, ``--channels``, ``--spl
 holds ``OUT.lock`` (:class:`lwdsl.runner.outdir.RunLock`), so a second run to the same folder is
 refused instead of silently losing one result.
 
-``--workers N`` (torch) starts N processes on this machine through torch's elastic launcher
-(:mod:`lwdsl.runner.ranks`), each running this same command as one rank; this process holds
+``--workers N`` starts N processes on this machine through torch's elastic launcher (torch) or
+with a ``TF_CONFIG`` each (tensorflow, :mod:`lwdsl.runner.tfconfig`), each running this same
+command as one rank (:mod:`lwdsl.runner.ranks`); this process holds
 the lock meanwhile and exits with the workers' exit code. Under a launcher of the user's own
 (``torchrun ... -m lwdsl run ...``) each process is one rank already; rank 0 takes the lock.
 """
@@ -92,7 +93,8 @@ def run_command(
     workers: Annotated[
         Optional[int],
         typer.Option(min=1, max=MAX_WORKERS, metavar="N", help="train on N processes of this machine (torch: torch.distributed "
-                     "through its elastic launcher, gloo on the CPU, NCCL on GPUs); under torchrun leave it out"),
+                     "through its elastic launcher, gloo on the CPU, NCCL on GPUs; tensorflow: a TF_CONFIG each, "
+                     "TensorFlow's collective ops); under torchrun or your own TF_CONFIG leave it out"),
     ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="also the model, data source, each step's resolved arguments and layers, and phase timings")

@@ -8,7 +8,10 @@ Two ways in, one run:
   this process holds the run folder's lock while they run and exits with their exit code;
 - a launcher the user runs (``torchrun --nproc-per-node 8 --nnodes 4 --rdzv-endpoint HOST:PORT
   -m lwdsl run ...``) starts ``lwdsl run`` in each process with ``RANK``, ``WORLD_SIZE``,
-  ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT``) in the environment: read here.
+  ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT``) in the environment: read here;
+- tensorflow: each worker started with its own ``TF_CONFIG`` (by the user, one command per
+  worker, or by ``lwdsl run --backend tensorflow --workers N`` on localhost:
+  :mod:`lwdsl.runner.tfconfig`); ``RANK``/``WORLD_SIZE``, when set, win.
 
 Every rank runs the same run (the same recipe, model, data, seed), trains its shards of every
 global batch (:mod:`lwdsl.semantics.shards`) and computes every mask, code and calibration
@@ -45,7 +48,7 @@ class WorldEnv:
     world: int
     local_rank: int
     local_world: int
-    launcher: str  # "lwdsl run --workers", "torchrun" (torch's elastic agent), or "environment"
+    launcher: str  # "lwdsl run --workers", "torchrun" (torch's elastic agent), "TF_CONFIG" or "environment"
 
     @property
     def launched_by_lwdsl(self) -> bool:
@@ -73,7 +76,7 @@ def world_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[WorldEnv
     """
     env = os.environ if env is None else env
     if "WORLD_SIZE" not in env:
-        return None
+        return _world_from_tf_config(env)
     world, rank = _int(env, "WORLD_SIZE"), _int(env, "RANK")
     local_rank = _int(env, "LOCAL_RANK", 0)
     local_world = _int(env, "LOCAL_WORLD_SIZE", world)
@@ -81,6 +84,19 @@ def world_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[WorldEnv
         raise UsageError(f"RANK={rank} and WORLD_SIZE={world} in the environment: a rank is from 0 to WORLD_SIZE - 1")
     launcher = ("lwdsl run --workers" if env.get(LAUNCHED) else "torchrun" if env.get("TORCHELASTIC_RUN_ID") else "environment")
     return WorldEnv(rank, world, local_rank, max(1, local_world), launcher)
+
+
+def _world_from_tf_config(env: Mapping[str, str]) -> Optional[WorldEnv]:
+    """A worker started with ``TF_CONFIG`` alone (TensorFlow's way; no ``WORLD_SIZE``): its rank
+    is its task's place in the cluster (:func:`lwdsl.runner.tfconfig.parse_tf_config`); None
+    without ``TF_CONFIG`` or with a cluster of one."""
+    from .tfconfig import world_from_tf_config
+
+    tfw = world_from_tf_config(env)
+    if tfw is None or tfw.world < 2:
+        return None
+    local_rank, local_world = tfw.local
+    return WorldEnv(tfw.rank, tfw.world, local_rank, local_world, "TF_CONFIG")
 
 
 def timeout_s(env: Optional[Mapping[str, str]] = None) -> float:
@@ -107,20 +123,17 @@ def check_workers_backend(backend: str, workers: int) -> None:
     table = support_table(backend)
     if table is not None and not table.workers:
         raise UsageError(f"--workers {workers}: the {backend} backend cannot train on several workers yet "
-                         "(torch can: torch.distributed)",
+                         "(torch and tensorflow can)",
                          hint=f"run with --backend torch --workers {workers}, or without --workers on {backend}")
 
 
 def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: tuple[Any, ...]) -> int:
     """Run ``entry(*args)`` in ``workers`` processes through ``backend``'s launcher; the exit
     code of the run: 0, or rank 0's failure (another rank's when rank 0 did not fail)."""
-    from ..backend import get_backend
-
-    be = get_backend(backend)
     before = os.environ.get(LAUNCHED)
     os.environ[LAUNCHED] = str(workers)
     try:
-        failed = be.launch(workers, entry, args, timeout_s())
+        failed = _launcher(backend)(workers, entry, args, timeout_s())
     finally:
         if before is None:
             os.environ.pop(LAUNCHED, None)
@@ -129,6 +142,21 @@ def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: 
     if not failed:
         return 0
     return failed.get(0) or next(code for _, code in sorted(failed.items()) if code) or 1
+
+
+def _launcher(backend: str) -> Callable[..., dict[int, int]]:
+    """The backend's launcher. TensorFlow's is framework-free (:func:`lwdsl.runner.tfconfig.launch_local`:
+    processes with a ``TF_CONFIG`` each), called without importing TensorFlow here: this process
+    only waits, and TensorFlow would cost it 4 s and 0.7 GB."""
+    from ..backend.registry import ALIASES
+
+    if ALIASES.get(backend, backend) == "tensorflow":
+        from .tfconfig import launch_local
+
+        return launch_local
+    from ..backend import get_backend
+
+    return get_backend(backend).launch
 
 
 def world_record(ranks: Any, env: WorldEnv, device: Mapping[str, str]) -> dict[str, Any]:

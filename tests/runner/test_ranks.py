@@ -226,14 +226,21 @@ def test_workers_0_is_exit_2(tmp_path):
     assert "--workers" in result.output and "Traceback" not in result.output
 
 
-def test_workers_on_tensorflow_is_not_supported_yet(tmp_path):
-    recipe = tmp_path / "r.lw"
-    recipe.write_text("finetune epochs=1\n")
-    result = _cli(["run", str(recipe), "--backend", "tensorflow", "--model", "lenet300", "--data", DATA,
-                   "--out", str(tmp_path / "out"), "--workers", "2"])
-    assert result.exit_code == 2, result.output
-    assert "the tensorflow backend cannot train on several workers yet" in result.output
-    assert not (tmp_path / "out").exists()
+def test_workers_on_a_backend_without_them_is_refused(monkeypatch):
+    """Both built-in backends train on several workers (tensorflow: tests/distributed); a
+    backend whose support table says it cannot is refused from the table alone."""
+    import dataclasses
+
+    from lwdsl.backend import registry
+    from lwdsl.runner.ranks import check_workers_backend
+
+    check_workers_backend("tensorflow", 2)
+    check_workers_backend("torch", 2)
+    table = dataclasses.replace(registry.support_table("tensorflow"), workers=False)
+    monkeypatch.setattr(registry, "support_table", lambda name: table)
+    with pytest.raises(UsageError, match="the tensorflow backend cannot train on several workers yet"):
+        check_workers_backend("tensorflow", 2)
+    check_workers_backend("tensorflow", 1)
 
 
 def test_workers_disagreeing_with_the_launcher_is_exit_2(tmp_path):

@@ -1,0 +1,207 @@
+"""TensorFlow's way of naming the workers of a run, ``TF_CONFIG``, read and written without
+TensorFlow: this process's place among the workers, and ``lwdsl run --backend tensorflow
+--workers N`` starting N workers on this machine.
+
+``TF_CONFIG`` is JSON: ``{"cluster": {"worker": ["host0:port", "host1:port", ...]}, "task":
+{"type": "worker", "index": i}}`` (a ``"chief"`` job of one task may come first: it is rank 0
+and the workers follow it, TensorFlow's own order). The rank is the task's place in that order,
+the world the number of tasks. Every worker of a run must be given the same ``cluster`` and its
+own ``task``; what TensorFlow would only find out by hanging (an address listed twice, an index
+out of range) is refused here, before any work, exit 2.
+
+The launcher (:func:`launch_local`) picks a free port on localhost per worker, writes each
+worker's ``TF_CONFIG`` (and ``RANK``/``WORLD_SIZE``, which :func:`lwdsl.runner.ranks.world_from_env`
+reads), starts the workers as fresh processes (``spawn``: TensorFlow must start in each) and
+waits for them. When one fails, the others are given :data:`GRACE_S` seconds to stop on their
+own (TensorFlow's heartbeat aborts their collectives), then killed: TensorFlow traps SIGTERM
+once its cluster is up, so only SIGKILL stops a worker stuck in a collective.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from typing import Any, Callable, Mapping, Optional
+
+from ..errors import UsageError
+
+__all__ = ["TFWorld", "parse_tf_config", "world_from_tf_config", "launch_local", "GRACE_S"]
+
+#: Seconds the other workers get to stop by themselves after one failed (then SIGKILL).
+GRACE_S = 20.0
+
+_HINT = ('TF_CONFIG is JSON: {"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}, '
+         "the same cluster on every worker and each its own index")
+
+
+class TFWorld:
+    """What ``TF_CONFIG`` says: every task's address in rank order, and this task's rank."""
+
+    def __init__(self, addresses: list[str], rank: int, job: str, index: int) -> None:
+        self.addresses, self.rank, self.job, self.index = addresses, rank, job, index
+
+    @property
+    def world(self) -> int:
+        return len(self.addresses)
+
+    @property
+    def local(self) -> tuple[int, int]:
+        """(this task's place among the tasks on its host, how many tasks share its host)."""
+        host = _host(self.addresses[self.rank])
+        same = [r for r, a in enumerate(self.addresses) if _host(a) == host]
+        return same.index(self.rank), len(same)
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0]
+
+
+def parse_tf_config(raw: str) -> TFWorld:
+    """The workers ``TF_CONFIG`` names and this one's rank.
+
+    Raises:
+        UsageError: not JSON, no ``cluster``/``task``, a job other than chief/worker, more than
+            one chief, an index out of range, an address that is not ``host:port`` or that is
+            listed twice.
+
+    >>> w = parse_tf_config('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')
+    >>> (w.rank, w.world, w.local)
+    (1, 2, (0, 1))
+    """
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"TF_CONFIG is not valid JSON ({exc})", hint=_HINT) from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) or not isinstance(config.get("task"), dict):
+        raise UsageError("TF_CONFIG needs a \"cluster\" and a \"task\" object", hint=_HINT)
+    cluster, task = config["cluster"], config["task"]
+    jobs = {k: v for k, v in cluster.items() if v}
+    unknown = sorted(set(jobs) - {"chief", "worker"})
+    if unknown:
+        raise UsageError(f"TF_CONFIG names a {unknown[0]!r} job: lwdsl trains on 'worker' tasks (and at most one 'chief')",
+                         hint="parameter servers and evaluators are not used; list every training process under \"worker\"")
+    lists = {}
+    for job in ("chief", "worker"):
+        entries = jobs.get(job, [])
+        if not isinstance(entries, list) or not all(isinstance(a, str) for a in entries):
+            raise UsageError(f"TF_CONFIG's cluster {job!r} must be a list of \"host:port\" strings", hint=_HINT)
+        lists[job] = entries
+    if len(lists["chief"]) > 1:
+        raise UsageError(f"TF_CONFIG names {len(lists['chief'])} chiefs: there is at most one", hint=_HINT)
+    addresses = lists["chief"] + lists["worker"]
+    if not addresses:
+        raise UsageError("TF_CONFIG's cluster lists no worker", hint=_HINT)
+    for a in addresses:
+        host, _, port = a.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"TF_CONFIG lists {a!r}: an address is host:port (a port from 1 to 65535)", hint=_HINT)
+    seen: dict[str, int] = {}
+    for r, a in enumerate(addresses):
+        if a in seen:
+            raise UsageError(f"TF_CONFIG names the worker {a} twice (tasks {seen[a]} and {r} of the cluster): two tasks cannot "
+                             "share one address", hint="give each worker its own host:port, the same list on every worker")
+        seen[a] = r
+    job, index = task.get("type"), task.get("index")
+    if job not in ("chief", "worker"):
+        raise UsageError(f"TF_CONFIG's task type is {job!r}: lwdsl runs 'worker' (or 'chief') tasks", hint=_HINT)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise UsageError(f"TF_CONFIG's task index is {index!r}: a whole number", hint=_HINT)
+    if not 0 <= index < len(lists[job]):
+        raise UsageError(f"TF_CONFIG's task is {job} {index}, but the cluster has {len(lists[job])} {job}(s), "
+                         f"numbered from 0", hint=f"give an index from 0 to {len(lists[job]) - 1}, a different one on each worker")
+    rank = index if job == "chief" else len(lists["chief"]) + index
+    return TFWorld(addresses, rank, job, index)
+
+
+def world_from_tf_config(env: Mapping[str, str]) -> Optional[TFWorld]:
+    """``TF_CONFIG`` from ``env`` (None when unset or empty)."""
+    raw = env.get("TF_CONFIG", "").strip()
+    return parse_tf_config(raw) if raw else None
+
+
+def tf_config(addresses: list[str], rank: int) -> str:
+    """The ``TF_CONFIG`` of worker ``rank`` of ``addresses`` (every task a ``worker``)."""
+    return json.dumps({"cluster": {"worker": list(addresses)}, "task": {"type": "worker", "index": int(rank)}})
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on localhost now (held together while picked, then released)."""
+    held = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def _worker(environ: dict[str, str], entry: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """A worker process: its environment first (before TensorFlow is imported), then the run."""
+    os.environ.update(environ)
+    entry(*args)
+
+
+def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+    """Run ``entry(*args)`` in ``workers`` fresh processes on this machine, worker ``r`` with
+    ``TF_CONFIG`` naming ``localhost:PORT_0 .. PORT_{N-1}`` and task ``r`` (and ``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``). Returns each failed worker's exit
+    code (empty when all succeeded; a signal ``s`` is ``128 + s``); Ctrl-C here is ``{0: 130}``
+    (SIGTERM ``{0: 143}``, passed on to the workers as SIGINT) once the workers stopped. ``timeout_s`` is the workers' own: each waits that long for the
+    others to join (:class:`lwdsl.backends.tf_backend.ranks.TFRanks`)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    addresses = [f"localhost:{p}" for p in _free_ports(workers)]
+    procs = []
+    for r in range(workers):
+        environ = {"TF_CONFIG": tf_config(addresses, r), "RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_RANK": str(r),
+                   "LOCAL_WORLD_SIZE": str(workers)}
+        p = ctx.Process(target=_worker, args=(environ, entry, args), name=f"lwdsl-worker-{r}")
+        p.start()
+        procs.append(p)
+    failed: dict[int, int] = {}
+    try:
+        deadline: Optional[float] = None
+        while any(p.is_alive() for p in procs):
+            for r, p in enumerate(procs):
+                if not p.is_alive() and p.exitcode and r not in failed:
+                    failed[r] = _code(p.exitcode)
+            if failed and deadline is None:
+                deadline = time.monotonic() + GRACE_S
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt as exc:  # Ctrl-C reached the workers too; SIGTERM (lwdsl's Terminated) only this process
+        terminated = type(exc).__name__ == "Terminated"
+        if terminated:  # tell the workers as Ctrl-C would (TensorFlow traps SIGTERM in them)
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    os.kill(p.pid, signal.SIGINT)
+        _stop(procs, GRACE_S)
+        return {0: 143 if terminated else 130}
+    _stop(procs, 0.0)
+    for r, p in enumerate(procs):
+        if p.exitcode and r not in failed:
+            failed[r] = _code(p.exitcode)
+    return failed
+
+
+def _code(exitcode: int) -> int:
+    return 128 - exitcode if exitcode < 0 else exitcode
+
+
+def _stop(procs: list[Any], grace_s: float) -> None:
+    """Wait ``grace_s`` for ``procs`` to end, then SIGKILL those still running."""
+    end = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
