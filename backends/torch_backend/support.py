@@ -12,7 +12,7 @@ SUPPORT = SupportTable(
         "regularize": (),
         "finetune": (),
         "export": ("torch", "onnx"),
-        "quantize": QuantizeSpec.FORMS,  # every form of the forms table (lwdsl.semantics.forms)
+        "quantize": QuantizeSpec.FORMS,  # every form of the forms table (lwdsl.semantics.forms), gptq and group
         "distill": DistillSpec.FORMS,
     },
     notes={
