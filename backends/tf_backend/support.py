@@ -23,4 +23,6 @@ SUPPORT = SupportTable(
         "export": "tflite: float32, int8 (full integer or dynamic range) after int8 quantize, float16 after fp16 alone; "
         "keras/saved_model: float32 kernels (quantized and cast layers' values in float32, said with a warning)",
     },
+    no_models={name: "transformer models are built on the torch backend only for now (KerasHub is not wired yet, issue 25)"
+               for name in ("tiny-llama", "tiny-bert", "tiny-gpt2")},
 )

@@ -30,7 +30,7 @@ Flow of ``quantize FORM`` on the selected layers:
    (:func:`calibrate`), its uint8 :func:`~lwdsl.semantics.quant.act_qparams` kept;
 8. the notes: ``quantized`` (layer -> bits, form, granularity, mode, and the activation range,
    scale and zero point of a calibrated layer), ``auto_bits`` for ``auto``;
-9. int8 forms (every quantized layer int8): the deployable int8 file written into the run
+9. int8 forms (every quantized layer int8, round to nearest, no groups): the deployable int8 file written into the run
    folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
    (:func:`lwdsl.backend.engines.int8_artifact` over the backend's :meth:`QuantizeParts.engine`).
 """
@@ -271,8 +271,9 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
                 aq = handle.act[name]
                 notes[name].update(act_range=[lo, hi], act_scale=float(aq.scale), act_zero_point=int(aq.zero_point))
         ctx.notes["quantized"] = notes
-        # low-bit and grouped layers have no int8 kernels
-        engine = parts.engine() if todo and not low and spec.group is None else None
+        # low-bit and grouped layers have no int8 kernels; method=gptq (weight-only, for the
+        # transformers whose token inputs the int8 engines do not export yet) writes no int8 file
+        engine = parts.engine() if todo and not low and spec.group is None and spec.method == "rtn" else None
         if engine is not None:
             report = int8_artifact(engine, handle, ctx, step)
             if report is not None:

@@ -50,22 +50,8 @@ from .codes import WeightQuant
 from .packing import PACKED_BITS, code_range, pack_codes, pack_indices, unpack_codes, unpack_indices
 
 __all__ = [
-    "CODES",
-    "SCALE",
-    "BITS",
-    "SHAPE",
-    "CODEBOOK",
-    "GROUP",
-    "NONZERO",
-    "ACT_SCALE",
-    "ACT_ZERO_POINT",
-    "pack_state",
-    "sparse_pays",
-    "unpack_state",
-    "check_state",
-    "DamagedTensor",
-    "unpack_casts",
-    "unpack_act",
+    "CODES", "SCALE", "BITS", "SHAPE", "CODEBOOK", "GROUP", "NONZERO", "ACT_SCALE", "ACT_ZERO_POINT",
+    "pack_state", "sparse_pays", "unpack_state", "check_state", "DamagedTensor", "unpack_casts", "unpack_act",
 ]
 
 CODES, SCALE, BITS, SHAPE, CODEBOOK, GROUP = ".codes", ".scale", ".bits", ".shape", ".codebook", ".group"
@@ -219,50 +205,39 @@ def _unpacked(state: dict[str, np.ndarray], base: str, bits: int, unpack) -> np.
     return dense.reshape(shape)
 
 
-def _group_of(state: dict[str, np.ndarray], base: str, codes: np.ndarray, bits: int) -> Optional[int]:
-    """The group size ``<base>.group`` declares (None without one): one integer >= 1, for a 2-d
-    weight of 2..8-bit integer codes."""
-    if base + GROUP not in state:
-        return None
-    group = int(_size1(state, base + GROUP, "iu", "integer"))
-    if group < 1 or codes.ndim != 2 or bits == 1:
-        raise DamagedTensor(base + GROUP, f"is {group} for {bits}-bit codes of shape {list(codes.shape)}; groups are >= 1 "
-                            "inputs of a 2-d [out, in] weight of 2..8-bit codes")
-    return group
-
-
-def _scale_of(state: dict[str, np.ndarray], base: str, codes: np.ndarray, bits: int,
-              group: Optional[int] = None) -> tuple[np.ndarray, Optional[int]]:
-    """(the scale, its axis) of a layer of integer codes: float32, ``()`` per tensor (shape
-    ``(1,)`` read as such), ``(out,)`` per channel or ``(out, ceil(in / group))`` in groups,
-    finite and > 0 (binary: >= 0, a channel of scale 0 having codes +1 only)."""
-    key = base + SCALE
+def _scale_of(state: dict[str, np.ndarray], base: str, codes: np.ndarray, bits: int) -> tuple[np.ndarray, Optional[int], Optional[int]]:
+    """(the scale, its axis, the group) of a layer of integer codes: float32, ``()`` per tensor
+    (shape ``(1,)`` read as such), ``(out,)`` per channel or, with ``<base>.group`` (one
+    integer G >= 1, 2-d codes of 2..8 bits), ``(out, ceil(in / G))``; finite and > 0 (binary:
+    >= 0, a channel of scale 0 having codes +1 only)."""
+    key, group = base + SCALE, None
     if key not in state:
         raise DamagedTensor(base + CODES, f"holds {bits}-bit codes but the state has no '{key}'")
     scale = np.asarray(state[key])
     out = codes.shape[0] if codes.ndim else None
-    if group is not None:
-        want_shape = (codes.shape[0], -(-codes.shape[1] // group))
-        if scale.dtype != np.float32 or scale.shape != want_shape:
-            raise DamagedTensor(key, f"is {scale.dtype} of shape {list(scale.shape)}; groups of {group} need a float32 scale of "
-                                f"shape {want_shape} for '{base + CODES}' {list(codes.shape)}")
+    if base + GROUP in state:
+        group = int(_size1(state, base + GROUP, "iu", "integer"))
+        if group < 1 or codes.ndim != 2 or bits == 1:
+            raise DamagedTensor(base + GROUP, f"is {group} for {bits}-bit codes of shape {list(codes.shape)}; a group is "
+                                ">= 1 inputs of a 2-d [out, in] weight of 2..8-bit codes")
     elif scale.shape == (1,) and out != 1:
         scale = scale.reshape(())  # a per-tensor (0-d) scale that a writer stored as shape (1,)
-    if group is None and (scale.dtype != np.float32 or scale.shape not in ((), (out,))):
-        want = "()" + (f" or ({out},)" if out is not None else "")
+    fits = [(out, -(-codes.shape[1] // group))] if group else [(), (out,)]
+    if scale.dtype != np.float32 or scale.shape not in fits:
+        want = f"{fits[0]} (groups of {group})" if group else "()" + (f" or ({out},)" if out is not None else "")
         raise DamagedTensor(key, f"is {scale.dtype} of shape {list(scale.shape)}; a float32 scale of shape {want} fits '{base + CODES}' {list(codes.shape)}")
     flat = scale.reshape(-1)
     bad = ~np.isfinite(flat) | (flat < 0) | ((flat == 0) if bits != 1 else False)
     if bad.any():
         i = int(np.argmax(bad))
-        where = (f" (group {i} of {flat.size})" if group is not None else f" (channel {i} of {flat.size})") if scale.ndim else ""
+        where = f" ({'group' if group else 'channel'} {i} of {flat.size})" if scale.ndim else ""
         need = ">= 0" if bits == 1 else "> 0"
         raise DamagedTensor(key, f"holds {float(flat[i])!r}{where}; scales are finite and {need}")
     if bits == 1 and (flat == 0).any():
         rows = codes.reshape(flat.size, -1) if scale.ndim else codes.reshape(1, -1)
         if (rows[flat == 0] != 1).any():
             raise DamagedTensor(base + CODES, "holds -1 in a binary channel of scale 0 (its codes are +1)")
-    return scale, (0 if scale.ndim >= 1 else None)
+    return scale, (0 if scale.ndim else None), group
 
 
 def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
@@ -302,8 +277,7 @@ def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
         lo, hi = code_range(bits)
         if codes.size and (codes.min() < lo or codes.max() > hi):
             raise DamagedTensor(base + CODES, f"holds {int(codes.min() if codes.min() < lo else codes.max())}, outside the {bits}-bit range [{lo}, {hi}]")
-    group = _group_of(state, base, codes, bits)
-    scale, axis = _scale_of(state, base, codes, bits, group)
+    scale, axis, group = _scale_of(state, base, codes, bits)
     return WeightQuant(codes, scale, bits, axis, group=group)
 
 
