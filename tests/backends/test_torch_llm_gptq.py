@@ -91,3 +91,20 @@ def test_sparsegpt_2_4_then_gptq_int4_keeps_the_mask():
         codes = result.model.quant[name].codes  # GPTQ updates every column not yet visited: the mask keeps the zeros
         assert np.array_equal(codes != 0, w != 0) and ((codes.reshape(codes.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
     assert np.isfinite(row["metrics"]["perplexity"])
+
+
+def test_group_scales_stay_fixed_while_fine_tuning(tmp_path):
+    """``quantize int4 group=32 | finetune``: training snaps each weight to its group's fixed
+    scale (a partial last group included: lenet300's fc1 has 784 inputs), and the .lwz reloads it."""
+    from lwdsl.semantics.quant import codes_with_scale
+
+    result = lwdsl.run("quantize int4 group=32 on linear | finetune epochs=1 lr=0.01", "lenet300", data="synthetic:1,28,28:10",
+                       baseline_epochs=0, quiet=True, latency=False, out=tmp_path / "run")
+    handle = result.model
+    q = handle.quant["fc1"]
+    assert q.group == 32 and q.scale.shape == (300, 25)
+    w = handle.module.fc1.weight.detach().numpy()
+    assert np.array_equal(w, q.dequantize())  # on the grid after training
+    assert np.array_equal(q.codes, codes_with_scale(w, q.full_scale(), 4))
+    fresh = torch_backend().load_model("lenet300", (1, 28, 28), 10, checkpoint=tmp_path / "run" / "model.lwz")
+    assert np.array_equal(fresh.module.fc1.weight.detach().numpy(), w) and fresh.quant["fc1"].group == 32
