@@ -30,8 +30,8 @@ Flow of ``quantize FORM`` on the selected layers:
    (:func:`calibrate`), its uint8 :func:`~lwdsl.semantics.quant.act_qparams` kept;
 8. the notes: ``quantized`` (layer -> bits, form, granularity, mode, and the activation range,
    scale and zero point of a calibrated layer), ``auto_bits`` for ``auto``;
-9. int8 forms (every quantized layer int8, round to nearest, no groups): the deployable int8 file written into the run
-   folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
+9. int8 forms (every quantized layer int8, round to nearest, no groups): the deployable int8
+   file written into the run folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
    (:func:`lwdsl.backend.engines.int8_artifact` over the backend's :meth:`QuantizeParts.engine`).
 """
 
@@ -242,21 +242,27 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         quants: dict[str, WeightQuant] = {}
         grams, examples = _gptq_grams(parts, handle, todo, spec, ctx) if spec.method == "gptq" else ({}, 0)
         errors: dict[str, float] = {}
-        for name in todo:
-            if spec.method == "gptq":
-                q = gptq_quantize(floats[name], grams[name].h, FORM_BITS[forms[name]], spec.group, parts.keep_mask(handle, name),
-                                  damp=spec.damp, block=spec.block, what=f"{step} layer {name}")
-                errors[name] = round(output_error(floats[name], q.dequantize(), grams[name].h), 8)
-            else:
-                q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits, group=spec.group)
-            if forms[name] == "binary" and parts.drop_mask(handle, name):
-                ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
-                         "its pruned weights are non-zero now and its mask is dropped")
-            parts.set_weight(handle, name, q.dequantize())
-            quants[name] = q
-            notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
-            if spec.method != "rtn" or spec.group is not None:
-                notes[name].update(method=spec.method, **({"group": spec.group} if spec.group is not None else {}))
+        bar = ctx.progress(len(todo), f"gptq {len(todo)} layers") if grams else None
+        try:
+            for name in todo:
+                if spec.method == "gptq":
+                    q = gptq_quantize(floats[name], grams[name].h, FORM_BITS[forms[name]], spec.group, parts.keep_mask(handle, name),
+                                      damp=spec.damp, block=spec.block, what=f"{step} layer {name}")
+                    errors[name] = round(output_error(floats[name], q.dequantize(), grams[name].h), 8)
+                    bar.update(1)
+                else:
+                    q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits, group=spec.group)
+                if forms[name] == "binary" and parts.drop_mask(handle, name):
+                    ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
+                             "its pruned weights are non-zero now and its mask is dropped")
+                parts.set_weight(handle, name, q.dequantize())
+                quants[name] = q
+                notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
+                if spec.method != "rtn" or spec.group is not None:
+                    notes[name].update(method=spec.method, **({"group": spec.group} if spec.group is not None else {}))
+        finally:
+            if bar is not None:
+                bar.close()
         if grams:
             ctx.notes["calibration"] = {"examples": examples, "rows": max(g.rows for g in grams.values()),
                                         "damp": spec.damp, "block": spec.block}
