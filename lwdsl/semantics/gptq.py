@@ -18,8 +18,8 @@ keep mask (a pruned layer: its zeros stay zeros):
    whose scale would be below ``2^-126`` is all zeros, scale 1, codes 0). Fixed scales
    ("static groups") measured lower errors than scales taken from the updated weights when a
    group is reached (the paper's reference code): on random correlated layers
-   (bench/gptq_scales.py), 0.0052 vs
-   0.0054 at int4 g32 and 0.27 vs 0.66 at int2 g32, where the updated weights grow;
+   (bench/gptq_scales.py), 0.0052 vs 0.0054 at int4 g32 and 0.27 vs 0.66 at int2 g32, where
+   the updated weights grow;
 3. columns are visited in blocks of ``block`` (128). For column ``i``: ``c = clip(rint(w /
    s), -qmax, qmax)`` (in float64, ``w`` the column as updated, ``s`` its scale), 0 where the
    mask prunes or the group is zero; ``q = f32(c) * s`` in float32 (the weight the model
