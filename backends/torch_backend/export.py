@@ -28,6 +28,7 @@ from lwdsl.language.specs import ExportSpec
 from lwdsl.backend.weights import atomic_path
 
 from .handle import TorchModel, weight_of
+from .hf_export import write_hf
 from .io import half_layers, load_into, save_native
 
 __all__ = ["export", "write_torch", "write_onnx", "half_onnx", "EXPORTERS"]
@@ -150,6 +151,7 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
 EXPORTERS: dict[str, Callable[[TorchModel, Path, StepContext, ExportSpec], None]] = {
     "torch": write_torch,
     "onnx": write_onnx,
+    "hf": write_hf,  # a Hugging Face folder (hf_export.py, kept apart from the int8 engines)
 }
 
 #: The ``export`` handler (path resolution written once, lwdsl.backend.steps).

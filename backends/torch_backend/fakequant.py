@@ -44,6 +44,8 @@ def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
 
 
 def _scale_t(q: WeightQuant, ndim: int, device: torch.device) -> torch.Tensor:
+    if q.group is not None:  # one scale per group of a row's inputs: repeated to the weight's shape
+        return torch.from_numpy(np.ascontiguousarray(q.full_scale())).to(device)
     s = torch.from_numpy(np.asarray(q.scale, dtype=np.float32).copy()).to(device)
     return s.reshape((-1,) + (1,) * (ndim - 1)) if s.ndim == 1 else s
 
@@ -155,4 +157,4 @@ class GridTrainer:
             codes = new.codes
             if layer in self.handle.masks:
                 codes = np.where(self.handle.masks[layer].numpy(), codes, np.zeros((), codes.dtype)).astype(codes.dtype)
-            self.handle.quant[layer] = WeightQuant(codes, q.scale, q.bits, q.axis, q.codebook)
+            self.handle.quant[layer] = WeightQuant(codes, q.scale, q.bits, q.axis, q.codebook, q.group)

@@ -1,5 +1,5 @@
 """Transformer models from ``transformers``, built from a config (no download): ``tiny-llama``,
-``tiny-bert``, and a local Hugging Face folder (``config.json`` + ``*.safetensors``).
+``tiny-bert``, ``tiny-gpt2``, and a local Hugging Face folder (``config.json`` + ``*.safetensors``).
 
 Each model is the ``transformers`` class itself, subclassed only so that ``model(input_ids)``
 returns the logits tensor as every lwdsl model does (``[batch, seq, vocab]`` for a causal LM,
@@ -9,11 +9,22 @@ library's own (``model.layers.0.self_attn.q_proj``, ``lm_head``, ``bert.encoder.
 so selectors and state dicts read as in any Hugging Face checkpoint. Weights are drawn from
 torch's global generator (seeded by the runner) by the library's own initialisation.
 
+GPT-2's projections (``c_attn``, ``c_proj``, ``c_fc``) are ``transformers``' ``Conv1D``: a
+linear layer whose weight is stored transposed, ``[in, out]``. Every model built or loaded here
+has each ``Conv1D`` replaced by :class:`Conv1DLinear`, an ``nn.Linear`` (weight ``[out, in]``,
+the canonical layout) computing the same function, so selectors see linear layers and prune,
+quantize, masks, codes and the .lwz use the one layout; the module name stays
+(``transformer.h.0.attn.c_attn``). :func:`conv1d_layers` names them, for a writer that must
+give transformers its own layout back (``export hf`` transposes them again).
+
 Sizes: ``tiny-llama`` is 2 decoder layers, hidden 128, 4 heads (4 key/value heads), MLP 512
 (SwiGLU), RMSNorm, rotary positions, untied head; its vocabulary is the data's (the run's
 number of classes: 2048 for ``--data pydoc``). ``tiny-bert`` is 2 encoder layers, hidden 128,
-4 heads, MLP 512, vocabulary 2048, a pooled classifier with the data's classes. Other sizes:
-``tiny-llama?layers=4&hidden=256&heads=8&mlp=1024`` (and ``vocab=`` for tiny-bert).
+4 heads, MLP 512, vocabulary 2048, a pooled classifier with the data's classes. ``tiny-gpt2`` is
+GPT-2 (``GPT2LMHeadModel``): 2 layers, hidden 128, 4 heads, MLP 512 (GELU), LayerNorm, learned
+positions, the data's vocabulary, an untied head (as tiny-llama's, so pruning the head never
+prunes the embeddings) and no dropout (as tiny-llama's: training is deterministic given the
+seed). Other sizes: ``tiny-llama?layers=4&hidden=256&heads=8&mlp=1024`` (and ``vocab=`` for tiny-bert).
 """
 
 from __future__ import annotations
@@ -26,13 +37,52 @@ import torch
 
 from lwdsl.errors import UsageError
 
-__all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "is_hf_folder", "takes_tokens"]
+__all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear", "conv1d_layers"]
 
 #: Names built here, with their default sizes.
 HF_NAMES = {
     "tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
     "tiny-bert": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512, "vocab": 2048},
+    "tiny-gpt2": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
 }
+
+
+class Conv1DLinear(torch.nn.Linear):
+    """A ``transformers`` ``Conv1D`` (``y = x W + b``, ``W`` ``[in, out]``) as the ``nn.Linear``
+    it is (``W^T`` ``[out, in]``): the same function, the canonical layout."""
+
+    @classmethod
+    def of(cls, conv: torch.nn.Module) -> "Conv1DLinear":
+        out_features, in_features = int(conv.nf), int(conv.nx)
+        layer = cls(in_features, out_features, bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight.detach().t())
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias.detach())
+        layer.weight.requires_grad_(conv.weight.requires_grad)
+        return layer
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + " (a transformers Conv1D, weight transposed to [out, in])"
+
+
+def _linear_conv1d(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every ``transformers`` ``Conv1D`` replaced by a :class:`Conv1DLinear` in place."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # no transformers: no Conv1D either
+        return model
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Conv1D):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, Conv1DLinear.of(module))
+    return model
+
+
+def conv1d_layers(model: torch.nn.Module) -> list[str]:
+    """The names of the layers that were ``Conv1D`` in ``transformers`` (their weight goes back
+    transposed, ``[in, out]``, to anything that reads a Hugging Face checkpoint)."""
+    return [name for name, m in model.named_modules() if isinstance(m, Conv1DLinear)]
 
 _CLASSES: dict[type, type] = {}
 
@@ -78,7 +128,7 @@ def _sizes(name: str, query: str) -> dict[str, int]:
 
 
 def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
-    """``tiny-llama`` / ``tiny-bert`` (``?key=value&...`` for other sizes), freshly initialised."""
+    """``tiny-llama`` / ``tiny-bert`` / ``tiny-gpt2`` (``?key=value&...`` for other sizes), freshly initialised."""
     name, _, query = ref.partition("?")
     sizes = _sizes(name, query)
     tf = _import()
@@ -91,6 +141,12 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.
         config = tf.LlamaConfig(vocab_size=int(num_classes), num_key_value_heads=sizes["heads"], tie_word_embeddings=False,
                                 **common)
         return _logits_class(tf.LlamaForCausalLM)(config)
+    if name == "tiny-gpt2":
+        config = tf.GPT2Config(vocab_size=int(num_classes), n_positions=sizes["positions"], n_embd=sizes["hidden"],
+                               n_layer=sizes["layers"], n_head=sizes["heads"], n_inner=sizes["mlp"], resid_pdrop=0.0,
+                               embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False, bos_token_id=None,
+                               eos_token_id=None)
+        return _linear_conv1d(_logits_class(tf.GPT2LMHeadModel)(config))
     config = tf.BertConfig(vocab_size=sizes["vocab"], num_labels=int(num_classes), **common)
     return _logits_class(tf.BertForSequenceClassification)(config)
 
@@ -119,7 +175,8 @@ def load_hf_folder(folder: Path) -> torch.nn.Module:
     if not any(folder.glob("*.safetensors")):
         raise UsageError(f"{folder} holds no *.safetensors weights", hint="save with save_pretrained(..., safe_serialization=True)")
     try:
-        return _logits_class(base).from_pretrained(str(folder), local_files_only=True)
+        model = _logits_class(base).from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
         lines = str(exc).strip().splitlines()
         raise UsageError(f"{folder}: transformers cannot load it ({lines[0][:300] if lines else type(exc).__name__})") from None
+    return _linear_conv1d(model)

@@ -14,7 +14,7 @@ embeddings) stay float32, named in a warning.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,10 @@ class TorchQuantizeParts(QuantizeParts):
     def set_weight(self, handle: TorchModel, name: str, w: np.ndarray) -> None:
         with torch.no_grad():
             weight_of(handle.module, name).copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+
+    def keep_mask(self, handle: TorchModel, name: str) -> Optional[np.ndarray]:
+        keep = handle.masks.get(name)
+        return None if keep is None else keep.numpy().copy()
 
     def drop_mask(self, handle: TorchModel, name: str) -> bool:
         return handle.masks.pop(name, None) is not None

@@ -16,16 +16,22 @@ Flow of ``quantize FORM`` on the selected layers:
 4. ``auto``: the sensitivity of each layer (:func:`measure_sensitivity`) and the core's choice
    of a form per layer (:func:`lwdsl.semantics.auto_bits.auto_forms`); activations stay float;
 5. every layer's codes from :func:`~lwdsl.semantics.quant.quantize_as` on its weight as it is
-   (masks applied, so pruned weights get code 0); its weight becomes ``codes * scale``; a
-   binary layer has no code 0, so its pruning mask is dropped, with a warning;
+   (masks applied, so pruned weights get code 0; ``group=G``: one scale per G inputs of a
+   row); its weight becomes ``codes * scale``; a binary layer has no code 0, so its pruning
+   mask is dropped, with a warning. ``method=gptq``: first one pass over the calibration
+   examples collects each layer's ``H = X^T X`` (:func:`lwdsl.backend.calibrated.gram_matrices`,
+   as ``prune sparsegpt``: every layer on the inputs of the model before the step), then each
+   layer's codes are :func:`~lwdsl.semantics.gptq.gptq_quantize`'s (the layer's keep mask
+   fixes its zeros), and the notes get the calibration and each layer's relative output error
+   ``||X (W - W')^T||^2 / ||X W^T||^2`` (``layer_output_error``);
 6. ``mode=qat``: ``epochs`` of training through the quantizer (SGD lr 0.01, momentum 0.9,
    batch 64; masters start at the float weights);
 7. ``static``/``qat`` int8: each layer's input observed on the calibration images
    (:func:`calibrate`), its uint8 :func:`~lwdsl.semantics.quant.act_qparams` kept;
 8. the notes: ``quantized`` (layer -> bits, form, granularity, mode, and the activation range,
    scale and zero point of a calibrated layer), ``auto_bits`` for ``auto``;
-9. int8 forms (every quantized layer int8): the deployable int8 file written into the run
-   folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
+9. int8 forms (every quantized layer int8, round to nearest, no groups): the deployable int8
+   file written into the run folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
    (:func:`lwdsl.backend.engines.int8_artifact` over the backend's :meth:`QuantizeParts.engine`).
 """
 
@@ -39,10 +45,14 @@ import numpy as np
 from ..data.stream import prefetched
 from ..semantics.auto_bits import TRIAL_FORMS, kl_sensitivity, trial_weight
 from ..semantics.auto_bits import auto_forms as core_auto_forms
+from ..semantics.forms import FORM_BITS
+from ..semantics.gptq import gptq_quantize
+from ..semantics.hessian import output_error
 from ..semantics.order import calibration_indices
 from ..semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
 from ..language.specs import QuantizeSpec, TrainingOptions
 from ..language.specs.quantize import LOW_BIT
+from .calibrated import gram_matrices
 from .context import StepContext
 from .engines import Engine, int8_artifact
 
@@ -103,6 +113,11 @@ class QuantizeParts(ABC):
     def fit(self, handle: Any, options: TrainingOptions, ctx: StepContext, *, label: str,
             masters: dict[str, np.ndarray]) -> Any:
         """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+
+    def keep_mask(self, handle: Any, name: str) -> Optional[np.ndarray]:
+        """The layer's pruning keep mask (bool, canonical layout), or None when it has none
+        (``method=gptq`` keeps its zeros)."""
+        return None
 
     def set_act(self, handle: Any, name: str, lo: float, hi: float) -> None:
         """Keep the calibrated input quantization of a layer (``handle.act``)."""
@@ -179,6 +194,15 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
     return ranges
 
 
+def _gptq_grams(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: QuantizeSpec,
+                ctx: StepContext) -> tuple[dict, int]:
+    """(layer -> :class:`~lwdsl.semantics.hessian.Gram`, examples) on the spec's calibration
+    examples: one pass over the model as it is before the step, as the calibrated prune methods."""
+    if not names:
+        return {}, 0
+    return gram_matrices(parts, handle, names, spec.calibration_count(), ctx, f"quantize {spec.dtype} method=gptq")
+
+
 def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
     """The ``quantize`` handler over a backend's :class:`QuantizeParts`."""
 
@@ -216,14 +240,33 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         if low:
             mode = "qat" if mode == "qat" else "weights_only"  # low-bit layers keep float activations
         quants: dict[str, WeightQuant] = {}
-        for name in todo:
-            q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits)
-            if forms[name] == "binary" and parts.drop_mask(handle, name):
-                ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
-                         "its pruned weights are non-zero now and its mask is dropped")
-            parts.set_weight(handle, name, q.dequantize())
-            quants[name] = q
-            notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
+        grams, examples = _gptq_grams(parts, handle, todo, spec, ctx) if spec.method == "gptq" else ({}, 0)
+        errors: dict[str, float] = {}
+        bar = ctx.progress(len(todo), f"gptq {len(todo)} layers") if grams else None
+        try:
+            for name in todo:
+                if spec.method == "gptq":
+                    q = gptq_quantize(floats[name], grams[name].h, FORM_BITS[forms[name]], spec.group, parts.keep_mask(handle, name),
+                                      damp=spec.damp, block=spec.block, what=f"{step} layer {name}")
+                    errors[name] = round(output_error(floats[name], q.dequantize(), grams[name].h), 8)
+                    bar.update(1)
+                else:
+                    q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits, group=spec.group)
+                if forms[name] == "binary" and parts.drop_mask(handle, name):
+                    ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
+                             "its pruned weights are non-zero now and its mask is dropped")
+                parts.set_weight(handle, name, q.dequantize())
+                quants[name] = q
+                notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
+                if spec.method != "rtn" or spec.group is not None:
+                    notes[name].update(method=spec.method, **({"group": spec.group} if spec.group is not None else {}))
+        finally:
+            if bar is not None:
+                bar.close()
+        if grams:
+            ctx.notes["calibration"] = {"examples": examples, "rows": max(g.rows for g in grams.values()),
+                                        "damp": spec.damp, "block": spec.block}
+            ctx.notes["layer_output_error"] = errors
         parts.record(handle, spec, forms, quants, "weights_only" if low else mode, ctx)
         if mode == "qat" and todo:
             epochs = f"{spec.epochs} epoch{'s' if spec.epochs != 1 else ''}"
@@ -234,7 +277,9 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
                 aq = handle.act[name]
                 notes[name].update(act_range=[lo, hi], act_scale=float(aq.scale), act_zero_point=int(aq.zero_point))
         ctx.notes["quantized"] = notes
-        engine = parts.engine() if todo and not low else None  # low-bit layers have no int8 kernels
+        # low-bit and grouped layers have no int8 kernels; method=gptq (weight-only, for the
+        # transformers whose token inputs the int8 engines do not export yet) writes no int8 file
+        engine = parts.engine() if todo and not low and spec.group is None and spec.method == "rtn" else None
         if engine is not None:
             report = int8_artifact(engine, handle, ctx, step)
             if report is not None:

@@ -30,12 +30,19 @@ class SupportTable:
         notes: op -> a few words shown by ``lwdsl ops`` (how it runs, the engine used).
         workers: whether it trains on several processes (``lwdsl run --workers N``, a
             launcher's ranks; :meth:`lwdsl.backend.Backend.join_ranks`).
+        no_models: model names (before any ``?sizes``) the backend cannot build -> why, so
+            that ``lwdsl check --backend`` refuses a recipe's ``target`` up front.
     """
 
     backend: str
     runs: dict[str, tuple[str, ...]]
     notes: dict[str, str] = field(default_factory=dict)
     workers: bool = False
+    no_models: dict[str, str] = field(default_factory=dict)
+
+    def model_refusal(self, model: str) -> Optional[str]:
+        """Why the backend cannot build ``model`` (None when the table does not say)."""
+        return self.no_models.get(str(model).partition("?")[0])
 
     def unsupported(self, step: StepSpec, others: Sequence["SupportTable"] = ()) -> Optional[str]:
         """Why the backend cannot run ``step`` (None when it can), in words naming the backend;

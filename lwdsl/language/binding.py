@@ -216,7 +216,7 @@ class _Binder:
     # --- the spec's verdict -------------------------------------------------------------------
 
     def _build_selector(self) -> Selector:
-        data = {"on": self.spec.default_kinds, **self.selector}
+        data = {"on": self.spec.kinds_by_default(self.fields), **self.selector}
         try:
             return Selector.model_validate(data, strict=True)
         except ValidationError as exc:  # only `expect` can be wrong: kinds and globs are checked

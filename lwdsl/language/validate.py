@@ -250,7 +250,8 @@ def validate_recipe(recipe: "Recipe") -> None:
 
 
 def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: bool = True) -> None:
-    """Raise a RecipeError for the first step that ``backend`` cannot run.
+    """Raise a RecipeError for the first step that ``backend`` cannot run, then for a ``target``
+    model it cannot build (its support table's ``no_models``).
 
     Built-in backends are asked through their static support table
     (:func:`lwdsl.backend.support_table`, per op and per form), without importing any
@@ -303,6 +304,12 @@ def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: boo
             expected=expected,
             hint=f"run it with --backend {others[0]}" if others else None,
         )
+    model = recipe.target.model if recipe.target is not None else None
+    why = table.model_refusal(model) if isinstance(table, SupportTable) and model else None
+    if why:
+        others = [b for b in BACKENDS if b != key and support_table(b) is not None and not support_table(b).model_refusal(model)]
+        raise RecipeError(f"target {model}: the {key} backend cannot build it: {why}", found=model,
+                          expected=f"a model the {key} backend builds", hint=f"run it with --backend {others[0]}" if others else None)
 
 
 def _runs(table: Optional["SupportTable"], step: StepSpec) -> bool:

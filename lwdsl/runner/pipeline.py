@@ -771,10 +771,11 @@ def _check_task(plan: Recipe, task: str, data_name: str) -> None:
 
     for i, step in enumerate(plan.steps):
         problem, hint = None, None
-        if step.op == "quantize" and step.dtype == "int8":
+        if step.op == "quantize" and step.dtype == "int8" and step.method == "rtn" and step.group is None:
             problem = ("int8 (an ONNX Runtime or LiteRT int8 model, whose input is quantized too) is for image models; "
                        "a language model's input is token ids")
-            hint = "quantize a language model's weights with `quantize int4` (weights only, per channel)"
+            hint = ("quantize a language model's weights: `quantize int8 method=gptq` or `group=G` (weight-only, "
+                    "no int8 engine file), or `quantize int4`")
         elif step.op == "export" and step.format in ("onnx", "tflite"):
             problem = f"export {step.format} of a language model is not supported yet"
             hint = "export torch (torch) or export keras (tensorflow) writes the model; the report has its weights"

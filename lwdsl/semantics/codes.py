@@ -86,6 +86,8 @@ __all__ = [
     "snap",
     "requantize",
     "agreement",
+    "group_scales",
+    "group_count",
 ]
 
 _TINY = np.float32(2.0**-126)  # smallest normal float32: no scale is below it
@@ -96,30 +98,61 @@ class WeightQuant:
     """Quantized weights: ``codes`` (int8, the weight's shape), ``scale`` (float32, shape
     ``(out,)`` per channel with ``axis=0``, ``()`` per tensor with ``axis=None``), ``bits``.
     A clustered layer (``cluster``) has a ``codebook`` (float32, ``2^bits`` values) and uint8
-    codes indexing it; its scale is 1 and unused."""
+    codes indexing it; its scale is 1 and unused. A layer quantized in groups (``group=G``, a
+    linear weight ``[out, in]``) has one scale per ``G`` consecutive inputs of each output row:
+    ``scale`` is ``(out, ceil(in / G))``, ``axis`` 0, ``group`` G (the last group of a row may
+    be shorter)."""
 
     codes: np.ndarray
     scale: np.ndarray
     bits: int
     axis: Optional[int]
     codebook: Optional[np.ndarray] = None
+    group: Optional[int] = None
+
+    def full_scale(self) -> np.ndarray:
+        """The scale broadcastable against the codes: ``()`` per tensor, ``(out, 1, ...)`` per
+        channel, the codes' own shape ``(out, in)`` in groups (each group's scale repeated)."""
+        if self.group is not None:
+            return group_scales(self.scale, self.group, self.codes.shape[1])
+        return self.scale if self.axis is None else self.scale.reshape((-1,) + (1,) * (self.codes.ndim - 1))
 
     def dequantize(self) -> np.ndarray:
-        """``codes * scale`` as one float32 multiply (scale broadcast along axis 0);
-        ``codebook[codes]`` for a clustered layer."""
+        """``codes * scale`` as one float32 multiply (scale broadcast along axis 0, or over each
+        group); ``codebook[codes]`` for a clustered layer."""
         if self.codebook is not None:
             return np.asarray(self.codebook, dtype=np.float32)[np.asarray(self.codes, dtype=np.intp)]
-        scale = self.scale if self.axis is None else self.scale.reshape((-1,) + (1,) * (self.codes.ndim - 1))
-        return self.codes.astype(np.float32) * scale
+        return self.codes.astype(np.float32) * self.full_scale()
 
 
-def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channel") -> WeightQuant:
+def group_scales(scale: np.ndarray, group: int, cols: int) -> np.ndarray:
+    """Per-group scales ``(out, ceil(cols / group))`` repeated to the weight's ``(out, cols)``.
+
+    >>> group_scales(np.array([[1.0, 2.0]], np.float32), 2, 3).tolist()
+    [[1.0, 1.0, 2.0]]
+    """
+    return np.repeat(np.asarray(scale, dtype=np.float32), int(group), axis=1)[:, : int(cols)]
+
+
+def group_count(cols: int, group: int) -> int:
+    """Groups of ``group`` inputs in a row of ``cols`` (the last may be shorter).
+
+    >>> group_count(128, 32), group_count(100, 32)
+    (4, 4)
+    """
+    return -(-int(cols) // int(group))
+
+
+def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channel", group: Optional[int] = None) -> WeightQuant:
     """Symmetric narrow-range quantization of a weight in the canonical layout (module rules).
 
     Args:
         w: the weight, channel axis 0 for ``per_channel``; converted to float32.
         bits: 2..8 (codes in ``[-(2^(bits-1)-1), 2^(bits-1)-1]``).
         granularity: ``"per_channel"`` (one scale per slice of axis 0) or ``"per_tensor"``.
+        group: per channel only, a 2-d weight ``[out, in]``: one scale per ``group``
+            consecutive inputs of each row (``m`` is the group's max ``|w|``; the rule is
+            otherwise the same, zero groups included).
 
     Returns:
         The codes and scales; ``dequantize()`` gives the float weights they stand for.
@@ -127,11 +160,15 @@ def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channe
     Raises:
         RunError: if a weight is NaN or infinite, or ``qmax * scale`` overflows float32 (only
             ``|w|`` within about an ulp of the float32 maximum).
-        ValueError: for bits outside 2..8, an unknown granularity, or a 0-d per-channel weight.
+        ValueError: for bits outside 2..8, an unknown granularity, a 0-d per-channel weight, or
+            a group with a weight that is not 2-d or with ``per_tensor``.
 
     >>> wq = quantize_weight(np.array([[1.984375, -0.5, 0.0078125, 0.0234375], [0, 0, 0, 0]], np.float32))
     >>> wq.codes.tolist(), wq.scale.tolist()
     ([[127, -32, 0, 2], [0, 0, 0, 0]], [0.015625, 1.0])
+    >>> wq = quantize_weight(np.array([[7.0, -1.0, 0.5, 0.25]], np.float32), 4, group=2)
+    >>> wq.codes.tolist(), wq.scale.tolist()
+    ([[7, -1, 7, 3]], [[1.0, 0.0714285746216774]])
     """
     if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
         raise ValueError(f"weight bits must be an integer in 2..8, got {bits!r}")
@@ -142,6 +179,21 @@ def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channe
     if not np.isfinite(w).all():
         raise RunError("a weight to quantize is NaN or infinite: the model is broken, nothing to quantize")
     qmax = np.float32(2 ** (bits - 1) - 1)
+    if group is not None:
+        if granularity != "per_channel" or w.ndim != 2 or int(group) < 1:
+            raise ValueError(f"group={group!r} quantizes a 2-d [out, in] weight per channel in groups of its inputs")
+        if w.shape[1] == 0:
+            raise ValueError("group= needs a weight with inputs")
+        m = np.maximum.reduceat(mag, np.arange(0, w.shape[1], int(group)), axis=1)
+        zero = (m / qmax) < _TINY
+        scale = np.where(zero, np.float32(1), m / qmax).astype(np.float32)
+        with np.errstate(over="ignore"):
+            if np.isinf(qmax * scale).any():
+                raise RunError(f"a weight to quantize is too large ({float(m.max()):.4g}): qmax * scale overflows float32")
+        full = group_scales(scale, int(group), w.shape[1])
+        codes = np.clip(np.rint(w / full), -qmax, qmax)
+        codes = np.where(group_scales(zero, int(group), w.shape[1]), np.float32(0), codes).astype(np.int8)
+        return WeightQuant(codes, scale, int(bits), 0, group=int(group))
     if granularity == "per_channel":
         if w.ndim == 0:
             raise ValueError("per_channel quantization needs a weight with an output-channel axis 0")
@@ -235,15 +287,19 @@ def quantize_binary(w: np.ndarray, granularity: str = "per_channel") -> WeightQu
     return WeightQuant(codes.reshape(np.shape(w)), scale if axis == 0 else scale.reshape(()), 1, axis)
 
 
-def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel", bits: Optional[int] = None) -> WeightQuant:
+def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel", bits: Optional[int] = None,
+                group: Optional[int] = None) -> WeightQuant:
     """Quantize ``w`` (canonical layout) to the recipe's ``dtype``: ``int8``, ``int4``, ``int2``
     (:func:`quantize_weight`), ``ternary`` (:func:`quantize_ternary`), ``binary``
     (:func:`quantize_binary`) or ``cluster`` (:func:`lwdsl.semantics.cluster.cluster_weight`
-    at ``bits``, default 4; one codebook per tensor whatever ``granularity``).
+    at ``bits``, default 4; one codebook per tensor whatever ``granularity``). ``group`` (the
+    integer forms only): one scale per ``group`` inputs of each row.
 
     >>> quantize_as(np.array([[0.5, -1.0]], np.float32), "int4").codes.tolist()
     [[3, -7]]
     """
+    if group is not None and dtype not in ("int8", "int4", "int2"):
+        raise ValueError(f"group= applies to int8, int4 and int2, not {dtype}")
     if dtype == "cluster":
         b = 4 if bits is None else int(bits)
         codes, book = cluster_weight(w, b)
@@ -254,22 +310,23 @@ def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel", bit
         return quantize_binary(w, granularity)
     if dtype not in FORM_BITS:
         raise ValueError(f"unknown weight form {dtype!r}; one of {', '.join(FORM_BITS)}")
-    return quantize_weight(w, FORM_BITS[dtype], granularity)
+    return quantize_weight(w, FORM_BITS[dtype], granularity, group)
 
 
 def int8_only(quants: dict[str, WeightQuant]) -> bool:
     """Whether a model's quantized layers (layer -> WeightQuant) are all int8 codes with scales:
     such a model has an int8 artifact with kernels of its own (ONNX Runtime, LiteRT), which is
-    what its latency times; low-bit and cluster layers run float kernels as the model does.
+    what its latency times; low-bit, cluster and grouped layers run float kernels as the model does.
 
     >>> int8_only({"fc": quantize_as(np.ones((2, 3)), "int8")}), int8_only({"fc": quantize_as(np.ones((2, 3)), "int4")})
     (True, False)
     """
-    return bool(quants) and all(q.bits == 8 and q.codebook is None for q in quants.values())
+    return bool(quants) and all(q.bits == 8 and q.codebook is None and q.group is None for q in quants.values())
 
 
 def codes_with_scale(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndarray:
-    """Codes of ``w`` (canonical layout) at fixed per-channel (or scalar) ``scale``: the nearest
+    """Codes of ``w`` (canonical layout) at fixed per-channel (or scalar, or a grouped layer's
+    full ``(out, in)``: :meth:`WeightQuant.full_scale`) ``scale``: the nearest
     level, ``clip(rint(w / scale), -qmax, qmax)`` in float32 for 2..8 bits; for 1 bit (binary)
     +1 where ``w >= 0`` or the channel's scale is 0, else -1. As int8.
 
@@ -302,7 +359,8 @@ def requantize(w: np.ndarray, q: WeightQuant) -> WeightQuant:
     """
     if q.codebook is not None:
         return WeightQuant(nearest_codes(w, q.codebook), q.scale, q.bits, q.axis, q.codebook)
-    return WeightQuant(codes_with_scale(w, q.scale, q.bits), q.scale, q.bits, q.axis)
+    scale = q.full_scale() if q.group is not None else q.scale
+    return WeightQuant(codes_with_scale(w, scale, q.bits), q.scale, q.bits, q.axis, group=q.group)
 
 
 def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:

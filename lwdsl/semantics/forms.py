@@ -27,6 +27,7 @@ __all__ = [
     "TRIAL_FORMS",
     "STEP_FORMS",
     "EXPORT_HOLDS",
+    "WEIGHT_METHODS",
     "form",
 ]
 
@@ -105,6 +106,11 @@ TRIAL_FORMS: tuple[str, ...] = tuple(name for name, _ in AUTO_TRIALS)
 
 #: The ``form`` / ``form/mode`` words a step reports (``QuantizeSpec.FORMS``, the support tables).
 STEP_FORMS: tuple[str, ...] = tuple(f"{f.name}/{m}" for f in FORMS for m in f.modes) + tuple(f.name for f in FORMS if not f.modes)
+
+#: What a step of an integer form (int8, int4, int2) may add to how its codes are chosen, each a
+#: form of the step a backend must run: ``gptq`` (``method=gptq``, calibrated,
+#: :mod:`lwdsl.semantics.gptq`) and ``group`` (``group=G``: one scale per G inputs of a row).
+WEIGHT_METHODS: tuple[str, ...] = ("gptq", "group")
 
 #: Export formats -> the forms their files hold (int8 codes, 16-bit floats); other formats and
 #: forms store the float weights ``codes * scale``.

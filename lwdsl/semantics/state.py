@@ -3,7 +3,10 @@ and the checks a state read from a file passes before it loads.
 
 **Layout** (:func:`pack_state`): a quantized layer's weight is stored as its integer codes and
 scales instead of float32: ``<layer>.weight.codes``, ``<layer>.weight.scale`` (float32,
-``(out,)`` per channel or ``()`` per tensor) and ``<layer>.weight.bits`` (int8, a 0-d array).
+``(out,)`` per channel or ``()`` per tensor) and ``<layer>.weight.bits`` (int8, a 0-d array); a
+layer quantized in groups of ``G`` inputs (``quantize int4 group=G``, a linear weight
+``[out, in]``) has ``scale`` ``(out, ceil(in / G))`` and ``<layer>.weight.group`` (int32, 0-d:
+G).
 At 8 (or 3, 5, 6, 7) bits the codes are int8 of the weight's canonical shape; at 4, 2 and 1
 bits they are packed (:func:`lwdsl.semantics.packing.pack_codes`: uint8, 1-d) and
 ``<layer>.weight.shape`` (int64) gives the canonical shape. A clustered layer (``cluster``)
@@ -47,24 +50,11 @@ from .codes import WeightQuant
 from .packing import PACKED_BITS, code_range, pack_codes, pack_indices, unpack_codes, unpack_indices
 
 __all__ = [
-    "CODES",
-    "SCALE",
-    "BITS",
-    "SHAPE",
-    "CODEBOOK",
-    "NONZERO",
-    "ACT_SCALE",
-    "ACT_ZERO_POINT",
-    "pack_state",
-    "sparse_pays",
-    "unpack_state",
-    "check_state",
-    "DamagedTensor",
-    "unpack_casts",
-    "unpack_act",
+    "CODES", "SCALE", "BITS", "SHAPE", "CODEBOOK", "GROUP", "NONZERO", "ACT_SCALE", "ACT_ZERO_POINT",
+    "pack_state", "sparse_pays", "unpack_state", "check_state", "DamagedTensor", "unpack_casts", "unpack_act",
 ]
 
-CODES, SCALE, BITS, SHAPE, CODEBOOK = ".codes", ".scale", ".bits", ".shape", ".codebook"
+CODES, SCALE, BITS, SHAPE, CODEBOOK, GROUP = ".codes", ".scale", ".bits", ".shape", ".codebook", ".group"
 NONZERO = ".nonzero"  # sparse packing: the bitmap of the non-zero codes (module docstring)
 ACT_SCALE, ACT_ZERO_POINT = ".act.scale", ".act.zero_point"
 
@@ -102,6 +92,8 @@ def pack_state(
             out[base + CODES] = np.asarray(q.codes, dtype=np.int8)
         out[base + SCALE] = np.asarray(q.scale, dtype=np.float32)
         out[base + BITS] = np.asarray(q.bits, dtype=np.int8)
+        if q.group is not None:
+            out[base + GROUP] = np.asarray(q.group, dtype=np.int32)
     for layer, dtype in (casts or {}).items():
         base = f"{layer}.weight"
         if base in out:
@@ -213,32 +205,39 @@ def _unpacked(state: dict[str, np.ndarray], base: str, bits: int, unpack) -> np.
     return dense.reshape(shape)
 
 
-def _scale_of(state: dict[str, np.ndarray], base: str, codes: np.ndarray, bits: int) -> tuple[np.ndarray, Optional[int]]:
-    """(the scale, its axis) of a layer of integer codes: float32, ``()`` per tensor (shape
-    ``(1,)`` read as such) or ``(out,)`` per channel, finite and > 0 (binary: >= 0, a channel of
-    scale 0 having codes +1 only)."""
-    key = base + SCALE
+def _scale_of(state: dict[str, np.ndarray], base: str, codes: np.ndarray, bits: int) -> tuple[np.ndarray, Optional[int], Optional[int]]:
+    """(the scale, its axis, the group) of a layer of integer codes: float32, ``()`` per tensor
+    (shape ``(1,)`` read as such), ``(out,)`` per channel or, with ``<base>.group`` (one
+    integer G >= 1, 2-d codes of 2..8 bits), ``(out, ceil(in / G))``; finite and > 0 (binary:
+    >= 0, a channel of scale 0 having codes +1 only)."""
+    key, group = base + SCALE, None
     if key not in state:
         raise DamagedTensor(base + CODES, f"holds {bits}-bit codes but the state has no '{key}'")
     scale = np.asarray(state[key])
     out = codes.shape[0] if codes.ndim else None
-    if scale.shape == (1,) and out != 1:
+    if base + GROUP in state:
+        group = int(_size1(state, base + GROUP, "iu", "integer"))
+        if group < 1 or codes.ndim != 2 or bits == 1:
+            raise DamagedTensor(base + GROUP, f"is {group} for {bits}-bit codes of shape {list(codes.shape)}; a group is "
+                                ">= 1 inputs of a 2-d [out, in] weight of 2..8-bit codes")
+    elif scale.shape == (1,) and out != 1:
         scale = scale.reshape(())  # a per-tensor (0-d) scale that a writer stored as shape (1,)
-    if scale.dtype != np.float32 or scale.shape not in ((), (out,)):
-        want = "()" + (f" or ({out},)" if out is not None else "")
+    fits = [(out, -(-codes.shape[1] // group))] if group else [(), (out,)]
+    if scale.dtype != np.float32 or scale.shape not in fits:
+        want = f"{fits[0]} (groups of {group})" if group else "()" + (f" or ({out},)" if out is not None else "")
         raise DamagedTensor(key, f"is {scale.dtype} of shape {list(scale.shape)}; a float32 scale of shape {want} fits '{base + CODES}' {list(codes.shape)}")
     flat = scale.reshape(-1)
     bad = ~np.isfinite(flat) | (flat < 0) | ((flat == 0) if bits != 1 else False)
     if bad.any():
         i = int(np.argmax(bad))
-        where = f" (channel {i} of {flat.size})" if scale.ndim else ""
+        where = f" ({'group' if group else 'channel'} {i} of {flat.size})" if scale.ndim else ""
         need = ">= 0" if bits == 1 else "> 0"
         raise DamagedTensor(key, f"holds {float(flat[i])!r}{where}; scales are finite and {need}")
     if bits == 1 and (flat == 0).any():
         rows = codes.reshape(flat.size, -1) if scale.ndim else codes.reshape(1, -1)
         if (rows[flat == 0] != 1).any():
             raise DamagedTensor(base + CODES, "holds -1 in a binary channel of scale 0 (its codes are +1)")
-    return scale, (0 if scale.ndim == 1 else None)
+    return scale, (0 if scale.ndim else None), group
 
 
 def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
@@ -251,8 +250,9 @@ def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
     if base + CODEBOOK in state:  # cluster: packed unsigned indices and the codebook
         if bits not in CLUSTER_BITS:
             raise DamagedTensor(base + BITS, f"is {bits}; a clustered layer has 2..8 bits")
-        if base + SCALE in state:
-            raise DamagedTensor(base + SCALE, "belongs to a clustered layer, which has a codebook and no scale")
+        if base + SCALE in state or base + GROUP in state:
+            part = SCALE if base + SCALE in state else GROUP
+            raise DamagedTensor(base + part, f"belongs to a clustered layer, which has a codebook and no {part[1:]}")
         book = np.asarray(state[base + CODEBOOK])
         if book.dtype != np.float32 or book.shape != (2**bits,):
             raise DamagedTensor(base + CODEBOOK, f"is {book.dtype} of shape {list(book.shape)}, not the float32 ({2**bits},) of {bits} bits: the file is damaged")
@@ -277,8 +277,8 @@ def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
         lo, hi = code_range(bits)
         if codes.size and (codes.min() < lo or codes.max() > hi):
             raise DamagedTensor(base + CODES, f"holds {int(codes.min() if codes.min() < lo else codes.max())}, outside the {bits}-bit range [{lo}, {hi}]")
-    scale, axis = _scale_of(state, base, codes, bits)
-    return WeightQuant(codes, scale, bits, axis)
+    scale, axis, group = _scale_of(state, base, codes, bits)
+    return WeightQuant(codes, scale, bits, axis, group=group)
 
 
 def _act(state: dict[str, np.ndarray], layer: str) -> ActQuant:
@@ -310,7 +310,7 @@ def _half(state: dict[str, np.ndarray], key: str, dtype: str) -> np.ndarray:
     return half_values(bits, dtype)
 
 
-_PARTS = (SCALE, BITS, SHAPE, CODEBOOK, NONZERO)
+_PARTS = (SCALE, BITS, SHAPE, CODEBOOK, NONZERO, GROUP)
 
 
 def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, WeightQuant]]:
@@ -363,7 +363,8 @@ def check_state(state: dict[str, np.ndarray]) -> None:
     or packed uint8 codes whose byte count fits ``.shape`` (1-d integers) at ``bits`` (only
     the non-zero codes when a ``.nonzero`` bitmap of ``ceil(n / 8)`` bytes is there, none of
     them zero), unused bits of last bytes 0, each field a code of the form; a float32 scale,
-    ``()`` or ``(out,)``, finite and > 0 (binary: >= 0, with codes +1 where 0) whose product
+    ``()``, ``(out,)`` or, with a ``.group`` (one integer >= 1, a 2-d weight),
+    ``(out, ceil(in / group))``, finite and > 0 (binary: >= 0, with codes +1 where 0) whose product
     with the codes is finite; or a clustered layer's float32 codebook of ``2^bits`` finite
     values starting with +0.0 (and no scale). A static layer's input scale is one finite
     float32 > 0 and its zero point one integer in [0, 255]; a cast layer's weight is uint16

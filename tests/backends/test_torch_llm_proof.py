@@ -98,3 +98,66 @@ def test_layer_error_orders_sparsegpt_wanda_magnitude(run_dir):
         assert sparse <= min(wanda, per_row, per_layer), (name, label)  # every layer, the head too
         if name != "lm_head":  # the recipe's targets (except "lm_head"): Wanda beats |W| in the same groups
             assert wanda <= per_row, (name, label, wanda, per_row)
+
+
+def test_layer_error_orders_gptq_below_round_to_nearest(run_dir):
+    """On the trained model, every linear layer (the head too): GPTQ's relative output error is
+    below round-to-nearest's at the same bits and groups, with round-to-nearest's scales."""
+    from lwdsl.backend.calibrated import gram_matrices
+    from lwdsl.backends.torch_backend.prune import TorchPruneParts
+    from lwdsl.data.builtin import load_data
+    from lwdsl.semantics.gptq import gptq_quantize
+    from lwdsl.semantics.hessian import output_error
+    from lwdsl.semantics.quant import quantize_weight
+
+    lock = json.loads((run_dir / "lwdsl.lock.json").read_text())
+    be = torch_backend()
+    handle = be.load_model("tiny-llama", (128,), 2048, checkpoint=Path(lock["baseline"]["path"]))
+    parts = TorchPruneParts()
+    linear = [layer.name for layer in be.layers(handle) if layer.kind == "linear"]
+    grams, _ = gram_matrices(parts, handle, linear, 128, make_ctx(load_data("pydoc")), "proof")
+    forms = ((8, None), (4, None), (4, 128), (4, 32), (2, 32))
+    print(f"\n{'layer':36} " + " ".join(f"{f'int{b} g{g or 0}':>19}" for b, g in forms) + "   (gptq / rtn)")
+    for name in linear:
+        w, h = parts.weight(handle, name), grams[name].h
+        cells = []
+        for bits, group in forms:
+            q = gptq_quantize(w, h, bits, group)
+            rtn = quantize_weight(w, bits, group=group)
+            assert np.array_equal(q.scale, rtn.scale) and np.abs(q.codes).max() <= 2 ** (bits - 1) - 1
+            cells.append((output_error(w, q.dequantize(), h), output_error(w, rtn.dequantize(), h)))
+        print(f"{name:36} " + " ".join(f"{a:9.6f}/{b:9.6f}" for a, b in cells))
+        for (bits, group), (gptq, rtn) in zip(forms, cells):
+            assert gptq < rtn, (name, bits, group, gptq, rtn)
+
+
+def test_sparsegpt_2_4_then_gptq_int4_end_to_end(run_dir, tmp_path):
+    """``prune sparsegpt 50% nm=2:4 | quantize int4 method=gptq group=32`` as a user runs it (the
+    cached baseline): the 2:4 mask survives quantization; the wall time and perplexities printed."""
+    import time
+
+    from lwdsl.semantics.quant import unpack_state
+    from lwdsl.backend.weights import load_weights
+
+    (tmp_path / "r.lw").write_text('prune sparsegpt 50% nm=2:4 except "lm_head"\n'
+                                   'quantize int4 method=gptq group=32 except "lm_head"\n')
+    env = {**os.environ, "COLUMNS": "120", "LWDSL_CACHE": str(Path(json.loads((run_dir / "lwdsl.lock.json").read_text())
+                                                                    ["baseline"]["path"]).parent.parent)}
+    cli = Path(sys.executable).with_name("lwdsl")
+    start = time.perf_counter()
+    done = subprocess.run([str(cli), "run", str(tmp_path / "r.lw"), "--model", "tiny-llama", "--data", "pydoc", "--baseline-epochs",
+                           BASELINE_EPOCHS, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=1200, env=env)
+    took = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    ppl = [step["metrics"]["perplexity"] for step in report["steps"]]
+    print(f"\nsparsegpt 2:4 | gptq int4 g32: {took:.1f} s end to end (cached baseline); perplexity baseline / 2:4 / +int4:", ppl)
+    errors = report["steps"][2]["layer_output_error"]
+    print("gptq layer errors:", {k: round(v, 5) for k, v in errors.items()})
+    assert ppl[0] < 200 and ppl[2] < 2 * ppl[1]
+    state, _ = load_weights(next((tmp_path / "out").glob("*.lwz")))
+    weights, quants = unpack_state(state)
+    for name in (f"model.layers.{i}.{p}" for i in range(2) for p in ("self_attn.q_proj", "mlp.down_proj")):
+        codes = quants[name].codes
+        assert quants[name].group == 32 and ((codes.reshape(codes.shape[0], -1, 4) != 0).sum(-1) <= 2).all(), name
+    assert "lm_head" not in quants

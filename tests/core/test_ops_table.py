@@ -23,10 +23,12 @@ def test_every_option_of_every_op_has_a_row() -> None:
 
 def test_support_is_static() -> None:
     matrix = support_matrix()
-    assert matrix["export"]["torch"].startswith("torch, onnx (onnx: int8 QDQ")
+    assert matrix["export"]["torch"].startswith("torch, onnx, hf (onnx: int8 QDQ")
     assert matrix["export"]["tensorflow"].startswith("keras, saved_model, tflite (tflite: float32, int8")
     assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}  # wanda/sparsegpt too (issue 25)
-    assert all(m.startswith("all forms (") for m in matrix["quantize"].values())
+    assert matrix["quantize"]["torch"].startswith("all forms (")
+    assert matrix["quantize"]["tensorflow"].startswith("int8/dynamic, ")  # every form but gptq and group (issue 25)
+    assert "(method=gptq and group= run on the torch backend only" in matrix["quantize"]["tensorflow"]
     assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
     code = "import sys; from lwdsl.cli.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -38,4 +40,4 @@ def test_table_prints() -> None:
     print_ops(console)
     text = console.export_text()
     assert "prune" in text and "AMOUNT" in text and "calibrate=" in text
-    assert "torch: torch, onnx (onnx: int8 QDQ" in text and "tensorflow: keras, saved_model, tflite (tflite:" in text
+    assert "torch: torch, onnx, hf (onnx: int8 QDQ" in text and "tensorflow: keras, saved_model, tflite (tflite:" in text

@@ -97,3 +97,41 @@ def test_check_backend_refuses_an_export_that_cannot_hold_cluster(fmt):
     assert ":3:1:" in text and "cannot hold cluster weights" in text and "export torch" in text
     for backend, ok in (("torch", "torch"), ("tensorflow", "keras")):
         check_backend(lwdsl.parse(f"prune l1 0.5 | quantize cluster bits=4 | finetune epochs=1 | export {ok}"), backend, load=False)
+
+
+def test_gptq_and_groups_as_the_language_reads_them():
+    (gptq,) = lwdsl.parse('quantize int4 method=gptq group=32 except "lm_head"').steps
+    assert (gptq.method, gptq.group, gptq.weights_only, gptq.calibration_count(), gptq.damp, gptq.block) == ("gptq", 32, True, 128, 0.01, 128)
+    assert gptq.forms() == ("int4/weights_only", "gptq", "group") and gptq.layer_kinds() == ("linear",)
+    assert gptq.effective_selector().on == ("linear",)  # the default selector is linear layers, except too
+    (int8,) = lwdsl.parse("quantize int8 method=gptq calibrate=64 damp=0.05 block=64").steps
+    assert int8.weights_only and int8.forms() == ("int8/weights_only", "gptq") and int8.calibration_count() == 64
+    (rtn,) = lwdsl.parse("quantize int4 group=64").steps
+    assert rtn.method == "rtn" and rtn.forms() == ("int4/weights_only", "group") and rtn.calibration_count() == 256
+    (plain,) = lwdsl.parse("quantize int4").steps
+    assert plain.layer_kinds() is None and plain.effective_selector().on == ("conv", "linear") and plain.forms() == ("int4/weights_only",)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("quantize ternary method=gptq", "method=gptq chooses integer codes: it goes with int8, int4, int2, not quantize ternary"),
+    ("quantize cluster group=32", "group= chooses integer codes"),
+    ("quantize int8 method=gptq mode=static", "method=gptq quantizes weights only (activations stay float): mode=static does not apply"),
+    ("quantize int4 group=32 mode=qat", "group=32 quantizes weights only"),
+    ("quantize int4 group=32 granularity=per_tensor", "granularity=per_tensor does not apply"),
+    ("quantize int4 damp=0.1", "damp= only applies to quantize ... method=gptq"),
+    ("quantize int4 method=gptq on conv", "`on conv`: method=gptq and group= work on linear layers"),
+    ("quantize int4 group=0", "group"),
+    ("quantize int8 group=32 | export onnx", "cannot hold group=32 scales"),
+])
+def test_gptq_and_group_refusals(text, words):
+    with pytest.raises(RecipeError) as err:
+        lwdsl.parse(text)
+    assert words in str(err.value)
+
+
+def test_tensorflow_refuses_gptq_and_groups_up_front_torch_takes_them():
+    for text, form in (("quantize int4 method=gptq", "gptq"), ("quantize int4 group=32", "group")):
+        with pytest.raises(RecipeError, match=f"the tensorflow backend cannot run quantize {form}") as err:
+            check_backend(lwdsl.parse(text), "tensorflow", load=False)
+        assert err.value.hint == "run it with --backend torch"
+        check_backend(lwdsl.parse(text), "torch", load=False)

@@ -126,7 +126,13 @@ class StepSpec(_Frozen):
 
     def effective_selector(self) -> Selector:
         """The selector the step really uses (its own, or ``on`` its default kinds)."""
-        return self.selector or Selector(on=self.default_kinds)
+        return self.selector or Selector(on=self.kinds_by_default(self.__dict__))
+
+    @classmethod
+    def kinds_by_default(cls, fields: dict) -> tuple[str, ...]:
+        """The kinds a selector without ``on`` covers, given the step's fields as written
+        (``quantize int4 method=gptq``: linear only); ``default_kinds`` unless a spec says more."""
+        return cls.default_kinds
 
     def forms(self) -> tuple[str, ...]:
         """The forms of the op this step uses (each one of ``FORMS``); a backend runs the step

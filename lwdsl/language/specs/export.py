@@ -81,16 +81,18 @@ __all__ = ["ExportSpec"]
 class ExportSpec(StepSpec):
     """Write the model as FORMAT to PATH (default: ``model.<ext>`` in the run directory).
 
-    Example: ``export onnx``, ``export tflite "lenet5-int8.tflite"``.
+    Example: ``export onnx``, ``export tflite "lenet5-int8.tflite"``, ``export hf`` (a Hugging Face
+    folder of a transformers model, torch).
     """
 
     positional: ClassVar[tuple[str, ...]] = ("format", "path")
     default_kinds: ClassVar[tuple[str, ...]] = ("all",)
-    summary: ClassVar[str] = "write a deployable artifact (onnx, torch, tflite, saved_model, keras)"
-    FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "tflite", "saved_model", "keras")
+    summary: ClassVar[str] = "write a deployable artifact (onnx, torch, tflite, saved_model, keras, hf)"
+    FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "tflite", "saved_model", "keras", "hf")
 
     op: Literal["export"] = "export"
-    format: Literal["onnx", "torch", "tflite", "saved_model", "keras"] = Field(description="artifact format")
+    format: Literal["onnx", "torch", "tflite", "saved_model", "keras", "hf"] = Field(
+        description="artifact format (hf: a Hugging Face folder: config.json, model.safetensors, tokenizer)")
     path: Optional[str] = Field(default=None, min_length=1, description="output path, relative to the run directory")
     io: Literal["float32", "int8"] = Field(
         default="float32", description="tflite: dtype of the model's input and output (int8 after quantize int8 static or qat)"
@@ -125,4 +127,5 @@ _DEFAULT_NAMES = {
     "tflite": "model.tflite",
     "saved_model": "model.savedmodel",
     "keras": "model-export.keras",
+    "hf": "model-hf",
 }

@@ -14,6 +14,14 @@ cast the weights. ``auto`` picks binary, int2, int4, int8 or float per layer
 codebook of ``2^B`` values per layer, code 0 kept for the zeros (:mod:`lwdsl.semantics.cluster`);
 it is a low-bit weight form (weights only or qat), always one codebook per tensor.
 The numbers are :mod:`lwdsl.semantics.codes`'s; the forms are :mod:`lwdsl.semantics.forms`'s table.
+
+How the integer codes are chosen (``int8``, ``int4``, ``int2``): ``method=rtn`` (the default:
+round to nearest, :func:`lwdsl.semantics.codes.quantize_weight`) or ``method=gptq`` (GPTQ,
+Frantar et al. 2023: calibrated on ``calibrate=N`` training examples, default 128; the codes
+minimise the layer's output error, :mod:`lwdsl.semantics.gptq`; ``damp=``, ``block=`` as
+SparseGPT's), per output channel or with ``group=G`` (one scale per ``G`` consecutive inputs of
+each row). Both are weight-only on linear layers (the default selector is ``on linear``); a
+pruned layer's zeros stay zero.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from ...semantics.forms import CASTS, EXPORT_HOLDS, LOW_BIT, NAMES, STEP_FORMS
+from ...semantics.forms import CASTS, EXPORT_HOLDS, LOW_BIT, NAMES, STEP_FORMS, WEIGHT_METHODS
 from ...semantics.precision import PRECISIONS
 from .base import StepSpec, TrainingOptions
 
@@ -49,13 +57,16 @@ class QuantizeSpec(StepSpec):
     """Quantize the selected layers.
 
     Example: ``quantize int8``, ``quantize int8 mode=static calibrate=512``,
-    ``quantize int4 weights_only on linear``, ``quantize auto budget=6``, ``quantize cluster bits=4``.
+    ``quantize int4 weights_only on linear``, ``quantize auto budget=6``, ``quantize cluster bits=4``,
+    ``quantize int4 method=gptq group=32 except "lm_head"``.
     """
 
     positional: ClassVar[tuple[str, ...]] = ("dtype",)
     default_kinds: ClassVar[tuple[str, ...]] = ("conv", "linear")
     summary: ClassVar[str] = "lower precision: int8/4/2, binary, ternary, cluster, fp16/bf16; PTQ or QAT"
-    FORMS: ClassVar[tuple[str, ...]] = STEP_FORMS
+    FORMS: ClassVar[tuple[str, ...]] = STEP_FORMS + WEIGHT_METHODS
+    #: The integer forms whose codes ``method=`` and ``group=`` choose.
+    INTEGER: ClassVar[tuple[str, ...]] = ("int8", "int4", "int2")
 
     op: Literal["quantize"] = "quantize"
     dtype: Literal[NAMES] = Field(  # type: ignore[valid-type]
@@ -68,7 +79,8 @@ class QuantizeSpec(StepSpec):
     )
     weights_only: bool = Field(default=False, description="quantize weights, keep float activations")
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"
-    calibrate: int = Field(default=256, ge=1, le=1_000_000, description="static: calibration samples")
+    calibrate: int = Field(default=256, ge=1, le=1_000_000,
+                           description="static: calibration samples; gptq: calibration examples (default 128 there)")
     observer: Literal["minmax", "percentile", "mse"] = Field(default="minmax", description="static/qat: range estimate")
     epochs: int = Field(default=1, ge=1, le=10_000, description="qat: training epochs")
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
@@ -80,12 +92,20 @@ class QuantizeSpec(StepSpec):
     bits: Optional[int] = Field(
         default=None, ge=2, le=8, description="cluster: codebook of 2^bits values per layer, code 0 kept for 0.0 (default 4)"
     )
+    method: Literal["rtn", "gptq"] = Field(
+        default="rtn", description="int8/int4/int2 codes: rtn (round to nearest) or gptq (calibrated, minimises each "
+        "linear layer's output error)")
+    group: Optional[int] = Field(default=None, ge=1, le=65_536,
+                                 description="int8/int4/int2: one scale per GROUP consecutive inputs of each output row")
+    damp: float = Field(default=0.01, gt=0, le=1, description="gptq: dampening, a fraction of the mean of diag(X^T X)")
+    block: int = Field(default=128, ge=1, le=65_536, description="gptq: columns quantized and updated together")
 
     @model_validator(mode="before")
     @classmethod
     def _low_bit_default(cls, data: Any) -> Any:
         """A low-bit form without ``mode=`` or ``weights_only`` quantizes weights only."""
-        weights_only = isinstance(data, dict) and data.get("dtype") in LOW_BIT + ("auto",)
+        weights_only = isinstance(data, dict) and (data.get("dtype") in LOW_BIT + ("auto",) or data.get("method") == "gptq"
+                                                   or data.get("group") is not None)
         if weights_only and "mode" not in data and "weights_only" not in data:
             data = {**data, "weights_only": True}
         if isinstance(data, dict) and data.get("dtype") == "cluster":  # one codebook per layer
@@ -100,6 +120,7 @@ class QuantizeSpec(StepSpec):
 
     @model_validator(mode="after")
     def _check(self) -> "QuantizeSpec":
+        self._check_method()
         if self.dtype in LOW_BIT + ("auto",) and not self.weights_only and self.mode in ("dynamic", "static"):
             raise ValueError(
                 f"{self.dtype} quantizes weights only (activations stay float): mode={self.mode} needs int8 "
@@ -124,6 +145,43 @@ class QuantizeSpec(StepSpec):
             )
         return self
 
+    def _check_method(self) -> None:
+        """``method=``, ``group=``, ``damp=``, ``block=`` and ``calibrate=``."""
+        set_ = self.model_fields_set
+        gptq, grouped = self.method == "gptq", self.group is not None
+        if (gptq or grouped) and self.dtype not in self.INTEGER:
+            what = "method=gptq" if gptq else "group="
+            raise ValueError(f"{what} chooses integer codes: it goes with {', '.join(self.INTEGER)}, not quantize {self.dtype}")
+        if (gptq or grouped) and not self.weights_only:
+            what = "method=gptq" if gptq else f"group={self.group}"
+            raise ValueError(f"{what} quantizes weights only (activations stay float): mode={self.mode} does not apply; "
+                             f"leave mode= out (`quantize {self.dtype} {what}`)")
+        if grouped and self.granularity != "per_channel":
+            raise ValueError("group= splits each output channel's row into groups: granularity=per_tensor does not apply")
+        for name in ("damp", "block"):
+            if name in set_ and not gptq:
+                raise ValueError(f"{name}= only applies to quantize ... method=gptq")
+        if self.selector is not None and (gptq or grouped):
+            named = [k for k in self.selector.on if k not in ("linear", "all") and isinstance(k, str)]
+            if named:
+                raise ValueError(f"`on {named[0]}`: method=gptq and group= work on linear layers (a weight [out, in]); "
+                                 "write `on linear`, layer names, or leave `on` out")
+
+    def calibration_count(self) -> int:
+        """The examples GPTQ calibrates on: ``calibrate=``, or 128 (SparseGPT's default) when not given."""
+        return self.calibrate if "calibrate" in self.model_fields_set or self.method != "gptq" else 128
+
+    @classmethod
+    def kinds_by_default(cls, fields: dict) -> tuple[str, ...]:
+        if fields.get("method") == "gptq" or fields.get("group") is not None:
+            return ("linear",)  # method=gptq and group= work on linear layers
+        return cls.default_kinds
+
+    def layer_kinds(self) -> Optional[tuple[str, ...]]:
+        if self.method == "gptq" or self.group is not None:
+            return ("linear",)  # X W^T and groups of a row's inputs: a linear layer's [out, in] weight
+        return None
+
     def trains(self) -> bool:
         return self.mode == "qat" and not self.weights_only and self.dtype not in CASTS
 
@@ -140,6 +198,9 @@ class QuantizeSpec(StepSpec):
     def export_refusal(self, fmt: str) -> Optional[str]:
         """Why an ``export fmt`` after this step cannot hold its form (None when it can)."""
         holds = EXPORT_HOLDS.get(fmt)
+        if holds is not None and self.dtype in holds and self.group is not None:
+            return (f"export {fmt} stores int8 codes with one scale per output channel: it cannot hold group={self.group} "
+                    "scales; drop group= (or export torch, which stores codes * scale)")
         if holds is None or self.dtype in holds:
             return None
         if self.dtype == "bf16":
@@ -150,4 +211,5 @@ class QuantizeSpec(StepSpec):
     def forms(self) -> tuple[str, ...]:
         if self.dtype in CASTS + ("auto",):
             return (self.dtype,)
-        return (f"{self.dtype}/{'weights_only' if self.weights_only else self.mode}",)
+        extra = (("gptq",) if self.method == "gptq" else ()) + (("group",) if self.group is not None else ())
+        return (f"{self.dtype}/{'weights_only' if self.weights_only else self.mode}",) + extra
