@@ -7,7 +7,7 @@ baseline (trained once, 3 epochs), run twice: as one process (``--workers 1``, e
 CPU for training) and as 2 ranks through torch's elastic launcher (what ``lwdsl run --workers
 2`` starts; each rank gets CPUs / 2 training threads). With ``--backend tensorflow`` the 2 ranks
 are the processes ``lwdsl run --backend tensorflow --workers 2`` starts (each with its own
-``TF_CONFIG`` on localhost, :mod:`lwdsl.runner.tfconfig`); their wall time includes importing
+``TF_CONFIG`` on localhost, :mod:`lwdsl.backend.tfconfig`); their wall time includes importing
 TensorFlow in each and bringing its cluster up. The structured removal of the main
 recipe's first step is left out: the question is the cost of the ranks, not the recipe.
 
@@ -105,7 +105,7 @@ def main() -> None:
     from lwdsl.backend.threads import usable_cpus
     from lwdsl.backend.weights import save_weights
     if args.backend == "tensorflow":
-        from lwdsl.runner.tfconfig import launch_local as launch
+        from lwdsl.backend.tfconfig import launch_local as launch
     else:
         from lwdsl.backends.torch_backend.ranks import launch
 

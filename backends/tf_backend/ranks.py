@@ -39,7 +39,7 @@ import numpy as np
 
 from lwdsl.backend.ranks import Ranks
 from lwdsl.errors import RunError, UsageError
-from lwdsl.runner.tfconfig import TFWorld, launch_local, world_from_tf_config
+from lwdsl.backend.tfconfig import TFWorld, launch_local, world_from_tf_config
 
 from ._tf import tf
 
@@ -216,6 +216,6 @@ def _context_started() -> bool:
 
 def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
     """``workers`` processes on localhost, each with its own ``TF_CONFIG``
-    (:func:`lwdsl.runner.tfconfig.launch_local`; ``lwdsl run`` calls that without importing
+    (:func:`lwdsl.backend.tfconfig.launch_local`; ``lwdsl run`` calls that without importing
     TensorFlow)."""
     return launch_local(workers, entry, args, timeout_s)

@@ -11,7 +11,7 @@ holds ``OUT.lock`` (:class:`lwdsl.runner.outdir.RunLock`), so a second run to th
 refused instead of silently losing one result.
 
 ``--workers N`` starts N processes on this machine through torch's elastic launcher (torch) or
-with a ``TF_CONFIG`` each (tensorflow, :mod:`lwdsl.runner.tfconfig`), each running this same
+with a ``TF_CONFIG`` each (tensorflow, :mod:`lwdsl.backend.tfconfig`), each running this same
 command as one rank (:mod:`lwdsl.runner.ranks`); this process holds
 the lock meanwhile and exits with the workers' exit code. Under a launcher of the user's own
 (``torchrun ... -m lwdsl run ...``) each process is one rank already; rank 0 takes the lock.

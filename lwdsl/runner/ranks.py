@@ -11,7 +11,7 @@ Two ways in, one run:
   ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT``) in the environment: read here;
 - tensorflow: each worker started with its own ``TF_CONFIG`` (by the user, one command per
   worker, or by ``lwdsl run --backend tensorflow --workers N`` on localhost:
-  :mod:`lwdsl.runner.tfconfig`); ``RANK``/``WORLD_SIZE``, when set, win.
+  :mod:`lwdsl.backend.tfconfig`); ``RANK``/``WORLD_SIZE``, when set, win.
 
 Every rank runs the same run (the same recipe, model, data, seed), trains its shards of every
 global batch (:mod:`lwdsl.semantics.shards`) and computes every mask, code and calibration
@@ -88,9 +88,9 @@ def world_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[WorldEnv
 
 def _world_from_tf_config(env: Mapping[str, str]) -> Optional[WorldEnv]:
     """A worker started with ``TF_CONFIG`` alone (TensorFlow's way; no ``WORLD_SIZE``): its rank
-    is its task's place in the cluster (:func:`lwdsl.runner.tfconfig.parse_tf_config`); None
+    is its task's place in the cluster (:func:`lwdsl.backend.tfconfig.parse_tf_config`); None
     without ``TF_CONFIG`` or with a cluster of one."""
-    from .tfconfig import world_from_tf_config
+    from ..backend.tfconfig import world_from_tf_config
 
     tfw = world_from_tf_config(env)
     if tfw is None or tfw.world < 2:
@@ -145,13 +145,13 @@ def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: 
 
 
 def _launcher(backend: str) -> Callable[..., dict[int, int]]:
-    """The backend's launcher. TensorFlow's is framework-free (:func:`lwdsl.runner.tfconfig.launch_local`:
+    """The backend's launcher. TensorFlow's is framework-free (:func:`lwdsl.backend.tfconfig.launch_local`:
     processes with a ``TF_CONFIG`` each), called without importing TensorFlow here: this process
     only waits, and TensorFlow would cost it 4 s and 0.7 GB."""
     from ..backend.registry import ALIASES
 
     if ALIASES.get(backend, backend) == "tensorflow":
-        from .tfconfig import launch_local
+        from ..backend.tfconfig import launch_local
 
         return launch_local
     from ..backend import get_backend

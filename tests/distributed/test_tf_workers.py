@@ -22,7 +22,7 @@ import pytest
 
 from lwdsl.errors import UsageError
 from lwdsl.runner.ranks import world_from_env
-from lwdsl.runner.tfconfig import parse_tf_config, tf_config
+from lwdsl.backend.tfconfig import parse_tf_config, tf_config
 
 LWDSL = [str(Path(sys.executable).with_name("lwdsl"))]
 DATA = "synthetic:1,12,12:4"
@@ -95,7 +95,7 @@ def _env_worker(folder: str) -> None:
 def test_the_local_launcher_gives_each_worker_its_tf_config(tmp_path, monkeypatch):
     """No TensorFlow: 2 fresh processes, each with its own task in one cluster of free
     localhost ports; a worker's failure comes back as its exit code."""
-    from lwdsl.runner.tfconfig import launch_local
+    from lwdsl.backend.tfconfig import launch_local
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert launch_local(2, _env_worker, (str(tmp_path),), 10) == {1: 3}
@@ -205,7 +205,7 @@ def test_two_tf_workers_match_one_process(mnist_run, tmp_path, monkeypatch):
     point. The masks (fc1, fc2) stay binary (bool) and the same on both workers."""
     import multiprocessing
 
-    from lwdsl.runner.tfconfig import launch_local
+    from lwdsl.backend.tfconfig import launch_local
 
     data, checkpoint = mnist_run
     for name in ("WORLD_SIZE", "RANK", "TF_CONFIG"):
@@ -272,7 +272,7 @@ def test_collectives_between_two_tf_workers(tmp_path, monkeypatch):
     buffer, rank 0's floating-point buffers broadcast (an integer one left alone), and a digest
     check that stops both workers with the same error when their masks differ."""
     _tf()
-    from lwdsl.runner.tfconfig import launch_local
+    from lwdsl.backend.tfconfig import launch_local
 
     for name in ("WORLD_SIZE", "RANK", "TF_CONFIG"):
         monkeypatch.delenv(name, raising=False)
@@ -336,7 +336,7 @@ def test_user_launched_tf_config_workers_and_one_that_never_joins(tmp_path):
     rank 0 writing; a worker whose peer never starts stops after LWDSL_DIST_TIMEOUT (5 s here)
     with exit 2 and the address it waited for."""
     _tf()
-    from lwdsl.runner.tfconfig import _free_ports
+    from lwdsl.backend.tfconfig import _free_ports
 
     recipe = tmp_path / "r.lw"
     recipe.write_text("prune l1 0.5\nfinetune epochs=1 batch=89 lr=0.05\n")
