@@ -494,7 +494,7 @@ def _execute(
             ctx.original = be.copy_model(handle)
         point = _resume_point(prep, out, seed, baseline_epochs) if out is not None and loop is None else None
         saved = point.read() if point is not None else None
-        done = 0
+        done, training = 0, None
         if saved is not None and not resume:
             say(f"starting over: {point.folder} holds this run after {saved['done']} step(s); --resume would continue from there")
         if saved is not None and resume:  # the model as it was after the saved step, the report rows so far
@@ -503,7 +503,10 @@ def _execute(
             be.set_masks(handle, masks)
             be.set_handle_meta(handle, saved.get("meta", {}))
             steps, done, baseline_info = list(saved["steps"]), int(saved["done"]), saved["baseline"]
-            say(f"resuming after step {done} of {len(plan.steps)} from {point.folder}")
+            training = saved.get("training")
+            within = (f" and epoch {training['epoch']} of {training['epochs']} of step {done + 1} (`{training['label']}`)"
+                      if training else "")
+            say(f"resuming after step {done} of {len(plan.steps)}{within} from {point.folder}")
         elif resume and point is not None:
             say(f"nothing to resume in {point.folder}: starting from the beginning")
         check_agree(ranks, "the model before the first step" if not done else f"the model resumed after step {done}",
@@ -538,7 +541,15 @@ def _execute(
 
                 say(step_args_line(label, step, names))
             start = time.perf_counter()
-            handle = be.apply(handle, step, names, ctx)
+            if point is not None and step.op != "export":  # a point at the end of every epoch it trains
+                from .resume import EpochPoints
+
+                ctx.checkpoints = EpochPoints(point, i, training if training and int(training["step"]) == i else None, writes,
+                                              ranks if ranks.world > 1 else None)
+            try:
+                handle = be.apply(handle, step, names, ctx)
+            finally:
+                ctx.checkpoints = None
             seconds = time.perf_counter() - start
             if step.op != "export":
                 check_agree(ranks, f"step {i + 1} ({step.op})", lambda: _model_arrays(be, handle))

@@ -74,3 +74,60 @@ def test_without_resume_a_run_starts_over_and_says_it_could_resume(tmp_path, mon
               quiet=False)
     assert any("--resume would continue from there" in line and "after 2 step(s)" in line for line in said)
     assert not (tmp_path / "cut.resume").exists()
+
+
+# --- inside a step: a point at the end of every epoch -------------------------------------------
+
+EPOCHS = "prune l1 0.5 | finetune epochs=3 lr=0.05 momentum=0.9 | prune l1 0.8 epochs=3 schedule=gradual frequency=5 | finetune epochs=2 optimizer=adam lr=0.001"
+
+
+def _epochs_run(out, backend_name, **kw):
+    return lwdsl.run(EPOCHS, "lenet300", data=DATA, quiet=True, latency=False, baseline_epochs=1, out=out, backend=backend_name,
+                     **kw)
+
+
+def _stopped_after_epoch(backend_name, out, step, epoch, monkeypatch):
+    """A run stopped (Ctrl-C) as soon as the point after ``epoch`` epochs of step ``step``
+    (0-based) is written."""
+    from lwdsl.runner import resume as R
+
+    real = R.EpochPoints.epoch_done
+
+    def epoch_done(self, e, *a, **k):
+        real(self, e, *a, **k)
+        if self.step == step and e == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(R.EpochPoints, "epoch_done", epoch_done)
+    with pytest.raises(KeyboardInterrupt):
+        _epochs_run(out, backend_name)
+    monkeypatch.setattr(R.EpochPoints, "epoch_done", real)
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "tensorflow"])
+@pytest.mark.parametrize("step,epoch", [pytest.param(1, 1, marks=pytest.mark.slow), (2, 2), pytest.param(3, 1, marks=pytest.mark.slow)])
+def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, backend_name, step, epoch, monkeypatch):
+    """Stopped inside a fine-tune with momentum (1), a gradual prune whose masks change while it
+    trains (2) or an Adam fine-tune (3): the resumed run continues with the next epoch (the
+    optimizer state, masks, step count and random state restored) and ends bit for bit where
+    an uninterrupted run ends."""
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    whole = _epochs_run(tmp_path / "whole", backend_name)
+    _stopped_after_epoch(backend_name, tmp_path / "cut", step, epoch, monkeypatch)
+    point = json.loads((tmp_path / "cut.resume" / "progress.json").read_text())
+    assert point["done"] == step and point["training"]["step"] == step and point["training"]["epoch"] == epoch
+    assert sorted(p.name for p in (tmp_path / "cut.resume").iterdir()) == sorted(
+        ["progress.json", point["model"], point["masks"], point["training"]["file"]])  # earlier points gone
+    assert not (tmp_path / "cut").exists()
+    said: list[str] = []
+    resumed = lwdsl.run(EPOCHS, "lenet300", data=DATA, latency=False, baseline_epochs=1, out=tmp_path / "cut", backend=backend_name,
+                        resume=True, quiet=False, echo=said.append)
+    assert any(f"resuming after step {step} of 4 and epoch {epoch} of" in line for line in said), said[:5]
+    be = get_backend(backend_name)
+    want, got = be.state(whole.model), be.state(resumed.model)
+    assert set(want) == set(got)
+    for key in want:
+        assert np.array_equal(want[key], got[key]), key  # bit for bit
+    rows = [(s["op"], s["metrics"]["accuracy"], s["metrics"]["nonzero_params"]) for s in resumed.report["steps"]]
+    assert rows == [(s["op"], s["metrics"]["accuracy"], s["metrics"]["nonzero_params"]) for s in whole.report["steps"]]
+    assert not (tmp_path / "cut.resume").exists()
