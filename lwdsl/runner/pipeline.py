@@ -256,6 +256,9 @@ def run(
     if env is not None and env.rank != 0:
         quiet = True  # rank 0 says what the run does
     say = (echo or print) if not quiet else quiet_say
+    if env is not None and env.restarts > 0 and not resume and out is not None:  # the launcher restarted a failed group
+        resume = True
+        say(f"restart {env.restarts} by the launcher ({env.launcher}): resuming from the last point")
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
     phases = Phases() if verbose and not quiet else None  # --verbose: the details, and the time of each phase
     from ..backend.threads import check_device, quiet_openmp
@@ -280,9 +283,9 @@ def run(
     world_info: dict[str, Any] = {}
     try:
         if env is not None and env.world > 1:
-            from .ranks import timeout_s, world_record
+            from .ranks import join_timeout_s, timeout_s, world_record
 
-            ranks = be.join_ranks(env.rank, env.world, timeout_s())
+            ranks = be.join_ranks(env.rank, env.world, timeout_s(), join_s=join_timeout_s())
             counts["workers"] = env.world
             world_info = {"world": world_record(ranks, env, device_info)}
         tracker = open_tracker(track) if ranks.writes else None
@@ -468,6 +471,10 @@ def _execute(
     writes = ranks.writes
     progress = progress_factory(quiet, verbose=phases is not None)
     staging = staging_dir(Path(out)) if out is not None and writes else None
+    if staging is not None and resume:  # an interrupted run's staging folder (a killed process leaves it): never read again
+        for stale in staging.parent.glob(f".{Path(out).name}.staging-*"):
+            if stale != staging and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
     ctx = StepContext(
         data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models,
         loop=loop, ranks=ranks if ranks.world > 1 else None,
