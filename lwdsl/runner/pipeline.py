@@ -258,7 +258,8 @@ def run(
     say = (echo or print) if not quiet else quiet_say
     if env is not None and env.restarts > 0 and not resume and out is not None:  # the launcher restarted a failed group
         resume = True
-        say(f"restart {env.restarts} by the launcher ({env.launcher}): resuming from the last point")
+        if env.rank == 0:  # said even when quiet: the run lost time and went on
+            (echo or print)(f"restart {env.restarts} by the launcher ({env.launcher}): resuming from the last point")
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
     phases = Phases() if verbose and not quiet else None  # --verbose: the details, and the time of each phase
     from ..backend.threads import check_device, quiet_openmp
