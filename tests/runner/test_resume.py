@@ -131,3 +131,55 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_pa
     rows = [(s["op"], s["metrics"]["accuracy"], s["metrics"]["nonzero_params"]) for s in resumed.report["steps"]]
     assert rows == [(s["op"], s["metrics"]["accuracy"], s["metrics"]["nonzero_params"]) for s in whole.report["steps"]]
     assert not (tmp_path / "cut.resume").exists()
+
+
+@pytest.mark.slow
+def test_a_process_killed_after_an_epoch_resumes_bit_for_bit(tmp_path):
+    """``lwdsl run`` killed with SIGKILL once the point after epoch 1 of a 4-epoch fine-tune is
+    written; ``--resume`` ends with the uninterrupted run's model file's weights, bit for bit,
+    and leaves nothing beside the run folder (the killed run's staging folder and lock included)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from lwdsl.backend.weights import load_weights
+
+    recipe = tmp_path / "r.lw"
+    recipe.write_text("prune l1 0.5\nfinetune epochs=4 batch=16 lr=0.02 momentum=0.9\n")
+    cli = [str(Path(sys.executable).with_name("lwdsl")), "run", "r.lw", "--model", "lenet300", "--data", DATA,
+           "--baseline-epochs", "1"]
+    env = dict(os.environ, LWDSL_CACHE=str(tmp_path / "cache"), COLUMNS="120")
+    env.pop("WORLD_SIZE", None)
+    whole = subprocess.run([*cli, "--out", "whole", "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    proc = subprocess.Popen([*cli, "--out", "cut", "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = False
+    try:
+        deadline = time.monotonic() + 300
+        while not killed and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                training = json.loads((tmp_path / "cut.resume" / "progress.json").read_text()).get("training") or {}
+            except (OSError, ValueError):
+                training = {}
+            if training.get("epoch") == 1:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.01)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed, "the point after epoch 1 never appeared"
+    assert not (tmp_path / "cut").exists() and any(p.name.startswith(".cut.staging-") for p in tmp_path.iterdir())
+    resumed = subprocess.run([*cli, "--out", "cut", "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after step 1 of 2 and epoch" in resumed.stderr
+    want, _ = load_weights(tmp_path / "whole" / "model.lwz")
+    got, _ = load_weights(tmp_path / "cut" / "model.lwz")
+    assert set(want) == set(got)
+    for key in want:
+        assert np.array_equal(want[key], got[key]), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cut", "r.lw", "whole"]
