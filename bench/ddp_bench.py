@@ -175,7 +175,8 @@ def kill_and_resume(model: str, data: str, checkpoint: str, epochs: int, tmp: Pa
     if cut["killed"] is None:
         sys.exit("kill-and-resume: the run ended before a worker could be killed (more epochs?)")
     said = [at for at, line in cut["lines"] if "restart 1 by the launcher" in line]
-    restarted = f"yes, the new rank 0 said so {said[0] - cut['killed']:.1f} s after the kill" if said else "no"
+    restarted = (f"yes, the restarted rank 0 began {said[0] - cut['killed']:.1f} s after the kill (the failure seen, the "
+                 "other worker stopped, new processes, imports, rendezvous)" if said else "no")
     a, _ = load_weights(tmp / "whole" / "model.lwz")
     b, _ = load_weights(tmp / "cut" / "model.lwz")
     same = all(np.array_equal(a[k], b[k]) for k in a)
@@ -183,8 +184,8 @@ def kill_and_resume(model: str, data: str, checkpoint: str, epochs: int, tmp: Pa
     rel = max(float(np.linalg.norm(a[k].astype(np.float64) - b[k]) / (np.linalg.norm(a[k].astype(np.float64)) or 1.0)) for k in a)
     print(f"kill-and-resume (--workers 2 --max-restarts 1, {epochs} epochs, an epoch about {epoch_s:.1f} s): uninterrupted "
           f"{whole_s:.1f} s; a worker killed (SIGKILL) {cut['killed']:.1f} s in, half an epoch after the point of epoch 1: "
-          f"{cut_s:.1f} s; restarted by the agent: {restarted}; time lost {cut_s - whole_s:.1f} s "
-          f"(about {epoch_s / 2:.1f} s of training done again, the rest the restart); an epoch point is "
+          f"{cut_s:.1f} s; restarted by the agent: {restarted}; time lost (the difference of the two walls: noisy on a shared "
+          f"machine) {cut_s - whole_s:.1f} s, of which about {epoch_s / 2:.1f} s of training done again; an epoch point is "
           f"{cut['point_bytes'] / 1e6:.2f} MB; weights bit-identical: {same}, masks (zeros) identical: {zeros}, "
           f"largest relative difference of a tensor {rel:.2e}")
 
