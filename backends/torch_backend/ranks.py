@@ -47,7 +47,8 @@ class TorchRanks(Ranks):
                 # torch's elastic agent keeps its store across restarts of the group: the keys of each
                 # attempt apart, or a restarted rank reads the address of a worker that is gone
                 attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-                dist.init_process_group(self.backend, store=dist.PrefixStore(f"lwdsl/attempt-{attempt}/default_pg", store), rank=self.rank,
+                prefix = "default_pg" if attempt in ("", "0") else f"default_pg-attempt-{attempt}"  # torch's own on the first
+                dist.init_process_group(self.backend, store=dist.PrefixStore(prefix, store), rank=self.rank,
                                         world_size=self.world, timeout=timedelta(seconds=timeout_s))
             except (RuntimeError, ValueError) as exc:  # a rendezvous that never completed, a bad address
                 raise UsageError(f"rank {rank} of {world} could not join the others ({self.backend}) within {join:g} s: "
