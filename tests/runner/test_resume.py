@@ -183,3 +183,42 @@ def test_a_process_killed_after_an_epoch_resumes_bit_for_bit(tmp_path):
     for key in want:
         assert np.array_equal(want[key], got[key]), key
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cut", "r.lw", "whole"]
+
+
+QAT_DISTILL = "prune l1 0.5 | quantize int8 mode=qat epochs=3 | distill T=2 alpha=0.5 epochs=2 lr=0.02"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["torch", "tensorflow"])
+@pytest.mark.parametrize("step", [1, 2])
+def test_qat_and_distillation_stopped_after_an_epoch_resume_bit_for_bit(tmp_path, monkeypatch, backend_name, step):
+    """Quantization-aware training (the float masters of the quantized weights, the activation
+    ranges) and distillation (its teacher built again when the step runs again) resume from an
+    epoch point to the uninterrupted run's model, bit for bit."""
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+
+    def run(out, **kw):
+        return lwdsl.run(QAT_DISTILL, "lenet300", data=DATA, quiet=True, latency=False, baseline_epochs=1, out=out,
+                         backend=backend_name, **kw)
+
+    whole = run(tmp_path / "whole")
+    from lwdsl.runner import resume as R
+
+    real = R.EpochPoints.epoch_done
+
+    def epoch_done(self, e, *a, **k):
+        real(self, e, *a, **k)
+        if self.step == step and e == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(R.EpochPoints, "epoch_done", epoch_done)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    monkeypatch.setattr(R.EpochPoints, "epoch_done", real)
+    assert json.loads((tmp_path / "cut.resume" / "progress.json").read_text())["training"]["step"] == step
+    resumed = run(tmp_path / "cut", resume=True)
+    be = get_backend(backend_name)
+    want, got = be.state(whole.model), be.state(resumed.model)
+    assert set(want) == set(got)
+    for key in want:
+        assert np.array_equal(want[key], got[key]), key
