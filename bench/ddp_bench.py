@@ -24,7 +24,15 @@ On a 2-core machine expect no speed-up from 2 processes: they share the same 2 c
 does half of every batch with one thread instead of the whole batch with two, and adds a
 collective per step.
 
-    LWDSL_DATA=../shared/data python bench/ddp_bench.py [--backend tensorflow] [--epochs 1] [--smoke]
+Then kill-and-resume (``--kill``, at least 2 epochs): ``lwdsl run --workers 2 --max-restarts 1``
+twice from the command line, once uninterrupted and once with the first worker killed
+(SIGKILL) half an epoch after the point of epoch 1 is written; the agent restarts both workers,
+which resume from that point. Prints the two wall times and their difference (the time lost:
+the half epoch trained again, the restart: new processes, imports, data, rendezvous), the
+size of an epoch point, and whether the two runs' weights and masks agree (bit for bit
+expected: the same 2 workers resume the same state).
+
+    LWDSL_DATA=../shared/data python bench/ddp_bench.py [--backend tensorflow] [--epochs 1] [--smoke] [--kill | --kill-only]
 
 ``--smoke`` checks the bench in a minute (lenet300 on 2048 synthetic 1x12x12 images).
 """
@@ -94,11 +102,111 @@ def run_once(model: str, data: str, checkpoint: str, epochs: int, threads: int, 
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({"spent": spent, "accuracy": acc}))
 
 
+def _cli_run(args: list[str], cwd: Path, watch: Path, kill_after: float | None = None) -> tuple[float, dict]:
+    """``lwdsl ARGS`` in ``cwd``: its wall time, and what was seen of the resume point ``watch``
+    (when each epoch's point appeared, an epoch point's size); with ``kill_after``, the first
+    worker is killed (SIGKILL) that many seconds after the point of epoch 1 appears."""
+    import signal
+    import subprocess
+
+    env = dict(os.environ)
+    env.pop("WORLD_SIZE", None)
+    lwdsl_cli = str(Path(sys.executable).with_name("lwdsl"))
+    seen: dict = {"epochs": {}, "point_bytes": 0, "killed": None, "lines": []}
+    start = time.perf_counter()
+    proc = subprocess.Popen([lwdsl_cli, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def read() -> None:  # each line of stderr with the time it came
+        for line in proc.stderr:
+            seen["lines"].append((time.perf_counter() - start, line.rstrip("\n")))
+
+    import threading
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        try:
+            training = json.loads((watch / "progress.json").read_text()).get("training") or {}
+        except (OSError, ValueError):
+            training = {}
+        if training and training["epoch"] not in seen["epochs"]:
+            seen["epochs"][training["epoch"]] = time.perf_counter() - start
+            try:
+                seen["point_bytes"] = (watch / training["file"]).stat().st_size
+            except OSError:
+                pass
+        first = seen["epochs"].get(1)
+        if kill_after is not None and seen["killed"] is None and first is not None and time.perf_counter() - start >= first + kill_after:
+            workers = sorted(pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid))
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                seen["killed"] = time.perf_counter() - start
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    reader.join()
+    err = "\n".join(line for _, line in seen["lines"])
+    if proc.returncode:
+        sys.exit(f"lwdsl {' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
+    seen["stderr"] = err
+    return wall, seen
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def kill_and_resume(model: str, data: str, checkpoint: str, epochs: int, tmp: Path) -> None:
+    """The kill-and-resume measurement (module docstring)."""
+    from lwdsl.backend.weights import load_weights
+
+    recipe = tmp / "kill.lw"
+    recipe.write_text(RECIPE.format(epochs=epochs).replace(" | ", "\n") + "\n")
+    common = ["run", str(recipe), "--model", model, "--data", data, "--checkpoint", checkpoint, "--workers", "2",
+              "--max-restarts", "1", "--quiet"]
+    whole_s, whole = _cli_run([*common, "--out", "whole"], tmp, tmp / "whole.resume")
+    e1, e2 = whole["epochs"].get(1), whole["epochs"].get(2)
+    epoch_s = (e2 - e1) if e1 is not None and e2 is not None else whole_s / (epochs + 1)
+    cut_s, cut = _cli_run([*common, "--out", "cut"], tmp, tmp / "cut.resume", kill_after=epoch_s / 2)
+    if cut["killed"] is None:
+        sys.exit("kill-and-resume: the run ended before a worker could be killed (more epochs?)")
+    said = [at for at, line in cut["lines"] if "restart 1 by the launcher" in line]
+    restarted = (f"yes, the restarted rank 0 began {said[0] - cut['killed']:.1f} s after the kill (the failure seen, the "
+                 "other worker stopped, new processes, imports, rendezvous)" if said else "no")
+    a, _ = load_weights(tmp / "whole" / "model.lwz")
+    b, _ = load_weights(tmp / "cut" / "model.lwz")
+    same = all(np.array_equal(a[k], b[k]) for k in a)
+    zeros = all(np.array_equal(a[k] == 0, b[k] == 0) for k in a)
+    rel = max(float(np.linalg.norm(a[k].astype(np.float64) - b[k]) / (np.linalg.norm(a[k].astype(np.float64)) or 1.0)) for k in a)
+    print(f"kill-and-resume (--workers 2 --max-restarts 1, {epochs} epochs, an epoch about {epoch_s:.1f} s): uninterrupted "
+          f"{whole_s:.1f} s; a worker killed (SIGKILL) {cut['killed']:.1f} s in, half an epoch after the point of epoch 1: "
+          f"{cut_s:.1f} s; restarted by the agent: {restarted}; time lost (the difference of the two walls: noisy on a shared "
+          f"machine) {cut_s - whole_s:.1f} s, of which about {epoch_s / 2:.1f} s of training done again; an epoch point is "
+          f"{cut['point_bytes'] / 1e6:.2f} MB; weights bit-identical: {same}, masks (zeros) identical: {zeros}, "
+          f"largest relative difference of a tensor {rel:.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="lenet300 on synthetic data: checks the bench in a minute")
     ap.add_argument("--backend", choices=["torch", "tensorflow"], default="torch")
+    ap.add_argument("--kill", action="store_true", help="also kill-and-resume through --max-restarts 1 (at least 2 epochs)")
+    ap.add_argument("--kill-only", action="store_true", help="kill-and-resume alone (not the 1 against 2 workers comparison)")
     args = ap.parse_args()
     import lwdsl
     from lwdsl.language.plan import Recipe
@@ -118,6 +226,9 @@ def main() -> None:
                          backend=args.backend)
         checkpoint = str(Path(tmp) / "base.lwz")
         save_weights(Path(checkpoint), base.backend.state(base.model))
+        if args.kill_only:
+            kill_and_resume(model, data, checkpoint, max(2, args.epochs), Path(tmp))
+            return
         results = {}
         # (workers, training threads a worker): what --workers 1 and 2 give by default, and one
         # worker with one thread (each of the 2 workers has one)
@@ -164,6 +275,8 @@ def main() -> None:
             print(f"1 worker with {threads} thread(s) against 2 workers: masks bit-identical: {same_masks} ({len(masks)} layers); "
                   f"weights: largest relative difference of a tensor {rel[worst]:.2e} ({worst[2:]}); accuracy {100 * acc1:.2f}% "
                   f"(1 worker) vs {100 * acc2:.2f}% (2 workers), {100 * abs(acc1 - acc2):.2f} points apart")
+        if args.kill:
+            kill_and_resume(model, data, checkpoint, max(2, args.epochs), Path(tmp))
 
 
 if __name__ == "__main__":

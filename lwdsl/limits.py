@@ -23,6 +23,8 @@ __all__ = [
     "MAX_SEED",
     "MAX_THREADS",
     "MAX_WORKERS",
+    "MAX_RESTARTS",
+    "MAX_RDZV_TIMEOUT_S",
     "MAX_EPOCHS",
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
@@ -59,6 +61,10 @@ MAX_SEED = 2**32 - 1
 MAX_THREADS = 256
 #: ``lwdsl run --workers`` (processes on one machine; more machines: torchrun starts them).
 MAX_WORKERS = 256
+#: ``lwdsl run --max-restarts`` (each restart resumes from the last point).
+MAX_RESTARTS = 100
+#: ``lwdsl run --rdzv-timeout`` seconds (one day).
+MAX_RDZV_TIMEOUT_S = 86_400
 #: ``--epochs``, ``--baseline-epochs``.
 MAX_EPOCHS = 10_000
 #: Bytes of one file name (the limit of common file systems).

@@ -104,13 +104,14 @@ class KerasBackend(Backend):
             self.load_state(handle, state, f"checkpoint {checkpoint}")
         return handle
 
-    def join_ranks(self, rank: int, world: int, timeout_s: float) -> Any:
+    def join_ranks(self, rank: int, world: int, timeout_s: float, join_s: Optional[float] = None) -> Any:
         """The workers of ``TF_CONFIG``: TensorFlow's collective ops in MultiWorkerMirroredStrategy's cluster."""
         from .ranks import TFRanks
 
         return TFRanks(rank, world, self.device, timeout_s)
 
-    def launch(self, workers: int, entry: Any, args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+    def launch(self, workers: int, entry: Any, args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0,
+               join_s: Optional[float] = None) -> dict[int, int]:
         """``workers`` processes on localhost, each with its own ``TF_CONFIG``."""
         from .ranks import launch
 

@@ -253,6 +253,9 @@ class KerasTrainer(Trainer):
 
         self.hold_step = hold
         self.loss_scale = loss_scale
+        # what an epoch checkpoint holds besides the model's variables (checkpoint/resume)
+        self.held = {"extra": list(extra), "slot": opt.slots, "slot2": getattr(opt, "slots2", []), "master": q_masters,
+                     "last": last, "opt_t": [opt.t], "scale": [loss_scale, good_steps]}
 
     def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
         ce, whole, ok = self.train_step(tf.constant(np.ascontiguousarray(np.moveaxis(images, 1, -1)) if images.ndim == 4 else images),
@@ -359,6 +362,22 @@ class KerasTrainer(Trainer):
 
     def restore(self, snapshot: list[np.ndarray]) -> None:
         self.handle.model.set_weights(snapshot)
+
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        out = {f"var:{i}": np.array(v.numpy()) for i, v in enumerate(self.handle.model.variables)}
+        out.update({f"{kind}:{i}": np.array(v.numpy()) for kind, held in self.held.items() for i, v in enumerate(held)})
+        out.update({f"mask:{name}": np.asarray(self.handle.masks[name], dtype=bool) for name in self.handle.masks})
+        return out
+
+    def resume(self, state: dict[str, np.ndarray]) -> None:
+        for i, v in enumerate(self.handle.model.variables):
+            v.assign(state[f"var:{i}"])
+        for kind, held in self.held.items():
+            for i, v in enumerate(held):
+                v.assign(state[f"{kind}:{i}"])
+        for name in [k[5:] for k in state if k.startswith("mask:")]:  # gradual pruning may have added some
+            self.handle.masks[name] = np.array(state[f"mask:{name}"], dtype=bool)
+        self.masks_changed()
 
     def masks_changed(self) -> None:
         for name, m in zip(self.masked, self.mask_vars):

@@ -62,17 +62,18 @@ class TorchBackend(Backend):
     def get_threads(self) -> int:
         return torch.get_num_threads()
 
-    def join_ranks(self, rank: int, world: int, timeout_s: float) -> Any:
+    def join_ranks(self, rank: int, world: int, timeout_s: float, join_s: Optional[float] = None) -> Any:
         """torch.distributed from the launcher's environment: gloo on the CPU, NCCL on CUDA."""
         from .ranks import TorchRanks
 
-        return TorchRanks(rank, world, self.device, timeout_s)
+        return TorchRanks(rank, world, self.device, timeout_s, join_s)
 
-    def launch(self, workers: int, entry: Any, args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+    def launch(self, workers: int, entry: Any, args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0,
+               join_s: Optional[float] = None) -> dict[int, int]:
         """``workers`` processes through torch's elastic agent (what ``torchrun`` runs)."""
         from .ranks import launch
 
-        return launch(workers, entry, args, timeout_s)
+        return launch(workers, entry, args, timeout_s, max_restarts, join_s)
 
     def set_device(self, device: str) -> dict[str, str]:
         """``auto``: CUDA when torch sees a GPU, else Apple's MPS, else the CPU. Training,

@@ -13,7 +13,7 @@ import logging
 import os
 import uuid
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,21 +28,33 @@ __all__ = ["TorchRanks", "launch"]
 class TorchRanks(Ranks):
     """The default process group, joined from the launcher's environment (``env://``:
     ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``). A group the caller already
-    joined (a script of the user's under torchrun) is used as it is and left open."""
+    joined (a script of the user's under torchrun) is used as it is and left open.
 
-    def __init__(self, rank: int, world: int, device: str, timeout_s: float) -> None:
+    Joining waits ``join_s`` seconds at most for all ``world`` ranks (the ``env://``
+    rendezvous: rank 0's store waits for the others to connect, they retry until it is
+    there), then raises UsageError; every collective afterwards waits ``timeout_s``."""
+
+    def __init__(self, rank: int, world: int, device: str, timeout_s: float, join_s: Optional[float] = None) -> None:
         self.rank, self.world, self.processes, self.shards = int(rank), int(world), int(world), (int(rank),)
         self.device = torch.device(device)
         self.backend = "nccl" if self.device.type == "cuda" else "gloo"
         self.own = not dist.is_initialized()
         if self.own:
+            join = float(timeout_s if join_s is None else join_s)
             try:
-                dist.init_process_group(self.backend, init_method="env://", rank=self.rank, world_size=self.world,
-                                        timeout=timedelta(seconds=timeout_s))
+                store, _, _ = next(dist.rendezvous("env://", rank=self.rank, world_size=self.world, timeout=timedelta(seconds=join)))
+                store.set_timeout(timedelta(seconds=timeout_s))
+                # torch's elastic agent keeps its store across restarts of the group: the keys of each
+                # attempt apart, or a restarted rank reads the address of a worker that is gone
+                attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+                prefix = "default_pg" if attempt in ("", "0") else f"default_pg-attempt-{attempt}"  # torch's own on the first
+                dist.init_process_group(self.backend, store=dist.PrefixStore(prefix, store), rank=self.rank,
+                                        world_size=self.world, timeout=timedelta(seconds=timeout_s))
             except (RuntimeError, ValueError) as exc:  # a rendezvous that never completed, a bad address
-                raise UsageError(f"rank {rank} of {world} could not join the others ({self.backend}): {str(exc).splitlines()[0][:300]}",
-                                 hint=f"check MASTER_ADDR/MASTER_PORT and that all {world} workers start; "
-                                      f"the wait is {timeout_s:g} s (LWDSL_DIST_TIMEOUT)") from None
+                raise UsageError(f"rank {rank} of {world} could not join the others ({self.backend}) within {join:g} s: "
+                                 f"{str(exc).splitlines()[0][:300]}",
+                                 hint=f"check MASTER_ADDR/MASTER_PORT and that all {world} workers start; the wait is "
+                                      f"{join:g} s (--rdzv-timeout or LWDSL_RDZV_TIMEOUT)") from None
         else:
             self.backend = dist.get_backend()
             if dist.get_rank() != self.rank or dist.get_world_size() != self.world:
@@ -77,12 +89,15 @@ class TorchRanks(Ranks):
             dist.destroy_process_group()
 
 
-def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0,
+           join_s: Optional[float] = None) -> dict[int, int]:
     """Run ``entry(*args)`` in ``workers`` processes on this machine through torch's elastic
-    agent (``torch.distributed.launcher.api.elastic_launch``: a c10d rendezvous on localhost,
-    no restarts, spawned processes, their output not redirected, no log folder). Returns each
-    failed local rank's exit code (empty when all succeeded); a signal that stopped the agent
-    (Ctrl-C, SIGTERM) is rank 0's ``128 + signal``."""
+    agent (``torch.distributed.launcher.api.elastic_launch``: a c10d rendezvous on localhost
+    that waits ``join_s`` seconds at most, up to ``max_restarts`` restarts of the whole group
+    when a worker fails (each restarted worker sees ``TORCHELASTIC_RESTART_COUNT``), spawned
+    processes, their output not redirected, no log folder). Returns each failed local rank's
+    exit code (empty when all succeeded); a signal that stopped the agent (Ctrl-C, SIGTERM) is
+    rank 0's ``128 + signal``."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -92,8 +107,9 @@ def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeo
             logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=int(workers), run_id=f"lwdsl-{uuid.uuid4().hex[:12]}",
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", rdzv_configs={"timeout": int(timeout_s)},
-        max_restarts=0, monitor_interval=0.1, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=os.devnull),
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0",
+        rdzv_configs={"timeout": int(timeout_s), "join_timeout": max(1, int(join_s if join_s is not None else timeout_s))},
+        max_restarts=int(max_restarts), monitor_interval=0.1, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=os.devnull),
     )
     try:
         elastic_launch(config, entry)(*args)

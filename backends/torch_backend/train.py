@@ -191,6 +191,58 @@ class TorchTrainer(Trainer):
         if self.grid is not None:
             self.grid.reset()
 
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                out[f"param:{i}"] = p.detach().cpu().numpy().copy()
+            for name, b in self.model.named_buffers():
+                out[f"buffer:{name}"] = b.detach().cpu().numpy().copy()
+        for layer in self.handle.masks:
+            out[f"mask:{layer}"] = self.handle.masks[layer].cpu().numpy().copy()
+        for i, held in self.optimizer.state_dict()["state"].items():
+            for key, value in held.items():
+                if isinstance(value, torch.Tensor):
+                    out[f"opt:{i}:{key}"] = value.detach().cpu().numpy().copy()
+        out["rng:cpu"] = torch.get_rng_state().numpy().copy()
+        if self.device.type == "cuda":
+            out["rng:cuda"] = torch.cuda.get_rng_state(self.device).numpy().copy()
+        if self.grid is not None:
+            for layer, master in self.grid.master.items():
+                out[f"master:{layer}"] = master.cpu().numpy().copy()
+        if self.scaler is not None:
+            held = self.scaler.state_dict()
+            out["scaler"] = np.array([held.get("scale", INIT_SCALE), held.get("_growth_tracker", 0)], dtype=np.float64)
+        return out
+
+    def resume(self, state: dict[str, np.ndarray]) -> None:
+        for layer in [k[5:] for k in state if k.startswith("mask:")]:  # masks first: gradual pruning may have added some
+            self.handle.masks[layer] = torch.from_numpy(np.array(state[f"mask:{layer}"], dtype=bool))
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                p.copy_(torch.from_numpy(state[f"param:{i}"]))
+            for name, b in self.model.named_buffers():
+                if f"buffer:{name}" in state:
+                    b.copy_(torch.from_numpy(state[f"buffer:{name}"]))
+        held: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            if key.startswith("opt:"):
+                _, i, name = key.split(":", 2)
+                held.setdefault(int(i), {})[name] = torch.from_numpy(np.array(value))
+        self.optimizer.load_state_dict({"state": held, "param_groups": self.optimizer.state_dict()["param_groups"]})
+        torch.set_rng_state(torch.from_numpy(np.array(state["rng:cpu"])))
+        if "rng:cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(torch.from_numpy(np.array(state["rng:cuda"])), self.device)
+        if self.grid is not None:
+            with torch.no_grad():
+                for layer in self.grid.master:
+                    self.grid.master[layer].copy_(torch.from_numpy(state[f"master:{layer}"]))
+                    self.grid.snapped[layer].copy_(weight_of(self.model, layer).detach())
+        if self.scaler is not None and "scaler" in state:
+            scale, tracker = (float(v) for v in state["scaler"])
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": scale, "_growth_tracker": int(tracker)})
+        self.handle.apply_masks()
+
     def close(self) -> None:
         try:
             if self.grid is not None:

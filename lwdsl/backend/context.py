@@ -44,6 +44,9 @@ class StepContext:
         ranks: the processes training shares (:class:`lwdsl.backend.ranks.Ranks`; None: one
             process, as always): training steps take this rank's shards of every global batch
             (:mod:`lwdsl.semantics.shards`) and sum gradients over the ranks.
+        checkpoints: where training keeps a checkpoint at the end of every epoch and finds the
+            one to resume from (:class:`lwdsl.runner.resume.EpochPoints`, set by the runner for
+            the step it applies); None keeps none.
     """
 
     data: Dataset
@@ -59,6 +62,7 @@ class StepContext:
     backend: Any = None
     loop: Any = None
     ranks: Any = None
+    checkpoints: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # tests' own bookkeeping only
 
     def step_seed(self) -> int:

@@ -17,6 +17,11 @@ The core decides the flow; a backend gives one primitive, a :class:`Trainer` (it
   returns True when it changed them);
 - the cross-entropy of every step's batch, before the step, is returned and kept in
   ``handle.losses``;
+- at the end of every epoch, a checkpoint (``ctx.checkpoints``, kept by the runner: the
+  trainer's :meth:`Trainer.checkpoint`, the epoch, the optimizer steps done and the losses so
+  far); a resumed run finds it when the same step trains again and continues with the next
+  epoch: the data order, jitter, learning rate and gradual-pruning clock all follow from the
+  epoch and the step count, so nothing else is needed to end where an uninterrupted run ends;
 - on several ranks (``ctx.ranks``, :mod:`lwdsl.backend.ranks`), every global batch is the one
   of a one-process run; each process computes the gradients of its shards
   (:mod:`lwdsl.semantics.shards`: contiguous, the loss weighted by the shard's share of the
@@ -112,6 +117,19 @@ class Trainer(ABC):
         the cross-entropy, plus the L1 penalty (zero for a plain fine-tune)."""
         raise NotImplementedError(f"{type(self).__name__} cannot train inside a user's loop")
 
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        """Everything the next epoch depends on, as named numpy arrays: the trained weights
+        and buffers (extra parameters too), the masks, the optimizer's state (momentum, Adam
+        moments and step count), the random generator's state, the master copies of quantized
+        weights and the loss scale. A backend without it keeps no checkpoint inside a step
+        (the runner still keeps one after every step)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no checkpoint inside a step")
+
+    def resume(self, state: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`checkpoint` gave (the trainer was just built for the same step
+        from the model as it was when the step began)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no checkpoint inside a step")
+
     def close(self) -> None:
         """End of training (also after an error)."""
 
@@ -186,9 +204,16 @@ def fit(
         trainer = ctx.loop.wrap(trainer)
     ranks = ctx.ranks
     sharded = ranks is not None and ctx.loop is None and (ranks.world > 1 or ranks.processes > 1)
-    t = 0
+    t, first = 0, 0
+    keeper = ctx.checkpoints if ctx.loop is None else None
     try:
-        for epoch in range(opts.epochs):
+        if keeper is not None:  # the checkpoint of an interrupted run of this training, when there is one
+            saved = keeper.begin(label, opts.epochs, per_epoch)
+            if saved is not None:
+                trainer.resume(saved.state)
+                first, t = saved.epoch, saved.t
+                losses.extend(saved.losses)
+        for epoch in range(first, opts.epochs):
             good = trainer.snapshot()
             shifts = jitter_shifts(n, jitter, ctx.seed, epoch) if jitter else None
             bar = ctx.progress(per_epoch, f"{label} epoch {epoch + 1}/{opts.epochs}")
@@ -226,6 +251,8 @@ def fit(
                     bar.update(1)
             finally:
                 bar.close()
+            if keeper is not None:
+                keeper.epoch_done(epoch + 1, t, losses, trainer.checkpoint)
         if sharded and ranks.processes > 1:
             trainer.broadcast_buffers()
     finally:

@@ -263,19 +263,23 @@ class Backend(ABC):
     def set_handle_meta(self, model: Any, meta: dict[str, Any]) -> None:
         """Put back what :meth:`handle_meta` gave."""
 
-    def join_ranks(self, rank: int, world: int, timeout_s: float) -> Any:
+    def join_ranks(self, rank: int, world: int, timeout_s: float, join_s: Optional[float] = None) -> Any:
         """Join the other ranks of a run started by a launcher (its environment says where):
         a :class:`lwdsl.backend.ranks.Ranks` over the framework's collectives, on
-        :attr:`device`. Backends that train on several processes override this (and say so
-        in their support table's ``workers``)."""
+        :attr:`device`; the join waits ``join_s`` seconds at most (None: ``timeout_s``), then
+        raises UsageError; each collective waits ``timeout_s``. Backends that train on several
+        processes override this (and say so in their support table's ``workers``)."""
         from ..errors import UsageError
 
         raise UsageError(f"the {self.name} backend cannot run on several workers yet", hint="run with --backend torch, or without --workers")
 
-    def launch(self, workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+    def launch(self, workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0,
+               join_s: Optional[float] = None) -> dict[int, int]:
         """Run ``entry(*args)`` in ``workers`` processes of this machine through the
-        framework's own launcher, each with the environment :meth:`join_ranks` reads; returns
-        each failed local rank's exit code (empty: all succeeded)."""
+        framework's own launcher, each with the environment :meth:`join_ranks` reads; when a
+        worker fails, the launcher stops the others and starts them all again, up to
+        ``max_restarts`` times (the restarted workers resume: :mod:`lwdsl.runner.resume`);
+        returns each failed local rank's exit code (empty: all succeeded)."""
         from ..errors import UsageError
 
         raise UsageError(f"the {self.name} backend cannot run on several workers yet", hint="run with --backend torch, or without --workers")

@@ -147,15 +147,21 @@ def _worker(environ: dict[str, str], entry: Callable[..., Any], args: tuple[Any,
     entry(*args)
 
 
-def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
+def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0,
+                 join_s: Optional[float] = None) -> dict[int, int]:
     """Run ``entry(*args)`` in ``workers`` fresh processes on this machine, worker ``r`` with
     ``TF_CONFIG`` naming ``localhost:PORT_0 .. PORT_{N-1}`` and task ``r`` (and ``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``). Returns each failed worker's exit
     code (empty when all succeeded; a signal ``s`` is ``128 + s``); Ctrl-C here is ``{0: 130}``
     (SIGTERM ``{0: 143}``, passed on to the workers as SIGINT) once the workers stopped. ``timeout_s`` is the workers' own: each waits that long for the
-    others to join (:class:`lwdsl.backends.tf_backend.ranks.TFRanks`)."""
+    others to join (:class:`lwdsl.backends.tf_backend.ranks.TFRanks`). ``max_restarts`` above 0 is
+    refused (exit 2): a tensorflow group is not restarted yet (``--resume`` continues it from the
+    last point); ``join_s`` is not used (the workers' own wait is ``timeout_s``)."""
     import multiprocessing
 
+    if max_restarts:
+        raise UsageError("--max-restarts: tensorflow workers are not restarted yet",
+                         hint="run with --backend torch for restarts, or continue a failed tensorflow run with --resume")
     ctx = multiprocessing.get_context("spawn")
     addresses = [f"localhost:{p}" for p in _free_ports(workers)]
     procs = []

@@ -13,7 +13,10 @@ refused instead of silently losing one result.
 ``--workers N`` starts N processes on this machine through torch's elastic launcher (torch) or
 with a ``TF_CONFIG`` each (tensorflow, :mod:`lwdsl.backend.tfconfig`), each running this same
 command as one rank (:mod:`lwdsl.runner.ranks`); this process holds
-the lock meanwhile and exits with the workers' exit code. Under a launcher of the user's own
+the lock meanwhile and exits with the workers' exit code. With ``--max-restarts M`` (torch) the
+launcher restarts the group when a worker fails, up to M times, and the restarted workers
+resume from the last point. ``--rdzv-timeout S`` bounds the wait for the workers to join
+(exit 2 after it). Under a launcher of the user's own
 (``torchrun ... -m lwdsl run ...``) each process is one rank already; rank 0 takes the lock.
 """
 
@@ -29,7 +32,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..limits import MAX_EPOCHS, MAX_SEED, MAX_THREADS, MAX_WORKERS
+from ..limits import MAX_EPOCHS, MAX_RDZV_TIMEOUT_S, MAX_RESTARTS, MAX_SEED, MAX_THREADS, MAX_WORKERS
 
 __all__ = ["register"]
 
@@ -96,6 +99,16 @@ def run_command(
                      "through its elastic launcher, gloo on the CPU, NCCL on GPUs; tensorflow: a TF_CONFIG each, "
                      "TensorFlow's collective ops); under torchrun or your own TF_CONFIG leave it out"),
     ] = None,
+    max_restarts: Annotated[
+        int,
+        typer.Option(min=0, max=MAX_RESTARTS, metavar="N", help="with --workers: when a worker fails, restart the group up to N "
+                     "times, each time resuming from the last epoch's point (under torchrun: its own --max-restarts)"),
+    ] = 0,
+    rdzv_timeout: Annotated[
+        Optional[float],
+        typer.Option(min=1, max=MAX_RDZV_TIMEOUT_S, metavar="SECONDS", help="how long the workers wait for each other to join "
+                     "(default 600, or LWDSL_RDZV_TIMEOUT); then exit 2"),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="also the model, data source, each step's resolved arguments and layers, and phase timings")
     ] = False,
@@ -130,12 +143,21 @@ def run_command(
     data_name = with_data_options(data_name, _data_options(resize, crop, mean, std, channels, split))
     if data_name is not None:
         data_shape(data_name)  # an unknown or oversized data set fails now, not after the model is built
-    from ..runner.ranks import check_workers_backend, launch_workers, world_from_env
+    from ..runner.ranks import RDZV_TIMEOUT, check_workers_backend, join_timeout_s, launch_workers, world_from_env
 
     env = world_from_env()
     if workers is not None and env is not None and not env.launched_by_lwdsl and workers != env.world:
         raise UsageError(f"--workers {workers}, but the launcher ({env.launcher}) started {env.world} worker(s)",
                          hint="under torchrun leave --workers out: the launcher decides how many")
+    if max_restarts and (env is not None and not env.launched_by_lwdsl):
+        raise UsageError(f"--max-restarts {max_restarts} under {env.launcher}: the launcher restarts the workers, not lwdsl",
+                         hint=f"give it to the launcher (torchrun --max-restarts {max_restarts} ...); a restarted worker resumes by itself")
+    if max_restarts and (workers is None or workers < 2) and env is None:
+        raise UsageError(f"--max-restarts {max_restarts} without --workers N (N >= 2): there is no group of workers to restart",
+                         hint=f"add --workers 2 (or more), or rerun a failed one-process run with --resume")
+    if rdzv_timeout is not None:
+        os.environ[RDZV_TIMEOUT] = repr(float(rdzv_timeout))  # the workers started below read it too
+    join_timeout_s()  # a bad LWDSL_RDZV_TIMEOUT: exit 2 now
     kwargs: dict[str, Any] = dict(
         recipe=plan, model=model, backend=backend, data=data_name, checkpoint=checkpoint, out=out_path, seed=seed,
         threads=threads, train_threads=train_threads, quiet=quiet, baseline_epochs=baseline_epochs, device=device,
@@ -144,7 +166,7 @@ def run_command(
     if env is None and workers is not None and workers > 1:  # start the ranks; each runs _run_rank
         check_workers_backend(backend, workers)
         with RunLock(out_path):
-            code = launch_workers(backend, workers, _run_rank, (kwargs,))
+            code = launch_workers(backend, workers, _run_rank, (kwargs,), max_restarts=max_restarts)
         if code in (130, 143):  # Ctrl-C or SIGTERM: the workers cleaned up; said once, here
             from .args import _INTERRUPTED
 

@@ -31,6 +31,16 @@ structured removal, ``distill student=``: your optimizer would hold the old para
 forward pass), and ``distill features`` (its projections would need your optimizer). The recipe
 language already refuses an ``export`` before a training step.
 
+In a loop of your own on several processes (``torch.distributed`` initialized, e.g. under
+``torchrun``, your model wrapped in ``DistributedDataParallel``): attach the module itself (not
+the DDP wrapper) on every rank, with the same recipe, data and seed. Every rank runs the recipe's
+flows from the same weights; after the model is attached and after every step the ranks compare
+a digest of their weights, masks and codes (one all-reduce) and stop with an error if any
+differs; the schedule (learning rate of every step) is the core's on every rank.
+``session.order(epoch, n)`` then gives this rank's shard of each global batch
+(:mod:`lwdsl.semantics.shards`); rank 0 alone measures and writes the run folder
+(``finish`` returns the report there, ``{}`` on the others).
+
 Your model may be on any one device. A torch model on a GPU trains there (your steps), and the
 recipe evaluates and calibrates it there, as ``lwdsl run --device`` does; the one-shot work in
 between (masks, codes, folding, exports) reads it on the CPU while your loop waits, and it is
@@ -82,8 +92,12 @@ def _refusals(plan: Recipe, in_fit: bool = False) -> list[str]:
 class Session:
     """The recipe attached to a training loop (built by :func:`attach`)."""
 
-    def __init__(self, prep: Any, loop: UserLoop, out: Optional[Path], seed: int, quiet: bool) -> None:
+    def __init__(self, prep: Any, loop: UserLoop, out: Optional[Path], seed: int, quiet: bool, ranks: Any = None) -> None:
+        from ..backend.ranks import OneProcess
+
         self._prep, self._loop, self._out, self._seed, self._quiet = prep, loop, out, seed, quiet
+        self._ranks = ranks if ranks is not None else OneProcess()
+        quiet = quiet or not self._ranks.writes
         #: each epoch of the user's loop: (the recipe step that trains in it, its epoch within that step)
         self._epochs = [(opts, e) for opts in (s.training_options() for s in prep.plan.steps) if opts for e in range(opts.epochs)]
         epochs = len(self._epochs)
@@ -98,7 +112,8 @@ class Session:
 
     def _run(self) -> None:
         try:
-            self._result = _execute(self._prep, self._out, self._seed, 1, self._quiet, 0, False, self._say, loop=self._loop)
+            self._result = _execute(self._prep, self._out, self._seed, 1, self._quiet or not self._ranks.writes, 0, False, self._say,
+                                    loop=self._loop, ranks=self._ranks)
         except Cancelled:
             self._release()
             self._loop.finish()
@@ -119,8 +134,12 @@ class Session:
         epoch ``epoch`` (from 0) of the session on: the core's order for that step's own epoch
         and ``batch=`` (:func:`lwdsl.semantics.order.batches`). Optional: your loop may use its own."""
         from ..semantics.order import batches
+        from ..semantics.shards import shard
 
         opts, local = self._epochs[epoch]
+        ranks = self._ranks
+        if ranks.world > 1:  # this rank's shard of every global batch
+            return (shard(idx, ranks.world, ranks.rank) for idx in batches(n, opts.batch, self._seed, local))
         return batches(n, opts.batch, self._seed, local)
 
     @property
@@ -153,6 +172,9 @@ class Session:
         if out is not None and (self._out is None or Path(out).resolve() != Path(self._out).resolve()):
             raise UsageError("give the run folder to attach(out=...): the recipe's exports are written as training ends")
         staging, steps, handle, baseline = self._result
+        self._ranks.close()
+        if not self._ranks.writes:  # rank 0 writes the run folder and has the report
+            return {}
         report, _ = _write(self._prep, handle, steps, self._out, staging, self._seed, baseline, self._say)
         return report
 
@@ -161,6 +183,7 @@ class Session:
         self._loop.cancel()
         self._thread.join(timeout=60)
         self._release()
+        self._ranks.close()
 
 
 def attach(
@@ -204,11 +227,20 @@ def attach(
         raise UsageError("the recipe exports: give attach(out=FOLDER), the run folder its files go to")
     be = get_backend(backend)
     set_lr, fresh = be.user_optimizer(optimizer)
-    prep = _prepare(plan, None, model, be, data, train, test, None, seed, adopt=True)
-    loop = UserLoop(steps_per_epoch, None if own_optimizer else set_lr, None if own_optimizer else fresh)
-    from .outdir import check_out
+    from .ranks import join_timeout_s, timeout_s, world_from_env
 
-    return Session(prep, loop, check_out(out) if out is not None else None, seed, quiet)
+    env = world_from_env()
+    ranks = be.join_ranks(env.rank, env.world, timeout_s(), join_s=join_timeout_s()) if env is not None and env.world > 1 else None
+    try:
+        prep = _prepare(plan, None, model, be, data, train, test, None, seed, adopt=True, world=env.world if ranks else 1)
+        loop = UserLoop(steps_per_epoch, None if own_optimizer else set_lr, None if own_optimizer else fresh)
+        from .outdir import check_out
+
+        return Session(prep, loop, check_out(out) if out is not None else None, seed, quiet, ranks)
+    except BaseException:
+        if ranks is not None:
+            ranks.close()
+        raise
 
 
 def keras_callback(

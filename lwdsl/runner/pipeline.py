@@ -256,6 +256,10 @@ def run(
     if env is not None and env.rank != 0:
         quiet = True  # rank 0 says what the run does
     say = (echo or print) if not quiet else quiet_say
+    if env is not None and env.restarts > 0 and not resume and out is not None:  # the launcher restarted a failed group
+        resume = True
+        if env.rank == 0:  # said even when quiet: the run lost time and went on
+            (echo or print)(f"restart {env.restarts} by the launcher ({env.launcher}): resuming from the last point")
     tell = echo or say  # what must be seen even when quiet (where a failed run's report went)
     phases = Phases() if verbose and not quiet else None  # --verbose: the details, and the time of each phase
     from ..backend.threads import check_device, quiet_openmp
@@ -280,9 +284,9 @@ def run(
     world_info: dict[str, Any] = {}
     try:
         if env is not None and env.world > 1:
-            from .ranks import timeout_s, world_record
+            from .ranks import join_timeout_s, timeout_s, world_record
 
-            ranks = be.join_ranks(env.rank, env.world, timeout_s())
+            ranks = be.join_ranks(env.rank, env.world, timeout_s(), join_s=join_timeout_s())
             counts["workers"] = env.world
             world_info = {"world": world_record(ranks, env, device_info)}
         tracker = open_tracker(track) if ranks.writes else None
@@ -469,6 +473,10 @@ def _execute(
     writes = ranks.writes
     progress = progress_factory(quiet, verbose=phases is not None)
     staging = staging_dir(Path(out)) if out is not None and writes else None
+    if staging is not None and resume:  # an interrupted run's staging folder (a killed process leaves it): never read again
+        for stale in staging.parent.glob(f".{Path(out).name}.staging-*"):
+            if stale != staging and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
     ctx = StepContext(
         data=prep.dataset, seed=seed, index=-1, progress=progress, run_dir=staging, datasets=prep.datasets, models=prep.models,
         loop=loop, ranks=ranks if ranks.world > 1 else None,
@@ -495,7 +503,7 @@ def _execute(
             ctx.original = be.copy_model(handle)
         point = _resume_point(prep, out, seed, baseline_epochs) if out is not None and loop is None else None
         saved = point.read() if point is not None else None
-        done = 0
+        done, training = 0, None
         if saved is not None and not resume:
             say(f"starting over: {point.folder} holds this run after {saved['done']} step(s); --resume would continue from there")
         if saved is not None and resume:  # the model as it was after the saved step, the report rows so far
@@ -504,7 +512,10 @@ def _execute(
             be.set_masks(handle, masks)
             be.set_handle_meta(handle, saved.get("meta", {}))
             steps, done, baseline_info = list(saved["steps"]), int(saved["done"]), saved["baseline"]
-            say(f"resuming after step {done} of {len(plan.steps)} from {point.folder}")
+            training = saved.get("training")
+            within = (f" and epoch {training['epoch']} of {training['epochs']} of step {done + 1} (`{training['label']}`)"
+                      if training else "")
+            say(f"resuming after step {done} of {len(plan.steps)}{within} from {point.folder}")
         elif resume and point is not None:
             say(f"nothing to resume in {point.folder}: starting from the beginning")
         check_agree(ranks, "the model before the first step" if not done else f"the model resumed after step {done}",
@@ -539,7 +550,15 @@ def _execute(
 
                 say(step_args_line(label, step, names))
             start = time.perf_counter()
-            handle = be.apply(handle, step, names, ctx)
+            if point is not None and step.op != "export":  # a point at the end of every epoch it trains
+                from .resume import EpochPoints
+
+                ctx.checkpoints = EpochPoints(point, i, training if training and int(training["step"]) == i else None, writes,
+                                              ranks if ranks.world > 1 else None)
+            try:
+                handle = be.apply(handle, step, names, ctx)
+            finally:
+                ctx.checkpoints = None
             seconds = time.perf_counter() - start
             if step.op != "export":
                 check_agree(ranks, f"step {i + 1} ({step.op})", lambda: _model_arrays(be, handle))

@@ -17,8 +17,15 @@ Every rank runs the same run (the same recipe, model, data, seed), trains its sh
 global batch (:mod:`lwdsl.semantics.shards`) and computes every mask, code and calibration
 itself, from the same weights. Only rank 0 writes: the run folder, report, lock file, resume
 points, the baseline cache, progress and the table; the others print nothing but their own
-failures. Collectives wait :func:`timeout_s` (``LWDSL_DIST_TIMEOUT``, default 1800 s) for the
+failures. Joining the others waits :func:`join_timeout_s` at most (``--rdzv-timeout`` or
+``LWDSL_RDZV_TIMEOUT``, default 600 s: a rendezvous that never completes is a UsageError, exit
+2); collectives then wait :func:`timeout_s` (``LWDSL_DIST_TIMEOUT``, default 1800 s) for the
 slowest rank, rank 0's measurements included.
+
+A worker that fails (a crash, a SIGKILL, a lost machine) stops the run, unless the launcher
+restarts the group (``lwdsl run --workers N --max-restarts M``, ``torchrun --max-restarts M``):
+then each restarted worker sees ``TORCHELASTIC_RESTART_COUNT`` > 0 (:attr:`WorldEnv.restarts`)
+and the run resumes by itself from its last point (:mod:`lwdsl.runner.resume`).
 """
 
 from __future__ import annotations
@@ -30,14 +37,19 @@ from typing import Any, Callable, Mapping, Optional
 
 from ..errors import UsageError
 
-__all__ = ["WorldEnv", "world_from_env", "timeout_s", "check_workers_backend", "launch_workers", "world_record", "LAUNCHED"]
+__all__ = ["WorldEnv", "world_from_env", "timeout_s", "join_timeout_s", "RDZV_TIMEOUT", "check_workers_backend", "launch_workers", "world_record", "LAUNCHED"]
 
 #: Set by ``lwdsl run --workers N`` in the environment of the processes it starts (the parent
 #: holds the run folder's lock; rank 0 does not take it again).
 LAUNCHED = "LWDSL_WORKERS"
 
-#: Seconds a collective (or the rendezvous) waits for the slowest rank, unless LWDSL_DIST_TIMEOUT says.
+#: Seconds a collective waits for the slowest rank, unless LWDSL_DIST_TIMEOUT says.
 DEFAULT_TIMEOUT_S = 1800.0
+
+#: The variable that says how long joining the other ranks may take (``--rdzv-timeout`` sets it
+#: for the workers it starts), and its default: torchrun's own rendezvous default (600 s).
+RDZV_TIMEOUT = "LWDSL_RDZV_TIMEOUT"
+DEFAULT_JOIN_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class WorldEnv:
     local_rank: int
     local_world: int
     launcher: str  # "lwdsl run --workers", "torchrun" (torch's elastic agent), "TF_CONFIG" or "environment"
+    restarts: int = 0  # how many times the launcher restarted the group (TORCHELASTIC_RESTART_COUNT)
 
     @property
     def launched_by_lwdsl(self) -> bool:
@@ -83,7 +96,8 @@ def world_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[WorldEnv
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f"RANK={rank} and WORLD_SIZE={world} in the environment: a rank is from 0 to WORLD_SIZE - 1")
     launcher = ("lwdsl run --workers" if env.get(LAUNCHED) else "torchrun" if env.get("TORCHELASTIC_RUN_ID") else "environment")
-    return WorldEnv(rank, world, local_rank, max(1, local_world), launcher)
+    restarts = _int(env, "TORCHELASTIC_RESTART_COUNT", 0) if env.get("TORCHELASTIC_RESTART_COUNT") else 0
+    return WorldEnv(rank, world, local_rank, max(1, local_world), launcher, max(0, restarts))
 
 
 def _world_from_tf_config(env: Mapping[str, str]) -> Optional[WorldEnv]:
@@ -101,15 +115,25 @@ def _world_from_tf_config(env: Mapping[str, str]) -> Optional[WorldEnv]:
 
 def timeout_s(env: Optional[Mapping[str, str]] = None) -> float:
     """How long a collective waits for the slowest rank: ``LWDSL_DIST_TIMEOUT`` seconds, default 1800."""
-    raw = (os.environ if env is None else env).get("LWDSL_DIST_TIMEOUT")
+    return _seconds(env, "LWDSL_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
+
+
+def join_timeout_s(env: Optional[Mapping[str, str]] = None) -> float:
+    """How long joining the other ranks may take: ``LWDSL_RDZV_TIMEOUT`` seconds (set by
+    ``--rdzv-timeout``), default 600."""
+    return _seconds(env, RDZV_TIMEOUT, DEFAULT_JOIN_S)
+
+
+def _seconds(env: Optional[Mapping[str, str]], name: str, default: float) -> float:
+    raw = (os.environ if env is None else env).get(name)
     if raw is None:
-        return DEFAULT_TIMEOUT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise UsageError(f"LWDSL_DIST_TIMEOUT={raw!r} is not a positive number of seconds")
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{name}={raw!r} is not a positive number of seconds")
     return value
 
 
@@ -127,13 +151,14 @@ def check_workers_backend(backend: str, workers: int) -> None:
                          hint=f"run with --backend torch --workers {workers}, or without --workers on {backend}")
 
 
-def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: tuple[Any, ...]) -> int:
-    """Run ``entry(*args)`` in ``workers`` processes through ``backend``'s launcher; the exit
-    code of the run: 0, or rank 0's failure (another rank's when rank 0 did not fail)."""
+def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: tuple[Any, ...], max_restarts: int = 0) -> int:
+    """Run ``entry(*args)`` in ``workers`` processes through ``backend``'s launcher, which
+    restarts the group up to ``max_restarts`` times when a worker fails; the exit code of the
+    run: 0, or rank 0's failure (another rank's when rank 0 did not fail)."""
     before = os.environ.get(LAUNCHED)
     os.environ[LAUNCHED] = str(workers)
     try:
-        failed = _launcher(backend)(workers, entry, args, timeout_s())
+        failed = _launcher(backend)(workers, entry, args, timeout_s(), max_restarts=max_restarts, join_s=join_timeout_s())
     finally:
         if before is None:
             os.environ.pop(LAUNCHED, None)

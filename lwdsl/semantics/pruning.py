@@ -129,7 +129,9 @@ class GradualClock:
     at ``gradual_sparsity(e, AMOUNT, start, final)`` when ``e >= start`` and either
     ``t % frequency == 0`` or ``e >= final``; the first update at ``e >= final`` reaches AMOUNT
     and no update follows. After training one more update at exactly AMOUNT (which changes
-    nothing unless training never reached ``final``).
+    nothing unless training never reached ``final``). Whether an update is due depends on ``t``
+    alone (no state carried between calls), so training resumed at an epoch's end (``--resume``)
+    updates the masks when the uninterrupted run does.
     """
 
     def __init__(self, spec: Any, n_train: int) -> None:
@@ -138,14 +140,14 @@ class GradualClock:
         self.start = float(spec.start)
         self.end = float(spec.final) if spec.final is not None else float(spec.epochs)
         self.frequency = int(spec.frequency)
-        self.reached = False
 
     def due(self, t: int) -> Optional[float]:
         """The sparsity to prune to after optimizer step ``t`` (from 1), or None for no update."""
-        epoch = t / self.spe
-        if self.reached or epoch < self.start or (t % self.frequency and epoch < self.end):
+        epoch, before = t / self.spe, (t - 1) / self.spe
+        if t > 1 and before >= self.start and before >= self.end:  # step t - 1 made the update that reached AMOUNT
             return None
-        self.reached = epoch >= self.end
+        if epoch < self.start or (t % self.frequency and epoch < self.end):
+            return None
         return M.gradual_sparsity(epoch, self.amount, self.start, self.end)
 
     def hook(self, update: Callable[[float], None]) -> Callable[[int], bool]:

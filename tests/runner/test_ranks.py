@@ -74,7 +74,7 @@ def _accumulated(checkpoint: Path, monkeypatch, world: int) -> dict[str, np.ndar
     """One process computing the ``world`` shards of every batch one after another."""
     from lwdsl.backends.torch_backend.backend import TorchBackend
 
-    monkeypatch.setattr(TorchBackend, "join_ranks", lambda self, rank, size, timeout: OneProcess(size))
+    monkeypatch.setattr(TorchBackend, "join_ranks", lambda self, rank, size, timeout, **kw: OneProcess(size))
     masks: dict = {}
     monkeypatch.setattr(TorchBackend, "finalize", TorchBackend.finalize)
     _keep_masks(masks)
