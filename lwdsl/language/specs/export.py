@@ -81,16 +81,17 @@ __all__ = ["ExportSpec"]
 class ExportSpec(StepSpec):
     """Write the model as FORMAT to PATH (default: ``model.<ext>`` in the run directory).
 
-    Example: ``export onnx``, ``export tflite "lenet5-int8.tflite"``.
+    Example: ``export onnx``, ``export tflite "lenet5-int8.tflite"``, ``export pt2e`` (torch: a
+    ``torch.export`` program for ``torch.compile``, PT2E x86 int8 after ``quantize int8``).
     """
 
     positional: ClassVar[tuple[str, ...]] = ("format", "path")
     default_kinds: ClassVar[tuple[str, ...]] = ("all",)
-    summary: ClassVar[str] = "write a deployable artifact (onnx, torch, tflite, saved_model, keras)"
-    FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "tflite", "saved_model", "keras")
+    summary: ClassVar[str] = "write a deployable artifact (onnx, torch, pt2e, tflite, saved_model, keras)"
+    FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "pt2e", "tflite", "saved_model", "keras")
 
     op: Literal["export"] = "export"
-    format: Literal["onnx", "torch", "tflite", "saved_model", "keras"] = Field(description="artifact format")
+    format: Literal["onnx", "torch", "pt2e", "tflite", "saved_model", "keras"] = Field(description="artifact format")
     path: Optional[str] = Field(default=None, min_length=1, description="output path, relative to the run directory")
     io: Literal["float32", "int8"] = Field(
         default="float32", description="tflite: dtype of the model's input and output (int8 after quantize int8 static or qat)"
@@ -122,6 +123,7 @@ class ExportSpec(StepSpec):
 _DEFAULT_NAMES = {
     "onnx": "model.onnx",
     "torch": "model-export.pt",
+    "pt2e": "model.pt2",
     "tflite": "model.tflite",
     "saved_model": "model.savedmodel",
     "keras": "model-export.keras",
