@@ -20,8 +20,7 @@ SUPPORT = SupportTable(
         f"a VNNI/AMX CPU; {'/'.join(LOW_BIT)} weights packed in the .lwz, float kernels (the gain is size, not speed); {'/'.join(CASTS)} weights stored in 16 bits (.lwz, model.pt)",
         "export": "onnx: int8 QDQ after int8 quantize, float16/bfloat16 initializers after fp16/bf16; torch: state dict "
         "(cast layers in half; quantized layers as float32 weights holding codes * scale, said with a warning); pt2e: "
-        "a torch.export program for torch.compile, PT2E x86 int8 (inductor) after int8 static quantize (needs "
-        "lwdsl[pt2e]; falls back to the ONNX file, said, where inductor cannot compile it or the CPU lacks VNNI/AMX)",
+        "torch.export program for torch.compile, PT2E x86 int8 after int8 static (lwdsl[pt2e]; else onnx, said)",
     },
     workers=True,  # torch.distributed: gloo on the CPU, NCCL on CUDA (ranks.py)
 )
