@@ -285,9 +285,10 @@ def build_program(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
     calib = _layout(_calibration(handle))
+    example = _layout(torch.zeros(2, *shape))  # torch.export.save keeps the example's storage: never the calibration images
     with _quiet():
         try:
-            exported = _export(module, calib[:2]).module()
+            exported = _export(module, example).module()
             quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
             prepared = prepare_pt2e(exported, quantizer)
             with torch.no_grad():
@@ -304,7 +305,7 @@ def build_program(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
             raise LwdslError(f"PT2E did not quantize layers {', '.join(missing)} (their weights were not found in its graph)")
         _drop_unused(converted)
         with torch.no_grad():
-            program = _export(converted, calib[:2])
+            program = _export(converted, example)
     return program, {"layers": where, "int8": {n: handle.quant_mode[n] for n in where}}
 
 

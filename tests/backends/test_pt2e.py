@@ -101,8 +101,11 @@ def test_the_files_codes_scales_and_input_ranges_are_lwdsls(quantized, built):
             seen[layer] = (x_dq.args[1], x_dq.args[2])
             assert "quantize_per_tensor" in str(x_dq.args[0].target) and x_dq.args[0].args[1:3] == x_dq.args[1:3]
     assert seen == {layer: (float(aq.scale), int(aq.zero_point)) for layer, aq in handle.act.items()}
-    # no float copy of a quantized weight is kept (convert_pt2e leaves them on the module)
+    # no float copy of a quantized weight is kept (convert_pt2e leaves them on the module), and the
+    # example input the program keeps is zeros, not calibration images
     assert not [k for k in tensors if k.endswith(".weight")]
+    args, _ = program.example_inputs
+    assert args[0].shape == (2, *SHAPE) and not args[0].any()
 
 
 def test_saving_and_loading_gives_the_same_program(quantized):
