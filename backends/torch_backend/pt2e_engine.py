@@ -3,11 +3,12 @@ PT2E for inductor's x86 int8 kernels, holding lwdsl's own codes, scales and inpu
 (:class:`Pt2eEngine`; ``export pt2e`` writes it, optional: ``pip install 'lwdsl[pt2e]'``).
 
 Why a second engine: on a CPU with AMX (Intel Xeon, 4th generation on), inductor's int8
-convolutions (oneDNN) ran ResNet-18 1.8-3.0x faster than any ONNX Runtime file, lwdsl's included
-(``bench/int8_bench.py --pt2e``); ONNX Runtime's file stays the default engine (it runs on every
-CPU, starts in milliseconds, and on MobileNetV2 at batch 1 and LeNet-5 it is the faster one or
-the only one). The report puts the two side by side, so a user sees which engine wins on their
-model and CPU.
+convolutions (oneDNN) run ResNet-18 faster than any ONNX Runtime file: lwdsl's ``.pt2`` 1.7x /
+2.2x lwdsl's ONNX file at batch 1 / 32, MobileNetV2 1.5x at batch 32 (``bench/int8_bench.py
+--pt2e``, 1 thread, a loaded machine; docs/results.md). ONNX Runtime's file stays the default
+engine: it runs on every CPU, starts in milliseconds, and it is the faster one for MobileNetV2 at
+batch 1 and for LeNet-5 (a compiled module's per-call cost is about 0.4 ms). The export's report
+entry puts the two side by side, so a user sees which engine wins on their model and CPU.
 
 How the file is built (torchao's documented x86 flow, then lwdsl's numbers put in):
 
@@ -30,9 +31,10 @@ How the file is built (torchao's documented x86 flow, then lwdsl's numbers put i
 
 A user loads it with ``torch.export.load(path).module()`` and compiles it with
 ``torch.compile(m)`` under ``torch._inductor.config.freezing = True`` (channels-last inputs); :meth:`Pt2eEngine.load`
-does exactly that. The engine refuses (the export falls back to the ONNX file, said with the
-reason) a model whose layers are not all int8 static/qat, a CPU without VNNI/AMX, and a model
-inductor cannot compile (LeNet-5 in torch 2.14: an assertion in its quantized-conv lowering).
+does exactly that, one compiled graph per batch size (``dynamic=False``: with a dynamic batch,
+inductor's quantized-conv lowering fails on LeNet-5 in torch 2.14.1 with a layout assertion).
+The export falls back to the ONNX file, said with the reason, for a model whose layers are not
+all int8 static/qat, a CPU without VNNI/AMX, and a model inductor cannot compile.
 """
 
 from __future__ import annotations
