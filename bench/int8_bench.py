@@ -27,6 +27,10 @@ and size of:
 - with ``--torch-ao``: ``torch.ao FX`` (``prepare_fx``/``convert_fx``, x86 default qconfig
   mapping) and ``lwdsl torch.ao`` (the in-process engine with lwdsl's codes).
 
+OpenMP's idle threads spin briefly, then sleep (``OMP_WAIT_POLICY=PASSIVE``,
+``GOMP_SPINCOUNT=10000``, set before torch loads, as ``lwdsl run`` sets them; printed first): on
+the shared 2-core machine torch's 2-thread timings were otherwise 10-400x slower.
+
 Timing: the core protocol (``lwdsl.backend.timing.median_ms``) with a small budget, in
 ``--rounds`` interleaved rounds (every flow once per round, so a load spike on the shared machine
 hits all of them); the figure is the median of the rounds' medians. Ratios (``x``) are against
@@ -56,8 +60,14 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+from lwdsl.backend.threads import quiet_openmp
+
+#: before torch loads its OpenMP runtime, as `lwdsl run` does (idle threads spin briefly, then
+#: sleep): on a shared machine, spinning idle threads made 2-thread torch timings 10-400x slower
+OPENMP = quiet_openmp()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend
 from lwdsl.backend.timing import Protocol, median_ms
@@ -433,6 +443,7 @@ def main() -> None:
     import onnxruntime
 
     print(f"# lwdsl's int8 files vs ONNX Runtime's and PT2E's documented flows\nCPU: {cpu_line()}")
+    print(f"OpenMP: {OPENMP}")
     print(f"torch {torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}); onnxruntime "
           f"{onnxruntime.__version__} (MLAS picks its int8 kernels from the flags above)")
     for key in args.models.split(","):
