@@ -29,7 +29,8 @@ and size of:
 
 OpenMP's idle threads spin briefly, then sleep (``OMP_WAIT_POLICY=PASSIVE``,
 ``GOMP_SPINCOUNT=10000``, set before torch loads, as ``lwdsl run`` sets them; printed first): on
-the shared 2-core machine torch's 2-thread timings were otherwise 10-400x slower.
+the shared 2-core machine torch's 2-thread timings were otherwise up to 10x slower, and
+400x in one run.
 
 Timing: the core protocol (``lwdsl.backend.timing.median_ms``) with a small budget, in
 ``--rounds`` interleaved rounds (every flow once per round, so a load spike on the shared machine
@@ -63,7 +64,8 @@ from pathlib import Path
 from lwdsl.backend.threads import quiet_openmp
 
 #: before torch loads its OpenMP runtime, as `lwdsl run` does (idle threads spin briefly, then
-#: sleep): on a shared machine, spinning idle threads made 2-thread torch timings 10-400x slower
+#: sleep): on a shared machine, spinning idle threads made 2-thread torch timings up to 10x
+#: slower (400x in one run)
 OPENMP = quiet_openmp()
 
 import numpy as np  # noqa: E402

@@ -3,9 +3,9 @@ PT2E for inductor's x86 int8 kernels, holding lwdsl's own codes, scales and inpu
 (:class:`Pt2eEngine`; ``export pt2e`` writes it, optional: ``pip install 'lwdsl[pt2e]'``).
 
 Why a second engine: on a CPU with AMX (Intel Xeon, 4th generation on), inductor's int8
-convolutions (oneDNN) run ResNet-18 faster than any ONNX Runtime file: lwdsl's ``.pt2`` 1.7x /
-2.2x lwdsl's ONNX file at batch 1 / 32, MobileNetV2 1.5x at batch 32 (``bench/int8_bench.py
---pt2e``, 1 thread, a loaded machine; docs/results.md). ONNX Runtime's file stays the default
+convolutions (oneDNN) run ResNet-18 faster than any ONNX Runtime file: lwdsl's ``.pt2`` 1.6x /
+3.4x lwdsl's ONNX file at batch 1 / 32, MobileNetV2 1.2x at batch 32 (``bench/int8_bench.py
+--pt2e``, 1 thread, a shared machine; docs/results.md). ONNX Runtime's file stays the default
 engine: it runs on every CPU, starts in milliseconds, and it is the faster one for MobileNetV2 at
 batch 1 and for LeNet-5 (a compiled module's per-call cost is about 0.4 ms). The export's report
 entry puts the two side by side, so a user sees which engine wins on their model and CPU.
