@@ -17,12 +17,20 @@ and size of:
   (int8_engine.build_onnx);
 - ``lwdsl file, ORT-optimised`` (``--optimized``): the same file after ONNX Runtime's extended
   graph optimizations, saved (the form ``export onnx`` could ship if it ran faster);
-- with ``--pt2e`` (``pip install torchao``): ``PT2E x86 inductor``, torchao's documented x86 flow
-  (``torch.export``, ``X86InductorQuantizer`` default config, ``prepare_pt2e``/``convert_pt2e``,
-  ``torch.compile`` with inductor freezing; torchvision's residual blocks get one ReLU per call,
-  which PT2E's quantizer needs);
+- with ``--pt2e`` (``pip install 'lwdsl[pt2e]'``: torchao): ``PT2E x86 inductor``, torchao's
+  documented x86 flow by hand (``torch.export``, ``X86InductorQuantizer`` default config,
+  ``prepare_pt2e``/``convert_pt2e``, ``torch.compile(dynamic=False)`` with inductor freezing, one
+  compiled graph per batch size; torchvision's residual blocks get one ReLU per call, which
+  PT2E's quantizer needs), and ``lwdsl PT2E file``: the ``.pt2`` file ``export pt2e`` writes
+  (pt2e_engine.py: the same flow with lwdsl's codes, scales and input ranges put in), saved,
+  loaded back from disk with ``torch.export.load`` and compiled the same way;
 - with ``--torch-ao``: ``torch.ao FX`` (``prepare_fx``/``convert_fx``, x86 default qconfig
   mapping) and ``lwdsl torch.ao`` (the in-process engine with lwdsl's codes).
+
+OpenMP's idle threads spin briefly, then sleep (``OMP_WAIT_POLICY=PASSIVE``,
+``GOMP_SPINCOUNT=10000``, set before torch loads, as ``lwdsl run`` sets them; printed first): on
+the shared 2-core machine torch's 2-thread timings were otherwise up to 10x slower, and
+400x in one run.
 
 Timing: the core protocol (``lwdsl.backend.timing.median_ms``) with a small budget, in
 ``--rounds`` interleaved rounds (every flow once per round, so a load spike on the shared machine
@@ -30,13 +38,13 @@ hits all of them); the figure is the median of the rounds' medians. Ratios (``x`
 torch fp32 at the same batch and threads in the same run; the last row is the speed of lwdsl's
 file (the faster of its two forms with ``--optimized``) over that of the fastest ORT by-hand
 int8 file, paired: that ratio within each round, then the median over rounds (1.00 = level,
-target >= 0.95).
+target >= 0.95); with ``--pt2e``, the same for lwdsl's PT2E file against PT2E by hand.
 Each ONNX file's op inventory is the graph ONNX Runtime really runs (after its fusions): int8
 ops, weighted ops left in float. The CPU's flags come first (int8 speed depends on them: VNNI /
 AMX give int8 dot products).
 
     LWDSL_DATA=/path/to/data python bench/int8_bench.py [--models lenet5,resnet18,mobilenet_v2]
-        [--threads 1,2] [--batches 1,32] [--calibrate 16] [--rounds 5] [--budget 0.3]
+        [--threads 1,2 (the default)] [--batches 1,32] [--calibrate 16] [--rounds 5] [--budget 0.3]
         [--optimized] [--torch-ao] [--pt2e]
 """
 
@@ -53,8 +61,15 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+from lwdsl.backend.threads import quiet_openmp
+
+#: before torch loads its OpenMP runtime, as `lwdsl run` does (idle threads spin briefly, then
+#: sleep): on a shared machine, spinning idle threads made 2-thread torch timings up to 10x
+#: slower (400x in one run)
+OPENMP = quiet_openmp()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from lwdsl.backend import Dataset, StepContext, get_backend
 from lwdsl.backend.timing import Protocol, median_ms
@@ -155,31 +170,11 @@ def torch_ao_fx(module: torch.nn.Module, calib: torch.Tensor):
 
 
 PT2E_SETTINGS = ("torch.export + torchao X86InductorQuantizer (get_default_x86_inductor_quantization_config: static, "
-                 "per-channel weights) + prepare_pt2e / convert_pt2e + torch.compile with inductor freezing "
-                 "(torchao's documented x86 CPU flow), channels-last inputs (the NHWC int8 kernels need them)")
-
-
-def _one_relu_per_call(module: torch.nn.Module) -> torch.nn.Module:
-    """torchvision's residual blocks call one ReLU module twice; PT2E's quantizer then finds an
-    'input partition with more than one output node'. Give each call its own ReLU (same maths)."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
-    def basic(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu_out(self.bn2(self.conv2(out)) + identity)
-
-    def bottleneck(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu_mid(self.bn2(self.conv2(out)))
-        return self.relu_out(self.bn3(self.conv3(out)) + identity)
-
-    for m in module.modules():
-        if isinstance(m, (BasicBlock, Bottleneck)):
-            m.relu_mid, m.relu_out = torch.nn.ReLU(), torch.nn.ReLU()
-            m.forward = (basic if isinstance(m, BasicBlock) else bottleneck).__get__(m)
-    return module
+                 "per-channel weights) + prepare_pt2e / convert_pt2e + torch.compile(dynamic=False) with inductor freezing, "
+                 "one graph per batch size (torchao's documented x86 CPU flow), channels-last inputs (the NHWC int8 "
+                 "kernels need them)")
+PT2E_FILE_SETTINGS = ("lwdsl's export pt2e file: the flow above with lwdsl's codes, scales and input ranges, saved without "
+                      "float copies (torch.export.save), loaded back from disk (torch.export.load) and compiled the same way")
 
 
 def torch_pt2e(module: torch.nn.Module, calib: torch.Tensor, batches: list[int]):
@@ -194,7 +189,9 @@ def torch_pt2e(module: torch.nn.Module, calib: torch.Tensor, batches: list[int])
 
     inductor_config.freezing = True
     calib = calib.contiguous(memory_format=torch.channels_last)  # inductor's int8 convolutions are NHWC
-    m = _one_relu_per_call(copy.deepcopy(module).eval())
+    from lwdsl.backends.torch_backend.pt2e_engine import one_relu_per_call
+
+    m = one_relu_per_call(copy.deepcopy(module).eval())
     batch = torch.export.Dim("batch", min=1, max=1024)
     exported = torch.export.export(m, (calib[:2],), dynamic_shapes=({0: batch},)).module()
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
@@ -203,13 +200,34 @@ def torch_pt2e(module: torch.nn.Module, calib: torch.Tensor, batches: list[int])
         for i in range(0, len(calib), 8):
             prepared(calib[i : i + 8])
     converted = convert_pt2e(prepared)
+    return converted, _compiled(converted, calib, batches)
+
+
+def _compiled(module, calib: torch.Tensor, batches: list[int]) -> dict:
+    """One ``torch.compile(dynamic=False)`` graph of ``module`` per batch size, compiled here."""
     compiled = {}
     with torch.no_grad():
         for b in batches:
-            c = torch.compile(converted)
-            c(calib[:1].repeat(b, *([1] * (calib.dim() - 1))).contiguous(memory_format=torch.channels_last))  # compiled here
+            c = torch.compile(module, dynamic=False)
+            c(calib[:1].repeat(b, *([1] * (calib.dim() - 1))).contiguous(memory_format=torch.channels_last))
             compiled[b] = c
-    return converted, compiled
+    return compiled
+
+
+def lwdsl_pt2e(handle, calib: torch.Tensor, batches: list[int]):
+    """(the loaded program, compiled per batch, file size, codes read back from the file) of the
+    ``.pt2`` file ``export pt2e`` writes, saved to disk and loaded back as a user does."""
+    import torch._inductor.config as inductor_config
+
+    from lwdsl.backends.torch_backend.pt2e_engine import PT2E, codes_in
+
+    inductor_config.freezing = True
+    data = PT2E.build(handle).data
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt2"
+        path.write_bytes(data)
+        program = torch.export.load(str(path)).module()
+    return program, _compiled(program, calib.contiguous(memory_format=torch.channels_last), batches), len(data), codes_in(data)
 
 
 def mnist_lenet5(backend, ctx_for, epochs: int):
@@ -277,17 +295,23 @@ def run_model(key: str, args) -> None:
         if ok:
             ao = ao_engine.build(handle)[0]
             flows["lwdsl torch.ao"] = ("torch", ao, size_of_torch(ao))
-    pt2e = None
+    pt2e = mine_pt2e = None
     if args.pt2e:
-        try:
-            pt2e = torch_pt2e(module, torch.from_numpy(calib), args.batches)
-        except Exception as exc:  # a peer that fails is said, with its error, not hidden
-            print(f"PT2E failed on {ref}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-            args_pt2e_failed = True
-    if pt2e is not None:
-        flows["PT2E x86 inductor"] = ("pt2e", pt2e[1], size_of_torch(pt2e[0]))
-    elif args.pt2e and "args_pt2e_failed" not in locals():
-        print("PT2E: torchao is not installed (pip install torchao): its row is left out")
+        from lwdsl.backends.torch_backend.pt2e_engine import torchao_missing
+
+        if torchao_missing():
+            print(f"PT2E: {torchao_missing()} (pip install 'lwdsl[pt2e]'): its rows are left out")
+        else:
+            try:
+                pt2e = torch_pt2e(module, torch.from_numpy(calib), args.batches)
+                flows["PT2E x86 inductor"] = ("pt2e", pt2e[1], size_of_torch(pt2e[0]))
+            except Exception as exc:  # a peer that fails is said, with its error, not hidden
+                print(f"PT2E by hand failed on {ref}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            try:
+                mine_pt2e = lwdsl_pt2e(handle, torch.from_numpy(calib), args.batches)
+                flows["lwdsl PT2E file"] = ("pt2e", mine_pt2e[1], mine_pt2e[2])
+            except Exception as exc:
+                print(f"lwdsl PT2E file failed on {ref}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
     setup = time.perf_counter() - t0
 
     print(f"\n## {ref} ({'x'.join(map(str, shape))}, {classes} classes); {len(calib)} calibration images; setup {setup:.0f} s")
@@ -310,8 +334,11 @@ def run_model(key: str, args) -> None:
             print(f"- {name}: int8 ops {i8}, float weighted ops {f32} ({shown})")
     for name, settings in ORT_SETTINGS.items():
         print(f"- {name} settings: {settings}")
-    if pt2e is not None:
+    if pt2e is not None or mine_pt2e is not None:
         print(f"- PT2E x86 inductor settings: {PT2E_SETTINGS}")
+    if mine_pt2e is not None:
+        e, t_, _ = codes_agreement(mine_pt2e[3], handle.quant)
+        print(f"- lwdsl PT2E file settings: {PT2E_FILE_SETTINGS}; {mine_pt2e[2] / 2**20:.2f} MiB, codes equal {e:,} / {t_:,}")
 
     if key == "lenet5":
         print("\naccuracy on the MNIST test set (10,000 images):")
@@ -324,10 +351,11 @@ def run_model(key: str, args) -> None:
                 with torch.inference_mode():
                     logits = np.concatenate([obj(torch.from_numpy(np.ascontiguousarray(data.test_x[i : i + 1000]))).numpy()
                                              for i in range(0, len(data.test_x), 1000)])
-            else:  # PT2E: the converted model, uncompiled (the same numbers)
+            else:  # PT2E: the converted model (or the loaded file), uncompiled (the same numbers)
+                ref_model = pt2e[0] if name == "PT2E x86 inductor" else mine_pt2e[0]
                 with torch.no_grad():
-                    logits = np.concatenate([pt2e[0](torch.from_numpy(np.ascontiguousarray(data.test_x[i : i + 1000]))
-                                                     .contiguous(memory_format=torch.channels_last)).numpy()
+                    logits = np.concatenate([ref_model(torch.from_numpy(np.ascontiguousarray(data.test_x[i : i + 1000]))
+                                                       .contiguous(memory_format=torch.channels_last)).numpy()
                                              for i in range(0, len(data.test_x), 1000)])
             print(f"- {name}: {float(np.mean(logits.argmax(1) == data.test_y)):.4f}")
 
@@ -335,6 +363,7 @@ def run_model(key: str, args) -> None:
     cols = [f"b{b}/t{t}" for t in args.threads for b in args.batches]
     results: dict[str, dict[str, float]] = {}
     paired: dict[str, float] = {}  # cell -> median over rounds of (fastest ORT int8 ms / lwdsl's file ms), same round
+    paired_pt2e: dict[str, float] = {}  # the same, PT2E by hand / lwdsl's PT2E file
     for t in args.threads:
         torch.set_num_threads(t)
         for b in args.batches:
@@ -368,6 +397,9 @@ def run_model(key: str, args) -> None:
             paired[f"b{b}/t{t}"] = statistics.median(
                 min(rounds[n][r] for n in ORT_SETTINGS) / min(rounds[n][r] for n in mine) for r in range(args.rounds)
             )
+            if "lwdsl PT2E file" in rounds and "PT2E x86 inductor" in rounds:
+                paired_pt2e[f"b{b}/t{t}"] = statistics.median(
+                    rounds["PT2E x86 inductor"][r] / rounds["lwdsl PT2E file"][r] for r in range(args.rounds))
     print(f"\nlatency: median of {args.rounds} interleaved rounds (core protocol, {args.budget} s budget, >= 2 runs each); "
           "x = speed-up over torch fp32 in the same run")
     print("\n| flow | size | smaller | " + " | ".join(f"{c} ms | x" for c in cols) + " |")
@@ -382,12 +414,17 @@ def run_model(key: str, args) -> None:
     for c in cols:
         row += ["", f"{paired[c]:.2f}"]
     print("| " + " | ".join(row) + " |")
+    if paired_pt2e:
+        row = ["lwdsl PT2E file / PT2E by hand (speed; paired per round)", "", ""]
+        for c in cols:
+            row += ["", f"{paired_pt2e[c]:.2f}"]
+        print("| " + " | ".join(row) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lenet5,resnet18,mobilenet_v2")
-    parser.add_argument("--threads", default="1")
+    parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--calibrate", type=int, default=16, help="synthetic calibration images (224x224 models)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
@@ -395,13 +432,20 @@ def main() -> None:
     parser.add_argument("--lenet-epochs", type=int, default=1)
     parser.add_argument("--optimized", action="store_true", help="also time lwdsl's file after ORT's graph optimizations")
     parser.add_argument("--torch-ao", action="store_true", help="also time torch.ao FX by hand and lwdsl's torch.ao engine")
-    parser.add_argument("--pt2e", action="store_true", help="also time PT2E + X86InductorQuantizer + torch.compile (needs torchao)")
+    parser.add_argument("--pt2e", action="store_true", help="also time PT2E + X86InductorQuantizer + torch.compile by hand and "
+                        "lwdsl's export pt2e file (needs lwdsl[pt2e])")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="To copy construct from a tensor")  # inductor's own, at each int8 compile
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import notice on its enums
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on a CPU machine
     args.threads = [int(t) for t in args.threads.split(",")]
     args.batches = [int(b) for b in args.batches.split(",")]
     import onnxruntime
 
-    print(f"# lwdsl's int8 ONNX file vs ONNX Runtime's documented flows\nCPU: {cpu_line()}")
+    print(f"# lwdsl's int8 files vs ONNX Runtime's and PT2E's documented flows\nCPU: {cpu_line()}")
+    print(f"OpenMP: {OPENMP}")
     print(f"torch {torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}); onnxruntime "
           f"{onnxruntime.__version__} (MLAS picks its int8 kernels from the flags above)")
     for key in args.models.split(","):

@@ -46,10 +46,22 @@ class TorchBackend(Backend):
         import sys
 
         out = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-        for extra in ("transformers", "tokenizers"):  # when a run used them (transformer models, --data pydoc)
+        for extra in ("transformers", "tokenizers", "torchao"):  # when a run used them (transformer models, --data pydoc, export pt2e)
             if extra in sys.modules:
                 out[extra] = str(getattr(sys.modules[extra], "__version__", "?"))
         return out
+
+    def unsupported(self, step: Any) -> Optional[str]:
+        """The support table's answer; and ``export pt2e`` needs torchao (the ``pt2e`` extra),
+        refused before anything runs where it does not import."""
+        why = super().unsupported(step)
+        if why is None and getattr(step, "op", None) == "export" and getattr(step, "format", None) == "pt2e":
+            from .pt2e_engine import torchao_missing
+
+            missing = torchao_missing()
+            if missing:
+                return f"the torch backend cannot export pt2e here: {missing}: pip install 'lwdsl[pt2e]'"
+        return why
 
     def is_model(self, obj: Any) -> bool:
         return isinstance(obj, torch.nn.Module)

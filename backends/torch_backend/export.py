@@ -31,7 +31,7 @@ from .handle import TorchModel, weight_of
 from .hf_export import write_hf
 from .io import half_layers, load_into, save_native
 
-__all__ = ["export", "write_torch", "write_onnx", "half_onnx", "EXPORTERS"]
+__all__ = ["export", "write_torch", "write_onnx", "write_pt2e", "half_onnx", "EXPORTERS"]
 
 
 def write_torch(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
@@ -147,11 +147,78 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
     ctx.notes["artifact"] = summary  # joins the step's ``artifacts`` entry (lwdsl.backend.steps)
 
 
+def write_pt2e(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
+    """``export pt2e``: the model as a ``torch.export`` program (``.pt2``) for ``torch.compile``;
+    after ``quantize int8`` (static or qat, every conv and linear layer), PT2E's x86 int8 form
+    holding lwdsl's codes, scales and input ranges (pt2e_engine.py). The file is written only
+    once it loads back and inductor compiles it; it is then read back from disk and measured as
+    a user runs it (``torch.export.load`` + ``torch.compile`` with freezing, 1 thread): the
+    core's :func:`~lwdsl.backend.engines.describe_export` (size, ops, accuracy, latency, codes
+    equal to lwdsl's, inductor's fp32 of the same model beside it), and for an int8 file the
+    int8 ONNX file's latency beside it (``onnx_latency_ms_b1``/``_b32``, ``faster_b1``/``_b32``:
+    which engine wins on this model and CPU).
+
+    Where there is no such file (torchao missing or too old, a CPU without VNNI/AMX, a model PT2E
+    cannot quantize or inductor cannot compile), nothing is written: a warning and the step's
+    ``artifacts`` entry (``written: false``, ``fallback``: why) say so, and the int8 ONNX file
+    stays the engine; the run goes on."""
+    from lwdsl.backend.engines import BATCHES, EngineFile, latencies
+    from lwdsl.backend.timing import fixed_input
+    from lwdsl.errors import LwdslError
+
+    from .pt2e_engine import PT2E, codes_in, cpu_refusal
+
+    handle.apply_masks()
+    why = cpu_refusal() if handle.quant else None
+    built = None
+    if why is None:
+        try:
+            built = PT2E.build(handle)
+            bind = PT2E.load(built.data, 1)
+            for b in BATCHES:  # inductor compiles it at the batch sizes it is timed at, or says why not
+                bind(fixed_input(b, handle.input_shape))()
+        except LwdslError as exc:
+            why = exc.message
+        except Exception as exc:  # inductor's lowering failed on this model
+            why = _compile_failure(exc)
+    summary = None
+    if why is None:
+        with atomic_path(Path(path)) as tmp:
+            Path(tmp).write_bytes(built.data)
+        data = Path(path).read_bytes()  # what is measured is the file on disk, as a user loads it
+        try:
+            summary = describe_export(PT2E, EngineFile(data, codes_in(data) if handle.quant else {}, {}), handle, ctx)
+        except Exception as exc:  # a batch size of the accuracy pass inductor cannot compile: no file is better than a broken one
+            Path(path).unlink(missing_ok=True)
+            why = _compile_failure(exc)
+    if why is not None:
+        engine = "the int8 ONNX file (`export onnx`; a quantize step writes model-int8-step<N>.onnx)" if handle.quant \
+            else "`export onnx` or `export torch`"
+        ctx.warn(f"export pt2e: no .pt2 file written: {why}; {engine} is the engine to deploy")
+        ctx.notes["artifact"] = {"written": False, "fallback": why, "runtime": PT2E.runtime}
+        return
+    if handle.quant:
+        from .int8_engine import ONNX
+
+        onnx = latencies(ONNX.load(ONNX.build(handle).data, 1), tuple(handle.input_shape), prefix="onnx_")
+        summary.update(onnx)
+        for b in BATCHES:
+            summary[f"faster_b{b}"] = "pt2e" if summary[f"latency_ms_b{b}"] < onnx[f"onnx_latency_ms_b{b}"] else "onnx"
+    ctx.notes["artifact"] = summary
+
+
+def _compile_failure(exc: Exception) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    said = next((line for line in lines if "Error" in line or "expected" in line), lines[0] if lines else "")
+    return f"inductor cannot compile it ({type(exc).__name__}: {' '.join(said.split())[:200]})"
+
+
 #: format -> writer; a contract test checks these are exactly the support table's export forms.
 EXPORTERS: dict[str, Callable[[TorchModel, Path, StepContext, ExportSpec], None]] = {
     "torch": write_torch,
     "onnx": write_onnx,
     "hf": write_hf,  # a Hugging Face folder (hf_export.py, kept apart from the int8 engines)
+    "pt2e": write_pt2e,
 }
 
 #: The ``export`` handler (path resolution written once, lwdsl.backend.steps).

@@ -11,7 +11,7 @@ SUPPORT = SupportTable(
         "prune": PruneSpec.FORMS,
         "regularize": (),
         "finetune": (),
-        "export": ("torch", "onnx", "hf"),
+        "export": ("torch", "onnx", "pt2e", "hf"),
         "quantize": QuantizeSpec.FORMS,  # every form of the forms table (lwdsl.semantics.forms), gptq and group
         "distill": DistillSpec.FORMS,
     },
@@ -19,7 +19,8 @@ SUPPORT = SupportTable(
         "quantize": "codes from the core; int8 CPU kernels through ONNX Runtime, and PyTorch's x86 int8 kernels on "
         f"a VNNI/AMX CPU; {'/'.join(LOW_BIT)} weights packed in the .lwz, float kernels (the gain is size, not speed); {'/'.join(CASTS)} weights stored in 16 bits (.lwz, model.pt)",
         "export": "onnx: int8 QDQ after int8 quantize, float16/bfloat16 initializers after fp16/bf16; torch: state dict "
-        "(cast layers in half; quantized layers as float32 weights holding codes * scale, said with a warning); hf: a "
+        "(cast layers in half; quantized layers as float32 weights holding codes * scale, said with a warning); pt2e: "
+        "torch.export program for torch.compile, PT2E x86 int8 after int8 static (lwdsl[pt2e]; else onnx, said); hf: a "
         "Hugging Face folder of a transformers model (config.json, model.safetensors, tokenizer; float32 weights)",
     },
     workers=True,  # torch.distributed: gloo on the CPU, NCCL on CUDA (ranks.py)

@@ -225,8 +225,9 @@ def _artifacts_markdown(report: dict[str, Any]) -> list[str]:
     steps): size, accuracy, latency, how many weighted ops run in int8 and in float, how many
     weight codes equal the canonical ones, and every op with its dtypes."""
     found = [(s["text"], a["path"], a) for s in report["steps"] for a in s.get("artifacts", ()) if "size_bytes" in a]
+    fallbacks = [(s["text"], a) for s in report["steps"] for a in s.get("artifacts", ()) if a.get("written") is False]
     if not found:
-        return []
+        return ["", "## Artifacts", "", *_fallbacks_markdown(fallbacks)] if fallbacks else []
     lines = [
         "",
         "## Artifacts (measured in their own runtime, 1 thread)",
@@ -255,7 +256,17 @@ def _artifacts_markdown(report: dict[str, Any]) -> list[str]:
         if a.get("weights_dtype"):
             lines.append(f"- `{name}` weights stored as {a['weights_dtype']}; the runtime's CPU kernels compute in float32 "
                          "(the gain is size, not speed)")
-    return lines
+        if "onnx_latency_ms_b1" in a:
+            lines.append(f"- `{name}` against the int8 ONNX file of the same model in onnxruntime: "
+                         + ", ".join(f"batch {b}: {ms(a.get(f'latency_ms_b{b}'))} vs {ms(a.get(f'onnx_latency_ms_b{b}'))} ms, "
+                                     f"{'this file' if a.get(f'faster_b{b}') == a.get('format') else 'the ONNX file'} is faster"
+                                     for b in (1, 32)))
+    return lines + _fallbacks_markdown(fallbacks)
+
+
+def _fallbacks_markdown(fallbacks: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Each export that wrote no file (its engine cannot run this model here), with why."""
+    return [f"- `{text}` wrote no file: {a['fallback']}" for text, a in fallbacks]
 
 
 def _auto_steps(report: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:

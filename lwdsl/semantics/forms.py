@@ -70,7 +70,8 @@ _LOW = ("qat", "weights_only")
 
 #: Every ``quantize`` form, in the order the recipe's choices list them.
 FORMS: tuple[Form, ...] = (
-    Form("int8", 8, "integer", ("dynamic", "static", "qat", "weights_only"), auto_trial=True, exports=("onnx", "tflite")),
+    Form("int8", 8, "integer", ("dynamic", "static", "qat", "weights_only"), auto_trial=True,
+         exports=("onnx", "tflite", "pt2e")),
     Form("int4", 4, "integer", _LOW, low_bit=True, auto_trial=True),
     Form("int2", 2, "integer", _LOW, low_bit=True, auto_trial=True),
     Form("ternary", 2, "ternary", _LOW, low_bit=True),

@@ -34,7 +34,10 @@ def check_contract(backend) -> None:
         unknown = set(forms) - set(OPS[op].FORMS)
         assert not unknown, f"{op}: forms {sorted(unknown)} are not forms of the op"
     for step in STEPS:
-        assert backend.unsupported(step) == unsupported(table, step), step
+        got, listed = backend.unsupported(step), unsupported(table, step)
+        if listed is None and got is not None and "pip install 'lwdsl[" in got:
+            continue  # an optional extra missing here (export pt2e without torchao): refused before the run, naming it
+        assert got == listed, step
 
 
 def test_contract_holds_for_every_registered_backend(backend):

@@ -23,7 +23,7 @@ def test_every_option_of_every_op_has_a_row() -> None:
 
 def test_support_is_static() -> None:
     matrix = support_matrix()
-    assert matrix["export"]["torch"].startswith("torch, onnx, hf (onnx: int8 QDQ")
+    assert matrix["export"]["torch"].startswith("torch, onnx, pt2e, hf (onnx: int8 QDQ")
     assert matrix["export"]["tensorflow"].startswith("keras, saved_model, tflite (tflite: float32, int8")
     assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}  # wanda/sparsegpt too (issue 25)
     assert matrix["quantize"]["torch"].startswith("all forms (")
@@ -40,4 +40,4 @@ def test_table_prints() -> None:
     print_ops(console)
     text = console.export_text()
     assert "prune" in text and "AMOUNT" in text and "calibrate=" in text
-    assert "torch: torch, onnx, hf (onnx: int8 QDQ" in text and "tensorflow: keras, saved_model, tflite (tflite:" in text
+    assert "torch: torch, onnx, pt2e, hf (onnx: int8 QDQ" in text and "tensorflow: keras, saved_model, tflite (tflite:" in text

@@ -76,7 +76,7 @@ def test_export_formats_are_checked_without_a_framework() -> None:
         check_backend(recipe, "torch", load=False)
     err = info.value
     assert err.message == "step 2 `export tflite`: the torch backend cannot export tflite"
-    assert str(err.location) == "t.lw:2:1" and err.expected == "torch, onnx, or hf (what the torch backend runs of `export`)"
+    assert str(err.location) == "t.lw:2:1" and err.expected == "torch, onnx, pt2e, or hf (what the torch backend runs of `export`)"
     assert err.hint == "run it with --backend tensorflow"
     with pytest.raises(RecipeError):
         check_backend(recipe, "pytorch", load=False)

@@ -77,3 +77,22 @@ def test_the_summary_puts_int8s_own_gain_beside_the_speed_up_over_the_baseline()
     steps[0]["metrics"]["latency_ms_b1"] = None  # latency not measured: neither figure
     assert "int8_speedup_b1" not in build_report(SimpleNamespace(name="r"), SimpleNamespace(name="torch"), "lenet5",
                                                  SimpleNamespace(name="mnist", describe=lambda: {"name": "mnist"}), 0, steps)["summary"]
+
+
+def test_a_pt2e_file_is_shown_beside_the_int8_onnx_file_and_a_fallback_with_its_reason() -> None:
+    art = {"format": "pt2e", "path": "model.pt2", "runtime": "torch.compile (inductor)", "size_bytes": 12_000_000,
+           "accuracy": None, "latency_ms_b1": 7.4, "latency_ms_b32": 160.0, "int8_ops": 21, "float_ops": 0,
+           "onnx_latency_ms_b1": 19.5, "onnx_latency_ms_b32": 150.0, "faster_b1": "pt2e", "faster_b32": "onnx"}
+    md = report_markdown(_report([_step("baseline"), _step("quantize int8"), _step("export pt2e", artifacts=[art])]))
+    row = next(line for line in md.splitlines() if line.startswith("| `export pt2e` | model.pt2"))
+    assert "| torch.compile (inductor) |" in row
+    assert ("- `model.pt2` against the int8 ONNX file of the same model in onnxruntime: batch 1: 7.400 vs 19.500 ms, "
+            "this file is faster, batch 32: 160.000 vs 150.000 ms, the ONNX file is faster") in md
+    gone = {"format": "pt2e", "path": "model.pt2", "written": False, "runtime": "torch.compile (inductor)",
+            "fallback": "inductor cannot compile it (AssertionError: expected size 20==20)"}
+    md = report_markdown(_report([_step("baseline"), _step("quantize int8"), _step("export pt2e", artifacts=[gone])]))
+    assert "## Artifacts" in md
+    assert "- `export pt2e` wrote no file: inductor cannot compile it (AssertionError: expected size 20==20)" in md
+    md = report_markdown(_report([_step("baseline"), _step("export pt2e", artifacts=[gone]), _step("export onnx", artifacts=[{
+        "format": "onnx", "path": "model.onnx", "runtime": "onnxruntime", "size_bytes": 10}])]))
+    assert md.count("## Artifacts") == 1 and "- `export pt2e` wrote no file" in md and "| `export onnx` | model.onnx" in md

@@ -81,17 +81,18 @@ __all__ = ["ExportSpec"]
 class ExportSpec(StepSpec):
     """Write the model as FORMAT to PATH (default: ``model.<ext>`` in the run directory).
 
-    Example: ``export onnx``, ``export tflite "lenet5-int8.tflite"``, ``export hf`` (a Hugging Face
-    folder of a transformers model, torch).
+    Example: ``export onnx``, ``export tflite "lenet5-int8.tflite"``, ``export pt2e`` (torch: a
+    ``torch.export`` program for ``torch.compile``, PT2E x86 int8 after ``quantize int8``), ``export hf``
+    (a Hugging Face folder of a transformers model, torch).
     """
 
     positional: ClassVar[tuple[str, ...]] = ("format", "path")
     default_kinds: ClassVar[tuple[str, ...]] = ("all",)
-    summary: ClassVar[str] = "write a deployable artifact (onnx, torch, tflite, saved_model, keras, hf)"
-    FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "tflite", "saved_model", "keras", "hf")
+    summary: ClassVar[str] = "write a deployable artifact (onnx, torch, pt2e, tflite, saved_model, keras, hf)"
+    FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "pt2e", "tflite", "saved_model", "keras", "hf")
 
     op: Literal["export"] = "export"
-    format: Literal["onnx", "torch", "tflite", "saved_model", "keras", "hf"] = Field(
+    format: Literal["onnx", "torch", "pt2e", "tflite", "saved_model", "keras", "hf"] = Field(
         description="artifact format (hf: a Hugging Face folder: config.json, model.safetensors, tokenizer)")
     path: Optional[str] = Field(default=None, min_length=1, description="output path, relative to the run directory")
     io: Literal["float32", "int8"] = Field(
@@ -124,6 +125,7 @@ class ExportSpec(StepSpec):
 _DEFAULT_NAMES = {
     "onnx": "model.onnx",
     "torch": "model-export.pt",
+    "pt2e": "model.pt2",
     "tflite": "model.tflite",
     "saved_model": "model.savedmodel",
     "keras": "model-export.keras",

@@ -203,6 +203,9 @@ class QuantizeSpec(StepSpec):
                     "scales; drop group= (or export torch, which stores codes * scale)")
         if holds is None or self.dtype in holds:
             return None
+        if fmt == "pt2e":
+            return (f"export pt2e holds int8 models (PT2E's x86 int8 form) or float ones: it cannot hold {self.dtype} weights; "
+                    "write `export onnx` or `export torch` for them")
         if self.dtype == "bf16":
             return (f"export {fmt} cannot hold bf16 weights (TFLite has float16 weights, no bfloat16); "
                     "write `quantize fp16` for a float16 .tflite")
