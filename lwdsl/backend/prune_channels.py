@@ -8,7 +8,8 @@ shorten (:func:`~lwdsl.semantics.mac_allocation.eligible_groups`); the MAC model
 canonical weight shapes and output positions of the data's input shape; on
 :data:`~lwdsl.semantics.allocation.AUTO_SAMPLES` seeded training images, the greedy search and
 the uniform ratio, each measured as the baseline with the removed channels unread; the one
-answering more probe images right (ties: the lower loss, then the search) is applied, group
+answering more probe images right (ties: the lower loss, then the search) starts the exchanges
+between groups (:func:`~lwdsl.semantics.mac_allocation.exchange_removal`); the result is applied, group
 after group in reverse model order, by the backend's filter removal (L1 filter norms). Notes:
 ``auto_channels`` (baseline and kept MACs, target, each group's channels and removed counts
 for the search and the uniform ratio, every search step, the choice).
@@ -22,7 +23,8 @@ from typing import Any, Sequence
 from ..errors import LwdslError
 from ..language.specs import PruneSpec
 from ..semantics.allocation import AUTO_SAMPLES, score
-from ..semantics.mac_allocation import MacModel, eligible_groups, removal_state, search_removal, uniform_removal
+from ..semantics.mac_allocation import (MacModel, eligible_groups, exchange_removal, fill_back, removal_state, search_removal,
+                                        uniform_removal)
 from ..semantics.pruning import MaskRule
 from .context import StepContext
 from .sensitivity import probe_context
@@ -70,7 +72,12 @@ def prune_auto_channels(parts: Any, handle: Any, spec: PruneSpec, layers: Sequen
             hint=f"a smaller AMOUNT (at most {100 * (1 - floor / base):.1f}%), or select more layers") from None
     at_uniform, at_search = measure(uniform), measure(searched)
     use_search = score(*at_search, images) <= score(*at_uniform, images)
-    removed = searched if use_search else uniform
+    start = searched if use_search else uniform
+    removed, exchanges, exchanged = exchange_removal(groups, macs, target, start, measure, images,
+                                                     at_search if use_search else at_uniform)
+    if exchanges:
+        removed = fill_back(removed, macs, target)
+    final = measure(removed) if exchanges else (at_search if use_search else at_uniform)
     seed = ctx.step_seed()
     for g, r in reversed(list(zip(groups, removed))):  # later groups first: earlier norms stay as measured
         if r:
@@ -87,13 +94,18 @@ def prune_auto_channels(parts: Any, handle: Any, spec: PruneSpec, layers: Sequen
         "kept": scale * kept,
         "share": kept / base if base else 0.0,
         "probe": {"split": "train", "images": images, "seed": int(ctx.seed)},
-        "chosen": "search" if use_search else "uniform",
+        "start": "search" if use_search else "uniform",
+        "chosen": ("search" if use_search else "uniform") + (" + exchanges" if exchanges else ""),
+        "final": {"accuracy": final[0], "loss": round(final[1], 4)},
+        "exchanges": [{"more": groups[i].name, "fewer": groups[j].name, "removed": list(r), "accuracy": a,
+                       "loss": round(lo, 4)} for i, j, r, a, lo in exchanges],
+        "measured": measured + exchanged + 2,
         "search": {"accuracy": at_search[0], "loss": round(at_search[1], 4), "macs": scale * macs.total(searched),
                    "measured": measured},
         "uniform": {"ratio": ratio, "accuracy": at_uniform[0], "loss": round(at_uniform[1], 4),
                     "macs": scale * macs.total(uniform)},
         "groups": [
-            {"group": g.name, "producers": g.producers, "channels": g.channels, "removed": r, "search": s, "uniform": u}
+            {"group": g.name, "producers": list(g.producers), "channels": g.channels, "removed": r, "search": s, "uniform": u}
             for g, r, s, u in zip(groups, removed, searched, uniform)
         ],
         "steps": [{"group": groups[s.group].name, "channels": s.channels, "macs": scale * s.macs, "accuracy": s.accuracy,

@@ -55,7 +55,9 @@ def prune_markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             f"{unit}: {n['baseline']:,} -> {n['kept']:,} ({100 * n['share']:.2f}% kept; target at most {n['target']:,}). "
             f"Greedy search on {n['probe']['images']} {n['probe']['split']} images ({n['search']['measured']} models measured): "
             f"{100 * n['search']['accuracy']:.2f}%; one uniform ratio {n['uniform']['ratio']:.4f}: "
-            f"{100 * n['uniform']['accuracy']:.2f}%; chosen: {n['chosen']}.",
+            f"{100 * n['uniform']['accuracy']:.2f}%; the better one started {len(n.get('exchanges', []))} exchange(s) of "
+            f"channels between groups (each kept only when at least 5 more images are right at a loss no higher): "
+            f"{n['chosen']}, {100 * n['final']['accuracy']:.2f}%.",
             "",
             "| group | channels | removed | search | uniform |",
             "|---|---:|---:|---:|---:|",

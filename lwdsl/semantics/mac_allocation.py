@@ -28,6 +28,15 @@ the MACs are at most the target. Then channels are put back one at a time, each 
 group whose channel adds the most MACs while the total stays at most the target, until none
 fits: the kept MACs end at most the target and less than one channel's MACs below it.
 
+**Exchanges** (:func:`exchange_removal`): from the better of the search and the uniform ratio
+(by :func:`lwdsl.semantics.allocation.score`), for each share ``f`` of :data:`EXCHANGE_SHARES`:
+every ordered pair of groups (i, j) gives the allocation where i loses ``max(1, round(f *
+channels_i))`` more channels and j gets back as many as then fit under the target (at least
+one, else the pair is skipped); all are measured and the best is taken when it answers at
+least :data:`~lwdsl.semantics.allocation.AUTO_MARGIN` more probe images right at a loss no
+higher (:func:`lwdsl.semantics.allocation.better`); repeated at the same share until none is,
+then the next share, within :data:`EXCHANGE_BUDGET` measurements; then the fill-back above again.
+
 **Uniform** (:func:`uniform_removal`): every group loses ``round_half_even(r * channels)``
 (at most ``channels - 1``), the least ``r`` (64 bisections) at which the MACs are at most the
 target: the per-layer ratios the search is compared with.
@@ -44,10 +53,14 @@ import numpy as np
 from . import masks as M
 from .groups import AXIS, Group, group_scores
 
-__all__ = ["SEARCH_STEPS", "MacModel", "removal_state", "uniform_removal", "Step", "search_removal", "eligible_groups"]
+__all__ = ["EXCHANGE_SHARES", "EXCHANGE_BUDGET", "exchange_removal", "fill_back", "SEARCH_STEPS", "MacModel", "removal_state", "uniform_removal", "Step", "search_removal", "eligible_groups"]
 
 #: The search reaches the target in about this many steps of equal MAC savings.
 SEARCH_STEPS = 24
+#: Exchanges move this share of a group's channels, largest first.
+EXCHANGE_SHARES = (0.25, 0.12, 0.06, 0.03)
+#: At most this many allocations measured by the exchanges.
+EXCHANGE_BUDGET = 150
 
 
 def eligible_groups(groups: Sequence[Group], selected: Sequence[str]) -> tuple[list[Group], list[str]]:
@@ -212,9 +225,23 @@ def search_removal(
         _, gi, b, now, acc, loss = best
         removed[gi] += b
         steps.append(Step(gi, b, now, float(acc), float(loss)))
-    while True:  # put channels back while they fit under the target: the most MACs first
+    removed = list(fill_back(removed, macs, target))
+    return tuple(removed), steps, measured
+
+
+def fill_back(removed: Sequence[int], macs: MacModel, target: int) -> tuple[int, ...]:
+    """Channels put back one at a time, each to the group whose channel adds the most MACs while
+    the total stays at most ``target``, until none fits (ties: model order).
+
+    >>> from lwdsl.semantics.groups import Member, Group
+    >>> mm = MacModel([Group(4, (Member("a", "out"),))], {"a": (4, 3)}, {"a": 1})
+    >>> fill_back((3,), mm, 7)
+    (2,)
+    """
+    removed = [int(r) for r in removed]
+    while True:
         fits = []
-        for gi in range(len(groups)):
+        for gi in range(len(removed)):
             if removed[gi] > 0:
                 trial = list(removed)
                 trial[gi] -= 1
@@ -222,6 +249,76 @@ def search_removal(
                 if after <= target:
                     fits.append((-after, gi))
         if not fits:
-            break
+            return tuple(removed)
         removed[min(fits)[1]] -= 1
-    return tuple(removed), steps, measured
+
+
+def exchange_removal(
+    groups: Sequence[Group],
+    macs: MacModel,
+    target: int,
+    start: Sequence[int],
+    measure: Callable[[tuple[int, ...]], tuple[float, float]],
+    images: int,
+    at_start: tuple[float, float],
+    shares: Sequence[float] = EXCHANGE_SHARES,
+    budget: int = EXCHANGE_BUDGET,
+    margin: Optional[int] = None,
+) -> tuple[tuple[int, ...], list[tuple[int, int, tuple[int, ...], float, float]], int]:
+    """(the removed counts, the exchanges taken as (i, j, counts after, accuracy, loss), how many
+    allocations were measured): see the module doc. Every allocation it returns keeps at most
+    ``target`` MACs when ``start`` does.
+
+    >>> from lwdsl.semantics.groups import Member, Group
+    >>> gs = [Group(4, (Member("a", "out"),)), Group(4, (Member("b", "out"),))]
+    >>> mm = MacModel(gs, {"a": (4, 1), "b": (4, 1)}, {"a": 1, "b": 1})
+    >>> removed, moves, n = exchange_removal(gs, mm, 4, (2, 2), lambda r: (0.1 * r[0], 0.0), 10, (0.2, 0.0), margin=1)
+    >>> removed, mm.total(removed)
+    ((3, 1), 4)
+    """
+    from .allocation import AUTO_MARGIN, better, score
+
+    margin = AUTO_MARGIN if margin is None else int(margin)
+    limit = tuple(g.channels - 1 for g in groups)
+    removed = tuple(int(r) for r in start)
+    best = score(*at_start, images)
+    acc, loss = at_start
+    taken: list[tuple[int, int, tuple[int, ...], float, float]] = []
+    measured = 0
+    for share in shares:
+        while True:
+            options = []
+            for i, gi in enumerate(groups):
+                take = min(max(1, int(round(share * gi.channels))), limit[i] - removed[i])
+                if take <= 0:
+                    continue
+                for j in range(len(groups)):
+                    if j == i or removed[j] == 0:
+                        continue
+                    trial = list(removed)
+                    trial[i] += take
+                    back = 0
+                    while trial[j] > 0:
+                        trial[j] -= 1
+                        if macs.total(trial) > target:
+                            trial[j] += 1
+                            break
+                        back += 1
+                    if back:
+                        options.append((i, j, tuple(trial)))
+            if not options or measured + len(options) > budget:
+                break
+            found = None
+            for i, j, trial in options:
+                a, lo = measure(trial)
+                measured += 1
+                key = score(a, lo, images)
+                if better(key, best, margin) and (found is None or key < found[0]):
+                    found = (key, i, j, trial, a, lo)
+            if found is None:
+                break
+            best, i, j, removed, acc, loss = found
+            taken.append((i, j, removed, float(acc), float(loss)))
+        if measured >= budget:
+            break
+    return removed, taken, measured

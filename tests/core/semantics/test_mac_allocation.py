@@ -106,3 +106,31 @@ def test_eligible_groups_leave_the_output_and_unselected_couplings():
     chosen, left = A.eligible_groups(groups, ["a", "b", "d"])
     assert chosen == [groups[0]]
     assert any(line.startswith("b: coupled to c") for line in left) and any("model's outputs" in line for line in left)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0.1, 0.6), st.integers(0, 2))
+def test_exchanges_stay_under_the_target_and_only_take_clear_gains(share, favoured):
+    groups, mm = _lenet5()
+    target = int(np.floor(share * mm.baseline))
+    _, start = A.uniform_removal(groups, mm, target)
+
+    def measure(r):  # accuracy rises with the channels the favoured group loses: exchanges should follow it
+        return min(1.0, 0.5 + 0.004 * r[favoured]), 1.0 - 0.004 * r[favoured]
+
+    removed, taken, measured = A.exchange_removal(groups, mm, target, start, measure, 1000, measure(start))
+    assert mm.total(removed) <= target and measured <= A.EXCHANGE_BUDGET
+    assert all(0 <= r < g.channels for r, g in zip(removed, groups))
+    assert all(i == favoured for i, _, _, _, _ in taken)
+    if taken:
+        assert removed[favoured] > start[favoured]
+    filled = A.fill_back(removed, mm, target)
+    assert mm.total(filled) <= target and all(f <= r for f, r in zip(filled, removed))
+
+
+def test_exchanges_take_nothing_from_a_flat_probe():
+    groups, mm = _lenet5()
+    target = int(0.25 * mm.baseline)
+    _, start = A.uniform_removal(groups, mm, target)
+    removed, taken, _ = A.exchange_removal(groups, mm, target, start, lambda r: (0.9, 0.3), 2000, (0.9, 0.3))
+    assert removed == start and taken == []
