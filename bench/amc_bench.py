@@ -41,7 +41,7 @@ def main() -> None:
     print(f"LeNet-5 on {args.data} ({args.backend}, {args.baseline_epochs}-epoch baselines): `prune auto {args.amount}% of=macs` "
           f"against one uniform filter ratio at the same MAC budget, test accuracy before fine-tuning")
     print(f"{'seed':>4} {'baseline':>9} {'auto':>7} {'chosen':>8} {'uniform':>8} {'ratio':>6} {'gain':>6}  kept MACs auto / uniform"
-          f"  removed per group (search | uniform)")
+          f"  removed per group (auto | uniform)")
     gains, autos, unis = [], [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
         start = time.perf_counter()
@@ -55,7 +55,7 @@ def main() -> None:
         gains.append(100 * (a - u))
         autos.append(a)
         unis.append(u)
-        groups = " ".join(f"{g['group']} {g['search']}/{g['channels']}" for g in notes["groups"])
+        groups = " ".join(f"{g['group']} {g['removed']}/{g['channels']}" for g in notes["groups"])
         ugroups = " ".join(f"{g['group']} {g['uniform']}/{g['channels']}" for g in notes["groups"])
         print(f"{seed:>4} {100 * base:>8.2f}% {100 * a:>6.2f}% {notes['chosen']:>8} {100 * u:>7.2f}% {ratio:>6.3f} "
               f"{gains[-1]:>+6.2f}  {notes['kept'] / notes['baseline']:.4f} / {notes['uniform']['macs'] / notes['baseline']:.4f}"
