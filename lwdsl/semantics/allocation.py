@@ -15,7 +15,20 @@ amount the largest drop measured at that amount or below, at least 0, plus a til
 resolution of 10,000 images, it only orders equal drops and makes the curve strictly
 increasing); the curve is linear between grid amounts.
 
-**Allocation** (:func:`allocate`), ``prune auto AMOUNT`` over layers of ``n_i`` weights: the
+**prune auto AMOUNT** over layers of ``n_i`` weights: the whole selection loses exactly ``K =
+round_half_even(AMOUNT * sum n_i)`` weights, and the counts per layer are chosen on the probe
+images (the training split; the test set chooses nothing). Three allocations of ``K``:
+*global* (:func:`global_counts`: the counts of the global magnitude cut, ``prune global l1``),
+*uniform* (:func:`uniform_counts`) and *sensitivity* (:func:`allocate`, below), each measured
+(accuracy and loss with every layer pruned by the magnitude rule at its count). The start is
+global unless another answers at least :data:`AUTO_MARGIN` more probe images right at a loss
+no higher (:func:`better`; checked in that order). Then :func:`refine` moves blocks of weights
+between layers while a move is that clearly better. Why not the threshold allocation alone:
+it lost to the global cut at every amount measured (docs/semantics.md); moves that a few
+images favour but the loss does not were seen to lose test accuracy, hence the margin and the
+loss condition. The answer is the global cut unless the probe clearly says otherwise.
+
+**Sensitivity allocation** (:func:`allocate`): the
 whole selection loses exactly ``K = round_half_even(AMOUNT * sum n_i)`` weights. Every layer
 is given the largest amount ``a_i(t) <= cap`` whose curve is at most a common threshold ``t``
 (the inverse of the curve, linear between grid amounts; the cap is the grid's top, 98% for

@@ -13,8 +13,12 @@ Exact semantics (both backends follow them bit for bit; see docs/semantics.md):
 - ``nm=N:M`` keeps the N largest ``|w|`` in every M consecutive weights along the flattened
   input axis (per output row); a last partial group of r < M keeps ``min(r, N)``.
 - Already-zero weights count as candidates like any other (they are the smallest).
-- ``prune auto AMOUNT``: per-layer amounts from each layer's measured sensitivity, so that the
+- ``prune auto AMOUNT``: per-layer counts chosen on training images (the global-magnitude,
+  uniform and sensitivity allocations compared, then exchanges between layers), so that the
   selected layers together lose exactly AMOUNT of their weights (:mod:`lwdsl.semantics.allocation`).
+- ``prune auto AMOUNT of=macs`` (``of=flops``: 2 x MACs, the same share): whole filters removed
+  per dependency group so that the model keeps at most ``1 - AMOUNT`` of its baseline MACs
+  (:mod:`lwdsl.semantics.mac_allocation`).
 - ``prune l1 amount=auto drop=D``: the highest level whose accuracy after ``epochs`` of
   fine-tuning stays within ``D`` points of the accuracy before the step (a step search).
 - ``wanda`` and ``sparsegpt`` (linear layers only, per layer, one-shot) calibrate on
@@ -44,7 +48,7 @@ class PruneSpec(StepSpec, TrainingOptions):
 
     Example: ``prune global l1 0.2``, ``prune l1 0.4 on linear``, ``prune threshold 0.1``,
     ``prune l2 0.5 structured=filters remove=true on conv``, ``prune nm=2:4 on linear``,
-    ``prune l1 0.9 schedule=gradual epochs=5``, ``prune auto 70%``,
+    ``prune l1 0.9 schedule=gradual epochs=5``, ``prune auto 70%``, ``prune auto 75% of=macs``,
     ``prune l1 amount=auto drop=0.3 epochs=1``, ``prune wanda 50% except "lm_head"``,
     ``prune sparsegpt 50% nm=2:4``.
     """
