@@ -75,9 +75,9 @@ def prune_auto_channels(parts: Any, handle: Any, spec: PruneSpec, layers: Sequen
     start = searched if use_search else uniform
     removed, exchanges, exchanged = exchange_removal(groups, macs, target, start, measure, images,
                                                      at_search if use_search else at_uniform)
-    if exchanges:
-        removed = fill_back(removed, macs, target)
-    final = measure(removed) if exchanges else (at_search if use_search else at_uniform)
+    filled = fill_back(removed, macs, target)  # the uniform ratio and the exchanges can leave room under the target
+    final = measure(filled) if (exchanges or filled != tuple(start)) else (at_search if use_search else at_uniform)
+    removed = filled
     seed = ctx.step_seed()
     for g, r in reversed(list(zip(groups, removed))):  # later groups first: earlier norms stay as measured
         if r:

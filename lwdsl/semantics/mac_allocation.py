@@ -26,7 +26,7 @@ SEARCH_STEPS)`` MACs (all it has left when fewer do), and takes the one with the
 (rounded to 1e-4; ties: model order): equal savings, compared on the loss. Rounds repeat until
 the MACs are at most the target. Then channels are put back one at a time, each time to the
 group whose channel adds the most MACs while the total stays at most the target, until none
-fits: the kept MACs end at most the target and less than one channel's MACs below it.
+fits: the kept MACs end at most the target, and no channel of a shortened group fits back.
 
 **Exchanges** (:func:`exchange_removal`): from the better of the search and the uniform ratio
 (by :func:`lwdsl.semantics.allocation.score`), for each share ``f`` of :data:`EXCHANGE_SHARES`:
