@@ -84,9 +84,8 @@ def prune_auto(parts: Any, handle: Any, spec: PruneSpec, layers: Sequence[str], 
     finally:
         bar.close()
     counts = refined.counts
-    for name, count, n in zip(layers, counts, sizes):
-        if count > 0:
-            handle = parts.prune_once(handle, MaskRule("magnitude", count / n, scope="layer"), [name], False, ctx)
+    for name, count, n in zip(layers, counts, sizes):  # every layer, a count of 0 too: each selected layer holds a mask
+        handle = parts.prune_once(handle, MaskRule("magnitude", count / n if n else 0.0, scope="layer"), [name], False, ctx)
     amounts = [c / n if n else 0.0 for c, n in zip(counts, sizes)]
     ctx.notes["auto_prune"] = {
         "amount": float(spec.amount),
