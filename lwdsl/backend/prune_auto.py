@@ -24,40 +24,104 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..language.specs import PruneSpec
-from ..semantics.allocation import AUTO_GRID, AUTO_SAMPLES, allocate, level_search
+import numpy as np
+
+from ..semantics.allocation import (AUTO_BUDGET, AUTO_GRID, AUTO_SAMPLES, Candidate, allocate, global_counts,
+                                    better, level_search, refine, score, uniform_counts)
 from ..semantics.pruning import MaskRule, rule_for
 from .context import StepContext
-from .sensitivity import measure_sensitivity
+from .sensitivity import measure_sensitivity, probe_context, pruned_weight
 
 __all__ = ["prune_auto", "prune_level"]
 
 
 def prune_auto(parts: Any, handle: Any, spec: PruneSpec, layers: Sequence[str], ctx: StepContext) -> Any:
     """``prune auto AMOUNT`` on ``layers`` (model order); returns the handle."""
+    if spec.of != "weights":
+        from .prune_channels import prune_auto_channels
+
+        return prune_auto_channels(parts, handle, spec, layers, ctx)
     be = ctx.backend
     measured = measure_sensitivity(be, handle, layers, ctx, amounts=AUTO_GRID, samples=AUTO_SAMPLES, split="train")
-    base = measured["baseline"]["accuracy"]
+    base_acc, base_loss = measured["baseline"]["accuracy"], measured["baseline"]["loss"]
     rows = measured["layers"]
-    drops = [[100.0 * (base - p["accuracy"]) for p in row["prune"]] for row in rows]
-    choice = allocate(float(spec.amount), [row["weights"] for row in rows], AUTO_GRID, drops)
-    for name, amount in zip(layers, choice.amounts):
-        if amount > 0:
-            handle = parts.prune_once(handle, MaskRule("magnitude", amount, scope="layer"), [name], False, ctx)
+    sizes = [row["weights"] for row in rows]
+    drops = [[100.0 * (base_acc - p["accuracy"]) for p in row["prune"]] for row in rows]
+    threshold = allocate(float(spec.amount), sizes, AUTO_GRID, drops)
+    k = int(sum(threshold.counts))
+    state = be.state(handle)
+    weights = [np.asarray(state[f"{name}.weight"], dtype=np.float32) for name in layers]
+    probe = probe_context(ctx, AUTO_SAMPLES, "train")
+    images = int(len(probe.data.test_y))
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    bar = ctx.progress(AUTO_BUDGET + 3, f"prune auto: allocations compared on {images} training images")
+
+    def measure(counts: tuple[int, ...]) -> tuple[float, float]:
+        trial = dict(state)
+        for i, (name, c) in enumerate(zip(layers, counts)):
+            if c:
+                if (i, c) not in cache:
+                    cache[(i, c)] = pruned_weight(weights[i], c / sizes[i])
+                trial[f"{name}.weight"] = cache[(i, c)]
+        try:
+            be.load_state(handle, trial)
+            acc, loss = be.evaluate(handle, probe)
+        finally:
+            be.load_state(handle, state)
+        bar.update(1)
+        return float(acc), float(loss)
+
+    try:
+        starts = [("global", global_counts(weights, k)), ("uniform", uniform_counts(k, sizes)),
+                  ("sensitivity", threshold.counts)]
+        candidates = [Candidate(name, counts, *measure(counts)) for name, counts in starts]
+        first = candidates[0]  # global, unless another answers clearly more probe images right
+        for c in candidates[1:]:
+            if better(score(c.accuracy, c.loss, images), score(first.accuracy, first.loss, images)):
+                first = c
+        caps = [max(int(np.floor(AUTO_GRID[-1] * n)), 0) for n in sizes]
+        refined = refine(first.counts, caps, measure, images, at_start=(first.accuracy, first.loss))
+    finally:
+        bar.close()
+    counts = refined.counts
+    for name, count, n in zip(layers, counts, sizes):  # every layer, a count of 0 too: each selected layer holds a mask
+        handle = parts.prune_once(handle, MaskRule("magnitude", count / n if n else 0.0, scope="layer"), [name], False, ctx)
+    amounts = [c / n if n else 0.0 for c, n in zip(counts, sizes)]
     ctx.notes["auto_prune"] = {
         "amount": float(spec.amount),
-        "threshold_points": choice.threshold,
-        "pruned": int(sum(choice.counts)),
-        "weights": int(sum(row["weights"] for row in rows)),
+        "of": "weights",
+        "rule": "exchange",
+        "start": first.name,
+        "threshold_points": threshold.threshold,
+        "pruned": int(sum(counts)),
+        "weights": int(sum(sizes)),
         "probe": {"split": measured["split"], "images": measured["samples"], "seed": measured["seed"],
-                  "accuracy": base},
+                  "accuracy": base_acc, "loss": round(base_loss, 4)},
         "grid": list(AUTO_GRID),
+        "candidates": [{"name": c.name, "counts": list(c.counts), "accuracy": c.accuracy, "loss": round(c.loss, 4)}
+                       for c in candidates],
+        "moves": [{"spared": layers[m.spared], "pruned": layers[m.pruned], "weights": m.weights,
+                   "accuracy": m.accuracy, "loss": round(m.loss, 4)} for m in refined.moves],
+        "evaluated": refined.evaluated,
+        "chosen": {"accuracy": refined.accuracy, "loss": round(refined.loss, 4)},
         "layers": [
-            {"layer": row["layer"], "weights": row["weights"], "pruned": count, "amount": amount, "reason": reason,
+            {"layer": row["layer"], "weights": row["weights"], "pruned": count, "amount": amount,
+             "start": start, "reason": _why(row["layer"], count, start, first.name, refined.moves, layers),
              "accuracy": [p["accuracy"] for p in row["prune"]]}
-            for row, count, amount, reason in zip(rows, choice.counts, choice.amounts, choice.reasons)
+            for row, count, amount, start in zip(rows, counts, amounts, first.counts)
         ],
     }
     return handle
+
+
+def _why(layer: str, count: int, start: int, start_name: str, moves: Sequence[Any], layers: Sequence[str]) -> str:
+    """One line: where the layer's count came from (the start allocation, then the exchanges)."""
+    i = layers.index(layer)
+    gave = sum(m.weights for m in moves if m.spared == i)
+    took = sum(m.weights for m in moves if m.pruned == i)
+    if not gave and not took:
+        return f"{start:,} from the {start_name} allocation, no exchange improved on it"
+    return f"{start:,} from the {start_name} allocation, then {took:,} more and {gave:,} fewer by the exchanges"
 
 
 def prune_level(parts: Any, handle: Any, spec: PruneSpec, layers: Sequence[str], ctx: StepContext) -> Any:

@@ -29,7 +29,7 @@ from ..semantics.forms import FORM_BITS
 from ..semantics.masks import magnitude_keep_masks
 from .context import StepContext
 
-__all__ = ["probe_data", "measure_sensitivity", "pruned_weight"]
+__all__ = ["probe_data", "probe_context", "measure_sensitivity", "pruned_weight"]
 
 
 def probe_data(data: Dataset, samples: int, seed: int, split: str = "test") -> Dataset:
@@ -42,6 +42,11 @@ def probe_data(data: Dataset, samples: int, seed: int, split: str = "test") -> D
     px = np.ascontiguousarray(np.asarray(x[idx], dtype=np.float32))
     py = np.asarray(y)[idx].astype(np.int64)
     return Dataset(f"{data.name} ({split}, {len(idx)} probe images)", px, py, px, py, data.num_classes, classes=data.classes)
+
+
+def probe_context(ctx: StepContext, samples: int, split: str = "test") -> StepContext:
+    """``ctx`` whose data's test images are the probe images (:func:`probe_data`), quiet."""
+    return dataclasses.replace(ctx, data=probe_data(ctx.data, samples, ctx.seed, split), progress=_quiet)
 
 
 def pruned_weight(w: np.ndarray, amount: float) -> np.ndarray:
@@ -71,7 +76,7 @@ def measure_sensitivity(
         "bits": [{"form", "bits", "accuracy", "loss"}]}]}``; accuracies in [0, 1]. The model is
         left exactly as it was.
     """
-    probe = dataclasses.replace(ctx, data=probe_data(ctx.data, samples, ctx.seed, split), progress=_quiet)
+    probe = probe_context(ctx, samples, split)
     info = {layer.name: layer for layer in be.layers(handle)}
     base = be.state(handle)
     missing = [name for name in layers if f"{name}.weight" not in base]

@@ -24,6 +24,7 @@ def prune_markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     autos = _steps(report, "auto_prune")
     for i, step, n in autos:
         probe = n["probe"]
+        cands = ", ".join(f"{c['name']} {100 * c['accuracy']:.2f}% (loss {c['loss']:.4f})" for c in n.get("candidates", []))
         lines += [
             "",
             f"## Per-layer amounts: `{step['text']}`",
@@ -31,8 +32,11 @@ def prune_markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             f"{n['pruned']:,} of {n['weights']:,} weights pruned ({100 * n['pruned'] / max(1, n['weights']):.2f}%, asked "
             f"{100 * n['amount']:g}%). Each layer alone pruned to {', '.join(f'{100 * a:g}%' for a in n['grid'])} on "
             f"{probe['images']} {probe['split']} images (seed {probe['seed']}, accuracy {100 * probe['accuracy']:.2f}% as it "
-            f"was); every layer gets the largest amount whose accuracy drop (running maximum, linear between amounts) stays "
-            f"within a common threshold, {n['threshold_points']:.3f} points, found by bisection so that the count is exact.",
+            f"was). Three allocations of the same count compared on those images: {cands}; the start is "
+            f"{n.get('start', 'global')} (global unless another answers at least 5 more images right at a loss no higher). "
+            f"Then {len(n.get('moves', []))} exchange(s) of weights between layers, each kept only when it answers at least "
+            f"5 more images right at a loss no higher ({n.get('evaluated', 0)} allocations measured); final "
+            f"{100 * n['chosen']['accuracy']:.2f}% (loss {n['chosen']['loss']:.4f}).",
             "",
             "| layer | weights | pruned | amount | why |",
             "|---|---:|---:|---:|---|",
@@ -42,6 +46,24 @@ def prune_markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
         name = _name("prune-auto", i, len(autos))
         if name in plots:
             lines += ["", f"![per-layer sensitivity and amounts]({name})"]
+    for i, step, n in _steps(report, "auto_channels"):
+        unit = "FLOPs" if n["of"] == "flops" else "MACs"
+        lines += [
+            "",
+            f"## Filters removed for {unit}: `{step['text']}`",
+            "",
+            f"{unit}: {n['baseline']:,} -> {n['kept']:,} ({100 * n['share']:.2f}% kept; target at most {n['target']:,}). "
+            f"Greedy search on {n['probe']['images']} {n['probe']['split']} images ({n['search']['measured']} models measured): "
+            f"{100 * n['search']['accuracy']:.2f}%; one uniform ratio {n['uniform']['ratio']:.4f}: "
+            f"{100 * n['uniform']['accuracy']:.2f}%; the better one started {len(n.get('exchanges', []))} exchange(s) of "
+            f"channels between groups (each kept only when at least 5 more images are right at a loss no higher): "
+            f"{n['chosen']}, {100 * n['final']['accuracy']:.2f}%.",
+            "",
+            "| group | channels | removed | search | uniform |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {g['group']} | {g['channels']} | {g['removed']} | {g['search']} | {g['uniform']} |" for g in n["groups"]]
+        lines += [f"- left whole: {why}" for why in n["left_whole"]]
     levels = _steps(report, "level_search")
     for i, step, n in levels:
         chosen = "none (the model is as it was before the step)" if n["chosen"] is None else f"{100 * n['chosen']:g}%"

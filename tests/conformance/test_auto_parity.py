@@ -93,3 +93,25 @@ def test_level_search_takes_the_same_path():
     outcome = compare_states(states["torch"], states["tensorflow"])
     assert outcome.ok, outcome.detail
     assert np.isclose(t["baseline_accuracy"], f["baseline_accuracy"])
+
+
+@pytest.mark.slow  # two searches of ~30-70 evaluations a backend
+def test_prune_auto_of_macs_removes_the_same_filters():
+    state = trained_state("lenet5")
+    data = dataset(256, 64)
+    notes, states = {}, {}
+    for name in BACKENDS:
+        be = backend(name)
+        handle = _loaded(name, "lenet5", state)
+        ctx = context(data)
+        layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+        handle = be.apply(handle, PruneSpec(method="auto", amount=0.75, of="macs"), layers, ctx)
+        notes[name], states[name] = ctx.notes["auto_channels"], be.state(be.finalize(handle))
+    t, f = notes["torch"], notes["tensorflow"]
+    for key in ("baseline", "target", "kept", "chosen", "groups", "left_whole"):
+        assert t[key] == f[key], key
+    assert [(s["group"], s["channels"], s["macs"], s["accuracy"]) for s in t["steps"]] == \
+        [(s["group"], s["channels"], s["macs"], s["accuracy"]) for s in f["steps"]]
+    assert t["search"]["accuracy"] == f["search"]["accuracy"] and t["uniform"]["accuracy"] == f["uniform"]["accuracy"]
+    outcome = compare_states(states["torch"], states["tensorflow"])
+    assert outcome.ok, outcome.detail

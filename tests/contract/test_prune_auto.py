@@ -104,3 +104,45 @@ def test_every_level_starts_from_the_model_before_the_step(backend, drop):
         fresh = backend.apply(fresh, PruneSpec(method="l1", amount=t["level"]), LAYERS, make_ctx(data))
         acc, loss = backend.evaluate(fresh, make_ctx(data))
         assert acc == t["accuracy"] and loss == pytest.approx(t["loss"], rel=1e-6), t["level"]
+
+
+@pytest.mark.parametrize("of", ["macs", "flops"])
+def test_prune_auto_of_macs_keeps_the_share_and_removes_filters(backend, of):
+    from lwdsl.runner.metrics import macs
+    from lwdsl.semantics.mac_allocation import MacModel, eligible_groups
+
+    h = backend.load_model("lenet5", (1, 28, 28), 10)
+    ctx = make_ctx(make_data(n_train=128, n_test=32))
+    positions = backend.positions(h, (1, 28, 28))
+    before = macs(backend.stats(h), positions)
+    layers = [i.name for i in backend.layers(h) if i.kind in ("conv", "linear")]
+    groups, _ = eligible_groups(backend.groups(h), layers)
+    mm = MacModel(groups, {k[:-7]: v.shape for k, v in backend.state(h).items() if k.endswith(".weight")}, positions)
+    h = backend.apply(h, PruneSpec(method="auto", amount=0.75, of=of), layers, ctx)
+    notes = ctx.notes["auto_channels"]
+    after = macs(backend.stats(h), positions)  # the count a report gives, from the removed model
+    scale = 2 if of == "flops" else 1
+    assert notes["baseline"] == scale * before and notes["kept"] == scale * after
+    assert after <= int(np.floor(0.25 * before))  # at most the share asked
+    # less than one channel's MACs below it: no channel of a shortened group fits back under the target
+    removed = {g["group"]: g["removed"] for g in notes["groups"]}
+    counts = [removed[g.name] for g in groups]
+    assert mm.total(counts) == after
+    for gi, r in enumerate(counts):
+        if r:
+            assert mm.total([c - (i == gi) for i, c in enumerate(counts)]) > int(np.floor(0.25 * before))
+    widths = {g["group"]: g["channels"] - g["removed"] for g in notes["groups"]}
+    assert set(widths) == {"conv1", "conv2", "fc1"} and notes["left_whole"]  # fc2 gives the classes: whole
+    shapes = {k: v.shape for k, v in backend.state(h).items() if k.endswith(".weight")}
+    assert shapes["conv1.weight"][0] == widths["conv1"] and shapes["conv2.weight"][:2] == (widths["conv2"], widths["conv1"])
+    assert shapes["fc1.weight"] == (widths["fc1"], 16 * widths["conv2"])
+    assert notes["start"] in ("search", "uniform") and notes["chosen"].startswith(notes["start"]) and notes["steps"]
+
+
+def test_prune_auto_of_macs_refuses_an_unreachable_share(backend):
+    from lwdsl.errors import LwdslError
+
+    h = backend.load_model("lenet5", (1, 28, 28), 10)
+    ctx = make_ctx(make_data(n_train=64, n_test=32))
+    with pytest.raises(LwdslError, match="cannot lose that much"):
+        backend.apply(h, PruneSpec(method="auto", amount=0.9999, of="macs"), ["conv1", "conv2", "fc1", "fc2"], ctx)

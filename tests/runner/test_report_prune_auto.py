@@ -25,3 +25,15 @@ def test_report_shows_the_allocation_and_the_level_search(backend_name, tmp_path
     assert saved["steps"][2]["level_search"]["chosen"] == level["chosen"]
     if "level-search.png" in saved["files"]:
         assert (out / "prune-auto.png").exists() and (out / "level-search.png").exists()
+
+
+def test_report_shows_the_filters_removed_for_macs(backend_name, tmp_path, monkeypatch):
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    result = lwdsl.run("prune auto 60% of=macs", "lenet5", data="synthetic:1,28,28:10", backend=backend_name,
+                       baseline_epochs=1, out=out, latency=False, quiet=True)
+    notes = result.report["steps"][1]["auto_channels"]
+    assert notes["kept"] <= notes["target"] == int(0.4 * notes["baseline"])
+    md = (out / "report.md").read_text()
+    assert "## Filters removed for MACs: `prune auto 60% of=macs`" in md and "| conv2 |" in md
+    assert "left whole: fc2" in md

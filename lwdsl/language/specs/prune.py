@@ -13,8 +13,12 @@ Exact semantics (both backends follow them bit for bit; see docs/semantics.md):
 - ``nm=N:M`` keeps the N largest ``|w|`` in every M consecutive weights along the flattened
   input axis (per output row); a last partial group of r < M keeps ``min(r, N)``.
 - Already-zero weights count as candidates like any other (they are the smallest).
-- ``prune auto AMOUNT``: per-layer amounts from each layer's measured sensitivity, so that the
+- ``prune auto AMOUNT``: per-layer counts chosen on training images (the global-magnitude,
+  uniform and sensitivity allocations compared, then exchanges between layers), so that the
   selected layers together lose exactly AMOUNT of their weights (:mod:`lwdsl.semantics.allocation`).
+- ``prune auto AMOUNT of=macs`` (``of=flops``: 2 x MACs, the same share): whole filters removed
+  per dependency group so that the model keeps at most ``1 - AMOUNT`` of its baseline MACs
+  (:mod:`lwdsl.semantics.mac_allocation`).
 - ``prune l1 amount=auto drop=D``: the highest level whose accuracy after ``epochs`` of
   fine-tuning stays within ``D`` points of the accuracy before the step (a step search).
 - ``wanda`` and ``sparsegpt`` (linear layers only, per layer, one-shot) calibrate on
@@ -44,7 +48,7 @@ class PruneSpec(StepSpec, TrainingOptions):
 
     Example: ``prune global l1 0.2``, ``prune l1 0.4 on linear``, ``prune threshold 0.1``,
     ``prune l2 0.5 structured=filters remove=true on conv``, ``prune nm=2:4 on linear``,
-    ``prune l1 0.9 schedule=gradual epochs=5``, ``prune auto 70%``,
+    ``prune l1 0.9 schedule=gradual epochs=5``, ``prune auto 70%``, ``prune auto 75% of=macs``,
     ``prune l1 amount=auto drop=0.3 epochs=1``, ``prune wanda 50% except "lm_head"``,
     ``prune sparsegpt 50% nm=2:4``.
     """
@@ -74,6 +78,11 @@ class PruneSpec(StepSpec, TrainingOptions):
         default=None, gt=0, le=100,
         description="amount=auto: accuracy drop allowed, in points against the accuracy before the step (0.3: 0.3 points)",
     )
+    of: Literal["weights", "macs", "flops"] = Field(
+        default="weights",
+        description="prune auto: what AMOUNT is a fraction of: weights (unstructured), or macs/flops "
+        "(whole filters removed; flops = 2 x macs, the same share)",
+    )
     n: Optional[float] = Field(default=None, gt=0, description="the p of the Ln norm (method ln only)")
     structured: Literal["none", "channels", "filters"] = Field(
         default="none", description="filters: whole output channels/neurons; channels: whole input channels/features"
@@ -95,6 +104,9 @@ class PruneSpec(StepSpec, TrainingOptions):
         set_ = self.model_fields_set
         level = self.amount == "auto"
         calibrated = self.method in self.CALIBRATED
+        if "of" in set_ and self.method != "auto":
+            raise Refusal("of= goes only with prune auto (what its AMOUNT is a fraction of)", field="of",
+                          expected="`prune auto 75% of=macs`, or no of=")
         if self.method == "auto":
             self._check_auto()
         elif self.nm is not None:
@@ -157,7 +169,12 @@ class PruneSpec(StepSpec, TrainingOptions):
         if self.amount is None or self.amount == "auto":
             raise Refusal("prune auto needs AMOUNT: the fraction of all selected weights to prune, e.g. prune auto 70%",
                           field="amount", expected=f"a fraction from 0 to {cap:g} ({100 * cap:g}%)")
-        if self.amount > cap:
+        if self.of != "weights":
+            if self.amount >= 1:
+                raise Refusal(f"prune auto {100 * self.amount:g}% of={self.of}: AMOUNT is the share of the {self.of.upper()[:-1]}s "
+                              "removed, a fraction below 1", field="amount",
+                              expected=f"a fraction such as 75% (the model keeps 25% of its {self.of})")
+        elif self.amount > cap:
             raise Refusal(f"prune auto {self.amount:g}: no layer is pruned above {100 * cap:g}% (the top of the "
                           f"sensitivity grid), so the selection cannot lose more", field="amount",
                           expected=f"AMOUNT from 0 to {cap:g} ({100 * cap:g}%), or `prune global l1 {self.amount:g}`")
@@ -167,6 +184,10 @@ class PruneSpec(StepSpec, TrainingOptions):
         if self.nm is not None:
             others.append(("nm", f"nm={self.nm}"))
         if others:
+            if self.of != "weights":
+                raise Refusal(f"prune auto of={self.of} removes whole filters itself (one-shot, per-layer ratios): "
+                              f"{', '.join(w for _, w in others)} does not apply", field=others[0][0],
+                              expected=f"`prune auto {self.amount:g} of={self.of}`")
             raise Refusal(f"prune auto chooses per-layer magnitude amounts itself (one-shot, unstructured): "
                           f"{', '.join(w for _, w in others)} does not apply", field=others[0][0],
                           expected=f"`prune auto {self.amount:g}` (per-layer amounts), or `prune global l1 {self.amount:g}`")

@@ -139,3 +139,59 @@ def test_level_search_measures_a_level_once():
 def test_level_search_refuses_a_start_outside():
     with pytest.raises(ValueError):
         A.level_search(lambda lv: (True, None), start=1.0)
+
+
+# --- prune auto's candidates and exchange search ----------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=6), st.floats(0.0, 1.0))
+def test_uniform_counts_sum_to_the_target_and_fit(sizes, target):
+    k = count_to_prune(target, sum(sizes))
+    counts = A.uniform_counts(k, sizes)
+    assert sum(counts) == k and all(0 <= c <= n for c, n in zip(counts, sizes))
+    assert all(abs(c - k * n / sum(sizes)) < 1 + 1e-9 for c, n in zip(counts, sizes))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=4), st.floats(0.0, 1.0), st.integers(0, 2**31 - 1))
+def test_global_counts_are_the_global_magnitude_masks(sizes, target, seed):
+    from lwdsl.semantics.masks import magnitude_keep_masks
+
+    rng = np.random.default_rng(seed)
+    weights = [rng.standard_normal(n).astype(np.float32) * rng.uniform(0.1, 3) for n in sizes]
+    k = count_to_prune(target, sum(sizes))
+    counts = A.global_counts(weights, k)
+    keeps = magnitude_keep_masks(weights, target)
+    assert sum(counts) == k
+    assert list(counts) == [int((~keep).sum()) for keep in keeps]
+
+
+def test_better_needs_the_margin_and_a_loss_no_higher():
+    old = A.score(0.90, 0.2000, 2000)
+    assert A.better(A.score(0.9025, 0.2000, 2000), old)  # 5 images more, same loss
+    assert not A.better(A.score(0.9020, 0.1000, 2000), old)  # 4 images: within the probe's noise
+    assert not A.better(A.score(0.9100, 0.2001, 2000), old)  # more right, but the loss says worse
+
+
+def test_refine_keeps_the_total_and_the_caps():
+    calls = []
+
+    def measure(c):
+        calls.append(c)
+        return 1.0 - 0.001 * c[0] - 0.0001 * c[2], 0.0  # pruning layer 1 is free, layer 0 costs most
+
+    out = A.refine((50, 50, 50), (98, 98, 98), measure, 10_000, margin=1)
+    assert sum(out.counts) == 150 and all(0 <= c <= 98 for c in out.counts)
+    assert out.counts[1] == 98 and out.counts[0] == 0  # moved off layer 0, onto layer 1 up to its cap
+    assert out.evaluated == len(calls) - 1  # the start measured once, outside the budget
+    assert all(m.weights > 0 for m in out.moves)
+    again = A.refine((50, 50, 50), (98, 98, 98), measure, 10_000, margin=1)
+    assert again == out  # nothing random
+
+
+def test_refine_stops_at_the_budget_and_takes_nothing_below_the_margin():
+    out = A.refine((10, 10), (20, 20), lambda c: (0.5 + 0.001 * c[0], 0.0), 1000, budget=3)
+    assert out.counts == (10, 10) and out.moves == ()  # 1 image per move: below the margin of 5
+    out = A.refine((10, 10), (20, 20), lambda c: (0.5 + 0.01 * c[0], 0.0), 1000, budget=3)
+    assert out.evaluated <= 3 and out.counts[0] > 10

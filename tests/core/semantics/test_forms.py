@@ -23,7 +23,7 @@ def test_the_lists_the_code_had_by_hand_come_out_of_the_table():
     assert F.HALF_FORMS == {"fp16": 16, "bf16": 16} and F.CASTS == ("fp16", "bf16")
     assert F.AUTO_TRIALS == (("binary", 1), ("int2", 2), ("int4", 4), ("int8", 8))
     assert F.TRIAL_FORMS == ("binary", "int2", "int4", "int8")
-    assert F.EXPORT_HOLDS == {"onnx": ("int8", "fp16", "bf16"), "tflite": ("int8", "fp16")}
+    assert F.EXPORT_HOLDS == {"onnx": ("int8", "fp16", "bf16"), "pt2e": ("int8",), "tflite": ("int8", "fp16")}
     assert F.STEP_FORMS == (
         tuple(f"int8/{m}" for m in ("dynamic", "static", "qat", "weights_only"))
         + tuple(f"{d}/{m}" for d in ("int4", "int2", "ternary", "binary", "cluster") for m in ("qat", "weights_only"))
