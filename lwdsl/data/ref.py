@@ -111,7 +111,7 @@ def parse_ref(text: str) -> DataRef:
         name = name.strip().lower()
         if name not in OPTIONS:
             near = did_you_mean(name, OPTIONS)
-            raise UsageError(f"unknown data option '{name[:40]}' in '{text[:120]}' (known: {', '.join(OPTIONS)})",
+            raise UsageError(f"data '{text[:120]}': unknown data option '{name[:40]}' (known: {', '.join(OPTIONS)})",
                              hint=f"did you mean '{near}'?" if near else None)
         if not eq or not value.strip():
             raise UsageError(f"data option {name} in '{text[:120]}' has no value: write {name}=VALUE ({OPTIONS[name]})")

@@ -68,7 +68,7 @@ def test_verbose_says_the_model_data_resolved_arguments_layers_and_phase_times(f
     err = result.stderr
     assert "model: linear2 (fake backend, cpu), " in err and " parameters in 2 layers, built in " in err
     assert "data: synthetic:1,6,6:3: " in err and " test images of 1x6x6, 3 classes, sha256 " in err and "; read in " in err
-    assert "step 1/2 `prune l1 0.5`: prune scope=layer method=l1 amount=0.5 structured=none" in err
+    assert "step 1/2 `prune l1 0.5`: prune scope=layer method=l1 amount=0.5 of=weights structured=none" in err
     assert "schedule=oneshot; on 2 layers: fc1, fc2" in err and "epochs=" not in err.split("step 1/2")[1].splitlines()[0]
     assert "step 2/2 `finetune epochs=1`: finetune epochs=1 lr=0.01 optimizer=sgd momentum=0.9" in err
     assert "step 1/2 `prune l1 0.5`: applied in " in err and ", measured in " in err
