@@ -28,17 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from lwdsl.backend.transformer_sizes import transformer_sizes
+from lwdsl.backend.zoo import TRANSFORMERS
 from lwdsl.errors import UsageError
 
 from ._tf import keras
 
 __all__ = ["HF_NAMES", "build_hf", "takes_tokens", "RMSNorm", "SelfAttention", "TokenPositions"]
 
-#: Names built here, with their default sizes (the torch backend's table).
-HF_NAMES = {
-    "tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
-    "tiny-bert": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512, "vocab": 2048},
-}
+#: Names built here, with their default sizes (the core's table, :data:`lwdsl.backend.zoo.TRANSFORMERS`).
+HF_NAMES = {name: TRANSFORMERS[name] for name in ('tiny-llama', 'tiny-bert')}
 
 #: ``transformers``' defaults: Llama's RMSNorm epsilon and rotary base, BERT's LayerNorm
 #: epsilon, the initialisation's standard deviation (both).
@@ -142,24 +141,13 @@ class TokenPositions(keras.layers.Layer):
         return {**super().get_config(), "what": self.what}
 
 
-def _sizes(name: str, query: str) -> dict[str, int]:
-    sizes = dict(HF_NAMES[name])
-    for part in filter(None, query.split("&")):
-        key, eq, value = part.partition("=")
-        if key not in sizes or not eq or not value.isdigit() or int(value) < 1:
-            raise UsageError(f"{name}?{query}: '{part}' is not a size of {name}",
-                             hint=f"sizes are positive integers: {', '.join(f'{k}={v}' for k, v in HF_NAMES[name].items())}")
-        sizes[key] = int(value)
-    if sizes["hidden"] % sizes["heads"] or (sizes["hidden"] // sizes["heads"]) % 2:
-        raise UsageError(f"{name}?{query}: hidden={sizes['hidden']} must be an even multiple of heads={sizes['heads']} per head")
-    return sizes
 
 
 def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """``tiny-llama`` (``?key=value&...`` for other sizes) for token sequences of
     ``input_shape`` = ``(seq,)`` and a vocabulary of ``num_classes``, freshly initialised."""
     name, _, query = ref.partition("?")
-    sizes = _sizes(name, query)
+    sizes = transformer_sizes(name, query)
     if len(input_shape) != 1:
         raise UsageError(f"{name} takes token sequences, not inputs of shape {tuple(input_shape)}",
                          hint="use it with text data (--data pydoc, or a text file)")

@@ -110,6 +110,19 @@ def mixed_policy(models: Sequence[Any], precision: str) -> Iterator[None]:
             layer.dtype_policy = policy
 
 
+def _batch_loss(forward: Any, loss: Optional[BatchLoss], penalised: Sequence[Any], l1_t: Any, xb: Any, yb: Any,
+                idx: Any) -> tuple[Any, Any]:
+    """(loss to minimise, its cross-entropy part) of one batch, inside the gradient tape: the
+    step's own loss or the cross-entropy, plus ``l1 * sum |w|`` over the penalised kernels."""
+    if loss is not None:
+        total, ce = loss(forward, xb, yb, idx)
+    else:
+        ce = total = cross_entropy(yb, forward(xb, training=True))
+    if penalised:
+        total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
+    return total, ce
+
+
 def _float32(forward: Any) -> Any:
     """``forward`` with its outputs cast to float32 (the loss and its gradient in float32)."""
     return lambda x, training=True: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), forward(x, training=training))
@@ -202,12 +215,7 @@ class KerasTrainer(Trainer):
         @tf.function(reduce_retracing=True)
         def train_step(xb: Any, yb: Any, idx: Any, lr: Any) -> Any:
             with tf.GradientTape() as tape:
-                if loss is not None:
-                    total, ce = loss(forward, xb, yb, idx)
-                else:
-                    ce = total = cross_entropy(yb, forward(xb, training=True))
-                if penalised:
-                    total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
+                total, ce = _batch_loss(forward, loss, penalised, l1_t, xb, yb, idx)
                 target = total * loss_scale if scaled else total
             grads = tape.gradient(target, variables)
             if scaled:
@@ -276,12 +284,7 @@ class KerasTrainer(Trainer):
         @tf.function(reduce_retracing=True)
         def grad_step(xb: Any, yb: Any, idx: Any, weight: Any) -> Any:
             with tf.GradientTape() as tape:
-                if loss is not None:
-                    total, ce = loss(forward, xb, yb, idx)
-                else:
-                    ce = total = cross_entropy(yb, forward(xb, training=True))
-                if penalised:
-                    total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
+                total, ce = _batch_loss(forward, loss, penalised, l1_t, xb, yb, idx)
                 target = total * weight
             grads = tape.gradient(target, variables)
             ok = tf.math.is_finite(total)

@@ -35,16 +35,14 @@ from typing import Any
 
 import torch
 
+from lwdsl.backend.transformer_sizes import transformer_sizes
+from lwdsl.backend.zoo import TRANSFORMERS
 from lwdsl.errors import UsageError
 
 __all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear", "conv1d_layers"]
 
-#: Names built here, with their default sizes.
-HF_NAMES = {
-    "tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
-    "tiny-bert": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512, "vocab": 2048},
-    "tiny-gpt2": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
-}
+#: Names built here, with their default sizes (the core's table, :data:`lwdsl.backend.zoo.TRANSFORMERS`).
+HF_NAMES = {name: TRANSFORMERS[name] for name in ('tiny-llama', 'tiny-bert', 'tiny-gpt2')}
 
 
 class Conv1DLinear(torch.nn.Linear):
@@ -114,23 +112,12 @@ def _import() -> Any:
     return transformers
 
 
-def _sizes(name: str, query: str) -> dict[str, int]:
-    sizes = dict(HF_NAMES[name])
-    for part in filter(None, query.split("&")):
-        key, eq, value = part.partition("=")
-        if key not in sizes or not eq or not value.isdigit() or int(value) < 1:
-            raise UsageError(f"{name}?{query}: '{part}' is not a size of {name}",
-                             hint=f"sizes are positive integers: {', '.join(f'{k}={v}' for k, v in HF_NAMES[name].items())}")
-        sizes[key] = int(value)
-    if sizes["hidden"] % sizes["heads"]:
-        raise UsageError(f"{name}?{query}: hidden={sizes['hidden']} is not a multiple of heads={sizes['heads']}")
-    return sizes
 
 
 def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     """``tiny-llama`` / ``tiny-bert`` / ``tiny-gpt2`` (``?key=value&...`` for other sizes), freshly initialised."""
     name, _, query = ref.partition("?")
-    sizes = _sizes(name, query)
+    sizes = transformer_sizes(name, query)
     tf = _import()
     length = int(input_shape[0]) if input_shape else 0
     if length > sizes["positions"]:

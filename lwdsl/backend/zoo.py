@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-__all__ = ["ZOO", "GRAPH_MODELS", "BUILTIN_NAMES", "layers_of"]
+__all__ = ["ZOO", "GRAPH_MODELS", "BUILTIN_NAMES", "layers_of", "TRANSFORMERS"]
 
 ZOO: dict[str, tuple[tuple, ...]] = {
     # LeNet-300-100: 266,610 params on 28x28
@@ -88,3 +88,14 @@ GRAPH_MODELS = ("resnet8",)
 
 #: every built-in model name, in the order help texts list them
 BUILTIN_NAMES = (*ZOO, *GRAPH_MODELS)
+
+
+#: The transformers built from a config (no download), with their default sizes; ``NAME?key=value&...``
+#: sets others. Each backend builds the ones it has (its ``hf.py``): torch all three through
+#: ``transformers``, tensorflow ``tiny-llama`` and ``tiny-bert`` as Keras 3 layers.
+TRANSFORMERS: dict[str, dict[str, int]] = {
+    "tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
+    "tiny-bert": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512, "vocab": 2048},
+    "tiny-gpt2": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
+}
+

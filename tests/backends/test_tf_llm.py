@@ -43,7 +43,8 @@ def test_sizes_names_and_kinds(be):
 
 
 @pytest.mark.parametrize("ref, shape, message", [
-    ("tiny-llama?hidden=30&heads=4", (16,), "even multiple of heads"),
+    ("tiny-llama?hidden=30&heads=4", (16,), "is not a multiple of heads=4"),
+    ("tiny-llama?hidden=12&heads=4", (16,), "each head needs an even size"),
     ("tiny-llama?depth=3", (16,), "'depth=3' is not a size of tiny-llama"),
     ("tiny-llama", (1, 28, 28), "takes token sequences"),
 ])
