@@ -175,7 +175,7 @@ def _reference_worker(data: str, checkpoint: str, folder: str) -> None:
     whole, accuracy = _run(data, checkpoint)
     np.savez(Path(folder) / "whole.npz", **whole)
     (Path(folder) / "whole.json").write_text(json.dumps({"accuracy": accuracy}))
-    KerasBackend.join_ranks = lambda self, rank, size, timeout: OneProcess(size)
+    KerasBackend.join_ranks = lambda self, rank, size, timeout, join_s=None: OneProcess(size)
     accumulated, _ = _run(data, checkpoint, world=WorldEnv(0, 2, 0, 1, "test"))
     np.savez(Path(folder) / "accumulated.npz", **accumulated)
 
