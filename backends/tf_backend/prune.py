@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import weakref
+
 import numpy as np
 
 from lwdsl.backend import StepContext
@@ -33,7 +35,10 @@ from ._tf import keras
 from .handle import KerasHandle
 from .layers import LayerView
 from .structured import plan_removal, remove_filters
-from .train import fit
+from .train import fit, nhwc
+
+#: The layer-input models of :meth:`KerasPruneParts.layer_inputs`, per Keras model (dropped with it).
+_TAPS: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]]" = weakref.WeakKeyDictionary()
 
 __all__ = ["prune", "KerasPruneParts", "selected_views"]
 
@@ -107,12 +112,16 @@ class KerasPruneParts(PruneParts):
 
     def layer_inputs(self, handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
         """One pass over ``x`` in inference mode through a model whose outputs are the inputs of
-        ``layers`` (Keras 3's ``layer.input`` of each layer's call), each as float32 ``[rows, in]``."""
-        views = selected_views(handle, layers)
-        by_name = {v.name: v for v in views}
+        ``layers`` (Keras 3's ``layer.input`` of each layer's call), each as float32 ``[rows, in]``;
+        that model is built once per model and layer list (the core calls this batch by batch)."""
         model = handle.model
-        taps = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [by_name[name].layer.input for name in layers])
-        seen = taps(x if x.ndim != 4 else np.ascontiguousarray(np.moveaxis(x, 1, -1)), training=False)
+        built = _TAPS.setdefault(model, {})
+        key = tuple(layers)
+        if key not in built:
+            by_name = {v.name: v for v in selected_views(handle, layers)}
+            built[key] = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
+                                     [by_name[name].layer.input for name in layers])
+        seen = built[key](nhwc(x), training=False)
         seen = seen if isinstance(seen, (list, tuple)) else [seen]
         return [np.asarray(t, dtype=np.float32).reshape(-1, int(t.shape[-1])) for t in seen]
 
