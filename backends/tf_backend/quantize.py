@@ -3,8 +3,10 @@ casts, ``auto``, QAT, calibration, notes, warnings) over this backend's parts
 (:class:`KerasQuantizeParts`).
 
 What is TensorFlow's own: a layer's kernel is converted to the canonical (PyTorch) layout to be
-read and back to be written (``codes * scale`` in the Keras variable), so identical weights give
-bit-identical codes and scales on both frameworks; the inputs of layers are read from a probe
+read and back to be written (``codes * scale`` in the Keras variable; a Dense kernel ``[in, out]``
+is the canonical ``[out, in]`` transposed, so rows, groups of a row's inputs and the keep mask
+of ``method=gptq`` are the core's), so identical weights give bit-identical codes and scales on
+both frameworks; the inputs of layers are read from a probe
 model whose outputs are those inputs; evaluation fake-quantizes the inputs of calibrated layers
 exactly as :func:`~lwdsl.semantics.quant.fake_quantize` does (:func:`quantized_forward`,
 :class:`FakeQuantInput`); ``handle.qconfig`` keeps how the model was quantized (mode,
@@ -99,6 +101,10 @@ class KerasQuantizeParts(QuantizeParts):
     def set_weight(self, handle: KerasHandle, name: str, w: np.ndarray) -> None:
         t = handle.view_map()[name].weight
         t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
+
+    def keep_mask(self, handle: KerasHandle, name: str) -> Optional[np.ndarray]:
+        keep = handle.masks.get(name)  # Keras layout: to the canonical one with the weight's own conversion
+        return None if keep is None else np.ascontiguousarray(handle.view_map()[name].weight.to_canon(keep)).astype(bool)
 
     def drop_mask(self, handle: KerasHandle, name: str) -> bool:
         return handle.masks.pop(name, None) is not None

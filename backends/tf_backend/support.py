@@ -1,7 +1,7 @@
 """What the tensorflow backend runs, per op and form, as data: importable without TensorFlow."""
 
 from lwdsl.backend.support import SupportTable
-from lwdsl.semantics.forms import CASTS, LOW_BIT, STEP_FORMS
+from lwdsl.semantics.forms import CASTS, LOW_BIT
 from lwdsl.language.specs import DistillSpec, PruneSpec, QuantizeSpec
 
 SUPPORT = SupportTable(
@@ -10,14 +10,13 @@ SUPPORT = SupportTable(
         "prune": PruneSpec.FORMS,
         "regularize": (),
         "finetune": (),
-        "quantize": STEP_FORMS,  # every form of the forms table; method=gptq and group=: not yet (issue 25)
+        "quantize": QuantizeSpec.FORMS,  # every form of the forms table (lwdsl.semantics.forms), gptq and group
         "export": ("keras", "saved_model", "tflite"),
         "distill": DistillSpec.FORMS,
     },
     workers=True,  # TensorFlow collective ops between the workers of TF_CONFIG (ranks.py)
     notes={
-        "quantize": "method=gptq and group= run on the torch backend only for now (their codes come from the core; "
-        "group scales are not wired into this backend's quantizer yet); codes from lwdsl.semantics.codes; TFLite int8 via the TF converter, checked in LiteRT; "
+        "quantize": "codes from the core (method=gptq and group= too, bit-identical to torch's); TFLite int8 via the TF converter, checked in LiteRT; "
         f"{'/'.join(LOW_BIT)} weights packed in the .lwz, float kernels (the gain is size, not speed); {'/'.join(CASTS)} weights stored in 16 bits (.lwz)",
         "export": "tflite: float32, int8 (full integer or dynamic range) after int8 quantize, float16 after fp16 alone; "
         "keras/saved_model: float32 kernels (quantized and cast layers' values in float32, said with a warning)",

@@ -20,10 +20,10 @@ backend's from identical weights and the same batches:
   quantization with ``quantize mode=qat``); the optimizer updates the
   kernel as usual (its gradient is the master's), then ``master += w - snapped`` and
   ``w = snap(master)`` = ``clip(round(master / scale), -qmax, qmax) * scale`` at the layer's
-  fixed scales (binary, 1 bit: ``+scale`` where ``master >= 0`` or the scale is 0, else
-  ``-scale``; scales are never recomputed, for every form; a clustered layer snaps to the
-  nearest value of its fixed codebook, :func:`snap_levels_tf`); the codes in ``handle.quant``
-  are updated after training;
+  fixed scales (a ``group=G`` layer: each group's scale over its inputs; binary, 1 bit:
+  ``+scale`` where ``master >= 0`` or the scale is 0, else ``-scale``; scales are never
+  recomputed, for every form; a clustered layer snaps to the nearest value of its fixed
+  codebook, :func:`snap_levels_tf`); the codes in ``handle.quant`` are updated after training;
 - masks: after every optimizer step (after the snap) each masked weight is set to
   ``where(keep, w, +0.0)``;
 - a non-finite loss or gradient leaves the weights unchanged and tells the core's loop, which
@@ -432,7 +432,7 @@ def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
     (:func:`snap_levels_tf`)."""
     if q.codebook is not None:
         return np.stack(codebook_levels(q.codebook)).astype(np.float32)
-    canon = np.broadcast_to(q.scale.reshape((-1,) + (1,) * (q.codes.ndim - 1)) if q.axis is not None else q.scale, q.codes.shape)
+    canon = np.broadcast_to(q.full_scale(), q.codes.shape)  # per channel, per tensor, or each group's scale repeated
     return np.ascontiguousarray(view.weight.from_canon(np.ascontiguousarray(canon, dtype=np.float32)), dtype=np.float32)
 
 

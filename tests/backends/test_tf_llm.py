@@ -1,7 +1,8 @@
 """tiny-llama on the tensorflow backend (issue 25): built from its sizes as Keras 3 layers with
-Hugging Face's names, saved and loaded back in safe mode, and the shipped transformer recipe
-(`prune sparsegpt 50% nm=2:4 | finetune`) run end to end on `--data pydoc` as a user types it.
-Equal logits and equal masks against torch: tests/conformance/test_llm_parity.py."""
+Hugging Face's names, saved and loaded back in safe mode, the shipped transformer recipe
+(`prune sparsegpt 50% nm=2:4 | finetune`) run end to end on `--data pydoc` as a user types it,
+and SparseGPT 2:4 then GPTQ int4 in groups keeping the 2:4 mask in the codes.
+Equal logits, equal masks and equal codes against torch: tests/conformance/test_llm_parity.py."""
 
 from __future__ import annotations
 
@@ -83,3 +84,35 @@ def test_the_transformer_recipe_runs_on_tensorflow(tmp_path):
     step = report["steps"][1]
     assert step["calibration"]["examples"] == 128 and len(step["layer_output_error"]) == 14
     assert (tmp_path / "out" / "model.keras").is_file()
+
+
+LLAMA_LINEAR = [f"model.layers.{i}.{p}" for i in range(2) for p in (
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+    "mlp.down_proj")]
+
+
+@pytest.mark.slow
+def test_sparsegpt_2_4_then_gptq_int4_keeps_the_mask(be, tmp_path, monkeypatch):
+    """As on torch (tests/backends/test_torch_llm_gptq.py): GPTQ's updates never touch the 2:4
+    zeros (the keep mask, read from the Keras layout into the canonical one), so every group of
+    4 inputs of a row keeps at most 2 non-zero codes; its layer errors are in the report."""
+    pytest.importorskip("tokenizers", reason="--data pydoc needs tokenizers (pip install 'lwdsl[llm]')")
+    import lwdsl
+
+    if not os.environ.get("LWDSL_CACHE"):
+        monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    result = lwdsl.run('prune sparsegpt 50% nm=2:4 calibrate=32 except "lm_head"\n'
+                       'quantize int4 method=gptq group=32 calibrate=32 except "lm_head"', "tiny-llama", data="pydoc",
+                       backend="tensorflow", baseline_epochs=0, quiet=True, latency=False)
+    row = result.report["steps"][-1]
+    assert set(row["layer_output_error"]) == set(LLAMA_LINEAR) and row["calibration"]["examples"] == 32
+    assert row["quantized"]["model.layers.0.self_attn.q_proj"] == {
+        "bits": 4, "form": "int4", "granularity": "per_channel", "mode": "weights_only", "method": "gptq", "group": 32}
+    plain = be.state(type(result.model)(result.model.model))
+    for name in LLAMA_LINEAR:
+        w, q = plain[f"{name}.weight"], result.model.quant[name]
+        assert np.array_equal(w, q.dequantize()) and q.group == 32  # the Dense kernel holds codes * scale
+        assert ((q.codes.reshape(q.codes.shape[0], -1, 4) != 0).sum(-1) <= 2).all(), name  # 2:4 survives quantization
+        assert np.array_equal(q.codes != 0, w != 0)
+        assert 0.5 <= float(np.mean(w == 0)) < 0.6
+    assert "lm_head" not in result.model.quant and np.isfinite(row["metrics"]["perplexity"])

@@ -139,6 +139,43 @@ def test_training_after_quantize_keeps_weights_on_the_grid_and_masks(be, after):
     assert moved > 0  # the master copies moved some codes
 
 
+def test_group_codes_are_the_cores_and_their_scales_stay_fixed_while_fine_tuning(be):
+    """``quantize int4 group=32 | finetune`` on lenet300: a Dense kernel is ``[in, out]``, the core
+    quantizes its canonical ``[out, in]`` rows in groups of 32 inputs (fc1's 784 inputs end in a
+    partial group); training snaps every weight to its group's fixed scale, and the state
+    (codes, scales, group) loads back."""
+    from lwdsl.semantics.codes import group_count
+
+    data = Dataset("s", DATA.train_x[:256], DATA.train_y[:256], DATA.test_x[:64], DATA.test_y[:64], 10)
+    ctx = _ctx(data)
+    h = be.load_model("lenet300", SHAPE, 10)
+    linear = [i.name for i in be.layers(h) if i.kind == "linear"]
+    before = be.state(h)
+    h = be.apply(h, QuantizeSpec(dtype="int4", group=32), linear, ctx)
+    codes0 = {}
+    for n in linear:
+        w = _weights(before, n)
+        want, q = quantize_weight(w, 4, group=32), h.quant[n]
+        assert q.group == 32 and q.scale.shape == (w.shape[0], group_count(w.shape[1], 32))
+        assert np.array_equal(q.codes, want.codes) and np.array_equal(q.scale.view(np.uint32), want.scale.view(np.uint32))
+        assert ctx.notes["quantized"][n]["group"] == 32
+        codes0[n] = q.codes.copy()
+    scales = {n: h.quant[n].scale.copy() for n in linear}
+    h = be.apply(h, FinetuneSpec(epochs=1, lr=0.05, batch=32), linear, ctx)
+    st, plain = be.state(h), be.state(type(h)(h.model))
+    moved = 0
+    for n in linear:
+        q, w = h.quant[n], plain[f"{n}.weight"]
+        assert np.array_equal(q.scale, scales[n]) and np.array_equal(st[f"{n}.weight.scale"], scales[n])  # fixed
+        assert np.array_equal(w, q.dequantize())  # on the grid of each group's scale
+        assert np.array_equal(q.codes, codes_with_scale(w, q.full_scale(), 4))
+        moved += int(np.count_nonzero(q.codes != codes0[n]))
+    assert moved > 0  # the master copies moved some codes
+    fresh = be.load_model("lenet300", SHAPE, 10)
+    be.load_state(fresh, st)
+    assert fresh.quant["fc1"].group == 32 and np.array_equal(be.state(type(fresh)(fresh.model))["fc1.weight"], plain["fc1.weight"])
+
+
 def test_a_layer_that_cannot_be_quantized_is_named(be):
     inp = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(4, 3, name="c1")(inp)

@@ -6,6 +6,10 @@
   same weights and the same calibration sequences, give the same masks (bit-identical) and
   SparseGPT's updated weights within float32 rounding of the layer inputs (the core computes
   both from each backend's own float32 taps);
+- ``quantize int4|int8|int2 method=gptq`` (per row or ``group=G``) and ``quantize int4
+  group=G`` (round to nearest) give the same codes, scales and groups (bit-identical; Keras's
+  ``[in, out]`` kernels are read and written in the canonical ``[out, in]``), and GPTQ's layer
+  objective is below round-to-nearest's on every targeted layer on both;
 - the evaluation (next-token accuracy, token cross-entropy) agrees.
 """
 
@@ -18,6 +22,7 @@ import pytest
 
 pytest.importorskip("transformers", reason="tiny-llama on torch needs transformers (pip install 'lwdsl[llm]')")
 
+import lwdsl  # noqa: E402
 from lwdsl.data.dataset import Dataset  # noqa: E402
 from lwdsl.language.specs import PruneSpec  # noqa: E402
 
@@ -129,6 +134,62 @@ def test_calibrated_prune_gives_the_same_masks(start, spec):
     assert notes["torch"]["calibration"] == notes["tensorflow"]["calibration"]
     err_t, err_k = notes["torch"]["layer_output_error"], notes["tensorflow"]["layer_output_error"]
     assert set(err_t) == set(err_k) and all(abs(err_t[k] - err_k[k]) <= 1e-5 + 1e-4 * err_t[k] for k in err_t)
+
+
+@pytest.mark.parametrize("text", ["quantize int4 method=gptq group=32 calibrate=32", "quantize int8 method=gptq calibrate=32",
+                                  "quantize int2 method=gptq group=16 calibrate=32 block=24", "quantize int4 group=32"],
+                         ids=["gptq-int4-g32", "gptq-int8", "gptq-int2-g16", "rtn-int4-g32"])
+def test_gptq_and_groups_give_the_same_codes(start, text):
+    _same_codes_both_ways(MODEL, start, text, 14)
+
+
+def _same_codes_both_ways(model: str, start: dict, text: str, count: int) -> None:
+    """``text`` on every linear layer but the head of ``model`` from ``start`` on both backends:
+    the same codes, scales and groups, the same .lwz, the same notes; GPTQ below round to nearest."""
+    from lwdsl.backend.calibrated import gram_matrices
+    from lwdsl.backends.tf_backend.quantize import KerasQuantizeParts
+    from lwdsl.backends.torch_backend.quantize import TorchQuantizeParts
+    from lwdsl.semantics.forms import FORM_BITS
+    from lwdsl.semantics.hessian import output_error
+    from lwdsl.semantics.quant import quantize_weight
+
+    data = _tokens()
+    (step,) = lwdsl.parse(text).steps
+    parts = {"torch": TorchQuantizeParts(), "tensorflow": KerasQuantizeParts()}
+    out, notes, quants, grams = {}, {}, {}, {}
+    for name in ("torch", "tensorflow"):
+        be = backend(name)
+        handle = be.load_model(model, (SEQ,), VOCAB)
+        be.load_state(handle, start)
+        layers = [i.name for i in be.layers(handle) if i.kind == "linear" and i.name != "lm_head"]
+        if step.method == "gptq":  # this backend's own calibration inputs, on the step's examples
+            grams[name], _ = gram_matrices(parts[name], handle, layers, 32, context(data), "test")
+        ctx = context(data)
+        handle = be.apply(handle, step, layers, ctx)
+        quants[name] = {k: handle.quant[k] for k in layers}
+        out[name], notes[name] = be.state(be.finalize(handle)), ctx.notes
+    assert len(quants["torch"]) == count and list(quants["torch"]) == list(quants["tensorflow"])
+    for k, a in quants["torch"].items():
+        b = quants["tensorflow"][k]
+        assert (a.bits, a.group, a.axis) == (b.bits, b.group, b.axis) == (FORM_BITS[step.dtype], step.group, 0)
+        assert np.array_equal(a.scale.view(np.uint32), b.scale.view(np.uint32)), k
+        assert np.array_equal(a.codes, b.codes), f"{k}: {int(np.count_nonzero(a.codes != b.codes))} codes differ"
+        if step.method == "rtn":
+            assert np.array_equal(a.codes, quantize_weight(start[f"{k}.weight"], a.bits, group=step.group).codes)
+    assert set(out["torch"]) == set(out["tensorflow"])  # the .lwz: the same packed codes, scales, groups, the rest as it was
+    assert [key for key, value in out["torch"].items() if not np.array_equal(value, out["tensorflow"][key])] == []
+    assert notes["torch"]["quantized"] == notes["tensorflow"]["quantized"]
+    if step.method == "gptq":
+        assert notes["torch"]["calibration"] == notes["tensorflow"]["calibration"]
+        for name in ("torch", "tensorflow"):  # the layer objective: GPTQ below round to nearest, every layer
+            worse = []
+            for k, q in quants[name].items():
+                w, h = start[f"{k}.weight"], grams[name][k].h
+                gptq = output_error(w, q.dequantize(), h)
+                assert gptq == pytest.approx(notes[name]["layer_output_error"][k], abs=1e-8)
+                if not gptq < output_error(w, quantize_weight(w, q.bits, group=step.group).dequantize(), h):
+                    worse.append(k)
+            assert not worse, f"{name}: GPTQ not below round to nearest on {worse}"
 
 
 def test_evaluation_agrees(start):

@@ -27,8 +27,8 @@ def test_support_is_static() -> None:
     assert matrix["export"]["tensorflow"].startswith("keras, saved_model, tflite (tflite: float32, int8")
     assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}  # wanda/sparsegpt too (issue 25)
     assert matrix["quantize"]["torch"].startswith("all forms (")
-    assert matrix["quantize"]["tensorflow"].startswith("int8/dynamic, ")  # every form but gptq and group (issue 25)
-    assert "(method=gptq and group= run on the torch backend only" in matrix["quantize"]["tensorflow"]
+    assert matrix["quantize"]["tensorflow"].startswith("all forms (")  # gptq and group too (issue 25)
+    assert "method=gptq and group= too" in matrix["quantize"]["tensorflow"]
     assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
     code = "import sys; from lwdsl.cli.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

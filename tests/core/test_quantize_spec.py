@@ -129,9 +129,11 @@ def test_gptq_and_group_refusals(text, words):
     assert words in str(err.value)
 
 
-def test_tensorflow_refuses_gptq_and_groups_up_front_torch_takes_them():
-    for text, form in (("quantize int4 method=gptq", "gptq"), ("quantize int4 group=32", "group")):
-        with pytest.raises(RecipeError, match=f"the tensorflow backend cannot run quantize {form}") as err:
-            check_backend(lwdsl.parse(text), "tensorflow", load=False)
-        assert err.value.hint == "run it with --backend torch"
-        check_backend(lwdsl.parse(text), "torch", load=False)
+def test_both_backends_take_gptq_and_groups_up_front():
+    for text, forms in (("quantize int4 method=gptq", ("int4/weights_only", "gptq")),
+                        ("quantize int4 group=32", ("int4/weights_only", "group")),
+                        ("quantize int8 method=gptq group=64", ("int8/weights_only", "gptq", "group"))):
+        (step,) = lwdsl.parse(text).steps
+        assert step.forms() == forms
+        for backend in ("torch", "tensorflow"):
+            check_backend(lwdsl.parse(text), backend, load=False)

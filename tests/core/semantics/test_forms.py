@@ -51,8 +51,7 @@ def test_backend_support_tables_list_the_tables_forms(table):
     from lwdsl.language.specs import QuantizeSpec
 
     support = importlib.import_module(f"lwdsl.backends.{table}.support").SUPPORT
-    # tensorflow: every form, not yet method=gptq and group= (issue 25)
-    assert support.runs["quantize"] is (QuantizeSpec.FORMS if table == "torch_backend" else F.STEP_FORMS)
+    assert support.runs["quantize"] is QuantizeSpec.FORMS  # every form, method=gptq and group= on both (issue 25)
 
 
 def test_each_row_is_consistent():
