@@ -1,4 +1,4 @@
-"""Transformer models as Keras 3 functional models with Hugging Face's names: ``tiny-llama``, ``tiny-bert``.
+"""Transformer models as Keras 3 functional models with Hugging Face's names: ``tiny-llama``, ``tiny-bert``, ``tiny-gpt2``.
 
 The same network as the torch backend's ``transformers.LlamaForCausalLM`` (backends/torch_backend/hf.py),
 built from Keras layers, so the canonical state of one loads into the other (the weights of one
@@ -17,9 +17,23 @@ are the weights of the other, logits equal within float32 rounding: tests/backen
 - SwiGLU MLP: ``down(silu(gate(x)) * up(x))``; residual adds; untied head.
 
 Initialisation follows ``transformers``' Llama: projections and embeddings normal(0, 0.02),
-norms one, drawn from Keras's seeded generator (so the same seed gives the same model here, not
-the same numbers as torch's generator: use a checkpoint to start both from one set of weights).
+norms one, drawn from Keras's seeded generator with one initializer per tensor (:func:`_normal`;
+so the same seed gives the same model here, not the same numbers as torch's generator: use a
+checkpoint to start both from one set of weights).
 Sizes as on torch: ``tiny-llama?layers=4&hidden=256&heads=8&mlp=1024``.
+
+``tiny-gpt2`` is ``GPT2LMHeadModel`` (:func:`_gpt2`): token and learned position embeddings
+(``transformer.wte``, ``transformer.wpe``), per block LayerNorm (eps 1e-5) before the attention
+and the MLP, residual adds, a final ``transformer.ln_f`` and an untied ``lm_head``; no dropout
+(as the torch backend's). GPT-2's ``Conv1D`` projections (``attn.c_attn``, ``attn.c_proj``,
+``mlp.c_fc``, ``mlp.c_proj``: ``y = x W + b`` with ``W`` stored ``[in, out]``) are ``Dense``
+layers with bias: a Dense kernel *is* ``[in, out]``, and its canonical weight is ``[out, in]``,
+the torch backend's ``Conv1DLinear`` (so one canonical state runs on both, and ``c_attn``'s
+``[3 * hidden, hidden]`` rows are q, k, v in that order). The attention core takes ``c_attn``'s
+fused output (:class:`SelfAttention` ``fused=True``: split in three, causal, no rotary, scaled
+by ``1/sqrt(head size)``) and the MLP's activation is ``gelu_new`` (the tanh approximation,
+:class:`NewGELU`). Initialisation as ``transformers``': normal(0, 0.02), the residual
+projections (``c_proj``) normal(0, 0.02 / sqrt(2 * layers)), biases zero, norms one.
 """
 
 from __future__ import annotations
@@ -34,14 +48,22 @@ from lwdsl.errors import UsageError
 
 from ._tf import keras
 
-__all__ = ["HF_NAMES", "build_hf", "takes_tokens", "RMSNorm", "SelfAttention", "TokenPositions"]
+__all__ = ["HF_NAMES", "build_hf", "takes_tokens", "RMSNorm", "SelfAttention", "TokenPositions", "NewGELU"]
 
 #: Names built here, with their default sizes (the core's table, :data:`lwdsl.backend.zoo.TRANSFORMERS`).
-HF_NAMES = {name: TRANSFORMERS[name] for name in ('tiny-llama', 'tiny-bert')}
+HF_NAMES = {name: TRANSFORMERS[name] for name in ('tiny-llama', 'tiny-bert', 'tiny-gpt2')}
 
 #: ``transformers``' defaults: Llama's RMSNorm epsilon and rotary base, BERT's LayerNorm
-#: epsilon, the initialisation's standard deviation (both).
-RMS_EPS, ROPE_BASE, LN_EPS, INIT_STD = 1e-6, 10000.0, 1e-12, 0.02
+#: epsilon, the initialisation's standard deviation (all), GPT-2's LayerNorm epsilon.
+RMS_EPS, ROPE_BASE, LN_EPS, INIT_STD, GPT2_LN_EPS = 1e-6, 10000.0, 1e-12, 0.02, 1e-5
+
+
+def _normal(std: float = INIT_STD) -> Any:
+    """A new normal(0, ``std``) initializer for one variable. Keras 3 fixes an unseeded
+    initializer's seed when it is made (from Python's generator, which the run's seed sets), so
+    one instance shared by several layers gives every tensor of a shape the same numbers (a
+    head equal to the embeddings, every layer's projections alike); one per layer does not."""
+    return keras.initializers.RandomNormal(stddev=std)
 
 
 def takes_tokens(model: Any) -> bool:
@@ -75,16 +97,19 @@ class RMSNorm(keras.layers.Layer):
 class SelfAttention(keras.layers.Layer):
     """The attention core between the projections: ``[q, k, v]`` (each ``[batch, seq, hidden]``)
     -> ``[batch, seq, hidden]``; Llama's (``causal``, ``rotary``): rotary positions on q and k
-    (``transformers``' ``rotate_half``), causal; BERT's: neither. Scaled dot-product, softmax in
-    float32. No weights."""
+    (``transformers``' ``rotate_half``), causal; BERT's: neither; GPT-2's: causal, and ``fused``
+    (one ``[batch, seq, 3 * hidden]`` input, ``c_attn``'s, split into q, k, v). Scaled
+    dot-product, softmax in float32. No weights."""
 
-    def __init__(self, heads: int, causal: bool = True, rotary: bool = True, base: float = ROPE_BASE, **kwargs: Any) -> None:
+    def __init__(self, heads: int, causal: bool = True, rotary: bool = True, base: float = ROPE_BASE, fused: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.heads, self.causal, self.rotary, self.base = int(heads), bool(causal), bool(rotary), float(base)
+        self.fused = bool(fused)
 
     def call(self, inputs: Any) -> Any:
         ops = keras.ops
-        q, k, v = inputs
+        q, k, v = ops.split(inputs, 3, axis=-1) if self.fused else inputs
         seq, hidden = ops.shape(q)[1], q.shape[-1]
         d = hidden // self.heads
 
@@ -113,10 +138,13 @@ class SelfAttention(keras.layers.Layer):
         return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, seq, hidden))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        if self.fused:  # [b, s, 3 * hidden] -> [b, s, hidden]
+            return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] // 3)
         return input_shape[0]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "heads": self.heads, "causal": self.causal, "rotary": self.rotary, "base": self.base}
+        return {**super().get_config(), "heads": self.heads, "causal": self.causal, "rotary": self.rotary, "base": self.base,
+                "fused": self.fused}
 
 
 @keras.saving.register_keras_serializable(package="lwdsl")
@@ -141,11 +169,22 @@ class TokenPositions(keras.layers.Layer):
         return {**super().get_config(), "what": self.what}
 
 
+@keras.saving.register_keras_serializable(package="lwdsl")
+class NewGELU(keras.layers.Layer):
+    """GPT-2's ``gelu_new`` (``transformers``' ``NewGELUActivation``): ``0.5 x (1 + tanh(sqrt(2 /
+    pi) (x + 0.044715 x^3)))``, the tanh approximation. No weights."""
+
+    def call(self, x: Any) -> Any:
+        return keras.ops.gelu(x, approximate=True)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
 
 
 def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """``tiny-llama`` (``?key=value&...`` for other sizes) for token sequences of
-    ``input_shape`` = ``(seq,)`` and a vocabulary of ``num_classes``, freshly initialised."""
+    """``tiny-llama`` / ``tiny-gpt2`` (``?key=value&...`` for other sizes) for token sequences of
+    ``input_shape`` = ``(seq,)`` and a vocabulary of ``num_classes`` (``tiny-bert``: a classifier
+    of ``num_classes``), freshly initialised."""
     name, _, query = ref.partition("?")
     sizes = transformer_sizes(name, query)
     if len(input_shape) != 1:
@@ -154,15 +193,16 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
     length = int(input_shape[0])
     if name == "tiny-bert":
         return _bert(sizes, length, int(num_classes))
+    if name == "tiny-gpt2":
+        return _gpt2(sizes, length, int(num_classes))
     vocab, hidden, heads, mlp = int(num_classes), sizes["hidden"], sizes["heads"], sizes["mlp"]
     layers = keras.layers
-    init = keras.initializers.RandomNormal(stddev=INIT_STD)
 
     def dense(units: int, label: str) -> Any:
-        return layers.Dense(units, use_bias=False, kernel_initializer=init, name=label)
+        return layers.Dense(units, use_bias=False, kernel_initializer=_normal(), name=label)
 
     ids = keras.Input((length,), dtype="int64", name="input_ids")
-    x = layers.Embedding(vocab, hidden, embeddings_initializer=init, name="model.embed_tokens")(ids)
+    x = layers.Embedding(vocab, hidden, embeddings_initializer=_normal(), name="model.embed_tokens")(ids)
     for i in range(sizes["layers"]):
         at = f"model.layers.{i}"
         h = RMSNorm(name=f"{at}.input_layernorm")(x)
@@ -179,6 +219,38 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
     return keras.Model(ids, logits, name=name)
 
 
+def _gpt2(sizes: dict[str, int], length: int, vocab: int) -> Any:
+    """GPT-2 (``GPT2LMHeadModel``, see the module's doc) with the Hugging Face names."""
+    if length > sizes["positions"]:
+        sizes = {**sizes, "positions": length}
+    hidden, heads, mlp, count = sizes["hidden"], sizes["heads"], sizes["mlp"], sizes["layers"]
+    layers = keras.layers
+    residual = INIT_STD / float(np.sqrt(2 * count))  # c_proj's, as transformers
+
+    def dense(units: int, label: str, std: float = INIT_STD) -> Any:
+        return layers.Dense(units, kernel_initializer=_normal(std), name=label)
+
+    def norm(label: str) -> Any:
+        return layers.LayerNormalization(epsilon=GPT2_LN_EPS, name=label)
+
+    ids = keras.Input((length,), dtype="int64", name="input_ids")
+    at = "transformer"
+    x = layers.Add(name=f"{at}.embeddings")([
+        layers.Embedding(vocab, hidden, embeddings_initializer=_normal(), name=f"{at}.wte")(ids),
+        layers.Embedding(sizes["positions"], hidden, embeddings_initializer=_normal(), name=f"{at}.wpe")(
+            TokenPositions(name=f"{at}.position_ids")(ids))])
+    for i in range(count):
+        at = f"transformer.h.{i}"
+        qkv = dense(3 * hidden, f"{at}.attn.c_attn")(norm(f"{at}.ln_1")(x))
+        a = SelfAttention(heads, causal=True, rotary=False, fused=True, name=f"{at}.attn")(qkv)
+        x = layers.Add(name=f"{at}.attn_residual")([dense(hidden, f"{at}.attn.c_proj", residual)(a), x])
+        m = NewGELU(name=f"{at}.mlp.act")(dense(mlp, f"{at}.mlp.c_fc")(norm(f"{at}.ln_2")(x)))
+        x = layers.Add(name=f"{at}.mlp_residual")([dense(hidden, f"{at}.mlp.c_proj", residual)(m), x])
+    x = norm("transformer.ln_f")(x)
+    logits = layers.Dense(vocab, use_bias=False, kernel_initializer=_normal(), name="lm_head")(x)
+    return keras.Model(ids, logits, name="tiny-gpt2")
+
+
 def _bert(sizes: dict[str, int], length: int, classes: int) -> Any:
     """BERT's encoder classifier (``BertForSequenceClassification``): word + position + token
     type 0 embeddings, LayerNorm; per layer self-attention (biases, no mask) with output dense,
@@ -188,16 +260,15 @@ def _bert(sizes: dict[str, int], length: int, classes: int) -> Any:
         sizes = {**sizes, "positions": length}
     hidden, heads, mlp = sizes["hidden"], sizes["heads"], sizes["mlp"]
     layers = keras.layers
-    init = keras.initializers.RandomNormal(stddev=INIT_STD)
 
     def dense(units: int, label: str, activation: Any = None) -> Any:
-        return layers.Dense(units, kernel_initializer=init, activation=activation, name=label)
+        return layers.Dense(units, kernel_initializer=_normal(), activation=activation, name=label)
 
     def norm(label: str) -> Any:
         return layers.LayerNormalization(epsilon=LN_EPS, name=label)
 
     def embed(count: int, label: str) -> Any:
-        return layers.Embedding(count, hidden, embeddings_initializer=init, name=label)
+        return layers.Embedding(count, hidden, embeddings_initializer=_normal(), name=label)
 
     ids = keras.Input((length,), dtype="int64", name="input_ids")
     at = "bert.embeddings"

@@ -21,5 +21,4 @@ SUPPORT = SupportTable(
         "export": "tflite: float32, int8 (full integer or dynamic range) after int8 quantize, float16 after fp16 alone; "
         "keras/saved_model: float32 kernels (quantized and cast layers' values in float32, said with a warning)",
     },
-    no_models={"tiny-gpt2": "tiny-gpt2 is built on the torch backend only for now (tiny-llama and tiny-bert run here; issue 25)"},
 )

@@ -91,8 +91,8 @@ BUILTIN_NAMES = (*ZOO, *GRAPH_MODELS)
 
 
 #: The transformers built from a config (no download), with their default sizes; ``NAME?key=value&...``
-#: sets others. Each backend builds the ones it has (its ``hf.py``): torch all three through
-#: ``transformers``, tensorflow ``tiny-llama`` and ``tiny-bert`` as Keras 3 layers.
+#: sets others. Each backend builds them (its ``hf.py``): torch through ``transformers``,
+#: tensorflow as Keras 3 layers with the same names and weights.
 TRANSFORMERS: dict[str, dict[str, int]] = {
     "tiny-llama": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512},
     "tiny-bert": {"layers": 2, "hidden": 128, "heads": 4, "mlp": 512, "positions": 512, "vocab": 2048},

@@ -54,8 +54,9 @@ def test_bad_sizes_and_inputs_are_refused(be, ref, shape, message):
         be.load_model(ref, shape, 100)
 
 
-def test_keras_file_loads_back_in_safe_mode(be, tmp_path):
-    h = be.load_model("tiny-llama?hidden=32&heads=2&mlp=64", (16,), 100)
+@pytest.mark.parametrize("ref", ["tiny-llama?hidden=32&heads=2&mlp=64", "tiny-gpt2?hidden=32&heads=2&mlp=64"])
+def test_keras_file_loads_back_in_safe_mode(be, tmp_path, ref):
+    h = be.load_model(ref, (16,), 100)
     h.model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     ids = np.random.default_rng(0).integers(0, 100, (2, 16))
@@ -116,3 +117,41 @@ def test_sparsegpt_2_4_then_gptq_int4_keeps_the_mask(be, tmp_path, monkeypatch):
         assert np.array_equal(q.codes != 0, w != 0)
         assert 0.5 <= float(np.mean(w == 0)) < 0.6
     assert "lm_head" not in result.model.quant and np.isfinite(row["metrics"]["perplexity"])
+
+
+GPT2_PROJ = [f"transformer.h.{i}.{p}" for i in range(2) for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+GPT2_SHAPES = {"attn.c_attn": (384, 128), "attn.c_proj": (128, 128), "mlp.c_fc": (512, 128), "mlp.c_proj": (128, 512)}
+
+
+def test_tiny_gpt2_projections_are_dense_layers_out_by_in(be):
+    """GPT-2's ``Conv1D`` projections are ``Dense`` layers with bias (a kernel ``[in, out]`` is
+    ``Conv1D``'s own layout); lwdsl lists them as linear layers of canonical shape ``[out, in]``,
+    as the torch backend's ``Conv1DLinear``; the parameter count is torch's (docs/semantics.md)."""
+    h = be.load_model("tiny-gpt2", (128,), 2048)
+    assert be.stats(h).params == 986_624 == h.model.count_params()
+    kinds = {i.name: (i.kind, i.shape) for i in be.layers(h)}
+    assert [n for n, (k, _) in kinds.items() if k == "linear"] == [*GPT2_PROJ, "lm_head"]
+    for name in GPT2_PROJ:
+        assert kinds[name][1] == GPT2_SHAPES[name.split(".", 3)[3]]
+    assert kinds["transformer.wte"][0] == kinds["transformer.wpe"][0] == "embedding"
+    assert kinds["transformer.h.0.ln_1"][0] == kinds["transformer.ln_f"][0] == "norm"
+    state = be.state(h)
+    assert state["transformer.h.1.mlp.c_fc.bias"].shape == (512,) and "lm_head.bias" not in state
+    assert state["transformer.wpe.weight"].shape == (512, 128)
+    assert np.asarray(h.model(np.zeros((2, 128), np.int64))).shape == (2, 128, 2048)
+    assert be.positions(h, (128,))["transformer.h.0.mlp.c_fc"] == 128
+
+
+@pytest.mark.parametrize("ref", ["tiny-llama", "tiny-bert", "tiny-gpt2"])
+def test_every_tensor_gets_its_own_random_numbers_and_the_seed_fixes_them(be, ref):
+    """One initializer per tensor: a shared unseeded Keras initializer gives every tensor of a
+    shape the same numbers (the head equal to the embeddings, every layer's q, k, v alike)."""
+    keras.utils.set_random_seed(0)
+    state = be.state(be.load_model(ref, (32,), 2048))
+    drawn = [k for k, v in state.items() if v.ndim == 2]
+    same = [(a, b) for i, a in enumerate(drawn) for b in drawn[i + 1:]
+            if state[a].size == state[b].size and np.array_equal(state[a].ravel(), state[b].ravel())]
+    assert len(drawn) >= 10 and same == []
+    keras.utils.set_random_seed(0)
+    again = be.state(be.load_model(ref, (32,), 2048))
+    assert all(np.array_equal(state[k], again[k]) for k in state)

@@ -49,14 +49,16 @@ def test_both_backends_take_calibrated_pruning() -> None:
         check_backend(lwdsl.parse("prune sparsegpt 50% nm=2:4\nprune wanda 50%"), backend, load=False)
 
 
-@pytest.mark.parametrize("model", ["tiny-gpt2", '"tiny-gpt2?layers=4"'])
-def test_the_tensorflow_backend_refuses_tiny_gpt2_up_front(model) -> None:
+@pytest.mark.parametrize("model", ["tiny-gpt2", '"tiny-gpt2?layers=4"', "tiny-llama", "tiny-bert"])
+def test_both_backends_build_the_transformers(model) -> None:
     recipe = lwdsl.parse(f"target {model} on pydoc\nprune l1 20%")
-    with pytest.raises(RecipeError, match=f"target {model.strip(chr(34)).replace('?', '[?]')}: the tensorflow backend cannot build it: "
-                                          "tiny-gpt2 is built on the torch backend only") as err:
-        check_backend(recipe, "tensorflow", load=False)
-    assert err.value.hint == "run it with --backend torch"
-    check_backend(recipe, "torch", load=False)
-    for other in ("tiny-llama", "tiny-bert"):  # built on both
-        check_backend(lwdsl.parse(f"target {other} on pydoc\nprune l1 20%"), "tensorflow", load=False)
-    check_backend(lwdsl.parse("target lenet5 on mnist\nprune l1 20%"), "tensorflow", load=False)
+    for backend in ("tensorflow", "torch"):
+        check_backend(recipe, backend, load=False)
+
+
+def test_a_support_table_refuses_a_model_by_its_name_before_any_sizes() -> None:
+    from lwdsl.backend.support import SupportTable
+
+    table = SupportTable("x", runs={}, no_models={"tiny-x": "tiny-x is not built here"})
+    assert table.model_refusal("tiny-x?layers=4") == table.model_refusal("tiny-x") == "tiny-x is not built here"
+    assert table.model_refusal("tiny-llama") is None
