@@ -36,9 +36,11 @@ def latency_ms(
     """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``; an int8
     model is timed as its int8 ONNX file (int8_engine.py); a model with low-bit or cluster
     layers has no artifact with kernels of its own (no CPU int4/int2 kernels; ``export onnx``
-    refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model."""
+    refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model; so is
+    a language model with int8 codes (its input is token ids: no int8 file yet)."""
     protocol = Protocol(warmup, min_runs, max_runs, budget_s)
-    if int8_only(handle.quant):
+    # a language model's int8 codes (quantize int8 method=gptq) have no int8 file: timed as it runs
+    if int8_only(handle.quant) and not takes_tokens(handle.module):
         from .int8_engine import ONNX
 
         return file_latency_ms(ONNX, handle, batch, input_shape, threads, protocol)

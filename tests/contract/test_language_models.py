@@ -25,3 +25,25 @@ def test_image_only_steps_are_refused_before_training(backend_name, recipe, says
     assert caught.value.location is not None and caught.value.location.line == recipe.count("\n") + 1
     cached = {p.name for p in (tmp_path / "cache").iterdir()} if (tmp_path / "cache").exists() else set()
     assert cached <= {"parser"}  # refused before the tokenizer was trained or any baseline (only the parser's tables)
+
+
+def test_a_language_model_with_int8_gptq_codes_is_timed_as_it_runs(backend, backend_name):
+    """``quantize int8 method=gptq`` (the refusal above points language models to it) gives int8
+    codes but no int8 file (token ids in): the latency is the model's own forward pass, not an
+    int8 engine fed image-like floats."""
+    pytest.importorskip("transformers" if backend_name == "torch" else "keras")
+    import numpy as np
+
+    from lwdsl.backend import StepContext
+    from lwdsl.data.dataset import Dataset
+    from lwdsl.runner.progress import NullBar
+
+    rng = np.random.default_rng(0)
+    seqs = rng.integers(0, 100, (24, 17))
+    data = Dataset("walk", seqs[:16, :-1], seqs[:16, 1:], seqs[16:, :-1], seqs[16:, 1:], 100, task="lm")
+    handle = backend.load_model(MODEL, (16,), 100)
+    (step,) = lwdsl.parse('quantize int8 method=gptq calibrate=8 except "lm_head"').steps
+    layers = [i.name for i in backend.layers(handle) if i.kind == "linear" and i.name != "lm_head"]
+    handle = backend.apply(handle, step, layers, StepContext(data=data, seed=0, index=0, progress=lambda t, d: NullBar()))
+    assert handle.quant and all(q.bits == 8 for q in handle.quant.values())
+    assert backend.latency_ms(handle, 1, (16,), 1) > 0
