@@ -39,10 +39,15 @@ def data_line(data: Any, seconds: Optional[float]) -> str:
     """The data set: where it was read from, its sizes, classes, digest and preprocessing."""
     d = data.describe()
     where = ", ".join(str(d[k]) for k in ("source", "path") if d.get(k))
-    shape = "x".join(str(n) for n in d["image_shape"])
     prep = d.get("preprocess")
-    parts = [f"data: {d['name']}" + (f" ({where})" if where else ""),
-             f"{d['train_images']:,} train and {d['test_images']:,} test images of {shape}, {_count(len(d['classes']), 'class', 'classes')}"]
+    if "vocabulary" in d:  # token sequences (a language model's data)
+        sizes = (f"{d['train_sequences']:,} train and {d['test_sequences']:,} test sequences of "
+                 f"{_count(int(data.input_shape[0]), 'token')}, a vocabulary of {d['vocabulary']:,}")
+    else:
+        shape = "x".join(str(n) for n in d["image_shape"])
+        sizes = (f"{d['train_images']:,} train and {d['test_images']:,} test images of {shape}, "
+                 f"{_count(len(d['classes']), 'class', 'classes')}")
+    parts = [f"data: {d['name']}" + (f" ({where})" if where else ""), sizes]
     if data.sha256:
         parts.append(f"sha256 {data.sha256[:12]}")
     if prep:

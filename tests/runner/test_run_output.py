@@ -132,3 +132,17 @@ def test_train_takes_verbose_too(fake):
     assert "model: linear2 (fake backend" not in plain.stderr
     both = CliRunner().invoke(app, [*args, "-q", "-v"])
     assert both.exit_code == 2 and "--quiet and --verbose together" in both.stderr
+
+
+def test_verbose_describes_token_sequences():
+    """A language model's data (``task`` lm: token ids) has sequences and a vocabulary, no images:
+    ``--verbose`` says so instead of failing on the missing image shape."""
+    import numpy as np
+
+    from lwdsl.data.dataset import Dataset
+    from lwdsl.runner.verbose import data_line
+
+    x = np.zeros((5, 16), np.int64)
+    line = data_line(Dataset("pydoc", x[:3], x[:3], x[3:], x[3:], 2048, task="lm"), 0.5)
+    assert line.startswith("data: pydoc: 3 train and 2 test sequences of 16 tokens, a vocabulary of 2,048")
+    assert line.endswith("; read in 0.50 s")
