@@ -346,8 +346,8 @@ class LiteRtEngine(Engine):
     its fp32 is the plain float32 conversion of the same model."""
 
     format, runtime = "tflite", "litert"
-    codes_note = ("the converter derives each scale from max|w| again, which moved where training after quantize left a "
-                  "channel without a code at +-127")
+    codes_note = ("the converter derives each scale from max|w| again, which moved where training after quantize (or "
+                  "method=gptq's codes) left a channel without a code at +-127")
 
     def build(self, handle: KerasHandle) -> EngineFile:
         data, kind = artifact(handle)

@@ -273,6 +273,21 @@ def test_tflite_dynamic_range_names_the_layers_left_float(trained, tmp_path):
     assert abs(rep["accuracy"] - be.evaluate(h, ctx)[0]) <= 0.005
 
 
+def test_tflite_after_int8_gptq_says_which_codes_the_converter_moved(be, tmp_path):
+    """``quantize int8 method=gptq``: GPTQ's codes at round-to-nearest's scales need not reach
+    +-127 in a row, so the converter's own max|w| / 127 moves them; the export counts them and
+    says why (the .lwz keeps lwdsl's codes)."""
+    data = Dataset("s", DATA.train_x[:256], DATA.train_y[:256], DATA.test_x[:64], DATA.test_y[:64], 10)
+    ctx = _ctx(data, run_dir=tmp_path)
+    h = be.apply(be.load_model("lenet300", SHAPE, 10), QuantizeSpec(dtype="int8", method="gptq", calibrate=64),
+                 ["fc1", "fc2", "fc3"], ctx)
+    assert ctx.notes["calibration"]["examples"] == 64 and set(ctx.notes["layer_output_error"]) == {"fc1", "fc2", "fc3"}
+    be.apply(h, ExportSpec(format="tflite"), [], ctx)
+    agree = ctx.notes["tflite"]["model.tflite"]["code_agreement"]
+    assert 0 < agree["total"] - agree["equal"] < agree["total"] // 10
+    assert any("method=gptq's codes" in w for w in ctx.extra["warnings"])
+
+
 # ----------------------------------------------------------------------------- low-bit forms
 
 LOW_BIT = ["int4", "int2", "ternary", "binary"]
