@@ -25,3 +25,17 @@ def test_image_only_steps_are_refused_before_training(backend_name, recipe, says
     assert caught.value.location is not None and caught.value.location.line == recipe.count("\n") + 1
     cached = {p.name for p in (tmp_path / "cache").iterdir()} if (tmp_path / "cache").exists() else set()
     assert cached <= {"parser"}  # refused before the tokenizer was trained or any baseline (only the parser's tables)
+
+
+def test_your_own_text_files_are_a_language_model_task_too(backend_name, tmp_path, monkeypatch):
+    """A folder of .txt files is token data: image-only steps are refused for it before the
+    tokenizer is trained or any baseline, as for pydoc."""
+    pytest.importorskip("transformers" if backend_name == "torch" else "keras")
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "notes.txt").write_text("some text of mine\n" * 2000, encoding="utf-8")
+    with pytest.raises(RecipeError) as caught:
+        lwdsl.run("finetune epochs=1 jitter=2", MODEL, backend=backend_name, data=str(corpus), out=None, baseline_epochs=1)
+    assert "jitter=2 translates images" in str(caught.value) and "is token sequences" in str(caught.value)
+    assert not (tmp_path / "cache" / "tokenizers").exists()
