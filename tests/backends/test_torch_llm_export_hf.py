@@ -1,8 +1,10 @@
-"""``export hf`` (torch): a Hugging Face folder of the compressed model that ``transformers`` loads
-offline with lwdsl's logits, its tokenizer, and the folder read back as ``--model``."""
+"""``export hf`` (torch): a Hugging Face folder of the compressed model in compressed-tensors'
+layout (lwdsl's int4 codes packed, the 2:4 sparsity said), loaded offline by ``transformers`` +
+``compressed-tensors`` with lwdsl's logits, and its tokenizer."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -19,12 +21,18 @@ import torch  # noqa: E402
 import lwdsl  # noqa: E402
 from lwdsl.errors import LwdslError, RecipeError  # noqa: E402
 from lwdsl.language.validate import check_backend  # noqa: E402
+from lwdsl.semantics.hf_format import unpack_int32  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 RECIPE = ('prune sparsegpt 50% nm=2:4 calibrate=16 except "lm_head"\n'
           'quantize int4 method=gptq group=32 calibrate=16 except "lm_head"\n'
           'export hf "llm"\n')
+NEEDS_CT = "loading a compressed-tensors folder in transformers needs compressed-tensors (pip install 'lwdsl[compressed-tensors]')"
+
+
+def _tokens(n: int = 2) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(0).integers(0, 2048, (n, 128)))
 
 
 @pytest.fixture(autouse=True)
@@ -33,35 +41,81 @@ def _cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("LWDSL_CACHE", str(tmp_path_factory.getbasetemp() / "llm-cache"))
 
 
-@pytest.mark.parametrize("model, probe, transposed", [
-    ("tiny-llama", "model.layers.0.mlp.down_proj", False),
-    ("tiny-gpt2", "transformer.h.0.mlp.c_proj", True),  # Conv1D: [in, out] in the file, as transformers stores it
-])
-def test_the_compressed_model_round_trips_through_transformers(tmp_path, model, probe, transposed):
+def _run(recipe: str, model: str, out):
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("LWDSL_CACHE"):
+            mp.setenv("LWDSL_CACHE", str(out.parent.parent / "llm-cache"))
+        return lwdsl.run(recipe, model, data="pydoc", baseline_epochs=0, quiet=True, latency=False, out=out)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """One run of RECIPE on tiny-llama (the result, the folder), shared by the tests below."""
+    out = tmp_path_factory.mktemp("llama") / "run"
+    return _run(RECIPE, "tiny-llama", out), out / "llm"
+
+
+def test_the_folder_holds_lwdsl_codes_in_compressed_tensors_layout(llama):
     from safetensors.numpy import load_file
+
+    result, folder = llama
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    (artifact,) = result.report["steps"][-1]["artifacts"]
+    quant = result.model.quant
+    assert artifact["weights"].startswith(f"compressed-tensors pack-quantized: {len(quant)} layer(s) as int4")
+    qc = json.loads((folder / "config.json").read_text())["quantization_config"]
+    (group,) = qc["config_groups"].values()
+    assert group["targets"] == ["Linear"] and qc["ignore"] == ["lm_head"] and qc["format"] == "pack-quantized"
+    assert group["weights"]["num_bits"] == 4 and group["weights"]["group_size"] == 32 and group["weights"]["strategy"] == "group"
+    state = load_file(str(folder / "model.safetensors"))
+    for name, q in quant.items():
+        assert f"{name}.weight" not in state
+        assert np.array_equal(unpack_int32(state[f"{name}.weight_packed"], 4, state[f"{name}.weight_shape"]), q.codes)
+        assert np.array_equal(state[f"{name}.weight_scale"], q.scale)
+    assert state["lm_head.weight"].dtype == np.float32  # left float, as the recipe says
+    sc = qc["sparsity_config"]
+    assert sc["sparsity_structure"] == "2:4" and sc["targets"] == ["Linear"] and sc["ignore"] == ["lm_head"]
+    pruned = sum(q.codes.size for q in quant.values()) // 2  # 2:4 prunes half of every pruned layer
+    params = sum(t.numel() for t in result.module.state_dict().values())
+    assert sc["global_sparsity"] == pytest.approx(pruned / params, rel=1e-12)
+
+
+def test_transformers_and_compressed_tensors_load_it_with_lwdsl_logits(llama):
+    pytest.importorskip("compressed_tensors", reason=NEEDS_CT)
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result = lwdsl.run(RECIPE, model, data="pydoc", baseline_epochs=0, quiet=True, latency=False, out=tmp_path / "run")
-    folder = tmp_path / "run" / "llm"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
-    (artifact,) = result.report["steps"][-1]["artifacts"]
-    assert artifact["format"] == "hf" and artifact["weights"].startswith("float32 (quantized layers dequantized")
-    x = torch.from_numpy(np.random.default_rng(0).integers(0, 2048, (2, 128)))
+    result, folder = llama
     hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    x = _tokens()
     with torch.no_grad():
-        ours = result.module(x)
-        torch.testing.assert_close(hf(input_ids=x).logits, ours, rtol=0, atol=1e-5)
-    w = load_file(str(folder / "model.safetensors"))[f"{probe}.weight"]
-    q = result.model.quant[probe]
-    assert np.array_equal(w.T if transposed else w, q.dequantize())  # codes * scale, 2:4 zeros kept
-    assert ((q.codes.reshape(q.codes.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+        torch.testing.assert_close(hf(input_ids=x).logits, result.module(x), rtol=0, atol=1e-5)
+        probe = "model.layers.0.mlp.down_proj"  # decompressed on the first forward: codes * scale exactly
+        assert np.array_equal(hf.get_submodule(probe).weight.numpy(), result.model.quant[probe].dequantize())
     text = "def f(x):\n    return x + 1\n"
     path = result.report["data_source"]["tokenizer"]["path"]
     assert AutoTokenizer.from_pretrained(str(folder), local_files_only=True)(text).input_ids == Tokenizer.from_file(path).encode(text).ids
-    back = torch_backend().load_model(str(folder), (128,), 2048)  # the folder as --model
+
+
+@pytest.mark.slow  # two runs, about 20 s
+def test_gpt2_conv1d_layers_stay_float_with_a_warning_and_nothing_quantized_is_the_plain_folder(tmp_path):
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    result = _run(RECIPE, "tiny-gpt2", tmp_path / "run")
+    folder = tmp_path / "run" / "llm"
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    assert any("stored dequantized" in w and "GPT-2 Conv1D" in w for w in result.report["steps"][-1].get("warnings", ()))
+    probe = "transformer.h.0.mlp.c_proj"
+    w = load_file(str(folder / "model.safetensors"))[f"{probe}.weight"]
+    assert np.array_equal(w.T, result.model.quant[probe].dequantize())  # Conv1D: [in, out] in the file
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    x = _tokens()
     with torch.no_grad():
-        torch.testing.assert_close(back.module(x), ours, rtol=0, atol=1e-5)
+        torch.testing.assert_close(hf(input_ids=x).logits, result.module(x), rtol=0, atol=1e-5)
+    plain = _run("export hf", "tiny-llama", tmp_path / "plain")
+    conf = json.loads((tmp_path / "plain" / "model-hf" / "config.json").read_text())
+    assert "quantization_config" not in conf and plain.report["steps"][-1]["artifacts"][0]["weights"] == "float32"
 
 
 def test_export_hf_needs_a_transformers_model_and_the_torch_backend(tmp_path):
