@@ -1,6 +1,7 @@
 """``export hf`` (torch): a Hugging Face folder of the compressed model in compressed-tensors'
 layout (lwdsl's int4 codes packed, the 2:4 sparsity said), loaded offline by ``transformers`` +
-``compressed-tensors`` with lwdsl's logits, and its tokenizer."""
+``compressed-tensors`` with lwdsl's logits, its tokenizer, and the folder read back as
+``--model`` with the same codes; a folder written by compressed-tensors' own compressor read too."""
 
 from __future__ import annotations
 
@@ -97,6 +98,26 @@ def test_transformers_and_compressed_tensors_load_it_with_lwdsl_logits(llama):
     assert AutoTokenizer.from_pretrained(str(folder), local_files_only=True)(text).input_ids == Tokenizer.from_file(path).encode(text).ids
 
 
+def test_the_folder_reads_back_as_model_with_the_same_codes_masks_and_logits(llama, tmp_path):
+    from safetensors.numpy import load_file
+
+    result, folder = llama
+    back = torch_backend().load_model(str(folder), (128,), 2048)  # the folder as --model: no compressed-tensors needed
+    assert set(back.quant) == set(result.model.quant) and set(back.quant_mode.values()) == {"weights_only"}
+    for name, q in result.model.quant.items():
+        assert np.array_equal(back.quant[name].codes, q.codes) and np.array_equal(back.quant[name].scale, q.scale)
+        keep = back.masks[name]  # kept where the weight is non-zero (a code 0 reads as pruned): still 2:4
+        assert back.quant[name].group == 32 and torch.equal(keep, torch.from_numpy(q.codes != 0))
+        assert (keep.reshape(keep.shape[0], -1, 4).sum(-1) <= 2).all()
+    x = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(back.module(x), result.module(x), rtol=0, atol=1e-5)
+    again = _run('export hf "again"', str(folder), tmp_path / "run")  # written again from what was read: the same tensors
+    first, second = load_file(str(folder / "model.safetensors")), load_file(str(tmp_path / "run" / "again" / "model.safetensors"))
+    assert sorted(first) == sorted(second) and all(np.array_equal(first[k], second[k]) for k in first)
+    assert again.report["steps"][-1]["artifacts"][0]["sparsity_config"]["structure"] == "2:4"
+
+
 @pytest.mark.slow  # two runs, about 20 s
 def test_gpt2_conv1d_layers_stay_float_with_a_warning_and_nothing_quantized_is_the_plain_folder(tmp_path):
     from safetensors.numpy import load_file
@@ -116,6 +137,77 @@ def test_gpt2_conv1d_layers_stay_float_with_a_warning_and_nothing_quantized_is_t
     plain = _run("export hf", "tiny-llama", tmp_path / "plain")
     conf = json.loads((tmp_path / "plain" / "model-hf" / "config.json").read_text())
     assert "quantization_config" not in conf and plain.report["steps"][-1]["artifacts"][0]["weights"] == "float32"
+
+
+def _ct_folder(tmp_path, group: int = 32):
+    """A tiny Llama quantized W4A16 (group ``group``) and saved by compressed-tensors' own code,
+    as llm-compressor saves: apply the config, set the scales, compress, save, update the config."""
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme, apply_quantization_config
+    from compressed_tensors.quantization.utils import calculate_qparams
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=2048, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                         intermediate_size=512, max_position_embeddings=128, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    scheme = QuantizationScheme(targets=["Linear"], weights={"num_bits": 4, "type": "int", "symmetric": True,
+                                                             "strategy": "group", "group_size": group})
+    qconfig = QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"], quantization_status="frozen")
+    apply_quantization_config(model, qconfig)
+    for name, m in model.named_modules():
+        if getattr(m, "quantization_scheme", None) is not None:
+            w = m.weight.detach().reshape(m.weight.shape[0], -1, group)
+            scale, zp = calculate_qparams(w.amin(-1), w.amax(-1), m.quantization_scheme.weights)
+            m.weight_scale.data.copy_(scale)
+            m.weight_zero_point.data.copy_(zp.to(m.weight_zero_point.dtype))
+    compressor = ModelCompressor.from_pretrained_model(model)
+    compressor.compress_model(model)
+    folder = tmp_path / "ct"
+    model.save_pretrained(str(folder))
+    compressor.update_config(str(folder))
+    return folder
+
+
+def test_a_folder_compressed_tensors_wrote_reads_with_its_weights(tmp_path):
+    pytest.importorskip("compressed_tensors", reason=NEEDS_CT)
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    folder = _ct_folder(tmp_path)
+    qc = json.loads((folder / "config.json").read_text())["quantization_config"]
+    assert qc["format"] == "pack-quantized" and qc["ignore"] == ["lm_head"]
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    with pytest.warns(UserWarning, match="load as float32 weights, not as lwdsl's codes"):
+        back = torch_backend().load_model(str(folder), (128,), 2048)
+    x = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(back.module(x), hf(input_ids=x).logits, rtol=0, atol=1e-5)
+    state = load_file(str(folder / "model.safetensors"))
+    layers = [k[: -len(".weight_packed")] for k in state if k.endswith(".weight_packed")]
+    assert len(layers) == 14
+    for name in layers:  # its int4 codes are [-8, 7]: a layer using -8 loads exactly but is not recorded
+        codes = unpack_int32(state[f"{name}.weight_packed"], 4, state[f"{name}.weight_shape"])
+        assert (name in back.quant) == (codes.min() > -8)
+        if name in back.quant:
+            assert np.array_equal(back.quant[name].codes, codes)
+
+
+def test_folders_lwdsl_cannot_read_are_refused_with_the_reason(tmp_path, llama):
+    import shutil
+
+    _, folder = llama
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    conf = json.loads((bad / "config.json").read_text())
+    conf["quantization_config"]["config_groups"]["group_0"]["input_activations"] = {"num_bits": 8, "type": "int"}
+    (bad / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(LwdslError, match="input_activations are quantized"):
+        torch_backend().load_model(str(bad), (128,), 2048)
+    conf["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    (bad / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(LwdslError, match="quant_method 'gptq'; lwdsl reads compressed-tensors only"):
+        torch_backend().load_model(str(bad), (128,), 2048)
 
 
 def test_export_hf_needs_a_transformers_model_and_the_torch_backend(tmp_path):
