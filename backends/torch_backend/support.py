@@ -21,7 +21,8 @@ SUPPORT = SupportTable(
         "export": "onnx: int8 QDQ after int8 quantize, float16/bfloat16 initializers after fp16/bf16; torch: state dict "
         "(cast layers in half; quantized layers as float32 weights holding codes * scale, said with a warning); pt2e: "
         "torch.export program for torch.compile, PT2E x86 int8 after int8 static (lwdsl[pt2e]; else onnx, said); hf: a "
-        "Hugging Face folder of a transformers model (config.json, model.safetensors, tokenizer; float32 weights)",
+        "Hugging Face folder of a transformers model (config.json, model.safetensors, tokenizer; quantized linear layers in "
+        "compressed-tensors' pack-quantized layout with its quantization_config and sparsity_config, the rest float32)",
     },
     workers=True,  # torch.distributed: gloo on the CPU, NCCL on CUDA (ranks.py)
 )
