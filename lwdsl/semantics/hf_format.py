@@ -57,6 +57,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .codes import WeightQuant
+from .packing import pack_fields, unpack_fields
 
 __all__ = [
     "VERSION", "FORMAT", "pack_int32", "unpack_int32", "file_bits", "unsupported", "weight_args", "layer_tensors",
@@ -91,9 +92,11 @@ def pack_int32(codes: np.ndarray, bits: int) -> np.ndarray:
         raise ValueError(f"codes outside the {bits}-bit range [{-offset}, {offset - 1}]")
     fields = (c.astype(np.int16) + offset).astype(np.uint8)
     words = -(-cols * bits // 32)
-    stream = np.unpackbits(fields[..., None], axis=-1, count=bits, bitorder="little").reshape(rows, cols * bits)
-    stream = np.pad(stream, ((0, 0), (0, words * 32 - cols * bits)))
-    return np.packbits(stream, axis=1, bitorder="little").view("<i4").astype(np.int32).reshape(rows, words)
+    out = np.zeros((rows, words * 4), np.uint8)  # each row's fields in lwdsl's one packer, padded to whole int32 words
+    for r in range(rows):
+        row = pack_fields(fields[r], bits)
+        out[r, : len(row)] = row
+    return out.view("<i4").astype(np.int32).reshape(rows, words)
 
 
 def unpack_int32(packed: np.ndarray, bits: int, shape: Sequence[int]) -> np.ndarray:
@@ -113,8 +116,7 @@ def unpack_int32(packed: np.ndarray, bits: int, shape: Sequence[int]) -> np.ndar
         raise UsageError(f"weight_packed is {p.dtype} {tuple(p.shape)}; {bits}-bit codes of shape {(rows, cols)} "
                          f"pack into int32 ({rows}, {words})")
     raw = np.ascontiguousarray(p.astype("<i4")).view(np.uint8).reshape(rows, words * 4)
-    stream = np.unpackbits(raw, axis=1, bitorder="little")[:, : cols * bits]
-    fields = np.packbits(stream.reshape(rows, cols, bits), axis=-1, bitorder="little").reshape(rows, cols)
+    fields = np.stack([unpack_fields(raw[r], bits, cols) for r in range(rows)]) if rows else np.zeros((0, cols), np.uint8)
     return (fields.astype(np.int16) - (1 << (bits - 1))).astype(np.int8)
 
 
