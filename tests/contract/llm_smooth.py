@@ -23,8 +23,10 @@ from lwdsl.language.specs import TrainingOptions
 
 SEQ, VOCAB = 32, 64
 MODEL = "tiny-llama?layers=2&hidden=64&heads=4&mlp=128"
-#: The planted channels of each pre-norm, and the factor (the issue's x50).
-CHANNELS, FACTOR = (3, 17, 40, 51), 50.0
+#: The planted channels of each pre-norm, and the factor: x100, not the issue's x50, which cost
+#: naive W8A8 +13.9% perplexity on torch's trained model but only +6.8% on tensorflow's (each
+#: backend trains its own); x100 costs it +32% on tensorflow (x75: +18%).
+CHANNELS, FACTOR = (3, 17, 40, 51), 100.0
 #: The norms planted and the linears each feeds (the SmoothQuant pairs of a Llama block).
 PAIRS = (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
          ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")))

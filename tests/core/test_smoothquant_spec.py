@@ -15,7 +15,8 @@ def test_defaults_and_forms() -> None:
     assert (smooth.op, smooth.alpha, smooth.calibrate, smooth.forms(), smooth.layer_kinds()) == ("smoothquant", 0.5, 128, (), ("norm",))
     assert smooth.effective_selector().on == ("norm",) and not smooth.trains()
     assert lwdsl.parse("smoothquant alpha=0.8 calibrate=32 | quantize int8 mode=qat").steps[0].alpha == 0.8
-    check_backend(lwdsl.parse("smoothquant alpha=0.5 | quantize int8"), "torch", load=False)
+    for name in ("torch", "tensorflow"):
+        check_backend(lwdsl.parse("smoothquant alpha=0.5 | quantize int8"), name, load=False)
 
 
 @pytest.mark.parametrize("text, says, found", [
