@@ -130,3 +130,26 @@ def test_what_a_language_model_still_cannot_do_is_refused_before_training(llm, b
     assert err.location is not None and err.location.line == (1 if "smoothquant" in recipe else recipe.count("\n") + 1)
     cached = {p.name for p in (tmp_path / "cache").iterdir()} if (tmp_path / "cache").exists() else set()
     assert cached <= {"parser"}  # refused before the tokenizer was trained or any baseline
+
+
+@pytest.mark.slow  # trains a one-epoch tiny-llama baseline on --data pydoc
+def test_the_recipe_runs_end_to_end_and_the_report_says_what_was_done(llm, backend_name, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    pytest.importorskip("tokenizers", reason="--data pydoc needs tokenizers (pip install 'lwdsl[llm]')")
+    if not __import__("os").environ.get("LWDSL_CACHE"):
+        monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "smoothquant-tiny-llama.lw"
+    out = tmp_path / "run"
+    lwdsl.run(recipe, "tiny-llama?layers=1", backend=backend_name, out=out, baseline_epochs=1, quiet=True)
+    report = json.loads((out / "report.json").read_text())
+    ppl = [step["metrics"]["perplexity"] for step in report["steps"]]
+    print(f"\n{backend_name}: perplexity baseline / smoothquant / W8A8: {ppl}")
+    assert abs(ppl[1] - ppl[0]) <= 1e-4 * ppl[0] and abs(ppl[2] - ppl[0]) <= 0.02 * ppl[0]
+    smooth, quant = report["steps"][1], report["steps"][2]
+    assert len(smooth["smoothquant"]["pairs"]) == 2 and smooth["smoothquant"]["examples"] == 128
+    assert "no int8 engine file" in quant["w8a8"] and "int8_artifact" not in quant
+    assert not list(out.glob("*.onnx")) and not list(out.glob("*.tflite"))
+    md = (out / "report.md").read_text()
+    assert "## Language model int8" in md and "2 norm -> linear pairs smoothed on 128 examples" in md
