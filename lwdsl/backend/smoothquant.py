@@ -137,6 +137,12 @@ def smoothquant_handler(parts: SmoothParts) -> Callable[..., Any]:
         if not pairs:  # the runner refuses this before any step; a direct call says it too
             raise RunError(f"step {ctx.index + 1} (smoothquant): "
                            f"{pairs_refusal(ctx.backend.layers(handle), layers)}")
+        held = getattr(handle, "quant", None) or {}
+        coded = [name for norm, linears in pairs for name in linears if name in held]
+        if coded:  # a model read with codes (a compressed-tensors folder): rescaling would break them
+            raise RunError(f"step {ctx.index + 1} (smoothquant): {len(coded)} of the linear layers it would rescale hold "
+                           f"integer codes already ({', '.join(coded[:3])}{', ...' if len(coded) > 3 else ''})",
+                           hint="smoothquant a float model, before its quantize int8")
         absmax, examples = _act_absmax(parts, handle, [linears[0] for _, linears in pairs], spec.calibrate, ctx)
         notes: dict[str, Any] = {}
         for norm, linears in pairs:

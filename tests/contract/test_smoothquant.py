@@ -98,6 +98,18 @@ def test_planted_outliers_break_naive_w8a8_and_smoothquant_repairs_it(llm):
     assert ppl["planted smoothquant+w8a8"] <= 1.01 * base
 
 
+def test_smoothquant_refuses_layers_that_hold_codes_already(llm):
+    """A model read with integer codes (a compressed-tensors folder as --model) keeps them: the
+    step refuses rather than rescale a quantized layer."""
+    from lwdsl.errors import RunError
+
+    be = llm
+    h = _fresh(be, _initial(be))
+    h = be.apply(h, QuantizeSpec(dtype="int4"), ["model.layers.0.self_attn.q_proj"], _ctx(0))  # as a folder's codes
+    with pytest.raises(RunError, match="1 of the linear layers it would rescale hold integer codes already"):
+        be.apply(h, SmoothQuantSpec(), _names(be, h, "norm"), _ctx(1))
+
+
 def test_w8a8_with_qat_trains_through_the_quantizer(llm):
     """``quantize int8 mode=qat`` on a language model: one epoch through the int8 weight grid,
     then the inputs calibrated; the model stays on its grid and evaluates."""
