@@ -12,8 +12,8 @@ MODEL = "tiny-llama?layers=1&hidden=32&heads=2&mlp=64"
 
 
 @pytest.mark.parametrize("recipe, says, hint", [
-    ("prune l1 50%\nquantize int8", "step 2 `quantize int8`: int8 (an ONNX Runtime or LiteRT int8 model", "quantize int4"),
-    ("quantize int8 mode=dynamic", "a language model's input is token ids", "quantize int4"),
+    ("prune l1 50%\nquantize int8 mode=dynamic", "step 2 `quantize int8 mode=dynamic`: mode=dynamic quantizes activations "
+     "inside an ONNX Runtime or LiteRT int8 model", "quantize int4"),
     ("finetune epochs=1 jitter=2", "jitter=2 translates images; pydoc is token sequences", "leave jitter out"),
 ])
 def test_image_only_steps_are_refused_before_training(backend_name, recipe, says, hint, tmp_path, monkeypatch):
