@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -108,15 +109,23 @@ def main() -> None:
           f"{f['size_gzip_bytes']:,} B gzip ({ratio:.1f}x smaller; {ratio / hand['ratio']:.2f}x the hand-tuned ratio)")
     print(f"  target: no accuracy lost ({'yes' if f['drop_points'] <= 0 else 'no'}), at least 40x smaller ({'yes' if ratio >= 40 else 'no'})")
 
-    lwdsl("run", str(Path(out) / "best.lw"), *common, "--out", str(tmp / "again"), "-q")
+    # the options best.lw itself gives for its figures (the model, data, seed, and the training
+    # threads its trials ran with: with --workers N each trial had a share of the CPUs)
+    again_line = next(x for x in (Path(out) / "best.lw").read_text().splitlines() if x.startswith("# the same figures again:"))
+    again_opts = shlex.split(again_line.split("lwdsl run best.lw", 1)[1])
+    lwdsl("run", str(Path(out) / "best.lw"), *again_opts, "--out", str(tmp / "again"), "-q")
     again = figures(tmp / "again")
     same = again["gzip"] == f["size_gzip_bytes"] and again["after"] == f["accuracy_after"]
-    print(f"best.lw re-run alone: accuracy {100 * again['after']:.2f}%, {again['gzip']:,} B gzip: "
+    print(f"best.lw re-run alone ({' '.join(again_opts)}): accuracy {100 * again['after']:.2f}%, {again['gzip']:,} B gzip: "
           f"{'the same figures' if same else 'DIFFERENT figures'}")
 
     trial_seconds = sum(t["seconds"] or 0 for t in ran)
-    print(f"search's own cost: {(wall - trial_seconds) / max(len(finished), 1):.2f} s per trial "
-          f"(wall {wall:.0f} s less {trial_seconds:.0f} s of trial runs; the baseline run and the sampler included)")
+    if args.workers == 1:
+        print(f"search's own cost: {(wall - trial_seconds) / max(len(finished), 1):.2f} s per trial "
+              f"(wall {wall:.0f} s less {trial_seconds:.0f} s of trial runs; the baseline run and the sampler included)")
+    else:  # trials overlap: the wall is not their sum
+        print(f"{args.workers} workers: {trial_seconds:.0f} s of trial runs in {wall:.0f} s of wall "
+              f"({trial_seconds / wall:.2f} trials at a time on average; {wall / max(len(finished), 1):.1f} s of wall per trial)")
     print(f"(load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores)")
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,12 +16,13 @@ threads, median latency (ms) and file size of:
 
 Ratios are against TFLite fp32 at the same batch and threads, in the same run.
 
-    python bench/tflite_bench.py [--models lenet5,mobilenet_v2] [--threads 1,2] [--batches 1,32]
+    python bench/tflite_bench.py [--models lenet5,mobilenet_v2] [--threads 1,2] [--batches 1,32] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 
 import numpy as np  # noqa: E402
@@ -53,7 +54,7 @@ def by_hand(model, calib_nhwc: np.ndarray, full: bool) -> bytes:
         return conv.convert()
 
 
-def run_model(key: str, threads_list, batches, n_calib: int) -> None:
+def run_model(key: str, threads_list, batches, n_calib: int, rounds: int) -> None:
     from lwdsl.backends.tf_backend import tflite_engine
     from lwdsl.backends.tf_backend.train import nhwc
 
@@ -89,7 +90,19 @@ def run_model(key: str, threads_list, batches, n_calib: int) -> None:
         print(f"  warning: {w}")
     print("Keras fp32 (1 thread): " + ", ".join(f"b{b} {keras_ms[b]:.2f} ms" for b in batches))
     cols = [(b, t) for t in threads_list for b in batches]
-    res = {name: {c: tflite_engine.time_tflite(data, c[0], shape, c[1], budget_s=1.0) for c in cols} for name, data in files.items()}
+    # interleaved rounds: each round times every file in every cell (the core's protocol, 0.3 s
+    # budget), so a change of load moves all flows alike; the table shows medians over rounds,
+    # "paired" the median over rounds of (converter by hand ms / lwdsl ms) taken within a round
+    from lwdsl.backend.timing import Protocol, fixed_input, median_ms
+
+    protocol = Protocol(budget_s=0.3)
+    bound = {(name, c): tflite_engine.LITERT.load(data, c[1])(fixed_input(c[0], shape)) for name, data in files.items() for c in cols}
+    times: dict[tuple[str, tuple[int, int]], list[float]] = {k: [] for k in bound}
+    for _ in range(rounds):
+        for k, call in bound.items():
+            times[k].append(median_ms(call, protocol))
+    res = {name: {c: statistics.median(times[(name, c)]) for c in cols} for name in files}
+    paired = {c: statistics.median(h / m for h, m in zip(times[("TFLite int8 (hand)", c)], times[("lwdsl int8", c)])) for c in cols}
     base = len(files["TFLite fp32"])
     print("\n| flow | size | smaller | " + " | ".join(f"b{b}/t{t} ms | x" for b, t in cols) + " |")
     print("|---|---:|---:|" + "---:|---:|" * len(cols))
@@ -98,6 +111,9 @@ def run_model(key: str, threads_list, batches, n_calib: int) -> None:
         for c in cols:
             row += [f"{res[name][c]:.2f}", f"{res['TFLite fp32'][c] / res[name][c]:.2f}x"]
         print("| " + " | ".join(row) + " |")
+    print("| lwdsl int8 / converter int8 by hand (speed; paired per round) | | | "
+          + " | ".join(f" | {paired[c]:.2f}" for c in cols) + " |")
+    print(f"({rounds} interleaved rounds)")
 
 
 def main() -> None:
@@ -106,6 +122,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--calibrate", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     args = parser.parse_args()
     import ai_edge_litert
 
@@ -117,7 +134,7 @@ def main() -> None:
     print(f"tensorflow {tf.__version__}, ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')} "
           "(LiteRT's XNNPACK delegate runs fp32 and int8; its int8 kernels use VNNI when present)")
     for key in args.models.split(","):
-        run_model(key.strip(), [int(t) for t in args.threads.split(",")], [int(b) for b in args.batches.split(",")], args.calibrate)
+        run_model(key.strip(), [int(t) for t in args.threads.split(",")], [int(b) for b in args.batches.split(",")], args.calibrate, args.rounds)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_USE_DEPTH",
     "MAX_VALUE_ITEMS",
     "MAX_IDX_BYTES",
+    "MAX_TEXT_BYTES",
     "MAX_WEIGHTS_BYTES",
     "MAX_SYNTHETIC_BYTES",
     "MAX_SYNTHETIC_CLASSES",
@@ -45,6 +46,9 @@ MAX_USE_DEPTH = 16
 MAX_VALUE_ITEMS = 10_000
 #: Bytes of one idx data file once decompressed (MNIST's largest is 47 MB).
 MAX_IDX_BYTES = 1 << 31
+#: Bytes of a user's text data (one file or a folder's files together): the text, its tokens and
+#: windows are held in memory (about 20 bytes a character at the peak).
+MAX_TEXT_BYTES = 1 << 28
 #: Pixels of one image file (Pillow's own limit for a decompression bomb is 179 million).
 MAX_IMAGE_PIXELS = 1 << 27
 #: Image files of one data folder (ImageNet's training set has 1.28 million).

@@ -8,7 +8,7 @@ from lwdsl.backend import Handler
 from .distill import distill
 from .export import export
 from .prune import prune
-from .quantize import quantize
+from .quantize import quantize, smoothquant
 from .train import finetune, regularize
 
 __all__ = ["HANDLERS"]
@@ -18,6 +18,7 @@ HANDLERS: dict[str, Handler] = {
     "finetune": finetune,
     "regularize": regularize,
     "quantize": quantize,
+    "smoothquant": smoothquant,
     "export": export,
     "distill": distill,
 }

@@ -95,9 +95,8 @@ def _stop_workers() -> None:
 def latency_ms(handle: Any, batch: int, input_shape: tuple[int, ...], threads: int) -> float:
     """Median forward latency in ms of a handle's model at ``batch`` with ``threads`` intra-op
     threads."""
-    # the int8 file, as the torch backend times its ONNX file; a language model's int8 codes
-    # (quantize int8 method=gptq) have no int8 file (its input is token ids): timed as it runs
-    if int8_only(handle.quant) and not takes_tokens(handle.model):
+    if int8_only(handle.quant) and not takes_tokens(handle.model):  # the int8 file, as torch times its ONNX file
+        # (a language model's W8A8 has none: its float forward is timed, as on torch)
         from .tflite_engine import LITERT
 
         return file_latency_ms(LITERT, handle, batch, input_shape, threads)

@@ -222,6 +222,8 @@ def _view(layer: Any) -> Optional[LayerView]:
             kind, key, layout = "linear", "kernel", (lambda v: _dense(v, source))
         elif "Embedding" in classes:
             kind, key, layout = "embedding", "embeddings", (lambda v: (tuple(int(d) for d in v.shape), _identity, _identity))
+        elif type(layer).__name__.endswith("RMSNorm"):  # Llama's (hf.py): a norm, as torch's kinds say of LlamaRMSNorm
+            kind, key, layout = "norm", "weight", (lambda v: (tuple(int(d) for d in v.shape), _identity, _identity))
         else:
             kind, key, layout = "other", None, None
         if key is not None and key in by_short:

@@ -26,6 +26,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.engines import Engine
 from lwdsl.errors import LwdslError
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
+from lwdsl.backend.smoothquant import smoothquant_handler
 from lwdsl.semantics.quant import WeightQuant
 from lwdsl.language.specs import QuantizeSpec, TrainingOptions
 from lwdsl.language.specs.quantize import LOW_BIT
@@ -37,7 +38,7 @@ from .handle import KerasHandle
 from .layers import LayerView, _classes
 from .tflite_engine import LITERT, calibration_images
 
-__all__ = ["quantize", "KerasQuantizeParts", "quantizable", "quantized_forward", "calibration_images", "FakeQuantInput"]
+__all__ = ["quantize", "smoothquant", "KerasQuantizeParts", "quantizable", "quantized_forward", "calibration_images", "FakeQuantInput"]
 
 
 def quantizable(view: LayerView) -> Optional[str]:
@@ -164,3 +165,6 @@ class KerasQuantizeParts(QuantizeParts):
 
 #: The ``quantize`` handler: the core's flow over this backend's parts.
 quantize = quantize_handler(KerasQuantizeParts())
+
+#: The ``smoothquant`` handler: the core's flow over the same parts (weights of norms and linears, layer inputs).
+smoothquant = smoothquant_handler(KerasQuantizeParts())

@@ -18,7 +18,7 @@ from lwdsl.language.specs import TrainingOptions
 from . import io
 from .data import adopt_data
 from .handle import TorchModel
-from .hf import is_hf_folder, load_hf_folder
+from .hf import is_hf_folder, read_hf_folder
 from .handlers import HANDLERS
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, model_stats, output_positions
@@ -127,13 +127,16 @@ class TorchBackend(Backend):
         """A handle for a built-in name, ``torchvision:NAME`` or a user's ``nn.Module`` (deep
         copied: the caller's model is never modified), with weights from ``checkpoint`` (a
         torch state dict file or ``.lwz``; read only, see io.py)."""
+        quant: dict = {}
+        keeps: dict = {}
         if isinstance(ref, torch.nn.Module):
             module, name = copy.deepcopy(ref), type(ref).__name__
         elif not isinstance(ref, (str, Path)):
             raise UsageError(f"the torch backend cannot use a {type(ref).__module__}.{type(ref).__name__} as a model",
                              hint="give an nn.Module, a model name, or --model path/to/file.py:NAME")
         elif is_hf_folder(ref):
-            module, name = load_hf_folder(Path(ref)), str(ref)
+            module, quant, keeps = read_hf_folder(Path(ref))
+            name = str(ref)
         elif Path(ref).suffix in (".pt", ".pth", ".lwz", ".bin") or "/" in str(ref):
             raise LwdslError(
                 f"'{ref}' looks like a file: a torch weights file holds no architecture",
@@ -142,6 +145,10 @@ class TorchBackend(Backend):
         else:
             module, name = build_model(ref, input_shape, num_classes), ref
         handle = TorchModel(module, name, tuple(input_shape), num_classes, device=self.device)
+        if quant:  # a compressed-tensors folder: its codes, as quantize records them (weight-only)
+            handle.quant.update(quant)
+            handle.quant_mode.update({layer: "weights_only" for layer in quant})
+        handle.masks.update(keeps)
         if checkpoint is not None:
             state, masks = io.read_checkpoint(Path(checkpoint))
             handle.masks.update(masks)

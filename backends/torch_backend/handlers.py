@@ -8,7 +8,7 @@ from lwdsl.backend import Handler
 from .distill import distill
 from .export import export
 from .prune import prune
-from .quantize import quantize
+from .quantize import quantize, smoothquant
 from .train import finetune, regularize
 
 __all__ = ["HANDLERS"]
@@ -20,4 +20,5 @@ HANDLERS: dict[str, Handler] = {
     "export": export,
     "distill": distill,
     "quantize": quantize,
+    "smoothquant": smoothquant,
 }

@@ -39,7 +39,7 @@ from lwdsl.backend.transformer_sizes import transformer_sizes
 from lwdsl.backend.zoo import TRANSFORMERS
 from lwdsl.errors import UsageError
 
-__all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear", "conv1d_layers"]
+__all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "read_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear", "conv1d_layers"]
 
 #: Names built here, with their default sizes (the core's table, :data:`lwdsl.backend.zoo.TRANSFORMERS`).
 HF_NAMES = {name: TRANSFORMERS[name] for name in ('tiny-llama', 'tiny-bert', 'tiny-gpt2')}
@@ -147,8 +147,17 @@ def is_hf_folder(ref: Any) -> bool:
 
 
 def load_hf_folder(folder: Path) -> torch.nn.Module:
+    """The model of a local Hugging Face folder (:func:`read_hf_folder`), without its
+    quantization state."""
+    return read_hf_folder(folder)[0]
+
+
+def read_hf_folder(folder: Path) -> tuple[torch.nn.Module, dict[str, Any], dict[str, torch.Tensor]]:
     """The model of a local Hugging Face folder: ``config.json`` (its ``architectures[0]``, a
-    ``transformers`` class) and its safetensors weights, offline (never a download)."""
+    ``transformers`` class) and its safetensors weights, offline (never a download); with a
+    compressed-tensors ``quantization_config``, its quantized layers decoded by lwdsl
+    (hf_import.py), their codes and scales (layer -> ``WeightQuant``) and the keep masks of
+    the layers its ``sparsity_config`` names. A plain folder gives ``{}, {}``."""
     tf = _import()
     try:
         config = json.loads((folder / "config.json").read_text())
@@ -161,9 +170,15 @@ def load_hf_folder(folder: Path) -> torch.nn.Module:
                          hint="the folder must come from save_pretrained of a transformers model (e.g. LlamaForCausalLM)")
     if not any(folder.glob("*.safetensors")):
         raise UsageError(f"{folder} holds no *.safetensors weights", hint="save with save_pretrained(..., safe_serialization=True)")
+    qc = config.get("quantization_config")
     try:
-        model = _logits_class(base).from_pretrained(str(folder), local_files_only=True)
+        if qc is None:
+            model, quant, keeps = _logits_class(base).from_pretrained(str(folder), local_files_only=True), {}, {}
+        else:
+            from .hf_import import load_compressed
+
+            model, quant, keeps = load_compressed(folder, _logits_class(base), qc)
     except (OSError, ValueError, RuntimeError) as exc:
         lines = str(exc).strip().splitlines()
         raise UsageError(f"{folder}: transformers cannot load it ({lines[0][:300] if lines else type(exc).__name__})") from None
-    return _linear_conv1d(model)
+    return _linear_conv1d(model), quant, keeps

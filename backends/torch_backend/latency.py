@@ -4,7 +4,7 @@ The input is a fixed pseudo-random batch (token ids for a transformer that takes
 ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
 restored afterwards); after ``quantize`` the int8 ONNX file (the one the step writes) is timed
 instead, in ONNX Runtime with ``threads`` intra-op threads
-(:func:`lwdsl.backend.engines.file_latency_ms`). Timed by the core's protocol
+(:func:`lwdsl.backend.engines.file_latency_ms`), except for a language model (no int8 file). Timed by the core's protocol
 (:mod:`lwdsl.backend.timing`).
 """
 
@@ -36,11 +36,11 @@ def latency_ms(
     """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``; an int8
     model is timed as its int8 ONNX file (int8_engine.py); a model with low-bit or cluster
     layers has no artifact with kernels of its own (no CPU int4/int2 kernels; ``export onnx``
-    refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model; so is
-    a language model with int8 codes (its input is token ids: no int8 file yet)."""
+    refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model; so is a
+    language model after ``quantize int8`` (W8A8 simulated, no int8 file): its float forward
+    with the weights ``codes * scale``, without the inputs' fake quantization."""
     protocol = Protocol(warmup, min_runs, max_runs, budget_s)
-    # a language model's int8 codes (quantize int8 method=gptq) have no int8 file: timed as it runs
-    if int8_only(handle.quant) and not takes_tokens(handle.module):
+    if int8_only(handle.quant) and not takes_tokens(handle.module):  # a language model's W8A8 has no int8 file
         from .int8_engine import ONNX
 
         return file_latency_ms(ONNX, handle, batch, input_shape, threads, protocol)

@@ -22,6 +22,7 @@ import torch
 from lwdsl.backend import StepContext
 from lwdsl.backend.engines import Engine
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
+from lwdsl.backend.smoothquant import smoothquant_handler
 from lwdsl.semantics.order import calibration_indices
 from lwdsl.semantics.quant import WeightQuant
 from lwdsl.language.specs import QuantizeSpec, TrainingOptions
@@ -31,7 +32,7 @@ from .fold import fold_batchnorms
 from .handle import TorchModel, weight_of
 from .layers import layer_kind, weighted_layers
 
-__all__ = ["quantize", "TorchQuantizeParts", "QUANTIZABLE"]
+__all__ = ["quantize", "smoothquant", "TorchQuantizeParts", "QUANTIZABLE"]
 
 #: Layer kinds this backend quantizes.
 QUANTIZABLE = ("conv", "linear")
@@ -126,3 +127,6 @@ class TorchQuantizeParts(QuantizeParts):
 
 #: The ``quantize`` handler: the core's flow over this backend's parts.
 quantize = quantize_handler(TorchQuantizeParts())
+
+#: The ``smoothquant`` handler: the core's flow over the same parts (weights of norms and linears, layer inputs).
+smoothquant = smoothquant_handler(TorchQuantizeParts())

@@ -30,9 +30,12 @@ Flow of ``quantize FORM`` on the selected layers:
    (:func:`calibrate`), its uint8 :func:`~lwdsl.semantics.quant.act_qparams` kept;
 8. the notes: ``quantized`` (layer -> bits, form, granularity, mode, and the activation range,
    scale and zero point of a calibrated layer), ``auto_bits`` for ``auto``;
-9. int8 forms (every quantized layer int8, round to nearest, no groups): the deployable int8
-   file written into the run folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
-   (:func:`lwdsl.backend.engines.int8_artifact` over the backend's :meth:`QuantizeParts.engine`).
+9. int8 forms (every quantized layer int8, round to nearest, no groups) of an image model: the
+   deployable int8 file written into the run folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
+   (:func:`lwdsl.backend.engines.int8_artifact` over the backend's :meth:`QuantizeParts.engine`);
+   a language model (``task`` lm, token ids in) gets W8A8 simulated in the model instead:
+   the int8 weights and the calibrated per-tensor inputs of step 7, fake-quantized as the model
+   evaluates, no engine file (the note ``w8a8`` says so).
 """
 
 from __future__ import annotations
@@ -177,7 +180,8 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
                  f"calibrating on all {n}")
     idx = calibration_indices(n, spec.calibrate, ctx.seed)
     observers = {name: RangeObserver(spec.observer) for name in names}
-    bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} images")
+    what = "examples" if getattr(ctx.data, "task", "classify") == "lm" else "images"
+    bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} {what}")
     keys = (idx[start : start + CALIBRATION_BATCH] for start in range(0, len(idx), CALIBRATION_BATCH))
     try:
         for _, batch in prefetched(ctx.data.train_x, keys):
@@ -279,7 +283,12 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         ctx.notes["quantized"] = notes
         # low-bit and grouped layers have no int8 kernels; method=gptq (weight-only, for the
         # transformers whose token inputs the int8 engines do not export yet) writes no int8 file
-        engine = parts.engine() if todo and not low and spec.group is None and spec.method == "rtn" else None
+        lm = getattr(ctx.data, "task", "classify") == "lm"
+        if lm and mode in ("static", "qat") and todo and not low:  # W8A8: int8 weights, int8 inputs, simulated
+            ctx.notes["w8a8"] = ("simulated: int8 per-channel weights and a per-tensor 8-bit input (scale, zero point) "
+                                 "of every quantized linear, fake-quantized in the model; no int8 engine file for a "
+                                 "language model")
+        engine = parts.engine() if todo and not low and spec.group is None and spec.method == "rtn" and not lm else None
         if engine is not None:
             report = int8_artifact(engine, handle, ctx, step)
             if report is not None:

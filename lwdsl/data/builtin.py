@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Dataset
-from ..errors import RunError, UsageError, did_you_mean
+from ..errors import LwdslError, RunError, UsageError, did_you_mean
 from ..limits import MAX_IDX_BYTES, MAX_SYNTHETIC_BYTES, MAX_SYNTHETIC_CLASSES, size_words
 
 __all__ = ["load_data", "data_shape", "data_task", "data_dirs", "is_path", "is_named", "same_data", "DATASETS", "CLASS_NAMES"]
@@ -323,8 +323,19 @@ CLASS_NAMES = {
 
 
 def data_task(name: str) -> str:
-    """``lm`` for token sequences (``pydoc``), else ``classify``, without loading the data."""
-    return "lm" if name.replace("-", "_").lower() == "pydoc" else "classify"
+    """``lm`` for token sequences (``pydoc``, a ``.txt`` file or folder), else ``classify``,
+    without loading the data."""
+    if name.replace("-", "_").lower() == "pydoc":
+        return "lm"
+    if is_path(name):
+        from .ref import parse_ref
+        from .text import is_text
+
+        try:
+            return "lm" if is_text(parse_ref(name).path) else "classify"
+        except LwdslError:  # a bad reference: loading it says what is wrong
+            return "classify"
+    return "classify"
 
 
 def data_shape(name: str) -> tuple[tuple[int, ...], int]:

@@ -113,7 +113,7 @@ def vscode_files() -> dict[str, str]:
 
 def _example(spec: Any) -> str:
     doc = spec.__doc__ or ""
-    found = re.search(r"``((?:prune|regularize|finetune|quantize|distill|export)\b[^`]*)``", doc)
+    found = re.search(r"``((?:prune|regularize|finetune|smoothquant|quantize|distill|export)\b[^`]*)``", doc)
     return found.group(1) if found else ""
 
 

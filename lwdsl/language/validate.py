@@ -12,6 +12,9 @@ Each op spec checks itself; what only shows across steps is checked here:
   ``quantize``: it trains through the quantizer (straight-through estimator), so the model
   stays on its integer grid; it does not follow an ``fp16``/``bf16`` cast;
 - no step does nothing (:meth:`~lwdsl.language.specs.StepSpec.no_op`: ``epochs=0`` on a step that trains);
+- ``smoothquant`` comes before a ``quantize int8`` that quantizes activations (``mode=static``,
+  the default, or ``mode=qat``; not ``weights_only``), and after no ``quantize`` (it rescales
+  weights a quantize would have fixed);
 - ``export tflite io=int8`` needs a ``quantize int8`` with ``mode=static`` or ``mode=qat``
   before it (a fully integer model);
 - ``export onnx`` and ``export tflite`` (int8, 16-bit or float32 files) do not follow a
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from ..errors import Location, LwdslError, RecipeError
 from .fields import join_words
-from .specs import ExportSpec, Glob, QuantizeSpec, Selector, StepSpec
+from .specs import ExportSpec, Glob, QuantizeSpec, Selector, SmoothQuantSpec, StepSpec
 
 if TYPE_CHECKING:
     from ..backend import Backend, SupportTable
@@ -154,6 +157,7 @@ def validate_recipe(recipe: "Recipe") -> None:
     artifacts: dict[tuple[str, ...], int] = {}  # path an export writes -> its step
     folders: dict[tuple[str, ...], int] = {}  # folder an export writes into -> its step
     dtypes: dict[str, int] = {}  # quantize dtype -> its first step (what an export must hold)
+    smoothing: Optional[int] = None  # a smoothquant step still waiting for its int8 activations
     for i, step in enumerate(recipe.steps):
         nothing = step.no_op()
         if nothing is not None:  # text recipes are refused earlier, at the argument (binding)
@@ -230,6 +234,20 @@ def validate_recipe(recipe: "Recipe") -> None:
                 )
             quantized.add(i, step)
             dtypes.setdefault(step.dtype, i)
+            if quantized.first_full_int8 is not None:
+                smoothing = None
+        elif isinstance(step, SmoothQuantSpec):
+            earlier = next(iter(sorted(dtypes.values())), None)
+            if earlier is not None:
+                raise RecipeError(
+                    f"{step_label(recipe, i)}: comes after {step_label(recipe, earlier)}: it would rescale weights "
+                    "that quantize already fixed",
+                    recipe.location(i),
+                    found=step_label(recipe, earlier),
+                    expected="smoothquant before the quantize int8 it prepares",
+                    hint="move smoothquant before the quantize: smoothquant alpha=0.5 | quantize int8",
+                )
+            smoothing = i if smoothing is None else smoothing
         elif step.trains() and quantized.first_cast is not None:  # the spec says whether it trains
             j, earlier = quantized.first_cast
             raise RecipeError(
@@ -247,6 +265,16 @@ def validate_recipe(recipe: "Recipe") -> None:
                 found=step_label(recipe, j),
                 expected=f"`{step.op}` before the quantize, or quantize with mode=qat",
             )
+    if smoothing is not None:
+        raise RecipeError(
+            f"{step_label(recipe, smoothing)}: no quantize int8 of activations follows it: smoothquant only moves "
+            "activation outliers into the weights, which changes nothing unless activations are quantized after it",
+            recipe.location(smoothing),
+            found="no `quantize int8` (mode=static or mode=qat) after it"
+            + (f"; {step_label(recipe, dtypes['int8'])} keeps float activations" if "int8" in dtypes else ""),
+            expected="smoothquant ... | quantize int8 (the default mode=static calibrates the activations)",
+            hint="add `quantize int8` after it, or drop the smoothquant step",
+        )
 
 
 def check_backend(recipe: "Recipe", backend: Union[str, "Backend"], *, load: bool = True) -> None:

@@ -414,6 +414,7 @@ def _prepare(
         from .verbose import model_line
 
         detail(model_line(_shown_model(model_ref), be, be.stats(handle), ckpt, time.perf_counter() - built))
+    _check_smoothquant(plan, be, handle)  # the model's own structure: before the data is tried on it
     shown_data = str(data_name or (dataset.name if dataset else "the given data"))
     check_fit(be, handle, tuple(shape), classes, _shown_model(model_ref), shown_data, task=task)
     _check_selectors(plan, be, handle)
@@ -782,27 +783,56 @@ def _check_data_sets(plan: Recipe, shape: tuple[int, ...], data_name: str) -> No
 
 def _check_task(plan: Recipe, task: str, data_name: str) -> None:
     """Steps that only mean something for images, refused for a language model (``task`` lm:
-    token ids in, one distribution over the vocabulary per position out) before any training."""
+    token ids in, one distribution over the vocabulary per position out) before any training.
+    A language model's ``quantize int8`` (mode=static or qat) is W8A8 simulated in the model
+    (int8 weights, calibrated per-tensor int8 inputs of every quantized linear), with no engine file."""
     if task != "lm":
         return
     from ..errors import RecipeError
     from ..language.validate import step_label
 
+    full_int8 = None
     for i, step in enumerate(plan.steps):
         problem, hint = None, None
-        if step.op == "quantize" and step.dtype == "int8" and step.method == "rtn" and step.group is None:
-            problem = ("int8 (an ONNX Runtime or LiteRT int8 model, whose input is quantized too) is for image models; "
-                       "a language model's input is token ids")
-            hint = ("quantize a language model's weights: `quantize int8 method=gptq` or `group=G` (weight-only, "
-                    "no int8 engine file), or `quantize int4`")
+        if step.op == "quantize" and step.dtype == "int8" and step.mode == "dynamic" and not step.weights_only:
+            problem = ("mode=dynamic quantizes activations inside an ONNX Runtime or LiteRT int8 model, whose input is "
+                       "quantized too; a language model's input is token ids")
+            hint = ("leave mode= out: a language model's `quantize int8` is W8A8 simulated in the model (activations "
+                    "calibrated, mode=static); or quantize weights only: `quantize int8 method=gptq` or `quantize int4`")
+        elif step.op == "quantize" and step.dtype == "int8" and step.mode in ("static", "qat") and not step.weights_only:
+            full_int8 = i if full_int8 is None else full_int8
         elif step.op == "export" and step.format in ("onnx", "tflite"):
             problem = f"export {step.format} of a language model is not supported yet"
             hint = "export torch (torch) or export keras (tensorflow) writes the model; the report has its weights"
+        elif step.op == "export" and step.format == "pt2e" and full_int8 is not None:
+            problem = (f"export pt2e writes PT2E's x86 int8 form of an image model; {step_label(plan, full_int8)} of a "
+                       "language model is W8A8 simulated in the model, with no int8 engine")
+            hint = "export torch writes the model (its weights codes * scale); the run folder's model.lwz has the codes"
         elif getattr(step, "jitter", 0):
             problem = f"jitter={step.jitter} translates images; {data_name} is token sequences"
             hint = "leave jitter out for a language model"
         if problem is not None:
             raise RecipeError(f"{step_label(plan, i)}: {problem}", plan.location(i), hint=hint)
+
+
+def _check_smoothquant(plan: Recipe, be: Backend, handle: Any) -> None:
+    """A ``smoothquant`` step needs a model with norm -> linear pairs among the norms it selects
+    (:func:`lwdsl.backend.smoothquant.pairs_refusal`), before any training."""
+    steps = [i for i, step in enumerate(plan.steps) if step.op == "smoothquant"]
+    if not steps:
+        return
+    from ..backend.smoothquant import pairs_refusal, smooth_pairs
+    from ..errors import RecipeError
+    from ..language.validate import step_label
+
+    layers = be.layers(handle)
+    for i in steps:  # a model with no pair at all is said first (its norms may be none for a selector to match)
+        why = pairs_refusal(layers, matched_layers(plan, i, plan.steps[i], layers) if smooth_pairs(layers) else [])
+        if why is not None:
+            raise RecipeError(f"{step_label(plan, i)}: {why}", plan.location(i), found="no norm -> linear pair",
+                              expected="a pre-norm transformer: *.input_layernorm -> *.self_attn.q/k/v_proj, "
+                              "*.post_attention_layernorm -> *.mlp.gate/up_proj",
+                              hint="drop smoothquant (quantize int8 alone still runs), or use a Llama-style model")
 
 
 def _check_selectors(plan: Recipe, be: Backend, handle: Any) -> None:

@@ -107,6 +107,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"- latency {s['speedup_b1']:.2f}x at batch 1, {s['speedup_b64']:.2f}x at batch 64")
         lines += _int8_gain(report)
     lines += _model_changes(report)
+    lines += _smoothquant_markdown(report)
     lines += _artifacts_markdown(report)
     lines += _int8_markdown(report)
     lines += _auto_bits_markdown(report, report.get("files", []))
@@ -160,6 +161,23 @@ def _model_changes(report: dict[str, Any]) -> list[str]:
             f"accuracy {100 * before['accuracy']:.2f}% -> {100 * after['accuracy']:.2f}%; later steps apply to the student"
         )
     return ["", "## Model replaced", "", *rows] if rows else []
+
+
+def _smoothquant_markdown(report: dict[str, Any]) -> list[str]:
+    """The "Language model int8" section: each ``smoothquant`` step's pairs and activation maxima,
+    and each W8A8 ``quantize int8`` of a language model (simulated: no int8 file)."""
+    rows = []
+    for step in report["steps"]:
+        sq = step.get("smoothquant")
+        if sq:
+            pairs = sq["pairs"].values()
+            rows.append(f"- `{step['text']}`: {len(sq['pairs'])} norm -> linear pairs smoothed on {sq['examples']} examples "
+                        f"(alpha {sq['alpha']}); largest activation channel max {max(p['act_absmax'] for p in pairs):.4g} -> "
+                        f"{max(p['act_absmax_after'] for p in pairs):.4g}, scales {min(p['scale_min'] for p in pairs):.4g} to "
+                        f"{max(p['scale_max'] for p in pairs):.4g}")
+        if step.get("w8a8"):
+            rows.append(f"- `{step['text']}`: W8A8 {step['w8a8']}")
+    return ["", "## Language model int8", "", *rows] if rows else []
 
 
 def _int8_files(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

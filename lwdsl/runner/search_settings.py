@@ -118,6 +118,8 @@ class SearchSettings:
         parts += [f"--backend {self.backend}", f"--seed {self.seed}"]
         if self.checkpoint is None:
             parts.append(f"--baseline-epochs {self.baseline_epochs}")
+        if self.train_threads is not None:  # the float sums of training depend on the threads that split them
+            parts.append(f"--train-threads {self.train_threads}")
         return " ".join(parts)
 
     def search_options(self) -> str:

@@ -1,4 +1,4 @@
-"""The int8 ONNX file flows int8 from layer to layer (int8_engine._activations): residual adds,
+"""The int8 ONNX file flows int8 from layer to layer (lwdsl.backend.onnx_int8._activations): residual adds,
 concatenations, pooling and ReLU/ReLU6 quantized as ONNX Runtime's own QDQ quantizer places them,
 so ONNX Runtime runs every weighted layer in int8, with lwdsl's codes (all equal) and lwdsl's
 input ranges; what stays float is named with the reason."""
@@ -116,7 +116,8 @@ def test_a_layer_left_float_is_named_with_the_reason():
 
 
 def test_without_calibration_images_the_unranged_tensors_stay_float_and_say_so():
-    from lwdsl.backends.torch_backend.int8_engine import _BUILT, build_onnx, run_onnx, session
+    from lwdsl.backend.onnx_int8 import _BUILT
+    from lwdsl.backends.torch_backend.int8_engine import build_onnx, run_onnx, session
 
     torch.manual_seed(0)
     backend, data, ctx, handle = _handle(Blocks())
@@ -136,7 +137,7 @@ def test_without_calibration_images_the_unranged_tensors_stay_float_and_say_so()
 def test_a_clip_goes_only_where_the_quantizer_clamps_exactly_as_it_does(lo, hi, scale, zp, removable):
     from onnx import helper, numpy_helper
 
-    from lwdsl.backends.torch_backend.int8_engine import _removable
+    from lwdsl.backend.onnx_int8 import _removable
     from lwdsl.semantics.activations import ActQuant
 
     node = helper.make_node("Clip", ["x", "lo", "hi"], ["y"])

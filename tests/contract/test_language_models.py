@@ -12,8 +12,8 @@ MODEL = "tiny-llama?layers=1&hidden=32&heads=2&mlp=64"
 
 
 @pytest.mark.parametrize("recipe, says, hint", [
-    ("prune l1 50%\nquantize int8", "step 2 `quantize int8`: int8 (an ONNX Runtime or LiteRT int8 model", "quantize int4"),
-    ("quantize int8 mode=dynamic", "a language model's input is token ids", "quantize int4"),
+    ("prune l1 50%\nquantize int8 mode=dynamic", "step 2 `quantize int8 mode=dynamic`: mode=dynamic quantizes activations "
+     "inside an ONNX Runtime or LiteRT int8 model", "quantize int4"),
     ("finetune epochs=1 jitter=2", "jitter=2 translates images; pydoc is token sequences", "leave jitter out"),
 ])
 def test_image_only_steps_are_refused_before_training(backend_name, recipe, says, hint, tmp_path, monkeypatch):
@@ -27,10 +27,23 @@ def test_image_only_steps_are_refused_before_training(backend_name, recipe, says
     assert cached <= {"parser"}  # refused before the tokenizer was trained or any baseline (only the parser's tables)
 
 
+def test_your_own_text_files_are_a_language_model_task_too(backend_name, tmp_path, monkeypatch):
+    """A folder of .txt files is token data: image-only steps are refused for it before the
+    tokenizer is trained or any baseline, as for pydoc."""
+    pytest.importorskip("transformers" if backend_name == "torch" else "keras")
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "notes.txt").write_text("some text of mine\n" * 2000, encoding="utf-8")
+    with pytest.raises(RecipeError) as caught:
+        lwdsl.run("finetune epochs=1 jitter=2", MODEL, backend=backend_name, data=str(corpus), out=None, baseline_epochs=1)
+    assert "jitter=2 translates images" in str(caught.value) and "is token sequences" in str(caught.value)
+    assert not (tmp_path / "cache" / "tokenizers").exists()
+
+
 def test_a_language_model_with_int8_gptq_codes_is_timed_as_it_runs(backend, backend_name):
-    """``quantize int8 method=gptq`` (the refusal above points language models to it) gives int8
-    codes but no int8 file (token ids in): the latency is the model's own forward pass, not an
-    int8 engine fed image-like floats."""
+    """``quantize int8 method=gptq`` gives int8 weight codes (weight-only) but no int8 file (token
+    ids in): the latency is the model's own forward pass, not an int8 engine fed image-like floats."""
     pytest.importorskip("transformers" if backend_name == "torch" else "keras")
     import numpy as np
 

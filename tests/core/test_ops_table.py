@@ -30,6 +30,8 @@ def test_support_is_static() -> None:
     assert matrix["quantize"]["tensorflow"].startswith("all forms (")  # gptq and group too (issue 25)
     assert "method=gptq and group= too" in matrix["quantize"]["tensorflow"]
     assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
+    assert matrix["smoothquant"]["torch"] == matrix["smoothquant"]["tensorflow"] == (
+        "yes (Llama-style pre-norm pairs (input_layernorm -> q/k/v_proj, post_attention_layernorm -> gate/up_proj))")
     code = "import sys; from lwdsl.cli.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr

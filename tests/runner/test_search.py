@@ -96,6 +96,18 @@ def test_a_search_writes_the_best_recipe_which_a_run_reproduces(fake):
     assert data["best"] == best.number and data["max_drop_points"] == 30.0 and len(data["trials"]) == 5
 
 
+def test_best_lw_says_the_training_threads_its_trials_ran_with(fake):
+    """--workers N runs each trial on a share of the CPUs, and a float sum split over other
+    threads rounds otherwise (a torch LeNet-5 trial: 98.88% on 1 thread, 98.83% on 2): best.lw's
+    command for the same figures again names the trials' thread count, and only when it was set."""
+    search(settings("one", train_threads=1), echo=lambda _: None)
+    line = next(x for x in Path("one/best.lw").read_text().splitlines() if x.startswith("# the same figures again:"))
+    assert line.endswith("--train-threads 1"), line
+    search(settings("default"), echo=lambda _: None)
+    line = next(x for x in Path("default/best.lw").read_text().splitlines() if x.startswith("# the same figures again:"))
+    assert "--train-threads" not in line, line
+
+
 def test_the_same_seed_gives_the_same_trials_and_the_same_best_recipe(fake):
     search(settings("a", seed=3), echo=lambda _: None)
     search(settings("b", seed=3), echo=lambda _: None)

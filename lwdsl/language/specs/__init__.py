@@ -11,6 +11,7 @@ from .distill import DistillSpec
 from .export import ExportSpec
 from .prune import PruneSpec
 from .quantize import QuantizeSpec
+from .smoothquant import SmoothQuantSpec
 from .train import FinetuneSpec, RegularizeSpec
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "RegularizeSpec",
     "FinetuneSpec",
     "QuantizeSpec",
+    "SmoothQuantSpec",
     "DistillSpec",
     "ExportSpec",
 ]
@@ -36,6 +38,7 @@ OPS: dict[str, type[StepSpec]] = {
     "prune": PruneSpec,
     "regularize": RegularizeSpec,
     "finetune": FinetuneSpec,
+    "smoothquant": SmoothQuantSpec,
     "quantize": QuantizeSpec,
     "distill": DistillSpec,
     "export": ExportSpec,
@@ -43,6 +46,6 @@ OPS: dict[str, type[StepSpec]] = {
 
 #: Any step, discriminated on ``op``.
 Step = Annotated[
-    Union[PruneSpec, RegularizeSpec, FinetuneSpec, QuantizeSpec, DistillSpec, ExportSpec],
+    Union[PruneSpec, RegularizeSpec, FinetuneSpec, SmoothQuantSpec, QuantizeSpec, DistillSpec, ExportSpec],
     Field(discriminator="op"),
 ]

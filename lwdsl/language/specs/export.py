@@ -93,7 +93,7 @@ class ExportSpec(StepSpec):
 
     op: Literal["export"] = "export"
     format: Literal["onnx", "torch", "pt2e", "tflite", "saved_model", "keras", "hf"] = Field(
-        description="artifact format (hf: a Hugging Face folder: config.json, model.safetensors, tokenizer)")
+        description="artifact format (hf: a Hugging Face folder: config.json, model.safetensors (quantized layers in compressed-tensors' pack-quantized layout), tokenizer)")
     path: Optional[str] = Field(default=None, min_length=1, description="output path, relative to the run directory")
     io: Literal["float32", "int8"] = Field(
         default="float32", description="tflite: dtype of the model's input and output (int8 after quantize int8 static or qat)"

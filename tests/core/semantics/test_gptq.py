@@ -74,6 +74,20 @@ def test_gptq_lowers_the_layer_error_below_round_to_nearest(seed, bits, group) -
     assert gptq < rtn
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("bits, group", [(4, 32), (2, 32)])
+def test_activation_order_visits_the_largest_inputs_first_and_lowers_the_error(seed, bits, group) -> None:
+    """The columns by decreasing H_jj (ties by index), the natural groups' scales kept: on
+    layers whose inputs differ in scale its layer error is below the natural order's."""
+    w, _, gram = layer(seed)
+    ordered = gptq_quantize(w, gram.h, bits, group)
+    natural = gptq_quantize(w, gram.h, bits, group, act_order=False)
+    assert np.array_equal(ordered.scale, natural.scale) and not np.array_equal(ordered.codes, natural.codes)
+    assert output_error(w, ordered.dequantize(), gram.h) < output_error(w, natural.dequantize(), gram.h)
+    h = np.diag(np.diag(gram.h))  # no correlation: each column alone, whatever the order, is round to nearest
+    assert np.array_equal(gptq_quantize(w, h, bits, group, damp=0.0).codes, quantize_weight(w, bits, group=group).codes)
+
+
 def test_gptq_keeps_a_pruned_layers_zeros() -> None:
     w, _, gram = layer()
     keep = np.tile([True, False, True, False], (w.shape[0], w.shape[1] // 4))

@@ -1,0 +1,161 @@
+"""The ``smoothquant`` op, written once: which norm -> linear pairs, the calibration, the core's
+scales written back, and the notes.
+
+1. The pairs (:func:`smooth_pairs`): a pre-norm transformer block's norm and the linear layers
+   its output alone feeds, found by the layer names both backends give (Hugging Face's):
+   ``*.input_layernorm -> *.self_attn.{q,k,v}_proj`` and ``*.post_attention_layernorm ->
+   *.mlp.{gate,up}_proj`` (Llama and the models named like it: Mistral, Qwen2). A post-norm
+   model (BERT: its LayerNorm output also feeds the residual) or a model with no such pair is
+   refused before any step runs (:func:`pairs_refusal`), never skipped silently.
+2. The calibration: :func:`~lwdsl.semantics.order.calibration_indices` of the training set
+   (``calibrate=N``), in batches of :data:`~lwdsl.backend.calibrated.CALIBRATION_BATCH`; the
+   backend hands over the input of the first linear of each pair (the norm's output, the
+   model run in inference mode with float activations), and ``A_j = max |X[:, j]|`` is kept.
+3. Per pair: the core's :func:`~lwdsl.semantics.smoothquant.smooth_scales` of ``A`` and the
+   stacked weights' column maxima, and :func:`~lwdsl.semantics.smoothquant.smooth`'s new norm
+   weight and linear weights, written back by the backend (float32, canonical layout).
+4. The notes: ``smoothquant`` (alpha, the calibration examples, each norm's linears, the range
+   of its scales and the largest activation channel maximum before and after).
+
+A backend gives :class:`SmoothParts` (its ``QuantizeParts`` has all three).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..data.stream import prefetched
+from ..errors import RunError
+from ..semantics.order import calibration_indices
+from ..semantics.smoothquant import column_absmax, smooth, smooth_scales
+from .calibrated import CALIBRATION_BATCH
+from .context import StepContext
+
+__all__ = ["PRE_NORM_PAIRS", "SmoothParts", "smooth_pairs", "pairs_refusal", "smoothquant_handler"]
+
+#: A pre-norm block's norm (the last part of its name) -> the linears (names relative to the
+#: norm's parent) its output alone feeds.
+PRE_NORM_PAIRS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+)
+
+
+class SmoothParts:
+    """What a backend gives ``smoothquant``: weights in the canonical layout, layer inputs."""
+
+    def layer_inputs(self, handle: Any, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        """The input of each named layer when the model (float activations) runs on ``x``."""
+        raise NotImplementedError
+
+    def weight(self, handle: Any, name: str) -> np.ndarray:
+        """The layer's weight (a copy, canonical layout; a norm's is 1-D)."""
+        raise NotImplementedError
+
+    def set_weight(self, handle: Any, name: str, w: np.ndarray) -> None:
+        """Write the layer's weight exactly (float32)."""
+        raise NotImplementedError
+
+
+def smooth_pairs(layers: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(norm, its linears) of every pre-norm pair among ``layers`` (each with ``name`` and
+    ``kind``), in model order.
+
+    >>> from types import SimpleNamespace as L
+    >>> smooth_pairs([L(name="m.0.input_layernorm", kind="norm")] +
+    ...              [L(name=f"m.0.self_attn.{p}_proj", kind="linear") for p in "qkv"])
+    [('m.0.input_layernorm', ('m.0.self_attn.q_proj', 'm.0.self_attn.k_proj', 'm.0.self_attn.v_proj'))]
+    """
+    kinds = {layer.name: layer.kind for layer in layers}
+    found = []
+    for name, kind in kinds.items():
+        if kind != "norm":
+            continue
+        parent, _, last = name.rpartition(".")
+        for norm, linears in PRE_NORM_PAIRS:
+            names = tuple(f"{parent}.{lin}" if parent else lin for lin in linears)
+            if last == norm and all(kinds.get(n) == "linear" for n in names):
+                found.append((name, names))
+    return found
+
+
+def pairs_refusal(layers: Sequence[Any], selected: Sequence[str]) -> Optional[str]:
+    """Why ``smoothquant`` cannot run on a model of ``layers`` with the norms ``selected``
+    (None when at least one selected norm heads a pair)."""
+    pairs = smooth_pairs(layers)
+    if any(norm in set(selected) for norm, _ in pairs):
+        return None
+    names = [layer.name for layer in layers]
+    if pairs:
+        return (f"the selector picks none of the {len(pairs)} norms that head a norm -> linear pair "
+                f"({', '.join(norm for norm, _ in pairs[:3])}{', ...' if len(pairs) > 3 else ''})")
+    if any(n.endswith(("attention.output.LayerNorm", "output.LayerNorm")) for n in names):
+        return ("the model is post-norm (BERT: each LayerNorm's output feeds the next block and the residual), so "
+                "its scale cannot move into the next linears without changing the model; smoothquant works on "
+                "pre-norm decoders (tiny-llama and Llama-style Hugging Face models)")
+    if any(n.endswith((".ln_1", ".ln_2")) for n in names):
+        return ("GPT-2's ln_1 -> c_attn and ln_2 -> c_fc pairs (a LayerNorm with a bias) are not smoothed yet; "
+                "smoothquant works on Llama-style models (input_layernorm -> q/k/v_proj, post_attention_layernorm -> "
+                "gate/up_proj)")
+    return ("the model has no pre-norm transformer pair (input_layernorm -> q/k/v_proj, post_attention_layernorm -> "
+            "gate/up_proj): smoothquant is for Llama-style language models")
+
+
+def _act_absmax(parts: SmoothParts, handle: Any, taps: Sequence[str], count: int, ctx: StepContext) -> tuple[dict, int]:
+    """``max |X[:, j]|`` of each tap's input over the calibration examples (float32)."""
+    x = ctx.data.train_x
+    n = len(x)
+    if count > n:
+        ctx.warn(f"step {ctx.index + 1} (smoothquant): calibrate={count} exceeds the {n} training examples; calibrating on all {n}")
+    idx = calibration_indices(n, count, ctx.seed)
+    seen: dict[str, np.ndarray] = {}
+    bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} examples")
+    keys = (idx[start : start + CALIBRATION_BATCH] for start in range(0, len(idx), CALIBRATION_BATCH))
+    try:
+        for _, batch in prefetched(x, keys):
+            for name, inputs in zip(taps, parts.layer_inputs(handle, taps, batch)):
+                inputs = np.asarray(inputs, dtype=np.float32)
+                top = np.max(np.abs(inputs.reshape(-1, inputs.shape[-1])), axis=0)
+                seen[name] = top if name not in seen else np.maximum(seen[name], top)
+            bar.update(1)
+    finally:
+        bar.close()
+    for name, top in seen.items():
+        if not np.isfinite(top).all():
+            raise RunError(f"step {ctx.index + 1} (smoothquant): calibration saw a NaN or infinite input of {name}")
+    return seen, len(idx)
+
+
+def smoothquant_handler(parts: SmoothParts) -> Callable[..., Any]:
+    """The ``smoothquant`` handler over a backend's :class:`SmoothParts`."""
+
+    def smoothquant(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+        chosen = set(layers)
+        pairs = [(norm, linears) for norm, linears in smooth_pairs(ctx.backend.layers(handle)) if norm in chosen]
+        if not pairs:  # the runner refuses this before any step; a direct call says it too
+            raise RunError(f"step {ctx.index + 1} (smoothquant): "
+                           f"{pairs_refusal(ctx.backend.layers(handle), layers)}")
+        held = getattr(handle, "quant", None) or {}
+        coded = [name for norm, linears in pairs for name in linears if name in held]
+        if coded:  # a model read with codes (a compressed-tensors folder): rescaling would break them
+            raise RunError(f"step {ctx.index + 1} (smoothquant): {len(coded)} of the linear layers it would rescale hold "
+                           f"integer codes already ({', '.join(coded[:3])}{', ...' if len(coded) > 3 else ''})",
+                           hint="smoothquant a float model, before its quantize int8")
+        absmax, examples = _act_absmax(parts, handle, [linears[0] for _, linears in pairs], spec.calibrate, ctx)
+        notes: dict[str, Any] = {}
+        for norm, linears in pairs:
+            weights = [parts.weight(handle, name) for name in linears]
+            a = absmax[linears[0]]
+            s = smooth_scales(a, column_absmax(weights), spec.alpha)
+            g, smoothed = smooth(parts.weight(handle, norm), weights, s)
+            parts.set_weight(handle, norm, g)
+            for name, w in zip(linears, smoothed):
+                parts.set_weight(handle, name, w)
+            notes[norm] = {"linears": list(linears), "scale_min": float(s.min()), "scale_max": float(s.max()),
+                           "act_absmax": float(a.max()), "act_absmax_after": float((a / s).max())}
+        ctx.notes["smoothquant"] = {"alpha": spec.alpha, "examples": examples, "pairs": notes}
+        return handle
+
+    return smoothquant
