@@ -150,6 +150,11 @@ def run_command(
         raise UsageError(f"--workers {workers}, but the launcher ({env.launcher}) started {env.world} worker(s)",
                          hint="under torchrun leave --workers out: the launcher decides how many")
     if max_restarts and (env is not None and not env.launched_by_lwdsl):
+        if env.launcher == "TF_CONFIG":  # workers started by hand: whoever started them restarts them
+            raise UsageError(f"--max-restarts {max_restarts} on a worker started with TF_CONFIG: lwdsl restarts only the "
+                             "workers it starts (lwdsl run --backend tensorflow --workers N)",
+                             hint="restart your workers yourself (or by your cluster manager) with --resume: each continues "
+                                  "from the run's last point")
         raise UsageError(f"--max-restarts {max_restarts} under {env.launcher}: the launcher restarts the workers, not lwdsl",
                          hint=f"give it to the launcher (torchrun --max-restarts {max_restarts} ...); a restarted worker resumes by itself")
     if max_restarts and (workers is None or workers < 2) and env is None:

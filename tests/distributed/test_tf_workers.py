@@ -88,6 +88,22 @@ def test_a_bad_tf_config_is_exit_2_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_max_restarts_on_a_worker_started_with_tf_config_is_exit_2(tmp_path):
+    """lwdsl restarts only the workers it starts: under a TF_CONFIG of the user's, exit 2 before any work."""
+    from typer.testing import CliRunner
+
+    from lwdsl.cli.app import app
+
+    recipe = tmp_path / "r.lw"
+    recipe.write_text("finetune epochs=1\n")
+    result = CliRunner().invoke(app, ["run", str(recipe), "--backend", "tensorflow", "--model", "lenet300", "--data", DATA,
+                                      "--out", str(tmp_path / "out"), "--max-restarts", "1"],
+                                env={"TF_CONFIG": _cfg(["localhost:2222", "localhost:2223"], 1)})
+    assert result.exit_code == 2, result.output
+    assert "--max-restarts 1 on a worker started with TF_CONFIG" in result.output and "--resume" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
 def _env_worker(folder: str) -> None:
     """What a worker of launch_local is given; worker 1 then fails with exit code 3."""
     keys = ("TF_CONFIG", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
