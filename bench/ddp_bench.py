@@ -18,16 +18,19 @@ for 2 workers, the time each rank spends inside collectives (the gradient all-re
 terms, and the digest checks apart), in total and per optimizer step, as a share of its
 fine-tune. The time inside a collective is the transfer plus the wait for the other rank.
 Then what the two runs agree on: masks (bit for bit expected), weights (relative difference;
-the issue's bound is 1e-4), accuracy (within 0.1 point).
+the issue's bound is 1e-4), accuracy (within 0.1 point); and whether the 2 workers ended bit for
+bit where one process accumulating the 2 shards of every batch ends (the promise of
+docs/semantics.md "Several workers"; bench/drift_bench.py follows the two apart step by step).
 
 On a 2-core machine expect no speed-up from 2 processes: they share the same 2 cores, each
 does half of every batch with one thread instead of the whole batch with two, and adds a
 collective per step.
 
 Then kill-and-resume (``--kill``, at least 2 epochs): ``lwdsl run --workers 2 --max-restarts 1``
-twice from the command line, once uninterrupted and once with the first worker killed
-(SIGKILL) half an epoch after the point of epoch 1 is written; the agent restarts both workers,
-which resume from that point. Prints the two wall times and their difference (the time lost:
+(with ``--backend``) twice from the command line, once uninterrupted and once with the first
+worker killed (SIGKILL) half an epoch after the point of epoch 1 is written; the launcher
+(torch's elastic agent, or lwdsl's own for tensorflow) restarts both workers, which resume from
+that point. Prints the two wall times and their difference (the time lost:
 the half epoch trained again, the restart: new processes, imports, data, rendezvous), the
 size of an epoch point, and whether the two runs' weights and masks agree (bit for bit
 expected: the same 2 workers resume the same state).
@@ -86,20 +89,41 @@ def _instrument(spent: dict, backend: str) -> None:
     Backend.finalize = finalize
 
 
-def run_once(model: str, data: str, checkpoint: str, epochs: int, threads: int, out: str, backend: str = "torch") -> None:
-    """One process's run (a rank under the launcher, or the only process); saves what it saw."""
+def run_once(model: str, data: str, checkpoint: str, epochs: int, threads: int, out: str, backend: str = "torch",
+             shards: int = 0) -> None:
+    """One process's run (a rank under the launcher, or the only process); saves what it saw.
+    With ``shards``: one process accumulating that many shards of every batch (what as many
+    workers compute, bit for bit)."""
     import lwdsl
 
     spent: dict = {}
     _instrument(spent, backend)
+    world = None
+    if shards:
+        from lwdsl.backend.ranks import OneProcess
+        from lwdsl.runner.ranks import WorldEnv
+
+        Backend = _backend_class(backend)
+        Backend.join_ranks = lambda self, rank, size, timeout, join_s=None: OneProcess(size)
+        world = WorldEnv(0, shards, 0, 1, "bench")
     result = lwdsl.run(RECIPE.format(epochs=epochs), model, data=data, checkpoint=checkpoint, quiet=True, latency=False,
-                       train_threads=threads, backend=backend)
-    rank = os.environ.get("RANK", "0")
+                       train_threads=threads, backend=backend, world=world)
+    rank = os.environ.get("RANK", "0") if not shards else "0"
     masks = spent.pop("masks", {})
     arrays = {**{f"w:{k}": v for k, v in result.backend.state(result.model).items()}, **{f"m:{k}": v for k, v in masks.items()}}
     np.savez(Path(out) / f"rank{rank}.npz", **arrays)
     acc = result.report["summary"]["accuracy_after"] if result.report else None
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({"spent": spent, "accuracy": acc}))
+
+
+def _backend_class(backend: str):
+    if backend == "tensorflow":
+        from lwdsl.backends.tf_backend.backend import KerasBackend
+
+        return KerasBackend
+    from lwdsl.backends.torch_backend.backend import TorchBackend
+
+    return TorchBackend
 
 
 def _cli_run(args: list[str], cwd: Path, watch: Path, kill_after: float | None = None) -> tuple[float, dict]:
@@ -170,14 +194,14 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def kill_and_resume(model: str, data: str, checkpoint: str, epochs: int, tmp: Path) -> None:
+def kill_and_resume(model: str, data: str, checkpoint: str, epochs: int, tmp: Path, backend: str = "torch") -> None:
     """The kill-and-resume measurement (module docstring)."""
     from lwdsl.backend.weights import load_weights
 
     recipe = tmp / "kill.lw"
     recipe.write_text(RECIPE.format(epochs=epochs).replace(" | ", "\n") + "\n")
-    common = ["run", str(recipe), "--model", model, "--data", data, "--checkpoint", checkpoint, "--workers", "2",
-              "--max-restarts", "1", "--quiet"]
+    common = ["run", str(recipe), "--backend", backend, "--model", model, "--data", data, "--checkpoint", checkpoint,
+              "--workers", "2", "--max-restarts", "1", "--quiet"]
     whole_s, whole = _cli_run([*common, "--out", "whole"], tmp, tmp / "whole.resume")
     e1, e2 = whole["epochs"].get(1), whole["epochs"].get(2)
     epoch_s = (e2 - e1) if e1 is not None and e2 is not None else whole_s / (epochs + 1)
@@ -187,6 +211,7 @@ def kill_and_resume(model: str, data: str, checkpoint: str, epochs: int, tmp: Pa
     said = [at for at, line in cut["lines"] if "restart 1 by the launcher" in line]
     restarted = (f"yes, the restarted rank 0 began {said[0] - cut['killed']:.1f} s after the kill (the failure seen, the "
                  "other worker stopped, new processes, imports, rendezvous)" if said else "no")
+    launcher = "torch's elastic agent" if backend == "torch" else "lwdsl's TF_CONFIG launcher"
     a, _ = load_weights(tmp / "whole" / "model.lwz")
     b, _ = load_weights(tmp / "cut" / "model.lwz")
     same = all(np.array_equal(a[k], b[k]) for k in a)
@@ -194,7 +219,7 @@ def kill_and_resume(model: str, data: str, checkpoint: str, epochs: int, tmp: Pa
     rel = max(float(np.linalg.norm(a[k].astype(np.float64) - b[k]) / (np.linalg.norm(a[k].astype(np.float64)) or 1.0)) for k in a)
     print(f"kill-and-resume (--workers 2 --max-restarts 1, {epochs} epochs, an epoch about {epoch_s:.1f} s): uninterrupted "
           f"{whole_s:.1f} s; a worker killed (SIGKILL) {cut['killed']:.1f} s in, half an epoch after the point of epoch 1: "
-          f"{cut_s:.1f} s; restarted by the agent: {restarted}; time lost (the difference of the two walls: noisy on a shared "
+          f"{cut_s:.1f} s; restarted by {launcher}: {restarted}; time lost (the difference of the two walls: noisy on a shared "
           f"machine) {cut_s - whole_s:.1f} s, of which about {epoch_s / 2:.1f} s of training done again; an epoch point is "
           f"{cut['point_bytes'] / 1e6:.2f} MB; weights bit-identical: {same}, masks (zeros) identical: {zeros}, "
           f"largest relative difference of a tensor {rel:.2e}")
@@ -227,7 +252,7 @@ def main() -> None:
         checkpoint = str(Path(tmp) / "base.lwz")
         save_weights(Path(checkpoint), base.backend.state(base.model))
         if args.kill_only:
-            kill_and_resume(model, data, checkpoint, max(2, args.epochs), Path(tmp))
+            kill_and_resume(model, data, checkpoint, max(2, args.epochs), Path(tmp), args.backend)
             return
         results = {}
         # (workers, training threads a worker): what --workers 1 and 2 give by default, and one
@@ -247,6 +272,13 @@ def main() -> None:
             wall = time.perf_counter() - start
             ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(workers)]
             results[workers, threads] = (wall, ranks, dict(np.load(out / "rank0.npz")))
+        # one process accumulating the 2 shards of every batch with a worker's threads: what 2 workers compute, bit for bit
+        out = Path(tmp) / "accumulated"
+        out.mkdir()
+        failed = launch(1, run_once, (model, data, checkpoint, args.epochs, max(1, cpus // 2), str(out), args.backend, 2), 600)
+        if failed:
+            sys.exit(f"the accumulating process failed: exit code {failed}")
+        accumulated = dict(np.load(out / "rank0.npz"))
         steps = None
         for (workers, threads), (wall, ranks, _) in results.items():
             fits = [r["spent"]["fit"] for r in ranks]
@@ -275,8 +307,13 @@ def main() -> None:
             print(f"1 worker with {threads} thread(s) against 2 workers: masks bit-identical: {same_masks} ({len(masks)} layers); "
                   f"weights: largest relative difference of a tensor {rel[worst]:.2e} ({worst[2:]}); accuracy {100 * acc1:.2f}% "
                   f"(1 worker) vs {100 * acc2:.2f}% (2 workers), {100 * abs(acc1 - acc2):.2f} points apart")
+        rel = {k: float(np.linalg.norm(accumulated[k].astype(np.float64) - two[k]) / (np.linalg.norm(two[k].astype(np.float64)) or 1.0))
+               for k in two if k.startswith("w:")}
+        same = all(np.array_equal(two[k], accumulated[k]) for k in two)
+        print(f"2 workers against one process accumulating the 2 shards of every batch: weights and masks bit-identical: {same}"
+              f"{'' if same else f' (largest relative difference {max(rel.values()):.2e})'}")
         if args.kill:
-            kill_and_resume(model, data, checkpoint, max(2, args.epochs), Path(tmp))
+            kill_and_resume(model, data, checkpoint, max(2, args.epochs), Path(tmp), args.backend)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,11 @@ class KerasBackend(Backend):
 
     def launch(self, workers: int, entry: Any, args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0,
                join_s: Optional[float] = None) -> dict[int, int]:
-        """``workers`` processes on localhost, each with its own ``TF_CONFIG``."""
+        """``workers`` processes on localhost, each with its own ``TF_CONFIG``; a failed group
+        restarted up to ``max_restarts`` times."""
         from .ranks import launch
 
-        return launch(workers, entry, args, timeout_s)
+        return launch(workers, entry, args, timeout_s, max_restarts)
 
     def set_device(self, device: str) -> dict[str, str]:
         """TensorFlow places work on its first visible GPU: ``cpu`` hides the GPUs, ``cuda:N``

@@ -214,8 +214,8 @@ def _context_started() -> bool:
     return context.context()._context_handle is not None  # noqa: SLF001 - no public "already initialised?"
 
 
-def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> dict[int, int]:
-    """``workers`` processes on localhost, each with its own ``TF_CONFIG``
-    (:func:`lwdsl.backend.tfconfig.launch_local`; ``lwdsl run`` calls that without importing
-    TensorFlow)."""
-    return launch_local(workers, entry, args, timeout_s)
+def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0) -> dict[int, int]:
+    """``workers`` processes on localhost, each with its own ``TF_CONFIG``, the group restarted
+    up to ``max_restarts`` times when a worker fails (:func:`lwdsl.backend.tfconfig.launch_local`;
+    ``lwdsl run`` calls that without importing TensorFlow)."""
+    return launch_local(workers, entry, args, timeout_s, max_restarts=max_restarts)

@@ -14,7 +14,10 @@ worker's ``TF_CONFIG`` (and ``RANK``/``WORLD_SIZE``, which :func:`lwdsl.runner.r
 reads), starts the workers as fresh processes (``spawn``: TensorFlow must start in each) and
 waits for them. When one fails, the others are given :data:`GRACE_S` seconds to stop on their
 own (TensorFlow's heartbeat aborts their collectives), then killed: TensorFlow traps SIGTERM
-once its cluster is up, so only SIGKILL stops a worker stuck in a collective.
+once its cluster is up, so only SIGKILL stops a worker stuck in a collective. With
+``max_restarts`` (``lwdsl run --max-restarts M``) a failed group is killed at once and started
+again, up to M times, each worker told the restart's number (:data:`RESTART_COUNT`): it
+resumes from the run's last point by itself.
 """
 
 from __future__ import annotations
@@ -28,10 +31,16 @@ from typing import Any, Callable, Mapping, Optional
 
 from ..errors import UsageError
 
-__all__ = ["TFWorld", "parse_tf_config", "world_from_tf_config", "launch_local", "GRACE_S"]
+__all__ = ["TFWorld", "parse_tf_config", "world_from_tf_config", "launch_local", "GRACE_S", "RESTART_COUNT"]
 
-#: Seconds the other workers get to stop by themselves after one failed (then SIGKILL).
+#: Seconds the other workers get to stop by themselves after one failed, when the group is not
+#: restarted (then SIGKILL).
 GRACE_S = 20.0
+
+#: How many times :func:`launch_local` restarted the group, in each worker's environment (0 on
+#: the first start): torch's elastic agent says it with ``TORCHELASTIC_RESTART_COUNT``;
+#: :func:`lwdsl.runner.ranks.world_from_env` reads either.
+RESTART_COUNT = "LWDSL_RESTART_COUNT"
 
 _HINT = ('TF_CONFIG is JSON: {"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}, '
          "the same cluster on every worker and each its own index")
@@ -151,23 +160,41 @@ def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...],
                  join_s: Optional[float] = None) -> dict[int, int]:
     """Run ``entry(*args)`` in ``workers`` fresh processes on this machine, worker ``r`` with
     ``TF_CONFIG`` naming ``localhost:PORT_0 .. PORT_{N-1}`` and task ``r`` (and ``RANK``,
-    ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``). Returns each failed worker's exit
-    code (empty when all succeeded; a signal ``s`` is ``128 + s``); Ctrl-C here is ``{0: 130}``
-    (SIGTERM ``{0: 143}``, passed on to the workers as SIGINT) once the workers stopped. ``timeout_s`` is the workers' own: each waits that long for the
-    others to join (:class:`lwdsl.backends.tf_backend.ranks.TFRanks`). ``max_restarts`` above 0 is
-    refused (exit 2): a tensorflow group is not restarted yet (``--resume`` continues it from the
-    last point); ``join_s`` is not used (the workers' own wait is ``timeout_s``)."""
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, and :data:`RESTART_COUNT`). Returns
+    each failed worker's exit code (empty when all succeeded; a signal ``s`` is ``128 + s``; the
+    workers this launcher killed after the first failure are not counted);
+    Ctrl-C here is ``{0: 130}`` (SIGTERM ``{0: 143}``, passed on to the workers as SIGINT) once
+    the workers stopped. ``timeout_s`` is the workers' own: each waits that long for the others
+    to join (:class:`lwdsl.backends.tf_backend.ranks.TFRanks`); ``join_s`` is not used.
+
+    When a worker fails (a non-zero exit, a signal) and fewer than ``max_restarts`` restarts
+    were made, the others are killed at once (SIGKILL: TensorFlow traps SIGTERM, and they would
+    wait in a collective for a worker that is gone) and the whole group starts again: new
+    processes, fresh ports, :data:`RESTART_COUNT` one more (the workers resume from the run's
+    last point, :mod:`lwdsl.runner.resume`), as torch's elastic agent does. The last attempt's
+    failures are returned: the other workers then get :data:`GRACE_S` seconds to stop on their
+    own (and say why) before they are killed."""
+    attempt = 0
+    while True:
+        last = attempt >= max_restarts
+        failed, stopped = _launch_once(workers, entry, args, attempt, GRACE_S if last else 0.0)
+        if not failed or stopped or last:
+            return failed
+        attempt += 1
+
+
+def _launch_once(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], attempt: int,
+                 grace_s: float) -> tuple[dict[int, int], bool]:
+    """One attempt of :func:`launch_local`: (the failed workers' exit codes, whether Ctrl-C or
+    SIGTERM stopped it). Once a worker failed, the others get ``grace_s`` seconds, then SIGKILL."""
     import multiprocessing
 
-    if max_restarts:
-        raise UsageError("--max-restarts: tensorflow workers are not restarted yet",
-                         hint="run with --backend torch for restarts, or continue a failed tensorflow run with --resume")
     ctx = multiprocessing.get_context("spawn")
     addresses = [f"localhost:{p}" for p in _free_ports(workers)]
     procs = []
     for r in range(workers):
         environ = {"TF_CONFIG": tf_config(addresses, r), "RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_RANK": str(r),
-                   "LOCAL_WORLD_SIZE": str(workers)}
+                   "LOCAL_WORLD_SIZE": str(workers), RESTART_COUNT: str(attempt)}
         p = ctx.Process(target=_worker, args=(environ, entry, args), name=f"lwdsl-worker-{r}")
         p.start()
         procs.append(p)
@@ -179,8 +206,8 @@ def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...],
                 if not p.is_alive() and p.exitcode and r not in failed:
                     failed[r] = _code(p.exitcode)
             if failed and deadline is None:
-                deadline = time.monotonic() + GRACE_S
-            if deadline is not None and time.monotonic() > deadline:
+                deadline = time.monotonic() + grace_s
+            if deadline is not None and time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
     except KeyboardInterrupt as exc:  # Ctrl-C reached the workers too; SIGTERM (lwdsl's Terminated) only this process
@@ -190,24 +217,27 @@ def launch_local(workers: int, entry: Callable[..., Any], args: tuple[Any, ...],
                 if p.is_alive() and p.pid is not None:
                     os.kill(p.pid, signal.SIGINT)
         _stop(procs, GRACE_S)
-        return {0: 143 if terminated else 130}
-    _stop(procs, 0.0)
-    for r, p in enumerate(procs):
-        if p.exitcode and r not in failed:
+        return {0: 143 if terminated else 130}, True
+    stopped = _stop(procs, 0.0)
+    for r, p in enumerate(procs):  # those this launcher killed did not fail: the first failure stopped them (torch's agent alike)
+        if p.exitcode and r not in failed and r not in stopped:
             failed[r] = _code(p.exitcode)
-    return failed
+    return failed, False
 
 
 def _code(exitcode: int) -> int:
     return 128 - exitcode if exitcode < 0 else exitcode
 
 
-def _stop(procs: list[Any], grace_s: float) -> None:
-    """Wait ``grace_s`` for ``procs`` to end, then SIGKILL those still running."""
+def _stop(procs: list[Any], grace_s: float) -> set[int]:
+    """Wait ``grace_s`` for ``procs`` to end, then SIGKILL those still running; which it killed."""
     end = time.monotonic() + grace_s
     for p in procs:
         p.join(max(0.0, end - time.monotonic()))
-    for p in procs:
+    killed = set()
+    for r, p in enumerate(procs):
         if p.is_alive():
             p.kill()
             p.join()
+            killed.add(r)
+    return killed

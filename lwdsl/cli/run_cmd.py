@@ -13,10 +13,10 @@ refused instead of silently losing one result.
 ``--workers N`` starts N processes on this machine through torch's elastic launcher (torch) or
 with a ``TF_CONFIG`` each (tensorflow, :mod:`lwdsl.backend.tfconfig`), each running this same
 command as one rank (:mod:`lwdsl.runner.ranks`); this process holds
-the lock meanwhile and exits with the workers' exit code. With ``--max-restarts M`` (torch) the
-launcher restarts the group when a worker fails, up to M times, and the restarted workers
-resume from the last point. ``--rdzv-timeout S`` bounds the wait for the workers to join
-(exit 2 after it). Under a launcher of the user's own
+the lock meanwhile and exits with the workers' exit code. With ``--max-restarts M`` the
+launcher (torch's elastic agent; lwdsl's own for tensorflow) restarts the group when a worker
+fails, up to M times, and the restarted workers resume from the last point.
+``--rdzv-timeout S`` bounds the wait for the workers to join (exit 2 after it). Under a launcher of the user's own
 (``torchrun ... -m lwdsl run ...``) each process is one rank already; rank 0 takes the lock.
 """
 
@@ -150,6 +150,11 @@ def run_command(
         raise UsageError(f"--workers {workers}, but the launcher ({env.launcher}) started {env.world} worker(s)",
                          hint="under torchrun leave --workers out: the launcher decides how many")
     if max_restarts and (env is not None and not env.launched_by_lwdsl):
+        if env.launcher == "TF_CONFIG":  # workers started by hand: whoever started them restarts them
+            raise UsageError(f"--max-restarts {max_restarts} on a worker started with TF_CONFIG: lwdsl restarts only the "
+                             "workers it starts (lwdsl run --backend tensorflow --workers N)",
+                             hint="restart your workers yourself (or by your cluster manager) with --resume: each continues "
+                                  "from the run's last point")
         raise UsageError(f"--max-restarts {max_restarts} under {env.launcher}: the launcher restarts the workers, not lwdsl",
                          hint=f"give it to the launcher (torchrun --max-restarts {max_restarts} ...); a restarted worker resumes by itself")
     if max_restarts and (workers is None or workers < 2) and env is None:
@@ -166,7 +171,8 @@ def run_command(
     if env is None and workers is not None and workers > 1:  # start the ranks; each runs _run_rank
         check_workers_backend(backend, workers)
         with RunLock(out_path):
-            code = launch_workers(backend, workers, _run_rank, (kwargs,), max_restarts=max_restarts)
+            code = launch_workers(backend, workers, _run_rank, (kwargs,), max_restarts=max_restarts,
+                                  say=lambda msg: typer.echo(msg, err=True))
         if code in (130, 143):  # Ctrl-C or SIGTERM: the workers cleaned up; said once, here
             from .args import _INTERRUPTED
 

@@ -24,8 +24,10 @@ slowest rank, rank 0's measurements included.
 
 A worker that fails (a crash, a SIGKILL, a lost machine) stops the run, unless the launcher
 restarts the group (``lwdsl run --workers N --max-restarts M``, ``torchrun --max-restarts M``):
-then each restarted worker sees ``TORCHELASTIC_RESTART_COUNT`` > 0 (:attr:`WorldEnv.restarts`)
-and the run resumes by itself from its last point (:mod:`lwdsl.runner.resume`).
+then each restarted worker sees ``TORCHELASTIC_RESTART_COUNT`` (torch) or ``LWDSL_RESTART_COUNT``
+(tensorflow: :func:`lwdsl.backend.tfconfig.launch_local`) > 0 (:attr:`WorldEnv.restarts`) and the
+run resumes by itself from its last point (:mod:`lwdsl.runner.resume`). When the restarts are
+spent, :func:`failure_message` says so, the same words for both.
 """
 
 from __future__ import annotations
@@ -35,13 +37,19 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from ..backend.tfconfig import RESTART_COUNT as TF_RESTART_COUNT
 from ..errors import UsageError
 
-__all__ = ["WorldEnv", "world_from_env", "timeout_s", "join_timeout_s", "RDZV_TIMEOUT", "check_workers_backend", "launch_workers", "world_record", "LAUNCHED"]
+__all__ = ["WorldEnv", "world_from_env", "timeout_s", "join_timeout_s", "RDZV_TIMEOUT", "check_workers_backend", "launch_workers",
+           "failure_message", "world_record", "LAUNCHED", "RESTART_COUNTS"]
 
 #: Set by ``lwdsl run --workers N`` in the environment of the processes it starts (the parent
 #: holds the run folder's lock; rank 0 does not take it again).
 LAUNCHED = "LWDSL_WORKERS"
+
+#: Where a launcher says how many times it restarted the group: torch's elastic agent, and
+#: lwdsl's own tensorflow launcher (:data:`lwdsl.backend.tfconfig.RESTART_COUNT`).
+RESTART_COUNTS = ("TORCHELASTIC_RESTART_COUNT", TF_RESTART_COUNT)
 
 #: Seconds a collective waits for the slowest rank, unless LWDSL_DIST_TIMEOUT says.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -61,7 +69,7 @@ class WorldEnv:
     local_rank: int
     local_world: int
     launcher: str  # "lwdsl run --workers", "torchrun" (torch's elastic agent), "TF_CONFIG" or "environment"
-    restarts: int = 0  # how many times the launcher restarted the group (TORCHELASTIC_RESTART_COUNT)
+    restarts: int = 0  # how many times the launcher restarted the group (TORCHELASTIC_RESTART_COUNT, LWDSL_RESTART_COUNT)
 
     @property
     def launched_by_lwdsl(self) -> bool:
@@ -96,7 +104,7 @@ def world_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[WorldEnv
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f"RANK={rank} and WORLD_SIZE={world} in the environment: a rank is from 0 to WORLD_SIZE - 1")
     launcher = ("lwdsl run --workers" if env.get(LAUNCHED) else "torchrun" if env.get("TORCHELASTIC_RUN_ID") else "environment")
-    restarts = _int(env, "TORCHELASTIC_RESTART_COUNT", 0) if env.get("TORCHELASTIC_RESTART_COUNT") else 0
+    restarts = max((_int(env, name, 0) for name in RESTART_COUNTS if env.get(name)), default=0)
     return WorldEnv(rank, world, local_rank, max(1, local_world), launcher, max(0, restarts))
 
 
@@ -151,10 +159,13 @@ def check_workers_backend(backend: str, workers: int) -> None:
                          hint=f"run with --backend torch --workers {workers}, or without --workers on {backend}")
 
 
-def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: tuple[Any, ...], max_restarts: int = 0) -> int:
+def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: tuple[Any, ...], max_restarts: int = 0,
+                   say: Optional[Callable[[str], None]] = None) -> int:
     """Run ``entry(*args)`` in ``workers`` processes through ``backend``'s launcher, which
     restarts the group up to ``max_restarts`` times when a worker fails; the exit code of the
-    run: 0, or rank 0's failure (another rank's when rank 0 did not fail)."""
+    run: 0, or rank 0's failure (another rank's when rank 0 did not fail; a signal ``s`` is
+    ``128 + s``). What the workers could not say themselves (a worker killed by a signal, the
+    restarts spent) is given to ``say`` (:func:`failure_message`)."""
     before = os.environ.get(LAUNCHED)
     os.environ[LAUNCHED] = str(workers)
     try:
@@ -166,7 +177,48 @@ def launch_workers(backend: str, workers: int, entry: Callable[..., Any], args: 
             os.environ[LAUNCHED] = before
     if not failed:
         return 0
-    return failed.get(0) or next(code for _, code in sorted(failed.items()) if code) or 1
+    failed = {r: 128 - c if c < 0 else c for r, c in failed.items()}  # torch's agent gives a signal as -s
+    code = failed.get(0) or next((c for _, c in sorted(failed.items()) if c), 1)
+    message = failure_message(failed, workers, max_restarts)
+    if message and say is not None and code not in (130, 143):  # Ctrl-C and SIGTERM are said by the caller
+        say(message)
+    return code
+
+
+def failure_message(failed: Mapping[int, int], workers: int, max_restarts: int) -> Optional[str]:
+    """What a failed group of ``workers`` says once its launcher gave up (``failed``: rank ->
+    exit code, a signal ``s`` as ``128 + s``): the workers a signal stopped (they could say
+    nothing) and, with ``--max-restarts``, that the restarts are spent; the same words for every
+    backend's launcher. None when each worker said its own error and no restart was asked.
+
+    >>> print(failure_message({1: 137}, 2, 1))
+    error: worker 1 of 2 was killed (SIGKILL); the group was restarted 1 time (--max-restarts 1) and failed again: the run stopped
+      hint: continue it from its last point with --resume (on any number of workers), or allow more restarts
+    """
+    import signal
+
+    from ..errors import RunError
+
+    killed = []
+    for rank, code in sorted(failed.items()):
+        if code > 128:
+            try:
+                name = signal.Signals(code - 128).name
+            except ValueError:
+                name = f"signal {code - 128}"
+            killed.append(f"worker {rank} of {workers} was killed ({name})")
+    if not killed and not max_restarts:
+        return None
+    what = "; ".join(killed) if killed else f"worker {min(failed)} of {workers} failed (exit {failed[min(failed)]})"
+    if max_restarts:
+        times = "time" if max_restarts == 1 else "times"
+        what += f"; the group was restarted {max_restarts} {times} (--max-restarts {max_restarts}) and failed again: the run stopped"
+        hint = "continue it from its last point with --resume (on any number of workers), or allow more restarts"
+    else:
+        what += ": the run stopped"
+        hint = ("continue it from its last point with --resume (on any number of workers); --max-restarts N restarts the "
+                "group by itself")
+    return RunError(what, hint=hint).render()
 
 
 def _launcher(backend: str) -> Callable[..., dict[int, int]]:

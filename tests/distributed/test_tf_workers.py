@@ -2,7 +2,10 @@
 cannot work (exit 2, no TensorFlow needed), the gradients summed over 2 workers with
 TensorFlow's collective ops, bit for bit what one process accumulating the same shards
 computes, within float32 rounding of one process with the whole batch; masks binary and the
-same on every worker; a worker that never joins stops the others after the stated timeout.
+same on every worker; a worker that never joins stops the others after the stated timeout;
+``--max-restarts``: a worker killed mid-epoch makes the launcher restart the group on fresh
+ports, which resumes from the last point, and a group that keeps failing stops with the stated
+error.
 
 The multi-process tests start real TensorFlow processes (about 0.7 GB and several seconds each):
 2 workers, small models, one short epoch; slow."""
@@ -12,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,6 +88,22 @@ def test_a_bad_tf_config_is_exit_2_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_max_restarts_on_a_worker_started_with_tf_config_is_exit_2(tmp_path):
+    """lwdsl restarts only the workers it starts: under a TF_CONFIG of the user's, exit 2 before any work."""
+    from typer.testing import CliRunner
+
+    from lwdsl.cli.app import app
+
+    recipe = tmp_path / "r.lw"
+    recipe.write_text("finetune epochs=1\n")
+    result = CliRunner().invoke(app, ["run", str(recipe), "--backend", "tensorflow", "--model", "lenet300", "--data", DATA,
+                                      "--out", str(tmp_path / "out"), "--max-restarts", "1"],
+                                env={"TF_CONFIG": _cfg(["localhost:2222", "localhost:2223"], 1)})
+    assert result.exit_code == 2, result.output
+    assert "--max-restarts 1 on a worker started with TF_CONFIG" in result.output and "--resume" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
 def _env_worker(folder: str) -> None:
     """What a worker of launch_local is given; worker 1 then fails with exit code 3."""
     keys = ("TF_CONFIG", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
@@ -104,6 +124,83 @@ def test_the_local_launcher_gives_each_worker_its_tf_config(tmp_path, monkeypatc
     assert [w.rank for w in worlds] == [0, 1] and worlds[0].addresses == worlds[1].addresses
     assert len(set(worlds[0].addresses)) == 2 and all(a.startswith("localhost:") for a in worlds[0].addresses)
     assert [(e["RANK"], e["WORLD_SIZE"], e["LOCAL_RANK"], e["LOCAL_WORLD_SIZE"]) for e in env] == [("0", "2", "0", "2"), ("1", "2", "1", "2")]
+
+
+def _flaky_worker(folder: str, always: bool) -> None:
+    """Records its environment per attempt; worker 1 kills itself (SIGKILL) on the first attempt
+    (on every attempt with ``always``), while worker 0 waits as if in a collective."""
+    from lwdsl.backend.tfconfig import RESTART_COUNT
+
+    attempt, rank = os.environ[RESTART_COUNT], os.environ["RANK"]
+    (Path(folder) / f"a{attempt}r{rank}.json").write_text(json.dumps({"TF_CONFIG": os.environ["TF_CONFIG"]}))
+    if rank == "1" and (always or attempt == "0"):
+        end = time.monotonic() + 60
+        while not (Path(folder) / f"a{attempt}r0.json").exists() and time.monotonic() < end:  # worker 0 is up
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if rank == "0" and (always or attempt == "0"):
+        time.sleep(120)  # stuck, waiting for the worker that is gone
+
+
+def test_the_local_launcher_restarts_a_failed_group_with_fresh_ports(tmp_path, monkeypatch):
+    """``max_restarts=1``: worker 1 killed (SIGKILL) on the first attempt; the waiting worker 0
+    is killed at once (not after GRACE_S), both start again with the restart's number and a new
+    cluster of ports, and the run succeeds."""
+    from lwdsl.backend.tfconfig import GRACE_S, launch_local
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    start = time.monotonic()
+    assert launch_local(2, _flaky_worker, (str(tmp_path), False), 10, max_restarts=1) == {}
+    assert time.monotonic() - start < GRACE_S  # worker 0 was not given the grace of a last attempt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a0r0.json", "a0r1.json", "a1r0.json", "a1r1.json"]
+    first, then = ([parse_tf_config(json.loads((tmp_path / f"a{a}r{r}.json").read_text())["TF_CONFIG"]) for r in range(2)]
+                   for a in range(2))
+    assert [w.rank for w in then] == [0, 1] and then[0].addresses == then[1].addresses
+    assert first[0].addresses != then[0].addresses  # fresh ports: the killed group's may still be held
+
+
+def test_the_local_launcher_gives_up_after_max_restarts(tmp_path, monkeypatch):
+    """A worker that fails on every attempt: 1 + max_restarts attempts, then its exit code
+    (SIGKILL: 137) comes back; the launcher does not restart without max_restarts."""
+    from lwdsl.backend.tfconfig import launch_local
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr("lwdsl.backend.tfconfig.GRACE_S", 0.5)
+    assert launch_local(2, _flaky_worker, (str(tmp_path), True), 10, max_restarts=2) == {1: 137}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith("r1.json")) == ["a0r1.json", "a1r1.json", "a2r1.json"]
+    again = tmp_path / "again"
+    again.mkdir()
+    assert launch_local(2, _flaky_worker, (str(again), True), 10) == {1: 137}
+    assert sorted(p.name for p in again.iterdir()) == ["a0r0.json", "a0r1.json"]
+
+
+def test_a_restarted_worker_knows_it_from_either_launcher():
+    base = {"WORLD_SIZE": "2", "RANK": "1", "LWDSL_WORKERS": "2"}
+    assert world_from_env(base).restarts == 0
+    assert world_from_env({**base, "LWDSL_RESTART_COUNT": "2"}).restarts == 2  # lwdsl's tensorflow launcher
+    assert world_from_env({**base, "TORCHELASTIC_RESTART_COUNT": "1"}).restarts == 1  # torch's elastic agent
+
+
+def test_the_failure_of_a_group_is_said_once_with_the_same_words(monkeypatch):
+    """What ``lwdsl run --workers`` says when its launcher gives up, for any backend: the killed
+    worker and its signal (torch's agent gives -9, lwdsl's launcher 137: both exit 137), the
+    restarts spent; nothing more when each worker said its own error and no restart was asked."""
+    from lwdsl.runner import ranks as R
+
+    said: list[str] = []
+    for given in ({1: -9}, {1: 137}):
+        monkeypatch.setattr(R, "_launcher", lambda backend, given=given: lambda *a, **k: given)
+        assert R.launch_workers("tensorflow", 2, print, (), max_restarts=1, say=said.append) == 137
+    assert said[0] == said[1]
+    assert said[0].startswith("error: worker 1 of 2 was killed (SIGKILL); the group was restarted 1 time (--max-restarts 1) "
+                              "and failed again: the run stopped")
+    assert "--resume" in said[0]
+    assert R.failure_message({0: 1}, 2, 0) is None  # the worker printed its own error
+    assert "worker 0 of 2 failed (exit 1); the group was restarted 3 times" in R.failure_message({0: 1}, 2, 3)
+    assert "worker 0 of 3 was killed (SIGKILL): the run stopped" in R.failure_message({0: 137}, 3, 0)
+    monkeypatch.setattr(R, "_launcher", lambda backend: lambda *a, **k: {0: 130})
+    said.clear()
+    assert R.launch_workers("tensorflow", 2, print, (), max_restarts=1, say=said.append) == 130 and said == []
 
 
 # --- TensorFlow ------------------------------------------------------------------------------
@@ -363,3 +460,118 @@ def test_user_launched_tf_config_workers_and_one_that_never_joins(tmp_path):
     assert f"worker 1 of 2: 1 worker(s) never joined within 5 s (nothing answers at {lonely[0]})" in done.stderr
     assert time.monotonic() - start < 240  # TensorFlow's import and the 5 s, not TensorFlow's own endless wait
     assert not (tmp_path / "out2").exists()
+
+
+def _accumulated_worker(recipe: str, checkpoint: str, out: str) -> None:
+    """The uninterrupted reference of 2 workers, in a fresh process with one training thread
+    like each worker: one process accumulating the 2 shards of every batch (bit for bit what 2
+    tensorflow workers compute: test_two_tf_workers_match_one_process)."""
+    import lwdsl
+    from lwdsl.backend.ranks import OneProcess
+    from lwdsl.backend.weights import save_weights
+    from lwdsl.backends.tf_backend.backend import KerasBackend
+    from lwdsl.runner.ranks import WorldEnv
+
+    KerasBackend.join_ranks = lambda self, rank, size, timeout, join_s=None: OneProcess(size)
+    result = lwdsl.run(Path(recipe).read_text(), "lenet300", data=DATA, checkpoint=checkpoint, backend="tensorflow", quiet=True,
+                       latency=False, train_threads=1, world=WorldEnv(0, 2, 0, 1, "test"))
+    save_weights(Path(out), result.backend.state(result.model))
+
+
+def _spawned_workers(pid: int) -> list[int]:
+    """The worker processes ``lwdsl run --workers`` (process ``pid``) started (multiprocessing's
+    spawn), first started first."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return sorted(found)
+
+
+@pytest.mark.slow
+def test_a_tf_worker_killed_mid_epoch_restarts_the_group_which_resumes(tmp_path):
+    """``lwdsl run --backend tensorflow --workers 2 --max-restarts 1``: the first worker is
+    killed (SIGKILL) once the point after epoch 1 of the fine-tune is written, while the
+    workers train epoch 2; the launcher kills the other, starts both again on fresh ports, they
+    resume from that point, and the run ends with the weights and masks of 2 uninterrupted
+    workers, with nothing left beside the run folder. Then a group that keeps failing stops
+    after its restarts with the stated error."""
+    _tf()
+    import multiprocessing
+
+    import lwdsl
+    from lwdsl.backend.weights import load_weights, save_weights
+
+    env = dict(os.environ, COLUMNS="120", LWDSL_CACHE=str(tmp_path / "cache"))
+    for name in ("WORLD_SIZE", "RANK", "TF_CONFIG"):
+        env.pop(name, None)
+    os.environ["LWDSL_CACHE"] = env["LWDSL_CACHE"]
+    base = lwdsl.run("prune l1 0.1", "lenet300", data=DATA, baseline_epochs=1, quiet=True, latency=False, backend="tensorflow")
+    checkpoint = tmp_path / "base.lwz"
+    save_weights(checkpoint, base.backend.state(base.model))
+    recipe = tmp_path / "r.lw"
+    recipe.write_text("prune l1 0.5\nfinetune epochs=3 batch=16 lr=0.01 momentum=0.9\n")
+    args = [*LWDSL, "run", str(recipe), "--backend", "tensorflow", "--model", "lenet300", "--data", DATA, "--checkpoint",
+            str(checkpoint), "--workers", "2", "--train-threads", "1", "--max-restarts", "1"]
+    proc = subprocess.Popen([*args, "--out", "out"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress, killed = tmp_path / "out.resume" / "progress.json", None
+    try:
+        deadline = time.monotonic() + 400
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                training = json.loads(progress.read_text()).get("training") or {}
+            except (OSError, ValueError):
+                training = {}
+            if training.get("epoch") == 1:
+                workers = _spawned_workers(proc.pid)
+                if len(workers) == 2:
+                    time.sleep(0.5)  # into epoch 2
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed = time.monotonic()
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, f"the point after epoch 1 never appeared: {err[-3000:]}"
+    assert proc.returncode == 0, err[-4000:]
+    assert err.count("restart 1 by the launcher (lwdsl run --workers): resuming from the last point") == 1, err[-3000:]
+    assert "resuming after step 1 of 2 and epoch 1 of 3 of step 2" in err, err[-3000:]
+    assert "Traceback" not in err and out.count("report in") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.lwz", "cache", "out", "r.lw"]  # no point, staging or lock left
+    reference = multiprocessing.get_context("spawn").Process(
+        target=_accumulated_worker, args=(str(recipe), str(checkpoint), str(tmp_path / "reference.lwz")))
+    reference.start()
+    reference.join(600)
+    assert reference.exitcode == 0
+    got, _ = load_weights(tmp_path / "out" / "model.lwz")
+    want, _ = load_weights(tmp_path / "reference.lwz")
+    assert set(got) == set(want)
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name  # bit for bit: the same 2 shards, the same state resumed
+
+    # a group that fails on every attempt (a worker killed as soon as it starts training, twice)
+    proc = subprocess.Popen([*args, "--out", "out2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kills: set[int] = set()
+    try:
+        deadline = time.monotonic() + 400
+        while proc.poll() is None and time.monotonic() < deadline:
+            workers = _spawned_workers(proc.pid)
+            if len(workers) == 2 and workers[1] not in kills and (tmp_path / "out2.resume").exists():
+                os.kill(workers[1], signal.SIGKILL)
+                kills.add(workers[1])
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (1, 137) and len(kills) == 2, err[-3000:]  # rank 0's: its collective failed, or it was killed
+    assert ("worker 1 of 2 was killed (SIGKILL); the group was restarted 1 time (--max-restarts 1) and failed again: "
+            "the run stopped") in err
+    assert "Traceback" not in err and not (tmp_path / "out2").exists()
