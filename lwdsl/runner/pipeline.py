@@ -11,7 +11,8 @@ A run has three phases, each a function: :func:`_prepare`, :func:`_execute`, :fu
    structured removal is possible on its graph (:func:`lwdsl.backend.removal.check_removals`);
 3. load the data; without a checkpoint, a baseline is trained once (with a line per epoch and
    the time left) and cached (``$LWDSL_CACHE`` or ``~/.cache/lwdsl``) by backend, model, data
-   (name and digest), seed and epochs; a cache that cannot be written is a warning, and the
+   (name and digest), seed, epochs and a digest of the starting weights (a model this version
+   builds otherwise never takes an older baseline); a cache that cannot be written is a warning, and the
    run goes on with the baseline it trained;
 4. measure the baseline, then apply each step to the layers its selector matches (no match is
    an error) and measure again;
@@ -25,6 +26,7 @@ The input checkpoint is only ever read.
 
 from __future__ import annotations
 
+import hashlib
 import dataclasses
 import os
 import re
@@ -140,12 +142,23 @@ def _cache_dir() -> Path:
     return Path(root) / "baselines"
 
 
+def _state_digest(state: dict[str, Any]) -> str:
+    """12 hex digits of the sha256 of a state's names, shapes and float32 bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        a = np.ascontiguousarray(state[name])
+        h.update(f"{name}:{a.dtype}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:12]
+
+
 def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: int, say: Any, writes: bool = True) -> dict[str, Any]:
     from .progress import epoch_progress
     from ..backend.weights import load_weights, save_weights
 
     digest = f"-{ctx.data.sha256[:12]}" if ctx.data.sha256 else ""  # other images, another baseline
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}{digest}-seed{ctx.seed}-e{epochs}")
+    init = _state_digest(backend.state(model))  # other starting weights (a model built otherwise by this version), another baseline
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}{digest}-seed{ctx.seed}-e{epochs}-i{init}")
     path = _cache_dir() / f"{key}.lwz"
     if path.exists():
         try:

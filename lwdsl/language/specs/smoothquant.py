@@ -29,7 +29,7 @@ class SmoothQuantSpec(StepSpec):
 
     positional: ClassVar[tuple[str, ...]] = ()
     default_kinds: ClassVar[tuple[str, ...]] = ("norm",)
-    summary: ClassVar[str] = "SmoothQuant: move activation outliers into the weights before quantize int8 (LLMs)"
+    summary: ClassVar[str] = "SmoothQuant: move LLM activation outliers into the weights before int8"
 
     op: Literal["smoothquant"] = "smoothquant"
     alpha: float = Field(default=0.5, ge=0, le=1,
