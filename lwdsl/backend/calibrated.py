@@ -23,7 +23,7 @@ that see the same calibration inputs write bit-identical masks and weights.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -59,26 +59,36 @@ class CalibratedParts:
         raise LwdslError("this backend cannot write pruned weights")
 
 
-def gram_matrices(parts: CalibratedParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
-                  label: str) -> tuple[dict[str, Gram], int]:
-    """Each layer's :class:`Gram` over ``count`` calibration examples; returns (grams, examples)."""
+def calibration_inputs(parts: Any, handle: Any, layers: Sequence[str], count: int, ctx: StepContext, label: str,
+                       visit: Callable[[str, np.ndarray], None]) -> int:
+    """``visit(layer, its inputs as float32)`` for every layer of ``layers``, batch by batch, over
+    ``count`` calibration examples (:func:`lwdsl.semantics.order.calibration_indices`; all of
+    them, with a warning, when there are fewer); returns the examples seen. ``parts`` gives
+    ``layer_inputs(handle, layers, batch)``."""
     x = ctx.data.train_x
     n = len(x)
     if count > n:
         ctx.warn(f"step {ctx.index + 1} ({label}): calibrate={count} exceeds the {n} training examples; calibrating on all {n}")
     idx = calibration_indices(n, count, ctx.seed)
-    grams: dict[str, Gram] = {}
     bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} examples")
     keys = (idx[start : start + CALIBRATION_BATCH] for start in range(0, len(idx), CALIBRATION_BATCH))
     try:
         for _, batch in prefetched(x, keys):
             for name, seen in zip(layers, parts.layer_inputs(handle, layers, batch)):
-                seen = np.asarray(seen, dtype=np.float32)
-                grams.setdefault(name, Gram(seen.shape[-1])).update(seen)
+                visit(name, np.asarray(seen, dtype=np.float32))
             bar.update(1)
     finally:
         bar.close()
-    return grams, len(idx)
+    return len(idx)
+
+
+def gram_matrices(parts: CalibratedParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
+                  label: str) -> tuple[dict[str, Gram], int]:
+    """Each layer's :class:`Gram` over ``count`` calibration examples; returns (grams, examples)."""
+    grams: dict[str, Gram] = {}
+    seen = calibration_inputs(parts, handle, layers, count, ctx, label,
+                              lambda name, inputs: grams.setdefault(name, Gram(inputs.shape[-1])).update(inputs))
+    return grams, seen
 
 
 def prune_calibrated(parts: CalibratedParts, handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:

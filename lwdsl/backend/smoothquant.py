@@ -26,11 +26,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..data.stream import prefetched
 from ..errors import RunError
-from ..semantics.order import calibration_indices
 from ..semantics.smoothquant import column_absmax, smooth, smooth_scales
-from .calibrated import CALIBRATION_BATCH
+from .calibrated import calibration_inputs
 from .context import StepContext
 
 __all__ = ["PRE_NORM_PAIRS", "SmoothParts", "smooth_pairs", "pairs_refusal", "smoothquant_handler"]
@@ -105,27 +103,17 @@ def pairs_refusal(layers: Sequence[Any], selected: Sequence[str]) -> Optional[st
 
 def _act_absmax(parts: SmoothParts, handle: Any, taps: Sequence[str], count: int, ctx: StepContext) -> tuple[dict, int]:
     """``max |X[:, j]|`` of each tap's input over the calibration examples (float32)."""
-    x = ctx.data.train_x
-    n = len(x)
-    if count > n:
-        ctx.warn(f"step {ctx.index + 1} (smoothquant): calibrate={count} exceeds the {n} training examples; calibrating on all {n}")
-    idx = calibration_indices(n, count, ctx.seed)
     seen: dict[str, np.ndarray] = {}
-    bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} examples")
-    keys = (idx[start : start + CALIBRATION_BATCH] for start in range(0, len(idx), CALIBRATION_BATCH))
-    try:
-        for _, batch in prefetched(x, keys):
-            for name, inputs in zip(taps, parts.layer_inputs(handle, taps, batch)):
-                inputs = np.asarray(inputs, dtype=np.float32)
-                top = np.max(np.abs(inputs.reshape(-1, inputs.shape[-1])), axis=0)
-                seen[name] = top if name not in seen else np.maximum(seen[name], top)
-            bar.update(1)
-    finally:
-        bar.close()
+
+    def visit(name: str, inputs: np.ndarray) -> None:
+        top = np.max(np.abs(inputs.reshape(-1, inputs.shape[-1])), axis=0)
+        seen[name] = top if name not in seen else np.maximum(seen[name], top)
+
+    examples = calibration_inputs(parts, handle, taps, count, ctx, "smoothquant", visit)
     for name, top in seen.items():
         if not np.isfinite(top).all():
             raise RunError(f"step {ctx.index + 1} (smoothquant): calibration saw a NaN or infinite input of {name}")
-    return seen, len(idx)
+    return seen, examples
 
 
 def smoothquant_handler(parts: SmoothParts) -> Callable[..., Any]:
