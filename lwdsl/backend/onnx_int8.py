@@ -568,11 +568,8 @@ class OnnxEngine(Engine):
     def __init__(self, export: Callable[[Any], Any], fingerprint: Callable[[Any], str]) -> None:
         self.export, self.fingerprint = export, fingerprint
 
-    def build_model(self, handle: Any) -> tuple[Any, dict[str, Any]]:
-        return build(handle, self.export, self.fingerprint)
-
     def build(self, handle: Any) -> EngineFile:
-        return onnx_file(*self.build_model(handle))
+        return onnx_file(*build(handle, self.export, self.fingerprint))
 
     def float_file(self, handle: Any) -> bytes:
         return self.export(handle).SerializeToString()

@@ -26,7 +26,6 @@ The input checkpoint is only ever read.
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
 import os
 import re
@@ -142,22 +141,15 @@ def _cache_dir() -> Path:
     return Path(root) / "baselines"
 
 
-def _state_digest(state: dict[str, Any]) -> str:
-    """12 hex digits of the sha256 of a state's names, shapes and float32 bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        a = np.ascontiguousarray(state[name])
-        h.update(f"{name}:{a.dtype}:{a.shape};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:12]
-
-
 def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: int, say: Any, writes: bool = True) -> dict[str, Any]:
     from .progress import epoch_progress
     from ..backend.weights import load_weights, save_weights
 
     digest = f"-{ctx.data.sha256[:12]}" if ctx.data.sha256 else ""  # other images, another baseline
-    init = _state_digest(backend.state(model))  # other starting weights (a model built otherwise by this version), another baseline
+    from ..semantics.shards import digest as state_digest
+
+    # other starting weights (a model built otherwise by this version), another baseline: the ranks' digest of them
+    init = "".join(f"{int(w):04x}" for w in state_digest(backend.state(model)))
     key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend.name}-{ref}-{ctx.data.name}{digest}-seed{ctx.seed}-e{epochs}-i{init}")
     path = _cache_dir() / f"{key}.lwz"
     if path.exists():
