@@ -21,6 +21,7 @@ import keras  # noqa: E402
 
 from lwdsl.backend import get_backend  # noqa: E402
 from lwdsl.errors import UsageError  # noqa: E402
+from llm_helpers import LLAMA_LINEAR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,11 +86,6 @@ def test_the_transformer_recipe_runs_on_tensorflow(tmp_path):
     step = report["steps"][1]
     assert step["calibration"]["examples"] == 128 and len(step["layer_output_error"]) == 14
     assert (tmp_path / "out" / "model.keras").is_file()
-
-
-LLAMA_LINEAR = [f"model.layers.{i}.{p}" for i in range(2) for p in (
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-    "mlp.down_proj")]
 
 
 @pytest.mark.slow

@@ -19,20 +19,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lwdsl  # noqa: E402
+from llm_helpers import LLAMA_LINEAR, llm_cache  # noqa: E402,F401  (llm_cache: the shared cache, autouse)
 from lwdsl.errors import RecipeError, UsageError  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-LINEAR = [f"model.layers.{i}.{p}" for i in range(2) for p in (
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-    "mlp.down_proj")]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    """One tokenizer and baseline cache for the module (LWDSL_CACHE when set)."""
-    if not os.environ.get("LWDSL_CACHE"):
-        monkeypatch.setenv("LWDSL_CACHE", str(tmp_path_factory.getbasetemp() / "llm-cache"))
+LINEAR = LLAMA_LINEAR
 
 
 def test_tiny_llama_layers_kinds_and_size():

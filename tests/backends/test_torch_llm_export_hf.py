@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lwdsl  # noqa: E402
+from llm_helpers import llm_cache  # noqa: E402,F401  (llm_cache: the shared cache, autouse)
 from lwdsl.errors import LwdslError, RecipeError  # noqa: E402
 from lwdsl.language.validate import check_backend  # noqa: E402
 from lwdsl.semantics.hf_format import unpack_int32  # noqa: E402
@@ -34,12 +35,6 @@ NEEDS_CT = "loading a compressed-tensors folder in transformers needs compressed
 
 def _tokens(n: int = 2) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(0).integers(0, 2048, (n, 128)))
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    if not os.environ.get("LWDSL_CACHE"):
-        monkeypatch.setenv("LWDSL_CACHE", str(tmp_path_factory.getbasetemp() / "llm-cache"))
 
 
 def _run(recipe: str, model: str, out):

@@ -4,7 +4,6 @@ folder as --model, and prune (magnitude, wanda, sparsegpt) and quantize (rtn, gp
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -17,17 +16,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lwdsl  # noqa: E402
+from llm_helpers import llm_cache  # noqa: E402,F401  (llm_cache: the shared cache, autouse)
 
 pytestmark = pytest.mark.torch
 
 PROJ = [f"transformer.h.{i}.{p}" for i in range(2) for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
 SHAPES = {"attn.c_attn": (384, 128), "attn.c_proj": (128, 128), "mlp.c_fc": (512, 128), "mlp.c_proj": (128, 512)}
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    if not os.environ.get("LWDSL_CACHE"):
-        monkeypatch.setenv("LWDSL_CACHE", str(tmp_path_factory.getbasetemp() / "llm-cache"))
 
 
 def _gpt2(seed: int = 0, vocab: int = 300):

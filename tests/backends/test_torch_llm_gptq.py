@@ -4,7 +4,6 @@ and SparseGPT 2:4 followed by GPTQ int4 keeping the 2:4 mask."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -17,18 +16,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import lwdsl  # noqa: E402
+from llm_helpers import LLAMA_LINEAR, llm_cache  # noqa: E402,F401  (llm_cache: the shared cache, autouse)
 
 pytestmark = pytest.mark.torch
 
-LINEAR = [f"model.layers.{i}.{p}" for i in range(2) for p in (
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-    "mlp.down_proj")]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    if not os.environ.get("LWDSL_CACHE"):
-        monkeypatch.setenv("LWDSL_CACHE", str(tmp_path_factory.getbasetemp() / "llm-cache"))
+LINEAR = LLAMA_LINEAR
 
 
 @pytest.mark.parametrize("dtype, bits, group", [("int4", 4, 32), ("int8", 8, None), ("int2", 2, 64)])
