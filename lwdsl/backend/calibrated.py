@@ -6,9 +6,14 @@
 2. One pass over them through the model as it is before the step: the backend's
    :meth:`CalibratedParts.layer_inputs` gives every selected linear layer's inputs on a batch
    (float32, one row per token or example); :class:`~lwdsl.semantics.hessian.Gram` adds
-   ``X^T X`` in float64 here. Every layer is calibrated on the inputs of the unpruned model
-   (the papers propagate the calibration through the blocks already pruned; one pass keeps the
-   methods comparable on the same inputs and costs one forward pass per batch).
+   ``X^T X`` in float64 here. By default every layer is calibrated on the inputs of the model
+   as it was before the step (one pass: the methods compared on the same inputs). With
+   ``sequential=true`` the calibration is propagated, as the papers do: layers are compressed
+   in model order, a group at a time, and every group is calibrated on a new pass through the
+   model whose earlier layers are already compressed; a group is the next layer with the
+   following layers whose ``X^T X`` equals its own bit for bit (they read the same input: a
+   Llama block's q/k/v, gate/up; GPTQ's "true sequential" order), so a Llama block costs 4
+   passes, not 7 (:func:`calibrated_layers`).
 3. Layer by layer, in model order: the backend's weight (canonical ``[out, in]``) goes to the
    core (:func:`~lwdsl.semantics.wanda.wanda_keep`,
    :func:`~lwdsl.semantics.sparsegpt.sparsegpt_prune`), and the backend writes back the mask
@@ -23,7 +28,7 @@ that see the same calibration inputs write bit-identical masks and weights.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -35,7 +40,7 @@ from ..semantics.sparsegpt import sparsegpt_prune
 from ..semantics.wanda import wanda_keep
 from .context import StepContext
 
-__all__ = ["CalibratedParts", "CALIBRATION_BATCH", "gram_matrices", "prune_calibrated"]
+__all__ = ["CalibratedParts", "CALIBRATION_BATCH", "gram_matrices", "calibrated_layers", "prune_calibrated"]
 
 #: Calibration examples per forward pass.
 CALIBRATION_BATCH = 16
@@ -60,14 +65,14 @@ class CalibratedParts:
 
 
 def calibration_inputs(parts: Any, handle: Any, layers: Sequence[str], count: int, ctx: StepContext, label: str,
-                       visit: Callable[[str, np.ndarray], None]) -> int:
+                       visit: Callable[[str, np.ndarray], None], warn: bool = True) -> int:
     """``visit(layer, its inputs as float32)`` for every layer of ``layers``, batch by batch, over
     ``count`` calibration examples (:func:`lwdsl.semantics.order.calibration_indices`; all of
-    them, with a warning, when there are fewer); returns the examples seen. ``parts`` gives
-    ``layer_inputs(handle, layers, batch)``."""
+    them, with a warning unless ``warn`` is False, when there are fewer); returns the examples
+    seen. ``parts`` gives ``layer_inputs(handle, layers, batch)``."""
     x = ctx.data.train_x
     n = len(x)
-    if count > n:
+    if count > n and warn:
         ctx.warn(f"step {ctx.index + 1} ({label}): calibrate={count} exceeds the {n} training examples; calibrating on all {n}")
     idx = calibration_indices(n, count, ctx.seed)
     bar = ctx.progress(-(-len(idx) // CALIBRATION_BATCH), f"calibrate {len(idx)} examples")
@@ -83,40 +88,63 @@ def calibration_inputs(parts: Any, handle: Any, layers: Sequence[str], count: in
 
 
 def gram_matrices(parts: CalibratedParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
-                  label: str) -> tuple[dict[str, Gram], int]:
+                  label: str, warn: bool = True) -> tuple[dict[str, Gram], int]:
     """Each layer's :class:`Gram` over ``count`` calibration examples; returns (grams, examples)."""
     grams: dict[str, Gram] = {}
     seen = calibration_inputs(parts, handle, layers, count, ctx, label,
-                              lambda name, inputs: grams.setdefault(name, Gram(inputs.shape[-1])).update(inputs))
+                              lambda name, inputs: grams.setdefault(name, Gram(inputs.shape[-1])).update(inputs), warn)
     return grams, seen
+
+
+def calibrated_layers(parts: CalibratedParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
+                      label: str, method: str, sequential: bool = False) -> Iterator[tuple[str, Gram]]:
+    """``(layer, its Gram)`` for every layer of ``layers`` (model order), each yielded before the
+    next is calibrated: the caller compresses the layer (writes its weights) between two. One
+    pass over ``count`` calibration examples, or with ``sequential`` a pass for every group of
+    layers sharing one ``X^T X`` (module docstring), over the model as the caller left it.
+    ``ctx.notes["calibration"]`` gets ``examples``, ``rows`` and, with ``sequential``, ``passes``;
+    progress: a bar of the layers (``method``) after the one pass, a bar a pass when sequential."""
+    left, passes, rows, examples = list(layers), 0, 0, 0
+    ctx.notes["calibration"] = {"examples": 0, "rows": 0}
+    while left:
+        grams, examples = gram_matrices(parts, handle, left, count, ctx,
+                                        f"{label} pass {passes + 1}" if sequential else label, warn=passes == 0)
+        passes += 1
+        rows = max([rows, *(g.rows for g in grams.values())])
+        group = [left[0]] if sequential else list(left)
+        if sequential:
+            group += [name for name in left[1:] if np.array_equal(grams[name].h, grams[left[0]].h)]
+        ctx.notes["calibration"] = {"examples": examples, "rows": rows, **({"passes": passes} if sequential else {})}
+        bar = ctx.progress(len(group), f"{method} {len(group)} layers") if not sequential else None
+        try:
+            for name in group:
+                yield name, grams[name]
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        left = [name for name in left if name not in group]
 
 
 def prune_calibrated(parts: CalibratedParts, handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
     """``prune wanda|sparsegpt`` of ``layers`` (linear, model order); returns the handle."""
     label = f"prune {spec.method}"
-    grams, examples = gram_matrices(parts, handle, layers, spec.calibrate, ctx, label)
     nm = (spec.nm.n, spec.nm.m) if spec.nm is not None else None
     errors: dict[str, float] = {}
-    bar = ctx.progress(len(layers), f"{spec.method} {len(layers)} layers")
-    try:
-        for name in layers:
-            w = parts.weight(handle, name)
-            gram = grams[name]
-            if spec.method == "wanda":
-                keep = wanda_keep(w, gram.column_norms(), spec.amount, nm)
-                new = np.where(keep, w, np.float32(0.0)).astype(np.float32)
-            else:
-                keep, updated = sparsegpt_prune(w, gram.h, spec.amount, nm, damp=spec.damp, block=spec.block,
-                                                what=f"step {ctx.index + 1} ({label}) layer {name}")
-                new = updated.astype(np.float32)
-                new[~keep] = 0.0
-            parts.set_pruned(handle, name, keep, new)
-            errors[name] = round(output_error(w, new, gram.h), 8)
-            bar.update(1)
-    finally:
-        bar.close()
-    rows = {name: grams[name].rows for name in layers}
-    ctx.notes["calibration"] = {"examples": examples, "rows": max(rows.values()) if rows else 0,
-                                **({"damp": spec.damp, "block": spec.block} if spec.method == "sparsegpt" else {})}
+    for name, gram in calibrated_layers(parts, handle, layers, spec.calibrate, ctx, label, spec.method, spec.sequential):
+        w = parts.weight(handle, name)
+        if spec.method == "wanda":
+            keep = wanda_keep(w, gram.column_norms(), spec.amount, nm)
+            new = np.where(keep, w, np.float32(0.0)).astype(np.float32)
+        else:
+            keep, updated = sparsegpt_prune(w, gram.h, spec.amount, nm, damp=spec.damp, block=spec.block,
+                                            what=f"step {ctx.index + 1} ({label}) layer {name}")
+            new = updated.astype(np.float32)
+            new[~keep] = 0.0
+        parts.set_pruned(handle, name, keep, new)
+        errors[name] = round(output_error(w, new, gram.h), 8)
+    if spec.method == "sparsegpt":
+        ctx.notes["calibration"].update(damp=spec.damp, block=spec.block)
     ctx.notes["layer_output_error"] = errors
     return handle

@@ -18,10 +18,10 @@ Flow of ``quantize FORM`` on the selected layers:
 5. every layer's codes from :func:`~lwdsl.semantics.quant.quantize_as` on its weight as it is
    (masks applied, so pruned weights get code 0; ``group=G``: one scale per G inputs of a
    row); its weight becomes ``codes * scale``; a binary layer has no code 0, so its pruning
-   mask is dropped, with a warning. ``method=gptq``: first one pass over the calibration
-   examples collects each layer's ``H = X^T X`` (:func:`lwdsl.backend.calibrated.gram_matrices`,
-   as ``prune sparsegpt``: every layer on the inputs of the model before the step), then each
-   layer's codes are :func:`~lwdsl.semantics.gptq.gptq_quantize`'s (the layer's keep mask
+   mask is dropped, with a warning. ``method=gptq``: the calibration examples give each
+   layer's ``H = X^T X`` (:func:`lwdsl.backend.calibrated.calibrated_layers`, as ``prune
+   sparsegpt``: one pass on the model before the step, or with ``sequential=true`` a pass per
+   group of layers on the model already quantized before them), then each layer's codes are :func:`~lwdsl.semantics.gptq.gptq_quantize`'s (the layer's keep mask
    fixes its zeros), and the notes get the calibration and each layer's relative output error
    ``||X (W - W')^T||^2 / ||X W^T||^2`` (``layer_output_error``);
 6. ``mode=qat``: ``epochs`` of training through the quantizer (SGD lr 0.01, momentum 0.9,
@@ -55,7 +55,7 @@ from ..semantics.order import calibration_indices
 from ..semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
 from ..language.specs import QuantizeSpec, TrainingOptions
 from ..language.specs.quantize import LOW_BIT
-from .calibrated import gram_matrices
+from .calibrated import calibrated_layers
 from .context import StepContext
 from .engines import Engine, int8_artifact
 
@@ -198,15 +198,6 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
     return ranges
 
 
-def _gptq_grams(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: QuantizeSpec,
-                ctx: StepContext) -> tuple[dict, int]:
-    """(layer -> :class:`~lwdsl.semantics.hessian.Gram`, examples) on the spec's calibration
-    examples: one pass over the model as it is before the step, as the calibrated prune methods."""
-    if not names:
-        return {}, 0
-    return gram_matrices(parts, handle, names, spec.calibration_count(), ctx, f"quantize {spec.dtype} method=gptq")
-
-
 def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
     """The ``quantize`` handler over a backend's :class:`QuantizeParts`."""
 
@@ -244,32 +235,29 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         if low:
             mode = "qat" if mode == "qat" else "weights_only"  # low-bit layers keep float activations
         quants: dict[str, WeightQuant] = {}
-        grams, examples = _gptq_grams(parts, handle, todo, spec, ctx) if spec.method == "gptq" else ({}, 0)
         errors: dict[str, float] = {}
-        bar = ctx.progress(len(todo), f"gptq {len(todo)} layers") if grams else None
-        try:
-            for name in todo:
-                if spec.method == "gptq":
-                    q = gptq_quantize(floats[name], grams[name].h, FORM_BITS[forms[name]], spec.group, parts.keep_mask(handle, name),
-                                      damp=spec.damp, block=spec.block, what=f"{step} layer {name}")
-                    errors[name] = round(output_error(floats[name], q.dequantize(), grams[name].h), 8)
-                    bar.update(1)
-                else:
-                    q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits, group=spec.group)
-                if forms[name] == "binary" and parts.drop_mask(handle, name):
-                    ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
-                             "its pruned weights are non-zero now and its mask is dropped")
-                parts.set_weight(handle, name, q.dequantize())
-                quants[name] = q
-                notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
-                if spec.method != "rtn" or spec.group is not None:
-                    notes[name].update(method=spec.method, **({"group": spec.group} if spec.group is not None else {}))
-        finally:
-            if bar is not None:
-                bar.close()
-        if grams:
-            ctx.notes["calibration"] = {"examples": examples, "rows": max(g.rows for g in grams.values()),
-                                        "damp": spec.damp, "block": spec.block}
+        if spec.method == "gptq":  # calibrated layer by layer (the calibrated prune methods' flow)
+            order = calibrated_layers(parts, handle, todo, spec.calibration_count(), ctx,
+                                      f"quantize {spec.dtype} method=gptq", "gptq", spec.sequential)
+        else:
+            order = ((name, None) for name in todo)
+        for name, gram in order:
+            if gram is not None:
+                q = gptq_quantize(floats[name], gram.h, FORM_BITS[forms[name]], spec.group, parts.keep_mask(handle, name),
+                                  damp=spec.damp, block=spec.block, what=f"{step} layer {name}")
+                errors[name] = round(output_error(floats[name], q.dequantize(), gram.h), 8)
+            else:
+                q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits, group=spec.group)
+            if forms[name] == "binary" and parts.drop_mask(handle, name):
+                ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
+                         "its pruned weights are non-zero now and its mask is dropped")
+            parts.set_weight(handle, name, q.dequantize())
+            quants[name] = q
+            notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
+            if spec.method != "rtn" or spec.group is not None:
+                notes[name].update(method=spec.method, **({"group": spec.group} if spec.group is not None else {}))
+        if spec.method == "gptq" and todo:
+            ctx.notes["calibration"].update(damp=spec.damp, block=spec.block)
             ctx.notes["layer_output_error"] = errors
         parts.record(handle, spec, forms, quants, "weights_only" if low else mode, ctx)
         if mode == "qat" and todo:

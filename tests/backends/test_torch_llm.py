@@ -112,3 +112,12 @@ def test_wanda_and_sparsegpt_run_on_tiny_llama(recipe, pattern):
     if pattern:
         w = result.module.get_submodule(LINEAR[4]).weight.detach().numpy()
         assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+
+
+def test_sequential_gptq_calibrates_a_pass_per_group_of_layers_sharing_an_input():
+    """q/k/v and gate/up read one input each: a Llama block is 4 passes (q/k/v, o, gate/up,
+    down), 8 for the two blocks; the errors are on the inputs each layer was calibrated on."""
+    recipe = 'quantize int4 method=gptq group=32 calibrate=16 sequential=true except "lm_head"'
+    row = lwdsl.run(recipe, "tiny-llama", data="pydoc", baseline_epochs=0, quiet=True, latency=False).report["steps"][-1]
+    assert row["calibration"] == {"examples": 16, "rows": 16 * 128, "passes": 8, "damp": 0.01, "block": 128}
+    assert set(row["layer_output_error"]) == set(LINEAR) and all(0 < e < 0.1 for e in row["layer_output_error"].values())

@@ -106,8 +106,9 @@ def test_one_state_gives_equal_logits_both_ways(start):
 
 
 @pytest.mark.parametrize("spec", [dict(method="wanda", amount=0.5), dict(method="wanda", amount=0.5, nm={"n": 2, "m": 4}),
-                                  dict(method="sparsegpt", amount=0.5), dict(method="sparsegpt", amount=0.5, nm={"n": 2, "m": 4})],
-                         ids=["wanda-50", "wanda-2:4", "sparsegpt-50", "sparsegpt-2:4"])
+                                  dict(method="sparsegpt", amount=0.5), dict(method="sparsegpt", amount=0.5, nm={"n": 2, "m": 4}),
+                                  dict(method="sparsegpt", amount=0.5, nm={"n": 2, "m": 4}, sequential=True)],
+                         ids=["wanda-50", "wanda-2:4", "sparsegpt-50", "sparsegpt-2:4", "sparsegpt-2:4-sequential"])
 def test_calibrated_prune_gives_the_same_masks(start, spec):
     data = _tokens()
     step = PruneSpec(**spec, calibrate=32)

@@ -26,7 +26,9 @@ Exact semantics (both backends follow them bit for bit; see docs/semantics.md):
   ``H = X^T X`` (:mod:`lwdsl.semantics.hessian`); Wanda prunes the lowest
   ``|W| * ||X_j||_2`` of each output row (:mod:`lwdsl.semantics.wanda`), SparseGPT prunes and
   updates the kept weights with the OBS update (``damp=``, ``block=``;
-  :mod:`lwdsl.semantics.sparsegpt`). AMOUNT or ``nm=N:M``.
+  :mod:`lwdsl.semantics.sparsegpt`). AMOUNT or ``nm=N:M``. Every layer is calibrated on the
+  inputs of the model as it was before the step, or with ``sequential=true`` on the model
+  already pruned before it (a pass per group of layers that share an input, as the papers do).
 - With ``nm=N:M`` an AMOUNT may be written only when it is the N:M sparsity itself
   (``prune sparsegpt 50% nm=2:4``).
 """
@@ -98,6 +100,8 @@ class PruneSpec(StepSpec, TrainingOptions):
     calibrate: int = Field(default=128, ge=1, le=65_536, description="wanda/sparsegpt: training examples calibrated on")
     damp: float = Field(default=0.01, gt=0, le=1, description="sparsegpt: dampening, a fraction of the mean of diag(X^T X)")
     block: int = Field(default=128, ge=1, le=65_536, description="sparsegpt: columns pruned and updated together")
+    sequential: bool = Field(default=False, description="wanda/sparsegpt: calibrate each layer on the model already "
+                             "pruned before it (a pass per group of layers sharing an input), not all on the model as it was")
 
     @model_validator(mode="after")
     def _check(self) -> "PruneSpec":
@@ -134,7 +138,7 @@ class PruneSpec(StepSpec, TrainingOptions):
         if calibrated and (self.scope != "layer" or self.structured != "none" or self.schedule != "oneshot"):
             raise ValueError(f"{self.method} prunes each linear layer once, from its calibration inputs: "
                              "no global scope, structured= or schedule=gradual")
-        only = {"calibrate": self.CALIBRATED, "damp": ("sparsegpt",), "block": ("sparsegpt",)}
+        only = {"calibrate": self.CALIBRATED, "sequential": self.CALIBRATED, "damp": ("sparsegpt",), "block": ("sparsegpt",)}
         for name, methods in only.items():
             if name in set_ and self.method not in methods:
                 raise ValueError(f"{name}= only applies to prune {' or '.join(methods)}")

@@ -99,6 +99,8 @@ class QuantizeSpec(StepSpec):
                                  description="int8/int4/int2: one scale per GROUP consecutive inputs of each output row")
     damp: float = Field(default=0.01, gt=0, le=1, description="gptq: dampening, a fraction of the mean of diag(X^T X)")
     block: int = Field(default=128, ge=1, le=65_536, description="gptq: columns quantized and updated together")
+    sequential: bool = Field(default=False, description="gptq: calibrate each layer on the model already quantized "
+                             "before it (a pass per group of layers sharing an input), not all on the model as it was")
 
     @model_validator(mode="before")
     @classmethod
@@ -158,7 +160,7 @@ class QuantizeSpec(StepSpec):
                              f"leave mode= out (`quantize {self.dtype} {what}`)")
         if grouped and self.granularity != "per_channel":
             raise ValueError("group= splits each output channel's row into groups: granularity=per_tensor does not apply")
-        for name in ("damp", "block"):
+        for name in ("damp", "block", "sequential"):
             if name in set_ and not gptq:
                 raise ValueError(f"{name}= only applies to quantize ... method=gptq")
         if self.selector is not None and (gptq or grouped):
