@@ -260,11 +260,17 @@ def load_file(path: Path) -> Any:
 
 
 def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths: Optional[dict[str, int]] = None) -> Any:
-    """A Keras 3 model for a zoo name, ``keras:NAME``, a model file or a model object."""
+    """A Keras 3 model for a zoo name, ``keras:NAME``, ``keras_hub:...``, a model file or a model
+    object (a KerasHub Llama becomes lwdsl's tiny-llama: :mod:`.kerashub`)."""
+    from .kerashub import PREFIX, build_keras_hub, from_keras_hub, is_keras_hub
+
     if not isinstance(ref, (str, Path)):
-        return adopt_model(ref)
+        return from_keras_hub(ref, tuple(input_shape), num_classes) if is_keras_hub(ref) else adopt_model(ref)
     text = str(ref)
     from .hf import HF_NAMES, build_hf
+
+    if text.startswith(PREFIX):
+        return build_keras_hub(text, tuple(input_shape), num_classes)
 
     if text.partition("?")[0] in HF_NAMES:
         return build_hf(text, tuple(input_shape), num_classes)
@@ -279,6 +285,6 @@ def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths
     near = did_you_mean(text, [*ZOO, *GRAPHS, *HF_NAMES, "keras:MobileNetV2"])
     raise UsageError(
         f"unknown model '{text}' for the tensorflow backend (built in: {', '.join([*ZOO, *GRAPHS])}; transformers: "
-        f"{', '.join(HF_NAMES)}; or keras:NAME, a .keras/.h5 file)",
+        f"{', '.join(HF_NAMES)}; or keras:NAME, keras_hub:llama?SIZES, a .keras/.h5 file)",
         hint=f"did you mean '{near}'?" if near else None,
     )
