@@ -11,6 +11,8 @@ Other references (:func:`build`):
 - ``keras:NAME``: ``keras.applications.NAME(weights=None, classes=..., input_shape=...)``;
   ``keras:NAME?weights=imagenet``: its pretrained feature extractor and a new Dense head;
   nothing is downloaded.
+- ``keras_hub:llama?SIZES``, ``keras_hub:FOLDER`` or a KerasHub Llama object: lwdsl's tiny-llama
+  with its weights (:mod:`.kerashub`).
 - a ``.keras`` or ``.h5`` file: loaded with ``safe_mode=True`` (no Lambda code is ever
   deserialised; an ``.h5`` file holding a Lambda layer is refused, since Keras 2 stores its
   code as marshalled bytecode that ``safe_mode`` does not guard).
