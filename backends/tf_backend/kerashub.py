@@ -1,4 +1,4 @@
-"""KerasHub (Keras 3) transformer models in and out of lwdsl's tensorflow backend: Llama.
+"""KerasHub (Keras 3) transformer models in and out of lwdsl's tensorflow backend: Llama and GPT-2.
 
 lwdsl's tensorflow flows run on its own Keras tiny-llama (:mod:`.hf`: ``Dense`` layers and
 norms with Hugging Face's names, whose canonical state is a ``transformers`` state dict). A
@@ -14,16 +14,22 @@ functions are the same, logits equal within float32 rounding (tests/backends/tes
   ``lm_head`` holding a copy of the embeddings (the same logits; pruning it then leaves the
   embeddings alone). What lwdsl's tiny-llama cannot compute is refused (:class:`UsageError`):
   fewer key/value heads than query heads (grouped-query attention), rotary scaling (Llama 3.1's
-  frequency adjustment, position scaling), dropout, another KerasHub architecture.
+  frequency adjustment, position scaling), dropout, another KerasHub architecture. A
+  ``GPT2Backbone`` / ``GPT2CausalLM`` likewise becomes lwdsl's tiny-gpt2 (convert_gpt2.py's
+  mapping: q, k, v stacked into ``c_attn``'s rows; KerasHub's tied head becomes ``lm_head``).
 - :func:`build_keras_hub`, the model reference ``keras_hub:...``: ``keras_hub:llama?layers=2&
   hidden=128&heads=4&mlp=512`` builds a ``LlamaCausalLM`` from that config (KerasHub's own
   initialisation, the run's seed; the vocabulary is the data's) and converts it;
   ``keras_hub:FOLDER`` loads a local preset folder (KerasHub's ``save_to_preset``, or a Hugging
-  Face folder KerasHub's converter reads) with ``keras_hub.models.Backbone.from_preset``. Nothing
-  is downloaded: a name that is not an existing folder is refused.
+  Face folder KerasHub's converter reads) with ``keras_hub.models.Backbone.from_preset``, its
+  training dropout set to 0 (lwdsl's networks train without dropout; an object with dropout is
+  refused instead, with how to rebuild it). Nothing is downloaded: a name that is not an existing
+  folder is refused.
 - :func:`to_keras_hub`: lwdsl's tiny-llama (a run's result handle or its Keras model) -> a
   ``keras_hub.models.LlamaCausalLM`` of the same config, untied, float32, no preprocessor,
-  holding the weights as they are (pruned zeros, quantized layers as ``codes * scale``).
+  holding the weights as they are (pruned zeros, quantized layers as ``codes * scale``);
+  tiny-gpt2 -> a ``GPT2CausalLM``, only where ``lm_head`` still equals ``transformer.wte``
+  (KerasHub's GPT-2 has no untied head).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from ._tf import keras
 from .hf import RMSNorm, SelfAttention, build_hf
 from .layers import load_state_into, state_of
 
-__all__ = ["PREFIX", "is_keras_hub", "from_keras_hub", "build_keras_hub", "to_keras_hub", "llama_state"]
+__all__ = ["PREFIX", "is_keras_hub", "from_keras_hub", "build_keras_hub", "to_keras_hub", "hub_state"]
 
 #: The model reference of a KerasHub model: ``keras_hub:llama?sizes`` or ``keras_hub:FOLDER``.
 PREFIX = "keras_hub:"
@@ -66,14 +72,31 @@ def is_keras_hub(obj: Any) -> bool:
 
 
 def _backbone(model: Any) -> Any:
-    """The ``LlamaBackbone`` of ``model`` (a backbone, or a task holding one), else a UsageError."""
+    """The ``LlamaBackbone`` or ``GPT2Backbone`` of ``model`` (a backbone, or a task holding one), else a UsageError."""
     kh = _keras_hub()
     backbone = getattr(model, "backbone", model)
-    if not isinstance(backbone, kh.models.LlamaBackbone):
+    if not isinstance(backbone, (kh.models.LlamaBackbone, kh.models.GPT2Backbone)):
         raise UsageError(f"lwdsl cannot convert a KerasHub {type(model).__name__} (backbone {type(backbone).__name__})",
-                         hint="lwdsl's tensorflow backend takes KerasHub's LlamaBackbone / Llama3Backbone and "
-                         "LlamaCausalLM / Llama3CausalLM; other architectures: through transformers on --backend torch")
+                         hint="lwdsl's tensorflow backend takes KerasHub's LlamaBackbone / Llama3Backbone / GPT2Backbone "
+                         "and their CausalLM tasks; other architectures: through transformers on --backend torch")
     return backbone
+
+
+def _is_gpt2(backbone: Any) -> bool:
+    return isinstance(backbone, _keras_hub().models.GPT2Backbone)
+
+
+def _gpt2_sizes(backbone: Any) -> dict[str, Any]:
+    """The config of a ``GPT2Backbone`` (always a tied head; LayerNorm eps 1e-5 and ``gelu_new`` as tiny-gpt2's)."""
+    if float(backbone.dropout or 0) != 0:
+        raise UsageError(f"KerasHub {type(backbone).__name__}: lwdsl's tiny-gpt2 cannot compute dropout={backbone.dropout}",
+                         hint="lwdsl's networks train without dropout: build it with dropout=0 (GPT2Backbone(..., dropout=0), "
+                         "or GPT2Backbone.from_preset(FOLDER, dropout=0)); the logits are the same")
+    hidden, heads = int(backbone.hidden_dim), int(backbone.num_heads)
+    if hidden % heads:
+        raise UsageError(f"KerasHub {type(backbone).__name__}: hidden_dim={hidden} is not a multiple of num_heads={heads}")
+    return {"layers": int(backbone.num_layers), "hidden": hidden, "heads": heads, "mlp": int(backbone.intermediate_dim),
+            "vocab": int(backbone.vocabulary_size), "positions": int(backbone.max_sequence_length), "tied": True}
 
 
 def _sizes(backbone: Any) -> dict[str, Any]:
@@ -140,16 +163,19 @@ def _variables(backbone: Any) -> dict[str, Any]:
     return {v.path.split("/", 1)[1] if v.path.startswith(backbone.name + "/") else v.path: v for v in backbone.weights}
 
 
-def llama_state(model: Any) -> dict[str, np.ndarray]:
-    """The canonical (``transformers`` ``LlamaForCausalLM``) state of a KerasHub Llama, float32;
-    ``lm_head.weight`` is the embeddings where the head is tied.
+def hub_state(model: Any) -> dict[str, np.ndarray]:
+    """The canonical state (``transformers``' ``LlamaForCausalLM`` / ``GPT2LMHeadModel`` names,
+    ``Conv1D`` as ``[out, in]``) of a KerasHub Llama or GPT-2, float32; ``lm_head.weight`` is the
+    embeddings where the head is tied (always, for GPT-2).
 
     >>> import keras_hub  # doctest: +SKIP
-    >>> llama_state(keras_hub.models.LlamaBackbone(vocabulary_size=10, num_layers=1, num_query_heads=2,
+    >>> hub_state(keras_hub.models.LlamaBackbone(vocabulary_size=10, num_layers=1, num_query_heads=2,
     ...     hidden_dim=8, intermediate_dim=16, num_key_value_heads=2))["lm_head.weight"].shape  # doctest: +SKIP
     (10, 8)
     """
     backbone = _backbone(model)
+    if _is_gpt2(backbone):
+        return _gpt2_state(backbone)
     sizes = _sizes(backbone)
     found = _variables(backbone)
     state = {}
@@ -166,6 +192,71 @@ def llama_state(model: Any) -> dict[str, np.ndarray]:
     return state
 
 
+def _gpt2_table(layers: int, hidden: int) -> list[tuple[list[str], str, Callable, Callable]]:
+    """(KerasHub variable paths, Hugging Face name, KerasHub -> canonical, canonical -> KerasHub
+    shapes): convert_gpt2.py's mapping in lwdsl's canonical layout (``Conv1D`` as ``[out, in]``;
+    ``c_attn``'s rows are q, k, v)."""
+    def rows(*arrays: np.ndarray) -> np.ndarray:  # each [hidden, heads, d] -> [heads * d, hidden], stacked
+        return np.concatenate([_transpose(a.reshape(hidden, -1)) for a in arrays], axis=0)
+
+    def flat(*arrays: np.ndarray) -> np.ndarray:
+        return np.concatenate([a.reshape(-1) for a in arrays])
+
+    def split_rows(a: np.ndarray, *shapes: tuple[int, ...]) -> list[np.ndarray]:
+        return [_transpose(part).reshape(shape) for part, shape in zip(np.split(a, len(shapes), axis=0), shapes)]
+
+    def split_flat(a: np.ndarray, *shapes: tuple[int, ...]) -> list[np.ndarray]:
+        return [part.reshape(shape) for part, shape in zip(np.split(a, len(shapes)), shapes)]
+
+    def one(a: np.ndarray) -> np.ndarray:
+        return a
+
+    def one_back(a: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+        return [a.reshape(shape)]
+
+    def t(a: np.ndarray) -> np.ndarray:
+        return _transpose(a.reshape(-1, a.shape[-1]))
+
+    def t_back(a: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+        return [_transpose(a).reshape(shape)]
+
+    table = [(["token_embedding/embeddings"], "transformer.wte.weight", one, one_back),
+             (["position_embedding/embeddings"], "transformer.wpe.weight", one, one_back),
+             (["layer_norm/gamma"], "transformer.ln_f.weight", one, one_back),
+             (["layer_norm/beta"], "transformer.ln_f.bias", one, one_back)]
+    for i in range(layers):
+        k, h = f"transformer_layer_{i}", f"transformer.h.{i}"
+        qkv = [f"{k}/self_attention/{p}" for p in ("query", "key", "value")]
+        table += [([f"{k}/self_attention_layer_norm/gamma"], f"{h}.ln_1.weight", one, one_back),
+                  ([f"{k}/self_attention_layer_norm/beta"], f"{h}.ln_1.bias", one, one_back),
+                  ([f"{p}/kernel" for p in qkv], f"{h}.attn.c_attn.weight", rows, split_rows),
+                  ([f"{p}/bias" for p in qkv], f"{h}.attn.c_attn.bias", flat, split_flat),
+                  ([f"{k}/self_attention/attention_output/kernel"], f"{h}.attn.c_proj.weight", t, t_back),
+                  ([f"{k}/self_attention/attention_output/bias"], f"{h}.attn.c_proj.bias", one, one_back),
+                  ([f"{k}/feedforward_layer_norm/gamma"], f"{h}.ln_2.weight", one, one_back),
+                  ([f"{k}/feedforward_layer_norm/beta"], f"{h}.ln_2.bias", one, one_back),
+                  ([f"{k}/feedforward_intermediate_dense/kernel"], f"{h}.mlp.c_fc.weight", t, t_back),
+                  ([f"{k}/feedforward_intermediate_dense/bias"], f"{h}.mlp.c_fc.bias", one, one_back),
+                  ([f"{k}/feedforward_output_dense/kernel"], f"{h}.mlp.c_proj.weight", t, t_back),
+                  ([f"{k}/feedforward_output_dense/bias"], f"{h}.mlp.c_proj.bias", one, one_back)]
+    return table
+
+
+def _gpt2_state(backbone: Any) -> dict[str, np.ndarray]:
+    """The canonical state of lwdsl's tiny-gpt2 from a KerasHub GPT-2 (``lm_head`` = ``wte``, KerasHub's tied head)."""
+    sizes = _gpt2_sizes(backbone)
+    found = _variables(backbone)
+    state = {}
+    for paths, name, to_canon, _ in _gpt2_table(sizes["layers"], sizes["hidden"]):
+        missing = [p for p in paths if p not in found]
+        if missing:
+            raise UsageError(f"KerasHub {type(backbone).__name__} has no variable '{missing[0]}' (KerasHub's GPT-2 layout)",
+                             hint="build the model with keras_hub.models.GPT2Backbone (keras-hub 0.32)")
+        state[name] = to_canon(*(np.asarray(keras.ops.convert_to_numpy(found[p].value), np.float32) for p in paths))
+    state["lm_head.weight"] = state["transformer.wte.weight"].copy()
+    return state
+
+
 def _lwdsl_llama(sizes: dict[str, Any], length: int) -> Any:
     """lwdsl's tiny-llama of ``sizes`` for sequences of ``length``, with its rotary base and norm epsilon."""
     ref = f"tiny-llama?layers={sizes['layers']}&hidden={sizes['hidden']}&heads={sizes['heads']}&mlp={sizes['mlp']}"
@@ -179,10 +270,12 @@ def _lwdsl_llama(sizes: dict[str, Any], length: int) -> Any:
 
 
 def from_keras_hub(model: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """lwdsl's Keras tiny-llama holding a KerasHub Llama's weights (the KerasHub object is only read).
+    """lwdsl's Keras tiny-llama (tiny-gpt2) holding a KerasHub Llama's (GPT-2's) weights (the
+    KerasHub object is only read).
 
     Args:
-        model: a ``keras_hub.models.LlamaBackbone`` or a ``LlamaCausalLM`` (or their Llama 3 classes).
+        model: a ``keras_hub.models.LlamaBackbone`` or a ``LlamaCausalLM`` (or their Llama 3
+            classes), a ``GPT2Backbone`` or a ``GPT2CausalLM``.
         input_shape: ``(seq,)``, the data's token sequences.
         num_classes: the data's vocabulary; the model's must hold it.
 
@@ -194,16 +287,24 @@ def from_keras_hub(model: Any, input_shape: tuple[int, ...], num_classes: int) -
             smaller than the data's, inputs that are not token sequences.
     """
     backbone = _backbone(model)
-    sizes = _sizes(backbone)
+    sizes = _gpt2_sizes(backbone) if _is_gpt2(backbone) else _sizes(backbone)
     if len(input_shape) != 1:
-        raise UsageError(f"a KerasHub Llama takes token sequences, not inputs of shape {tuple(input_shape)}",
+        raise UsageError(f"a KerasHub {type(backbone).__name__} takes token sequences, not inputs of shape {tuple(input_shape)}",
                          hint="use it with text data (--data pydoc, or a text file)")
     if sizes["vocab"] < int(num_classes):
         raise UsageError(f"KerasHub {type(backbone).__name__} has a vocabulary of {sizes['vocab']} tokens, the data "
                          f"{int(num_classes)}", hint="build the model with vocabulary_size at least the data's "
                          "(--data pydoc: 2048)")
-    state = llama_state(backbone)
-    out = _lwdsl_llama(sizes, int(input_shape[0]))
+    state = hub_state(backbone)
+    if _is_gpt2(backbone):
+        if int(input_shape[0]) > sizes["positions"]:
+            raise UsageError(f"KerasHub {type(backbone).__name__} has max_sequence_length={sizes['positions']}, the data's "
+                             f"sequences {int(input_shape[0])} tokens", hint="build it with a max_sequence_length at least the data's")
+        ref = (f"tiny-gpt2?layers={sizes['layers']}&hidden={sizes['hidden']}&heads={sizes['heads']}&mlp={sizes['mlp']}"
+               f"&positions={sizes['positions']}")
+        out = build_hf(ref, (int(input_shape[0]),), sizes["vocab"])
+    else:
+        out = _lwdsl_llama(sizes, int(input_shape[0]))
     load_state_into(out, state, f"KerasHub {type(backbone).__name__}")
     return out
 
@@ -239,7 +340,7 @@ def build_keras_hub(ref: str, input_shape: tuple[int, ...], num_classes: int) ->
                          hint="keras_hub:llama?layers=2&hidden=128&heads=4&mlp=512, or keras_hub:PATH to a folder "
                          "written by save_to_preset (nothing is downloaded: Kaggle and Hugging Face names are not read)")
     try:
-        backbone = kh.models.Backbone.from_preset(str(folder))
+        backbone = kh.models.Backbone.from_preset(str(folder), dropout=0.0)  # training-only; lwdsl trains without it
     except (ValueError, KeyError, OSError) as exc:
         raise UsageError(f"{folder}: KerasHub cannot load it ({str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__})") from None
     return from_keras_hub(backbone, input_shape, num_classes)
@@ -249,7 +350,7 @@ def _llama_config(model: Any) -> dict[str, Any]:
     """The sizes of lwdsl's tiny-llama ``model`` (a Keras model built by :mod:`.hf`), read from its layers."""
     names = {layer.name: layer for layer in model.layers}
     if "model.embed_tokens" not in names or "lm_head" not in names:
-        raise UsageError(f"to_keras_hub takes lwdsl's tiny-llama (a Keras model with Hugging Face's Llama names), not "
+        raise UsageError(f"to_keras_hub takes lwdsl's tiny-llama or tiny-gpt2 (Keras models with Hugging Face's names), not "
                          f"model '{model.name}'", hint="run the recipe on tiny-llama or a KerasHub Llama (--backend tensorflow)")
     layers = sum(1 for n in names if n.startswith("model.layers.") and n.endswith(".input_layernorm"))
     attention = names["model.layers.0.self_attn"]
@@ -267,13 +368,15 @@ def _llama_config(model: Any) -> dict[str, Any]:
 
 def to_keras_hub(model: Any) -> Any:
     """lwdsl's tiny-llama as a ``keras_hub.models.LlamaCausalLM`` with its weights (untied, float32,
-    no preprocessor: it takes ``{"token_ids", "padding_mask"}`` and returns the logits).
+    no preprocessor: it takes ``{"token_ids", "padding_mask"}`` and returns the logits);
+    tiny-gpt2 as a ``GPT2CausalLM`` where its head is still its token embeddings.
 
     Args:
         model: a tensorflow run's result (``lwdsl.run(...).model``, a handle) or its Keras model.
 
     Raises:
-        UsageError: (exit 2) not lwdsl's tiny-llama, or widths KerasHub's Llama cannot hold.
+        UsageError: (exit 2) not lwdsl's tiny-llama or tiny-gpt2, widths KerasHub cannot hold,
+            a GPT-2 head that is not its embeddings.
 
     >>> hub = to_keras_hub(lwdsl.run("prune magnitude 50%", "tiny-llama", data="pydoc",  # doctest: +SKIP
     ...                              backend="tensorflow").model)
@@ -282,6 +385,8 @@ def to_keras_hub(model: Any) -> Any:
     net = getattr(model, "model", model)
     if not isinstance(net, keras.Model):
         raise UsageError(f"to_keras_hub takes a tensorflow run's model, not a {type(model).__name__}")
+    if "transformer.wte" in {layer.name for layer in net.layers}:
+        return _gpt2_to_keras_hub(kh, net)
     config = _llama_config(net)
     state = state_of(net)
     backbone = kh.models.LlamaBackbone(tie_word_embeddings=False, dtype="float32", **config)
@@ -291,3 +396,28 @@ def to_keras_hub(model: Any) -> Any:
         var.assign(from_canon(state[name], tuple(var.shape)).astype(np.float32))
     backbone.get_layer("token_embedding").reverse_embeddings.assign(_transpose(state["lm_head.weight"]))
     return kh.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+
+
+def _gpt2_to_keras_hub(kh: Any, net: Any) -> Any:
+    """lwdsl's tiny-gpt2 as a ``GPT2CausalLM``, whose head is always ``wte``: refused unless ``lm_head`` equals it."""
+    names = {layer.name: layer for layer in net.layers}
+    state = state_of(net)
+    if not np.array_equal(state["lm_head.weight"], state["transformer.wte.weight"]):
+        raise UsageError("KerasHub's GPT2CausalLM ties its head to the token embeddings; this model's lm_head is not "
+                         "transformer.wte (tiny-gpt2's own untied head, or a head compressed or trained apart)",
+                         hint="start from a KerasHub GPT-2 and keep its head as it came: except \"lm_head\" in every step")
+    layers = sum(1 for n in names if n.startswith("transformer.h.") and n.endswith(".ln_1"))
+    mlps = {int(names[f"transformer.h.{i}.mlp.c_fc"].units) for i in range(layers)}
+    embed = names["transformer.wte"]
+    if len(mlps) != 1 or {int(names[f"transformer.h.{i}.attn.c_attn"].units) for i in range(layers)} != {3 * int(embed.output_dim)}:
+        raise UsageError("KerasHub's GPT-2 has one width for every layer; this model's were changed by structured pruning",
+                         hint="unstructured pruning (prune magnitude/wanda/sparsegpt) keeps the shapes")
+    backbone = kh.models.GPT2Backbone(vocabulary_size=int(embed.input_dim), num_layers=layers,
+                                      num_heads=names["transformer.h.0.attn"].heads, hidden_dim=int(embed.output_dim),
+                                      intermediate_dim=mlps.pop(), dropout=0.0,
+                                      max_sequence_length=int(names["transformer.wpe"].input_dim), dtype="float32")
+    found = _variables(backbone)
+    for paths, name, _, back in _gpt2_table(layers, int(embed.output_dim)):
+        for path, part in zip(paths, back(state[name], *(tuple(found[p].shape) for p in paths))):
+            found[path].assign(part.astype(np.float32))
+    return kh.models.GPT2CausalLM(backbone=backbone, preprocessor=None)

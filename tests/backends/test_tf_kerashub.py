@@ -5,10 +5,11 @@ KerasHub's own models, proven by equal logits.
   (``from_preset`` on a local folder, no tokenizer, nothing downloaded): Llama's logits equal
   ``transformers``' and lwdsl's Keras tiny-llama's; GPT-2's and BERT's hidden states equal (KerasHub's
   GPT-2 ties its head to ``wte``, and its BERT converter does not carry the classifier head).
-- A KerasHub Llama as lwdsl's model on tensorflow (an object, ``keras_hub:llama?SIZES``,
-  ``keras_hub:FOLDER``): converted into lwdsl's tiny-llama with equal logits, the user's object
-  untouched; what lwdsl's Llama cannot compute refused.
-- Back: :func:`to_keras_hub` gives a ``LlamaCausalLM`` with the compressed weights, equal logits.
+- A KerasHub Llama or GPT-2 as lwdsl's model on tensorflow (an object, ``keras_hub:llama?SIZES``,
+  ``keras_hub:FOLDER``): converted into lwdsl's tiny-llama / tiny-gpt2 with equal logits, the
+  user's object untouched; what lwdsl's networks cannot compute refused.
+- Back: :func:`to_keras_hub` gives a ``LlamaCausalLM`` (``GPT2CausalLM``) with the compressed
+  weights, equal logits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ keras_hub = pytest.importorskip("keras_hub", reason="KerasHub models need keras-
 import keras  # noqa: E402
 
 from lwdsl.backend import get_backend  # noqa: E402
-from lwdsl.backends.tf_backend.kerashub import from_keras_hub, llama_state, to_keras_hub  # noqa: E402
+from lwdsl.backends.tf_backend.kerashub import from_keras_hub, hub_state, to_keras_hub  # noqa: E402
 from lwdsl.errors import UsageError  # noqa: E402
 
 #: float32 rounding of logits of size ~0.5 after two layers (observed: about 1e-7)
@@ -74,7 +75,7 @@ def test_a_llama_folder_from_the_torch_side_loads_in_keras_hub_with_equal_logits
     be.load_state(tf, pt_be.state(pt))
     hf, kh, lw = _torch_logits(torch, pt.module), np.asarray(hub(hub_inputs(IDS))), np.asarray(tf.model(IDS))
     assert np.abs(hf).max() > 0.05 and np.abs(kh - hf).max() < TOL and np.abs(lw - kh).max() < TOL
-    state = llama_state(hub)  # and KerasHub's variables read back are the torch state, bit for bit
+    state = hub_state(hub)  # and KerasHub's variables read back are the torch state, bit for bit
     assert all(np.array_equal(v, pt_be.state(pt)[k]) for k, v in state.items())
 
 
@@ -183,15 +184,47 @@ def test_bad_keras_hub_references_are_refused(be, ref, message):
         be.load_model(ref, (16,), 100)
 
 
-def test_other_models_and_small_vocabularies_are_refused(be):
-    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=32, intermediate_dim=64,
-                                         max_sequence_length=32)
-    with pytest.raises(UsageError, match="cannot convert a KerasHub GPT2Backbone"):
-        be.load_model(gpt2, (16,), 100)
+def test_other_models_dropout_and_small_vocabularies_are_refused(be):
+    bert = keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=32, intermediate_dim=64)
+    with pytest.raises(UsageError, match="cannot convert a KerasHub BertBackbone"):
+        be.load_model(bert, (16,), 100)
+    with pytest.raises(UsageError, match="tiny-gpt2 cannot compute dropout=0.1"):  # KerasHub GPT-2's default
+        be.load_model(keras_hub.models.GPT2Backbone(**GPT2), (16,), 100)
     with pytest.raises(UsageError, match="vocabulary of 100 tokens, the data 2048"):
         be.load_model(hub_llama(), (16,), 2048)
-    with pytest.raises(UsageError, match="takes lwdsl's tiny-llama"):
+    with pytest.raises(UsageError, match="max_sequence_length=32, the data's sequences 64"):
+        be.load_model(keras_hub.models.GPT2Backbone(**GPT2, dropout=0.0), (64,), 100)
+    with pytest.raises(UsageError, match="ties its head to the token embeddings"):  # lwdsl's own tiny-gpt2: untied
         to_keras_hub(be.load_model("tiny-gpt2?hidden=32&heads=2&mlp=64", (16,), 100))
+    with pytest.raises(UsageError, match="takes lwdsl's tiny-llama or tiny-gpt2"):
+        to_keras_hub(be.load_model("lenet300", (1, 28, 28), 10))
+
+
+GPT2 = dict(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=48, max_sequence_length=32)
+
+
+def test_a_keras_hub_gpt2_becomes_tiny_gpt2_and_goes_back(be, tmp_path):
+    """convert_gpt2.py's mapping: q, k, v kernels stacked into c_attn's rows, KerasHub's tied head
+    as lm_head; equal logits, and back to a GPT2CausalLM with the same variables bit for bit. A
+    preset folder (saved with KerasHub's default dropout 0.1) loads with dropout 0."""
+    keras.utils.set_random_seed(5)
+    hub = keras_hub.models.GPT2CausalLM(backbone=keras_hub.models.GPT2Backbone(**GPT2, dropout=0.0), preprocessor=None)
+    handle = be.load_model(hub, (16,), 100)
+    expected = np.asarray(hub(hub_inputs(IDS)))
+    assert np.abs(expected).max() > 0.05 and np.abs(np.asarray(handle.model(IDS)) - expected).max() < TOL
+    kinds = {i.name: (i.kind, i.shape) for i in be.layers(handle)}
+    assert kinds["transformer.h.0.attn.c_attn"] == ("linear", (96, 32)) and kinds["transformer.h.1.mlp.c_fc"] == ("linear", (48, 32))
+    state = be.state(handle)
+    query = hub.backbone.get_layer("transformer_layer_0")._self_attention_layer._query_dense.kernel.numpy()
+    assert np.array_equal(state["transformer.h.0.attn.c_attn.weight"][:32], query.reshape(32, 32).T)
+    back = to_keras_hub(handle)
+    assert isinstance(back, keras_hub.models.GPT2CausalLM)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(hub.backbone.weights, back.backbone.weights))
+    saved = keras_hub.models.GPT2Backbone(**GPT2)
+    saved.save_to_preset(str(tmp_path / "gpt2"))
+    loaded = be.load_model(f"keras_hub:{tmp_path / 'gpt2'}", (16,), 100)
+    saved_logits = np.asarray(keras_hub.models.GPT2CausalLM(backbone=saved, preprocessor=None)(hub_inputs(IDS)))
+    assert np.abs(np.asarray(loaded.model(IDS)) - saved_logits).max() < TOL
 
 
 @pytest.mark.slow
