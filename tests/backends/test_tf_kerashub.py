@@ -77,6 +77,8 @@ def test_a_llama_folder_from_the_torch_side_loads_in_keras_hub_with_equal_logits
     assert np.abs(hf).max() > 0.05 and np.abs(kh - hf).max() < TOL and np.abs(lw - kh).max() < TOL
     state = hub_state(hub)  # and KerasHub's variables read back are the torch state, bit for bit
     assert all(np.array_equal(v, pt_be.state(pt)[k]) for k, v in state.items())
+    through = be.load_model(f"keras_hub:{tmp_path}", (16,), 100)  # the folder as a keras_hub: model on tensorflow
+    assert np.abs(np.asarray(through.model(IDS)) - hf).max() < TOL
 
 
 @pytest.mark.torch
