@@ -283,8 +283,9 @@ def from_keras_hub(model: Any, input_shape: tuple[int, ...], num_classes: int) -
         A functional Keras model ``input_ids [batch, seq] -> logits [batch, seq, vocab]``.
 
     Raises:
-        UsageError: (exit 2) not a Llama, a config lwdsl's Llama cannot compute, a vocabulary
-            smaller than the data's, inputs that are not token sequences.
+        UsageError: (exit 2) not a Llama or GPT-2, a config lwdsl's networks cannot compute, a
+            vocabulary smaller than the data's (GPT-2: positions fewer than its sequences),
+            inputs that are not token sequences.
     """
     backbone = _backbone(model)
     sizes = _gpt2_sizes(backbone) if _is_gpt2(backbone) else _sizes(backbone)
@@ -310,7 +311,8 @@ def from_keras_hub(model: Any, input_shape: tuple[int, ...], num_classes: int) -
 
 
 def build_keras_hub(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """The model of a ``keras_hub:`` reference (see the module's doc), as lwdsl's tiny-llama."""
+    """The model of a ``keras_hub:`` reference (see the module's doc), as lwdsl's tiny-llama (or
+    tiny-gpt2, for a GPT-2 preset folder)."""
     kh = _keras_hub()
     body = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref
     name, _, query = body.partition("?")
@@ -322,7 +324,7 @@ def build_keras_hub(ref: str, input_shape: tuple[int, ...], num_classes: int) ->
                 number = float(value) if key in ("rope_base", "eps") else int(value)
             except ValueError:
                 number = 0
-            if key not in CONFIG_KEYS or not eq or number <= 0:
+            if key not in CONFIG_KEYS or not eq or not 0 < number < float("inf"):
                 raise UsageError(f"{ref}: '{part}' is not a size of keras_hub:llama",
                                  hint="sizes are positive numbers: " + ", ".join(f"{k}={v}" for k, (_, v) in CONFIG_KEYS.items()
                                                                                    if v is not None) + ", kv_heads=heads")

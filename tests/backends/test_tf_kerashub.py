@@ -178,6 +178,7 @@ def test_what_lwdsls_llama_cannot_compute_is_refused(be, config, message):
 @pytest.mark.parametrize("ref, message", [
     ("keras_hub:llama?kv_heads=2", "grouped-query attention"),
     ("keras_hub:llama?depth=2", "'depth=2' is not a size of keras_hub:llama"),
+    ("keras_hub:llama?rope_base=nan", "'rope_base=nan' is not a size"),
     ("keras_hub:llama?hidden=30&heads=4", "must be heads=4 times an even size"),
     ("keras_hub:llama3_8b_en", "nor a local KerasHub preset folder"),  # a Kaggle preset name: never downloaded
 ])
