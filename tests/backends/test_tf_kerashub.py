@@ -142,9 +142,9 @@ def test_a_keras_hub_llama_becomes_lwdsls_tiny_llama_with_equal_logits(be, confi
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, hub.weights))
 
 
-def test_lwdsls_llama_goes_to_keras_hub_and_back_bit_for_bit(be):
+def test_lwdsls_llama_goes_to_keras_hub_and_back_bit_for_bit(be, tmp_path):
     """to_keras_hub then from_keras_hub: the same canonical state exactly (reshapes and
-    transposes only), the same logits within rounding."""
+    transposes only), the same logits within rounding; also through KerasHub's save_to_preset."""
     keras.utils.set_random_seed(2)
     handle = be.load_model("tiny-llama?hidden=32&heads=2&mlp=64", (16,), 100)
     hub = to_keras_hub(handle)
@@ -153,12 +153,18 @@ def test_lwdsls_llama_goes_to_keras_hub_and_back_bit_for_bit(be):
     again = from_keras_hub(hub, (16,), 100)
     first, second = be.state(handle), be.state(type(handle)(again))
     assert first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
+    hub.save_to_preset(str(tmp_path / "preset"))  # KerasHub's own files: its from_preset and keras_hub:FOLDER read them
+    reloaded = keras_hub.models.LlamaCausalLM.from_preset(str(tmp_path / "preset"))
+    assert np.abs(np.asarray(reloaded(hub_inputs(IDS))) - np.asarray(handle.model(IDS))).max() < TOL
+    third = be.state(be.load_model(f"keras_hub:{tmp_path / 'preset'}", (16,), 100))
+    assert all(np.array_equal(first[k], third[k]) for k in first)
 
 
 def test_keras_hub_references_build_and_load_local_presets(be, tmp_path):
     keras.utils.set_random_seed(3)
     h = be.load_model("keras_hub:llama?layers=1&hidden=32&heads=2&mlp=64", (16,), 100)
     assert be.stats(h).params == 100 * 32 + 4 * 32 * 32 + 3 * 32 * 64 + 3 * 32 + 32 * 100
+    assert be.stats(be.load_model("keras_hub:llama", (128,), 2048)).params == 1_049_216  # tiny-llama's default sizes
     hub = hub_llama(rope_max_wavelength=1000.0)
     hub.backbone.save_to_preset(str(tmp_path / "preset"))
     loaded = be.load_model(f"keras_hub:{tmp_path / 'preset'}", (16,), 100)
