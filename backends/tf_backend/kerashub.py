@@ -9,8 +9,8 @@ functions are the same, logits equal within float32 rounding (tests/backends/tes
 
 - :func:`from_keras_hub`: a ``keras_hub.models.LlamaBackbone`` (or ``Llama3Backbone``) or a
   ``LlamaCausalLM`` holding one -> lwdsl's tiny-llama of the sizes of its config (layers,
-  hidden, heads, intermediate, vocabulary, rotary base, norm epsilon) with its weights; the
-  user's object is only read. A tied head (``tie_word_embeddings=True``) becomes lwdsl's own
+  hidden, heads, intermediate, vocabulary, rotary base, norm epsilon) with its weights, read as
+  float32 whatever the KerasHub model's dtype; the user's object is only read. A tied head (``tie_word_embeddings=True``) becomes lwdsl's own
   ``lm_head`` holding a copy of the embeddings (the same logits; pruning it then leaves the
   embeddings alone). What lwdsl's tiny-llama cannot compute is refused (:class:`UsageError`):
   fewer key/value heads than query heads (grouped-query attention), rotary scaling (Llama 3.1's
@@ -117,7 +117,7 @@ def _sizes(backbone: Any) -> dict[str, Any]:
     if refusals:
         raise UsageError(f"KerasHub {name}: lwdsl's tiny-llama cannot compute {'; '.join(refusals)}",
                          hint="lwdsl's Llama has as many key/value heads as query heads, plain rotary positions "
-                         "(any rope_max_wavelength) and no dropout")
+                         "(any rope_max_wavelength) and no dropout (dropout=0 gives the same logits)")
     return {"layers": int(backbone.num_layers), "hidden": int(backbone.hidden_dim), "heads": heads,
             "mlp": int(backbone.intermediate_dim), "vocab": int(backbone.vocabulary_size),
             "base": float(backbone.rope_max_wavelength), "eps": float(backbone.layer_norm_epsilon),
