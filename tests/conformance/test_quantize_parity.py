@@ -342,8 +342,8 @@ def test_sparse_packed_state_is_bit_identical_and_round_trips_through_lwz(spec, 
 def test_nm_pruned_int4_state_is_the_n_m_layout_in_the_same_bytes_on_both_backends(tmp_path):
     """``prune nm=2:4`` then ``quantize int4``: both backends store every pruned, quantized layer in
     the N:M layout (kept codes and each group's rank, from the masks they hold) in the same
-    bytes; each loads the other's ``.lwz`` back to the same codes and scales, and the file gives
-    the masks back (``unpack_keep``), a kept weight of code 0 included."""
+    bytes; each loads the other's ``.lwz`` back to the same codes, scales and masks (the file
+    gives them back: ``unpack_keep``, a kept weight of code 0 included)."""
     from lwdsl.backend.weights import load_weights, save_weights
     import lwdsl
     from lwdsl.semantics.quant import unpack_state
@@ -374,3 +374,5 @@ def test_nm_pruned_int4_state_is_the_n_m_layout_in_the_same_bytes_on_both_backen
         _, again = unpack_state(load_weights(path)[0])
         assert all(np.array_equal(again[k].codes, quants[k].codes) and again[k].scale.tobytes() == quants[k].scale.tobytes() for k in quants)
         assert all(np.array_equal(back.quant[k].codes, quants[k].codes) for k in quants)
+        got = be.masks_of(back)  # the N:M layers' masks come back with the file
+        assert set(got) == nm and all(np.array_equal(got[layer], masks["torch"][layer]) for layer in nm)
