@@ -90,10 +90,10 @@ def _fits(keep: np.ndarray, n: int, m: int) -> bool:
     """Whether the 2-d keep mask ``keep`` is N:M (module docstring)."""
     rows, cols = keep.shape
     full = cols // m * m
-    if full and not (keep[:, :full].reshape(rows, -1, m).sum(axis=-1, dtype=np.int32) == n).all():
+    if full and not (np.count_nonzero(keep[:, :full].reshape(rows, -1, m), axis=-1) == n).all():
         return False
     rest = cols - full
-    return not rest or bool((keep[:, full:].sum(axis=-1, dtype=np.int32) == min(rest, n)).all())
+    return not rest or bool((np.count_nonzero(keep[:, full:], axis=-1) == min(rest, n)).all())
 
 
 def find_nm(keep: np.ndarray) -> list[tuple[int, int]]:
@@ -127,7 +127,7 @@ def nm_split(codes: np.ndarray, keep: np.ndarray, n: int, m: int) -> Optional[tu
     """
     flat = np.asarray(codes).reshape(np.shape(codes)[0], -1)
     rows = np.asarray(keep, dtype=bool).reshape(flat.shape)
-    if (flat[~rows] != 0).any():
+    if np.any(np.where(rows, 0, flat)):
         return None
     cols = rows.shape[1]
     full = cols // m * m
@@ -136,7 +136,9 @@ def nm_split(codes: np.ndarray, keep: np.ndarray, n: int, m: int) -> Optional[tu
         tail = np.zeros((rows.shape[0], 1, m), dtype=bool)
         tail[:, 0, : cols - full] = rows[:, full:]
         groups = np.concatenate([groups, tail], axis=1)
-    bitsof = (groups.astype(np.int32) << np.arange(m, dtype=np.int32)).sum(axis=-1)
+    bitsof = np.zeros(groups.shape[:-1], dtype=np.int32)  # position j as bit j
+    for j in range(m):
+        bitsof |= groups[..., j].astype(np.int32) << j
     ranks = _rank_table(n, m)[bitsof]
     return flat[rows], ranks.astype(np.uint8).reshape(-1)
 
