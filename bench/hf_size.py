@@ -5,7 +5,8 @@ quantize int4 method=gptq group=32 | export hf`` (every linear layer, ``lm_head`
 ``--except-head`` keeps it float) and prints, for both: the folder's bytes, the safetensors
 bytes of the quantized layers (``weight_packed`` + ``weight_scale`` + ``weight_shape``) and of
 the rest (embeddings, norms, float layers), the run folder's ``model.lwz`` (lwdsl's own format:
-a 2:4 layer's non-zero codes only, with a bitmap), and what the quantized layers would take in
+a 2:4 layer in its N:M layout, 3 bits of position a group of 4; ``bench/lwz_size.py`` breaks it
+down), and what the quantized layers would take in
 a 2:4-compressed layout (the two kept codes of each 4 at 4 bits plus 2 bits of position each,
 as Marlin 2:4 and the removed ``sparse-24-bitmask`` + ``pack-quantized`` stacking stored them;
 compressed-tensors 0.20 loads no such layout). The end-to-end time of each run is printed too.

@@ -16,6 +16,7 @@ from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
 from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
+from lwdsl.semantics.state import unpack_keep
 from lwdsl.language.specs import TrainingOptions
 
 from ._tf import keras, tf
@@ -235,6 +236,7 @@ class KerasBackend(Backend):
             state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
         acts = unpack_act(state)  # static layers' input ranges
         casts = unpack_casts(state)  # layers `quantize fp16|bf16` cast (16-bit patterns in a .lwz)
+        keeps = unpack_keep(state)  # N:M layers' masks (lwdsl/semantics/state.py)
         state, quant = unpack_state(state)  # a quantized layer's codes * scale, and its codes
         resized = resize_to_state(handle.model, state)
         load_state_into(resized, state, f"{source} does not fit {handle.ref}")
@@ -247,6 +249,8 @@ class KerasBackend(Backend):
         kept = {layer: d for layer, d in casts.items() if layer not in quant}  # cast layers stay cast
         rest = {k: v for k, v in handle.qconfig.items() if k != "cast"}
         handle.qconfig = {**rest, "cast": kept} if kept else rest
+        found = handle.view_map() if keeps else {}
+        handle.masks.update({layer: np.ascontiguousarray(found[layer].weight.from_canon(keep)) for layer, keep in keeps.items()})
         handle.apply_masks()
 
     def save_native(self, model: Any, path: Path) -> None:

@@ -297,7 +297,8 @@ def list_layers(handle: Any) -> list[LayerInfo]:
 
 def canonical_state(handle: Any) -> dict[str, np.ndarray]:
     """The canonical state of a handle's model (masks are applied to its weights already);
-    quantized layers' weights as codes (packed below 8 bits), scales and bits, and statically
+    quantized layers' weights as codes (packed below 8 bits, in the N:M layout where their
+    masks are N:M), scales and bits, and statically
     quantized layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
     (:func:`lwdsl.semantics.quant.pack_state`)."""
     from lwdsl.semantics.state import pack_state
@@ -309,7 +310,10 @@ def canonical_state(handle: Any) -> dict[str, np.ndarray]:
         state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
     quant, act = getattr(handle, "quant", None), getattr(handle, "act", None)
     casts = (getattr(handle, "qconfig", None) or {}).get("cast")
-    return pack_state(state, quant or {}, act, casts) if quant or act or casts else state
+    masks = {k: m for k, m in getattr(handle, "masks", {}).items() if k in (quant or {})}
+    found = handle.view_map() if masks else {}
+    keep = {k: np.ascontiguousarray(found[k].weight.to_canon(m)).astype(bool) for k, m in masks.items()}  # N:M layout (state.py)
+    return pack_state(state, quant or {}, act, casts, keep) if quant or act or casts else state
 
 
 def model_stats(handle: Any) -> ModelStats:

@@ -26,6 +26,7 @@ from torch import nn
 from lwdsl.errors import UsageError
 from lwdsl.semantics.fold import FOLDED
 from lwdsl.semantics.quant import CODES, HALF_FORMS, DamagedTensor, check_state, unpack_act, unpack_casts, unpack_state
+from lwdsl.semantics.state import unpack_keep
 from lwdsl.backend.weights import atomic_path, check_names, check_shapes, load_weights
 
 from .fold import drop_folded
@@ -160,7 +161,7 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     casts = _casts_in(state)
     state = {k: (v.to(torch.float32) if v.dtype in (torch.float16, torch.bfloat16) else v) for k, v in state.items()}
     try:
-        state, quants, acts = _unpack(state)
+        state, quants, acts, keeps = _unpack(state)
     except DamagedTensor as exc:
         raise UsageError(f"{source}: {exc.message}: it is damaged") from None
     module = handle.module
@@ -184,6 +185,8 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
         _check_widths(handle, source, shrunk)
     for layer in shrunk:
         handle.masks.pop(layer, None)
+    for layer, keep in keeps.items():  # N:M layers' masks come back from the file (lwdsl/semantics/state.py)
+        handle.masks[layer] = torch.from_numpy(keep)
     handle.apply_masks()
     handle.quant.clear()
     handle.quant.update(quants)
@@ -213,14 +216,15 @@ def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
         return None
 
 
-def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], dict, dict]:
-    """(float state, layer -> WeightQuant, layer -> ActQuant) of a packed state (codes, fp16/bf16
-    patterns, static activation parameters); a float state comes back as it is."""
+def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], dict, dict, dict]:
+    """(float state, layer -> WeightQuant, layer -> ActQuant, layer -> the keep mask of an N:M
+    layer) of a packed state (codes, fp16/bf16 patterns, static activation parameters); a float
+    state comes back as it is."""
     if not any(k.endswith(CODES) or k.endswith((".weight.fp16", ".weight.bf16")) or ".act." in k for k in state):
-        return state, {}, {}
+        return state, {}, {}, {}
     arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
     flat, quants = unpack_state(arrays)  # 0-d bits and scales stored as shape (1,) too
-    return {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, quants, unpack_act(arrays)
+    return {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, quants, unpack_act(arrays), unpack_keep(arrays)
 
 
 def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:

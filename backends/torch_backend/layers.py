@@ -70,7 +70,8 @@ def list_layers(handle: TorchModel) -> list[LayerInfo]:
 
 def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
     """Canonical weights as numpy copies (safe to keep while the model trains on); quantized
-    layers' weights as codes (packed below 8 bits), scales and bits, statically quantized
+    layers' weights as codes (packed below 8 bits, in the N:M layout where their masks are
+    N:M), scales and bits, statically quantized
     layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
     (:func:`lwdsl.semantics.quant.pack_state`)."""
     state = {
@@ -81,7 +82,8 @@ def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
     for norm in handle.folded.values():  # folded into the layer before it (fold.py): a marker, no tensor
         state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
     casts = {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
-    return pack_state(state, handle.quant, handle.act, casts) if handle.quant or handle.act or casts else state
+    keep = {layer: handle.masks[layer].numpy() for layer in handle.quant if layer in handle.masks}  # N:M layout (state.py)
+    return pack_state(state, handle.quant, handle.act, casts, keep) if handle.quant or handle.act or casts else state
 
 
 def model_stats(handle: TorchModel) -> ModelStats:

@@ -171,11 +171,11 @@ class Session:
         self._loop._raise()
         if out is not None and (self._out is None or Path(out).resolve() != Path(self._out).resolve()):
             raise UsageError("give the run folder to attach(out=...): the recipe's exports are written as training ends")
-        staging, steps, handle, baseline = self._result
+        staging, steps, handle, baseline, state = self._result
         self._ranks.close()
         if not self._ranks.writes:  # rank 0 writes the run folder and has the report
             return {}
-        report, _ = _write(self._prep, handle, steps, self._out, staging, self._seed, baseline, self._say)
+        report, _ = _write(self._prep, handle, steps, self._out, staging, self._seed, baseline, self._say, state=state)
         return report
 
     def close(self) -> None:

@@ -313,7 +313,7 @@ def run(
 
         device_info.update(precision_info(prep.plan, be.device))
         try:
-            staging, steps, handle, baseline_info = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
+            staging, steps, handle, baseline_info, final = _execute(prep, out, seed, threads, quiet, baseline_epochs, latency, say, tell,
                                                              threads_note=note, resume=resume, ranks=ranks, phases=phases)
         except OSError as exc:  # an export, the staging folder: a place that cannot take a write
             if not is_write_error(exc):
@@ -325,7 +325,7 @@ def run(
         if not ranks.writes:  # rank 0 writes the run folder and says what came out
             return RunResult(handle, {}, None, prep.backend)
         start = time.perf_counter()
-        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info, extra)
+        report, run_dir = _write(prep, handle, steps, out, staging, seed, baseline_info, say, counts, device_info, extra, final)
         if phases is not None:
             phases.add("write", time.perf_counter() - start)
         if out is not None:
@@ -460,9 +460,12 @@ def _prepare(
 def _execute(
     prep: _Prepared, out: Any, seed: int, threads: int, quiet: bool, baseline_epochs: int, latency: bool, say: Any, tell: Any = None,
     threads_note: Optional[str] = None, loop: Any = None, resume: bool = False, ranks: Any = None, phases: Any = None,
-) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any]]:
+) -> tuple[Optional[Path], list[dict[str, Any]], Any, dict[str, Any], Optional[dict[str, Any]]]:
     """Baseline, then every step with its measurements, then finalize; on any failure the
-    staging folder goes and a failed run's report so far is kept beside ``out``.
+    staging folder goes and a failed run's report so far is kept beside ``out``. Returns the
+    staging folder, the steps, the finalized model, the baseline, and the canonical state taken
+    just before finalize (what ``model.lwz`` holds: the masks still there decide the N:M layout
+    of pruned, quantized layers, :mod:`lwdsl.semantics.state`; None when nothing is written).
 
     On several ranks (``ranks``) every rank trains, prunes and quantizes; after the starting
     model and after every step the ranks compare a digest of weights, masks and codes
@@ -582,6 +585,7 @@ def _execute(
             say(_line(steps[-1]))
             if point is not None and step.op != "export":  # exports run again on a resume (their files are in staging)
                 point.save(be, handle, i + 1, steps, baseline_info)
+        final = be.state(handle) if staging is not None else None  # masks still there: the N:M layout
         handle = be.finalize(handle)
     except BaseException as exc:
         progress.stop()
@@ -591,7 +595,7 @@ def _execute(
             _write_failed(be, handle, plan, steps, Path(out), exc, tell or say)
         raise
     progress.stop()
-    return staging, steps, handle, baseline_info
+    return staging, steps, handle, baseline_info, final
 
 
 def _model_arrays(be: Backend, handle: Any) -> dict[str, Any]:
@@ -617,8 +621,10 @@ def _write(
     threads: Optional[dict[str, int]] = None,
     device: Optional[dict[str, str]] = None,
     extra: Optional[dict[str, Any]] = None,
+    state: Optional[dict[str, Any]] = None,
 ) -> tuple[dict[str, Any], Optional[Path]]:
-    """The report, the lock file and the run folder (swapped in atomically)."""
+    """The report, the lock file and the run folder (swapped in atomically); ``state``: what
+    ``model.lwz`` holds (:func:`_execute`'s, before finalize), else the model's state now."""
     from .report import build_report, write_run_dir
 
     be, plan, model_ref = prep.backend, prep.plan, prep.model_ref
@@ -649,7 +655,7 @@ def _write(
         tokenizer_sha256=(prep.dataset.info.get("tokenizer") or {}).get("sha256"),
     )
     try:
-        run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock)
+        run_dir = write_run_dir(Path(out), staging, be, handle, plan, report, lock, state)
     except OSError as exc:  # a full disk: the run's results are lost, the old folder is not
         if not is_write_error(exc):
             raise

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..backend import Backend
 from ..data.dataset import Dataset
@@ -457,7 +457,8 @@ def staging_dir(out: Path) -> Path:
 
 
 def write_run_dir(
-    out: Path, staging: Path, be: Backend, handle: Any, plan: Recipe, report: dict[str, Any], lock: dict[str, Any]
+    out: Path, staging: Path, be: Backend, handle: Any, plan: Recipe, report: dict[str, Any], lock: dict[str, Any],
+    state: Optional[dict[str, Any]] = None,
 ) -> Path:
     """Finish the run folder in ``staging`` (from :func:`staging_dir`; exports may already be
     there), then swap it in place of ``out``.
@@ -475,7 +476,8 @@ def write_run_dir(
     out = Path(os.path.abspath(out))
     try:
         (staging / "recipe.lw").write_text(plan.source or plan.to_text())
-        save_weights(staging / "model.lwz", be.state(handle), {"backend": be.name, "model": report["model"]})
+        weights = be.state(handle) if state is None else state  # the pipeline's is taken before finalize (N:M layout)
+        save_weights(staging / "model.lwz", weights, {"backend": be.name, "model": report["model"]})
         be.save_native(handle, staging / f"model{be.native_suffix}")
         report = dict(report, files=sorted(p.name for p in staging.iterdir()) + ["report.json", "report.md", "lwdsl.lock.json"])
         report["files"] += _plots(report, staging)

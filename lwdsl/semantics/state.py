@@ -30,6 +30,21 @@ al. store the positions of the non-zeros (as gaps) for the same reason. The marg
 layout that gzip would not make smaller: all codes packed already gzip well at half zeros,
 and each extra array costs its header in the file.
 
+**N:M packing** (:func:`pack_state` with ``keep``): packed codes (2 and 4 bits, and cluster)
+of a layer whose pruning keep mask is N:M (2:4 from ``prune ... nm=2:4``; any ``0 < N < M <=
+16`` with ``C(M, N) <= 256``, groups of ``M`` consecutive inputs of each output row as
+:func:`lwdsl.semantics.masks.nm_keep_mask` makes them) are stored as the codes the mask keeps
+(``<layer>.weight.codes``, packed as above, zeros included: a kept weight may have code 0) and
+``<layer>.weight.positions`` (each group's pattern as its rank among the ``C(M, N)``, packed
+in ``ceil(log2 C(M, N))`` bits by :func:`lwdsl.semantics.packing.pack_fields`: 3 bits a group
+of 4 at 2:4) with ``<layer>.weight.nm`` (int32 ``[N, M]``, the flag of the layout), when that
+pays as the bitmap does and takes no more bytes than the bitmap layout (:mod:`.nm_layout` has
+the layout and why a rank). The mask is decided from the keep mask, not from the codes, and
+comes back from the file (:func:`unpack_keep`). A 2:4 int4 layer takes 2 + 0.75 bits a
+weight against 4 (with float32 group-32 scales, 1 bit a weight more: 3.75 against 5, 25%
+fewer). Files without ``.nm`` load as before; readers older than this layout refuse a file
+with it (an unexpected tensor), never misread it.
+
 **Loading** (:func:`unpack_state`, :func:`check_state`): every packed entry is checked against
 what the state declares for it before it is used, so a damaged state never loads as another
 model; the first bad tensor raises :class:`DamagedTensor`.
@@ -37,25 +52,26 @@ model; the first bad tensor raises :class:`DamagedTensor`.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 
-from ..errors import RunError, UsageError
+from ..errors import UsageError
 from .activations import ActQuant
 from .casts import HALF_FORMS, half_bits, half_values
 from .cluster import CLUSTER_BITS
 from .codes import WeightQuant
+from .code_layouts import CODES, NM, NONZERO, POSITIONS, LayoutError, nm_bytes, read_layout, sparse_pays
+from .code_layouts import pack_layout as _packed
 from .packing import PACKED_BITS, code_range, pack_codes, pack_indices, unpack_codes, unpack_indices
 
 __all__ = [
     "CODES", "SCALE", "BITS", "SHAPE", "CODEBOOK", "GROUP", "NONZERO", "ACT_SCALE", "ACT_ZERO_POINT",
     "pack_state", "sparse_pays", "unpack_state", "check_state", "DamagedTensor", "unpack_casts", "unpack_act",
+    "NM", "POSITIONS", "nm_bytes", "unpack_keep",
 ]
 
-CODES, SCALE, BITS, SHAPE, CODEBOOK, GROUP = ".codes", ".scale", ".bits", ".shape", ".codebook", ".group"
-NONZERO = ".nonzero"  # sparse packing: the bitmap of the non-zero codes (module docstring)
+SCALE, BITS, SHAPE, CODEBOOK, GROUP = ".scale", ".bits", ".shape", ".codebook", ".group"
 ACT_SCALE, ACT_ZERO_POINT = ".act.scale", ".act.zero_point"
 
 
@@ -64,11 +80,14 @@ def pack_state(
     quants: dict[str, WeightQuant],
     acts: Optional[dict[str, ActQuant]] = None,
     casts: Optional[dict[str, str]] = None,
+    keep: Optional[dict[str, np.ndarray]] = None,
 ) -> dict[str, np.ndarray]:
     """The canonical state with each quantized layer's ``.weight`` replaced by its codes (packed
     at 1, 2 and 4 bits), scales and bits (``quants``: layer name -> WeightQuant), the input
     scale and zero point of each layer in ``acts``, and each cast layer's weight (``casts``:
     layer -> fp16/bf16) as its 16-bit patterns ``<layer>.weight.fp16`` / ``.bf16`` (uint16).
+    ``keep`` (layer -> its pruning keep mask, canonical layout): a packed layer whose mask is
+    N:M is stored in the N:M layout where that is smallest (module docstring, "N:M packing").
 
     >>> from lwdsl.semantics.codes import quantize_as
     >>> st = pack_state({"fc.weight": np.zeros((2, 3), np.float32)}, {"fc": quantize_as(np.ones((2, 3)), "int4")})
@@ -76,17 +95,18 @@ def pack_state(
     (['fc.weight.bits', 'fc.weight.codes', 'fc.weight.scale', 'fc.weight.shape'], [119, 119, 119])
     """
     out = dict(state)
+    keep = keep or {}
     for layer, q in quants.items():
         base = f"{layer}.weight"
         out.pop(base, None)
         if q.codebook is not None:  # cluster: packed indices, the codebook instead of scales
-            out.update(_packed(base, q.codes, q.bits, pack_indices))
+            out.update(_packed(base, q.codes, q.bits, pack_indices, keep.get(layer)))
             out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
             out[base + CODEBOOK] = np.asarray(q.codebook, dtype=np.float32)
             out[base + BITS] = np.asarray(q.bits, dtype=np.int8)
             continue
         if q.bits in PACKED_BITS:
-            out.update(_packed(base, q.codes, q.bits, pack_codes))
+            out.update(_packed(base, q.codes, q.bits, pack_codes, keep.get(layer)))
             out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
         else:
             out[base + CODES] = np.asarray(q.codes, dtype=np.int8)
@@ -102,34 +122,6 @@ def pack_state(
         out[layer + ACT_SCALE] = np.asarray(a.scale, dtype=np.float32)
         out[layer + ACT_ZERO_POINT] = np.asarray(a.zero_point, dtype=np.int32)
     return out
-
-
-def sparse_pays(n: int, kept: int, bits: int) -> bool:
-    """Whether ``n`` packed ``bits``-bit codes, ``kept`` of them non-zero, are stored sparsely: the
-    bitmap and the non-zero codes take at most 3/4 of the bytes of all codes packed and save at
-    least 256 bytes (what the extra array costs in the file; module docstring).
-
-    >>> sparse_pays(235_200, 11_760, 3), sparse_pays(235_200, 117_600, 2), sparse_pays(1_000, 100, 2)
-    (True, False, False)
-    """
-    dense, sparse = -(-n * bits // 8), -(-n // 8) + -(-kept * bits // 8)
-    return 4 * sparse <= 3 * dense and dense - sparse >= 256
-
-
-def _packed(base: str, codes: np.ndarray, bits: int, pack) -> dict[str, np.ndarray]:
-    """``<base>.codes`` packed by ``pack``, all of them or, where fewer bytes, the non-zero ones
-    and ``<base>.nonzero`` (module docstring, "Sparse packing").
-
-    >>> sparse = _packed("w", np.eye(64, dtype=np.int8), 4, pack_codes)
-    >>> sorted((k, v.size) for k, v in sparse.items())
-    [('w.codes', 32), ('w.nonzero', 512)]
-    """
-    flat = np.asarray(codes).reshape(-1)
-    keep = flat != 0
-    kept = int(np.count_nonzero(keep))
-    if sparse_pays(flat.size, kept, bits):
-        return {base + CODES: pack(flat[keep], bits), base + NONZERO: np.packbits(keep)}
-    return {base + CODES: pack(flat, bits)}
 
 
 class DamagedTensor(UsageError):
@@ -162,47 +154,17 @@ def _shape_of(state: dict[str, np.ndarray], base: str) -> tuple[int, ...]:
     return tuple(int(d) for d in s)
 
 
-def _unpacked(state: dict[str, np.ndarray], base: str, bits: int, unpack) -> np.ndarray:
-    """The codes of ``base`` in its canonical shape, from all codes packed or from the bitmap of
-    the non-zero codes and those codes (:func:`_packed`), each part checked against the others:
-    byte counts, the unused bits of last bytes (0), no zero among the non-zero codes.
+def _unpacked(state: dict[str, np.ndarray], base: str, bits: int, unpack) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(the codes of ``base`` in its canonical shape, the keep mask of an N:M layer or None), every
+    part checked (:func:`lwdsl.semantics.code_layouts.read_layout`).
 
     Raises:
         DamagedTensor: no ``<base>.shape``, or parts that do not fit it or each other.
     """
-    shape = _shape_of(state, base)
-    n = math.prod(shape)
-    packed = np.asarray(state[base + CODES])
-    if packed.dtype != np.uint8 or packed.ndim != 1:
-        raise DamagedTensor(base + CODES, f"is {packed.dtype} of shape {list(packed.shape)}, not packed codes (1-d uint8)")
-    keep = None
-    if base + NONZERO in state:
-        bitmap = np.asarray(state[base + NONZERO])
-        if bitmap.dtype != np.uint8 or bitmap.ndim != 1 or bitmap.size != -(-n // 8):
-            raise DamagedTensor(
-                base + NONZERO, f"has {bitmap.size} {bitmap.dtype} bytes, not the {-(-n // 8)} of shape {shape}: the bitmap does not fit"
-            )
-        if n % 8 and bitmap[-1] & np.uint8(0xFF >> (n % 8)):
-            raise DamagedTensor(base + NONZERO, f"marks weights past the {n:,} of shape {shape}")
-        keep = np.unpackbits(bitmap, count=n).astype(bool)
-        count = int(np.count_nonzero(keep))
-    else:
-        count = n
-    if packed.size != -(-count * bits // 8):
-        raise DamagedTensor(base + CODES, f"packed codes of {packed.size} uint8 bytes do not fit shape {(count,) if keep is not None else shape} at {bits} bits")
-    if (count * bits) % 8 and packed[-1] >> np.uint8((count * bits) % 8):
-        raise DamagedTensor(base + CODES, "has bits set past its last code (unused bits are 0)")
     try:
-        codes = unpack(packed, bits, (count,))
-    except RunError as exc:
-        raise DamagedTensor(base + CODES, exc.message) from None
-    if keep is None:
-        return codes.reshape(shape)
-    if (codes == 0).any():
-        raise DamagedTensor(base + CODES, f"holds a zero where '{base + NONZERO}' marks a non-zero code")
-    dense = np.zeros(n, dtype=codes.dtype)
-    dense[keep] = codes
-    return dense.reshape(shape)
+        return read_layout(state, base, _shape_of(state, base), bits, unpack)
+    except LayoutError as exc:
+        raise DamagedTensor(exc.key, exc.what) from None
 
 
 def _scale_of(state: dict[str, np.ndarray], base: str, codes: np.ndarray, bits: int) -> tuple[np.ndarray, Optional[int], Optional[int]]:
@@ -260,18 +222,19 @@ def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
             raise DamagedTensor(base + CODEBOOK, f"holds {float(book[~np.isfinite(book)][0])!r}; a codebook is finite")
         if book[:1].view(np.uint32)[0] != 0:
             raise DamagedTensor(base + CODEBOOK, f"starts with {float(book[0])!r}; code 0 stands for +0.0")
-        codes = _unpacked(state, base, bits, unpack_indices)
+        codes = _unpacked(state, base, bits, unpack_indices)[0]
         return WeightQuant(codes, np.float32(1).reshape(()), bits, None, book.copy())
     if not 1 <= bits <= 8:
         raise DamagedTensor(base + BITS, f"is {bits}; quantized codes have 1..8 bits")
     if bits in PACKED_BITS:
-        codes = _unpacked(state, base, bits, unpack_codes)
+        codes = _unpacked(state, base, bits, unpack_codes)[0]
     else:
         codes = np.asarray(state[base + CODES])
         if codes.dtype != np.int8:
             raise DamagedTensor(base + CODES, f"holds {codes.dtype} values, not the int8 codes of {bits} bits")
-        if base + NONZERO in state:
-            raise DamagedTensor(base + NONZERO, f"belongs to {bits}-bit codes, which are never stored sparsely")
+        for part in (NONZERO, NM, POSITIONS):
+            if base + part in state:
+                raise DamagedTensor(base + part, f"belongs to {bits}-bit codes, which are never stored sparsely")
         if base + SHAPE in state and _shape_of(state, base) != codes.shape:
             raise DamagedTensor(base + SHAPE, f"says {list(_shape_of(state, base))} but '{base + CODES}' is {list(codes.shape)}")
         lo, hi = code_range(bits)
@@ -310,7 +273,7 @@ def _half(state: dict[str, np.ndarray], key: str, dtype: str) -> np.ndarray:
     return half_values(bits, dtype)
 
 
-_PARTS = (SCALE, BITS, SHAPE, CODEBOOK, NONZERO, GROUP)
+_PARTS = (SCALE, BITS, SHAPE, CODEBOOK, NONZERO, GROUP, NM, POSITIONS)
 
 
 def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, WeightQuant]]:
@@ -383,6 +346,26 @@ def check_state(state: dict[str, np.ndarray]) -> None:
 def unpack_casts(state: dict[str, np.ndarray]) -> dict[str, str]:
     """The cast layers stored by :func:`pack_state`: layer -> fp16/bf16."""
     return {key[: -len(f".weight.{d}")]: d for key in state for d in HALF_FORMS if key.endswith(f".weight.{d}")}
+
+
+def unpack_keep(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The keep masks a state holds: layer -> bool mask (canonical layout) of each layer stored
+    in the N:M layout (:func:`pack_state` with ``keep``), each checked (:func:`check_state`).
+
+    >>> from lwdsl.semantics.codes import quantize_as
+    >>> w = np.tile(np.float32([0.5, 0, 0, -0.25]), (64, 64))
+    >>> st = pack_state({}, {"fc": quantize_as(w, "int4")}, keep={"fc": w != 0})
+    >>> sorted(st), unpack_keep(st)["fc"][0, :8].astype(int).tolist()
+    (['fc.weight.bits', 'fc.weight.codes', 'fc.weight.nm', 'fc.weight.positions', 'fc.weight.scale', 'fc.weight.shape'], [1, 0, 0, 1, 1, 0, 0, 1])
+    """
+    out = {}
+    for key in sorted(state):
+        if key.endswith(".weight" + NM):
+            base = key[: -len(NM)]
+            bits = int(_size1(state, base + BITS, "iu", "integer")) if base + BITS in state else 0
+            unpack = unpack_indices if base + CODEBOOK in state else unpack_codes
+            out[base[: -len(".weight")]] = _unpacked(state, base, bits, unpack)[1]
+    return out
 
 
 def unpack_act(state: dict[str, np.ndarray]) -> dict[str, ActQuant]:

@@ -337,3 +337,42 @@ def test_sparse_packed_state_is_bit_identical_and_round_trips_through_lwz(spec, 
         dense[f"{layer}.weight.codes"] = pack(quants[layer].codes, quants[layer].bits)
     save_weights(tmp_path / "dense.lwz", dense)
     assert gzip_size(tmp_path / "torch.lwz") < gzip_size(tmp_path / "dense.lwz")
+
+
+def test_nm_pruned_int4_state_is_the_n_m_layout_in_the_same_bytes_on_both_backends(tmp_path):
+    """``prune nm=2:4`` then ``quantize int4``: both backends store every pruned, quantized layer in
+    the N:M layout (kept codes and each group's rank, from the masks they hold) in the same
+    bytes; each loads the other's ``.lwz`` back to the same codes, scales and masks (the file
+    gives them back: ``unpack_keep``, a kept weight of code 0 included)."""
+    from lwdsl.backend.weights import load_weights, save_weights
+    import lwdsl
+    from lwdsl.semantics.quant import unpack_state
+    from lwdsl.semantics.state import unpack_keep
+
+    prune, quantize = lwdsl.parse("prune nm=2:4\nquantize int4").steps
+    state, data, out, masks = planted_state("lenet5"), dataset(256, 64), {}, {}
+    for name in BACKENDS:
+        be, ctx = backend(name), context(data)
+        handle = be.load_model("lenet5", SHAPE, 10)
+        be.load_state(handle, state)
+        layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+        handle = be.apply(be.apply(handle, prune, layers, ctx), quantize, layers, ctx)
+        out[name], masks[name] = be.state(handle), be.masks_of(handle)  # before finalize: masks held
+    st, sk = out["torch"], out["tensorflow"]
+    assert set(st) == set(sk) and [k for k in st if not np.array_equal(_bits(np.asarray(st[k])), _bits(np.asarray(sk[k])))] == []
+    nm = {k[: -len(".weight.nm")] for k in st if k.endswith(".weight.nm")}
+    assert {"fc1", "fc2"} <= nm and all(st[f"{layer}.weight.nm"].tolist() == [2, 4] for layer in nm)
+    keep = unpack_keep(st)
+    _, quants = unpack_state(st)
+    assert all(np.array_equal(keep[layer], masks["torch"][layer]) for layer in nm)
+    assert any(((quants[layer].codes == 0) & keep[layer]).any() for layer in nm)  # kept weights of code 0 stay kept
+    for name, other in (("torch", "tensorflow"), ("tensorflow", "torch")):
+        path = tmp_path / f"{other}.lwz"
+        save_weights(path, out[other])
+        be = backend(name)
+        back = be.load_model("lenet5", SHAPE, 10, checkpoint=path)
+        _, again = unpack_state(load_weights(path)[0])
+        assert all(np.array_equal(again[k].codes, quants[k].codes) and again[k].scale.tobytes() == quants[k].scale.tobytes() for k in quants)
+        assert all(np.array_equal(back.quant[k].codes, quants[k].codes) for k in quants)
+        got = be.masks_of(back)  # the N:M layers' masks come back with the file
+        assert set(got) == nm and all(np.array_equal(got[layer], masks["torch"][layer]) for layer in nm)

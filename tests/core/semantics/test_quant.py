@@ -20,7 +20,7 @@ SEMANTICS = Path(Q.__file__).parent
 
 #: The quantization modules, each importing only the ones before it (and cluster, between
 #: packing and codes: its indices are packed by packing, codes clusters with it).
-ORDER = ["forms", "packing", "cluster", "codes", "casts", "activations", "state"]
+ORDER = ["forms", "packing", "nm_layout", "code_layouts", "cluster", "codes", "casts", "activations", "state"]
 
 #: Every name ``from lwdsl.semantics.quant import X`` gave before the split.
 BEFORE = {
