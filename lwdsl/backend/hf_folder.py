@@ -169,7 +169,10 @@ def write_folder(model: HfModel, path: Path, ctx: StepContext, *, quant: Mapping
     packed, left = _packed(model, quant)
     for said in [*model.warnings, *_warnings(left, acts, casts, cast_hint)]:
         ctx.warn(said)
-    conf = {k: v for k, v in model.config.items() if k != "quantization_config"}
+    # no quantization_config but the one written here; no _name_or_path (the folder a model was read
+    # from, set by transformers' from_pretrained on torch only: a local path, and bytes that would differ)
+    conf = {k: v for k, v in model.config.items() if k not in ("quantization_config", "_name_or_path")}
+    conf["torch_dtype" if "torch_dtype" in conf else "dtype"] = "float32"  # what the file holds (torch's reader sets it)
     if packed:
         params = sum(int(t.size) for t in state.values())
         conf["quantization_config"] = hf_format.quantization_config(packed, model.classes, dict(masks), params)
