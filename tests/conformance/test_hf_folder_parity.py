@@ -3,8 +3,8 @@ lwdsl/backend/hf_folder.py):
 
 - from one starting state, the same recipe (magnitude prune, ``quantize int4 group=32``: masks
   and codes decided by the core) exported by each backend gives byte-identical ``config.json``
-  and ``model.safetensors`` (tiny-llama: compressed-tensors packed; tiny-gpt2: its ``Conv1D``
-  layers stored dequantized ``[in, out]``, warned the same);
+  and ``model.safetensors`` (tiny-llama and tiny-bert: compressed-tensors packed; tiny-gpt2: its
+  ``Conv1D`` layers stored dequantized ``[in, out]``, warned the same);
 - a folder torch wrote loads into the Keras model with the same codes, scales and masks, logits
   equal to torch's within float32 rounding, and written again by tensorflow is the same bytes;
 - a folder compressed-tensors' own compressor wrote (int4 ``[-8, 7]``, as llm-compressor) loads
@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.tensorflow]
 
 LLAMA = "tiny-llama?layers=1&hidden=64&heads=4&mlp=128"
 GPT2 = "tiny-gpt2?layers=1&hidden=64&heads=4&mlp=128"
+BERT = "tiny-bert?layers=1&hidden=64&heads=4&mlp=128&vocab=64"
 PRUNE = PruneSpec.model_validate({"op": "prune", "amount": 0.5})
 INT4 = QuantizeSpec(dtype="int4", group=32)
 
@@ -57,7 +58,7 @@ def starts():
 
     torch.manual_seed(0)
     be = backend("torch")
-    return {model: be.state(be.load_model(model, (SEQ,), VOCAB)) for model in (LLAMA, GPT2)}
+    return {model: be.state(be.load_model(model, (SEQ,), VOCAB)) for model in (LLAMA, GPT2, BERT)}
 
 
 def _compressed(name: str, model: str, state: dict, folder):
@@ -75,15 +76,15 @@ def _compressed(name: str, model: str, state: dict, folder):
     return handle, ctx
 
 
-@pytest.mark.parametrize("model", [LLAMA, GPT2], ids=["llama", "gpt2"])
+@pytest.mark.parametrize("model", [LLAMA, GPT2, BERT], ids=["llama", "gpt2", "bert"])
 def test_both_backends_write_the_same_folder_bytes(starts, model, tmp_path):
     (th, tctx), (kh, kctx) = (_compressed(name, model, starts[model], tmp_path / name) for name in ("torch", "tensorflow"))
-    assert set(th.quant) == set(kh.quant) and len(th.quant) == (7 if model == LLAMA else 4)
+    assert set(th.quant) == set(kh.quant) and len(th.quant) == {LLAMA: 7, GPT2: 4, BERT: 8}[model]
     for f in ("config.json", "model.safetensors"):
         assert (tmp_path / "torch" / f).read_bytes() == (tmp_path / "tensorflow" / f).read_bytes(), f
     assert tctx.notes["artifact"] == kctx.notes["artifact"] and tctx.warnings == kctx.warnings
     conf = json.loads((tmp_path / "torch" / "config.json").read_text())
-    if model == LLAMA:
+    if model != GPT2:
         assert conf["quantization_config"]["sparsity_config"]["targets"] == ["Linear"]
     else:  # GPT-2's Conv1D layers: dequantized, [in, out] in the file, warned on both
         assert "quantization_config" not in conf and any("GPT-2 Conv1D" in w for w in kctx.warnings)
