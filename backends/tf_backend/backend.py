@@ -25,6 +25,7 @@ from .data import adopt_data
 from .fold import drop_folded
 from .handle import KerasHandle
 from .handlers import HANDLERS
+from .hf_folder import is_hf_folder, read_hf_handle
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, load_state_into, model_stats, output_positions, views
 from .models import build_model
@@ -98,8 +99,11 @@ class KerasBackend(Backend):
         model object (cloned: the caller's model is never modified); ``checkpoint`` is a
         ``.lwz`` file of canonical weights or a ``.keras``/``.h5`` file (its weights are used),
         loaded as :meth:`load_state` does (narrower widths rebuild the model)."""
-        handle = KerasHandle(build_model(ref, tuple(input_shape), num_classes))
-        handle.ref = ref if isinstance(ref, str) else handle.model.name
+        if isinstance(ref, (str, Path)) and is_hf_folder(ref):  # a Hugging Face folder (hf_folder.py)
+            handle = read_hf_handle(Path(ref), tuple(input_shape))
+        else:
+            handle = KerasHandle(build_model(ref, tuple(input_shape), num_classes))
+            handle.ref = ref if isinstance(ref, str) else handle.model.name
         if checkpoint is not None:
             state = io.read_checkpoint(Path(checkpoint))
             self.load_state(handle, state, f"checkpoint {checkpoint}")

@@ -24,6 +24,7 @@ from lwdsl.backend.weights import atomic_path
 
 from ._tf import quiet_stdout
 from .handle import KerasHandle
+from .hf_folder import write_hf
 from .io import save_keras
 
 __all__ = ["export", "EXPORTERS"]
@@ -79,6 +80,7 @@ EXPORTERS: dict[str, Callable[[KerasHandle, Path, StepContext, ExportSpec], None
     "keras": write_keras,
     "saved_model": write_saved_model,
     "tflite": write_tflite,
+    "hf": write_hf,  # a Hugging Face folder (hf_folder.py over the core's lwdsl.backend.hf_folder)
 }
 
 #: The ``export`` handler (path resolution written once, lwdsl.backend.steps).

@@ -4,7 +4,7 @@ quantization state."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class KerasHandle:
     qconfig: dict[str, Any] = field(default_factory=dict)
     folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
     ref: str = "the model"  # the name it was built from (lenet5, keras:MobileNetV2, a file)
+    hf_config: Optional[dict[str, Any]] = None  # a Hugging Face folder's config.json (hf_folder.py), for export hf
 
     def views(self) -> list[LayerView]:
         return views(self.model)
@@ -79,5 +80,5 @@ class KerasHandle:
         clone.set_weights(self.model.get_weights())
         return KerasHandle(
             clone, {k: v.copy() for k, v in self.masks.items()}, quant=dict(self.quant), act=dict(self.act), qconfig=dict(self.qconfig),
-            folded=dict(self.folded), ref=self.ref,
+            folded=dict(self.folded), ref=self.ref, hf_config=self.hf_config,
         )

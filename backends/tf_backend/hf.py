@@ -195,7 +195,12 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
         return _bert(sizes, length, int(num_classes))
     if name == "tiny-gpt2":
         return _gpt2(sizes, length, int(num_classes))
-    vocab, hidden, heads, mlp = int(num_classes), sizes["hidden"], sizes["heads"], sizes["mlp"]
+    return _llama(sizes, length, int(num_classes))
+
+
+def _llama(sizes: dict[str, int], length: int, vocab: int, eps: float = RMS_EPS, base: float = ROPE_BASE) -> Any:
+    """Llama (``LlamaForCausalLM``, see the module's doc) with the Hugging Face names."""
+    hidden, heads, mlp = sizes["hidden"], sizes["heads"], sizes["mlp"]
     layers = keras.layers
 
     def dense(units: int, label: str) -> Any:
@@ -205,21 +210,21 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
     x = layers.Embedding(vocab, hidden, embeddings_initializer=_normal(), name="model.embed_tokens")(ids)
     for i in range(sizes["layers"]):
         at = f"model.layers.{i}"
-        h = RMSNorm(name=f"{at}.input_layernorm")(x)
+        h = RMSNorm(eps, name=f"{at}.input_layernorm")(x)
         q, k, v = (dense(hidden, f"{at}.self_attn.{p}_proj")(h) for p in "qkv")
-        a = SelfAttention(heads, name=f"{at}.self_attn")([q, k, v])
+        a = SelfAttention(heads, base=base, name=f"{at}.self_attn")([q, k, v])
         x = layers.Add(name=f"{at}.attn_residual")([x, dense(hidden, f"{at}.self_attn.o_proj")(a)])
-        h = RMSNorm(name=f"{at}.post_attention_layernorm")(x)
+        h = RMSNorm(eps, name=f"{at}.post_attention_layernorm")(x)
         gate = layers.Activation("silu", name=f"{at}.mlp.act_fn")(dense(mlp, f"{at}.mlp.gate_proj")(h))
         up = dense(mlp, f"{at}.mlp.up_proj")(h)
         m = layers.Multiply(name=f"{at}.mlp.gated")([gate, up])
         x = layers.Add(name=f"{at}.mlp_residual")([x, dense(hidden, f"{at}.mlp.down_proj")(m)])
-    x = RMSNorm(name="model.norm")(x)
+    x = RMSNorm(eps, name="model.norm")(x)
     logits = dense(vocab, "lm_head")(x)
-    return keras.Model(ids, logits, name=name)
+    return keras.Model(ids, logits, name="tiny-llama")
 
 
-def _gpt2(sizes: dict[str, int], length: int, vocab: int) -> Any:
+def _gpt2(sizes: dict[str, int], length: int, vocab: int, eps: float = GPT2_LN_EPS) -> Any:
     """GPT-2 (``GPT2LMHeadModel``, see the module's doc) with the Hugging Face names."""
     if length > sizes["positions"]:
         sizes = {**sizes, "positions": length}
@@ -231,7 +236,7 @@ def _gpt2(sizes: dict[str, int], length: int, vocab: int) -> Any:
         return layers.Dense(units, kernel_initializer=_normal(std), name=label)
 
     def norm(label: str) -> Any:
-        return layers.LayerNormalization(epsilon=GPT2_LN_EPS, name=label)
+        return layers.LayerNormalization(epsilon=eps, name=label)
 
     ids = keras.Input((length,), dtype="int64", name="input_ids")
     at = "transformer"

@@ -103,6 +103,14 @@ class KerasQuantizeParts(QuantizeParts):
         t = handle.view_map()[name].weight
         t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
 
+    def norm_bias(self, handle: KerasHandle, name: str) -> Optional[np.ndarray]:
+        t = next((t for t in handle.view_map()[name].tensors if t.name == f"{name}.bias"), None)
+        return None if t is None else t.canonical().copy()
+
+    def set_norm_bias(self, handle: KerasHandle, name: str, b: np.ndarray) -> None:
+        t = next(t for t in handle.view_map()[name].tensors if t.name == f"{name}.bias")
+        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(b, dtype=np.float32)), dtype=np.float32))
+
     def keep_mask(self, handle: KerasHandle, name: str) -> Optional[np.ndarray]:
         keep = handle.masks.get(name)  # Keras layout: to the canonical one with the weight's own conversion
         return None if keep is None else np.ascontiguousarray(handle.view_map()[name].weight.to_canon(keep)).astype(bool)

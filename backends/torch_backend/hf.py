@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from lwdsl.backend.hf_folder import config_args
 from lwdsl.backend.transformer_sizes import transformer_sizes
 from lwdsl.backend.zoo import TRANSFORMERS
 from lwdsl.errors import UsageError
@@ -120,22 +121,9 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.
     sizes = transformer_sizes(name, query)
     tf = _import()
     length = int(input_shape[0]) if input_shape else 0
-    if length > sizes["positions"]:
-        sizes["positions"] = length
-    common = dict(hidden_size=sizes["hidden"], num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"],
-                  intermediate_size=sizes["mlp"], max_position_embeddings=sizes["positions"])
-    if name == "tiny-llama":
-        config = tf.LlamaConfig(vocab_size=int(num_classes), num_key_value_heads=sizes["heads"], tie_word_embeddings=False,
-                                **common)
-        return _logits_class(tf.LlamaForCausalLM)(config)
-    if name == "tiny-gpt2":
-        config = tf.GPT2Config(vocab_size=int(num_classes), n_positions=sizes["positions"], n_embd=sizes["hidden"],
-                               n_layer=sizes["layers"], n_head=sizes["heads"], n_inner=sizes["mlp"], resid_pdrop=0.0,
-                               embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False, bos_token_id=None,
-                               eos_token_id=None)
-        return _linear_conv1d(_logits_class(tf.GPT2LMHeadModel)(config))
-    config = tf.BertConfig(vocab_size=sizes["vocab"], num_labels=int(num_classes), **common)
-    return _logits_class(tf.BertForSequenceClassification)(config)
+    config_class, model_class, args = config_args(name, sizes, length, int(num_classes))  # the core's table
+    model = _logits_class(getattr(tf, model_class))(getattr(tf, config_class)(**args))
+    return _linear_conv1d(model) if name == "tiny-gpt2" else model
 
 
 def is_hf_folder(ref: Any) -> bool:

@@ -5,9 +5,9 @@ A folder whose ``config.json`` has a ``quantization_config`` (``quant_method``
 ``compressed-tensors`` package and without its hooks in the model: ``transformers`` builds the
 model from the config with the ``quantization_config`` taken out and loads every tensor it knows
 (norms, embeddings, float layers, tied weights); each quantized layer's tensors
-(``weight_packed``/``weight_scale``/``weight_shape``, or an int8 ``weight``) are decoded by the
-core (:mod:`lwdsl.semantics.hf_format`: which schemes are read, which are refused and why) and
-the layer's weight set to ``f32(code) * scale``. The codes and scales are returned for the
+(``weight_packed``/``weight_scale``/``weight_shape``, or an int8 ``weight``) are read and decoded
+by the core (:func:`lwdsl.backend.hf_folder.decode_folder`, the same for every backend: which
+schemes are read, which are refused and why) and the layer's weight set to ``f32(code) * scale``. The codes and scales are returned for the
 handle's quantization state (``quantize``'s record: the .lwz stores them packed, training keeps
 the grid), except for a layer whose codes lwdsl's state cannot hold (warned); the layers the
 ``sparsity_config`` names get keep masks where their weights are zero. Weights are float32
@@ -17,20 +17,16 @@ the grid), except for a layer whose codes lwdsl's state cannot hold (warned); th
 from __future__ import annotations
 
 import contextlib
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 
-from lwdsl.errors import UsageError
+from lwdsl.backend.hf_folder import compressed_names, decode_folder, keep_masks, read_tensors
 from lwdsl.semantics import hf_format
 from lwdsl.semantics.codes import WeightQuant
 
 __all__ = ["load_compressed"]
-
-_LOCAL = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "weight_g_idx", "weight")
 
 
 @contextlib.contextmanager
@@ -51,23 +47,6 @@ def _classes(model: torch.nn.Module) -> dict[str, tuple[str, ...]]:
     return {name: tuple(c.__name__ for c in type(m).__mro__) for name, m in model.named_modules() if name}
 
 
-def _tensors(folder: Path, layers: set[str]) -> dict[str, dict[str, np.ndarray]]:
-    """The compressed tensors of ``layers`` from every safetensors file (local names; scales as float32)."""
-    from safetensors import safe_open
-
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                layer, _, local = key.rpartition(".")
-                if layer in layers and local in _LOCAL:
-                    t = f.get_tensor(key)
-                    if local == "weight_scale" and t.is_floating_point():
-                        t = t.to(torch.float32)
-                    out.setdefault(layer, {})[local] = t.numpy()
-    return out
-
-
 def load_compressed(folder: Path, cls: type, qc: Any) -> tuple[torch.nn.Module, dict[str, WeightQuant], dict[str, torch.Tensor]]:
     """The model of ``folder`` (class ``cls``) with its quantized layers decoded; the layers'
     codes and scales (those lwdsl's state holds) and the keep masks of the sparse layers.
@@ -83,34 +62,13 @@ def load_compressed(folder: Path, cls: type, qc: Any) -> tuple[torch.nn.Module, 
         delattr(config, "quantization_config")
     with _quiet_transformers():
         model = cls.from_pretrained(str(folder), config=config, local_files_only=True, dtype=torch.float32)
-    schemes, sparse, _ = hf_format.read_config(qc, _classes(model), where)
-    found = _tensors(folder, set(schemes))
-    quant: dict[str, WeightQuant] = {}
-    skipped: list[str] = []
-    for name, scheme in schemes.items():
-        layer = model.get_submodule(name)
-        if not isinstance(layer, torch.nn.Linear):
-            raise UsageError(f"{where}: the quantization_config quantizes {name}, a {type(layer).__name__}; "
-                             "compressed-tensors packs nn.Linear layers only")
-        if name not in found:
-            raise UsageError(f"{folder}: the quantization_config quantizes {name} but no safetensors file holds its tensors",
-                             hint="the folder is incomplete: copy every *.safetensors file of the checkpoint")
-        q, why = hf_format.decode_layer(found[name], scheme, f"{folder}: {name}")
-        if tuple(q.codes.shape) != tuple(layer.weight.shape):
-            raise UsageError(f"{folder}: {name} holds codes of shape {tuple(q.codes.shape)}; the model's layer is "
-                             f"{tuple(layer.weight.shape)}")
-        with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(q.dequantize()))
-        if why:
-            skipped.append(f"{name}: {why}")
-        else:
-            quant[name] = q
-    if skipped:
-        warnings.warn(f"--model {folder}: {len(skipped)} quantized layer(s) load as float32 weights, not as lwdsl's "
-                      f"codes: " + "; ".join(skipped), UserWarning, stacklevel=3)
-    keeps = {}
-    for name in sparse:
-        w = model.get_submodule(name).weight
-        if (w == 0).any():
-            keeps[name] = (w != 0).detach().clone()
-    return model, quant, keeps
+    classes = _classes(model)
+    tensors = read_tensors(folder, compressed_names(folder, qc, classes))
+
+    weights, quant, sparse = decode_folder(folder, qc, classes, tensors,
+                                           lambda name: tuple(model.get_submodule(name).weight.shape))
+    with torch.no_grad():
+        for name, w in weights.items():
+            model.get_submodule(name).weight.copy_(torch.from_numpy(w))
+    keeps = keep_masks(sparse, lambda name: model.get_submodule(name).weight.detach().numpy())
+    return model, quant, {name: torch.from_numpy(keep) for name, keep in keeps.items()}

@@ -60,6 +60,14 @@ class TorchQuantizeParts(QuantizeParts):
         with torch.no_grad():
             weight_of(handle.module, name).copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
 
+    def norm_bias(self, handle: TorchModel, name: str) -> Optional[np.ndarray]:
+        b = getattr(handle.module.get_submodule(name), "bias", None)
+        return None if b is None else b.detach().numpy().copy()
+
+    def set_norm_bias(self, handle: TorchModel, name: str, b: np.ndarray) -> None:
+        with torch.no_grad():
+            handle.module.get_submodule(name).bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))
+
     def keep_mask(self, handle: TorchModel, name: str) -> Optional[np.ndarray]:
         keep = handle.masks.get(name)
         return None if keep is None else keep.numpy().copy()

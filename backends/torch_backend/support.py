@@ -17,7 +17,7 @@ SUPPORT = SupportTable(
         "distill": DistillSpec.FORMS,
     },
     notes={
-        "smoothquant": "Llama-style pre-norm pairs (input_layernorm -> q/k/v_proj, post_attention_layernorm -> gate/up_proj)",
+        "smoothquant": "pre-norm pairs: Llama-style (input_layernorm -> q/k/v_proj, post_attention_layernorm -> gate/up_proj) and GPT-2 (ln_1 -> attn.c_attn, ln_2 -> mlp.c_fc)",
         "quantize": "codes from the core; int8 CPU kernels through ONNX Runtime, and PyTorch's x86 int8 kernels on "
         f"a VNNI/AMX CPU; a language model's int8 is W8A8 simulated in the model (no engine file); {'/'.join(LOW_BIT)} weights packed in the .lwz, float kernels (the gain is size, not speed); {'/'.join(CASTS)} weights stored in 16 bits (.lwz, model.pt)",
         "export": "onnx: int8 QDQ after int8 quantize, float16/bfloat16 initializers after fp16/bf16; torch: state dict "

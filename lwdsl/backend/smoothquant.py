@@ -4,16 +4,19 @@ scales written back, and the notes.
 1. The pairs (:func:`smooth_pairs`): a pre-norm transformer block's norm and the linear layers
    its output alone feeds, found by the layer names both backends give (Hugging Face's):
    ``*.input_layernorm -> *.self_attn.{q,k,v}_proj`` and ``*.post_attention_layernorm ->
-   *.mlp.{gate,up}_proj`` (Llama and the models named like it: Mistral, Qwen2). A post-norm
-   model (BERT: its LayerNorm output also feeds the residual) or a model with no such pair is
-   refused before any step runs (:func:`pairs_refusal`), never skipped silently.
+   *.mlp.{gate,up}_proj`` (Llama and the models named like it: Mistral, Qwen2), and GPT-2's
+   ``*.ln_1 -> *.attn.c_attn`` and ``*.ln_2 -> *.mlp.c_fc`` (a LayerNorm: its bias is divided
+   by the scales too). A post-norm model (BERT: its LayerNorm output also feeds the residual)
+   or a model with no such pair is refused before any step runs (:func:`pairs_refusal`), never
+   skipped silently.
 2. The calibration: :func:`~lwdsl.semantics.order.calibration_indices` of the training set
    (``calibrate=N``), in batches of :data:`~lwdsl.backend.calibrated.CALIBRATION_BATCH`; the
    backend hands over the input of the first linear of each pair (the norm's output, the
    model run in inference mode with float activations), and ``A_j = max |X[:, j]|`` is kept.
 3. Per pair: the core's :func:`~lwdsl.semantics.smoothquant.smooth_scales` of ``A`` and the
    stacked weights' column maxima, and :func:`~lwdsl.semantics.smoothquant.smooth`'s new norm
-   weight and linear weights, written back by the backend (float32, canonical layout).
+   weight (and bias: :func:`~lwdsl.semantics.smoothquant.smooth_bias`) and linear weights,
+   written back by the backend (float32, canonical layout).
 4. The notes: ``smoothquant`` (alpha, the calibration examples, each norm's linears, the range
    of its scales and the largest activation channel maximum before and after).
 
@@ -27,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import RunError
-from ..semantics.smoothquant import column_absmax, smooth, smooth_scales
+from ..semantics.smoothquant import column_absmax, smooth, smooth_bias, smooth_scales
 from .calibrated import calibration_inputs
 from .context import StepContext
 
@@ -38,6 +41,8 @@ __all__ = ["PRE_NORM_PAIRS", "SmoothParts", "smooth_pairs", "pairs_refusal", "sm
 PRE_NORM_PAIRS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
     ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+    ("ln_1", ("attn.c_attn",)),  # GPT-2: Conv1D layers, canonical [out, in] like any linear
+    ("ln_2", ("mlp.c_fc",)),
 )
 
 
@@ -54,6 +59,14 @@ class SmoothParts:
 
     def set_weight(self, handle: Any, name: str, w: np.ndarray) -> None:
         """Write the layer's weight exactly (float32)."""
+        raise NotImplementedError
+
+    def norm_bias(self, handle: Any, name: str) -> Optional[np.ndarray]:
+        """A norm's bias (a copy; a LayerNorm's beta), None for a norm without one (RMSNorm)."""
+        raise NotImplementedError
+
+    def set_norm_bias(self, handle: Any, name: str, b: np.ndarray) -> None:
+        """Write a norm's bias exactly (float32)."""
         raise NotImplementedError
 
 
@@ -92,13 +105,10 @@ def pairs_refusal(layers: Sequence[Any], selected: Sequence[str]) -> Optional[st
     if any(n.endswith(("attention.output.LayerNorm", "output.LayerNorm")) for n in names):
         return ("the model is post-norm (BERT: each LayerNorm's output feeds the next block and the residual), so "
                 "its scale cannot move into the next linears without changing the model; smoothquant works on "
-                "pre-norm decoders (tiny-llama and Llama-style Hugging Face models)")
-    if any(n.endswith((".ln_1", ".ln_2")) for n in names):
-        return ("GPT-2's ln_1 -> c_attn and ln_2 -> c_fc pairs (a LayerNorm with a bias) are not smoothed yet; "
-                "smoothquant works on Llama-style models (input_layernorm -> q/k/v_proj, post_attention_layernorm -> "
-                "gate/up_proj)")
+                "pre-norm decoders (tiny-llama, tiny-gpt2 and Llama-style or GPT-2 Hugging Face models)")
     return ("the model has no pre-norm transformer pair (input_layernorm -> q/k/v_proj, post_attention_layernorm -> "
-            "gate/up_proj): smoothquant is for Llama-style language models")
+            "gate/up_proj; GPT-2's ln_1 -> attn.c_attn, ln_2 -> mlp.c_fc): smoothquant is for pre-norm language "
+            "models (Llama-style, GPT-2)")
 
 
 def _act_absmax(parts: SmoothParts, handle: Any, taps: Sequence[str], count: int, ctx: StepContext) -> tuple[dict, int]:
@@ -139,6 +149,9 @@ def smoothquant_handler(parts: SmoothParts) -> Callable[..., Any]:
             s = smooth_scales(a, column_absmax(weights), spec.alpha)
             g, smoothed = smooth(parts.weight(handle, norm), weights, s)
             parts.set_weight(handle, norm, g)
+            beta = parts.norm_bias(handle, norm)
+            if beta is not None:  # a LayerNorm (GPT-2): n(x) g / s + b / s
+                parts.set_norm_bias(handle, norm, smooth_bias(beta, s))
             for name, w in zip(linears, smoothed):
                 parts.set_weight(handle, name, w)
             notes[norm] = {"linears": list(linears), "scale_min": float(s.min()), "scale_max": float(s.max()),

@@ -16,6 +16,12 @@ following weight ``W * s`` (column ``j`` times ``s_j``), both in float32: ``(x g
 the weights' side (``s = 1 / W_j``), 1 moves it all (``s = A_j``); 0.5 (the paper's default)
 balances them. The floors (the paper's ``clamp(min=1e-5)``) keep a dead channel (``A_j = 0``)
 or an all-zero column finite.
+
+A LayerNorm (GPT-2's ``ln_1 -> attn.c_attn``, ``ln_2 -> mlp.c_fc``) has a bias too: its output is
+``n(x) g + b``, so both ``g`` and ``b`` are divided by ``s`` (:func:`smooth`'s ``norm_bias``) and
+``(n(x) g / s + b / s)(W s)^T = (n(x) g + b) W^T``: the same identity. GPT-2's ``Conv1D``
+weights are taken in the canonical layout ``[out, in]`` (transposed from ``transformers``'
+``[in, out]`` by both backends), so the same columns are scaled.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["FLOOR", "column_absmax", "smooth_scales", "smooth"]
+__all__ = ["FLOOR", "column_absmax", "smooth_scales", "smooth", "smooth_bias"]
 
 #: The smallest ``A_j``, ``W_j`` and ``s_j`` used (the paper's clamp).
 FLOOR = 1e-5
@@ -56,6 +62,15 @@ def smooth_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: floa
         raise ValueError(f"activation and weight maxima must be 1-D of one length, got {a.shape} and {w.shape}")
     s = np.power(a, float(alpha)) / np.power(w, 1.0 - float(alpha))
     return np.maximum(s, FLOOR).astype(np.float32)
+
+
+def smooth_bias(norm_bias: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """A LayerNorm's bias ``b / s``, float32 (the norm's weight goes through :func:`smooth`).
+
+    >>> smooth_bias(np.array([1.0, -2.0]), np.array([2.0, 0.5], np.float32)).tolist()
+    [0.5, -4.0]
+    """
+    return (np.asarray(norm_bias, dtype=np.float32) / np.asarray(s, dtype=np.float32)).astype(np.float32)
 
 
 def smooth(norm_weight: np.ndarray, weights: Sequence[np.ndarray], s: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

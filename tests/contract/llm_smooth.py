@@ -31,7 +31,12 @@ CHANNELS, FACTOR = (3, 17, 40, 51), 100.0
 PAIRS = (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
          ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")))
 
-_TRAINED: dict[str, dict[str, np.ndarray]] = {}
+#: GPT-2 at the same sizes, and its pairs (LayerNorms with a bias, Conv1D layers in the
+#: canonical [out, in] layout): the planted channels scale both the norm's weight and bias.
+MODEL_GPT2 = "tiny-gpt2?layers=2&hidden=64&heads=4&mlp=128"
+PAIRS_GPT2 = (("ln_1", ("attn.c_attn",)), ("ln_2", ("mlp.c_fc",)))
+
+_TRAINED: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
 
 def patterns(n_train: int = 512, n_test: int = 128, seed: int = 0, period: int = 3, noise: float = 0.1) -> Dataset:
@@ -47,21 +52,29 @@ def patterns(n_train: int = 512, n_test: int = 128, seed: int = 0, period: int =
     return Dataset("patterns", x[:n_train], y[:n_train], x[n_train:], y[n_train:], VOCAB, task="lm")
 
 
-def trained_state(be: Any, ctx_of: Any, epochs: int = 6) -> dict[str, np.ndarray]:
-    """A canonical state of MODEL trained on :func:`patterns` by ``be`` (Adam, lr 0.003, batch 16),
+def trained_state(be: Any, ctx_of: Any, epochs: int = 6, model: str = MODEL) -> dict[str, np.ndarray]:
+    """A canonical state of ``model`` trained on :func:`patterns` by ``be`` (Adam, lr 0.003, batch 16),
     kept for the process. ``ctx_of(data)`` gives a step context."""
-    if be.name not in _TRAINED:
+    if (be.name, model) not in _TRAINED:
         be.set_seed(0)
-        handle = be.load_model(MODEL, (SEQ,), VOCAB)
+        handle = be.load_model(model, (SEQ,), VOCAB)
         be.train(handle, TrainingOptions(epochs=epochs, lr=0.003, optimizer="adam", batch=16), ctx_of(patterns()))
-        _TRAINED[be.name] = be.state(handle)
-    return {k: v.copy() for k, v in _TRAINED[be.name].items()}
+        _TRAINED[be.name, model] = be.state(handle)
+    return {k: v.copy() for k, v in _TRAINED[be.name, model].items()}
 
 
 def plant_outliers(state: dict[str, np.ndarray], factor: float = FACTOR, channels: tuple[int, ...] = CHANNELS) -> dict[str, np.ndarray]:
     """``state`` with the planted outliers (a copy; the float function unchanged up to rounding)."""
     out = {k: np.array(v, copy=True) for k, v in state.items()}
     c = list(channels)
+    if "transformer.wte.weight" in out:  # GPT-2: LayerNorm weight and bias, Conv1D [out, in]
+        for i in sorted({k.split(".")[2] for k in out if k.startswith("transformer.h.")}, key=int):
+            for norm, linears in PAIRS_GPT2:
+                for part in ("weight", "bias"):
+                    out[f"transformer.h.{i}.{norm}.{part}"][c] *= np.float32(factor)
+                for lin in linears:
+                    out[f"transformer.h.{i}.{lin}.weight"][:, c] /= np.float32(factor)
+        return out
     layers = sorted({k.split(".")[2] for k in out if k.startswith("model.layers.")}, key=int)
     for i in layers:
         for norm, linears in PAIRS:

@@ -22,7 +22,7 @@ from lwdsl.errors import RecipeError
 from lwdsl.language.specs import QuantizeSpec, SmoothQuantSpec
 
 from .helpers import make_ctx
-from .llm_smooth import FACTOR, MODEL, SEQ, VOCAB, logits, patterns, perplexity, plant_outliers, trained_state
+from .llm_smooth import FACTOR, MODEL, MODEL_GPT2, SEQ, VOCAB, logits, patterns, perplexity, plant_outliers, trained_state
 
 
 @pytest.fixture
@@ -70,6 +70,64 @@ def test_smoothquant_is_an_identity_in_float32(llm):
     moved = be.state(handle)
     assert not np.array_equal(moved["model.layers.0.input_layernorm.weight"], state["model.layers.0.input_layernorm.weight"])
     assert np.array_equal(moved["model.layers.0.self_attn.o_proj.weight"], state["model.layers.0.self_attn.o_proj.weight"])
+
+
+def test_gpt2_layernorm_pairs_are_smoothed_as_an_identity_in_float32(llm):
+    """GPT-2's ln_1 -> attn.c_attn and ln_2 -> mlp.c_fc: the LayerNorm's weight and bias both
+    divided by the scales, the Conv1D's input columns multiplied (canonical [out, in])."""
+    be = llm
+    be.set_seed(0)
+    state = be.state(be.load_model(MODEL_GPT2, (SEQ,), VOCAB))
+    rng = np.random.default_rng(0)
+    for key in [k for k in state if k.endswith(("ln_1.bias", "ln_2.bias"))]:  # initialised 0: make them count
+        state[key] = rng.normal(0, 0.1, state[key].shape).astype(np.float32)
+    state = plant_outliers(state)
+    handle = _fresh_of(be, MODEL_GPT2, state)
+    ids = patterns().test_x[:16]
+    before = logits(be, handle, ids)
+    ctx = _ctx()
+    handle = be.apply(handle, SmoothQuantSpec(alpha=0.5, calibrate=64), _names(be, handle, "norm"), ctx)
+    after = logits(be, handle, ids)
+    change = float(np.linalg.norm(after - before) / np.linalg.norm(before))
+    print(f"\n{be.name}: tiny-gpt2 smoothquant relative logit change {change:.2e}")
+    assert change <= 1e-5
+    pairs = ctx.notes["smoothquant"]["pairs"]
+    assert list(pairs) == [f"transformer.h.{i}.ln_{j}" for i in (0, 1) for j in (1, 2)]  # not ln_f
+    first = pairs["transformer.h.0.ln_1"]
+    assert first["linears"] == ["transformer.h.0.attn.c_attn"] and first["act_absmax_after"] < first["act_absmax"] / 5
+    moved = be.state(handle)
+    for part in ("weight", "bias"):  # both divided: the bias alone left would change the model
+        assert not np.array_equal(moved[f"transformer.h.0.ln_1.{part}"], state[f"transformer.h.0.ln_1.{part}"])
+    assert np.array_equal(moved["transformer.h.0.attn.c_proj.weight"], state["transformer.h.0.attn.c_proj.weight"])
+
+
+def _fresh_of(be, model, state):
+    handle = be.load_model(model, (SEQ,), VOCAB)
+    be.load_state(handle, state)
+    return handle
+
+
+@pytest.mark.slow  # trains tiny-gpt2 (about a minute on 2 shared cores)
+def test_gpt2_planted_outliers_break_naive_w8a8_and_smoothquant_repairs_it(llm):
+    be = llm
+    trained = trained_state(be, make_ctx, model=MODEL_GPT2)
+    planted = plant_outliers(trained)
+    int8 = QuantizeSpec(dtype="int8")
+    ppl = {"float32": perplexity(be, _fresh_of(be, MODEL_GPT2, trained), _ctx()),
+           "planted float32": perplexity(be, _fresh_of(be, MODEL_GPT2, planted), _ctx())}
+    h = _fresh_of(be, MODEL_GPT2, trained)
+    ppl["w8a8"] = perplexity(be, be.apply(h, int8, _names(be, h, "linear"), _ctx(0)), _ctx())
+    h = _fresh_of(be, MODEL_GPT2, planted)
+    ppl["planted w8a8"] = perplexity(be, be.apply(h, int8, _names(be, h, "linear"), _ctx(0)), _ctx())
+    h = _fresh_of(be, MODEL_GPT2, planted)
+    h = be.apply(h, SmoothQuantSpec(alpha=0.5), _names(be, h, "norm"), _ctx(0))
+    ppl["planted smoothquant+w8a8"] = perplexity(be, be.apply(h, int8, _names(be, h, "linear"), _ctx(1)), _ctx())
+    print(f"\n{be.name} tiny-gpt2 (x{FACTOR:g} planted): " + ", ".join(f"{k} {v:.4f}" for k, v in ppl.items()))
+    base = ppl["float32"]
+    assert base < VOCAB / 4
+    assert abs(ppl["planted float32"] - base) <= 1e-4 * base
+    assert ppl["planted w8a8"] - base >= 5 * (ppl["planted smoothquant+w8a8"] - base)
+    assert ppl["planted smoothquant+w8a8"] <= 1.02 * base
 
 
 @pytest.mark.slow  # trains the model (about a minute on 2 shared cores)

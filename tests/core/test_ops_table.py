@@ -24,14 +24,15 @@ def test_every_option_of_every_op_has_a_row() -> None:
 def test_support_is_static() -> None:
     matrix = support_matrix()
     assert matrix["export"]["torch"].startswith("torch, onnx, pt2e, hf (onnx: int8 QDQ")
-    assert matrix["export"]["tensorflow"].startswith("keras, saved_model, tflite (tflite: float32, int8")
+    assert matrix["export"]["tensorflow"].startswith("keras, saved_model, tflite, hf (tflite: float32, int8")
     assert matrix["prune"] == {"torch": "all forms", "tensorflow": "all forms"}  # wanda/sparsegpt too (issue 25)
     assert matrix["quantize"]["torch"].startswith("all forms (")
     assert matrix["quantize"]["tensorflow"].startswith("all forms (")  # gptq and group too (issue 25)
     assert "method=gptq and group= too" in matrix["quantize"]["tensorflow"]
     assert matrix["distill"] == {"torch": "all forms", "tensorflow": "all forms"}
     assert matrix["smoothquant"]["torch"] == matrix["smoothquant"]["tensorflow"] == (
-        "yes (Llama-style pre-norm pairs (input_layernorm -> q/k/v_proj, post_attention_layernorm -> gate/up_proj))")
+        "yes (pre-norm pairs: Llama-style (input_layernorm -> q/k/v_proj, post_attention_layernorm -> gate/up_proj) "
+        "and GPT-2 (ln_1 -> attn.c_attn, ln_2 -> mlp.c_fc))")
     code = "import sys; from lwdsl.cli.ops_table import support_matrix; support_matrix(); print('torch' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
@@ -42,4 +43,4 @@ def test_table_prints() -> None:
     print_ops(console)
     text = console.export_text()
     assert "prune" in text and "AMOUNT" in text and "calibrate=" in text
-    assert "torch: torch, onnx, pt2e, hf (onnx: int8 QDQ" in text and "tensorflow: keras, saved_model, tflite (tflite:" in text
+    assert "torch: torch, onnx, pt2e, hf (onnx: int8 QDQ" in text and "tensorflow: keras, saved_model, tflite, hf (tflite:" in text

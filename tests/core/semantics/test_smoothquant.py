@@ -10,7 +10,7 @@ import pytest
 
 from lwdsl.backend.smoothquant import pairs_refusal, smooth_pairs
 from lwdsl.semantics.quant import act_qparams, fake_quantize
-from lwdsl.semantics.smoothquant import FLOOR, column_absmax, smooth, smooth_scales
+from lwdsl.semantics.smoothquant import FLOOR, column_absmax, smooth, smooth_bias, smooth_scales
 
 
 def block(seed: int = 0, tokens: int = 400, hidden: int = 32, outliers: tuple[int, ...] = (), factor: float = 50.0):
@@ -67,6 +67,20 @@ def test_smoothing_is_an_identity_in_float32() -> None:
         assert np.linalg.norm(after - before) <= 1e-6 * np.linalg.norm(before)
 
 
+def test_a_layernorm_bias_is_divided_too_so_the_output_is_unchanged() -> None:
+    rng = np.random.default_rng(1)
+    n = rng.standard_normal((64, 16)).astype(np.float32)  # the normalised input
+    g, b = rng.uniform(0.5, 2, 16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    w = rng.standard_normal((24, 16)).astype(np.float32)  # c_attn, canonical [out, in]
+    s = smooth_scales(np.abs(n * g + b).max(0) * 50, column_absmax([w]), 0.5)
+    g2, (w2,) = smooth(g, [w], s)
+    b2 = smooth_bias(b, s)
+    before, after = (n * g + b) @ w.T, (n * g2 + b2) @ w2.T
+    assert np.max(np.abs(after - before)) <= 1e-5 * np.max(np.abs(before))
+    without = (n * g2 + b) @ w2.T  # dividing gamma alone is not an identity
+    assert np.max(np.abs(without - before)) > 1e-2 * np.max(np.abs(before))
+
+
 def test_smoothing_takes_the_planted_outliers_out_of_the_activations() -> None:
     """x50 planted in two channels: per-tensor 8-bit inputs lose most of the other channels;
     after smoothing (alpha 0.5) the activation maxima are even and the layer error drops."""
@@ -106,6 +120,12 @@ def test_pairs_of_a_llama_block_and_refusals() -> None:
     bert = _layers(("bert.encoder.layer.0.attention.self.query", "linear"),
                    ("bert.encoder.layer.0.attention.output.LayerNorm", "norm"))
     assert "post-norm" in pairs_refusal(bert, ["bert.encoder.layer.0.attention.output.LayerNorm"])
-    gpt2 = _layers(("transformer.h.0.ln_1", "norm"), ("transformer.h.0.attn.c_attn", "linear"))
-    assert "GPT-2" in pairs_refusal(gpt2, ["transformer.h.0.ln_1"])
+    gpt2 = _layers(("transformer.h.0.ln_1", "norm"), ("transformer.h.0.attn.c_attn", "linear"),
+                   ("transformer.h.0.attn.c_proj", "linear"), ("transformer.h.0.ln_2", "norm"),
+                   ("transformer.h.0.mlp.c_fc", "linear"), ("transformer.h.0.mlp.c_proj", "linear"),
+                   ("transformer.ln_f", "norm"), ("lm_head", "linear"))
+    assert smooth_pairs(gpt2) == [("transformer.h.0.ln_1", ("transformer.h.0.attn.c_attn",)),
+                                  ("transformer.h.0.ln_2", ("transformer.h.0.mlp.c_fc",))]
+    assert pairs_refusal(gpt2, ["transformer.h.0.ln_2"]) is None
+    assert "picks none of the 2 norms" in pairs_refusal(gpt2, ["transformer.ln_f"])
     assert "no pre-norm transformer pair" in pairs_refusal(_layers(("conv1", "conv"), ("bn1", "norm")), ["bn1"])
