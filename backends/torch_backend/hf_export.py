@@ -10,8 +10,8 @@ layout ``[in, out]``, hf.py) and, with ``--data pydoc`` (or any data whose repor
 lwdsl evaluates (the test checks 1e-5), and ``--model FOLDER`` reads it back.
 
 Quantized layers (``quantize int4|int8|int2|ternary|binary``, per channel, per tensor or
-``group=G``) are stored in compressed-tensors' ``pack-quantized`` layout with lwdsl's own codes
-and scales (``weight_packed``, ``weight_scale``, ``weight_shape``; the numbers and the
+``group=G``; ``grid=full``'s codes -2^(B-1).. as they are) are stored in compressed-tensors'
+``pack-quantized`` layout with lwdsl's own codes and scales (``weight_packed``, ``weight_scale``, ``weight_shape``; the numbers and the
 ``quantization_config`` with its ``sparsity_config`` are :mod:`lwdsl.semantics.hf_format`'s),
 so ``transformers`` + ``compressed-tensors`` load it and compute ``codes * scale`` exactly. A
 quantized layer compressed-tensors cannot hold (GPT-2's ``Conv1D``: compressed-tensors packs
