@@ -1,8 +1,8 @@
 """lwdsl against llm-compressor's ``oneshot`` on the same tiny Llama and the same calibration
 sequences: SparseGPT (50%, 70%, 2:4) and GPTQ (int4 and int2, groups of 32; each beside its
-own round to nearest, since the two tools' integer grids differ: lwdsl's int4 is symmetric
-narrow, codes -7..7 at max|w|/7, compressed-tensors' is -8..7 at max|w|/7.5, and at 2 bits
--1..1 against -2..1), weight-only, the head left dense and float in both. Prints, per method, the perplexity on the test
+own round to nearest; lwdsl's default int4 is symmetric narrow, codes -7..7 at max|w|/7,
+compressed-tensors' is -8..7 at max|w|/7.5, and at 2 bits -1..1 against -2..1: the ``... full``
+methods run lwdsl with ``grid=full``, compressed-tensors' grid), weight-only, the head left dense and float in both. Prints, per method, the perplexity on the test
 sequences (lwdsl's own evaluation for both models) and each targeted layer's relative output
 error ``||X (W - W')^T||^2 / ||X W^T||^2`` on the calibration inputs of the *baseline* model
 (the layer objective both implement; llm-compressor calibrates each decoder layer on the
@@ -13,6 +13,8 @@ beside this project's newer torch/transformers, install it without its pins (it 
 
     pip install --no-deps llmcompressor==0.14.0.1 compressed-tensors==0.19.0 loguru psutil accelerate
     LWDSL_DATA=../shared/data python bench/llmc_bench.py [--calibrate 128] [--baseline-epochs 8]
+
+``--lwdsl-only`` runs lwdsl's rows without llm-compressor (narrow against full grid, per layer).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ METHODS = {
     "RTN int2 g32": ('quantize int2 group=32 except "lm_head"', ("rtn", {"num_bits": 2, "group_size": 32})),
     "GPTQ int2 g32": ('quantize int2 method=gptq group=32 calibrate={n} except "lm_head"', ("gptq", {"num_bits": 2, "group_size": 32})),
 }
+#: the same integer methods on lwdsl's full grid (``grid=full``: compressed-tensors' own, -8..7 at max|w|/7.5)
+METHODS.update({f"{name} full": (step.replace(' except', ' grid=full except'), tool) for name, (step, tool) in METHODS.items()
+                if name.startswith(("RTN", "GPTQ"))})
 
 
 def modifier(kind: str, kw: dict):
@@ -109,14 +114,20 @@ def main() -> None:
     ap.add_argument("--calibrate", type=int, default=128)
     ap.add_argument("--baseline-epochs", type=int, default=8)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--lwdsl-only", action="store_true",
+                    help="lwdsl's rows only (no llm-compressor needed); a full-grid row is set against its narrow one")
     args = ap.parse_args()
 
     import torch
     import transformers
-    import llmcompressor
-    import compressed_tensors
-    from datasets import Dataset as HFDataset
-    from llmcompressor import oneshot
+
+    if args.lwdsl_only:
+        llmcompressor = compressed_tensors = None
+    else:
+        import llmcompressor
+        import compressed_tensors
+        from datasets import Dataset as HFDataset
+        from llmcompressor import oneshot
 
     from int8_bench import cpu_line  # noqa: E402 - same folder
     from lwdsl.backend import StepContext, get_backend
@@ -126,8 +137,9 @@ def main() -> None:
     from lwdsl.semantics.order import calibration_indices
 
     torch.set_num_threads(1)
-    print(f"# lwdsl vs llm-compressor {llmcompressor.__version__} (compressed-tensors {compressed_tensors.__version__}), "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, 1 thread")
+    against = "lwdsl only" if args.lwdsl_only else (f"lwdsl vs llm-compressor {llmcompressor.__version__} "
+                                                     f"(compressed-tensors {compressed_tensors.__version__})")
+    print(f"# {against}, torch {torch.__version__}, transformers {transformers.__version__}, 1 thread")
     print(f"CPU: {cpu_line()}")
     data = load_data("pydoc")
     be = get_backend("torch")
@@ -153,6 +165,7 @@ def main() -> None:
 
     print("\n| method | tool | test perplexity | mean layer error | max layer error | layers lower than the other tool's | seconds |")
     print("|---|---|---:|---:|---:|---:|---:|")
+    narrow: dict[str, dict[str, float]] = {}  # lwdsl-only: each method's layer errors, for its full-grid row
     for method in args.methods.split(","):
         step, (kind, kw) = METHODS[method.strip()]
         # lwdsl
@@ -164,6 +177,14 @@ def main() -> None:
         w = lw_state[f"{names[0]}.weight"]
         print(f"  ({method}: lwdsl's {names[0]} holds {len(np.unique(w[0, :32]))} distinct values in its first 32 weights, "
               f"{float((w == 0).mean()):.1%} zeros)")
+        if args.lwdsl_only:  # against the narrow grid's row of the same method when it ran
+            errs = narrow[method.strip()] = layer_errors(base.module, names, calib, lw_state)
+            base_row = narrow.get(method.strip().removesuffix(" full")) if method.strip().endswith(" full") else None
+            lower = f"{sum(errs[n] < base_row[n] for n in names)} of {len(names)} (vs narrow)" if base_row else ""
+            print(f"| {method} | lwdsl | {ppl(be, res.model, ctx):.2f} | {np.mean(list(errs.values())):.4f} | "
+                  f"{max(errs.values()):.4f} | {lower} | {lw_s:.0f} |")
+            sys.stdout.flush()
+            continue
         # llm-compressor on a plain transformers Llama with the baseline's weights
         plain = transformers.LlamaForCausalLM(copy.deepcopy(base.module.config))
         plain.load_state_dict(base.module.state_dict())

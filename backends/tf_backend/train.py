@@ -19,8 +19,9 @@ backend's from identical weights and the same batches:
   kernel has a float master copy (starting at the snapped weight; at the float weight before
   quantization with ``quantize mode=qat``); the optimizer updates the
   kernel as usual (its gradient is the master's), then ``master += w - snapped`` and
-  ``w = snap(master)`` = ``clip(round(master / scale), -qmax, qmax) * scale`` at the layer's
-  fixed scales (a ``group=G`` layer: each group's scale over its inputs; binary, 1 bit:
+  ``w = snap(master)`` = ``clip(round(master / scale), qmin, qmax) * scale`` at the layer's
+  fixed scales, ``(qmin, qmax)`` the core's bounds of its grid (``WeightQuant.bounds()``; a
+  ``group=G`` layer: each group's scale over its inputs; binary, 1 bit:
   ``+scale`` where ``master >= 0`` or the scale is 0, else ``-scale``; scales are never
   recomputed, for every form; a clustered layer snaps to the nearest value of its fixed
   codebook, :func:`snap_levels_tf`); the codes in ``handle.quant`` are updated after training;
@@ -52,7 +53,7 @@ from lwdsl.backend.fit import fit as core_fit
 from lwdsl.backend.steps import training_handlers
 from lwdsl.data.stream import chunks, eval_batch, eval_batch_tokens
 from lwdsl.semantics.cluster import codebook_levels
-from lwdsl.semantics.quant import WeightQuant, requantize
+from lwdsl.semantics.quant import WeightQuant, code_bounds, requantize
 from lwdsl.language.specs import TrainingOptions
 from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE, loss_scaled
 
@@ -200,7 +201,8 @@ class KerasTrainer(Trainer):
         # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
         # a clustered layer's "scale" is its codebook's levels (_keras_scale), and its bits None
         q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
-        q_bits = [None if handle.quant[name].codebook is not None else handle.quant[name].bits for name in quantized]
+        q_bits = [None if handle.quant[name].codebook is not None else (handle.quant[name].bits, handle.quant[name].bounds())
+                  for name in quantized]  # (bits, the core's (qmin, qmax) of the layer's grid)
 
         # statically quantized layers see their inputs fake-quantized (straight through), as on torch
         forward = quantized_forward(handle)
@@ -240,7 +242,7 @@ class KerasTrainer(Trainer):
             opt.apply(grads, lr)
             for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
                 master.assign_add(k - before)  # the optimizer's step, onto the float master
-                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
+                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, *bits))
             for k, m in zip(kernels, mask_vars):
                 k.assign(tf.where(m, k, tf.zeros_like(k)))
 
@@ -254,7 +256,7 @@ class KerasTrainer(Trainer):
         def hold() -> None:  # after an optimizer step made outside train_step (lwdsl.attach's callback)
             for k, master, before, scale, bits in zip(q_kernels, q_masters, last, q_scales, q_bits):
                 master.assign_add(k - before)
-                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, bits))
+                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, *bits))
                 before.assign(k)
             for k, m in zip(kernels, mask_vars):
                 k.assign(tf.where(m, k, tf.zeros_like(k)))
@@ -400,13 +402,14 @@ def fit(handle: KerasHandle, options: TrainingOptions, ctx: StepContext, **kwarg
     return core_fit(KerasTrainer, handle, options, ctx, **kwargs)
 
 
-def snap_tf(w: Any, scale: Any, bits: int) -> Any:
+def snap_tf(w: Any, scale: Any, bits: int, bounds: Optional[tuple[int, int]] = None) -> Any:
     """:func:`lwdsl.semantics.quant.snap` in float32 TensorFlow (``scale`` broadcast to ``w``, a
-    variable: a graph turns ``x / constant`` into a multiply by the reciprocal)."""
+    variable: a graph turns ``x / constant`` into a multiply by the reciprocal); ``bounds``: the
+    core's ``(qmin, qmax)`` of the layer's grid (``WeightQuant.bounds()``; None: the narrow one)."""
     if bits == 1:
         return tf.where((w >= 0) | (scale == 0), np.float32(1), np.float32(-1)) * scale
-    qmax = np.float32(2 ** (bits - 1) - 1)
-    codes = tf.clip_by_value(tf.round(w / scale), -qmax, qmax)
+    qmin, qmax = code_bounds(bits) if bounds is None else bounds
+    codes = tf.clip_by_value(tf.round(w / scale), np.float32(qmin), np.float32(qmax))
     return tf.where(tf.equal(codes, 0), tf.zeros_like(codes), codes) * scale  # code -0 is +0 (a graph drops ``+ 0``)
 
 

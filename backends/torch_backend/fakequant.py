@@ -22,6 +22,7 @@ agree bit for bit:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -61,8 +62,8 @@ def snap_t(w: torch.Tensor, q: WeightQuant) -> torch.Tensor:
     if q.bits == 1:
         one = torch.ones((), dtype=w.dtype, device=w.device)
         return torch.where((w >= 0) | (s == 0), one, -one) * s
-    qmax = float(2 ** (q.bits - 1) - 1)
-    return (torch.clamp(torch.round(w / s), -qmax, qmax) + 0.0) * s  # + 0.0: code -0 is +0, as int codes
+    qmin, qmax = q.bounds()  # the core's clamp of the layer's grid (narrow or full)
+    return (torch.clamp(torch.round(w / s), float(qmin), float(qmax)) + 0.0) * s  # + 0.0: code -0 is +0, as int codes
 
 
 def snap_levels_t(w: torch.Tensor, values: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -157,4 +158,4 @@ class GridTrainer:
             codes = new.codes
             if layer in self.handle.masks:
                 codes = np.where(self.handle.masks[layer].numpy(), codes, np.zeros((), codes.dtype)).astype(codes.dtype)
-            self.handle.quant[layer] = WeightQuant(codes, q.scale, q.bits, q.axis, q.codebook, q.group)
+            self.handle.quant[layer] = dataclasses.replace(q, codes=codes)

@@ -9,7 +9,8 @@ model from the config with the ``quantization_config`` taken out and loads every
 by the core (:func:`lwdsl.backend.hf_folder.decode_folder`, the same for every backend: which
 schemes are read, which are refused and why) and the layer's weight set to ``f32(code) * scale``. The codes and scales are returned for the
 handle's quantization state (``quantize``'s record: the .lwz stores them packed, training keeps
-the grid), except for a layer whose codes lwdsl's state cannot hold (warned); the layers the
+the grid; codes using ``-2^(B-1)``, as llm-compressor writes them, on lwdsl's full grid), except
+for a layer whose codes lwdsl's state cannot hold (a scale <= 0: warned); the layers the
 ``sparsity_config`` names get keep masks where their weights are zero. Weights are float32
 (lwdsl computes in float32; a bf16 scale is widened exactly).
 """

@@ -17,7 +17,7 @@ Flow of ``quantize FORM`` on the selected layers:
    of a form per layer (:func:`lwdsl.semantics.auto_bits.auto_forms`); activations stay float;
 5. every layer's codes from :func:`~lwdsl.semantics.quant.quantize_as` on its weight as it is
    (masks applied, so pruned weights get code 0; ``group=G``: one scale per G inputs of a
-   row); its weight becomes ``codes * scale``; a binary layer has no code 0, so its pruning
+   row; ``grid=full``: codes ``[-2^(b-1), 2^(b-1)-1]``, noted as ``grid``); its weight becomes ``codes * scale``; a binary layer has no code 0, so its pruning
    mask is dropped, with a warning. ``method=gptq``: the calibration examples give each
    layer's ``H = X^T X`` (:func:`lwdsl.backend.calibrated.calibrated_layers`, as ``prune
    sparsegpt``: one pass on the model before the step, or with ``sequential=true`` a pass per
@@ -244,10 +244,11 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         for name, gram in order:
             if gram is not None:
                 q = gptq_quantize(floats[name], gram.h, FORM_BITS[forms[name]], spec.group, parts.keep_mask(handle, name),
-                                  damp=spec.damp, block=spec.block, what=f"{step} layer {name}")
+                                  damp=spec.damp, block=spec.block, what=f"{step} layer {name}", grid=spec.grid)
                 errors[name] = round(output_error(floats[name], q.dequantize(), gram.h), 8)
             else:
-                q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits, group=spec.group)
+                q = quantize_as(floats[name], forms[name], spec.granularity, bits=spec.bits, group=spec.group,
+                                grid=spec.grid)
             if forms[name] == "binary" and parts.drop_mask(handle, name):
                 ctx.warn(f"{step}: layer {name} was pruned, but binary weights are ±scale (no code 0): "
                          "its pruned weights are non-zero now and its mask is dropped")
@@ -256,6 +257,8 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
             notes[name] = {"bits": q.bits, "form": forms[name], "granularity": spec.granularity, "mode": mode}
             if spec.method != "rtn" or spec.group is not None:
                 notes[name].update(method=spec.method, **({"group": spec.group} if spec.group is not None else {}))
+            if q.grid != "narrow":
+                notes[name]["grid"] = q.grid
         if spec.method == "gptq" and todo:
             ctx.notes["calibration"].update(damp=spec.damp, block=spec.block)
             ctx.notes["layer_output_error"] = errors

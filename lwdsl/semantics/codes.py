@@ -21,6 +21,16 @@ gives the same codes and the bit-identical scale. ``m' = fl(qmax * scale)`` may 
 ``m`` by an ulp, yet ``fl(m' / qmax) == scale`` for every float32 ``m`` and ``qmax`` in {1, 3,
 .., 127} (checked exhaustively over whole binades); the codes come back since ``|c| <= 127``.
 
+**The full grid** (``grid="full"``: compressed-tensors' and llm-compressor's symmetric rule):
+all ``2^b`` codes, ``[qmin, qmax] = [-qmax - 1, qmax]`` (:func:`code_bounds`; int4: -8..7,
+int2: -2..1), ``scale = m / ((qmax - qmin) / 2) = m / (qmax + 1/2)`` (int4: ``m / 7.5``),
+``codes = clip(rint(w / scale), qmin, qmax)``, zero channels as above. The largest ``|w|``
+is ``±(qmax + 1/2)`` steps up to float32 rounding: ``qmax`` if positive (half a step off),
+``qmin`` or ``-qmax`` if negative; the step is ``qmax / (qmax + 1/2)`` of the narrow one, so
+the error is smaller on average (docs/semantics.md). No fixed
+point (a positive max requantizes to a smaller scale): the spec refuses ``grid=full`` with
+int8 activations and the int8 exports, whose kernels re-quantize by the narrow rule.
+
 **Low-bit forms** (:func:`quantize_as`, by the recipe's dtype): ``int8``, ``int4``, ``int2``
 are :func:`quantize_weight` at 8, 4, 2 bits (codes ``[-127, 127]``, ``[-7, 7]``, ``[-1, 1]``).
 ``ternary`` (:func:`quantize_ternary`, TWN, Li et al. 2016) and ``binary``
@@ -56,7 +66,8 @@ TWN train; a finetune or distill after quantize starts it at the quantized weigh
 one being gone), and the weight the model computes with is ``snap(master) =
 codes_with_scale(master) * scale`` after every optimizer step (pruned weights stay 0 where the
 form has a code 0). codes_with_scale at fixed scales is the nearest level: clip(rint(w /
-scale), -qmax, qmax) for 2..8 bits (ternary too: levels {-scale, 0, scale}, so the threshold
+scale), qmin, qmax) for 2..8 bits (:func:`code_bounds`: ``qmin = -qmax`` on the narrow
+grid, ``-qmax - 1`` on the full one; ternary too: levels {-scale, 0, scale}, so the threshold
 while training is scale / 2, not TWN's 0.7 * mean|w|), and for binary +1 where w >= 0 or scale
 == 0, else -1. A clustered layer keeps its codebook fixed the same way and snaps to the nearest
 codebook value (requantize; 0.0 wins ties, pruned weights stay 0): its codes move, its shared
@@ -72,7 +83,7 @@ import numpy as np
 
 from ..errors import RunError
 from .cluster import cluster_weight, nearest_codes
-from .forms import FORM_BITS
+from .forms import FORM_BITS, GRIDS, code_bounds
 
 __all__ = [
     "WeightQuant",
@@ -88,6 +99,8 @@ __all__ = [
     "agreement",
     "group_scales",
     "group_count",
+    "GRIDS",
+    "code_bounds",
 ]
 
 _TINY = np.float32(2.0**-126)  # smallest normal float32: no scale is below it
@@ -101,7 +114,7 @@ class WeightQuant:
     codes indexing it; its scale is 1 and unused. A layer quantized in groups (``group=G``, a
     linear weight ``[out, in]``) has one scale per ``G`` consecutive inputs of each output row:
     ``scale`` is ``(out, ceil(in / G))``, ``axis`` 0, ``group`` G (the last group of a row may
-    be shorter)."""
+    be shorter). ``grid``: ``narrow`` or ``full`` (:data:`GRIDS`; the integer forms only)."""
 
     codes: np.ndarray
     scale: np.ndarray
@@ -109,6 +122,11 @@ class WeightQuant:
     axis: Optional[int]
     codebook: Optional[np.ndarray] = None
     group: Optional[int] = None
+    grid: str = "narrow"
+
+    def bounds(self) -> tuple[int, int]:
+        """``(qmin, qmax)`` of its bits and grid (:func:`code_bounds`): what training clamps to."""
+        return code_bounds(self.bits, self.grid)
 
     def full_scale(self) -> np.ndarray:
         """The scale broadcastable against the codes: ``()`` per tensor, ``(out, 1, ...)`` per
@@ -143,22 +161,26 @@ def group_count(cols: int, group: int) -> int:
     return -(-int(cols) // int(group))
 
 
-def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channel", group: Optional[int] = None) -> WeightQuant:
-    """Symmetric narrow-range quantization of a weight in the canonical layout (module rules).
+def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channel", group: Optional[int] = None,
+                    grid: str = "narrow") -> WeightQuant:
+    """Symmetric quantization of a weight in the canonical layout (module rules), on the narrow
+    grid or (``grid="full"``) the full one.
 
     Args:
         w: the weight, channel axis 0 for ``per_channel``; converted to float32.
-        bits: 2..8 (codes in ``[-(2^(bits-1)-1), 2^(bits-1)-1]``).
+        bits: 2..8 (codes in :func:`code_bounds` of ``bits`` and ``grid``).
         granularity: ``"per_channel"`` (one scale per slice of axis 0) or ``"per_tensor"``.
         group: per channel only, a 2-d weight ``[out, in]``: one scale per ``group``
             consecutive inputs of each row (``m`` is the group's max ``|w|``; the rule is
             otherwise the same, zero groups included).
+        grid: ``"narrow"`` (``scale = m / qmax``) or ``"full"`` (``scale = m / (qmax + 1/2)``,
+            compressed-tensors' rule; module docstring).
 
     Returns:
         The codes and scales; ``dequantize()`` gives the float weights they stand for.
 
     Raises:
-        RunError: if a weight is NaN or infinite, or ``qmax * scale`` overflows float32 (only
+        RunError: if a weight is NaN or infinite, or ``-qmin * scale`` overflows float32 (only
             ``|w|`` within about an ulp of the float32 maximum).
         ValueError: for bits outside 2..8, an unknown granularity, a 0-d per-channel weight, or
             a group with a weight that is not 2-d or with ``per_tensor``.
@@ -169,6 +191,9 @@ def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channe
     >>> wq = quantize_weight(np.array([[7.0, -1.0, 0.5, 0.25]], np.float32), 4, group=2)
     >>> wq.codes.tolist(), wq.scale.tolist()
     ([[7, -1, 7, 3]], [[1.0, 0.0714285746216774]])
+    >>> wq = quantize_weight(np.array([[-7.5, 1.0, 3.75, 7.5]], np.float32), 4, grid="full")
+    >>> wq.codes.tolist(), wq.scale.tolist(), wq.bounds()
+    ([[-8, 1, 4, 7]], [1.0], (-8, 7))
     """
     if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
         raise ValueError(f"weight bits must be an integer in 2..8, got {bits!r}")
@@ -178,38 +203,33 @@ def quantize_weight(w: np.ndarray, bits: int = 8, granularity: str = "per_channe
     mag = np.abs(w)
     if not np.isfinite(w).all():
         raise RunError("a weight to quantize is NaN or infinite: the model is broken, nothing to quantize")
-    qmax = np.float32(2 ** (bits - 1) - 1)
+    lo, hi = code_bounds(int(bits), grid)
+    qmin, qmax, div = np.float32(lo), np.float32(hi), np.float32((hi - lo) / 2)  # div: qmax, or qmax + 1/2 (full)
+    axis = 0
     if group is not None:
         if granularity != "per_channel" or w.ndim != 2 or int(group) < 1:
             raise ValueError(f"group={group!r} quantizes a 2-d [out, in] weight per channel in groups of its inputs")
         if w.shape[1] == 0:
             raise ValueError("group= needs a weight with inputs")
         m = np.maximum.reduceat(mag, np.arange(0, w.shape[1], int(group)), axis=1)
-        zero = (m / qmax) < _TINY
-        scale = np.where(zero, np.float32(1), m / qmax).astype(np.float32)
-        with np.errstate(over="ignore"):
-            if np.isinf(qmax * scale).any():
-                raise RunError(f"a weight to quantize is too large ({float(m.max()):.4g}): qmax * scale overflows float32")
-        full = group_scales(scale, int(group), w.shape[1])
-        codes = np.clip(np.rint(w / full), -qmax, qmax)
-        codes = np.where(group_scales(zero, int(group), w.shape[1]), np.float32(0), codes).astype(np.int8)
-        return WeightQuant(codes, scale, int(bits), 0, group=int(group))
-    if granularity == "per_channel":
+        spread = lambda a: group_scales(a, int(group), w.shape[1])  # noqa: E731  (per group -> the weight's shape)
+    elif granularity == "per_channel":
         if w.ndim == 0:
             raise ValueError("per_channel quantization needs a weight with an output-channel axis 0")
         m = np.max(mag.reshape(w.shape[0], -1), axis=1, initial=np.float32(0))
-        axis, bshape = 0, (-1,) + (1,) * (w.ndim - 1)
+        spread = lambda a: a.reshape((-1,) + (1,) * (w.ndim - 1))  # noqa: E731
     else:
-        m = np.max(mag, initial=np.float32(0)).astype(np.float32)
-        axis, bshape = None, ()
-    zero = (m / qmax) < _TINY  # zero channels: scale 1, codes 0
-    scale = np.where(zero, np.float32(1), m / qmax).astype(np.float32)
+        m, axis = np.max(mag, initial=np.float32(0)).astype(np.float32), None
+        spread = lambda a: a  # noqa: E731
+    zero = (m / div) < _TINY  # zero channels (groups): scale 1, codes 0
+    scale = np.where(zero, np.float32(1), m / div).astype(np.float32)
     with np.errstate(over="ignore"):
-        if np.isinf(qmax * scale).any():
-            raise RunError(f"a weight to quantize is too large ({float(m.max()):.4g}): qmax * scale overflows float32")
-    codes = np.clip(np.rint(w / scale.reshape(bshape)), -qmax, qmax)
-    codes = np.where(zero.reshape(bshape), np.float32(0), codes).astype(np.int8)
-    return WeightQuant(codes, scale, int(bits), axis)
+        if np.isinf(-qmin * scale).any():
+            raise RunError(f"a weight to quantize is too large ({float(m.max()):.4g}): the largest code times its "
+                           "scale overflows float32")
+    codes = np.clip(np.rint(w / spread(scale)), qmin, qmax)
+    codes = np.where(spread(zero), np.float32(0), codes).astype(np.int8)
+    return WeightQuant(codes, scale, int(bits), axis, group=None if group is None else int(group), grid=grid)
 
 
 def _channel_view(w: np.ndarray, granularity: str) -> tuple[np.ndarray, Optional[int], tuple]:
@@ -288,18 +308,18 @@ def quantize_binary(w: np.ndarray, granularity: str = "per_channel") -> WeightQu
 
 
 def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel", bits: Optional[int] = None,
-                group: Optional[int] = None) -> WeightQuant:
+                group: Optional[int] = None, grid: str = "narrow") -> WeightQuant:
     """Quantize ``w`` (canonical layout) to the recipe's ``dtype``: ``int8``, ``int4``, ``int2``
     (:func:`quantize_weight`), ``ternary`` (:func:`quantize_ternary`), ``binary``
     (:func:`quantize_binary`) or ``cluster`` (:func:`lwdsl.semantics.cluster.cluster_weight`
     at ``bits``, default 4; one codebook per tensor whatever ``granularity``). ``group`` (the
-    integer forms only): one scale per ``group`` inputs of each row.
+    integer forms only): one scale per ``group`` inputs of each row; ``grid``: :data:`GRIDS`.
 
     >>> quantize_as(np.array([[0.5, -1.0]], np.float32), "int4").codes.tolist()
     [[3, -7]]
     """
-    if group is not None and dtype not in ("int8", "int4", "int2"):
-        raise ValueError(f"group= applies to int8, int4 and int2, not {dtype}")
+    if (group is not None or grid != "narrow") and dtype not in ("int8", "int4", "int2"):
+        raise ValueError(f"{'group=' if group is not None else f'grid={grid}'} applies to int8, int4 and int2, not {dtype}")
     if dtype == "cluster":
         b = 4 if bits is None else int(bits)
         codes, book = cluster_weight(w, b)
@@ -310,25 +330,28 @@ def quantize_as(w: np.ndarray, dtype: str, granularity: str = "per_channel", bit
         return quantize_binary(w, granularity)
     if dtype not in FORM_BITS:
         raise ValueError(f"unknown weight form {dtype!r}; one of {', '.join(FORM_BITS)}")
-    return quantize_weight(w, FORM_BITS[dtype], granularity, group)
+    return quantize_weight(w, FORM_BITS[dtype], granularity, group, grid)
 
 
 def int8_only(quants: dict[str, WeightQuant]) -> bool:
     """Whether a model's quantized layers (layer -> WeightQuant) are all int8 codes with scales:
     such a model has an int8 artifact with kernels of its own (ONNX Runtime, LiteRT), which is
-    what its latency times; low-bit, cluster and grouped layers run float kernels as the model does.
+    what its latency times; low-bit, cluster, grouped and full-grid layers run float kernels as the
+    model does.
 
     >>> int8_only({"fc": quantize_as(np.ones((2, 3)), "int8")}), int8_only({"fc": quantize_as(np.ones((2, 3)), "int4")})
     (True, False)
     """
-    return bool(quants) and all(q.bits == 8 and q.codebook is None and q.group is None for q in quants.values())
+    return bool(quants) and all(q.bits == 8 and q.codebook is None and q.group is None and q.grid == "narrow"
+                                for q in quants.values())
 
 
-def codes_with_scale(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndarray:
+def codes_with_scale(w: np.ndarray, scale: np.ndarray, bits: int = 8, grid: str = "narrow") -> np.ndarray:
     """Codes of ``w`` (canonical layout) at fixed per-channel (or scalar, or a grouped layer's
     full ``(out, in)``: :meth:`WeightQuant.full_scale`) ``scale``: the nearest
-    level, ``clip(rint(w / scale), -qmax, qmax)`` in float32 for 2..8 bits; for 1 bit (binary)
-    +1 where ``w >= 0`` or the channel's scale is 0, else -1. As int8.
+    level, ``clip(rint(w / scale), qmin, qmax)`` in float32 for 2..8 bits (:func:`code_bounds`
+    of ``bits`` and ``grid``); for 1 bit (binary) +1 where ``w >= 0`` or the channel's scale is
+    0, else -1. As int8.
 
     >>> codes_with_scale(np.array([[0.3, -0.2, 0.1]], np.float32), np.array([0.4], np.float32), 2).tolist()
     [[1, 0, 0]]
@@ -338,15 +361,15 @@ def codes_with_scale(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndar
     s = s.reshape((-1,) + (1,) * (w.ndim - 1)) if s.ndim == 1 else s
     if bits == 1:
         return np.where((w >= 0) | (s == 0), np.int8(1), np.int8(-1)).astype(np.int8)
-    qmax = np.float32(2 ** (bits - 1) - 1)
-    return np.clip(np.rint(w / s), -qmax, qmax).astype(np.int8)
+    qmin, qmax = code_bounds(bits, grid)
+    return np.clip(np.rint(w / s), np.float32(qmin), np.float32(qmax)).astype(np.int8)
 
 
-def snap(w: np.ndarray, scale: np.ndarray, bits: int = 8) -> np.ndarray:
+def snap(w: np.ndarray, scale: np.ndarray, bits: int = 8, grid: str = "narrow") -> np.ndarray:
     """``codes_with_scale(w) * scale`` in float32: the weight a quantized layer computes with."""
     s = np.asarray(scale, dtype=np.float32)
     s = s.reshape((-1,) + (1,) * (np.ndim(w) - 1)) if s.ndim == 1 else s
-    return (codes_with_scale(w, scale, bits).astype(np.float32) * s).astype(np.float32)
+    return (codes_with_scale(w, scale, bits, grid).astype(np.float32) * s).astype(np.float32)
 
 
 def requantize(w: np.ndarray, q: WeightQuant) -> WeightQuant:
@@ -360,7 +383,7 @@ def requantize(w: np.ndarray, q: WeightQuant) -> WeightQuant:
     if q.codebook is not None:
         return WeightQuant(nearest_codes(w, q.codebook), q.scale, q.bits, q.axis, q.codebook)
     scale = q.full_scale() if q.group is not None else q.scale
-    return WeightQuant(codes_with_scale(w, scale, q.bits), q.scale, q.bits, q.axis, group=q.group)
+    return WeightQuant(codes_with_scale(w, scale, q.bits, q.grid), q.scale, q.bits, q.axis, group=q.group, grid=q.grid)
 
 
 def agreement(codes_a: np.ndarray, codes_b: np.ndarray) -> tuple[int, int]:

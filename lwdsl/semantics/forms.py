@@ -28,6 +28,8 @@ __all__ = [
     "STEP_FORMS",
     "EXPORT_HOLDS",
     "WEIGHT_METHODS",
+    "GRIDS",
+    "code_bounds",
     "form",
 ]
 
@@ -110,8 +112,32 @@ STEP_FORMS: tuple[str, ...] = tuple(f"{f.name}/{m}" for f in FORMS for m in f.mo
 
 #: What a step of an integer form (int8, int4, int2) may add to how its codes are chosen, each a
 #: form of the step a backend must run: ``gptq`` (``method=gptq``, calibrated,
-#: :mod:`lwdsl.semantics.gptq`) and ``group`` (``group=G``: one scale per G inputs of a row).
-WEIGHT_METHODS: tuple[str, ...] = ("gptq", "group")
+#: :mod:`lwdsl.semantics.gptq`), ``group`` (``group=G``: one scale per G inputs of a row) and
+#: ``full_grid`` (``grid=full``: codes ``[-2^(b-1), 2^(b-1)-1]``, training clamps to them).
+WEIGHT_METHODS: tuple[str, ...] = ("gptq", "group", "full_grid")
+
+#: The integer codes' grids (``quantize int4 grid=...``, :func:`code_bounds`): ``narrow``
+#: (the default; symmetric, ``scale = max|w| / qmax``) and ``full`` (all ``2^b`` codes,
+#: compressed-tensors' ``scale = max|w| / ((qmax - qmin) / 2)``; :mod:`lwdsl.semantics.codes`).
+GRIDS: tuple[str, ...] = ("narrow", "full")
+
+
+def code_bounds(bits: int, grid: str = "narrow") -> tuple[int, int]:
+    """``(qmin, qmax)`` of ``bits``-bit codes on ``grid``: ``[-qmax, qmax]`` narrow, ``[-qmax
+    - 1, qmax]`` full (``qmax = 2^(bits-1) - 1``); binary (1 bit, narrow only) ``(-1, 1)``.
+    The one clamp every quantizer, snap and state check uses.
+
+    >>> code_bounds(4), code_bounds(4, "full"), code_bounds(2, "full"), code_bounds(8, "full")
+    ((-7, 7), (-8, 7), (-2, 1), (-128, 127))
+    """
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if int(bits) == 1:
+        if grid != "narrow":
+            raise ValueError("binary codes (1 bit, ±1) have no full grid")
+        return -1, 1
+    qmax = 2 ** (int(bits) - 1) - 1
+    return (-qmax - 1 if grid == "full" else -qmax), qmax
 
 #: Export formats -> the forms their files hold (int8 codes, 16-bit floats); other formats and
 #: forms store the float weights ``codes * scale``.

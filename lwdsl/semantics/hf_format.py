@@ -14,8 +14,9 @@ quantized ``nn.Linear`` ``L`` as three tensors instead of ``L.weight``:
 
 ``transformers`` + ``compressed-tensors`` give the layer ``f32(code) * scale`` (the scale's
 dtype), which is lwdsl's ``WeightQuant.dequantize()`` bit for bit: lwdsl's symmetric codes
-(zero point 0, narrow range ``[-(2^(B-1)-1), 2^(B-1)-1]``) are stored unchanged, so nothing is
-re-quantized. The ``quantization_config`` written (:func:`quantization_config`) has one config
+(zero point 0, narrow range ``[-(2^(B-1)-1), 2^(B-1)-1]``, or with ``grid=full`` the full range
+``[-2^(B-1), 2^(B-1)-1]`` compressed-tensors' own quantizers use) are stored unchanged, so
+nothing is re-quantized. The ``quantization_config`` written (:func:`quantization_config`) has one config
 group per distinct scheme (``num_bits``, ``type`` int, ``symmetric`` true, ``strategy``,
 ``group_size``, ``dynamic`` false: weight-only, no activation quantization), format
 ``pack-quantized``, status ``compressed``; its targets are ``["Linear"]`` with an ``ignore``
@@ -42,12 +43,14 @@ channel, group), from lwdsl or any other writer. Refused, each with its reason: 
 ``quant_method`` s, activation or KV-cache quantization, asymmetric zero points, float types,
 block strategy, transforms, ``weight_g_idx`` (``actorder=group``), status other than
 ``compressed``. A layer whose codes use ``-2^(B-1)`` (llm-compressor's int4 uses the full
-range ``[-8, 7]``; lwdsl's is ``[-7, 7]``) loads with its exact weights but is not recorded as
-lwdsl-quantized (lwdsl's state has no code for it).
+range ``[-8, 7]``) is recorded on lwdsl's full grid (``grid="full"``: training after it clamps
+to ``[-2^(B-1), 2^(B-1)-1]``); a layer whose codes stay within the narrow range is recorded
+on the narrow grid (its codes are the same either way).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -353,11 +356,9 @@ def decode_layer(tensors: Mapping[str, np.ndarray], scheme: Scheme, where: str) 
         q = WeightQuant(codes, scale.reshape(()), scheme.bits, None)
     if not np.isfinite(scale).all():
         raise _refuse(where, "a weight_scale is NaN or infinite")
-    low = -(1 << (scheme.bits - 1))
+    if codes.size and int(codes.min()) == -(1 << (scheme.bits - 1)):  # the full range: lwdsl's full grid
+        q = dataclasses.replace(q, grid="full")
     why = None
-    if codes.size and int(codes.min()) == low:
-        why = (f"its {scheme.bits}-bit codes use {low} (the full range; lwdsl's {scheme.bits}-bit codes are "
-               f"[{low + 1}, {-low - 1}]): its weights load exactly, not as lwdsl codes")
-    elif (scale <= 0).any():
+    if (scale <= 0).any():
         why = "a weight_scale is 0 or negative (lwdsl's scales are positive)"
     return q, why

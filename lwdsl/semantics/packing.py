@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RunError
+from .forms import code_bounds
 
 __all__ = [
     "PACKED_BITS",
@@ -35,14 +36,15 @@ __all__ = [
 PACKED_BITS = (1, 2, 4)
 
 
-def code_range(bits: int) -> tuple[int, int]:
+def code_range(bits: int, full: bool = False) -> tuple[int, int]:
     """The codes of a ``bits``-bit form: ``[-1, 1]`` (binary: ±1) at 1 bit, else the narrow
-    range ``[-(2^(bits-1)-1), 2^(bits-1)-1]``.
+    range ``[-(2^(bits-1)-1), 2^(bits-1)-1]``, or with ``full`` (a layer on the full grid,
+    :func:`lwdsl.semantics.codes.code_bounds`) ``[-2^(bits-1), 2^(bits-1)-1]``.
 
-    >>> code_range(1), code_range(4), code_range(8)
-    ((-1, 1), (-7, 7), (-127, 127))
+    >>> code_range(1), code_range(4), code_range(8), code_range(4, full=True)
+    ((-1, 1), (-7, 7), (-127, 127), (-8, 7))
     """
-    return (-1, 1) if bits == 1 else (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+    return code_bounds(bits, "full" if full else "narrow")
 
 
 def pack_fields(fields: np.ndarray, bits: int) -> np.ndarray:
@@ -68,9 +70,10 @@ def unpack_fields(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
     return np.packbits(stream.reshape(n, int(bits)), axis=1, bitorder="little").reshape(n)
 
 
-def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+def pack_codes(codes: np.ndarray, bits: int, full: bool = False) -> np.ndarray:
     """Codes of 1, 2 or 4 bits packed into bytes (module layout: two's complement fields;
-    binary +1 as 1, -1 as 0): ``ceil(size * bits / 8)`` uint8.
+    binary +1 as 1, -1 as 0): ``ceil(size * bits / 8)`` uint8. ``full``: codes of the full
+    grid (:func:`code_range`), ``-2^(bits-1)`` included (the same two's complement fields).
 
     Raises:
         ValueError: bits not 1, 2 or 4, or a code outside the form's range (binary: not ±1).
@@ -83,15 +86,16 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     if bits not in PACKED_BITS:
         raise ValueError(f"packing needs bits 1, 2 or 4, got {bits!r}")
     c = np.asarray(codes).astype(np.int8, copy=False).reshape(-1)
-    lo, hi = code_range(bits)
+    lo, hi = code_range(bits, full)
     if c.size and (c.min() < lo or c.max() > hi or (bits == 1 and (c == 0).any())):
         raise ValueError(f"codes outside the {bits}-bit range [{lo}, {hi}]" + (" (binary: ±1 only)" if bits == 1 else ""))
     fields = (c > 0).astype(np.uint8) if bits == 1 else c.view(np.uint8) & np.uint8((1 << bits) - 1)
     return pack_fields(fields, bits)
 
 
-def unpack_codes(packed: np.ndarray, bits: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`pack_codes`: int8 codes of ``shape``.
+def unpack_codes(packed: np.ndarray, bits: int, shape: tuple[int, ...], full: bool = False) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: int8 codes of ``shape`` (``full``: ``-2^(bits-1)`` is a
+    code; else a field holding it is damage).
 
     Raises:
         RunError: the byte count does not fit ``shape``, or a field holds no valid code (a
@@ -112,7 +116,7 @@ def unpack_codes(packed: np.ndarray, bits: int, shape: tuple[int, ...]) -> np.nd
         return np.where(fields > 0, 1, -1).astype(np.int8).reshape(shape)
     fields = fields.astype(np.int16)
     codes = np.where(fields >= 2 ** (bits - 1), fields - 2**bits, fields)
-    if n and codes.min() < -(2 ** (bits - 1) - 1):
+    if n and not full and codes.min() < -(2 ** (bits - 1) - 1):
         raise RunError(f"packed {bits}-bit codes hold {int(codes.min())}, outside the narrow range: the file is damaged")
     return codes.astype(np.int8).reshape(shape)
 

@@ -4,7 +4,7 @@ exported. New code imports from the module that defines the name:
 - :mod:`.forms`: the one table of ``quantize`` forms (``FORM_BITS``, ``HALF_FORMS``, ...);
 - :mod:`.packing`: the one bit packer (``pack_codes``, ``unpack_codes``, cluster indices);
 - :mod:`.codes`: weight codes and scales (``WeightQuant``, ``quantize_weight``, ``quantize_as``,
-  ternary, binary, ``codes_with_scale``, ``snap``, ``requantize``, ``agreement``, ``int8_only``);
+  ternary, binary, ``code_bounds``, ``codes_with_scale``, ``snap``, ``requantize``, ``agreement``, ``int8_only``);
 - :mod:`.activations`: ``ActQuant``, ``act_qparams``, ``fake_quantize``, ``RangeObserver``;
 - :mod:`.casts`: ``half_bits``, ``half_values``, ``cast_weight``;
 - :mod:`.state`: the state format (``pack_state``, ``unpack_state``, sparse packing,
@@ -19,6 +19,7 @@ from .cluster import CLUSTER_BITS, cluster_weight, nearest_codes
 from .codes import (
     WeightQuant,
     agreement,
+    code_bounds,
     codes_with_scale,
     int8_only,
     quantize_as,
@@ -58,6 +59,7 @@ __all__ = [
     "RangeObserver",
     "agreement",
     "codes_with_scale",
+    "code_bounds",
     "snap",
     "pack_state",
     "unpack_state",

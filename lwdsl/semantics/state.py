@@ -6,7 +6,7 @@ scales instead of float32: ``<layer>.weight.codes``, ``<layer>.weight.scale`` (f
 ``(out,)`` per channel or ``()`` per tensor) and ``<layer>.weight.bits`` (int8, a 0-d array); a
 layer quantized in groups of ``G`` inputs (``quantize int4 group=G``, a linear weight
 ``[out, in]``) has ``scale`` ``(out, ceil(in / G))`` and ``<layer>.weight.group`` (int32, 0-d:
-G).
+G). A full-grid layer (``grid=full``) adds ``.qmin`` (int8, 0-d: ``-2^(bits-1)``; none: narrow).
 At 8 (or 3, 5, 6, 7) bits the codes are int8 of the weight's canonical shape; at 4, 2 and 1
 bits they are packed (:func:`lwdsl.semantics.packing.pack_codes`: uint8, 1-d) and
 ``<layer>.weight.shape`` (int64) gives the canonical shape. A clustered layer (``cluster``)
@@ -66,12 +66,12 @@ from .code_layouts import pack_layout as _packed
 from .packing import PACKED_BITS, code_range, pack_codes, pack_indices, unpack_codes, unpack_indices
 
 __all__ = [
-    "CODES", "SCALE", "BITS", "SHAPE", "CODEBOOK", "GROUP", "NONZERO", "ACT_SCALE", "ACT_ZERO_POINT",
+    "CODES", "SCALE", "BITS", "SHAPE", "CODEBOOK", "GROUP", "QMIN", "NONZERO", "ACT_SCALE", "ACT_ZERO_POINT",
     "pack_state", "sparse_pays", "unpack_state", "check_state", "DamagedTensor", "unpack_casts", "unpack_act",
     "NM", "POSITIONS", "nm_bytes", "unpack_keep",
 ]
 
-SCALE, BITS, SHAPE, CODEBOOK, GROUP = ".scale", ".bits", ".shape", ".codebook", ".group"
+SCALE, BITS, SHAPE, CODEBOOK, GROUP, QMIN = ".scale", ".bits", ".shape", ".codebook", ".group", ".qmin"
 ACT_SCALE, ACT_ZERO_POINT = ".act.scale", ".act.zero_point"
 
 
@@ -106,7 +106,7 @@ def pack_state(
             out[base + BITS] = np.asarray(q.bits, dtype=np.int8)
             continue
         if q.bits in PACKED_BITS:
-            out.update(_packed(base, q.codes, q.bits, pack_codes, keep.get(layer)))
+            out.update(_packed(base, q.codes, q.bits, lambda c, b: pack_codes(c, b, q.grid == "full"), keep.get(layer)))
             out[base + SHAPE] = np.asarray(np.shape(q.codes), dtype=np.int64)
         else:
             out[base + CODES] = np.asarray(q.codes, dtype=np.int8)
@@ -114,6 +114,7 @@ def pack_state(
         out[base + BITS] = np.asarray(q.bits, dtype=np.int8)
         if q.group is not None:
             out[base + GROUP] = np.asarray(q.group, dtype=np.int32)
+        out.update({base + QMIN: np.asarray(q.bounds()[0], dtype=np.int8)} if q.grid == "full" else {})
     for layer, dtype in (casts or {}).items():
         base = f"{layer}.weight"
         if base in out:
@@ -212,8 +213,7 @@ def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
     if base + CODEBOOK in state:  # cluster: packed unsigned indices and the codebook
         if bits not in CLUSTER_BITS:
             raise DamagedTensor(base + BITS, f"is {bits}; a clustered layer has 2..8 bits")
-        if base + SCALE in state or base + GROUP in state:
-            part = SCALE if base + SCALE in state else GROUP
+        if (part := next((p for p in (SCALE, GROUP, QMIN) if base + p in state), None)) is not None:
             raise DamagedTensor(base + part, f"belongs to a clustered layer, which has a codebook and no {part[1:]}")
         book = np.asarray(state[base + CODEBOOK])
         if book.dtype != np.float32 or book.shape != (2**bits,):
@@ -226,8 +226,10 @@ def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
         return WeightQuant(codes, np.float32(1).reshape(()), bits, None, book.copy())
     if not 1 <= bits <= 8:
         raise DamagedTensor(base + BITS, f"is {bits}; quantized codes have 1..8 bits")
+    if (full := base + QMIN in state) and (bits == 1 or int(_size1(state, base + QMIN, "iu", "integer")) != -(2 ** (bits - 1))):
+        raise DamagedTensor(base + QMIN, f"is {state[base + QMIN]} for {bits}-bit codes; a full-grid layer has -2^(bits-1), 2..8 bits")
     if bits in PACKED_BITS:
-        codes = _unpacked(state, base, bits, unpack_codes)[0]
+        codes = _unpacked(state, base, bits, lambda p, b, shape: unpack_codes(p, b, shape, full))[0]
     else:
         codes = np.asarray(state[base + CODES])
         if codes.dtype != np.int8:
@@ -237,11 +239,11 @@ def _layer(state: dict[str, np.ndarray], base: str) -> WeightQuant:
                 raise DamagedTensor(base + part, f"belongs to {bits}-bit codes, which are never stored sparsely")
         if base + SHAPE in state and _shape_of(state, base) != codes.shape:
             raise DamagedTensor(base + SHAPE, f"says {list(_shape_of(state, base))} but '{base + CODES}' is {list(codes.shape)}")
-        lo, hi = code_range(bits)
+        lo, hi = code_range(bits, full)
         if codes.size and (codes.min() < lo or codes.max() > hi):
             raise DamagedTensor(base + CODES, f"holds {int(codes.min() if codes.min() < lo else codes.max())}, outside the {bits}-bit range [{lo}, {hi}]")
     scale, axis, group = _scale_of(state, base, codes, bits)
-    return WeightQuant(codes, scale, bits, axis, group=group)
+    return WeightQuant(codes, scale, bits, axis, group=group, grid="full" if full else "narrow")
 
 
 def _act(state: dict[str, np.ndarray], layer: str) -> ActQuant:
@@ -273,7 +275,7 @@ def _half(state: dict[str, np.ndarray], key: str, dtype: str) -> np.ndarray:
     return half_values(bits, dtype)
 
 
-_PARTS = (SCALE, BITS, SHAPE, CODEBOOK, NONZERO, GROUP, NM, POSITIONS)
+_PARTS = (SCALE, BITS, SHAPE, CODEBOOK, NONZERO, GROUP, NM, POSITIONS, QMIN)
 
 
 def unpack_state(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, WeightQuant]]:
@@ -322,7 +324,7 @@ def check_state(state: dict[str, np.ndarray]) -> None:
     """Check a canonical state read from a file against what it declares, before any use.
 
     Every float tensor is finite. Each quantized layer (:func:`pack_state`) has its ``.bits``
-    (one integer, 1..8; 2..8 with a codebook) and: int8 codes of the form's range (3..8 bits),
+    (one integer, 1..8; 2..8 with a codebook) and: int8 codes of the form's range (3..8 bits; with ``.qmin`` from -2^(bits-1)),
     or packed uint8 codes whose byte count fits ``.shape`` (1-d integers) at ``bits`` (only
     the non-zero codes when a ``.nonzero`` bitmap of ``ceil(n / 8)`` bytes is there, none of
     them zero), unused bits of last bytes 0, each field a code of the form; a float32 scale,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import pytest
 
@@ -116,6 +117,33 @@ def test_the_folder_reads_back_as_model_with_the_same_codes_masks_and_logits(lla
     assert again.report["steps"][-1]["artifacts"][0]["sparsity_config"]["structure"] == "2:4"
 
 
+@pytest.mark.slow  # one run, about 20 s
+def test_a_full_grid_folder_holds_minus_8_loads_in_transformers_and_reads_back_on_the_full_grid(tmp_path):
+    """``quantize int4 group=32 grid=full``: the codes -8..7 are written as they are (``code + 8``),
+    transformers + compressed-tensors give lwdsl's logits, and the folder reads back as
+    ``--model`` with the same codes on the full grid."""
+    pytest.importorskip("compressed_tensors", reason=NEEDS_CT)
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    result = _run('quantize int4 group=32 grid=full except "lm_head"\nexport hf "full"\n', "tiny-llama", tmp_path / "run")
+    folder = tmp_path / "run" / "full"
+    quant = result.model.quant
+    assert quant and all(q.grid == "full" for q in quant.values()) and min(int(q.codes.min()) for q in quant.values()) == -8
+    state = load_file(str(folder / "model.safetensors"))
+    for name, q in quant.items():
+        assert np.array_equal(unpack_int32(state[f"{name}.weight_packed"], 4, state[f"{name}.weight_shape"]), q.codes)
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    x = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=x).logits, result.module(x), rtol=0, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = torch_backend().load_model(str(folder), (128,), 2048)
+    assert set(back.quant) == set(quant)
+    assert all(back.quant[n].grid == "full" and np.array_equal(back.quant[n].codes, q.codes) for n, q in quant.items())
+
+
 @pytest.mark.slow  # two runs, about 20 s
 def test_gpt2_conv1d_layers_stay_float_with_a_warning_and_nothing_quantized_is_the_plain_folder(tmp_path):
     from safetensors.numpy import load_file
@@ -176,7 +204,8 @@ def test_a_folder_compressed_tensors_wrote_reads_with_its_weights(tmp_path):
     qc = json.loads((folder / "config.json").read_text())["quantization_config"]
     assert qc["format"] == "pack-quantized" and qc["ignore"] == ["lm_head"]
     hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
-    with pytest.warns(UserWarning, match="load as float32 weights, not as lwdsl's codes"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its -8 codes are lwdsl's full grid now: nothing to warn of
         back = torch_backend().load_model(str(folder), (128,), 2048)
     x = _tokens()
     with torch.no_grad():
@@ -184,11 +213,38 @@ def test_a_folder_compressed_tensors_wrote_reads_with_its_weights(tmp_path):
     state = load_file(str(folder / "model.safetensors"))
     layers = [k[: -len(".weight_packed")] for k in state if k.endswith(".weight_packed")]
     assert len(layers) == 14
-    for name in layers:  # its int4 codes are [-8, 7]: a layer using -8 loads exactly but is not recorded
+    grids = set()
+    for name in layers:  # its int4 codes are [-8, 7]: every layer recorded, a layer using -8 on the full grid
         codes = unpack_int32(state[f"{name}.weight_packed"], 4, state[f"{name}.weight_shape"])
-        assert (name in back.quant) == (codes.min() > -8)
-        if name in back.quant:
-            assert np.array_equal(back.quant[name].codes, codes)
+        assert np.array_equal(back.quant[name].codes, codes)
+        assert back.quant[name].grid == ("full" if codes.min() == -8 else "narrow")
+        grids.add(back.quant[name].grid)
+    assert "full" in grids
+
+
+@pytest.mark.parametrize("bits,group", [(4, 32), (2, 32), (4, None), (8, None)])
+def test_grid_full_is_compressed_tensors_own_rtn_bit_for_bit(bits, group):
+    """compressed-tensors' symmetric qparams and quantizer (what llm-compressor's RTN W4A16 runs)
+    give lwdsl's ``grid=full`` codes and scales exactly, per channel and in groups."""
+    pytest.importorskip("compressed_tensors", reason=NEEDS_CT)
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import quantize
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    from lwdsl.semantics.codes import quantize_weight
+
+    w = np.random.default_rng(bits).standard_normal((16, 128)).astype(np.float32)
+    w[3] = 0.0  # a zero row: scale 1 (lwdsl) or eps (compressed-tensors), codes 0 either way
+    args = QuantizationArgs(num_bits=bits, type="int", symmetric=True, strategy="group" if group else "channel",
+                            group_size=group)
+    t = torch.from_numpy(w)
+    view = t.reshape(16, -1, group) if group else t.reshape(16, 1, -1)
+    scale, zp = calculate_qparams(view.amin(-1), view.amax(-1), args)
+    codes = quantize(t, scale, zp, args, dtype=torch.int8).numpy()
+    q = quantize_weight(w, bits, "per_channel", group, grid="full")
+    assert np.array_equal(q.codes, codes) and q.codes.min() == -(2 ** (bits - 1))
+    live = np.abs(w).reshape(16, -1, group or 128).max(-1) > 0
+    assert np.array_equal(q.scale.reshape(16, -1)[live], scale.numpy().reshape(16, -1)[live])
 
 
 def test_folders_lwdsl_cannot_read_are_refused_with_the_reason(tmp_path):

@@ -7,7 +7,8 @@
   SparseGPT's updated weights within float32 rounding of the layer inputs (the core computes
   both from each backend's own float32 taps);
 - ``quantize int4|int8|int2 method=gptq`` (per row or ``group=G``) and ``quantize int4
-  group=G`` (round to nearest) give the same codes, scales and groups (bit-identical; Keras's
+  group=G`` (round to nearest), on the narrow grid and ``grid=full``, give the same codes,
+  scales, groups and grids (bit-identical; Keras's
   ``[in, out]`` kernels are read and written in the canonical ``[out, in]``), and GPTQ's layer
   objective is below round-to-nearest's on every targeted layer on both;
 - the evaluation (next-token accuracy, token cross-entropy) agrees.
@@ -138,8 +139,10 @@ def test_calibrated_prune_gives_the_same_masks(start, spec):
 
 
 @pytest.mark.parametrize("text", ["quantize int4 method=gptq group=32 calibrate=32", "quantize int8 method=gptq calibrate=32",
-                                  "quantize int2 method=gptq group=16 calibrate=32 block=24", "quantize int4 group=32"],
-                         ids=["gptq-int4-g32", "gptq-int8", "gptq-int2-g16", "rtn-int4-g32"])
+                                  "quantize int2 method=gptq group=16 calibrate=32 block=24", "quantize int4 group=32",
+                                  "quantize int4 method=gptq group=32 calibrate=32 grid=full", "quantize int2 group=16 grid=full"],
+                         ids=["gptq-int4-g32", "gptq-int8", "gptq-int2-g16", "rtn-int4-g32", "gptq-int4-g32-full",
+                              "rtn-int2-g16-full"])
 def test_gptq_and_groups_give_the_same_codes(start, text):
     _same_codes_both_ways(MODEL, start, text, 14)
 
@@ -172,14 +175,18 @@ def _same_codes_both_ways(model: str, start: dict, text: str, count: int) -> Non
     assert len(quants["torch"]) == count and list(quants["torch"]) == list(quants["tensorflow"])
     for k, a in quants["torch"].items():
         b = quants["tensorflow"][k]
-        assert (a.bits, a.group, a.axis) == (b.bits, b.group, b.axis) == (FORM_BITS[step.dtype], step.group, 0)
+        assert (a.bits, a.group, a.axis, a.grid) == (b.bits, b.group, b.axis, b.grid) == (FORM_BITS[step.dtype], step.group, 0,
+                                                                                       step.grid)
         assert np.array_equal(a.scale.view(np.uint32), b.scale.view(np.uint32)), k
         assert np.array_equal(a.codes, b.codes), f"{k}: {int(np.count_nonzero(a.codes != b.codes))} codes differ"
         if step.method == "rtn":
-            assert np.array_equal(a.codes, quantize_weight(start[f"{k}.weight"], a.bits, group=step.group).codes)
+            assert np.array_equal(a.codes, quantize_weight(start[f"{k}.weight"], a.bits, group=step.group, grid=step.grid).codes)
     assert set(out["torch"]) == set(out["tensorflow"])  # the .lwz: the same packed codes, scales, groups, the rest as it was
     assert [key for key, value in out["torch"].items() if not np.array_equal(value, out["tensorflow"][key])] == []
     assert notes["torch"]["quantized"] == notes["tensorflow"]["quantized"]
+    if step.grid == "full":  # the full grid's extra code is used, and the .lwz says the grid
+        assert all(q.codes.min() == q.bounds()[0] for q in quants["torch"].values())
+        assert all(f"{k}.weight.qmin" in out["torch"] for k in quants["torch"])
     if step.method == "gptq":
         assert notes["torch"]["calibration"] == notes["tensorflow"]["calibration"]
         for name in ("torch", "tensorflow"):  # the layer objective: GPTQ below round to nearest, every layer
@@ -188,7 +195,7 @@ def _same_codes_both_ways(model: str, start: dict, text: str, count: int) -> Non
                 w, h = start[f"{k}.weight"], grams[name][k].h
                 gptq = output_error(w, q.dequantize(), h)
                 assert gptq == pytest.approx(notes[name]["layer_output_error"][k], abs=1e-8)
-                if not gptq < output_error(w, quantize_weight(w, q.bits, group=step.group).dequantize(), h):
+                if not gptq < output_error(w, quantize_weight(w, q.bits, group=step.group, grid=step.grid).dequantize(), h):
                     worse.append(k)
             assert not worse, f"{name}: GPTQ not below round to nearest on {worse}"
 

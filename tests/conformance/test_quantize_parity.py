@@ -304,6 +304,77 @@ def test_cluster_snap_is_the_cores_in_both_frameworks():
     assert np.isin(want, book).all() and len(np.unique(want)) == len(np.unique(book))
 
 
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+@pytest.mark.parametrize("dtype", ["int8", "int4", "int2"])
+def test_full_grid_codes_and_scales_are_bit_identical(dtype, granularity):
+    """``grid=full``: the same packed state on both backends bit for bit (its ``.qmin`` too), the
+    core's full-grid codes of the pruned weights, the lowest code -2^(b-1) used."""
+    from lwdsl.semantics.quant import FORM_BITS, quantize_as, unpack_state
+
+    runs = _run("seedcnn", QuantizeSpec(dtype=dtype, granularity=granularity, grid="full"), prune=0.5)
+    st, _ = _same_state(runs)
+    _, quants = unpack_state(st)
+    assert quants and all(q.grid == "full" and int(st[f"{k}.weight.qmin"]) == -(2 ** (FORM_BITS[dtype] - 1))
+                          for k, q in quants.items())
+    for layer, q in quants.items():
+        want = quantize_as(runs["torch"]["before"][f"{layer}.weight"], dtype, granularity, grid="full")
+        assert np.array_equal(want.codes, q.codes) and want.scale.tobytes() == q.scale.tobytes(), layer
+    assert min(int(q.codes.min()) for q in quants.values()) == -(2 ** (FORM_BITS[dtype] - 1))
+    assert runs["torch"]["notes"] == runs["tensorflow"]["notes"]
+    assert all(n["grid"] == "full" for n in runs["torch"]["notes"].values())
+
+
+def test_full_grid_snap_is_the_cores_in_both_frameworks():
+    """The training snap at fixed scales clamps to the layer's grid in both frameworks (torch
+    ``snap_t``, TensorFlow ``snap_tf`` with the core's ``WeightQuant.bounds()``): the core's
+    ``snap(w, scale, bits, grid)`` bit for bit, ties and values beyond both ends planted."""
+    import tensorflow as tf
+    import torch
+
+    from backends.tf_backend.train import snap_tf
+    from backends.torch_backend.fakequant import snap_t
+    from lwdsl.semantics.quant import quantize_weight, snap
+
+    rng = np.random.default_rng(0)
+    for bits, grid in ((4, "full"), (2, "full"), (4, "narrow")):
+        q = quantize_weight(rng.normal(0, 0.1, (32, 40)).astype(np.float32), bits, grid=grid)
+        scale = q.scale.reshape(-1, 1)
+        x = rng.normal(0, 0.2, (32, 48)).astype(np.float32)
+        steps = np.arange(-10, 10.5, 0.5, dtype=np.float32)  # every half step, beyond qmin and qmax too
+        x[:, : steps.size] = steps * scale
+        want = snap(x, q.scale, bits, grid)
+        got_t = snap_t(torch.from_numpy(x), q).numpy()
+        got_k = snap_tf(tf.constant(x), tf.constant(scale), bits, q.bounds()).numpy()
+        assert got_t.tobytes() == want.tobytes() and got_k.tobytes() == want.tobytes(), (bits, grid)
+        lo, hi = q.bounds()
+        assert np.rint(want / scale).min() == lo and np.rint(want / scale).max() == hi
+
+
+def test_finetune_after_a_full_grid_quantize_keeps_its_grid():
+    """``finetune`` after ``quantize int2 grid=full`` trains on the full grid on both backends: the
+    losses agree like fine-tuning's, the codes stay in [-2, 1] with -2 used, the grid is kept."""
+    from lwdsl.language.specs import FinetuneSpec
+
+    state = planted_state("lenet5", seed=1, trainable=True)
+    data = dataset(640, 64)
+    losses, codes = {}, {}
+    for name in BACKENDS:
+        be = backend(name)
+        handle = be.load_model("lenet5", SHAPE, 10)
+        be.load_state(handle, state)
+        layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+        handle = be.apply(handle, QuantizeSpec(dtype="int2", grid="full"), layers, context(data))
+        before = {k: q.codes.copy() for k, q in handle.quant.items()}
+        handle = be.apply(handle, FinetuneSpec(epochs=1, lr=0.1, batch=32), layers, context(data))
+        losses[name] = np.asarray(handle.losses[:20])
+        assert all(q.grid == "full" and q.codes.min() >= -2 and q.codes.max() <= 1 for q in handle.quant.values())
+        assert sum(int((q.codes != before[k]).sum()) for k, q in handle.quant.items()) > 0  # the codes moved
+        codes[name] = sum(int((q.codes == -2).sum()) for q in handle.quant.values())
+        assert codes[name] > 0
+    rel = np.abs(losses["torch"] - losses["tensorflow"]) / np.abs(losses["torch"])
+    assert losses["torch"].size == 20 and rel[0] <= 1e-5 and rel.max() <= 1e-3, rel
+
+
 @pytest.mark.parametrize("spec", [QuantizeSpec(dtype="int4", granularity="per_tensor"), QuantizeSpec(dtype="cluster", bits=3)],
                          ids=["int4-per-tensor", "cluster-3"])
 def test_sparse_packed_state_is_bit_identical_and_round_trips_through_lwz(spec, tmp_path):

@@ -79,3 +79,31 @@ def test_a_clustered_model_loads_back_from_the_lwz(name, tmp_path):
     acc0, loss0 = be.evaluate(handle, ctx)
     acc1, loss1 = be.evaluate(fresh, ctx)
     assert acc0 == acc1 and np.isclose(loss0, loss1, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_full_grid_model_loads_back_from_the_lwz_on_its_grid(name, tmp_path):
+    """``quantize int4 grid=full`` after pruning (the big layers' codes stored sparsely): the .lwz
+    holds the codes -8..7 and each layer's ``.qmin``, and loads back on the full grid with the
+    same codes and predictions."""
+    import numpy as np
+
+    from lwdsl.backend.weights import load_weights, save_weights
+    from lwdsl.language.specs import PruneSpec
+
+    be = backend(name)
+    data = dataset(128, 64)
+    ctx = context(data)
+    handle = be.load_model("lenet5", SHAPE, 10)
+    be.load_state(handle, planted_state("lenet5", trainable=True))
+    layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
+    handle = be.apply(handle, PruneSpec(scope="global", method="l1", amount=0.8), layers, ctx)
+    handle = be.apply(handle, QuantizeSpec(dtype="int4", grid="full"), layers, ctx)
+    state = be.state(handle)
+    assert all(int(state[f"{layer}.weight.qmin"]) == -8 for layer in layers) and "fc1.weight.nonzero" in state
+    save_weights(tmp_path / "m.lwz", state)
+    fresh = be.load_model("lenet5", SHAPE, 10)
+    be.load_state(fresh, load_weights(tmp_path / "m.lwz")[0])
+    assert all(q.grid == "full" and np.array_equal(q.codes, handle.quant[k].codes) for k, q in fresh.quant.items())
+    assert set(fresh.quant) == set(layers) and min(int(q.codes.min()) for q in fresh.quant.values()) == -8
+    assert be.evaluate(handle, ctx) == be.evaluate(fresh, ctx)

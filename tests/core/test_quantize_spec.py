@@ -137,3 +137,34 @@ def test_both_backends_take_gptq_and_groups_up_front():
         assert step.forms() == forms
         for backend in ("torch", "tensorflow"):
             check_backend(lwdsl.parse(text), backend, load=False)
+
+
+def test_grid_full_as_the_language_reads_it():
+    (step,) = lwdsl.parse("quantize int4 method=gptq group=32 grid=full").steps
+    assert step.grid == "full" and step.weights_only and step.forms() == ("int4/weights_only", "gptq", "group", "full_grid")
+    (int8,) = lwdsl.parse("quantize int8 grid=full").steps  # weights only, as group= makes it
+    assert int8.weights_only and int8.forms() == ("int8/weights_only", "full_grid")
+    (plain,) = lwdsl.parse("quantize int2").steps
+    assert plain.grid == "narrow" and plain.forms() == ("int2/weights_only",)  # narrow stays the default
+    assert lwdsl.parse("quantize int8 grid=narrow mode=static").steps[0].mode == "static"
+    for backend in ("torch", "tensorflow"):
+        check_backend(lwdsl.parse("quantize int4 group=32 grid=full"), backend, load=False)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("quantize int8 grid=full mode=static", "grid=full quantizes weights only: mode=static needs int8 activation kernels"),
+    ("quantize int8 grid=full mode=dynamic", "mode=dynamic needs int8 activation kernels"),
+    ("quantize int4 grid=full mode=qat", "mode=qat is built on the narrow grid only"),
+    ("quantize ternary grid=full", "grid= chooses the range of integer codes: it goes with int8, int4, int2, not quantize ternary"),
+    ("quantize binary grid=full", "not quantize binary"),
+    ("quantize cluster grid=full", "not quantize cluster"),
+    ("quantize fp16 grid=narrow", "not quantize fp16"),
+    ("quantize auto budget=4 grid=full", "not quantize auto"),
+    ("quantize int4 grid=wide", "grid"),
+    ("quantize int8 grid=full | export onnx", "cannot hold grid=full codes (-128)"),
+    ("quantize int8 grid=full | export tflite", "cannot hold grid=full codes"),
+])
+def test_grid_refusals(text, words):
+    with pytest.raises(RecipeError) as err:
+        lwdsl.parse(text)
+    assert words in str(err.value)

@@ -22,6 +22,13 @@ minimise the layer's output error, :mod:`lwdsl.semantics.gptq`; ``damp=``, ``blo
 SparseGPT's), per output channel or with ``group=G`` (one scale per ``G`` consecutive inputs of
 each row). Both are weight-only on linear layers (the default selector is ``on linear``); a
 pruned layer's zeros stay zero.
+
+``grid=`` (the integer forms' weight-only codes, rtn or gptq): ``narrow`` (the default: codes
+``[-qmax, qmax]``, ``scale = max|w| / qmax``, the symmetric range int8 kernels take) or ``full``
+(all ``2^b`` codes ``[-qmax - 1, qmax]``, ``scale = max|w| / (qmax + 1/2)``: compressed-tensors'
+and llm-compressor's rule; lower rounding error at 4 and 2 bits, docs/semantics.md). Refused
+with int8 activations (``static``, ``dynamic``), ``mode=qat`` and the int8 exports (their
+kernels re-quantize by the narrow rule), and for forms without integer codes.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from ...semantics.forms import CASTS, EXPORT_HOLDS, LOW_BIT, NAMES, STEP_FORMS, WEIGHT_METHODS
+from ...semantics.forms import CASTS, EXPORT_HOLDS, GRIDS, LOW_BIT, NAMES, STEP_FORMS, WEIGHT_METHODS
 from ...semantics.precision import PRECISIONS
 from .base import StepSpec, TrainingOptions
 
@@ -58,7 +65,7 @@ class QuantizeSpec(StepSpec):
 
     Example: ``quantize int8``, ``quantize int8 mode=static calibrate=512``,
     ``quantize int4 weights_only on linear``, ``quantize auto budget=6``, ``quantize cluster bits=4``,
-    ``quantize int4 method=gptq group=32 except "lm_head"``.
+    ``quantize int4 method=gptq group=32 except "lm_head"``, ``quantize int4 group=32 grid=full``.
     """
 
     positional: ClassVar[tuple[str, ...]] = ("dtype",)
@@ -97,6 +104,9 @@ class QuantizeSpec(StepSpec):
         "linear layer's output error)")
     group: Optional[int] = Field(default=None, ge=1, le=65_536,
                                  description="int8/int4/int2: one scale per GROUP consecutive inputs of each output row")
+    grid: Literal[GRIDS] = Field(  # type: ignore[valid-type]
+        default="narrow", description="int8/int4/int2 weights only: narrow codes [-qmax, qmax] or full [-qmax-1, qmax] "
+        "(compressed-tensors' range)")
     damp: float = Field(default=0.01, gt=0, le=1, description="gptq: dampening, a fraction of the mean of diag(X^T X)")
     block: int = Field(default=128, ge=1, le=65_536, description="gptq: columns quantized and updated together")
     sequential: bool = Field(default=False, description="gptq: calibrate each layer on the model already quantized "
@@ -107,7 +117,7 @@ class QuantizeSpec(StepSpec):
     def _low_bit_default(cls, data: Any) -> Any:
         """A low-bit form without ``mode=`` or ``weights_only`` quantizes weights only."""
         weights_only = isinstance(data, dict) and (data.get("dtype") in LOW_BIT + ("auto",) or data.get("method") == "gptq"
-                                                   or data.get("group") is not None)
+                                                   or data.get("group") is not None or data.get("grid") == "full")
         if weights_only and "mode" not in data and "weights_only" not in data:
             data = {**data, "weights_only": True}
         if isinstance(data, dict) and data.get("dtype") == "cluster":  # one codebook per layer
@@ -148,8 +158,16 @@ class QuantizeSpec(StepSpec):
         return self
 
     def _check_method(self) -> None:
-        """``method=``, ``group=``, ``damp=``, ``block=`` and ``calibrate=``."""
+        """``method=``, ``group=``, ``grid=``, ``damp=``, ``block=`` and ``calibrate=``."""
         set_ = self.model_fields_set
+        if "grid" in set_ and self.dtype not in self.INTEGER:
+            raise ValueError(f"grid= chooses the range of integer codes: it goes with {', '.join(self.INTEGER)}, not "
+                             f"quantize {self.dtype}")
+        if self.grid == "full" and not self.weights_only:
+            why = ("is built on the narrow grid only" if self.mode == "qat" else
+                   "needs int8 activation kernels, which take narrow symmetric weights [-127, 127]")
+            raise ValueError(f"grid=full quantizes weights only: mode={self.mode} {why}; leave mode= out "
+                             f"(`quantize {self.dtype} grid=full`) or write grid=narrow")
         gptq, grouped = self.method == "gptq", self.group is not None
         if (gptq or grouped) and self.dtype not in self.INTEGER:
             what = "method=gptq" if gptq else "group="
@@ -200,6 +218,9 @@ class QuantizeSpec(StepSpec):
     def export_refusal(self, fmt: str) -> Optional[str]:
         """Why an ``export fmt`` after this step cannot hold its form (None when it can)."""
         holds = EXPORT_HOLDS.get(fmt)
+        if holds is not None and self.dtype in holds and self.grid == "full":
+            return (f"export {fmt} stores int8 codes for kernels that take the narrow range [-127, 127]: it cannot hold "
+                    "grid=full codes (-128); drop grid=full (or export torch or hf, which hold them)")
         if holds is not None and self.dtype in holds and self.group is not None:
             return (f"export {fmt} stores int8 codes with one scale per output channel: it cannot hold group={self.group} "
                     "scales; drop group= (or export torch, which stores codes * scale)")
@@ -216,5 +237,6 @@ class QuantizeSpec(StepSpec):
     def forms(self) -> tuple[str, ...]:
         if self.dtype in CASTS + ("auto",):
             return (self.dtype,)
-        extra = (("gptq",) if self.method == "gptq" else ()) + (("group",) if self.group is not None else ())
+        extra = ((("gptq",) if self.method == "gptq" else ()) + (("group",) if self.group is not None else ())
+                 + (("full_grid",) if self.grid == "full" else ()))
         return (f"{self.dtype}/{'weights_only' if self.weights_only else self.mode}",) + extra

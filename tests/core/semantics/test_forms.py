@@ -39,7 +39,7 @@ def test_every_user_reads_the_table():
     assert codes.FORM_BITS is F.FORM_BITS and quant.FORM_BITS is F.FORM_BITS
     assert casts.HALF_FORMS is F.HALF_FORMS and quant.HALF_FORMS is F.HALF_FORMS
     assert spec.LOW_BIT is F.LOW_BIT and spec.EXPORT_HOLDS is F.EXPORT_HOLDS
-    assert QuantizeSpec.FORMS == F.STEP_FORMS + F.WEIGHT_METHODS and F.WEIGHT_METHODS == ("gptq", "group")
+    assert QuantizeSpec.FORMS == F.STEP_FORMS + F.WEIGHT_METHODS and F.WEIGHT_METHODS == ("gptq", "group", "full_grid")
     assert get_args(QuantizeSpec.model_fields["dtype"].annotation) == F.NAMES
     assert auto_bits.TRIAL_FORMS == F.TRIAL_FORMS and auto_bits.CANDIDATES[:-1] == F.AUTO_TRIALS
 

@@ -152,12 +152,15 @@ def test_read_config_refuses_what_lwdsl_cannot_hold(change, message):
         H.read_config({**conf, **change}, CLASSES, "cfg")
 
 
-def test_decode_layer_keeps_full_range_codes_exact_but_says_they_are_not_lwdsl_codes():
+def test_decode_layer_records_full_range_codes_on_the_full_grid():
     codes = np.array([[-8, 7, 0, 1]], np.int8)
     tensors = {"weight_packed": H.pack_int32(codes, 4), "weight_scale": np.array([[0.5]], np.float32),
                "weight_shape": np.array([1, 4])}
     q, why = H.decode_layer(tensors, H.Scheme(4, "channel", None, H.FORMAT), "L")
-    assert q.dequantize().tolist() == [[-4.0, 3.5, 0.0, 0.5]] and "use -8 (the full range" in why
+    assert why is None and q.grid == "full" and q.bounds() == (-8, 7)
+    assert q.dequantize().tolist() == [[-4.0, 3.5, 0.0, 0.5]]
+    narrow = {**tensors, "weight_packed": H.pack_int32(np.array([[-7, 7, 0, 1]], np.int8), 4)}
+    assert H.decode_layer(narrow, H.Scheme(4, "channel", None, H.FORMAT), "L")[0].grid == "narrow"
     with pytest.raises(UsageError, match="weight_g_idx is stored"):
         H.decode_layer({**tensors, "weight_g_idx": np.zeros(4)}, H.Scheme(4, "channel", None, H.FORMAT), "L")
     with pytest.raises(UsageError, match=r"weight_scale \(1, 1\) for \[1, 4\] in groups of 2"):
