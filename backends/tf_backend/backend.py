@@ -114,9 +114,9 @@ class KerasBackend(Backend):
                join_s: Optional[float] = None) -> dict[int, int]:
         """``workers`` processes on localhost, each with its own ``TF_CONFIG``; a failed group
         restarted up to ``max_restarts`` times."""
-        from .ranks import launch
+        from lwdsl.backend.tfconfig import launch_local  # framework-free: `lwdsl run` calls it without TensorFlow
 
-        return launch(workers, entry, args, timeout_s, max_restarts)
+        return launch_local(workers, entry, args, timeout_s, max_restarts=max_restarts)
 
     def set_device(self, device: str) -> dict[str, str]:
         """TensorFlow places work on its first visible GPU: ``cpu`` hides the GPUs, ``cuda:N``

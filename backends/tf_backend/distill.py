@@ -19,8 +19,8 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend import losses
-from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
-from lwdsl.errors import LwdslError, did_you_mean
+from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler, no_feature_layer, projection_channels
+from lwdsl.errors import LwdslError
 from lwdsl.semantics import distill as core
 from lwdsl.language.specs import DistillSpec
 
@@ -92,9 +92,6 @@ def distill_loss(spec: DistillSpec, *tensors: Any) -> dict[str, Any]:
     return losses.distill_loss(OPS, spec, *tensors)
 
 
-# --- models: teachers and students ---------------------------------------------------------------
-
-
 # --- features --------------------------------------------------------------------------------------
 
 
@@ -123,11 +120,7 @@ class _Taps:
         tensors = []
         for name in names:
             if name not in known:
-                near = did_you_mean(name, list(known))
-                raise LwdslError(
-                    f"distill features: the {role} has no layer '{name}'",
-                    hint=f"did you mean '{near}'?" if near else f"its layers: {', '.join(known)}",
-                )
+                raise no_feature_layer(name, list(known), role)
             layer = known[name]
             self.layers.append(layer)
             try:
@@ -149,13 +142,7 @@ class _Projection:
     """A learned 1x1 map from the student's channels (last axis) to the teacher's."""
 
     def __init__(self, shape_s: Any, shape_t: Any, seed: int, pair: str) -> None:
-        shape_s, shape_t = tuple(shape_s), tuple(shape_t)
-        if len(shape_s) != len(shape_t) or shape_s[1:-1] != shape_t[1:-1]:
-            raise LwdslError(
-                f"distill features {pair}: the student's feature has shape {list(shape_s[1:])} and the teacher's "
-                f"{list(shape_t[1:])} (NHWC); only the channels may differ (a 1x1 projection maps them)"
-            )
-        w, b = core.projection_init(int(shape_s[-1]), int(shape_t[-1]), seed)
+        w, b = core.projection_init(*projection_channels(shape_s, shape_t, pair, channels_last=True), seed)
         self.kernel = tf.Variable(np.ascontiguousarray(w.T), name="distill_projection_kernel")
         self.bias = tf.Variable(b, name="distill_projection_bias")
         self.variables = [self.kernel, self.bias]
