@@ -1,31 +1,7 @@
-"""Keras weights <-> canonical (PyTorch) layout: names, axes and flatten order.
-
-The canonical state is the cross-framework format (see :meth:`lwdsl.backend.Backend.state`).
-Per layer, in model order:
-
-===================  =============================  =======================================
-Keras                variable (Keras layout)        canonical name and layout
-===================  =============================  =======================================
-Conv1D/2D/3D         kernel (*k, in, out)           ``L.weight`` (out, in, *k)
-Conv2DTranspose      kernel (kh, kw, out, in)       ``L.weight`` (in, out, kh, kw)
-DepthwiseConv2D      kernel (kh,kw,c,m)             ``L.weight`` (c*m, 1, kh, kw)
-SeparableConv2D      depthwise + pointwise kernel   ``L.depthwise_weight``, ``L.weight``
-Dense                kernel (in, out)               ``L.weight`` (out, in), rows reordered
-                                                    when fed by a Flatten (below)
-Embedding            embeddings (n, d)              ``L.weight`` (n, d)
-BatchNormalization   gamma, beta, moving_mean/var   ``L.weight``, ``L.bias``,
-                                                    ``L.running_mean``, ``L.running_var``
-LayerNormalization   gamma, beta                    ``L.weight``, ``L.bias``
-any ``bias``                                        ``L.bias``
-anything else        NAME                           ``L.NAME`` unchanged
-===================  =============================  =======================================
-
-A Dense layer fed by ``Flatten`` of a feature map of shape (*spatial, C) (through Dropout or
-activations only) sees its inputs in Keras's (*spatial, C) order, while PyTorch flattens
-(C, *spatial); its rows are permuted so the canonical weight is exactly PyTorch's. Masks are
-converted with the same functions as the weights, so a mask computed on the canonical layout
-lands on the right Keras elements.
-"""
+"""Keras weights <-> the canonical (PyTorch) state, :meth:`lwdsl.backend.Backend.state`: per
+layer in model order, each variable's canonical name and its layout converters (transposed
+kernels, depthwise kernels, Flatten-fed Dense rows in PyTorch's order), masks converted by the
+same functions; the table is docs/semantics.md's "Canonical weights" (TensorFlow backend)."""
 
 from __future__ import annotations
 
