@@ -1,22 +1,7 @@
-"""``remove=true``: cut pruned filters (output channels, neurons) out of the model, per
-dependency group.
-
-The groups come from the model's graph (:mod:`.graph`, the same rules as the torch backend) and
-the channels each group keeps from :mod:`lwdsl.semantics.groups`, on the canonical weights, so
-both backends remove the same channels. Every member of a group shrinks, in the Keras layout:
-
-- ``out``: a Conv's or Dense's kernel (last axis) and bias, and its ``filters``/``units``;
-- ``in``: a Conv's kernel input axis (-2); a Dense's kernel rows, where a Flatten of a
-  (*spatial, C) map orders the rows ``s * C + c`` while the canonical columns are ``c * HW + s``;
-- ``norm``: BatchNormalization's four vectors; ``depthwise``: the depthwise kernel's channel
-  axis (a ``DepthwiseConv2D``'s ``kernel``, (kh, kw, C, 1)) and bias.
-
-The model is rebuilt from its config with the smaller widths (``filters``/``units``; depthwise
-convolutions and norms follow their input), so the graph stays what it was; weights and masks
-are copied over, sliced. A group that cannot be pruned (the model's input or output, Reshape,
-grouped or transposed convolutions, a coupled layer left out of the selection, ...) is refused
-before anything changes, naming the layer and the reason.
-"""
+"""``remove=true``: cut pruned filters out of a Keras model per dependency group (the groups of
+:mod:`.graph`, the channels from :mod:`lwdsl.semantics.groups`, as on torch), slicing every
+member in the Keras layout (Flatten-fed Dense rows ``s * C + c``) and rebuilding the model from
+its config at the smaller widths; docs/semantics.md ("Pruning", TensorFlow backend)."""
 
 from __future__ import annotations
 
