@@ -14,8 +14,7 @@ import numpy as np
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
-from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
+from lwdsl.backend.weights import unpack_canonical
 from lwdsl.language.specs import TrainingOptions
 
 from ._tf import keras, tf
@@ -225,28 +224,22 @@ class KerasBackend(Backend):
         and restores the handle's quantized layers (``handle.quant``) and its cast layers
         (``qconfig["cast"]``, so saving it again keeps them 16-bit)."""
         handle = _handle(model)
-        folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
-        if folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
+        packed = unpack_canonical(state, source)
+        if packed.folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
             names = {layer.name: layer for layer in handle.model.layers}
-            todo = [n for n in folded if n in names and "BatchNormalization" in {c.__name__ for c in type(names[n]).__mro__}]
+            todo = [n for n in packed.folded if n in names and "BatchNormalization" in {c.__name__ for c in type(names[n]).__mro__}]
             if todo:
                 handle.model, done = drop_folded(handle.model, todo)
                 handle.folded.update(done)
-            state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
-        acts = unpack_act(state)  # static layers' input ranges
-        casts = unpack_casts(state)  # layers `quantize fp16|bf16` cast (16-bit patterns in a .lwz)
-        state, quant = unpack_state(state)  # a quantized layer's codes * scale, and its codes
-        resized = resize_to_state(handle.model, state)
-        load_state_into(resized, state, f"{source} does not fit {handle.ref}")
+        resized = resize_to_state(handle.model, packed.state)
+        load_state_into(resized, packed.state, f"{source} does not fit {handle.ref}")
         if resized is not handle.model:
             shapes = {v.name: v.weight.variable.shape for v in views(resized)}
             handle.masks = {k: m for k, m in handle.masks.items() if shapes.get(k) == m.shape}
             handle.model = resized
-        handle.quant = quant
-        handle.act = {layer: a for layer, a in acts.items() if layer in quant}
-        kept = {layer: d for layer, d in casts.items() if layer not in quant}  # cast layers stay cast
-        rest = {k: v for k, v in handle.qconfig.items() if k != "cast"}
-        handle.qconfig = {**rest, "cast": kept} if kept else rest
+        handle.quant, handle.act = packed.quant, packed.act
+        rest = {k: v for k, v in handle.qconfig.items() if k != "cast"}  # cast layers stay cast
+        handle.qconfig = {**rest, "cast": packed.casts} if packed.casts else rest
         handle.apply_masks()
 
     def save_native(self, model: Any, path: Path) -> None:

@@ -1,14 +1,7 @@
-"""``distill`` on keras: the core's flow (:mod:`lwdsl.backend.distill`: training set,
-teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
-(:class:`KerasDistillParts`), and the loss terms of :mod:`lwdsl.backend.losses` over
-TensorFlow ops (:class:`TfOps`).
-
-What is TensorFlow's own: teacher checkpoints (``.lwz`` from any backend, ``.keras`` / ``.h5``
-in safe mode) are loaded into the original's architecture; feature pairs are read from a model
-whose outputs are the named layers' outputs before any fused activation (as on torch, where
-activations are separate layers) and mapped by a learned 1x1 projection on the channel axis;
-the cached teacher logits are a constant gathered with ``tf.gather`` by each batch's indices.
-"""
+"""``distill`` on Keras: the core's flow (:mod:`lwdsl.backend.distill`) over
+:class:`KerasDistillParts` (teachers loaded into the original's architecture, features read
+before any fused activation, a 1x1 projection on the channel axis, cached logits gathered by
+index), and the loss terms of :mod:`lwdsl.backend.losses` over TensorFlow ops (:class:`TfOps`)."""
 
 from __future__ import annotations
 

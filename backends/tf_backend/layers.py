@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
-from lwdsl.backend.weights import check_names, check_shapes
+from lwdsl.backend.weights import check_names, check_shapes, pack_canonical
 
 __all__ = [
     "Tensor",
@@ -276,16 +276,9 @@ def canonical_state(handle: Any) -> dict[str, np.ndarray]:
     quantized layers' weights as codes (packed below 8 bits), scales and bits, and statically
     quantized layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
     (:func:`lwdsl.semantics.quant.pack_state`)."""
-    from lwdsl.semantics.state import pack_state
-
-    from lwdsl.semantics.fold import FOLDED
-
-    state = state_of(handle.model)
-    for norm in getattr(handle, "folded", {}).values():  # folded into the layer before it: a marker
-        state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
-    quant, act = getattr(handle, "quant", None), getattr(handle, "act", None)
-    casts = (getattr(handle, "qconfig", None) or {}).get("cast")
-    return pack_state(state, quant or {}, act, casts) if quant or act or casts else state
+    casts = (getattr(handle, "qconfig", None) or {}).get("cast") or {}
+    return pack_canonical(state_of(handle.model), getattr(handle, "folded", {}), getattr(handle, "quant", None) or {},
+                          getattr(handle, "act", None) or {}, casts)
 
 
 def model_stats(handle: Any) -> ModelStats:

@@ -1,15 +1,7 @@
-"""``distill`` on PyTorch: the core's flow (:mod:`lwdsl.backend.distill`: training set,
-teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
-(:class:`TorchDistillParts`), and the loss terms of :mod:`lwdsl.backend.losses` over torch
-ops (:class:`TorchOps`, autodiff).
-
-What is PyTorch's own: teacher checkpoints (``.lwz`` or a state dict read with
-``weights_only=True``) are loaded into the original's architecture; a student is built with the
-step seed in a forked RNG; feature pairs are tapped with forward hooks and mapped by a learned
-1x1 conv / linear projection (trained with the student, dropped afterwards); the cached teacher
-logits are a tensor indexed by each batch's indices, and without a cache (``jitter=N``) the
-teachers label each batch in inference mode.
-"""
+"""``distill`` on PyTorch: the core's flow (:mod:`lwdsl.backend.distill`) over
+:class:`TorchDistillParts` (teachers loaded into the original's architecture, a student built in a
+forked RNG, feature taps as forward hooks, 1x1 conv / linear projections), and the loss terms of
+:mod:`lwdsl.backend.losses` over torch ops (:class:`TorchOps`, autodiff)."""
 
 from __future__ import annotations
 

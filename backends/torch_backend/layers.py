@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
-from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import HALF_FORMS, pack_state
+from lwdsl.backend.weights import pack_canonical
+from lwdsl.semantics.quant import HALF_FORMS
 
 from .handle import TorchModel
 from .hf import takes_tokens
 
-__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "SKIPPED_BUFFERS"]
+__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "half_layers", "SKIPPED_BUFFERS"]
 
 #: Buffer names left out of the canonical state.
 SKIPPED_BUFFERS = ("num_batches_tracked",)
@@ -78,10 +78,12 @@ def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
         for key, t in handle.module.state_dict().items()
         if key.rsplit(".", 1)[-1] not in SKIPPED_BUFFERS
     }
-    for norm in handle.folded.values():  # folded into the layer before it (fold.py): a marker, no tensor
-        state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
-    casts = {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
-    return pack_state(state, handle.quant, handle.act, casts) if handle.quant or handle.act or casts else state
+    return pack_canonical(state, handle.folded, handle.quant, handle.act, half_layers(handle))
+
+
+def half_layers(handle: TorchModel) -> dict[str, str]:
+    """The layers ``quantize fp16|bf16`` cast (not quantized to codes since): layer -> dtype."""
+    return {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
 
 
 def model_stats(handle: TorchModel) -> ModelStats:

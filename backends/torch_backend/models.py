@@ -74,28 +74,12 @@ class ZooNet(nn.Module):
         return x
 
 
-class LeNet300(ZooNet):
-    zoo = "lenet300"
-
-
-class LeNet5(ZooNet):
-    zoo = "lenet5"
-
-
-class SeedCNN(ZooNet):
-    zoo = "seedcnn"
-
-
-class SeedCNNStudent(ZooNet):
-    zoo = "seedcnn_student"
-
-
-class HintonMLP1200(ZooNet):
-    zoo = "mlp1200"
-
-
-class HintonMLP800(ZooNet):
-    zoo = "mlp800"
+#: The table's chains as classes (``LeNet5((1, 28, 28), 10, conv1=4)``): a ZooNet each.
+LeNet300, LeNet5, SeedCNN, SeedCNNStudent, HintonMLP1200, HintonMLP800 = (
+    type(cls, (ZooNet,), {"zoo": zoo, "__module__": __name__})
+    for cls, zoo in (("LeNet300", "lenet300"), ("LeNet5", "lenet5"), ("SeedCNN", "seedcnn"),
+                     ("SeedCNNStudent", "seedcnn_student"), ("HintonMLP1200", "mlp1200"), ("HintonMLP800", "mlp800"))
+)
 
 
 class _BasicBlock(nn.Module):

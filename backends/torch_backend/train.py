@@ -80,19 +80,26 @@ class TorchTrainer(Trainer):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
+    def _loss(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(whole loss, cross-entropy) of a batch, float32: the step's own loss or the
+        cross-entropy, plus the L1 penalty."""
         xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
         with self._autocast():
             if self.loss is not None:
                 whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
             else:
                 ce = whole = token_cross_entropy(self.model(xb), yb)
-        whole, ce = whole.float(), ce.float()
-        if self.penalised:
-            whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)
+        whole = whole.float()
+        return (whole + self._penalty() if self.penalised else whole), ce.float()
+
+    def _penalty(self) -> Any:
+        return self.l1 * sum(w.abs().sum() for w in self.penalised) if self.penalised else 0.0
+
+    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        whole, ce = self._loss(images, labels, idx)
         if not torch.isfinite(whole):
             return float("nan"), whole.item(), False
         if self.scaler is not None:  # fp16: a step whose scaled gradients overflow is skipped, the scale backs off
@@ -113,13 +120,7 @@ class TorchTrainer(Trainer):
         if len(labels) == 0:  # no example of this batch here: nothing added (the rank still syncs)
             return 0.0, 0.0, True
         torch.manual_seed(seed)
-        xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
-        if self.loss is not None:
-            whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
-        else:
-            ce = whole = token_cross_entropy(self.model(xb), yb)
-        if self.penalised:
-            whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)
+        whole, ce = self._loss(images, labels, idx)
         if not torch.isfinite(whole):
             return float("nan"), whole.item(), False
         (whole * weight).backward()
@@ -162,9 +163,7 @@ class TorchTrainer(Trainer):
         if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
             whole, _ = self.loss(lambda _x: outputs, inputs, labels, None)
             extra = whole - token_cross_entropy(outputs, labels)
-        if self.penalised:
-            extra = extra + self.l1 * sum(w.abs().sum() for w in self.penalised)
-        return extra
+        return extra + self._penalty()
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
