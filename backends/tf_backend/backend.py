@@ -218,11 +218,9 @@ class KerasBackend(Backend):
         return canonical_state(_handle(model))
 
     def load_state(self, model: Any, state: dict[str, np.ndarray], source: str = "the state") -> None:
-        """Set the weights, rebuilding the model at narrower widths when the state's filters
-        were removed; masks of layers that keep their shape are re-applied, as on torch. A
-        packed state (int8 codes and scales of quantized layers) loads as ``codes * scale``
-        and restores the handle's quantized layers (``handle.quant``) and its cast layers
-        (``qconfig["cast"]``, so saving it again keeps them 16-bit)."""
+        """Set the weights (:func:`lwdsl.backend.weights.unpack_canonical`: codes, input ranges,
+        casts and folded norms restored on the handle), rebuilding the model at narrower widths
+        when filters were removed; masks of layers that keep their shape re-applied, as on torch."""
         handle = _handle(model)
         packed = unpack_canonical(state, source)
         if packed.folded:  # saved after quantize folded these norms (fold.py): fold the model's away first

@@ -19,7 +19,7 @@ from lwdsl.language.specs import DistillSpec
 
 from ._tf import keras, tf
 from .handle import KerasHandle
-from .train import fit, nhwc
+from .train import cross_entropy, fit, nhwc
 
 __all__ = [
     "distill",
@@ -44,9 +44,7 @@ class TfOps:
     mean = staticmethod(tf.reduce_mean)
     maximum = staticmethod(tf.maximum)
 
-    @staticmethod
-    def cross_entropy(logits: Any, labels: Any) -> Any:
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    cross_entropy = staticmethod(lambda logits, labels: cross_entropy(labels, logits))  # train.py's
 
     @staticmethod
     def log_softmax(x: Any) -> Any:

@@ -6,12 +6,14 @@ same functions; the table is docs/semantics.md's "Canonical weights" (TensorFlow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
 from lwdsl.backend.weights import check_names, check_shapes, pack_canonical
+from lwdsl.semantics import layout as L
+from lwdsl.semantics.layout import Convert
 
 __all__ = [
     "Tensor",
@@ -27,7 +29,6 @@ __all__ = [
     "model_stats",
 ]
 
-Convert = Callable[[np.ndarray], np.ndarray]
 _PASS_THROUGH = {"Dropout", "SpatialDropout2D", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ActivityRegularization"}
 _NORM_NAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 
@@ -60,49 +61,6 @@ class LayerView:
     @property
     def params(self) -> int:
         return sum(int(np.prod(t.shape)) for t in self.tensors if t.is_param)
-
-
-def _identity(a: np.ndarray) -> np.ndarray:
-    return a
-
-
-def _transposer(perm: tuple[int, ...]) -> tuple[Convert, Convert]:
-    inverse = tuple(int(i) for i in np.argsort(perm))
-    return (lambda a: np.transpose(a, perm)), (lambda a: np.transpose(a, inverse))
-
-
-def _conv(var: Any) -> tuple[tuple[int, ...], Convert, Convert]:
-    n = len(var.shape)
-    perm = (n - 1, n - 2, *range(n - 2))
-    to_c, from_c = _transposer(perm)
-    return tuple(int(var.shape[p]) for p in perm), to_c, from_c
-
-
-def _depthwise(var: Any) -> tuple[tuple[int, ...], Convert, Convert]:
-    kh, kw, c, m = (int(d) for d in var.shape)
-
-    def to_c(a: np.ndarray) -> np.ndarray:
-        return np.transpose(a.reshape(kh, kw, c * m, 1), (2, 3, 0, 1))
-
-    def from_c(a: np.ndarray) -> np.ndarray:
-        return np.transpose(a, (2, 3, 0, 1)).reshape(kh, kw, c, m)
-
-    return (c * m, 1, kh, kw), to_c, from_c
-
-
-def _dense(var: Any, source: Optional[tuple[int, ...]]) -> tuple[tuple[int, ...], Convert, Convert]:
-    n_in, n_out = (int(d) for d in var.shape)
-    if source is None or source[-1] == 1 or int(np.prod(source[:-1])) == 1:
-        return (n_out, n_in), (lambda a: a.T), (lambda a: a.T)
-    spatial, c = tuple(source[:-1]), source[-1]
-
-    def to_c(a: np.ndarray) -> np.ndarray:  # rows (*spatial, C) -> columns (C, *spatial)
-        return np.moveaxis(a.T.reshape(n_out, *spatial, c), -1, 1).reshape(n_out, n_in)
-
-    def from_c(a: np.ndarray) -> np.ndarray:
-        return np.moveaxis(a.reshape(n_out, c, *spatial), 1, -1).reshape(n_out, n_in).T
-
-    return (n_out, n_in), to_c, from_c
 
 
 def node_key(layer: Any, index: int) -> str:
@@ -175,41 +133,39 @@ def _view(layer: Any) -> Optional[LayerView]:
     classes = _classes(layer)
     by_short = {_short(v): v for v in variables}
     tensors: list[Tensor] = []
-    main = None
     name = layer.name
     if classes & {"BatchNormalization", "LayerNormalization", "GroupNormalization"}:
         kind = "norm"
         for short in ("gamma", "beta", "moving_mean", "moving_variance"):
             if short in by_short:
                 v = by_short.pop(short)
-                shape = tuple(int(d) for d in v.shape)
-                tensors.append(Tensor(f"{name}.{_NORM_NAMES[short]}", v, shape, _identity, _identity, short.startswith("gamma") or short == "beta"))
+                tensors.append(Tensor(f"{name}.{_NORM_NAMES[short]}", v, *L.identity(v.shape), short.startswith("gamma") or short == "beta"))
     else:
         if "DepthwiseConv2D" in classes:  # Keras 3 names its kernel "kernel"
-            kind, key, layout = "conv", "kernel", _depthwise
+            kind, key, layout = "conv", "kernel", L.depthwise
         elif "SeparableConv2D" in classes or "SeparableConv1D" in classes:
-            kind, key, layout = "conv", "pointwise_kernel", _conv
+            kind, key, layout = "conv", "pointwise_kernel", L.transposed
             v = by_short.pop("depthwise_kernel")
-            tensors.append(Tensor(f"{name}.depthwise_weight", v, *_depthwise(v)))
+            tensors.append(Tensor(f"{name}.depthwise_weight", v, *L.depthwise(v.shape)))
         elif "Conv" in classes:  # transposed convolutions are "other", as in PyTorch's kinds
-            kind, key, layout = ("other" if "Transpose" in type(layer).__name__ else "conv"), "kernel", _conv
+            kind, key, layout = ("other" if "Transpose" in type(layer).__name__ else "conv"), "kernel", L.transposed
         elif "Dense" in classes:
             source = flatten_source(layer)
-            kind, key, layout = "linear", "kernel", (lambda v: _dense(v, source))
+            kind, key, layout = "linear", "kernel", (lambda shape: L.dense(shape, source))
         elif "Embedding" in classes:
-            kind, key, layout = "embedding", "embeddings", (lambda v: (tuple(int(d) for d in v.shape), _identity, _identity))
+            kind, key, layout = "embedding", "embeddings", L.identity
         elif type(layer).__name__.endswith("RMSNorm"):  # Llama's (hf.py): a norm, as torch's kinds say of LlamaRMSNorm
-            kind, key, layout = "norm", "weight", (lambda v: (tuple(int(d) for d in v.shape), _identity, _identity))
+            kind, key, layout = "norm", "weight", L.identity
         else:
             kind, key, layout = "other", None, None
         if key is not None and key in by_short:
             v = by_short.pop(key)
-            tensors.insert(0, Tensor(f"{name}.weight", v, *layout(v)))
+            tensors.insert(0, Tensor(f"{name}.weight", v, *layout(v.shape)))
         if "bias" in by_short:
             v = by_short.pop("bias")
-            tensors.append(Tensor(f"{name}.bias", v, tuple(int(d) for d in v.shape), _identity, _identity))
+            tensors.append(Tensor(f"{name}.bias", v, *L.identity(v.shape)))
     for short, v in by_short.items():
-        tensors.append(Tensor(f"{name}.{short}", v, tuple(int(d) for d in v.shape), _identity, _identity, v.trainable))
+        tensors.append(Tensor(f"{name}.{short}", v, *L.identity(v.shape), v.trainable))
     main = next((t for t in tensors if t.name == f"{name}.weight"), tensors[0])
     return LayerView(layer, name, kind, main, tuple(tensors))
 

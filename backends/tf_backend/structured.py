@@ -12,6 +12,7 @@ import numpy as np
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.groups import AXIS, Group, axis_keeps, group_keep, select_groups
+from lwdsl.semantics.layout import flatten_rows
 from lwdsl.semantics.pruning import MaskRule
 
 from .graph import find_groups
@@ -66,16 +67,6 @@ def _axis_size(layer: Any, axis: int) -> int:
     return int(layer.weights[-1].shape[0])  # a norm: moving_variance
 
 
-def _dense_rows(layer: Any, columns: np.ndarray, n_in: int) -> np.ndarray:
-    """Keras kernel rows of a Dense layer holding the canonical input ``columns``."""
-    source = flatten_source(layer)
-    if source is None or source[-1] == 1 or int(np.prod(source[:-1])) == 1:
-        return columns
-    c = source[-1]
-    row_of_column = np.arange(n_in).reshape(-1, c).T.reshape(-1)  # canonical c * HW + s -> row s * C + c
-    return np.sort(row_of_column[columns])
-
-
 def _slice(layer: Any, name: str, a: np.ndarray, out: Optional[np.ndarray], inp: Optional[np.ndarray]) -> np.ndarray:
     """Array ``name`` of ``layer`` (or its mask, named like its kernel) with the kept outputs
     ``out`` and inputs ``inp`` (canonical indices)."""
@@ -84,7 +75,7 @@ def _slice(layer: Any, name: str, a: np.ndarray, out: Optional[np.ndarray], inp:
         return a[:, :, out, :] if out is not None else a
     if name == "kernel":
         if inp is not None:
-            a = a[_dense_rows(layer, inp, a.shape[0]), :] if dense else a[..., inp, :]
+            a = a[flatten_rows(inp, a.shape[0], flatten_source(layer)), :] if dense else a[..., inp, :]
         return a[..., out] if out is not None else a
     return a[out] if out is not None and a.ndim == 1 else a  # bias, norm vectors
 

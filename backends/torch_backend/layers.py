@@ -1,17 +1,7 @@
-"""Layers with portable kinds, parameter counts, and the canonical (cross-framework) state.
-
-A *layer* is a module owning a ``weight`` parameter, named by its qualified module name
-(``conv1``, ``layer1.0.conv2``), in model order. Portable kinds: ``conv`` (Conv1d/2d/3d, not
-the transposed ones, whose weight is laid out [in, out, ...]), ``linear``, ``embedding``,
-``norm`` (BatchNorm*, LayerNorm, GroupNorm, InstanceNorm*, and any class named ``*RMSNorm`` or
-``*LayerNorm``: the transformers' own), ``other``.
-
-The canonical state is the module's ``state_dict`` as numpy copies: parameters and buffers
-(BatchNorm's ``running_mean``/``running_var``), without ``num_batches_tracked`` (a training
-counter with no equivalent outside PyTorch; it is never needed to run or fine-tune the model
-and loads back as the module's own value). PyTorch's layout is the canonical one, so no
-transposition happens here. Masks are always applied to the weights (see handle.py).
-"""
+"""Layers (modules owning a ``weight`` parameter, by qualified name, in model order) with their
+portable kinds (:class:`lwdsl.backend.LayerInfo`), parameter counts, and the canonical state:
+the ``state_dict`` as numpy copies without ``num_batches_tracked`` (PyTorch's layout is the
+canonical one; docs/semantics.md, "The canonical state")."""
 
 from __future__ import annotations
 
