@@ -1,18 +1,7 @@
-"""The one place TensorFlow and Keras are imported: Keras 3 on its TensorFlow backend, and no log
-noise.
-
-The backend is written against Keras 3 (``import keras``, the Keras that ``pip install
-tensorflow`` brings since TensorFlow 2.16) running on TensorFlow: ``KERAS_BACKEND=tensorflow`` is
-set (unless the user set it) before Keras is imported, and a Keras configured for another backend
-(JAX, PyTorch) is refused with how to fix it. Keras 2 (``keras``, ``TF_USE_LEGACY_KERAS=1``)
-is not used: a Keras 2 model is refused with how to move it (models.py). ``TF_USE_LEGACY_KERAS``
-is left alone: it only changes what ``tf.keras`` means, never ``import keras``.
-
-TensorFlow's C++ side prints INFO and ERROR lines (oneDNN notice, missing CUDA drivers) straight to
-the process's stderr before its logger is configured, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; file
-descriptor 2 is pointed at ``/dev/null`` while TensorFlow imports and looks for devices, and
-restored afterwards. Python exceptions are not affected: they propagate as usual.
-"""
+"""The one place TensorFlow and Keras are imported: Keras 3 on its TensorFlow backend
+(``KERAS_BACKEND=tensorflow`` unless set; another Keras backend refused with how to fix it;
+``TF_USE_LEGACY_KERAS`` left alone), TensorFlow's start-up log lines kept off stderr while it
+imports, Triton first when installed (docs/semantics.md, TensorFlow backend)."""
 
 from __future__ import annotations
 

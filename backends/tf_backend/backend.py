@@ -14,9 +14,7 @@ import numpy as np
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
-from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import unpack_act, unpack_casts, unpack_state
-from lwdsl.semantics.state import unpack_keep
+from lwdsl.backend.weights import unpack_canonical
 from lwdsl.language.specs import TrainingOptions
 
 from ._tf import keras, tf
@@ -119,9 +117,9 @@ class KerasBackend(Backend):
                join_s: Optional[float] = None) -> dict[int, int]:
         """``workers`` processes on localhost, each with its own ``TF_CONFIG``; a failed group
         restarted up to ``max_restarts`` times."""
-        from .ranks import launch
+        from lwdsl.backend.tfconfig import launch_local  # framework-free: `lwdsl run` calls it without TensorFlow
 
-        return launch(workers, entry, args, timeout_s, max_restarts)
+        return launch_local(workers, entry, args, timeout_s, max_restarts=max_restarts)
 
     def set_device(self, device: str) -> dict[str, str]:
         """TensorFlow places work on its first visible GPU: ``cpu`` hides the GPUs, ``cuda:N``
@@ -224,37 +222,28 @@ class KerasBackend(Backend):
         return canonical_state(_handle(model))
 
     def load_state(self, model: Any, state: dict[str, np.ndarray], source: str = "the state") -> None:
-        """Set the weights, rebuilding the model at narrower widths when the state's filters
-        were removed; masks of layers that keep their shape are re-applied, as on torch. A
-        packed state (int8 codes and scales of quantized layers) loads as ``codes * scale``
-        and restores the handle's quantized layers (``handle.quant``) and its cast layers
-        (``qconfig["cast"]``, so saving it again keeps them 16-bit)."""
+        """Set the weights (:func:`lwdsl.backend.weights.unpack_canonical`: codes, input ranges,
+        casts and folded norms restored on the handle), rebuilding the model at narrower widths
+        when filters were removed; masks of layers that keep their shape re-applied, as on torch."""
         handle = _handle(model)
-        folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
-        if folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
+        packed = unpack_canonical(state, source)
+        if packed.folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
             names = {layer.name: layer for layer in handle.model.layers}
-            todo = [n for n in folded if n in names and "BatchNormalization" in {c.__name__ for c in type(names[n]).__mro__}]
+            todo = [n for n in packed.folded if n in names and "BatchNormalization" in {c.__name__ for c in type(names[n]).__mro__}]
             if todo:
                 handle.model, done = drop_folded(handle.model, todo)
                 handle.folded.update(done)
-            state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
-        acts = unpack_act(state)  # static layers' input ranges
-        casts = unpack_casts(state)  # layers `quantize fp16|bf16` cast (16-bit patterns in a .lwz)
-        keeps = unpack_keep(state)  # N:M layers' masks (lwdsl/semantics/state.py)
-        state, quant = unpack_state(state)  # a quantized layer's codes * scale, and its codes
-        resized = resize_to_state(handle.model, state)
-        load_state_into(resized, state, f"{source} does not fit {handle.ref}")
+        resized = resize_to_state(handle.model, packed.state)
+        load_state_into(resized, packed.state, f"{source} does not fit {handle.ref}")
         if resized is not handle.model:
             shapes = {v.name: v.weight.variable.shape for v in views(resized)}
             handle.masks = {k: m for k, m in handle.masks.items() if shapes.get(k) == m.shape}
             handle.model = resized
-        handle.quant = quant
-        handle.act = {layer: a for layer, a in acts.items() if layer in quant}
-        kept = {layer: d for layer, d in casts.items() if layer not in quant}  # cast layers stay cast
-        rest = {k: v for k, v in handle.qconfig.items() if k != "cast"}
-        handle.qconfig = {**rest, "cast": kept} if kept else rest
-        found = handle.view_map() if keeps else {}
-        handle.masks.update({layer: np.ascontiguousarray(found[layer].weight.from_canon(keep)) for layer, keep in keeps.items()})
+        handle.quant, handle.act = packed.quant, packed.act
+        rest = {k: v for k, v in handle.qconfig.items() if k != "cast"}  # cast layers stay cast
+        handle.qconfig = {**rest, "cast": packed.casts} if packed.casts else rest
+        found = handle.view_map() if packed.keeps else {}  # N:M layers' masks come back from the file
+        handle.masks.update({layer: np.ascontiguousarray(found[layer].weight.from_canon(keep)) for layer, keep in packed.keeps.items()})
         handle.apply_masks()
 
     def save_native(self, model: Any, path: Path) -> None:

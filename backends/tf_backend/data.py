@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lwdsl.data.dataset import Dataset, stack_examples
+from lwdsl.data.dataset import Dataset, adopted, stack_examples
 from lwdsl.errors import LwdslError
 
 from ._tf import tf
@@ -27,6 +27,4 @@ def _numpy(ds: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
 def adopt_data(train: Any, test: Any, name: str = "user") -> Dataset:
     """A Dataset from two ``tf.data.Dataset`` of (image NHWC, integer label) pairs, batched or
     not; images become NCHW float32 numpy."""
-    tx, ty = _numpy(train, "train")
-    vx, vy = _numpy(test, "test")
-    return Dataset(name, tx, ty, vx, vy, int(max(ty.max(), vy.max())) + 1)
+    return adopted(name, _numpy(train, "train"), _numpy(test, "test"))

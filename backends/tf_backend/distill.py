@@ -1,14 +1,7 @@
-"""``distill`` on keras: the core's flow (:mod:`lwdsl.backend.distill`: training set,
-teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
-(:class:`KerasDistillParts`), and the loss terms of :mod:`lwdsl.backend.losses` over
-TensorFlow ops (:class:`TfOps`).
-
-What is TensorFlow's own: teacher checkpoints (``.lwz`` from any backend, ``.keras`` / ``.h5``
-in safe mode) are loaded into the original's architecture; feature pairs are read from a model
-whose outputs are the named layers' outputs before any fused activation (as on torch, where
-activations are separate layers) and mapped by a learned 1x1 projection on the channel axis;
-the cached teacher logits are a constant gathered with ``tf.gather`` by each batch's indices.
-"""
+"""``distill`` on Keras: the core's flow (:mod:`lwdsl.backend.distill`) over
+:class:`KerasDistillParts` (teachers loaded into the original's architecture, features read
+before any fused activation, a 1x1 projection on the channel axis, cached logits gathered by
+index), and the loss terms of :mod:`lwdsl.backend.losses` over TensorFlow ops (:class:`TfOps`)."""
 
 from __future__ import annotations
 
@@ -19,14 +12,14 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend import losses
-from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
-from lwdsl.errors import LwdslError, did_you_mean
+from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler, no_feature_layer, projection_channels
+from lwdsl.errors import LwdslError
 from lwdsl.semantics import distill as core
 from lwdsl.language.specs import DistillSpec
 
 from ._tf import keras, tf
 from .handle import KerasHandle
-from .train import fit, nhwc
+from .train import cross_entropy, fit, nhwc
 
 __all__ = [
     "distill",
@@ -51,9 +44,7 @@ class TfOps:
     mean = staticmethod(tf.reduce_mean)
     maximum = staticmethod(tf.maximum)
 
-    @staticmethod
-    def cross_entropy(logits: Any, labels: Any) -> Any:
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    cross_entropy = staticmethod(lambda logits, labels: cross_entropy(labels, logits))  # train.py's
 
     @staticmethod
     def log_softmax(x: Any) -> Any:
@@ -92,9 +83,6 @@ def distill_loss(spec: DistillSpec, *tensors: Any) -> dict[str, Any]:
     return losses.distill_loss(OPS, spec, *tensors)
 
 
-# --- models: teachers and students ---------------------------------------------------------------
-
-
 # --- features --------------------------------------------------------------------------------------
 
 
@@ -123,11 +111,7 @@ class _Taps:
         tensors = []
         for name in names:
             if name not in known:
-                near = did_you_mean(name, list(known))
-                raise LwdslError(
-                    f"distill features: the {role} has no layer '{name}'",
-                    hint=f"did you mean '{near}'?" if near else f"its layers: {', '.join(known)}",
-                )
+                raise no_feature_layer(name, list(known), role)
             layer = known[name]
             self.layers.append(layer)
             try:
@@ -149,13 +133,7 @@ class _Projection:
     """A learned 1x1 map from the student's channels (last axis) to the teacher's."""
 
     def __init__(self, shape_s: Any, shape_t: Any, seed: int, pair: str) -> None:
-        shape_s, shape_t = tuple(shape_s), tuple(shape_t)
-        if len(shape_s) != len(shape_t) or shape_s[1:-1] != shape_t[1:-1]:
-            raise LwdslError(
-                f"distill features {pair}: the student's feature has shape {list(shape_s[1:])} and the teacher's "
-                f"{list(shape_t[1:])} (NHWC); only the channels may differ (a 1x1 projection maps them)"
-            )
-        w, b = core.projection_init(int(shape_s[-1]), int(shape_t[-1]), seed)
+        w, b = core.projection_init(*projection_channels(shape_s, shape_t, pair, channels_last=True), seed)
         self.kernel = tf.Variable(np.ascontiguousarray(w.T), name="distill_projection_kernel")
         self.bias = tf.Variable(b, name="distill_projection_bias")
         self.variables = [self.kernel, self.bias]

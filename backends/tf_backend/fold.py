@@ -1,14 +1,7 @@
-"""Fold each batch norm into the conv/dense layer before it, ahead of quantization.
-
-The pairs come from the Keras graph: a ``BatchNormalization`` over the last axis whose only
-input is a ``Conv*``/``DepthwiseConv2D``/``Dense`` layer that feeds nothing else, and that is one
-of the layers being quantized. The folded numbers are the core's
-(:func:`lwdsl.semantics.fold.fold_batchnorm`, on the canonical layout), so both backends fold
-to the same weights. The model is cloned with the norm replaced by a linear ``Activation`` of
-the same name and the layer given a bias if it had none; every other weight is copied. A norm
-that follows a selected layer but cannot be folded (the layer's output also goes elsewhere, a
-nested model) is named with ``ctx.warn``: it stays a float op between int8 layers.
-"""
+"""Fold each batch norm into the conv/dense layer before it, ahead of quantization: the pairs
+from the Keras graph, the numbers the core's (:func:`lwdsl.semantics.fold.fold_batchnorm`), the
+model cloned with the norm as a linear ``Activation`` of its name; a norm that cannot be folded
+is warned about (docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency")."""
 
 from __future__ import annotations
 

@@ -1,24 +1,8 @@
-"""Dependency groups of a Keras 3 functional model, from its graph of layers.
-
-Walks the model's layers in graph order (every call of a shared layer: the Keras 3 ``Node``
-objects of the model's graph, :func:`.layers.model_nodes`) and tells
-:class:`lwdsl.semantics.groups.GraphBuilder` what each does to the channel axis (the last):
-exactly the rules of the torch backend's ``graph.py``, so the same network gives the same
-groups on both backends:
-
-- Conv (ungrouped, not transposed) / Dense: consume the input's channels (``in``; a Dense after
-  a Flatten sees ``H*W`` columns a channel, in the canonical (PyTorch) column order) and start
-  new ones (``out``);
-- DepthwiseConv2D with depth multiplier 1: the same channels (``depthwise``);
-- BatchNormalization on the last axis: the same channels (``norm``); activations that map 0 to
-  0, dropout, pooling, zero padding, global pooling: the same channels; Flatten: the same
-  channels, ``H*W`` columns each;
-- Add, Subtract, Multiply, Average, Maximum, Minimum: one set of channels; Concatenate on the
-  last axis: the channels side by side;
-- the model's inputs and outputs, a layer activation that does not keep 0 at 0 (softmax,
-  sigmoid), grouped, separable or transposed convolutions, Reshape, LayerNormalization and
-  any other layer: channels that cannot change, with that reason.
-"""
+"""Dependency groups of a Keras 3 functional model: walks its layers in graph order (every call
+of a shared layer, :func:`.layers.model_nodes`) and tells
+:class:`lwdsl.semantics.groups.GraphBuilder` what each does to the channel axis (the last), by
+the torch backend's rules (docs/semantics.md, "Pruning": which operations keep, join, put side
+by side or fix channels)."""
 
 from __future__ import annotations
 

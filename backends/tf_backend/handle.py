@@ -18,20 +18,11 @@ __all__ = ["KerasHandle"]
 
 @dataclass
 class KerasHandle:
-    """A Keras model plus keep masks.
-
-    ``masks`` maps a layer name to the keep mask of its weight, in the Keras layout of the
-    variable (True where the weight stays). Masked weights are zero in the model at all times:
-    pruning zeroes them, and training re-applies the masks after every optimizer step. No
-    wrapper layers are involved, so :meth:`finalize` only drops the masks. ``losses`` holds the
-    loss of every optimizer step of the most recent step that trained.
-
-    ``quant`` maps a quantized layer to its :class:`~lwdsl.semantics.quant.WeightQuant` (codes
-    and scales in the canonical layout; the Keras variable holds ``codes * scale``), ``act`` a
-    statically quantized layer to the :class:`~lwdsl.semantics.quant.ActQuant` of its input,
-    and ``qconfig`` says how the model was quantized (mode, granularity, calibration count),
-    for exporters. :meth:`finalize` keeps all three: quantization is not a mask.
-    """
+    """A Keras model, its keep masks (layer name -> bool array in the Keras layout of the
+    weight; masked weights are +0.0 at all times, no wrapper layers) and its quantization state
+    (``quant``: codes and scales in the canonical layout, the variable holding ``codes * scale``;
+    ``act``: static layers' input quantization; ``qconfig``: how it was quantized, for
+    exporters), as the torch handle; :meth:`finalize` drops the masks only."""
 
     model: Any
     masks: dict[str, np.ndarray] = field(default_factory=dict)

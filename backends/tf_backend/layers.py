@@ -1,41 +1,19 @@
-"""Keras weights <-> canonical (PyTorch) layout: names, axes and flatten order.
-
-The canonical state is the cross-framework format (see :meth:`lwdsl.backend.Backend.state`).
-Per layer, in model order:
-
-===================  =============================  =======================================
-Keras                variable (Keras layout)        canonical name and layout
-===================  =============================  =======================================
-Conv1D/2D/3D         kernel (*k, in, out)           ``L.weight`` (out, in, *k)
-Conv2DTranspose      kernel (kh, kw, out, in)       ``L.weight`` (in, out, kh, kw)
-DepthwiseConv2D      kernel (kh,kw,c,m)             ``L.weight`` (c*m, 1, kh, kw)
-SeparableConv2D      depthwise + pointwise kernel   ``L.depthwise_weight``, ``L.weight``
-Dense                kernel (in, out)               ``L.weight`` (out, in), rows reordered
-                                                    when fed by a Flatten (below)
-Embedding            embeddings (n, d)              ``L.weight`` (n, d)
-BatchNormalization   gamma, beta, moving_mean/var   ``L.weight``, ``L.bias``,
-                                                    ``L.running_mean``, ``L.running_var``
-LayerNormalization   gamma, beta                    ``L.weight``, ``L.bias``
-any ``bias``                                        ``L.bias``
-anything else        NAME                           ``L.NAME`` unchanged
-===================  =============================  =======================================
-
-A Dense layer fed by ``Flatten`` of a feature map of shape (*spatial, C) (through Dropout or
-activations only) sees its inputs in Keras's (*spatial, C) order, while PyTorch flattens
-(C, *spatial); its rows are permuted so the canonical weight is exactly PyTorch's. Masks are
-converted with the same functions as the weights, so a mask computed on the canonical layout
-lands on the right Keras elements.
-"""
+"""Keras weights <-> the canonical (PyTorch) state, :meth:`lwdsl.backend.Backend.state`: per
+layer in model order, each variable's canonical name and its layout converters (transposed
+kernels, depthwise kernels, Flatten-fed Dense rows in PyTorch's order), masks converted by the
+same functions; the table is docs/semantics.md's "Canonical weights" (TensorFlow backend)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
-from lwdsl.backend.weights import check_names, check_shapes
+from lwdsl.backend.weights import check_names, check_shapes, pack_canonical
+from lwdsl.semantics import layout as L
+from lwdsl.semantics.layout import Convert
 
 __all__ = [
     "Tensor",
@@ -51,7 +29,6 @@ __all__ = [
     "model_stats",
 ]
 
-Convert = Callable[[np.ndarray], np.ndarray]
 _PASS_THROUGH = {"Dropout", "SpatialDropout2D", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ActivityRegularization"}
 _NORM_NAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 
@@ -84,49 +61,6 @@ class LayerView:
     @property
     def params(self) -> int:
         return sum(int(np.prod(t.shape)) for t in self.tensors if t.is_param)
-
-
-def _identity(a: np.ndarray) -> np.ndarray:
-    return a
-
-
-def _transposer(perm: tuple[int, ...]) -> tuple[Convert, Convert]:
-    inverse = tuple(int(i) for i in np.argsort(perm))
-    return (lambda a: np.transpose(a, perm)), (lambda a: np.transpose(a, inverse))
-
-
-def _conv(var: Any) -> tuple[tuple[int, ...], Convert, Convert]:
-    n = len(var.shape)
-    perm = (n - 1, n - 2, *range(n - 2))
-    to_c, from_c = _transposer(perm)
-    return tuple(int(var.shape[p]) for p in perm), to_c, from_c
-
-
-def _depthwise(var: Any) -> tuple[tuple[int, ...], Convert, Convert]:
-    kh, kw, c, m = (int(d) for d in var.shape)
-
-    def to_c(a: np.ndarray) -> np.ndarray:
-        return np.transpose(a.reshape(kh, kw, c * m, 1), (2, 3, 0, 1))
-
-    def from_c(a: np.ndarray) -> np.ndarray:
-        return np.transpose(a, (2, 3, 0, 1)).reshape(kh, kw, c, m)
-
-    return (c * m, 1, kh, kw), to_c, from_c
-
-
-def _dense(var: Any, source: Optional[tuple[int, ...]]) -> tuple[tuple[int, ...], Convert, Convert]:
-    n_in, n_out = (int(d) for d in var.shape)
-    if source is None or source[-1] == 1 or int(np.prod(source[:-1])) == 1:
-        return (n_out, n_in), (lambda a: a.T), (lambda a: a.T)
-    spatial, c = tuple(source[:-1]), source[-1]
-
-    def to_c(a: np.ndarray) -> np.ndarray:  # rows (*spatial, C) -> columns (C, *spatial)
-        return np.moveaxis(a.T.reshape(n_out, *spatial, c), -1, 1).reshape(n_out, n_in)
-
-    def from_c(a: np.ndarray) -> np.ndarray:
-        return np.moveaxis(a.reshape(n_out, c, *spatial), 1, -1).reshape(n_out, n_in).T
-
-    return (n_out, n_in), to_c, from_c
 
 
 def node_key(layer: Any, index: int) -> str:
@@ -199,41 +133,39 @@ def _view(layer: Any) -> Optional[LayerView]:
     classes = _classes(layer)
     by_short = {_short(v): v for v in variables}
     tensors: list[Tensor] = []
-    main = None
     name = layer.name
     if classes & {"BatchNormalization", "LayerNormalization", "GroupNormalization"}:
         kind = "norm"
         for short in ("gamma", "beta", "moving_mean", "moving_variance"):
             if short in by_short:
                 v = by_short.pop(short)
-                shape = tuple(int(d) for d in v.shape)
-                tensors.append(Tensor(f"{name}.{_NORM_NAMES[short]}", v, shape, _identity, _identity, short.startswith("gamma") or short == "beta"))
+                tensors.append(Tensor(f"{name}.{_NORM_NAMES[short]}", v, *L.identity(v.shape), short.startswith("gamma") or short == "beta"))
     else:
         if "DepthwiseConv2D" in classes:  # Keras 3 names its kernel "kernel"
-            kind, key, layout = "conv", "kernel", _depthwise
+            kind, key, layout = "conv", "kernel", L.depthwise
         elif "SeparableConv2D" in classes or "SeparableConv1D" in classes:
-            kind, key, layout = "conv", "pointwise_kernel", _conv
+            kind, key, layout = "conv", "pointwise_kernel", L.transposed
             v = by_short.pop("depthwise_kernel")
-            tensors.append(Tensor(f"{name}.depthwise_weight", v, *_depthwise(v)))
+            tensors.append(Tensor(f"{name}.depthwise_weight", v, *L.depthwise(v.shape)))
         elif "Conv" in classes:  # transposed convolutions are "other", as in PyTorch's kinds
-            kind, key, layout = ("other" if "Transpose" in type(layer).__name__ else "conv"), "kernel", _conv
+            kind, key, layout = ("other" if "Transpose" in type(layer).__name__ else "conv"), "kernel", L.transposed
         elif "Dense" in classes:
             source = flatten_source(layer)
-            kind, key, layout = "linear", "kernel", (lambda v: _dense(v, source))
+            kind, key, layout = "linear", "kernel", (lambda shape: L.dense(shape, source))
         elif "Embedding" in classes:
-            kind, key, layout = "embedding", "embeddings", (lambda v: (tuple(int(d) for d in v.shape), _identity, _identity))
+            kind, key, layout = "embedding", "embeddings", L.identity
         elif type(layer).__name__.endswith("RMSNorm"):  # Llama's (hf.py): a norm, as torch's kinds say of LlamaRMSNorm
-            kind, key, layout = "norm", "weight", (lambda v: (tuple(int(d) for d in v.shape), _identity, _identity))
+            kind, key, layout = "norm", "weight", L.identity
         else:
             kind, key, layout = "other", None, None
         if key is not None and key in by_short:
             v = by_short.pop(key)
-            tensors.insert(0, Tensor(f"{name}.weight", v, *layout(v)))
+            tensors.insert(0, Tensor(f"{name}.weight", v, *layout(v.shape)))
         if "bias" in by_short:
             v = by_short.pop("bias")
-            tensors.append(Tensor(f"{name}.bias", v, tuple(int(d) for d in v.shape), _identity, _identity))
+            tensors.append(Tensor(f"{name}.bias", v, *L.identity(v.shape)))
     for short, v in by_short.items():
-        tensors.append(Tensor(f"{name}.{short}", v, tuple(int(d) for d in v.shape), _identity, _identity, v.trainable))
+        tensors.append(Tensor(f"{name}.{short}", v, *L.identity(v.shape), v.trainable))
     main = next((t for t in tensors if t.name == f"{name}.weight"), tensors[0])
     return LayerView(layer, name, kind, main, tuple(tensors))
 
@@ -301,19 +233,12 @@ def canonical_state(handle: Any) -> dict[str, np.ndarray]:
     masks are N:M), scales and bits, and statically
     quantized layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
     (:func:`lwdsl.semantics.quant.pack_state`)."""
-    from lwdsl.semantics.state import pack_state
-
-    from lwdsl.semantics.fold import FOLDED
-
-    state = state_of(handle.model)
-    for norm in getattr(handle, "folded", {}).values():  # folded into the layer before it: a marker
-        state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
-    quant, act = getattr(handle, "quant", None), getattr(handle, "act", None)
-    casts = (getattr(handle, "qconfig", None) or {}).get("cast")
-    masks = {k: m for k, m in getattr(handle, "masks", {}).items() if k in (quant or {})}
-    found = handle.view_map() if masks else {}
-    keep = {k: np.ascontiguousarray(found[k].weight.to_canon(m)).astype(bool) for k, m in masks.items()}  # N:M layout (state.py)
-    return pack_state(state, quant or {}, act, casts, keep) if quant or act or casts else state
+    casts = (getattr(handle, "qconfig", None) or {}).get("cast") or {}
+    quant, masks = getattr(handle, "quant", None) or {}, getattr(handle, "masks", {})
+    found = handle.view_map() if any(k in quant for k in masks) else {}
+    keep = {k: np.ascontiguousarray(found[k].weight.to_canon(m)).astype(bool) for k, m in masks.items() if k in quant}  # N:M layout
+    return pack_canonical(state_of(handle.model), getattr(handle, "folded", {}), quant, getattr(handle, "act", None) or {},
+                          casts, keep)
 
 
 def model_stats(handle: Any) -> ModelStats:

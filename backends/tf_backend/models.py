@@ -1,25 +1,11 @@
-"""The model zoo as keras functional models, and every other way to get a model.
-
-The zoo is built from the core's table (:mod:`lwdsl.backend.zoo`), as the PyTorch backend's is: the
-same layer names, widths, activation placement and 'valid' padding, so one canonical state (PyTorch layout) loads into
-either framework and gives the same logits. Inputs are NHWC. Each builder takes ``widths``
-(layer name -> output width); a state whose filters were physically removed loads into any
-model through :func:`lwdsl.backends.tf_backend.surgery.resize_to_state`.
-
-Other references (:func:`build`):
-
-- ``keras:NAME``: ``keras.applications.NAME(weights=None, classes=..., input_shape=...)``;
-  ``keras:NAME?weights=imagenet``: its pretrained feature extractor and a new Dense head;
-  nothing is downloaded.
-- ``keras_hub:llama?SIZES``, ``keras_hub:FOLDER`` or a KerasHub Llama object: lwdsl's tiny-llama
-  with its weights (:mod:`.kerashub`).
-- a ``.keras`` or ``.h5`` file: loaded with ``safe_mode=True`` (no Lambda code is ever
-  deserialised; an ``.h5`` file holding a Lambda layer is refused, since Keras 2 stores its
-  code as marshalled bytecode that ``safe_mode`` does not guard).
-- a ``keras.Model`` object (Sequential or functional, Keras 3): cloned with its weights, so the
-  caller's object is never modified. A Keras 2 model (``tf_keras``) or a subclassed model that
-  cannot be cloned is refused with a hint (:data:`KERAS2_HINT` says how to move a Keras 2 model).
-"""
+"""The model zoo as Keras functional models (NHWC input), from the core's table
+(:mod:`lwdsl.backend.zoo`: the torch backend's layer names, widths, activations and 'valid'
+padding, so one canonical state gives the same logits on both), and every other way to get a
+model: ``keras:NAME`` (``?weights=imagenet``: a pretrained feature extractor and a new head),
+a ``.keras``/``.h5`` file (safe mode; an ``.h5`` Lambda refused), a user's Keras 3 model
+(cloned; Keras 2 and subclassed models refused, :data:`KERAS2_HINT`), a KerasHub Llama or GPT-2
+(``keras_hub:llama?SIZES``, ``keras_hub:FOLDER``, an object: :mod:`.kerashub`). docs/semantics.md
+"Models" (TensorFlow backend)."""
 
 from __future__ import annotations
 
@@ -30,6 +16,7 @@ from typing import Any, Optional
 
 
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
+from lwdsl.backend.model_refs import weights_option, widths_of
 from lwdsl.backend.zoo import ZOO, layers_of
 
 from ._tf import keras
@@ -65,7 +52,7 @@ def build_zoo(
     x = inp
     counts = {"pool": 0, "relu": 0, "dropout": 0}
     try:
-        for i, spec in enumerate(layers_of(name, widths)):
+        for i, spec in enumerate(layers_of(name, widths_of(name, widths))):
             kind = spec[0]
             if kind == "conv":
                 _, lname, width, k = spec
@@ -96,8 +83,7 @@ def build_resnet8(input_shape: tuple[int, ...], num_classes: int, widths: Option
     ``down_bn`` shortcut when the shape changes, Add, ReLU), global average pooling, ``fc``.
     Stride-2 convolutions pad 1 on every side first (PyTorch's padding; Keras's 'same' pads
     only after), BatchNorm uses PyTorch's epsilon 1e-5 and momentum 0.1."""
-    w = {"conv1": 16, "layer1.conv1": 16, "layer1.conv2": 16, "layer2.conv1": 32, "layer2.conv2": 32,
-         "layer3.conv1": 64, "layer3.conv2": 64, **(widths or {})}  # fmt: skip
+    w = widths_of("resnet8", widths)
     layers = keras.layers
     index = iter(range(1000))
 
@@ -132,7 +118,7 @@ GRAPHS = {"resnet8": build_resnet8}
 
 
 def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    name, _, query = name.partition("?")
+    name, weights = weights_option("keras", name, "imagenet")
     apps = {n: getattr(keras.applications, n) for n in dir(keras.applications) if n[:1].isupper()}
     if name not in apps:
         near = did_you_mean(name, apps)
@@ -142,11 +128,8 @@ def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> 
         )
     c, h, w = input_shape
     try:
-        if not query:
+        if weights is None:
             return apps[name](weights=None, classes=num_classes, input_shape=(h, w, c))
-        key, eq, weights = query.partition("=")
-        if key != "weights" or not eq or not weights:
-            raise UsageError(f"keras:{name}?{query}: the one option is ?weights=NAME (e.g. ?weights=imagenet)")
         return _pretrained_app(apps[name], name, weights, (h, w, c), num_classes)
     except ValueError as exc:
         raise LwdslError(f"keras:{name} cannot take inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None

@@ -1,18 +1,7 @@
-"""``prune``: which weights go is decided by :mod:`lwdsl.semantics` on the canonical layout.
-
-The selected layers' weights are converted to the canonical (PyTorch) layout in model order,
-:func:`lwdsl.semantics.pruning.keep_masks` gives the keep masks of the step's rule (the one
-definition both backends share), and the masks are converted back to the Keras layout with the
-same function that converts the weights. So identical weights give bit-identical masks on both frameworks,
-including the tie order (lowest canonical flat index first) and the Flatten row order.
-
-tfmot's ``prune_low_magnitude`` is not used to choose weights: it keeps every weight at or
-above the k-th largest magnitude (so ties at the cut keep more weights than asked), ranks in
-the Keras layout (a different flat order for conv and flatten-fed Dense kernels), and has no
-global, threshold, random or Ln-structured selection.
-
-One-shot or gradual is the core's flow (:mod:`lwdsl.backend.prune`), the same on every backend.
-"""
+"""``prune`` on Keras: the selected layers' weights in the canonical layout, in model order, the
+masks from :mod:`lwdsl.semantics` (bit-identical to torch's, tie order included) converted back
+by the same layout functions; the flow is the core's (:mod:`lwdsl.backend.prune`). Why tfmot's
+``prune_low_magnitude`` is not used: docs/semantics.md ("Pruning", TensorFlow backend)."""
 
 from __future__ import annotations
 

@@ -1,116 +1,30 @@
-"""This backend's ranks: TensorFlow's collective ops between the workers ``TF_CONFIG`` names,
-for the core's :class:`lwdsl.backend.ranks.Ranks`.
-
-The cluster is brought up by ``tf.distribute.MultiWorkerMirroredStrategy`` (its gRPC server,
-TensorFlow's coordination service and its heartbeats, the collective executor), with
-``CommunicationImplementation.RING`` and the collectives' timeout set. The model is **not**
-built under the strategy's scope: every worker keeps its own ordinary Keras variables (there is
-no ``MirroredVariable``, so nothing is ever averaged across replicas: a binary mask stays a
-``tf.bool`` variable on each worker), and the core's loop issues the few collectives itself, as
-on torch: a SUM of the flat gradient buffer, SUM/MAX of small vectors, a broadcast from rank 0
-and a gather of small objects (``CollectiveReduceV2``, ``CollectiveBcastSendV2``/``RecvV2``,
-``CollectiveGatherV2``, on the CPU; one group, an instance key counted identically on every
-worker, since every worker issues the same collectives in the same order).
-
-Joining is bounded: TensorFlow itself waits without end for a worker that never starts (its
-wait holds Python's lock, so no thread of ours can stop it). So, before TensorFlow's cluster
-starts, each worker listens on its own ``TF_CONFIG`` port and waits (pure Python) until it can
-reach every other worker's port, for at most the timeout (``LWDSL_DIST_TIMEOUT``, default 1800
-s): past it, a ``UsageError`` (exit 2) names the workers that never came. A small watchdog
-process then guards the strategy's start and the first collective, for the same time: past it
-the worker is told why on stderr and killed (a worker dying between the two waits).
-
-Nothing here decides a number or a flow: which examples a rank takes, when a collective is
-issued and what it sums are the core's (:mod:`lwdsl.semantics.shards`,
-:func:`lwdsl.backend.fit.fit`, :mod:`lwdsl.runner.ranks`).
-"""
+"""This backend's ranks: TensorFlow's collective ops between the workers ``TF_CONFIG`` names
+(``MultiWorkerMirroredStrategy``'s cluster, the model not built under its scope), for the
+core's :class:`lwdsl.backend.ranks.Ranks`. How the cluster comes up, the bounded join
+(:func:`lwdsl.backend.tfconfig.wait_for_peers`, a watchdog) and which collectives are issued:
+docs/semantics.md ("Several workers"). Nothing here decides a number or a flow."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import socket
-import subprocess
-import sys
-import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from lwdsl.backend.ranks import Ranks
 from lwdsl.errors import RunError, UsageError
-from lwdsl.backend.tfconfig import TFWorld, launch_local, world_from_tf_config
+from lwdsl.backend.tfconfig import start_watchdog, wait_for_peers, world_from_tf_config
 
 from ._tf import tf
 
-__all__ = ["TFRanks", "launch", "COLLECTIVES"]
+__all__ = ["TFRanks", "COLLECTIVES"]
 
 #: What the lock file says of the collectives.
 COLLECTIVES = "tensorflow collective ops (MultiWorkerMirroredStrategy cluster, ring, CPU)"
 
 #: The collective group every lwdsl collective uses (the strategy's own start at 1).
 GROUP_KEY = 0x1D51
-
-_WATCHDOG = r"""
-import os, signal, sys, time
-pid, wait, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-end = time.monotonic() + wait
-while time.monotonic() < end:
-    time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit(0)
-sys.stderr.write(message + "\n")
-sys.stderr.flush()
-try:
-    os.kill(pid, signal.SIGKILL)
-except OSError:
-    pass
-"""
-
-
-def _reach(address: str, timeout: float) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for_peers(world: TFWorld, timeout_s: float) -> None:
-    """Listen on this worker's port and wait until every other worker's port answers.
-
-    Raises:
-        UsageError: this worker's port is taken, or a worker did not answer within ``timeout_s``.
-    """
-    mine = world.addresses[world.rank]
-    port = int(mine.rpartition(":")[2])
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        try:
-            listener.bind(("", port))
-        except OSError as exc:
-            raise UsageError(f"worker {world.rank} of {world.world}: its port {port} ({mine} in TF_CONFIG) is taken ({exc.strerror})",
-                             hint="give this worker a free port in TF_CONFIG (the same cluster list on every worker)") from None
-        listener.listen(64)
-        waiting = [a for r, a in enumerate(world.addresses) if r != world.rank]
-        end = time.monotonic() + timeout_s
-        while waiting:
-            waiting = [a for a in waiting if not _reach(a, 1.0)]
-            if waiting and time.monotonic() > end:
-                raise UsageError(
-                    f"worker {world.rank} of {world.world}: {len(waiting)} worker(s) never joined within {timeout_s:g} s "
-                    f"(nothing answers at {', '.join(waiting[:4])}{' ...' if len(waiting) > 4 else ''})",
-                    hint="start every worker TF_CONFIG lists, each with its own task index; the wait is "
-                         "LWDSL_DIST_TIMEOUT seconds")
-            if waiting:
-                time.sleep(0.2)
-    finally:
-        listener.close()
-
 
 class TFRanks(Ranks):
     """The workers of ``TF_CONFIG``, joined through ``MultiWorkerMirroredStrategy``'s cluster.
@@ -134,12 +48,10 @@ class TFRanks(Ranks):
             raise UsageError("TensorFlow has already started in this process: a worker joins the others before it first runs",
                              hint="run each worker as its own process (lwdsl run --workers N, or one command per TF_CONFIG)")
         wait_for_peers(tfw, self.timeout)
-        watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.timeout),
-             f"error: worker {self.rank} of {self.world}: TensorFlow's cluster ({', '.join(self.addresses[:4])}) did not start "
-             f"within {self.timeout:g} s; this worker is stopped\n  hint: a worker stopped while joining; start them all again "
-             "(the wait is LWDSL_DIST_TIMEOUT seconds)"],
-            stdin=subprocess.DEVNULL)
+        watchdog = start_watchdog(
+            self.timeout, f"error: worker {self.rank} of {self.world}: TensorFlow's cluster ({', '.join(self.addresses[:4])}) did "
+            f"not start within {self.timeout:g} s; this worker is stopped\n  hint: a worker stopped while joining; start them "
+            "all again (the wait is LWDSL_DIST_TIMEOUT seconds)")
         try:
             options = tf.distribute.experimental.CommunicationOptions(
                 implementation=tf.distribute.experimental.CommunicationImplementation.RING, timeout_seconds=self.timeout)
@@ -212,10 +124,3 @@ def _context_started() -> bool:
     from tensorflow.python.eager import context
 
     return context.context()._context_handle is not None  # noqa: SLF001 - no public "already initialised?"
-
-
-def launch(workers: int, entry: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, max_restarts: int = 0) -> dict[int, int]:
-    """``workers`` processes on localhost, each with its own ``TF_CONFIG``, the group restarted
-    up to ``max_restarts`` times when a worker fails (:func:`lwdsl.backend.tfconfig.launch_local`;
-    ``lwdsl run`` calls that without importing TensorFlow)."""
-    return launch_local(workers, entry, args, timeout_s, max_restarts=max_restarts)

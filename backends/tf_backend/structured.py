@@ -1,22 +1,7 @@
-"""``remove=true``: cut pruned filters (output channels, neurons) out of the model, per
-dependency group.
-
-The groups come from the model's graph (:mod:`.graph`, the same rules as the torch backend) and
-the channels each group keeps from :mod:`lwdsl.semantics.groups`, on the canonical weights, so
-both backends remove the same channels. Every member of a group shrinks, in the Keras layout:
-
-- ``out``: a Conv's or Dense's kernel (last axis) and bias, and its ``filters``/``units``;
-- ``in``: a Conv's kernel input axis (-2); a Dense's kernel rows, where a Flatten of a
-  (*spatial, C) map orders the rows ``s * C + c`` while the canonical columns are ``c * HW + s``;
-- ``norm``: BatchNormalization's four vectors; ``depthwise``: the depthwise kernel's channel
-  axis (a ``DepthwiseConv2D``'s ``kernel``, (kh, kw, C, 1)) and bias.
-
-The model is rebuilt from its config with the smaller widths (``filters``/``units``; depthwise
-convolutions and norms follow their input), so the graph stays what it was; weights and masks
-are copied over, sliced. A group that cannot be pruned (the model's input or output, Reshape,
-grouped or transposed convolutions, a coupled layer left out of the selection, ...) is refused
-before anything changes, naming the layer and the reason.
-"""
+"""``remove=true``: cut pruned filters out of a Keras model per dependency group (the groups of
+:mod:`.graph`, the channels from :mod:`lwdsl.semantics.groups`, as on torch), slicing every
+member in the Keras layout (Flatten-fed Dense rows ``s * C + c``) and rebuilding the model from
+its config at the smaller widths; docs/semantics.md ("Pruning", TensorFlow backend)."""
 
 from __future__ import annotations
 
@@ -27,6 +12,7 @@ import numpy as np
 from lwdsl.backend import StepContext
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.groups import AXIS, Group, axis_keeps, group_keep, select_groups
+from lwdsl.semantics.layout import flatten_rows
 from lwdsl.semantics.pruning import MaskRule
 
 from .graph import find_groups
@@ -81,16 +67,6 @@ def _axis_size(layer: Any, axis: int) -> int:
     return int(layer.weights[-1].shape[0])  # a norm: moving_variance
 
 
-def _dense_rows(layer: Any, columns: np.ndarray, n_in: int) -> np.ndarray:
-    """Keras kernel rows of a Dense layer holding the canonical input ``columns``."""
-    source = flatten_source(layer)
-    if source is None or source[-1] == 1 or int(np.prod(source[:-1])) == 1:
-        return columns
-    c = source[-1]
-    row_of_column = np.arange(n_in).reshape(-1, c).T.reshape(-1)  # canonical c * HW + s -> row s * C + c
-    return np.sort(row_of_column[columns])
-
-
 def _slice(layer: Any, name: str, a: np.ndarray, out: Optional[np.ndarray], inp: Optional[np.ndarray]) -> np.ndarray:
     """Array ``name`` of ``layer`` (or its mask, named like its kernel) with the kept outputs
     ``out`` and inputs ``inp`` (canonical indices)."""
@@ -99,7 +75,7 @@ def _slice(layer: Any, name: str, a: np.ndarray, out: Optional[np.ndarray], inp:
         return a[:, :, out, :] if out is not None else a
     if name == "kernel":
         if inp is not None:
-            a = a[_dense_rows(layer, inp, a.shape[0]), :] if dense else a[..., inp, :]
+            a = a[flatten_rows(inp, a.shape[0], flatten_source(layer)), :] if dense else a[..., inp, :]
         return a[..., out] if out is not None else a
     return a[out] if out is not None and a.ndim == 1 else a  # bias, norm vectors
 

@@ -1,44 +1,11 @@
 """This backend's optimizer step (:class:`KerasTrainer`, ``tf.GradientTape``) for the core's
-one training loop (:func:`lwdsl.backend.fit.fit`: epochs, data order, jitter, learning rate,
-progress, NaN restore), with PyTorch's update rules, so its numbers match the PyTorch
-backend's from identical weights and the same batches:
-
-- loss: mean softmax cross-entropy over the batch, plus ``l1 * sum |w|`` over the selected
-  layers' weights for ``regularize`` (d|w|/dw = sign(w), 0 at 0, as in PyTorch);
-- SGD exactly as ``torch.optim.SGD`` (dampening 0, no Nesterov): ``g += wd * w``;
-  ``v = m * v + g`` (``v = g`` on the first step); ``w -= lr * v`` (``w -= lr * g`` when m = 0);
-- Adam exactly as ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, L2 weight decay added to
-  the gradient, not AdamW): ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
-  ``w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``;
-- weight decay applies to every trainable variable (biases too), as a PyTorch optimizer
-  given ``model.parameters()`` does;
-- the learning rate, the batches and their (jittered) images come from the core's loop, as
-  NCHW arrays moved to NHWC here;
-- quantized layers (``handle.quant``: after ``quantize``, during ``mode=qat`` and any training
-  after it): the straight-through estimator of :mod:`lwdsl.semantics.quant`. Each quantized
-  kernel has a float master copy (starting at the snapped weight; at the float weight before
-  quantization with ``quantize mode=qat``); the optimizer updates the
-  kernel as usual (its gradient is the master's), then ``master += w - snapped`` and
-  ``w = snap(master)`` = ``clip(round(master / scale), qmin, qmax) * scale`` at the layer's
-  fixed scales, ``(qmin, qmax)`` the core's bounds of its grid (``WeightQuant.bounds()``; a
-  ``group=G`` layer: each group's scale over its inputs; binary, 1 bit:
-  ``+scale`` where ``master >= 0`` or the scale is 0, else ``-scale``; scales are never
-  recomputed, for every form; a clustered layer snaps to the nearest value of its fixed
-  codebook, :func:`snap_levels_tf`); the codes in ``handle.quant`` are updated after training;
-- masks: after every optimizer step (after the snap) each masked weight is set to
-  ``where(keep, w, +0.0)``;
-- a non-finite loss or gradient leaves the weights unchanged and tells the core's loop, which
-  restores the weights the epoch began with and raises :class:`~lwdsl.errors.RunError`;
-- ``precision=bf16|fp16`` (:mod:`lwdsl.semantics.precision`): for the step, every layer of the
-  model gets Keras's ``mixed_bfloat16``/``mixed_float16`` policy (computations in that dtype,
-  variables float32: the master weights), put back as it was when training ends; the logits
-  are cast to float32 before the loss, so gradients and the update are float32. fp16 scales
-  the loss dynamically (the core's constants, ``GradScaler``'s rule): gradients whose scaled
-  values overflow skip the update and halve the scale; that is not an error.
-
-Gradual pruning (:class:`lwdsl.semantics.pruning.GradualClock`) updates the masks between
-optimizer steps.
-"""
+one training loop (:func:`lwdsl.backend.fit.fit`), written to PyTorch's update rules so its
+numbers match the PyTorch backend's from identical weights and the same batches: the loss,
+SGD and Adam equations, weight decay, masks, the straight-through estimator on quantized
+kernels (a float master per kernel, snapped at fixed scales by :func:`snap_tf` /
+:func:`snap_levels_tf`), non-finite steps and ``precision=bf16|fp16`` (Keras's mixed policies,
+fp16's dynamic loss scale) are stated once, in docs/semantics.md ("TensorFlow backend",
+"Training after quantize", "Mixed precision")."""
 
 from __future__ import annotations
 
@@ -49,9 +16,8 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.fit import Trainer
-from lwdsl.backend.fit import fit as core_fit
+from lwdsl.backend.fit import evaluate_batches, fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.data.stream import chunks, eval_batch, eval_batch_tokens
 from lwdsl.semantics.cluster import codebook_levels
 from lwdsl.semantics.quant import WeightQuant, code_bounds, requantize
 from lwdsl.language.specs import TrainingOptions
@@ -268,8 +234,7 @@ class KerasTrainer(Trainer):
                      "last": last, "opt_t": [opt.t], "scale": [loss_scale, good_steps]}
 
     def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
-        ce, whole, ok = self.train_step(tf.constant(np.ascontiguousarray(np.moveaxis(images, 1, -1)) if images.ndim == 4 else images),
-                                        tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))
+        ce, whole, ok = self.train_step(tf.constant(nhwc(images)), tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))
         return float(ce), float(whole), bool(ok)
 
     def _sharded(self, model: Any, variables: list[Any], forward: Any, loss: Optional[BatchLoss], penalised: list[Any],
@@ -440,27 +405,18 @@ def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
 
 
 def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over the test set, in inference mode; statically
-    quantized layers see their inputs fake-quantized (:func:`.fakequant.quantized_forward`);
-    for token sequences (``task`` lm) over every target token (next-token accuracy and mean
-    token cross-entropy), as on torch."""
+    """(accuracy, mean cross-entropy) over the test set in inference mode (the core's
+    :func:`lwdsl.backend.fit.evaluate_batches`), static layers' inputs fake-quantized
+    (:func:`.fakequant.quantized_forward`)."""
     keras_model = quantized_forward(handle)
-    x, y = ctx.data.test_x, ctx.data.test_y
-    batch = eval_batch(x.shape[1:], batch) if ctx.data.task != "lm" else eval_batch_tokens(x.shape[1:], ctx.data.num_classes)
     forward = tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True)
-    correct, loss_sum = 0, 0.0
-    bar = ctx.progress(-(-len(x) // batch), "evaluate")
-    try:
-        for start, xb in chunks(x, batch):  # a slice of an array in memory; decoded batch by batch from files
-            logits = forward(tf.constant(np.ascontiguousarray(np.moveaxis(xb, 1, -1)) if xb.ndim == 4 else xb))
-            yb = tf.constant(y[start : start + len(xb)])
-            correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == yb, tf.int64)))
-            loss_sum += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)))
-            bar.update(1)
-    finally:
-        bar.close()
-    count = int(np.prod(np.shape(y))) if len(x) else 0
-    return correct / max(count, 1), loss_sum / max(count, 1)
+
+    def score(xb: np.ndarray, yb: np.ndarray) -> tuple[int, float]:
+        logits, y = forward(tf.constant(nhwc(xb))), tf.constant(yb)
+        correct = int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == y, tf.int64)))
+        return correct, float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)))
+
+    return evaluate_batches(ctx, score, batch)
 
 
 #: The step handlers that only train (written once, over this backend's fit).

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lwdsl.data.dataset import Dataset, stack_examples
+from lwdsl.data.dataset import Dataset, adopted, stack_examples
 from lwdsl.errors import LwdslError
 
 __all__ = ["adopt_data"]
@@ -31,8 +31,4 @@ def _numpy(source: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
 def adopt_data(train: Any, test: Any, name: str = "user") -> Dataset:
     """A :class:`~lwdsl.backend.Dataset` from two DataLoaders or datasets (transforms applied
     as they yield; the classes are ``max(label) + 1``)."""
-    tx, ty = _numpy(train, "train")
-    vx, vy = _numpy(test, "test")
-    if tx.shape[1:] != vx.shape[1:]:
-        raise LwdslError(f"train images are {tx.shape[1:]} but test images are {vx.shape[1:]}")
-    return Dataset(name, tx, ty, vx, vy, int(max(ty.max(), vy.max())) + 1)
+    return adopted(name, _numpy(train, "train"), _numpy(test, "test"))

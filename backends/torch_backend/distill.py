@@ -1,15 +1,7 @@
-"""``distill`` on PyTorch: the core's flow (:mod:`lwdsl.backend.distill`: training set,
-teachers, student, class checks, teacher-logit cache, notes) over this backend's parts
-(:class:`TorchDistillParts`), and the loss terms of :mod:`lwdsl.backend.losses` over torch
-ops (:class:`TorchOps`, autodiff).
-
-What is PyTorch's own: teacher checkpoints (``.lwz`` or a state dict read with
-``weights_only=True``) are loaded into the original's architecture; a student is built with the
-step seed in a forked RNG; feature pairs are tapped with forward hooks and mapped by a learned
-1x1 conv / linear projection (trained with the student, dropped afterwards); the cached teacher
-logits are a tensor indexed by each batch's indices, and without a cache (``jitter=N``) the
-teachers label each batch in inference mode.
-"""
+"""``distill`` on PyTorch: the core's flow (:mod:`lwdsl.backend.distill`) over
+:class:`TorchDistillParts` (teachers loaded into the original's architecture, a student built in a
+forked RNG, feature taps as forward hooks, 1x1 conv / linear projections), and the loss terms of
+:mod:`lwdsl.backend.losses` over torch ops (:class:`TorchOps`, autodiff)."""
 
 from __future__ import annotations
 
@@ -23,8 +15,7 @@ from torch import nn
 
 from lwdsl.backend import StepContext
 from lwdsl.backend import losses
-from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler
-from lwdsl.errors import LwdslError
+from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler, no_feature_layer, projection_channels
 from lwdsl.semantics import distill as core
 from lwdsl.language.specs import DistillSpec
 
@@ -115,13 +106,7 @@ class _Taps:
         for name in names:
             if name not in known or name == "":
                 self.remove()
-                from lwdsl.errors import did_you_mean
-
-                near = did_you_mean(name, [n for n in known if n])
-                raise LwdslError(
-                    f"distill features: the {role} has no layer '{name}'",
-                    hint=f"did you mean '{near}'?" if near else f"its layers: {', '.join(n for n in known if n)}",
-                )
+                raise no_feature_layer(name, [n for n in known if n], role)
             self.handles.append(known[name].register_forward_hook(self._keep(name)))
 
     def _keep(self, name: str):
@@ -136,12 +121,7 @@ class _Taps:
 
 
 def _projection(shape_s: torch.Size, shape_t: torch.Size, seed: int, pair: str) -> nn.Module:
-    if len(shape_s) != len(shape_t) or shape_s[2:] != shape_t[2:]:
-        raise LwdslError(
-            f"distill features {pair}: the student's feature has shape {list(shape_s[1:])} and the teacher's "
-            f"{list(shape_t[1:])}; only the channels may differ (a 1x1 projection maps them)"
-        )
-    c_in, c_out = int(shape_s[1]), int(shape_t[1])
+    c_in, c_out = projection_channels(shape_s, shape_t, pair, channels_last=False)
     w, b = core.projection_init(c_in, c_out, seed)
     if len(shape_s) == 2:
         proj: nn.Module = nn.Linear(c_in, c_out)

@@ -1,23 +1,9 @@
-"""Computing with quantized layers in torch: activation fake quantization and training on the grid.
-
-The numbers are those of :mod:`lwdsl.semantics.quant`, redone in float32 torch with the same
-operations in the same order (``torch.round`` rounds half to even like ``np.rint``), so they
-agree bit for bit:
-
-- :func:`act_hooks`: while evaluating or training, a forward pre-hook on each layer of
-  ``handle.act`` replaces the layer's input ``x`` by ``fake_quantize(x)`` =
-  ``(clamp(round(x / scale) + zp, qmin, qmax) - zp) * scale``. Under autograd the hook passes
-  the gradient straight through (``x + (fq(x) - x).detach()``). The hooks exist only inside the
-  block: the module stays a plain network (saving, exporting, deep copies see no hook).
-- :class:`GridTrainer`: training after quantize (finetune, distill, qat) with the
-  straight-through estimator of the comment block "quantized weights in the canonical state, and
-  training after quantize" of quant.py: a float master copy per quantized layer; after every
-  optimizer step ``master += w - snapped`` (the step the optimizer took, with the gradient of
-  the quantized weight) and ``w = snap(master, scale)`` with the scales fixed (every form:
-  int8, int4, int2, ternary at the nearest of ``{-scale, 0, scale}``, binary ``±scale`` by the
-  sign; a clustered layer at the nearest value of its fixed codebook,
-  :func:`lwdsl.semantics.cluster.nearest_codes`); masks stay.
-"""
+"""Computing with quantized layers in torch, with the numbers of :mod:`lwdsl.semantics.quant`
+redone in float32 torch in the same order, so they agree bit for bit: :func:`act_hooks` (forward
+pre-hooks fake-quantizing static layers' inputs while evaluating or training, the gradient passed
+straight through; gone after the block) and :class:`GridTrainer` (the straight-through estimator
+at fixed scales: float masters, ``w = snap(master)`` after every step). The rules:
+docs/semantics.md ("Quantization on the torch backend", "Training after quantize")."""
 
 from __future__ import annotations
 

@@ -1,14 +1,7 @@
-"""Fold each batch norm into the conv/linear layer before it, ahead of quantization.
-
-The pairs come from a ``torch.fx`` trace of the model: a ``BatchNorm1d/2d/3d`` module (running
-statistics, affine or not) whose input is the output of a ``Conv1d/2d/3d`` or ``Linear`` module
-that feeds nothing else, and that is one of the layers being quantized. The folded numbers are
-the core's (:func:`lwdsl.semantics.fold.fold_batchnorm`, canonical layout = PyTorch's); the
-layer gets the folded weight and bias and the norm becomes ``nn.Identity`` in the model. A
-norm that follows a selected layer but cannot be folded (the layer's output also goes
-elsewhere, the model cannot be traced) is named with ``ctx.warn``: it stays a float op between
-int8 layers.
-"""
+"""Fold each batch norm into the conv/linear layer before it, ahead of quantization: the pairs
+from a ``torch.fx`` trace, the numbers the core's (:func:`lwdsl.semantics.fold.fold_batchnorm`),
+the norm becomes ``nn.Identity``; a norm that cannot be folded is warned about
+(docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency")."""
 
 from __future__ import annotations
 

@@ -1,22 +1,7 @@
-"""Dependency groups of a PyTorch model, from a ``torch.fx`` trace.
-
-Walks the traced graph in order and tells :class:`lwdsl.semantics.groups.GraphBuilder` what
-each node does to the channel axis (dim 1):
-
-- Conv (ungrouped) / Linear: consume the input's channels (``in``; a Linear after a flatten
-  sees ``H*W`` columns a channel) and start new ones (``out``);
-- depthwise Conv (``groups == in == out``): the same channels (``depthwise``);
-- BatchNorm: the same channels (``norm``); ReLU-like activations, dropout, pooling, identity,
-  ``x.mean((2, 3))``: the same channels; flatten ``(N, C, *S) -> (N, C*prod(S))``: the same
-  channels, ``prod(S)`` columns each;
-- ``+``, ``-``, ``*``, ``/`` of tensors with the same channel count: one set of channels
-  (a residual addition, a squeeze-excitation scale);
-- ``torch.cat`` on dim 1: the channels side by side (on another dim: one set);
-- the model's input and output, grouped or transposed convolutions, LayerNorm, any other
-  operation or module: channels that cannot change, with that reason.
-
-A model fx cannot trace (data-dependent control flow) is refused with fx's message.
-"""
+"""Dependency groups of a PyTorch model: walks a ``torch.fx`` trace in order and tells
+:class:`lwdsl.semantics.groups.GraphBuilder` what each node does to the channel axis (dim 1);
+the rules are docs/semantics.md's ("Pruning"); a model fx cannot trace is refused with fx's
+message."""
 
 from __future__ import annotations
 

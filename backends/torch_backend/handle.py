@@ -1,14 +1,6 @@
-"""The model handle the runner passes back to the backend: a module plus its pruning masks.
-
-Masks live here, never in the module: no ``torch.nn.utils.prune`` reparametrisation, no
-``weight_orig``, no forward hooks, so the module is always a plain network whose state dict
-is plain weights. A mask reads as a ``torch.bool`` *keep* tensor (True where the weight stays)
-of the layer's weight shape, keyed by the layer's module name; it is stored bit-packed (1 bit
-a weight, 1/32 of the weights' bytes), so a global prune of 1B parameters keeps its masks in
-about 125 MB. Training unpacks them once for its duration (:meth:`Masks.unpacked`). The
-invariant, kept by every function that touches weights: a pruned weight is exactly +0.0 at all
-times (masks are re-applied after every optimizer step and after every load).
-"""
+"""The model handle: a plain module plus its pruning masks (bool *keep* tensors by layer name,
+stored bit-packed, unpacked for a training's duration) and its quantization state; a pruned
+weight is +0.0 at all times (docs/semantics.md, "Fine-tuning and masks")."""
 
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
-"""Reading checkpoints safely, fitting them to a model, and writing the native file.
-
-Reading never runs code and never writes: ``.lwz`` files go through
-:func:`lwdsl.backend.weights.load_weights` (numpy, no pickle) and everything else through
-``torch.load(path, weights_only=True)``. Accepted torch files: a state dict, or a dict holding
-one under ``state_dict``/``model_state_dict``/``model`` (training checkpoints); a ``module.``
-prefix (DataParallel) is stripped; ``X.weight_orig`` + ``X.weight_mask`` left by
-``torch.nn.utils.prune`` become ``X.weight`` with that mask kept.
-
-A state whose conv/linear/BatchNorm widths are *smaller* than the model's (filters removed by
-``prune ... structured=filters remove=true``) shrinks those layers to fit, then a forward pass
-checks the widths agree; any other difference is an error naming the first tensor.
-"""
+"""Reading checkpoints safely (``.lwz`` through :func:`lwdsl.backend.weights.load_weights`, torch
+files with ``weights_only=True``: a state dict, a training checkpoint's, ``module.`` prefixes and
+``torch.nn.utils.prune`` leftovers), fitting them to a model (narrower widths shrink the layers),
+and writing ``model.pt``; docs/semantics.md ("Reading checkpoints", "Narrower widths")."""
 
 from __future__ import annotations
 
@@ -25,24 +16,19 @@ from torch import nn
 
 from lwdsl.errors import UsageError
 from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import CODES, HALF_FORMS, DamagedTensor, check_state, unpack_act, unpack_casts, unpack_state
-from lwdsl.semantics.state import unpack_keep
-from lwdsl.backend.weights import atomic_path, check_names, check_shapes, load_weights
+from lwdsl.semantics.quant import DamagedTensor, check_state
+from lwdsl.backend.weights import atomic_path, check_names, check_shapes, load_weights, unpack_canonical
 
 from .fold import drop_folded
 from .handle import TorchModel
-from .layers import SKIPPED_BUFFERS, weighted_layers
+from .layers import SKIPPED_BUFFERS, half_layers, weighted_layers
 from .structured import slice_layer
 
-__all__ = ["read_checkpoint", "load_into", "save_native", "half_layers"]
+__all__ = ["read_checkpoint", "load_into", "save_native", "half_layers"]  # half_layers: layers.py's
 
 #: The cast dtypes as torch dtypes (``model.pt`` stores cast weights in them).
 _TORCH_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-
-def half_layers(handle: TorchModel) -> dict[str, str]:
-    """The layers ``quantize fp16|bf16`` cast (not quantized to codes since): layer -> dtype."""
-    return {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
 
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
 
@@ -158,18 +144,17 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
         UsageError: (exit code 2) naming ``source`` and the first missing, unexpected,
             mis-shaped or damaged tensor (:func:`lwdsl.semantics.quant.unpack_state`).
     """
-    casts = _casts_in(state)
-    state = {k: (v.to(torch.float32) if v.dtype in (torch.float16, torch.bfloat16) else v) for k, v in state.items()}
-    try:
-        state, quants, acts, keeps = _unpack(state)
-    except DamagedTensor as exc:
-        raise UsageError(f"{source}: {exc.message}: it is damaged") from None
+    halves = {k[: -len(".weight")]: ("fp16" if t.dtype == torch.float16 else "bf16") for k, t in state.items()
+              if k.endswith(".weight") and t.dtype in (torch.float16, torch.bfloat16)}  # a model.pt written after a cast
+    packed = unpack_canonical({k: _numpy(v) for k, v in state.items()}, source)
+    quants, acts = packed.quant, packed.act
+    casts = {**packed.casts, **{k: d for k, d in halves.items() if k not in quants}}
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in packed.state.items()}
+    keeps = packed.keeps
     module = handle.module
-    folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
-    if folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
-        todo = [n for n in folded if not isinstance(_submodule(module, n), torch.nn.Identity)]
+    if packed.folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
+        todo = [n for n in packed.folded if not isinstance(_submodule(module, n), torch.nn.Identity)]
         handle.folded.update(drop_folded(module, todo))
-        state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
     expected = module.state_dict()
     where = f"{source} does not fit {handle.ref}"
     check_names([k for k in expected if not _optional(k) or k in state], state, where)
@@ -193,20 +178,10 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     for table in (handle.act, handle.quant_mode):
         for layer in [k for k in table if k not in quants]:
             del table[layer]
-    handle.act.update({layer: a for layer, a in acts.items() if layer in quants})  # static layers' input ranges
+    handle.act.update(acts)  # static layers' input ranges
     for layer in quants:
         handle.quant_mode.setdefault(layer, "static" if layer in handle.act else "weights_only")
-    handle.quant_mode.update({layer: d for layer, d in casts.items() if layer not in quants})  # cast layers stay cast
-
-
-def _casts_in(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    """The cast layers of a state: 16-bit patterns (``<layer>.weight.fp16``, a .lwz) or a
-    ``torch.float16``/``torch.bfloat16`` weight (a ``model.pt`` lwdsl wrote after a cast)."""
-    casts = unpack_casts(dict(state))
-    for key, t in state.items():
-        if key.endswith(".weight") and isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16):
-            casts[key[: -len(".weight")]] = "fp16" if t.dtype == torch.float16 else "bf16"
-    return casts
+    handle.quant_mode.update(casts)  # cast layers stay cast
 
 
 def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
@@ -214,17 +189,6 @@ def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
         return module.get_submodule(name)
     except AttributeError:
         return None
-
-
-def _unpack(state: Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], dict, dict, dict]:
-    """(float state, layer -> WeightQuant, layer -> ActQuant, layer -> the keep mask of an N:M
-    layer) of a packed state (codes, fp16/bf16 patterns, static activation parameters); a float
-    state comes back as it is."""
-    if not any(k.endswith(CODES) or k.endswith((".weight.fp16", ".weight.bf16")) or ".act." in k for k in state):
-        return state, {}, {}, {}
-    arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
-    flat, quants = unpack_state(arrays)  # 0-d bits and scales stored as shape (1,) too
-    return {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, quants, unpack_act(arrays), unpack_keep(arrays)
 
 
 def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:

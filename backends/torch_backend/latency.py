@@ -1,12 +1,7 @@
-"""Forward latency: the median of repeated timed runs after warm-up.
-
-The input is a fixed pseudo-random batch (token ids for a transformer that takes them); the model runs in eval mode under
-``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
-restored afterwards); after ``quantize`` the int8 ONNX file (the one the step writes) is timed
-instead, in ONNX Runtime with ``threads`` intra-op threads
-(:func:`lwdsl.backend.engines.file_latency_ms`), except for a language model (no int8 file). Timed by the core's protocol
-(:mod:`lwdsl.backend.timing`).
-"""
+"""Forward latency on torch: eval mode, ``torch.inference_mode()``, ``threads`` threads (the
+caller's restored), a fixed input (token ids for a transformer), timed by the core's protocol
+(:mod:`lwdsl.backend.timing`); after an int8 ``quantize`` the int8 ONNX file is timed instead
+(docs/semantics.md: "Measurements", "Quantization: batch-norm folding, artifacts, latency")."""
 
 from __future__ import annotations
 
@@ -33,12 +28,9 @@ def latency_ms(
     max_runs: int = 200,
     budget_s: float = 1.0,
 ) -> float:
-    """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``; an int8
-    model is timed as its int8 ONNX file (int8_engine.py); a model with low-bit or cluster
-    layers has no artifact with kernels of its own (no CPU int4/int2 kernels; ``export onnx``
-    refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model; so is a
-    language model after ``quantize int8`` (W8A8 simulated, no int8 file): its float forward
-    with the weights ``codes * scale``, without the inputs' fake quantization."""
+    """Median milliseconds of one forward pass of ``batch`` inputs of ``input_shape``: the int8
+    ONNX file of an int8 model (int8_engine.py); low-bit, cluster and a language model's W8A8
+    (no file with kernels of their own) as they run, on float kernels."""
     protocol = Protocol(warmup, min_runs, max_runs, budget_s)
     if int8_only(handle.quant) and not takes_tokens(handle.module):  # a language model's W8A8 has no int8 file
         from .int8_engine import ONNX

@@ -1,17 +1,7 @@
-"""Layers with portable kinds, parameter counts, and the canonical (cross-framework) state.
-
-A *layer* is a module owning a ``weight`` parameter, named by its qualified module name
-(``conv1``, ``layer1.0.conv2``), in model order. Portable kinds: ``conv`` (Conv1d/2d/3d, not
-the transposed ones, whose weight is laid out [in, out, ...]), ``linear``, ``embedding``,
-``norm`` (BatchNorm*, LayerNorm, GroupNorm, InstanceNorm*, and any class named ``*RMSNorm`` or
-``*LayerNorm``: the transformers' own), ``other``.
-
-The canonical state is the module's ``state_dict`` as numpy copies: parameters and buffers
-(BatchNorm's ``running_mean``/``running_var``), without ``num_batches_tracked`` (a training
-counter with no equivalent outside PyTorch; it is never needed to run or fine-tune the model
-and loads back as the module's own value). PyTorch's layout is the canonical one, so no
-transposition happens here. Masks are always applied to the weights (see handle.py).
-"""
+"""Layers (modules owning a ``weight`` parameter, by qualified name, in model order) with their
+portable kinds (:class:`lwdsl.backend.LayerInfo`), parameter counts, and the canonical state:
+the ``state_dict`` as numpy copies without ``num_batches_tracked`` (PyTorch's layout is the
+canonical one; docs/semantics.md, "The canonical state")."""
 
 from __future__ import annotations
 
@@ -20,13 +10,13 @@ import torch
 from torch import nn
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
-from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import HALF_FORMS, pack_state
+from lwdsl.backend.weights import pack_canonical
+from lwdsl.semantics.quant import HALF_FORMS
 
 from .handle import TorchModel
 from .hf import takes_tokens
 
-__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "SKIPPED_BUFFERS"]
+__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "half_layers", "SKIPPED_BUFFERS"]
 
 #: Buffer names left out of the canonical state.
 SKIPPED_BUFFERS = ("num_batches_tracked",)
@@ -79,11 +69,13 @@ def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
         for key, t in handle.module.state_dict().items()
         if key.rsplit(".", 1)[-1] not in SKIPPED_BUFFERS
     }
-    for norm in handle.folded.values():  # folded into the layer before it (fold.py): a marker, no tensor
-        state[f"{norm}{FOLDED}"] = np.zeros(0, np.float32)
-    casts = {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
     keep = {layer: handle.masks[layer].numpy() for layer in handle.quant if layer in handle.masks}  # N:M layout (state.py)
-    return pack_state(state, handle.quant, handle.act, casts, keep) if handle.quant or handle.act or casts else state
+    return pack_canonical(state, handle.folded, handle.quant, handle.act, half_layers(handle), keep)
+
+
+def half_layers(handle: TorchModel) -> dict[str, str]:
+    """The layers ``quantize fp16|bf16`` cast (not quantized to codes since): layer -> dtype."""
+    return {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
 
 
 def model_stats(handle: TorchModel) -> ModelStats:

@@ -1,20 +1,8 @@
-"""The model zoo: the built-in networks, any torchvision classifier, and the transformers
-built from a config (``tiny-llama``, ``tiny-bert``: hf.py), by name.
-
-Built-ins are built from the core's table (:mod:`lwdsl.backend.zoo`), as on every backend; they take
-NCHW input of any (C, H, W) and compute their flatten size from it (the seed tutorials
-hard-code 16*5*5 or 160 and break on 28x28 images). Their layers are direct attributes named
-``conv1``, ``conv2``, ``fc1``, ``fc2``, ``fc3`` (no ``nn.Sequential``), so the canonical tensor
-names are ``conv1.weight``, ``fc1.bias`` ... on every backend. Every builder takes its hidden
-widths as keywords, so a model whose filters were physically removed can be built again at
-its smaller widths.
-
-``torchvision:NAME`` builds ``torchvision.models.get_model(NAME, weights=None,
-num_classes=K)``; ``torchvision:NAME?weights=DEFAULT`` (or a named set such as ``IMAGENET1K_V1``)
-loads torchvision's pretrained weights (from torch's hub cache, downloading when it can) and
-replaces the classifier by a new one with K outputs when K differs. The input channels are not adapted: torchvision classifiers expect 3-channel
-images, so use them with 3-channel data (``synthetic:3,64,64:10``).
-"""
+"""The model zoo on torch: the built-ins from the core's table (:mod:`lwdsl.backend.zoo`: NCHW
+input of any (C, H, W), layers as direct attributes ``conv1``, ``fc1``, ..., every width a
+keyword), any torchvision classifier (``torchvision:NAME``, ``?weights=W`` pretrained) and the
+transformers built from a config (hf.py); docs/semantics.md "Models and names", the README's
+"Pretrained weights"."""
 
 from __future__ import annotations
 
@@ -26,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwdsl.errors import LwdslError, UsageError, did_you_mean
-from lwdsl.backend.zoo import BUILTIN_NAMES, ZOO, layers_of
+from lwdsl.backend.model_refs import weights_option, widths_of
+from lwdsl.backend.zoo import BUILTIN_NAMES, layers_of
 
 __all__ = ["BUILTINS", "build_model", "ZooNet", "LeNet300", "LeNet5", "SeedCNN", "SeedCNNStudent", "HintonMLP1200", "HintonMLP800", "ResNet8"]
 
@@ -43,10 +32,7 @@ class ZooNet(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, **widths: int) -> None:
         super().__init__()
-        named = {spec[1] for spec in ZOO[self.zoo] if spec[0] in ("conv", "dense") and spec[2] is not None}
-        unknown = set(widths) - named
-        if unknown:
-            raise UsageError(f"{self.zoo} has no layer '{sorted(unknown)[0]}' with a width", hint=f"widths: {', '.join(sorted(named))}")
+        widths_of(self.zoo, widths)
         self.plan = layers_of(self.zoo, widths)
         x, drops = torch.zeros(1, *input_shape), 0
         try:
@@ -88,28 +74,12 @@ class ZooNet(nn.Module):
         return x
 
 
-class LeNet300(ZooNet):
-    zoo = "lenet300"
-
-
-class LeNet5(ZooNet):
-    zoo = "lenet5"
-
-
-class SeedCNN(ZooNet):
-    zoo = "seedcnn"
-
-
-class SeedCNNStudent(ZooNet):
-    zoo = "seedcnn_student"
-
-
-class HintonMLP1200(ZooNet):
-    zoo = "mlp1200"
-
-
-class HintonMLP800(ZooNet):
-    zoo = "mlp800"
+#: The table's chains as classes (``LeNet5((1, 28, 28), 10, conv1=4)``): a ZooNet each.
+LeNet300, LeNet5, SeedCNN, SeedCNNStudent, HintonMLP1200, HintonMLP800 = (
+    type(cls, (ZooNet,), {"zoo": zoo, "__module__": __name__})
+    for cls, zoo in (("LeNet300", "lenet300"), ("LeNet5", "lenet5"), ("SeedCNN", "seedcnn"),
+                     ("SeedCNNStudent", "seedcnn_student"), ("HintonMLP1200", "mlp1200"), ("HintonMLP800", "mlp800"))
+)
 
 
 class _BasicBlock(nn.Module):
@@ -143,12 +113,7 @@ class ResNet8(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, **widths: int) -> None:
         super().__init__()
-        w = {"conv1": 16, "layer1.conv1": 16, "layer1.conv2": 16, "layer2.conv1": 32, "layer2.conv2": 32,
-             "layer3.conv1": 64, "layer3.conv2": 64}  # fmt: skip
-        unknown = set(widths) - set(w)
-        if unknown:
-            raise UsageError(f"resnet8 has no layer '{sorted(unknown)[0]}' with a width", hint=f"widths: {', '.join(w)}")
-        w.update(widths)
+        w = widths_of("resnet8", widths)
         self.conv1 = nn.Conv2d(input_shape[0], w["conv1"], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(w["conv1"])
         c = w["conv1"]
@@ -208,7 +173,7 @@ def _new_head(module: nn.Module, num_classes: int) -> Optional[str]:
 def _torchvision(name: str, num_classes: int) -> nn.Module:
     import torchvision
 
-    name, _, query = name.partition("?")
+    name, weights = weights_option("torchvision", name, "DEFAULT")
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
         near = did_you_mean(name, known)
@@ -217,11 +182,8 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
             hint=(f"did you mean 'torchvision:{near}'? " if near else "")
             + "see torchvision.models.list_models(module=torchvision.models)",
         )
-    if not query:
+    if weights is None:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    key, eq, weights = query.partition("=")
-    if key != "weights" or not eq or not weights:
-        raise UsageError(f"torchvision:{name}?{query}: the one option is ?weights=NAME (e.g. ?weights=DEFAULT)")
     module = _pretrained(name, weights)
     _new_head(module, num_classes)
     return module

@@ -1,15 +1,7 @@
-"""``prune``: every form of :class:`~lwdsl.language.specs.PruneSpec`, with masks from :mod:`lwdsl.semantics.masks`.
-
-Weights are handed to :mod:`lwdsl.semantics.masks` as zero-copy numpy views of the torch tensors
-(PyTorch's layout is the canonical one), so the masks are bit-identical to any other backend's
-on the same weights. Magnitude pruning (per layer or global) finds the exact cut of
-:func:`lwdsl.semantics.masks.magnitude_cut` (in one read of the weights, :mod:`lwdsl.semantics.cut`) and then
-writes the keep mask and zeroes the weights chunk by chunk, so a global prune of 1B parameters
-needs the masks (bit-packed: 1 bit a weight) and a few MB more.
-
-Only ``weight`` tensors are pruned, never biases. A new mask is ANDed with the layer's
-earlier one. One-shot or gradual is the core's flow (:mod:`lwdsl.backend.prune`).
-"""
+"""``prune`` on PyTorch: the weights go to :mod:`lwdsl.semantics.masks` as zero-copy numpy views
+(PyTorch's layout is the canonical one), so the masks are bit-identical to any backend's; a
+global magnitude prune writes its masks and zeroes chunk by chunk (:mod:`lwdsl.semantics.cut`).
+One-shot or gradual is the core's flow (:mod:`lwdsl.backend.prune`)."""
 
 from __future__ import annotations
 

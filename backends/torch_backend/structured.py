@@ -1,17 +1,7 @@
-"""Physical removal of pruned filters (``prune ... structured=filters remove=true``).
-
-The channels to remove are found per dependency group (:mod:`lwdsl.semantics.groups`, the
-graph from :mod:`.graph`): a removed channel takes with it the filters of every layer that
-produces it (both branches of a residual addition), the entries of every BatchNorm and
-depthwise convolution on its way, and the input slice of every layer that consumes it (each
-channel a block of H*W columns after a flatten, a slice of the inputs after a concatenation).
-Which channels go is decided by the core, so both backends remove the same ones. The smaller
-model computes exactly what the masked model computes when those channels output zero
-(producers' weights and biases, BatchNorm scale and shift, depthwise kernels and biases zeroed):
-see docs/semantics.md. A group that cannot be pruned (the model's output, an operation that
-needs all channels, a coupled layer left out of the selection) is refused before anything
-changes, naming the layer and the reason.
-"""
+"""Physical removal of pruned filters (``prune ... structured=filters remove=true``) per
+dependency group (:mod:`lwdsl.semantics.groups` over the graph of :mod:`.graph`): the channels
+are the core's, so both backends remove the same ones; what is sliced, what the smaller model
+computes and what is refused: docs/semantics.md ("Pruning", `remove=true`)."""
 
 from __future__ import annotations
 

@@ -1,27 +1,12 @@
 """This backend's optimizer step (:class:`TorchTrainer`) for the core's one training loop
-(:func:`lwdsl.backend.fit.fit`: epochs, data order, jitter, learning rate, progress, NaN
-restore), and evaluation.
-
-Per batch: cross-entropy (plus an optional penalty), backward, gradients of pruned weights
-zeroed, optimizer step, masks re-applied, so pruned weights stay exactly zero whatever the
-optimizer (SGD momentum, weight decay, Adam). Dropout and other random layers draw from
-torch's global generator, seeded with the step seed inside a forked RNG, so a run is
-repeatable and the caller's random state is untouched.
-
-``precision=bf16|fp16`` (:mod:`lwdsl.semantics.precision`): the forward pass and the loss run
-under ``torch.autocast`` in that dtype on the training device; the parameters, their gradients
-and the optimizer stay float32; fp16 scales the loss with ``torch.amp.GradScaler`` at the core's
-constants (a step whose scaled gradients overflow is skipped and the scale backs off).
-
-After a ``quantize`` step (``handle.quant`` not empty) training keeps the quantized weights on
-their grid with the straight-through estimator and fake-quantizes the inputs of static layers;
-evaluation fake-quantizes those inputs too (fakequant.py).
-"""
+(:func:`lwdsl.backend.fit.fit`), and evaluation. What a step does (gradients of pruned weights
+zeroed, masks re-applied, dropout seeded in a forked RNG, ``torch.autocast`` and
+``GradScaler`` for ``precision=bf16|fp16``, quantized layers kept on their grid, fakequant.py)
+is stated in docs/semantics.md ("Fine-tuning and masks", "Mixed precision")."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -30,9 +15,8 @@ import torch.nn.functional as F
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.fit import Trainer
-from lwdsl.backend.fit import fit as core_fit
+from lwdsl.backend.fit import evaluate_batches, fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.data.stream import chunks, eval_batch, eval_batch_tokens
 from lwdsl.language.specs import TrainingOptions
 from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE, loss_scaled
 
@@ -96,19 +80,26 @@ class TorchTrainer(Trainer):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
+    def _loss(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(whole loss, cross-entropy) of a batch, float32: the step's own loss or the
+        cross-entropy, plus the L1 penalty."""
         xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
         with self._autocast():
             if self.loss is not None:
                 whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
             else:
                 ce = whole = token_cross_entropy(self.model(xb), yb)
-        whole, ce = whole.float(), ce.float()
-        if self.penalised:
-            whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)
+        whole = whole.float()
+        return (whole + self._penalty() if self.penalised else whole), ce.float()
+
+    def _penalty(self) -> Any:
+        return self.l1 * sum(w.abs().sum() for w in self.penalised) if self.penalised else 0.0
+
+    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        whole, ce = self._loss(images, labels, idx)
         if not torch.isfinite(whole):
             return float("nan"), whole.item(), False
         if self.scaler is not None:  # fp16: a step whose scaled gradients overflow is skipped, the scale backs off
@@ -129,13 +120,7 @@ class TorchTrainer(Trainer):
         if len(labels) == 0:  # no example of this batch here: nothing added (the rank still syncs)
             return 0.0, 0.0, True
         torch.manual_seed(seed)
-        xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
-        if self.loss is not None:
-            whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
-        else:
-            ce = whole = token_cross_entropy(self.model(xb), yb)
-        if self.penalised:
-            whole = whole + self.l1 * sum(w.abs().sum() for w in self.penalised)
+        whole, ce = self._loss(images, labels, idx)
         if not torch.isfinite(whole):
             return float("nan"), whole.item(), False
         (whole * weight).backward()
@@ -178,9 +163,7 @@ class TorchTrainer(Trainer):
         if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
             whole, _ = self.loss(lambda _x: outputs, inputs, labels, None)
             extra = whole - token_cross_entropy(outputs, labels)
-        if self.penalised:
-            extra = extra + self.l1 * sum(w.abs().sum() for w in self.penalised)
-        return extra
+        return extra + self._penalty()
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -259,25 +242,17 @@ def fit(handle: TorchModel, opts: TrainingOptions, ctx: StepContext, **kwargs: A
 
 
 def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over the test set, in eval mode; for token sequences
-    (``task`` lm) over every target token (next-token accuracy and mean token cross-entropy)."""
-    x, y = ctx.data.test_x, torch.as_tensor(ctx.data.test_y)
-    batch = eval_batch(x.shape[1:], batch) if ctx.data.task != "lm" else eval_batch_tokens(x.shape[1:], ctx.data.num_classes)
+    """(accuracy, mean cross-entropy) over the test set in eval mode (the core's
+    :func:`lwdsl.backend.fit.evaluate_batches`), static layers' inputs fake-quantized."""
     model = handle.module
     model.eval()
-    correct, loss_sum = 0, 0.0
-    bar = ctx.progress(math.ceil(len(x) / batch), "evaluate")
-    try:
-        with torch.inference_mode(), act_hooks(handle), on_device(handle) as device:
-            for start, xb in chunks(x, batch):  # a slice of an array in memory; decoded batch by batch from files
-                out = model(torch.as_tensor(xb).to(device))
-                yb = y[start : start + len(xb)].to(device)
-                loss_sum += float(token_cross_entropy(out, yb, reduction="sum"))
-                correct += int((out.argmax(-1) == yb).sum())
-                bar.update(1)
-    finally:
-        bar.close()
-    return correct / y.numel(), loss_sum / y.numel()
+    with torch.inference_mode(), act_hooks(handle), on_device(handle) as device:
+
+        def score(xb: np.ndarray, yb: np.ndarray) -> tuple[int, float]:
+            out, y = model(torch.as_tensor(xb).to(device)), torch.as_tensor(yb).to(device)
+            return int((out.argmax(-1) == y).sum()), float(token_cross_entropy(out, y, reduction="sum"))
+
+        return evaluate_batches(ctx, score, batch)
 
 
 #: The step handlers that only train (written once, over this backend's fit).

@@ -32,12 +32,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..data.stream import chunks, eval_batch
-from ..errors import LwdslError
+from ..errors import LwdslError, did_you_mean
 from ..semantics import distill as core
 from ..language.specs import DistillSpec
 from .context import StepContext
 
-__all__ = ["DistillParts", "DistillTraining", "distill_handler", "load_teachers", "teacher_logits", "CACHE_BATCH"]
+__all__ = ["DistillParts", "DistillTraining", "distill_handler", "load_teachers", "teacher_logits", "CACHE_BATCH",
+           "no_feature_layer", "projection_channels"]
 
 #: Images per forward pass while caching the teachers' logits.
 CACHE_BATCH = 1000
@@ -92,6 +93,27 @@ class DistillParts(ABC):
     @abstractmethod
     def fit(self, handle: Any, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
         """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+
+
+def no_feature_layer(name: str, known: Sequence[str], role: str) -> LwdslError:
+    """The error for a feature pair naming a layer the ``role`` (student, teacher N) lacks."""
+    near = did_you_mean(name, list(known))
+    return LwdslError(f"distill features: the {role} has no layer '{name}'",
+                      hint=f"did you mean '{near}'?" if near else f"its layers: {', '.join(known)}")
+
+
+def projection_channels(shape_s: Sequence[int], shape_t: Sequence[int], pair: str, channels_last: bool) -> tuple[int, int]:
+    """(student channels, teacher channels) of a feature pair's 1x1 projection; every other axis
+    must agree (batch first, the channels last or second, as the backend lays features out)."""
+    shape_s, shape_t = tuple(shape_s), tuple(shape_t)
+    axis = len(shape_s) - 1 if channels_last else 1
+    rest = (lambda s: s[1:-1]) if channels_last else (lambda s: s[2:])
+    if len(shape_s) != len(shape_t) or rest(shape_s) != rest(shape_t):
+        raise LwdslError(
+            f"distill features {pair}: the student's feature has shape {list(shape_s[1:])} and the teacher's "
+            f"{list(shape_t[1:])}{' (NHWC)' if channels_last else ''}; only the channels may differ (a 1x1 projection maps them)"
+        )
+    return int(shape_s[axis]), int(shape_t[axis])
 
 
 def _refs(spec: DistillSpec) -> tuple[str, ...]:

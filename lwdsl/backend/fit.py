@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..data.stream import prefetched
+from ..data.stream import chunks, eval_batch, eval_batch_tokens, prefetched
 from ..errors import RunError
 from ..semantics.jitter import check_jitter, jitter_shifts, shift_images
 from ..semantics.order import batches, steps_per_epoch
@@ -50,7 +50,7 @@ from ..semantics.shards import shard, shard_seed, shard_weight
 from ..language.specs import TrainingOptions
 from .context import StepContext
 
-__all__ = ["Trainer", "TrainerFactory", "batch_images", "fit"]
+__all__ = ["Trainer", "TrainerFactory", "batch_images", "fit", "evaluate_batches"]
 
 
 class Trainer(ABC):
@@ -293,3 +293,25 @@ def _sharded_step(trainer: Trainer, ranks: Any, idx: np.ndarray, images: list[np
         return float("nan"), float("nan"), False
     trainer.update(lr)
     return float(summed[0]), float(summed[1]), True
+
+
+def evaluate_batches(ctx: StepContext, score: Callable[[np.ndarray, np.ndarray], tuple[int, float]],
+                     batch: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over the test set, for every backend: batches of
+    :func:`~lwdsl.data.stream.eval_batch` images (of token sequences: :func:`eval_batch_tokens`,
+    scored over every target token), decoded batch by batch, one progress bar ``evaluate``;
+    ``score(images NCHW, labels)`` is the backend's: (correct predictions, summed
+    cross-entropy) of one batch in inference mode."""
+    x, y = ctx.data.test_x, ctx.data.test_y
+    batch = eval_batch(x.shape[1:], batch) if ctx.data.task != "lm" else eval_batch_tokens(x.shape[1:], ctx.data.num_classes)
+    correct, loss_sum = 0, 0.0
+    bar = ctx.progress(-(-len(x) // batch), "evaluate")
+    try:
+        for start, xb in chunks(x, batch):
+            right, lost = score(xb, np.asarray(y[start : start + len(xb)]))
+            correct, loss_sum = correct + int(right), loss_sum + float(lost)
+            bar.update(1)
+    finally:
+        bar.close()
+    count = int(np.prod(np.shape(y))) if len(x) else 0
+    return correct / max(count, 1), loss_sum / max(count, 1)

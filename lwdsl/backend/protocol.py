@@ -46,7 +46,9 @@ Handler = Callable[[Any, Any, Sequence[str], StepContext], Any]
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One layer with weights. ``kind`` is portable: conv, linear, embedding, norm or other.
+    """One layer with weights. ``kind`` is portable: ``conv`` (not the transposed ones, whose
+    weight is laid out [in, out, ...]), ``linear``, ``embedding``, ``norm`` (batch, layer, group
+    and instance norms, and the transformers' own ``*RMSNorm``/``*LayerNorm``) or ``other``.
 
     ``shape`` is the weight's shape in the canonical (PyTorch) layout: ``[out, in, kh, kw]``
     for conv, ``[out, in]`` for linear, whatever the framework stores.

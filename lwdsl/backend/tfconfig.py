@@ -26,12 +26,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Any, Callable, Mapping, Optional
 
 from ..errors import UsageError
 
-__all__ = ["TFWorld", "parse_tf_config", "world_from_tf_config", "launch_local", "GRACE_S", "RESTART_COUNT"]
+__all__ = ["TFWorld", "parse_tf_config", "world_from_tf_config", "wait_for_peers", "start_watchdog", "launch_local", "GRACE_S", "RESTART_COUNT"]
 
 #: Seconds the other workers get to stop by themselves after one failed, when the group is not
 #: restarted (then SIGKILL).
@@ -123,6 +125,74 @@ def parse_tf_config(raw: str) -> TFWorld:
                          f"numbered from 0", hint=f"give an index from 0 to {len(lists[job]) - 1}, a different one on each worker")
     rank = index if job == "chief" else len(lists["chief"]) + index
     return TFWorld(addresses, rank, job, index)
+
+
+_WATCHDOG = r"""
+import os, signal, sys, time
+pid, wait, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+end = time.monotonic() + wait
+while time.monotonic() < end:
+    time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(0)
+sys.stderr.write(message + "\n")
+sys.stderr.flush()
+try:
+    os.kill(pid, signal.SIGKILL)
+except OSError:
+    pass
+"""
+
+
+def _reach(address: str, timeout: float) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_peers(world: TFWorld, timeout_s: float) -> None:
+    """Listen on this worker's port and wait until every other worker's port answers.
+
+    Raises:
+        UsageError: this worker's port is taken, or a worker did not answer within ``timeout_s``.
+    """
+    mine = world.addresses[world.rank]
+    port = int(mine.rpartition(":")[2])
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        try:
+            listener.bind(("", port))
+        except OSError as exc:
+            raise UsageError(f"worker {world.rank} of {world.world}: its port {port} ({mine} in TF_CONFIG) is taken ({exc.strerror})",
+                             hint="give this worker a free port in TF_CONFIG (the same cluster list on every worker)") from None
+        listener.listen(64)
+        waiting = [a for r, a in enumerate(world.addresses) if r != world.rank]
+        end = time.monotonic() + timeout_s
+        while waiting:
+            waiting = [a for a in waiting if not _reach(a, 1.0)]
+            if waiting and time.monotonic() > end:
+                raise UsageError(
+                    f"worker {world.rank} of {world.world}: {len(waiting)} worker(s) never joined within {timeout_s:g} s "
+                    f"(nothing answers at {', '.join(waiting[:4])}{' ...' if len(waiting) > 4 else ''})",
+                    hint="start every worker TF_CONFIG lists, each with its own task index; the wait is "
+                         "LWDSL_DIST_TIMEOUT seconds")
+            if waiting:
+                time.sleep(0.2)
+    finally:
+        listener.close()
+
+
+def start_watchdog(wait_s: float, message: str) -> Any:
+    """A small process that kills this one after ``wait_s`` seconds, writing ``message`` on
+    stderr first (a join TensorFlow holds Python's lock in cannot be bounded from a thread);
+    kill it once the wait is over."""
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(wait_s), message], stdin=subprocess.DEVNULL)
 
 
 def world_from_tf_config(env: Mapping[str, str]) -> Optional[TFWorld]:

@@ -16,14 +16,20 @@ same values on every backend (NCHW; a backend converts the layout).
 
 from __future__ import annotations
 
+import atexit
+import json
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Protocol", "PROTOCOL", "median_ms", "fixed_input"]
+from ..errors import RunError
+
+__all__ = ["Protocol", "PROTOCOL", "median_ms", "fixed_input", "fixed_tokens", "TimingWorkers", "serve_timing"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +73,52 @@ def fixed_tokens(batch: int, input_shape: tuple[int, ...], vocab: int) -> np.nda
     """The timing input of a model of token ids: ``batch`` sequences of ``input_shape`` (L,),
     int64 ids drawn uniformly from ``[0, vocab)``, seeded 0."""
     return np.random.default_rng(0).integers(0, int(vocab), (batch, *input_shape), dtype=np.int64)
+
+
+class TimingWorkers:
+    """Forward passes timed in worker processes started with a given thread count, for a
+    framework that fixes its thread pool when its runtime starts (TensorFlow): one process per
+    count, ``python -m MODULE THREADS`` (which calls :func:`serve_timing`), kept for later
+    calls and ended at exit. A request is one JSON line (what to time); the reply is the
+    milliseconds, or the worker's error raised here as a RunError."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.procs: dict[int, subprocess.Popen] = {}
+        atexit.register(self.stop)
+
+    def time(self, threads: int, request: dict[str, Any]) -> float:
+        proc = self.procs.get(threads)
+        if proc is None or proc.poll() is not None:
+            proc = self.procs[threads] = subprocess.Popen([sys.executable, "-m", self.module, str(threads)], stdin=subprocess.PIPE,
+                                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise RunError(f"the latency worker with {threads} thread(s) stopped unexpectedly")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RunError(f"latency measurement failed in the worker: {reply['error']}")
+        return float(reply["ms"])
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.stdin.close()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def serve_timing(time_one: Callable[[dict[str, Any]], float]) -> None:  # pragma: no cover - runs in the worker process
+    """A :class:`TimingWorkers` process's loop: each request line on stdin answered on stdout
+    with ``{"ms": time_one(request)}``, or ``{"error": ...}`` (the parent raises RunError)."""
+    for line in sys.stdin:
+        try:
+            reply: dict[str, Any] = {"ms": time_one(json.loads(line))}
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()

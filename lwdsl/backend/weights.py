@@ -19,15 +19,18 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 
 from ..errors import UsageError
 from ..limits import MAX_WEIGHTS_BYTES, size_words
-from ..semantics.state import DamagedTensor, check_state
+from ..semantics.fold import FOLDED
+from ..semantics.state import CODES, DamagedTensor, check_state, pack_state, unpack_act, unpack_casts, unpack_keep, unpack_state
 
-__all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode", "check_names", "check_shapes"]
+__all__ = ["save_weights", "load_weights", "atomic_path", "gzip_size", "default_mode", "check_names", "check_shapes",
+           "pack_canonical", "unpack_canonical", "Unpacked"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -60,6 +63,52 @@ def check_shapes(expected: dict[str, tuple[int, ...]], given: dict[str, tuple[in
     for key, shape in expected.items():
         if key in given and tuple(given[key]) != tuple(shape):
             raise UsageError(f"{where}: tensor '{key}' has shape {list(given[key])} in the checkpoint but {list(shape)} in the model")
+
+
+def pack_canonical(state: dict[str, np.ndarray], folded: Mapping[str, str], quant: Mapping[str, Any],
+                   act: Mapping[str, Any], casts: Mapping[str, str],
+                   keep: Optional[Mapping[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
+    """A backend's float canonical state as both backends give it: an empty ``<norm>.folded``
+    marker per norm folded into its layer, quantized layers as codes (in the N:M layout where
+    ``keep``, the quantized layers' canonical keep masks, is N:M), static layers' input ranges
+    and cast layers' 16 bits (:func:`lwdsl.semantics.state.pack_state`)."""
+    state.update({f"{norm}{FOLDED}": np.zeros(0, np.float32) for norm in folded.values()})
+    keep = {k: m for k, m in (keep or {}).items() if k in quant}
+    return pack_state(state, dict(quant), dict(act), dict(casts), keep) if quant or act or casts else state
+
+
+@dataclass
+class Unpacked:
+    """A canonical state as a backend loads it: float weights (``codes * scale`` for quantized
+    layers), the quantized layers' codes, the input ranges of those that are static, the layers
+    cast to fp16/bf16 (not quantized since), the norms that were folded away and the keep masks
+    of the layers stored in the N:M layout (canonical layout)."""
+
+    state: dict[str, Any]
+    quant: dict[str, Any]
+    act: dict[str, Any]
+    casts: dict[str, str]
+    folded: list[str]
+    keeps: dict[str, np.ndarray]
+
+
+def unpack_canonical(state: Mapping[str, Any], source: str) -> Unpacked:
+    """:class:`Unpacked` of a (packed) canonical state; a float state's arrays come back as they are.
+
+    Raises:
+        UsageError: (exit 2) ``source`` and the first damaged tensor.
+    """
+    folded = [k[: -len(FOLDED)] for k in state if k.endswith(FOLDED)]
+    state = {k: v for k, v in state.items() if not k.endswith(FOLDED)}
+    if not any(k.endswith(CODES) or k.endswith((".weight.fp16", ".weight.bf16")) or ".act." in k for k in state):
+        return Unpacked(state, {}, {}, {}, folded, {})
+    try:
+        acts, casts, keeps = unpack_act(state), unpack_casts(state), unpack_keep(state)
+        floats, quant = unpack_state(state)  # 0-d bits and scales stored as shape (1,) too
+    except DamagedTensor as exc:
+        raise UsageError(f"{source}: {exc.message}: it is damaged") from None
+    return Unpacked(floats, quant, {k: a for k, a in acts.items() if k in quant}, {k: d for k, d in casts.items() if k not in quant},
+                    folded, keeps)
 
 
 def _encode(name: str, arr: np.ndarray) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-__all__ = ["ZOO", "GRAPH_MODELS", "BUILTIN_NAMES", "layers_of", "TRANSFORMERS"]
+__all__ = ["ZOO", "GRAPH_MODELS", "BUILTIN_NAMES", "layers_of", "RESNET8_WIDTHS", "TRANSFORMERS"]
 
 ZOO: dict[str, tuple[tuple, ...]] = {
     # LeNet-300-100: 266,610 params on 28x28
@@ -88,6 +88,11 @@ GRAPH_MODELS = ("resnet8",)
 
 #: every built-in model name, in the order help texts list them
 BUILTIN_NAMES = (*ZOO, *GRAPH_MODELS)
+
+#: resnet8's convolution widths by layer name (residual widths must agree: ``conv1`` with
+#: ``layer1.conv2``, ...), both backends' default
+RESNET8_WIDTHS = {"conv1": 16, "layer1.conv1": 16, "layer1.conv2": 16, "layer2.conv1": 32, "layer2.conv2": 32,
+                  "layer3.conv1": 64, "layer3.conv2": 64}
 
 
 #: The transformers built from a config (no download), with their default sizes; ``NAME?key=value&...``

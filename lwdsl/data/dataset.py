@@ -83,3 +83,18 @@ def stack_examples(xs: list, ys: list, which: str, layout: str = "NCHW") -> tupl
     if layout == "NHWC":
         x = np.moveaxis(x, -1, 1)
     return np.ascontiguousarray(x, dtype=np.float32), y
+
+
+def adopted(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> "Dataset":
+    """A :class:`Dataset` of a user's two sets, each (images NCHW, labels) from
+    :func:`stack_examples` (the backends' ``adopt_data``); the classes are ``max(label) + 1``.
+
+    Raises:
+        LwdslError: the two sets' images differ in shape.
+    """
+    from ..errors import LwdslError
+
+    (tx, ty), (vx, vy) = train, test
+    if tx.shape[1:] != vx.shape[1:]:
+        raise LwdslError(f"train images are {tx.shape[1:]} but test images are {vx.shape[1:]}")
+    return Dataset(name, tx, ty, vx, vy, int(max(ty.max(), vy.max())) + 1)
