@@ -4,7 +4,7 @@ The input is a fixed pseudo-random batch (token ids for a transformer that takes
 ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the caller's thread count is
 restored afterwards); after ``quantize`` the int8 ONNX file (the one the step writes) is timed
 instead, in ONNX Runtime with ``threads`` intra-op threads
-(:func:`lwdsl.backend.engines.file_latency_ms`), except for a language model (no int8 file). Timed by the core's protocol
+(:func:`lwdsl.backend.engines.file_latency_ms`; a language model's on token ids). Timed by the core's protocol
 (:mod:`lwdsl.backend.timing`).
 """
 
@@ -37,16 +37,15 @@ def latency_ms(
     model is timed as its int8 ONNX file (int8_engine.py); a model with low-bit or cluster
     layers has no artifact with kernels of its own (no CPU int4/int2 kernels; ``export onnx``
     refuses it), so it is timed as it runs, in torch on float kernels, like the fp32 model; so is a
-    language model after ``quantize int8`` (W8A8 simulated, no int8 file): its float forward
-    with the weights ``codes * scale``, without the inputs' fake quantization."""
+    language model with int8 weights only (``method=gptq``: no int8 file is written for it)."""
     protocol = Protocol(warmup, min_runs, max_runs, budget_s)
-    if int8_only(handle.quant) and not takes_tokens(handle.module):  # a language model's W8A8 has no int8 file
+    vocab = (handle.num_classes if not hasattr(handle.module, "config") else handle.module.config.vocab_size) \
+        if takes_tokens(handle.module) else None
+    if int8_only(handle.quant) and (vocab is None or handle.act):  # a language model's W8A8: its int8 ONNX file
         from .int8_engine import ONNX
 
-        return file_latency_ms(ONNX, handle, batch, input_shape, threads, protocol)
-    x = torch.from_numpy(fixed_tokens(batch, input_shape, handle.num_classes if not hasattr(handle.module, "config")
-                                      else handle.module.config.vocab_size)
-                         if takes_tokens(handle.module) else fixed_input(batch, input_shape))
+        return file_latency_ms(ONNX, handle, batch, input_shape, threads, protocol, vocab=vocab)
+    x = torch.from_numpy(fixed_tokens(batch, input_shape, vocab) if vocab is not None else fixed_input(batch, input_shape))
     model = handle.module
     was_training = model.training
     before = torch.get_num_threads()
