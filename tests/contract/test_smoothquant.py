@@ -246,3 +246,5 @@ def test_the_recipe_runs_end_to_end_and_the_report_says_what_was_done(llm, backe
         assert not list(out.glob("*.onnx")) and not list(out.glob("*.tflite"))
     md = (out / "report.md").read_text()
     assert "## Language model int8" in md and "2 norm -> linear pairs smoothed on 128 examples" in md
+    said = "int8 file model-int8-step2.onnx in onnxruntime: perplexity"  # the file, beside ORT's fp32 file
+    assert (said in md and "for the float32 ONNX file" in md) == (backend_name == "torch")
