@@ -11,7 +11,9 @@ decides everything a report says of such a file, the same way on every backend:
   many of its int8 weights equal lwdsl's codes, top-1 accuracy on the test set, latency at batch
   1 and 32, and the same model as a float32 file *in the same runtime* at the same batches, so a
   reader sees what int8 itself bought (``int8_speedup_b1``/``_b32``) apart from what the runtime
-  gives over PyTorch eager or Keras;
+  gives over PyTorch eager or Keras; for a language model (``task`` lm, an engine with
+  ``tokens``) next-token accuracy and ``perplexity`` on the test sequences instead of top-1, and
+  token ids (:func:`~lwdsl.backend.timing.fixed_tokens`) as the timing input;
 - :func:`describe`, the same measurement of any file an ``export`` writes (float, half or int8);
 - :func:`file_latency_ms`, the latency a run prints for an int8 model: that of its int8 file in
   the runtime, never of an in-memory model no file holds.
@@ -33,10 +35,10 @@ from ..errors import LwdslError
 from ..semantics.codes import agreement, int8_only
 from .weights import atomic_path
 from .context import StepContext
-from .timing import PROTOCOL, Protocol, fixed_input, median_ms
+from .timing import PROTOCOL, Protocol, fixed_input, fixed_tokens, median_ms
 
 __all__ = ["Engine", "EngineFile", "Inventory", "Bind", "int8_artifact", "describe", "file_latency_ms", "codes_agreement",
-           "accuracy", "latencies", "describe_export", "codes_warning", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
+           "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
 
 #: A runtime session of a file: ``bind(x)`` feeds the NCHW float32 batch ``x`` once and returns
 #: a call that runs the file on it and returns its outputs (timed as it is).
@@ -116,6 +118,9 @@ class Engine(ABC):
     #: what the backend's converter is known to do to codes, said when a file's codes differ
     codes_note: str = ""
 
+    #: whether the engine writes a model of token ids (a language model) too
+    tokens: bool = False
+
 
 def accuracy(bind: Bind, x: np.ndarray, y: np.ndarray, progress: Optional[Callable[[int, str], Any]] = None,
              what: str = "evaluate") -> Optional[float]:
@@ -139,9 +144,41 @@ def accuracy(bind: Bind, x: np.ndarray, y: np.ndarray, progress: Optional[Callab
     return correct / len(x)
 
 
-def latencies(bind: Bind, input_shape: tuple[int, ...], prefix: str = "", protocol: Protocol = PROTOCOL) -> dict[str, float]:
-    """``{prefix}latency_ms_b1`` and ``_b32``: a session's median ms at each of :data:`BATCHES`."""
-    return {f"{prefix}latency_ms_b{b}": round(median_ms(bind(fixed_input(b, input_shape)), protocol), 4) for b in BATCHES}
+def lm_quality(bind: Bind, x: np.ndarray, y: np.ndarray, vocab: int,
+               progress: Optional[Callable[[int, str], Any]] = None, what: str = "evaluate") -> tuple[float, float]:
+    """(next-token accuracy, perplexity) of a session of a language model on token sequences
+    ``x`` with targets ``y`` (``[N, L]``): over every target token, perplexity = ``exp`` of the
+    mean cross-entropy (natural log; log-softmax of the float32 logits in float64)."""
+    from ..data.stream import chunks, eval_batch_tokens
+
+    batch = eval_batch_tokens(tuple(x.shape[1:]), vocab)
+    bar = progress(-(-len(x) // batch), what) if progress else None
+    correct, nll, count = 0, 0.0, 0
+    try:
+        for start, xb in chunks(x, batch):
+            logits = np.asarray(bind(np.ascontiguousarray(xb))(), dtype=np.float64)
+            yb = np.asarray(y[start : start + len(xb)])
+            top = logits.max(axis=-1, keepdims=True)
+            lse = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+            nll += float((lse - np.take_along_axis(logits, yb[..., None], axis=-1)[..., 0]).sum())
+            correct += int(np.count_nonzero(logits.argmax(axis=-1) == yb))
+            count += yb.size
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+    return correct / max(count, 1), float(np.exp(nll / max(count, 1)))
+
+
+def latencies(bind: Bind, input_shape: tuple[int, ...], prefix: str = "", protocol: Protocol = PROTOCOL,
+              vocab: Optional[int] = None) -> dict[str, float]:
+    """``{prefix}latency_ms_b1`` and ``_b32``: a session's median ms at each of :data:`BATCHES`
+    (on :func:`fixed_input`, or on :func:`fixed_tokens` over ``vocab`` for a model of token ids)."""
+    def timing_input(b: int) -> np.ndarray:
+        return fixed_input(b, input_shape) if vocab is None else fixed_tokens(b, input_shape, vocab)
+
+    return {f"{prefix}latency_ms_b{b}": round(median_ms(bind(timing_input(b)), protocol), 4) for b in BATCHES}
 
 
 def codes_agreement(codes: Mapping[str, np.ndarray], quant: Mapping[str, Any]) -> tuple[int, int, dict[str, list[int]]]:
@@ -169,6 +206,8 @@ def describe(engine: Engine, built: EngineFile, handle: Any, ctx: StepContext, *
     shape = tuple(ctx.data.input_shape)
     inv = engine.inventory(built.data, handle)
     bind = engine.load(built.data, 1)
+    lm = getattr(ctx.data, "task", "classify") == "lm"
+    vocab = int(ctx.data.num_classes) if lm else None
     out: dict[str, Any] = {
         "format": engine.format,
         "runtime": engine.runtime,
@@ -176,16 +215,20 @@ def describe(engine: Engine, built: EngineFile, handle: Any, ctx: StepContext, *
         "ops": dict(inv.ops),
         "int8_ops": int(inv.int8_ops),
         "float_ops": int(inv.float_ops),
-        "accuracy": accuracy(bind, ctx.data.test_x, ctx.data.test_y, ctx.progress, f"evaluate {engine.runtime}"),
-        **latencies(bind, shape),
     }
+    if lm:  # next-token accuracy and perplexity, as the run measures the model
+        acc, ppl = lm_quality(bind, ctx.data.test_x, ctx.data.test_y, vocab, ctx.progress, f"evaluate {engine.runtime}")
+        out.update(accuracy=acc, perplexity=round(ppl, 4))
+    else:
+        out["accuracy"] = accuracy(bind, ctx.data.test_x, ctx.data.test_y, ctx.progress, f"evaluate {engine.runtime}")
+    out.update(latencies(bind, shape, vocab=vocab))
     quant = getattr(handle, "quant", None) or {}
     if quant:
         out["codes_equal"], out["codes_total"], _ = codes_agreement(built.codes, quant)
         out["runs_float"] = dict(built.runs_float)
         out["float_layers"] = [f"{layer} ({why})" for layer, why in built.runs_float.items()]
     if fp32 is not None:
-        out.update(latencies(engine.load(fp32, 1), shape, prefix="fp32_"))
+        out.update(latencies(engine.load(fp32, 1), shape, prefix="fp32_", vocab=vocab))
         for b in BATCHES:
             out[f"int8_speedup_b{b}"] = round(out[f"fp32_latency_ms_b{b}"] / max(out[f"latency_ms_b{b}"], 1e-9), 3)
     return out
@@ -238,8 +281,10 @@ def int8_artifact(engine: Engine, handle: Any, ctx: StepContext, where: str) -> 
 
 
 def file_latency_ms(engine: Engine, handle: Any, batch: int, input_shape: tuple[int, ...], threads: int,
-                    protocol: Protocol = PROTOCOL) -> float:
+                    protocol: Protocol = PROTOCOL, vocab: Optional[int] = None) -> float:
     """Median ms of the model's int8 file (the one a quantize step writes and ``export`` writes)
-    in its runtime at ``batch``, with ``threads`` threads."""
+    in its runtime at ``batch``, with ``threads`` threads (on token ids over ``vocab`` for a
+    language model)."""
     bind = engine.load(engine.build(handle).data, threads)
-    return median_ms(bind(fixed_input(batch, input_shape)), protocol)
+    x = fixed_input(batch, input_shape) if vocab is None else fixed_tokens(batch, input_shape, vocab)
+    return median_ms(bind(x), protocol)

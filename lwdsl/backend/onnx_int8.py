@@ -76,15 +76,22 @@ def _onnx():
 
 
 def _weight_consumers(nodes: list) -> dict[str, Any]:
-    """initializer name -> the Conv/Gemm node reading it as its weight (input 1)."""
+    """initializer name -> the Conv/Gemm node reading it as its weight (input 1), and the
+    MatMul reading ``<layer>.weight_t`` (a language model's linear layer, ``[in, out]``)."""
     out = {}
     for node in nodes:
         if node.op_type == "Conv" or (
             node.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in node.attribute)
-        ):
+        ) or (node.op_type == "MatMul" and len(node.input) > 1 and node.input[1].endswith(".weight_t")):
             if len(node.input) > 1:
                 out[node.input[1]] = node
     return out
+
+
+def _weight_name(layer: str, consumers: dict[str, Any]) -> str:
+    """The initializer holding ``layer``'s weight: ``<layer>.weight`` (Conv, Gemm) or
+    ``<layer>.weight_t`` (a MatMul's ``[in, out]``)."""
+    return f"{layer}.weight_t" if f"{layer}.weight_t" in consumers else f"{layer}.weight"
 
 
 _BUILT: dict[str, tuple[Any, dict[str, Any]]] = {}
@@ -125,8 +132,9 @@ def rewrite(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
     added: list = []
     removed: set[int] = set()
     static: dict[str, tuple[str, Any]] = {}  # output of a static layer's node -> (layer, its input quantization)
+    inputs: dict[str, Any] = {}  # output of a static MatMul (a language model's linear) -> its input quantization
     for layer, q in handle.quant.items():
-        wname = f"{layer}.weight"
+        wname = _weight_name(layer, consumers)
         node = consumers.get(wname)
         if node is None or wname not in inits:
             info["float"].append(layer)
@@ -146,15 +154,18 @@ def rewrite(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
             new_nodes.setdefault(id(node), []).extend(pre)
             removed.add(id(node))
             continue
-        axis = [] if q.axis is None else [helper.make_attribute("axis", 0)]
+        matmul = node.op_type == "MatMul"  # B is [in, out]: the codes transposed, one scale per column
+        axis = [] if q.axis is None else [helper.make_attribute("axis", 1 if matmul else 0)]
+        codes = np.asarray(q.codes, dtype=np.int8)
+        held = f"{p}.weight_quantized_t" if matmul else f"{p}.weight_quantized"
         added += [
-            numpy_helper.from_array(np.asarray(q.codes, dtype=np.int8), f"{p}.weight_quantized"),
+            numpy_helper.from_array(np.ascontiguousarray(codes.T) if matmul else codes, held),
             numpy_helper.from_array(scale, f"{p}.weight_scale"),
             numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{p}.weight_zero_point"),
         ]
         dq = helper.make_node(
             "DequantizeLinear",
-            [f"{p}.weight_quantized", f"{p}.weight_scale", f"{p}.weight_zero_point"],
+            [held, f"{p}.weight_scale", f"{p}.weight_zero_point"],
             [f"{p}.weight_dequantized"],
             name=f"{p}.weight_DequantizeLinear",
         )
@@ -162,7 +173,10 @@ def rewrite(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
         pre.append(dq)
         drop.add(wname)
         node.input[1] = f"{p}.weight_dequantized"
-        if aq is not None:
+        if aq is not None and matmul:
+            inputs[node.output[0]] = aq
+            info["int8"][layer] = "static"
+        elif aq is not None:
             static[node.output[0]] = (layer, aq)
             if has_bias:
                 b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
@@ -200,9 +214,11 @@ def rewrite(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
     graph.initializer.extend(kept + added)
     if static:
         _activations(model, handle, static, info)
+    if inputs:
+        _matmul_inputs(model, inputs, info)
     if handle.quant:
         for wname in consumers:
-            layer = wname[: -len(".weight")] if wname.endswith(".weight") else wname
+            layer = wname.rsplit(".weight", 1)[0] if ".weight" in wname else wname
             if layer not in handle.quant:
                 info["why_float"].setdefault(layer, NOT_QUANTIZED)
     onnx.checker.check_model(model)
@@ -274,10 +290,11 @@ def _observe(model: Any, handle: Any, names: list[str]) -> dict[str, Any]:
     for name in names:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     sess = session(probe, 1)
+    dtype = np.int64 if sess.get_inputs()[0].type == "tensor(int64)" else np.float32  # token ids or images
     observers = {name: RangeObserver(method) for name in names}
     step = max(1, min(256, int(2_000_000 // max(1, int(np.prod(handle.input_shape))))))
     for start in range(0, len(idx), step):
-        x = np.ascontiguousarray(x_all[idx[start : start + step]], dtype=np.float32)
+        x = np.ascontiguousarray(x_all[idx[start : start + step]], dtype=dtype)
         for name, value in zip(names, sess.run(names, {INPUT: x})):
             observers[name].update(value)
     return {name: act_qparams(*ob.range()) for name, ob in observers.items()}
@@ -451,6 +468,49 @@ def _activations(model: Any, handle: Any, by_output: dict[str, tuple[str, Any]],
     }
 
 
+def _matmul_inputs(model: Any, inputs: dict[str, Any], info: dict[str, Any]) -> None:
+    """A language model's static linear layers (MatMul on ``<layer>.weight_t``): each reads its
+    input through one QuantizeLinear/DequantizeLinear pair with lwdsl's calibrated (scale, zero
+    point), shared by the layers reading the same tensor with the same pair (q/k/v of one norm),
+    placed before the first of them. Their outputs stay float (the float Add of a bias, the
+    attention between), as the simulated W8A8 model computes: ONNX Runtime fuses each
+    DequantizeLinear pair -> MatMul into ``MatMulIntegerToFloat`` (uint8 x int8 kernels)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = list(graph.node)
+    pairs: dict[tuple[str, float, int], str] = {}  # (tensor, scale, zero point) -> its dequantized name
+    before: dict[int, list] = {}
+    added = []
+    for node in nodes:
+        aq = inputs.get(node.output[0]) if node.op_type == "MatMul" else None
+        if aq is None:
+            continue
+        t = node.input[0]
+        key = (t, float(aq.scale), int(aq.zero_point))
+        if key not in pairs:
+            tag = f"{t}_{len(pairs)}" if any(k[0] == t for k in pairs) else t
+            zp_type = np.uint8 if aq.qmin >= 0 else np.int8
+            added += [numpy_helper.from_array(np.asarray(aq.scale, np.float32), f"{tag}_scale"),
+                      numpy_helper.from_array(np.asarray(aq.zero_point, zp_type), f"{tag}_zero_point")]
+            before.setdefault(id(node), []).extend([
+                helper.make_node("QuantizeLinear", [t, f"{tag}_scale", f"{tag}_zero_point"], [f"{tag}_quantized"],
+                                 name=f"{tag}_QuantizeLinear"),
+                helper.make_node("DequantizeLinear", [f"{tag}_quantized", f"{tag}_scale", f"{tag}_zero_point"],
+                                 [f"{tag}_dequantized"], name=f"{tag}_DequantizeLinear"),
+            ])
+            pairs[key] = f"{tag}_dequantized"
+        node.input[0] = pairs[key]
+    out = []
+    for node in nodes:
+        out.extend(before.get(id(node), []))
+        out.append(node)
+    del graph.node[:]
+    graph.node.extend(out)
+    graph.initializer.extend(added)
+    info["activations"] = {"quantized_tensors": len(pairs), "observed": 0, "removed_activations": 0, "int8_region_ops": 0}
+
+
 def _dynamic(node, layer, q, scale, inits, has_bias, pre, added, helper, numpy_helper, graph) -> None:
     """Rewrite ``node`` (Conv or Gemm transB=1) to quantize its input at run time and run
     ConvInteger / MatMulInteger on our codes (the caller removes ``node``)."""
@@ -515,6 +575,13 @@ def runtime_ops(data: bytes) -> dict[str, int]:
     """Op type -> count in the graph a 1-thread ONNX Runtime session of ``data`` really runs,
     after its optimizations fused the Q/DQ groups: ``QLinearConv`` means int8 kernels, a
     ``Conv`` that is left means float."""
+    return _runtime_graph(data)[0]
+
+
+def _runtime_graph(data: bytes) -> tuple[dict[str, int], int]:
+    """(:func:`runtime_ops`, how many of its :data:`FLOAT_OPS` nodes read a weight: an
+    initializer (or one widened by a DequantizeLinear / Cast), as a layer's kernel does; a
+    language model's attention MatMuls multiply two activations and are no weighted layer)."""
     import tempfile
 
     onnx = _onnx()
@@ -522,10 +589,15 @@ def runtime_ops(data: bytes) -> dict[str, int]:
         optimized = Path(tmp) / "optimized.onnx"
         session(data, 1, optimized_to=optimized)
         graph = onnx.load(str(optimized)).graph
+    inits = {t.name for t in graph.initializer}
+    inits |= {n.output[0] for n in graph.node if n.op_type in ("DequantizeLinear", "Cast", "Transpose") and n.input
+              and n.input[0] in inits}  # a weight kept in int8 (or 16 bits) and widened for a float kernel
     counts: dict[str, int] = {}
+    weighted = 0
     for node in graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
+        weighted += int(node.op_type in FLOAT_OPS and any(i in inits for i in node.input[1:2]))
+    return dict(sorted(counts.items())), weighted
 
 
 def session(model: Any, threads: int = 1, optimized_to: Optional[Path] = None) -> Any:
@@ -565,8 +637,8 @@ class OnnxEngine(Engine):
 
     format, runtime = "onnx", "onnxruntime"
 
-    def __init__(self, export: Callable[[Any], Any], fingerprint: Callable[[Any], str]) -> None:
-        self.export, self.fingerprint = export, fingerprint
+    def __init__(self, export: Callable[[Any], Any], fingerprint: Callable[[Any], str], tokens: bool = False) -> None:
+        self.export, self.fingerprint, self.tokens = export, fingerprint, tokens
 
     def build(self, handle: Any) -> EngineFile:
         return onnx_file(*build(handle, self.export, self.fingerprint))
@@ -577,15 +649,16 @@ class OnnxEngine(Engine):
     def load(self, data: bytes, threads: int = 1) -> Callable[[np.ndarray], Callable[[], np.ndarray]]:
         sess = session(data, threads)
         name = sess.get_inputs()[0].name
+        dtype = np.int64 if sess.get_inputs()[0].type == "tensor(int64)" else np.float32  # token ids or images
 
         def bind(x: np.ndarray) -> Callable[[], np.ndarray]:
-            feed = {name: np.ascontiguousarray(x, dtype=np.float32)}
+            feed = {name: np.ascontiguousarray(x, dtype=dtype)}
             return lambda: sess.run(None, feed)[0]
 
         return bind
 
     def inventory(self, data: bytes, handle: Any) -> Inventory:
-        ops = runtime_ops(data)
+        ops, weighted = _runtime_graph(data)
         dtype = {**{op: "int8" for op in INT8_OPS}, **{op: "float32" for op in FLOAT_OPS}}
         return Inventory({f"{op} ({dtype[op]})" if op in dtype else op: n for op, n in ops.items()},
-                         sum(n for op, n in ops.items() if op in INT8_OPS), sum(n for op, n in ops.items() if op in FLOAT_OPS))
+                         sum(n for op, n in ops.items() if op in INT8_OPS), weighted)

@@ -33,9 +33,11 @@ Flow of ``quantize FORM`` on the selected layers:
 9. int8 forms (every quantized layer int8, round to nearest, no groups) of an image model: the
    deployable int8 file written into the run folder and ``int8_artifact``, measured in its runtime beside the same runtime's fp32
    (:func:`lwdsl.backend.engines.int8_artifact` over the backend's :meth:`QuantizeParts.engine`);
-   a language model (``task`` lm, token ids in) gets W8A8 simulated in the model instead:
-   the int8 weights and the calibrated per-tensor inputs of step 7, fake-quantized as the model
-   evaluates, no engine file (the note ``w8a8`` says so).
+   a language model (``task`` lm, token ids in) gets W8A8: the int8 weights and the calibrated
+   per-tensor inputs of step 7, fake-quantized as the model evaluates (the note ``w8a8``), and,
+   where the backend's engine writes models of token ids (:attr:`Engine.tokens`: torch's ONNX
+   file), the same int8 file and ``int8_artifact`` (perplexity, latency beside the runtime's
+   fp32), the file holding the same codes and input scales.
 """
 
 from __future__ import annotations
@@ -272,14 +274,16 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
                 aq = handle.act[name]
                 notes[name].update(act_range=[lo, hi], act_scale=float(aq.scale), act_zero_point=int(aq.zero_point))
         ctx.notes["quantized"] = notes
-        # low-bit and grouped layers have no int8 kernels; method=gptq (weight-only, for the
-        # transformers whose token inputs the int8 engines do not export yet) writes no int8 file
+        # low-bit and grouped layers have no int8 kernels; method=gptq (weight-only) writes no int8 file
         lm = getattr(ctx.data, "task", "classify") == "lm"
-        if lm and mode in ("static", "qat") and todo and not low:  # W8A8: int8 weights, int8 inputs, simulated
-            ctx.notes["w8a8"] = ("simulated: int8 per-channel weights and a per-tensor 8-bit input (scale, zero point) "
-                                 "of every quantized linear, fake-quantized in the model; no int8 engine file for a "
-                                 "language model")
-        engine = parts.engine() if todo and not low and spec.group is None and spec.method == "rtn" and not lm else None
+        engine = parts.engine() if todo and not low and spec.group is None and spec.method == "rtn" else None
+        if engine is not None and lm and not engine.tokens:
+            engine = None
+        if lm and mode in ("static", "qat") and todo and not low:  # W8A8: int8 weights, int8 inputs
+            ctx.notes["w8a8"] = ("int8 per-channel weights and a per-tensor 8-bit input (scale, zero point) of every "
+                                 "quantized linear, fake-quantized in the model; "
+                                 + (f"the int8 {engine.format} file holds the same codes and scales (int8_artifact)"
+                                    if engine is not None else "no int8 engine file for a language model on this backend"))
         if engine is not None:
             report = int8_artifact(engine, handle, ctx, step)
             if report is not None:

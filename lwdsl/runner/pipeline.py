@@ -796,7 +796,9 @@ def _check_task(plan: Recipe, task: str, data_name: str) -> None:
     """Steps that only mean something for images, refused for a language model (``task`` lm:
     token ids in, one distribution over the vocabulary per position out) before any training.
     A language model's ``quantize int8`` (mode=static or qat) is W8A8 simulated in the model
-    (int8 weights, calibrated per-tensor int8 inputs of every quantized linear), with no engine file."""
+    (int8 weights, calibrated per-tensor int8 inputs of every quantized linear); on torch its int8
+    file is ONNX (``export onnx``), on tensorflow there is none (``export tflite`` refused here,
+    ``export onnx`` by tensorflow's support table, naming ``--backend torch``)."""
     if task != "lm":
         return
     from ..errors import RecipeError
@@ -812,13 +814,14 @@ def _check_task(plan: Recipe, task: str, data_name: str) -> None:
                     "calibrated, mode=static); or quantize weights only: `quantize int8 method=gptq` or `quantize int4`")
         elif step.op == "quantize" and step.dtype == "int8" and step.mode in ("static", "qat") and not step.weights_only:
             full_int8 = i if full_int8 is None else full_int8
-        elif step.op == "export" and step.format in ("onnx", "tflite"):
+        elif step.op == "export" and step.format == "tflite":
             problem = f"export {step.format} of a language model is not supported yet"
-            hint = "export torch (torch) or export keras (tensorflow) writes the model; the report has its weights"
+            hint = ("export keras writes the model; an int8 ONNX Runtime file of a language model is `export onnx` "
+                    "with --backend torch")
         elif step.op == "export" and step.format == "pt2e" and full_int8 is not None:
             problem = (f"export pt2e writes PT2E's x86 int8 form of an image model; {step_label(plan, full_int8)} of a "
-                       "language model is W8A8 simulated in the model, with no int8 engine")
-            hint = "export torch writes the model (its weights codes * scale); the run folder's model.lwz has the codes"
+                       "language model is W8A8, whose int8 file is ONNX")
+            hint = "export onnx writes its int8 ONNX Runtime file (lwdsl's codes and input scales); export torch the model"
         elif getattr(step, "jitter", 0):
             problem = f"jitter={step.jitter} translates images; {data_name} is token sequences"
             hint = "leave jitter out for a language model"

@@ -165,7 +165,8 @@ def _model_changes(report: dict[str, Any]) -> list[str]:
 
 def _smoothquant_markdown(report: dict[str, Any]) -> list[str]:
     """The "Language model int8" section: each ``smoothquant`` step's pairs and activation maxima,
-    and each W8A8 ``quantize int8`` of a language model (simulated: no int8 file)."""
+    and each W8A8 ``quantize int8`` of a language model (simulated in the model; its int8 ONNX
+    file, where the backend writes one, with its perplexity and latency beside ONNX Runtime's fp32)."""
     rows = []
     for step in report["steps"]:
         sq = step.get("smoothquant")
@@ -177,7 +178,19 @@ def _smoothquant_markdown(report: dict[str, Any]) -> list[str]:
                         f"{max(p['scale_max'] for p in pairs):.4g}")
         if step.get("w8a8"):
             rows.append(f"- `{step['text']}`: W8A8 {step['w8a8']}")
+            a = step.get("int8_artifact") or {}
+            if "perplexity" in a and "int8_speedup_b1" in a:
+                rows.append(f"- `{step['text']}`: int8 file {a.get('file') or '(no run folder)'} in {a['runtime']}: perplexity "
+                            f"{a['perplexity']:.3f}; {a['latency_ms_b1']:.3f} / {a['latency_ms_b32']:.3f} ms at batch 1 / 32 "
+                            f"against {a['fp32_latency_ms_b1']:.3f} / {a['fp32_latency_ms_b32']:.3f} ms for the float32 "
+                            f"ONNX file ({a['int8_speedup_b1']:.2f}x / {a['int8_speedup_b32']:.2f}x, 1 thread)")
     return ["", "## Language model int8", "", *rows] if rows else []
+
+
+def _quality(a: dict[str, Any]) -> str:
+    """A file's accuracy cell: top-1, or for a language model perplexity and next-token accuracy."""
+    acc = "-" if a.get("accuracy") is None else f"{100 * a['accuracy']:.2f}%"
+    return f"perplexity {a['perplexity']:.3f} ({acc} next-token)" if "perplexity" in a else acc
 
 
 def _int8_files(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -223,7 +236,7 @@ def _int8_markdown(report: dict[str, Any]) -> list[str]:
     ]
     ms = lambda a, k: "-" if a.get(k) is None else f"{a[k]:.3f}"  # noqa: E731
     for text, a in found:
-        acc = "-" if a.get("accuracy") is None else f"{100 * a['accuracy']:.2f}%"
+        acc = _quality(a)
         gain = f"{a['int8_speedup_b1']:.2f}x / {a['int8_speedup_b32']:.2f}x" if "int8_speedup_b1" in a else "-"
         codes = f"{a['codes_equal']:,} / {a['codes_total']:,}" if "codes_total" in a else "-"
         lines.append(f"| `{text}` | {a.get('file') or '(not written: no run folder)'} | {a.get('runtime', '-')} | {acc} "
@@ -255,7 +268,7 @@ def _artifacts_markdown(report: dict[str, Any]) -> list[str]:
     ]
     ms = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for text, name, a in found:
-        acc = "-" if a.get("accuracy") is None else f"{100 * a['accuracy']:.2f}%"
+        acc = _quality(a)
         codes = f"{a['codes_equal']:,} / {a['codes_total']:,}" if "codes_total" in a else "-"
         lines.append(
             f"| `{text}` | {name} | {a.get('runtime', '-')} | {_fmt_bytes(a['size_bytes'])} | {acc} | {ms(a.get('latency_ms_b1'))} "

@@ -6,8 +6,9 @@
   backend, see llm_smooth.FACTOR), ``quantize int8`` (W8A8: int8
   per-channel weights, per-tensor 8-bit inputs of every linear, simulated) loses at least 10%
   perplexity, while ``smoothquant alpha=0.5 | quantize int8`` stays within 1% of float32;
-- a language model's ``quantize int8`` runs (no engine file, said in the notes), and the steps
-  that still cannot work for one are refused before any training, located, exit 2.
+- a language model's ``quantize int8`` runs (torch also writes its int8 ONNX file; tensorflow has
+  no engine file, said in the notes), and the steps that still cannot work for one are refused
+  before any training, located, exit 2.
 
 Run with ``-s`` to see the figures.
 """
@@ -143,7 +144,7 @@ def test_planted_outliers_break_naive_w8a8_and_smoothquant_repairs_it(llm):
     h = _fresh(be, planted)
     ctx = _ctx(0)
     ppl["planted w8a8"] = perplexity(be, be.apply(h, int8, _names(be, h, "linear"), ctx), _ctx())
-    assert "w8a8" in ctx.notes and "int8_artifact" not in ctx.notes  # simulated, no engine file
+    assert "w8a8" in ctx.notes and ("int8_artifact" in ctx.notes) == (be.name == "torch")  # torch: the int8 ONNX file
     assert ctx.notes["quantized"]["model.layers.0.self_attn.q_proj"]["act_scale"] > 0
     h = _fresh(be, planted)
     h = be.apply(h, SmoothQuantSpec(alpha=0.5), _names(be, h, "norm"), _ctx(0))
@@ -183,16 +184,16 @@ def test_w8a8_with_qat_trains_through_the_quantizer(llm):
 
 @pytest.mark.parametrize("recipe, says, hint", [
     ("quantize int8 mode=dynamic", "mode=dynamic quantizes activations inside an ONNX Runtime or LiteRT", "leave mode= out"),
-    ("quantize int8\nexport onnx", "export onnx of a language model is not supported yet", "export torch"),
+    ("quantize int8\nexport pt2e", "language model is W8A8, whose int8 file is ONNX", "export onnx"),
     ("smoothquant alpha=0.5\nquantize int8", "the model is post-norm (BERT", "drop smoothquant"),
 ])
 def test_what_a_language_model_still_cannot_do_is_refused_before_training(llm, backend_name, recipe, says, hint, tmp_path,
                                                                           monkeypatch):
     monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
     model = "tiny-bert?layers=1&hidden=32&heads=2&mlp=64" if "smoothquant" in recipe else "tiny-llama?layers=1&hidden=32&heads=2&mlp=64"
-    if backend_name == "tensorflow" and "onnx" in recipe:
-        recipe = recipe.replace("onnx", "tflite")
-        says, hint = says.replace("onnx", "tflite"), "export keras"
+    if backend_name == "tensorflow" and "pt2e" in recipe:  # tensorflow's own file of a model is .tflite
+        recipe = recipe.replace("pt2e", "tflite")
+        says, hint = "export tflite of a language model is not supported yet", "--backend torch"
     with pytest.raises(RecipeError) as caught:
         lwdsl.run(recipe, model, backend=backend_name, data="pydoc", out=None, baseline_epochs=1)
     err = caught.value
@@ -200,6 +201,22 @@ def test_what_a_language_model_still_cannot_do_is_refused_before_training(llm, b
     assert err.location is not None and err.location.line == (1 if "smoothquant" in recipe else recipe.count("\n") + 1)
     cached = {p.name for p in (tmp_path / "cache").iterdir()} if (tmp_path / "cache").exists() else set()
     assert cached <= {"parser"}  # refused before the tokenizer was trained or any baseline
+
+
+def test_the_onnx_file_of_a_language_model_is_torch_s(llm, backend_name, tmp_path, monkeypatch):
+    """``export onnx`` of a language model: on tensorflow refused before any work, naming
+    ``--backend torch`` (which writes it); torch's own file is tested in tests/backends."""
+    if backend_name != "tensorflow":
+        pytest.skip("torch writes the file (tests/backends/test_torch_lm_onnx.py)")
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RecipeError) as caught:
+        lwdsl.run("quantize int8\nexport onnx", "tiny-llama?layers=1&hidden=32&heads=2&mlp=64", backend="tensorflow",
+                  data="pydoc", out=None, baseline_epochs=1)
+    err = caught.value
+    assert "the tensorflow backend cannot export onnx" in str(err) and "--backend torch" in (err.hint or "")
+    assert err.exit_code == 2 and err.location is not None and err.location.line == 2
+    cached = {p.name for p in (tmp_path / "cache").iterdir()} if (tmp_path / "cache").exists() else set()
+    assert cached <= {"parser"}
 
 
 @pytest.mark.slow  # trains a one-epoch tiny-llama baseline on --data pydoc
@@ -219,7 +236,15 @@ def test_the_recipe_runs_end_to_end_and_the_report_says_what_was_done(llm, backe
     assert abs(ppl[1] - ppl[0]) <= 1e-4 * ppl[0] and abs(ppl[2] - ppl[0]) <= 0.02 * ppl[0]
     smooth, quant = report["steps"][1], report["steps"][2]
     assert len(smooth["smoothquant"]["pairs"]) == 2 and smooth["smoothquant"]["examples"] == 128
-    assert "no int8 engine file" in quant["w8a8"] and "int8_artifact" not in quant
-    assert not list(out.glob("*.onnx")) and not list(out.glob("*.tflite"))
+    if backend_name == "torch":  # the int8 ONNX file: lwdsl's codes, 8 linears int8 (7 + lm_head)
+        art = quant["int8_artifact"]
+        assert "the int8 onnx file holds the same codes" in quant["w8a8"] and (out / art["file"]).is_file()
+        assert art["codes_equal"] == art["codes_total"] > 0 and art["int8_ops"] == 8 and art["float_ops"] == 0
+        assert abs(art["perplexity"] - ppl[2]) <= 1e-3 * ppl[2] and art["fp32_latency_ms_b32"] > 0
+    else:
+        assert "no int8 engine file" in quant["w8a8"] and "int8_artifact" not in quant
+        assert not list(out.glob("*.onnx")) and not list(out.glob("*.tflite"))
     md = (out / "report.md").read_text()
     assert "## Language model int8" in md and "2 norm -> linear pairs smoothed on 128 examples" in md
+    said = "int8 file model-int8-step2.onnx in onnxruntime: perplexity"  # the file, beside ORT's fp32 file
+    assert (said in md and "for the float32 ONNX file" in md) == (backend_name == "torch")
