@@ -88,7 +88,7 @@ class ExportSpec(StepSpec):
 
     positional: ClassVar[tuple[str, ...]] = ("format", "path")
     default_kinds: ClassVar[tuple[str, ...]] = ("all",)
-    summary: ClassVar[str] = "write a deployable artifact (onnx, torch, pt2e, tflite, saved_model, keras, hf)"
+    summary: ClassVar[str] = "write a deployable file (onnx, torch, pt2e, tflite, saved_model, keras, hf)"
     FORMS: ClassVar[tuple[str, ...]] = ("onnx", "torch", "pt2e", "tflite", "saved_model", "keras", "hf")
 
     op: Literal["export"] = "export"
