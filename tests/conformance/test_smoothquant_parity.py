@@ -79,7 +79,10 @@ def test_w8a8_gives_the_same_codes(start, smooth):
     state = _apply("torch", start, SmoothQuantSpec(alpha=0.5, calibrate=32))[0] if smooth else start
     spec = QuantizeSpec(dtype="int8", calibrate=32)
     (st, (nt,)), (sk, (nk,)) = _apply("torch", state, spec), _apply("tensorflow", state, spec)
-    assert "w8a8" in nt and "w8a8" in nk and "int8_artifact" not in nt and "int8_artifact" not in nk
+    assert "w8a8" in nt and "w8a8" in nk
+    # torch writes the language model's int8 ONNX Runtime file (the same codes); tensorflow has none and says so
+    assert "int8_artifact" in nt and "int8_artifact" not in nk
+    assert "no int8 engine file for a language model on this backend" in nk["w8a8"]
     codes = [k for k in st if k.endswith(CODES)]
     assert len(codes) == 15  # every linear layer, the head included
     for key in codes:
