@@ -1,37 +1,11 @@
-"""TFLite: conversion with the TensorFlow converter, inspection and evaluation with LiteRT.
-
-The one place the converter and the interpreter are used (``export tflite``, the tests).
-
-**Conversion** (:func:`convert`) of the handle's model with its masks applied:
-
-- float model: plain float32 conversion;
-- ``quantize int8 mode=static`` or ``mode=qat``: full integer quantization
-  (``Optimize.DEFAULT``, ``TFLITE_BUILTINS_INT8`` only, the representative dataset being the
-  step's calibration images, :func:`lwdsl.semantics.order.calibration_indices`); the model's
-  input and output stay float32 (a QUANTIZE and a DEQUANTIZE op at the ends);
-- ``mode=dynamic`` or ``weights_only``: dynamic-range quantization (``Optimize.DEFAULT``
-  without data): int8 weights, activations quantized at run time by the hybrid kernels. The
-  converter leaves weights with fewer than 1024 elements in float32 in this mode (LeNet-5's
-  conv1): such layers are named with ``ctx.warn``.
-
-- ``quantize fp16`` (a cast, no integer codes): float16 conversion (``Optimize.DEFAULT``,
-  ``target_spec.supported_types=[tf.float16]``): every float kernel stored as float16 and
-  widened by a ``DEQUANTIZE`` op when the interpreter loads it, so LiteRT's CPU kernels compute
-  in float32 (the gain is size, not speed). The kernels hold fp16 values already (the core's
-  rounding), so the file's 16 bits equal :func:`lwdsl.semantics.quant.half_bits` of them
-  (counted in the report). bf16 has no TFLite form (the converter keeps float32).
-
-``per_tensor`` steps convert with per-channel quantization switched off. The Keras kernels hold
-``codes * scale``, so the converter's own symmetric int8 rule (max|w| / 127, narrow range)
-finds our scales and codes again (the fixed point of :mod:`lwdsl.semantics.quant`):
-:func:`inspect_model` reads the int8 weights back from the flatbuffer and counts how many equal
-the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
-
-**The engine** (:class:`LiteRtEngine`, the primitive the core's :mod:`lwdsl.backend.engines`
-writes, measures and reports): the ``.tflite`` file in the LiteRT interpreter (``ai_edge_litert``,
-the runtime deployments use; ``tf.lite.Interpreter`` is deprecated); its fp32 is the plain
-float32 conversion of the same model. ``quantize int8`` writes this file, ``export tflite``
-writes it, and the latency a run prints for an int8 model is its latency in LiteRT.
+"""TFLite: conversion with the TensorFlow converter (:func:`convert`: float32; full integer after
+``quantize int8 mode=static|qat``, the step's calibration images as representative data, float
+input and output; dynamic-range after ``dynamic``/``weights_only``; float16 after ``quantize
+fp16``; ``per_tensor`` switches per-channel off), and the file in the LiteRT interpreter
+(:class:`LiteRtEngine`, the primitive the core's :mod:`lwdsl.backend.engines` writes, measures
+and reports; its fp32 is the plain float32 conversion). The rules, the code agreement and what
+is measured: docs/semantics.md, "Quantization on the tensorflow backend"; the report read from
+the flatbuffer: :mod:`lwdsl.backend.tflite_report`.
 """
 
 from __future__ import annotations
