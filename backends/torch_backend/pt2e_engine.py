@@ -11,20 +11,17 @@ engine") and docs/results.md.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
 import json
-import logging
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from lwdsl.backend.engines import Engine, EngineFile, Inventory
+from lwdsl.backend.threads import cpu_flags, quiet_logs
 from lwdsl.errors import LwdslError
 
 from .handle import TorchModel
@@ -61,12 +58,7 @@ def _need_torchao() -> None:
 
 def cpu_refusal() -> Optional[str]:
     """Why this CPU should not run inductor's int8 kernels (None with VNNI or AMX int8)."""
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+    flags = cpu_flags()
     vnni = getattr(torch.cpu, "_is_vnni_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     if (vnni is not None and vnni()) or (amx is not None and amx()) or flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
@@ -75,21 +67,10 @@ def cpu_refusal() -> Optional[str]:
             "ONNX Runtime's there")
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet() -> Any:
     """Keep torch.export's, torchao's and inductor's warnings and logging out of the run's output."""
-    loggers = [logging.getLogger(n) for n in ("torch._dynamo", "torch._inductor", "torch.export", "torch._export", "torch.fx",
-                                              "torch.utils._pytree", "torch.utils.cpp_extension", "torchao")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet_logs("torch._dynamo", "torch._inductor", "torch.export", "torch._export", "torch.fx",
+                      "torch.utils._pytree", "torch.utils.cpp_extension", "torchao")
 
 
 def one_relu_per_call(module: torch.nn.Module) -> torch.nn.Module:
