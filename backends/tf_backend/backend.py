@@ -12,6 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
+from lwdsl.backend.steps import handler_table
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
 from lwdsl.backend.weights import unpack_canonical
@@ -22,7 +23,6 @@ from . import io
 from .data import adopt_data
 from .fold import drop_folded
 from .handle import KerasHandle
-from .handlers import HANDLERS
 from .hf_folder import is_hf_folder, read_hf_handle
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, load_state_into, model_stats, output_positions, views
@@ -48,7 +48,7 @@ class KerasBackend(Backend):
     extra = "tensorflow"
     native_suffix = ".keras"
     support = SUPPORT
-    handlers = HANDLERS
+    handlers = handler_table(__package__, SUPPORT.runs)
     precisions = ("fp32", "bf16", "fp16")
 
     def versions(self) -> dict[str, str]:

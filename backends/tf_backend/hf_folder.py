@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.hf_folder import (NOT_A_TRANSFORMER, HfModel, config_args, decode_folder, keep_masks,
+from lwdsl.backend.hf_folder import (NOT_A_TRANSFORMER, HfModel, config_args, decode_folder, is_hf_folder, keep_masks,
                                      read_config_json, read_tensors, write_folder)
 from lwdsl.backend.transformer_sizes import transformer_sizes
 from lwdsl.errors import UsageError
@@ -44,14 +44,6 @@ _BUILT = {"tiny-llama": "LlamaForCausalLM", "tiny-gpt2": "GPT2LMHeadModel", "tin
 CONV1D = (".attn.c_attn", ".attn.c_proj", ".mlp.c_fc", ".mlp.c_proj")
 _EMBEDDINGS = {"LlamaForCausalLM": "model.embed_tokens.weight", "GPT2LMHeadModel": "transformer.wte.weight",
                "BertForSequenceClassification": "bert.embeddings.word_embeddings.weight"}
-
-
-def is_hf_folder(ref: Any) -> bool:
-    """A folder holding ``config.json`` (a Hugging Face model folder)."""
-    try:
-        return Path(ref).is_dir() and (Path(ref) / "config.json").is_file()
-    except (OSError, TypeError, ValueError):
-        return False
 
 
 def _need(config: dict, key: str, where: str) -> int:

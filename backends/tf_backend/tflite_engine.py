@@ -1,60 +1,32 @@
-"""TFLite: conversion with the TensorFlow converter, inspection and evaluation with LiteRT.
-
-The one place the converter and the interpreter are used (``export tflite``, the tests).
-
-**Conversion** (:func:`convert`) of the handle's model with its masks applied:
-
-- float model: plain float32 conversion;
-- ``quantize int8 mode=static`` or ``mode=qat``: full integer quantization
-  (``Optimize.DEFAULT``, ``TFLITE_BUILTINS_INT8`` only, the representative dataset being the
-  step's calibration images, :func:`lwdsl.semantics.order.calibration_indices`); the model's
-  input and output stay float32 (a QUANTIZE and a DEQUANTIZE op at the ends);
-- ``mode=dynamic`` or ``weights_only``: dynamic-range quantization (``Optimize.DEFAULT``
-  without data): int8 weights, activations quantized at run time by the hybrid kernels. The
-  converter leaves weights with fewer than 1024 elements in float32 in this mode (LeNet-5's
-  conv1): such layers are named with ``ctx.warn``.
-
-- ``quantize fp16`` (a cast, no integer codes): float16 conversion (``Optimize.DEFAULT``,
-  ``target_spec.supported_types=[tf.float16]``): every float kernel stored as float16 and
-  widened by a ``DEQUANTIZE`` op when the interpreter loads it, so LiteRT's CPU kernels compute
-  in float32 (the gain is size, not speed). The kernels hold fp16 values already (the core's
-  rounding), so the file's 16 bits equal :func:`lwdsl.semantics.quant.half_bits` of them
-  (counted in the report). bf16 has no TFLite form (the converter keeps float32).
-
-``per_tensor`` steps convert with per-channel quantization switched off. The Keras kernels hold
-``codes * scale``, so the converter's own symmetric int8 rule (max|w| / 127, narrow range)
-finds our scales and codes again (the fixed point of :mod:`lwdsl.semantics.quant`):
-:func:`inspect_model` reads the int8 weights back from the flatbuffer and counts how many equal
-the canonical codes (:func:`lwdsl.semantics.quant.agreement`).
-
-**The engine** (:class:`LiteRtEngine`, the primitive the core's :mod:`lwdsl.backend.engines`
-writes, measures and reports): the ``.tflite`` file in the LiteRT interpreter (``ai_edge_litert``,
-the runtime deployments use; ``tf.lite.Interpreter`` is deprecated); its fp32 is the plain
-float32 conversion of the same model. ``quantize int8`` writes this file, ``export tflite``
-writes it, and the latency a run prints for an int8 model is its latency in LiteRT.
+"""TFLite: conversion with the TensorFlow converter (:func:`convert`: float32; full integer after
+``quantize int8 mode=static|qat``, the step's calibration images as representative data, float
+input and output; dynamic-range after ``dynamic``/``weights_only``; float16 after ``quantize
+fp16``; ``per_tensor`` switches per-channel off), and the file in the LiteRT interpreter
+(:class:`LiteRtEngine`, the primitive the core's :mod:`lwdsl.backend.engines` writes, measures
+and reports; its fp32 is the plain float32 conversion). The rules, the code agreement and what
+is measured: docs/semantics.md, "Quantization on the tensorflow backend"; the report read from
+the flatbuffer: :mod:`lwdsl.backend.tflite_report`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import NOT_QUANTIZED, Engine, EngineFile, Inventory, codes_agreement
+from lwdsl.backend.engines import Engine, EngineFile, Inventory
+from lwdsl.backend.tflite_report import (WEIGHTED, OpInfo, TfliteReport, layer_of, runs_float, tflite_inventory,
+                                          tflite_notes)
 from lwdsl.errors import LwdslError
 from lwdsl.semantics.order import calibration_indices
-from lwdsl.semantics.quant import agreement, half_bits
 
 from ._tf import quiet_stderr, quiet_stdout, tf
 from .handle import KerasHandle
 
 __all__ = ["LITERT", "LiteRtEngine", "calibration_images", "convert", "artifact", "inspect_model", "interpreter", "TfliteReport", "report"]
 
-_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
 _REP_BATCH = 1  # the calibrator feeds one example at a time
 
 
@@ -163,42 +135,12 @@ def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "f
     return data, kind
 
 
-@dataclass
-class OpInfo:
-    op: str
-    layer: Optional[str]  # the Keras layer its weights came from (weighted ops)
-    inputs: tuple[str, ...]  # dtypes: activation, weights, bias
-    outputs: tuple[str, ...]
-
-
-@dataclass
-class TfliteReport:
-    """What a ``.tflite`` file holds: its ops with dtypes, the int8 weights per layer (mapped
-    back to the canonical layout) and their scales."""
-
-    ops: list[OpInfo] = field(default_factory=list)
-    codes: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> canonical int8 codes
-    scales: dict[str, np.ndarray] = field(default_factory=dict)
-    float_layers: list[str] = field(default_factory=list)  # weighted layers left float32
-    halves: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> canonical float16 bits (uint16)
-
-
 def _type_names(schema: Any) -> dict[int, str]:
     return {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
 
 def _op_names(schema: Any) -> dict[int, str]:
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
-def _layer_of(tensor_name: str, names: list[str]) -> Optional[str]:
-    """The one layer of ``names`` a tensor's name scopes point at, else None. Keras 3 traces the
-    model again for the converter, so each scope may carry a ``_N`` suffix (``conv1_1`` for
-    ``conv1``): a part matches its name with and without one such suffix."""
-    parts = {p for chunk in tensor_name.split(";") for p in chunk.split("/")}
-    parts |= {re.sub(r"_\d+$", "", p) for p in parts}
-    hits = [n for n in names if n in parts]
-    return hits[0] if len(hits) == 1 else None
 
 
 def inspect_model(data: bytes, handle: KerasHandle) -> TfliteReport:
@@ -228,12 +170,12 @@ def inspect_model(data: bytes, handle: KerasHandle) -> TfliteReport:
         if name == "DEQUANTIZE" and ins and ins[0] is not None and ins[0].Type() == schema.TensorType.FLOAT16:
             widened[int(op.OutputsAsNumpy()[0])] = ins[0]
         layer = None
-        if name in _WEIGHTED and len(ins) > 1 and ins[1] is not None:
+        if name in WEIGHTED and len(ins) > 1 and ins[1] is not None:
             w = ins[1]
             half = widened.get(int(op.InputsAsNumpy()[1]))
             if half is not None:
                 w = half
-            layer = _layer_of(w.Name().decode(), order)
+            layer = layer_of(w.Name().decode(), order)
             if layer is None and pending:
                 layer = pending[0]  # model order, when the names do not tell
             if layer in pending:
@@ -283,62 +225,10 @@ def interpreter(data: bytes, threads: int = 1) -> Any:
 
 
 def report(data: bytes, kind: str, handle: KerasHandle, ctx: StepContext) -> dict[str, Any]:
-    """The notes of one ``.tflite`` artifact: size, mode, weighted ops with dtypes, and the
-    agreement of its int8 (or float16) weights with the canonical codes (or 16-bit patterns),
-    per layer. A quantized layer the file keeps in float32 is named with ``ctx.warn``."""
-    info = inspect_model(data, handle)
-    notes: dict[str, Any] = {"size_bytes": len(data), "tflite_mode": kind}
-    notes["ops"] = [
-        {"op": o.op, **({"layer": o.layer} if o.layer else {}), "inputs": list(o.inputs), "outputs": list(o.outputs)}
-        for o in info.ops
-        if o.op in _WEIGHTED
-    ]
-    left = [name for name in info.float_layers if name in handle.quant]
-    if kind == "fp16":
-        casts = handle.qconfig.get("cast") or {}
-        equal = total = 0
-        per_half = {}
-        for name in casts:
-            got = info.halves.get(name)
-            view = handle.view_map().get(name)
-            if got is None or view is None:
-                continue
-            e, t = agreement(got, half_bits(view.weight.canonical(), "fp16"))
-            per_half[name] = [e, t]
-            equal, total = equal + e, total + t
-        notes["half_agreement"] = {"equal": equal, "total": total, "layers": per_half}
-        others = sorted(set(info.halves) - set(casts))
-        if others:
-            ctx.warn(f"export tflite: the float16 file stores every kernel in float16, also those of layers "
-                     f"{', '.join(others)}, which the model keeps float32 (quantize fp16 selected only some layers)")
-            notes["float16_by_converter"] = others
-    elif kind != "float32":
-        for name in left:
-            why = f" ({_DYNAMIC_SMALL})" if kind == "dynamic-range" else ""
-            ctx.warn(f"export tflite: quantized layer '{name}' stays float32 in the .tflite file{why}")
-        notes["float_layers"] = left
-        equal, total, per_layer = codes_agreement(info.codes, handle.quant)
-        notes["code_agreement"] = {"equal": equal, "total": total, "layers": per_layer}
-        extra = sorted(set(info.codes) - set(handle.quant))
-        if extra:
-            notes["quantized_by_converter"] = extra  # not selected, yet int8 in full-integer mode
-    return notes
-
-
-#: Why the converter's dynamic-range mode leaves a small layer float32.
-_DYNAMIC_SMALL = "the converter's dynamic-range mode keeps weights under 1024 elements in float"
-
-
-def _runs_float(info: TfliteReport, handle: KerasHandle, dynamic: bool) -> dict[str, str]:
-    """Each weighted layer whose op LiteRT runs on float weights, with why."""
-    out = {}
-    for o in info.ops:
-        if o.op in _WEIGHTED and o.layer and len(o.inputs) > 1 and o.inputs[1] != "int8":
-            if o.layer not in handle.quant:
-                out[o.layer] = NOT_QUANTIZED
-            else:
-                out[o.layer] = _DYNAMIC_SMALL if dynamic else f"the converter kept its {o.inputs[1]} weights"
-    return out
+    """The notes of one ``.tflite`` artifact (:func:`lwdsl.backend.tflite_report.tflite_notes`)."""
+    views = handle.view_map()
+    return tflite_notes(inspect_model(data, handle), len(data), kind, handle.quant, handle.qconfig.get("cast") or {},
+                        lambda name: views[name].weight.canonical() if name in views else None, ctx.warn)
 
 
 class LiteRtEngine(Engine):
@@ -356,7 +246,7 @@ class LiteRtEngine(Engine):
     def file_of(self, data: bytes, kind: str, handle: KerasHandle) -> EngineFile:
         """The engine's view of ``.tflite`` bytes of ``handle`` converted as ``kind``."""
         info = inspect_model(data, handle)
-        return EngineFile(data, dict(info.codes), _runs_float(info, handle, kind == "dynamic-range"))
+        return EngineFile(data, dict(info.codes), runs_float(info, handle.quant, kind == "dynamic-range"))
 
     def float_file(self, handle: KerasHandle) -> bytes:
         key = _fingerprint(handle)  # kept beside the int8 file: a quantize step and its export both ask
@@ -391,17 +281,7 @@ class LiteRtEngine(Engine):
         return bind
 
     def inventory(self, data: bytes, handle: KerasHandle) -> Inventory:
-        ops: dict[str, int] = {}
-        int8_ops = float_ops = 0
-        for o in inspect_model(data, handle).ops:
-            if o.op in _WEIGHTED and len(o.inputs) > 1:  # input and weight dtypes: int8 x int8, float32 x int8 (hybrid)
-                key = f"{o.op} ({o.inputs[0]} x {o.inputs[1]})"
-                int8_ops += o.inputs[1] == "int8"
-                float_ops += o.inputs[1] != "int8"
-            else:
-                key = f"{o.op} ({o.inputs[0] if o.inputs else '-'})"
-            ops[key] = ops.get(key, 0) + 1
-        return Inventory(dict(sorted(ops.items())), int(int8_ops), int(float_ops))
+        return tflite_inventory(inspect_model(data, handle))
 
 
 #: The engine the quantize flow, the latency and ``export tflite`` use.

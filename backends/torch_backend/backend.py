@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
+from lwdsl.backend.steps import handler_table
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
 from lwdsl.language.specs import TrainingOptions
@@ -19,7 +20,6 @@ from . import io
 from .data import adopt_data
 from .handle import TorchModel
 from .hf import is_hf_folder, read_hf_folder
-from .handlers import HANDLERS
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, model_stats, output_positions
 from .models import build_model
@@ -37,7 +37,7 @@ class TorchBackend(Backend):
     extra = "torch"
     native_suffix = ".pt"
     support = SUPPORT
-    handlers = HANDLERS
+    handlers = handler_table(__package__, SUPPORT.runs)
     precisions = ("fp32", "bf16", "fp16")
 
     def versions(self) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -176,3 +176,28 @@ def on_device(handle: TorchModel, *others: nn.Module) -> Iterator[torch.device]:
     finally:
         for m in modules:
             m.to("cpu")
+
+
+def layer_inputs(handle: TorchModel, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+    """Forward pre-hooks on ``layers`` during one pass over ``x`` in inference mode (on the
+    run's device), each input as float32 ``[rows, last axis]`` (pruning's and calibration's taps)."""
+    model = handle.module
+    seen: dict[str, np.ndarray] = {}
+
+    def keep(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple) -> None:
+            seen[name] = args[0].detach().to(torch.float32).reshape(-1, args[0].shape[-1]).cpu().numpy()
+
+        return hook
+
+    was_training = model.training
+    model.eval()
+    hooks = [model.get_submodule(name).register_forward_pre_hook(keep(name)) for name in layers]
+    try:
+        with torch.inference_mode(), on_device(handle) as device:
+            model(torch.from_numpy(x).to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return [seen[name] for name in layers]

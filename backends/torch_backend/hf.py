@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from lwdsl.backend.hf_folder import config_args
+from lwdsl.backend.hf_folder import config_args, is_hf_folder
 from lwdsl.backend.transformer_sizes import transformer_sizes
 from lwdsl.backend.zoo import TRANSFORMERS
 from lwdsl.errors import UsageError
@@ -124,14 +124,6 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.
     config_class, model_class, args = config_args(name, sizes, length, int(num_classes))  # the core's table
     model = _logits_class(getattr(tf, model_class))(getattr(tf, config_class)(**args))
     return _linear_conv1d(model) if name == "tiny-gpt2" else model
-
-
-def is_hf_folder(ref: Any) -> bool:
-    """A folder holding ``config.json`` (a Hugging Face model folder)."""
-    try:
-        return Path(ref).is_dir() and (Path(ref) / "config.json").is_file()
-    except (OSError, TypeError, ValueError):
-        return False
 
 
 def load_hf_folder(folder: Path) -> torch.nn.Module:

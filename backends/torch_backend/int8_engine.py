@@ -14,18 +14,16 @@ All exporter warnings stay inside this module.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import logging
-import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from lwdsl.backend.onnx_int8 import (  # noqa: F401  (the engine's parts, importable from here as before)
     FLOAT_OPS, INPUT, INT8_OPS, OPSET, OUTPUT, OnnxEngine, _onnx, build, onnx_file, run_onnx, runtime_ops, session,
 )
+from lwdsl.backend.threads import quiet_logs
 
 from .handle import TorchModel
 from .hf import takes_tokens
@@ -34,18 +32,9 @@ __all__ = ["ONNX", "OnnxEngine", "onnx_file", "build_onnx", "export_float", "exp
            "run_onnx", "OPSET"]
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet() -> Any:
     """Silence the exporter's deprecation notices and torch.onnx's logging for the block."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+    return quiet_logs("torch.onnx")
 
 
 def export_float(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:

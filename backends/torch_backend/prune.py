@@ -17,7 +17,7 @@ from lwdsl.semantics.cut import apply_cut, magnitude_cut
 from lwdsl.semantics.pruning import MaskRule, keep_masks
 from lwdsl.language.specs import PruneSpec
 
-from .handle import TorchModel, on_device, weight_of
+from .handle import TorchModel, layer_inputs, weight_of
 from .layers import weighted_layers
 from .structured import plan_removal, remove_filters
 from .train import fit
@@ -66,28 +66,7 @@ class TorchPruneParts(PruneParts):
         return handle
 
     def layer_inputs(self, handle: TorchModel, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        """Forward pre-hooks on ``layers`` during one pass over ``x`` in inference mode (on the
-        run's device), each input as float32 ``[rows, in]``."""
-        model = handle.module
-        seen: dict[str, np.ndarray] = {}
-
-        def keep(name: str) -> Any:
-            def hook(module: torch.nn.Module, args: tuple) -> None:
-                seen[name] = args[0].detach().to(torch.float32).reshape(-1, args[0].shape[-1]).cpu().numpy()
-
-            return hook
-
-        was_training = model.training
-        model.eval()
-        hooks = [model.get_submodule(name).register_forward_pre_hook(keep(name)) for name in layers]
-        try:
-            with torch.inference_mode(), on_device(handle) as device:
-                model(torch.from_numpy(x).to(device))
-        finally:
-            for h in hooks:
-                h.remove()
-            model.train(was_training)
-        return [seen[name] for name in layers]
+        return layer_inputs(handle, layers, x)
 
     def weight(self, handle: TorchModel, layer: str) -> np.ndarray:
         return weight_of(handle.module, layer).detach().to(torch.float32).cpu().numpy().copy()

@@ -1,58 +1,27 @@
 """The torch backend's second int8 engine: a ``torch.export`` program (``.pt2``) quantized by
 PT2E for inductor's x86 int8 kernels, holding lwdsl's own codes, scales and input ranges
 (:class:`Pt2eEngine`; ``export pt2e`` writes it, optional: ``pip install 'lwdsl[pt2e]'``).
-
-Why a second engine: on a CPU with AMX (Intel Xeon, 4th generation on), inductor's int8
-convolutions (oneDNN) run ResNet-18 faster than any ONNX Runtime file: lwdsl's ``.pt2`` 1.6x /
-3.4x lwdsl's ONNX file at batch 1 / 32, MobileNetV2 1.2x at batch 32 (``bench/int8_bench.py
---pt2e``, 1 thread, a shared machine; docs/results.md). ONNX Runtime's file stays the default
-engine: it runs on every CPU, starts in milliseconds, and it is the faster one for MobileNetV2 at
-batch 1 and for LeNet-5 (a compiled module's per-call cost is about 0.4 ms). The export's report
-entry puts the two side by side, so a user sees which engine wins on their model and CPU.
-
-How the file is built (torchao's documented x86 flow, then lwdsl's numbers put in):
-
-1. ``torch.export`` of a copy of the model (eval mode, channels-last, dynamic batch); a
-   torchvision residual block gets one ReLU module per call (its quantizer cannot annotate a
-   ReLU module called twice: "Input partition has more than one output node");
-2. ``prepare_pt2e`` with ``X86InductorQuantizer`` (default config: uint8 activations, int8
-   per-channel symmetric weights), calibrated on the step's own calibration images
-   (``handle.calib``), then ``convert_pt2e``: each conv/linear weight is an int8 constant read
-   through ``dequantize_per_channel``;
-3. every quantized layer's int8 constant becomes lwdsl's codes and its scales lwdsl's (a
-   per-tensor scale repeated per channel; zero points 0), and the ``quantize_per_tensor`` /
-   ``dequantize_per_tensor`` pair at its input gets lwdsl's activation scale and zero point (the
-   same pair carried back through a max pool or flatten that shares it). Other quantized
-   tensors (a residual branch's conv output before the addition) keep the range torchao's
-   observer found on the same calibration images;
-4. the float weights the converted module still carries are dropped, the module is exported
-   again and saved with ``torch.export.save``; ``lwdsl.json`` inside it maps each layer to its
-   constants, so the codes are read back from the file and counted equal to lwdsl's.
-
-A user loads it with ``torch.export.load(path).module()`` and compiles it with
-``torch.compile(m)`` under ``torch._inductor.config.freezing = True`` (channels-last inputs); :meth:`Pt2eEngine.load`
-does exactly that, one compiled graph per batch size (``dynamic=False``: with a dynamic batch,
-inductor's quantized-conv lowering fails on LeNet-5 in torch 2.14.1 with a layout assertion).
-The export falls back to the ONNX file, said with the reason, for a model whose layers are not
-all int8 static/qat, a CPU without VNNI/AMX, and a model inductor cannot compile.
+torchao's documented x86 flow (``torch.export``, ``X86InductorQuantizer``, ``prepare_pt2e`` on
+the step's calibration images, ``convert_pt2e``), then lwdsl's numbers put in
+(:func:`_put_numbers`), the float weights dropped and ``lwdsl.json`` mapping layers to constants;
+:meth:`Pt2eEngine.load` compiles it as a user would (:data:`COMPILE`, one graph per batch size).
+Why, how, when it falls back to the ONNX file, and what it measured: docs/semantics.md ("PT2E
+engine") and docs/results.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
 import json
-import logging
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from lwdsl.backend.engines import Engine, EngineFile, Inventory
+from lwdsl.backend.threads import cpu_flags, quiet_logs
 from lwdsl.errors import LwdslError
 
 from .handle import TorchModel
@@ -89,12 +58,7 @@ def _need_torchao() -> None:
 
 def cpu_refusal() -> Optional[str]:
     """Why this CPU should not run inductor's int8 kernels (None with VNNI or AMX int8)."""
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+    flags = cpu_flags()
     vnni = getattr(torch.cpu, "_is_vnni_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     if (vnni is not None and vnni()) or (amx is not None and amx()) or flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
@@ -103,21 +67,10 @@ def cpu_refusal() -> Optional[str]:
             "ONNX Runtime's there")
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet() -> Any:
     """Keep torch.export's, torchao's and inductor's warnings and logging out of the run's output."""
-    loggers = [logging.getLogger(n) for n in ("torch._dynamo", "torch._inductor", "torch.export", "torch._export", "torch.fx",
-                                              "torch.utils._pytree", "torch.utils.cpp_extension", "torchao")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet_logs("torch._dynamo", "torch._inductor", "torch.export", "torch._export", "torch.fx",
+                      "torch.utils._pytree", "torch.utils.cpp_extension", "torchao")
 
 
 def one_relu_per_call(module: torch.nn.Module) -> torch.nn.Module:

@@ -29,7 +29,7 @@ from lwdsl.language.specs import QuantizeSpec, TrainingOptions
 
 from .fakequant import act_hooks
 from .fold import fold_batchnorms
-from .handle import TorchModel, weight_of
+from .handle import TorchModel, layer_inputs, weight_of
 from .layers import layer_kind, weighted_layers
 
 __all__ = ["quantize", "smoothquant", "TorchQuantizeParts", "QUANTIZABLE"]
@@ -86,26 +86,7 @@ class TorchQuantizeParts(QuantizeParts):
             model.train(was_training)
 
     def layer_inputs(self, handle: TorchModel, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        model = handle.module
-        seen: dict[str, np.ndarray] = {}
-
-        def keep(name: str):
-            def hook(module: torch.nn.Module, args: tuple) -> None:
-                seen[name] = args[0].detach().to(torch.float32).numpy()
-
-            return hook
-
-        was_training = model.training
-        model.eval()
-        hooks = [model.get_submodule(name).register_forward_pre_hook(keep(name)) for name in names]
-        try:
-            with torch.inference_mode():
-                model(torch.from_numpy(x))
-        finally:
-            for h in hooks:
-                h.remove()
-            model.train(was_training)
-        return [seen[name] for name in names]
+        return layer_inputs(handle, names, x)
 
     def record(self, handle: TorchModel, spec: QuantizeSpec, forms: dict[str, str], quants: dict[str, WeightQuant],
                act_mode: str, ctx: StepContext) -> None:

@@ -56,13 +56,21 @@ from .context import StepContext
 from .steps import float_kernels_warning
 
 __all__ = ["HfModel", "config_args", "write_folder", "read_config_json", "read_tensors", "compressed_names",
-           "decode_folder", "keep_masks", "NOT_A_TRANSFORMER"]
+           "decode_folder", "keep_masks", "NOT_A_TRANSFORMER", "is_hf_folder"]
 
 #: What ``export hf`` says of a model that is not a ``transformers`` one.
 NOT_A_TRANSFORMER = "export hf goes with tiny-llama, tiny-bert, tiny-gpt2 or a Hugging Face folder as --model"
 
 #: The local names of a compressed layer's tensors (and an int8 ``weight`` of naive-quantized).
 _LOCAL = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "weight_g_idx", "weight")
+
+
+def is_hf_folder(ref: Any) -> bool:
+    """A folder holding ``config.json`` (a Hugging Face model folder)."""
+    try:
+        return Path(ref).is_dir() and (Path(ref) / "config.json").is_file()
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def config_args(name: str, sizes: Mapping[str, int], length: int, classes: int) -> tuple[str, str, dict[str, Any]]:

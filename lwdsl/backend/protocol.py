@@ -10,7 +10,7 @@ on an op):
    ``train`` produces a baseline.
 3. ``layers`` lists the model's layers with portable kinds, for selectors.
 4. ``apply`` runs one step: it refuses what the support table refuses, then calls the op's
-   handler from the backend's ``handlers`` table (``handlers.py`` in its package), which
+   handler from the backend's ``handlers`` table (:func:`~lwdsl.backend.steps.handler_table`), which
    changes the model in place or returns a new handle (after filters are removed, or a student
    replaces the model).
 5. ``evaluate``, ``stats``, ``latency_ms`` and ``state`` (sizes) measure after every step.
@@ -86,7 +86,7 @@ class Backend(ABC):
         name, extra, native_suffix: the backend's name, the pip extra that installs its
             framework, the suffix of the framework's own model file (``.pt``, ``.keras``).
         support: the static table of what it runs (``<package>/support.py``).
-        handlers: op -> :data:`Handler` (``<package>/handlers.py``, a table and nothing else);
+        handlers: op -> :data:`Handler` (built ones: ``handler_table(__package__, SUPPORT.runs)``);
             a contract test checks that its keys are exactly the ops ``support`` runs.
     """
 

@@ -3,16 +3,29 @@
 ``finetune`` and ``regularize`` only call the backend's ``fit``; ``export`` only resolves the
 path inside the run folder and calls the format's writer. Each backend builds them from its
 own ``fit`` and ``EXPORTERS`` (in its ``train.py`` and ``export.py``), so the logic is written once.
+:func:`handler_table` is a backend's op -> handler table, read from its modules by one convention.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .context import StepContext
 
-__all__ = ["training_handlers", "export_handler", "float_kernels_warning"]
+__all__ = ["HANDLER_MODULES", "handler_table", "training_handlers", "export_handler", "float_kernels_warning"]
+
+#: op -> the module of a backend package whose attribute of the op's name is its handler.
+HANDLER_MODULES = {"prune": "prune", "finetune": "train", "regularize": "train", "export": "export",
+                   "distill": "distill", "quantize": "quantize", "smoothquant": "quantize"}
+
+
+def handler_table(package: str, ops: Sequence[str]) -> dict[str, Callable[..., Any]]:
+    """op -> handler for a backend ``package`` running ``ops`` (its support table's): each
+    ``<package>.<HANDLER_MODULES[op]>.<op>``, imported now."""
+    return {op: getattr(importlib.import_module(f"{package}.{HANDLER_MODULES[op]}"), op) for op in ops}
+
 
 Writer = Callable[[Any, Path, StepContext, Any], None]  # (handle, path, ctx, the ExportSpec)
 

@@ -11,16 +11,21 @@ spinning thread takes the core its partner needs: a LeNet-5 training step with 2
 cores at a load of 5-7 took 253-795 ms spinning against 24-38 ms with ``OMP_WAIT_POLICY=PASSIVE``
 (idle threads sleep), measured side by side. lwdsl sets PASSIVE with a short spin
 (``GOMP_SPINCOUNT=10000``, which keeps the idle machine's speed) unless the user chose.
+
+:func:`quiet_logs` keeps a framework's notices (its loggers, Python warnings) out of a run's output.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-__all__ = ["usable_cpus", "cgroup_quota", "quiet_openmp", "cpu_model", "cpu_flags", "check_device"]
+__all__ = ["usable_cpus", "cgroup_quota", "quiet_openmp", "cpu_model", "cpu_flags", "check_device", "quiet_logs"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -134,3 +139,19 @@ def check_device(device: str) -> str:
     near = did_you_mean(device, ["auto", "cpu", "cuda", "mps"])
     raise UsageError(f"--device {device!r} is not a device", hint=(f"did you mean '{near}'? " if near else "")
                      + "give auto, cpu, cuda, cuda:N or mps")
+
+
+@contextlib.contextmanager
+def quiet_logs(*names: str) -> Iterator[None]:
+    """The loggers ``names`` at ERROR and Python warnings ignored inside the block, as they were after it."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -167,7 +167,7 @@ def test_tflite_and_saved_model_exports_print_nothing(be, tmp_path, capsys):
 
 def test_tflite_ops_map_to_their_layers_by_name():
     """Keras 3 traces the model again for the converter: scopes carry a _N suffix."""
-    from lwdsl.backends.tf_backend.tflite_engine import _layer_of
+    from lwdsl.backend.tflite_report import layer_of as _layer_of
 
     assert _layer_of("resnet8_1/layer2.down_1/convolution", ["layer2.conv1", "layer2.down"]) == "layer2.down"
     assert _layer_of("lenet5_1/fc1_1/MatMul;lenet5_1/fc1_1/Relu", ["fc1", "fc2"]) == "fc1"
