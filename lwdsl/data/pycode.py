@@ -19,7 +19,8 @@ own ``.py`` files, labelled by the package it comes from. Exactly (docs/semantic
   sorted order, each put in the test set when the test set's windows plus its own stay at
   most :data:`TEST_FRACTION` (20%) of the package's windows, else in the training set; a
   package where no file fits puts its smallest file (fewest windows, then first in order) in
-  the test set;
+  the test set; a test window equal (token for token) to any training window (a licence
+  header two files share) is dropped, so no test example is also a training example;
 - balance: every class has the same count, in each set: ``min`` over the classes of the
   windows it has there, at most :data:`TRAIN_PER_CLASS` (384) for training and
   :data:`TEST_PER_CLASS` (96) for test; a class with more keeps windows ``floor(i * n / m)``
@@ -133,6 +134,12 @@ def load_pydoc_code() -> Dataset:
         per_class.append((train_w, test_w))
         files_of[package] = {"train": [f.relative_to(root).as_posix() for f, t in zip(files, is_test) if not t],
                              "test": [f.relative_to(root).as_posix() for f, t in zip(files, is_test) if t]}
+    seen = {row.tobytes() for tr, _ in per_class for row in tr}
+    dropped = 0
+    for i, (tr, te) in enumerate(per_class):  # a test window equal to a training window (a shared header) is dropped
+        keep = np.array([row.tobytes() not in seen for row in te], dtype=bool)
+        dropped += int((~keep).sum())
+        per_class[i] = (tr, te[keep])
     n_train = min(TRAIN_PER_CLASS, *(len(tr) for tr, _ in per_class))
     n_test = min(TEST_PER_CLASS, *(len(te) for _, te in per_class))
     train_x = np.concatenate([_spread(tr, n_train) for tr, _ in per_class])
@@ -149,6 +156,7 @@ def load_pydoc_code() -> Dataset:
         "sequence_length": SEQ_LEN,
         "split": f"by file: a package's files in sorted order, test while its test windows stay <= {TEST_FRACTION:.0%}",
         "balance": f"{n_train} training and {n_test} test windows per class",
+        "test_windows_dropped": dropped,
         "files": {p: {s: len(v) for s, v in d.items()} for p, d in files_of.items()},
         "tokenizer": {"kind": "byte-level BPE (tokenizers), --data pydoc's", "vocab": int(tok.get_vocab_size()), "sha256": tok_sha,
                       "path": str(path)},
