@@ -31,4 +31,4 @@ def test_tiny_bert_classifies_stdlib_packages_well_above_chance():
     assert accuracy[0] > 2 * CHANCE, accuracy  # the baseline learned the packages
     assert accuracy[2] > 2 * CHANCE, accuracy  # pruned and fine-tuned
     assert 0 <= accuracy[3] <= 1  # the distilled student is measured the same way
-    assert result.report["data_source"]["classes"][0] == "asyncio"
+    assert result.report["data_source"]["classes"][0] == "asyncio" and steps[1]["calibration"]["examples"] == 16
