@@ -32,3 +32,13 @@ def test_tiny_bert_classifies_stdlib_packages_well_above_chance():
     assert accuracy[2] > 2 * CHANCE, accuracy  # pruned and fine-tuned
     assert 0 <= accuracy[3] <= 1  # the distilled student is measured the same way
     assert result.report["data_source"]["classes"][0] == "asyncio" and steps[1]["calibration"]["examples"] == 16
+
+
+def test_a_language_model_on_labelled_sequences_is_refused_before_training():
+    from lwdsl.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        lwdsl.run("prune 50%", "tiny-llama?layers=1&hidden=32&heads=2&mlp=64", data="pydoc-code", backend="torch",
+                  baseline_epochs=1, quiet=True, latency=False)
+    err = caught.value
+    assert err.exit_code == 2 and "token ids labelled one of 8 classes" in str(err) and "tiny-bert" in (err.hint or "")
