@@ -79,6 +79,11 @@ class _Prepared:
     models: dict[str, Any] = field(default_factory=dict)
 
 
+def _token_ids(data: Dataset) -> bool:
+    """Whether the data's inputs are token ids (one integer sequence per example)."""
+    return len(data.input_shape) == 1 and np.issubdtype(np.asarray(data.train_x[:1]).dtype, np.integer)
+
+
 def baseline_options(epochs: int, task: str = "classify", tokens: bool = False) -> TrainingOptions:
     """How a baseline is trained when no checkpoint is given: SGD, momentum 0.9, batch 64,
     lr 0.01, constant; a language model (``task`` lm) or a classifier of token sequences
@@ -162,7 +167,7 @@ def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: 
         except LwdslError as exc:  # lwdsl's own cache file, damaged: trained again, never used as it is
             ctx.warn(f"the cached baseline {path} could not be used ({exc.message}); it is trained again and replaced")
     say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
-    backend.train(model, baseline_options(epochs, ctx.data.task, tokens=len(ctx.data.input_shape) == 1), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
+    backend.train(model, baseline_options(epochs, ctx.data.task, tokens=_token_ids(ctx.data)), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
     state = backend.state(model)
     if not writes:  # rank 0 caches it
         return {"source": "trained", "path": str(path), "epochs": epochs}

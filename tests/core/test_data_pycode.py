@@ -81,3 +81,11 @@ def test_a_near_name_says_did_you_mean() -> None:
     with pytest.raises(UsageError) as caught:
         load_data("pydoc-cod")
     assert caught.value.exit_code == 2 and "pydoc-code" in (caught.value.hint or "")
+
+
+def test_a_token_classifier_s_baseline_is_trained_as_a_language_model_s(code) -> None:
+    from lwdsl.runner.pipeline import _token_ids, baseline_options
+
+    assert _token_ids(code) and not _token_ids(load_data("synthetic:1,8,8:3"))
+    tokens, images = baseline_options(3, "classify", tokens=True), baseline_options(3, "classify")
+    assert (tokens.optimizer, tokens.lr, tokens.batch) == ("adam", 0.001, 16) and images.optimizer == "sgd"
