@@ -159,9 +159,9 @@ def teacher_logits(parts: DistillParts, teachers: Sequence[Any], x: np.ndarray, 
 
 def _classes(parts: DistillParts, handle: Any, shape: tuple[int, ...], what: str, task: str = "classify") -> int:
     """The number of outputs per example (per position for a language model), from a zero input
-    of the data's kind (token ids for ``task`` lm)."""
+    of the data's kind (token ids for ``task`` lm and for token classification: 1-D inputs)."""
     try:
-        out = parts.outputs(handle, np.zeros((2, *shape), dtype=np.int64 if task == "lm" else np.float32))
+        out = parts.outputs(handle, np.zeros((2, *shape), dtype=np.int64 if task == "lm" or len(shape) == 1 else np.float32))
     except LwdslError:
         raise
     except Exception as exc:  # each framework raises its own error for an input that does not fit

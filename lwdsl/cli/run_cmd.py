@@ -37,7 +37,7 @@ from ..limits import MAX_EPOCHS, MAX_RDZV_TIMEOUT_S, MAX_RESTARTS, MAX_SEED, MAX
 __all__ = ["register"]
 
 Backend = Annotated[str, typer.Option(metavar="NAME", help="torch or tensorflow")]
-DataHelp = ("mnist, fashion_mnist, synthetic:C,H,W:K, or a path: a folder of class folders (train/ and test/, or split), "
+DataHelp = ("mnist, fashion_mnist, synthetic:C,H,W:K, pydoc (token sequences), pydoc-code (labelled token sequences), or a path: a folder of class folders (train/ and test/, or split), "
             "a .npz (x_train, y_train, x_test, y_test), a CIFAR-10/100 binary folder, a Hugging Face datasets folder; "
             "options as PATH?resize=64&crop=56")
 _PANEL = "Data read from a path"

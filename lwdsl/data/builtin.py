@@ -1,7 +1,8 @@
 """Data sets as numpy arrays, framework-free: MNIST, Fashion-MNIST (idx files) and synthetic.
 
 Names: ``mnist``, ``fashion_mnist``, ``pydoc`` (token sequences of Python's help topics for
-language models: :mod:`lwdsl.data.text`) and ``synthetic:C,H,W:K`` (images of shape C,H,W in K
+language models: :mod:`lwdsl.data.text`), ``pydoc-code`` (windows of the standard library's
+source labelled by package, a derived text-classification set: :mod:`lwdsl.data.pycode`) and ``synthetic:C,H,W:K`` (images of shape C,H,W in K
 classes, for speed and size checks: each class a pattern of its own under noise, so a baseline
 learns them and its accuracy means something; see :func:`_synthetic`). The idx files are
 looked for, in order, in ``$LWDSL_DATA/<name>/``, in the user cache
@@ -270,6 +271,10 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
         from .text import load_pydoc
 
         return load_pydoc()
+    if key == "pydoc_code":
+        from .pycode import load_pydoc_code
+
+        return load_pydoc_code()
     if is_path(name):
         from .sources import load_source
 
@@ -278,9 +283,9 @@ def load_data(name: str, *, download: bool = True) -> Dataset:
 
 
 def is_named(name: str) -> bool:
-    """Whether ``name`` is one of lwdsl's own data sets (``mnist``, ``fashion_mnist``, ``pydoc``, ``synthetic:...``)."""
+    """Whether ``name`` is one of lwdsl's own data sets (``mnist``, ``fashion_mnist``, ``pydoc``, ``pydoc-code``, ``synthetic:...``)."""
     key = name.replace("-", "_").lower()
-    return key in DATASETS or key == "pydoc" or key.startswith("synthetic:")
+    return key in DATASETS or key in ("pydoc", "pydoc_code") or key.startswith("synthetic:")
 
 
 def is_path(name: str) -> bool:
@@ -306,9 +311,9 @@ def _known(name: str) -> str:
     key = name.replace("-", "_").lower()
     if key not in DATASETS:
         shown = name if len(name) <= 80 else name[:77] + "..."
-        near = did_you_mean(name[:80], [*DATASETS, "pydoc", "synthetic:C,H,W:K"])
+        near = did_you_mean(name[:80], [*DATASETS, "pydoc", "pydoc-code", "synthetic:C,H,W:K"])
         raise UsageError(
-            f"unknown data set '{shown}' (known: {', '.join(DATASETS)}, pydoc, synthetic:C,H,W:K, or a path: a folder of class "
+            f"unknown data set '{shown}' (known: {', '.join(DATASETS)}, pydoc, pydoc-code, synthetic:C,H,W:K, or a path: a folder of class "
             "folders, a .npz file, a CIFAR binary folder, a Hugging Face datasets folder)",
             hint=f"did you mean '{near}'?" if near else None,
         )
@@ -352,6 +357,11 @@ def data_shape(name: str) -> tuple[tuple[int, ...], int]:
         from .text import SEQ_LEN, VOCAB
 
         return (SEQ_LEN,), VOCAB
+    if key == "pydoc_code":
+        from .pycode import PACKAGES
+        from .text import SEQ_LEN
+
+        return (SEQ_LEN,), len(PACKAGES)
     if is_path(name):
         from .sources import source_shape
 

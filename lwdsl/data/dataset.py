@@ -58,6 +58,10 @@ class Dataset:
             out["test_tokens"] = int(np.size(self.test_y))
             return out
         out["classes"] = list(self.classes) if self.classes else [str(i) for i in range(self.num_classes)]
+        if len(self.input_shape) == 1:  # labelled token sequences (lwdsl.data.pycode)
+            out["train_sequences"], out["test_sequences"] = int(len(self.train_x)), int(len(self.test_x))
+            out["sequence_length"] = int(self.input_shape[0])
+            return out
         out["train_images"], out["test_images"] = int(len(self.train_x)), int(len(self.test_x))
         out["image_shape"] = list(self.input_shape)
         return out

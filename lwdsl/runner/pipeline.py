@@ -79,10 +79,16 @@ class _Prepared:
     models: dict[str, Any] = field(default_factory=dict)
 
 
-def baseline_options(epochs: int, task: str = "classify") -> TrainingOptions:
+def _token_ids(data: Dataset) -> bool:
+    """Whether the data's inputs are token ids (one integer sequence per example)."""
+    return len(data.input_shape) == 1 and np.issubdtype(np.asarray(data.train_x[:1]).dtype, np.integer)
+
+
+def baseline_options(epochs: int, task: str = "classify", tokens: bool = False) -> TrainingOptions:
     """How a baseline is trained when no checkpoint is given: SGD, momentum 0.9, batch 64,
-    lr 0.01, constant; a language model (``task`` lm): Adam, lr 0.001, batch 16."""
-    if task == "lm":
+    lr 0.01, constant; a language model (``task`` lm) or a classifier of token sequences
+    (``tokens``: ``--data pydoc-code``): Adam, lr 0.001, batch 16."""
+    if task == "lm" or tokens:
         return TrainingOptions(epochs=epochs, lr=0.001, optimizer="adam", batch=16)
     return TrainingOptions(epochs=epochs, lr=0.01, optimizer="sgd", momentum=0.9, batch=64)
 
@@ -161,7 +167,7 @@ def _baseline(backend: Backend, model: Any, ref: str, ctx: StepContext, epochs: 
         except LwdslError as exc:  # lwdsl's own cache file, damaged: trained again, never used as it is
             ctx.warn(f"the cached baseline {path} could not be used ({exc.message}); it is trained again and replaced")
     say(f"baseline: training {ref} on {ctx.data.name} for {epochs} epoch(s) (cached afterwards at {path})")
-    backend.train(model, baseline_options(epochs, ctx.data.task), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
+    backend.train(model, baseline_options(epochs, ctx.data.task, tokens=_token_ids(ctx.data)), dataclasses.replace(ctx, progress=epoch_progress(ctx.progress, "baseline", epochs, say)))
     state = backend.state(model)
     if not writes:  # rank 0 caches it
         return {"source": "trained", "path": str(path), "epochs": epochs}
@@ -740,8 +746,8 @@ def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, mo
     if task == "lm":  # one sequence of token 0, the last token of the vocabulary as every target
         x = np.zeros((1, *shape), dtype=np.int64)
         y = np.full((1, *shape), classes - 1, dtype=np.int64)
-    else:
-        x = np.zeros((1, *shape), dtype=np.float32)
+    else:  # one image of zeros, or one sequence of token 0 (token classification data: pydoc-code), labelled the last class
+        x = np.zeros((1, *shape), dtype=np.int64 if len(shape) == 1 else np.float32)
         y = np.full(1, classes - 1, dtype=np.int64)
     ctx = StepContext(data=Dataset(data, x, y, x, y, classes, task=task), seed=0, index=-1, progress=progress_factory(True))
     try:
@@ -757,6 +763,12 @@ def check_fit(be: Backend, handle: Any, shape: tuple[int, ...], classes: int, mo
                 f"{classes}) fails in the model: {reason}",
                 hint="token sequences need a language model that takes token ids and gives a score per token: "
                 "--model tiny-llama (or a Hugging Face causal LM folder)",
+            ) from None
+        if len(shape) == 1:
+            raise UsageError(
+                f"model {model} does not fit the data {data}{assumed}: a sequence of {shape[0]} token ids labelled one of "
+                f"{classes} classes fails in the model: {reason}",
+                hint="labelled token sequences need a sequence classifier that takes token ids: --model tiny-bert",
             ) from None
         c, *hw = shape
         size = "x".join(map(str, hw))

@@ -123,6 +123,12 @@ def _data_markdown(report: dict[str, Any]) -> list[str]:
     d = report.get("data_source")
     if not d:
         return []
+    if "sequence_length" in d and "classes" in d:  # labelled token sequences (lwdsl.data.pycode)
+        tok = d.get("tokenizer", {})
+        return ["", f"Data: {d.get('source', 'text')} ({d.get('task', 'classification')}; {tok.get('kind', 'tokenizer')}, "
+                f"vocabulary {tok.get('vocab')}, sha256 {str(tok.get('sha256', ''))[:12]}); {d['train_sequences']:,} training "
+                f"and {d['test_sequences']:,} test sequences of {d['sequence_length']} tokens ({d.get('split', '')}; "
+                f"{d.get('balance', '')}).", "", f"Classes ({len(d['classes'])}): {', '.join(d['classes'])}."]
     if "sequence_length" in d:  # token sequences (lwdsl.data.text)
         tok = d.get("tokenizer", {})
         return ["", f"Data: {d.get('source', 'text')}, {d.get('characters', 0):,} characters, {d.get('tokens', 0):,} tokens "

@@ -43,6 +43,9 @@ def data_line(data: Any, seconds: Optional[float]) -> str:
     if "vocabulary" in d:  # token sequences (a language model's data)
         sizes = (f"{d['train_sequences']:,} train and {d['test_sequences']:,} test sequences of "
                  f"{_count(int(data.input_shape[0]), 'token')}, a vocabulary of {d['vocabulary']:,}")
+    elif "train_sequences" in d:  # labelled token sequences (lwdsl.data.pycode)
+        sizes = (f"{d['train_sequences']:,} train and {d['test_sequences']:,} test sequences of "
+                 f"{_count(int(data.input_shape[0]), 'token')}, {_count(len(d['classes']), 'class', 'classes')}")
     else:
         shape = "x".join(str(n) for n in d["image_shape"])
         sizes = (f"{d['train_images']:,} train and {d['test_images']:,} test images of {shape}, "
