@@ -9,11 +9,12 @@
    ``X^T X`` in float64 here. By default every layer is calibrated on the inputs of the model
    as it was before the step (one pass: the methods compared on the same inputs). With
    ``sequential=true`` the calibration is propagated, as the papers do: layers are compressed
-   in model order, a group at a time, and every group is calibrated on a new pass through the
-   model whose earlier layers are already compressed; a group is the next layer with the
-   following layers whose ``X^T X`` equals its own bit for bit (they read the same input: a
-   Llama block's q/k/v, gate/up; GPTQ's "true sequential" order), so a Llama block costs 4
-   passes, not 7 (:func:`calibrated_layers`).
+   in model order, a group at a time, and every group after the first is calibrated on a new
+   pass through the model whose earlier layers are already compressed, collecting that group's
+   inputs only; the groups come from the first pass: a layer with the later layers whose
+   ``X^T X`` equals its own bit for bit (they read the same input: a Llama block's q/k/v,
+   gate/up; GPTQ's "true sequential" order), so a Llama block costs 4 passes, not 7
+   (:func:`calibrated_layers`).
 3. Layer by layer, in model order: the backend's weight (canonical ``[out, in]``) goes to the
    core (:func:`~lwdsl.semantics.wanda.wanda_keep`,
    :func:`~lwdsl.semantics.sparsegpt.sparsegpt_prune`), and the backend writes back the mask
@@ -104,16 +105,17 @@ def calibrated_layers(parts: CalibratedParts, handle: Any, layers: Sequence[str]
     layers sharing one ``X^T X`` (module docstring), over the model as the caller left it.
     ``ctx.notes["calibration"]`` gets ``examples``, ``rows`` and, with ``sequential``, ``passes``;
     progress: a bar of the layers (``method``) after the one pass, a bar a pass when sequential."""
-    left, passes, rows, examples = list(layers), 0, 0, 0
     ctx.notes["calibration"] = {"examples": 0, "rows": 0}
-    while left:
-        grams, examples = gram_matrices(parts, handle, left, count, ctx,
-                                        f"{label} pass {passes + 1}" if sequential else label, warn=passes == 0)
-        passes += 1
-        rows = max([rows, *(g.rows for g in grams.values())])
-        group = [left[0]] if sequential else list(left)
-        if sequential:
-            group += [name for name in left[1:] if np.array_equal(grams[name].h, grams[left[0]].h)]
+    if not layers:
+        return
+    # the first pass: every layer's inputs; which layers share one (the same X^T X) is the model's structure
+    grams, examples = gram_matrices(parts, handle, layers, count, ctx, f"{label} pass 1" if sequential else label)
+    groups = _shared_inputs(layers, grams) if sequential else [list(layers)]
+    rows = 0
+    for passes, group in enumerate(groups, 1):
+        if passes > 1:  # sequential: the next group's inputs only, on the model compressed so far
+            grams, examples = gram_matrices(parts, handle, group, count, ctx, f"{label} pass {passes}", warn=False)
+        rows = max([rows, *(grams[name].rows for name in group)])
         ctx.notes["calibration"] = {"examples": examples, "rows": rows, **({"passes": passes} if sequential else {})}
         bar = ctx.progress(len(group), f"{method} {len(group)} layers") if not sequential else None
         try:
@@ -124,7 +126,18 @@ def calibrated_layers(parts: CalibratedParts, handle: Any, layers: Sequence[str]
         finally:
             if bar is not None:
                 bar.close()
-        left = [name for name in left if name not in group]
+
+
+def _shared_inputs(layers: Sequence[str], grams: dict[str, Gram]) -> list[list[str]]:
+    """``layers`` (model order) in groups: each the first layer not yet grouped and the later
+    ones whose ``X^T X`` equals its own bit for bit (they read the same tensor)."""
+    groups: list[list[str]] = []
+    grouped: set[str] = set()
+    for i, name in enumerate(layers):
+        if name not in grouped:
+            groups.append([name] + [o for o in layers[i + 1 :] if o not in grouped and np.array_equal(grams[o].h, grams[name].h)])
+            grouped.update(groups[-1])
+    return groups
 
 
 def prune_calibrated(parts: CalibratedParts, handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:

@@ -65,8 +65,8 @@ def test_one_pass_or_a_pass_per_group_of_layers_sharing_an_input(sequential, pas
         parts.w[name] = parts.w[name] * 0.5  # the caller compresses the layer before the next is calibrated
     assert got == ORDER
     assert len(parts.passes) == passes
-    if sequential:  # b and c read one input: calibrated together; d after b was compressed
-        assert parts.passes == [tuple(ORDER), ("b", "c", "d"), ("d",)]
+    if sequential:  # b and c read one input: calibrated together; d after b was compressed; a pass collects its group only
+        assert parts.passes == [tuple(ORDER), ("b", "c"), ("d",)]
         assert ctx.notes["calibration"] == {"examples": 40, "rows": 40, "passes": 3}
     else:
         assert ctx.notes["calibration"] == {"examples": 40, "rows": 40}
