@@ -33,9 +33,7 @@ CPU model, flags and load are printed first.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -48,20 +46,6 @@ from lwdsl.backend.onnx_int8 import runtime_ops, session
 from lwdsl.backend.timing import Protocol, fixed_tokens, median_ms
 
 MODEL = "tiny-llama"
-
-
-def machine() -> str:
-    flags, model = set(), "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8"]
-    have = [f for f in wanted if f in flags]
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    return f"{model}; {os.cpu_count()} cores; load {' '.join(load)}; flags: {' '.join(have) or 'none of ' + ' '.join(wanted)}"
 
 
 def ort_by_hand(fp32: Path, out: Path, calib: np.ndarray, how: str) -> Path:
@@ -106,7 +90,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--smooth", action="store_true")
     args = ap.parse_args()
-    print(machine())
+    from int8_bench import cpu_line  # noqa: E402 - same folder
+
+    print(f"CPU: {cpu_line()}")
     recipe = ("smoothquant alpha=0.5 calibrate=128\n" if args.smooth else "") + "quantize int8 calibrate=128\n"
     with tempfile.TemporaryDirectory(prefix="lm-onnx-bench-") as tmp:
         tmp = Path(tmp)
