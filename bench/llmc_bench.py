@@ -80,20 +80,21 @@ def fake_quantized(model) -> dict[str, np.ndarray]:
     return out
 
 
-def layer_errors(module, names: list[str], x: np.ndarray, new_state: dict[str, np.ndarray]) -> dict[str, float]:
-    """Each layer's relative output error on the baseline ``module``'s inputs to it over ``x``."""
+def layer_errors(module, names: list[str], x: np.ndarray, other: dict[str, np.ndarray], *,
+                 module_is: str = "base") -> dict[str, float]:
+    """Each layer's relative output error between ``module``'s weight and ``other``'s, on the
+    inputs ``module`` gives that layer over ``x``: ``module_is="base"`` (the baseline's inputs,
+    ``other`` compressed) or ``"new"`` (``module`` compressed, ``other`` the baseline: the
+    compressed model's own inputs)."""
     import torch
 
-    from lwdsl.semantics.hessian import output_error
+    from lwdsl.semantics.hessian import Gram, output_error
 
-    grams: dict[str, np.ndarray] = {}
-    hooks = []
+    grams: dict[str, Gram] = {}
     mods = dict(module.named_modules())
-    for name in names:
-        def hook(_m, inp, _out, name=name):
-            a = inp[0].detach().reshape(-1, inp[0].shape[-1]).double().numpy()
-            grams[name] = grams.get(name, 0) + a.T @ a
-        hooks.append(mods[name].register_forward_hook(hook))
+    hooks = [mods[n].register_forward_pre_hook(
+        lambda _m, inp, n=n: grams.setdefault(n, Gram(inp[0].shape[-1])).update(inp[0].detach().float().numpy()))
+        for n in names]
     try:
         with torch.no_grad():
             for s in range(0, len(x), 16):
@@ -101,7 +102,9 @@ def layer_errors(module, names: list[str], x: np.ndarray, new_state: dict[str, n
     finally:
         for h in hooks:
             h.remove()
-    return {n: output_error(mods[n].weight.detach().numpy(), new_state[f"{n}.weight"], grams[n]) for n in names}
+    mine = {n: mods[n].weight.detach().float().numpy() for n in names}
+    pairs = {n: (mine[n], other[f"{n}.weight"]) if module_is == "base" else (other[f"{n}.weight"], mine[n]) for n in names}
+    return {n: output_error(w, w_new, grams[n].h) for n, (w, w_new) in pairs.items()}
 
 
 def ppl(be, handle, ctx) -> float:

@@ -32,27 +32,6 @@ METHODS = {
 }
 
 
-def real_input_errors(module, names: list[str], x: np.ndarray, base: dict[str, np.ndarray]) -> dict[str, float]:
-    """Each layer's relative output error on its inputs in ``module`` (the compressed model)."""
-    import torch
-
-    from lwdsl.semantics.hessian import Gram, output_error
-
-    grams: dict[str, Gram] = {}
-    mods = dict(module.named_modules())
-    hooks = [mods[n].register_forward_pre_hook(
-        lambda _m, inp, n=n: grams.setdefault(n, Gram(inp[0].shape[-1])).update(inp[0].detach().float().numpy()))
-        for n in names]
-    try:
-        with torch.no_grad():
-            for s in range(0, len(x), 16):
-                module(torch.as_tensor(x[s : s + 16]))
-    finally:
-        for h in hooks:
-            h.remove()
-    return {n: output_error(base[f"{n}.weight"], mods[n].weight.detach().float().numpy(), grams[n].h) for n in names}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calibrate", type=int, default=128)
@@ -63,6 +42,7 @@ def main() -> None:
     import torch
 
     from int8_bench import cpu_line  # noqa: E402 - same folder
+    from llmc_bench import layer_errors  # noqa: E402 - same folder
     from lwdsl.backend import StepContext, get_backend
     from lwdsl.data.builtin import load_data
     from lwdsl.runner.pipeline import _baseline, run
@@ -97,7 +77,7 @@ def main() -> None:
             res = run(text + "\n", "tiny-llama", backend="torch", data="pydoc", checkpoint=ckpt, quiet=True, latency=False)
             secs = time.perf_counter() - t0
             row = res.report["steps"][-1]
-            errs = real_input_errors(res.model.module, names, calib, base_state)
+            errs = layer_errors(res.model.module, names, calib, base_state, module_is="new")
             rows[mode] = (row["calibration"].get("passes", 1), float(np.exp(be.evaluate(res.model, ctx)[1])), errs, secs)
         for mode, other in (("one pass", "sequential"), ("sequential", "one pass")):
             passes, ppl, errs, secs = rows[mode]
