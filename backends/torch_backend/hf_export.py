@@ -4,9 +4,10 @@ layout, warnings and notes are decided there, the same for every backend).
 
 What torch gives: the model's ``transformers`` config (``config.to_dict()``, ``architectures``
 the class ``transformers`` knows), its state dict as ``transformers`` reads it (``Conv1DLinear``
-weights transposed back to ``Conv1D``'s ``[in, out]``, tensors that share memory, a tied head,
-once: the first name in module order) and each module's class names (a :class:`Conv1DLinear` is
-``transformers``' ``Conv1D`` there).
+weights transposed back to ``Conv1D``'s ``[in, out]``, tensors that share memory once: the first
+name in module order), each module's class names (a :class:`Conv1DLinear` is ``transformers``'
+``Conv1D`` there) and the heads untied on load (hf.py's ``untie_heads``: the core ties them again
+while they equal the embeddings).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def hf_model(handle: TorchModel) -> HfModel:
     conf = config.to_dict()
     base = type(module).__mro__[1]  # hf.py's subclass only changes forward(); the class transformers knows
     conf["architectures"] = [base.__name__]
-    return HfModel(conf, _state(module), hf_classes(module))
+    return HfModel(conf, _state(module), hf_classes(module), dict(getattr(module, "lwdsl_tied", {})))
 
 
 def write_hf(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
