@@ -203,7 +203,7 @@ def hf_model(handle: KerasHandle) -> HfModel:
             value = t.canonical()
             state[t.name] = np.ascontiguousarray(value.T if t.name == f"{v.name}.weight" and classes[v.name][0] == "Conv1D"
                                                  else value, dtype=np.float32)
-    return HfModel(conf, state, classes, tied_head(handle.hf_config or {}, arch))
+    return HfModel(conf, state, classes, tied_head(handle.hf_config, arch) if handle.hf_config is not None else {})
 
 
 def write_hf(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:

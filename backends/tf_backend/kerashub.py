@@ -119,8 +119,11 @@ def from_keras_hub(model: Any, input_shape: tuple[int, ...], num_classes: int) -
             layer.base = sizes["base"]
     load_state_into(out, state, f"KerasHub {type(backbone).__name__}")
     if sizes["tied"]:
-        head, embeddings = TIED["GPT2LMHeadModel" if _is_gpt2(backbone) else "LlamaForCausalLM"]
-        warn_untied(f"KerasHub {type(backbone).__name__}", {head: embeddings})
+        gpt2 = _is_gpt2(backbone)
+        head, embeddings = TIED["GPT2LMHeadModel" if gpt2 else "LlamaForCausalLM"]
+        warn_untied(f"KerasHub {type(backbone).__name__}", {head: embeddings},
+                    "to_keras_hub gives a GPT2CausalLM back while they are equal" if gpt2
+                    else "to_keras_hub gives an untied LlamaCausalLM back")
     return out
 
 

@@ -125,12 +125,17 @@ def tied_head(config: Mapping[str, Any], arch: Optional[str]) -> dict[str, str]:
     return {head: embeddings}
 
 
-def warn_untied(source: str, tied: Mapping[str, str]) -> None:
-    """Say (:class:`~lwdsl.errors.LoadWarning`) that each tied head of ``source`` is now a tensor of its own."""
+#: What :func:`warn_untied` says of the way back, for a Hugging Face folder.
+EXPORT_TIES = "export hf writes one tensor again (tie_word_embeddings=true) while they are equal"
+
+
+def warn_untied(source: str, tied: Mapping[str, str], back: str = EXPORT_TIES) -> None:
+    """Say (:class:`~lwdsl.errors.LoadWarning`) that each tied head of ``source`` is now a
+    tensor of its own, and ``back``: what the way out of lwdsl makes of it."""
     for head, embeddings in tied.items():
         warnings.warn(f"{source}: its head {head} was tied to {embeddings}; lwdsl holds the head as a tensor of its own "
-                      "(a copy: the same logits), so a step on it leaves the embeddings alone; export hf writes one "
-                      "tensor again (tie_word_embeddings=true) while they are equal", LoadWarning, stacklevel=3)
+                      f"(a copy: the same logits), so a step on it leaves the embeddings alone; {back}",
+                      LoadWarning, stacklevel=3)
 
 
 @dataclass
