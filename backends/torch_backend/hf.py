@@ -43,8 +43,8 @@ from lwdsl.backend.transformer_sizes import transformer_sizes
 from lwdsl.backend.zoo import TRANSFORMERS
 from lwdsl.errors import UsageError
 
-__all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "read_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear",
-           "conv1d_layers", "untie_heads"]
+__all__ = ["HF_NAMES", "build_hf", "read_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear", "conv1d_layers",
+           "hf_classes", "untie_heads"]
 
 #: Names built here, with their default sizes (the core's table, :data:`lwdsl.backend.zoo.TRANSFORMERS`).
 HF_NAMES = {name: TRANSFORMERS[name] for name in ('tiny-llama', 'tiny-bert', 'tiny-gpt2')}
@@ -86,6 +86,18 @@ def conv1d_layers(model: torch.nn.Module) -> list[str]:
     """The names of the layers that were ``Conv1D`` in ``transformers`` (their weight goes back
     transposed, ``[in, out]``, to anything that reads a Hugging Face checkpoint)."""
     return [name for name, m in model.named_modules() if isinstance(m, Conv1DLinear)]
+
+
+def hf_classes(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
+    """Every sub-module -> the names of its classes as ``transformers`` builds it (a
+    :class:`Conv1DLinear` is ``transformers``' ``Conv1D`` there), in module order: what
+    compressed-tensors' class targets (``Linear``) match."""
+    out = {}
+    for name, m in module.named_modules():
+        if name:
+            mro = ("Conv1D", "Module") if isinstance(m, Conv1DLinear) else type(m).__mro__
+            out[name] = tuple(c if isinstance(c, str) else c.__name__ for c in mro)
+    return out
 
 
 def untie_heads(module: torch.nn.Module) -> dict[str, str]:
@@ -154,12 +166,6 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.
     return _linear_conv1d(model) if name == "tiny-gpt2" else model
 
 
-def load_hf_folder(folder: Path) -> torch.nn.Module:
-    """The model of a local Hugging Face folder (:func:`read_hf_folder`), without its
-    quantization state."""
-    return read_hf_folder(folder)[0]
-
-
 def read_hf_folder(folder: Path) -> tuple[torch.nn.Module, dict[str, Any], dict[str, torch.Tensor]]:
     """The model of a local Hugging Face folder: ``config.json`` (its ``architectures[0]``, a
     ``transformers`` class) and its safetensors weights, offline (never a download), a tied head
@@ -182,5 +188,5 @@ def read_hf_folder(folder: Path) -> tuple[torch.nn.Module, dict[str, Any], dict[
         lines = str(exc).strip().splitlines()
         raise UsageError(f"{folder}: transformers cannot load it ({lines[0][:300] if lines else type(exc).__name__})") from None
     warn_untied(f"--model {folder}", untie_heads(model))
-    quant, keeps = decode_into(model, folder, qc) if qc is not None else ({}, {})
+    quant, keeps = decode_into(model, folder, qc, hf_classes(model)) if qc is not None else ({}, {})
     return _linear_conv1d(model), quant, keeps

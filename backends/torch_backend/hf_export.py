@@ -23,9 +23,9 @@ from lwdsl.errors import UsageError
 from lwdsl.language.specs import ExportSpec
 
 from .handle import TorchModel
-from .hf import Conv1DLinear, conv1d_layers, takes_tokens
+from .hf import conv1d_layers, hf_classes, takes_tokens
 
-__all__ = ["write_hf", "hf_model", "hf_classes"]
+__all__ = ["write_hf", "hf_model"]
 
 
 def _state(module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -41,18 +41,6 @@ def _state(module: torch.nn.Module) -> dict[str, np.ndarray]:
         seen.add(ptr)
         t = t.detach().cpu()
         out[key] = (t.t() if key in transposed else t).contiguous().numpy().copy()
-    return out
-
-
-def hf_classes(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    """Every sub-module -> the names of its classes as ``transformers`` builds it (a
-    :class:`Conv1DLinear` is ``transformers``' ``Conv1D`` there), in module order: what
-    compressed-tensors' class targets (``Linear``) match."""
-    out = {}
-    for name, m in module.named_modules():
-        if name:
-            mro = ("Conv1D", "Module") if isinstance(m, Conv1DLinear) else type(m).__mro__
-            out[name] = tuple(c if isinstance(c, str) else c.__name__ for c in mro)
     return out
 
 

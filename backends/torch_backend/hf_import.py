@@ -44,10 +44,6 @@ def _quiet_transformers() -> Iterator[None]:
         logging.set_verbosity(level)
 
 
-def _classes(model: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    return {name: tuple(c.__name__ for c in type(m).__mro__) for name, m in model.named_modules() if name}
-
-
 def load_float(folder: Path, cls: type, qc: Any) -> torch.nn.Module:
     """The model of ``folder`` (class ``cls``) as ``transformers`` loads it; with a
     ``quantization_config`` (``qc``), float32, built without it, its quantized layers' weights
@@ -66,15 +62,16 @@ def load_float(folder: Path, cls: type, qc: Any) -> torch.nn.Module:
         return cls.from_pretrained(str(folder), config=config, local_files_only=True, dtype=torch.float32)
 
 
-def decode_into(model: torch.nn.Module, folder: Path, qc: Any) -> tuple[dict[str, WeightQuant], dict[str, torch.Tensor]]:
-    """The quantized layers of ``folder`` decoded into ``model``'s weights; the layers' codes and
-    scales (those lwdsl's state holds) and the keep masks of the sparse layers.
+def decode_into(model: torch.nn.Module, folder: Path, qc: Any,
+                classes: dict[str, tuple[str, ...]]) -> tuple[dict[str, WeightQuant], dict[str, torch.Tensor]]:
+    """The quantized layers of ``folder`` decoded into ``model``'s weights (``classes``: each
+    module's class names, hf.py's ``hf_classes``); the layers' codes and scales (those lwdsl's
+    state holds) and the keep masks of the sparse layers.
 
     Raises:
         UsageError: what the core refuses (a scheme, a format, a damaged tensor), or a layer
             the config quantizes that is not an ``nn.Linear`` / has no tensors in the folder.
     """
-    classes = _classes(model)
     tensors = read_tensors(folder, compressed_names(folder, qc, classes))
 
     weights, quant, sparse = decode_folder(folder, qc, classes, tensors,
