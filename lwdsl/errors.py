@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-__all__ = ["Location", "LwdslError", "RecipeError", "UsageError", "RunError", "did_you_mean"]
+__all__ = ["Location", "LwdslError", "RecipeError", "UsageError", "RunError", "LoadWarning", "did_you_mean"]
 
 
 @dataclass(frozen=True)
@@ -142,3 +142,8 @@ class RunError(LwdslError):
     """A run that failed after it started (bad data, NaN loss, missing files): exit code 1."""
 
     exit_code = 1
+
+
+class LoadWarning(UserWarning):
+    """What loading a model changed or could not keep (a tied head untied, codes read as
+    float32): a run puts each one in its baseline row's warnings."""

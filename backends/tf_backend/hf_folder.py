@@ -8,8 +8,8 @@ epsilon and rotary base; options the Keras model does not compute, such as group
 heads or rope scaling, are refused with the key) and the folder's tensors (read as numpy,
 quantized layers decoded by the core, ``Conv1D`` weights ``[in, out]`` transposed to the
 canonical ``[out, in]``) set into it. No ``transformers`` code runs: the config is JSON. A tied
-head (no ``lm_head.weight``, ``tie_word_embeddings``) starts as a copy of the embeddings (Keras
-has two tensors; ``export hf`` writes one again while they are equal).
+head (``tie_word_embeddings``) is untied as on every backend (the core's rule,
+:func:`lwdsl.backend.hf_folder.tied_head`): ``lm_head`` holds a copy of the embeddings, warned.
 
 Writing: the state from the layer views (canonical names are Hugging Face's), ``Conv1D`` weights
 transposed back, the config as ``transformers`` writes it (``transformers``' config class only,
@@ -26,7 +26,7 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.hf_folder import (NOT_A_TRANSFORMER, HfModel, config_args, decode_folder, is_hf_folder, keep_masks,
-                                     read_config_json, read_tensors, write_folder)
+                                     read_config_json, read_tensors, tied_head, warn_untied, write_folder)
 from lwdsl.backend.transformer_sizes import transformer_sizes
 from lwdsl.errors import UsageError
 from lwdsl.language.specs import ExportSpec
@@ -42,8 +42,6 @@ ARCHITECTURES = {"LlamaForCausalLM": ("LlamaConfig", "tiny-llama"), "GPT2LMHeadM
 _BUILT = {"tiny-llama": "LlamaForCausalLM", "tiny-gpt2": "GPT2LMHeadModel", "tiny-bert": "BertForSequenceClassification"}
 #: GPT-2's ``Conv1D`` projections (weight ``[in, out]`` in a folder), by the end of their names.
 CONV1D = (".attn.c_attn", ".attn.c_proj", ".mlp.c_fc", ".mlp.c_proj")
-_EMBEDDINGS = {"LlamaForCausalLM": "model.embed_tokens.weight", "GPT2LMHeadModel": "transformer.wte.weight",
-               "BertForSequenceClassification": "bert.embeddings.word_embeddings.weight"}
 
 
 def _need(config: dict, key: str, where: str) -> int:
@@ -129,6 +127,7 @@ def read_hf_folder(folder: Path, input_shape: tuple[int, ...]) -> tuple[Any, dic
     classes = _classes(model, arch)
     tensors = read_tensors(folder)
     vm = {v.name: v for v in views(model)}
+    tied = {head: embeddings for head, embeddings in tied_head(config, arch).items() if embeddings in tensors}
     weights, quant, sparse = {}, {}, []
     if config.get("quantization_config") is not None:
         weights, quant, sparse = decode_folder(folder, config["quantization_config"], classes, tensors,
@@ -138,12 +137,12 @@ def read_hf_folder(folder: Path, input_shape: tuple[int, ...]) -> tuple[Any, dic
         for t in v.tensors:
             if t.name == f"{v.name}.weight" and v.name in weights:
                 value = weights[v.name]
+            elif t.name in tied:  # a copy of the embeddings, as transformers ties them (a stored head is theirs too)
+                value = tensors[tied[t.name]]
             elif t.name in tensors:
                 value = tensors[t.name]
                 if t.name == f"{v.name}.weight" and classes[v.name][0] == "Conv1D":
                     value = value.T
-            elif t.name == "lm_head.weight" and config.get("tie_word_embeddings", True) and _EMBEDDINGS[arch] in tensors:
-                value = tensors[_EMBEDDINGS[arch]]
             else:
                 raise UsageError(f"{folder}: no tensor {t.name} in its *.safetensors for the model its config.json describes",
                                  hint="the folder is incomplete, or its config does not describe its weights")
@@ -152,6 +151,7 @@ def read_hf_folder(folder: Path, input_shape: tuple[int, ...]) -> tuple[Any, dic
             state[t.name] = np.asarray(value, dtype=np.float32)
             t.variable.assign(np.ascontiguousarray(t.from_canon(state[t.name]), dtype=np.float32))
     keeps = keep_masks(sparse, lambda name: state[f"{name}.weight"])
+    warn_untied(f"--model {folder}", tied)
     return model, quant, keeps, {k: v for k, v in config.items() if k != "quantization_config"}
 
 
@@ -203,16 +203,7 @@ def hf_model(handle: KerasHandle) -> HfModel:
             value = t.canonical()
             state[t.name] = np.ascontiguousarray(value.T if t.name == f"{v.name}.weight" and classes[v.name][0] == "Conv1D"
                                                  else value, dtype=np.float32)
-    said = []
-    embed = _EMBEDDINGS[arch]
-    if conf.get("tie_word_embeddings") and "lm_head.weight" in state:
-        if np.array_equal(state["lm_head.weight"], state[embed]):
-            del state["lm_head.weight"]  # one tensor, as transformers saves a tied head
-        else:
-            conf["tie_word_embeddings"] = False
-            said.append("export hf: the head and the embeddings were tied in the folder read and differ now; "
-                        "the config says tie_word_embeddings=false and the folder holds both")
-    return HfModel(conf, state, classes, said)
+    return HfModel(conf, state, classes, tied_head(handle.hf_config, arch) if handle.hf_config is not None else {})
 
 
 def write_hf(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:

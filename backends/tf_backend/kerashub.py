@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lwdsl.backend.hf_folder import TIED, warn_untied
 from lwdsl.backend.kerashub_map import (HINT, PREFIX, check_inputs, check_tied_head, gpt2_sizes, gpt2_table,
                                         gpt2_widths, llama_config, llama_sizes, llama_table, llama_widths, lwdsl_ref,
                                         preset_folder, transpose)
@@ -80,8 +81,9 @@ def hub_state(model: Any) -> dict[str, np.ndarray]:
             raise UsageError(f"KerasHub {type(backbone).__name__} has no variable '{missing[0]}' (KerasHub's {arch} layout)",
                              hint=f"build the model with keras_hub.models.{cls} (keras-hub 0.32)")
         state[name] = to_canon(*(_numpy(found[p]) for p in paths))
-    if gpt2 or sizes["tied"]:
-        state["lm_head.weight"] = state["transformer.wte.weight" if gpt2 else "model.embed_tokens.weight"].copy()
+    head, embeddings = TIED["GPT2LMHeadModel" if gpt2 else "LlamaForCausalLM"]
+    if sizes["tied"]:  # a copy: lwdsl unties a tied head (lwdsl/backend/hf_folder.py)
+        state[head] = state[embeddings].copy()
     else:
         state["lm_head.weight"] = transpose(_numpy(backbone.get_layer("token_embedding").reverse_embeddings))
     return state
@@ -116,6 +118,12 @@ def from_keras_hub(model: Any, input_shape: tuple[int, ...], num_classes: int) -
         elif isinstance(layer, SelfAttention):
             layer.base = sizes["base"]
     load_state_into(out, state, f"KerasHub {type(backbone).__name__}")
+    if sizes["tied"]:
+        gpt2 = _is_gpt2(backbone)
+        head, embeddings = TIED["GPT2LMHeadModel" if gpt2 else "LlamaForCausalLM"]
+        warn_untied(f"KerasHub {type(backbone).__name__}", {head: embeddings},
+                    "to_keras_hub gives a GPT2CausalLM back while they are equal" if gpt2
+                    else "to_keras_hub gives an untied LlamaCausalLM back")
     return out
 
 

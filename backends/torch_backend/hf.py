@@ -25,22 +25,26 @@ GPT-2 (``GPT2LMHeadModel``): 2 layers, hidden 128, 4 heads, MLP 512 (GELU), Laye
 positions, the data's vocabulary, an untied head (as tiny-llama's, so pruning the head never
 prunes the embeddings) and no dropout (as tiny-llama's: training is deterministic given the
 seed). Other sizes: ``tiny-llama?layers=4&hidden=256&heads=8&mlp=1024`` (and ``vocab=`` for tiny-bert).
+
+A folder whose head is tied to its embeddings (``tie_word_embeddings``: one ``Parameter`` in
+``transformers``) is untied on load (:func:`untie_heads`), as on every backend
+(:mod:`lwdsl.backend.hf_folder`): the head a ``Parameter`` of its own, a copy, warned.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lwdsl.backend.hf_folder import config_args, is_hf_folder
+from lwdsl.backend.hf_folder import config_args, is_hf_folder, read_config_json, warn_untied
 from lwdsl.backend.transformer_sizes import transformer_sizes
 from lwdsl.backend.zoo import TRANSFORMERS
 from lwdsl.errors import UsageError
 
-__all__ = ["HF_NAMES", "build_hf", "load_hf_folder", "read_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear", "conv1d_layers"]
+__all__ = ["HF_NAMES", "build_hf", "read_hf_folder", "is_hf_folder", "takes_tokens", "Conv1DLinear", "conv1d_layers",
+           "hf_classes", "untie_heads"]
 
 #: Names built here, with their default sizes (the core's table, :data:`lwdsl.backend.zoo.TRANSFORMERS`).
 HF_NAMES = {name: TRANSFORMERS[name] for name in ('tiny-llama', 'tiny-bert', 'tiny-gpt2')}
@@ -82,6 +86,42 @@ def conv1d_layers(model: torch.nn.Module) -> list[str]:
     """The names of the layers that were ``Conv1D`` in ``transformers`` (their weight goes back
     transposed, ``[in, out]``, to anything that reads a Hugging Face checkpoint)."""
     return [name for name, m in model.named_modules() if isinstance(m, Conv1DLinear)]
+
+
+def hf_classes(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
+    """Every sub-module -> the names of its classes as ``transformers`` builds it (a
+    :class:`Conv1DLinear` is ``transformers``' ``Conv1D`` there), in module order: what
+    compressed-tensors' class targets (``Linear``) match."""
+    out = {}
+    for name, m in module.named_modules():
+        if name:
+            mro = ("Conv1D", "Module") if isinstance(m, Conv1DLinear) else type(m).__mro__
+            out[name] = tuple(c if isinstance(c, str) else c.__name__ for c in mro)
+    return out
+
+
+def untie_heads(module: torch.nn.Module) -> dict[str, str]:
+    """Each layer whose weight is an earlier layer's ``Parameter`` (a head tied to the
+    embeddings) given a ``Parameter`` of its own, a copy (the same logits), and the config untied
+    so that ``transformers`` never ties them again. Returns head -> embeddings (tensor names),
+    also kept as ``module.lwdsl_tied``: ``export hf`` ties them again while they are equal."""
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, m in module.named_modules():
+        w = m._parameters.get("weight")
+        if not name or not isinstance(w, torch.nn.Parameter):
+            continue
+        if id(w) in first:
+            m.weight = torch.nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
+            tied[f"{name}.weight"] = f"{first[id(w)]}.weight"
+        else:
+            first[id(w)] = name
+    if tied:
+        if getattr(getattr(module, "config", None), "tie_word_embeddings", False):
+            module.config.tie_word_embeddings = False
+        module.lwdsl_tied = {**getattr(module, "lwdsl_tied", {}), **tied}
+    return tied
+
 
 _CLASSES: dict[type, type] = {}
 
@@ -126,39 +166,27 @@ def build_hf(ref: str, input_shape: tuple[int, ...], num_classes: int) -> torch.
     return _linear_conv1d(model) if name == "tiny-gpt2" else model
 
 
-def load_hf_folder(folder: Path) -> torch.nn.Module:
-    """The model of a local Hugging Face folder (:func:`read_hf_folder`), without its
-    quantization state."""
-    return read_hf_folder(folder)[0]
-
-
 def read_hf_folder(folder: Path) -> tuple[torch.nn.Module, dict[str, Any], dict[str, torch.Tensor]]:
     """The model of a local Hugging Face folder: ``config.json`` (its ``architectures[0]``, a
-    ``transformers`` class) and its safetensors weights, offline (never a download); with a
-    compressed-tensors ``quantization_config``, its quantized layers decoded by lwdsl
-    (hf_import.py), their codes and scales (layer -> ``WeightQuant``) and the keep masks of
+    ``transformers`` class) and its safetensors weights, offline (never a download), a tied head
+    untied; with a compressed-tensors ``quantization_config``, its quantized layers decoded by
+    lwdsl (hf_import.py), their codes and scales (layer -> ``WeightQuant``) and the keep masks of
     the layers its ``sparsity_config`` names. A plain folder gives ``{}, {}``."""
     tf = _import()
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{folder}/config.json cannot be read as JSON ({exc})") from None
+    config = read_config_json(folder)
     arch = (config.get("architectures") or [None])[0]
     base = getattr(tf, arch, None) if isinstance(arch, str) else None
     if base is None or not isinstance(base, type):
         raise UsageError(f"{folder}/config.json: architectures[0] is {arch!r}, not a transformers model class",
                          hint="the folder must come from save_pretrained of a transformers model (e.g. LlamaForCausalLM)")
-    if not any(folder.glob("*.safetensors")):
-        raise UsageError(f"{folder} holds no *.safetensors weights", hint="save with save_pretrained(..., safe_serialization=True)")
     qc = config.get("quantization_config")
-    try:
-        if qc is None:
-            model, quant, keeps = _logits_class(base).from_pretrained(str(folder), local_files_only=True), {}, {}
-        else:
-            from .hf_import import load_compressed
+    from .hf_import import decode_into, load_float
 
-            model, quant, keeps = load_compressed(folder, _logits_class(base), qc)
+    try:
+        model = load_float(folder, _logits_class(base), qc)
     except (OSError, ValueError, RuntimeError) as exc:
         lines = str(exc).strip().splitlines()
         raise UsageError(f"{folder}: transformers cannot load it ({lines[0][:300] if lines else type(exc).__name__})") from None
+    warn_untied(f"--model {folder}", untie_heads(model))
+    quant, keeps = decode_into(model, folder, qc, hf_classes(model)) if qc is not None else ({}, {})
     return _linear_conv1d(model), quant, keeps

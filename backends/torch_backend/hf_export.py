@@ -4,9 +4,10 @@ layout, warnings and notes are decided there, the same for every backend).
 
 What torch gives: the model's ``transformers`` config (``config.to_dict()``, ``architectures``
 the class ``transformers`` knows), its state dict as ``transformers`` reads it (``Conv1DLinear``
-weights transposed back to ``Conv1D``'s ``[in, out]``, tensors that share memory, a tied head,
-once: the first name in module order) and each module's class names (a :class:`Conv1DLinear` is
-``transformers``' ``Conv1D`` there).
+weights transposed back to ``Conv1D``'s ``[in, out]``, tensors that share memory once: the first
+name in module order), each module's class names (a :class:`Conv1DLinear` is ``transformers``'
+``Conv1D`` there) and the heads untied on load (hf.py's ``untie_heads``: the core ties them again
+while they equal the embeddings).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from lwdsl.errors import UsageError
 from lwdsl.language.specs import ExportSpec
 
 from .handle import TorchModel
-from .hf import Conv1DLinear, conv1d_layers, takes_tokens
+from .hf import conv1d_layers, hf_classes, takes_tokens
 
-__all__ = ["write_hf", "hf_model", "hf_classes"]
+__all__ = ["write_hf", "hf_model"]
 
 
 def _state(module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -43,18 +44,6 @@ def _state(module: torch.nn.Module) -> dict[str, np.ndarray]:
     return out
 
 
-def hf_classes(module: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    """Every sub-module -> the names of its classes as ``transformers`` builds it (a
-    :class:`Conv1DLinear` is ``transformers``' ``Conv1D`` there), in module order: what
-    compressed-tensors' class targets (``Linear``) match."""
-    out = {}
-    for name, m in module.named_modules():
-        if name:
-            mro = ("Conv1D", "Module") if isinstance(m, Conv1DLinear) else type(m).__mro__
-            out[name] = tuple(c if isinstance(c, str) else c.__name__ for c in mro)
-    return out
-
-
 def hf_model(handle: TorchModel) -> HfModel:
     """The handle's model as ``export hf`` writes it (masks applied)."""
     module = handle.module
@@ -66,7 +55,7 @@ def hf_model(handle: TorchModel) -> HfModel:
     conf = config.to_dict()
     base = type(module).__mro__[1]  # hf.py's subclass only changes forward(); the class transformers knows
     conf["architectures"] = [base.__name__]
-    return HfModel(conf, _state(module), hf_classes(module))
+    return HfModel(conf, _state(module), hf_classes(module), dict(getattr(module, "lwdsl_tied", {})))
 
 
 def write_hf(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:

@@ -4,7 +4,7 @@ A folder whose ``config.json`` has a ``quantization_config`` (``quant_method``
 ``compressed-tensors``: written by ``export hf`` or by llm-compressor) is read without the
 ``compressed-tensors`` package and without its hooks in the model: ``transformers`` builds the
 model from the config with the ``quantization_config`` taken out and loads every tensor it knows
-(norms, embeddings, float layers, tied weights); each quantized layer's tensors
+(norms, embeddings, float layers; a tied head untied by hf.py before any decoded weight goes in); each quantized layer's tensors
 (``weight_packed``/``weight_scale``/``weight_shape``, or an int8 ``weight``) are read and decoded
 by the core (:func:`lwdsl.backend.hf_folder.decode_folder`, the same for every backend: which
 schemes are read, which are refused and why) and the layer's weight set to ``f32(code) * scale``. The codes and scales are returned for the
@@ -27,7 +27,7 @@ from lwdsl.backend.hf_folder import compressed_names, decode_folder, keep_masks,
 from lwdsl.semantics import hf_format
 from lwdsl.semantics.codes import WeightQuant
 
-__all__ = ["load_compressed"]
+__all__ = ["load_float", "decode_into"]
 
 
 @contextlib.contextmanager
@@ -44,26 +44,34 @@ def _quiet_transformers() -> Iterator[None]:
         logging.set_verbosity(level)
 
 
-def _classes(model: torch.nn.Module) -> dict[str, tuple[str, ...]]:
-    return {name: tuple(c.__name__ for c in type(m).__mro__) for name, m in model.named_modules() if name}
+def load_float(folder: Path, cls: type, qc: Any) -> torch.nn.Module:
+    """The model of ``folder`` (class ``cls``) as ``transformers`` loads it; with a
+    ``quantization_config`` (``qc``), float32, built without it, its quantized layers' weights
+    still to be decoded (:func:`decode_into`).
+
+    Raises:
+        UsageError: a ``quantization_config`` the core refuses, before any weight is read.
+    """
+    if qc is None:
+        return cls.from_pretrained(str(folder), local_files_only=True)
+    hf_format.read_config(qc, {}, f"{folder}/config.json")  # what it refuses, before any weight is read
+    config = cls.config_class.from_pretrained(str(folder), local_files_only=True)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    with _quiet_transformers():
+        return cls.from_pretrained(str(folder), config=config, local_files_only=True, dtype=torch.float32)
 
 
-def load_compressed(folder: Path, cls: type, qc: Any) -> tuple[torch.nn.Module, dict[str, WeightQuant], dict[str, torch.Tensor]]:
-    """The model of ``folder`` (class ``cls``) with its quantized layers decoded; the layers'
-    codes and scales (those lwdsl's state holds) and the keep masks of the sparse layers.
+def decode_into(model: torch.nn.Module, folder: Path, qc: Any,
+                classes: dict[str, tuple[str, ...]]) -> tuple[dict[str, WeightQuant], dict[str, torch.Tensor]]:
+    """The quantized layers of ``folder`` decoded into ``model``'s weights (``classes``: each
+    module's class names, hf.py's ``hf_classes``); the layers' codes and scales (those lwdsl's
+    state holds) and the keep masks of the sparse layers.
 
     Raises:
         UsageError: what the core refuses (a scheme, a format, a damaged tensor), or a layer
             the config quantizes that is not an ``nn.Linear`` / has no tensors in the folder.
     """
-    where = f"{folder}/config.json"
-    hf_format.read_config(qc, {}, where)  # what it refuses, before any weight is read
-    config = cls.config_class.from_pretrained(str(folder), local_files_only=True)
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    with _quiet_transformers():
-        model = cls.from_pretrained(str(folder), config=config, local_files_only=True, dtype=torch.float32)
-    classes = _classes(model)
     tensors = read_tensors(folder, compressed_names(folder, qc, classes))
 
     weights, quant, sparse = decode_folder(folder, qc, classes, tensors,
@@ -72,4 +80,4 @@ def load_compressed(folder: Path, cls: type, qc: Any) -> tuple[torch.nn.Module, 
         for name, w in weights.items():
             model.get_submodule(name).weight.copy_(torch.from_numpy(w))
     keeps = keep_masks(sparse, lambda name: model.get_submodule(name).weight.detach().numpy())
-    return model, quant, {name: torch.from_numpy(keep) for name, keep in keeps.items()}
+    return quant, {name: torch.from_numpy(keep) for name, keep in keeps.items()}

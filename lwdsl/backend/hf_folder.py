@@ -3,7 +3,8 @@
 ``export hf`` (:func:`write_folder`): the folder holds ``config.json`` (the model's
 ``transformers`` config, ``architectures`` its class: ``LlamaForCausalLM``, ``GPT2LMHeadModel``,
 ...), ``model.safetensors`` (every tensor of the state, float32 (quantized layers packed, below),
-with masks applied; a tied head stored once, as ``save_pretrained`` does; GPT-2's projections in
+with masks applied; a head tied in the model read stored once while it equals the embeddings,
+as ``save_pretrained`` does (below); GPT-2's projections in
 ``transformers``' ``Conv1D`` layout ``[in, out]``) and, with ``--data pydoc`` (or any data whose
 report names a ``tokenizers`` file), ``tokenizer.json`` with a ``tokenizer_config.json`` for
 ``PreTrainedTokenizerFast``. A backend gives an :class:`HfModel` (config, state as
@@ -31,6 +32,14 @@ state except where lwdsl's state cannot hold them (warned), and keep masks for t
 ``sparsity_config`` names where their weights are zero. The backend builds its model from the
 config and loads these weights.
 
+A tied head (``tie_word_embeddings``: GPT-2's default; a ``transformers`` model whose head
+shares the embeddings' parameter; a KerasHub GPT-2 or tied Llama) is untied on load, on every
+backend: the head becomes a tensor of its own holding a copy of the embeddings (the same logits),
+so a step on ``lm_head`` (quantize, prune, training) never changes the embeddings, and a
+:class:`~lwdsl.errors.LoadWarning` (:func:`warn_untied`) says so (a run's baseline row holds it).
+``export hf`` ties them again while the head equals the embeddings bit for bit (one tensor,
+``tie_word_embeddings`` true); once they differ it writes both, says false, and warns.
+
 The tiny models' configs (:func:`config_args`) are one table too: the torch backend builds its
 ``transformers`` model from them, the TensorFlow backend writes them into ``config.json``.
 """
@@ -48,7 +57,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import LoadWarning, UsageError
 from ..semantics import hf_format
 from ..semantics.codes import WeightQuant
 from ..semantics.safetensors_read import read_safetensors
@@ -56,10 +65,14 @@ from .context import StepContext
 from .steps import float_kernels_warning
 
 __all__ = ["HfModel", "config_args", "write_folder", "read_config_json", "read_tensors", "compressed_names",
-           "decode_folder", "keep_masks", "NOT_A_TRANSFORMER", "is_hf_folder"]
+           "decode_folder", "keep_masks", "NOT_A_TRANSFORMER", "is_hf_folder", "TIED", "tied_head", "warn_untied"]
 
 #: What ``export hf`` says of a model that is not a ``transformers`` one.
 NOT_A_TRANSFORMER = "export hf goes with tiny-llama, tiny-bert, tiny-gpt2 or a Hugging Face folder as --model"
+
+#: The head and the input embeddings a ``tie_word_embeddings`` config ties, by ``transformers`` class.
+TIED = {"LlamaForCausalLM": ("lm_head.weight", "model.embed_tokens.weight"),
+        "GPT2LMHeadModel": ("lm_head.weight", "transformer.wte.weight")}
 
 #: The local names of a compressed layer's tensors (and an int8 ``weight`` of naive-quantized).
 _LOCAL = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "weight_g_idx", "weight")
@@ -99,21 +112,65 @@ def config_args(name: str, sizes: Mapping[str, int], length: int, classes: int) 
     raise UsageError(f"{name} is not one of lwdsl's transformer models (tiny-llama, tiny-gpt2, tiny-bert)")
 
 
+def tied_head(config: Mapping[str, Any], arch: Optional[str]) -> dict[str, str]:
+    """The head -> embeddings tensors ``config`` ties (``tie_word_embeddings``; where the key is
+    absent, ``transformers``' default for the class: GPT-2 ties, Llama does not); ``{}`` for none.
+
+    >>> tied_head({"tie_word_embeddings": True}, "LlamaForCausalLM")
+    {'lm_head.weight': 'model.embed_tokens.weight'}
+    """
+    if arch not in TIED or not config.get("tie_word_embeddings", arch == "GPT2LMHeadModel"):
+        return {}
+    head, embeddings = TIED[arch]
+    return {head: embeddings}
+
+
+#: What :func:`warn_untied` says of the way back, for a Hugging Face folder.
+EXPORT_TIES = "export hf writes one tensor again (tie_word_embeddings=true) while they are equal"
+
+
+def warn_untied(source: str, tied: Mapping[str, str], back: str = EXPORT_TIES) -> None:
+    """Say (:class:`~lwdsl.errors.LoadWarning`) that each tied head of ``source`` is now a
+    tensor of its own, and ``back``: what the way out of lwdsl makes of it."""
+    for head, embeddings in tied.items():
+        warnings.warn(f"{source}: its head {head} was tied to {embeddings}; lwdsl holds the head as a tensor of its own "
+                      f"(a copy: the same logits), so a step on it leaves the embeddings alone; {back}",
+                      LoadWarning, stacklevel=3)
+
+
 @dataclass
 class HfModel:
     """What a backend gives ``export hf``: the ``transformers`` config (``to_dict()``, with
     ``architectures``, without a ``quantization_config``), the state as ``transformers`` saves it
     (its names, ``Conv1D`` weights ``[in, out]``, shared tensors once, masks applied, float32
     numpy), and every module's class names as ``transformers`` builds it (module order: what
-    compressed-tensors' ``Linear`` targets match; a GPT-2 projection is ``("Conv1D", "Module")``)."""
+    compressed-tensors' ``Linear`` targets match; a GPT-2 projection is ``("Conv1D", "Module")``);
+    ``tied``: the heads that were tied to the embeddings in the model read (head -> embeddings)."""
 
     config: dict[str, Any]
     state: dict[str, np.ndarray]
     classes: dict[str, tuple[str, ...]]
-    warnings: list[str] = field(default_factory=list)  # what the backend's own conversion says
+    tied: dict[str, str] = field(default_factory=dict)
 
 
-def _packed(model: HfModel, quant: Mapping[str, WeightQuant]) -> tuple[dict[str, WeightQuant], dict[str, str]]:
+def _tie(model: HfModel, conf: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The state to write, a head tied in the model read stored once while it equals its
+    embeddings bit for bit (``conf``'s ``tie_word_embeddings`` set to what is written), and what is warned."""
+    state, said = dict(model.state), []
+    for head, embeddings in model.tied.items():
+        if head not in state or embeddings not in state:
+            continue
+        conf["tie_word_embeddings"] = bool(np.array_equal(state[head], state[embeddings]))
+        if conf["tie_word_embeddings"]:
+            del state[head]  # one tensor, as transformers saves a tied head
+        else:
+            said.append(f"export hf: the head {head} was tied to {embeddings} in the model read and differs now; "
+                        "the config says tie_word_embeddings=false and the folder holds both")
+    return state, said
+
+
+def _packed(model: HfModel, state: Mapping[str, np.ndarray],
+            quant: Mapping[str, WeightQuant]) -> tuple[dict[str, WeightQuant], dict[str, str]]:
     """The quantized layers compressed-tensors holds (module order), and the others with why not."""
     packed, left = {}, {}
     for name, mro in model.classes.items():
@@ -124,10 +181,10 @@ def _packed(model: HfModel, quant: Mapping[str, WeightQuant]) -> tuple[dict[str,
             left[name] = "a GPT-2 Conv1D (compressed-tensors packs nn.Linear only)"
         elif "Linear" not in mro:
             left[name] = f"a {mro[0]} (compressed-tensors packs nn.Linear only)"
-        elif f"{name}.weight" not in model.state:
+        elif f"{name}.weight" not in state:
             left[name] = "its weight is tied to another tensor (stored once, under the other name)"
         else:
-            why = hf_format.unsupported(q, tuple(model.state[f"{name}.weight"].shape))
+            why = hf_format.unsupported(q, tuple(state[f"{name}.weight"].shape))
             if why:
                 left[name] = why
             else:
@@ -173,13 +230,13 @@ def write_folder(model: HfModel, path: Path, ctx: StepContext, *, quant: Mapping
         casts: layer -> fp16/bf16 (stored float32, warned); ``cast_hint``: where they are smaller.
         length: the sequence length (``tokenizer_config.json``'s ``model_max_length``).
     """
-    state = dict(model.state)
-    packed, left = _packed(model, quant)
-    for said in [*model.warnings, *_warnings(left, acts, casts, cast_hint)]:
-        ctx.warn(said)
     # no quantization_config but the one written here; no _name_or_path (the folder a model was read
     # from, set by transformers' from_pretrained on torch only: a local path, and bytes that would differ)
     conf = {k: v for k, v in model.config.items() if k not in ("quantization_config", "_name_or_path")}
+    state, tie_said = _tie(model, conf)
+    packed, left = _packed(model, state, quant)
+    for said in [*tie_said, *_warnings(left, acts, casts, cast_hint)]:
+        ctx.warn(said)
     conf["torch_dtype" if "torch_dtype" in conf else "dtype"] = "float32"  # what the file holds (torch's reader sets it)
     if packed:
         params = sum(int(t.size) for t in state.values())
@@ -307,7 +364,7 @@ def decode_folder(folder: Path, qc: Any, classes: Mapping[str, Sequence[str]], t
             quant[name] = q
     if skipped:
         warnings.warn(f"--model {folder}: {len(skipped)} quantized layer(s) load as float32 weights, not as lwdsl's "
-                      f"codes: " + "; ".join(skipped), UserWarning, stacklevel=3)
+                      f"codes: " + "; ".join(skipped), LoadWarning, stacklevel=3)
     return weights, quant, sparse
 
 

@@ -17,7 +17,7 @@ functions are the same, logits equal within float32 rounding (tests/backends/tes
   hidden, heads, intermediate, vocabulary, rotary base, norm epsilon) with its weights, read as
   float32 whatever the KerasHub model's dtype; the user's object is only read. A tied head (``tie_word_embeddings=True``) becomes lwdsl's own
   ``lm_head`` holding a copy of the embeddings (the same logits; pruning it then leaves the
-  embeddings alone). What lwdsl's tiny-llama cannot compute is refused (:class:`UsageError`):
+  embeddings alone; warned, as every tied head lwdsl loads: :mod:`lwdsl.backend.hf_folder`). What lwdsl's tiny-llama cannot compute is refused (:class:`UsageError`):
   fewer key/value heads than query heads (grouped-query attention), rotary scaling (Llama 3.1's
   frequency adjustment, position scaling), dropout, another KerasHub architecture. A
   ``GPT2Backbone`` / ``GPT2CausalLM`` likewise becomes lwdsl's tiny-gpt2 (convert_gpt2.py's

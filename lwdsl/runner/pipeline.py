@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -41,7 +42,7 @@ from ..backend import Backend, StepContext, get_backend
 from ..backend.threads import usable_cpus
 from .usermodel import code_digest, is_code_ref, load_user_model
 from ..data.dataset import Dataset
-from ..errors import LwdslError, RunError, UsageError
+from ..errors import LoadWarning, LwdslError, RunError, UsageError
 from .outdir import check_out, is_write_error, write_error
 from .metrics import measure
 from ..language.plan import Recipe
@@ -77,6 +78,7 @@ class _Prepared:
     checkpoint: Optional[Path]
     datasets: dict[str, Dataset]
     models: dict[str, Any] = field(default_factory=dict)
+    said: list[str] = field(default_factory=list)  # the LoadWarnings of loading the model: the baseline row's warnings
 
 
 def _token_ids(data: Dataset) -> bool:
@@ -420,7 +422,13 @@ def _prepare(
     task = dataset.task if dataset else _data_task(data_name)
     be.set_seed(seed)
     built = time.perf_counter()
-    handle: Any = be.wrap_model(model_ref, tuple(shape), classes) if adopt else load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LoadWarning)
+        handle: Any = be.wrap_model(model_ref, tuple(shape), classes) if adopt else load_model_ref(be, model_ref, tuple(shape), classes, ckpt)
+    said = [str(w.message) for w in caught if issubclass(w.category, LoadWarning)]
+    for w in caught:  # any other warning, shown as it would have been
+        if not issubclass(w.category, LoadWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if detail is not None:
         from .verbose import model_line
 
@@ -460,7 +468,7 @@ def _prepare(
                 detail(data_line(other, None))
     if phases is not None:
         phases.add("prepare", time.perf_counter() - start)
-    return _Prepared(plan, be, model_ref, handle, dataset, ckpt, others, dict(models or {}))
+    return _Prepared(plan, be, model_ref, handle, dataset, ckpt, others, dict(models or {}), said)
 
 
 def _execute(
@@ -505,6 +513,8 @@ def _execute(
     steps: list[dict[str, Any]] = []
     if threads_note:
         warn(threads_note)
+    for said in prep.said:
+        warn(said)
     try:
         baseline_info: dict[str, Any] = {"source": "checkpoint" if prep.checkpoint else "given"}
         start = time.perf_counter()

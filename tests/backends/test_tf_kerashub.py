@@ -14,6 +14,8 @@ KerasHub's own models, proven by equal logits.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -24,7 +26,7 @@ import keras  # noqa: E402
 
 from lwdsl.backend import get_backend  # noqa: E402
 from lwdsl.backends.tf_backend.kerashub import from_keras_hub, hub_state, to_keras_hub  # noqa: E402
-from lwdsl.errors import UsageError  # noqa: E402
+from lwdsl.errors import LoadWarning, UsageError  # noqa: E402
 
 #: float32 rounding of logits of size ~0.5 after two layers (observed: about 1e-7)
 TOL = 1e-5
@@ -127,7 +129,13 @@ def test_a_keras_hub_llama_becomes_lwdsls_tiny_llama_with_equal_logits(be, confi
     keras.utils.set_random_seed(1)
     hub = hub_llama(**config)
     before = [np.array(w.numpy()) for w in hub.weights]
-    handle = be.load_model(hub, (16,), 100)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", LoadWarning)
+        handle = be.load_model(hub, (16,), 100)
+    untied = [str(w.message) for w in said if issubclass(w.category, LoadWarning)]
+    assert untied == (["KerasHub LlamaBackbone: its head lm_head.weight was tied to model.embed_tokens.weight; lwdsl holds "
+                       "the head as a tensor of its own (a copy: the same logits), so a step on it leaves the embeddings "
+                       "alone; to_keras_hub gives an untied LlamaCausalLM back"] if config.get("tie_word_embeddings") else [])
     expected = np.asarray(hub(hub_inputs(IDS)))
     assert np.abs(np.asarray(handle.model(IDS)) - expected).max() < TOL
     linear = [i.name for i in be.layers(handle) if i.kind == "linear"]
@@ -218,7 +226,9 @@ def test_a_keras_hub_gpt2_becomes_tiny_gpt2_and_goes_back(be, tmp_path):
     preset folder (saved with KerasHub's default dropout 0.1) loads with dropout 0."""
     keras.utils.set_random_seed(5)
     hub = keras_hub.models.GPT2CausalLM(backbone=keras_hub.models.GPT2Backbone(**GPT2, dropout=0.0), preprocessor=None)
-    handle = be.load_model(hub, (16,), 100)
+    with pytest.warns(LoadWarning, match="KerasHub GPT2Backbone: its head lm_head.weight was tied to transformer.wte.weight; "
+                      ".* to_keras_hub gives a GPT2CausalLM back while they are equal"):
+        handle = be.load_model(hub, (16,), 100)
     expected = np.asarray(hub(hub_inputs(IDS)))
     assert np.abs(expected).max() > 0.05 and np.abs(np.asarray(handle.model(IDS)) - expected).max() < TOL
     kinds = {i.name: (i.kind, i.shape) for i in be.layers(handle)}
