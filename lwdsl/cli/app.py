@@ -294,7 +294,7 @@ def explain(
     layers = groups = None
     if model is not None:
         from ..backend import get_backend
-        from ..data.builtin import data_shape
+        from ..data.builtin import data_shape, data_task
         from ..backend.removal import needs_groups
         from ..runner.pipeline import check_fit, load_model_ref
 
@@ -307,7 +307,7 @@ def explain(
         layers = be.layers(built)
         if given or needs_groups(recipe):  # as `run` checks it; listing layers alone needs no data
             assumed = "" if given else " (assumed: the recipe has no `target ... on DATA` and no --data was given)"
-            check_fit(be, built, tuple(shape), classes, model, data_name, assumed=assumed)
+            check_fit(be, built, tuple(shape), classes, model, data_name, assumed=assumed, task=data_task(data_name))
         if needs_groups(recipe):
             groups = be.groups(built)
     highlight = recipe_highlighter(sys.stdout)  # recipe text in colour, on a terminal only (NO_COLOR honoured)

@@ -39,7 +39,7 @@ def _refused(result, *words: str) -> None:
 
 
 def _trained_nothing(work: Path) -> None:
-    assert not (work / "cache").exists(), "a baseline was trained before the refusal"
+    assert not (work / "cache" / "baselines").exists(), "a baseline was trained before the refusal"  # (the parser's tables may be cached)
     assert not [p for p in work.iterdir() if p.name.startswith(("out", ".out"))]
 
 
@@ -94,3 +94,12 @@ def test_a_removal_the_graph_rules_out_is_refused_before_training(work: Path) ->
     result = invoke("run", "r.lw", "--model", "resnet8", "--data", "synthetic:1,28,28:10", "--out", "out")
     _refused(result, "cannot remove filters of layer 'layer1.conv2'", "residual addition")
     _trained_nothing(work)
+
+
+def test_explain_checks_a_language_model_against_its_token_data(work: Path) -> None:
+    """`explain --model` checks the fit with the data's task: a causal LM on `pydoc` (token
+    sequences to predict) is listed, not refused as a sequence classifier would be."""
+    (work / "r.lw").write_text("quantize int8\n")
+    fits = invoke("explain", "r.lw", "--model", "tiny-gpt2", "--data", "pydoc")
+    assert fits.exit_code == 0, fits.output
+    assert "lm_head" in fits.output and FIT not in fits.output
