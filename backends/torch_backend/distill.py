@@ -152,7 +152,7 @@ class TorchDistillParts(DistillParts):
     def images(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x)
 
-    def run(self, tapped: _Taps, x: torch.Tensor, model: Any = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def run(self, tapped: Optional[_Taps], x: torch.Tensor, model: Any = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if model is not None:  # the student: its hooks (if any) fill as the loop's model runs
             return model(x), tapped.features() if tapped is not None else []
         x = x.to(next(tapped.module.parameters()).device)  # the probe: the student on the CPU, the teachers moved

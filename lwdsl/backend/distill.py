@@ -152,6 +152,7 @@ def projection_channels(shape_s: Sequence[int], shape_t: Sequence[int], pair: st
 
 
 def _mean(tensors: Sequence[Any]) -> Any:
+    """The tensors' sum, in their order, divided by their count (one tensor: itself, exactly)."""
     return reduce(lambda a, b: a + b, tensors) / len(tensors)
 
 
@@ -193,12 +194,13 @@ def distill_training(parts: DistillParts, student: Any, teachers: Sequence[Any],
 
     def batch_loss(model: Any, xb: Any, yb: Any, idx: Any) -> tuple[Any, Any]:
         logits, fs = parts.run(s_taps, xb, model)
-        per = [parts.run(t, xb) for t in t_taps] if table is None or pairs else []
+        per = [parts.run(t, xb) for t in t_taps] if table is None or pairs else []  # each teacher once a batch
         if table is not None:
             t_logits = ops.take(table, idx)
         else:
             t_logits = ops.cast(_mean([ops.cast(out[0], "float64") for out in per]), "float32")
         t_feats = [_mean([out[1][i] for out in per]) for i in range(len(pairs))]
+        # the loss in float32 under precision=bf16|fp16 too (a projection under autocast gives its dtype)
         projected = [ops.cast(proj(ops.cast(f, "float32")), "float32") for (proj, _), f in zip(projections, fs)]
         terms = losses.distill_loss(ops, spec, ops.cast(logits, "float32"), yb, t_logits, t_feats, projected)
         return terms["total"], terms["soft" if spec.data is not None else "ce"]
