@@ -87,13 +87,10 @@ class _Taps:
     def __init__(self, module: nn.Module, names: Sequence[str]) -> None:
         self.module, self.names, self.out = module, list(names), {}
         known = dict(module.named_modules())
-        self.handles = [known[name].register_forward_hook(self._keep(name)) for name in names]
+        self.handles = [known[name].register_forward_hook(partial(self._keep, name)) for name in names]
 
-    def _keep(self, name: str):
-        def hook(mod, inp, out):
-            self.out[name] = out
-
-        return hook
+    def _keep(self, name: str, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self.out[name] = output
 
     def features(self) -> list[torch.Tensor]:
         return [self.out[name] for name in self.names]

@@ -107,7 +107,7 @@ class DistillParts(ABC):
     @abstractmethod
     def start(self, student: Any, teachers: Sequence[Any], cache: Optional[np.ndarray]) -> Any:
         """Before the taps: the teachers in inference mode where the student trains, and the
-        cached teacher logits (``cache``, or None) as a tensor there for :meth:`take`."""
+        cached teacher logits (``cache``, or None) as a tensor there (rows for ``ops.take``)."""
 
     def stop(self, tapped: Sequence[Any], teachers: Sequence[Any]) -> None:
         """After training (or a failure before it): the taps removed, the teachers back home."""

@@ -53,11 +53,6 @@ def _rows(ops: TensorOps, x: Any) -> Any:
     return int(n) if n is not None else ops.rows(x)
 
 
-def _floor(ops: TensorOps, x: Any, floor: float) -> Any:
-    """``max(x, floor)``; the gradient flows where ``x >= floor``."""
-    return ops.where(x < floor, floor, x)
-
-
 def kl_batchmean(ops: TensorOps, student_logits: Any, teacher_logits: Any, T: float) -> Any:
     """KL(softmax(t/T) || softmax(s/T)) summed over classes, divided by the batch size; for a
     language model's ``[B, L, V]`` logits, one distribution per position: divided by ``B * L``
@@ -95,7 +90,8 @@ def smooth_l1(ops: TensorOps, a: Any, b: Any) -> Any:
 def _distances(ops: TensorOps, e: Any) -> Any:
     e = ops.flat(e)
     diff = e[:, None, :] - e[None, :, :]
-    d = ops.zero_diagonal(ops.sqrt(_floor(ops, ops.sum(diff * diff, axis=-1), EPS)))
+    s = ops.sum(diff * diff, axis=-1)
+    d = ops.zero_diagonal(ops.sqrt(ops.where(s < EPS, EPS, s)))  # max(s, EPS): the gradient flows where s >= EPS
     b = _rows(ops, e)
     return d / (ops.sum(d) / (b * (b - 1)))
 
@@ -103,7 +99,8 @@ def _distances(ops: TensorOps, e: Any) -> Any:
 def _angles(ops: TensorOps, e: Any) -> Any:
     e = ops.flat(e)
     v = e[None, :, :] - e[:, None, :]
-    u = v / ops.sqrt(_floor(ops, ops.sum(v * v, axis=-1, keepdims=True), EPS * EPS))  # no inf gradient at 0
+    s = ops.sum(v * v, axis=-1, keepdims=True)
+    u = v / ops.sqrt(ops.where(s < EPS * EPS, EPS * EPS, s))  # max(s, EPS^2): no inf gradient at 0
     return ops.matmul_t(u)
 
 
