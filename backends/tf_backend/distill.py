@@ -5,6 +5,7 @@ index), and the loss terms of :mod:`lwdsl.backend.losses` over TensorFlow ops (:
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -12,10 +13,8 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend import losses
-from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler, no_feature_layer, projection_channels
+from lwdsl.backend.distill import DistillParts, distill_handler
 from lwdsl.errors import LwdslError
-from lwdsl.semantics import distill as core
-from lwdsl.language.specs import DistillSpec
 
 from ._tf import keras, tf
 from .handle import KerasHandle
@@ -38,11 +37,10 @@ class TfOps:
 
     exp = staticmethod(tf.exp)
     where = staticmethod(tf.where)
-    zeros_like = staticmethod(tf.zeros_like)
-    abs = staticmethod(tf.abs)
     sqrt = staticmethod(tf.sqrt)
     mean = staticmethod(tf.reduce_mean)
-    maximum = staticmethod(tf.maximum)
+    cast = staticmethod(tf.cast)
+    take = staticmethod(tf.gather)
 
     cross_entropy = staticmethod(lambda logits, labels: cross_entropy(labels, logits))  # train.py's
 
@@ -59,10 +57,6 @@ class TfOps:
         return tf.cast(tf.shape(x)[0], x.dtype)
 
     @staticmethod
-    def static_rows(x: Any) -> Optional[int]:
-        return x.shape[0]
-
-    @staticmethod
     def flat(x: Any) -> Any:
         return tf.reshape(x, [tf.shape(x)[0], -1])
 
@@ -77,10 +71,8 @@ class TfOps:
 
 OPS = TfOps()
 
-
-def distill_loss(spec: DistillSpec, *tensors: Any) -> dict[str, Any]:
-    """Every term and the weighted sum (``total``): :func:`lwdsl.backend.losses.distill_loss`."""
-    return losses.distill_loss(OPS, spec, *tensors)
+#: Every term and the weighted sum (``total``): :func:`lwdsl.backend.losses.distill_loss` on TensorFlow.
+distill_loss = partial(losses.distill_loss, OPS)
 
 
 # --- features --------------------------------------------------------------------------------------
@@ -103,17 +95,13 @@ def _preact(layer: Any, inp: Any) -> Any:
 
 
 class _Taps:
-    """A model returning (logits, features): the named layers' outputs before fused activations."""
+    """A model returning (logits, features): the named layers' outputs before fused activations
+    (none named: the model itself)."""
 
     def __init__(self, model: Any, names: Sequence[str], role: str) -> None:
         known = {layer.name: layer for layer in model.layers}
-        self.layers = []
-        tensors = []
-        for name in names:
-            if name not in known:
-                raise no_feature_layer(name, list(known), role)
-            layer = known[name]
-            self.layers.append(layer)
+        self.model, self.layers, tensors = model, [known[name] for name in names], []
+        for name, layer in zip(names, self.layers):
             try:
                 tensors.append(layer.input if _fused(layer) else layer.output)
             except AttributeError:
@@ -121,38 +109,22 @@ class _Taps:
                     f"distill features: the {role}'s layer '{name}' has no single graph output (a subclassed model?)",
                     hint="use a Sequential or functional Keras model",
                 ) from None
-        self.model = keras.Model(model.inputs, [model.output, *tensors])
+        if tensors:
+            self.model = keras.Model(model.inputs, [model.output, *tensors])
 
     def __call__(self, x: Any, training: bool) -> tuple[Any, list[Any]]:
+        if not self.layers:
+            return self.model(x, training=training), []
         out = self.model(x, training=training)
         feats = [(_preact(layer, f) if _fused(layer) else f) for layer, f in zip(self.layers, out[1:])]
         return out[0], feats
 
 
-class _Projection:
-    """A learned 1x1 map from the student's channels (last axis) to the teacher's."""
-
-    def __init__(self, shape_s: Any, shape_t: Any, seed: int, pair: str) -> None:
-        w, b = core.projection_init(*projection_channels(shape_s, shape_t, pair, channels_last=True), seed)
-        self.kernel = tf.Variable(np.ascontiguousarray(w.T), name="distill_projection_kernel")
-        self.bias = tf.Variable(b, name="distill_projection_bias")
-        self.variables = [self.kernel, self.bias]
-
-    def __call__(self, f: Any) -> Any:
-        return tf.tensordot(f, self.kernel, [[f.shape.rank - 1], [0]]) + self.bias
-
-
-# --- the handler ---------------------------------------------------------------------------------
-
-
-def _batch_teacher_logits(teachers: Sequence[KerasHandle], xb: Any) -> Any:
-    """The teachers' mean logits for one batch (inference mode, as the cache computes them)."""
-    per = [tf.cast(t.model(xb, training=False), tf.float64) for t in teachers]
-    return tf.stop_gradient(tf.cast(tf.add_n(per) / len(per), tf.float32))
-
-
 class KerasDistillParts(DistillParts):
     """TensorFlow's parts of the core's ``distill`` flow."""
+
+    ops, channels_last = OPS, True
+    fit = staticmethod(fit)
 
     def __init__(self) -> None:
         self._forward: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, tf.function), last few
@@ -160,10 +132,9 @@ class KerasDistillParts(DistillParts):
     def model_name(self, handle: KerasHandle) -> str:
         return handle.model.name
 
-    def load_teacher(self, handle: KerasHandle, ctx: StepContext, path: Path) -> KerasHandle:
-        """The original's architecture (the current model's when none was kept), weights from
-        ``path`` (``.lwz``, or ``.keras``/``.h5`` read in safe mode)."""
-        base = ctx.original if ctx.original is not None else handle
+    def load_teacher(self, base: KerasHandle, ctx: StepContext, path: Path) -> KerasHandle:
+        """The original's architecture, weights from ``path`` (``.lwz``, or ``.keras``/``.h5``
+        read in safe mode)."""
         return ctx.backend.load_model(base.model, ctx.data.input_shape, ctx.data.num_classes, checkpoint=path)
 
     def build_student(self, name: str, ctx: StepContext) -> KerasHandle:
@@ -180,40 +151,29 @@ class KerasDistillParts(DistillParts):
             self._forward[id(model)] = hit
         return hit[1](tf.constant(nhwc(np.ascontiguousarray(x, dtype=np.float32)))).numpy().astype(np.float32)
 
-    def training(self, student: KerasHandle, teachers: Sequence[KerasHandle], spec: DistillSpec,
-                 cache: Optional[np.ndarray], ctx: StepContext) -> DistillTraining:
-        table = tf.constant(cache) if cache is not None else None
-        pairs = list(spec.features)
-        projections: list[_Projection] = []
-        s_taps: Optional[_Taps] = None
-        t_taps: list[_Taps] = []
-        if pairs:
-            s_taps = _Taps(student.model, [p.student for p in pairs], "student")
-            t_taps = [_Taps(t.model, [p.teacher for p in pairs], f"teacher {i + 1}") for i, t in enumerate(teachers)]
-            probe = tf.constant(nhwc(ctx.data.train_x[:2]))
-            _, fs = s_taps(probe, training=False)
-            _, ft = t_taps[0](probe, training=False)
-            projections = [_Projection(a.shape, b.shape, ctx.step_seed() + i, str(p)) for i, (a, b, p) in enumerate(zip(fs, ft, pairs))]
+    def layer_names(self, handle: KerasHandle) -> list[str]:
+        return [layer.name for layer in handle.model.layers]
 
-        def batch_loss(model: Any, xb: Any, yb: Any, idx: Any):
-            t_logits = tf.gather(table, idx) if table is not None else _batch_teacher_logits(teachers, xb)
-            t_feats, projected = [], []
-            if pairs:
-                logits, fs = s_taps(xb, training=True)
-                logits, fs = tf.cast(logits, tf.float32), [tf.cast(f, tf.float32) for f in fs]  # precision=bf16|fp16
-                per = [taps(xb, training=False)[1] for taps in t_taps]
-                for i in range(len(pairs)):
-                    t_feats.append(tf.stop_gradient(tf.add_n([p[i] for p in per]) / len(per)))
-                    projected.append(projections[i](fs[i]))
-            else:
-                logits = model(xb, training=True)
-            terms = distill_loss(spec, logits, yb, t_logits, t_feats, projected)
-            return terms["total"], terms["soft" if spec.data is not None else "ce"]
+    def tap(self, handle: KerasHandle, names: Sequence[str], role: str) -> _Taps:
+        return _Taps(handle.model, names, role)
 
-        return DistillTraining(batch_loss, [v for proj in projections for v in proj.variables], len(projections))
+    def start(self, student: KerasHandle, teachers: Sequence[KerasHandle], cache: Optional[np.ndarray]) -> Any:
+        return tf.constant(cache) if cache is not None else None
 
-    def fit(self, handle: KerasHandle, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
-        return fit(handle, spec, ctx, **kwargs)
+    def images(self, x: np.ndarray) -> Any:
+        return tf.constant(nhwc(x))
+
+    def run(self, tapped: Optional[_Taps], x: Any, model: Any = None) -> tuple[Any, list[Any]]:
+        if model is not None:  # the student: through its taps when features are asked for
+            return tapped(x, training=True) if tapped is not None else (model(x, training=True), [])
+        logits, feats = tapped(x, training=False)
+        return tf.stop_gradient(logits), [tf.stop_gradient(f) for f in feats]
+
+    def projection(self, weight: np.ndarray, bias: np.ndarray, rank: int) -> tuple[Any, list[Any]]:
+        """A 1x1 map on the last axis (channels), its kernel ``[c_in, c_out]``."""
+        kernel = tf.Variable(np.ascontiguousarray(weight.T), name="distill_projection_kernel")
+        b = tf.Variable(bias, name="distill_projection_bias")
+        return (lambda f: tf.tensordot(f, kernel, [[f.shape.rank - 1], [0]]) + b), [kernel, b]
 
 
 #: This backend's parts, and the ``distill`` handler: the core's flow over them.

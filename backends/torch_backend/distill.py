@@ -5,6 +5,7 @@ forked RNG, feature taps as forward hooks, 1x1 conv / linear projections), and t
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -15,9 +16,7 @@ from torch import nn
 
 from lwdsl.backend import StepContext
 from lwdsl.backend import losses
-from lwdsl.backend.distill import DistillParts, DistillTraining, distill_handler, no_feature_layer, projection_channels
-from lwdsl.semantics import distill as core
-from lwdsl.language.specs import DistillSpec
+from lwdsl.backend.distill import DistillParts, distill_handler
 
 from .handle import TorchModel
 from .models import BUILTINS
@@ -36,13 +35,11 @@ __all__ = [
 
 
 class TorchOps:
-    """:class:`lwdsl.backend.losses.TensorOps` on torch tensors."""
+    """:class:`lwdsl.backend.losses.TensorOps` on torch tensors (shapes always known: no ``rows``)."""
 
     cross_entropy = staticmethod(token_cross_entropy)  # mean over examples, or over tokens ([B, L, V])
     exp = staticmethod(torch.exp)
     where = staticmethod(torch.where)
-    zeros_like = staticmethod(torch.zeros_like)
-    abs = staticmethod(torch.abs)
     sqrt = staticmethod(torch.sqrt)
     mean = staticmethod(torch.mean)
 
@@ -53,16 +50,6 @@ class TorchOps:
     @staticmethod
     def sum(x: torch.Tensor, axis: Optional[int] = None, keepdims: bool = False) -> torch.Tensor:
         return x.sum() if axis is None else x.sum(axis, keepdim=keepdims)
-
-    @staticmethod
-    def maximum(x: torch.Tensor, floor: float) -> torch.Tensor:
-        return x.clamp(min=floor)
-
-    @staticmethod
-    def rows(x: torch.Tensor) -> int:
-        return x.shape[0]
-
-    static_rows = rows
 
     @staticmethod
     def flat(x: torch.Tensor) -> torch.Tensor:
@@ -76,87 +63,52 @@ class TorchOps:
     def matmul_t(u: torch.Tensor) -> torch.Tensor:
         return torch.bmm(u, u.transpose(1, 2))
 
+    @staticmethod
+    def cast(x: torch.Tensor, dtype: str) -> torch.Tensor:
+        return x.to(getattr(torch, dtype))
+
+    @staticmethod
+    def take(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return table[idx]
+
 
 OPS = TorchOps()
 
-
-def distill_loss(spec: DistillSpec, *tensors: Any) -> dict[str, torch.Tensor]:
-    """Every term and the weighted sum (``total``): :func:`lwdsl.backend.losses.distill_loss`."""
-    return losses.distill_loss(OPS, spec, *tensors)
-
-
-# --- models: teachers and students ---------------------------------------------------------------
-
-
-def _outputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return module(x)
+#: Every term and the weighted sum (``total``): :func:`lwdsl.backend.losses.distill_loss` on torch.
+distill_loss = partial(losses.distill_loss, OPS)
 
 
 # --- features --------------------------------------------------------------------------------------
 
 
 class _Taps:
-    """Forward hooks keeping the outputs of some sub-modules of one module."""
+    """A module with forward hooks keeping the outputs of some of its sub-modules."""
 
-    def __init__(self, module: nn.Module, names: Sequence[str], role: str) -> None:
-        self.out: dict[str, torch.Tensor] = {}
-        self.handles = []
+    def __init__(self, module: nn.Module, names: Sequence[str]) -> None:
+        self.module, self.names, self.out = module, list(names), {}
         known = dict(module.named_modules())
-        for name in names:
-            if name not in known or name == "":
-                self.remove()
-                raise no_feature_layer(name, [n for n in known if n], role)
-            self.handles.append(known[name].register_forward_hook(self._keep(name)))
+        self.handles = [known[name].register_forward_hook(partial(self._keep, name)) for name in names]
 
-    def _keep(self, name: str):
-        def hook(mod, inp, out):
-            self.out[name] = out
+    def _keep(self, name: str, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self.out[name] = output
 
-        return hook
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _projection(shape_s: torch.Size, shape_t: torch.Size, seed: int, pair: str) -> nn.Module:
-    c_in, c_out = projection_channels(shape_s, shape_t, pair, channels_last=False)
-    w, b = core.projection_init(c_in, c_out, seed)
-    if len(shape_s) == 2:
-        proj: nn.Module = nn.Linear(c_in, c_out)
-        weight = torch.from_numpy(w)
-    else:
-        proj = nn.Conv2d(c_in, c_out, 1) if len(shape_s) == 4 else nn.Conv1d(c_in, c_out, 1)
-        weight = torch.from_numpy(w).reshape(c_out, c_in, *([1] * (len(shape_s) - 2)))
-    with torch.no_grad():
-        proj.weight.copy_(weight)
-        proj.bias.copy_(torch.from_numpy(b))
-    return proj
-
-
-# --- the handler ---------------------------------------------------------------------------------
-
-
-def _batch_teacher_logits(teachers: Sequence[TorchModel], xb: torch.Tensor) -> torch.Tensor:
-    """The teachers' mean logits for one batch (inference mode, float32 whatever the student's
-    ``precision=``, as the cache computes them)."""
-    with torch.inference_mode(), torch.autocast(xb.device.type, enabled=False):
-        out = torch.stack([t.module(xb).double() for t in teachers]).mean(0).float()
-    return out.clone()  # a normal tensor: inference tensors cannot be saved for backward
+    def features(self) -> list[torch.Tensor]:
+        return [self.out[name] for name in self.names]
 
 
 class TorchDistillParts(DistillParts):
     """PyTorch's parts of the core's ``distill`` flow."""
 
+    ops = OPS
+    fit = staticmethod(fit)
+
     def model_name(self, handle: TorchModel) -> str:
         return handle.ref
 
-    def load_teacher(self, handle: TorchModel, ctx: StepContext, path: Path) -> TorchModel:
+    def load_teacher(self, base: TorchModel, ctx: StepContext, path: Path) -> TorchModel:
         """The original's architecture (by name when it is a built-in or torchvision name, else a
         copy of its module), weights from ``path`` (``.lwz`` or a state dict read with
         ``weights_only=True``); the caller's random state untouched."""
-        base = ctx.original if ctx.original is not None else handle
         arch = base.ref if base.ref in BUILTINS or base.ref.startswith("torchvision:") else base.module
         with torch.random.fork_rng(devices=[]):
             return ctx.backend.load_model(arch, base.input_shape, base.num_classes, checkpoint=path)
@@ -171,65 +123,46 @@ class TorchDistillParts(DistillParts):
         was_training = module.training
         module.eval()
         try:
-            return _outputs(module, torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+            with torch.inference_mode():
+                return module(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
         finally:
             module.train(was_training)
 
-    def training(self, student: TorchModel, teachers: Sequence[TorchModel], spec: DistillSpec,
-                 cache: Optional[np.ndarray], ctx: StepContext) -> DistillTraining:
+    def layer_names(self, handle: TorchModel) -> list[str]:
+        return [name for name, _ in handle.module.named_modules() if name]
+
+    def tap(self, handle: TorchModel, names: Sequence[str], role: str) -> _Taps:
+        return _Taps(handle.module, names)
+
+    def start(self, student: TorchModel, teachers: Sequence[TorchModel], cache: Optional[np.ndarray]) -> Any:
+        device = torch.device(student.device)  # the teachers label batches where the student trains
         for t in teachers:
-            t.module.eval()
-        table = torch.from_numpy(cache) if cache is not None else None
-        pairs = list(spec.features)
-        projections: list[nn.Module] = []
-        s_taps: Optional[_Taps] = None
-        t_taps: list[_Taps] = []
+            t.module.eval().to(device)
+        return torch.from_numpy(cache).to(device) if cache is not None else None
 
-        def close() -> None:
-            for taps in ([s_taps] if s_taps is not None else []) + t_taps:
-                taps.remove()
-            for t in teachers:
-                t.module.to("cpu")
+    def stop(self, tapped: Sequence[_Taps], teachers: Sequence[TorchModel]) -> None:
+        for h in [h for taps in tapped for h in taps.handles]:
+            h.remove()
+        for t in teachers:
+            t.module.to("cpu")
 
-        try:
-            if pairs:
-                s_taps = _Taps(student.module, [p.student for p in pairs], "student")
-                for i, t in enumerate(teachers):
-                    t_taps.append(_Taps(t.module, [p.teacher for p in pairs], f"teacher {i + 1}"))
-                probe = torch.as_tensor(ctx.data.train_x[:2])
-                _outputs(student.module, probe)
-                for t in teachers:
-                    _outputs(t.module, probe)
-                for i, p in enumerate(pairs):
-                    fs, ft = s_taps.out[p.student], t_taps[0].out[p.teacher]
-                    projections.append(_projection(fs.shape, ft.shape, ctx.step_seed() + i, str(p)))
-            device = torch.device(student.device)  # the teachers label batches where the student trains
-            for t in teachers:
-                t.module.to(device)
-            table = table.to(device) if table is not None else None
-        except BaseException:
-            close()
-            raise
+    def images(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x)
 
-        def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor):
-            logits = model(xb).float()  # float32 under precision=bf16|fp16 autocast too
-            tf_, ps = [], []
-            t_logits = table[idx] if table is not None else _batch_teacher_logits(teachers, xb)
-            if pairs:
-                with torch.inference_mode(), torch.autocast(xb.device.type, enabled=False):
-                    for t in teachers:
-                        t.module(xb)
-                for i, p in enumerate(pairs):
-                    ft = torch.stack([taps.out[p.teacher] for taps in t_taps]).mean(0)
-                    tf_.append(ft.clone())
-                    ps.append(projections[i](s_taps.out[p.student]).float())
-            terms = distill_loss(spec, logits, yb, t_logits, tf_, ps)
-            return terms["total"], terms["soft" if spec.data is not None else "ce"]
+    def run(self, tapped: Optional[_Taps], x: torch.Tensor, model: Any = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if model is not None:  # the student: its hooks (if any) fill as the loop's model runs
+            return model(x), tapped.features() if tapped is not None else []
+        x = x.to(next(tapped.module.parameters()).device)  # the probe: the student on the CPU, the teachers moved
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            return tapped.module(x), tapped.features()
 
-        return DistillTraining(batch_loss, projections, len(projections), close)
-
-    def fit(self, handle: TorchModel, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
-        return fit(handle, spec, ctx, **kwargs)
+    def projection(self, weight: np.ndarray, bias: np.ndarray, rank: int) -> tuple[nn.Module, list[nn.Module]]:
+        c_out, c_in = weight.shape
+        proj = nn.Linear(c_in, c_out) if rank == 2 else (nn.Conv2d if rank == 4 else nn.Conv1d)(c_in, c_out, 1)
+        with torch.no_grad():
+            proj.weight.copy_(torch.from_numpy(weight).reshape(proj.weight.shape))
+            proj.bias.copy_(torch.from_numpy(bias))
+        return proj, [proj]  # the module: fit moves it where the student trains
 
 
 #: This backend's parts, and the ``distill`` handler: the core's flow over them.

@@ -2,10 +2,12 @@
 checks, the teacher-logit cache, the training and every note a report shows.
 
 The numbers are the core's (:mod:`lwdsl.semantics.distill`: loss terms, projections'
-initial weights, the transfer set, whether teacher logits are cached); the flow is here; a
+initial weights, the transfer set, whether teacher logits are cached); the flow is here, the
+loss of one batch included (:func:`distill_training`: which teachers run, the feature taps'
+pairs, each pair's projection and its seed, the terms of :mod:`lwdsl.backend.losses`); a
 backend gives :class:`DistillParts`: load a teacher checkpoint into the original's
-architecture, build a student, run a model, and the loss of one batch in its own autodiff
-(feature taps and projections included).
+architecture, build a student, run a model (with taps on named layers), make a 1x1 projection
+from given weights, and its tensor ops.
 
 Forms: ``soft`` (the current model is the student, the teacher is the model before the
 pipeline, ``ctx.original``; masks stay fixed), ``student=NAME`` (a new model replaces the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from functools import reduce
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -35,10 +38,11 @@ from ..data.stream import chunks, eval_batch
 from ..errors import LwdslError, did_you_mean
 from ..semantics import distill as core
 from ..language.specs import DistillSpec
+from . import losses
 from .context import StepContext
 
-__all__ = ["DistillParts", "DistillTraining", "distill_handler", "load_teachers", "teacher_logits", "CACHE_BATCH",
-           "no_feature_layer", "projection_channels"]
+__all__ = ["DistillParts", "DistillTraining", "distill_handler", "distill_training", "load_teachers", "teacher_logits",
+           "CACHE_BATCH", "no_feature_layer", "projection_channels"]
 
 #: Images per forward pass while caching the teachers' logits.
 CACHE_BATCH = 1000
@@ -46,10 +50,10 @@ CACHE_BATCH = 1000
 
 @dataclass
 class DistillTraining:
-    """What a backend's :meth:`DistillParts.training` gives the training loop: the loss of one
-    batch (a :func:`lwdsl.backend.fit.fit` ``loss``), the extra parameters trained with the
-    student (feature projections: parameters, or the backend's modules holding them), and what
-    to undo afterwards (feature taps)."""
+    """What :func:`distill_training` gives the training loop: the loss of one batch (a
+    :func:`lwdsl.backend.fit.fit` ``loss``), the extra parameters trained with the student
+    (feature projections: parameters, or the backend's modules holding them), and what to undo
+    afterwards (feature taps, teachers' devices)."""
 
     loss: Any
     extra: Sequence[Any] = ()
@@ -58,17 +62,23 @@ class DistillTraining:
 
 
 class DistillParts(ABC):
-    """What a backend gives the ``distill`` flow. Images are NCHW float32 numpy."""
+    """What a backend gives the ``distill`` flow. Images are NCHW float32 numpy; a "tapped"
+    model is what :meth:`tap` returns; tensors are the backend's own."""
+
+    #: The backend's tensor ops (:class:`lwdsl.backend.losses.TensorOps`): the loss terms.
+    ops: Any = None
+    #: Whether the backend's feature maps have their channels last (NHWC) rather than second.
+    channels_last: bool = False
 
     @abstractmethod
     def model_name(self, handle: Any) -> str:
         """The name the model was built from (``lenet5``, ``torchvision:resnet18``), for notes."""
 
     @abstractmethod
-    def load_teacher(self, handle: Any, ctx: StepContext, path: Path) -> Any:
-        """A teacher: the checkpoint ``path`` loaded into the original's architecture
-        (``ctx.original``, or ``handle`` when none was kept) by ``ctx.backend.load_model``.
-        Raises LwdslError."""
+    def load_teacher(self, base: Any, ctx: StepContext, path: Path) -> Any:
+        """A teacher: the checkpoint ``path`` loaded into the architecture of ``base`` (the
+        original, ``ctx.original``, or the current model when none was kept) by
+        ``ctx.backend.load_model``. Raises LwdslError."""
 
     @abstractmethod
     def build_student(self, name: str, ctx: StepContext) -> Any:
@@ -81,18 +91,43 @@ class DistillParts(ABC):
         mode is left as it was."""
 
     @abstractmethod
-    def training(self, student: Any, teachers: Sequence[Any], spec: DistillSpec, cache: Optional[np.ndarray],
-                 ctx: StepContext) -> DistillTraining:
-        """The loss of one batch: :func:`lwdsl.semantics.distill.distill_terms`' ``total`` (and
-        the part recorded as the step's loss: ``soft`` with a transfer set, else ``ce``) in
-        the backend's autodiff, the teachers' logits gathered from ``cache`` by the batch's
-        indices (or computed per batch when it is None), feature taps and projections
-        (:func:`lwdsl.semantics.distill.projection_init`, seeded ``ctx.step_seed() + i``) set
-        up here."""
-
-    @abstractmethod
     def fit(self, handle: Any, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
         """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+
+    @abstractmethod
+    def layer_names(self, handle: Any) -> list[str]:
+        """The names a feature pair may give for the model's layers (those :meth:`tap` taps)."""
+
+    @abstractmethod
+    def tap(self, handle: Any, names: Sequence[str], role: str) -> Any:
+        """The model tapped at its layers ``names`` (each one of :meth:`layer_names`; none: the
+        model as it is): :meth:`run` gives their outputs before any fused activation. Raises
+        LwdslError for a layer it cannot tap (naming ``role``: student, teacher N)."""
+
+    @abstractmethod
+    def start(self, student: Any, teachers: Sequence[Any], cache: Optional[np.ndarray]) -> Any:
+        """Before the taps: the teachers in inference mode where the student trains, and the
+        cached teacher logits (``cache``, or None) as a tensor there (rows for ``ops.take``)."""
+
+    def stop(self, tapped: Sequence[Any], teachers: Sequence[Any]) -> None:
+        """After training (or a failure before it): the taps removed, the teachers back home."""
+
+    @abstractmethod
+    def images(self, x: np.ndarray) -> Any:
+        """NCHW numpy images as the backend's input tensor (the probe of the features' shapes)."""
+
+    @abstractmethod
+    def run(self, tapped: Any, x: Any, model: Any = None) -> tuple[Any, list[Any]]:
+        """(logits, the tapped layers' outputs) on the input tensor ``x``. With ``model`` (the
+        training loop's: the student's forward, or a user's outputs) in training mode inside the
+        backend's autodiff; without it in inference mode, in float32 whatever the student's
+        ``precision=``, as constants for the autodiff (teachers; the features' shape probe)."""
+
+    @abstractmethod
+    def projection(self, weight: np.ndarray, bias: np.ndarray, rank: int) -> tuple[Callable[[Any], Any], Sequence[Any]]:
+        """A learned 1x1 map on the channel axis of rank-``rank`` features (a linear map for
+        rank 2) holding ``weight`` ``[c_out, c_in]`` and ``bias``: (the map, what ``fit``
+        trains with the student as its ``extra``)."""
 
 
 def no_feature_layer(name: str, known: Sequence[str], role: str) -> LwdslError:
@@ -116,6 +151,64 @@ def projection_channels(shape_s: Sequence[int], shape_t: Sequence[int], pair: st
     return int(shape_s[axis]), int(shape_t[axis])
 
 
+def _mean(tensors: Sequence[Any]) -> Any:
+    """The tensors' sum, in their order, divided by their count (one tensor: itself, exactly)."""
+    return reduce(lambda a, b: a + b, tensors) / len(tensors)
+
+
+def _taps(parts: DistillParts, handle: Any, names: Sequence[str], role: str, made: list[Any]) -> Any:
+    """``handle`` tapped at ``names`` (appended to ``made``, for :meth:`DistillParts.stop`)."""
+    known = parts.layer_names(handle)
+    for name in names:
+        if name not in known:
+            raise no_feature_layer(name, known, role)
+    made.append(parts.tap(handle, names, role))
+    return made[-1]
+
+
+def distill_training(parts: DistillParts, student: Any, teachers: Sequence[Any], spec: DistillSpec,
+                     cache: Optional[np.ndarray], ctx: StepContext) -> DistillTraining:
+    """The loss of one batch: :func:`lwdsl.backend.losses.distill_loss`'s ``total`` (and the
+    part recorded as the step's loss: ``soft`` with a transfer set, else ``ce``) in the
+    backend's autodiff. The teachers' logits are gathered from ``cache`` by the batch's indices,
+    or averaged per batch (in float64, as the cache) when it is None; each feature pair taps
+    the student's and every teacher's layer (the teachers' outputs averaged), the student's
+    through a projection made before training from the probe of two training images' shapes
+    (:func:`lwdsl.semantics.distill.projection_init`, seeded ``ctx.step_seed() + i``)."""
+    ops, pairs = parts.ops, list(spec.features)
+    tapped: list[Any] = []
+    table = parts.start(student, teachers, cache)
+    try:
+        s_taps = _taps(parts, student, [p.student for p in pairs], "student", tapped) if pairs else None
+        t_taps = [_taps(parts, t, [p.teacher for p in pairs], f"teacher {i + 1}", tapped) for i, t in enumerate(teachers)]
+        projections = []
+        if pairs:
+            probe = parts.images(ctx.data.train_x[:2])
+            fs, ft = parts.run(s_taps, probe)[1], parts.run(t_taps[0], probe)[1]
+            for i, (a, b, p) in enumerate(zip(fs, ft, pairs)):
+                c_in, c_out = projection_channels(a.shape, b.shape, str(p), parts.channels_last)
+                projections.append(parts.projection(*core.projection_init(c_in, c_out, ctx.step_seed() + i), len(a.shape)))
+    except BaseException:
+        parts.stop(tapped, teachers)
+        raise
+
+    def batch_loss(model: Any, xb: Any, yb: Any, idx: Any) -> tuple[Any, Any]:
+        logits, fs = parts.run(s_taps, xb, model)
+        per = [parts.run(t, xb) for t in t_taps] if table is None or pairs else []  # each teacher once a batch
+        if table is not None:
+            t_logits = ops.take(table, idx)
+        else:
+            t_logits = ops.cast(_mean([ops.cast(out[0], "float64") for out in per]), "float32")
+        t_feats = [_mean([out[1][i] for out in per]) for i in range(len(pairs))]
+        # the loss in float32 under precision=bf16|fp16 too (a projection under autocast gives its dtype)
+        projected = [ops.cast(proj(ops.cast(f, "float32")), "float32") for (proj, _), f in zip(projections, fs)]
+        terms = losses.distill_loss(ops, spec, ops.cast(logits, "float32"), yb, t_logits, t_feats, projected)
+        return terms["total"], terms["soft" if spec.data is not None else "ce"]
+
+    return DistillTraining(batch_loss, [q for _, trained in projections for q in trained], len(projections),
+                           lambda: parts.stop(tapped, teachers))
+
+
 def _refs(spec: DistillSpec) -> tuple[str, ...]:
     return spec.teacher if isinstance(spec.teacher, tuple) else (spec.teacher,)
 
@@ -123,7 +216,7 @@ def _refs(spec: DistillSpec) -> tuple[str, ...]:
 def load_teachers(parts: DistillParts, handle: Any, spec: DistillSpec, ctx: StepContext) -> list[Any]:
     """The teachers named by ``spec.teacher``: ``original`` is ``ctx.original``; a path is a
     checkpoint loaded into the original's architecture (:meth:`DistillParts.load_teacher`)."""
-    out = []
+    out, base = [], (ctx.original if ctx.original is not None else handle)
     for ref in _refs(spec):
         if ref == "original":
             if ctx.original is None:
@@ -134,7 +227,7 @@ def load_teachers(parts: DistillParts, handle: Any, spec: DistillSpec, ctx: Step
             out.append(ctx.original)
             continue
         try:
-            out.append(parts.load_teacher(handle, ctx, Path(ref)))
+            out.append(parts.load_teacher(base, ctx, Path(ref)))
         except LwdslError as exc:
             raise LwdslError(f"teacher checkpoint {ref}: {exc.message}", hint=getattr(exc, "hint", None)) from None
     return out
@@ -206,7 +299,7 @@ def distill_handler(parts: DistillParts) -> Callable[..., Any]:
         if spec.data is not None:
             ctx.notes["transfer_set"] = {"data": spec.data, "images": int(len(data.train_x)), "sha256": data.sha256}
 
-        training = parts.training(student, teachers, spec, cache, ctx)
+        training = distill_training(parts, student, teachers, spec, cache, ctx)
         try:
             what = f"distill T={spec.T:g} alpha={spec.alpha:g}" + (f" into {spec.student}" if spec.student else "")
             parts.fit(student, spec, ctx, label=what, schedule=spec.schedule, jitter=spec.jitter, loss=training.loss,

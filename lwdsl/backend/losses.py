@@ -4,8 +4,9 @@
 checks both backends against); this module is the same formulas on a framework's tensors, so
 that the torch and TensorFlow training steps differentiate one text. A backend gives a
 :class:`TensorOps`: a handful of its own functions (the fused softmax cross-entropy, a row-wise
-log-softmax, reductions, a batched ``u @ u^T``). Arithmetic, comparisons and ``x[:, None, :]``
-indexing are the tensors' own operators, the same in both frameworks.
+log-softmax, reductions, a batched ``u @ u^T``, a cast, rows gathered by index). Arithmetic,
+comparisons, ``x[:, None, :]`` indexing and ``x.shape`` are the tensors' own, the same in both
+frameworks; what they give (``|x|``, a floor) is written here with them.
 """
 
 from __future__ import annotations
@@ -30,21 +31,26 @@ __all__ = [
 class TensorOps(Protocol):
     """What the loss terms need from a framework (``x`` a tensor of rank >= 1, rows first)."""
 
-    def cross_entropy(self, logits: Any, labels: Any) -> Any: ...  # mean over the batch
-    def log_softmax(self, x: Any) -> Any: ...  # over axis 1
+    def cross_entropy(self, logits: Any, labels: Any) -> Any: ...  # mean over the batch (over tokens: [B, L, V])
+    def log_softmax(self, x: Any) -> Any: ...  # over the last axis
     def exp(self, x: Any) -> Any: ...
-    def where(self, cond: Any, x: Any, y: Any) -> Any: ...
-    def zeros_like(self, x: Any) -> Any: ...
+    def where(self, cond: Any, x: Any, y: Any) -> Any: ...  # x or y may be a Python float
     def sum(self, x: Any, axis: Optional[int] = None, keepdims: bool = False) -> Any: ...
     def mean(self, x: Any) -> Any: ...
-    def abs(self, x: Any) -> Any: ...
     def sqrt(self, x: Any) -> Any: ...
-    def maximum(self, x: Any, floor: float) -> Any: ...
-    def rows(self, x: Any) -> Any: ...  # the batch size, a number or a scalar tensor of x's dtype
-    def static_rows(self, x: Any) -> Optional[int]: ...  # the batch size when known while tracing
+    def rows(self, x: Any) -> Any: ...  # the batch size as a scalar tensor of x's dtype (x.shape[0] unknown while tracing)
     def flat(self, x: Any) -> Any: ...  # (rows, -1)
     def zero_diagonal(self, d: Any) -> Any: ...  # a square matrix with 0 on its diagonal
     def matmul_t(self, u: Any) -> Any: ...  # batched u @ u^T
+    def cast(self, x: Any, dtype: str) -> Any: ...  # "float32", "float64" (x itself when it has that dtype)
+    def take(self, table: Any, idx: Any) -> Any: ...  # table's rows idx (the distill step's cached teacher logits)
+
+
+def _rows(ops: TensorOps, x: Any) -> Any:
+    """The batch size: a number where the shape is known (always on an eager framework), else the
+    framework's scalar (:meth:`TensorOps.rows`, inside a traced function)."""
+    n = x.shape[0]
+    return int(n) if n is not None else ops.rows(x)
 
 
 def kl_batchmean(ops: TensorOps, student_logits: Any, teacher_logits: Any, T: float) -> Any:
@@ -54,11 +60,11 @@ def kl_batchmean(ops: TensorOps, student_logits: Any, teacher_logits: Any, T: fl
     logp_s = ops.log_softmax(student_logits / T)
     logp_t = ops.log_softmax(teacher_logits / T)
     p_t = ops.exp(logp_t)
-    terms = ops.where(p_t > 0, p_t * (logp_t - logp_s), ops.zeros_like(p_t))
+    terms = ops.where(p_t > 0, p_t * (logp_t - logp_s), 0.0)
     positions = 1
     for d in tuple(student_logits.shape)[1:-1]:  # fixed-length sequences: known while tracing
         positions *= int(d)
-    return ops.sum(terms) / ops.rows(student_logits) / float(positions)
+    return ops.sum(terms) / _rows(ops, student_logits) / float(positions)
 
 
 def soft_target_loss(ops: TensorOps, student_logits: Any, teacher_logits: Any, T: float) -> Any:
@@ -76,27 +82,30 @@ def feature_loss(ops: TensorOps, teacher_feats: Sequence[Any], projected: Sequen
 
 def smooth_l1(ops: TensorOps, a: Any, b: Any) -> Any:
     """Huber with beta 1, averaged: 0.5 x^2 where |x| < 1, else |x| - 0.5."""
-    x = ops.abs(a - b)
+    d = a - b
+    x = ops.where(d < 0.0, -d, d)
     return ops.mean(ops.where(x < 1.0, 0.5 * x * x, x - 0.5))
 
 
 def _distances(ops: TensorOps, e: Any) -> Any:
     e = ops.flat(e)
     diff = e[:, None, :] - e[None, :, :]
-    d = ops.zero_diagonal(ops.sqrt(ops.maximum(ops.sum(diff * diff, axis=-1), EPS)))
-    b = ops.rows(e)
+    s = ops.sum(diff * diff, axis=-1)
+    d = ops.zero_diagonal(ops.sqrt(ops.where(s < EPS, EPS, s)))  # max(s, EPS): the gradient flows where s >= EPS
+    b = _rows(ops, e)
     return d / (ops.sum(d) / (b * (b - 1)))
 
 
 def _angles(ops: TensorOps, e: Any) -> Any:
     e = ops.flat(e)
     v = e[None, :, :] - e[:, None, :]
-    u = v / ops.sqrt(ops.maximum(ops.sum(v * v, axis=-1, keepdims=True), EPS * EPS))  # no inf gradient at 0
+    s = ops.sum(v * v, axis=-1, keepdims=True)
+    u = v / ops.sqrt(ops.where(s < EPS * EPS, EPS * EPS, s))  # max(s, EPS^2): no inf gradient at 0
     return ops.matmul_t(u)
 
 
 def _one_row(ops: TensorOps, x: Any) -> bool:
-    n = ops.static_rows(x)
+    n = x.shape[0]
     return n is not None and n < 2
 
 

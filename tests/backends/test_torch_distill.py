@@ -11,7 +11,7 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 import numpy as np
 import torch
 
-from lwdsl.backends.torch_backend import distill as dmod
+from lwdsl.backend import losses
 from lwdsl.errors import LwdslError
 from lwdsl.language.specs import DistillSpec
 
@@ -118,13 +118,13 @@ def test_distill_jitter_trains_on_the_core_translations_and_the_teacher_labels_t
     handle = _model(be)
     ctx.original = be.copy_model(handle)
     seen = _spy_batches(monkeypatch)
-    teacher_seen, real_loss = [], dmod.distill_loss
+    teacher_seen, real_loss = [], losses.distill_loss  # the core's batch loss calls it with the teachers' logits
 
-    def loss_spy(spec, logits, yb, t_logits, *rest):
+    def loss_spy(ops, spec, logits, yb, t_logits, *rest):
         teacher_seen.append(t_logits.clone())
-        return real_loss(spec, logits, yb, t_logits, *rest)
+        return real_loss(ops, spec, logits, yb, t_logits, *rest)
 
-    monkeypatch.setattr(dmod, "distill_loss", loss_spy)
+    monkeypatch.setattr(losses, "distill_loss", loss_spy)
     spec = DistillSpec(T=20, alpha=0.9, student="seedcnn_student", jitter=2, epochs=2, batch=64)
     out = be.apply(handle, spec, LAYERS, ctx)
     assert len(seen) == len(out.losses) == 4 and "teacher_cache" not in ctx.notes  # no cache: images move

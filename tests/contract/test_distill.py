@@ -160,6 +160,7 @@ def test_feature_hints_train_a_projection_that_is_dropped(backend, kit, pair):
         be.apply(handle, bad, LAYERS, ctx)
     with pytest.raises(LwdslError, match="no layer 'conv9'"):
         be.apply(handle, DistillSpec(features=(FeaturePair(teacher="conv9", student="conv2"),)), LAYERS, ctx)
+    assert kit.forward_hooks(handle) == 0  # the student's taps, made before the teacher's failed, are gone
 
 
 def test_transfer_set_trains_on_its_images_in_the_core_order(backend, backend_name, kit):
