@@ -35,9 +35,9 @@ from ..errors import LwdslError
 from ..semantics.codes import agreement, int8_only
 from .weights import atomic_path
 from .context import StepContext
-from .timing import PROTOCOL, Protocol, fixed_input, fixed_tokens, median_ms
+from .timing import PROTOCOL, Protocol, median_ms, timing_input
 
-__all__ = ["Engine", "EngineFile", "Inventory", "Bind", "int8_artifact", "describe", "file_latency_ms", "codes_agreement",
+__all__ = ["Engine", "EngineFile", "Inventory", "Bind", "int8_artifact", "describe", "file_latency_ms", "latency_ms", "codes_agreement",
            "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
 
 #: A runtime session of a file: ``bind(x)`` feeds the NCHW float32 batch ``x`` once and returns
@@ -174,11 +174,8 @@ def lm_quality(bind: Bind, x: np.ndarray, y: np.ndarray, vocab: int,
 def latencies(bind: Bind, input_shape: tuple[int, ...], prefix: str = "", protocol: Protocol = PROTOCOL,
               vocab: Optional[int] = None) -> dict[str, float]:
     """``{prefix}latency_ms_b1`` and ``_b32``: a session's median ms at each of :data:`BATCHES`
-    (on :func:`fixed_input`, or on :func:`fixed_tokens` over ``vocab`` for a model of token ids)."""
-    def timing_input(b: int) -> np.ndarray:
-        return fixed_input(b, input_shape) if vocab is None else fixed_tokens(b, input_shape, vocab)
-
-    return {f"{prefix}latency_ms_b{b}": round(median_ms(bind(timing_input(b)), protocol), 4) for b in BATCHES}
+    (on :func:`~lwdsl.backend.timing.timing_input`: token ids over ``vocab`` for a model of them)."""
+    return {f"{prefix}latency_ms_b{b}": round(median_ms(bind(timing_input(b, input_shape, vocab)), protocol), 4) for b in BATCHES}
 
 
 def codes_agreement(codes: Mapping[str, np.ndarray], quant: Mapping[str, Any]) -> tuple[int, int, dict[str, list[int]]]:
@@ -286,5 +283,17 @@ def file_latency_ms(engine: Engine, handle: Any, batch: int, input_shape: tuple[
     in its runtime at ``batch``, with ``threads`` threads (on token ids over ``vocab`` for a
     language model)."""
     bind = engine.load(engine.build(handle).data, threads)
-    x = fixed_input(batch, input_shape) if vocab is None else fixed_tokens(batch, input_shape, vocab)
-    return median_ms(bind(x), protocol)
+    return median_ms(bind(timing_input(batch, input_shape, vocab)), protocol)
+
+
+def latency_ms(handle: Any, batch: int, input_shape: tuple[int, ...], threads: int, *, vocab: Optional[int],
+               engine: Engine, forward: Callable[[np.ndarray], float], protocol: Protocol = PROTOCOL) -> float:
+    """A model's latency, the one rule of every backend: an int8 model is timed as its deployable
+    int8 file in its runtime (:func:`file_latency_ms`; a language model (``vocab``: it takes
+    token ids over it) only where the engine writes models of token ids and its inputs were
+    calibrated: W8A8); anything else as it runs, ``forward`` timing it on :func:`timing_input`
+    with ``threads`` threads (low-bit, cluster, an int8-weights-only language model: float
+    kernels, no file of their own)."""
+    if int8_only(handle.quant) and (vocab is None or (engine.tokens and bool(handle.act))):
+        return file_latency_ms(engine, handle, batch, input_shape, threads, protocol, vocab=vocab)
+    return forward(timing_input(batch, input_shape, vocab))

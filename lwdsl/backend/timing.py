@@ -23,13 +23,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from ..errors import RunError
 
-__all__ = ["Protocol", "PROTOCOL", "median_ms", "fixed_input", "fixed_tokens", "TimingWorkers", "serve_timing"]
+__all__ = ["Protocol", "PROTOCOL", "median_ms", "fixed_input", "fixed_tokens", "timing_input", "TimingWorkers", "serve_timing"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,12 @@ def fixed_tokens(batch: int, input_shape: tuple[int, ...], vocab: int) -> np.nda
     """The timing input of a model of token ids: ``batch`` sequences of ``input_shape`` (L,),
     int64 ids drawn uniformly from ``[0, vocab)``, seeded 0."""
     return np.random.default_rng(0).integers(0, int(vocab), (batch, *input_shape), dtype=np.int64)
+
+
+def timing_input(batch: int, input_shape: tuple[int, ...], vocab: Optional[int] = None) -> np.ndarray:
+    """The input every latency is timed on: :func:`fixed_tokens` over ``vocab`` for a model of
+    token ids, else :func:`fixed_input`."""
+    return fixed_input(batch, input_shape) if vocab is None else fixed_tokens(batch, input_shape, vocab)
 
 
 class TimingWorkers:

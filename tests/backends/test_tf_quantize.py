@@ -347,20 +347,6 @@ def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity
     assert again.notes["auto_bits"] == notes
 
 
-@pytest.mark.parametrize("dtype,engine", [("int4", False), ("cluster", False), ("int8", True)])
-def test_latency_times_the_tflite_artifact_only_for_int8_models(be, dtype, engine, monkeypatch):
-    """Low-bit layers have no kernels of their own: their model is timed in Keras, as fp32 is."""
-    import os
-
-    from lwdsl.backends.tf_backend import latency
-    from lwdsl.backends.tf_backend.latency import latency_ms
-
-    h = be.apply(be.load_model("lenet5", SHAPE, 10), QuantizeSpec(dtype=dtype), LAYERS, _ctx())
-    called = []
-    monkeypatch.setattr(latency, "file_latency_ms", lambda *a, **k: called.append(1) or 1.0)
-    assert latency_ms(h, 1, SHAPE, os.cpu_count() or 1) > 0 and bool(called) == engine
-
-
 def test_fold_with_an_unnamed_input_keeps_every_weight_and_code(be):
     """Keras 3's clone names an unnamed input after its tensor (keras.applications models): the
     folded clone gets every weight from the original all the same, and the TFLite codes match."""

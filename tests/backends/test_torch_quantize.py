@@ -264,17 +264,3 @@ def test_torch_snap_of_a_low_bit_layer_is_the_cores(dtype):
         assert snap_t(torch.from_numpy(start[n]), q).numpy().tobytes() == snap(start[n], q.scale, q.bits).tobytes()
 
 
-@pytest.mark.parametrize("dtype,engine", [("int4", False), ("cluster", False), ("int8", True)])
-def test_latency_times_the_int8_artifact_only_for_int8_models(dtype, engine, monkeypatch):
-    """Low-bit layers have no kernels of their own: their model is timed in torch, as fp32 is
-    (an ONNX Runtime float timing beside a torch fp32 one would show a speed-up of runtimes)."""
-    from lwdsl.backends.torch_backend import latency
-    from lwdsl.backends.torch_backend.latency import latency_ms
-
-    backend, data = torch_backend(), make_data(n_train=64, n_test=32)
-    handle = _model(backend, data)
-    backend.apply(handle, QuantizeSpec(dtype=dtype), _names(backend, handle), make_ctx(data))
-    called = []
-    monkeypatch.setattr(latency, "file_latency_ms", lambda *a, **k: called.append(1) or 1.0)
-    ms = latency_ms(handle, 1, handle.input_shape, 1, min_runs=2, budget_s=0.01)
-    assert ms > 0 and bool(called) == engine

@@ -179,3 +179,18 @@ def test_quantize_int8_writes_the_file_whose_latency_it_reports_and_it_loads_bac
     alone = make_ctx(data)  # no run folder: nothing is written, and the note says so
     be.apply(_lenet5(be), QuantizeSpec(dtype="int8", mode=mode, calibrate=64), LAYERS, alone)
     assert alone.notes["int8_artifact"]["file"] is None
+
+
+@pytest.mark.parametrize("dtype,engine", [("int4", False), ("cluster", False), ("int8", True)])
+def test_latency_times_the_int8_file_only_for_int8_models(backend, dtype, engine, monkeypatch):
+    """One rule on every backend (lwdsl.backend.engines.latency_ms): an int8 model is timed as
+    its int8 file in its runtime; low-bit layers have no kernels of their own, so their model is
+    timed as it runs, as fp32 is (a runtime's float timing beside a framework's would show a
+    speed-up of runtimes)."""
+    from lwdsl.backend import engines
+
+    be = backend
+    h = be.apply(_lenet5(be), QuantizeSpec(dtype=dtype), LAYERS, make_ctx(make_data(n_train=64, n_test=32)))
+    called = []
+    monkeypatch.setattr(engines, "file_latency_ms", lambda *a, **k: called.append(1) or 1.0)
+    assert be.latency_ms(h, 1, SHAPE, 1) > 0 and bool(called) == engine
