@@ -52,7 +52,7 @@ class KerasFoldParts(flow.FoldParts):
         nested = "the model nests other models" if any(hasattr(layer, "layers") for layer in handle.model.layers) else ""
         return [(layer, norm, why or nested) for layer, norm, why in _pairs(handle.model)]
 
-    def fold_inputs(self, handle: KerasHandle, layer: str, norm: str) -> flow.FoldInputs:
+    def fold_inputs(self, handle: KerasHandle, layer: str, norm: str) -> tuple:
         view = handle.view_map()[layer]
         bn = handle.model.get_layer(norm)
         get = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in bn.weights}

@@ -100,9 +100,6 @@ class KerasPruneParts(FilterRemoval, PruneParts):
         seen = seen if isinstance(seen, (list, tuple)) else [seen]
         return [np.asarray(t, dtype=np.float32).reshape(-1, int(t.shape[-1])) for t in seen]
 
-    def weight(self, handle: KerasHandle, layer: str) -> np.ndarray:
-        return np.array(selected_views(handle, [layer])[0].weight.canonical(), dtype=np.float32)
-
     def set_pruned(self, handle: KerasHandle, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
         t = selected_views(handle, [layer])[0].weight
         t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))

@@ -83,7 +83,7 @@ class TorchFoldParts(flow.FoldParts):
     def pairs(self, handle: TorchModel) -> list[tuple[str, str, str]]:
         return _pairs(handle.module)
 
-    def fold_inputs(self, handle: TorchModel, layer: str, norm: str) -> flow.FoldInputs:
+    def fold_inputs(self, handle: TorchModel, layer: str, norm: str) -> tuple:
         if layer in handle.masks:
             with handle.masks.unpacked():
                 handle.apply_mask(layer)

@@ -58,9 +58,6 @@ class TorchPruneParts(FilterRemoval, PruneParts):
     def layer_inputs(self, handle: TorchModel, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
         return layer_inputs(handle, layers, x)
 
-    def weight(self, handle: TorchModel, layer: str) -> np.ndarray:
-        return weight_of(handle.module, layer).detach().to(torch.float32).cpu().numpy().copy()
-
     def set_pruned(self, handle: TorchModel, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
         with torch.no_grad():
             weight_of(handle.module, layer).copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))

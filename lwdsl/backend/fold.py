@@ -1,14 +1,11 @@
-"""Batch-norm folding's flow, written once: which conv/linear -> batch-norm pairs of the
-selected layers fold, what is warned of the others, the folded numbers (the core's
-:func:`lwdsl.semantics.fold.fold_batchnorm`) and the ``folded`` note; a backend gives
-:class:`FoldParts` (the pairs its graph holds, a pair's canonical tensors, the model rewritten
-with the norms gone). docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency".
-"""
+"""Batch-norm folding's flow, written once: which pairs of the selected layers fold, what is
+warned of the others, the numbers (:func:`lwdsl.semantics.fold.fold_batchnorm`), the ``folded``
+note; a backend gives :class:`FoldParts`. docs/semantics.md, "Quantization: batch-norm folding"."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,26 +15,21 @@ from .context import StepContext
 
 __all__ = ["FoldParts", "fold_batchnorms", "folded_pairs"]
 
-#: (w, b, gamma, beta, running mean, running variance, eps): a pair's tensors, canonical layout
-FoldInputs = tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray], np.ndarray, np.ndarray, float]
-
 
 class FoldParts(ABC):
     """What a backend gives the folding flow."""
 
     @abstractmethod
-    def pairs(self, model: Any) -> list[tuple[str, str, str]]:
-        """(layer, norm, why it cannot fold or "") for every batch norm whose input is a
-        conv/linear layer's output, in model order; raises when the graph cannot be read."""
+    def pairs(self, handle: Any) -> list[tuple[str, str, str]]:
+        """(layer, norm, why it cannot fold or "") for every batch norm fed by a conv/linear layer."""
 
     @abstractmethod
-    def fold_inputs(self, handle: Any, layer: str, norm: str) -> FoldInputs:
-        """The tensors of ``layer`` (masks applied) and of ``norm`` that fold into one layer."""
+    def fold_inputs(self, handle: Any, layer: str, norm: str) -> tuple:
+        """:func:`~lwdsl.semantics.fold.fold_batchnorm`'s arguments: ``layer``'s canonical tensors (masked), ``norm``'s."""
 
     @abstractmethod
     def write_folded(self, handle: Any, todo: dict[str, str], folded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Put each layer's folded (weight, bias) (canonical) into ``handle``'s model, each norm
-        of ``todo`` (layer -> norm) gone (an identity of its name)."""
+        """The folded canonical (weight, bias) into each layer of ``todo`` (layer -> norm), each norm gone."""
 
 
 def fold_batchnorms(parts: FoldParts, handle: Any, layers: Sequence[str], ctx: StepContext) -> dict[str, str]:

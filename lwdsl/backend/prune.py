@@ -5,11 +5,10 @@ Which weights a rule keeps is the core's (:mod:`lwdsl.semantics.pruning`, :mod:`
 ``schedule=gradual`` checks that a removal can be planned (before any training), trains with
 the :class:`~lwdsl.semantics.pruning.GradualClock` updating the masks every ``frequency``
 optimizer steps at the cubic schedule's sparsity, and ends with a mask at exactly AMOUNT (and
-the removal, with ``remove=true``). One mask update (:meth:`PruneParts.prune_once`) and the
-physical removal of filters per dependency group are written here too, over the
-:class:`PruneParts` a backend gives (its fast exact magnitude cut, its canonical weights and
-masks, its graph's groups, cutting channels out of its layers). ``prune auto`` and ``amount=auto`` are the flows of
-:mod:`lwdsl.backend.prune_auto`, over the same parts; ``wanda`` and ``sparsegpt`` go to the
+the removal, with ``remove=true``). One mask update and the removal of filters per dependency
+group are written here too, over the :class:`PruneParts` a backend gives (its fast exact
+magnitude cut, canonical weights and masks, groups, channels cut out of its layers). ``prune
+auto`` and ``amount=auto`` are the flows of :mod:`lwdsl.backend.prune_auto`, over the same parts; ``wanda`` and ``sparsegpt`` go to the
 calibrated flow (:mod:`lwdsl.backend.calibrated`).
 """
 
@@ -40,8 +39,7 @@ class PruneParts(CalibratedParts, ABC):
 
     @abstractmethod
     def magnitude_prune(self, handle: Any, layers: Sequence[str], amount: float) -> None:
-        """Add the masks of ``amount`` of the weights of ``layers`` pruned together by magnitude:
-        exactly :func:`lwdsl.semantics.masks.magnitude_cut`'s (the backend's fast path)."""
+        """Mask ``amount`` of the weights of ``layers`` together by magnitude: exactly the core's cut (a fast path)."""
 
     @abstractmethod
     def canonical_weights(self, handle: Any, layers: Sequence[str]) -> Sequence[np.ndarray]:
@@ -61,8 +59,7 @@ class PruneParts(CalibratedParts, ABC):
 
     @abstractmethod
     def cut_channels(self, handle: Any, kept: dict[tuple[str, int], np.ndarray], groups: Sequence[Group]) -> Any:
-        """Keep only the indices ``kept[(layer, canonical axis)]`` of every layer ``groups`` touch
-        (masks alike); the handle (a new one where the model is rebuilt)."""
+        """Keep the indices ``kept[(layer, canonical axis)]`` only (masks alike); the handle (new if rebuilt)."""
 
     @abstractmethod
     def fit(self, handle: Any, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
@@ -82,20 +79,17 @@ class PruneParts(CalibratedParts, ABC):
             self.add_keep(handle, name, keep)
         return handle
 
-    def plan_removal(self, handle: Any, layers: Sequence[str]) -> list[Group]:
-        """The dependency groups that removing filters of ``layers`` prunes, checked.
+    def weight(self, handle: Any, layer: str) -> np.ndarray:
+        return np.array(self.canonical_weights(handle, [layer])[0], dtype=np.float32)  # a copy
 
-        Raises:
-            LwdslError: naming the first layer whose filters cannot be removed, and why (the
-                model's output, a coupled layer left out of the selection, ...).
-        """
+    def plan_removal(self, handle: Any, layers: Sequence[str]) -> list[Group]:
+        """The dependency groups that removing filters of ``layers`` prunes; raises LwdslError
+        naming the first layer whose filters cannot be removed, and why."""
         return select_groups(self.groups(handle), layers)
 
     def remove_filters(self, handle: Any, rule: MaskRule, layers: Sequence[str], ctx: StepContext) -> Any:
-        """Remove the filters ``rule`` prunes from every dependency group ``layers`` produce
-        (scored and chosen by :mod:`lwdsl.semantics.groups` on the canonical weights), with
-        every layer each group touches; everything is checked before anything changes. The
-        ``groups`` note: each group's channels before and after."""
+        """Remove the filters ``rule`` prunes (:mod:`lwdsl.semantics.groups`) from every group ``layers``
+        produce, everything checked first; noted: each group's channels before and after."""
         chosen = self.plan_removal(handle, layers)
         weight = lambda name: self.canonical_weights(handle, [name])[0]  # noqa: E731
         keeps = [group_keep(g, weight, rule.amount, rule.method, rule.p, rule.seed) for g in chosen]
