@@ -1,7 +1,7 @@
 """Fold each batch norm into the conv/dense layer before it, ahead of quantization: the flow is
-the core's (:mod:`lwdsl.backend.fold`); here the pairs from the Keras graph, and the model cloned
-with the norm as a linear ``Activation`` of its name (docs/semantics.md, "Quantization:
-batch-norm folding, artifacts, latency")."""
+the core's (:mod:`lwdsl.backend.fold`, :mod:`lwdsl.semantics.fold`); here the pairs from the
+Keras graph, and the model cloned with the norm as a linear ``Activation`` of its name
+(docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency")."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend import fold as flow
+from lwdsl.semantics.fold import fold_batchnorm
 
 from ._tf import keras
 from .handle import KerasHandle
@@ -45,31 +46,25 @@ def _pairs(model: Any) -> list[tuple[str, str, str]]:
     return found
 
 
-class KerasFoldParts(flow.FoldParts):
-    """Keras's parts of the core's folding flow."""
-
-    def pairs(self, handle: KerasHandle) -> list[tuple[str, str, str]]:
-        nested = "the model nests other models" if any(hasattr(layer, "layers") for layer in handle.model.layers) else ""
-        return [(layer, norm, why or nested) for layer, norm, why in _pairs(handle.model)]
-
-    def fold_inputs(self, handle: KerasHandle, layer: str, norm: str) -> tuple:
-        view = handle.view_map()[layer]
-        bn = handle.model.get_layer(norm)
+def fold_batchnorms(handle: KerasHandle, layers: Sequence[str], ctx: StepContext) -> dict[str, str]:
+    """Fold the norms after ``layers`` into them (the core's :func:`lwdsl.backend.fold.foldable`
+    pairs, :func:`lwdsl.semantics.fold.fold_batchnorm`'s numbers; ``handle.model`` is replaced
+    by the folded clone); returns layer -> norm folded."""
+    model = handle.model
+    nested = "the model nests other models" if any(hasattr(layer, "layers") for layer in model.layers) else ""
+    todo = flow.foldable(lambda: [(layer, norm, why or nested) for layer, norm, why in _pairs(model)], layers, ctx)
+    if not todo:
+        return {}
+    views, folded = handle.view_map(), {}
+    for layer, norm in todo.items():
+        view, bn = views[layer], model.get_layer(norm)
         get = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in bn.weights}
         bias = next((t for t in view.tensors if t.name == f"{layer}.bias"), None)
-        return (view.weight.canonical(), None if bias is None else bias.canonical(), get.get("gamma"), get.get("beta"),
-                get["moving_mean"], get["moving_variance"], bn.epsilon)
-
-    def write_folded(self, handle: KerasHandle, todo: dict[str, str], folded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """``handle.model`` replaced by the folded clone."""
-        views = handle.view_map()
-        handle.model = _clone_folded(handle.model, todo, {k: (views[k].weight.from_canon(w), b) for k, (w, b) in folded.items()})
-
-
-def fold_batchnorms(handle: KerasHandle, layers: Sequence[str], ctx: StepContext) -> dict[str, str]:
-    """Fold the norms after ``layers`` into them (the core's flow; ``handle.model`` is replaced by
-    the folded clone); returns layer -> norm folded."""
-    return flow.fold_batchnorms(KerasFoldParts(), handle, layers, ctx)
+        wf, bf = fold_batchnorm(view.weight.canonical(), None if bias is None else bias.canonical(), get.get("gamma"),
+                                get.get("beta"), get["moving_mean"], get["moving_variance"], bn.epsilon)
+        folded[layer] = (view.weight.from_canon(wf), bf)
+    handle.model = _clone_folded(model, todo, folded)
+    return flow.record_folded(handle, todo, ctx)
 
 
 def _rebuild(model: Any, todo: dict[str, str]) -> Any:

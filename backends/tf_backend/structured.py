@@ -66,16 +66,6 @@ class FilterRemoval:
     def groups(self, handle: KerasHandle) -> list[Group]:
         return find_groups(handle.model, {v.name: i for i, v in enumerate(handle.views())})
 
-    def axis_size(self, handle: KerasHandle, layer: str, axis: int) -> int:
-        found = handle.model.get_layer(layer)
-        arrays = {_short(w): w for w in found.weights}
-        if _depthwise(found):
-            return int(arrays["kernel"].shape[2])
-        if "kernel" in arrays:
-            kernel = arrays["kernel"].shape
-            return int(kernel[-1] if axis == 0 else np.prod(kernel[:-1]) if "Dense" in _classes(found) else kernel[-2])
-        return int(found.weights[-1].shape[0])  # a norm: moving_variance
-
     def cut_channels(self, handle: KerasHandle, kept: dict[tuple[str, int], np.ndarray], groups: Sequence[Group]) -> KerasHandle:
         """A new handle (the model rebuilt from its config).
 

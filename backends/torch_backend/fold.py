@@ -1,17 +1,18 @@
 """Fold each batch norm into the conv/linear layer before it, ahead of quantization: the flow is
-the core's (:mod:`lwdsl.backend.fold`); here the pairs from a ``torch.fx`` trace, and the norm
-becomes ``nn.Identity`` (docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency")."""
+the core's (:mod:`lwdsl.backend.fold`, :mod:`lwdsl.semantics.fold`); here the pairs from a
+``torch.fx`` trace, and the norm becomes ``nn.Identity`` (docs/semantics.md, "Quantization:
+batch-norm folding, artifacts, latency")."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from lwdsl.backend import StepContext
 from lwdsl.backend import fold as flow
+from lwdsl.semantics.fold import fold_batchnorm
 
 from .handle import TorchModel
 
@@ -77,29 +78,23 @@ def drop_folded(module: nn.Module, norms: Sequence[str]) -> dict[str, str]:
     return todo
 
 
-class TorchFoldParts(flow.FoldParts):
-    """PyTorch's parts of the core's folding flow."""
-
-    def pairs(self, handle: TorchModel) -> list[tuple[str, str, str]]:
-        return _pairs(handle.module)
-
-    def fold_inputs(self, handle: TorchModel, layer: str, norm: str) -> tuple:
+def fold_batchnorms(handle: TorchModel, layers: Sequence[str], ctx: StepContext) -> dict[str, str]:
+    """Fold the norms after ``layers`` into them (the core's :func:`lwdsl.backend.fold.foldable`
+    pairs, :func:`lwdsl.semantics.fold.fold_batchnorm`'s numbers); returns layer -> norm folded."""
+    module = handle.module
+    todo = flow.foldable(lambda: _pairs(module), layers, ctx)
+    folded = {}
+    for layer, norm in todo.items():
         if layer in handle.masks:
             with handle.masks.unpacked():
                 handle.apply_mask(layer)
-        lin, bn = handle.module.get_submodule(layer), handle.module.get_submodule(norm)
+        lin, bn = module.get_submodule(layer), module.get_submodule(norm)
         t = lambda p: None if p is None else p.detach().to(torch.float32).numpy()  # noqa: E731
-        return t(lin.weight), t(lin.bias), t(bn.weight), t(bn.bias), t(bn.running_mean), t(bn.running_var), bn.eps
-
-    def write_folded(self, handle: TorchModel, todo: dict[str, str], folded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        _drop(handle.module, todo)
-        with torch.no_grad():
-            for layer, (wf, bf) in folded.items():
-                lin = handle.module.get_submodule(layer)
-                lin.weight.copy_(torch.from_numpy(wf))
-                lin.bias.copy_(torch.from_numpy(bf))
-
-
-def fold_batchnorms(handle: TorchModel, layers: Sequence[str], ctx: StepContext) -> dict[str, str]:
-    """Fold the norms after ``layers`` into them (the core's flow); returns layer -> norm folded."""
-    return flow.fold_batchnorms(TorchFoldParts(), handle, layers, ctx)
+        folded[layer] = fold_batchnorm(t(lin.weight), t(lin.bias), t(bn.weight), t(bn.bias), t(bn.running_mean),
+                                       t(bn.running_var), bn.eps)
+    _drop(module, todo)
+    with torch.no_grad():
+        for layer, (wf, bf) in folded.items():
+            module.get_submodule(layer).weight.copy_(torch.from_numpy(wf))
+            module.get_submodule(layer).bias.copy_(torch.from_numpy(bf))
+    return flow.record_folded(handle, todo, ctx)

@@ -59,7 +59,7 @@ class FilterRemoval:
 
         return find_groups(handle)
 
-    def axis_size(self, handle: TorchModel, layer: str, axis: int) -> int:
+    def axis_size(self, handle: TorchModel, layer: str, axis: int) -> int:  # a norm may have no weight
         m = handle.module.get_submodule(layer)
         return int(m.weight.shape[axis]) if getattr(m, "weight", None) is not None else int(m.num_features)
 

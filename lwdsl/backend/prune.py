@@ -53,9 +53,6 @@ class PruneParts(CalibratedParts, ABC):
     def groups(self, handle: Any) -> list[Group]:
         """The model's dependency groups (:class:`lwdsl.semantics.groups.GraphBuilder`)."""
 
-    @abstractmethod
-    def axis_size(self, handle: Any, layer: str, axis: int) -> int:
-        """The length of ``layer``'s canonical weight ``axis`` (a norm's channels on 0)."""
 
     @abstractmethod
     def cut_channels(self, handle: Any, kept: dict[tuple[str, int], np.ndarray], groups: Sequence[Group]) -> Any:
@@ -78,6 +75,10 @@ class PruneParts(CalibratedParts, ABC):
         for name, keep in zip(layers, keep_masks(rule, self.canonical_weights(handle, layers))):
             self.add_keep(handle, name, keep)
         return handle
+
+    def axis_size(self, handle: Any, layer: str, axis: int) -> int:
+        """The length of ``layer``'s canonical weight ``axis`` (a norm's: its channels on 0)."""
+        return int(np.shape(self.canonical_weights(handle, [layer])[0])[axis])
 
     def weight(self, handle: Any, layer: str) -> np.ndarray:
         return np.array(self.canonical_weights(handle, [layer])[0], dtype=np.float32)  # a copy
