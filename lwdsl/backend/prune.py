@@ -8,8 +8,8 @@ optimizer steps at the cubic schedule's sparsity, and ends with a mask at exactl
 the removal, with ``remove=true``). One mask update and the removal of filters per dependency
 group are written here too, over the :class:`PruneParts` a backend gives (its fast exact
 magnitude cut, canonical weights and masks, groups, channels cut out of its layers). ``prune
-auto`` and ``amount=auto`` are the flows of :mod:`lwdsl.backend.prune_auto`, over the same parts; ``wanda`` and ``sparsegpt`` go to the
-calibrated flow (:mod:`lwdsl.backend.calibrated`).
+auto`` and ``amount=auto`` are the flows of :mod:`lwdsl.backend.prune_auto`, over the same
+parts; ``wanda`` and ``sparsegpt`` go to the calibrated flow (:mod:`lwdsl.backend.calibrated`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ class PruneParts(CalibratedParts, ABC):
     @abstractmethod
     def groups(self, handle: Any) -> list[Group]:
         """The model's dependency groups (:class:`lwdsl.semantics.groups.GraphBuilder`)."""
-
 
     @abstractmethod
     def cut_channels(self, handle: Any, kept: dict[tuple[str, int], np.ndarray], groups: Sequence[Group]) -> Any:
