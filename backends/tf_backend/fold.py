@@ -1,7 +1,7 @@
-"""Fold each batch norm into the conv/dense layer before it, ahead of quantization: the pairs
-from the Keras graph, the numbers the core's (:func:`lwdsl.semantics.fold.fold_batchnorm`), the
-model cloned with the norm as a linear ``Activation`` of its name; a norm that cannot be folded
-is warned about (docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency")."""
+"""Fold each batch norm into the conv/dense layer before it, ahead of quantization: the flow is
+the core's (:mod:`lwdsl.backend.fold`, :mod:`lwdsl.semantics.fold`); here the pairs from the
+Keras graph, and the model cloned with the norm as a linear ``Activation`` of its name
+(docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency")."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lwdsl.backend import StepContext
+from lwdsl.backend import fold as flow
 from lwdsl.semantics.fold import fold_batchnorm
 
 from ._tf import keras
@@ -46,48 +47,24 @@ def _pairs(model: Any) -> list[tuple[str, str, str]]:
 
 
 def fold_batchnorms(handle: KerasHandle, layers: Sequence[str], ctx: StepContext) -> dict[str, str]:
-    """Fold the norms after ``layers`` into them (``handle.model`` is replaced by the folded
-    clone); returns layer -> norm folded (also in ``ctx.notes["folded"]``)."""
+    """Fold the norms after ``layers`` into them (the core's :func:`lwdsl.backend.fold.foldable`
+    pairs, :func:`lwdsl.semantics.fold.fold_batchnorm`'s numbers; ``handle.model`` is replaced
+    by the folded clone); returns layer -> norm folded."""
     model = handle.model
-    chosen = set(layers)
-    pairs = [p for p in _pairs(model) if p[0] in chosen]
-    if not pairs:
-        return {}
-    nested = any(hasattr(layer, "layers") for layer in model.layers)
-    for layer, norm, why in pairs:
-        if why or nested:
-            why = why or "the model nests other models"
-            ctx.warn(f"step {ctx.index + 1} (quantize): batch norm '{norm}' is not folded into '{layer}' ({why}); it stays float")
-    todo = {layer: norm for layer, norm, why in pairs if not why and not nested}
+    nested = "the model nests other models" if any(hasattr(layer, "layers") for layer in model.layers) else ""
+    todo = flow.foldable(lambda: [(layer, norm, why or nested) for layer, norm, why in _pairs(model)], layers, ctx)
     if not todo:
         return {}
-    norms = set(todo.values())
-    views = handle.view_map()
-    folded_weights = {}
+    views, folded = handle.view_map(), {}
     for layer, norm in todo.items():
-        view = views[layer]
-        bn = model.get_layer(norm)
+        view, bn = views[layer], model.get_layer(norm)
         get = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in bn.weights}
         bias = next((t for t in view.tensors if t.name == f"{layer}.bias"), None)
-        wf, bf = fold_batchnorm(
-            view.weight.canonical(), None if bias is None else bias.canonical(), get.get("gamma"), get.get("beta"),
-            get["moving_mean"], get["moving_variance"], bn.epsilon,
-        )
-        folded_weights[layer] = (view.weight.from_canon(wf), bf)
-
-    new = _rebuild(model, todo)
-    for layer in new.layers:
-        if layer.name in norms or not layer.weights:  # Keras 3 names a cloned input layer after its tensor
-            continue
-        if layer.name in folded_weights:
-            kernel, bias = folded_weights[layer.name]
-            layer.set_weights([np.ascontiguousarray(kernel, np.float32), bias])
-        else:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    handle.model = new
-    handle.folded.update(todo)
-    ctx.notes["folded"] = dict(todo)
-    return dict(todo)
+        wf, bf = fold_batchnorm(view.weight.canonical(), None if bias is None else bias.canonical(), get.get("gamma"),
+                                get.get("beta"), get["moving_mean"], get["moving_variance"], bn.epsilon)
+        folded[layer] = (view.weight.from_canon(wf), bf)
+    handle.model = _clone_folded(model, todo, folded)
+    return flow.record_folded(handle, todo, ctx)
 
 
 def _rebuild(model: Any, todo: dict[str, str]) -> Any:
@@ -117,15 +94,21 @@ def drop_folded(model: Any, norms: Sequence[str]) -> tuple[Any, dict[str, str]]:
     Raises:
         LwdslError: a named norm is not in the model or follows no conv/dense layer.
     """
-    from lwdsl.errors import LwdslError
+    todo = flow.folded_pairs(_pairs(model), norms, "dense")
+    return _clone_folded(model, todo, {}), todo
 
-    before = {norm: layer for layer, norm, why in _pairs(model)}
-    missing = [n for n in norms if n not in before]
-    if missing:
-        raise LwdslError(f"the state says batch norm '{missing[0]}' was folded, but the model has no such norm after a conv/dense layer")
-    todo = {before[n]: n for n in norms}
+
+def _clone_folded(model: Any, todo: dict[str, str], folded: dict[str, tuple[np.ndarray, np.ndarray]]) -> Any:
+    """:func:`_rebuild`'s clone with the weights: ``folded`` (layer -> Keras kernel, bias) where
+    given, the model's own for every layer outside ``todo`` (a layer of ``todo`` not in
+    ``folded`` keeps its fresh weights, for a state to load)."""
     new = _rebuild(model, todo)
     for layer in new.layers:
-        if layer.name not in todo.values() and layer.name not in todo and layer.weights:
+        if layer.name in todo.values() or not layer.weights:  # Keras 3 names a cloned input layer after its tensor
+            continue
+        if layer.name in folded:
+            kernel, bias = folded[layer.name]
+            layer.set_weights([np.ascontiguousarray(kernel, np.float32), bias])
+        elif layer.name not in todo:
             layer.set_weights(model.get_layer(layer.name).get_weights())
-    return new, todo
+    return new

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from lwdsl.errors import LwdslError, UsageError, did_you_mean
-from lwdsl.backend.model_refs import weights_option, widths_of
+from lwdsl.errors import LwdslError, UsageError
+from lwdsl.backend.model_refs import does_not_fit, not_among, unknown_model, weights_option, widths_of
 from lwdsl.backend.zoo import ZOO, layers_of
 
 from ._tf import keras
@@ -73,7 +73,7 @@ def build_zoo(
                 layer = keras.layers.MaxPool2D(2, name=f"pool{counts[kind]}") if kind == "pool" else keras.layers.ReLU(name=f"relu{counts[kind]}")
                 x = layer(x)
     except ValueError as exc:
-        raise LwdslError(f"model '{name}' does not fit inputs of shape {tuple(input_shape)} (C,H,W): {exc}") from None
+        raise does_not_fit(name, input_shape, exc) from None
     return keras.Model(inp, x, name=name)
 
 
@@ -121,11 +121,8 @@ def _applications(name: str, input_shape: tuple[int, ...], num_classes: int) -> 
     name, weights = weights_option("keras", name, "imagenet")
     apps = {n: getattr(keras.applications, n) for n in dir(keras.applications) if n[:1].isupper()}
     if name not in apps:
-        near = did_you_mean(name, apps)
-        raise UsageError(
-            f"unknown Keras application 'keras:{name}'",
-            hint=f"did you mean 'keras:{near}'?" if near else "see keras.applications for the names (e.g. keras:MobileNetV2)",
-        )
+        raise not_among(f"unknown Keras application 'keras:{name}'", name, apps, "keras:",
+                        "see keras.applications for the names (e.g. keras:MobileNetV2)")
     c, h, w = input_shape
     try:
         if weights is None:
@@ -267,9 +264,4 @@ def build_model(ref: Any, input_shape: tuple[int, ...], num_classes: int, widths
         return _applications(text.split(":", 1)[1], input_shape, num_classes)
     if Path(text).suffix in (".keras", ".h5") or Path(text).exists():
         return load_file(Path(text))
-    near = did_you_mean(text, [*ZOO, *GRAPHS, *HF_NAMES, "keras:MobileNetV2"])
-    raise UsageError(
-        f"unknown model '{text}' for the tensorflow backend (built in: {', '.join([*ZOO, *GRAPHS])}; transformers: "
-        f"{', '.join(HF_NAMES)}; or keras:NAME, keras_hub:llama?SIZES, a .keras/.h5 file)",
-        hint=f"did you mean '{near}'?" if near else None,
-    )
+    raise unknown_model(text, "tensorflow", "keras:NAME, keras_hub:llama?SIZES, a .keras/.h5 file", ["keras:MobileNetV2"])

@@ -17,13 +17,12 @@ from lwdsl.backend.prune import PruneParts, prune_handler
 from lwdsl.errors import LwdslError
 from lwdsl.semantics import masks as M
 from lwdsl.semantics.cut import magnitude_cut
-from lwdsl.semantics.pruning import MaskRule, keep_masks
 from lwdsl.language.specs import PruneSpec
 
 from ._tf import keras
 from .handle import KerasHandle
 from .layers import LayerView
-from .structured import plan_removal, remove_filters
+from .structured import FilterRemoval
 from .train import fit, nhwc
 
 #: The layer-input models of :meth:`KerasPruneParts.layer_inputs`, per Keras model (dropped with it).
@@ -32,18 +31,18 @@ _TAPS: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]]" = weakref.We
 __all__ = ["prune", "KerasPruneParts", "selected_views"]
 
 class _Canonical(Sequence):
-    """The chosen layers' weights in the canonical layout, read when indexed (views where the
-    layout allows), so no copy of all the weights is ever held."""
+    """The chosen layers' weights in the canonical layout (``raw``: Keras's), read when indexed
+    (views where the layout allows), so no copy of all the weights is ever held."""
 
-    def __init__(self, chosen: list[LayerView]) -> None:
-        self._chosen = chosen
+    def __init__(self, chosen: list[LayerView], raw: bool = False) -> None:
+        self._chosen, self._raw = chosen, raw
 
     def __len__(self) -> int:
         return len(self._chosen)
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
         t = self._chosen[i].weight
-        return t.to_canon(t.variable.numpy())
+        return t.variable.numpy() if self._raw else t.to_canon(t.variable.numpy())
 
 
 def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]:
@@ -56,48 +55,35 @@ def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]
     return found
 
 
-def _global_magnitude(handle: KerasHandle, chosen: list[LayerView], amount: float) -> None:
-    """Global magnitude pruning without moving weights into the canonical layout.
-
-    The cut's value and how many ties each layer gives up depend only on the multiset of
-    magnitudes per layer, not on the layout, so they are computed on the Keras arrays as they
-    are. Only a layer holding ties at the cut is brought into the canonical layout, to pick its
-    tied weights in canonical flat order; masks are identical to the canonical computation."""
-
-    class _Raw(Sequence):
-        def __len__(self) -> int:
-            return len(chosen)
-
-        def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
-            return chosen[i].weight.variable.numpy()
-
-    raw = _Raw()
-    cut = magnitude_cut(raw, M.count_to_prune(amount, sum(int(np.prod(v.weight.variable.shape)) for v in chosen)))
-    for i, view in enumerate(chosen):
-        w = raw[i]
-        if cut.ties[i]:
-            keep = view.weight.from_canon(cut.keep_mask(i, view.weight.to_canon(w)))
-        else:
-            keep = M.abs_bits(w).reshape(w.shape) >= np.uint32(cut.value_bits)
-        handle.add_mask(view, np.ascontiguousarray(keep))
-
-
-class KerasPruneParts(PruneParts):
-    """TensorFlow's parts of the core's ``prune`` flow."""
+class KerasPruneParts(FilterRemoval, PruneParts):
+    """TensorFlow's parts of the core's ``prune`` flow (the removal's: :class:`.structured.FilterRemoval`)."""
 
     def in_model_order(self, handle: KerasHandle, layers: Sequence[str]) -> list[str]:
         return [v.name for v in selected_views(handle, layers)]
 
-    def prune_once(self, handle: KerasHandle, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext) -> KerasHandle:
+    def magnitude_prune(self, handle: KerasHandle, layers: Sequence[str], amount: float) -> None:
+        """The exact cut without moving weights into the canonical layout: its value and how many
+        ties each layer gives up depend only on the multiset of magnitudes per layer, not on the
+        layout, so they are computed on the Keras arrays as they are. Only a layer holding ties
+        at the cut is brought into the canonical layout, to pick its tied weights in canonical
+        flat order; masks are identical to the canonical computation."""
         chosen = selected_views(handle, layers)
-        if rule.kind == "magnitude" and rule.scope == "global":
-            _global_magnitude(handle, chosen, rule.amount)
-            return handle
-        if rule.kind == "structured" and remove:  # per dependency group: see structured.py
-            return remove_filters(handle, rule, list(layers), ctx)
-        for view, keep in zip(chosen, keep_masks(rule, _Canonical(chosen))):
-            handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(keep)))
-        return handle
+        raw = _Canonical(chosen, raw=True)
+        cut = magnitude_cut(raw, M.count_to_prune(amount, sum(int(np.prod(v.weight.variable.shape)) for v in chosen)))
+        for i, view in enumerate(chosen):
+            w = raw[i]
+            if cut.ties[i]:
+                keep = view.weight.from_canon(cut.keep_mask(i, view.weight.to_canon(w)))
+            else:
+                keep = M.abs_bits(w).reshape(w.shape) >= np.uint32(cut.value_bits)
+            handle.add_mask(view, np.ascontiguousarray(keep))
+
+    def canonical_weights(self, handle: KerasHandle, layers: Sequence[str]) -> Sequence[np.ndarray]:
+        return _Canonical(selected_views(handle, layers))
+
+    def add_keep(self, handle: KerasHandle, layer: str, keep: np.ndarray) -> None:
+        view = selected_views(handle, [layer])[0]
+        handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(np.asarray(keep, dtype=bool))))
 
     def layer_inputs(self, handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
         """One pass over ``x`` in inference mode through a model whose outputs are the inputs of
@@ -114,17 +100,10 @@ class KerasPruneParts(PruneParts):
         seen = seen if isinstance(seen, (list, tuple)) else [seen]
         return [np.asarray(t, dtype=np.float32).reshape(-1, int(t.shape[-1])) for t in seen]
 
-    def weight(self, handle: KerasHandle, layer: str) -> np.ndarray:
-        return np.array(selected_views(handle, [layer])[0].weight.canonical(), dtype=np.float32)
-
     def set_pruned(self, handle: KerasHandle, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
-        view = selected_views(handle, [layer])[0]
-        t = view.weight
+        t = selected_views(handle, [layer])[0].weight
         t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
-        handle.add_mask(view, np.ascontiguousarray(t.from_canon(np.asarray(keep, dtype=bool))))
-
-    def plan_removal(self, handle: KerasHandle, layers: Sequence[str]) -> None:
-        plan_removal(handle, list(layers))
+        self.add_keep(handle, layer, keep)
 
     def fit(self, handle: KerasHandle, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
         return fit(handle, spec, ctx, **kwargs)

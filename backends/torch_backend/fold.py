@@ -1,7 +1,7 @@
-"""Fold each batch norm into the conv/linear layer before it, ahead of quantization: the pairs
-from a ``torch.fx`` trace, the numbers the core's (:func:`lwdsl.semantics.fold.fold_batchnorm`),
-the norm becomes ``nn.Identity``; a norm that cannot be folded is warned about
-(docs/semantics.md, "Quantization: batch-norm folding, artifacts, latency")."""
+"""Fold each batch norm into the conv/linear layer before it, ahead of quantization: the flow is
+the core's (:mod:`lwdsl.backend.fold`, :mod:`lwdsl.semantics.fold`); here the pairs from a
+``torch.fx`` trace, and the norm becomes ``nn.Identity`` (docs/semantics.md, "Quantization:
+batch-norm folding, artifacts, latency")."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lwdsl.backend import StepContext
+from lwdsl.backend import fold as flow
 from lwdsl.semantics.fold import fold_batchnorm
 
 from .handle import TorchModel
@@ -21,10 +22,12 @@ _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _pairs(module: nn.Module) -> list[tuple[str, str, bool]]:
-    """(layer, norm, foldable) for every norm module whose input is a conv/linear module's output."""
+def _pairs(module: nn.Module) -> list[tuple[str, str, str]]:
+    """(layer, norm, why-not or "") for every norm module whose input is a conv/linear module's output."""
     import torch.fx
 
+    if not any(isinstance(m, _NORMS) for m in module.modules()):
+        return []  # nothing to trace for
     graph = torch.fx.symbolic_trace(module).graph
     calls: dict[str, int] = {}
     for node in graph.nodes:
@@ -38,14 +41,27 @@ def _pairs(module: nn.Module) -> list[tuple[str, str, bool]]:
         src = node.args[0] if node.args else None
         if not isinstance(src, torch.fx.Node) or src.op != "call_module" or not isinstance(mods.get(src.target), _LAYERS):
             continue
-        ok = len(src.users) == 1 and calls[src.target] == 1 and calls[node.target] == 1
-        found.append((str(src.target), str(node.target), ok))
+        why = ""
+        if mods[node.target].running_mean is None:
+            why = "has no running statistics"
+        elif len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1:
+            why = f"'{src.target}' output also feeds other ops"
+        found.append((str(src.target), str(node.target), why))
     return found
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def _drop(module: nn.Module, todo: dict[str, str]) -> None:
+    """Each norm of ``todo`` (layer -> norm) becomes ``nn.Identity``; a layer without a bias gets one (zeros)."""
+    for layer, norm in todo.items():
+        lin = module.get_submodule(layer)
+        if lin.bias is None:
+            lin.bias = nn.Parameter(torch.zeros(lin.weight.shape[0], dtype=lin.weight.dtype))
+        _set_module(module, norm, nn.Identity())
 
 
 def drop_folded(module: nn.Module, norms: Sequence[str]) -> dict[str, str]:
@@ -57,60 +73,28 @@ def drop_folded(module: nn.Module, norms: Sequence[str]) -> dict[str, str]:
     Raises:
         LwdslError: a named norm is not in the model or follows no conv/linear layer.
     """
-    from lwdsl.errors import LwdslError
-
-    before = {norm: layer for layer, norm, _ in _pairs(module)}
-    done = {}
-    for norm in norms:
-        if norm not in before:
-            raise LwdslError(f"the state says batch norm '{norm}' was folded, but the model has no such norm after a conv/linear layer")
-        lin = module.get_submodule(before[norm])
-        if lin.bias is None:
-            lin.bias = nn.Parameter(torch.zeros(lin.weight.shape[0], dtype=lin.weight.dtype))
-        _set_module(module, norm, nn.Identity())
-        done[before[norm]] = norm
-    return done
+    todo = flow.folded_pairs(_pairs(module), norms, "linear")
+    _drop(module, todo)
+    return todo
 
 
 def fold_batchnorms(handle: TorchModel, layers: Sequence[str], ctx: StepContext) -> dict[str, str]:
-    """Fold the norms after ``layers`` into them; returns layer -> norm folded (also in
-    ``ctx.notes["folded"]``)."""
-    model = handle.module
-    if not any(isinstance(m, _NORMS) for m in model.modules()):
-        return {}
-    chosen = set(layers)
-    try:
-        pairs = _pairs(model)
-    except Exception as exc:  # user code fx cannot trace: say so, quantize unfolded
-        ctx.warn(
-            f"step {ctx.index + 1} (quantize): the model could not be traced ({type(exc).__name__}), so its batch norms "
-            "are not folded into the layers before them: they run as float ops between int8 layers"
-        )
-        return {}
-    folded: dict[str, str] = {}
-    for layer, norm, ok in pairs:
-        if layer not in chosen:
-            continue
-        bn = model.get_submodule(norm)
-        if not ok or bn.running_mean is None:
-            why = "has no running statistics" if bn.running_mean is None else f"'{layer}' output also feeds other ops"
-            ctx.warn(f"step {ctx.index + 1} (quantize): batch norm '{norm}' is not folded into '{layer}' ({why}); it stays float")
-            continue
-        lin = model.get_submodule(layer)
+    """Fold the norms after ``layers`` into them (the core's :func:`lwdsl.backend.fold.foldable`
+    pairs, :func:`lwdsl.semantics.fold.fold_batchnorm`'s numbers); returns layer -> norm folded."""
+    module = handle.module
+    todo = flow.foldable(lambda: _pairs(module), layers, ctx)
+    folded = {}
+    for layer, norm in todo.items():
         if layer in handle.masks:
             with handle.masks.unpacked():
                 handle.apply_mask(layer)
+        lin, bn = module.get_submodule(layer), module.get_submodule(norm)
         t = lambda p: None if p is None else p.detach().to(torch.float32).numpy()  # noqa: E731
-        wf, bf = fold_batchnorm(t(lin.weight), t(lin.bias), t(bn.weight), t(bn.bias), t(bn.running_mean), t(bn.running_var), bn.eps)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(wf))
-            if lin.bias is None:
-                lin.bias = nn.Parameter(torch.from_numpy(bf).to(lin.weight.dtype))
-            else:
-                lin.bias.copy_(torch.from_numpy(bf))
-        _set_module(model, norm, nn.Identity())
-        folded[layer] = norm
-    if folded:
-        handle.folded.update(folded)
-        ctx.notes["folded"] = dict(folded)
-    return folded
+        folded[layer] = fold_batchnorm(t(lin.weight), t(lin.bias), t(bn.weight), t(bn.bias), t(bn.running_mean),
+                                       t(bn.running_var), bn.eps)
+    _drop(module, todo)
+    with torch.no_grad():
+        for layer, (wf, bf) in folded.items():
+            module.get_submodule(layer).weight.copy_(torch.from_numpy(wf))
+            module.get_submodule(layer).bias.copy_(torch.from_numpy(bf))
+    return flow.record_folded(handle, todo, ctx)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lwdsl.errors import LwdslError, UsageError, did_you_mean
-from lwdsl.backend.model_refs import weights_option, widths_of
+from lwdsl.errors import UsageError
+from lwdsl.backend.model_refs import does_not_fit, not_among, unknown_model, weights_option, widths_of
 from lwdsl.backend.zoo import BUILTIN_NAMES, layers_of
 
 __all__ = ["BUILTINS", "build_model", "ZooNet", "LeNet300", "LeNet5", "SeedCNN", "SeedCNNStudent", "HintonMLP1200", "HintonMLP800", "ResNet8"]
@@ -48,10 +48,7 @@ class ZooNet(nn.Module):
                         continue
                     x = self._layer(spec, x, drops)
         except RuntimeError as exc:
-            raise LwdslError(
-                f"model {self.zoo} does not fit inputs of shape {tuple(input_shape)}: {exc}",
-                hint=f"{self.zoo} needs images of at least its receptive field (28x28 MNIST works)",
-            ) from None
+            raise does_not_fit(self.zoo, input_shape, exc) from None
 
     def _layer(self, spec: tuple, x: torch.Tensor, drop: int) -> torch.Tensor:
         kind = spec[0]
@@ -145,9 +142,8 @@ def _pretrained(name: str, weights: str) -> nn.Module:
 
     table = torchvision.models.get_model_weights(name)
     if weights not in table.__members__:
-        near = did_you_mean(weights, list(table.__members__))
-        raise UsageError(f"torchvision:{name} has no pretrained weights '{weights}' (it has: {', '.join(table.__members__)})",
-                         hint=f"did you mean '{near}'?" if near else None)
+        raise not_among(f"torchvision:{name} has no pretrained weights '{weights}' (it has: {', '.join(table.__members__)})",
+                        weights, table.__members__)
     chosen = table[weights]
     try:
         return torchvision.models.get_model(name, weights=chosen)
@@ -176,12 +172,8 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
     name, weights = weights_option("torchvision", name, "DEFAULT")
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
-        near = did_you_mean(name, known)
-        raise UsageError(
-            f"unknown torchvision classification model '{name}'",
-            hint=(f"did you mean 'torchvision:{near}'? " if near else "")
-            + "see torchvision.models.list_models(module=torchvision.models)",
-        )
+        raise not_among(f"unknown torchvision classification model '{name}'", name, known, "torchvision:",
+                        "see torchvision.models.list_models(module=torchvision.models)")
     if weights is None:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     module = _pretrained(name, weights)
@@ -207,9 +199,4 @@ def build_model(ref: str, input_shape: tuple[int, ...], num_classes: int, **widt
         return build_hf(ref, tuple(input_shape), num_classes)
     if ref in BUILTINS:
         return BUILTINS[ref](tuple(input_shape), num_classes, **widths)
-    near = did_you_mean(ref, [*BUILTINS, *HF_NAMES])
-    raise UsageError(
-        f"unknown model '{ref}' on the torch backend (built-ins: {', '.join(BUILTINS)}; transformers: "
-        f"{', '.join(HF_NAMES)}; or torchvision:NAME, or a Hugging Face model folder)",
-        hint=f"did you mean '{near}'?" if near else None,
-    )
+    raise unknown_model(ref, "torch", "torchvision:NAME, or a Hugging Face model folder")

@@ -1,15 +1,16 @@
 """What a model reference names, read once for every backend: the widths a built-in of
 :mod:`lwdsl.backend.zoo` is built at, and the ``?weights=W`` option of a framework's own
-models (``torchvision:NAME``, ``keras:NAME``)."""
+models (``torchvision:NAME``, ``keras:NAME``); the errors of a name a backend does not know and
+of an input a built-in cannot take, worded once."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional, Sequence
 
-from ..errors import UsageError
-from .zoo import RESNET8_WIDTHS, ZOO
+from ..errors import LwdslError, UsageError, did_you_mean
+from .zoo import BUILTIN_NAMES, RESNET8_WIDTHS, TRANSFORMERS, ZOO
 
-__all__ = ["widths_of", "weights_option"]
+__all__ = ["widths_of", "weights_option", "not_among", "unknown_model", "does_not_fit"]
 
 
 def widths_of(name: str, widths: Optional[Mapping[str, int]] = None) -> dict[str, int]:
@@ -36,3 +37,23 @@ def weights_option(prefix: str, ref: str, example: str) -> tuple[str, Optional[s
     if key != "weights" or not eq or not weights:
         raise UsageError(f"{prefix}:{name}?{query}: the one option is ?weights=NAME (e.g. ?weights={example})")
     return name, weights
+
+
+def not_among(message: str, name: str, known: Iterable[str], prefix: str = "", otherwise: Optional[str] = None) -> UsageError:
+    """``message`` as a UsageError of a ``name`` not in ``known``: the hint the nearest known
+    name (written ``prefix`` + it), else ``otherwise``."""
+    near = did_you_mean(name, known)
+    return UsageError(message, hint=f"did you mean '{prefix}{near}'?" if near else otherwise)
+
+
+def unknown_model(ref: str, backend: str, others: str, also: Sequence[str] = ()) -> UsageError:
+    """The error of a model reference ``backend`` cannot build: its built-ins and transformers
+    listed, then its ``others`` (``or torchvision:NAME, ...``); ``also``: more names to suggest."""
+    return not_among(f"unknown model '{ref}' on the {backend} backend (built-ins: {', '.join(BUILTIN_NAMES)}; "
+                     f"transformers: {', '.join(TRANSFORMERS)}; or {others})", ref, [*BUILTIN_NAMES, *TRANSFORMERS, *also])
+
+
+def does_not_fit(name: str, input_shape: Sequence[int], exc: Exception) -> LwdslError:
+    """The error of built-in ``name`` built for inputs of ``input_shape`` (C, H, W) it cannot take."""
+    return LwdslError(f"model '{name}' does not fit inputs of shape {tuple(input_shape)} (C,H,W): {exc}",
+                      hint=f"{name} needs images of at least its receptive field (28x28 MNIST works)")

@@ -5,11 +5,11 @@ Which weights a rule keeps is the core's (:mod:`lwdsl.semantics.pruning`, :mod:`
 ``schedule=gradual`` checks that a removal can be planned (before any training), trains with
 the :class:`~lwdsl.semantics.pruning.GradualClock` updating the masks every ``frequency``
 optimizer steps at the cubic schedule's sparsity, and ends with a mask at exactly AMOUNT (and
-the removal, with ``remove=true``). A backend gives :class:`PruneParts`: applying one rule to
-its weights in place (its fast path: the exact global cut without copying the weights), and
-physically removing filters. ``prune auto`` and ``amount=auto`` are the flows of
-:mod:`lwdsl.backend.prune_auto`, over the same parts; ``wanda`` and ``sparsegpt`` go to the
-calibrated flow (:mod:`lwdsl.backend.calibrated`).
+the removal, with ``remove=true``). One mask update and the removal of filters per dependency
+group are written here too, over the :class:`PruneParts` a backend gives (its fast exact
+magnitude cut, canonical weights and masks, groups, channels cut out of its layers). ``prune
+auto`` and ``amount=auto`` are the flows of :mod:`lwdsl.backend.prune_auto`, over the same
+parts; ``wanda`` and ``sparsegpt`` go to the calibrated flow (:mod:`lwdsl.backend.calibrated`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
-from ..semantics.pruning import GradualClock, MaskRule, rule_for
+import numpy as np
+
+from ..semantics.groups import AXIS, Group, axis_keeps, group_keep, select_groups
+from ..semantics.pruning import GradualClock, MaskRule, keep_masks, rule_for
 from ..language.specs import PruneSpec
 from .calibrated import CalibratedParts, prune_calibrated
 from .context import StepContext
@@ -35,18 +38,65 @@ class PruneParts(CalibratedParts, ABC):
         """``layers`` in model order (the order global pruning ranks ties in)."""
 
     @abstractmethod
-    def prune_once(self, handle: Any, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext) -> Any:
-        """One mask update of ``layers`` under ``rule`` (a new mask is ANDed with the layer's
-        earlier one); with ``remove`` (structured filters) the pruned filters are cut out.
-        Returns the handle (a new one after a removal)."""
+    def magnitude_prune(self, handle: Any, layers: Sequence[str], amount: float) -> None:
+        """Mask ``amount`` of the weights of ``layers`` together by magnitude: exactly the core's cut (a fast path)."""
 
     @abstractmethod
-    def plan_removal(self, handle: Any, layers: Sequence[str]) -> None:
-        """Raise the error a removal of ``layers`` would raise, without changing anything."""
+    def canonical_weights(self, handle: Any, layers: Sequence[str]) -> Sequence[np.ndarray]:
+        """The weights of ``layers`` in the canonical layout (read when indexed, no copy where it can)."""
+
+    @abstractmethod
+    def add_keep(self, handle: Any, layer: str, keep: np.ndarray) -> None:
+        """AND a canonical keep mask into ``layer``'s mask, zeroing what it prunes."""
+
+    @abstractmethod
+    def groups(self, handle: Any) -> list[Group]:
+        """The model's dependency groups (:class:`lwdsl.semantics.groups.GraphBuilder`)."""
+
+    @abstractmethod
+    def cut_channels(self, handle: Any, kept: dict[tuple[str, int], np.ndarray], groups: Sequence[Group]) -> Any:
+        """Keep the indices ``kept[(layer, canonical axis)]`` only (masks alike); the handle (new if rebuilt)."""
 
     @abstractmethod
     def fit(self, handle: Any, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
         """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+
+    def prune_once(self, handle: Any, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext) -> Any:
+        """One mask update of ``layers`` under ``rule`` (a new mask is ANDed with the layer's
+        earlier one); with ``remove`` (structured filters) the pruned filters are cut out.
+        Returns the handle (a new one after a removal)."""
+        if rule.kind == "structured" and remove:
+            return self.remove_filters(handle, rule, layers, ctx)
+        if rule.kind == "magnitude":  # the exact cut, by the backend's fast path
+            for group in ([list(layers)] if rule.scope == "global" else [[name] for name in layers]):
+                self.magnitude_prune(handle, group, rule.amount)
+            return handle
+        for name, keep in zip(layers, keep_masks(rule, self.canonical_weights(handle, layers))):
+            self.add_keep(handle, name, keep)
+        return handle
+
+    def axis_size(self, handle: Any, layer: str, axis: int) -> int:
+        """The length of ``layer``'s canonical weight ``axis`` (a norm's: its channels on 0)."""
+        return int(np.shape(self.canonical_weights(handle, [layer])[0])[axis])
+
+    def weight(self, handle: Any, layer: str) -> np.ndarray:
+        return np.array(self.canonical_weights(handle, [layer])[0], dtype=np.float32)  # a copy
+
+    def plan_removal(self, handle: Any, layers: Sequence[str]) -> list[Group]:
+        """The dependency groups that removing filters of ``layers`` prunes; raises LwdslError
+        naming the first layer whose filters cannot be removed, and why."""
+        return select_groups(self.groups(handle), layers)
+
+    def remove_filters(self, handle: Any, rule: MaskRule, layers: Sequence[str], ctx: StepContext) -> Any:
+        """Remove the filters ``rule`` prunes (:mod:`lwdsl.semantics.groups`) from every group ``layers``
+        produce, everything checked first; noted: each group's channels before and after."""
+        chosen = self.plan_removal(handle, layers)
+        weight = lambda name: self.canonical_weights(handle, [name])[0]  # noqa: E731
+        keeps = [group_keep(g, weight, rule.amount, rule.method, rule.p, rule.seed) for g in chosen]
+        sizes = {(m.layer, AXIS[m.role]): self.axis_size(handle, m.layer, AXIS[m.role]) for g in chosen for m in g.members}
+        handle = self.cut_channels(handle, axis_keeps(chosen, keeps, sizes), chosen)
+        ctx.notes["groups"] = [f"{g.name}: {g.channels} -> {int(k.sum())} channels" for g, k in zip(chosen, keeps)]
+        return handle
 
 
 def prune_handler(parts: PruneParts) -> Callable[..., Any]:

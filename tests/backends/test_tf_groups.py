@@ -14,7 +14,9 @@ from lwdsl.runner.progress import NullBar  # noqa: E402
 from lwdsl.semantics.groups import group_keep  # noqa: E402
 from lwdsl.language.specs import PruneSpec  # noqa: E402
 from lwdsl.backends.tf_backend._tf import keras  # noqa: E402
-from lwdsl.backends.tf_backend.structured import plan_removal  # noqa: E402
+from lwdsl.backends.tf_backend.prune import KerasPruneParts  # noqa: E402
+
+plan_removal = KerasPruneParts().plan_removal
 
 SPEC = PruneSpec(method="l2", amount=0.5, structured="filters", remove=True)
 

@@ -18,7 +18,9 @@ from lwdsl.semantics.groups import group_keep
 from lwdsl.language.specs import PruneSpec
 from lwdsl.backend.weights import save_weights
 from lwdsl.backends.torch_backend.graph import find_groups
-from lwdsl.backends.torch_backend.structured import plan_removal
+from lwdsl.backends.torch_backend.prune import TorchPruneParts
+
+plan_removal = TorchPruneParts().plan_removal
 
 pytestmark = pytest.mark.torch
 

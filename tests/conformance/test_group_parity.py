@@ -108,8 +108,10 @@ def _pair(model: str, shape):
 def test_same_groups_same_channels_same_model(model, shape):
     import torch
 
-    from lwdsl.backends.tf_backend.structured import plan_removal as tf_plan
-    from lwdsl.backends.torch_backend.structured import plan_removal as torch_plan
+    from lwdsl.backends.tf_backend.prune import KerasPruneParts
+    from lwdsl.backends.torch_backend.prune import TorchPruneParts
+
+    tf_plan, torch_plan = KerasPruneParts().plan_removal, TorchPruneParts().plan_removal
 
     (torch_be, th), (tf_be, kh) = _pair(model, shape)
     convs = [l.name for l in torch_be.layers(th) if l.kind == "conv"]
