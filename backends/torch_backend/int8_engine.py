@@ -133,7 +133,7 @@ def _fingerprint(handle: TorchModel) -> str:
     for name, t in handle.module.state_dict().items():
         h.update(name.encode())
         h.update(t.detach().contiguous().numpy().tobytes())
-    h.update(repr(sorted(handle.quant_mode.items())).encode())
+    h.update(repr(sorted(handle.qstate.mode.items())).encode())
     h.update(repr(sorted((k, a.scale, a.zero_point) for k, a in handle.act.items())).encode())
     return h.hexdigest()
 
