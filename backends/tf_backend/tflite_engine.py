@@ -52,8 +52,7 @@ def _fingerprint(handle: KerasHandle) -> str:
     h = hashlib.sha1()
     for w in handle.model.get_weights():
         h.update(np.ascontiguousarray(w).tobytes())
-    h.update(repr(sorted(handle.qstate.meta().items())).encode())
-    h.update(repr(sorted(handle.quant)).encode())
+    h.update(handle.qstate.digest().encode())
     return h.hexdigest()
 
 

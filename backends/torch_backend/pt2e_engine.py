@@ -293,13 +293,6 @@ _BUILT: dict[str, EngineFile] = {}
 _LOADED: dict[tuple[str, int], Any] = {}
 
 
-def _key(handle: TorchModel) -> str:
-    from .int8_engine import _fingerprint
-
-    calib = handle.qstate.calib
-    return _fingerprint(handle) + (calib.key() if calib is not None else "")
-
-
 class Pt2eEngine(Engine):
     """``export pt2e``: the PT2E program (module docstring) in ``torch.compile`` (inductor, x86
     int8 kernels through oneDNN); its fp32 is the float model exported and compiled the same way."""
@@ -307,7 +300,9 @@ class Pt2eEngine(Engine):
     format, runtime = "pt2e", "torch.compile (inductor)"
 
     def build(self, handle: TorchModel) -> EngineFile:
-        key = _key(handle)
+        from .int8_engine import _fingerprint
+
+        key = _fingerprint(handle)
         if key not in _BUILT:
             program, meta = build_program(handle)
             data = save(program, meta)

@@ -1,14 +1,8 @@
-"""The model handle's framework-free half, one for every backend: :class:`ModelHandle` (the
-fields each backend's handle has: the losses of the last training, the norms folded away and
-the quantization record) and :class:`QuantState`, the one record of how the model was quantized.
-
-Every reader of how the model was quantized reads :class:`QuantState`: a backend's state and
-``.lwz`` (codes, input ranges, casts), its engines and exporters (each layer's mode, the
-model-level settings of the int8 step, the calibration images), a resumed run
-(:meth:`QuantState.meta`, kept by :meth:`lwdsl.backend.Backend.handle_meta`). The core's
-``quantize`` flow writes it (:meth:`QuantState.record`); a loaded state restores it
-(:meth:`QuantState.restore` on :func:`lwdsl.backend.weights.unpack_canonical`'s result).
-"""
+"""The fields every backend's model handle has (:class:`ModelHandle`) and the one record of how
+the model was quantized (:class:`QuantState`): the core's ``quantize`` flow writes it
+(:meth:`~QuantState.record`), a loaded state restores it (:meth:`~QuantState.restore`), a resume
+point keeps it (:meth:`~QuantState.meta`, :meth:`lwdsl.backend.Backend.handle_meta`), and every
+state, engine and exporter of both backends reads it."""
 
 from __future__ import annotations
 
@@ -28,11 +22,9 @@ __all__ = ["ModelHandle", "QuantState", "Settings", "Calibration"]
 
 @dataclass(frozen=True)
 class Settings:
-    """The model-level settings of the step that set them (an int8 step, or the first quantize
-    step; a low-bit step keeps an earlier step's: its layers keep float activations), what an
-    exporter that converts the whole model needs (TFLite): the activation mode (dynamic,
-    static, qat, weights_only), granularity, calibration count, observer, and the bits of the
-    step's last quantized layer."""
+    """What an exporter converting the whole model (TFLite) needs of the last int8 step (or of
+    the first step, while only low-bit steps ran): its activation mode, granularity,
+    calibration count, observer and bits."""
 
     mode: str
     granularity: Optional[str] = None
@@ -107,6 +99,12 @@ class QuantState:
         if self.calib is None:
             raise LwdslError("the calibration images are not at hand (a model loaded already quantized)")
         return self.calib.train_x[self.calib.indices]
+
+    def digest(self) -> str:
+        """What a file built from the model depends on beside its weights (a cache key): the
+        modes, input quantization, settings, quantized layers and calibration images."""
+        acts = sorted((k, a.scale, a.zero_point) for k, a in self.act.items())
+        return repr((sorted(self.mode.items()), acts, self.settings, sorted(self.quant))) + (self.calib.key() if self.calib else "")
 
     def input_quantized(self) -> list[str]:
         """The quantized layers whose inputs are quantized too (calibrated, or dynamic)."""
@@ -196,14 +194,6 @@ class ModelHandle:
     def quant(self) -> dict[str, WeightQuant]:
         return self.qstate.quant
 
-    @quant.setter
-    def quant(self, value: dict[str, WeightQuant]) -> None:
-        self.qstate.quant = value
-
     @property
     def act(self) -> dict[str, ActQuant]:
         return self.qstate.act
-
-    @act.setter
-    def act(self, value: dict[str, ActQuant]) -> None:
-        self.qstate.act = value

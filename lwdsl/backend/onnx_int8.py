@@ -100,10 +100,9 @@ _BUILT: dict[str, tuple[Any, dict[str, Any]]] = {}
 def build(handle: Any, export: Callable[[Any], Any], fingerprint: Callable[[Any], str]) -> tuple[Any, dict[str, Any]]:
     """(the int8 ONNX model of ``handle``: ``export(handle)`` rewritten by :func:`rewrite`, its
     info). A run asks for it several times per step (artifact report, latency at two batch
-    sizes): the last one built is kept and reused while ``fingerprint`` and the calibration
-    images are unchanged."""
-    calib = handle.qstate.calib  # the ranges observed beyond the layers' inputs depend on the images
-    key = fingerprint(handle) + (calib.key() if calib is not None else "")
+    sizes): the last one built is kept and reused while ``fingerprint`` (the weights and
+    :meth:`~lwdsl.backend.handle.QuantState.digest`: the calibration images too) is unchanged."""
+    key = fingerprint(handle)
     if key not in _BUILT:
         _BUILT.clear()
         _BUILT[key] = rewrite(export(handle), handle)
