@@ -149,7 +149,7 @@ class QuantState:
         that keeps its codes keeps its mode, a new one is ``static`` with input ranges, else
         ``weights_only``; the settings and the calibration reference stay."""
         casts = {**packed.casts, **{k: d for k, d in (halves or {}).items() if k not in packed.quant}}
-        old = dict(self.mode)
+        old = {layer: m for layer, m in self.mode.items() if m not in HALF_FORMS}  # a cast layer has no codes
         self.quant.clear()
         self.quant.update(packed.quant)
         self.act.clear()

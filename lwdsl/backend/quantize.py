@@ -116,10 +116,6 @@ class QuantizeParts(ABC):
         (``method=gptq`` keeps its zeros)."""
         return None
 
-    def set_act(self, handle: Any, name: str, lo: float, hi: float) -> None:
-        """Keep the calibrated input quantization of a layer (``handle.act``)."""
-        handle.act[name] = act_qparams(lo, hi, 8)
-
     def engine(self) -> Optional[Engine]:
         """The backend's deployable int8 file and its runtime (:class:`~lwdsl.backend.engines.Engine`),
         or None when it has none."""
@@ -166,7 +162,7 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
               ctx: StepContext) -> dict[str, tuple[float, float]]:
     """Observe the inputs of ``names`` on the calibration images
     (:func:`~lwdsl.semantics.order.calibration_indices`) with the spec's core
-    :class:`~lwdsl.semantics.quant.RangeObserver`; the backend keeps each layer's
+    :class:`~lwdsl.semantics.quant.RangeObserver`; the handle's record keeps each layer's
     :func:`~lwdsl.semantics.quant.act_qparams`. Returns layer -> (lo, hi)."""
     n = len(ctx.data.train_x)
     if spec.calibrate > n:
@@ -187,7 +183,7 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
     ranges = {}
     for name in names:
         lo, hi = observers[name].range()
-        parts.set_act(handle, name, lo, hi)
+        handle.qstate.act[name] = act_qparams(lo, hi, 8)
         ranges[name] = (float(lo), float(hi))
     return ranges
 
