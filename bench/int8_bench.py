@@ -271,8 +271,7 @@ def run_model(key: str, args) -> None:
     module = copy.deepcopy(handle.module).eval()  # the float model every flow starts from
     layers = [l.name for l in backend.layers(handle) if l.kind in ("conv", "linear")]
     handle = backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=calibrate), layers, ctx)
-    x_all, idx, _ = handle.calib
-    calib = np.ascontiguousarray(x_all[idx], dtype=np.float32)  # the same images for every flow
+    calib = np.ascontiguousarray(handle.qstate.calibration_images(), dtype=np.float32)  # the same images for every flow
     model, info = build_onnx(handle)
     ours = model.SerializeToString()
     equal, total, _ = codes_agreement(onnx_file(model, info).codes, handle.quant)

@@ -103,7 +103,6 @@ def _torch_timers(be, handle, batch: int):
 
     from lwdsl.backends.torch_backend.export import half_onnx
     from lwdsl.backends.torch_backend.int8_engine import build_onnx, export_float, session
-    from lwdsl.backends.torch_backend.io import half_layers
 
     module = handle.module.eval()
     x = torch.randn(batch, *handle.input_shape, generator=torch.Generator().manual_seed(0))
@@ -114,7 +113,7 @@ def _torch_timers(be, handle, batch: int):
 
     if handle.quant:
         model, what = build_onnx(handle)[0], "ORT: int8 weights -> DequantizeLinear -> float32 Conv/Gemm"
-    elif half_layers(handle):
+    elif handle.qstate.casts:
         model, _ = half_onnx(export_float(module, handle.input_shape), handle)
         what = "ORT: 16-bit weights -> Cast -> float32 Conv/Gemm"
     else:

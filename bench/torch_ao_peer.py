@@ -82,9 +82,9 @@ def usable(handle: TorchModel) -> tuple[bool, str]:
     if not handle.quant:
         return False, "no quantized layer"
     for layer, q in handle.quant.items():
-        if handle.quant_mode.get(layer) not in ("static", "qat") or q.bits != 8 or layer not in handle.act:
+        if handle.qstate.mode.get(layer) not in ("static", "qat") or q.bits != 8 or layer not in handle.act:
             return False, f"layer {layer} is not an int8 static/qat layer"
-    if handle.calib is None:
+    if handle.qstate.calib is None:
         return False, "the calibration images are not at hand (a model loaded already quantized)"
     return True, ""
 
@@ -232,7 +232,8 @@ def build(handle: TorchModel) -> tuple[torch.fx.GraphModule, dict[str, Any]]:
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    x_all, idx, method = handle.calib
+    calib = handle.qstate.calib
+    x_all, idx, method = calib.train_x, calib.indices, calib.observer
     with _quiet():
         torch.backends.quantized.engine = "x86"
         weight = PerChannelMinMaxObserver.with_args(

@@ -239,9 +239,7 @@ class KerasBackend(Backend):
             shapes = {v.name: v.weight.variable.shape for v in views(resized)}
             handle.masks = {k: m for k, m in handle.masks.items() if shapes.get(k) == m.shape}
             handle.model = resized
-        handle.quant, handle.act = packed.quant, packed.act
-        rest = {k: v for k, v in handle.qconfig.items() if k != "cast"}  # cast layers stay cast
-        handle.qconfig = {**rest, "cast": packed.casts} if packed.casts else rest
+        handle.qstate.restore(packed)
         found = handle.view_map() if packed.keeps else {}  # N:M layers' masks come back from the file
         handle.masks.update({layer: np.ascontiguousarray(found[layer].weight.from_canon(keep)) for layer, keep in packed.keeps.items()})
         handle.apply_masks()

@@ -32,7 +32,7 @@ __all__ = ["export", "EXPORTERS"]
 
 def _float_kernels(handle: KerasHandle, ctx: StepContext, fmt: str) -> None:
     """Say which quantized or cast layers a float32-only format stores as float32 kernels."""
-    said = float_kernels_warning(fmt, list(handle.quant), handle.qconfig.get("cast") or {},
+    said = float_kernels_warning(fmt, list(handle.quant), handle.qstate.casts,
                                  "`export tflite` writes integer (int8) or float16 (fp16) weights")
     if said:
         ctx.warn(said)
@@ -61,7 +61,7 @@ def write_tflite(handle: KerasHandle, path: Path, ctx: StepContext, spec: Export
     core's :func:`~lwdsl.backend.engines.describe_export` into the step's ``artifacts`` entry."""
     from .tflite_engine import LITERT, artifact, report
 
-    data, kind = artifact(handle, ctx, spec.io)
+    data, kind = artifact(handle, spec.io)
     with atomic_path(path) as tmp_file:
         tmp_file.write_bytes(data)
     notes = report(data, kind, handle, ctx)

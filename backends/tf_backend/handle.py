@@ -1,5 +1,6 @@
-"""The model handle the runner passes around: a Keras model, its pruning masks and its
-quantization state."""
+"""The model handle the runner passes around: a Keras model, its pruning masks and the core's
+fields of every handle (:class:`lwdsl.backend.handle.ModelHandle`: losses, folded norms, the
+quantization record)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lwdsl.semantics.quant import ActQuant, WeightQuant
+from lwdsl.backend.handle import ModelHandle
 
 from ._tf import keras
 from .layers import LayerView, views
@@ -17,20 +18,15 @@ __all__ = ["KerasHandle"]
 
 
 @dataclass
-class KerasHandle:
+class KerasHandle(ModelHandle):
     """A Keras model, its keep masks (layer name -> bool array in the Keras layout of the
-    weight; masked weights are +0.0 at all times, no wrapper layers) and its quantization state
-    (``quant``: codes and scales in the canonical layout, the variable holding ``codes * scale``;
-    ``act``: static layers' input quantization; ``qconfig``: how it was quantized, for
-    exporters), as the torch handle; :meth:`finalize` drops the masks only."""
+    weight; masked weights are +0.0 at all times, no wrapper layers) and, as the torch handle,
+    the quantization record (codes and scales in the canonical layout, the variable holding
+    ``codes * scale``; static layers' input quantization; modes, casts, settings and the
+    calibration reference for exporters); :meth:`finalize` drops the masks only."""
 
     model: Any
     masks: dict[str, np.ndarray] = field(default_factory=dict)
-    losses: list[float] = field(default_factory=list)  # cross-entropy per step of the last training
-    quant: dict[str, WeightQuant] = field(default_factory=dict)
-    act: dict[str, ActQuant] = field(default_factory=dict)
-    qconfig: dict[str, Any] = field(default_factory=dict)
-    folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
     ref: str = "the model"  # the name it was built from (lenet5, keras:MobileNetV2, a file)
     hf_config: Optional[dict[str, Any]] = None  # a Hugging Face folder's config.json (hf_folder.py), for export hf
 
@@ -69,7 +65,5 @@ class KerasHandle:
     def copy(self) -> "KerasHandle":
         clone = keras.models.clone_model(self.model)
         clone.set_weights(self.model.get_weights())
-        return KerasHandle(
-            clone, {k: v.copy() for k, v in self.masks.items()}, quant=dict(self.quant), act=dict(self.act), qconfig=dict(self.qconfig),
-            folded=dict(self.folded), ref=self.ref, hf_config=self.hf_config,
-        )
+        return KerasHandle(clone, {k: v.copy() for k, v in self.masks.items()}, qstate=self.qstate.copy(),
+                           folded=dict(self.folded), ref=self.ref, hf_config=self.hf_config)

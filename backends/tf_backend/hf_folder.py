@@ -160,9 +160,7 @@ def read_hf_handle(folder: Path, input_shape: tuple[int, ...]) -> KerasHandle:
     weight-only codes, its sparse layers' masks (Keras layout), its config kept for ``export hf``."""
     model, quant, keeps, config = read_hf_folder(folder, input_shape)
     handle = KerasHandle(model, ref=str(folder), hf_config=config)
-    if quant:
-        handle.quant.update(quant)
-        handle.qconfig = {"mode": "weights_only", "bits": max(q.bits for q in quant.values())}
+    handle.qstate.weight_only(quant)
     vm = handle.view_map()
     for name, keep in keeps.items():
         handle.masks[name] = np.ascontiguousarray(vm[name].weight.from_canon(keep)).astype(bool)
@@ -209,10 +207,8 @@ def hf_model(handle: KerasHandle) -> HfModel:
 def write_hf(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
     """``export hf``: the core's folder from the Keras model."""
     model = hf_model(handle)
-    dynamic = handle.qconfig.get("mode") == "dynamic"
-    acts = sorted(n for n in handle.quant if n in handle.act or dynamic)
     vm = handle.view_map()
     masks = {n: np.ascontiguousarray(vm[n].weight.to_canon(k)).astype(bool) for n, k in handle.masks.items()}
-    write_folder(model, Path(path), ctx, quant=handle.quant, masks=masks, acts=acts,
-                 casts=dict(handle.qconfig.get("cast") or {}),
+    write_folder(model, Path(path), ctx, quant=handle.quant, masks=masks, acts=handle.qstate.input_quantized(),
+                 casts=handle.qstate.casts,
                  cast_hint="`export tflite` writes float16 (fp16) weights", length=int(handle.model.inputs[0].shape[1]))

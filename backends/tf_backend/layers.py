@@ -233,12 +233,10 @@ def canonical_state(handle: Any) -> dict[str, np.ndarray]:
     masks are N:M), scales and bits, and statically
     quantized layers' input scale and zero point, and fp16/bf16 layers' weights as their 16 bits
     (:func:`lwdsl.semantics.quant.pack_state`)."""
-    casts = (getattr(handle, "qconfig", None) or {}).get("cast") or {}
-    quant, masks = getattr(handle, "quant", None) or {}, getattr(handle, "masks", {})
+    quant, masks = handle.quant, handle.masks
     found = handle.view_map() if any(k in quant for k in masks) else {}
     keep = {k: np.ascontiguousarray(found[k].weight.to_canon(m)).astype(bool) for k, m in masks.items() if k in quant}  # N:M layout
-    return pack_canonical(state_of(handle.model), getattr(handle, "folded", {}), quant, getattr(handle, "act", None) or {},
-                          casts, keep)
+    return pack_canonical(state_of(handle.model), handle.folded, quant, handle.act, handle.qstate.casts, keep)
 
 
 def model_stats(handle: Any) -> ModelStats:

@@ -9,9 +9,10 @@ of ``method=gptq`` are the core's), so identical weights give bit-identical code
 both frameworks; the inputs of layers are read from a probe
 model whose outputs are those inputs; evaluation fake-quantizes the inputs of calibrated layers
 exactly as :func:`~lwdsl.semantics.quant.fake_quantize` does (:func:`quantized_forward`,
-:class:`FakeQuantInput`); ``handle.qconfig`` keeps how the model was quantized (mode,
-granularity, calibration count and images, casts) for the TFLite exporter and engine (the
-core writes and measures its int8 file after an int8 step: ``int8_artifact``).
+:class:`FakeQuantInput`); the core keeps how the model was quantized in the handle's record
+(:class:`lwdsl.backend.handle.QuantState`: modes, casts, the int8 step's settings and
+calibration images) for the TFLite exporter and engine (the core writes and measures its int8
+file after an int8 step: ``int8_artifact``).
 Conv1D/2D/3D, DepthwiseConv2D and Dense layers are quantized; separable and transposed
 convolutions, embeddings and norms stay float32, named in a warning.
 """
@@ -27,18 +28,16 @@ from lwdsl.backend.engines import Engine
 from lwdsl.errors import LwdslError
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.backend.smoothquant import smoothquant_handler
-from lwdsl.semantics.quant import WeightQuant
-from lwdsl.language.specs import QuantizeSpec, TrainingOptions
-from lwdsl.language.specs.quantize import LOW_BIT
+from lwdsl.language.specs import TrainingOptions
 
 from ._tf import keras, tf
 from .fakequant import FakeQuantInput, quantized_forward
 from .fold import fold_batchnorms
 from .handle import KerasHandle
 from .layers import LayerView, _classes
-from .tflite_engine import LITERT, calibration_images
+from .tflite_engine import LITERT
 
-__all__ = ["quantize", "smoothquant", "KerasQuantizeParts", "quantizable", "quantized_forward", "calibration_images", "FakeQuantInput"]
+__all__ = ["quantize", "smoothquant", "KerasQuantizeParts", "quantizable", "quantized_forward", "FakeQuantInput"]
 
 
 def quantizable(view: LayerView) -> Optional[str]:
@@ -137,29 +136,6 @@ class KerasQuantizeParts(QuantizeParts):
         forward = self._function(("inputs", id(handle.model), tuple(names)), handle.model, build)
         outs = forward(tf.constant(nhwc(x)))
         return [o.numpy() for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
-
-    def record(self, handle: KerasHandle, spec: QuantizeSpec, forms: dict[str, str], quants: dict[str, WeightQuant],
-               act_mode: str, ctx: StepContext) -> None:
-        if act_mode == "cast":
-            handle.qconfig = {**handle.qconfig, "cast": {**handle.qconfig.get("cast", {}), **forms}}
-            handle.apply_masks()
-            return
-        for name, q in quants.items():
-            handle.quant[name] = q
-            handle.act.pop(name, None)
-        handle.apply_masks()  # codes of pruned weights are 0 already; keeps -0.0 out
-        low = spec.dtype in LOW_BIT or spec.dtype == "auto"
-        if not low or not handle.qconfig.get("mode"):  # low-bit layers keep float activations: an int8 step's config stays
-            handle.qconfig = {
-                **({"cast": handle.qconfig["cast"]} if "cast" in handle.qconfig else {}),
-                "mode": act_mode,
-                "granularity": spec.granularity,
-                "calibrate": spec.calibrate,
-                "observer": spec.observer,
-                "bits": list(quants.values())[-1].bits if quants else 0,
-            }
-        if act_mode in ("static", "qat"):  # the .tflite artifact's representative data set (tflite_engine)
-            handle.qconfig["images"] = calibration_images(handle, ctx)
 
     def fit(self, handle: KerasHandle, options: TrainingOptions, ctx: StepContext, *, label: str,
             masters: dict[str, np.ndarray]) -> Any:

@@ -20,12 +20,11 @@ from lwdsl.backend.engines import Engine, EngineFile, Inventory
 from lwdsl.backend.tflite_report import (WEIGHTED, OpInfo, TfliteReport, layer_of, runs_float, tflite_inventory,
                                           tflite_notes)
 from lwdsl.errors import LwdslError
-from lwdsl.semantics.order import calibration_indices
 
 from ._tf import quiet_stderr, quiet_stdout, tf
 from .handle import KerasHandle
 
-__all__ = ["LITERT", "LiteRtEngine", "calibration_images", "convert", "artifact", "inspect_model", "interpreter", "TfliteReport", "report"]
+__all__ = ["LITERT", "LiteRtEngine", "convert", "artifact", "inspect_model", "interpreter", "TfliteReport", "report"]
 
 _REP_BATCH = 1  # the calibrator feeds one example at a time
 
@@ -49,20 +48,11 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
     return nhwc(x)
 
 
-def calibration_images(handle: KerasHandle, ctx: StepContext) -> np.ndarray:
-    """The calibration images (NCHW) of the handle's static/qat quantization for ``ctx``'s run:
-    the converter's representative data set."""
-    n = len(ctx.data.train_x)
-    count = int(handle.qconfig.get("calibrate", 256))
-    return ctx.data.train_x[calibration_indices(n, count, ctx.seed)]
-
-
 def _fingerprint(handle: KerasHandle) -> str:
     h = hashlib.sha1()
     for w in handle.model.get_weights():
         h.update(np.ascontiguousarray(w).tobytes())
-    h.update(repr(sorted((k, v) for k, v in handle.qconfig.items() if k != "images")).encode())
-    h.update(repr(sorted(handle.quant)).encode())
+    h.update(handle.qstate.digest().encode())
     return h.hexdigest()
 
 
@@ -70,27 +60,27 @@ _BUILT: dict[str, tuple[bytes, str]] = {}
 _FLOAT: dict[str, bytes] = {}
 
 
-def artifact(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32") -> tuple[bytes, str]:
+def artifact(handle: KerasHandle, io: str = "float32") -> tuple[bytes, str]:
     """:func:`convert`, kept while the model is unchanged (a run times it at two batch sizes and
     the export step reports on it)."""
     key = _fingerprint(handle) + io
     if key not in _BUILT:
         _BUILT.clear()
-        _BUILT[key] = convert(handle, ctx, io)
+        _BUILT[key] = convert(handle, io)
     return _BUILT[key]
 
 
-def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "float32", *, as_float: bool = False) -> tuple[bytes, str]:
+def convert(handle: KerasHandle, io: str = "float32", *, as_float: bool = False) -> tuple[bytes, str]:
     """The ``.tflite`` bytes of the handle's model and the conversion mode (``float32``,
     ``int8`` full integer, ``dynamic-range``, ``fp16``: a model cast by ``quantize fp16`` alone,
     ``supported_types=[tf.float16]``; a bf16 cast or a cast mixed with integer codes is refused). Full-integer conversion calibrates on the
-    quantize step's calibration images (from ``ctx``, else those the step kept in ``qconfig``);
+    quantize step's calibration images (the reference its record keeps);
     ``io="int8"`` (full integer only) gives the model int8 input and output tensors;
     ``as_float``: the plain float32 conversion of the model as it is (its quantized kernels hold
     ``codes * scale``), the runtime's own fp32 of it."""
     model = handle.copy().finalize().model
-    mode = handle.qconfig.get("mode") if handle.quant and not as_float else None
-    casts = {} if as_float else dict(handle.qconfig.get("cast") or {})
+    mode = None if as_float else handle.qstate.model_mode
+    casts = {} if as_float else handle.qstate.casts
     if casts and (handle.quant or set(casts.values()) != {"fp16"}):
         raise LwdslError(
             "export tflite: a .tflite file holds float16 weights only for a model cast by `quantize fp16` alone: "
@@ -114,10 +104,10 @@ def convert(handle: KerasHandle, ctx: Optional[StepContext] = None, io: str = "f
             kind = "float32"
         else:
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            if handle.qconfig.get("granularity") == "per_tensor":
+            if handle.qstate.settings.granularity == "per_tensor":
                 conv._experimental_disable_per_channel = True
             if mode in ("static", "qat"):
-                images = _nhwc(calibration_images(handle, ctx) if ctx is not None else handle.qconfig["images"])
+                images = _nhwc(handle.qstate.calibration_images())
 
                 def representative() -> Iterator[list[np.ndarray]]:
                     for start in range(0, len(images), _REP_BATCH):
@@ -227,7 +217,7 @@ def interpreter(data: bytes, threads: int = 1) -> Any:
 def report(data: bytes, kind: str, handle: KerasHandle, ctx: StepContext) -> dict[str, Any]:
     """The notes of one ``.tflite`` artifact (:func:`lwdsl.backend.tflite_report.tflite_notes`)."""
     views = handle.view_map()
-    return tflite_notes(inspect_model(data, handle), len(data), kind, handle.quant, handle.qconfig.get("cast") or {},
+    return tflite_notes(inspect_model(data, handle), len(data), kind, handle.quant, handle.qstate.casts,
                         lambda name: views[name].weight.canonical() if name in views else None, ctx.warn)
 
 

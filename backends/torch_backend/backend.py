@@ -145,9 +145,7 @@ class TorchBackend(Backend):
         else:
             module, name = build_model(ref, input_shape, num_classes), ref
         handle = TorchModel(module, name, tuple(input_shape), num_classes, device=self.device)
-        if quant:  # a compressed-tensors folder: its codes, as quantize records them (weight-only)
-            handle.quant.update(quant)
-            handle.quant_mode.update({layer: "weights_only" for layer in quant})
+        handle.qstate.weight_only(quant)  # a compressed-tensors folder's codes
         handle.masks.update(keeps)
         if checkpoint is not None:
             state, masks = io.read_checkpoint(Path(checkpoint))
@@ -230,12 +228,6 @@ class TorchBackend(Backend):
         for layer, keep in masks.items():
             model.masks[layer] = torch.from_numpy(np.asarray(keep, dtype=bool).copy())
         model.apply_masks()
-
-    def handle_meta(self, model: TorchModel) -> dict[str, Any]:
-        return {"quant_mode": dict(model.quant_mode)}
-
-    def set_handle_meta(self, model: TorchModel, meta: dict[str, Any]) -> None:
-        model.quant_mode.update(meta.get("quant_mode", {}))
 
     def finalize(self, model: TorchModel) -> Any:
         """Weights are plain already (pruned ones are zero); drop the masks."""

@@ -29,7 +29,7 @@ from lwdsl.backend.weights import atomic_path
 
 from .handle import TorchModel, weight_of
 from .hf_export import write_hf
-from .io import half_layers, load_into, save_native
+from .io import load_into, save_native
 
 __all__ = ["export", "write_torch", "write_onnx", "write_pt2e", "half_onnx", "EXPORTERS"]
 
@@ -45,7 +45,7 @@ def write_torch(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSp
     if said:  # cast layers are stored in half here; codes are not (a state dict of float weights)
         ctx.warn(said)
     save_native(handle, path)
-    halves = half_layers(handle)
+    halves = handle.qstate.casts
     if halves:
         ctx.notes["artifact"] = _torch_summary(handle, Path(path), ctx, halves)
 
@@ -91,7 +91,7 @@ def half_onnx(model: Any, handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     inits = {t.name: t for t in graph.initializer}
     info: dict[str, Any] = {"half": {}, "float": []}
     casts = []
-    for layer, dtype in half_layers(handle).items():
+    for layer, dtype in handle.qstate.casts.items():
         name = f"{layer}.weight"
         if name not in inits:
             info["float"].append(layer)
@@ -120,7 +120,7 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
     handle.apply_masks()
     model, info = build_onnx(handle)
     halves: dict[str, Any] = {}
-    if half_layers(handle):
+    if handle.qstate.casts:
         model, halves = half_onnx(model, handle)
         if halves["float"]:
             ctx.warn(f"export onnx: cast layers {', '.join(halves['float'])} stay float32 in the ONNX file (their weight "
@@ -137,7 +137,7 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
             summary["runs_float_unexplained"] = summary["float_ops"] - len(built.runs_float)
         if info["float"]:
             ctx.warn(f"export onnx: layers {', '.join(info['float'])} stay float32 in the ONNX file")
-        if summary["float_ops"] and any(m != "weights_only" for m in handle.quant_mode.values()):
+        if summary["float_ops"] and any(m != "weights_only" for m in handle.qstate.mode.values()):
             why = "; ".join(f"{layer}: {reason}" for layer, reason in built.runs_float.items())
             extra = summary.get("runs_float_unexplained")
             ctx.warn(f"export onnx: ONNX Runtime runs {summary['float_ops']} weighted op(s) of the int8 file in float32"

@@ -1,6 +1,7 @@
 """The model handle: a plain module plus its pruning masks (bool *keep* tensors by layer name,
-stored bit-packed, unpacked for a training's duration) and its quantization state; a pruned
-weight is +0.0 at all times (docs/semantics.md, "Fine-tuning and masks")."""
+stored bit-packed, unpacked for a training's duration) and the core's fields of every handle
+(:class:`lwdsl.backend.handle.ModelHandle`: losses, folded norms, the quantization record); a
+pruned weight is +0.0 at all times (docs/semantics.md, "Fine-tuning and masks")."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lwdsl.semantics.quant import ActQuant, WeightQuant
+from lwdsl.backend.handle import ModelHandle
 
 __all__ = ["Masks", "TorchModel", "weight_of"]
 
@@ -90,8 +91,11 @@ def weight_of(module: nn.Module, layer: str) -> torch.Tensor:
 
 
 @dataclass
-class TorchModel:
-    """A model being compressed.
+class TorchModel(ModelHandle):
+    """A model being compressed (and :class:`~lwdsl.backend.handle.ModelHandle`'s fields: the
+    quantization record, whose codes the module's weights hold exactly and training keeps on
+    their grid, and whose input quantization forward pre-hooks apply while evaluating or
+    training, fakequant.py).
 
     Attributes:
         module: the network (plain ``nn.Module``).
@@ -99,21 +103,11 @@ class TorchModel:
         input_shape: (C, H, W) of one input.
         num_classes: outputs of the classifier.
         masks: layer name -> bool keep mask of that layer's weight (fixed until the next prune).
-        losses: the cross-entropy of every optimizer step of the most recent training.
-        quant: layer name -> its weight codes and scales (quantize.py); the module's weight
-            holds exactly ``dequantize()`` of them, and training keeps it on that grid.
-        act: layer name -> the input (activation) quantization of a static/qat layer; applied
-            by forward pre-hooks only while evaluating or training (fakequant.py).
-        quant_mode: layer name -> the quantize mode it got (dynamic, static, qat,
-            weights_only); the int8 engine builds its artifact from it.
         device: where it trains and is evaluated (``Backend.set_device``; the device a user's
             own model came on, for ``lwdsl.attach``); between those the module is on the CPU,
             where masks, codes, exports and engines read it.
         home: the device a user's own model (``lwdsl.attach``) lives on outside lwdsl's work:
             it goes back there when the session ends (``Backend.release``); None for lwdsl's models.
-        calib: (training images, the calibration indices, the observer method) of the last
-            static/qat calibration, a reference to the run's data (no copy), not saved: the
-            torch.ao peer (bench/torch_ao_peer.py) observes its own extra ranges on the same images.
     """
 
     module: nn.Module
@@ -121,13 +115,7 @@ class TorchModel:
     input_shape: tuple[int, ...]
     num_classes: int
     masks: Masks = field(default_factory=Masks)
-    losses: list[float] = field(default_factory=list)
-    quant: dict[str, WeightQuant] = field(default_factory=dict)
-    act: dict[str, ActQuant] = field(default_factory=dict)
-    quant_mode: dict[str, str] = field(default_factory=dict)
-    folded: dict[str, str] = field(default_factory=dict)  # layer -> batch norm folded into it (fold.py)
     device: str = "cpu"
-    calib: Optional[tuple[Any, np.ndarray, str]] = None
     home: Optional[str] = None
 
     def add_mask(self, layer: str, keep: torch.Tensor, *, zeroed: bool = False) -> None:

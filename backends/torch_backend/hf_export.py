@@ -61,7 +61,5 @@ def hf_model(handle: TorchModel) -> HfModel:
 def write_hf(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
     """``export hf``: the core's folder from torch's model."""
     model = hf_model(handle)
-    acts = sorted(n for n in handle.quant if n in handle.act or handle.quant_mode.get(n) == "dynamic")
-    casts = {n: m for n, m in handle.quant_mode.items() if m in ("fp16", "bf16")}
     write_folder(model, Path(path), ctx, quant=handle.quant, masks={n: k.numpy() for n, k in handle.masks.items()},
-                 acts=acts, casts=casts, cast_hint="export torch stores them in 16 bits", length=int(handle.input_shape[0]))
+                 acts=handle.qstate.input_quantized(), casts=handle.qstate.casts, cast_hint="export torch stores them in 16 bits", length=int(handle.input_shape[0]))

@@ -127,14 +127,13 @@ def _scopes(text: str) -> list[str]:
 
 
 def _fingerprint(handle: TorchModel) -> str:
-    """What the artifact depends on: every tensor of the module, the quantized layers' modes
-    and activation parameters (hashing is far cheaper than exporting again)."""
+    """What the artifact depends on: every tensor of the module and the quantization record
+    (hashing is far cheaper than exporting again)."""
     h = hashlib.sha1()
     for name, t in handle.module.state_dict().items():
         h.update(name.encode())
         h.update(t.detach().contiguous().numpy().tobytes())
-    h.update(repr(sorted(handle.quant_mode.items())).encode())
-    h.update(repr(sorted((k, a.scale, a.zero_point) for k, a in handle.act.items())).encode())
+    h.update(handle.qstate.digest().encode())
     return h.hexdigest()
 
 

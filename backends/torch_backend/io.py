@@ -21,10 +21,10 @@ from lwdsl.backend.weights import atomic_path, check_names, check_shapes, load_w
 
 from .fold import drop_folded
 from .handle import TorchModel
-from .layers import SKIPPED_BUFFERS, half_layers, weighted_layers
+from .layers import SKIPPED_BUFFERS, weighted_layers
 from .structured import slice_layer
 
-__all__ = ["read_checkpoint", "load_into", "save_native", "half_layers"]  # half_layers: layers.py's
+__all__ = ["read_checkpoint", "load_into", "save_native"]
 
 #: The cast dtypes as torch dtypes (``model.pt`` stores cast weights in them).
 _TORCH_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -137,8 +137,9 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     """Copy ``state`` into ``handle.module`` (shrinking removed widths), then re-apply masks.
 
     A packed state (quantized layers as ``.weight.codes``/``.scale``/``.bits``, see
-    :func:`lwdsl.semantics.quant.pack_state`) loads as ``codes * scale`` and restores
-    ``handle.quant``; a float state clears it.
+    :func:`lwdsl.semantics.quant.pack_state`) loads as ``codes * scale`` and restores the
+    handle's quantization record (:meth:`lwdsl.backend.handle.QuantState.restore`: codes, input
+    ranges, casts); a float state clears its codes.
 
     Raises:
         UsageError: (exit code 2) naming ``source`` and the first missing, unexpected,
@@ -147,8 +148,6 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     halves = {k[: -len(".weight")]: ("fp16" if t.dtype == torch.float16 else "bf16") for k, t in state.items()
               if k.endswith(".weight") and t.dtype in (torch.float16, torch.bfloat16)}  # a model.pt written after a cast
     packed = unpack_canonical({k: _numpy(v) for k, v in state.items()}, source)
-    quants, acts = packed.quant, packed.act
-    casts = {**packed.casts, **{k: d for k, d in halves.items() if k not in quants}}
     state = {k: torch.from_numpy(np.asarray(v)) for k, v in packed.state.items()}
     keeps = packed.keeps
     module = handle.module
@@ -173,15 +172,7 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
     for layer, keep in keeps.items():  # N:M layers' masks come back from the file (lwdsl/semantics/state.py)
         handle.masks[layer] = torch.from_numpy(keep)
     handle.apply_masks()
-    handle.quant.clear()
-    handle.quant.update(quants)
-    for table in (handle.act, handle.quant_mode):
-        for layer in [k for k in table if k not in quants]:
-            del table[layer]
-    handle.act.update(acts)  # static layers' input ranges
-    for layer in quants:
-        handle.quant_mode.setdefault(layer, "static" if layer in handle.act else "weights_only")
-    handle.quant_mode.update(casts)  # cast layers stay cast
+    handle.qstate.restore(packed, halves)
 
 
 def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
@@ -214,7 +205,7 @@ def save_native(handle: TorchModel, path: Path) -> None:
     tensor (its value exactly: the cast made it a half value), so the file holds half the bytes
     of float32 for it; ``module.load_state_dict`` of a float32 module widens it back exactly."""
     state = {k: v.detach().cpu() for k, v in handle.module.state_dict().items()}  # a user's model may be on its GPU (attach)
-    for layer, dtype in half_layers(handle).items():
+    for layer, dtype in handle.qstate.casts.items():
         key = f"{layer}.weight"
         if key in state:
             state[key] = state[key].detach().to(_TORCH_HALF[dtype])

@@ -11,12 +11,11 @@ from torch import nn
 
 from lwdsl.backend import LayerInfo, LayerStats, ModelStats
 from lwdsl.backend.weights import pack_canonical
-from lwdsl.semantics.quant import HALF_FORMS
 
 from .handle import TorchModel
 from .hf import takes_tokens
 
-__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "half_layers", "SKIPPED_BUFFERS"]
+__all__ = ["layer_kind", "weighted_layers", "list_layers", "canonical_state", "model_stats", "output_positions", "SKIPPED_BUFFERS"]
 
 #: Buffer names left out of the canonical state.
 SKIPPED_BUFFERS = ("num_batches_tracked",)
@@ -70,12 +69,7 @@ def canonical_state(handle: TorchModel) -> dict[str, np.ndarray]:
         if key.rsplit(".", 1)[-1] not in SKIPPED_BUFFERS
     }
     keep = {layer: handle.masks[layer].numpy() for layer in handle.quant if layer in handle.masks}  # N:M layout (state.py)
-    return pack_canonical(state, handle.folded, handle.quant, handle.act, half_layers(handle), keep)
-
-
-def half_layers(handle: TorchModel) -> dict[str, str]:
-    """The layers ``quantize fp16|bf16`` cast (not quantized to codes since): layer -> dtype."""
-    return {layer: d for layer, d in handle.quant_mode.items() if d in HALF_FORMS and layer not in handle.quant}
+    return pack_canonical(state, handle.folded, handle.quant, handle.act, handle.qstate.casts, keep)
 
 
 def model_stats(handle: TorchModel) -> ModelStats:

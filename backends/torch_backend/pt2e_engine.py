@@ -196,8 +196,7 @@ def _drop_unused(gm: torch.fx.GraphModule) -> None:
 
 
 def _calibration(handle: TorchModel) -> torch.Tensor:
-    x_all, idx, _ = handle.calib
-    return torch.from_numpy(np.ascontiguousarray(x_all[np.asarray(idx)], dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(handle.qstate.calibration_images(), dtype=np.float32))
 
 
 def refusal(handle: TorchModel) -> Optional[str]:
@@ -206,7 +205,7 @@ def refusal(handle: TorchModel) -> Optional[str]:
         return None
     from .layers import weighted_layers
 
-    not_static = sorted(n for n in handle.quant if handle.quant_mode.get(n) not in ("static", "qat") or n not in handle.act)
+    not_static = sorted(n for n in handle.quant if handle.qstate.mode.get(n) not in ("static", "qat") or n not in handle.act)
     if not_static:
         return (f"PT2E's x86 flow runs int8 layers with calibrated activations (quantize int8, mode static or qat); "
                 f"{', '.join(not_static)} {'is' if len(not_static) == 1 else 'are'} not")
@@ -215,7 +214,7 @@ def refusal(handle: TorchModel) -> Optional[str]:
     if left:
         return (f"X86InductorQuantizer quantizes every conv and linear layer; {', '.join(left)} "
                 f"{'is' if len(left) == 1 else 'are'} not quantized by the recipe")
-    if handle.calib is None:
+    if handle.qstate.calib is None:
         return "the calibration images are not at hand (a model loaded already quantized)"
     return None
 
@@ -261,7 +260,7 @@ def build_program(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
         _drop_unused(converted)
         with torch.no_grad():
             program = _export(converted, example)
-    return program, {"layers": where, "int8": {n: handle.quant_mode[n] for n in where}}
+    return program, {"layers": where, "int8": {n: handle.qstate.mode[n] for n in where}}
 
 
 def save(program: Any, meta: dict[str, Any]) -> bytes:
@@ -294,16 +293,6 @@ _BUILT: dict[str, EngineFile] = {}
 _LOADED: dict[tuple[str, int], Any] = {}
 
 
-def _key(handle: TorchModel) -> str:
-    from .int8_engine import _fingerprint
-
-    key = _fingerprint(handle)
-    if handle.calib is not None:
-        x_all, idx, method = handle.calib
-        key += f":{id(x_all)}:{hashlib.sha1(np.ascontiguousarray(idx).tobytes()).hexdigest()}:{method}"
-    return key
-
-
 class Pt2eEngine(Engine):
     """``export pt2e``: the PT2E program (module docstring) in ``torch.compile`` (inductor, x86
     int8 kernels through oneDNN); its fp32 is the float model exported and compiled the same way."""
@@ -311,7 +300,9 @@ class Pt2eEngine(Engine):
     format, runtime = "pt2e", "torch.compile (inductor)"
 
     def build(self, handle: TorchModel) -> EngineFile:
-        key = _key(handle)
+        from .int8_engine import _fingerprint
+
+        key = _fingerprint(handle)
         if key not in _BUILT:
             program, meta = build_program(handle)
             data = save(program, meta)

@@ -5,11 +5,11 @@ casts, ``auto``, QAT, calibration, notes, warnings) over this backend's parts
 What is PyTorch's own: a selected layer's weight is read and written in place (the canonical
 layout is PyTorch's); pruned weights are zeroed first (their codes are 0); the inputs of layers
 are captured with forward pre-hooks while the model runs in eval mode with float activations;
-the model evaluates with calibrated inputs fake-quantized (fakequant.py); each layer's mode is
-kept in ``handle.quant_mode`` and the calibration images in ``handle.calib`` for the int8
-ONNX file (int8_engine.py; the core writes and measures it: ``int8_artifact``) and the torch.ao
-bench peer (bench/torch_ao_peer.py). Conv and linear layers are quantized; other kinds (norms,
-embeddings) stay float32, named in a warning.
+the model evaluates with calibrated inputs fake-quantized (fakequant.py). The core keeps the
+step in the handle's record (:class:`lwdsl.backend.handle.QuantState`: each layer's mode, the
+calibration images) for the int8 ONNX file (int8_engine.py; the core writes and measures it:
+``int8_artifact``) and the torch.ao bench peer (bench/torch_ao_peer.py). Conv and linear layers
+are quantized; other kinds (norms, embeddings) stay float32, named in a warning.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.engines import Engine
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.backend.smoothquant import smoothquant_handler
-from lwdsl.semantics.order import calibration_indices
-from lwdsl.semantics.quant import WeightQuant
-from lwdsl.language.specs import QuantizeSpec, TrainingOptions
+from lwdsl.language.specs import TrainingOptions
 
 from .fakequant import act_hooks
 from .fold import fold_batchnorms
@@ -87,20 +85,6 @@ class TorchQuantizeParts(QuantizeParts):
 
     def layer_inputs(self, handle: TorchModel, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
         return layer_inputs(handle, names, x)
-
-    def record(self, handle: TorchModel, spec: QuantizeSpec, forms: dict[str, str], quants: dict[str, WeightQuant],
-               act_mode: str, ctx: StepContext) -> None:
-        for name, form in forms.items():
-            handle.act.pop(name, None)
-            if name in quants:
-                handle.quant[name] = quants[name]
-                handle.quant_mode[name] = act_mode
-            else:  # a cast layer: no codes, its form is its mode
-                handle.quant.pop(name, None)
-                handle.quant_mode[name] = form
-        if act_mode in ("static", "qat"):  # the torch.ao engine observes its own ranges on the same images
-            n = len(ctx.data.train_x)
-            handle.calib = (ctx.data.train_x, calibration_indices(n, spec.calibrate, ctx.seed), spec.observer)
 
     def fit(self, handle: TorchModel, options: TrainingOptions, ctx: StepContext, *, label: str,
             masters: dict[str, np.ndarray]) -> Any:

@@ -100,14 +100,9 @@ _BUILT: dict[str, tuple[Any, dict[str, Any]]] = {}
 def build(handle: Any, export: Callable[[Any], Any], fingerprint: Callable[[Any], str]) -> tuple[Any, dict[str, Any]]:
     """(the int8 ONNX model of ``handle``: ``export(handle)`` rewritten by :func:`rewrite`, its
     info). A run asks for it several times per step (artifact report, latency at two batch
-    sizes): the last one built is kept and reused while ``fingerprint`` and the calibration
-    images are unchanged."""
+    sizes): the last one built is kept and reused while ``fingerprint`` (the weights and
+    :meth:`~lwdsl.backend.handle.QuantState.digest`: the calibration images too) is unchanged."""
     key = fingerprint(handle)
-    if handle.calib is not None:  # the ranges observed beyond the layers' inputs depend on the images
-        import hashlib
-
-        x_all, idx, method = handle.calib
-        key += f":{id(x_all)}:{hashlib.sha1(np.ascontiguousarray(idx).tobytes()).hexdigest()}:{method}"
     if key not in _BUILT:
         _BUILT.clear()
         _BUILT[key] = rewrite(export(handle), handle)
@@ -140,7 +135,7 @@ def rewrite(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
             info["float"].append(layer)
             info["why_float"][layer] = "its weight was folded or transposed by the exporter: the rewrite cannot find it"
             continue
-        mode = handle.quant_mode.get(layer, "weights_only")
+        mode = handle.qstate.mode.get(layer, "weights_only")
         aq = handle.act.get(layer)
         scale = np.asarray(q.scale, dtype=np.float32)
         pre, p = [], f"{layer}"
@@ -283,7 +278,8 @@ def _observe(model: Any, handle: Any, names: list[str]) -> dict[str, Any]:
 
     from lwdsl.semantics.activations import RangeObserver, act_qparams
 
-    x_all, idx, method = handle.calib
+    calib = handle.qstate.calib
+    x_all, idx = calib.train_x, calib.indices
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
@@ -291,7 +287,7 @@ def _observe(model: Any, handle: Any, names: list[str]) -> dict[str, Any]:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     sess = session(probe, 1)
     dtype = np.int64 if sess.get_inputs()[0].type == "tensor(int64)" else np.float32  # token ids or images
-    observers = {name: RangeObserver(method) for name in names}
+    observers = {name: RangeObserver(calib.observer) for name in names}
     step = max(1, min(256, int(2_000_000 // max(1, int(np.prod(handle.input_shape))))))
     for start in range(0, len(idx), step):
         x = np.ascontiguousarray(x_all[idx[start : start + step]], dtype=dtype)
@@ -374,7 +370,7 @@ def _activations(model: Any, handle: Any, by_output: dict[str, tuple[str, Any]],
         params = dict(seeds)
         propagate(params, quantized)
         pending = [t for t in quantized if t not in params]
-        if not pending or handle.calib is not None:
+        if not pending or handle.qstate.calib is not None:
             break
         unobservable.update(pending)  # a model loaded already quantized: no images to range them on
     observed = _observe(model, handle, sorted(pending)) if pending else {}

@@ -35,6 +35,7 @@ from ..data.dataset import Dataset
 from ..errors import LwdslError
 from ..language.specs import StepSpec, TrainingOptions
 from .context import StepContext
+from .handle import ModelHandle
 from .registry import unsupported
 from .support import SupportTable
 
@@ -259,11 +260,16 @@ class Backend(ABC):
 
     def handle_meta(self, model: Any) -> dict[str, Any]:
         """What else of the handle a resumed run needs, as JSON (not its weights, codes, scales
-        or masks: :meth:`state` and :meth:`masks_of` hold those)."""
-        return {}
+        or masks: :meth:`state` and :meth:`masks_of` hold those): a
+        :class:`~lwdsl.backend.handle.ModelHandle`'s quantization record
+        (:meth:`~lwdsl.backend.handle.QuantState.meta`: modes, settings, calibration)."""
+        return model.qstate.meta() if isinstance(model, ModelHandle) else {}
 
-    def set_handle_meta(self, model: Any, meta: dict[str, Any]) -> None:
-        """Put back what :meth:`handle_meta` gave."""
+    def set_handle_meta(self, model: Any, meta: dict[str, Any], data: Optional[Dataset] = None) -> None:
+        """Put back what :meth:`handle_meta` gave, after :meth:`load_state`; ``data``: the
+        resumed run's data set (the calibration reference indexes its training images)."""
+        if isinstance(model, ModelHandle):
+            model.qstate.set_meta(meta, getattr(data, "train_x", None))
 
     def join_ranks(self, rank: int, world: int, timeout_s: float, join_s: Optional[float] = None) -> Any:
         """Join the other ranks of a run started by a launcher (its environment says where):

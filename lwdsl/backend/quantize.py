@@ -5,7 +5,9 @@ The numbers are the core's (:mod:`lwdsl.semantics.quant`, :mod:`lwdsl.semantics.
 :mod:`lwdsl.semantics.auto_bits`, :mod:`lwdsl.semantics.order`); the flow is here; a backend
 gives :class:`QuantizeParts`, the few things only its framework can do (read and write a
 layer's weight in the canonical layout, run the model, capture layer inputs, fold batch norms,
-keep its own record of how the model was quantized, give its int8 file's engine).
+give its int8 file's engine). How the model was quantized is kept in the handle's one record,
+:class:`lwdsl.backend.handle.QuantState` (:meth:`~lwdsl.backend.handle.QuantState.record`), on
+every backend.
 
 Flow of ``quantize FORM`` on the selected layers:
 
@@ -105,16 +107,6 @@ class QuantizeParts(ABC):
         """The input of each named layer when the model (float activations) runs on ``x``."""
 
     @abstractmethod
-    def record(self, handle: Any, spec: QuantizeSpec, forms: dict[str, str], quants: dict[str, WeightQuant],
-               act_mode: str, ctx: StepContext) -> None:
-        """Keep the step's quantization on the handle: each layer's form (``forms``: a cast's
-        ``fp16``/``bf16``, with no codes), its codes (``quants``), the mode its activations
-        get (``act_mode``: dynamic, static, qat, weights_only; ``cast`` for a cast), and what
-        the backend's exporters and engines need later. A layer quantized again forgets its
-        old input quantization. Called after the weights are written, before QAT and
-        calibration."""
-
-    @abstractmethod
     def fit(self, handle: Any, options: TrainingOptions, ctx: StepContext, *, label: str,
             masters: dict[str, np.ndarray]) -> Any:
         """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
@@ -123,10 +115,6 @@ class QuantizeParts(ABC):
         """The layer's pruning keep mask (bool, canonical layout), or None when it has none
         (``method=gptq`` keeps its zeros)."""
         return None
-
-    def set_act(self, handle: Any, name: str, lo: float, hi: float) -> None:
-        """Keep the calibrated input quantization of a layer (``handle.act``)."""
-        handle.act[name] = act_qparams(lo, hi, 8)
 
     def engine(self) -> Optional[Engine]:
         """The backend's deployable int8 file and its runtime (:class:`~lwdsl.backend.engines.Engine`),
@@ -174,7 +162,7 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
               ctx: StepContext) -> dict[str, tuple[float, float]]:
     """Observe the inputs of ``names`` on the calibration images
     (:func:`~lwdsl.semantics.order.calibration_indices`) with the spec's core
-    :class:`~lwdsl.semantics.quant.RangeObserver`; the backend keeps each layer's
+    :class:`~lwdsl.semantics.quant.RangeObserver`; the handle's record keeps each layer's
     :func:`~lwdsl.semantics.quant.act_qparams`. Returns layer -> (lo, hi)."""
     n = len(ctx.data.train_x)
     if spec.calibrate > n:
@@ -195,7 +183,7 @@ def calibrate(parts: QuantizeParts, handle: Any, names: Sequence[str], spec: Qua
     ranges = {}
     for name in names:
         lo, hi = observers[name].range()
-        parts.set_act(handle, name, lo, hi)
+        handle.qstate.act[name] = act_qparams(lo, hi, 8)
         ranges[name] = (float(lo), float(hi))
     return ranges
 
@@ -222,7 +210,7 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
             for name in todo:
                 parts.set_weight(handle, name, cast_weight(parts.weight(handle, name), spec.dtype))
                 notes[name] = {"bits": 16, "form": spec.dtype}
-            parts.record(handle, spec, {name: spec.dtype for name in todo}, {}, "cast", ctx)
+            handle.qstate.record(spec, {name: spec.dtype for name in todo}, {}, "cast", ctx)
             ctx.notes["quantized"] = notes
             return handle
         low = spec.dtype in LOW_BIT
@@ -264,7 +252,7 @@ def quantize_handler(parts: QuantizeParts) -> Callable[..., Any]:
         if spec.method == "gptq" and todo:
             ctx.notes["calibration"].update(damp=spec.damp, block=spec.block)
             ctx.notes["layer_output_error"] = errors
-        parts.record(handle, spec, forms, quants, "weights_only" if low else mode, ctx)
+        handle.qstate.record(spec, forms, quants, "weights_only" if low else mode, ctx)
         if mode == "qat" and todo:
             epochs = f"{spec.epochs} epoch{'s' if spec.epochs != 1 else ''}"
             parts.fit(handle, spec.training_options(), ctx,

@@ -535,7 +535,7 @@ def _execute(
             state, masks = point.load(saved)
             be.load_state(handle, state)
             be.set_masks(handle, masks)
-            be.set_handle_meta(handle, saved.get("meta", {}))
+            be.set_handle_meta(handle, saved.get("meta", {}), prep.dataset)
             steps, done, baseline_info = list(saved["steps"]), int(saved["done"]), saved["baseline"]
             training = saved.get("training")
             within = (f" and epoch {training['epoch']} of {training['epochs']} of step {done + 1} (`{training['label']}`)"

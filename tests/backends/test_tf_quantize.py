@@ -341,7 +341,7 @@ def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity
             assert n not in h.quant
         else:
             assert np.array_equal(h.quant[n].codes, quantize_as(_weights(before, n), want[n]).codes)
-    assert len(set(want.values())) > 1 and h.qconfig["mode"] == "weights_only"
+    assert len(set(want.values())) > 1 and h.qstate.settings.mode == "weights_only"
     again = _ctx()  # same seed, same choice
     be.apply(be.load_model("lenet5", SHAPE, 10), spec, LAYERS, again)
     assert again.notes["auto_bits"] == notes
@@ -364,7 +364,7 @@ def test_fold_with_an_unnamed_input_keeps_every_weight_and_code(be):
     h = be.apply(h, QuantizeSpec(dtype="int8", mode="static", calibrate=16), ["c1", "c2", "d"], _ctx())
     assert h.folded == {"c1": "bn"}
     np.testing.assert_array_equal(h.model.get_layer("d").get_weights()[1], bias)  # copied over, not re-initialised
-    data, _ = tflite_engine.convert(h, _ctx())
+    data, _ = tflite_engine.convert(h)
     report = tflite_engine.inspect_model(data, h)
     assert set(report.codes) == {"c1", "c2", "d"}
     assert all(np.array_equal(report.codes[k], h.quant[k].codes) for k in report.codes)

@@ -99,7 +99,7 @@ def test_it_runs_only_where_it_has_kernels_and_calibration(monkeypatch):
     monkeypatch.setattr(ao_engine, "cpu_int8_flags", lambda: ("avx512_vnni",))
     _, _, _, handle = _quantized()
     assert ao_engine.usable(handle) == (True, "")
-    handle.calib = None
+    handle.qstate.calib = None
     ok, why = ao_engine.usable(handle)
     assert not ok and "calibration images" in why
     _, _, _, dynamic = _quantized(mode="dynamic")

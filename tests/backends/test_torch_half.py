@@ -47,7 +47,7 @@ def test_model_pt_holds_half_weights_and_loads_back_to_the_same_model(dtype, tmp
     back = backend.load_model("lenet5", data.input_shape, data.num_classes, checkpoint=tmp_path / "model.pt")
     got, want = back.module.state_dict(), handle.module.state_dict()
     assert all(got[k].dtype == torch.float32 and torch.equal(got[k], want[k]) for k in want)
-    assert back.quant_mode == {n: dtype for n in names} and back.quant == {}
+    assert back.qstate.mode == {n: dtype for n in names} and back.quant == {}
     backend.save_native(back, tmp_path / "again.pt")
     assert (tmp_path / "again.pt").read_bytes() != b"" and all(
         t.dtype == _TORCH[dtype] for k, t in torch.load(tmp_path / "again.pt", weights_only=True).items() if k.endswith(".weight"))
@@ -60,7 +60,7 @@ def test_model_pt_holds_half_weights_and_loads_back_to_the_same_model(dtype, tmp
 
     save_weights(tmp_path / "half.lwz", backend.state(handle))
     lwz = backend.load_model("lenet5", data.input_shape, data.num_classes, checkpoint=tmp_path / "half.lwz")
-    assert lwz.quant_mode == {n: dtype for n in names}
+    assert lwz.qstate.mode == {n: dtype for n in names}
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])

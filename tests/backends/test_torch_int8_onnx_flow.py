@@ -121,7 +121,7 @@ def test_without_calibration_images_the_unranged_tensors_stay_float_and_say_so()
 
     torch.manual_seed(0)
     backend, data, ctx, handle = _handle(Blocks())
-    handle.calib = None  # as for a model loaded already quantized
+    handle.qstate.calib = None  # as for a model loaded already quantized
     _BUILT.clear()
     model, info = build_onnx(handle)
     assert "calibration images are not at hand" in info["why_float"]["proj"], info["why_float"]

@@ -102,7 +102,7 @@ def test_the_folder_reads_back_as_model_with_the_same_codes_masks_and_logits(lla
 
     result, folder = llama
     back = torch_backend().load_model(str(folder), (128,), 2048)  # the folder as --model: no compressed-tensors needed
-    assert set(back.quant) == set(result.model.quant) and set(back.quant_mode.values()) == {"weights_only"}
+    assert set(back.quant) == set(result.model.quant) and set(back.qstate.mode.values()) == {"weights_only"}
     for name, q in result.model.quant.items():
         assert np.array_equal(back.quant[name].codes, q.codes) and np.array_equal(back.quant[name].scale, q.scale)
         keep = back.masks[name]  # kept where the weight is non-zero (a code 0 reads as pruned): still 2:4

@@ -231,7 +231,7 @@ def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity
             assert handle.module.get_submodule(name).weight.detach().numpy().tobytes() == before[name].tobytes()
         else:
             q = quantize_as(before[name], want[name])
-            assert np.array_equal(handle.quant[name].codes, q.codes) and handle.quant_mode[name] == "weights_only"
+            assert np.array_equal(handle.quant[name].codes, q.codes) and handle.qstate.mode[name] == "weights_only"
     assert len(set(want.values())) > 1  # mixed precision on lenet5 at 3 bits
     bars = [b.description for b in ctx.extra["bars"]]
     assert any(d.startswith("auto: sensitivity on 48 images") for d in bars)

@@ -115,7 +115,7 @@ def test_finetune_after_quantize_trains_the_same_function(mode):
         layers = [i.name for i in be.layers(handle) if i.kind in ("conv", "linear")]
         handle = be.apply(handle, QuantizeSpec(dtype="int8", mode=mode, calibrate=128), layers, context(data))
         if name == "tensorflow" and mode == "static":
-            handle.act = dict(handles["torch"].act)
+            handle.act.update(handles["torch"].act)
         handle = be.apply(handle, FinetuneSpec(epochs=1, lr=0.01, batch=32), layers, context(data))
         handles[name], losses[name] = handle, np.asarray(handle.losses[:20])
     rel = np.abs(losses["torch"] - losses["tensorflow"]) / np.abs(losses["torch"])

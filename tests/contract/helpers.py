@@ -77,14 +77,6 @@ class Kit:
         """The name the model was built from."""
         raise NotImplementedError
 
-    def cast_layers(self, handle: Any) -> dict[str, str]:
-        """Layer -> fp16/bf16 of the layers the handle remembers as cast."""
-        raise NotImplementedError
-
-    def quant_mode(self, handle: Any, layer: str) -> str:
-        """The activation mode the handle records for a quantized layer (weights_only, static, ...)."""
-        raise NotImplementedError
-
     def dense_model(self, input_shape: tuple[int, ...], sizes: dict[str, int]) -> Any:
         """A handle of a framework model that flattens (C, H, W) inputs into linear layers
         named and sized as ``sizes`` (name -> outputs), one after the other, no activations."""
@@ -151,12 +143,6 @@ class TorchKit(Kit):
 
     def model_name(self, handle):
         return handle.ref
-
-    def cast_layers(self, handle):
-        return {n: m for n, m in handle.quant_mode.items() if m in ("fp16", "bf16")}
-
-    def quant_mode(self, handle, layer):
-        return handle.quant_mode[layer]
 
     def dense_model(self, input_shape, sizes):
         from torch import nn
@@ -225,12 +211,6 @@ class KerasKit(Kit):
 
     def model_name(self, handle):
         return handle.model.name
-
-    def cast_layers(self, handle):
-        return dict(handle.qconfig.get("cast", {}))
-
-    def quant_mode(self, handle, layer):
-        return handle.qconfig["mode"]  # one mode for the model's quantized layers
 
     def dense_model(self, input_shape, sizes):
         import keras

@@ -66,7 +66,7 @@ def test_low_bit_codes_are_the_cores_and_pruned_zeros_stay_where_the_form_allows
             assert got.scale.tobytes() == want.scale.tobytes()
         assert kit.weight(h, n).tobytes() == want.dequantize().tobytes()
         assert ctx.notes["quantized"][n] == {"bits": FORM_BITS[dtype], "form": dtype, "granularity": granularity, "mode": "weights_only"}
-        assert kit.quant_mode(h, n) == "weights_only"
+        assert h.qstate.mode[n] == "weights_only"
     warned = ctx.extra["warnings"]
     if dtype == "binary":  # no code 0: the masks go, and the user is told
         assert not h.masks and len(warned) == len(LAYERS) and all("mask is dropped" in w for w in warned)
@@ -141,7 +141,7 @@ def test_cast_rounds_weights_by_the_core_halves_the_lwz_and_round_trips(backend,
         assert state[f"{n}.weight.{dtype}"].dtype == np.uint16 and f"{n}.weight" not in state
         assert np.array_equal(state[f"{n}.weight.{dtype}"], half_bits(before[n], dtype))
         assert ctx.notes["quantized"][n] == {"bits": 16, "form": dtype}
-    assert h.quant == {} and kit.cast_layers(h) == {n: dtype for n in LAYERS}  # no codes: evaluation runs float32
+    assert h.quant == {} and h.qstate.casts == {n: dtype for n in LAYERS}  # no codes: evaluation runs float32
     save_weights(tmp_path / "half.lwz", state)
     assert (tmp_path / "half.lwz").stat().st_size < 0.52 * (tmp_path / "float.lwz").stat().st_size
     # the file holds the 16 bits; unpacked by the core it is the cast model again
@@ -151,11 +151,11 @@ def test_cast_rounds_weights_by_the_core_halves_the_lwz_and_round_trips(backend,
     # loaded as a checkpoint the model remembers its cast layers: saved again, they stay 16-bit patterns
     back = be.load_model("lenet5", SHAPE, 10, checkpoint=tmp_path / "half.lwz")
     assert all(kit.weight(back, n).tobytes() == cast_weight(before[n], dtype).tobytes() for n in LAYERS)
-    assert kit.cast_layers(back) == {n: dtype for n in LAYERS}
+    assert back.qstate.casts == {n: dtype for n in LAYERS}
     resaved = be.state(back)
     assert all(np.array_equal(resaved[f"{n}.weight.{dtype}"], state[f"{n}.weight.{dtype}"]) for n in LAYERS)
     be.load_state(back, float_state)  # a float state clears them
-    assert kit.cast_layers(back) == {}
+    assert back.qstate.casts == {}
     acc_half, _ = be.evaluate(h, ctx)
     assert 0 <= acc_half <= 1
 

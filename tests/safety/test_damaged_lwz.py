@@ -293,7 +293,7 @@ def _model_of(handle) -> tuple:
         layer: (q.codes.tobytes(), q.codes.shape, np.asarray(q.scale).tobytes(), q.bits, q.axis, None if q.codebook is None else q.codebook.tobytes())
         for layer, q in handle.quant.items()
     }
-    return weights, quants, dict(handle.act), dict(handle.quant_mode)
+    return weights, quants, dict(handle.act), dict(handle.qstate.mode)
 
 
 def _unpacked(state: dict) -> tuple:
