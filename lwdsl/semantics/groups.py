@@ -12,9 +12,10 @@ axis seen in the canonical (PyTorch) layout:
 - ``norm``: every per-channel vector of a normalization layer;
 - ``depthwise``: a depthwise convolution (one filter per channel: axis 0, and its groups).
 
-A backend translates its graph (torch.fx on PyTorch, the functional graph on Keras) into calls
-on a :class:`GraphBuilder` and gets the groups from :meth:`GraphBuilder.groups`; everything
-after that is decided here, in numpy, so both backends remove the same channels:
+A backend translates its graph (torch.fx on PyTorch, the functional graph on Keras) into the
+ops of :mod:`lwdsl.backend.channel_walk`, whose walk calls a :class:`GraphBuilder` and gets the
+groups from :meth:`GraphBuilder.groups`; everything after that is decided here, in numpy, so
+both backends remove the same channels:
 
 - :func:`select_groups`: which groups a selection prunes (a group is pruned when its
   producers, its ``out`` members, are selected: all of them, or an error names the others);
@@ -114,7 +115,7 @@ class _Space:
 
 
 class GraphBuilder:
-    """Collects groups while a backend walks its graph in topological order.
+    """Collects groups while :mod:`lwdsl.backend.channel_walk` walks a graph in topological order.
 
     Lifecycle: call :meth:`space` for every tensor whose channels start somewhere (the model's
     input, a convolution's output, anything lwdsl cannot follow), :meth:`member` for every
