@@ -1,0 +1,193 @@
+"""What every backend's :class:`~lwdsl.backend.fit.Trainer` decides the same way, written once:
+:class:`TrainerBase`, which both backends' trainers subclass, over a few primitives.
+
+The core decides here:
+
+- the optimizer's hyper-parameters (:func:`optimizer_settings`: SGD with ``momentum``, or
+  Adam with PyTorch's betas and epsilon; ``weight_decay`` added to the gradient on both);
+- which layers train how: the layers whose masks a step re-applies (the handle's masks and
+  the layers gradual pruning may mask), the layers kept on their quantization grid (the
+  handle's quantized layers) and where their float masters start
+  (:meth:`TrainerBase.master_start`), the grid of each (:func:`grid_scale`), the codes a
+  trained layer keeps (:func:`grid_codes`);
+- the optimizer step on several ranks: a shard with no example adds nothing, the returned
+  loss terms are weighted by the shard's share, one collective sums the gradients (with a 0/1
+  per trained tensor: a tensor no shard gave a gradient to keeps none), then one update;
+- what a user's own loop adds to its cross-entropy (:meth:`TrainerBase.loss_terms`);
+- the names and layout of a checkpoint (:meth:`TrainerBase.checkpoint`): ``param:I`` (the
+  trained tensors, extra ones last), ``buffer:NAME``, ``mask:LAYER``, ``opt:I:KEY`` (the
+  optimizer's state of trained tensor I in PyTorch's names: ``momentum_buffer``, ``exp_avg``,
+  ``exp_avg_sq``, ``step``), ``rng:WHAT``, ``master:LAYER`` (the backend's layout) and ``scaler``
+  (fp16's loss scale and its count of finite steps).
+
+A backend keeps the primitives: one batch's loss and gradients in its autodiff (and its
+autocast), one optimizer update with the given settings, reading and writing its tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..language.specs import TrainingOptions
+from ..semantics.cluster import codebook_levels
+from ..semantics.precision import loss_scaled
+from ..semantics.quant import WeightQuant, requantize
+from .context import StepContext
+from .fit import Trainer
+
+__all__ = ["OptimizerSettings", "optimizer_settings", "grid_scale", "grid_codes", "TrainerBase"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """The optimizer of a training step: ``kind`` ``sgd`` (with ``momentum``, 0 for none) or
+    ``adam`` (``betas``, ``eps``); ``weight_decay`` times the weight added to each gradient."""
+
+    kind: str
+    momentum: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+def optimizer_settings(opts: TrainingOptions) -> OptimizerSettings:
+    """The recipe's ``optimizer=``, ``momentum=``, ``weight_decay=`` as the optimizer's settings
+    (Adam takes no momentum: PyTorch's defaults for its betas and epsilon)."""
+    momentum = float(opts.momentum) if opts.optimizer == "sgd" else 0.0
+    return OptimizerSettings(opts.optimizer, momentum, float(opts.weight_decay))
+
+
+def grid_scale(q: WeightQuant) -> np.ndarray:
+    """The grid a quantized layer trains on, float32 in the canonical layout: its scales
+    broadcast to the weight (per channel, per tensor, or each group's scale repeated: one
+    elementwise divide per step), or for a clustered layer its codebook as (2, n) levels (the
+    core's :func:`~lwdsl.semantics.cluster.codebook_levels`: values ascending, the lowest code
+    of each)."""
+    if q.codebook is not None:
+        return np.stack(codebook_levels(q.codebook)).astype(np.float32)
+    return np.ascontiguousarray(np.broadcast_to(q.full_scale(), q.codes.shape), dtype=np.float32)
+
+
+def grid_codes(q: WeightQuant, master: np.ndarray, keep: Optional[np.ndarray]) -> WeightQuant:
+    """The codes a quantized layer keeps after training: ``requantize`` of its trained float
+    master (canonical layout) at its fixed scales or codebook; pruned weights (``keep`` False)
+    keep code 0."""
+    codes = requantize(master, q).codes
+    if keep is not None:
+        codes = np.where(keep, codes, np.zeros((), codes.dtype)).astype(codes.dtype)
+    return dataclasses.replace(q, codes=codes)
+
+
+class TrainerBase(Trainer):
+    """The flow of a backend's trainer (see the module's docstring) over its primitives:
+
+    - ``_accumulate(images, labels, idx, weight, seed)``: add the gradients of ``weight`` times
+      the batch's whole loss to those held; (cross-entropy, whole loss, finite) unweighted;
+    - ``_pack_grads()`` / ``_unpack_grads(flat)``: the held gradients as one native vector
+      (zeros where none, then a 0/1 per trained tensor), and back;
+    - ``_apply(lr)``: one optimizer update on the held gradients (then masks, grid), cleared;
+    - ``_cross_entropy(outputs, labels)``, ``_penalty()`` (None without penalised layers) and
+      ``_zero(outputs)`` for :meth:`loss_terms`;
+    - ``_tensors()``: ``{"param": the trained tensors (extra ones last), "buffer": the model's
+      other state, "master": the quantized layers' float masters}``, each by name, read and
+      written by ``_read(t)``/``_write(t, array)`` (and ``"opt"``, the optimizer's state by
+      ``"I:KEY"``, where it is tensors); else ``_optimizer_state()`` and
+      ``_load_optimizer_state``; ``_rng_state()``/``_load_rng_state`` (none by default);
+      ``_loss_scale()``/``_load_loss_scale(scale, good)``; ``_set_mask(layer, keep)``.
+    """
+
+    def __init__(self, handle: Any, opts: TrainingOptions, ctx: StepContext, *, l1: float, l1_layers: Sequence[str],
+                 loss: Any, masters: Optional[dict[str, np.ndarray]], mask_layers: Sequence[str]) -> None:
+        self.handle, self.ranks, self.loss, self.l1 = handle, ctx.ranks, loss, l1
+        self.optimizer_settings = optimizer_settings(opts)
+        self.masked = sorted(set(handle.masks) | set(mask_layers))  # masks re-applied after each step
+        self.quantized = sorted(handle.quant)  # kept on their grid, from float masters
+        self.scaled = loss_scaled(opts.precision)  # fp16: dynamic loss scaling
+        self._masters_from = masters or {}
+
+    def master_start(self, layer: str) -> Optional[np.ndarray]:
+        """Where the float master of quantized ``layer`` starts, canonical layout: the weight
+        before quantization ``quantize mode=qat`` gives, else None (the weight on its grid)."""
+        start = self._masters_from.get(layer)
+        return None if start is None else np.array(start, dtype=np.float32)
+
+    # --- several ranks ------------------------------------------------------------------------
+
+    def backward(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
+                 seed: int) -> tuple[float, float, bool]:
+        if len(labels) == 0:  # no example of this batch here: nothing added (the rank still syncs)
+            return 0.0, 0.0, True
+        ce, whole, ok = self._accumulate(images, labels, idx, weight, seed)
+        if not ok:  # a shard whose loss is not finite adds nothing
+            return float("nan"), whole, False
+        return ce * weight, whole * weight, True
+
+    def sync(self) -> None:
+        if self.ranks is None or self.ranks.processes <= 1:
+            return
+        flat = self._pack_grads()
+        self.ranks.all_sum_native(flat)  # one collective, every rank, examples or not
+        self._unpack_grads(flat)
+
+    def update(self, lr: float) -> None:
+        self._apply(lr)
+
+    def broadcast_buffers(self) -> None:
+        if self.ranks is not None and self.ranks.processes > 1:
+            self.ranks.broadcast_native(list(self._tensors()["buffer"].values()))
+
+    # --- a user's loop ------------------------------------------------------------------------
+
+    def loss_terms(self, inputs: Any, outputs: Any, labels: Any) -> Any:
+        extra = self._zero(outputs)
+        if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
+            whole, _ = self.loss(lambda _x, **_: outputs, inputs, labels, None)
+            extra = whole - self._cross_entropy(outputs, labels)
+        penalty = self._penalty()
+        return extra if penalty is None else extra + penalty
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        out = {f"{group}:{name}": self._read(t) for group, held in self._tensors().items() for name, t in held.items()}
+        for layer in self.handle.masks:  # numpy on one backend, native on another
+            keep = self.handle.masks[layer]
+            out[f"mask:{layer}"] = np.array(keep if isinstance(keep, np.ndarray) else self._read(keep), dtype=bool)
+        out.update({f"opt:{key}": value for key, value in self._optimizer_state().items()})
+        out.update({f"rng:{key}": value for key, value in self._rng_state().items()})
+        if self.scaled:
+            out["scaler"] = np.array(self._loss_scale(), dtype=np.float64)
+        return out
+
+    def resume(self, state: dict[str, np.ndarray]) -> None:
+        for layer in [k[5:] for k in state if k.startswith("mask:")]:  # masks first: gradual pruning may have added some
+            self._set_mask(layer, np.array(state[f"mask:{layer}"], dtype=bool))
+        for group, held in self._tensors().items():
+            for name, t in held.items():
+                if f"{group}:{name}" in state or group != "buffer":
+                    self._write(t, state[f"{group}:{name}"])
+        self._load_optimizer_state({k[4:]: v for k, v in state.items() if k.startswith("opt:")})
+        self._load_rng_state({k[4:]: v for k, v in state.items() if k.startswith("rng:")})
+        if self.scaled and "scaler" in state:
+            scale, good = (float(v) for v in state["scaler"])
+            self._load_loss_scale(scale, int(good))
+        self._resumed()
+
+    def _optimizer_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+    def _rng_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_rng_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+    def _resumed(self) -> None:
+        """After :meth:`resume`: the loaded masks in use (the grid's last snap the weights now)."""
+        self.masks_changed()
