@@ -17,8 +17,8 @@ import numpy as np
 from lwdsl.backend import StepContext
 from lwdsl.backend.fit import evaluate_batches, fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.backend.trainer import OptimizerSettings, TrainerBase, grid_codes, grid_scale
-from lwdsl.semantics.quant import WeightQuant, code_bounds
+from lwdsl.backend.trainer import GridOps, OptimizerSettings, TrainerBase, grid_codes, grid_scale, snap_to_grid
+from lwdsl.semantics.quant import WeightQuant
 from lwdsl.language.specs import TrainingOptions
 from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE
 
@@ -354,39 +354,31 @@ def fit(handle: KerasHandle, options: TrainingOptions, ctx: StepContext, **kwarg
     return core_fit(KerasTrainer, handle, options, ctx, **kwargs)
 
 
+#: TensorFlow's float32 ops for the core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`)
+_OPS = GridOps(where=tf.where, round=tf.round, clip=tf.clip_by_value, abs=tf.abs, take=tf.gather,
+               searchsorted=lambda values, x: tf.searchsorted(values, x, side="left"),
+               flat=lambda x: tf.reshape(x, [-1]), like=lambda x, w: tf.reshape(x, tf.shape(w)))
+
+
 def snap_tf(w: Any, scale: Any, bits: int, bounds: Optional[tuple[int, int]] = None) -> Any:
-    """:func:`lwdsl.semantics.quant.snap` in float32 TensorFlow (``scale`` broadcast to ``w``, a
-    variable: a graph turns ``x / constant`` into a multiply by the reciprocal); ``bounds``: the
-    core's ``(qmin, qmax)`` of the layer's grid (``WeightQuant.bounds()``; None: the narrow one)."""
-    if bits == 1:
-        return tf.where((w >= 0) | (scale == 0), np.float32(1), np.float32(-1)) * scale
-    qmin, qmax = code_bounds(bits) if bounds is None else bounds
-    codes = tf.clip_by_value(tf.round(w / scale), np.float32(qmin), np.float32(qmax))
-    return tf.where(tf.equal(codes, 0), tf.zeros_like(codes), codes) * scale  # code -0 is +0 (a graph drops ``+ 0``)
+    """The core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`) at fixed scales in float32
+    TensorFlow (``scale`` a variable broadcast to ``w``; ``bounds``: ``WeightQuant.bounds()``)."""
+    return snap_to_grid(_OPS, w, scale, bits, bounds)
 
 
 def snap_levels_tf(w: Any, levels: Any) -> Any:
-    """``codebook[nearest_codes(w, codebook)]`` in float32 TensorFlow. ``levels`` is (2, n):
-    the core's :func:`~lwdsl.semantics.cluster.codebook_levels`, values ascending over the codes
-    (as float32, exact below 2^24): the same searchsorted, exact distances and tie rule, so the
-    same bits."""
-    values, codes = levels[0], levels[1]
-    flat = tf.reshape(w, [-1])
-    i = tf.searchsorted(values, flat, side="left")
-    n = tf.shape(values, out_type=i.dtype)[0]
-    lo, hi = tf.maximum(i - 1, 0), tf.minimum(i, n - 1)
-    v_lo, v_hi = tf.gather(values, lo), tf.gather(values, hi)
-    d_lo, d_hi = tf.abs(flat - v_lo), tf.abs(flat - v_hi)
-    take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (tf.gather(codes, lo) < tf.gather(codes, hi)))
-    return tf.reshape(tf.where(take_lo, v_lo, v_hi), tf.shape(w))
+    """The core's snap onto a clustered layer's (2, n) codebook levels in float32 TensorFlow."""
+    return snap_to_grid(_OPS, w, levels, None)
 
 
 def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
     """The core's grid of the layer (:func:`lwdsl.backend.trainer.grid_scale`) in the Keras
-    layout: its scales broadcast to its kernel, or a clustered layer's codebook levels
-    (:func:`snap_levels_tf`)."""
+    layout: its scales broadcast to its kernel (one elementwise divide per step, whatever the
+    layout conversion), or a clustered layer's codebook levels (:func:`snap_levels_tf`)."""
     grid = grid_scale(q)
-    return grid if q.codebook is not None else np.ascontiguousarray(view.weight.from_canon(grid), dtype=np.float32)
+    if q.codebook is not None:
+        return grid
+    return np.ascontiguousarray(view.weight.from_canon(np.ascontiguousarray(np.broadcast_to(grid, q.codes.shape))), dtype=np.float32)
 
 
 def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:

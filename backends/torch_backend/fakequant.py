@@ -13,12 +13,12 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from lwdsl.backend.trainer import grid_codes, grid_scale
+from lwdsl.backend.trainer import GridOps, grid_codes, grid_scale, snap_to_grid
 from lwdsl.semantics.quant import ActQuant, WeightQuant
 
 from .handle import TorchModel, weight_of
 
-__all__ = ["act_hooks", "fake_quantize_t", "snap_t", "snap_levels_t", "GridTrainer"]
+__all__ = ["act_hooks", "fake_quantize_t", "snap_t", "GridTrainer"]
 
 
 def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
@@ -29,32 +29,17 @@ def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
     return (q - zp) * s
 
 
+#: torch's float32 ops for the core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`)
+_OPS = GridOps(where=torch.where, round=torch.round, clip=torch.clamp, abs=torch.abs, searchsorted=torch.searchsorted,
+               take=lambda values, i: values[i], flat=lambda x: x.reshape(-1), like=lambda x, w: x.reshape(w.shape))
+
+
 def snap_t(w: torch.Tensor, q: WeightQuant, grid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """:func:`lwdsl.semantics.quant.snap` of ``w`` at ``q``'s fixed scales, in float32 torch
-    (binary, 1 bit: ``+scale`` where ``w >= 0`` or the scale is 0, else ``-scale``; a clustered
-    layer: :func:`snap_levels_t` at its codebook); ``grid``: the core's
-    :func:`~lwdsl.backend.trainer.grid_scale` of ``q`` on ``w``'s device (None: made here)."""
+    """The core's snap of ``w`` onto ``q``'s grid (:func:`lwdsl.backend.trainer.snap_to_grid`) in
+    float32 torch; ``grid``: :func:`~lwdsl.backend.trainer.grid_scale` of ``q`` on ``w``'s
+    device (None: made here)."""
     s = torch.from_numpy(grid_scale(q)).to(w.device) if grid is None else grid
-    if q.codebook is not None:
-        return snap_levels_t(w, s[0], s[1])
-    if q.bits == 1:
-        one = torch.ones((), dtype=w.dtype, device=w.device)
-        return torch.where((w >= 0) | (s == 0), one, -one) * s
-    qmin, qmax = q.bounds()  # the core's clamp of the layer's grid (narrow or full)
-    return (torch.clamp(torch.round(w / s), float(qmin), float(qmax)) + 0.0) * s  # + 0.0: code -0 is +0, as int codes
-
-
-def snap_levels_t(w: torch.Tensor, values: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """``codebook[nearest_codes(w, codebook)]`` in float32 torch, from the core's
-    :func:`~lwdsl.semantics.cluster.codebook_levels` (``values`` ascending, ``codes`` the lowest
-    code of each, as float32: exact below 2^24): the same searchsorted, exact distances and tie
-    rule, so the same bits."""
-    i = torch.searchsorted(values, w.contiguous(), right=False)
-    lo, hi = torch.clamp(i - 1, min=0), torch.clamp(i, max=values.numel() - 1)
-    v_lo, v_hi = values[lo], values[hi]
-    d_lo, d_hi = torch.abs(w - v_lo), torch.abs(w - v_hi)
-    take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (codes[lo] < codes[hi]))
-    return torch.where(take_lo, v_lo, v_hi)
+    return snap_to_grid(_OPS, w, s, None if q.codebook is not None else q.bits, q.bounds())
 
 
 class _StraightThrough(torch.autograd.Function):

@@ -8,8 +8,9 @@ The core decides here:
 - which layers train how: the layers whose masks a step re-applies (the handle's masks and
   the layers gradual pruning may mask), the layers kept on their quantization grid (the
   handle's quantized layers) and where their float masters start
-  (:meth:`TrainerBase.master_start`), the grid of each (:func:`grid_scale`), the codes a
-  trained layer keeps (:func:`grid_codes`);
+  (:meth:`TrainerBase.master_start`), the grid of each (:func:`grid_scale`), the snap onto it
+  (:func:`snap_to_grid`, over the framework's ops), the codes a trained layer keeps
+  (:func:`grid_codes`);
 - the optimizer step on several ranks: a shard with no example adds nothing, the returned
   loss terms are weighted by the shard's share, one collective sums the gradients (with a 0/1
   per trained tensor: a tensor no shard gave a gradient to keeps none), then one update;
@@ -27,18 +28,18 @@ autocast), one optimizer update with the given settings, reading and writing its
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from ..language.specs import TrainingOptions
 from ..semantics.cluster import codebook_levels
 from ..semantics.precision import loss_scaled
-from ..semantics.quant import WeightQuant, requantize
+from ..semantics.quant import WeightQuant, code_bounds, requantize
 from .context import StepContext
 from .fit import Trainer
 
-__all__ = ["OptimizerSettings", "optimizer_settings", "grid_scale", "grid_codes", "TrainerBase"]
+__all__ = ["OptimizerSettings", "optimizer_settings", "grid_scale", "GridOps", "snap_to_grid", "grid_codes", "TrainerBase"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,14 +62,52 @@ def optimizer_settings(opts: TrainingOptions) -> OptimizerSettings:
 
 
 def grid_scale(q: WeightQuant) -> np.ndarray:
-    """The grid a quantized layer trains on, float32 in the canonical layout: its scales
-    broadcast to the weight (per channel, per tensor, or each group's scale repeated: one
-    elementwise divide per step), or for a clustered layer its codebook as (2, n) levels (the
-    core's :func:`~lwdsl.semantics.cluster.codebook_levels`: values ascending, the lowest code
-    of each)."""
+    """The grid a quantized layer trains on, float32 in the canonical layout: its scales,
+    broadcastable to the weight (``WeightQuant.full_scale``: per tensor, per channel, or each
+    group's scale repeated), or for a clustered layer its codebook as (2, n) levels (the core's
+    :func:`~lwdsl.semantics.cluster.codebook_levels`: values ascending, the lowest code of each)."""
     if q.codebook is not None:
         return np.stack(codebook_levels(q.codebook)).astype(np.float32)
-    return np.ascontiguousarray(np.broadcast_to(q.full_scale(), q.codes.shape), dtype=np.float32)
+    return np.ascontiguousarray(q.full_scale(), dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridOps:
+    """A framework's float32 ops that :func:`snap_to_grid` is written over: ``where``,
+    ``round`` (half to even), ``clip(x, lo, hi)``, ``abs``, ``searchsorted(values, flat)`` (the
+    left side), ``take(values, indices)``, ``flat(x)`` and ``like(x, w)`` (``x`` shaped as ``w``)."""
+
+    where: Callable[..., Any]
+    round: Callable[[Any], Any]
+    clip: Callable[[Any, Any, Any], Any]
+    abs: Callable[[Any], Any]
+    searchsorted: Callable[[Any, Any], Any]
+    take: Callable[[Any, Any], Any]
+    flat: Callable[[Any], Any]
+    like: Callable[[Any, Any], Any]
+
+
+def snap_to_grid(ops: GridOps, w: Any, grid: Any, bits: Optional[int], bounds: Optional[tuple[int, int]] = None) -> Any:
+    """:func:`lwdsl.semantics.quant.snap` of ``w`` in a framework's float32 ``ops``, the same bits,
+    at a layer's fixed :func:`grid_scale` (``grid``: scales broadcastable to ``w``, a variable on
+    TensorFlow: a graph turns ``x / constant`` into a multiply by the reciprocal). ``bits`` None:
+    a clustered layer's (2, n) levels, the nearest value by the core's searchsorted, exact
+    distances and tie rule (the lowest code). Binary (1 bit): ``+scale`` where ``w >= 0`` or the
+    scale is 0, else ``-scale``. Else the codes clamped to ``bounds`` (the core's ``(qmin,
+    qmax)`` of the layer's grid, ``WeightQuant.bounds()``; None: the narrow one), code -0 as +0."""
+    if bits is None:
+        values, codes, flat = grid[0], grid[1], ops.flat(w)
+        i, last = ops.searchsorted(values, flat), int(values.shape[0]) - 1
+        lo, hi = ops.clip(i - 1, 0, last), ops.clip(i, 0, last)
+        v_lo, v_hi = ops.take(values, lo), ops.take(values, hi)
+        d_lo, d_hi = ops.abs(flat - v_lo), ops.abs(flat - v_hi)
+        take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (ops.take(codes, lo) < ops.take(codes, hi)))
+        return ops.like(ops.where(take_lo, v_lo, v_hi), w)
+    if bits == 1:
+        return ops.where((w >= 0) | (grid == 0), 1.0, -1.0) * grid
+    qmin, qmax = code_bounds(bits) if bounds is None else bounds
+    codes = ops.clip(ops.round(w / grid), float(qmin), float(qmax))
+    return ops.where(codes == 0, 0.0, codes) * grid  # code -0 is +0, as integer codes (a graph drops ``+ 0``)
 
 
 def grid_codes(q: WeightQuant, master: np.ndarray, keep: Optional[np.ndarray]) -> WeightQuant:
