@@ -76,21 +76,11 @@ def mixed_policy(models: Sequence[Any], precision: str) -> Iterator[None]:
             layer.dtype_policy = policy
 
 
-def _batch_loss(forward: Any, loss: Optional[BatchLoss], penalised: Sequence[Any], l1_t: Any, xb: Any, yb: Any,
-                idx: Any) -> tuple[Any, Any]:
-    """(loss to minimise, its cross-entropy part) of one batch, inside the gradient tape: the
-    step's own loss or the cross-entropy, plus ``l1 * sum |w|`` over the penalised kernels."""
-    if loss is not None:
-        total, ce = loss(forward, xb, yb, idx)
-    else:
-        ce = total = cross_entropy(yb, forward(xb, training=True))
-    if penalised:
-        total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
-    return total, ce
-
-
-def _float32(forward: Any) -> Any:
-    """``forward`` with its outputs cast to float32 (the loss and its gradient in float32)."""
+def _float32(forward: Any, cast: bool) -> Any:
+    """``forward`` in training mode unless told otherwise, its outputs cast to float32 where
+    ``cast`` (mixed precision: the loss and its gradient in float32)."""
+    if not cast:
+        return lambda x, training=True: forward(x, training=training)
     return lambda x, training=True: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), forward(x, training=training))
 
 
@@ -154,8 +144,8 @@ class KerasTrainer(TrainerBase):
             tf.Variable(handle.masks.get(name, np.ones(k.shape, dtype=bool)), trainable=False, dtype=tf.bool)
             for name, k in zip(self.masked, kernels)
         ]
-        penalised = [views[name].weight.variable for name in l1_layers]
-        l1_t = tf.constant(l1, dtype=tf.float32)
+        self.penalised_w = [views[name].weight.variable for name in l1_layers]
+        self.l1_t = tf.constant(l1, dtype=tf.float32)
         self.q_kernels = q_kernels = [views[name].weight.variable for name in self.quantized]
         starts = [self.master_start(name) for name in self.quantized]
         self.q_masters = q_masters = [
@@ -166,22 +156,21 @@ class KerasTrainer(TrainerBase):
         # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
         # a clustered layer's "scale" is its codebook's levels (_keras_scale), and its bits None
         q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in self.quantized]
-        q_bits = [None if handle.quant[name].codebook is not None else (handle.quant[name].bits, handle.quant[name].bounds())
+        q_bits = [(None, None) if handle.quant[name].codebook is not None else (handle.quant[name].bits, handle.quant[name].bounds())
                   for name in self.quantized]  # (bits, the core's (qmin, qmax) of the layer's grid)
 
         # statically quantized layers see their inputs fake-quantized (straight through), as on torch
-        forward = quantized_forward(handle)
+        keras_forward = quantized_forward(handle)
         self.scope = contextlib.ExitStack()
-        self.scope.enter_context(mixed_policy([model, forward], options.precision))
-        if options.precision in AUTOCAST:
-            forward = _float32(forward)
+        self.scope.enter_context(mixed_policy([model, keras_forward], options.precision))
+        forward = _float32(keras_forward, options.precision in AUTOCAST)
         scaled = self.scaled  # fp16: dynamic loss scaling (lwdsl.semantics.precision)
         self.loss_scale = loss_scale = tf.Variable(INIT_SCALE, dtype=tf.float32, trainable=False)
         self.good_steps = good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
 
         def gradients(xb: Any, yb: Any, idx: Any, factor: Any) -> Any:  # (the whole loss, its cross-entropy, gradients)
             with tf.GradientTape() as tape:
-                total, ce = _batch_loss(forward, loss, penalised, l1_t, xb, yb, idx)
+                total, ce = self.batch_loss(forward, xb, yb, idx)
                 target = total if factor is None else total * factor
             return total, ce, tape.gradient(target, variables)
 
@@ -210,7 +199,7 @@ class KerasTrainer(TrainerBase):
             kernel put back on its grid (``keep``: ``before`` holds it then), masks re-applied."""
             for k, master, b, scale, bits in zip(q_kernels, q_masters, before, q_scales, q_bits):
                 master.assign_add(k - b)  # the optimizer's step, onto the float master
-                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, *bits))
+                k.assign(snap_to_grid(_OPS, master, scale, *bits))
                 if keep:
                     b.assign(k)
             for k, m in zip(kernels, mask_vars):
@@ -247,7 +236,7 @@ class KerasTrainer(TrainerBase):
         # after an optimizer step made outside train_step (lwdsl.attach's callback)
         self.hold_step = tf.function(lambda: settle(last, True), reduce_retracing=True)
         self.train_step, self.grad_step, self.apply_acc = train_step, grad_step, apply_acc
-        self.penalised_w, self.l1_t, self.forward = penalised, l1_t, forward
+        self.forward = forward
 
     def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
         ce, whole, ok = self.train_step(tf.constant(nhwc(images)), tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))

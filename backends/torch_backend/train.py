@@ -77,17 +77,16 @@ class TorchTrainer(TrainerBase):
         self.model.train()
 
     def _loss(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(whole loss, cross-entropy) of a batch, float32: the step's own loss or the
-        cross-entropy under autocast, plus the L1 penalty."""
-        xb, yb = torch.from_numpy(images).to(self.device), torch.from_numpy(labels).to(self.device)
-        cast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
-        with cast:
-            if self.loss is not None:
-                whole, ce = self.loss(self.model, xb, yb, torch.from_numpy(idx).to(self.device))
-            else:
-                ce = whole = token_cross_entropy(self.model(xb), yb)
-        whole = whole.float()
-        return (whole + self._penalty() if self.penalised_w else whole), ce.float()
+        """(whole loss, cross-entropy) of a batch, float32 (the core's ``batch_loss``)."""
+        xb, yb, ib = (torch.from_numpy(a).to(self.device) for a in (images, labels, idx))
+        return self.batch_loss(self.model, xb, yb, ib)
+
+    def _autocast(self) -> Any:
+        """The forward pass's precision: autocast to bf16/fp16, or nothing for fp32."""
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
+
+    def _float32(self, t: torch.Tensor) -> torch.Tensor:
+        return t.float()
 
     def _penalty(self) -> Any:
         return self.l1 * sum(w.abs().sum() for w in self.penalised_w) if self.penalised_w else None

@@ -14,7 +14,9 @@ The core decides here:
 - the optimizer step on several ranks: a shard with no example adds nothing, the returned
   loss terms are weighted by the shard's share, one collective sums the gradients (with a 0/1
   per trained tensor: a tensor no shard gave a gradient to keeps none), then one update;
-- what a user's own loop adds to its cross-entropy (:meth:`TrainerBase.loss_terms`);
+- a batch's loss: the step's own or the cross-entropy, plus the L1 penalty on the layers
+  ``regularize`` names (:meth:`TrainerBase.batch_loss`), and what a user's own loop adds to
+  its cross-entropy (:meth:`TrainerBase.loss_terms`);
 - the names and layout of a checkpoint (:meth:`TrainerBase.checkpoint`): ``param:I`` (the
   trained tensors, extra ones last), ``buffer:NAME``, ``mask:LAYER``, ``opt:I:KEY`` (the
   optimizer's state of trained tensor I in PyTorch's names: ``momentum_buffer``, ``exp_avg``,
@@ -27,6 +29,7 @@ autocast), one optimizer update with the given settings, reading and writing its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, Optional, Sequence
 
@@ -128,7 +131,8 @@ class TrainerBase(Trainer):
     - ``_pack_grads()`` / ``_unpack_grads(flat)``: the held gradients as one native vector
       (zeros where none, then a 0/1 per trained tensor), and back;
     - ``_apply(lr)``: one optimizer update on the held gradients (then masks, grid), cleared;
-    - ``_cross_entropy(outputs, labels)``, ``_penalty()`` (None without penalised layers) and
+    - ``_cross_entropy(outputs, labels)``, ``_penalty()`` (None without penalised layers),
+      ``_autocast()`` and ``_float32(t)`` (none by default) for :meth:`batch_loss`, and
       ``_zero(outputs)`` for :meth:`loss_terms`;
     - ``_tensors()``: ``{"param": the trained tensors (extra ones last), "buffer": the model's
       other state, "master": the quantized layers' float masters}``, each by name, read and
@@ -152,6 +156,25 @@ class TrainerBase(Trainer):
         before quantization ``quantize mode=qat`` gives, else None (the weight on its grid)."""
         start = self._masters_from.get(layer)
         return None if start is None else np.array(start, dtype=np.float32)
+
+    def batch_loss(self, forward: Any, xb: Any, yb: Any, idx: Any) -> tuple[Any, Any]:
+        """(the loss to minimise, its cross-entropy part) of one batch in the backend's autodiff:
+        the step's own ``loss`` or the cross-entropy of ``forward(xb)`` (under the backend's
+        ``_autocast()``, then in float32), plus the L1 penalty."""
+        with self._autocast():
+            if self.loss is not None:
+                whole, ce = self.loss(forward, xb, yb, idx)
+            else:
+                ce = whole = self._cross_entropy(forward(xb), yb)
+        whole, ce = self._float32(whole), self._float32(ce)
+        penalty = self._penalty()
+        return (whole if penalty is None else whole + penalty), ce
+
+    def _autocast(self) -> Any:
+        return contextlib.nullcontext()
+
+    def _float32(self, t: Any) -> Any:
+        return t
 
     # --- several ranks ------------------------------------------------------------------------
 
