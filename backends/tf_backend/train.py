@@ -10,6 +10,7 @@ fp16's dynamic loss scale) are stated once, in docs/semantics.md ("TensorFlow ba
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from lwdsl.backend import StepContext
 from lwdsl.backend.fit import evaluate_batches, fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.backend.trainer import GridOps, OptimizerSettings, TrainerBase, grid_codes, grid_scale, snap_to_grid
+from lwdsl.backend.trainer import OptimizerSettings, Trainer, grid_codes, grid_scale, snap_to_grid
 from lwdsl.semantics.quant import WeightQuant
 from lwdsl.language.specs import TrainingOptions
 from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE
@@ -126,8 +127,8 @@ class _Optimizer:
                 w.assign_sub(lr * g)
 
 
-class KerasTrainer(TrainerBase):
-    """This backend's primitives for the core's :class:`~lwdsl.backend.trainer.TrainerBase`:
+class KerasTrainer(Trainer):
+    """This backend's primitives for the core's :class:`~lwdsl.backend.trainer.Trainer`:
     one ``tf.function`` (``GradientTape``) step per batch, PyTorch's update rules (module
     docstring), quantized kernels snapped to their grid, masks re-applied."""
 
@@ -234,7 +235,7 @@ class KerasTrainer(TrainerBase):
 
         self.last = last = [tf.Variable(k, trainable=False) for k in q_kernels]  # the kernels after the last snap
         # after an optimizer step made outside train_step (lwdsl.attach's callback)
-        self.hold_step = tf.function(lambda: settle(last, True), reduce_retracing=True)
+        self.hold = tf.function(lambda: settle(last, True), reduce_retracing=True)
         self.train_step, self.grad_step, self.apply_acc = train_step, grad_step, apply_acc
         self.forward = forward
 
@@ -281,9 +282,6 @@ class KerasTrainer(TrainerBase):
             a.assign(tf.zeros_like(a))
         self._had.assign(tf.zeros_like(self._had))
 
-    def hold(self) -> None:
-        self.hold_step()
-
     def _zero(self, outputs: Any) -> Any:
         return tf.zeros((), tf.float32)
 
@@ -299,7 +297,7 @@ class KerasTrainer(TrainerBase):
     def restore(self, snapshot: list[np.ndarray]) -> None:
         self.handle.model.set_weights(snapshot)
 
-    # the primitives of checkpoint/resume (TrainerBase)
+    # the primitives of checkpoint/resume (Trainer)
     def _tensors(self) -> dict[str, dict[str, Any]]:
         return {"param": {str(i): v for i, v in enumerate(self.variables)},
                 "buffer": {str(i): v for i, v in enumerate(self.model.non_trainable_variables)},
@@ -344,7 +342,7 @@ def fit(handle: KerasHandle, options: TrainingOptions, ctx: StepContext, **kwarg
 
 
 #: TensorFlow's float32 ops for the core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`)
-_OPS = GridOps(where=tf.where, round=tf.round, clip=tf.clip_by_value, abs=tf.abs, take=tf.gather,
+_OPS = SimpleNamespace(where=tf.where, round=tf.round, clip=tf.clip_by_value, abs=tf.abs, take=tf.gather,
                searchsorted=lambda values, x: tf.searchsorted(values, x, side="left"),
                flat=lambda x: tf.reshape(x, [-1]), like=lambda x, w: tf.reshape(x, tf.shape(w)))
 

@@ -8,12 +8,13 @@ docs/semantics.md ("Quantization on the torch backend", "Training after quantize
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from lwdsl.backend.trainer import GridOps, grid_codes, grid_scale, snap_to_grid
+from lwdsl.backend.trainer import grid_codes, grid_scale, snap_to_grid
 from lwdsl.semantics.quant import ActQuant, WeightQuant
 
 from .handle import TorchModel, weight_of
@@ -30,8 +31,8 @@ def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
 
 
 #: torch's float32 ops for the core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`)
-_OPS = GridOps(where=torch.where, round=torch.round, clip=torch.clamp, abs=torch.abs, searchsorted=torch.searchsorted,
-               take=lambda values, i: values[i], flat=lambda x: x.reshape(-1), like=lambda x, w: x.reshape(w.shape))
+_OPS = SimpleNamespace(where=torch.where, round=torch.round, clip=torch.clamp, abs=torch.abs, searchsorted=torch.searchsorted,
+                        take=lambda values, i: values[i], flat=lambda x: x.reshape(-1), like=lambda x, w: x.reshape(w.shape))
 
 
 def snap_t(w: torch.Tensor, q: WeightQuant, grid: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.fit import evaluate_batches, fit as core_fit
-from lwdsl.backend.trainer import OptimizerSettings, TrainerBase
+from lwdsl.backend.trainer import OptimizerSettings, Trainer
 from lwdsl.backend.steps import training_handlers
 from lwdsl.language.specs import TrainingOptions
 from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE
@@ -45,8 +45,8 @@ def _optimizer(params: list[torch.nn.Parameter], lr: float, settings: OptimizerS
     return torch.optim.SGD(params, lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
-class TorchTrainer(TrainerBase):
-    """This backend's primitives for the core's :class:`~lwdsl.backend.trainer.TrainerBase`:
+class TorchTrainer(Trainer):
+    """This backend's primitives for the core's :class:`~lwdsl.backend.trainer.Trainer`:
     cross-entropy (or the step's own ``loss``) plus the L1 penalty under ``torch.autocast``,
     backward (``GradScaler`` for fp16), gradients of pruned weights zeroed, ``torch.optim``'s
     step, masks re-applied, quantized layers put back on their grid. Dropout draws from torch's
@@ -164,7 +164,7 @@ class TorchTrainer(TrainerBase):
         if self.grid is not None:
             self.grid.reset()
 
-    # the primitives of checkpoint/resume (TrainerBase)
+    # the primitives of checkpoint/resume (Trainer)
     def _tensors(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"param": {str(i): p for i, p in enumerate(self.params)}, "buffer": dict(self.model.named_buffers()),
                 "master": self.grid.master if self.grid is not None else {}}

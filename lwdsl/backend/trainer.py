@@ -1,27 +1,17 @@
-"""What every backend's :class:`~lwdsl.backend.fit.Trainer` decides the same way, written once:
-:class:`TrainerBase`, which both backends' trainers subclass, over a few primitives.
+"""A backend's :class:`Trainer` for the core's one training loop (:func:`lwdsl.backend.fit.fit`):
+what every backend decides the same way written once, over a few primitives each backend's
+trainer (its subclass) gives.
 
-The core decides here:
-
-- the optimizer's hyper-parameters (:func:`optimizer_settings`: SGD with ``momentum``, or
-  Adam with PyTorch's betas and epsilon; ``weight_decay`` added to the gradient on both);
-- which layers train how: the layers whose masks a step re-applies (the handle's masks and
-  the layers gradual pruning may mask), the layers kept on their quantization grid (the
-  handle's quantized layers) and where their float masters start
-  (:meth:`TrainerBase.master_start`), the grid of each (:func:`grid_scale`), the snap onto it
-  (:func:`snap_to_grid`, over the framework's ops), the codes a trained layer keeps
-  (:func:`grid_codes`);
-- the optimizer step on several ranks: a shard with no example adds nothing, the returned
-  loss terms are weighted by the shard's share, one collective sums the gradients (with a 0/1
-  per trained tensor: a tensor no shard gave a gradient to keeps none), then one update;
-- a batch's loss: the step's own or the cross-entropy, plus the L1 penalty on the layers
-  ``regularize`` names (:meth:`TrainerBase.batch_loss`), and what a user's own loop adds to
-  its cross-entropy (:meth:`TrainerBase.loss_terms`);
-- the names and layout of a checkpoint (:meth:`TrainerBase.checkpoint`): ``param:I`` (the
-  trained tensors, extra ones last), ``buffer:NAME``, ``mask:LAYER``, ``opt:I:KEY`` (the
-  optimizer's state of trained tensor I in PyTorch's names: ``momentum_buffer``, ``exp_avg``,
-  ``exp_avg_sq``, ``step``), ``rng:WHAT``, ``master:LAYER`` (the backend's layout) and ``scaler``
-  (fp16's loss scale and its count of finite steps).
+The core decides here the optimizer's hyper-parameters (:func:`optimizer_settings`), which
+layers train how (masks re-applied, quantized layers on their grid from float masters: where
+the masters start, :func:`grid_scale`, :func:`snap_to_grid`, :func:`grid_codes`), a batch's
+loss (:meth:`Trainer.batch_loss`, :meth:`Trainer.loss_terms`), the optimizer step on several
+ranks (:meth:`Trainer.backward`, :meth:`Trainer.sync`, :meth:`Trainer.update`) and the names
+and layout of a checkpoint (:meth:`Trainer.checkpoint`): ``param:I`` (the trained tensors,
+extra ones last), ``buffer:NAME``, ``mask:LAYER``, ``opt:I:KEY`` (the optimizer's state of
+trained tensor I in PyTorch's names: ``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``,
+``step``), ``rng:WHAT``, ``master:LAYER`` (the backend's layout) and ``scaler`` (fp16's loss
+scale and its count of finite steps).
 
 A backend keeps the primitives: one batch's loss and gradients in its autodiff (and its
 autocast), one optimizer update with the given settings, reading and writing its tensors.
@@ -31,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from abc import ABC, abstractmethod
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -40,9 +31,8 @@ from ..semantics.cluster import codebook_levels
 from ..semantics.precision import loss_scaled
 from ..semantics.quant import WeightQuant, code_bounds, requantize
 from .context import StepContext
-from .fit import Trainer
 
-__all__ = ["OptimizerSettings", "optimizer_settings", "grid_scale", "GridOps", "snap_to_grid", "grid_codes", "TrainerBase"]
+__all__ = ["OptimizerSettings", "optimizer_settings", "grid_scale", "snap_to_grid", "grid_codes", "Trainer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,24 +64,10 @@ def grid_scale(q: WeightQuant) -> np.ndarray:
     return np.ascontiguousarray(q.full_scale(), dtype=np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
-class GridOps:
-    """A framework's float32 ops that :func:`snap_to_grid` is written over: ``where``,
-    ``round`` (half to even), ``clip(x, lo, hi)``, ``abs``, ``searchsorted(values, flat)`` (the
-    left side), ``take(values, indices)``, ``flat(x)`` and ``like(x, w)`` (``x`` shaped as ``w``)."""
-
-    where: Callable[..., Any]
-    round: Callable[[Any], Any]
-    clip: Callable[[Any, Any, Any], Any]
-    abs: Callable[[Any], Any]
-    searchsorted: Callable[[Any, Any], Any]
-    take: Callable[[Any, Any], Any]
-    flat: Callable[[Any], Any]
-    like: Callable[[Any, Any], Any]
-
-
-def snap_to_grid(ops: GridOps, w: Any, grid: Any, bits: Optional[int], bounds: Optional[tuple[int, int]] = None) -> Any:
-    """:func:`lwdsl.semantics.quant.snap` of ``w`` in a framework's float32 ``ops``, the same bits,
+def snap_to_grid(ops: Any, w: Any, grid: Any, bits: Optional[int], bounds: Optional[tuple[int, int]] = None) -> Any:
+    """:func:`lwdsl.semantics.quant.snap` of ``w`` in a framework's float32 ``ops`` (``where``,
+    ``round`` half to even, ``clip(x, lo, hi)``, ``abs``, ``searchsorted(values, flat)`` on the
+    left, ``take(values, indices)``, ``flat(x)``, ``like(x, w)``: ``x`` shaped as ``w``), the same bits,
     at a layer's fixed :func:`grid_scale` (``grid``: scales broadcastable to ``w``, a variable on
     TensorFlow: a graph turns ``x / constant`` into a multiply by the reciprocal). ``bits`` None:
     a clustered layer's (2, n) levels, the nearest value by the core's searchsorted, exact
@@ -123,8 +99,15 @@ def grid_codes(q: WeightQuant, master: np.ndarray, keep: Optional[np.ndarray]) -
     return dataclasses.replace(q, codes=codes)
 
 
-class TrainerBase(Trainer):
-    """The flow of a backend's trainer (see the module's docstring) over its primitives:
+class Trainer(ABC):
+    """One training run of a backend, built for :func:`lwdsl.backend.fit.fit` and closed by it.
+
+    Lifecycle: built (optimizer state, masks, quantized masters set up), then per epoch
+    :meth:`snapshot`, then :meth:`step` per batch (:meth:`masks_changed` when ``after_step``
+    changed masks, :meth:`restore` when a step was not finite), and :meth:`close` always,
+    last (codes of quantized layers re-read, model back in inference mode).
+
+    The flows here (see the module's docstring) are the core's; a backend's trainer gives:
 
     - ``_accumulate(images, labels, idx, weight, seed)``: add the gradients of ``weight`` times
       the batch's whole loss to those held; (cross-entropy, whole loss, finite) unweighted;
@@ -141,6 +124,32 @@ class TrainerBase(Trainer):
       ``_load_optimizer_state``; ``_rng_state()``/``_load_rng_state`` (none by default);
       ``_loss_scale()``/``_load_loss_scale(scale, good)``; ``_set_mask(layer, keep)``.
     """
+
+    @abstractmethod
+    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        """One optimizer step on a batch (``images`` NCHW float32, ``labels`` int64, ``idx`` the
+        batch's indices into the training set) at learning rate ``lr``. Returns (the batch's
+        cross-entropy, the whole loss, whether the loss and gradients were finite); a step
+        that is not finite must leave the weights unchanged."""
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """The weights now (restored by :meth:`restore`)."""
+
+    @abstractmethod
+    def restore(self, snapshot: Any) -> None:
+        """Put the weights of :meth:`snapshot` back (masks re-applied)."""
+
+    def masks_changed(self) -> None:
+        """``after_step`` changed the handle's masks: use the new ones from the next step."""
+
+    def hold(self) -> None:
+        """What follows an optimizer step made outside :meth:`step` (the user's own loop,
+        ``lwdsl.attach``): masks re-applied, quantized weights put back on their grid."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train inside a user's loop")
+
+    def close(self) -> None:
+        """End of training (also after an error)."""
 
     def __init__(self, handle: Any, opts: TrainingOptions, ctx: StepContext, *, l1: float, l1_layers: Sequence[str],
                  loss: Any, masters: Optional[dict[str, np.ndarray]], mask_layers: Sequence[str]) -> None:
@@ -178,8 +187,16 @@ class TrainerBase(Trainer):
 
     # --- several ranks ------------------------------------------------------------------------
 
+    # The optimizer step in three parts, for training on several ranks: gradients of each shard
+    # added up, summed over the ranks, then one step.
+
     def backward(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
                  seed: int) -> tuple[float, float, bool]:
+        """Add the gradients of ``weight`` times the mean loss of this shard (``images`` may
+        have no rows: then nothing is added) to those accumulated since the last
+        :meth:`update`; random layers draw from a generator seeded with ``seed``. Returns
+        (``weight`` times the shard's cross-entropy, ``weight`` times its whole loss, whether the
+        loss was finite); a loss that is not finite adds nothing."""
         if len(labels) == 0:  # no example of this batch here: nothing added (the rank still syncs)
             return 0.0, 0.0, True
         ce, whole, ok = self._accumulate(images, labels, idx, weight, seed)
@@ -188,6 +205,9 @@ class TrainerBase(Trainer):
         return ce * weight, whole * weight, True
 
     def sync(self) -> None:
+        """Sum the accumulated gradients over the processes of ``ctx.ranks``, in place, in one
+        collective (:meth:`lwdsl.backend.ranks.Ranks.all_sum_native`); nothing in one process.
+        A parameter no shard gave a gradient to keeps none."""
         if self.ranks is None or self.ranks.processes <= 1:
             return
         flat = self._pack_grads()
@@ -195,15 +215,21 @@ class TrainerBase(Trainer):
         self._unpack_grads(flat)
 
     def update(self, lr: float) -> None:
+        """One optimizer step at ``lr`` on the summed gradients (pruned weights' gradients
+        zeroed, masks re-applied, quantized weights back on their grid), then clear them."""
         self._apply(lr)
 
     def broadcast_buffers(self) -> None:
+        """What is not trained (batch-norm running statistics) made rank 0's on every rank."""
         if self.ranks is not None and self.ranks.processes > 1:
             self.ranks.broadcast_native(list(self._tensors()["buffer"].values()))
 
     # --- a user's loop ------------------------------------------------------------------------
 
     def loss_terms(self, inputs: Any, outputs: Any, labels: Any) -> Any:
+        """What this step adds to a plain cross-entropy on (``inputs``, ``outputs``,
+        ``labels``) of the user's batch, in the backend's autodiff: the step's own loss minus
+        the cross-entropy, plus the L1 penalty (zero for a plain fine-tune)."""
         extra = self._zero(outputs)
         if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
             whole, _ = self.loss(lambda _x, **_: outputs, inputs, labels, None)
@@ -214,6 +240,10 @@ class TrainerBase(Trainer):
     # --- checkpoints --------------------------------------------------------------------------
 
     def checkpoint(self) -> dict[str, np.ndarray]:
+        """Everything the next epoch depends on, as named numpy arrays (the layout: the
+        module's docstring): the trained weights and buffers (extra parameters too), the masks,
+        the optimizer's state, the random generator's state, the master copies of quantized
+        weights and the loss scale."""
         out = {f"{group}:{name}": self._read(t) for group, held in self._tensors().items() for name, t in held.items()}
         for layer in self.handle.masks:  # numpy on one backend, native on another
             keep = self.handle.masks[layer]
@@ -225,6 +255,8 @@ class TrainerBase(Trainer):
         return out
 
     def resume(self, state: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`checkpoint` gave (the trainer was just built for the same step
+        from the model as it was when the step began)."""
         for layer in [k[5:] for k in state if k.startswith("mask:")]:  # masks first: gradual pruning may have added some
             self._set_mask(layer, np.array(state[f"mask:{layer}"], dtype=bool))
         for group, held in self._tensors().items():
