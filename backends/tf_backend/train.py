@@ -150,15 +150,15 @@ class KerasTrainer(Trainer):
         self.q_kernels = q_kernels = [views[name].weight.variable for name in self.quantized]
         starts = [self.master_start(name) for name in self.quantized]
         self.q_masters = q_masters = [
-            tf.Variable(k.numpy() if start is None else np.ascontiguousarray(views[name].weight.from_canon(start), dtype=np.float32),
+            tf.Variable(k.numpy() if start is None else np.ascontiguousarray(views[name].weight.from_canon(start), np.float32),
                         trainable=False)
             for name, k, start in zip(self.quantized, q_kernels, starts)
         ]
         # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
         # a clustered layer's "scale" is its codebook's levels (_keras_scale), and its bits None
         q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in self.quantized]
-        q_bits = [(None, None) if handle.quant[name].codebook is not None else (handle.quant[name].bits, handle.quant[name].bounds())
-                  for name in self.quantized]  # (bits, the core's (qmin, qmax) of the layer's grid)
+        q_bits = [(None, None) if q.codebook is not None else (q.bits, q.bounds())  # (bits, the core's (qmin, qmax) of its grid)
+                  for q in (handle.quant[name] for name in self.quantized)]
 
         # statically quantized layers see their inputs fake-quantized (straight through), as on torch
         keras_forward = quantized_forward(handle)
@@ -365,7 +365,8 @@ def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
     grid = grid_scale(q)
     if q.codebook is not None:
         return grid
-    return np.ascontiguousarray(view.weight.from_canon(np.ascontiguousarray(np.broadcast_to(grid, q.codes.shape))), dtype=np.float32)
+    full = np.ascontiguousarray(np.broadcast_to(grid, q.codes.shape))
+    return np.ascontiguousarray(view.weight.from_canon(full), dtype=np.float32)
 
 
 def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:
