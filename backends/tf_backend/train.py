@@ -10,18 +10,18 @@ fp16's dynamic loss scale) are stated once, in docs/semantics.md ("TensorFlow ba
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.fit import Trainer
 from lwdsl.backend.fit import evaluate_batches, fit as core_fit
 from lwdsl.backend.steps import training_handlers
-from lwdsl.semantics.cluster import codebook_levels
-from lwdsl.semantics.quant import WeightQuant, code_bounds, requantize
+from lwdsl.backend.trainer import OptimizerSettings, Trainer, grid_codes, grid_scale, snap_to_grid
+from lwdsl.semantics.quant import WeightQuant
 from lwdsl.language.specs import TrainingOptions
-from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE, loss_scaled
+from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE
 
 from ._tf import tf
 from .fakequant import quantized_forward
@@ -77,115 +77,107 @@ def mixed_policy(models: Sequence[Any], precision: str) -> Iterator[None]:
             layer.dtype_policy = policy
 
 
-def _batch_loss(forward: Any, loss: Optional[BatchLoss], penalised: Sequence[Any], l1_t: Any, xb: Any, yb: Any,
-                idx: Any) -> tuple[Any, Any]:
-    """(loss to minimise, its cross-entropy part) of one batch, inside the gradient tape: the
-    step's own loss or the cross-entropy, plus ``l1 * sum |w|`` over the penalised kernels."""
-    if loss is not None:
-        total, ce = loss(forward, xb, yb, idx)
-    else:
-        ce = total = cross_entropy(yb, forward(xb, training=True))
-    if penalised:
-        total = total + l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])
-    return total, ce
-
-
-def _float32(forward: Any) -> Any:
-    """``forward`` with its outputs cast to float32 (the loss and its gradient in float32)."""
+def _float32(forward: Any, cast: bool) -> Any:
+    """``forward`` in training mode unless told otherwise, its outputs cast to float32 where
+    ``cast`` (mixed precision: the loss and its gradient in float32)."""
+    if not cast:
+        return lambda x, training=True: forward(x, training=training)
     return lambda x, training=True: tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), forward(x, training=training))
 
 
 class _Optimizer:
-    """PyTorch's SGD or Adam update over a list of variables, as TensorFlow ops."""
+    """PyTorch's SGD or Adam update over a list of variables, as TensorFlow ops, with the core's
+    settings (:func:`lwdsl.backend.trainer.optimizer_settings`)."""
 
-    def __init__(self, variables: Sequence[Any], options: TrainingOptions) -> None:
-        self.vars = list(variables)
-        self.kind = options.optimizer
-        self.momentum = float(options.momentum)
-        self.wd = float(options.weight_decay)
+    def __init__(self, variables: Sequence[Any], settings: OptimizerSettings) -> None:
+        self.vars, self.s = list(variables), settings
         self.t = tf.Variable(0.0, dtype=tf.float32, trainable=False)
         self.slots = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.vars]
-        if self.kind == "adam":
-            self.slots2 = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.vars]
+        self.slots2 = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.vars] if settings.kind == "adam" else []
+
+    def state(self) -> dict[str, Any]:
+        """The state in the checkpoint's names (PyTorch's: ``"I:KEY"``)."""
+        if self.s.kind == "sgd":
+            return {f"{i}:momentum_buffer": m for i, m in enumerate(self.slots)} if self.s.momentum else {}
+        return {f"{i}:{key}": v for i in range(len(self.vars))
+                for key, v in (("step", self.t), ("exp_avg", self.slots[i]), ("exp_avg_sq", self.slots2[i]))}
 
     def apply(self, grads: Sequence[Any], lr: Any) -> None:
+        s = self.s
         self.t.assign_add(1.0)
         for i, (w, g) in enumerate(zip(self.vars, grads)):
             if g is None:
                 continue
             if isinstance(g, tf.IndexedSlices):  # an embedding's rows: dense, as torch's (sparse=False) gradient
                 g = tf.convert_to_tensor(g)
-            if self.wd:
-                g = g + self.wd * w
-            if self.kind == "adam":
-                m, v = self.slots[i], self.slots2[i]
-                m.assign(0.9 * m + 0.1 * g)
-                v.assign(0.999 * v + 0.001 * g * g)
-                bc1 = 1.0 - tf.pow(0.9, self.t)
-                bc2 = 1.0 - tf.pow(0.999, self.t)
-                w.assign_sub(lr / bc1 * m / (tf.sqrt(v) / tf.sqrt(bc2) + 1e-8))
-            elif self.momentum:
+            if s.weight_decay:
+                g = g + s.weight_decay * w
+            if s.kind == "adam":
+                (b1, b2), m, v = s.betas, self.slots[i], self.slots2[i]
+                m.assign(b1 * m + (1 - b1) * g)
+                v.assign(b2 * v + (1 - b2) * g * g)
+                bc1 = 1.0 - tf.pow(b1, self.t)
+                bc2 = 1.0 - tf.pow(b2, self.t)
+                w.assign_sub(lr / bc1 * m / (tf.sqrt(v) / tf.sqrt(bc2) + s.eps))
+            elif s.momentum:
                 buf = self.slots[i]
-                buf.assign(self.momentum * buf + g)
+                buf.assign(s.momentum * buf + g)
                 w.assign_sub(lr * buf)
             else:
                 w.assign_sub(lr * g)
 
 
 class KerasTrainer(Trainer):
-    """This backend's optimizer step for the core's :func:`lwdsl.backend.fit.fit`: one
-    ``tf.function`` (``GradientTape``) step per batch, PyTorch's update rules (module
+    """This backend's primitives for the core's :class:`~lwdsl.backend.trainer.Trainer`:
+    one ``tf.function`` (``GradientTape``) step per batch, PyTorch's update rules (module
     docstring), quantized kernels snapped to their grid, masks re-applied."""
 
     def __init__(self, handle: KerasHandle, options: TrainingOptions, ctx: StepContext, *, l1: float = 0.0,
                  l1_layers: Sequence[str] = (), loss: Optional[BatchLoss] = None, extra: Sequence[Any] = (),
                  masters: Optional[dict[str, np.ndarray]] = None, mask_layers: Sequence[str] = ()) -> None:
-        self.handle = handle
-        model = handle.model
-        variables = list(model.trainable_variables) + list(extra)
-        opt = _Optimizer(variables, options)
+        super().__init__(handle, options, ctx, l1=l1, l1_layers=l1_layers, loss=loss, masters=masters, mask_layers=mask_layers)
+        self.model = model = handle.model
+        self.variables = variables = list(model.trainable_variables) + list(extra)
+        self.opt = opt = _Optimizer(variables, self.optimizer_settings)
         views = self.views = handle.view_map()
-        self.masked = masked = sorted(set(handle.masks) | set(mask_layers))
-        kernels = [views[name].weight.variable for name in masked]
+        kernels = [views[name].weight.variable for name in self.masked]
         self.mask_vars = mask_vars = [
             tf.Variable(handle.masks.get(name, np.ones(k.shape, dtype=bool)), trainable=False, dtype=tf.bool)
-            for name, k in zip(masked, kernels)
+            for name, k in zip(self.masked, kernels)
         ]
-        penalised = [views[name].weight.variable for name in l1_layers]
-        l1_t = tf.constant(l1, dtype=tf.float32)
-        self.quantized = quantized = sorted(handle.quant)
-        q_kernels = [views[name].weight.variable for name in quantized]
-        start = masters or {}
-        q_masters = [
-            tf.Variable(
-                np.ascontiguousarray(views[name].weight.from_canon(np.asarray(start[name], np.float32)), dtype=np.float32)
-                if name in start else k.numpy(),
-                trainable=False,
-            )
-            for name, k in zip(quantized, q_kernels)
+        self.penalised_w = [views[name].weight.variable for name in l1_layers]
+        self.l1_t = tf.constant(l1, dtype=tf.float32)
+        self.q_kernels = q_kernels = [views[name].weight.variable for name in self.quantized]
+        starts = [self.master_start(name) for name in self.quantized]
+        self.q_masters = q_masters = [
+            tf.Variable(k.numpy() if start is None else np.ascontiguousarray(views[name].weight.from_canon(start), np.float32),
+                        trainable=False)
+            for name, k, start in zip(self.quantized, q_kernels, starts)
         ]
         # variables, not constants: a graph turns ``x / constant`` into a multiply by the reciprocal
         # a clustered layer's "scale" is its codebook's levels (_keras_scale), and its bits None
-        q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in quantized]
-        q_bits = [None if handle.quant[name].codebook is not None else (handle.quant[name].bits, handle.quant[name].bounds())
-                  for name in quantized]  # (bits, the core's (qmin, qmax) of the layer's grid)
+        q_scales = [tf.Variable(_keras_scale(views[name], handle.quant[name]), trainable=False) for name in self.quantized]
+        q_bits = [(None, None) if q.codebook is not None else (q.bits, q.bounds())  # (bits, the core's (qmin, qmax) of its grid)
+                  for q in (handle.quant[name] for name in self.quantized)]
 
         # statically quantized layers see their inputs fake-quantized (straight through), as on torch
-        forward = quantized_forward(handle)
+        keras_forward = quantized_forward(handle)
         self.scope = contextlib.ExitStack()
-        self.scope.enter_context(mixed_policy([model, forward], options.precision))
-        if options.precision in AUTOCAST:
-            forward = _float32(forward)
-        scaled = loss_scaled(options.precision)  # fp16: dynamic loss scaling (lwdsl.semantics.precision)
-        loss_scale = tf.Variable(INIT_SCALE, dtype=tf.float32, trainable=False)
-        good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.scope.enter_context(mixed_policy([model, keras_forward], options.precision))
+        forward = _float32(keras_forward, options.precision in AUTOCAST)
+        scaled = self.scaled  # fp16: dynamic loss scaling (lwdsl.semantics.precision)
+        self.loss_scale = loss_scale = tf.Variable(INIT_SCALE, dtype=tf.float32, trainable=False)
+        self.good_steps = good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+        def gradients(xb: Any, yb: Any, idx: Any, factor: Any) -> Any:  # (the whole loss, its cross-entropy, gradients)
+            with tf.GradientTape() as tape:
+                total, ce = self.batch_loss(forward, xb, yb, idx)
+                target = total if factor is None else total * factor
+            return total, ce, tape.gradient(target, variables)
 
         @tf.function(reduce_retracing=True)
         def train_step(xb: Any, yb: Any, idx: Any, lr: Any) -> Any:
-            with tf.GradientTape() as tape:
-                total, ce = _batch_loss(forward, loss, penalised, l1_t, xb, yb, idx)
-                target = total * loss_scale if scaled else total
-            grads = tape.gradient(target, variables)
+            total, ce, grads = gradients(xb, yb, idx, loss_scale if scaled else None)
             if scaled:
                 grads = [None if g is None else g / loss_scale for g in grads]
             finite = tf.constant(True)
@@ -203,57 +195,32 @@ class KerasTrainer(Trainer):
                 apply_grads(grads, lr)
             return ce, total, ok
 
+        def settle(before: Sequence[Any], keep: bool) -> None:
+            """Each quantized kernel's master moved by the step taken since ``before``, the
+            kernel put back on its grid (``keep``: ``before`` holds it then), masks re-applied."""
+            for k, master, b, scale, bits in zip(q_kernels, q_masters, before, q_scales, q_bits):
+                master.assign_add(k - b)  # the optimizer's step, onto the float master
+                k.assign(snap_to_grid(_OPS, master, scale, *bits))
+                if keep:
+                    b.assign(k)
+            for k, m in zip(kernels, mask_vars):
+                k.assign(tf.where(m, k, tf.zeros_like(k)))
+
         def apply_grads(grads: Sequence[Any], lr: Any) -> None:  # the optimizer's step, then the grid and the masks
             snapped = [tf.identity(k.value) for k in q_kernels]
             opt.apply(grads, lr)
-            for k, master, before, scale, bits in zip(q_kernels, q_masters, snapped, q_scales, q_bits):
-                master.assign_add(k - before)  # the optimizer's step, onto the float master
-                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, *bits))
-            for k, m in zip(kernels, mask_vars):
-                k.assign(tf.where(m, k, tf.zeros_like(k)))
+            settle(snapped, False)
 
-        self.train_step = train_step
-        self._sharded(model, variables, forward, loss, penalised, l1_t, apply_grads, ctx)
-        self.penalty = (lambda: l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in penalised])) if penalised else None
-        self.loss, self.forward = loss, forward
-        last = [tf.Variable(k, trainable=False) for k in q_kernels]  # the kernels after the last snap
-
-        @tf.function(reduce_retracing=True)
-        def hold() -> None:  # after an optimizer step made outside train_step (lwdsl.attach's callback)
-            for k, master, before, scale, bits in zip(q_kernels, q_masters, last, q_scales, q_bits):
-                master.assign_add(k - before)
-                k.assign(snap_levels_tf(master, scale) if bits is None else snap_tf(master, scale, *bits))
-                before.assign(k)
-            for k, m in zip(kernels, mask_vars):
-                k.assign(tf.where(m, k, tf.zeros_like(k)))
-
-        self.hold_step = hold
-        self.loss_scale = loss_scale
-        # what an epoch checkpoint holds besides the model's variables (checkpoint/resume)
-        self.held = {"extra": list(extra), "slot": opt.slots, "slot2": getattr(opt, "slots2", []), "master": q_masters,
-                     "last": last, "opt_t": [opt.t], "scale": [loss_scale, good_steps]}
-
-    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
-        ce, whole, ok = self.train_step(tf.constant(nhwc(images)), tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))
-        return float(ce), float(whole), bool(ok)
-
-    def _sharded(self, model: Any, variables: list[Any], forward: Any, loss: Optional[BatchLoss], penalised: list[Any],
-                 l1_t: Any, apply_grads: Callable[[Sequence[Any], Any], None], ctx: StepContext) -> None:
-        """The optimizer step in three parts, for several ranks (:meth:`backward`, :meth:`sync`,
-        :meth:`update`): each shard's weighted gradients added into accumulators (float32, one
-        per trained variable, plus a 0/1 per variable saying a shard gave it a gradient), summed
-        over the workers in one collective, then the same update as :meth:`step`'s."""
-        self.ranks, self.variables, self.model = ctx.ranks, variables, model
-        self._acc: list[Any] = []
+        # the optimizer step in three parts, for several ranks: each shard's weighted gradients
+        # added into accumulators (float32, one per trained variable, plus a 0/1 per variable
+        # saying a shard gave it a gradient), summed over the workers, then apply_grads
+        self._acc: list[Any] = []  # made by the first shard (_accumulators)
         self._had: Any = None
         self._flat: Any = None
 
         @tf.function(reduce_retracing=True)
         def grad_step(xb: Any, yb: Any, idx: Any, weight: Any) -> Any:
-            with tf.GradientTape() as tape:
-                total, ce = _batch_loss(forward, loss, penalised, l1_t, xb, yb, idx)
-                target = total * weight
-            grads = tape.gradient(target, variables)
+            total, ce, grads = gradients(xb, yb, idx, weight)
             ok = tf.math.is_finite(total)
             if ok:  # a shard whose loss is not finite adds nothing
                 for a, g in zip(self._acc, grads):
@@ -266,44 +233,48 @@ class KerasTrainer(Trainer):
         def apply_acc(lr: Any, present: tuple[bool, ...]) -> None:
             apply_grads([a if p else None for a, p in zip(self._acc, present)], lr)
 
-        self.grad_step, self.apply_acc = grad_step, apply_acc
+        self.last = last = [tf.Variable(k, trainable=False) for k in q_kernels]  # the kernels after the last snap
+        # after an optimizer step made outside train_step (lwdsl.attach's callback)
+        self.hold = tf.function(lambda: settle(last, True), reduce_retracing=True)
+        self.train_step, self.grad_step, self.apply_acc = train_step, grad_step, apply_acc
+        self.forward = forward
+
+    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        ce, whole, ok = self.train_step(tf.constant(nhwc(images)), tf.constant(labels), tf.constant(idx), tf.constant(lr, dtype=tf.float32))
+        return float(ce), float(whole), bool(ok)
 
     def _accumulators(self) -> None:
         if not self._acc:
             self._acc = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in self.variables]
             self._had = tf.Variable(tf.zeros(len(self.variables), tf.float32), trainable=False)
 
-    def backward(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
-                 seed: int) -> tuple[float, float, bool]:
+    def _accumulate(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
+                    seed: int) -> tuple[float, float, bool]:
         """Dropout draws from the layers' own Keras generators here (``seed`` is not used): a
         model with dropout is not bit-identical across worker counts on tensorflow."""
         self._accumulators()
-        if len(labels) == 0:  # no example of this batch here: nothing added (the rank still syncs)
-            return 0.0, 0.0, True
         ce, whole, ok = self.grad_step(tf.constant(nhwc(images)), tf.constant(labels), tf.constant(idx),
                                        tf.constant(weight, dtype=tf.float32))
-        if not bool(ok):
-            return float("nan"), float(whole), False
-        return float(ce) * weight, float(whole) * weight, True
+        return float(ce), float(whole), bool(ok)
 
-    def sync(self) -> None:
+    def _pack_grads(self) -> Any:
         self._accumulators()
-        if self.ranks is None or self.ranks.processes <= 1:
-            return
         flat = tf.concat([tf.reshape(a, [-1]) for a in self._acc] + [self._had.read_value()], 0)
         if self._flat is None:
             self._flat = tf.Variable(flat, trainable=False)
         else:
             self._flat.assign(flat)
-        self.ranks.all_sum_native(self._flat)  # one collective, every rank, examples or not
-        summed, start = self._flat.read_value(), 0
+        return self._flat
+
+    def _unpack_grads(self, flat: Any) -> None:
+        summed, start = flat.read_value(), 0
         for a in self._acc:
             size = int(np.prod(a.shape))
             a.assign(tf.reshape(summed[start : start + size], a.shape))
             start += size
         self._had.assign(summed[start:])
 
-    def update(self, lr: float) -> None:
+    def _apply(self, lr: float) -> None:
         self._accumulators()
         present = tuple(bool(h > 0) for h in self._had.numpy())
         self.apply_acc(tf.constant(lr, dtype=tf.float32), present)
@@ -311,21 +282,14 @@ class KerasTrainer(Trainer):
             a.assign(tf.zeros_like(a))
         self._had.assign(tf.zeros_like(self._had))
 
-    def broadcast_buffers(self) -> None:
-        if self.ranks is not None and self.ranks.processes > 1:
-            self.ranks.broadcast_native(list(self.model.non_trainable_variables))
+    def _zero(self, outputs: Any) -> Any:
+        return tf.zeros((), tf.float32)
 
-    def hold(self) -> None:
-        self.hold_step()
+    def _cross_entropy(self, outputs: Any, labels: Any) -> Any:
+        return cross_entropy(labels, outputs)
 
-    def loss_terms(self, inputs: Any, outputs: Any, labels: Any) -> Any:
-        extra = tf.zeros((), tf.float32)
-        if self.loss is not None:  # the step's own loss on the user's outputs (teachers label the batch)
-            whole, _ = self.loss(lambda _x, training=True: outputs, inputs, labels, None)
-            extra = whole - cross_entropy(labels, outputs)
-        if self.penalty is not None:
-            extra = extra + self.penalty()
-        return extra
+    def _penalty(self) -> Any:
+        return self.l1_t * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in self.penalised_w]) if self.penalised_w else None
 
     def snapshot(self) -> list[np.ndarray]:
         return self.handle.model.get_weights()
@@ -333,20 +297,31 @@ class KerasTrainer(Trainer):
     def restore(self, snapshot: list[np.ndarray]) -> None:
         self.handle.model.set_weights(snapshot)
 
-    def checkpoint(self) -> dict[str, np.ndarray]:
-        out = {f"var:{i}": np.array(v.numpy()) for i, v in enumerate(self.handle.model.variables)}
-        out.update({f"{kind}:{i}": np.array(v.numpy()) for kind, held in self.held.items() for i, v in enumerate(held)})
-        out.update({f"mask:{name}": np.asarray(self.handle.masks[name], dtype=bool) for name in self.handle.masks})
-        return out
+    # the primitives of checkpoint/resume (Trainer)
+    def _tensors(self) -> dict[str, dict[str, Any]]:
+        return {"param": {str(i): v for i, v in enumerate(self.variables)},
+                "buffer": {str(i): v for i, v in enumerate(self.model.non_trainable_variables)},
+                "master": dict(zip(self.quantized, self.q_masters)), "opt": self.opt.state()}
 
-    def resume(self, state: dict[str, np.ndarray]) -> None:
-        for i, v in enumerate(self.handle.model.variables):
-            v.assign(state[f"var:{i}"])
-        for kind, held in self.held.items():
-            for i, v in enumerate(held):
-                v.assign(state[f"{kind}:{i}"])
-        for name in [k[5:] for k in state if k.startswith("mask:")]:  # gradual pruning may have added some
-            self.handle.masks[name] = np.array(state[f"mask:{name}"], dtype=bool)
+    def _read(self, v: Any) -> np.ndarray:
+        return np.array(v.numpy())
+
+    def _write(self, v: Any, value: np.ndarray) -> None:
+        v.assign(value)
+
+    def _set_mask(self, layer: str, keep: np.ndarray) -> None:
+        self.handle.masks[layer] = keep
+
+    def _loss_scale(self) -> tuple[float, int]:
+        return float(self.loss_scale.numpy()), int(self.good_steps.numpy())
+
+    def _load_loss_scale(self, scale: float, good: int) -> None:
+        self.loss_scale.assign(scale)
+        self.good_steps.assign(good)
+
+    def _resumed(self) -> None:
+        for last, k in zip(self.last, self.q_kernels):
+            last.assign(k)
         self.masks_changed()
 
     def masks_changed(self) -> None:
@@ -356,8 +331,7 @@ class KerasTrainer(Trainer):
     def close(self) -> None:
         self.scope.close()  # the layers' own dtype policies back
         for name in self.quantized:  # the codes the kernels hold now (scales fixed)
-            view, q = self.views[name], self.handle.quant[name]
-            self.handle.quant[name] = requantize(view.weight.canonical(), q)
+            self.handle.quant[name] = grid_codes(self.handle.quant[name], self.views[name].weight.canonical(), None)
 
 
 def fit(handle: KerasHandle, options: TrainingOptions, ctx: StepContext, **kwargs: Any) -> list[float]:
@@ -367,41 +341,32 @@ def fit(handle: KerasHandle, options: TrainingOptions, ctx: StepContext, **kwarg
     return core_fit(KerasTrainer, handle, options, ctx, **kwargs)
 
 
+#: TensorFlow's float32 ops for the core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`)
+_OPS = SimpleNamespace(where=tf.where, round=tf.round, clip=tf.clip_by_value, abs=tf.abs, take=tf.gather,
+               searchsorted=lambda values, x: tf.searchsorted(values, x, side="left"),
+               flat=lambda x: tf.reshape(x, [-1]), like=lambda x, w: tf.reshape(x, tf.shape(w)))
+
+
 def snap_tf(w: Any, scale: Any, bits: int, bounds: Optional[tuple[int, int]] = None) -> Any:
-    """:func:`lwdsl.semantics.quant.snap` in float32 TensorFlow (``scale`` broadcast to ``w``, a
-    variable: a graph turns ``x / constant`` into a multiply by the reciprocal); ``bounds``: the
-    core's ``(qmin, qmax)`` of the layer's grid (``WeightQuant.bounds()``; None: the narrow one)."""
-    if bits == 1:
-        return tf.where((w >= 0) | (scale == 0), np.float32(1), np.float32(-1)) * scale
-    qmin, qmax = code_bounds(bits) if bounds is None else bounds
-    codes = tf.clip_by_value(tf.round(w / scale), np.float32(qmin), np.float32(qmax))
-    return tf.where(tf.equal(codes, 0), tf.zeros_like(codes), codes) * scale  # code -0 is +0 (a graph drops ``+ 0``)
+    """The core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`) at fixed scales in float32
+    TensorFlow (``scale`` a variable broadcast to ``w``; ``bounds``: ``WeightQuant.bounds()``)."""
+    return snap_to_grid(_OPS, w, scale, bits, bounds)
 
 
 def snap_levels_tf(w: Any, levels: Any) -> Any:
-    """``codebook[nearest_codes(w, codebook)]`` in float32 TensorFlow. ``levels`` is (2, n):
-    the core's :func:`~lwdsl.semantics.cluster.codebook_levels`, values ascending over the codes
-    (as float32, exact below 2^24): the same searchsorted, exact distances and tie rule, so the
-    same bits."""
-    values, codes = levels[0], levels[1]
-    flat = tf.reshape(w, [-1])
-    i = tf.searchsorted(values, flat, side="left")
-    n = tf.shape(values, out_type=i.dtype)[0]
-    lo, hi = tf.maximum(i - 1, 0), tf.minimum(i, n - 1)
-    v_lo, v_hi = tf.gather(values, lo), tf.gather(values, hi)
-    d_lo, d_hi = tf.abs(flat - v_lo), tf.abs(flat - v_hi)
-    take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (tf.gather(codes, lo) < tf.gather(codes, hi)))
-    return tf.reshape(tf.where(take_lo, v_lo, v_hi), tf.shape(w))
+    """The core's snap onto a clustered layer's (2, n) codebook levels in float32 TensorFlow."""
+    return snap_to_grid(_OPS, w, levels, None)
 
 
 def _keras_scale(view: Any, q: WeightQuant) -> np.ndarray:
-    """The layer's scales broadcast to its kernel, in the Keras layout (so one elementwise
-    divide per step, whatever the layout conversion); a clustered layer's codebook levels
-    (:func:`snap_levels_tf`)."""
+    """The core's grid of the layer (:func:`lwdsl.backend.trainer.grid_scale`) in the Keras
+    layout: its scales broadcast to its kernel (one elementwise divide per step, whatever the
+    layout conversion), or a clustered layer's codebook levels (:func:`snap_levels_tf`)."""
+    grid = grid_scale(q)
     if q.codebook is not None:
-        return np.stack(codebook_levels(q.codebook)).astype(np.float32)
-    canon = np.broadcast_to(q.full_scale(), q.codes.shape)  # per channel, per tensor, or each group's scale repeated
-    return np.ascontiguousarray(view.weight.from_canon(np.ascontiguousarray(canon, dtype=np.float32)), dtype=np.float32)
+        return grid
+    full = np.ascontiguousarray(np.broadcast_to(grid, q.codes.shape))
+    return np.ascontiguousarray(view.weight.from_canon(full), dtype=np.float32)
 
 
 def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[float, float]:

@@ -8,18 +8,18 @@ docs/semantics.md ("Quantization on the torch backend", "Training after quantize
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import Any, Iterator, Optional
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from lwdsl.semantics.cluster import codebook_levels
-from lwdsl.semantics.quant import ActQuant, WeightQuant, requantize
+from lwdsl.backend.trainer import grid_codes, grid_scale, snap_to_grid
+from lwdsl.semantics.quant import ActQuant, WeightQuant
 
 from .handle import TorchModel, weight_of
 
-__all__ = ["act_hooks", "fake_quantize_t", "snap_t", "snap_levels_t", "GridTrainer"]
+__all__ = ["act_hooks", "fake_quantize_t", "snap_t", "GridTrainer"]
 
 
 def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
@@ -30,38 +30,17 @@ def fake_quantize_t(x: torch.Tensor, aq: ActQuant) -> torch.Tensor:
     return (q - zp) * s
 
 
-def _scale_t(q: WeightQuant, ndim: int, device: torch.device) -> torch.Tensor:
-    if q.group is not None:  # one scale per group of a row's inputs: repeated to the weight's shape
-        return torch.from_numpy(np.ascontiguousarray(q.full_scale())).to(device)
-    s = torch.from_numpy(np.asarray(q.scale, dtype=np.float32).copy()).to(device)
-    return s.reshape((-1,) + (1,) * (ndim - 1)) if s.ndim == 1 else s
+#: torch's float32 ops for the core's snap (:func:`lwdsl.backend.trainer.snap_to_grid`)
+_OPS = SimpleNamespace(where=torch.where, round=torch.round, clip=torch.clamp, abs=torch.abs, searchsorted=torch.searchsorted,
+                        take=lambda values, i: values[i], flat=lambda x: x.reshape(-1), like=lambda x, w: x.reshape(w.shape))
 
 
-def snap_t(w: torch.Tensor, q: WeightQuant) -> torch.Tensor:
-    """:func:`lwdsl.semantics.quant.snap` of ``w`` at ``q``'s fixed scales, in float32 torch
-    (binary, 1 bit: ``+scale`` where ``w >= 0`` or the scale is 0, else ``-scale``; a clustered
-    layer: :func:`snap_levels_t` at its codebook)."""
-    if q.codebook is not None:
-        values, codes = codebook_levels(q.codebook)
-        return snap_levels_t(w, torch.from_numpy(values).to(w.device), torch.from_numpy(codes.astype(np.int64)).to(w.device))
-    s = _scale_t(q, w.dim(), w.device)
-    if q.bits == 1:
-        one = torch.ones((), dtype=w.dtype, device=w.device)
-        return torch.where((w >= 0) | (s == 0), one, -one) * s
-    qmin, qmax = q.bounds()  # the core's clamp of the layer's grid (narrow or full)
-    return (torch.clamp(torch.round(w / s), float(qmin), float(qmax)) + 0.0) * s  # + 0.0: code -0 is +0, as int codes
-
-
-def snap_levels_t(w: torch.Tensor, values: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """``codebook[nearest_codes(w, codebook)]`` in float32 torch, from the core's
-    :func:`~lwdsl.semantics.cluster.codebook_levels` (``values`` ascending, ``codes`` the lowest
-    code of each): the same searchsorted, exact distances and tie rule, so the same bits."""
-    i = torch.searchsorted(values, w.contiguous(), right=False)
-    lo, hi = torch.clamp(i - 1, min=0), torch.clamp(i, max=values.numel() - 1)
-    v_lo, v_hi = values[lo], values[hi]
-    d_lo, d_hi = torch.abs(w - v_lo), torch.abs(w - v_hi)
-    take_lo = (d_lo < d_hi) | ((d_lo == d_hi) & (codes[lo] < codes[hi]))
-    return torch.where(take_lo, v_lo, v_hi)
+def snap_t(w: torch.Tensor, q: WeightQuant, grid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The core's snap of ``w`` onto ``q``'s grid (:func:`lwdsl.backend.trainer.snap_to_grid`) in
+    float32 torch; ``grid``: :func:`~lwdsl.backend.trainer.grid_scale` of ``q`` on ``w``'s
+    device (None: made here)."""
+    s = torch.from_numpy(grid_scale(q)).to(w.device) if grid is None else grid
+    return snap_to_grid(_OPS, w, s, None if q.codebook is not None else q.bits, q.bounds())
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -102,19 +81,17 @@ def act_hooks(handle: TorchModel) -> Iterator[None]:
 
 
 class GridTrainer:
-    """The float master copies of ``handle.quant``'s layers during one training."""
+    """The float master copies of ``handle.quant``'s layers during one training, starting where
+    the core says (``master_start(layer)``: a canonical array, or None for the weight now)."""
 
-    def __init__(self, handle: TorchModel, masters: Optional[dict[str, np.ndarray]] = None) -> None:
+    def __init__(self, handle: TorchModel, master_start: Callable[[str], Optional[np.ndarray]]) -> None:
         self.handle = handle
-        start = masters or {}
-        with torch.no_grad():
-            self.master = {
-                layer: torch.from_numpy(np.array(start[layer], dtype=np.float32)).to(weight_of(handle.module, layer).device)
-                if layer in start
-                else weight_of(handle.module, layer).detach().clone()
-                for layer in handle.quant
-            }
-            self.snapped = {layer: weight_of(handle.module, layer).detach().clone() for layer in handle.quant}
+        weights = {layer: weight_of(handle.module, layer).detach() for layer in handle.quant}
+        starts = {layer: master_start(layer) for layer in handle.quant}
+        self.master = {layer: w.clone() if starts[layer] is None else torch.from_numpy(starts[layer]).to(w.device)
+                       for layer, w in weights.items()}
+        self.snapped = {layer: w.clone() for layer, w in weights.items()}
+        self.grid = {layer: torch.from_numpy(grid_scale(q)).to(weights[layer].device) for layer, q in handle.quant.items()}
 
     def after_step(self) -> None:
         """After an optimizer step (masks re-applied): move the master by the step taken, put
@@ -123,25 +100,23 @@ class GridTrainer:
             for layer, q in self.handle.quant.items():
                 w = weight_of(self.handle.module, layer)
                 self.master[layer] += w - self.snapped[layer]
-                w.copy_(snap_t(self.master[layer], q))
+                w.copy_(snap_t(self.master[layer], q, self.grid[layer]))
                 if layer in self.handle.masks:
                     self.handle.apply_mask(layer)
                 self.snapped[layer].copy_(w)
 
-    def reset(self) -> None:
-        """The weights were restored (a failed epoch): masters restart from them."""
+    def reset(self, masters: bool = True) -> None:
+        """The weights were restored (a failed epoch): masters restart from them (``masters``
+        False: resumed, the masters were loaded too; the last snap is the weights now)."""
         with torch.no_grad():
             for layer in self.handle.quant:
                 w = weight_of(self.handle.module, layer).detach()
-                self.master[layer].copy_(w)
+                if masters:
+                    self.master[layer].copy_(w)
                 self.snapped[layer].copy_(w)
 
     def finish(self) -> None:
-        """Keep the codes of the trained masters (``requantize(master)``: fixed scales or
-        codebook); masked weights keep code 0."""
+        """Keep the codes of the trained masters (the core's :func:`~lwdsl.backend.trainer.grid_codes`)."""
         for layer, q in list(self.handle.quant.items()):
-            new = requantize(self.master[layer].cpu().numpy(), q)
-            codes = new.codes
-            if layer in self.handle.masks:
-                codes = np.where(self.handle.masks[layer].numpy(), codes, np.zeros((), codes.dtype)).astype(codes.dtype)
-            self.handle.quant[layer] = dataclasses.replace(q, codes=codes)
+            keep = self.handle.masks[layer].numpy() if layer in self.handle.masks else None
+            self.handle.quant[layer] = grid_codes(q, self.master[layer].cpu().numpy(), keep)

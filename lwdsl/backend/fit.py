@@ -30,13 +30,13 @@ The core decides the flow; a backend gives one primitive, a :class:`Trainer` (it
   batch; all ranks then take the same optimizer step, or all stop on the same non-finite
   loss. After the last epoch batch-norm running statistics are rank 0's on every rank.
 
-What a trainer does inside one step (the loss, penalties, straight-through quantization,
-re-applying masks) is the backend's: see ``train.py`` in each backend package.
+What a trainer decides inside one step (the loss and L1 penalty, the optimizer's settings,
+the quantization grid, the shards' bookkeeping, a checkpoint's layout) is the core's
+:class:`~lwdsl.backend.trainer.Trainer`; its primitives are each backend's ``train.py``.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -49,89 +49,9 @@ from ..semantics.schedules import lr_at
 from ..semantics.shards import shard, shard_seed, shard_weight
 from ..language.specs import TrainingOptions
 from .context import StepContext
+from .trainer import Trainer
 
 __all__ = ["Trainer", "TrainerFactory", "batch_images", "fit", "evaluate_batches"]
-
-
-class Trainer(ABC):
-    """One training run of a backend, built for :func:`fit` and closed by it.
-
-    Lifecycle: built (optimizer state, masks, quantized masters set up), then per epoch
-    :meth:`snapshot`, then :meth:`step` per batch (:meth:`masks_changed` when ``after_step``
-    changed masks, :meth:`restore` when a step was not finite), and :meth:`close` always,
-    last (codes of quantized layers re-read, model back in inference mode)."""
-
-    @abstractmethod
-    def step(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, lr: float) -> tuple[float, float, bool]:
-        """One optimizer step on a batch (``images`` NCHW float32, ``labels`` int64, ``idx`` the
-        batch's indices into the training set) at learning rate ``lr``. Returns (the batch's
-        cross-entropy, the whole loss, whether the loss and gradients were finite); a step
-        that is not finite must leave the weights unchanged."""
-
-    @abstractmethod
-    def snapshot(self) -> Any:
-        """The weights now (restored by :meth:`restore`)."""
-
-    @abstractmethod
-    def restore(self, snapshot: Any) -> None:
-        """Put the weights of :meth:`snapshot` back (masks re-applied)."""
-
-    # The optimizer step in three parts, for training on several ranks (a backend without them
-    # trains on one process only): gradients of each shard added up, summed over the ranks,
-    # then one step.
-
-    def backward(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, weight: float,
-                 seed: int) -> tuple[float, float, bool]:
-        """Add the gradients of ``weight`` times the mean loss of this shard (``images`` may
-        have no rows: then nothing is added) to those accumulated since the last
-        :meth:`update`; random layers draw from a generator seeded with ``seed``. Returns
-        (``weight`` times the shard's cross-entropy, ``weight`` times its whole loss, whether the
-        loss was finite); a loss that is not finite adds nothing."""
-        raise NotImplementedError(f"{type(self).__name__} cannot train on several ranks")
-
-    def sync(self) -> None:
-        """Sum the accumulated gradients over the processes of ``ctx.ranks``, in place, in one
-        collective (:meth:`lwdsl.backend.ranks.Ranks.all_sum_native`); nothing in one process.
-        A parameter no shard gave a gradient to keeps none."""
-        raise NotImplementedError(f"{type(self).__name__} cannot train on several ranks")
-
-    def update(self, lr: float) -> None:
-        """One optimizer step at ``lr`` on the summed gradients (pruned weights' gradients
-        zeroed, masks re-applied, quantized weights back on their grid), then clear them."""
-        raise NotImplementedError(f"{type(self).__name__} cannot train on several ranks")
-
-    def broadcast_buffers(self) -> None:
-        """What is not trained (batch-norm running statistics) made rank 0's on every rank."""
-
-    def masks_changed(self) -> None:
-        """``after_step`` changed the handle's masks: use the new ones from the next step."""
-
-    def hold(self) -> None:
-        """What follows an optimizer step made outside :meth:`step` (the user's own loop,
-        ``lwdsl.attach``): masks re-applied, quantized weights put back on their grid."""
-        raise NotImplementedError(f"{type(self).__name__} cannot train inside a user's loop")
-
-    def loss_terms(self, inputs: Any, outputs: Any, labels: Any) -> Any:
-        """What this step adds to a plain cross-entropy on (``inputs``, ``outputs``,
-        ``labels``) of the user's batch, in the backend's autodiff: the step's own loss minus
-        the cross-entropy, plus the L1 penalty (zero for a plain fine-tune)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot train inside a user's loop")
-
-    def checkpoint(self) -> dict[str, np.ndarray]:
-        """Everything the next epoch depends on, as named numpy arrays: the trained weights
-        and buffers (extra parameters too), the masks, the optimizer's state (momentum, Adam
-        moments and step count), the random generator's state, the master copies of quantized
-        weights and the loss scale. A backend without it keeps no checkpoint inside a step
-        (the runner still keeps one after every step)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no checkpoint inside a step")
-
-    def resume(self, state: dict[str, np.ndarray]) -> None:
-        """Put back what :meth:`checkpoint` gave (the trainer was just built for the same step
-        from the model as it was when the step began)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no checkpoint inside a step")
-
-    def close(self) -> None:
-        """End of training (also after an error)."""
 
 
 def batch_images(x: np.ndarray, idx: np.ndarray, shifts: Optional[np.ndarray]) -> np.ndarray:

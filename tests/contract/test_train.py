@@ -99,3 +99,33 @@ def test_regularize_l1_shrinks_the_selected_weights(backend, kit):
     plain = be.apply(_softmax_regression(be, kit, w, b), FinetuneSpec(epochs=3, lr=0.1, batch=16), ["fc"], make_ctx(data))
     sparse = be.apply(_softmax_regression(be, kit, w, b), RegularizeSpec(l1=0.05, epochs=3, lr=0.1, batch=16), ["fc"], make_ctx(data))
     assert np.abs(be.state(sparse)["fc.weight"]).sum() < np.abs(be.state(plain)["fc.weight"]).sum() - 0.1
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_checkpoint_has_the_cores_layout_and_resumes_to_the_same_next_step(backend, kit, optimizer):
+    """Both backends name a trainer's state alike (lwdsl/backend/trainer.py: the trained tensors,
+    the optimizer's state in PyTorch's names); a trainer built afresh and resumed from it takes
+    the same next step as the one that went on."""
+    from lwdsl.language.specs import TrainingOptions
+
+    data = _tiny()
+    w = np.random.default_rng(1).normal(0, 0.1, (K, 12)).astype(np.float32)
+    h = _softmax_regression(backend, kit, w, np.zeros(K, np.float32))
+    opts = TrainingOptions(epochs=1, lr=0.1, batch=16, optimizer=optimizer)
+    x, y, idx = data.train_x, np.asarray(data.train_y, np.int64), np.arange(N)
+    first = kit.trainer(h, opts, make_ctx(data))
+    first.step(x[:16], y[:16], idx[:16], 0.1)
+    state = first.checkpoint()
+    went_on = first.step(x[16:32], y[16:32], idx[16:32], 0.1)
+    first.close()
+    trained = backend.state(h)
+    assert {k for k in state if k.startswith("param:")} == {"param:0", "param:1"}
+    want = {"momentum_buffer"} if optimizer == "sgd" else {"step", "exp_avg", "exp_avg_sq"}
+    assert {k.split(":", 2)[2] for k in state if k.startswith("opt:")} == want
+    assert {k.split(":", 2)[1] for k in state if k.startswith("opt:")} == {"0", "1"}
+    again = kit.trainer(h, opts, make_ctx(data))
+    again.resume(state)
+    resumed = again.step(x[16:32], y[16:32], idx[16:32], 0.1)
+    again.close()
+    assert resumed == went_on
+    assert all(np.array_equal(trained[k], v) for k, v in backend.state(h).items())
