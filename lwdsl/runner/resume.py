@@ -49,11 +49,18 @@ from ..errors import UsageError
 __all__ = ["ResumePoint", "EpochPoints", "SavedTraining", "fingerprint"]
 
 
+#: The layout of a resume point's files (the handle's record, a trainer's state): a point of
+#: another layout is refused by name, never half read. 2: the one quantization record
+#: (``QuantState.meta``) and the core's trainer checkpoint names (``lwdsl/backend/trainer.py``).
+FORMAT = 2
+
+
 def fingerprint(plan: Any, backend: str, model: str, data: str, data_sha256: str, seed: int, checkpoint: Optional[str],
                 baseline_epochs: int) -> dict[str, Any]:
     """What must be the same for a run to continue another's work."""
     text = plan.source or plan.to_text()
     return {
+        "format": FORMAT,
         "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "backend": backend,
         "model": model,

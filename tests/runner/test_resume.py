@@ -66,6 +66,20 @@ def test_resume_refuses_a_point_left_by_another_run(tmp_path, monkeypatch):
     assert (tmp_path / "cut.resume" / "progress.json").is_file()  # still there for the run that made it
 
 
+def test_resume_refuses_a_point_of_an_older_layout_by_name(tmp_path, monkeypatch):
+    """A point written by a version whose files had another layout (no ``format``, or another
+    one) is refused with what differs, never half read (a KeyError deep in a trainer)."""
+    monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
+    _interrupted("torch", tmp_path / "cut", after=1)
+    path = tmp_path / "cut.resume" / "progress.json"
+    point = json.loads(path.read_text())
+    del point["fingerprint"]["format"]
+    path.write_text(json.dumps(point))
+    with pytest.raises(UsageError, match=r"cut.resume was left by a run with another format") as err:
+        _run(tmp_path / "cut", backend="torch", resume=True)
+    assert "delete" in err.value.hint
+
+
 def test_without_resume_a_run_starts_over_and_says_it_could_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("LWDSL_CACHE", str(tmp_path / "cache"))
     _interrupted("torch", tmp_path / "cut", after=2)
