@@ -4,17 +4,23 @@ quantization record)."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from lwdsl.backend.handle import ModelHandle
+from lwdsl.errors import LwdslError
 
-from ._tf import keras
+from ._tf import keras, tf
 from .layers import LayerView, views
 
-__all__ = ["KerasHandle"]
+__all__ = ["KerasHandle", "layer_inputs"]
+
+#: Per Keras model, its layer-input probes (layer names -> a compiled probe; the last 4 kept),
+#: dropped with the model.
+_PROBES: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -67,3 +73,26 @@ class KerasHandle(ModelHandle):
         clone.set_weights(self.model.get_weights())
         return KerasHandle(clone, {k: v.copy() for k, v in self.masks.items()}, qstate=self.qstate.copy(),
                            folded=dict(self.folded), ref=self.ref, hf_config=self.hf_config)
+
+
+def layer_inputs(handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+    """One pass over ``x`` in inference mode through a probe whose outputs are the inputs of
+    ``layers`` (each layer's first call's ``layer.input``: Keras 3 has no ``get_input_at``),
+    each as float32 ``[rows, last axis]``: pruning's and calibration's taps, as torch's forward
+    pre-hooks; the probe is built and compiled once per model and layer list."""
+    from .train import nhwc
+
+    probes, key = _PROBES.setdefault(handle.model, {}), tuple(layers)
+    if key not in probes:
+        vm, outs = handle.view_map(), []
+        for name in layers:
+            t = vm[name].layer.input
+            if isinstance(t, (list, tuple)):
+                raise LwdslError(f"layer '{name}' takes several inputs: its input cannot be calibrated")
+            outs.append(t)
+        probe = keras.Model(handle.model.inputs, outs)
+        if len(probes) >= 4:
+            probes.pop(next(iter(probes)))
+        probes[key] = tf.function(lambda v: probe(v, training=False), reduce_retracing=True)
+    seen = probes[key](tf.constant(nhwc(x)))
+    return [np.asarray(t, dtype=np.float32).reshape(-1, int(t.shape[-1])) for t in (seen if isinstance(seen, (list, tuple)) else [seen])]

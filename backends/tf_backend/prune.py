@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import weakref
-
 import numpy as np
 
 from lwdsl.backend import StepContext
@@ -19,14 +17,10 @@ from lwdsl.semantics import masks as M
 from lwdsl.semantics.cut import magnitude_cut
 from lwdsl.language.specs import PruneSpec
 
-from ._tf import keras
-from .handle import KerasHandle
+from .handle import KerasHandle, layer_inputs
 from .layers import LayerView
 from .structured import FilterRemoval
-from .train import fit, nhwc
-
-#: The layer-input models of :meth:`KerasPruneParts.layer_inputs`, per Keras model (dropped with it).
-_TAPS: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]]" = weakref.WeakKeyDictionary()
+from .train import fit
 
 __all__ = ["prune", "KerasPruneParts", "selected_views"]
 
@@ -86,19 +80,7 @@ class KerasPruneParts(FilterRemoval, PruneParts):
         handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(np.asarray(keep, dtype=bool))))
 
     def layer_inputs(self, handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        """One pass over ``x`` in inference mode through a model whose outputs are the inputs of
-        ``layers`` (Keras 3's ``layer.input`` of each layer's call), each as float32 ``[rows, in]``;
-        that model is built once per model and layer list (the core calls this batch by batch)."""
-        model = handle.model
-        built = _TAPS.setdefault(model, {})
-        key = tuple(layers)
-        if key not in built:
-            by_name = {v.name: v for v in selected_views(handle, layers)}
-            built[key] = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
-                                     [by_name[name].layer.input for name in layers])
-        seen = built[key](nhwc(x), training=False)
-        seen = seen if isinstance(seen, (list, tuple)) else [seen]
-        return [np.asarray(t, dtype=np.float32).reshape(-1, int(t.shape[-1])) for t in seen]
+        return layer_inputs(handle, layers, x)
 
     def set_pruned(self, handle: KerasHandle, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
         t = selected_views(handle, [layer])[0].weight

@@ -25,15 +25,14 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.engines import Engine
-from lwdsl.errors import LwdslError
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.backend.smoothquant import smoothquant_handler
 from lwdsl.language.specs import TrainingOptions
 
-from ._tf import keras, tf
+from ._tf import tf
 from .fakequant import FakeQuantInput, quantized_forward
 from .fold import fold_batchnorms
-from .handle import KerasHandle
+from .handle import KerasHandle, layer_inputs
 from .layers import LayerView, _classes
 from .tflite_engine import LITERT
 
@@ -50,17 +49,6 @@ def quantizable(view: LayerView) -> Optional[str]:
     if not (classes & {"Conv", "Dense"}) or view.weight.name != f"{view.name}.weight":
         return ONLY_CONV_AND_LINEAR
     return None
-
-
-def _inputs_model(model: Any, layers: Sequence[Any]) -> Any:
-    """A model with ``model``'s inputs whose outputs are the inputs of ``layers``."""
-    outs = []
-    for layer in layers:
-        t = layer.input  # its first call's input (Keras 3 has no get_input_at)
-        if isinstance(t, (list, tuple)):
-            raise LwdslError(f"layer '{layer.name}' takes several inputs: its input cannot be calibrated")
-        outs.append(t)
-    return keras.Model(model.inputs, outs)
 
 
 class KerasQuantizeParts(QuantizeParts):
@@ -126,16 +114,7 @@ class KerasQuantizeParts(QuantizeParts):
         return forward(tf.constant(nhwc(x))).numpy()
 
     def layer_inputs(self, handle: KerasHandle, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        from .train import nhwc
-
-        def build() -> Any:
-            vm = handle.view_map()
-            probe = _inputs_model(handle.model, [vm[n].layer for n in names])
-            return tf.function(lambda t: probe(t, training=False), reduce_retracing=True)
-
-        forward = self._function(("inputs", id(handle.model), tuple(names)), handle.model, build)
-        outs = forward(tf.constant(nhwc(x)))
-        return [o.numpy() for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
+        return layer_inputs(handle, names, x)
 
     def fit(self, handle: KerasHandle, options: TrainingOptions, ctx: StepContext, *, label: str,
             masters: dict[str, np.ndarray]) -> Any:
