@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Callable
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import describe_export
-from lwdsl.backend.steps import export_handler, float_kernels_warning
+from lwdsl.backend.engines import export_file
+from lwdsl.backend.steps import export_handler, warn_float_kernels
 from lwdsl.language.specs import ExportSpec
-from lwdsl.backend.weights import atomic_path
 
 from ._tf import quiet_stdout
 from .handle import KerasHandle
@@ -30,21 +29,17 @@ from .io import save_keras
 __all__ = ["export", "EXPORTERS"]
 
 
-def _float_kernels(handle: KerasHandle, ctx: StepContext, fmt: str) -> None:
-    """Say which quantized or cast layers a float32-only format stores as float32 kernels."""
-    said = float_kernels_warning(fmt, list(handle.quant), handle.qstate.casts,
-                                 "`export tflite` writes integer (int8) or float16 (fp16) weights")
-    if said:
-        ctx.warn(said)
+#: what a float32-only format's warning points to (:func:`~lwdsl.backend.steps.warn_float_kernels`)
+_SMALLER = "`export tflite` writes integer (int8) or float16 (fp16) weights"
 
 
 def write_keras(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
-    _float_kernels(handle, ctx, "keras")
+    warn_float_kernels(ctx, "keras", handle, _SMALLER)
     save_keras(handle.copy().finalize().model, path if path.suffix == ".keras" else path.with_suffix(".keras"))
 
 
 def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
-    _float_kernels(handle, ctx, "saved_model")
+    warn_float_kernels(ctx, "saved_model", handle, _SMALLER)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         with quiet_stdout():  # Keras 3 prints the endpoints it wrote
@@ -62,10 +57,9 @@ def write_tflite(handle: KerasHandle, path: Path, ctx: StepContext, spec: Export
     from .tflite_engine import LITERT, artifact, report
 
     data, kind = artifact(handle, spec.io)
-    with atomic_path(path) as tmp_file:
-        tmp_file.write_bytes(data)
+    built = LITERT.file_of(data, kind, handle)
     notes = report(data, kind, handle, ctx)
-    summary = describe_export(LITERT, LITERT.file_of(data, kind, handle), handle, ctx)
+    summary = export_file(LITERT, built, path, handle, ctx)
     notes["accuracy"] = summary["accuracy"]
     ctx.notes.setdefault("tflite", {})[path.name] = notes
     summary["mode"] = kind

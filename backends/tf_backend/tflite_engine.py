@@ -10,13 +10,12 @@ the flatbuffer: :mod:`lwdsl.backend.tflite_report`.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import Engine, EngineFile, Inventory
+from lwdsl.backend.engines import Engine, EngineFile, Inventory, LastBuilt, fingerprint
 from lwdsl.backend.tflite_report import (WEIGHTED, OpInfo, TfliteReport, layer_of, runs_float, tflite_inventory,
                                           tflite_notes)
 from lwdsl.errors import LwdslError
@@ -49,25 +48,17 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
 
 
 def _fingerprint(handle: KerasHandle) -> str:
-    h = hashlib.sha1()
-    for w in handle.model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
-    h.update(handle.qstate.digest().encode())
-    return h.hexdigest()
+    """The core's :func:`~lwdsl.backend.engines.fingerprint` of the model's weights."""
+    return fingerprint(enumerate(handle.model.get_weights()), handle.qstate)
 
 
-_BUILT: dict[str, tuple[bytes, str]] = {}
-_FLOAT: dict[str, bytes] = {}
+_BUILT, _FLOAT = LastBuilt(), LastBuilt()
 
 
 def artifact(handle: KerasHandle, io: str = "float32") -> tuple[bytes, str]:
     """:func:`convert`, kept while the model is unchanged (a run times it at two batch sizes and
     the export step reports on it)."""
-    key = _fingerprint(handle) + io
-    if key not in _BUILT:
-        _BUILT.clear()
-        _BUILT[key] = convert(handle, io)
-    return _BUILT[key]
+    return _BUILT.get_or_build(_fingerprint(handle) + io, lambda: convert(handle, io))
 
 
 def convert(handle: KerasHandle, io: str = "float32", *, as_float: bool = False) -> tuple[bytes, str]:
@@ -239,11 +230,8 @@ class LiteRtEngine(Engine):
         return EngineFile(data, dict(info.codes), runs_float(info, handle.quant, kind == "dynamic-range"))
 
     def float_file(self, handle: KerasHandle) -> bytes:
-        key = _fingerprint(handle)  # kept beside the int8 file: a quantize step and its export both ask
-        if key not in _FLOAT:
-            _FLOAT.clear()
-            _FLOAT[key] = convert(handle, as_float=True)[0]
-        return _FLOAT[key]
+        # kept beside the int8 file: a quantize step and its export both ask
+        return _FLOAT.get_or_build(_fingerprint(handle), lambda: convert(handle, as_float=True)[0])
 
     def load(self, data: bytes, threads: int = 1) -> Callable[[np.ndarray], Callable[[], np.ndarray]]:
         it = interpreter(data, threads)

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import describe_export
-from lwdsl.backend.steps import export_handler, float_kernels_warning
+from lwdsl.backend.engines import export_file
+from lwdsl.backend.steps import export_handler, warn_float_kernels
 from lwdsl.semantics.casts import half_bits
 from lwdsl.language.specs import ExportSpec
-from lwdsl.backend.weights import atomic_path
 
 from .handle import TorchModel, weight_of
 from .hf_export import write_hf
@@ -41,9 +40,8 @@ def write_torch(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSp
     into a copy of the model (float32 compute, weights widened exactly), its accuracy on the
     test set and latency (1 thread) beside its size."""
     handle.apply_masks()
-    said = float_kernels_warning("torch", list(handle.quant), {}, "`export onnx` writes int8 weights (int8 forms) or half ones (casts)")
-    if said:  # cast layers are stored in half here; codes are not (a state dict of float weights)
-        ctx.warn(said)
+    # cast layers are stored in half here; codes are not (a state dict of float weights)
+    warn_float_kernels(ctx, "torch", handle, "`export onnx` writes int8 weights (int8 forms) or half ones (casts)", casts=False)
     save_native(handle, path)
     halves = handle.qstate.casts
     if halves:
@@ -126,9 +124,7 @@ def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
             ctx.warn(f"export onnx: cast layers {', '.join(halves['float'])} stay float32 in the ONNX file (their weight "
                      "initializer was not found)")
     built = onnx_file(model, info)
-    with atomic_path(Path(path)) as tmp:
-        Path(tmp).write_bytes(built.data)
-    summary = describe_export(ONNX, built, handle, ctx)
+    summary = export_file(ONNX, built, path, handle, ctx)
     if halves.get("half"):
         summary["weights_dtype"] = ", ".join(sorted({"float16" if d == "fp16" else "bfloat16" for d in halves["half"].values()}))
         summary["half_layers"] = len(halves["half"])
@@ -162,11 +158,11 @@ def write_pt2e(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
     cannot quantize or inductor cannot compile), nothing is written: a warning and the step's
     ``artifacts`` entry (``written: false``, ``fallback``: why) say so, and the int8 ONNX file
     stays the engine; the run goes on."""
-    from lwdsl.backend.engines import BATCHES, EngineFile, latencies
+    from lwdsl.backend.engines import BATCHES, latencies
     from lwdsl.backend.timing import fixed_input
     from lwdsl.errors import LwdslError
 
-    from .pt2e_engine import PT2E, codes_in, cpu_refusal
+    from .pt2e_engine import PT2E, cpu_refusal
 
     handle.apply_masks()
     why = cpu_refusal() if handle.quant else None
@@ -183,11 +179,8 @@ def write_pt2e(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
             why = _compile_failure(exc)
     summary = None
     if why is None:
-        with atomic_path(Path(path)) as tmp:
-            Path(tmp).write_bytes(built.data)
-        data = Path(path).read_bytes()  # what is measured is the file on disk, as a user loads it
-        try:
-            summary = describe_export(PT2E, EngineFile(data, codes_in(data) if handle.quant else {}, {}), handle, ctx)
+        try:  # what is measured is the file on disk, as a user loads it
+            summary = export_file(PT2E, built, path, handle, ctx)
         except Exception as exc:  # a batch size of the accuracy pass inductor cannot compile: no file is better than a broken one
             Path(path).unlink(missing_ok=True)
             why = _compile_failure(exc)

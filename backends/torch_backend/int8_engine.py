@@ -14,7 +14,6 @@ All exporter warnings stay inside this module.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from lwdsl.backend.onnx_int8 import (  # noqa: F401  (the engine's parts, importable from here as before)
     FLOAT_OPS, INPUT, INT8_OPS, OPSET, OUTPUT, OnnxEngine, _onnx, build, onnx_file, run_onnx, runtime_ops, session,
 )
+from lwdsl.backend.engines import fingerprint
 from lwdsl.backend.threads import quiet_logs
 
 from .handle import TorchModel
@@ -127,14 +127,8 @@ def _scopes(text: str) -> list[str]:
 
 
 def _fingerprint(handle: TorchModel) -> str:
-    """What the artifact depends on: every tensor of the module and the quantization record
-    (hashing is far cheaper than exporting again)."""
-    h = hashlib.sha1()
-    for name, t in handle.module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().contiguous().numpy().tobytes())
-    h.update(handle.qstate.digest().encode())
-    return h.hexdigest()
+    """The core's :func:`~lwdsl.backend.engines.fingerprint` of every tensor of the module."""
+    return fingerprint(((n, t.detach().numpy()) for n, t in handle.module.state_dict().items()), handle.qstate)
 
 
 def _export(handle: TorchModel) -> Any:

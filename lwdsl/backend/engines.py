@@ -16,7 +16,10 @@ decides everything a report says of such a file, the same way on every backend:
   token ids (:func:`~lwdsl.backend.timing.fixed_tokens`) as the timing input;
 - :func:`describe`, the same measurement of any file an ``export`` writes (float, half or int8);
 - :func:`file_latency_ms`, the latency a run prints for an int8 model: that of its int8 file in
-  the runtime, never of an in-memory model no file holds.
+  the runtime, never of an in-memory model no file holds;
+- :func:`export_file`, what every engine's ``export`` does with its file: written atomically,
+  then described as the file on disk; :func:`fingerprint` and :class:`LastBuilt`, the one cache
+  rule of every engine's files (the last one built, kept while the model is unchanged).
 
 Every latency here is measured with the one protocol (:mod:`lwdsl.backend.timing`), on one
 thread, on :func:`~lwdsl.backend.timing.fixed_input`; accuracy is on the step's test images.
@@ -24,10 +27,11 @@ thread, on :func:`~lwdsl.backend.timing.fixed_input`; accuracy is on the step's 
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -38,7 +42,8 @@ from .context import StepContext
 from .timing import PROTOCOL, Protocol, median_ms, timing_input
 
 __all__ = ["Engine", "EngineFile", "Inventory", "Bind", "int8_artifact", "describe", "file_latency_ms", "latency_ms", "codes_agreement",
-           "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
+           "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "export_file", "write_file",
+           "fingerprint", "LastBuilt", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
 
 #: A runtime session of a file: ``bind(x)`` feeds the NCHW float32 batch ``x`` once and returns
 #: a call that runs the file on it and returns its outputs (timed as it is).
@@ -55,6 +60,36 @@ EVAL_BATCH = 500
 
 #: Why a weighted layer no ``quantize`` step selected runs in float, on every backend.
 NOT_QUANTIZED = "not quantized: no quantize step selected it"
+
+
+def fingerprint(tensors: Iterable[tuple[Any, Any]], qstate: Any) -> str:
+    """What a model's files depend on: each (name, array) of its weights and its quantization
+    record (:meth:`~lwdsl.backend.handle.QuantState.digest`: the calibration images too);
+    hashing is far cheaper than converting again."""
+    h = hashlib.sha1()
+    for name, array in tensors:
+        h.update(str(name).encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    h.update(qstate.digest().encode())
+    return h.hexdigest()
+
+
+class LastBuilt(dict):
+    """The last file (or model) an engine built, under its :func:`fingerprint`: a run asks for it
+    several times per step (the quantize step's report, the latency at two batch sizes, export)."""
+
+    def get_or_build(self, key: str, make: Callable[[], Any]) -> Any:
+        """The value kept under ``key``, else ``make()`` kept in place of the last one."""
+        if key not in self:
+            self.clear()
+            self[key] = make()
+        return self[key]
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`~lwdsl.backend.weights.atomic_path`)."""
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 @dataclass(frozen=True)
@@ -252,6 +287,13 @@ def describe_export(engine: Engine, built: EngineFile, handle: Any, ctx: StepCon
     return describe(engine, built, handle, ctx, fp32=fp32)
 
 
+def export_file(engine: Engine, built: EngineFile, path: Path, handle: Any, ctx: StepContext) -> dict[str, Any]:
+    """What an ``export`` of an engine's file does on every backend: ``built`` written to ``path``
+    atomically, then :func:`describe_export` of the file on disk (read back, as a user loads it)."""
+    write_file(path, built.data)
+    return describe_export(engine, EngineFile(Path(path).read_bytes(), built.codes, built.runs_float), handle, ctx)
+
+
 def int8_artifact(engine: Engine, handle: Any, ctx: StepContext, where: str) -> Optional[dict[str, Any]]:
     """The ``int8_artifact`` note of a quantize step (``where``: the step's label in warnings):
     the int8 file written into the run folder (:data:`FILE_NAME`; ``file`` is None when the run
@@ -269,8 +311,7 @@ def int8_artifact(engine: Engine, handle: Any, ctx: StepContext, where: str) -> 
     name = None
     if ctx.run_dir is not None:
         name = FILE_NAME.format(step=ctx.index + 1, format=engine.format)
-        with atomic_path(Path(ctx.run_dir) / name) as tmp:
-            Path(tmp).write_bytes(built.data)
+        write_file(Path(ctx.run_dir) / name, built.data)
     said = codes_warning(where, engine, built, quant)
     if said:
         ctx.warn(said)

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..data.stream import chunks, eval_batch
 from ..errors import LwdslError
-from .engines import NOT_QUANTIZED, Engine, EngineFile, Inventory
+from .engines import NOT_QUANTIZED, Engine, EngineFile, Inventory, LastBuilt
 
 __all__ = ["OnnxEngine", "rewrite", "build", "onnx_file", "runtime_ops", "session", "run_onnx", "INT8_OPS", "FLOAT_OPS",
            "INPUT", "OUTPUT", "OPSET"]
@@ -94,7 +94,7 @@ def _weight_name(layer: str, consumers: dict[str, Any]) -> str:
     return f"{layer}.weight_t" if f"{layer}.weight_t" in consumers else f"{layer}.weight"
 
 
-_BUILT: dict[str, tuple[Any, dict[str, Any]]] = {}
+_BUILT = LastBuilt()
 
 
 def build(handle: Any, export: Callable[[Any], Any], fingerprint: Callable[[Any], str]) -> tuple[Any, dict[str, Any]]:
@@ -102,11 +102,7 @@ def build(handle: Any, export: Callable[[Any], Any], fingerprint: Callable[[Any]
     info). A run asks for it several times per step (artifact report, latency at two batch
     sizes): the last one built is kept and reused while ``fingerprint`` (the weights and
     :meth:`~lwdsl.backend.handle.QuantState.digest`: the calibration images too) is unchanged."""
-    key = fingerprint(handle)
-    if key not in _BUILT:
-        _BUILT.clear()
-        _BUILT[key] = rewrite(export(handle), handle)
-    return _BUILT[key]
+    return _BUILT.get_or_build(fingerprint(handle), lambda: rewrite(export(handle), handle))
 
 
 def rewrite(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
