@@ -18,7 +18,7 @@ from typing import Callable
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.engines import export_file
-from lwdsl.backend.steps import export_handler, warn_float_kernels
+from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.language.specs import ExportSpec
 
 from ._tf import quiet_stdout
@@ -29,17 +29,21 @@ from .io import save_keras
 __all__ = ["export", "EXPORTERS"]
 
 
-#: what a float32-only format's warning points to (:func:`~lwdsl.backend.steps.warn_float_kernels`)
-_SMALLER = "`export tflite` writes integer (int8) or float16 (fp16) weights"
+def _float_kernels(handle: KerasHandle, ctx: StepContext, fmt: str) -> None:
+    """Say which quantized or cast layers a float32-only format stores as float32 kernels."""
+    said = float_kernels_warning(fmt, list(handle.quant), handle.qstate.casts,
+                                 "`export tflite` writes integer (int8) or float16 (fp16) weights")
+    if said:
+        ctx.warn(said)
 
 
 def write_keras(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
-    warn_float_kernels(ctx, "keras", handle, _SMALLER)
+    _float_kernels(handle, ctx, "keras")
     save_keras(handle.copy().finalize().model, path if path.suffix == ".keras" else path.with_suffix(".keras"))
 
 
 def write_saved_model(handle: KerasHandle, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
-    warn_float_kernels(ctx, "saved_model", handle, _SMALLER)
+    _float_kernels(handle, ctx, "saved_model")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         with quiet_stdout():  # Keras 3 prints the endpoints it wrote

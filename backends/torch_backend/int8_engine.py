@@ -32,11 +32,6 @@ __all__ = ["ONNX", "OnnxEngine", "onnx_file", "build_onnx", "export_float", "exp
            "run_onnx", "OPSET"]
 
 
-def _quiet() -> Any:
-    """Silence the exporter's deprecation notices and torch.onnx's logging for the block."""
-    return quiet_logs("torch.onnx")
-
-
 def export_float(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
     """The module as a float32 ONNX model (dynamic batch); hooks-free, eval mode."""
     onnx = _onnx()
@@ -44,7 +39,7 @@ def export_float(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
     module.eval()
     buf = io.BytesIO()
     try:
-        with _quiet(), torch.no_grad():
+        with quiet_logs("torch.onnx"), torch.no_grad():  # the exporter's notices and logging
             torch.onnx.export(
                 module,
                 (torch.zeros(1, *input_shape),),
@@ -80,7 +75,7 @@ def export_tokens(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
     was_training = module.training
     module.eval()
     try:
-        with _quiet(), torch.no_grad():
+        with quiet_logs("torch.onnx"), torch.no_grad():  # the exporter's notices and logging
             program = torch.onnx.export(
                 module, (torch.zeros(2, *input_shape, dtype=torch.long),), dynamo=True, opset_version=TOKENS_OPSET,
                 input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from lwdsl.backend.engines import Engine, EngineFile, Inventory, LastBuilt
+from lwdsl.backend.engines import Engine, EngineFile, Inventory, last_built
 from lwdsl.backend.threads import cpu_flags, quiet_logs
 from lwdsl.errors import LwdslError
 
@@ -289,7 +289,7 @@ def codes_in(data: bytes) -> dict[str, np.ndarray]:
     return {layer: tensors[names["codes"]].numpy() for layer, names in meta.get("layers", {}).items() if names["codes"] in tensors}
 
 
-_BUILT = LastBuilt()
+_BUILT: dict[str, Any] = {}
 _LOADED: dict[tuple[str, int], Any] = {}
 
 
@@ -306,7 +306,7 @@ class Pt2eEngine(Engine):
             data = save(*build_program(handle))
             return EngineFile(data, codes_in(data) if handle.quant else {}, {})
 
-        return _BUILT.get_or_build(_fingerprint(handle), make)
+        return last_built(_BUILT, _fingerprint(handle), make)
 
     def float_file(self, handle: TorchModel) -> bytes:
         module = one_relu_per_call(copy.deepcopy(handle.module).eval())

@@ -17,9 +17,8 @@ decides everything a report says of such a file, the same way on every backend:
 - :func:`describe`, the same measurement of any file an ``export`` writes (float, half or int8);
 - :func:`file_latency_ms`, the latency a run prints for an int8 model: that of its int8 file in
   the runtime, never of an in-memory model no file holds;
-- :func:`export_file`, what every engine's ``export`` does with its file: written atomically,
-  then described as the file on disk; :func:`fingerprint` and :class:`LastBuilt`, the one cache
-  rule of every engine's files (the last one built, kept while the model is unchanged).
+- :func:`export_file`, an ``export`` of an engine's file; :func:`fingerprint` and
+  :func:`last_built`, the one cache rule of every engine's files.
 
 Every latency here is measured with the one protocol (:mod:`lwdsl.backend.timing`), on one
 thread, on :func:`~lwdsl.backend.timing.fixed_input`; accuracy is on the step's test images.
@@ -42,8 +41,8 @@ from .context import StepContext
 from .timing import PROTOCOL, Protocol, median_ms, timing_input
 
 __all__ = ["Engine", "EngineFile", "Inventory", "Bind", "int8_artifact", "describe", "file_latency_ms", "latency_ms", "codes_agreement",
-           "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "export_file", "write_file",
-           "fingerprint", "LastBuilt", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
+           "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "export_file", "fingerprint",
+           "last_built", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
 
 #: A runtime session of a file: ``bind(x)`` feeds the NCHW float32 batch ``x`` once and returns
 #: a call that runs the file on it and returns its outputs (timed as it is).
@@ -74,22 +73,13 @@ def fingerprint(tensors: Iterable[tuple[Any, Any]], qstate: Any) -> str:
     return h.hexdigest()
 
 
-class LastBuilt(dict):
-    """The last file (or model) an engine built, under its :func:`fingerprint`: a run asks for it
-    several times per step (the quantize step's report, the latency at two batch sizes, export)."""
-
-    def get_or_build(self, key: str, make: Callable[[], Any]) -> Any:
-        """The value kept under ``key``, else ``make()`` kept in place of the last one."""
-        if key not in self:
-            self.clear()
-            self[key] = make()
-        return self[key]
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`~lwdsl.backend.weights.atomic_path`)."""
-    with atomic_path(Path(path)) as tmp:
-        Path(tmp).write_bytes(data)
+def last_built(cache: dict, key: str, make: Callable[[], Any]) -> Any:
+    """``cache[key]``, else ``make()`` kept there in place of the last file (or model) an engine built:
+    a run asks for it several times per step (the quantize report, the latency at two batch sizes, export)."""
+    if key not in cache:
+        cache.clear()
+        cache[key] = make()
+    return cache[key]
 
 
 @dataclass(frozen=True)
@@ -290,7 +280,8 @@ def describe_export(engine: Engine, built: EngineFile, handle: Any, ctx: StepCon
 def export_file(engine: Engine, built: EngineFile, path: Path, handle: Any, ctx: StepContext) -> dict[str, Any]:
     """What an ``export`` of an engine's file does on every backend: ``built`` written to ``path``
     atomically, then :func:`describe_export` of the file on disk (read back, as a user loads it)."""
-    write_file(path, built.data)
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_bytes(built.data)
     return describe_export(engine, EngineFile(Path(path).read_bytes(), built.codes, built.runs_float), handle, ctx)
 
 
@@ -311,7 +302,8 @@ def int8_artifact(engine: Engine, handle: Any, ctx: StepContext, where: str) -> 
     name = None
     if ctx.run_dir is not None:
         name = FILE_NAME.format(step=ctx.index + 1, format=engine.format)
-        write_file(Path(ctx.run_dir) / name, built.data)
+        with atomic_path(Path(ctx.run_dir) / name) as tmp:
+            Path(tmp).write_bytes(built.data)
     said = codes_warning(where, engine, built, quant)
     if said:
         ctx.warn(said)

@@ -14,8 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .context import StepContext
 
-__all__ = ["HANDLER_MODULES", "handler_table", "training_handlers", "export_handler", "float_kernels_warning",
-           "warn_float_kernels"]
+__all__ = ["HANDLER_MODULES", "handler_table", "training_handlers", "export_handler", "float_kernels_warning"]
 
 #: op -> the module of a backend package whose attribute of the op's name is its handler.
 HANDLER_MODULES = {"prune": "prune", "finetune": "train", "regularize": "train", "export": "export",
@@ -76,11 +75,3 @@ def float_kernels_warning(fmt: str, quant: Sequence[str], casts: Mapping[str, st
         return None
     return (f"export {fmt}: the file stores {' and '.join(what)}: the same model, not a smaller file; the packed "
             f"weights are in the run folder's model.lwz, and {smaller}")
-
-
-def warn_float_kernels(ctx: StepContext, fmt: str, handle: Any, smaller: str, *, casts: bool = True) -> None:
-    """Say :func:`float_kernels_warning` of ``handle``'s quantized layers (and, with ``casts``, of
-    its cast layers: ``fmt`` stores them as float32 too) with ``ctx.warn``."""
-    said = float_kernels_warning(fmt, list(handle.quant), handle.qstate.casts if casts else {}, smaller)
-    if said:
-        ctx.warn(said)
