@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import BATCHES, export_file, latencies
+from lwdsl.backend.engines import BATCHES, EngineFile, describe_export, latencies
 from lwdsl.backend.timing import fixed_input
+from lwdsl.backend.weights import atomic_path
 from lwdsl.errors import LwdslError
 from lwdsl.backend.onnx_int8 import export_onnx, half_onnx  # noqa: F401  (half_onnx: bench/lowbit_bench.py)
 from lwdsl.backend.steps import export_handler, float_kernels_warning
@@ -116,8 +117,10 @@ def write_pt2e(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
             why = _compile_failure(exc)
     summary = None
     if why is None:
+        with atomic_path(Path(path)) as tmp:  # a disk error is the run's, not a fallback
+            Path(tmp).write_bytes(built.data)
         try:  # what is measured is the file on disk, as a user loads it
-            summary = export_file(PT2E, built, path, handle, ctx)
+            summary = describe_export(PT2E, EngineFile(Path(path).read_bytes(), built.codes, {}), handle, ctx)
         except Exception as exc:  # a batch size of the accuracy pass inductor cannot compile: no file is better than a broken one
             Path(path).unlink(missing_ok=True)
             why = _compile_failure(exc)
