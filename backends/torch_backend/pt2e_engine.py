@@ -195,10 +195,6 @@ def _drop_unused(gm: torch.fx.GraphModule) -> None:
         mod._buffers.pop(leaf, None)
 
 
-def _calibration(handle: TorchModel) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(handle.qstate.calibration_images(), dtype=np.float32))
-
-
 def refusal(handle: TorchModel) -> Optional[str]:
     """Why ``handle``'s model has no PT2E int8 file (None when it has one, or is float)."""
     if not handle.quant:
@@ -238,7 +234,7 @@ def build_program(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
-    calib = _layout(_calibration(handle))
+    calib = _layout(torch.from_numpy(np.ascontiguousarray(handle.qstate.calibration_images(), dtype=np.float32)))
     example = _layout(torch.zeros(2, *shape))  # torch.export.save keeps the example's storage: never the calibration images
     with _quiet():
         try:
