@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Callable
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import describe_export
+from lwdsl.backend.engines import export_file
 from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.language.specs import ExportSpec
-from lwdsl.backend.weights import atomic_path
 
 from ._tf import quiet_stdout
 from .handle import KerasHandle
@@ -62,10 +61,9 @@ def write_tflite(handle: KerasHandle, path: Path, ctx: StepContext, spec: Export
     from .tflite_engine import LITERT, artifact, report
 
     data, kind = artifact(handle, spec.io)
-    with atomic_path(path) as tmp_file:
-        tmp_file.write_bytes(data)
+    built = LITERT.file_of(data, kind, handle)
     notes = report(data, kind, handle, ctx)
-    summary = describe_export(LITERT, LITERT.file_of(data, kind, handle), handle, ctx)
+    summary = export_file(LITERT, built, path, handle, ctx)
     notes["accuracy"] = summary["accuracy"]
     ctx.notes.setdefault("tflite", {})[path.name] = notes
     summary["mode"] = kind

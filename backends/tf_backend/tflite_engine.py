@@ -10,13 +10,12 @@ the flatbuffer: :mod:`lwdsl.backend.tflite_report`.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import Engine, EngineFile, Inventory
+from lwdsl.backend.engines import Engine, EngineFile, Inventory, fingerprint, last_built
 from lwdsl.backend.tflite_report import (WEIGHTED, OpInfo, TfliteReport, layer_of, runs_float, tflite_inventory,
                                           tflite_notes)
 from lwdsl.errors import LwdslError
@@ -49,11 +48,8 @@ def _nhwc(x: np.ndarray) -> np.ndarray:
 
 
 def _fingerprint(handle: KerasHandle) -> str:
-    h = hashlib.sha1()
-    for w in handle.model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
-    h.update(handle.qstate.digest().encode())
-    return h.hexdigest()
+    """The core's :func:`~lwdsl.backend.engines.fingerprint` of the model's weights."""
+    return fingerprint(enumerate(handle.model.get_weights()), handle.qstate)
 
 
 _BUILT: dict[str, tuple[bytes, str]] = {}
@@ -63,11 +59,7 @@ _FLOAT: dict[str, bytes] = {}
 def artifact(handle: KerasHandle, io: str = "float32") -> tuple[bytes, str]:
     """:func:`convert`, kept while the model is unchanged (a run times it at two batch sizes and
     the export step reports on it)."""
-    key = _fingerprint(handle) + io
-    if key not in _BUILT:
-        _BUILT.clear()
-        _BUILT[key] = convert(handle, io)
-    return _BUILT[key]
+    return last_built(_BUILT, _fingerprint(handle) + io, lambda: convert(handle, io))
 
 
 def convert(handle: KerasHandle, io: str = "float32", *, as_float: bool = False) -> tuple[bytes, str]:
@@ -174,14 +166,9 @@ def inspect_model(data: bytes, handle: KerasHandle) -> TfliteReport:
                 raw = model.Buffers(w.Buffer()).DataAsNumpy()
                 shape = tuple(int(d) for d in w.ShapeAsNumpy())
                 if isinstance(raw, np.ndarray) and raw.size == int(np.prod(shape)):
-                    view = views[layer]
-                    kshape = tuple(int(d) for d in view.weight.variable.shape)
-                    if name == "FULLY_CONNECTED":
-                        keras = raw.view(np.int8).reshape(shape).T
-                    else:  # [out, *k, in] -> Keras (*k, in, out)
-                        keras = np.moveaxis(raw.view(np.int8).reshape(shape), 0, -1)
-                    if int(np.prod(kshape)) == keras.size:
-                        out.codes[layer] = np.ascontiguousarray(view.weight.to_canon(keras.reshape(kshape)))
+                    got = _keras_layout(raw.view(np.int8).reshape(shape), name, views[layer])
+                    if got is not None:
+                        out.codes[layer] = got
                         q = w.Quantization()
                         out.scales[layer] = q.ScaleAsNumpy().astype(np.float32) if q is not None else np.zeros(0, np.float32)
             elif half is not None and layer in views:
@@ -198,7 +185,8 @@ def inspect_model(data: bytes, handle: KerasHandle) -> TfliteReport:
 
 
 def _keras_layout(weights: np.ndarray, op: str, view: Any) -> Optional[np.ndarray]:
-    """A TFLite weight tensor (``[out, in]`` dense, ``[out, *k, in]`` conv) in the canonical layout."""
+    """A TFLite weight tensor (``[out, in]`` dense, ``[out, *k, in]`` conv: Keras ``(*k, in, out)``
+    moved) in the canonical layout; None when its size is not the layer's."""
     kshape = tuple(int(d) for d in view.weight.variable.shape)
     keras = weights.T if op == "FULLY_CONNECTED" else np.moveaxis(weights, 0, -1)
     if int(np.prod(kshape)) != keras.size:
@@ -239,11 +227,8 @@ class LiteRtEngine(Engine):
         return EngineFile(data, dict(info.codes), runs_float(info, handle.quant, kind == "dynamic-range"))
 
     def float_file(self, handle: KerasHandle) -> bytes:
-        key = _fingerprint(handle)  # kept beside the int8 file: a quantize step and its export both ask
-        if key not in _FLOAT:
-            _FLOAT.clear()
-            _FLOAT[key] = convert(handle, as_float=True)[0]
-        return _FLOAT[key]
+        # kept beside the int8 file: a quantize step and its export both ask
+        return last_built(_FLOAT, _fingerprint(handle), lambda: convert(handle, as_float=True)[0])
 
     def load(self, data: bytes, threads: int = 1) -> Callable[[np.ndarray], Callable[[], np.ndarray]]:
         it = interpreter(data, threads)

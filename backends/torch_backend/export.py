@@ -5,33 +5,32 @@ folder) and calls the format's writer from :data:`EXPORTERS`; every writer is at
 
 After ``quantize fp16|bf16`` both files hold the cast weights in 16 bits: ``export torch``
 stores them as ``torch.float16``/``torch.bfloat16`` tensors (:func:`.io.save_native`), and
-``export onnx`` as FLOAT16/BFLOAT16 initializers, each read through a ``Cast`` to float32
-(:func:`half_onnx`): ONNX Runtime's CPU kernels compute in float32 either way (the gain is
-size, not speed). The 16-bit patterns are the core's (:func:`lwdsl.semantics.quant.half_bits`).
+``export onnx`` (the core's :func:`lwdsl.backend.onnx_int8.export_onnx`) as FLOAT16/BFLOAT16 initializers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
-
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from lwdsl.backend import StepContext
-from lwdsl.backend.engines import describe_export
+from lwdsl.backend.engines import BATCHES, EngineFile, describe_export, latencies
+from lwdsl.backend.timing import fixed_input
+from lwdsl.backend.weights import atomic_path
+from lwdsl.errors import LwdslError
+from lwdsl.backend.onnx_int8 import export_onnx, half_onnx  # noqa: F401  (half_onnx: bench/lowbit_bench.py)
 from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.semantics.casts import half_bits
 from lwdsl.language.specs import ExportSpec
-from lwdsl.backend.weights import atomic_path
 
 from .handle import TorchModel, weight_of
 from .hf_export import write_hf
 from .io import load_into, save_native
 
-__all__ = ["export", "write_torch", "write_onnx", "write_pt2e", "half_onnx", "EXPORTERS"]
+__all__ = ["export", "write_torch", "write_onnx", "write_pt2e", "EXPORTERS"]
 
 
 def write_torch(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
@@ -72,79 +71,18 @@ def _torch_summary(handle: TorchModel, path: Path, ctx: StepContext, halves: dic
         "half_layers": len(halves),
     }
     out["accuracy"], _ = evaluate(back, ctx)
-    for batch in (1, 32):
+    for batch in BATCHES:
         out[f"latency_ms_b{batch}"] = latency_ms(back, batch, handle.input_shape, 1)
     return out
 
 
-def half_onnx(model: Any, handle: TorchModel) -> tuple[Any, dict[str, Any]]:
-    """A copy of the float ONNX ``model`` of ``handle`` with each cast layer's weight initializer
-    ``<layer>.weight`` stored as FLOAT16/BFLOAT16 (the core's 16-bit patterns) under
-    ``<layer>.weight_<dtype>`` and read through ``Cast(to=FLOAT)`` into ``<layer>.weight``
-    again. Returns (the model, ``{"half": layer -> dtype, "float": cast layers not found}``)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    inits = {t.name: t for t in graph.initializer}
-    info: dict[str, Any] = {"half": {}, "float": []}
-    casts = []
-    for layer, dtype in handle.qstate.casts.items():
-        name = f"{layer}.weight"
-        if name not in inits:
-            info["float"].append(layer)
-            continue
-        w = numpy_helper.to_array(inits[name]).astype(np.float32)
-        kind = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.BFLOAT16
-        half = helper.make_tensor(f"{name}_{dtype}", kind, list(w.shape), half_bits(w, dtype).tobytes(), raw=True)
-        graph.initializer.remove(inits[name])
-        graph.initializer.append(half)
-        casts.append(helper.make_node("Cast", [half.name], [name], name=f"{name}_Cast", to=TensorProto.FLOAT))
-        info["half"][layer] = dtype
-    for node in reversed(casts):  # initializer-only inputs: first in the node list is topological
-        graph.node.insert(0, node)
-    return out, info
-
-
 def write_onnx(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
-    """``export onnx``: float32 ONNX for a float model (cast layers' weights in 16 bits,
-    :func:`half_onnx`); for a quantized one, the int8 engine's
-    QDQ model (our int8 codes and scales as initializers, int8 kernels in ONNX Runtime; see
-    int8_engine.py). ``artifact`` (the core's :func:`~lwdsl.backend.engines.describe_export`):
-    size, the ops ONNX Runtime runs, accuracy and latency there, the codes equal to the canonical
-    ones and, for an int8 file, ONNX Runtime's fp32 of the same model beside it."""
-    from .int8_engine import ONNX, build_onnx, onnx_file
+    """``export onnx``: the core's :func:`~lwdsl.backend.onnx_int8.export_onnx` over the int8
+    engine (int8_engine.py), the masks applied."""
+    from .int8_engine import ONNX
 
     handle.apply_masks()
-    model, info = build_onnx(handle)
-    halves: dict[str, Any] = {}
-    if handle.qstate.casts:
-        model, halves = half_onnx(model, handle)
-        if halves["float"]:
-            ctx.warn(f"export onnx: cast layers {', '.join(halves['float'])} stay float32 in the ONNX file (their weight "
-                     "initializer was not found)")
-    built = onnx_file(model, info)
-    with atomic_path(Path(path)) as tmp:
-        Path(tmp).write_bytes(built.data)
-    summary = describe_export(ONNX, built, handle, ctx)
-    if halves.get("half"):
-        summary["weights_dtype"] = ", ".join(sorted({"float16" if d == "fp16" else "bfloat16" for d in halves["half"].values()}))
-        summary["half_layers"] = len(halves["half"])
-    if handle.quant:
-        if summary["float_ops"] > len(built.runs_float):
-            summary["runs_float_unexplained"] = summary["float_ops"] - len(built.runs_float)
-        if info["float"]:
-            ctx.warn(f"export onnx: layers {', '.join(info['float'])} stay float32 in the ONNX file")
-        if summary["float_ops"] and any(m != "weights_only" for m in handle.qstate.mode.values()):
-            why = "; ".join(f"{layer}: {reason}" for layer, reason in built.runs_float.items())
-            extra = summary.get("runs_float_unexplained")
-            ctx.warn(f"export onnx: ONNX Runtime runs {summary['float_ops']} weighted op(s) of the int8 file in float32"
-                     + (f" ({why})" if why else "")
-                     + (f"; {extra} more for reasons the rewrite did not foresee" if extra else "")
-                     + f" (ops: {', '.join(f'{k} x{v}' for k, v in summary['ops'].items())})")
-    ctx.notes["artifact"] = summary  # joins the step's ``artifacts`` entry (lwdsl.backend.steps)
+    ctx.notes["artifact"] = export_onnx(ONNX, handle, path, ctx)  # joins the step's ``artifacts`` entry
 
 
 def write_pt2e(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpec) -> None:
@@ -162,11 +100,7 @@ def write_pt2e(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
     cannot quantize or inductor cannot compile), nothing is written: a warning and the step's
     ``artifacts`` entry (``written: false``, ``fallback``: why) say so, and the int8 ONNX file
     stays the engine; the run goes on."""
-    from lwdsl.backend.engines import BATCHES, EngineFile, latencies
-    from lwdsl.backend.timing import fixed_input
-    from lwdsl.errors import LwdslError
-
-    from .pt2e_engine import PT2E, codes_in, cpu_refusal
+    from .pt2e_engine import PT2E, cpu_refusal
 
     handle.apply_masks()
     why = cpu_refusal() if handle.quant else None
@@ -183,11 +117,10 @@ def write_pt2e(handle: TorchModel, path: Path, ctx: StepContext, spec: ExportSpe
             why = _compile_failure(exc)
     summary = None
     if why is None:
-        with atomic_path(Path(path)) as tmp:
+        with atomic_path(Path(path)) as tmp:  # a disk error is the run's, not a fallback
             Path(tmp).write_bytes(built.data)
-        data = Path(path).read_bytes()  # what is measured is the file on disk, as a user loads it
-        try:
-            summary = describe_export(PT2E, EngineFile(data, codes_in(data) if handle.quant else {}, {}), handle, ctx)
+        try:  # what is measured is the file on disk, as a user loads it
+            summary = describe_export(PT2E, EngineFile(Path(path).read_bytes(), built.codes, {}), handle, ctx)
         except Exception as exc:  # a batch size of the accuracy pass inductor cannot compile: no file is better than a broken one
             Path(path).unlink(missing_ok=True)
             why = _compile_failure(exc)

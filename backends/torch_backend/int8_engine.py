@@ -14,7 +14,6 @@ All exporter warnings stay inside this module.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from lwdsl.backend.onnx_int8 import (  # noqa: F401  (the engine's parts, importable from here as before)
     FLOAT_OPS, INPUT, INT8_OPS, OPSET, OUTPUT, OnnxEngine, _onnx, build, onnx_file, run_onnx, runtime_ops, session,
 )
+from lwdsl.backend.engines import fingerprint
 from lwdsl.backend.threads import quiet_logs
 
 from .handle import TorchModel
@@ -32,11 +32,6 @@ __all__ = ["ONNX", "OnnxEngine", "onnx_file", "build_onnx", "export_float", "exp
            "run_onnx", "OPSET"]
 
 
-def _quiet() -> Any:
-    """Silence the exporter's deprecation notices and torch.onnx's logging for the block."""
-    return quiet_logs("torch.onnx")
-
-
 def export_float(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
     """The module as a float32 ONNX model (dynamic batch); hooks-free, eval mode."""
     onnx = _onnx()
@@ -44,7 +39,7 @@ def export_float(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
     module.eval()
     buf = io.BytesIO()
     try:
-        with _quiet(), torch.no_grad():
+        with quiet_logs("torch.onnx"), torch.no_grad():  # the exporter's notices and logging
             torch.onnx.export(
                 module,
                 (torch.zeros(1, *input_shape),),
@@ -80,7 +75,7 @@ def export_tokens(module: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
     was_training = module.training
     module.eval()
     try:
-        with _quiet(), torch.no_grad():
+        with quiet_logs("torch.onnx"), torch.no_grad():  # the exporter's notices and logging
             program = torch.onnx.export(
                 module, (torch.zeros(2, *input_shape, dtype=torch.long),), dynamo=True, opset_version=TOKENS_OPSET,
                 input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
@@ -127,14 +122,8 @@ def _scopes(text: str) -> list[str]:
 
 
 def _fingerprint(handle: TorchModel) -> str:
-    """What the artifact depends on: every tensor of the module and the quantization record
-    (hashing is far cheaper than exporting again)."""
-    h = hashlib.sha1()
-    for name, t in handle.module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().contiguous().numpy().tobytes())
-    h.update(handle.qstate.digest().encode())
-    return h.hexdigest()
+    """The core's :func:`~lwdsl.backend.engines.fingerprint` of every tensor of the module."""
+    return fingerprint(((n, t.detach().numpy()) for n, t in handle.module.state_dict().items()), handle.qstate)
 
 
 def _export(handle: TorchModel) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from lwdsl.backend.engines import Engine, EngineFile, Inventory
+from lwdsl.backend.engines import Engine, EngineFile, Inventory, last_built
 from lwdsl.backend.threads import cpu_flags, quiet_logs
 from lwdsl.errors import LwdslError
 
@@ -195,10 +195,6 @@ def _drop_unused(gm: torch.fx.GraphModule) -> None:
         mod._buffers.pop(leaf, None)
 
 
-def _calibration(handle: TorchModel) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(handle.qstate.calibration_images(), dtype=np.float32))
-
-
 def refusal(handle: TorchModel) -> Optional[str]:
     """Why ``handle``'s model has no PT2E int8 file (None when it has one, or is float)."""
     if not handle.quant:
@@ -238,7 +234,7 @@ def build_program(handle: TorchModel) -> tuple[Any, dict[str, Any]]:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
-    calib = _layout(_calibration(handle))
+    calib = _layout(torch.from_numpy(np.ascontiguousarray(handle.qstate.calibration_images(), dtype=np.float32)))
     example = _layout(torch.zeros(2, *shape))  # torch.export.save keeps the example's storage: never the calibration images
     with _quiet():
         try:
@@ -289,7 +285,7 @@ def codes_in(data: bytes) -> dict[str, np.ndarray]:
     return {layer: tensors[names["codes"]].numpy() for layer, names in meta.get("layers", {}).items() if names["codes"] in tensors}
 
 
-_BUILT: dict[str, EngineFile] = {}
+_BUILT: dict[str, Any] = {}
 _LOADED: dict[tuple[str, int], Any] = {}
 
 
@@ -302,13 +298,11 @@ class Pt2eEngine(Engine):
     def build(self, handle: TorchModel) -> EngineFile:
         from .int8_engine import _fingerprint
 
-        key = _fingerprint(handle)
-        if key not in _BUILT:
-            program, meta = build_program(handle)
-            data = save(program, meta)
-            _BUILT.clear()
-            _BUILT[key] = EngineFile(data, codes_in(data) if handle.quant else {}, {})
-        return _BUILT[key]
+        def make() -> EngineFile:
+            data = save(*build_program(handle))
+            return EngineFile(data, codes_in(data) if handle.quant else {}, {})
+
+        return last_built(_BUILT, _fingerprint(handle), make)
 
     def float_file(self, handle: TorchModel) -> bytes:
         module = one_relu_per_call(copy.deepcopy(handle.module).eval())

@@ -16,7 +16,9 @@ decides everything a report says of such a file, the same way on every backend:
   token ids (:func:`~lwdsl.backend.timing.fixed_tokens`) as the timing input;
 - :func:`describe`, the same measurement of any file an ``export`` writes (float, half or int8);
 - :func:`file_latency_ms`, the latency a run prints for an int8 model: that of its int8 file in
-  the runtime, never of an in-memory model no file holds.
+  the runtime, never of an in-memory model no file holds;
+- :func:`export_file`, an ``export`` of an engine's file; :func:`fingerprint` and
+  :func:`last_built`, the one cache rule of every engine's files.
 
 Every latency here is measured with the one protocol (:mod:`lwdsl.backend.timing`), on one
 thread, on :func:`~lwdsl.backend.timing.fixed_input`; accuracy is on the step's test images.
@@ -24,10 +26,11 @@ thread, on :func:`~lwdsl.backend.timing.fixed_input`; accuracy is on the step's 
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -38,7 +41,8 @@ from .context import StepContext
 from .timing import PROTOCOL, Protocol, median_ms, timing_input
 
 __all__ = ["Engine", "EngineFile", "Inventory", "Bind", "int8_artifact", "describe", "file_latency_ms", "latency_ms", "codes_agreement",
-           "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
+           "accuracy", "lm_quality", "latencies", "describe_export", "codes_warning", "export_file", "fingerprint",
+           "last_built", "FILE_NAME", "BATCHES", "NOT_QUANTIZED"]
 
 #: A runtime session of a file: ``bind(x)`` feeds the NCHW float32 batch ``x`` once and returns
 #: a call that runs the file on it and returns its outputs (timed as it is).
@@ -55,6 +59,27 @@ EVAL_BATCH = 500
 
 #: Why a weighted layer no ``quantize`` step selected runs in float, on every backend.
 NOT_QUANTIZED = "not quantized: no quantize step selected it"
+
+
+def fingerprint(tensors: Iterable[tuple[Any, Any]], qstate: Any) -> str:
+    """What a model's files depend on: each (name, array) of its weights and its quantization
+    record (:meth:`~lwdsl.backend.handle.QuantState.digest`: the calibration images too);
+    hashing is far cheaper than converting again."""
+    h = hashlib.sha1()
+    for name, array in tensors:
+        h.update(str(name).encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    h.update(qstate.digest().encode())
+    return h.hexdigest()
+
+
+def last_built(cache: dict, key: str, make: Callable[[], Any]) -> Any:
+    """``cache[key]``, else ``make()`` kept there in place of the last file (or model) an engine built:
+    a run asks for it several times per step (the quantize report, the latency at two batch sizes, export)."""
+    if key not in cache:
+        cache.clear()
+        cache[key] = make()
+    return cache[key]
 
 
 @dataclass(frozen=True)
@@ -250,6 +275,14 @@ def describe_export(engine: Engine, built: EngineFile, handle: Any, ctx: StepCon
         ctx.warn(said)
     fp32 = engine.float_file(handle) if quant and int8_only(quant) else None
     return describe(engine, built, handle, ctx, fp32=fp32)
+
+
+def export_file(engine: Engine, built: EngineFile, path: Path, handle: Any, ctx: StepContext) -> dict[str, Any]:
+    """What an ``export`` of an engine's file does on every backend: ``built`` written to ``path``
+    atomically, then :func:`describe_export` of the file on disk (read back, as a user loads it)."""
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_bytes(built.data)
+    return describe_export(engine, EngineFile(Path(path).read_bytes(), built.codes, built.runs_float), handle, ctx)
 
 
 def int8_artifact(engine: Engine, handle: Any, ctx: StepContext, where: str) -> Optional[dict[str, Any]]:

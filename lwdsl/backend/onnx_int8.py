@@ -39,6 +39,8 @@ quantized layer (``handle.quant``) whose Conv/Gemm node reads the weight initial
 A quantized layer the rewrite cannot find (its weight folded or transposed by the exporter) stays
 float in the artifact and is named in the report, never silently.
 
+``export onnx`` is :func:`export_onnx` (this file, or the float one with 16-bit cast weights).
+
 All ONNX Runtime warnings stay inside this module.
 """
 
@@ -51,9 +53,11 @@ import numpy as np
 
 from ..data.stream import chunks, eval_batch
 from ..errors import LwdslError
-from .engines import NOT_QUANTIZED, Engine, EngineFile, Inventory
+from ..semantics.casts import half_bits
+from .context import StepContext
+from .engines import NOT_QUANTIZED, Engine, EngineFile, Inventory, export_file, last_built
 
-__all__ = ["OnnxEngine", "rewrite", "build", "onnx_file", "runtime_ops", "session", "run_onnx", "INT8_OPS", "FLOAT_OPS",
+__all__ = ["OnnxEngine", "rewrite", "build", "onnx_file", "export_onnx", "half_onnx", "runtime_ops", "session", "run_onnx", "INT8_OPS", "FLOAT_OPS",
            "INPUT", "OUTPUT", "OPSET"]
 
 #: The opset of the float file a backend exports, and its input and output names.
@@ -94,7 +98,7 @@ def _weight_name(layer: str, consumers: dict[str, Any]) -> str:
     return f"{layer}.weight_t" if f"{layer}.weight_t" in consumers else f"{layer}.weight"
 
 
-_BUILT: dict[str, tuple[Any, dict[str, Any]]] = {}
+_BUILT: dict[str, Any] = {}
 
 
 def build(handle: Any, export: Callable[[Any], Any], fingerprint: Callable[[Any], str]) -> tuple[Any, dict[str, Any]]:
@@ -102,11 +106,7 @@ def build(handle: Any, export: Callable[[Any], Any], fingerprint: Callable[[Any]
     info). A run asks for it several times per step (artifact report, latency at two batch
     sizes): the last one built is kept and reused while ``fingerprint`` (the weights and
     :meth:`~lwdsl.backend.handle.QuantState.digest`: the calibration images too) is unchanged."""
-    key = fingerprint(handle)
-    if key not in _BUILT:
-        _BUILT.clear()
-        _BUILT[key] = rewrite(export(handle), handle)
-    return _BUILT[key]
+    return last_built(_BUILT, fingerprint(handle), lambda: rewrite(export(handle), handle))
 
 
 def rewrite(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
@@ -658,3 +658,68 @@ class OnnxEngine(Engine):
         dtype = {**{op: "int8" for op in INT8_OPS}, **{op: "float32" for op in FLOAT_OPS}}
         return Inventory({f"{op} ({dtype[op]})" if op in dtype else op: n for op, n in ops.items()},
                          sum(n for op, n in ops.items() if op in INT8_OPS), weighted)
+
+
+def half_onnx(model: Any, handle: Any) -> tuple[Any, dict[str, Any]]:
+    """A copy of the float ONNX ``model`` of ``handle`` with each cast layer's weight initializer
+    ``<layer>.weight`` stored as FLOAT16/BFLOAT16 (the core's 16-bit patterns) under
+    ``<layer>.weight_<dtype>`` and read through ``Cast(to=FLOAT)`` into ``<layer>.weight``
+    again. Returns (the model, ``{"half": layer -> dtype, "float": cast layers not found}``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    info: dict[str, Any] = {"half": {}, "float": []}
+    casts = []
+    for layer, dtype in handle.qstate.casts.items():
+        name = f"{layer}.weight"
+        if name not in inits:
+            info["float"].append(layer)
+            continue
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        kind = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.BFLOAT16
+        half = helper.make_tensor(f"{name}_{dtype}", kind, list(w.shape), half_bits(w, dtype).tobytes(), raw=True)
+        graph.initializer.remove(inits[name])
+        graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [name], name=f"{name}_Cast", to=TensorProto.FLOAT))
+        info["half"][layer] = dtype
+    for node in reversed(casts):  # initializer-only inputs: first in the node list is topological
+        graph.node.insert(0, node)
+    return out, info
+
+
+def export_onnx(engine: OnnxEngine, handle: Any, path: Path, ctx: StepContext) -> dict[str, Any]:
+    """``export onnx`` of ``handle`` (its masks applied) to ``path``: float32 ONNX for a float model,
+    cast layers' weights in 16 bits (:func:`half_onnx`: ONNX Runtime's CPU kernels compute in float32
+    either way, the gain is size), the int8 QDQ file for a quantized one. Returns the ``artifact``
+    summary (:func:`~lwdsl.backend.engines.export_file`, with the half layers and the float ops)."""
+    model, info = build(handle, engine.export, engine.fingerprint)
+    halves: dict[str, Any] = {}
+    if handle.qstate.casts:
+        model, halves = half_onnx(model, handle)
+        if halves["float"]:
+            ctx.warn(f"export onnx: cast layers {', '.join(halves['float'])} stay float32 in the ONNX file (their weight "
+                     "initializer was not found)")
+    built = onnx_file(model, info)
+    summary = export_file(engine, built, path, handle, ctx)
+    if halves.get("half"):
+        summary["weights_dtype"] = ", ".join(sorted({"float16" if d == "fp16" else "bfloat16" for d in halves["half"].values()}))
+        summary["half_layers"] = len(halves["half"])
+    if handle.quant:
+        if summary["float_ops"] > len(built.runs_float):
+            summary["runs_float_unexplained"] = summary["float_ops"] - len(built.runs_float)
+        if info["float"]:
+            ctx.warn(f"export onnx: layers {', '.join(info['float'])} stay float32 in the ONNX file")
+        if summary["float_ops"] and any(m != "weights_only" for m in handle.qstate.mode.values()):
+            why = "; ".join(f"{layer}: {reason}" for layer, reason in built.runs_float.items())
+            extra = summary.get("runs_float_unexplained")
+            ctx.warn(f"export onnx: ONNX Runtime runs {summary['float_ops']} weighted op(s) of the int8 file in float32"
+                     + (f" ({why})" if why else "")
+                     + (f"; {extra} more for reasons the rewrite did not foresee" if extra else "")
+                     + f" (ops: {', '.join(f'{k} x{v}' for k, v in summary['ops'].items())})")
+    return summary
+
+
