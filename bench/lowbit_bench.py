@@ -101,7 +101,7 @@ def _torch_timers(be, handle, batch: int):
     """(framework timer, runtime timer, what the runtime runs) of a torch handle at ``batch``."""
     import torch
 
-    from lwdsl.backends.torch_backend.export import half_onnx
+    from lwdsl.backend.onnx_int8 import half_onnx
     from lwdsl.backends.torch_backend.int8_engine import build_onnx, export_float, session
 
     module = handle.module.eval()

@@ -64,14 +64,14 @@ def run_model(key: str, threads_list, batches, n_calib: int, rounds: int) -> Non
     warned: list[str] = []
     handle = backend.load_model(ref, shape, classes)
     keras_ms = {b: backend.latency_ms(handle, b, shape, 1) for b in batches}
-    float_bytes, _ = tflite_engine.convert(handle, _ctx(calib, classes, warned))
+    float_bytes, _ = tflite_engine.convert(handle)
     files = {"TFLite fp32": float_bytes}
     files["TFLite dyn (hand)"] = by_hand(handle.model, nhwc(calib), False)
     files["TFLite int8 (hand)"] = by_hand(handle.model, nhwc(calib), True)
     layers = [l.name for l in backend.layers(handle) if l.kind in ("conv", "linear")]
     ctx = _ctx(calib, classes, warned)
     handle = backend.apply(handle, QuantizeSpec(dtype="int8", mode="static", calibrate=n_calib), layers, ctx)
-    files["lwdsl int8"], kind = tflite_engine.artifact(handle, ctx)
+    files["lwdsl int8"], kind = tflite_engine.artifact(handle)
     notes = tflite_engine.report(files["lwdsl int8"], kind, handle, ctx)
     agree = notes.get("code_agreement", {})
     if prune_pattern:
@@ -81,7 +81,7 @@ def run_model(key: str, threads_list, batches, n_calib: int, rounds: int) -> Non
         pruned = backend.apply(pruned, PruneSpec(method="l2", amount=0.5, structured="filters", remove=True), convs, pctx)
         layers = [l.name for l in backend.layers(pruned) if l.kind in ("conv", "linear")]
         pruned = backend.apply(pruned, QuantizeSpec(dtype="int8", mode="static", calibrate=n_calib), layers, pctx)
-        files["lwdsl prune+int8"], _ = tflite_engine.artifact(pruned, pctx)
+        files["lwdsl prune+int8"], _ = tflite_engine.artifact(pruned)
     print(f"\n## {ref} ({'x'.join(map(str, shape))}, {classes} classes)")
     print(f"lwdsl int8: codes equal to the canonical ones {agree.get('equal', 0):,} / {agree.get('total', 0):,}; "
           f"float layers in the file: {notes.get('float_layers') or 'none'}; converter also quantized: "

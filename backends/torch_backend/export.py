@@ -21,7 +21,7 @@ from lwdsl.backend.engines import BATCHES, EngineFile, describe_export, latencie
 from lwdsl.backend.timing import fixed_input
 from lwdsl.backend.weights import atomic_path
 from lwdsl.errors import LwdslError
-from lwdsl.backend.onnx_int8 import export_onnx, half_onnx  # noqa: F401  (half_onnx: bench/lowbit_bench.py)
+from lwdsl.backend.onnx_int8 import export_onnx
 from lwdsl.backend.steps import export_handler, float_kernels_warning
 from lwdsl.semantics.casts import half_bits
 from lwdsl.language.specs import ExportSpec
