@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
+from lwdsl.backend.hf_folder import warn_untied
 from lwdsl.backend.steps import handler_table
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
@@ -19,7 +20,7 @@ from lwdsl.language.specs import TrainingOptions
 from . import io
 from .data import adopt_data
 from .handle import TorchModel
-from .hf import is_hf_folder, read_hf_folder
+from .hf import is_hf_folder, read_hf_folder, untie_heads
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, model_stats, output_positions
 from .models import build_model
@@ -131,6 +132,7 @@ class TorchBackend(Backend):
         keeps: dict = {}
         if isinstance(ref, torch.nn.Module):
             module, name = copy.deepcopy(ref), type(ref).__name__
+            warn_untied(f"your {name}", untie_heads(module))  # a head sharing the embeddings' Parameter, as a folder's
         elif not isinstance(ref, (str, Path)):
             raise UsageError(f"the torch backend cannot use a {type(ref).__module__}.{type(ref).__name__} as a model",
                              hint="give an nn.Module, a model name, or --model path/to/file.py:NAME")
