@@ -10,19 +10,22 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lwdsl.backend.load import LoadParts
 from lwdsl.errors import LwdslError, UsageError
 from lwdsl.semantics.state import DamagedTensor, check_state
 from lwdsl.backend.weights import load_weights
 
+from .fold import drop_folded
 from .handle import KerasHandle
-from .layers import state_of
+from .layers import _IGNORED, _classes, load_state_into, state_of, views
 from .models import load_file
+from .structured import resize_to_state
 
-__all__ = ["read_checkpoint", "save_native", "save_keras"]
+__all__ = ["read_checkpoint", "save_native", "save_keras", "LOAD"]
 
 
 def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
@@ -69,3 +72,44 @@ def save_keras(model: Any, path: Path) -> None:
 def save_native(handle: KerasHandle, path: Path) -> None:
     """``model.keras`` of the handle's model, atomically."""
     save_keras(handle.model, Path(path))
+
+
+class KerasLoadParts(LoadParts):
+    """The Keras primitives of the core's :func:`lwdsl.backend.load.load_state`: tensors and
+    masks converted from the Keras layout (:class:`.layers.LayerView`), folded norms and
+    narrower widths by rebuilding the model from its config."""
+
+    def unfolded(self, handle: KerasHandle, norms: Sequence[str]) -> list[str]:
+        names = {layer.name: layer for layer in handle.model.layers}
+        return [n for n in norms if n in names and "BatchNormalization" in _classes(names[n])]
+
+    def drop_folded(self, handle: KerasHandle, norms: Sequence[str]) -> dict[str, str]:
+        handle.model, done = drop_folded(handle.model, norms)
+        return done
+
+    def tensors(self, handle: KerasHandle) -> dict[str, tuple[int, ...]]:
+        return {t.name: tuple(t.shape) for v in views(handle.model) for t in v.tensors}
+
+    def optional(self, key: str) -> bool:
+        return key.endswith(_IGNORED)
+
+    def narrow(self, handle: KerasHandle, widths: Mapping[str, tuple[int, ...]]) -> list[str]:
+        resized = resize_to_state(handle.model, dict(widths))
+        if resized is handle.model:
+            return []
+        handle.model = resized
+        return list(widths)
+
+    def assign(self, handle: KerasHandle, state: Mapping[str, np.ndarray], where: str) -> None:
+        load_state_into(handle.model, dict(state), where)
+
+    def masks_to_canon(self, handle: KerasHandle, masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        found = handle.view_map() if masks else {}
+        return {name: np.ascontiguousarray(found[name].weight.to_canon(keep)).astype(bool) for name, keep in masks.items()}
+
+    def masks_from_canon(self, handle: KerasHandle, masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        found = handle.view_map() if masks else {}
+        return {name: np.ascontiguousarray(found[name].weight.from_canon(np.asarray(keep, bool))) for name, keep in masks.items()}
+
+
+LOAD = KerasLoadParts()

@@ -40,6 +40,7 @@ class TorchBackend(Backend):
     support = SUPPORT
     handlers = handler_table(__package__, SUPPORT.runs)
     precisions = ("fp32", "bf16", "fp16")
+    load_parts = io.LOAD
 
     def versions(self) -> dict[str, str]:
         import torchvision
@@ -216,23 +217,5 @@ class TorchBackend(Backend):
     def state(self, model: TorchModel) -> dict[str, np.ndarray]:
         return canonical_state(model)
 
-    def load_state(self, model: TorchModel, state: dict[str, np.ndarray]) -> None:
-        io.load_into(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()}, "the state")
-
     def save_native(self, model: TorchModel, path: Path) -> None:
         io.save_native(model, path)
-
-    def masks_of(self, model: TorchModel) -> dict[str, np.ndarray]:
-        return {layer: model.masks[layer].numpy().copy() for layer in model.masks}
-
-    def set_masks(self, model: TorchModel, masks: dict[str, np.ndarray]) -> None:
-        model.masks.clear()
-        for layer, keep in masks.items():
-            model.masks[layer] = torch.from_numpy(np.asarray(keep, dtype=bool).copy())
-        model.apply_masks()
-
-    def finalize(self, model: TorchModel) -> Any:
-        """Weights are plain already (pruned ones are zero); drop the masks."""
-        model.apply_masks()
-        model.masks.clear()
-        return model
