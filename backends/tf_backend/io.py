@@ -21,7 +21,7 @@ from lwdsl.backend.weights import load_weights
 
 from .fold import drop_folded
 from .handle import KerasHandle
-from .layers import _IGNORED, _classes, load_state_into, state_of, views
+from .layers import _classes, load_state_into, state_of, views
 from .models import load_file
 from .structured import resize_to_state
 
@@ -89,9 +89,6 @@ class KerasLoadParts(LoadParts):
 
     def tensors(self, handle: KerasHandle) -> dict[str, tuple[int, ...]]:
         return {t.name: tuple(t.shape) for v in views(handle.model) for t in v.tensors}
-
-    def optional(self, key: str) -> bool:
-        return key.endswith(_IGNORED)
 
     def narrow(self, handle: KerasHandle, widths: Mapping[str, tuple[int, ...]]) -> list[str]:
         resized = resize_to_state(handle.model, dict(widths))

@@ -109,6 +109,8 @@ class TorchLoadParts(LoadParts):
     """The torch primitives of the core's :func:`lwdsl.backend.load.load_state`: the module's
     state dict (its layout is the canonical one), norms made ``nn.Identity``, layers sliced."""
 
+    optional = tuple(f".{b}" for b in SKIPPED_BUFFERS)
+
     def unfolded(self, handle: TorchModel, norms: Sequence[str]) -> list[str]:
         return [n for n in norms if not isinstance(_submodule(handle.module, n), nn.Identity)]
 
@@ -118,12 +120,9 @@ class TorchLoadParts(LoadParts):
     def tensors(self, handle: TorchModel) -> dict[str, tuple[int, ...]]:
         return {k: tuple(t.shape) for k, t in handle.module.state_dict().items()}
 
-    def optional(self, key: str) -> bool:
-        return key.rsplit(".", 1)[-1] in SKIPPED_BUFFERS
-
     def narrow(self, handle: TorchModel, widths: Mapping[str, tuple[int, ...]]) -> list[str]:
-        """Slice each layer to its narrower weight (removed filters); a depthwise conv by group
-        (one filter a channel), a grouped conv or a layer/group norm never."""
+        """Slice each layer to its narrower weight (removed filters; a depthwise conv by group, one
+        filter a channel; a grouped conv or a layer/group norm never), then a forward pass."""
         shrunk = []
         for name, m in weighted_layers(handle.module):
             new = widths.get(name)
@@ -140,16 +139,15 @@ class TorchLoadParts(LoadParts):
                     if new[dim] != m.weight.shape[dim]:
                         slice_layer(m, dim, torch.arange(new[dim]))
             shrunk.append(name)
+        if shrunk:
+            was_training = handle.module.training
+            handle.module.eval()
+            try:
+                with torch.no_grad():
+                    handle.module(torch.zeros(1, *handle.input_shape))
+            finally:
+                handle.module.train(was_training)
         return shrunk
-
-    def check_widths(self, handle: TorchModel) -> None:
-        was_training = handle.module.training
-        handle.module.eval()
-        try:
-            with torch.no_grad():
-                handle.module(torch.zeros(1, *handle.input_shape))
-        finally:
-            handle.module.train(was_training)
 
     def assign(self, handle: TorchModel, state: Mapping[str, np.ndarray], where: str) -> None:
         full = dict(handle.module.state_dict())

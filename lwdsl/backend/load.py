@@ -35,18 +35,14 @@ class LoadParts(ABC):
     def tensors(self, handle: Any) -> dict[str, tuple[int, ...]]:
         """Every tensor of the model: canonical name -> canonical shape."""
 
-    @abstractmethod
-    def optional(self, key: str) -> bool:
-        """A tensor a state may lack or hold beside the model's (``num_batches_tracked``)."""
+    #: The name endings of tensors a state may lack or hold beside the model's.
+    optional: tuple[str, ...] = (".num_batches_tracked",)
 
     @abstractmethod
     def narrow(self, handle: Any, widths: Mapping[str, tuple[int, ...]]) -> list[str]:
         """Narrow the model's layers to the canonical weight shapes ``widths`` (:func:`narrowed`):
-        sliced, or the model rebuilt; the layers resized. May raise when they do not fit together."""
-
-    def check_widths(self, handle: Any) -> None:
-        """Raise when the resized layers' widths do not fit together (a forward pass), where
-        :meth:`narrow` has not found it out already."""
+        sliced, or the model rebuilt; the layers resized. Raises (anything) where their widths
+        do not fit together (a forward pass, a rebuild)."""
 
     @abstractmethod
     def assign(self, handle: Any, state: Mapping[str, np.ndarray], where: str) -> None:
@@ -89,19 +85,16 @@ def load_state(parts: LoadParts, handle: Any, state: Mapping[str, Any], source: 
         handle.folded.update(parts.drop_folded(handle, todo))
     where = f"{source} does not fit {handle.ref}"
     model = parts.tensors(handle)
-    given = {k: v for k, v in packed.state.items() if k in model or not parts.optional(k)}
-    check_names([k for k in model if not parts.optional(k) or k in given], given, where)
+    given = {k: v for k, v in packed.state.items() if k in model or not k.endswith(parts.optional)}
+    check_names([k for k in model if not k.endswith(parts.optional) or k in given], given, where)
     shapes = {k: tuple(np.shape(v)) for k, v in given.items()}
     widths = narrowed(model, shapes)
-    resized = list(widths)
     try:
         resized = parts.narrow(handle, widths) if widths else []
-        if resized:
-            parts.check_widths(handle)
     except UsageError:
         raise
     except Exception as exc:  # a forward pass or a rebuild at widths that do not fit together
-        raise UsageError(f"{where}: layers {', '.join(resized)} are narrower than the model's "
+        raise UsageError(f"{where}: layers {', '.join(widths)} are narrower than the model's "
                          f"and the widths do not fit together ({exc})") from None
     check_shapes(parts.tensors(handle) if resized else model, shapes, where)
     parts.assign(handle, given, where)
