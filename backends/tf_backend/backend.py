@@ -12,6 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
+from lwdsl.backend.load import load_checkpoint
 from lwdsl.backend.steps import handler_table
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
@@ -101,8 +102,7 @@ class KerasBackend(Backend):
             handle = KerasHandle(build_model(ref, tuple(input_shape), num_classes))
             handle.ref = ref if isinstance(ref, str) else handle.model.name
         if checkpoint is not None:
-            state = io.read_checkpoint(Path(checkpoint))
-            self.load_state(handle, state, f"checkpoint {checkpoint}")
+            load_checkpoint(io.LOAD, handle, Path(checkpoint))
         return handle
 
     def join_ranks(self, rank: int, world: int, timeout_s: float, join_s: Optional[float] = None) -> Any:

@@ -12,6 +12,7 @@ import torch
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
 from lwdsl.backend.hf_folder import warn_untied
+from lwdsl.backend.load import load_checkpoint
 from lwdsl.backend.steps import handler_table
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
@@ -151,9 +152,7 @@ class TorchBackend(Backend):
         handle.qstate.weight_only(quant)  # a compressed-tensors folder's codes
         handle.masks.update(keeps)
         if checkpoint is not None:
-            state, masks = io.read_checkpoint(Path(checkpoint))
-            handle.masks.update(masks)
-            io.load_into(handle, state, f"checkpoint {checkpoint}")
+            load_checkpoint(io.LOAD, handle, Path(checkpoint))
         handle.module.eval()
         return handle
 

@@ -1,5 +1,5 @@
-"""Reading checkpoints safely (``.lwz`` through :func:`lwdsl.backend.weights.load_weights`, torch
-files with ``weights_only=True``: a state dict, a training checkpoint's, ``module.`` prefixes and
+"""Reading torch checkpoints safely (``.lwz`` files and the checks are the core's,
+:func:`lwdsl.backend.load.read_checkpoint`): torch files with ``weights_only=True``: a state dict, a training checkpoint's, ``module.`` prefixes and
 ``torch.nn.utils.prune`` leftovers), fitting them to a model (narrower widths shrink the layers),
 and writing ``model.pt``; docs/semantics.md ("Reading checkpoints", "Narrower widths")."""
 
@@ -16,16 +16,15 @@ from torch import nn
 
 from lwdsl.errors import UsageError
 from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import DamagedTensor, check_state
 from lwdsl.backend.load import LoadParts, load_state
-from lwdsl.backend.weights import atomic_path, load_weights
+from lwdsl.backend.weights import atomic_path
 
 from .fold import drop_folded
 from .handle import TorchModel
 from .layers import SKIPPED_BUFFERS, weighted_layers
 from .structured import slice_layer
 
-__all__ = ["read_checkpoint", "load_into", "save_native", "LOAD"]
+__all__ = ["read_native", "load_into", "save_native", "LOAD"]
 
 #: The cast dtypes as torch dtypes (``model.pt`` stores cast weights in them).
 _TORCH_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -34,22 +33,14 @@ _TORCH_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(state, masks) from a ``.lwz`` or torch file; masks only from torch-prune leftovers.
-
-    Every tensor is checked before use (:func:`lwdsl.semantics.quant.check_state`: finite
-    floats, packed codes, scales and codebooks that fit what the file declares).
+def read_native(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+    """(state, masks, 16-bit layers) of a torch file (:meth:`lwdsl.backend.load.LoadParts.read_native`),
+    loaded with ``weights_only=True``; masks only from torch-prune leftovers.
 
     Raises:
-        UsageError: (exit code 2) the file is missing, unreadable, damaged, or holds pickled
-            objects beyond tensors; the message names it (and the tensor, if one is bad).
+        UsageError: (exit code 2) the file is unreadable or holds pickled objects beyond
+            tensors; the message names it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found")
-    if path.suffix == ".lwz":
-        state, _meta = load_weights(path)
-        return {k: torch.from_numpy(np.array(v)) for k, v in state.items()}, {}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -65,11 +56,13 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torc
     except Exception as exc:  # torch raises KeyError, RuntimeError, EOFError ... for a bad file
         raise UsageError(f"cannot read checkpoint {path}: not a torch file ({type(exc).__name__}: {exc})") from None
     state, masks = _unwrap(obj, path)
-    try:
-        check_state({k: _numpy(v) for k, v in state.items()})
-    except DamagedTensor as exc:
-        raise UsageError(f"cannot read checkpoint {path}: {exc.message}: the file is damaged") from None
-    return state, masks
+    return {k: _numpy(v) for k, v in state.items()}, {k: m.numpy() for k, m in masks.items()}, _halves(state)
+
+
+def _halves(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Layer -> ``fp16``/``bf16`` for a weight held in 16 bits (a ``model.pt`` written after a cast)."""
+    return {k[: -len(".weight")]: ("fp16" if t.dtype == torch.float16 else "bf16") for k, t in state.items()
+            if k.endswith(".weight") and t.dtype in (torch.float16, torch.bfloat16)}
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -110,6 +103,7 @@ class TorchLoadParts(LoadParts):
     state dict (its layout is the canonical one), norms made ``nn.Identity``, layers sliced."""
 
     optional = tuple(f".{b}" for b in SKIPPED_BUFFERS)
+    read_native = staticmethod(read_native)
 
     def unfolded(self, handle: TorchModel, norms: Sequence[str]) -> list[str]:
         return [n for n in norms if not isinstance(_submodule(handle.module, n), nn.Identity)]
@@ -178,9 +172,7 @@ def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str
         UsageError: (exit code 2) naming ``source`` and the first missing, unexpected,
             mis-shaped or damaged tensor (:func:`lwdsl.semantics.quant.unpack_state`).
     """
-    halves = {k[: -len(".weight")]: ("fp16" if t.dtype == torch.float16 else "bf16") for k, t in state.items()
-              if k.endswith(".weight") and t.dtype in (torch.float16, torch.bfloat16)}
-    load_state(LOAD, handle, {k: _numpy(v) for k, v in state.items()}, source, halves)
+    load_state(LOAD, handle, {k: _numpy(v) for k, v in state.items()}, source, _halves(state))
 
 
 def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:

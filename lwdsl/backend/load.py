@@ -1,5 +1,7 @@
-"""Loading a canonical state into a model, written once over a backend's :class:`LoadParts`
-(both load paths: a checkpoint given to ``load_model`` and :meth:`lwdsl.backend.Backend.load_state`):
+"""Reading a checkpoint (:func:`load_checkpoint`: a missing file, a ``.lwz`` file, a damaged tensor
+of a framework's own file) and loading a canonical state into a model, written once over a
+backend's :class:`LoadParts` (both load paths: a checkpoint given to ``load_model`` and
+:meth:`lwdsl.backend.Backend.load_state`):
 the state unpacked (:func:`lwdsl.backend.weights.unpack_canonical`), the norms it says were folded
 dropped from the model first, the layers it holds narrower (removed filters) narrowed and their
 widths checked, every tensor's name and shape checked, the weights assigned, the masks of
@@ -9,18 +11,26 @@ docs/semantics.md ("Reading checkpoints", "Narrower widths")."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..errors import UsageError
-from .weights import check_names, check_shapes, unpack_canonical
+from ..semantics.state import DamagedTensor, check_state
+from .weights import check_names, check_shapes, load_weights, unpack_canonical
 
-__all__ = ["LoadParts", "load_state", "narrowed"]
+__all__ = ["LoadParts", "load_checkpoint", "load_state", "narrowed", "read_checkpoint"]
 
 
 class LoadParts(ABC):
     """A backend's primitives for loading a state (shapes and masks in the canonical layout)."""
+
+    @abstractmethod
+    def read_native(self, path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+        """A checkpoint in the framework's own format (never running its code): the state (float
+        arrays, canonical), canonical keep masks it holds, and layer -> ``fp16``/``bf16`` for
+        weights it holds in 16 bits. Raises UsageError naming ``path`` for a file it cannot read."""
 
     @abstractmethod
     def unfolded(self, handle: Any, norms: Sequence[str]) -> list[str]:
@@ -103,3 +113,32 @@ def load_state(parts: LoadParts, handle: Any, state: Mapping[str, Any], source: 
     handle.masks.update(parts.masks_from_canon(handle, packed.keeps))  # N:M layers' masks come back from the file
     handle.apply_masks()
     handle.qstate.restore(packed, halves)
+
+
+def read_checkpoint(parts: LoadParts, path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+    """(state, masks, 16-bit layers) of a ``.lwz`` file or a framework's own file
+    (:meth:`LoadParts.read_native`), read only; every tensor checked before use
+    (:func:`lwdsl.semantics.state.check_state`: finite floats, codes and scales that fit).
+
+    Raises:
+        UsageError: (exit code 2) the file is missing, unreadable or damaged; the message names
+            it (and the tensor, if one is bad).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found")
+    if path.suffix == ".lwz":
+        return load_weights(path)[0], {}, {}
+    state, masks, halves = parts.read_native(path)
+    try:
+        check_state(state)
+    except DamagedTensor as exc:
+        raise UsageError(f"cannot read checkpoint {path}: {exc.message}: the file is damaged") from None
+    return state, masks, halves
+
+
+def load_checkpoint(parts: LoadParts, handle: Any, path: Path) -> None:
+    """The weights (and masks) of the checkpoint ``path`` loaded into ``handle`` (:func:`load_state`)."""
+    state, masks, halves = read_checkpoint(parts, path)
+    handle.masks.update(parts.masks_from_canon(handle, masks))
+    load_state(parts, handle, state, f"checkpoint {path}", halves)
