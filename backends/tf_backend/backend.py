@@ -12,22 +12,20 @@ from typing import Any, Optional
 import numpy as np
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
+from lwdsl.backend.load import load_checkpoint
 from lwdsl.backend.steps import handler_table
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
-from lwdsl.backend.weights import unpack_canonical
 from lwdsl.language.specs import TrainingOptions
 
 from ._tf import keras, tf
 from . import io
 from .data import adopt_data
-from .fold import drop_folded
 from .handle import KerasHandle
 from .hf_folder import is_hf_folder, read_hf_handle
 from .latency import latency_ms
-from .layers import canonical_state, list_layers, load_state_into, model_stats, output_positions, views
+from .layers import canonical_state, list_layers, model_stats, output_positions
 from .models import build_model
-from .structured import resize_to_state
 from .support import SUPPORT
 from .train import evaluate, fit
 
@@ -50,6 +48,7 @@ class KerasBackend(Backend):
     support = SUPPORT
     handlers = handler_table(__package__, SUPPORT.runs)
     precisions = ("fp32", "bf16", "fp16")
+    load_parts = io.LOAD
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -103,8 +102,7 @@ class KerasBackend(Backend):
             handle = KerasHandle(build_model(ref, tuple(input_shape), num_classes))
             handle.ref = ref if isinstance(ref, str) else handle.model.name
         if checkpoint is not None:
-            state = io.read_checkpoint(Path(checkpoint))
-            self.load_state(handle, state, f"checkpoint {checkpoint}")
+            load_checkpoint(io.LOAD, handle, Path(checkpoint))
         return handle
 
     def join_ranks(self, rank: int, world: int, timeout_s: float, join_s: Optional[float] = None) -> Any:
@@ -221,45 +219,8 @@ class KerasBackend(Backend):
     def state(self, model: Any) -> dict[str, np.ndarray]:
         return canonical_state(_handle(model))
 
-    def load_state(self, model: Any, state: dict[str, np.ndarray], source: str = "the state") -> None:
-        """Set the weights (:func:`lwdsl.backend.weights.unpack_canonical`: codes, input ranges,
-        casts and folded norms restored on the handle), rebuilding the model at narrower widths
-        when filters were removed; masks of layers that keep their shape re-applied, as on torch."""
-        handle = _handle(model)
-        packed = unpack_canonical(state, source)
-        if packed.folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
-            names = {layer.name: layer for layer in handle.model.layers}
-            todo = [n for n in packed.folded if n in names and "BatchNormalization" in {c.__name__ for c in type(names[n]).__mro__}]
-            if todo:
-                handle.model, done = drop_folded(handle.model, todo)
-                handle.folded.update(done)
-        resized = resize_to_state(handle.model, packed.state)
-        load_state_into(resized, packed.state, f"{source} does not fit {handle.ref}")
-        if resized is not handle.model:
-            shapes = {v.name: v.weight.variable.shape for v in views(resized)}
-            handle.masks = {k: m for k, m in handle.masks.items() if shapes.get(k) == m.shape}
-            handle.model = resized
-        handle.qstate.restore(packed)
-        found = handle.view_map() if packed.keeps else {}  # N:M layers' masks come back from the file
-        handle.masks.update({layer: np.ascontiguousarray(found[layer].weight.from_canon(keep)) for layer, keep in packed.keeps.items()})
-        handle.apply_masks()
-
     def save_native(self, model: Any, path: Path) -> None:
         io.save_native(_handle(model), Path(path))
 
-    def masks_of(self, model: Any) -> dict[str, np.ndarray]:
-        handle = _handle(model)
-        found = handle.view_map()
-        return {name: np.ascontiguousarray(found[name].weight.to_canon(keep)).astype(bool) for name, keep in handle.masks.items()}
-
-    def set_masks(self, model: Any, masks: dict[str, np.ndarray]) -> None:
-        handle = _handle(model)
-        found = handle.view_map()
-        handle.masks = {name: np.ascontiguousarray(found[name].weight.from_canon(np.asarray(keep, bool))) for name, keep in masks.items()}
-        handle.apply_masks()
-
     def copy_model(self, model: Any) -> KerasHandle:
         return _handle(model).copy()
-
-    def finalize(self, model: Any) -> KerasHandle:
-        return _handle(model).finalize()

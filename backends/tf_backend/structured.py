@@ -92,19 +92,10 @@ class FilterRemoval:
         return KerasHandle(new, new_masks, ref=handle.ref)
 
 
-def resize_to_state(model: Any, state: dict[str, np.ndarray]) -> Any:
-    """``model``, or a copy rebuilt at the output widths a canonical state's tensors have (a
-    state whose filters were removed loads into a full-width model); weights are not copied."""
-    widths = {}
-    for layer in model.layers:
-        weight = state.get(f"{layer.name}.weight")
-        if weight is None or not _shrinkable(layer) or np.ndim(weight) != len(layer.kernel.shape):
-            continue
-        if int(np.shape(weight)[0]) != int(layer.kernel.shape[-1]):
-            widths[layer.name] = int(np.shape(weight)[0])
-    if not widths:
-        return model
-    try:
-        return type(model).from_config(_new_config(model, widths))
-    except Exception as exc:  # widths that do not fit together
-        raise LwdslError(f"the weights' widths ({widths}) do not fit model '{model.name}': {exc}") from None
+def resize_to_state(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
+    """``model``, or a copy rebuilt from its config at the output widths of the canonical weight
+    ``shapes`` (:func:`lwdsl.backend.load.narrowed`); weights are not copied. Raises what Keras
+    raises for widths that do not fit together."""
+    widths = {layer.name: shapes[layer.name][0] for layer in model.layers
+              if layer.name in shapes and _shrinkable(layer) and shapes[layer.name][0] != int(layer.kernel.shape[-1])}
+    return type(model).from_config(_new_config(model, widths)) if widths else model

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from lwdsl.backend import Backend, LayerInfo, ModelStats, StepContext
+from lwdsl.backend.hf_folder import warn_untied
+from lwdsl.backend.load import load_checkpoint
 from lwdsl.backend.steps import handler_table
 from lwdsl.data.dataset import Dataset
 from lwdsl.errors import LwdslError, UsageError
@@ -19,7 +21,7 @@ from lwdsl.language.specs import TrainingOptions
 from . import io
 from .data import adopt_data
 from .handle import TorchModel
-from .hf import is_hf_folder, read_hf_folder
+from .hf import is_hf_folder, read_hf_folder, untie_heads
 from .latency import latency_ms
 from .layers import canonical_state, list_layers, model_stats, output_positions
 from .models import build_model
@@ -39,6 +41,7 @@ class TorchBackend(Backend):
     support = SUPPORT
     handlers = handler_table(__package__, SUPPORT.runs)
     precisions = ("fp32", "bf16", "fp16")
+    load_parts = io.LOAD
 
     def versions(self) -> dict[str, str]:
         import torchvision
@@ -131,6 +134,7 @@ class TorchBackend(Backend):
         keeps: dict = {}
         if isinstance(ref, torch.nn.Module):
             module, name = copy.deepcopy(ref), type(ref).__name__
+            warn_untied(f"your {name}", untie_heads(module))  # a head sharing the embeddings' Parameter, as a folder's
         elif not isinstance(ref, (str, Path)):
             raise UsageError(f"the torch backend cannot use a {type(ref).__module__}.{type(ref).__name__} as a model",
                              hint="give an nn.Module, a model name, or --model path/to/file.py:NAME")
@@ -148,9 +152,7 @@ class TorchBackend(Backend):
         handle.qstate.weight_only(quant)  # a compressed-tensors folder's codes
         handle.masks.update(keeps)
         if checkpoint is not None:
-            state, masks = io.read_checkpoint(Path(checkpoint))
-            handle.masks.update(masks)
-            io.load_into(handle, state, f"checkpoint {checkpoint}")
+            load_checkpoint(io.LOAD, handle, Path(checkpoint))
         handle.module.eval()
         return handle
 
@@ -214,23 +216,5 @@ class TorchBackend(Backend):
     def state(self, model: TorchModel) -> dict[str, np.ndarray]:
         return canonical_state(model)
 
-    def load_state(self, model: TorchModel, state: dict[str, np.ndarray]) -> None:
-        io.load_into(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()}, "the state")
-
     def save_native(self, model: TorchModel, path: Path) -> None:
         io.save_native(model, path)
-
-    def masks_of(self, model: TorchModel) -> dict[str, np.ndarray]:
-        return {layer: model.masks[layer].numpy().copy() for layer in model.masks}
-
-    def set_masks(self, model: TorchModel, masks: dict[str, np.ndarray]) -> None:
-        model.masks.clear()
-        for layer, keep in masks.items():
-            model.masks[layer] = torch.from_numpy(np.asarray(keep, dtype=bool).copy())
-        model.apply_masks()
-
-    def finalize(self, model: TorchModel) -> Any:
-        """Weights are plain already (pruned ones are zero); drop the masks."""
-        model.apply_masks()
-        model.masks.clear()
-        return model

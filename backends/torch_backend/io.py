@@ -1,5 +1,5 @@
-"""Reading checkpoints safely (``.lwz`` through :func:`lwdsl.backend.weights.load_weights`, torch
-files with ``weights_only=True``: a state dict, a training checkpoint's, ``module.`` prefixes and
+"""Reading torch checkpoints safely (``.lwz`` files and the checks are the core's,
+:func:`lwdsl.backend.load.read_checkpoint`): torch files with ``weights_only=True``: a state dict, a training checkpoint's, ``module.`` prefixes and
 ``torch.nn.utils.prune`` leftovers), fitting them to a model (narrower widths shrink the layers),
 and writing ``model.pt``; docs/semantics.md ("Reading checkpoints", "Narrower widths")."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,15 +16,15 @@ from torch import nn
 
 from lwdsl.errors import UsageError
 from lwdsl.semantics.fold import FOLDED
-from lwdsl.semantics.quant import DamagedTensor, check_state
-from lwdsl.backend.weights import atomic_path, check_names, check_shapes, load_weights, unpack_canonical
+from lwdsl.backend.load import LoadParts, load_state
+from lwdsl.backend.weights import atomic_path
 
 from .fold import drop_folded
 from .handle import TorchModel
 from .layers import SKIPPED_BUFFERS, weighted_layers
 from .structured import slice_layer
 
-__all__ = ["read_checkpoint", "load_into", "save_native"]
+__all__ = ["read_native", "load_into", "save_native", "LOAD"]
 
 #: The cast dtypes as torch dtypes (``model.pt`` stores cast weights in them).
 _TORCH_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -33,22 +33,14 @@ _TORCH_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(state, masks) from a ``.lwz`` or torch file; masks only from torch-prune leftovers.
-
-    Every tensor is checked before use (:func:`lwdsl.semantics.quant.check_state`: finite
-    floats, packed codes, scales and codebooks that fit what the file declares).
+def read_native(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+    """(state, masks, 16-bit layers) of a torch file (:meth:`lwdsl.backend.load.LoadParts.read_native`),
+    loaded with ``weights_only=True``; masks only from torch-prune leftovers.
 
     Raises:
-        UsageError: (exit code 2) the file is missing, unreadable, damaged, or holds pickled
-            objects beyond tensors; the message names it (and the tensor, if one is bad).
+        UsageError: (exit code 2) the file is unreadable or holds pickled objects beyond
+            tensors; the message names it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found")
-    if path.suffix == ".lwz":
-        state, _meta = load_weights(path)
-        return {k: torch.from_numpy(np.array(v)) for k, v in state.items()}, {}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -64,11 +56,13 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torc
     except Exception as exc:  # torch raises KeyError, RuntimeError, EOFError ... for a bad file
         raise UsageError(f"cannot read checkpoint {path}: not a torch file ({type(exc).__name__}: {exc})") from None
     state, masks = _unwrap(obj, path)
-    try:
-        check_state({k: _numpy(v) for k, v in state.items()})
-    except DamagedTensor as exc:
-        raise UsageError(f"cannot read checkpoint {path}: {exc.message}: the file is damaged") from None
-    return state, masks
+    return {k: _numpy(v) for k, v in state.items()}, {k: m.numpy() for k, m in masks.items()}, _halves(state)
+
+
+def _halves(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Layer -> ``fp16``/``bf16`` for a weight held in 16 bits (a ``model.pt`` written after a cast)."""
+    return {k[: -len(".weight")]: ("fp16" if t.dtype == torch.float16 else "bf16") for k, t in state.items()
+            if k.endswith(".weight") and t.dtype in (torch.float16, torch.bfloat16)}
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -104,75 +98,81 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
     return state, masks
 
 
-def _optional(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] in SKIPPED_BUFFERS
+class TorchLoadParts(LoadParts):
+    """The torch primitives of the core's :func:`lwdsl.backend.load.load_state`: the module's
+    state dict (its layout is the canonical one), norms made ``nn.Identity``, layers sliced."""
 
+    optional = tuple(f".{b}" for b in SKIPPED_BUFFERS)
+    read_native = staticmethod(read_native)
 
-def _shrink_to(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Shrink layers whose weight in ``state`` is narrower (removed filters); their names."""
-    shrunk = []
-    for name, m in weighted_layers(module):
-        new = state.get(f"{name}.weight")
-        old = m.weight
-        if new is None or new.shape == old.shape or new.dim() != old.dim():
-            continue
-        depthwise = isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.in_channels == m.out_channels > 1
-        if depthwise and new.shape[0] < old.shape[0] and new.shape[1:] == old.shape[1:]:
-            slice_layer(m, 0, torch.arange(new.shape[0]))  # removed by group: one filter a channel
-            m.in_channels = m.groups = new.shape[0]
+    def unfolded(self, handle: TorchModel, norms: Sequence[str]) -> list[str]:
+        return [n for n in norms if not isinstance(_submodule(handle.module, n), nn.Identity)]
+
+    def drop_folded(self, handle: TorchModel, norms: Sequence[str]) -> dict[str, str]:
+        return drop_folded(handle.module, norms)
+
+    def tensors(self, handle: TorchModel) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(t.shape) for k, t in handle.module.state_dict().items()}
+
+    def narrow(self, handle: TorchModel, widths: Mapping[str, tuple[int, ...]]) -> list[str]:
+        """Slice each layer to its narrower weight (removed filters; a depthwise conv by group, one
+        filter a channel; a grouped conv or a layer/group norm never), then a forward pass."""
+        shrunk = []
+        for name, m in weighted_layers(handle.module):
+            new = widths.get(name)
+            if new is None:
+                continue
+            depthwise = isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.in_channels == m.out_channels > 1
+            if depthwise and new[1:] == tuple(m.weight.shape[1:]):
+                slice_layer(m, 0, torch.arange(new[0]))
+                m.in_channels = m.groups = new[0]
+            elif depthwise or getattr(m, "groups", 1) != 1 or isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+                continue
+            else:
+                for dim in range(min(2, len(new))):
+                    if new[dim] != m.weight.shape[dim]:
+                        slice_layer(m, dim, torch.arange(new[dim]))
             shrunk.append(name)
-            continue
-        if getattr(m, "groups", 1) != 1 or isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
-            continue
-        if any(a > b for a, b in zip(new.shape[:2], old.shape[:2])) or new.shape[2:] != old.shape[2:]:
-            continue
-        for dim in range(min(2, new.dim())):
-            if new.shape[dim] != old.shape[dim]:
-                slice_layer(m, dim, torch.arange(new.shape[dim]))
-        shrunk.append(name)
-    return shrunk
+        if shrunk:
+            was_training = handle.module.training
+            handle.module.eval()
+            try:
+                with torch.no_grad():
+                    handle.module(torch.zeros(1, *handle.input_shape))
+            finally:
+                handle.module.train(was_training)
+        return shrunk
+
+    def assign(self, handle: TorchModel, state: Mapping[str, np.ndarray], where: str) -> None:
+        full = dict(handle.module.state_dict())
+        for key, v in state.items():
+            t = torch.from_numpy(np.asarray(v))
+            if t.is_floating_point() != full[key].is_floating_point():  # load_state_dict would cast it
+                raise UsageError(f"{where}: tensor '{key}' holds {t.dtype} values in the checkpoint but {full[key].dtype} in the model")
+            full[key] = t
+        handle.module.load_state_dict(full)
+
+    def masks_to_canon(self, handle: TorchModel, masks: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {layer: masks[layer].numpy().copy() for layer in masks}
+
+    def masks_from_canon(self, handle: TorchModel, masks: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {layer: torch.from_numpy(np.asarray(keep, dtype=bool).copy()) for layer, keep in masks.items()}
+
+
+LOAD = TorchLoadParts()
 
 
 def load_into(handle: TorchModel, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``handle.module`` (shrinking removed widths), then re-apply masks.
-
-    A packed state (quantized layers as ``.weight.codes``/``.scale``/``.bits``, see
-    :func:`lwdsl.semantics.quant.pack_state`) loads as ``codes * scale`` and restores the
-    handle's quantization record (:meth:`lwdsl.backend.handle.QuantState.restore`: codes, input
-    ranges, casts); a float state clears its codes.
+    """Copy a torch file's ``state`` into ``handle.module`` (the core's
+    :func:`lwdsl.backend.load.load_state`: folded norms, narrower widths, checks, masks, the
+    quantization record); a float16/bfloat16 weight (a ``model.pt`` written after a cast) keeps
+    its layer cast.
 
     Raises:
         UsageError: (exit code 2) naming ``source`` and the first missing, unexpected,
             mis-shaped or damaged tensor (:func:`lwdsl.semantics.quant.unpack_state`).
     """
-    halves = {k[: -len(".weight")]: ("fp16" if t.dtype == torch.float16 else "bf16") for k, t in state.items()
-              if k.endswith(".weight") and t.dtype in (torch.float16, torch.bfloat16)}  # a model.pt written after a cast
-    packed = unpack_canonical({k: _numpy(v) for k, v in state.items()}, source)
-    state = {k: torch.from_numpy(np.asarray(v)) for k, v in packed.state.items()}
-    keeps = packed.keeps
-    module = handle.module
-    if packed.folded:  # saved after quantize folded these norms (fold.py): fold the model's away first
-        todo = [n for n in packed.folded if not isinstance(_submodule(module, n), torch.nn.Identity)]
-        handle.folded.update(drop_folded(module, todo))
-    expected = module.state_dict()
-    where = f"{source} does not fit {handle.ref}"
-    check_names([k for k in expected if not _optional(k) or k in state], state, where)
-    shrunk = _shrink_to(module, state)
-    check_shapes({k: tuple(t.shape) for k, t in module.state_dict().items()}, {k: tuple(v.shape) for k, v in state.items()}, where)
-    for key, t in module.state_dict().items():
-        if key in state and state[key].is_floating_point() != t.is_floating_point():  # load_state_dict would cast it
-            raise UsageError(f"{where}: tensor '{key}' holds {state[key].dtype} values in the checkpoint but {t.dtype} in the model")
-    full = dict(module.state_dict())
-    full.update(state)
-    module.load_state_dict(full)
-    if shrunk:
-        _check_widths(handle, source, shrunk)
-    for layer in shrunk:
-        handle.masks.pop(layer, None)
-    for layer, keep in keeps.items():  # N:M layers' masks come back from the file (lwdsl/semantics/state.py)
-        handle.masks[layer] = torch.from_numpy(keep)
-    handle.apply_masks()
-    handle.qstate.restore(packed, halves)
+    load_state(LOAD, handle, {k: _numpy(v) for k, v in state.items()}, source, _halves(state))
 
 
 def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
@@ -180,21 +180,6 @@ def _submodule(module: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
         return module.get_submodule(name)
     except AttributeError:
         return None
-
-
-def _check_widths(handle: TorchModel, source: str, shrunk: list[str]) -> None:
-    was_training = handle.module.training
-    handle.module.eval()
-    try:
-        with torch.no_grad():
-            handle.module(torch.zeros(1, *handle.input_shape))
-    except RuntimeError as exc:
-        raise UsageError(
-            f"{source} does not fit {handle.ref}: layers {', '.join(shrunk)} are narrower than the model's "
-            f"and the widths do not fit together ({exc})"
-        ) from None
-    finally:
-        handle.module.train(was_training)
 
 
 def save_native(handle: TorchModel, path: Path) -> None:

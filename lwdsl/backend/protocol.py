@@ -160,17 +160,32 @@ class Backend(ABC):
         numpy in PyTorch layout and PyTorch's flatten order, masks applied. Same names and
         values on every backend for the built-in models: this is the cross-framework format."""
 
-    @abstractmethod
-    def load_state(self, model: Any, state: dict[str, np.ndarray]) -> None:
-        """Set weights from a canonical state (inverse of :meth:`state`)."""
+    #: The backend's :class:`~lwdsl.backend.load.LoadParts`: :meth:`load_state`, :meth:`masks_of`,
+    #: :meth:`set_masks` and :meth:`finalize` are written once over them (None: it has none).
+    load_parts: ClassVar[Any] = None
+
+    def _load_parts(self) -> Any:
+        if self.load_parts is None:
+            raise LwdslError(f"the {self.name} backend cannot load a state or move its masks")
+        return self.load_parts
+
+    def load_state(self, model: Any, state: dict[str, np.ndarray], source: str = "the state") -> None:
+        """Set weights from a canonical state (inverse of :meth:`state`): :func:`lwdsl.backend.load.load_state`."""
+        from .load import load_state
+
+        load_state(self._load_parts(), model, state, source)
 
     @abstractmethod
     def save_native(self, model: Any, path: Path) -> None:
         """Write the framework's own model file (``model.pt`` state dict, ``model.keras``)."""
 
-    @abstractmethod
     def finalize(self, model: Any) -> Any:
-        """Make masks permanent: plain weights, no hooks or wrappers."""
+        """Make masks permanent: plain weights (pruned ones are zero), no hooks or wrappers; the
+        masks dropped."""
+        self._load_parts()
+        model.apply_masks()
+        model.masks.clear()
+        return model
 
     def is_model(self, obj: Any) -> bool:
         """Whether ``obj`` is a model object of this backend's framework (``--model
@@ -252,11 +267,14 @@ class Backend(ABC):
     def masks_of(self, model: Any) -> dict[str, np.ndarray]:
         """The model's pruning masks, layer -> bool keep array in the canonical layout (what a
         resumed run must hold again: a pruned weight is not just a zero)."""
-        raise LwdslError(f"the {self.name} backend cannot save its masks for a resume")
+        return self._load_parts().masks_to_canon(model, model.masks)
 
     def set_masks(self, model: Any, masks: dict[str, np.ndarray]) -> None:
         """Give the model these masks (from :meth:`masks_of`), applied to its weights."""
-        raise LwdslError(f"the {self.name} backend cannot restore masks for a resume")
+        native = self._load_parts().masks_from_canon(model, masks)
+        model.masks.clear()
+        model.masks.update(native)
+        model.apply_masks()
 
     def handle_meta(self, model: Any) -> dict[str, Any]:
         """What else of the handle a resumed run needs, as JSON (not its weights, codes, scales

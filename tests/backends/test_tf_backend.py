@@ -173,3 +173,22 @@ def test_tflite_ops_map_to_their_layers_by_name():
     assert _layer_of("lenet5_1/fc1_1/MatMul;lenet5_1/fc1_1/Relu", ["fc1", "fc2"]) == "fc1"
     assert _layer_of("m_1/conv2d_1_1/convolution", ["conv2d", "conv2d_1"]) == "conv2d_1"
     assert _layer_of("m_1/conv2d_1/convolution", ["conv2d", "conv2d_1"]) is None  # ambiguous: model order decides
+
+
+def test_a_narrower_state_rebuilds_the_model_and_a_wider_one_is_refused(be):
+    """The core's one rule (lwdsl/backend/load.py ``narrowed``): a state whose filters were
+    removed rebuilds the model at its widths, the resized layers' masks dropped; a wider one is
+    refused by name, as on torch."""
+    from lwdsl.errors import UsageError
+
+    handle = be.load_model("lenet5", SHAPE, 10)
+    state = be.state(handle)
+    be.set_masks(handle, {k: np.ones(state[f"{k}.weight"].shape, bool) for k in ("conv2", "fc2")})
+    narrow = dict(state, **{"conv1.weight": state["conv1.weight"][:4], "conv1.bias": state["conv1.bias"][:4],
+                           "conv2.weight": state["conv2.weight"][:, :4]})
+    be.load_state(handle, narrow)
+    assert be.state(handle)["conv2.weight"].shape == (state["conv2.weight"].shape[0], 4, 5, 5)
+    assert set(be.masks_of(handle)) == {"fc2"}  # conv2 was resized: its mask dropped
+    wide = dict(state, **{"conv1.weight": np.zeros((32, 1, 5, 5), np.float32), "conv1.bias": np.zeros(32, np.float32)})
+    with pytest.raises(UsageError, match=r"'conv1.weight' has shape \[32, 1, 5, 5\] in the checkpoint but \[20, 1, 5, 5\]"):
+        be.load_state(be.load_model("lenet5", SHAPE, 10), wide)

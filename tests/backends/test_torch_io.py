@@ -171,3 +171,29 @@ def test_a_users_module_is_copied_not_modified():
     copy = backend.copy_model(handle)
     copy.masks["1"][:] = True
     assert not handle.masks["1"].all()
+
+
+def test_a_module_whose_head_shares_the_embeddings_parameter_loads_untied():
+    """An ``nn.Module`` given as an object is untied as a Hugging Face folder is (its deep copy:
+    the caller's model keeps its shared Parameter), with the same warning; int4 on ``lm_head``
+    then leaves the embeddings alone."""
+    pytest.importorskip("transformers", reason="GPT-2 needs transformers (pip install 'lwdsl[llm]')")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lwdsl.errors import LoadWarning
+    from lwdsl.language.specs import QuantizeSpec
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=2,
+                                       tie_word_embeddings=True, bos_token_id=None, eos_token_id=None)).eval()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    wte = model.transformer.wte.weight.detach().numpy().copy()
+    backend = torch_backend()
+    with pytest.warns(LoadWarning, match="your GPT2LMHeadModel: its head lm_head.weight was tied to transformer.wte.weight"):
+        handle = backend.load_model(model, (16,), 64)
+    assert model.lm_head.weight is model.transformer.wte.weight  # the caller's model is untouched
+    assert handle.module.lm_head.weight is not handle.module.transformer.wte.weight
+    handle = backend.apply(handle, QuantizeSpec(dtype="int4"), ["lm_head"], make_ctx())
+    state = backend.state(handle)
+    assert np.array_equal(state["transformer.wte.weight"], wte)
+    assert not np.array_equal(handle.quant["lm_head"].dequantize(), wte)

@@ -453,14 +453,15 @@ def test_random_damage_is_refused_naming_the_file_or_loads_the_same_model(tmp_pa
 
 def test_tf_backend_refuses_a_damaged_lwz_the_same_way(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from backends.tf_backend.io import read_checkpoint
+    from backends.tf_backend.io import LOAD
+    from lwdsl.backend.load import read_checkpoint
 
     path = _save(tmp_path, "cluster", _set("fc.weight.codebook", 2, np.nan))
     with pytest.raises(UsageError, match=r"m\.lwz: tensor 'fc.weight.codebook' holds nan"):
-        read_checkpoint(path)
+        read_checkpoint(LOAD, path)
     (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 not a keras file")
     with pytest.raises(UsageError, match="bad.keras"):
-        read_checkpoint(tmp_path / "bad.keras")
+        read_checkpoint(LOAD, tmp_path / "bad.keras")
     from backends.tf_backend.backend import KerasBackend
     from backends.torch_backend.backend import TorchBackend
 
