@@ -5,6 +5,8 @@ its config at the smaller widths; docs/semantics.md ("Pruning", TensorFlow backe
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -89,7 +91,7 @@ class FilterRemoval:
             mask = handle.masks.get(layer.name)
             if mask is not None:
                 new_masks[layer.name] = np.ascontiguousarray(_slice(old, "kernel", mask, out, inp))
-        return KerasHandle(new, new_masks, ref=handle.ref)
+        return dataclasses.replace(handle, model=new, masks=new_masks)  # its record, folded norms, config kept
 
 
 def resize_to_state(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
