@@ -127,7 +127,7 @@ def _tf_timers(be, handle, batch: int):
     """(framework timer, runtime timer, what the runtime runs) of a Keras handle at ``batch``."""
     from lwdsl.backends.tf_backend import tflite_engine
     from lwdsl.backends.tf_backend._tf import tf
-    from lwdsl.backends.tf_backend.train import nhwc
+    from lwdsl.backends.tf_backend.layers import nhwc
     from lwdsl.errors import LwdslError
 
     model = handle.model

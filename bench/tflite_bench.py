@@ -56,7 +56,7 @@ def by_hand(model, calib_nhwc: np.ndarray, full: bool) -> bytes:
 
 def run_model(key: str, threads_list, batches, n_calib: int, rounds: int) -> None:
     from lwdsl.backends.tf_backend import tflite_engine
-    from lwdsl.backends.tf_backend.train import nhwc
+    from lwdsl.backends.tf_backend.layers import nhwc
 
     ref, shape, classes, prune_pattern = MODELS[key]
     backend = get_backend("tensorflow")

@@ -198,10 +198,8 @@ class KerasBackend(Backend):
         handle = _handle(model)
         return find_groups(handle.model, {v.name: i for i, v in enumerate(handle.views())})
 
-    def train(self, model: Any, options: TrainingOptions, ctx: StepContext) -> KerasHandle:
-        handle = _handle(model)
-        fit(handle, options, ctx, label="train")
-        return handle
+    def fit(self, model: Any, options: TrainingOptions, ctx: StepContext, **kwargs: Any) -> list[float]:
+        return fit(_handle(model), options, ctx, **kwargs)
 
     def evaluate(self, model: Any, ctx: StepContext) -> tuple[float, float]:
         return evaluate(_handle(model), ctx)

@@ -18,7 +18,8 @@ from lwdsl.errors import LwdslError
 
 from ._tf import keras, tf
 from .handle import KerasHandle
-from .train import cross_entropy, fit, nhwc
+from .layers import nhwc
+from .train import cross_entropy
 
 __all__ = [
     "distill",
@@ -124,7 +125,6 @@ class KerasDistillParts(DistillParts):
     """TensorFlow's parts of the core's ``distill`` flow."""
 
     ops, channels_last = OPS, True
-    fit = staticmethod(fit)
 
     def __init__(self) -> None:
         self._forward: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, tf.function), last few

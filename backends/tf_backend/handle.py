@@ -14,7 +14,7 @@ from lwdsl.backend.handle import ModelHandle
 from lwdsl.errors import LwdslError
 
 from ._tf import keras, tf
-from .layers import LayerView, views
+from .layers import LayerView, nhwc, views
 
 __all__ = ["KerasHandle", "layer_inputs"]
 
@@ -80,8 +80,6 @@ def layer_inputs(handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> l
     ``layers`` (each layer's first call's ``layer.input``: Keras 3 has no ``get_input_at``),
     each as float32 ``[rows, last axis]``: pruning's and calibration's taps, as torch's forward
     pre-hooks; the probe is built and compiled once per model and layer list."""
-    from .train import nhwc
-
     probes, key = _PROBES.setdefault(handle.model, {}), tuple(layers)
     if key not in probes:
         vm, outs = handle.view_map(), []

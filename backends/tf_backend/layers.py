@@ -16,6 +16,7 @@ from lwdsl.semantics import layout as L
 from lwdsl.semantics.layout import Convert
 
 __all__ = [
+    "nhwc",
     "Tensor",
     "LayerView",
     "views",
@@ -28,6 +29,20 @@ __all__ = [
     "canonical_state",
     "model_stats",
 ]
+
+_NHWC: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def nhwc(x: np.ndarray) -> np.ndarray:
+    """NCHW images as contiguous NHWC (cached for the last few arrays converted)."""
+    hit = _NHWC.get(id(x))
+    if hit is not None and hit[0] is x:
+        return hit[1]
+    out = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
+    if len(_NHWC) >= 4:
+        _NHWC.pop(next(iter(_NHWC)))
+    _NHWC[id(x)] = (x, out)
+    return out
 
 _PASS_THROUGH = {"Dropout", "SpatialDropout2D", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ActivityRegularization"}
 _NORM_NAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}

@@ -6,21 +6,17 @@ by the same layout functions; the flow is the core's (:mod:`lwdsl.backend.prune`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from lwdsl.backend import StepContext
 from lwdsl.backend.prune import PruneParts, prune_handler
 from lwdsl.errors import LwdslError
 from lwdsl.semantics import masks as M
 from lwdsl.semantics.cut import magnitude_cut
-from lwdsl.language.specs import PruneSpec
 
 from .handle import KerasHandle, layer_inputs
 from .layers import LayerView
 from .structured import FilterRemoval
-from .train import fit
 
 __all__ = ["prune", "KerasPruneParts", "selected_views"]
 
@@ -87,8 +83,6 @@ class KerasPruneParts(FilterRemoval, PruneParts):
         t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
         self.add_keep(handle, layer, keep)
 
-    def fit(self, handle: KerasHandle, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
-        return fit(handle, spec, ctx, **kwargs)
 
 
 #: The ``prune`` handler: the core's flow over this backend's parts.

@@ -27,13 +27,12 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.engines import Engine
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.backend.smoothquant import smoothquant_handler
-from lwdsl.language.specs import TrainingOptions
 
 from ._tf import tf
 from .fakequant import FakeQuantInput, quantized_forward
 from .fold import fold_batchnorms
 from .handle import KerasHandle, layer_inputs
-from .layers import LayerView, _classes
+from .layers import LayerView, _classes, nhwc
 from .tflite_engine import LITERT
 
 __all__ = ["quantize", "smoothquant", "KerasQuantizeParts", "quantizable", "quantized_forward", "FakeQuantInput"]
@@ -106,8 +105,6 @@ class KerasQuantizeParts(QuantizeParts):
         return handle.masks.pop(name, None) is not None
 
     def logits(self, handle: KerasHandle, x: np.ndarray) -> np.ndarray:
-        from .train import nhwc
-
         keras_model = quantized_forward(handle)
         forward = self._function(("logits", id(keras_model)), keras_model,
                                  lambda: tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True))
@@ -115,12 +112,6 @@ class KerasQuantizeParts(QuantizeParts):
 
     def layer_inputs(self, handle: KerasHandle, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
         return layer_inputs(handle, names, x)
-
-    def fit(self, handle: KerasHandle, options: TrainingOptions, ctx: StepContext, *, label: str,
-            masters: dict[str, np.ndarray]) -> Any:
-        from .train import fit
-
-        return fit(handle, options, ctx, label=label, masters=masters)
 
     def engine(self) -> Engine:
         return LITERT

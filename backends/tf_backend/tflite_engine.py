@@ -22,6 +22,7 @@ from lwdsl.errors import LwdslError
 
 from ._tf import quiet_stderr, quiet_stdout, tf
 from .handle import KerasHandle
+from .layers import nhwc
 
 __all__ = ["LITERT", "LiteRtEngine", "convert", "artifact", "inspect_model", "interpreter", "TfliteReport", "report"]
 
@@ -39,12 +40,6 @@ def _litert() -> Any:
             hint="pip install 'lwdsl[tensorflow]' (or pip install ai-edge-litert)",
         ) from exc
     return litert, schema
-
-
-def _nhwc(x: np.ndarray) -> np.ndarray:
-    from .train import nhwc
-
-    return nhwc(x)
 
 
 def _fingerprint(handle: KerasHandle) -> str:
@@ -99,7 +94,7 @@ def convert(handle: KerasHandle, io: str = "float32", *, as_float: bool = False)
             if handle.qstate.settings.granularity == "per_tensor":
                 conv._experimental_disable_per_channel = True
             if mode in ("static", "qat"):
-                images = _nhwc(handle.qstate.calibration_images())
+                images = nhwc(handle.qstate.calibration_images())
 
                 def representative() -> Iterator[list[np.ndarray]]:
                     for start in range(0, len(images), _REP_BATCH):
@@ -236,7 +231,7 @@ class LiteRtEngine(Engine):
         shape: list[Any] = [None]
 
         def bind(x: np.ndarray) -> Callable[[], np.ndarray]:
-            xb = np.ascontiguousarray(_nhwc(x), dtype=np.float32)
+            xb = np.ascontiguousarray(nhwc(x), dtype=np.float32)
             if shape[0] != xb.shape:
                 with quiet_stderr():
                     it.resize_tensor_input(inp["index"], list(xb.shape))

@@ -17,7 +17,6 @@ import numpy as np
 
 from lwdsl.backend import StepContext
 from lwdsl.backend.fit import evaluate_batches, fit as core_fit
-from lwdsl.backend.steps import training_handlers
 from lwdsl.backend.trainer import OptimizerSettings, Trainer, grid_codes, grid_scale, snap_to_grid
 from lwdsl.semantics.quant import WeightQuant
 from lwdsl.language.specs import TrainingOptions
@@ -26,28 +25,13 @@ from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, G
 from ._tf import tf
 from .fakequant import quantized_forward
 from .handle import KerasHandle
-from .layers import every_layer
+from .layers import every_layer, nhwc
 
-__all__ = ["nhwc", "mixed_policy", "KerasTrainer", "fit", "evaluate", "finetune", "regularize", "cross_entropy", "snap_tf", "snap_levels_tf"]
+__all__ = ["nhwc", "mixed_policy", "KerasTrainer", "fit", "evaluate", "cross_entropy", "snap_tf", "snap_levels_tf"]
 
 #: What a step's own loss gets: (model, images NHWC, labels, batch indices into the training
 #: set), inside the gradient tape; it returns (loss to minimise, the cross-entropy part).
 BatchLoss = Callable[[Any, Any, Any, Any], "tuple[Any, Any]"]
-
-
-_NHWC: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def nhwc(x: np.ndarray) -> np.ndarray:
-    """NCHW images as contiguous NHWC (cached for the last few arrays converted)."""
-    hit = _NHWC.get(id(x))
-    if hit is not None and hit[0] is x:
-        return hit[1]
-    out = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim == 4 else x
-    if len(_NHWC) >= 4:
-        _NHWC.pop(next(iter(_NHWC)))
-    _NHWC[id(x)] = (x, out)
-    return out
 
 
 def cross_entropy(labels: Any, logits: Any) -> Any:
@@ -385,4 +369,3 @@ def evaluate(handle: KerasHandle, ctx: StepContext, batch: int = 1000) -> tuple[
 
 
 #: The step handlers that only train (written once, over this backend's fit).
-finetune, regularize = training_handlers(fit)

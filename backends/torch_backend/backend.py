@@ -197,9 +197,8 @@ class TorchBackend(Backend):
 
         return find_groups(model)
 
-    def train(self, model: TorchModel, options: TrainingOptions, ctx: StepContext) -> TorchModel:
-        fit(model, options, ctx, label="train")
-        return model
+    def fit(self, model: TorchModel, options: TrainingOptions, ctx: StepContext, **kwargs: Any) -> list[float]:
+        return fit(model, options, ctx, **kwargs)
 
     def evaluate(self, model: TorchModel, ctx: StepContext) -> tuple[float, float]:
         return evaluate(model, ctx)

@@ -20,7 +20,7 @@ from lwdsl.backend.distill import DistillParts, distill_handler
 
 from .handle import TorchModel
 from .models import BUILTINS
-from .train import fit, token_cross_entropy
+from .train import token_cross_entropy
 
 __all__ = [
     "distill",
@@ -100,7 +100,6 @@ class TorchDistillParts(DistillParts):
     """PyTorch's parts of the core's ``distill`` flow."""
 
     ops = OPS
-    fit = staticmethod(fit)
 
     def model_name(self, handle: TorchModel) -> str:
         return handle.ref

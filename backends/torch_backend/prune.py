@@ -5,21 +5,18 @@ One-shot or gradual is the core's flow (:mod:`lwdsl.backend.prune`)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from lwdsl.backend import StepContext
 from lwdsl.backend.prune import PruneParts, prune_handler
 from lwdsl.semantics import masks as lm
 from lwdsl.semantics.cut import apply_cut, magnitude_cut
-from lwdsl.language.specs import PruneSpec
 
 from .handle import TorchModel, layer_inputs, weight_of
 from .layers import weighted_layers
 from .structured import FilterRemoval
-from .train import fit
 
 __all__ = ["prune", "TorchPruneParts"]
 
@@ -63,8 +60,6 @@ class TorchPruneParts(FilterRemoval, PruneParts):
             weight_of(handle.module, layer).copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
         self.add_keep(handle, layer, keep)
 
-    def fit(self, handle: TorchModel, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
-        return fit(handle, spec, ctx, **kwargs)
 
 
 #: The ``prune`` handler: the core's flow over this backend's parts.

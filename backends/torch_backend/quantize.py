@@ -14,7 +14,7 @@ are quantized; other kinds (norms, embeddings) stay float32, named in a warning.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ from lwdsl.backend import StepContext
 from lwdsl.backend.engines import Engine
 from lwdsl.backend.quantize import ONLY_CONV_AND_LINEAR, QuantizeParts, quantize_handler
 from lwdsl.backend.smoothquant import smoothquant_handler
-from lwdsl.language.specs import TrainingOptions
 
 from .fakequant import act_hooks
 from .fold import fold_batchnorms
@@ -85,12 +84,6 @@ class TorchQuantizeParts(QuantizeParts):
 
     def layer_inputs(self, handle: TorchModel, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
         return layer_inputs(handle, names, x)
-
-    def fit(self, handle: TorchModel, options: TrainingOptions, ctx: StepContext, *, label: str,
-            masters: dict[str, np.ndarray]) -> Any:
-        from .train import fit
-
-        return fit(handle, options, ctx, label=label, masters=masters)
 
     def engine(self) -> Engine:
         from .int8_engine import ONNX

@@ -16,14 +16,13 @@ import torch.nn.functional as F
 from lwdsl.backend import StepContext
 from lwdsl.backend.fit import evaluate_batches, fit as core_fit
 from lwdsl.backend.trainer import OptimizerSettings, Trainer
-from lwdsl.backend.steps import training_handlers
 from lwdsl.language.specs import TrainingOptions
 from lwdsl.semantics.precision import AUTOCAST, BACKOFF_FACTOR, GROWTH_FACTOR, GROWTH_INTERVAL, INIT_SCALE
 
 from .fakequant import GridTrainer, act_hooks
 from .handle import TorchModel, on_device, weight_of
 
-__all__ = ["fit", "TorchTrainer", "evaluate", "finetune", "regularize", "token_cross_entropy"]
+__all__ = ["fit", "TorchTrainer", "evaluate", "token_cross_entropy"]
 
 #: What a step's own loss gets: (model, images, labels, batch indices into the training set);
 #: it returns (loss to minimise, the cross-entropy part recorded in ``handle.losses``).
@@ -243,4 +242,3 @@ def evaluate(handle: TorchModel, ctx: StepContext, batch: int = 1000) -> tuple[f
 
 
 #: The step handlers that only train (written once, over this backend's fit).
-finetune, regularize = training_handlers(fit)

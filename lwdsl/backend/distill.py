@@ -90,9 +90,9 @@ class DistillParts(ABC):
         """The model's outputs on ``x`` in inference mode (float32); the model's training
         mode is left as it was."""
 
-    @abstractmethod
     def fit(self, handle: Any, spec: DistillSpec, ctx: StepContext, **kwargs: Any) -> Any:
-        """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+        """The student's training: the backend's :meth:`~lwdsl.backend.Backend.fit`."""
+        return ctx.backend.fit(handle, spec, ctx, **kwargs)
 
     @abstractmethod
     def layer_names(self, handle: Any) -> list[str]:

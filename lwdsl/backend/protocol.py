@@ -139,8 +139,15 @@ class Backend(ABC):
         """Layers with weights, in model order."""
 
     @abstractmethod
+    def fit(self, model: Any, options: TrainingOptions, ctx: StepContext, **kwargs: Any) -> list[float]:
+        """Train ``model`` by ``options``: the core's loop (:func:`lwdsl.backend.fit.fit`) over
+        this backend's trainer; ``kwargs`` as that function takes them (``label``, ``l1``,
+        ``masters``, a distillation ``loss``, ...). Every op that trains calls it; returns the losses."""
+
     def train(self, model: Any, options: TrainingOptions, ctx: StepContext) -> Any:
         """Plain cross-entropy training (the baseline)."""
+        self.fit(model, options, ctx, label="train")
+        return model
 
     @abstractmethod
     def evaluate(self, model: Any, ctx: StepContext) -> tuple[float, float]:

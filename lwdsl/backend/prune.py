@@ -57,9 +57,9 @@ class PruneParts(CalibratedParts, ABC):
     def cut_channels(self, handle: Any, kept: dict[tuple[str, int], np.ndarray], groups: Sequence[Group]) -> Any:
         """Keep the indices ``kept[(layer, canonical axis)]`` only (masks alike); the handle (new if rebuilt)."""
 
-    @abstractmethod
     def fit(self, handle: Any, spec: PruneSpec, ctx: StepContext, **kwargs: Any) -> Any:
-        """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+        """Gradual pruning's training: the backend's :meth:`~lwdsl.backend.Backend.fit`."""
+        return ctx.backend.fit(handle, spec, ctx, **kwargs)
 
     def prune_once(self, handle: Any, rule: MaskRule, layers: Sequence[str], remove: bool, ctx: StepContext) -> Any:
         """One mask update of ``layers`` under ``rule`` (a new mask is ANDed with the layer's

@@ -106,10 +106,10 @@ class QuantizeParts(ABC):
     def layer_inputs(self, handle: Any, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
         """The input of each named layer when the model (float activations) runs on ``x``."""
 
-    @abstractmethod
     def fit(self, handle: Any, options: TrainingOptions, ctx: StepContext, *, label: str,
             masters: dict[str, np.ndarray]) -> Any:
-        """The backend's ``fit`` (:func:`lwdsl.backend.fit.fit`)."""
+        """QAT's training: the backend's :meth:`~lwdsl.backend.Backend.fit`."""
+        return ctx.backend.fit(handle, options, ctx, label=label, masters=masters)
 
     def keep_mask(self, handle: Any, name: str) -> Optional[np.ndarray]:
         """The layer's pruning keep mask (bool, canonical layout), or None when it has none

@@ -1,8 +1,8 @@
 """Handlers that are the same on every backend once given the backend's own parts.
 
-``finetune`` and ``regularize`` only call the backend's ``fit``; ``export`` only resolves the
-path inside the run folder and calls the format's writer. Each backend builds them from its
-own ``fit`` and ``EXPORTERS`` (in its ``train.py`` and ``export.py``), so the logic is written once.
+``finetune`` and ``regularize`` only call the backend's ``fit`` (:meth:`Backend.fit`): they are
+the same handlers on every backend; ``export`` only resolves the path inside the run folder and
+calls the format's writer (each backend builds it from its ``EXPORTERS``, in its ``export.py``).
 :func:`handler_table` is a backend's op -> handler table, read from its modules by one convention.
 """
 
@@ -14,36 +14,33 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .context import StepContext
 
-__all__ = ["HANDLER_MODULES", "handler_table", "training_handlers", "export_handler", "float_kernels_warning"]
+__all__ = ["HANDLER_MODULES", "handler_table", "finetune", "regularize", "export_handler", "float_kernels_warning"]
 
-#: op -> the module of a backend package whose attribute of the op's name is its handler.
-HANDLER_MODULES = {"prune": "prune", "finetune": "train", "regularize": "train", "export": "export",
-                   "distill": "distill", "quantize": "quantize", "smoothquant": "quantize"}
+#: op -> the module of a backend package whose attribute of the op's name is its handler
+#: (``finetune`` and ``regularize``: this module's, the same on every backend).
+HANDLER_MODULES = {"prune": "prune", "export": "export", "distill": "distill", "quantize": "quantize", "smoothquant": "quantize"}
+
+
+def finetune(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+    """The ``finetune`` handler: cross-entropy training of the whole model; masks stay fixed."""
+    ctx.backend.fit(handle, spec, ctx, label="finetune", schedule=spec.schedule, jitter=spec.jitter)
+    return handle
+
+
+def regularize(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+    """The ``regularize`` handler: ``l1 * sum(|w|)`` over the selected weights added to the loss."""
+    ctx.backend.fit(handle, spec, ctx, label=f"regularize l1={spec.l1:g}", l1=spec.l1, l1_layers=layers)
+    return handle
 
 
 def handler_table(package: str, ops: Sequence[str]) -> dict[str, Callable[..., Any]]:
     """op -> handler for a backend ``package`` running ``ops`` (its support table's): each
-    ``<package>.<HANDLER_MODULES[op]>.<op>``, imported now."""
-    return {op: getattr(importlib.import_module(f"{package}.{HANDLER_MODULES[op]}"), op) for op in ops}
+    ``<package>.<HANDLER_MODULES[op]>.<op>``, imported now; ``finetune``/``regularize`` this module's."""
+    own = {"finetune": finetune, "regularize": regularize}
+    return {op: own[op] if op in own else getattr(importlib.import_module(f"{package}.{HANDLER_MODULES[op]}"), op) for op in ops}
 
 
 Writer = Callable[[Any, Path, StepContext, Any], None]  # (handle, path, ctx, the ExportSpec)
-
-
-def training_handlers(fit: Callable[..., list[float]]) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """(finetune, regularize) handlers over a backend's ``fit``."""
-
-    def finetune(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
-        """The ``finetune`` handler: cross-entropy training of the whole model; masks stay fixed."""
-        fit(handle, spec, ctx, label="finetune", schedule=spec.schedule, jitter=spec.jitter)
-        return handle
-
-    def regularize(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
-        """The ``regularize`` handler: ``l1 * sum(|w|)`` over the selected weights added to the loss."""
-        fit(handle, spec, ctx, label=f"regularize l1={spec.l1:g}", l1=spec.l1, l1_layers=layers)
-        return handle
-
-    return finetune, regularize
 
 
 def export_handler(exporters: Mapping[str, Writer]) -> Callable[..., Any]:

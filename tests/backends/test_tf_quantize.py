@@ -306,7 +306,7 @@ def test_export_tflite_after_low_bit_is_refused_before_a_run(dtype):
 
 
 def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity(be):
-    from lwdsl.backends.tf_backend.train import nhwc
+    from lwdsl.backends.tf_backend.layers import nhwc
     from lwdsl.semantics.auto_bits import TRIAL_FORMS, choose_bits, kl_sensitivity, trial_weight
     from lwdsl.semantics.quant import quantize_as
 

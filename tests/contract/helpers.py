@@ -205,7 +205,7 @@ class KerasKit(Kit):
         return np.ascontiguousarray(self._view(handle, layer).weight.to_canon(handle.masks[layer])).astype(bool)
 
     def logits(self, handle, x):
-        from lwdsl.backends.tf_backend.train import nhwc
+        from lwdsl.backends.tf_backend.layers import nhwc
 
         return handle.model(nhwc(np.asarray(x, np.float32)), training=False).numpy()
 

@@ -76,9 +76,9 @@ class FakeBackend(Backend):
             for n in ("fc1", "fc2")
         ]
 
-    def train(self, model: Any, options: TrainingOptions, ctx: StepContext) -> Any:
-        self.calls.append("train")
-        return model
+    def fit(self, model: Any, options: TrainingOptions, ctx: StepContext, **kwargs: Any) -> list[float]:
+        self.calls.append("train" if kwargs.get("label") == "train" else "fit")
+        return []
 
     def apply(self, model: Any, step: StepSpec, layers: Sequence[str], ctx: StepContext) -> Any:
         self.calls.append(f"apply:{step.op}")
