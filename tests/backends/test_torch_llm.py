@@ -4,6 +4,7 @@ folder as --model, token data, and prune wanda / sparsegpt through a real run.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_a_hugging_face_folder_as_model(tmp_path):
         assert torch.equal(handle.module(x), original(input_ids=x).logits)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text('{"architectures": ["NoSuchModel"]}')
+    with pytest.raises(UsageError, match="holds no \\*.safetensors weights"):  # the core's first check, on every backend
+        torch_backend().load_model(str(tmp_path / "bad"), (16,), 300)
+    shutil.copy(tmp_path / "hf" / "model.safetensors", tmp_path / "bad")
     with pytest.raises(UsageError, match="not a transformers model class"):
         torch_backend().load_model(str(tmp_path / "bad"), (16,), 300)
 
