@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,16 +47,8 @@ class KerasBackend(Backend):
     support = SUPPORT
     handlers = handler_table(__package__, SUPPORT.runs)
     precisions = ("fp32", "bf16", "fp16")
+    packages = ("tensorflow", "keras")
     load_parts = io.LOAD
-
-    def versions(self) -> dict[str, str]:
-        out = {}
-        for pkg in ("tensorflow", "keras"):
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                out[pkg] = "not installed"
-        return out
 
     def is_model(self, obj: Any) -> bool:
         """A Keras 3 model, or a Keras 2 (``tf_keras``) one (refused when built, with how to move it)."""

@@ -10,13 +10,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from lwdsl.backend.calibrated import WeightParts
 from lwdsl.backend.handle import ModelHandle
 from lwdsl.errors import LwdslError
 
 from ._tf import keras, tf
 from .layers import LayerView, nhwc, views
 
-__all__ = ["KerasHandle", "layer_inputs"]
+__all__ = ["KerasHandle", "KerasWeights", "layer_inputs"]
 
 #: Per Keras model, its layer-input probes (layer names -> a compiled probe; the last 4 kept),
 #: dropped with the model.
@@ -94,3 +95,36 @@ def layer_inputs(handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> l
         probes[key] = tf.function(lambda v: probe(v, training=False), reduce_retracing=True)
     seen = probes[key](tf.constant(nhwc(x)))
     return [np.asarray(t, dtype=np.float32).reshape(-1, int(t.shape[-1])) for t in (seen if isinstance(seen, (list, tuple)) else [seen])]
+
+
+class KerasWeights(WeightParts):
+    """Single layers in and out for the core's flows (quantize, prune, the calibrated methods,
+    smoothquant): each tensor converted to the canonical (PyTorch) layout to be read and back to
+    be written, by the conversion of its own view (a Dense kernel ``[in, out]`` is the canonical
+    ``[out, in]`` transposed); masked weights are zero at all times here."""
+
+    def layer_inputs(self, handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        return layer_inputs(handle, layers, x)
+
+    def weight(self, handle: KerasHandle, layer: str) -> np.ndarray:
+        return handle.view_map()[layer].weight.canonical().copy()
+
+    def set_weight(self, handle: KerasHandle, layer: str, w: np.ndarray) -> None:
+        t = handle.view_map()[layer].weight
+        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
+
+    def norm_bias(self, handle: KerasHandle, layer: str) -> Optional[np.ndarray]:
+        t = next((t for t in handle.view_map()[layer].tensors if t.name == f"{layer}.bias"), None)
+        return None if t is None else t.canonical().copy()
+
+    def set_norm_bias(self, handle: KerasHandle, layer: str, b: np.ndarray) -> None:
+        t = next(t for t in handle.view_map()[layer].tensors if t.name == f"{layer}.bias")
+        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(b, dtype=np.float32)), dtype=np.float32))
+
+    def keep_mask(self, handle: KerasHandle, layer: str) -> Optional[np.ndarray]:
+        keep = handle.masks.get(layer)
+        return None if keep is None else np.ascontiguousarray(handle.view_map()[layer].weight.to_canon(keep)).astype(bool)
+
+    def add_keep(self, handle: KerasHandle, layer: str, keep: np.ndarray) -> None:
+        view = handle.view_map()[layer]
+        handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(np.asarray(keep, dtype=bool))))

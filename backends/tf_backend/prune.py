@@ -14,7 +14,7 @@ from lwdsl.errors import LwdslError
 from lwdsl.semantics import masks as M
 from lwdsl.semantics.cut import magnitude_cut
 
-from .handle import KerasHandle, layer_inputs
+from .handle import KerasHandle, KerasWeights
 from .layers import LayerView
 from .structured import FilterRemoval
 
@@ -45,7 +45,7 @@ def selected_views(handle: KerasHandle, names: Sequence[str]) -> list[LayerView]
     return found
 
 
-class KerasPruneParts(FilterRemoval, PruneParts):
+class KerasPruneParts(KerasWeights, FilterRemoval, PruneParts):
     """TensorFlow's parts of the core's ``prune`` flow (the removal's: :class:`.structured.FilterRemoval`)."""
 
     def in_model_order(self, handle: KerasHandle, layers: Sequence[str]) -> list[str]:
@@ -70,18 +70,6 @@ class KerasPruneParts(FilterRemoval, PruneParts):
 
     def canonical_weights(self, handle: KerasHandle, layers: Sequence[str]) -> Sequence[np.ndarray]:
         return _Canonical(selected_views(handle, layers))
-
-    def add_keep(self, handle: KerasHandle, layer: str, keep: np.ndarray) -> None:
-        view = selected_views(handle, [layer])[0]
-        handle.add_mask(view, np.ascontiguousarray(view.weight.from_canon(np.asarray(keep, dtype=bool))))
-
-    def layer_inputs(self, handle: KerasHandle, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        return layer_inputs(handle, layers, x)
-
-    def set_pruned(self, handle: KerasHandle, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
-        t = selected_views(handle, [layer])[0].weight
-        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
-        self.add_keep(handle, layer, keep)
 
 
 

@@ -31,7 +31,7 @@ from lwdsl.backend.smoothquant import smoothquant_handler
 from ._tf import tf
 from .fakequant import FakeQuantInput, quantized_forward
 from .fold import fold_batchnorms
-from .handle import KerasHandle, layer_inputs
+from .handle import KerasHandle, KerasWeights
 from .layers import LayerView, _classes, nhwc
 from .tflite_engine import LITERT
 
@@ -50,7 +50,7 @@ def quantizable(view: LayerView) -> Optional[str]:
     return None
 
 
-class KerasQuantizeParts(QuantizeParts):
+class KerasQuantizeParts(KerasWeights, QuantizeParts):
     """TensorFlow's parts of the core's ``quantize`` flow."""
 
     def __init__(self) -> None:
@@ -82,25 +82,6 @@ class KerasQuantizeParts(QuantizeParts):
     def fold(self, handle: KerasHandle, names: Sequence[str], ctx: StepContext) -> None:
         fold_batchnorms(handle, names, ctx)  # the model may be replaced by its folded clone
 
-    def weight(self, handle: KerasHandle, name: str) -> np.ndarray:
-        return handle.view_map()[name].weight.canonical().copy()  # masked weights are zero at all times here
-
-    def set_weight(self, handle: KerasHandle, name: str, w: np.ndarray) -> None:
-        t = handle.view_map()[name].weight
-        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(w, dtype=np.float32)), dtype=np.float32))
-
-    def norm_bias(self, handle: KerasHandle, name: str) -> Optional[np.ndarray]:
-        t = next((t for t in handle.view_map()[name].tensors if t.name == f"{name}.bias"), None)
-        return None if t is None else t.canonical().copy()
-
-    def set_norm_bias(self, handle: KerasHandle, name: str, b: np.ndarray) -> None:
-        t = next(t for t in handle.view_map()[name].tensors if t.name == f"{name}.bias")
-        t.variable.assign(np.ascontiguousarray(t.from_canon(np.asarray(b, dtype=np.float32)), dtype=np.float32))
-
-    def keep_mask(self, handle: KerasHandle, name: str) -> Optional[np.ndarray]:
-        keep = handle.masks.get(name)  # Keras layout: to the canonical one with the weight's own conversion
-        return None if keep is None else np.ascontiguousarray(handle.view_map()[name].weight.to_canon(keep)).astype(bool)
-
     def drop_mask(self, handle: KerasHandle, name: str) -> bool:
         return handle.masks.pop(name, None) is not None
 
@@ -109,9 +90,6 @@ class KerasQuantizeParts(QuantizeParts):
         forward = self._function(("logits", id(keras_model)), keras_model,
                                  lambda: tf.function(lambda t: keras_model(t, training=False), reduce_retracing=True))
         return forward(tf.constant(nhwc(x))).numpy()
-
-    def layer_inputs(self, handle: KerasHandle, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        return layer_inputs(handle, names, x)
 
     def engine(self) -> Engine:
         return LITERT

@@ -41,18 +41,8 @@ class TorchBackend(Backend):
     support = SUPPORT
     handlers = handler_table(__package__, SUPPORT.runs)
     precisions = ("fp32", "bf16", "fp16")
+    packages = ("torch", "torchvision")
     load_parts = io.LOAD
-
-    def versions(self) -> dict[str, str]:
-        import torchvision
-
-        import sys
-
-        out = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-        for extra in ("transformers", "tokenizers", "torchao"):  # when a run used them (transformer models, --data pydoc, export pt2e)
-            if extra in sys.modules:
-                out[extra] = str(getattr(sys.modules[extra], "__version__", "?"))
-        return out
 
     def unsupported(self, step: Any) -> Optional[str]:
         """The support table's answer; and ``export pt2e`` needs torchao (the ``pt2e`` extra),

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from lwdsl.backend.calibrated import WeightParts
 from lwdsl.backend.handle import ModelHandle
 
-__all__ = ["Masks", "TorchModel", "weight_of"]
+__all__ = ["Masks", "TorchModel", "TorchWeights", "weight_of"]
 
 
 class Masks(MutableMapping):
@@ -189,3 +190,35 @@ def layer_inputs(handle: TorchModel, layers: Sequence[str], x: np.ndarray) -> li
             h.remove()
         model.train(was_training)
     return [seen[name] for name in layers]
+
+
+class TorchWeights(WeightParts):
+    """Single layers in and out for the core's flows (quantize, prune, the calibrated methods,
+    smoothquant): PyTorch's layout is the canonical one."""
+
+    def layer_inputs(self, handle: TorchModel, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        return layer_inputs(handle, layers, x)
+
+    def weight(self, handle: TorchModel, layer: str) -> np.ndarray:
+        if layer in handle.masks:
+            handle.apply_mask(layer)
+        return weight_of(handle.module, layer).detach().float().numpy().copy()
+
+    def set_weight(self, handle: TorchModel, layer: str, w: np.ndarray) -> None:
+        with torch.no_grad():
+            weight_of(handle.module, layer).copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+
+    def norm_bias(self, handle: TorchModel, layer: str) -> Optional[np.ndarray]:
+        b = getattr(handle.module.get_submodule(layer), "bias", None)
+        return None if b is None else b.detach().numpy().copy()
+
+    def set_norm_bias(self, handle: TorchModel, layer: str, b: np.ndarray) -> None:
+        with torch.no_grad():
+            handle.module.get_submodule(layer).bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))
+
+    def keep_mask(self, handle: TorchModel, layer: str) -> Optional[np.ndarray]:
+        keep = handle.masks.get(layer)
+        return None if keep is None else keep.numpy().copy()
+
+    def add_keep(self, handle: TorchModel, layer: str, keep: np.ndarray) -> None:
+        handle.add_mask(layer, torch.from_numpy(np.ascontiguousarray(keep, dtype=bool)))

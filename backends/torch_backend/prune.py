@@ -14,7 +14,7 @@ from lwdsl.backend.prune import PruneParts, prune_handler
 from lwdsl.semantics import masks as lm
 from lwdsl.semantics.cut import apply_cut, magnitude_cut
 
-from .handle import TorchModel, layer_inputs, weight_of
+from .handle import TorchModel, TorchWeights, weight_of
 from .layers import weighted_layers
 from .structured import FilterRemoval
 
@@ -29,7 +29,7 @@ def _view(w: torch.Tensor) -> np.ndarray:
     return w.detach().numpy() if _is_view(w) else w.detach().float().contiguous().cpu().numpy()
 
 
-class TorchPruneParts(FilterRemoval, PruneParts):
+class TorchPruneParts(TorchWeights, FilterRemoval, PruneParts):
     """PyTorch's parts of the core's ``prune`` flow (the removal's: :class:`.structured.FilterRemoval`)."""
 
     def in_model_order(self, handle: TorchModel, layers: Sequence[str]) -> list[str]:
@@ -49,16 +49,6 @@ class TorchPruneParts(FilterRemoval, PruneParts):
     def canonical_weights(self, handle: TorchModel, layers: Sequence[str]) -> list[np.ndarray]:
         return [_view(weight_of(handle.module, name)) for name in layers]
 
-    def add_keep(self, handle: TorchModel, layer: str, keep: np.ndarray) -> None:
-        handle.add_mask(layer, torch.from_numpy(np.ascontiguousarray(keep, dtype=bool)))
-
-    def layer_inputs(self, handle: TorchModel, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        return layer_inputs(handle, layers, x)
-
-    def set_pruned(self, handle: TorchModel, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
-        with torch.no_grad():
-            weight_of(handle.module, layer).copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
-        self.add_keep(handle, layer, keep)
 
 
 

@@ -14,7 +14,7 @@ are quantized; other kinds (norms, embeddings) stay float32, named in a warning.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from lwdsl.backend.smoothquant import smoothquant_handler
 
 from .fakequant import act_hooks
 from .fold import fold_batchnorms
-from .handle import TorchModel, layer_inputs, weight_of
+from .handle import TorchModel, TorchWeights
 from .layers import layer_kind, weighted_layers
 
 __all__ = ["quantize", "smoothquant", "TorchQuantizeParts", "QUANTIZABLE"]
@@ -35,7 +35,7 @@ __all__ = ["quantize", "smoothquant", "TorchQuantizeParts", "QUANTIZABLE"]
 QUANTIZABLE = ("conv", "linear")
 
 
-class TorchQuantizeParts(QuantizeParts):
+class TorchQuantizeParts(TorchWeights, QuantizeParts):
     """PyTorch's parts of the core's ``quantize`` flow."""
 
     def candidates(self, handle: TorchModel, layers: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, str]]]:
@@ -47,27 +47,6 @@ class TorchQuantizeParts(QuantizeParts):
 
     def fold(self, handle: TorchModel, names: Sequence[str], ctx: StepContext) -> None:
         fold_batchnorms(handle, names, ctx)
-
-    def weight(self, handle: TorchModel, name: str) -> np.ndarray:
-        if name in handle.masks:
-            handle.apply_mask(name)
-        return weight_of(handle.module, name).detach().numpy().copy()
-
-    def set_weight(self, handle: TorchModel, name: str, w: np.ndarray) -> None:
-        with torch.no_grad():
-            weight_of(handle.module, name).copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
-
-    def norm_bias(self, handle: TorchModel, name: str) -> Optional[np.ndarray]:
-        b = getattr(handle.module.get_submodule(name), "bias", None)
-        return None if b is None else b.detach().numpy().copy()
-
-    def set_norm_bias(self, handle: TorchModel, name: str, b: np.ndarray) -> None:
-        with torch.no_grad():
-            handle.module.get_submodule(name).bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))
-
-    def keep_mask(self, handle: TorchModel, name: str) -> Optional[np.ndarray]:
-        keep = handle.masks.get(name)
-        return None if keep is None else keep.numpy().copy()
 
     def drop_mask(self, handle: TorchModel, name: str) -> bool:
         return handle.masks.pop(name, None) is not None
@@ -81,9 +60,6 @@ class TorchQuantizeParts(QuantizeParts):
                 return model(torch.from_numpy(x)).numpy()
         finally:
             model.train(was_training)
-
-    def layer_inputs(self, handle: TorchModel, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        return layer_inputs(handle, names, x)
 
     def engine(self) -> Engine:
         from .int8_engine import ONNX

@@ -4,7 +4,7 @@
    training set (``calibrate=N``, default 128; a warning when the set has fewer), in batches
    of :data:`CALIBRATION_BATCH` in index order.
 2. One pass over them through the model as it is before the step: the backend's
-   :meth:`CalibratedParts.layer_inputs` gives every selected linear layer's inputs on a batch
+   :meth:`WeightParts.layer_inputs` gives every selected linear layer's inputs on a batch
    (float32, one row per token or example); :class:`~lwdsl.semantics.hessian.Gram` adds
    ``X^T X`` in float64 here. By default every layer is calibrated on the inputs of the model
    as it was before the step (one pass: the methods compared on the same inputs). With
@@ -23,13 +23,13 @@
    error ``||X (W - W')^T||^2 / ||X W^T||^2`` on the calibration inputs
    (:func:`~lwdsl.semantics.hessian.output_error`).
 
-A backend gives :class:`CalibratedParts`; masks and weights are the core's, so two backends
+A backend gives :class:`WeightParts`; masks and weights are the core's, so two backends
 that see the same calibration inputs write bit-identical masks and weights.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -41,28 +41,53 @@ from ..semantics.sparsegpt import sparsegpt_prune
 from ..semantics.wanda import wanda_keep
 from .context import StepContext
 
-__all__ = ["CalibratedParts", "CALIBRATION_BATCH", "gram_matrices", "calibrated_layers", "prune_calibrated"]
+__all__ = ["WeightParts", "CALIBRATION_BATCH", "gram_matrices", "calibrated_layers", "prune_calibrated"]
 
 #: Calibration examples per forward pass.
 CALIBRATION_BATCH = 16
 
 
-class CalibratedParts:
-    """What a backend gives the calibrated methods; each raises until the backend gives it."""
+class WeightParts:
+    """What a backend gives every flow that reads and writes single layers (the calibrated
+    methods, ``smoothquant``, ``quantize``, ``prune``): weights in the canonical layout, masks,
+    layer inputs; each raises until the backend gives it."""
 
     def layer_inputs(self, handle: Any, layers: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        """The inputs of each of ``layers`` (linear) when the model runs on the batch ``x``, in
-        inference mode, as float32 ``[rows, in]`` (one row per token or example), in order."""
+        """The inputs of each of ``layers`` when the model (float activations) runs on the batch
+        ``x``, in inference mode, as float32 ``[rows, last axis]`` (one row per token, example or
+        position), in order."""
         raise LwdslError("this backend cannot collect calibration inputs")
 
     def weight(self, handle: Any, layer: str) -> np.ndarray:
-        """The layer's weight, float32, canonical layout ``[out, in]`` (a copy)."""
+        """The layer's weight, float32, canonical layout (``[out, in]``; a norm's is 1-D), its
+        mask applied (a copy)."""
         raise LwdslError("this backend cannot hand over weights")
+
+    def set_weight(self, handle: Any, layer: str, w: np.ndarray) -> None:
+        """Write the layer's weight exactly (float32, canonical layout)."""
+        raise LwdslError("this backend cannot write weights")
+
+    def norm_bias(self, handle: Any, layer: str) -> Optional[np.ndarray]:
+        """A norm's bias (a copy; a LayerNorm's beta), None for a norm without one (RMSNorm)."""
+        raise LwdslError("this backend cannot hand over a norm's bias")
+
+    def set_norm_bias(self, handle: Any, layer: str, b: np.ndarray) -> None:
+        """Write a norm's bias exactly (float32)."""
+        raise LwdslError("this backend cannot write a norm's bias")
+
+    def keep_mask(self, handle: Any, layer: str) -> Optional[np.ndarray]:
+        """The layer's pruning keep mask (bool, canonical layout), or None when it has none."""
+        return None
+
+    def add_keep(self, handle: Any, layer: str, keep: np.ndarray) -> None:
+        """AND a canonical keep mask into ``layer``'s mask, zeroing what it prunes."""
+        raise LwdslError("this backend cannot prune")
 
     def set_pruned(self, handle: Any, layer: str, keep: np.ndarray, w: np.ndarray) -> None:
         """Write ``w`` (float32 ``[out, in]``, zero where ``keep`` is False) as the layer's
         weight and AND ``keep`` into its mask."""
-        raise LwdslError("this backend cannot write pruned weights")
+        self.set_weight(handle, layer, w)
+        self.add_keep(handle, layer, keep)
 
 
 def calibration_inputs(parts: Any, handle: Any, layers: Sequence[str], count: int, ctx: StepContext, label: str,
@@ -88,7 +113,7 @@ def calibration_inputs(parts: Any, handle: Any, layers: Sequence[str], count: in
     return len(idx)
 
 
-def gram_matrices(parts: CalibratedParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
+def gram_matrices(parts: WeightParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
                   label: str, warn: bool = True) -> tuple[dict[str, Gram], int]:
     """Each layer's :class:`Gram` over ``count`` calibration examples; returns (grams, examples)."""
     grams: dict[str, Gram] = {}
@@ -97,7 +122,7 @@ def gram_matrices(parts: CalibratedParts, handle: Any, layers: Sequence[str], co
     return grams, seen
 
 
-def calibrated_layers(parts: CalibratedParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
+def calibrated_layers(parts: WeightParts, handle: Any, layers: Sequence[str], count: int, ctx: StepContext,
                       label: str, method: str, sequential: bool = False) -> Iterator[tuple[str, Gram]]:
     """``(layer, its Gram)`` for every layer of ``layers`` (model order), each yielded before the
     next is calibrated: the caller compresses the layer (writes its weights) between two. One
@@ -140,7 +165,7 @@ def _shared_inputs(layers: Sequence[str], grams: dict[str, Gram]) -> list[list[s
     return groups
 
 
-def prune_calibrated(parts: CalibratedParts, handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
+def prune_calibrated(parts: WeightParts, handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
     """``prune wanda|sparsegpt`` of ``layers`` (linear, model order); returns the handle."""
     label = f"prune {spec.method}"
     nm = (spec.nm.n, spec.nm.m) if spec.nm is not None else None

@@ -24,6 +24,8 @@ its framework.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,10 @@ __all__ = ["Backend", "Handler", "LayerInfo", "LayerStats", "ModelStats"]
 
 #: A handler runs one op: (handle, spec, layer names its selector matched, context) -> handle.
 Handler = Callable[[Any, Any, Sequence[str], StepContext], Any]
+
+#: Packages a run may import for some models or data (transformer models, their tokenizers,
+#: ``export pt2e``, KerasHub): named in the lock file when it did (:meth:`Backend.versions`).
+USED_PACKAGES = ("transformers", "tokenizers", "torchao", "keras_hub")
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,19 @@ class Backend(ABC):
         ctx.backend = self
         return self.handlers[step.op](model, step, layers, ctx)
 
-    @abstractmethod
+    #: The packages whose versions the lock file names (:meth:`versions`).
+    packages: tuple[str, ...] = ()
+
     def versions(self) -> dict[str, str]:
-        """Framework versions for the lock file."""
+        """Versions for the lock file: each of :attr:`packages` (its ``__version__``, a build's
+        own string: ``2.14.1+cu130``), and each of :data:`USED_PACKAGES` the run imported."""
+        out = {}
+        for name in (*self.packages, *(n for n in USED_PACKAGES if n in sys.modules and n not in self.packages)):
+            try:
+                out[name] = str(importlib.import_module(name).__version__)
+            except (ImportError, AttributeError):
+                out[name] = "not installed"
+        return out
 
     @abstractmethod
     def load_model(

@@ -22,16 +22,16 @@ import numpy as np
 from ..semantics.groups import AXIS, Group, axis_keeps, group_keep, select_groups
 from ..semantics.pruning import GradualClock, MaskRule, keep_masks, rule_for
 from ..language.specs import PruneSpec
-from .calibrated import CalibratedParts, prune_calibrated
+from .calibrated import WeightParts, prune_calibrated
 from .context import StepContext
 from .prune_auto import prune_auto, prune_level
 
 __all__ = ["PruneParts", "prune_handler"]
 
 
-class PruneParts(CalibratedParts, ABC):
+class PruneParts(WeightParts, ABC):
     """What a backend gives the ``prune`` flow (and, for ``wanda``/``sparsegpt``, the
-    :class:`~lwdsl.backend.calibrated.CalibratedParts`)."""
+    :class:`~lwdsl.backend.calibrated.WeightParts`)."""
 
     @abstractmethod
     def in_model_order(self, handle: Any, layers: Sequence[str]) -> list[str]:
@@ -44,10 +44,6 @@ class PruneParts(CalibratedParts, ABC):
     @abstractmethod
     def canonical_weights(self, handle: Any, layers: Sequence[str]) -> Sequence[np.ndarray]:
         """The weights of ``layers`` in the canonical layout (read when indexed, no copy where it can)."""
-
-    @abstractmethod
-    def add_keep(self, handle: Any, layer: str, keep: np.ndarray) -> None:
-        """AND a canonical keep mask into ``layer``'s mask, zeroing what it prunes."""
 
     @abstractmethod
     def groups(self, handle: Any) -> list[Group]:
@@ -78,9 +74,6 @@ class PruneParts(CalibratedParts, ABC):
     def axis_size(self, handle: Any, layer: str, axis: int) -> int:
         """The length of ``layer``'s canonical weight ``axis`` (a norm's: its channels on 0)."""
         return int(np.shape(self.canonical_weights(handle, [layer])[0])[axis])
-
-    def weight(self, handle: Any, layer: str) -> np.ndarray:
-        return np.array(self.canonical_weights(handle, [layer])[0], dtype=np.float32)  # a copy
 
     def plan_removal(self, handle: Any, layers: Sequence[str]) -> list[Group]:
         """The dependency groups that removing filters of ``layers`` prunes; raises LwdslError

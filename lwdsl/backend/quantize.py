@@ -59,7 +59,7 @@ from ..semantics.order import calibration_indices
 from ..semantics.quant import HALF_FORMS, RangeObserver, WeightQuant, act_qparams, cast_weight, quantize_as
 from ..language.specs import QuantizeSpec, TrainingOptions
 from ..language.specs.quantize import LOW_BIT
-from .calibrated import calibrated_layers
+from .calibrated import WeightParts, calibrated_layers
 from .context import StepContext
 from .engines import Engine, int8_artifact
 
@@ -72,7 +72,7 @@ ONLY_CONV_AND_LINEAR = "only conv and linear layers are quantized"
 CALIBRATION_BATCH = 256
 
 
-class QuantizeParts(ABC):
+class QuantizeParts(WeightParts, ABC):
     """What a backend gives the ``quantize`` flow. Weights are numpy in the canonical
     (PyTorch) layout; images are NCHW float32."""
 
@@ -86,14 +86,6 @@ class QuantizeParts(ABC):
         """Fold the batch norms that follow ``names`` into them (:mod:`lwdsl.semantics.fold`)."""
 
     @abstractmethod
-    def weight(self, handle: Any, name: str) -> np.ndarray:
-        """The layer's weight (a copy), its mask applied."""
-
-    @abstractmethod
-    def set_weight(self, handle: Any, name: str, w: np.ndarray) -> None:
-        """Write the layer's weight exactly (float32)."""
-
-    @abstractmethod
     def drop_mask(self, handle: Any, name: str) -> bool:
         """Forget the layer's pruning mask; True when it had one."""
 
@@ -102,19 +94,10 @@ class QuantizeParts(ABC):
         """The model's outputs on ``x`` as it evaluates (inference mode, calibrated inputs
         fake-quantized)."""
 
-    @abstractmethod
-    def layer_inputs(self, handle: Any, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        """The input of each named layer when the model (float activations) runs on ``x``."""
-
     def fit(self, handle: Any, options: TrainingOptions, ctx: StepContext, *, label: str,
             masters: dict[str, np.ndarray]) -> Any:
         """QAT's training: the backend's :meth:`~lwdsl.backend.Backend.fit`."""
         return ctx.backend.fit(handle, options, ctx, label=label, masters=masters)
-
-    def keep_mask(self, handle: Any, name: str) -> Optional[np.ndarray]:
-        """The layer's pruning keep mask (bool, canonical layout), or None when it has none
-        (``method=gptq`` keeps its zeros)."""
-        return None
 
     def engine(self) -> Optional[Engine]:
         """The backend's deployable int8 file and its runtime (:class:`~lwdsl.backend.engines.Engine`),

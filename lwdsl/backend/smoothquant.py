@@ -20,7 +20,7 @@ scales written back, and the notes.
 4. The notes: ``smoothquant`` (alpha, the calibration examples, each norm's linears, the range
    of its scales and the largest activation channel maximum before and after).
 
-A backend gives :class:`SmoothParts` (its ``QuantizeParts`` has all three).
+A backend gives :class:`~lwdsl.backend.calibrated.WeightParts` (its ``QuantizeParts`` is one).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import numpy as np
 
 from ..errors import RunError
 from ..semantics.smoothquant import column_absmax, smooth, smooth_bias, smooth_scales
-from .calibrated import calibration_inputs
+from .calibrated import WeightParts, calibration_inputs
 from .context import StepContext
 
-__all__ = ["PRE_NORM_PAIRS", "SmoothParts", "smooth_pairs", "pairs_refusal", "smoothquant_handler"]
+__all__ = ["PRE_NORM_PAIRS", "smooth_pairs", "pairs_refusal", "smoothquant_handler"]
 
 #: A pre-norm block's norm (the last part of its name) -> the linears (names relative to the
 #: norm's parent) its output alone feeds.
@@ -44,30 +44,6 @@ PRE_NORM_PAIRS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ln_1", ("attn.c_attn",)),  # GPT-2: Conv1D layers, canonical [out, in] like any linear
     ("ln_2", ("mlp.c_fc",)),
 )
-
-
-class SmoothParts:
-    """What a backend gives ``smoothquant``: weights in the canonical layout, layer inputs."""
-
-    def layer_inputs(self, handle: Any, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
-        """The input of each named layer when the model (float activations) runs on ``x``."""
-        raise NotImplementedError
-
-    def weight(self, handle: Any, name: str) -> np.ndarray:
-        """The layer's weight (a copy, canonical layout; a norm's is 1-D)."""
-        raise NotImplementedError
-
-    def set_weight(self, handle: Any, name: str, w: np.ndarray) -> None:
-        """Write the layer's weight exactly (float32)."""
-        raise NotImplementedError
-
-    def norm_bias(self, handle: Any, name: str) -> Optional[np.ndarray]:
-        """A norm's bias (a copy; a LayerNorm's beta), None for a norm without one (RMSNorm)."""
-        raise NotImplementedError
-
-    def set_norm_bias(self, handle: Any, name: str, b: np.ndarray) -> None:
-        """Write a norm's bias exactly (float32)."""
-        raise NotImplementedError
 
 
 def smooth_pairs(layers: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:
@@ -111,7 +87,7 @@ def pairs_refusal(layers: Sequence[Any], selected: Sequence[str]) -> Optional[st
             "models (Llama-style, GPT-2)")
 
 
-def _act_absmax(parts: SmoothParts, handle: Any, taps: Sequence[str], count: int, ctx: StepContext) -> tuple[dict, int]:
+def _act_absmax(parts: WeightParts, handle: Any, taps: Sequence[str], count: int, ctx: StepContext) -> tuple[dict, int]:
     """``max |X[:, j]|`` of each tap's input over the calibration examples (float32)."""
     seen: dict[str, np.ndarray] = {}
 
@@ -126,8 +102,8 @@ def _act_absmax(parts: SmoothParts, handle: Any, taps: Sequence[str], count: int
     return seen, examples
 
 
-def smoothquant_handler(parts: SmoothParts) -> Callable[..., Any]:
-    """The ``smoothquant`` handler over a backend's :class:`SmoothParts`."""
+def smoothquant_handler(parts: WeightParts) -> Callable[..., Any]:
+    """The ``smoothquant`` handler over a backend's :class:`WeightParts`."""
 
     def smoothquant(handle: Any, spec: Any, layers: Sequence[str], ctx: StepContext) -> Any:
         chosen = set(layers)

@@ -42,7 +42,7 @@ def be():
 
 def test_identity(be):
     assert (be.name, be.extra, be.native_suffix) == ("tensorflow", "tensorflow", ".keras")
-    assert set(be.versions()) == {"tensorflow", "keras"}
+    assert {"tensorflow", "keras"} <= set(be.versions())
 
 
 def test_evaluate_matches_numpy_and_reports_progress(be):

@@ -226,3 +226,19 @@ def test_a_nan_training_fails_with_the_same_error_on_every_backend(tmp_path):
         assert failed[be]["error"] == failed[BACKENDS[0]]["error"]
         diff = differences(failed[BACKENDS[0]], failed[be])
         assert not diff, diff
+
+
+def test_the_lock_file_versions_name_the_framework_build_and_what_the_run_imported(backend, monkeypatch):
+    """One rule on every backend (Backend.versions): its own packages with their build's version
+    string, and a package the run imported for a model (transformers, KerasHub, ...) beside them."""
+    import importlib
+    import sys
+    import types
+
+    from lwdsl.backend.protocol import USED_PACKAGES
+
+    versions = backend.versions()
+    for name in backend.packages:
+        assert versions[name] == str(importlib.import_module(name).__version__)
+    monkeypatch.setitem(sys.modules, USED_PACKAGES[-1], types.SimpleNamespace(__version__="9.9.9"))
+    assert backend.versions()[USED_PACKAGES[-1]] == "9.9.9"

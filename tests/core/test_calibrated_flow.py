@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lwdsl.backend.calibrated import CalibratedParts, calibrated_layers, prune_calibrated
+from lwdsl.backend.calibrated import WeightParts, calibrated_layers, prune_calibrated
 from lwdsl.backend.context import StepContext
 from lwdsl.data.dataset import Dataset
 from lwdsl.language.specs import PruneSpec
@@ -17,7 +17,7 @@ from lwdsl.semantics.hessian import Gram
 ORDER = ["a", "b", "c", "d"]
 
 
-class Chain(CalibratedParts):
+class Chain(WeightParts):
     """x -> a -> relu -> (b, c: the same input) ; relu(b) -> d. Counts the forward passes."""
 
     def __init__(self, seed: int = 0) -> None:
