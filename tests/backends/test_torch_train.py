@@ -11,7 +11,6 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 import torch
 
 from lwdsl.language.specs import FinetuneSpec, TrainingOptions
-from lwdsl.semantics.schedules import lr_at
 
 pytestmark = pytest.mark.torch
 
@@ -25,12 +24,6 @@ def test_training_repeats_exactly_for_a_seed_and_differs_across_seeds():
         backend.apply(handle, FinetuneSpec(epochs=1), [], make_ctx(seed=seed))
         runs.append(handle.module.fc2.weight.detach().clone())
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
-
-
-def test_learning_rate_schedules():
-    assert lr_at("constant", 0.1, 77, 100) == 0.1
-    assert lr_at("cosine", 0.1, 0, 100) == 0.1 and lr_at("cosine", 0.1, 50, 100) == pytest.approx(0.05)
-    assert [lr_at("step", 1.0, t, 100) for t in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_baseline_training_learns_and_reports_progress():
