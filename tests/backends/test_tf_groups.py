@@ -1,4 +1,5 @@
-"""Removal by dependency group on tensorflow: Keras applications, the zoo's resnet8, refusals."""
+"""Removal by dependency group on tensorflow: Keras applications, refusals of Keras graphs. resnet8
+on every backend: tests/contract/test_groups.py."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def _masked_reference(handle, layers):
     return ref
 
 
-@pytest.mark.parametrize("ref, ratio", [("keras:MobileNetV2", 0.3), ("resnet8", 0.3)])
+@pytest.mark.parametrize("ref, ratio", [("keras:MobileNetV2", 0.3)])
 def test_every_conv_shrinks_and_the_model_computes_the_masked_model(be, ref, ratio):
     shape = (3, 32, 32)
     h = be.load_model(ref, shape, 10)
@@ -111,7 +112,6 @@ def _net(kind: str):
         ("reshape", ["a"], "'reshape.*needs all its channels"),
         ("sigmoid", ["b"], "'b' ends in activation 'sigmoid'"),
         ("partial", ["b"], "tied to those of 'a' by a residual addition"),
-        ("partial", ["fc"], "model's outputs"),
     ],
 )
 def test_groups_that_cannot_shrink_are_refused_with_the_reason(be, kind, layers, message):
@@ -121,16 +121,3 @@ def test_groups_that_cannot_shrink_are_refused_with_the_reason(be, kind, layers,
         be.apply(h, SPEC, layers, _ctx())
     assert layers[0] in err.value.message and err.value.hint
     assert all(np.array_equal(a, b) for a, b in zip(before, h.model.get_weights()))
-
-
-def test_removed_resnet8_round_trips_through_lwz(be, tmp_path):
-    from lwdsl.backend.weights import save_weights
-
-    h = be.load_model("resnet8", (1, 28, 28), 10)
-    _randomize_norms(h.model)
-    small = be.apply(h, SPEC, [l.name for l in be.layers(h) if l.kind == "conv"], _ctx())
-    save_weights(tmp_path / "w.lwz", be.state(small))
-    again = be.load_model("resnet8", (1, 28, 28), 10, checkpoint=tmp_path / "w.lwz")
-    assert be.stats(again).params == be.stats(small).params < be.stats(h).params
-    x = np.random.default_rng(0).standard_normal((2, 28, 28, 1)).astype(np.float32)
-    np.testing.assert_array_equal(again.model(x, training=False).numpy(), small.model(x, training=False).numpy())

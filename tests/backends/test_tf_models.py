@@ -1,4 +1,5 @@
-"""The zoo and every other way to get a model into the tensorflow backend."""
+"""Every way to get a model into the tensorflow backend. The zoo's sizes, shapes, initialisation and
+name errors on every backend: tests/contract/test_models.py."""
 
 from __future__ import annotations
 
@@ -26,25 +27,11 @@ def be():
     return get_backend("tensorflow")
 
 
-@pytest.mark.parametrize(
-    "name,params", [("lenet300", 266_610), ("lenet5", 431_080), ("seedcnn", 21_840), ("seedcnn_student", 5_951)]
-)
-def test_zoo_sizes(be, name, params):
-    h = be.load_model(name, SHAPE, 10)
-    assert be.stats(h).params == params == h.model.count_params()
-
-
-def test_zoo_init_is_deterministic_and_torch_scaled(be):
+def test_zoo_init_is_the_same_without_a_seed(be):
+    """Keras only: the zoo initialises from a fixed seed (tests/contract/test_models.py: set_seed
+    does not change it, an xfail there; torch's zoo follows the run's seed)."""
     a, b = be.state(be.load_model("lenet5", SHAPE, 10)), be.state(be.load_model("lenet5", SHAPE, 10))
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    bound = 1 / np.sqrt(800)
-    assert np.abs(a["fc1.weight"]).max() <= bound and np.abs(a["fc1.weight"]).max() > 0.9 * bound
-
-
-def test_unknown_name_suggests(be):
-    with pytest.raises(LwdslError, match="unknown model 'lenet6'") as err:
-        be.load_model("lenet6", SHAPE, 10)
-    assert "lenet5" in (err.value.hint or "")
 
 
 def test_keras_application_without_download(be):

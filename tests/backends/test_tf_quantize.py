@@ -14,9 +14,8 @@ from lwdsl.backend import Dataset, StepContext, get_backend  # noqa: E402
 from lwdsl.data.builtin import load_data  # noqa: E402
 from lwdsl.errors import LwdslError  # noqa: E402
 from lwdsl.runner.progress import NullBar  # noqa: E402
-from lwdsl.semantics.order import calibration_indices  # noqa: E402
-from lwdsl.semantics.quant import RangeObserver, act_qparams, codes_with_scale, fake_quantize, quantize_weight, unpack_state  # noqa: E402
-from lwdsl.language.specs import ExportSpec, FinetuneSpec, PruneSpec, QuantizeSpec, TrainingOptions  # noqa: E402
+from lwdsl.semantics.quant import codes_with_scale, fake_quantize, quantize_weight  # noqa: E402
+from lwdsl.language.specs import ExportSpec, FinetuneSpec, QuantizeSpec, TrainingOptions  # noqa: E402
 
 SHAPE = (1, 28, 28)
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]
@@ -39,58 +38,14 @@ def _weights(state, name):
     return state[f"{name}.weight"]
 
 
-@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
-@pytest.mark.parametrize("model", ["lenet5", "lenet300"])
-def test_codes_and_scales_are_the_cores_bit_for_bit(be, model, granularity):
-    h = be.load_model(model, SHAPE, 10)
-    names = [i.name for i in be.layers(h)]
-    before = be.state(h)
-    h = be.apply(h, QuantizeSpec(dtype="int8", granularity=granularity), names, _ctx())
-    after = be.state(h)
-    for n in names:
-        want = quantize_weight(_weights(before, n), 8, granularity)
-        assert after[f"{n}.weight.codes"].dtype == np.int8
-        assert np.array_equal(after[f"{n}.weight.codes"], want.codes)
-        assert np.array_equal(after[f"{n}.weight.scale"].view(np.uint32), want.scale.view(np.uint32))
-        assert f"{n}.weight" not in after
-        assert np.array_equal(after[f"{n}.bias"], before[f"{n}.bias"])
-    # the Keras kernels hold codes * scale exactly (the fixed point: re-quantizing finds them)
-    floats, quant = unpack_state(after)
-    plain = be.state(type(h)(h.model))
-    for n in names:
-        assert np.array_equal(plain[f"{n}.weight"], floats[f"{n}.weight"])
-        assert np.array_equal(quantize_weight(plain[f"{n}.weight"], 8, granularity).codes, quant[n].codes)
-
-
-def test_pruned_zeros_stay_zero(be):
-    h = be.load_model("lenet5", SHAPE, 10)
-    h = be.apply(h, PruneSpec(scope="global", method="l1", amount=0.6), LAYERS, _ctx())
-    zeros = {n: _weights(be.state(h), n) == 0 for n in LAYERS}
-    h = be.apply(h, QuantizeSpec(dtype="int8"), LAYERS, _ctx())
-    st = be.state(be.finalize(h))
-    for n in LAYERS:
-        assert np.all(st[f"{n}.weight.codes"][zeros[n]] == 0)
-        w = be.state(type(h)(h.model))[f"{n}.weight"]
-        assert np.all(w[zeros[n]].view(np.uint32) == 0)  # +0.0, never -0.0
-
-
-@pytest.mark.parametrize("observer", ["minmax", "percentile"])
-def test_static_ranges_are_a_numpy_observer_on_the_calibration_images(be, observer):
+def test_evaluation_fake_quantizes_each_static_layer_input_as_the_core():
+    """The Keras forward of a static int8 model (quantized_forward) fake-quantizes each layer's
+    input with the core's fake_quantize (the ranges themselves: tests/contract/test_quantize.py)."""
+    be = get_backend("tensorflow")
     h = be.load_model("lenet5", SHAPE, 10)
     ctx = _ctx()
-    h = be.apply(h, QuantizeSpec(dtype="int8", mode="static", calibrate=200, observer=observer), LAYERS, ctx)
-    # the inputs of each layer, recomputed from the canonical weights in numpy-friendly steps
-    x = np.moveaxis(DATA.train_x[calibration_indices(len(DATA.train_x), 200, 0)], 1, -1)
+    h = be.apply(h, QuantizeSpec(dtype="int8", mode="static", calibrate=200), LAYERS, ctx)
     m = h.model
-    probe = keras.Model(m.inputs, [m.get_layer(n).input for n in LAYERS])
-    for n, got in zip(LAYERS, probe.predict(x, batch_size=64, verbose=0)):
-        ob = RangeObserver(observer)
-        for start in range(0, len(got), 256):
-            ob.update(got[start : start + 256])
-        lo, hi = ob.range()
-        assert ctx.notes["quantized"][n] == {"bits": 8, "form": "int8", "granularity": "per_channel", "mode": "static",
-                                             "act_range": [lo, hi], "act_scale": h.act[n].scale, "act_zero_point": h.act[n].zero_point}
-        assert h.act[n] == act_qparams(lo, hi)
     # evaluation fake-quantizes each quantized layer's input exactly as the core does
     from lwdsl.backends.tf_backend.quantize import quantized_forward
 
@@ -102,41 +57,6 @@ def test_static_ranges_are_a_numpy_observer_on_the_calibration_images(be, observ
         assert np.array_equal(wrapped.fake(seen).numpy(), fake_quantize(seen, h.act[n]))
         assert np.allclose(out, m.get_layer(n)(fake_quantize(seen, h.act[n])).numpy(), rtol=1e-5, atol=1e-5)
     assert be.evaluate(h, ctx) != be.evaluate(type(h)(h.model), ctx)
-
-
-def test_calibrate_beyond_the_training_set_warns_and_uses_all(be):
-    small = Dataset("tiny", DATA.train_x[:50], DATA.train_y[:50], DATA.test_x[:20], DATA.test_y[:20], 10)
-    ctx = _ctx(small)
-    be.apply(be.load_model("lenet5", SHAPE, 10), QuantizeSpec(dtype="int8", mode="static", calibrate=500), LAYERS, ctx)
-    assert any("calibrate=500" in w and "all 50" in w for w in ctx.extra["warnings"])
-
-
-@pytest.mark.parametrize("after", ["qat", "finetune"])
-def test_training_after_quantize_keeps_weights_on_the_grid_and_masks(be, after):
-    data = Dataset("s", DATA.train_x[:256], DATA.train_y[:256], DATA.test_x[:64], DATA.test_y[:64], 10)
-    ctx = _ctx(data)
-    h = be.load_model("lenet5", SHAPE, 10)
-    h = be.apply(h, PruneSpec(method="l1", amount=0.5), LAYERS, ctx)
-    zeros = {n: _weights(be.state(h), n) == 0 for n in LAYERS}
-    codes0 = {n: quantize_weight(_weights(be.state(h), n)).codes for n in LAYERS}  # before training
-    mode = "qat" if after == "qat" else "dynamic"
-    extra = {"epochs": 3} if after == "qat" else {}
-    h = be.apply(h, QuantizeSpec(dtype="int8", mode=mode, granularity="per_channel", **extra), LAYERS, ctx)
-    scales = {n: h.quant[n].scale.copy() for n in LAYERS}
-    if after == "finetune":
-        h = be.apply(h, FinetuneSpec(epochs=1, lr=0.05, batch=32), LAYERS, ctx)
-    assert len(h.losses) == (256 // 32 if after == "finetune" else 3 * 256 // 64)  # qat: batch 64
-    st = be.state(h)
-    plain = be.state(type(h)(h.model))
-    moved = 0
-    for n in LAYERS:
-        w = plain[f"{n}.weight"]
-        assert np.array_equal(st[f"{n}.weight.scale"], scales[n])  # scales fixed
-        assert np.array_equal(codes_with_scale(w, scales[n]), st[f"{n}.weight.codes"])
-        assert np.array_equal(w, st[f"{n}.weight.codes"].astype(np.float32) * scales[n].reshape((-1,) + (1,) * (w.ndim - 1)))
-        assert np.all(w[zeros[n]].view(np.uint32) == 0)
-        moved += int(np.count_nonzero(st[f"{n}.weight.codes"] != codes0[n]))
-    assert moved > 0  # the master copies moved some codes
 
 
 def test_group_codes_are_the_cores_and_their_scales_stay_fixed_while_fine_tuning(be):
@@ -176,7 +96,8 @@ def test_group_codes_are_the_cores_and_their_scales_stay_fixed_while_fine_tuning
     assert fresh.quant["fc1"].group == 32 and np.array_equal(be.state(type(fresh)(fresh.model))["fc1.weight"], plain["fc1.weight"])
 
 
-def test_a_layer_that_cannot_be_quantized_is_named(be):
+def test_a_separable_conv_cannot_be_quantized_and_is_named(be):
+    """Keras only: a SeparableConv2D holds two kernels in one layer (the norm case: tests/contract)."""
     inp = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(4, 3, name="c1")(inp)
     x = keras.layers.DepthwiseConv2D(3, name="dw")(x)  # quantized like a conv (one scale per channel)
@@ -303,48 +224,6 @@ def test_export_tflite_after_low_bit_is_refused_before_a_run(dtype):
         check_backend(lwdsl.parse(f"quantize {dtype} | export tflite"), "tensorflow")
     assert "export keras" in str(err.value)
     check_backend(lwdsl.parse(f"quantize {dtype} mode=qat epochs=2 | export keras"), "tensorflow")
-
-
-def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity(be):
-    from lwdsl.backends.tf_backend.layers import nhwc
-    from lwdsl.semantics.auto_bits import TRIAL_FORMS, choose_bits, kl_sensitivity, trial_weight
-    from lwdsl.semantics.quant import quantize_as
-
-    h = be.load_model("lenet5", SHAPE, 10)
-    before = be.state(h)
-    # the sensitivity by hand: the Keras model's logits on the calibration images, one layer quantized
-    probe = be.copy_model(h)
-    x = nhwc(DATA.train_x[calibration_indices(len(DATA.train_x), 48, 0)])
-    reference = probe.model(x, training=False).numpy()
-    sens = {}
-    for view in probe.views():
-        if view.name not in LAYERS:
-            continue
-        kept = view.weight.variable.numpy().copy()
-        sens[view.name] = {}
-        for form in TRIAL_FORMS:
-            view.weight.variable.assign(view.weight.from_canon(trial_weight(_weights(before, view.name), form)))
-            sens[view.name][form] = kl_sensitivity(reference, probe.model(x, training=False).numpy())
-        view.weight.variable.assign(kept)
-    ctx = _ctx()
-    spec = QuantizeSpec(dtype="auto", budget=3, calibrate=48)
-    h = be.apply(h, spec, LAYERS, ctx)
-    notes = ctx.notes["auto_bits"]
-    assert notes["sensitivity"] == "kl" and notes["calibration_images"] == 48
-    got = {r["layer"]: {f: r["sensitivity"][f] for f in TRIAL_FORMS} for r in notes["layers"]}
-    for n in LAYERS:  # one forward per batch here, 256-image batches in the step: equal up to float32 rounding
-        assert got[n] == pytest.approx(sens[n], rel=2e-3, abs=1e-9)
-    want = {c.layer: c.form for c in choose_bits({n: _weights(before, n) for n in LAYERS}, 3, sensitivity=got)}
-    assert [r["form"] for r in notes["layers"]] == [want[n] for n in LAYERS]
-    for n in LAYERS:
-        if want[n] == "float":
-            assert n not in h.quant
-        else:
-            assert np.array_equal(h.quant[n].codes, quantize_as(_weights(before, n), want[n]).codes)
-    assert len(set(want.values())) > 1 and h.qstate.settings.mode == "weights_only"
-    again = _ctx()  # same seed, same choice
-    be.apply(be.load_model("lenet5", SHAPE, 10), spec, LAYERS, again)
-    assert again.notes["auto_bits"] == notes
 
 
 def test_fold_with_an_unnamed_input_keeps_every_weight_and_code(be):

@@ -1,5 +1,6 @@
-"""Training on the torch backend: masks stay fixed, runs repeat, progress reports, evaluation,
-latency. NaN and L1 on every backend: tests/contract/test_train.py."""
+"""Training on the torch backend: runs repeat, progress reports, evaluation,
+latency. NaN and L1 on every backend: tests/contract/test_train.py;
+masks fixed through fine-tuning: tests/contract/test_prune.py."""
 
 from __future__ import annotations
 
@@ -9,37 +10,9 @@ from torch_helpers import make_ctx, make_data, torch_backend  # first: skips unl
 
 import torch
 
-from lwdsl.language.specs import FinetuneSpec, PruneSpec, TrainingOptions
-from lwdsl.semantics.schedules import lr_at
+from lwdsl.language.specs import FinetuneSpec, TrainingOptions
 
 pytestmark = pytest.mark.torch
-
-
-def pruned_lenet5():
-    backend = torch_backend()
-    handle = backend.load_model("lenet5", (1, 28, 28), 10)
-    backend.apply(handle, PruneSpec(scope="global", method="l1", amount=0.6), ["conv1", "conv2", "fc1", "fc2"], make_ctx())
-    return handle
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        dict(optimizer="sgd", momentum=0.9, weight_decay=0.01, lr=0.05),
-        dict(optimizer="adam", weight_decay=0.01, lr=0.01),
-        dict(optimizer="sgd", momentum=0.9, schedule="cosine", epochs=2),
-    ],
-)
-def test_pruned_weights_stay_exactly_zero_through_finetuning(options):
-    handle = pruned_lenet5()
-    masks = {k: v.clone() for k, v in handle.masks.items()}
-    before = {k: handle.module.get_submodule(k).weight.detach().clone() for k in masks}
-    torch_backend().apply(handle, FinetuneSpec(**options), [], make_ctx())
-    for name, keep in masks.items():
-        w = handle.module.get_submodule(name).weight.detach()
-        assert (w[~keep] == 0).all() and not torch.signbit(w[~keep]).any()
-        assert not torch.equal(w[keep], before[name][keep])  # the kept ones did train
-        assert torch.equal(handle.masks[name], keep)
 
 
 def test_training_repeats_exactly_for_a_seed_and_differs_across_seeds():
@@ -51,12 +24,6 @@ def test_training_repeats_exactly_for_a_seed_and_differs_across_seeds():
         backend.apply(handle, FinetuneSpec(epochs=1), [], make_ctx(seed=seed))
         runs.append(handle.module.fc2.weight.detach().clone())
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
-
-
-def test_learning_rate_schedules():
-    assert lr_at("constant", 0.1, 77, 100) == 0.1
-    assert lr_at("cosine", 0.1, 0, 100) == 0.1 and lr_at("cosine", 0.1, 50, 100) == pytest.approx(0.05)
-    assert [lr_at("step", 1.0, t, 100) for t in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_baseline_training_learns_and_reports_progress():

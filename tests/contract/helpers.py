@@ -82,6 +82,16 @@ class Kit:
         named and sized as ``sizes`` (name -> outputs), one after the other, no activations."""
         raise NotImplementedError
 
+    def conv_norm_model(self, input_shape: tuple[int, ...], classes: int) -> Any:
+        """A handle of a framework model: a 3x3 conv ``conv`` (4 filters), a batch norm ``norm``,
+        flattened into a linear layer ``fc``."""
+        raise NotImplementedError
+
+    def layer_inputs(self, handle: Any, layers, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each layer's input on NCHW ``x`` (float, inference mode), read with the framework's own
+        API (hooks, a probe model), not the backend's; any layout."""
+        raise NotImplementedError
+
     def forward_hooks(self, handle: Any) -> int:
         """Hooks or extra outputs left on the model (0 for a plain model)."""
         raise NotImplementedError
@@ -154,6 +164,27 @@ class TorchKit(Kit):
             width = out
         return self.be.load_model(net, tuple(input_shape), width)
 
+    def conv_norm_model(self, input_shape, classes):
+        from collections import OrderedDict
+
+        from torch import nn
+
+        c, hh, ww = input_shape
+        net = nn.Sequential(OrderedDict(conv=nn.Conv2d(c, 4, 3), norm=nn.BatchNorm2d(4), flat=nn.Flatten(),
+                                        fc=nn.Linear(4 * (hh - 2) * (ww - 2), classes)))
+        return self.be.load_model(net, tuple(input_shape), classes)
+
+    def layer_inputs(self, handle, layers, x):
+        seen: dict[str, list] = {n: [] for n in layers}
+        hooks = [handle.module.get_submodule(n).register_forward_pre_hook(
+            lambda m, a, n=n: seen[n].append(a[0].detach().numpy().copy())) for n in layers]
+        try:
+            self.logits(handle, x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return {n: np.concatenate(v) for n, v in seen.items()}
+
     def forward_hooks(self, handle):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in handle.module.modules())
 
@@ -221,6 +252,26 @@ class KerasKit(Kit):
         for name, out in sizes.items():
             x = keras.layers.Dense(out, name=name)(x)
         return self.be.load_model(keras.Model(inp, x), tuple(input_shape), out)
+
+    def conv_norm_model(self, input_shape, classes):
+        import keras
+
+        c, *hw = input_shape
+        inp = keras.Input((*hw, c))
+        x = keras.layers.Conv2D(4, 3, name="conv")(inp)
+        x = keras.layers.BatchNormalization(name="norm")(x)
+        out = keras.layers.Dense(classes, name="fc")(keras.layers.Flatten()(x))
+        return self.be.load_model(keras.Model(inp, out), tuple(input_shape), classes)
+
+    def layer_inputs(self, handle, layers, x):
+        import keras
+
+        from lwdsl.backends.tf_backend.train import nhwc
+
+        m = handle.model
+        probe = keras.Model(m.inputs, [m.get_layer(n).input for n in layers])
+        got = probe([nhwc(np.asarray(x, np.float32))], training=False)
+        return {n: np.asarray(g) for n, g in zip(layers, got if len(layers) > 1 else [got])}
 
     def forward_hooks(self, handle):
         return len(handle.model.outputs) - 1

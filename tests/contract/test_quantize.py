@@ -9,7 +9,10 @@ import gzip
 import numpy as np
 import pytest
 
-from lwdsl.semantics.quant import FORM_BITS, cast_weight, half_bits, quantize_as, snap, unpack_state
+from lwdsl.data.dataset import Dataset
+from lwdsl.semantics.order import calibration_indices
+from lwdsl.semantics.quant import (FORM_BITS, RangeObserver, act_qparams, cast_weight, codes_with_scale, half_bits,
+                                   quantize_as, quantize_weight, snap, unpack_state)
 from lwdsl.language.specs import FinetuneSpec, PruneSpec, QuantizeSpec
 from lwdsl.backend.weights import load_weights, save_weights
 
@@ -194,3 +197,157 @@ def test_latency_times_the_int8_file_only_for_int8_models(backend, dtype, engine
     called = []
     monkeypatch.setattr(engines, "file_latency_ms", lambda *a, **k: called.append(1) or 1.0)
     assert be.latency_ms(h, 1, SHAPE, 1) > 0 and bool(called) == engine
+
+
+# ----------------------------------------------------------------------------- int8 (merged from
+# test_torch_quantize.py and test_tf_quantize.py)
+
+
+@pytest.mark.parametrize("model", ["lenet5", "lenet300"])
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_int8_codes_and_scales_are_the_cores_bit_for_bit_and_pruned_zeros_stay_code_0(backend, kit, granularity, model):
+    be, data = backend, make_data(n_train=64, n_test=32)
+    h = be.load_model(model, SHAPE, 10)
+    names = [i.name for i in be.layers(h)]
+    h = be.apply(h, PruneSpec(scope="global", method="l1", amount=0.5), names, make_ctx(data))
+    before, float_state = kit.weights(h, names), be.state(h)
+    ctx = make_ctx(data)
+    h = be.apply(h, QuantizeSpec(dtype="int8", granularity=granularity, calibrate=64), names, ctx)
+    after = be.state(h)
+    floats, quant = unpack_state(after)
+    assert set(h.quant) == set(names) and not ctx.extra["warnings"]
+    for n in names:
+        want = quantize_weight(before[n], 8, granularity)
+        for got in (h.quant[n], quant[n]):  # on the handle and in the saved state
+            assert got.codes.dtype == np.int8 and np.array_equal(got.codes, want.codes)
+            assert got.scale.tobytes() == want.scale.tobytes()
+        assert f"{n}.weight" not in after and np.array_equal(after[f"{n}.bias"], float_state[f"{n}.bias"])
+        # the framework holds codes * scale exactly (the fixed point: re-quantizing finds the codes)
+        w = kit.weight(h, n)
+        assert w.tobytes() == want.dequantize().tobytes() == floats[f"{n}.weight"].tobytes()
+        assert np.array_equal(quantize_weight(w, 8, granularity).codes, want.codes)
+        assert (want.codes[before[n] == 0] == 0).all() and (want.codes[~kit.mask(h, n)] == 0).all()
+        assert not np.signbit(w[before[n] == 0]).any()  # +0.0, never -0.0
+    report = ctx.notes["int8_artifact"]
+    assert report["codes_equal"] == report["codes_total"] == sum(before[n].size for n in names)
+
+
+def _observed(kit, h, layers, x, observer):
+    """Each layer's activation range on ``x`` as the core's observer sees it, in batches of 256."""
+    seen, out = kit.layer_inputs(h, layers, x), {}
+    for n in layers:
+        ob = RangeObserver(observer)
+        for start in range(0, len(seen[n]), 256):
+            ob.update(seen[n][start : start + 256])
+        out[n] = ob.range()
+    return out
+
+
+@pytest.mark.parametrize("observer", ["minmax", "percentile"])
+def test_static_ranges_are_a_numpy_observer_on_the_calibration_images_and_too_many_warns(backend, kit, observer):
+    be, data = backend, make_data(n_train=300, n_test=64)
+    ctx = make_ctx(data, seed=3)
+    h = be.apply(_lenet5(be), QuantizeSpec(dtype="int8", mode="static", calibrate=200, observer=observer), LAYERS, ctx)
+    want = _observed(kit, h, LAYERS, data.train_x[calibration_indices(300, 200, 3)], observer)
+    for n in LAYERS:
+        lo, hi = want[n]
+        assert ctx.notes["quantized"][n] == {"bits": 8, "form": "int8", "granularity": "per_channel", "mode": "static",
+                                             "act_range": [lo, hi], "act_scale": h.act[n].scale,
+                                             "act_zero_point": h.act[n].zero_point}
+        assert h.act[n] == act_qparams(lo, hi)
+    assert not ctx.extra["warnings"]
+    # more calibration images than the training set: one warning, and all 300 are used
+    many = make_ctx(data, seed=3)
+    h = be.apply(_lenet5(be), QuantizeSpec(dtype="int8", mode="static", calibrate=1000, observer=observer), LAYERS, many)
+    (said,) = many.extra["warnings"]
+    assert "calibrate=1000" in said and "all 300" in said
+    if observer == "minmax":  # order-free: the range over the whole training set
+        want = _observed(kit, h, LAYERS, data.train_x, observer)
+        assert all(many.notes["quantized"][n]["act_range"] == list(want[n]) for n in LAYERS)
+
+
+@pytest.mark.parametrize("mode, finetune", [("qat", True), ("static", True), ("dynamic", True), ("qat", False)])
+def test_int8_training_after_quantize_keeps_every_weight_on_the_grid_at_fixed_scales_and_the_masks(backend, kit, mode, finetune):
+    be, data = backend, make_data(n_train=256, n_test=32)
+    ctx = make_ctx(data)
+    h = be.apply(_lenet5(be), PruneSpec(method="l1", amount=0.5), LAYERS, ctx)
+    keep, start = kit.masks(h), kit.weights(h, LAYERS)
+    codes0 = {n: quantize_weight(start[n]).codes for n in LAYERS}  # before training
+    extra = {"epochs": 2} if mode == "qat" else {"calibrate": 64} if mode == "static" else {}
+    h = be.apply(h, QuantizeSpec(dtype="int8", mode=mode, granularity="per_channel", **extra), LAYERS, ctx)
+    scales = {n: h.quant[n].scale.copy() for n in LAYERS}
+    assert all(scales[n].tobytes() == quantize_weight(start[n]).scale.tobytes() for n in LAYERS)
+    if mode == "qat":
+        assert len(h.losses) == 2 * 256 // 64  # batch 64
+    if finetune:
+        h = be.apply(h, FinetuneSpec(epochs=1, lr=0.05, batch=32), LAYERS, ctx)
+        assert len(h.losses) == 256 // 32
+    st = be.state(h)
+    moved = 0
+    for n in LAYERS:
+        w, q = kit.weight(h, n), h.quant[n]
+        assert q.scale.tobytes() == scales[n].tobytes() and st[f"{n}.weight.scale"].tobytes() == scales[n].tobytes()
+        assert np.array_equal(q.codes, st[f"{n}.weight.codes"]) and np.array_equal(codes_with_scale(w, scales[n]), q.codes)
+        assert w.tobytes() == snap(w, q.scale).tobytes() == q.dequantize().tobytes()
+        assert (w[~keep[n]] == 0).all() and (q.codes[~keep[n]] == 0).all() and not np.signbit(w[~keep[n]]).any()
+        assert (q.codes[start[n] == 0] == 0).all()
+        moved += int((q.codes != codes0[n]).sum())
+    assert moved > 0  # it trained
+
+
+def test_a_layer_that_cannot_be_quantized_is_named(backend, kit):
+    be, data = backend, make_data(shape=(1, 8, 8), n_train=64, n_test=32)
+    h = kit.conv_norm_model(data.input_shape, data.num_classes)
+    names = [i.name for i in be.layers(h)]
+    assert names == ["conv", "norm", "fc"]
+    ctx = make_ctx(data)
+    h = be.apply(h, QuantizeSpec(dtype="int8", mode="dynamic"), names, ctx)
+    assert set(h.quant) == {"conv", "fc"}
+    (said,) = ctx.extra["warnings"]
+    assert "norm (norm)" in said
+    assert ctx.notes["float_layers"] == [{"layer": "norm", "kind": "norm", "why": "only conv and linear layers are quantized"}]
+
+
+def test_auto_quantizes_each_layer_to_the_cores_choice_from_measured_sensitivity(backend, kit):
+    from lwdsl.semantics.auto_bits import TRIAL_FORMS, choose_bits, kl_sensitivity, trial_weight
+
+    be, data = backend, make_data(n_train=64, n_test=32)
+    h = _lenet5(be)
+    before = kit.weights(h, LAYERS)
+    spec = QuantizeSpec(dtype="auto", budget=3, calibrate=48)
+    # the sensitivity by hand: the model's logits on the calibration images, one layer quantized
+    probe, twin, third = be.copy_model(h), be.copy_model(h), be.copy_model(h)
+    x = data.train_x[calibration_indices(len(data.train_x), 48, 0)]
+    reference = kit.logits(probe, x)
+    sens = {}
+    for n in LAYERS:
+        sens[n] = {}
+        for form in TRIAL_FORMS:
+            kit.set_weight(probe, n, trial_weight(before[n], form))
+            sens[n][form] = kl_sensitivity(reference, kit.logits(probe, x))
+        kit.set_weight(probe, n, before[n])
+    ctx = make_ctx(data)
+    h = be.apply(h, spec, LAYERS, ctx)
+    report = ctx.notes["auto_bits"]
+    assert report["sensitivity"] == "kl" and report["calibration_images"] == 48
+    got = {r["layer"]: {f: r["sensitivity"][f] for f in TRIAL_FORMS} for r in report["layers"]}
+    assert got == sens
+    want = {c.layer: c.form for c in choose_bits(before, 3, sensitivity=sens)}
+    assert [r["form"] for r in report["layers"]] == [want[n] for n in LAYERS] and report["average_bits"] <= 3
+    for n in LAYERS:
+        if want[n] == "float":
+            assert n not in h.quant and kit.weight(h, n).tobytes() == before[n].tobytes()
+        else:
+            assert np.array_equal(h.quant[n].codes, quantize_as(before[n], want[n]).codes)
+            assert h.qstate.mode[n] == "weights_only"
+    assert len(set(want.values())) > 1 and h.qstate.settings.mode == "weights_only"  # mixed precision at 3 bits
+    assert any(b.description.startswith("auto: sensitivity on 48 images") for b in ctx.extra["bars"])
+    again = make_ctx(data)  # same seed, same choice
+    be.apply(twin, spec, LAYERS, again)
+    assert again.notes["auto_bits"] == report
+    # no training images: the weight-error fallback
+    empty = Dataset("none", data.train_x[:0], data.train_y[:0], data.test_x, data.test_y, data.num_classes)
+    alone = make_ctx(empty)
+    be.apply(third, spec, LAYERS, alone)
+    assert alone.notes["auto_bits"]["sensitivity"] == "weight_error"
+    assert [r["form"] for r in alone.notes["auto_bits"]["layers"]] == [c.form for c in choose_bits(before, 3)]
