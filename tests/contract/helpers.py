@@ -266,7 +266,7 @@ class KerasKit(Kit):
     def layer_inputs(self, handle, layers, x):
         import keras
 
-        from lwdsl.backends.tf_backend.train import nhwc
+        from lwdsl.backends.tf_backend.layers import nhwc
 
         m = handle.model
         probe = keras.Model(m.inputs, [m.get_layer(n).input for n in layers])

@@ -233,14 +233,15 @@ def test_int8_codes_and_scales_are_the_cores_bit_for_bit_and_pruned_zeros_stay_c
 
 
 def _observed(kit, h, layers, x, observer):
-    """Each layer's activation range on ``x`` as the core's observer sees it, in batches of 256."""
-    seen, out = kit.layer_inputs(h, layers, x), {}
-    for n in layers:
-        ob = RangeObserver(observer)
-        for start in range(0, len(seen[n]), 256):
-            ob.update(seen[n][start : start + 256])
-        out[n] = ob.range()
-    return out
+    """Each layer's activation range on ``x`` as the core's observer sees it, in batches of 256
+    (the model run on each batch as the step runs it: a conv's float32 sums may round otherwise
+    on a batch of another size)."""
+    obs = {n: RangeObserver(observer) for n in layers}
+    for start in range(0, len(x), 256):
+        seen = kit.layer_inputs(h, layers, x[start : start + 256])
+        for n in layers:
+            obs[n].update(seen[n])
+    return {n: ob.range() for n, ob in obs.items()}
 
 
 @pytest.mark.parametrize("observer", ["minmax", "percentile"])
