@@ -74,8 +74,11 @@ class KerasBackend(Backend):
         Python's ``random`` when the layer is built, so a run's dropout follows its seed."""
         import random
 
+        from .models import RUN_SEED
+
         tf.random.set_seed(seed)
         random.seed(seed)
+        RUN_SEED[0] = int(seed)
 
     def adopt_data(self, train: Any, test: Any, name: str = "user") -> Dataset:
         return adopt_data(train, test, name)

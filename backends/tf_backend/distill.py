@@ -138,8 +138,14 @@ class KerasDistillParts(DistillParts):
         return ctx.backend.load_model(base.model, ctx.data.input_shape, ctx.data.num_classes, checkpoint=path)
 
     def build_student(self, name: str, ctx: StepContext) -> KerasHandle:
-        """Zoo models start from fixed seeds; the user's own model is copied as it is."""
-        return ctx.backend.load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
+        """A zoo model initialised from the step seed (as torch's); the user's own model is copied as it is."""
+        from .models import RUN_SEED
+
+        run, RUN_SEED[0] = RUN_SEED[0], ctx.step_seed()
+        try:
+            return ctx.backend.load_model(ctx.models.get(name, name), ctx.data.input_shape, ctx.data.num_classes)
+        finally:
+            RUN_SEED[0] = run
 
     def outputs(self, handle: KerasHandle, x: np.ndarray) -> np.ndarray:
         model = handle.model

@@ -23,13 +23,19 @@ from ._tf import keras
 
 __all__ = ["ZOO", "GRAPHS", "build_model", "build_zoo", "build_resnet8", "adopt_model", "load_file", "is_keras2", "KERAS2_HINT"]
 
+#: The run's seed (``KerasBackend.set_seed``): the zoo's initial weights follow it, as torch's
+#: follow ``torch.manual_seed``.
+RUN_SEED = [0]
+
+
 def _torch_like_init(fan_in: int, index: int) -> dict[str, Any]:
     """PyTorch's default initialisation of Conv/Linear, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
-    weight and bias, with fixed seeds: the same model always starts from the same weights."""
-    bound = 1.0 / fan_in**0.5
+    weight and bias, seeded by the layer's index and the run's seed: the same model and seed
+    always start from the same weights (seed 0: the seeds ``2 * index``, ``2 * index + 1``)."""
+    bound, base = 1.0 / fan_in**0.5, (RUN_SEED[0] * 1_000_003) % 2**30
     return {
-        "kernel_initializer": keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=2 * index),
-        "bias_initializer": keras.initializers.RandomUniform(-bound, bound, seed=2 * index + 1),
+        "kernel_initializer": keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=base + 2 * index),
+        "bias_initializer": keras.initializers.RandomUniform(-bound, bound, seed=base + 2 * index + 1),
     }
 
 
