@@ -68,3 +68,16 @@ def mnist(data_root):
     from lwdsl.data.builtin import load_data
 
     return load_data("mnist", download=False)
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    """A private ``LWDSL_CACHE`` for one test module (what it builds and caches, e.g. a
+    tokenizer, is its own), set back when the module ends."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("cache")
+    mp.setenv("LWDSL_CACHE", str(path))
+    try:
+        yield path
+    finally:
+        mp.undo()

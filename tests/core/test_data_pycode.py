@@ -15,17 +15,7 @@ from lwdsl.errors import UsageError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LWDSL_CACHE", str(tmp_path_factory.mktemp("cache")))
-    try:
-        yield
-    finally:
-        mp.undo()
-
-
-@pytest.fixture(scope="module")
-def code(cache):
+def code(module_cache):
     return load_data("pydoc-code")
 
 
@@ -46,7 +36,7 @@ def test_balanced_and_capped(code) -> None:
     assert code.info["balance"] == f"{train[0]} training and {test[0]} test windows per class"
 
 
-def test_the_tokenizer_is_pydoc_s(code, cache) -> None:
+def test_the_tokenizer_is_pydoc_s(code, module_cache) -> None:
     assert code.info["tokenizer"]["sha256"] == load_data("pydoc").info["tokenizer"]["sha256"]
 
 
@@ -71,7 +61,7 @@ def test_files_sorted_and_without_tests() -> None:
     assert names == sorted(names) and files and not any("/test/" in n for n in names)
 
 
-def test_deterministic(code, cache) -> None:
+def test_deterministic(code, module_cache) -> None:
     again = load_data("pydoc-code")
     assert again.sha256 == code.sha256
     assert np.array_equal(again.train_x, code.train_x) and np.array_equal(again.test_y, code.test_y)

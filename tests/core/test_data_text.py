@@ -16,13 +16,8 @@ from lwdsl.data.text import SEQ_LEN, TEST_EVERY, VOCAB, pydoc_text  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def pydoc(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LWDSL_CACHE", str(tmp_path_factory.mktemp("cache")))
-    try:
-        yield load_data("pydoc")
-    finally:
-        mp.undo()
+def pydoc(module_cache):
+    return load_data("pydoc")
 
 
 def test_shape_task_and_split(pydoc) -> None:
