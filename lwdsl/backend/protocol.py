@@ -124,8 +124,8 @@ class Backend(ABC):
         out = {}
         for name in (*self.packages, *(n for n in USED_PACKAGES if n in sys.modules and n not in self.packages)):
             try:
-                out[name] = str(importlib.import_module(name).__version__)
-            except (ImportError, AttributeError):
+                out[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
+            except ImportError:
                 out[name] = "not installed"
         return out
 
